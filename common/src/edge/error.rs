@@ -1,0 +1,80 @@
+//! The single mapping from error kinds to HTTP status codes and bodies.
+
+use crate::model::{ApiError, ErrorKind, FunctionErrorKind, RequestId};
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::time::Duration;
+
+/// Header carrying the request id on every invoke response.
+pub(crate) const REQUEST_ID: &str = "x-strata-request-id";
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest | ErrorKind::InvalidModule => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The status for a guest failure: 504 for a timeout, 500 otherwise.
+pub fn function_error_status(kind: FunctionErrorKind) -> StatusCode {
+    match kind {
+        FunctionErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        FunctionErrorKind::Unhandled | FunctionErrorKind::OutOfMemory => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
+}
+
+fn retry_after_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0).max(u64::from(d.is_zero()))
+}
+
+/// Renders `err` as its status, `retry-after` when it has one, and the JSON body
+/// `{"error": {"kind": ..., "message": ...}}`.
+pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response {
+    let body = json!({"error": {"kind": err.kind.as_str(), "message": err.message}});
+    let mut resp = (status_of(err.kind), Json(body)).into_response();
+    let headers = resp.headers_mut();
+    if let Some(d) = err.retry_after {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
+    }
+    if let Some(id) = request_id
+        && let Ok(v) = HeaderValue::from_str(&id.to_string())
+    {
+        headers.insert(REQUEST_ID, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(200)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(2)), 2);
+        assert_eq!(retry_after_secs(Duration::from_millis(2500)), 3);
+    }
+
+    #[test]
+    fn capacity_errors_carry_retry_after() {
+        let r = error_response(
+            &ApiError::unavailable("no region", Duration::from_secs(2)),
+            Some(RequestId(1)),
+        );
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert!(r.headers().contains_key(REQUEST_ID));
+    }
+}

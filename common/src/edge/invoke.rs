@@ -1,0 +1,200 @@
+//! `POST /v1/functions/{name}/invoke`: parse, call the node's [`Invoker`], render.
+
+use super::error::{REQUEST_ID, error_response, function_error_status};
+use crate::model::{
+    ApiError, FunctionName, InvocationType, InvokeRequest, InvokeResponse, Qualifier, RequestId,
+};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::Deserialize;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Runs invocations; each node kind supplies its own (local-or-forward at a POP, execute
+/// at a region).
+pub trait Invoker: Send + Sync + 'static {
+    /// Runs `req` and returns its response, or the platform error that prevented it.
+    fn invoke(
+        &self,
+        req: InvokeRequest,
+    ) -> impl Future<Output = Result<InvokeResponse, ApiError>> + Send;
+}
+
+/// Limits of the HTTP edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Largest request body in bytes; larger is refused with 413 while streaming.
+    /// Default 6 MiB.
+    pub max_payload_bytes: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 6 << 20,
+        }
+    }
+}
+
+struct EdgeState<I> {
+    invoker: Arc<I>,
+    config: EdgeConfig,
+}
+
+impl<I> Clone for EdgeState<I> {
+    fn clone(&self) -> Self {
+        Self {
+            invoker: Arc::clone(&self.invoker),
+            config: self.config,
+        }
+    }
+}
+
+/// The invoke route, served by `invoker`.
+pub fn invoke_router<I: Invoker>(invoker: Arc<I>, config: EdgeConfig) -> Router {
+    Router::new()
+        .route("/v1/functions/{name}/invoke", post(invoke::<I>))
+        .with_state(EdgeState { invoker, config })
+}
+
+#[derive(Debug, Deserialize)]
+struct InvokeQuery {
+    qualifier: Option<String>,
+}
+
+async fn invoke<I: Invoker>(
+    State(state): State<EdgeState<I>>,
+    Path(name): Path<String>,
+    Query(query): Query<InvokeQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = RequestId::random();
+    let req = match parse(request_id, name, query, &headers, body, state.config).await {
+        Ok(req) => req,
+        Err(e) => return error_response(&e, Some(request_id)),
+    };
+    match state.invoker.invoke(req).await {
+        Ok(resp) => render(resp),
+        Err(e) => error_response(&e, Some(request_id)),
+    }
+}
+
+async fn parse(
+    request_id: RequestId,
+    name: String,
+    query: InvokeQuery,
+    headers: &HeaderMap,
+    body: Body,
+    config: EdgeConfig,
+) -> Result<InvokeRequest, ApiError> {
+    let function = FunctionName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let qualifier = match query.qualifier.as_deref() {
+        None | Some("") => Qualifier::Latest,
+        Some(q) => q
+            .parse()
+            .map_err(|e: crate::model::NameError| ApiError::bad_request(format!("qualifier: {e}")))?,
+    };
+    let invocation_type = match header_str(headers, "x-strata-invocation-type")? {
+        None | Some("request-response") => InvocationType::RequestResponse,
+        Some("event") => InvocationType::Event,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "x-strata-invocation-type must be request-response or event, got {other:?}"
+            )));
+        }
+    };
+    let memory_mb = header_str(headers, "x-strata-memory-mb")?
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| ApiError::bad_request("x-strata-memory-mb must be a whole number"))
+        })
+        .transpose()?;
+    let affinity = header_str(headers, "x-strata-affinity")?.map(str::to_owned);
+    let token = header_str(headers, header::AUTHORIZATION.as_str())?
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned());
+    let payload = read_body(headers, body, config.max_payload_bytes).await?;
+    Ok(InvokeRequest {
+        request_id,
+        token,
+        function,
+        qualifier,
+        payload,
+        invocation_type,
+        affinity,
+        memory_mb,
+    })
+}
+
+fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    headers
+        .get(name)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request(format!("header {name} is not visible ASCII")))
+        })
+        .transpose()
+}
+
+/// Reads the body, refusing it as soon as it is known to exceed `limit`: from
+/// `content-length` before reading, or while streaming a chunked body.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::payload_too_large(limit as u64);
+    if let Some(len) = headers.get(header::CONTENT_LENGTH)
+        && len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+    {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad_request(format!("reading request body: {e}"))),
+    }
+}
+
+fn render(resp: InvokeResponse) -> Response {
+    let mut out = match &resp.function_error {
+        None => (StatusCode::OK, resp.body).into_response(),
+        Some(fe) => (
+            function_error_status(fe.kind),
+            axum::Json(json!({"error": {"kind": fe.kind.as_str(), "message": fe.message}})),
+        )
+            .into_response(),
+    };
+    let h = out.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(REQUEST_ID, resp.request_id.to_string());
+    set("x-strata-executed-at", resp.executed_at.to_string());
+    set("x-strata-start", resp.start.as_str().to_owned());
+    set("x-strata-version", resp.version.clone());
+    if let Some(fe) = &resp.function_error {
+        set("x-strata-function-error", fe.kind.as_str().to_owned());
+    }
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    let mut timing = format!(
+        "exec;dur={:.3}, instantiate;dur={:.3}",
+        ms(resp.timing.exec),
+        ms(resp.timing.instantiate)
+    );
+    if let Some(f) = resp.timing.forward {
+        timing.push_str(&format!(", forward;dur={:.3}", ms(f)));
+    }
+    set("server-timing", timing);
+    out
+}

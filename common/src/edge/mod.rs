@@ -1,0 +1,21 @@
+//! The device-facing HTTP edge shared by POP and region (DESIGN §4).
+//!
+//! Owns request parsing (path, qualifier, `x-strata-*` headers, bearer token, a body
+//! limit enforced while streaming), the response headers, and the one mapping from
+//! [`ApiError`] kinds and guest failures to status codes and JSON error bodies. It never
+//! decides where or how an invocation runs: that is the [`Invoker`] a node plugs in.
+
+mod error;
+mod invoke;
+
+pub use error::{error_response, function_error_status};
+pub use invoke::{EdgeConfig, Invoker, invoke_router};
+
+use crate::model::ApiError;
+use axum::response::{IntoResponse, Response};
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(&self, None)
+    }
+}

@@ -1,0 +1,129 @@
+//! Running a resolved function: the part of an invocation both tiers do the same way.
+//!
+//! Owns the compiled-module cache and moving guest execution onto the blocking pool (guest
+//! code never runs on a tokio worker); turns a [`sandbox::Execution`] into the
+//! [`InvokeResponse`] the edge renders. Admission (how many run at once, what happens when
+//! full) stays with each node, because a POP spills while a region queues.
+
+use crate::model::{
+    ApiError, ArtifactDigest, ExecutedAt, InvokeRequest, InvokeResponse, ResolvedFunction,
+    StartKind, Timing,
+};
+use crate::sandbox::{self, CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox};
+use bytes::Bytes;
+use tracing::info;
+
+/// Runs functions in a [`Sandbox`] with a bounded cache of compiled modules.
+#[derive(Clone)]
+pub struct Executor {
+    sandbox: Sandbox,
+    cache: std::sync::Arc<ModuleCache>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("cached_modules", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    /// An executor over `sandbox` caching at most `cache_bytes` of modules (by wasm size).
+    pub fn new(sandbox: Sandbox, cache_bytes: usize) -> Self {
+        Self {
+            sandbox,
+            cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
+        }
+    }
+
+    /// The sandbox, for validation and fingerprints.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// The compiled module with `digest`, if cached.
+    pub fn cached(&self, digest: &ArtifactDigest) -> Option<CompiledModule> {
+        self.cache.get(digest)
+    }
+
+    /// Compiles `wasm` on the blocking pool and caches it.
+    ///
+    /// # Errors
+    /// [`ModuleError`] when the module is invalid; nothing is cached then.
+    pub async fn prepare(&self, wasm: Bytes) -> Result<CompiledModule, ModuleError> {
+        let sandbox = self.sandbox.clone();
+        let module = tokio::task::spawn_blocking(move || sandbox.compile(&wasm))
+            .await
+            .map_err(|e| ModuleError::Invalid(format!("compile task failed: {e}")))??;
+        self.cache.insert(module.clone());
+        Ok(module)
+    }
+
+    /// Runs `req` with `module`, the code of `function`, on the blocking pool. `cold` says
+    /// whether preparing the code was part of this invocation; it is the start kind of a
+    /// command module, whose per-invocation instance costs microseconds.
+    ///
+    /// # Errors
+    /// 500 [`ApiError`] when the sandbox itself fails; guest failures are a response with
+    /// `function_error` set.
+    pub async fn run(
+        &self,
+        module: CompiledModule,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        cold: bool,
+        executed_at: ExecutedAt,
+    ) -> Result<InvokeResponse, ApiError> {
+        let mut env: Vec<(String, String)> = function
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
+        env.push(("STRATA_VERSION".into(), function.version.clone()));
+        env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
+        let invocation = Invocation {
+            stdin: req.payload.clone(),
+            env,
+            memory_bytes: function.config.memory_bytes(),
+            timeout: function.config.timeout(),
+        };
+        let sandbox = self.sandbox.clone();
+        let execution = tokio::task::spawn_blocking(move || sandbox.run(&module, invocation))
+            .await
+            .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
+            .map_err(|e: sandbox::SandboxError| ApiError::internal(e.to_string()))?;
+        if !execution.stderr.is_empty() {
+            info!(
+                target: "strata::function_log",
+                function = %function.key,
+                request_id = %req.request_id,
+                "{}",
+                String::from_utf8_lossy(&execution.stderr)
+            );
+        }
+        let start = if cold { StartKind::Cold } else { execution.start };
+        Ok(InvokeResponse {
+            request_id: req.request_id,
+            executed_at,
+            start,
+            version: function.version.clone(),
+            body: execution.stdout.into(),
+            function_error: execution.failure,
+            timing: Timing {
+                instantiate: execution.instantiate,
+                exec: execution.exec,
+                forward: None,
+            },
+            peak_memory_bytes: execution.peak_memory_bytes,
+        })
+    }
+}
+
+impl From<ModuleError> for ApiError {
+    fn from(e: ModuleError) -> Self {
+        ApiError::new(crate::model::ErrorKind::InvalidModule, e.to_string())
+    }
+}

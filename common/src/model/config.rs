@@ -1,0 +1,170 @@
+//! A function's configuration (DESIGN §5), validated once on write.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Which guest ABI a module implements (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Abi {
+    /// `_start` runs once per invocation in a fresh instance.
+    #[default]
+    Command,
+    /// `strata_handle` runs per invocation in a reused instance.
+    Reactor,
+}
+
+/// Where a function may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// The POP decides by popularity and capacity.
+    #[default]
+    Auto,
+    /// Run at the edge whenever the POP has capacity.
+    Edge,
+    /// Always forward to a region.
+    Region,
+}
+
+/// Largest memory a function may configure, in MiB, before per-tenant maxima apply.
+pub const MAX_MEMORY_MB: u32 = 4096;
+/// Longest timeout a function may configure, in milliseconds (15 minutes).
+pub const MAX_TIMEOUT_MS: u32 = 900_000;
+/// Most environment variables a function may configure.
+pub const MAX_ENV_VARS: usize = 64;
+
+/// A function's configuration. Unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Memory limit per instance in MiB. Default 128, at most [`MAX_MEMORY_MB`].
+    pub memory_mb: u32,
+    /// Wall-clock limit per invocation in milliseconds. Default 3000.
+    pub timeout_ms: u32,
+    /// Guest ABI. Default `command`.
+    pub abi: Abi,
+    /// Where the function may run. Default `auto`.
+    pub placement: Placement,
+    /// Reserved concurrency (carved out of the tenant's). Default none.
+    pub max_concurrency: Option<u32>,
+    /// Environment variables given to every invocation. Default empty.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Default for FunctionConfig {
+    fn default() -> Self {
+        Self {
+            memory_mb: 128,
+            timeout_ms: 3000,
+            abi: Abi::Command,
+            placement: Placement::Auto,
+            max_concurrency: None,
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `memory_mb` outside `1..=max`.
+    #[error("memory_mb must be between 1 and {max}, got {got}")]
+    Memory {
+        /// The refused value.
+        got: u32,
+        /// The largest allowed value.
+        max: u32,
+    },
+    /// `timeout_ms` outside `1..=MAX_TIMEOUT_MS`.
+    #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
+    Timeout(u32),
+    /// `max_concurrency` of zero.
+    #[error("max_concurrency must be at least 1")]
+    Concurrency,
+    /// An environment variable name that is empty, contains `=` or NUL, or uses the
+    /// reserved `STRATA_` prefix; or too many variables.
+    #[error("invalid environment: {0}")]
+    Env(String),
+}
+
+impl FunctionConfig {
+    /// Checks every field against its range; `max_memory_mb` is the tenant's maximum.
+    ///
+    /// # Errors
+    /// The first [`ConfigError`] found.
+    pub fn validate(&self, max_memory_mb: u32) -> Result<(), ConfigError> {
+        let max = max_memory_mb.min(MAX_MEMORY_MB);
+        if self.memory_mb == 0 || self.memory_mb > max {
+            return Err(ConfigError::Memory {
+                got: self.memory_mb,
+                max,
+            });
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(ConfigError::Timeout(self.timeout_ms));
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(ConfigError::Concurrency);
+        }
+        if self.env.len() > MAX_ENV_VARS {
+            return Err(ConfigError::Env(format!(
+                "at most {MAX_ENV_VARS} variables"
+            )));
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains(['=', '\0']) || v.contains('\0') {
+                return Err(ConfigError::Env(format!("bad variable {k:?}")));
+            }
+            if k.starts_with("STRATA_") {
+                return Err(ConfigError::Env(format!("{k:?} uses the reserved STRATA_ prefix")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The invocation timeout as a [`Duration`].
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.timeout_ms))
+    }
+
+    /// The memory limit in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        u64::from(self.memory_mb) << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounds_are_checked() {
+        let c = FunctionConfig::default();
+        assert_eq!(c.validate(4096), Ok(()));
+        let big = FunctionConfig {
+            memory_mb: 512,
+            ..c.clone()
+        };
+        assert!(matches!(big.validate(256), Err(ConfigError::Memory { .. })));
+        let t = FunctionConfig {
+            timeout_ms: 0,
+            ..c.clone()
+        };
+        assert_eq!(t.validate(4096), Err(ConfigError::Timeout(0)));
+        let mut e = c;
+        e.env.insert("STRATA_X".into(), "1".into());
+        assert!(matches!(e.validate(4096), Err(ConfigError::Env(_))));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let r: Result<FunctionConfig, _> = serde_json::from_str(r#"{"memry_mb": 1}"#);
+        assert!(r.is_err());
+        let ok: FunctionConfig = serde_json::from_str(r#"{"memory_mb": 64, "abi": "reactor"}"#)
+            .expect("valid config");
+        assert_eq!(ok.memory_mb, 64);
+        assert_eq!(ok.abi, Abi::Reactor);
+    }
+}

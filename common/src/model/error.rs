@@ -1,0 +1,145 @@
+//! The platform error: everything that is not the guest's own failure. One type for the
+//! invoke path, the control API and the wire, mapped to an HTTP status exactly once, in
+//! [`crate::edge`].
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Whose fault an error is; status codes, retries and metrics depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fault {
+    /// The caller sent something wrong (bad token, too large, unknown function).
+    Device,
+    /// The platform is out of capacity or a peer is unreachable; retrying later may work.
+    Capacity,
+    /// A bug or broken invariant inside Strata.
+    Internal,
+}
+
+/// A stable, machine-readable error kind: the `error.kind` field of every error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Malformed request (400).
+    BadRequest,
+    /// Uploaded module failed validation (400).
+    InvalidModule,
+    /// Missing or unknown credentials (401).
+    Unauthenticated,
+    /// Valid credentials, but not for this resource (403).
+    Forbidden,
+    /// No such function, version, alias or resource (404).
+    NotFound,
+    /// A write lost a race or contradicts existing state (409).
+    Conflict,
+    /// Request body over the limit (413).
+    PayloadTooLarge,
+    /// A rate or concurrency limit refused the request (429).
+    Throttled,
+    /// No capacity anywhere, or no reachable region (503).
+    Unavailable,
+    /// An internal failure (500).
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind's wire name, as in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::InvalidModule => "invalid_module",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Throttled => "throttled",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// Whose fault an error of this kind is.
+    pub fn fault(self) -> Fault {
+        match self {
+            Self::Throttled | Self::Unavailable => Fault::Capacity,
+            Self::Internal => Fault::Internal,
+            _ => Fault::Device,
+        }
+    }
+}
+
+/// A platform error with its kind, a human message and, for capacity errors, when to retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// What went wrong, machine-readable.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person, ideally with what to do about it.
+    pub message: String,
+    /// For [`ErrorKind::Throttled`] and [`ErrorKind::Unavailable`]: the `retry-after`.
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 400: a malformed request.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    /// 401: no or unknown credentials.
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            ErrorKind::Unauthenticated,
+            "missing or unknown token: send `authorization: Bearer <tenant token>`",
+        )
+    }
+
+    /// 403: the credentials do not grant access to this resource.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+
+    /// 404: `what` does not exist (for this tenant).
+    pub fn not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::NotFound, format!("{what} not found"))
+    }
+
+    /// 413: the body is over `limit` bytes.
+    pub fn payload_too_large(limit: u64) -> Self {
+        Self::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is over the limit of {limit} bytes"),
+        )
+    }
+
+    /// 503: no capacity or no reachable region; retry after `retry_after`.
+    pub fn unavailable(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(ErrorKind::Unavailable, message)
+        }
+    }
+
+    /// 429: a limit refused the request; retry after `retry_after`.
+    pub fn throttled(message: impl Into<String>, retry_after: Duration) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(ErrorKind::Throttled, message)
+        }
+    }
+
+    /// 500: an internal failure.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+}

@@ -1,0 +1,20 @@
+//! Plain data shared by every component: names, digests, function configuration,
+//! invocation requests and results, and the platform error type.
+//!
+//! Never performs I/O and never reads a clock; every type here is serde-serialisable so it
+//! can cross the wire and the control API unchanged.
+
+mod config;
+mod digest;
+mod error;
+mod invoke;
+mod name;
+
+pub use config::{Abi, ConfigError, FunctionConfig, Placement};
+pub use digest::{ArtifactDigest, DigestParseError};
+pub use error::{ApiError, ErrorKind, Fault};
+pub use invoke::{
+    ExecutedAt, FunctionError, FunctionErrorKind, InvocationType, InvokeRequest, InvokeResponse,
+    ResolvedFunction, StartKind, Timing,
+};
+pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};

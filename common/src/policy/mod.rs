@@ -1,0 +1,9 @@
+//! Sans-IO decision logic shared by the nodes and the simulator.
+//!
+//! Every policy is a plain struct driven by events that carry an injected `now` and
+//! returning decisions. Nothing here sleeps, spawns, reads a clock, draws unseeded random
+//! numbers or performs I/O, so a policy bug is reproduced in a unit test without a socket.
+
+pub mod placement;
+
+pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};

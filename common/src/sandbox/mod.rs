@@ -1,0 +1,288 @@
+//! The sandbox: the wasmtime engine, module validation, the guest ABI and its limits.
+//!
+//! Owns everything wasmtime: the only module in Strata that imports `wasmtime` or
+//! `wasmtime-wasi`. The rest of the code sees [`Sandbox`], [`CompiledModule`],
+//! [`Invocation`], [`Execution`] and our error types.
+//!
+//! - [`Sandbox::compile`] validates an upload (size, binary magic, wasmtime validation,
+//!   imports limited to WASI preview 1) and pre-links it. Refusals are [`ModuleError`]s,
+//!   the uploader's fault.
+//! - [`Sandbox::run`] runs one invocation of a command module (DESIGN §3): a fresh store
+//!   and instance, stdin from the payload, `_start`, stdout and stderr captured up to their
+//!   caps. It blocks the calling thread, so async callers use `spawn_blocking`. Every way a
+//!   guest can fail (exit code, trap, timeout, out of memory, output over its cap) is
+//!   classified here, once, into a [`FunctionError`](crate::model::FunctionError) inside
+//!   an [`Execution`]; only failures of the sandbox itself are [`SandboxError`]s.
+//! - Time is bounded by epoch interruption: each [`Sandbox`] owns one ticker thread that
+//!   advances the engine's epoch every [`SandboxConfig::epoch_tick_ms`], stopped when the
+//!   last clone of the sandbox is dropped. Memory is bounded per store by a
+//!   [`wasmtime::ResourceLimiter`].
+//! - [`ModuleCache`] keeps compiled modules, bounded by total wasm bytes.
+//!
+//! Never performs network or file I/O and never gives guests a filesystem, sockets or
+//! arguments beyond the program name.
+
+mod cache;
+mod config;
+mod error;
+mod limits;
+mod poll;
+mod run;
+mod ticker;
+
+#[cfg(test)]
+mod tests;
+
+pub use cache::ModuleCache;
+pub use config::SandboxConfig;
+pub use error::{ModuleError, SandboxError};
+pub use run::{Execution, Invocation};
+
+use crate::model::ArtifactDigest;
+use crate::wire::EngineFingerprint;
+use limits::MemoryLimiter;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+use ticker::EpochTicker;
+use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store};
+use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::p1::{self, WasiP1Ctx};
+
+/// The first four bytes of every WebAssembly binary.
+const WASM_MAGIC: &[u8] = b"\0asm";
+/// The engine family in fingerprints; the hash after it carries the exact version.
+const ENGINE_NAME: &str = "wasmtime-48";
+
+/// What a store carries: the guest's WASI context, its resource limiter and its clocks.
+struct StoreState {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+    /// When the invocation times out; host calls never block past it. `None` for a
+    /// timeout too long to represent, which never arrives.
+    deadline: Option<Instant>,
+    /// The instant the guest's monotonic clock reads zero.
+    clock_origin: Instant,
+}
+
+/// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
+/// linker and one epoch ticker thread, which stops when the last clone is dropped.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<StoreState>,
+    /// Import names the linker provides, by module: what `compile` accepts.
+    provided: HashMap<String, HashSet<String>>,
+    cfg: SandboxConfig,
+    fingerprint: EngineFingerprint,
+    /// Dropped last, after everything else here; joins the ticker thread.
+    _ticker: EpochTicker,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("fingerprint", &self.inner.fingerprint)
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Builds the engine (epoch interruption on, Cranelift optimising for speed), links
+    /// WASI preview 1 and starts the epoch ticker thread.
+    ///
+    /// # Errors
+    /// [`SandboxError::Config`] for an out-of-range config; [`SandboxError::Engine`] when
+    /// wasmtime refuses the configuration or the ticker thread cannot start.
+    pub fn new(cfg: SandboxConfig) -> Result<Self, SandboxError> {
+        cfg.validate()?;
+        let engine_err =
+            |what: &str, e: wasmtime::Error| SandboxError::Engine(format!("{what}: {e:#}"));
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .max_wasm_stack(cfg.max_wasm_stack_bytes);
+        let engine = Engine::new(&config).map_err(|e| engine_err("engine configuration", e))?;
+
+        let mut linker = Linker::new(&engine);
+        p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
+            .map_err(|e| engine_err("linking WASI", e))?;
+        poll::bound_poll_oneoff(&mut linker).map_err(|e| engine_err("linking poll_oneoff", e))?;
+        let now = Instant::now();
+        let probe = StoreState {
+            wasi: WasiCtxBuilder::new().build_p1(),
+            limiter: MemoryLimiter::new(0),
+            deadline: None,
+            clock_origin: now,
+        };
+        let mut store =
+            Store::try_new(&engine, probe).map_err(|e| engine_err("creating a store", e))?;
+        let mut provided: HashMap<String, HashSet<String>> = HashMap::new();
+        for (module, name, _) in linker.iter(&mut store) {
+            provided
+                .entry(module.to_owned())
+                .or_default()
+                .insert(name.to_owned());
+        }
+        drop(store);
+
+        let fingerprint = fingerprint(&engine);
+        let ticker = EpochTicker::start(engine.clone(), cfg.epoch_tick()).map_err(|e| {
+            SandboxError::Engine(format!("cannot start the epoch ticker thread: {e}"))
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                provided,
+                cfg,
+                fingerprint,
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Identifies this engine's compiled-code format: the wasmtime version and a hash of
+    /// every setting that affects compiled code. Precompiled artifacts are only exchanged
+    /// between engines with equal fingerprints.
+    pub fn fingerprint(&self) -> EngineFingerprint {
+        self.inner.fingerprint.clone()
+    }
+
+    /// The limits this sandbox was built with.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.cfg
+    }
+
+    /// Validates, compiles and pre-links `wasm`. CPU-heavy: async callers use
+    /// `spawn_blocking`.
+    ///
+    /// # Errors
+    /// [`ModuleError::TooLarge`] over [`SandboxConfig::max_module_bytes`];
+    /// [`ModuleError::NotWasm`] without the binary magic (text WAT included);
+    /// [`ModuleError::Invalid`] when wasmtime's validation or compilation fails;
+    /// [`ModuleError::UnknownImport`] naming the first import the host does not provide;
+    /// [`ModuleError::Link`] when an import has the wrong type.
+    pub fn compile(&self, wasm: &[u8]) -> Result<CompiledModule, ModuleError> {
+        let limit = self.inner.cfg.max_module_bytes;
+        if wasm.len() > limit {
+            return Err(ModuleError::TooLarge {
+                size: wasm.len(),
+                limit,
+            });
+        }
+        if !wasm.starts_with(WASM_MAGIC) {
+            return Err(ModuleError::NotWasm);
+        }
+        let module = Module::from_binary(&self.inner.engine, wasm)
+            .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        for import in module.imports() {
+            let known = self
+                .inner
+                .provided
+                .get(import.module())
+                .is_some_and(|names| names.contains(import.name()));
+            if !known {
+                return Err(ModuleError::UnknownImport {
+                    module: import.module().to_owned(),
+                    name: import.name().to_owned(),
+                });
+            }
+        }
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| ModuleError::Link(format!("{e:#}")))?;
+        Ok(CompiledModule {
+            inner: Arc::new(ModuleInner {
+                digest: ArtifactDigest::of(wasm),
+                pre,
+                size_bytes: wasm.len(),
+            }),
+        })
+    }
+
+    /// Runs one invocation of a command module: a fresh store and instance, then `_start`.
+    /// BLOCKS the calling thread for up to about `inv.timeout`; async callers use
+    /// `spawn_blocking`. The guest's own failures are in [`Execution::failure`].
+    ///
+    /// # Errors
+    /// [`SandboxError::ForeignModule`] when `module` was compiled by another sandbox;
+    /// [`SandboxError::Engine`] when a store cannot be created.
+    pub fn run(&self, module: &CompiledModule, inv: Invocation) -> Result<Execution, SandboxError> {
+        run::run_command(&self.inner, module, inv)
+    }
+}
+
+/// A validated, compiled and pre-linked module, ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct CompiledModule {
+    inner: Arc<ModuleInner>,
+}
+
+struct ModuleInner {
+    digest: ArtifactDigest,
+    pre: InstancePre<StoreState>,
+    size_bytes: usize,
+}
+
+impl CompiledModule {
+    /// The SHA-256 of the module's wasm bytes.
+    pub fn digest(&self) -> ArtifactDigest {
+        self.inner.digest
+    }
+
+    /// The size of the module's wasm bytes.
+    pub fn size_bytes(&self) -> usize {
+        self.inner.size_bytes
+    }
+
+    fn pre(&self) -> &InstancePre<StoreState> {
+        &self.inner.pre
+    }
+}
+
+impl fmt::Debug for CompiledModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledModule")
+            .field("digest", &self.inner.digest)
+            .field("size_bytes", &self.inner.size_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ENGINE_NAME/<hash>`, the hash being SHA-256 over wasmtime's compatibility hash (which
+/// covers the exact wasmtime version, target, compiler flags, tunables and features).
+fn fingerprint(engine: &Engine) -> EngineFingerprint {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let digest = hasher.0.finalize();
+    EngineFingerprint(format!("{ENGINE_NAME}/{}", hex::encode(&digest[..16])))
+}
+
+/// A [`Hasher`] feeding SHA-256, so the fingerprint does not depend on std's hasher
+/// (whose output may change between Rust releases).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_le_bytes(first)
+    }
+}

@@ -1,0 +1,215 @@
+//! One invocation of a command module, and the classification of how it ended.
+//!
+//! Owns the per-invocation store (WASI context with in-memory stdio, memory limiter,
+//! epoch deadline) and the single place where wasmtime's outcomes become
+//! [`FunctionError`]s: by type (exit status, trap code, limiter and pipe state), never by
+//! matching error text. Never reuses a store or instance across invocations.
+
+use super::limits::MemoryLimiter;
+use super::poll::GuestClock;
+use super::{CompiledModule, Inner, SandboxError, StoreState};
+use crate::model::{FunctionError, FunctionErrorKind, StartKind};
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store, Trap};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+/// The guest's `argv[0]`; guests get no other arguments.
+const PROGRAM_NAME: &str = "function";
+
+/// What one invocation gets: its input and its limits.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The payload, given to the guest as stdin.
+    pub stdin: Bytes,
+    /// Environment variables, in order. Names should not contain `=` or NUL.
+    pub env: Vec<(String, String)>,
+    /// Most linear memory the guest may use, in bytes; more is `OutOfMemory`.
+    pub memory_bytes: u64,
+    /// Wall-clock limit for instantiation plus `_start`; longer is `Timeout`. Measured in
+    /// epoch ticks, so it may be exceeded by up to about one tick.
+    pub timeout: Duration,
+}
+
+/// How an invocation went: the guest's output and, if it failed, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Execution {
+    /// What the guest wrote to stdout (at most `max_stdout_bytes`): the response body.
+    pub stdout: Vec<u8>,
+    /// What the guest wrote to stderr (at most `max_stderr_bytes`): its log.
+    pub stderr: Vec<u8>,
+    /// `None` on success (exit code 0); otherwise the guest's failure.
+    pub failure: Option<FunctionError>,
+    /// Always [`StartKind::Cold`] for command modules: every invocation instantiates.
+    pub start: StartKind,
+    /// Time to create the store and instantiate (including any start function).
+    pub instantiate: Duration,
+    /// Time `_start` ran; zero when instantiation failed.
+    pub exec: Duration,
+    /// Largest linear-memory size the guest reached, in bytes.
+    pub peak_memory_bytes: u64,
+}
+
+/// What the host observed besides the guest's result; input to [`classify`].
+#[derive(Debug, Clone, Copy)]
+struct Observed {
+    stdout_over: bool,
+    stderr_over: bool,
+    memory_denied: bool,
+}
+
+/// Runs `module` once with `inv`: see [`super::Sandbox::run`].
+pub(super) fn run_command(
+    inner: &Inner,
+    module: &CompiledModule,
+    inv: Invocation,
+) -> Result<Execution, SandboxError> {
+    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+        return Err(SandboxError::ForeignModule);
+    }
+    let cfg = &inner.cfg;
+    let Invocation {
+        stdin,
+        env,
+        memory_bytes,
+        timeout,
+    } = inv;
+    // One byte of headroom over each cap: a guest that tried to write more than the cap
+    // leaves more than the cap in the pipe, which is how overflow is told apart from
+    // output of exactly the cap (the pipe itself refuses writes silently to the host).
+    let stdout = MemoryOutputPipe::new(cfg.max_stdout_bytes.saturating_add(1));
+    let stderr = MemoryOutputPipe::new(cfg.max_stderr_bytes.saturating_add(1));
+    let started = Instant::now();
+    let wasi = WasiCtxBuilder::new()
+        .stdin(MemoryInputPipe::new(stdin))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .envs(&env)
+        .arg(PROGRAM_NAME)
+        .monotonic_clock(GuestClock { origin: started })
+        .build_p1();
+    let state = StoreState {
+        wasi,
+        limiter: MemoryLimiter::new(memory_bytes),
+        deadline: started.checked_add(timeout),
+        clock_origin: started,
+    };
+    let mut store = Store::try_new(&inner.engine, state)
+        .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(deadline_ticks(timeout, cfg.epoch_tick()));
+
+    let instantiated = module.pre().instantiate(&mut store);
+    let instantiate = started.elapsed();
+    let (result, exec) = match instantiated {
+        Err(e) => (Err(e), Duration::ZERO),
+        Ok(instance) => {
+            let t = Instant::now();
+            let result = instance
+                .get_typed_func::<(), ()>(&mut store, "_start")
+                .and_then(|start| start.call(&mut store, ()));
+            (result, t.elapsed())
+        }
+    };
+
+    let limiter = &store.data().limiter;
+    let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
+    // Dropping the store drops the WASI context's handles on the pipes, so the buffers
+    // can usually be taken without a copy.
+    drop(store);
+    let stdout = into_vec(stdout);
+    let stderr = into_vec(stderr);
+    let observed = Observed {
+        stdout_over: stdout.len() > cfg.max_stdout_bytes,
+        stderr_over: stderr.len() > cfg.max_stderr_bytes,
+        memory_denied,
+    };
+    let failure = classify(result, observed, cfg, timeout, memory_bytes);
+    Ok(Execution {
+        stdout: truncated(stdout, cfg.max_stdout_bytes),
+        stderr: truncated(stderr, cfg.max_stderr_bytes),
+        failure,
+        start: StartKind::Cold,
+        instantiate,
+        exec,
+        peak_memory_bytes,
+    })
+}
+
+/// Epoch ticks for `timeout`: rounded up, plus one because the current tick may be
+/// almost over when the deadline is set.
+fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
+    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+}
+
+fn into_vec(pipe: MemoryOutputPipe) -> Vec<u8> {
+    match pipe.clone().try_into_inner() {
+        Some(buf) => buf.into(),
+        None => pipe.contents().to_vec(),
+    }
+}
+
+fn truncated(mut out: Vec<u8>, cap: usize) -> Vec<u8> {
+    out.truncate(cap);
+    out
+}
+
+/// The one place where how a guest ended becomes success or a [`FunctionError`].
+///
+/// Precedence: output over its cap (whatever the exit status, since the guest's later
+/// behaviour is a consequence of the refused write), clean exit, timeout, memory denied
+/// while failing, non-zero exit, trap, anything else.
+fn classify(
+    result: wasmtime::Result<()>,
+    observed: Observed,
+    cfg: &super::SandboxConfig,
+    timeout: Duration,
+    memory_bytes: u64,
+) -> Option<FunctionError> {
+    let unhandled = |message: String| FunctionError {
+        kind: FunctionErrorKind::Unhandled,
+        message,
+    };
+    if observed.stdout_over {
+        return Some(unhandled(format!(
+            "stdout over {} bytes",
+            cfg.max_stdout_bytes
+        )));
+    }
+    if observed.stderr_over {
+        return Some(unhandled(format!(
+            "stderr over {} bytes",
+            cfg.max_stderr_bytes
+        )));
+    }
+    let error = result.err()?;
+    let exit = error.downcast_ref::<I32Exit>().map(|e| e.0);
+    if exit == Some(0) {
+        return None;
+    }
+    let trap = error.downcast_ref::<Trap>().copied();
+    if trap == Some(Trap::Interrupt) {
+        return Some(FunctionError {
+            kind: FunctionErrorKind::Timeout,
+            message: format!("timed out after {} ms", timeout.as_millis()),
+        });
+    }
+    if observed.memory_denied {
+        return Some(FunctionError {
+            kind: FunctionErrorKind::OutOfMemory,
+            message: format!("out of memory: the limit is {memory_bytes} bytes"),
+        });
+    }
+    if let Some(code) = exit {
+        return Some(unhandled(format!("exited with code {code}")));
+    }
+    if let Some(trap) = trap {
+        return Some(unhandled(trap.to_string()));
+    }
+    // The root cause is the specific message; the layers above it are wasmtime's
+    // backtrace and call-site context.
+    Some(unhandled(error.root_cause().to_string()))
+}

@@ -1,0 +1,66 @@
+//! The messages exchanged between tiers.
+
+use crate::model::{
+    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction,
+};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// Identifies an engine configuration: precompiled artifacts are only loaded by an engine
+/// with the same fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EngineFingerprint(pub String);
+
+/// What an artifact's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArtifactKind {
+    /// The original WebAssembly module; the receiver compiles it.
+    Wasm,
+    /// Code precompiled for the requested engine fingerprint.
+    Precompiled,
+}
+
+/// One protocol message. Each bidirectional stream carries one request message and one
+/// reply message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// POP -> region: run this invocation.
+    Invoke(InvokeRequest),
+    /// Region -> POP: the invocation's outcome, and the function's resolution when the
+    /// region found it (so the POP can run it itself next time).
+    InvokeResult {
+        /// The response, or the platform error that prevented running it.
+        result: Result<InvokeResponse, ApiError>,
+        /// The function as resolved for the request's token and qualifier.
+        function: Option<ResolvedFunction>,
+    },
+    /// POP -> region: send the module with this digest, precompiled for `engine` if the
+    /// region can.
+    FetchArtifact {
+        /// The module's content address.
+        digest: ArtifactDigest,
+        /// The requesting engine's fingerprint.
+        engine: EngineFingerprint,
+    },
+    /// Region -> POP: the artifact asked for.
+    Artifact {
+        /// The module's content address (of the original wasm bytes).
+        digest: ArtifactDigest,
+        /// Whether `bytes` is wasm or precompiled code.
+        kind: ArtifactKind,
+        /// The bytes.
+        bytes: Bytes,
+    },
+    /// Either way: liveness and RTT probe.
+    Ping {
+        /// Echoed in the [`Message::Pong`].
+        nonce: u64,
+    },
+    /// Reply to [`Message::Ping`].
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+    },
+    /// Either way: the request could not be served (unknown digest, unexpected message).
+    Error(ApiError),
+}

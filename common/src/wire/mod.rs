@@ -1,0 +1,18 @@
+//! The POP<->region protocol: typed messages, bincode encoding, length-prefixed frames.
+//!
+//! Owns the byte format and nothing else: never opens a socket, never allocates a frame
+//! beyond [`MAX_FRAME_LEN`], and turns any input into either a [`Message`] or a typed
+//! [`WireError`], never a panic. Protocol versions are negotiated by ALPN ([`ALPN`]); a
+//! peer speaking another version is refused at the TLS handshake.
+
+mod frame;
+mod message;
+
+pub use frame::{FrameHeader, WireError, decode, encode, read_message, write_message};
+pub use message::{ArtifactKind, EngineFingerprint, Message};
+
+/// The ALPN protocol id of this protocol version.
+pub const ALPN: &[u8] = b"strata/1";
+
+/// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
+pub const MAX_FRAME_LEN: usize = 64 << 20;

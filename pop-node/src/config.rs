@@ -1,0 +1,93 @@
+//! The POP node's configuration: a TOML file plus command-line overrides, validated once
+//! at start-up and handed down.
+
+use crate::discovery::RegionSource;
+use common::edge::EdgeConfig;
+use common::policy::PlacementConfig;
+use common::sandbox::SandboxConfig;
+use common::transport::{REGION_SERVER_NAME, TlsFiles};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a POP node needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PopConfig {
+    /// This node's id, shown as `pop/<id>`. Default `pop-1`.
+    pub node_id: String,
+    /// Directory for caches and, without `tls`, the dev CA. Default `.strata/pop`.
+    pub state_dir: PathBuf,
+    /// Device-facing HTTP address. Default `127.0.0.1:8081`.
+    pub http_listen: SocketAddr,
+    /// How regions are found: a static list or a DNS name. Default `127.0.0.1:4433`.
+    pub regions: RegionSource,
+    /// A DNS server to ask instead of the system resolver. Default none.
+    pub dns_server: Option<SocketAddr>,
+    /// The TLS name regions' certificates must carry. Default `strata-region`.
+    pub region_server_name: String,
+    /// CA, certificate and key. Default: a dev CA in `<state_dir>/certs`.
+    pub tls: Option<TlsFiles>,
+    /// HTTP edge limits (payload size).
+    pub edge: EdgeConfig,
+    /// Sandbox limits.
+    pub sandbox: SandboxConfig,
+    /// Popularity bar and its hysteresis.
+    pub placement: PlacementConfig,
+    /// Invocations executing locally at once; more spill to a region. Default 32.
+    pub local_concurrency: usize,
+    /// Forwarded invocations in flight at once; more get 503. Default 1024.
+    pub max_forwards: usize,
+    /// How long learned tokens and function metadata are trusted before the next request
+    /// is forwarded to refresh them, in milliseconds. Default 10 000.
+    pub metadata_ttl_ms: u64,
+    /// Most tokens and functions remembered. Default 100 000.
+    pub max_known: usize,
+    /// Compiled-module cache bound, in wasm bytes. Default 128 MiB.
+    pub module_cache_bytes: usize,
+    /// Artifact fetches in flight at once. Default 4.
+    pub max_prefetches: usize,
+    /// How long to wait for a region's QUIC handshake before trying the next one, in
+    /// milliseconds. Default 3000.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PopConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "pop-1".into(),
+            state_dir: PathBuf::from(".strata/pop"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            regions: RegionSource::Static(vec![SocketAddr::from(([127, 0, 0, 1], 4433))]),
+            dns_server: None,
+            region_server_name: REGION_SERVER_NAME.to_owned(),
+            tls: None,
+            edge: EdgeConfig::default(),
+            sandbox: SandboxConfig::default(),
+            placement: PlacementConfig::default(),
+            local_concurrency: 32,
+            max_forwards: 1024,
+            metadata_ttl_ms: 10_000,
+            max_known: 100_000,
+            module_cache_bytes: 128 << 20,
+            max_prefetches: 4,
+            connect_timeout_ms: 3000,
+        }
+    }
+}
+
+impl PopConfig {
+    /// Parses a TOML configuration.
+    ///
+    /// # Errors
+    /// The TOML error, naming the offending field.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// [`Self::metadata_ttl_ms`] as a [`Duration`].
+    pub fn metadata_ttl(&self) -> Duration {
+        Duration::from_millis(self.metadata_ttl_ms)
+    }
+}

@@ -1,0 +1,161 @@
+//! The POP's [`Invoker`]: feed the placement policy, then run locally or forward.
+
+use crate::known::Known;
+use crate::prefetch::Prefetcher;
+use crate::upstream::RegionLink;
+use common::edge::Invoker;
+use common::exec::Executor;
+use common::model::{
+    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId,
+    Placement, Qualifier,
+};
+use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tracing::debug;
+
+/// The POP's invoker.
+#[derive(Debug)]
+pub struct PopInvoker {
+    node: NodeId,
+    executor: Executor,
+    link: Arc<RegionLink>,
+    known: Known,
+    placement: Mutex<PlacementPolicy>,
+    prefetcher: Prefetcher,
+    local_slots: Arc<Semaphore>,
+    forward_slots: Arc<Semaphore>,
+}
+
+/// The parts a [`PopInvoker`] is built from.
+#[derive(Debug)]
+pub struct PopParts {
+    /// This node's id.
+    pub node: NodeId,
+    /// Local execution.
+    pub executor: Executor,
+    /// The link to regions.
+    pub link: Arc<RegionLink>,
+    /// Learned tokens and functions.
+    pub known: Known,
+    /// The placement policy.
+    pub placement: PlacementPolicy,
+    /// Background artifact preparation.
+    pub prefetcher: Prefetcher,
+    /// Local execution slots.
+    pub local_concurrency: usize,
+    /// Forwarded invocations in flight.
+    pub max_forwards: usize,
+}
+
+impl PopInvoker {
+    /// An invoker from its parts.
+    pub fn new(parts: PopParts) -> Self {
+        Self {
+            node: parts.node,
+            executor: parts.executor,
+            link: parts.link,
+            known: parts.known,
+            placement: Mutex::new(parts.placement),
+            prefetcher: parts.prefetcher,
+            local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
+            forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
+        }
+    }
+
+    /// Stops background work.
+    pub fn stop(&self) {
+        self.prefetcher.abort_all();
+    }
+
+    async fn forward(
+        &self,
+        req: InvokeRequest,
+        reason: ForwardReason,
+    ) -> Result<InvokeResponse, ApiError> {
+        let _slot = Arc::clone(&self.forward_slots).try_acquire_owned().map_err(|_| {
+            ApiError::unavailable(
+                "POP is at its limit of forwarded invocations in flight",
+                Duration::from_secs(1),
+            )
+        })?;
+        debug!(function = %req.function, reason = reason.as_str(), "forwarding");
+        let token = req.token.clone();
+        let started = Instant::now();
+        let (result, function) = self.link.forward(req).await?;
+        let elapsed = started.elapsed();
+        if let Some(token) = token.as_deref() {
+            match (&result, function) {
+                (Err(e), _) if e.kind == ErrorKind::Unauthenticated => {
+                    self.known.forget_token(token);
+                }
+                (_, Some(f)) => self.known.learn(token, f, Instant::now()),
+                _ => {}
+            }
+        }
+        result.map(|mut resp| {
+            resp.timing.forward = Some(elapsed);
+            resp
+        })
+    }
+}
+
+impl Invoker for PopInvoker {
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        let Some(token) = req.token.as_deref() else {
+            return Err(ApiError::unauthenticated());
+        };
+        let now = Instant::now();
+        let Some(tenant) = self.known.tenant(token, now) else {
+            return self.forward(req, ForwardReason::Unknown).await;
+        };
+        let key = FunctionKey {
+            tenant,
+            name: req.function.clone(),
+        };
+        // Only `$LATEST` is learned from replies; other qualifiers are resolved at the region.
+        let function = (req.qualifier == Qualifier::Latest)
+            .then(|| self.known.function(&key, now))
+            .flatten();
+        let module = function
+            .as_ref()
+            .and_then(|f| self.executor.cached(&f.digest));
+        let slot = Arc::clone(&self.local_slots).try_acquire_owned().ok();
+        let local = LocalState {
+            placement: function
+                .as_ref()
+                .map_or(Placement::Auto, |f| f.config.placement),
+            known: function.is_some(),
+            artifact_ready: module.is_some(),
+            slot_free: slot.is_some(),
+        };
+        let (decision, wants_artifact) = {
+            let mut policy = self.placement.lock().unwrap_or_else(|p| p.into_inner());
+            policy.handle_request(now, &key);
+            let d = policy.decide(now, &key, local);
+            (d, policy.wants_artifact(&key, local))
+        };
+        if wants_artifact && let Some(f) = &function {
+            self.prefetcher.request(f.digest);
+        }
+        match (decision, function, module) {
+            (Decision::Local, Some(f), Some(m)) => {
+                let _slot = slot;
+                self.executor
+                    .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
+                    .await
+            }
+            (Decision::Forward(reason), ..) => {
+                drop(slot);
+                self.forward(req, reason).await
+            }
+            // Local without a function or module cannot be decided (the state said both
+            // exist); treat it as unknown rather than trusting the policy blindly.
+            (Decision::Local, ..) => {
+                drop(slot);
+                self.forward(req, ForwardReason::Unknown).await
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Starting and stopping a POP node.
+
+use crate::config::PopConfig;
+use crate::discovery::{Discovery, DiscoveryError};
+use crate::invoker::{PopInvoker, PopParts};
+use crate::known::Known;
+use crate::prefetch::Prefetcher;
+use crate::upstream::RegionLink;
+use axum::Router;
+use axum::routing::get;
+use common::edge::invoke_router;
+use common::exec::Executor;
+use common::model::NodeId;
+use common::policy::PlacementPolicy;
+use common::sandbox::{Sandbox, SandboxError};
+use common::transport::{Client, NodeTls, TransportError, dev_ca};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tracing::info;
+
+/// Why a POP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The state directory or the listener could not be set up.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// Certificates could not be loaded or the QUIC client could not bind.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// The discovery configuration is unusable.
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+    /// The sandbox engine could not be built.
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] SandboxError),
+}
+
+/// A running POP. Dropping it stops the node's tasks.
+#[derive(Debug)]
+pub struct PopHandle {
+    /// Where devices connect.
+    pub http_addr: SocketAddr,
+    /// The node's id.
+    pub node_id: NodeId,
+    invoker: Arc<PopInvoker>,
+    tasks: JoinSet<()>,
+}
+
+impl PopHandle {
+    /// Stops serving and waits for the node's tasks to end.
+    pub async fn shutdown(mut self) {
+        self.invoker.stop();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts a POP with `config`; returns once its listener is bound. Regions need not be
+/// reachable yet: requests that need one get 503 until one is.
+///
+/// # Errors
+/// [`StartError`] when the state directory, certificates, sandbox or listener cannot be
+/// set up.
+pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
+    std::fs::create_dir_all(&config.state_dir)?;
+    let tls_files = match &config.tls {
+        Some(files) => files.clone(),
+        None => dev_ca::init(&config.state_dir.join("certs"))?.pop,
+    };
+    let tls = NodeTls::load(&tls_files)?;
+    let client = Client::new(&tls)?;
+    let discovery = Discovery::new(config.regions.clone(), config.dns_server)?;
+    let link = Arc::new(RegionLink::new(
+        client,
+        discovery,
+        config.region_server_name.clone(),
+        std::time::Duration::from_millis(config.connect_timeout_ms),
+    ));
+    let executor = Executor::new(Sandbox::new(config.sandbox.clone())?, config.module_cache_bytes);
+    let node_id = NodeId(config.node_id.clone());
+    let invoker = Arc::new(PopInvoker::new(PopParts {
+        node: node_id.clone(),
+        executor: executor.clone(),
+        link: Arc::clone(&link),
+        known: Known::new(config.metadata_ttl(), config.max_known),
+        placement: PlacementPolicy::new(config.placement.clone()),
+        prefetcher: Prefetcher::new(link, executor, config.max_prefetches),
+        local_concurrency: config.local_concurrency,
+        max_forwards: config.max_forwards,
+    }));
+    let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let http_addr = listener.local_addr()?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(invoke_router(Arc::clone(&invoker), config.edge));
+    let mut tasks = JoinSet::new();
+    tasks.spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "POP HTTP server stopped");
+        }
+    });
+    info!(%http_addr, node = %node_id, "POP started");
+    Ok(PopHandle {
+        http_addr,
+        node_id,
+        invoker,
+        tasks,
+    })
+}

@@ -1,0 +1,113 @@
+//! `/v1/functions[/{name}]`: deploy (multipart: `config` JSON + `module` wasm), get, list,
+//! delete, scoped to the caller's tenant.
+
+use super::ControlState;
+use crate::registry::FunctionView;
+use axum::Json;
+use axum::extract::multipart::MultipartError;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use common::model::{ApiError, FunctionConfig, FunctionName};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+fn name(raw: String) -> Result<FunctionName, ApiError> {
+    FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct DeployQuery {
+    /// Only deploy if the function is still at this revision (409 otherwise).
+    expect_revision: Option<u64>,
+}
+
+fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(common::model::ErrorKind::PayloadTooLarge, e.body_text())
+    } else {
+        ApiError::bad_request(format!("multipart body: {}", e.body_text()))
+    }
+}
+
+pub(super) async fn deploy(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    Query(q): Query<DeployQuery>,
+    mut form: Multipart,
+) -> Result<Json<FunctionView>, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    let mut config = FunctionConfig::default();
+    let mut module: Option<Bytes> = None;
+    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("config") => {
+                let bytes = field.bytes().await.map_err(multipart_error)?;
+                config = serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::bad_request(format!("config: {e}")))?;
+            }
+            Some("module") => module = Some(field.bytes().await.map_err(multipart_error)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form field {other:?}: send `config` (JSON) and `module` (wasm)"
+                )));
+            }
+        }
+    }
+    let module = module.ok_or_else(|| ApiError::bad_request("missing form field `module`"))?;
+    // Validate by compiling: an invalid module is refused with the validator's message and
+    // nothing is stored. The compiled module stays cached for the first invocation.
+    s.invoker.executor().prepare(module.clone()).await?;
+    let registry = Arc::clone(s.invoker.registry());
+    let view = blocking(move || registry.deploy(&tenant, &name, config, &module, q.expect_revision))
+        .await?;
+    Ok(Json(view))
+}
+
+pub(super) async fn get(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<FunctionView>, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    let registry = Arc::clone(s.invoker.registry());
+    Ok(Json(blocking(move || registry.function(&tenant, &name)).await?))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct FunctionList {
+    functions: Vec<FunctionView>,
+}
+
+pub(super) async fn list(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<Json<FunctionList>, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let registry = Arc::clone(s.invoker.registry());
+    let functions = blocking(move || registry.functions(&tenant)).await?;
+    Ok(Json(FunctionList { functions }))
+}
+
+pub(super) async fn delete(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    let registry = Arc::clone(s.invoker.registry());
+    blocking(move || registry.delete_function(&tenant, &name)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

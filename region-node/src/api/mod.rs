@@ -1,0 +1,80 @@
+//! The region's control API (DESIGN §5): tenants and tokens (operator), functions
+//! (tenant). Handlers parse, call one registry or executor function, and serialize;
+//! errors go through the one mapping in [`common::edge`].
+
+mod functions;
+mod tenants;
+
+use crate::invoker::RegionInvoker;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, header};
+use axum::routing::{get, post};
+use common::model::{ApiError, TenantId};
+use std::sync::Arc;
+
+/// Shared state of the control handlers.
+#[derive(Debug, Clone)]
+pub struct ControlState {
+    /// The region's invoker (registry + executor).
+    pub invoker: Arc<RegionInvoker>,
+    /// The operator token, if configured.
+    pub admin_token: Option<Arc<str>>,
+}
+
+/// The control routes. `max_module_bytes` bounds a deploy's body (plus multipart overhead).
+pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/tenants", post(tenants::create))
+        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route("/v1/functions", get(functions::list))
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get)
+                .put(functions::deploy)
+                .delete(functions::delete),
+        )
+        // A deploy carries a whole module: allow it, and no more.
+        .layer(DefaultBodyLimit::max(max_module_bytes + (64 << 10)))
+        .with_state(state)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+impl ControlState {
+    /// The tenant the request's token belongs to.
+    async fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
+        let token = bearer(headers).map(str::to_owned);
+        let registry = Arc::clone(self.invoker.registry());
+        tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))?
+    }
+
+    /// Succeeds only for the operator token.
+    fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(admin) = self.admin_token.as_deref() else {
+            return Err(ApiError::forbidden(
+                "tenant administration is disabled: set admin_token in the region's config",
+            ));
+        };
+        match bearer(headers) {
+            None => Err(ApiError::unauthenticated()),
+            // Constant-time comparison is not needed for equality of hashes, but the
+            // token itself is compared here; compare lengths and bytes without early exit.
+            Some(t) if constant_time_eq(t.as_bytes(), admin.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::forbidden("this operation needs the operator token")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,52 @@
+//! `POST /v1/tenants`, `POST /v1/tenants/{tenant}/tokens`: operator only.
+
+use super::ControlState;
+use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use common::model::{ApiError, TenantId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateTenant {
+    id: TenantId,
+    max_memory_mb: Option<u32>,
+}
+
+pub(super) async fn create(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Json(body): Json<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantRecord>), ApiError> {
+    s.require_admin(&headers)?;
+    let registry = Arc::clone(s.invoker.registry());
+    let max = body.max_memory_mb.unwrap_or(DEFAULT_TENANT_MAX_MEMORY_MB);
+    let rec = tokio::task::spawn_blocking(move || registry.create_tenant(body.id, max))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((StatusCode::CREATED, Json(rec)))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct CreatedToken {
+    tenant: TenantId,
+    token: String,
+}
+
+pub(super) async fn create_token(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    s.require_admin(&headers)?;
+    let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let registry = Arc::clone(s.invoker.registry());
+    let t = tenant.clone();
+    let token = tokio::task::spawn_blocking(move || registry.create_token(&t))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((StatusCode::CREATED, Json(CreatedToken { tenant, token })))
+}

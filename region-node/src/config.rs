@@ -1,0 +1,65 @@
+//! The region node's configuration: a TOML file plus command-line overrides, validated
+//! once at start-up and handed down.
+
+use common::edge::EdgeConfig;
+use common::sandbox::SandboxConfig;
+use common::transport::TlsFiles;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything a region node needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegionConfig {
+    /// This node's id, shown as `region/<id>`. Default `region-1`.
+    pub node_id: String,
+    /// Directory for the store and, without `tls`, the dev CA. Default `.strata/region`.
+    pub state_dir: PathBuf,
+    /// Control and invoke HTTP API address. Default `127.0.0.1:8080`.
+    pub http_listen: SocketAddr,
+    /// QUIC address POPs connect to. Default `127.0.0.1:4433`.
+    pub quic_listen: SocketAddr,
+    /// CA, certificate and key. Default: a dev CA generated in `<state_dir>/certs`.
+    pub tls: Option<TlsFiles>,
+    /// Operator token for tenant administration. Default none (tenant API refused).
+    pub admin_token: Option<String>,
+    /// HTTP edge limits (payload size).
+    pub edge: EdgeConfig,
+    /// Sandbox limits.
+    pub sandbox: SandboxConfig,
+    /// Invocations executing at once. Default 64.
+    pub max_concurrency: usize,
+    /// Invocations waiting for a slot before new ones get 503. Default 256.
+    pub max_queued: usize,
+    /// Compiled-module cache bound, in wasm bytes. Default 256 MiB.
+    pub module_cache_bytes: usize,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "region-1".into(),
+            state_dir: PathBuf::from(".strata/region"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            quic_listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            tls: None,
+            admin_token: None,
+            edge: EdgeConfig::default(),
+            sandbox: SandboxConfig::default(),
+            max_concurrency: 64,
+            max_queued: 256,
+            module_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+impl RegionConfig {
+    /// Parses a TOML configuration.
+    ///
+    /// # Errors
+    /// The TOML error, naming the offending field.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}

@@ -1,0 +1,101 @@
+//! Executing an invocation at the region: authenticate, resolve, admit, run. The same path
+//! serves the region's own HTTP edge and invocations forwarded by POPs over QUIC.
+
+use crate::admission::Admission;
+use crate::registry::Registry;
+use common::edge::Invoker;
+use common::exec::Executor;
+use common::model::{
+    ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, ResolvedFunction,
+};
+use std::sync::Arc;
+
+/// The region's [`Invoker`].
+#[derive(Debug)]
+pub struct RegionInvoker {
+    node: NodeId,
+    registry: Arc<Registry>,
+    executor: Executor,
+    admission: Admission,
+}
+
+impl RegionInvoker {
+    /// An invoker for node `node`.
+    pub fn new(
+        node: NodeId,
+        registry: Arc<Registry>,
+        executor: Executor,
+        admission: Admission,
+    ) -> Self {
+        Self {
+            node,
+            registry,
+            executor,
+            admission,
+        }
+    }
+
+    /// The registry this invoker resolves against.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The executor (shared with the control API, which compiles on deploy).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    /// Runs `req`; also returns the function as resolved for it, when it was, so a POP can
+    /// learn it.
+    pub async fn execute(
+        &self,
+        req: InvokeRequest,
+    ) -> (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>) {
+        let resolved = match self.resolve(&req) {
+            Ok(r) => r,
+            Err(e) => return (Err(e), None),
+        };
+        let result = self.run(&resolved, &req).await;
+        (result, Some(resolved))
+    }
+
+    fn resolve(&self, req: &InvokeRequest) -> Result<ResolvedFunction, ApiError> {
+        let tenant = self.registry.authenticate(req.token.as_deref())?;
+        let resolved = self.registry.resolve(&tenant, &req.function, &req.qualifier)?;
+        if req.invocation_type == InvocationType::Event {
+            return Err(ApiError::bad_request(
+                "event invocations need the durable async queue, which this region does not \
+                 have yet; invoke with x-strata-invocation-type: request-response",
+            ));
+        }
+        Ok(resolved)
+    }
+
+    async fn run(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
+        let (module, cold) = match self.executor.cached(&function.digest) {
+            Some(m) => (m, false),
+            None => {
+                let registry = Arc::clone(&self.registry);
+                let digest = function.digest;
+                let wasm = tokio::task::spawn_blocking(move || registry.module(&digest))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+                (self.executor.prepare(wasm.into()).await?, true)
+            }
+        };
+        let _slot = self.admission.admit().await?;
+        self.executor
+            .run(module, function, req, cold, ExecutedAt::Region(self.node.clone()))
+            .await
+    }
+}
+
+impl Invoker for RegionInvoker {
+    async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        self.execute(req).await.0
+    }
+}

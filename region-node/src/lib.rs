@@ -1,0 +1,22 @@
+//! The Strata region node: the origin tier.
+//!
+//! - [`config`]: the node's configuration (TOML + flags).
+//! - [`node`]: start and stop; [`node::start`] returns bound addresses and a handle.
+//! - [`store`]: durable state (key-value with revisions, blobs) on redb.
+//! - [`registry`]: tenants, tokens and functions over the store.
+//! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
+//! - [`admission`]: execution slots with a bounded queue.
+//! - [`quic`]: the service POPs talk to over QUIC.
+//! - [`api`]: the control API.
+
+pub mod admission;
+pub mod api;
+pub mod config;
+pub mod invoker;
+pub mod node;
+pub mod quic;
+pub mod registry;
+pub mod store;
+
+pub use config::RegionConfig;
+pub use node::{RegionHandle, StartError, start};

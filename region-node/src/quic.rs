@@ -1,0 +1,99 @@
+//! The region's QUIC service: one task per POP connection, one task per stream, one
+//! request and one reply per stream. Garbage on a stream resets that stream only.
+
+use crate::invoker::RegionInvoker;
+use common::model::ApiError;
+use common::transport::{PeerConnection, Server, ServerStream};
+use common::wire::{ArtifactKind, MAX_FRAME_LEN, Message};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tracing::{debug, warn};
+
+/// Accepts POP connections until the server is closed. Connection and stream tasks live in
+/// [`JoinSet`]s owned by this future, so dropping or aborting it stops them all.
+pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>) {
+    let mut connections = JoinSet::new();
+    while let Some(connecting) = server.accept().await {
+        let invoker = Arc::clone(&invoker);
+        connections.spawn(async move {
+            let remote = connecting.remote_address();
+            match connecting.handshake().await {
+                Ok(conn) => serve_connection(conn, invoker).await,
+                Err(e) => warn!(%remote, error = %e, "refused POP connection"),
+            }
+        });
+        // Reap finished connection tasks so the set does not grow with churn.
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_connection(conn: PeerConnection, invoker: Arc<RegionInvoker>) {
+    let mut streams = JoinSet::new();
+    loop {
+        match conn.accept_stream().await {
+            Ok(Some(stream)) => {
+                let invoker = Arc::clone(&invoker);
+                streams.spawn(serve_stream(stream, invoker));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                debug!(remote = %conn.remote_address(), error = %e, "POP connection ended");
+                break;
+            }
+        }
+        while streams.try_join_next().is_some() {}
+    }
+}
+
+async fn serve_stream(mut stream: ServerStream, invoker: Arc<RegionInvoker>) {
+    let request = match stream.read_request(MAX_FRAME_LEN).await {
+        Ok(m) => m,
+        Err(e) => {
+            debug!(error = %e, "rejecting malformed stream");
+            stream.reject("malformed request");
+            return;
+        }
+    };
+    let reply = handle(request, &invoker).await;
+    if let Err(e) = stream.reply(&reply).await {
+        debug!(error = %e, "could not send reply");
+    }
+}
+
+async fn handle(request: Message, invoker: &RegionInvoker) -> Message {
+    match request {
+        Message::Invoke(req) => {
+            let (result, function) = invoker.execute(req).await;
+            Message::InvokeResult { result, function }
+        }
+        Message::FetchArtifact { digest, engine: _ } => {
+            let registry = Arc::clone(invoker.registry());
+            match tokio::task::spawn_blocking(move || registry.module(&digest)).await {
+                Ok(Ok(bytes)) => Message::Artifact {
+                    digest,
+                    kind: ArtifactKind::Wasm,
+                    bytes: bytes.into(),
+                },
+                Ok(Err(e)) => Message::Error(e),
+                Err(e) => Message::Error(ApiError::internal(format!("store task failed: {e}"))),
+            }
+        }
+        Message::Ping { nonce } => Message::Pong { nonce },
+        other => Message::Error(ApiError::bad_request(format!(
+            "unexpected message from a POP: {}",
+            message_name(&other)
+        ))),
+    }
+}
+
+fn message_name(m: &Message) -> &'static str {
+    match m {
+        Message::Invoke(_) => "Invoke",
+        Message::InvokeResult { .. } => "InvokeResult",
+        Message::FetchArtifact { .. } => "FetchArtifact",
+        Message::Artifact { .. } => "Artifact",
+        Message::Ping { .. } => "Ping",
+        Message::Pong { .. } => "Pong",
+        Message::Error(_) => "Error",
+    }
+}

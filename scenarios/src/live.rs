@@ -1,0 +1,198 @@
+//! Live latency runs: a region and a POP on loopback, driven over real HTTP with a bounded
+//! number of requests at a fixed concurrency; reports requests/s and p50/p90/p99 per path.
+//!
+//! Paths measured in one run, against the same nodes:
+//! - `pop-local`: a popular function the POP runs itself (warmed until it does);
+//! - `pop-forward`: a function pinned to the region, so the POP forwards every call;
+//! - `region-direct`: the same function invoked at the region's own HTTP edge, the
+//!   baseline that `pop-forward` is compared with to get the forwarding overhead.
+
+use anyhow::{Context, bail, ensure};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use strata::dev::DevCluster;
+
+/// Parameters of a live run.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveParams {
+    /// Requests per path.
+    pub requests: u64,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+/// The measurements of one path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathReport {
+    /// Which path.
+    pub path: &'static str,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests that did not return 200 from the expected tier.
+    pub errors: u64,
+    /// Completed requests per second of wall time.
+    pub requests_per_sec: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+}
+
+const PAYLOAD: &str = "ping";
+
+/// Runs every path and returns their reports.
+///
+/// # Errors
+/// When the nodes cannot start, the functions cannot be deployed, or the popular function
+/// never becomes local.
+pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
+    let dir = tempfile::tempdir()?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let region = region_node::RegionConfig {
+        http_listen: any,
+        quic_listen: any,
+        max_concurrency: params.concurrency.max(1) * 2,
+        ..Default::default()
+    };
+    let pop = pop_node::PopConfig {
+        http_listen: any,
+        local_concurrency: params.concurrency.max(1) * 2,
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(dir.path(), region, pop).await?;
+    let echo = wat::parse_str(include_str!("../../examples/echo.wat"))?;
+    cluster.deploy("popular", json!({}), echo.clone()).await?;
+    cluster.deploy("rare", json!({"placement": "region"}), echo).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(params.concurrency.max(1))
+        .build()?;
+    warm_until_local(&http, &cluster).await?;
+
+    let pop_url = cluster.pop_url();
+    let region_url = cluster.region_url();
+    let mut reports = Vec::new();
+    for (path, base, function, expect) in [
+        ("pop-local", &pop_url, "popular", "pop/"),
+        ("pop-forward", &pop_url, "rare", "region/"),
+        ("region-direct", &region_url, "rare", "region/"),
+    ] {
+        let target = Target {
+            url: format!("{base}/v1/functions/{function}/invoke"),
+            token: cluster.token.clone(),
+            expect,
+        };
+        // A short warm-up per path (connections, caches), not measured.
+        drive(&http, &target, params.concurrency.max(1) as u64 * 4, params.concurrency).await?;
+        reports.push(measure(&http, &target, params, path).await?);
+    }
+    cluster.shutdown().await;
+    Ok(reports)
+}
+
+struct Target {
+    url: String,
+    token: String,
+    expect: &'static str,
+}
+
+async fn warm_until_local(http: &reqwest::Client, c: &DevCluster) -> anyhow::Result<()> {
+    let url = format!("{}/v1/functions/popular/invoke", c.pop_url());
+    for _ in 0..1000 {
+        let resp = http.post(&url).bearer_auth(&c.token).body(PAYLOAD).send().await?;
+        let at = resp
+            .headers()
+            .get("x-strata-executed-at")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        ensure!(resp.status() == 200, "warm-up request failed: {}", resp.status());
+        if at.starts_with("pop/") {
+            return Ok(());
+        }
+    }
+    bail!("the popular function never ran at the POP")
+}
+
+/// Sends `n` requests with `concurrency` in flight; returns per-request (latency, ok).
+async fn drive(
+    http: &reqwest::Client,
+    t: &Target,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<(Duration, bool)>> {
+    let results = futures::stream::iter(0..n)
+        .map(|_| async move {
+            let started = Instant::now();
+            let resp = http
+                .post(&t.url)
+                .bearer_auth(&t.token)
+                .body(PAYLOAD)
+                .send()
+                .await;
+            let ok = match resp {
+                Ok(r) => {
+                    let at_ok = r
+                        .headers()
+                        .get("x-strata-executed-at")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with(t.expect));
+                    let status_ok = r.status() == 200;
+                    let body_ok = r.bytes().await.is_ok_and(|b| b.as_ref() == PAYLOAD.as_bytes());
+                    at_ok && status_ok && body_ok
+                }
+                Err(_) => false,
+            };
+            (started.elapsed(), ok)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await;
+    Ok(results)
+}
+
+async fn measure(
+    http: &reqwest::Client,
+    t: &Target,
+    params: LiveParams,
+    path: &'static str,
+) -> anyhow::Result<PathReport> {
+    let started = Instant::now();
+    let results = drive(http, t, params.requests, params.concurrency).await?;
+    let wall = started.elapsed();
+    let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
+    let mut errors = 0;
+    for (latency, ok) in &results {
+        if !ok {
+            errors += 1;
+        }
+        h.saturating_record(latency.as_micros().max(1) as u64);
+    }
+    Ok(PathReport {
+        path,
+        requests: params.requests,
+        errors,
+        requests_per_sec: results.len() as f64 / wall.as_secs_f64(),
+        p50_us: h.value_at_quantile(0.50),
+        p90_us: h.value_at_quantile(0.90),
+        p99_us: h.value_at_quantile(0.99),
+    })
+}
+
+/// Renders reports as a Markdown table.
+pub fn table(reports: &[PathReport]) -> String {
+    let mut out = String::from(
+        "| path | requests | errors | req/s | p50 (us) | p90 (us) | p99 (us) |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in reports {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} |\n",
+            r.path, r.requests, r.errors, r.requests_per_sec, r.p50_us, r.p90_us, r.p99_us
+        ));
+    }
+    out
+}

@@ -1,0 +1,51 @@
+//! `scenarios`: latency scenario runner (`cargo run --release -p scenarios -- live ...`).
+
+use clap::{Parser, Subcommand};
+use scenarios::live::{self, LiveParams};
+
+/// Strata latency scenarios.
+#[derive(Debug, Parser)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a region and a POP on loopback and measure the local, forwarded and
+    /// region-direct invoke paths.
+    Live {
+        /// Requests per path.
+        #[arg(long, default_value_t = 2000)]
+        requests: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let Command::Live {
+        requests,
+        concurrency,
+        json,
+    } = Args::parse().command;
+    let reports = live::run(LiveParams {
+        requests,
+        concurrency,
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!("live run: {requests} requests per path, concurrency {concurrency}\n");
+        print!("{}", live::table(&reports));
+    }
+    let errors: u64 = reports.iter().map(|r| r.errors).sum();
+    anyhow::ensure!(errors == 0, "{errors} requests failed or ran at the wrong tier");
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! The CLI's subcommands other than `dev`: parse, call one API, print. Human output by
+//! default, one JSON document with `--json`.
+//!
+//! Exit codes: 0 success; 1 the request failed (platform error, or the function failed);
+//! 2 usage error (from clap).
+
+use strata::client::{Context, deploy_form, error_message, send_json, unreachable};
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// Exit code for a failed request.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// The function's name.
+    name: String,
+    /// The module: WebAssembly binary (.wasm) or text (.wat).
+    file: PathBuf,
+    /// Memory limit in MiB (default 128).
+    #[arg(long)]
+    memory_mb: Option<u32>,
+    /// Timeout in milliseconds (default 3000).
+    #[arg(long)]
+    timeout_ms: Option<u32>,
+    /// Guest ABI: command or reactor.
+    #[arg(long)]
+    abi: Option<String>,
+    /// Placement: auto, edge or region.
+    #[arg(long)]
+    placement: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The function's name.
+    name: String,
+    /// Payload (stdin of the function).
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// Read the payload from a file.
+    #[arg(long)]
+    data_file: Option<PathBuf>,
+    /// Version or alias to invoke.
+    #[arg(long)]
+    qualifier: Option<String>,
+    /// Invoke asynchronously.
+    #[arg(long)]
+    event: bool,
+    /// Route to the instance that served this key before.
+    #[arg(long)]
+    affinity: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        /// The tenant's id.
+        id: String,
+        /// Largest memory any of its functions may use, in MiB.
+        #[arg(long)]
+        max_memory_mb: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token for a tenant (shown once).
+    Create {
+        /// The tenant's id.
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Generate a dev CA and region/POP certificates in DIR (kept if present).
+    Init {
+        /// Target directory.
+        dir: PathBuf,
+    },
+}
+
+/// Reads a module file, converting WebAssembly text to binary.
+fn read_module(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    strata::client::module_bytes(bytes)
+        .with_context(|| format!("{} is neither a wasm binary nor valid WAT", path.display()))
+}
+
+pub async fn deploy(ctx: &Context, a: DeployArgs) -> anyhow::Result<u8> {
+    let module = read_module(&a.file)?;
+    let mut config = serde_json::Map::new();
+    if let Some(v) = a.memory_mb {
+        config.insert("memory_mb".into(), json!(v));
+    }
+    if let Some(v) = a.timeout_ms {
+        config.insert("timeout_ms".into(), json!(v));
+    }
+    if let Some(v) = a.abi {
+        config.insert("abi".into(), json!(v));
+    }
+    if let Some(v) = a.placement {
+        config.insert("placement".into(), json!(v));
+    }
+    if !a.env.is_empty() {
+        let mut env = serde_json::Map::new();
+        for kv in &a.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                bail!("--env takes KEY=VALUE, got {kv:?}");
+            };
+            env.insert(k.into(), json!(v));
+        }
+        config.insert("env".into(), Value::Object(env));
+    }
+    let form = deploy_form(&Value::Object(config), module)?;
+    let url = format!("{}/v1/functions/{}", ctx.region()?, a.name);
+    let view: Value =
+        send_json(ctx.http.put(url).bearer_auth(ctx.token()?).multipart(form)).await?;
+    if ctx.json {
+        println!("{view}");
+    } else {
+        println!(
+            "deployed {} ($LATEST, digest {}, revision {})",
+            a.name,
+            short(&view["digest"]),
+            view["revision"]
+        );
+    }
+    Ok(0)
+}
+
+fn short(v: &Value) -> String {
+    v.as_str().map(|s| s.chars().take(12).collect()).unwrap_or_default()
+}
+
+pub async fn invoke(ctx: &Context, a: InvokeArgs) -> anyhow::Result<u8> {
+    let payload = match (&a.data, &a.data_file) {
+        (Some(d), _) => d.clone().into_bytes(),
+        (None, Some(f)) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => Vec::new(),
+    };
+    let mut req = ctx
+        .http
+        .post(format!("{}/v1/functions/{}/invoke", ctx.pop()?, a.name))
+        .bearer_auth(ctx.token()?)
+        .body(payload);
+    if let Some(q) = &a.qualifier {
+        req = req.query(&[("qualifier", q)]);
+    }
+    if a.event {
+        req = req.header("x-strata-invocation-type", "event");
+    }
+    if let Some(k) = &a.affinity {
+        req = req.header("x-strata-affinity", k);
+    }
+    let resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (request_id, executed_at, start, version, function_error) = (
+        header("x-strata-request-id"),
+        header("x-strata-executed-at"),
+        header("x-strata-start"),
+        header("x-strata-version"),
+        header("x-strata-function-error"),
+    );
+    let body = resp.bytes().await.context("reading response")?;
+    let ok = status.is_success();
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "status": status.as_u16(),
+                "body": String::from_utf8_lossy(&body),
+                "request_id": request_id,
+                "executed_at": executed_at,
+                "start": start,
+                "version": version,
+                "function_error": function_error,
+            })
+        );
+    } else if ok {
+        print!("{}", String::from_utf8_lossy(&body));
+        eprintln!(
+            "-- {status} from {} ({} start, version {}, request {})",
+            executed_at.as_deref().unwrap_or("?"),
+            start.as_deref().unwrap_or("?"),
+            version.as_deref().unwrap_or("?"),
+            request_id.as_deref().unwrap_or("?"),
+        );
+    } else {
+        eprintln!("error: {}", error_message(status, &body));
+    }
+    Ok(if ok { 0 } else { EXIT_FAILURE })
+}
+
+pub async fn ls(ctx: &Context) -> anyhow::Result<u8> {
+    let list: Value =
+        send_json(ctx.http.get(format!("{}/v1/functions", ctx.region()?)).bearer_auth(ctx.token()?))
+            .await?;
+    if ctx.json {
+        println!("{list}");
+        return Ok(0);
+    }
+    let empty = Vec::new();
+    let functions = list["functions"].as_array().unwrap_or(&empty);
+    println!(
+        "{:<24} {:<12} {:>8} {:>10} {:<8} {:<9} {:>8}",
+        "NAME", "DIGEST", "MEMORY", "TIMEOUT", "ABI", "PLACEMENT", "REVISION"
+    );
+    for f in functions {
+        let c = &f["config"];
+        println!(
+            "{:<24} {:<12} {:>6}Mi {:>8}ms {:<8} {:<9} {:>8}",
+            f["name"].as_str().unwrap_or("?"),
+            short(&f["digest"]),
+            c["memory_mb"],
+            c["timeout_ms"],
+            c["abi"].as_str().unwrap_or("?"),
+            c["placement"].as_str().unwrap_or("?"),
+            f["revision"],
+        );
+    }
+    Ok(0)
+}
+
+pub async fn rm(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+    let resp = ctx
+        .http
+        .delete(format!("{}/v1/functions/{name}", ctx.region()?))
+        .bearer_auth(ctx.token()?)
+        .send()
+        .await
+        .map_err(unreachable)?;
+    let status = resp.status();
+    if !status.is_success() {
+        bail!("{}", error_message(status, &resp.bytes().await.unwrap_or_default()));
+    }
+    if ctx.json {
+        println!("{}", json!({"deleted": name}));
+    } else {
+        println!("deleted {name}");
+    }
+    Ok(0)
+}
+
+pub async fn tenant(ctx: &Context, c: TenantCommand) -> anyhow::Result<u8> {
+    let TenantCommand::Create { id, max_memory_mb } = c;
+    let rec: Value = send_json(
+        ctx.http
+            .post(format!("{}/v1/tenants", ctx.region()?))
+            .bearer_auth(ctx.admin_token()?)
+            .json(&json!({"id": id, "max_memory_mb": max_memory_mb})),
+    )
+    .await?;
+    if ctx.json {
+        println!("{rec}");
+    } else {
+        println!("created tenant {id} (max memory {} MiB)", rec["max_memory_mb"]);
+    }
+    Ok(0)
+}
+
+pub async fn token(ctx: &Context, c: TokenCommand) -> anyhow::Result<u8> {
+    let TokenCommand::Create { tenant } = c;
+    let rec: Value = send_json(
+        ctx.http
+            .post(format!("{}/v1/tenants/{tenant}/tokens", ctx.region()?))
+            .bearer_auth(ctx.admin_token()?),
+    )
+    .await?;
+    if ctx.json {
+        println!("{rec}");
+    } else {
+        println!("{}", rec["token"].as_str().unwrap_or_default());
+        eprintln!("-- token for tenant {tenant}; it is shown only once");
+    }
+    Ok(0)
+}
+
+pub fn certs(ctx: &Context, c: CertsCommand) -> anyhow::Result<u8> {
+    let CertsCommand::Init { dir } = c;
+    let certs = common::transport::dev_ca::init(&dir)?;
+    if ctx.json {
+        println!(
+            "{}",
+            json!({
+                "ca": certs.region.ca_cert,
+                "region": {"cert": certs.region.cert, "key": certs.region.key},
+                "pop": {"cert": certs.pop.cert, "key": certs.pop.key},
+            })
+        );
+    } else {
+        println!("dev CA and node certificates in {}", dir.display());
+        println!("  CA      {}", certs.region.ca_cert.display());
+        println!("  region  {} / {}", certs.region.cert.display(), certs.region.key.display());
+        println!("  pop     {} / {}", certs.pop.cert.display(), certs.pop.key.display());
+    }
+    Ok(0)
+}

@@ -1,0 +1,123 @@
+//! `strata`: the command-line client and the single-process dev deployment.
+//!
+//! `strata dev` lives in [`strata::dev`], the API client in [`strata::client`];
+//! [`commands`] has every other subcommand: parse, call one API, print.
+
+mod commands;
+
+use strata::{client, dev};
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Strata: two-tier edge compute. Talks to the deployment in `<state-dir>/dev.json`
+/// unless `--region`, `--pop` or `--token` say otherwise.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    /// Region control API URL (default: from dev.json).
+    #[arg(long, global = true, env = "STRATA_REGION")]
+    region: Option<String>,
+    /// POP URL for invocations (default: from dev.json).
+    #[arg(long, global = true, env = "STRATA_POP")]
+    pop: Option<String>,
+    /// Tenant token (default: from dev.json).
+    #[arg(long, global = true, env = "STRATA_TOKEN")]
+    token: Option<String>,
+    /// Operator token for tenant administration (default: from dev.json).
+    #[arg(long, global = true, env = "STRATA_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Where `strata dev` keeps its state and dev.json.
+    #[arg(long, global = true, default_value = ".strata")]
+    state_dir: PathBuf,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one region and one POP on loopback, with the examples deployed.
+    Dev(dev::DevArgs),
+    /// Deploy a module (.wasm or .wat) as a function's $LATEST.
+    Deploy(commands::DeployArgs),
+    /// Invoke a function through the POP.
+    Invoke(commands::InvokeArgs),
+    /// List functions.
+    Ls,
+    /// Delete a function.
+    Rm {
+        /// The function's name.
+        name: String,
+    },
+    /// Tenant administration (operator token).
+    Tenant {
+        #[command(subcommand)]
+        command: commands::TenantCommand,
+    },
+    /// Token administration (operator token).
+    Token {
+        #[command(subcommand)]
+        command: commands::TokenCommand,
+    },
+    /// Certificates for mutual TLS between tiers.
+    Certs {
+        #[command(subcommand)]
+        command: commands::CertsCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(commands::EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(commands::EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Dev(args) = &cli.command {
+        init_tracing();
+        dev::run(&cli.state_dir, args).await?;
+        return Ok(0);
+    }
+    let ctx = client::Context::new(
+        &cli.state_dir,
+        client::Overrides {
+            region: cli.region,
+            pop: cli.pop,
+            token: cli.token,
+            admin_token: cli.admin_token,
+        },
+        cli.json,
+    )?;
+    match cli.command {
+        Command::Dev(_) => Ok(0),
+        Command::Deploy(args) => commands::deploy(&ctx, args).await,
+        Command::Invoke(args) => commands::invoke(&ctx, args).await,
+        Command::Ls => commands::ls(&ctx).await,
+        Command::Rm { name } => commands::rm(&ctx, &name).await,
+        Command::Tenant { command } => commands::tenant(&ctx, command).await,
+        Command::Token { command } => commands::token(&ctx, command).await,
+        Command::Certs { command } => commands::certs(&ctx, command),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strata=info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}

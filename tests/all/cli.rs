@@ -1,0 +1,111 @@
+//! The `strata` binary as a newcomer uses it: `strata dev` in one process, the other
+//! commands finding it through dev.json.
+
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+fn strata(state_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("--state-dir").arg(state_dir);
+    cmd.env_remove("STRATA_REGION")
+        .env_remove("STRATA_POP")
+        .env_remove("STRATA_TOKEN");
+    cmd
+}
+
+/// Starts `strata dev` on ephemeral ports and waits until it says it is up.
+async fn start_dev(state_dir: &Path) -> Child {
+    let mut child = strata(state_dir)
+        .args(["dev", "--region-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+        .args(["--pop-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("strata dev starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
+    loop {
+        match lines.next_line().await.expect("reads stdout") {
+            Some(line) if line.contains("Ctrl-C stops it") => break,
+            Some(line) => seen.push(line),
+            None => panic!("strata dev exited before it was up: {seen:?}"),
+        }
+    }
+    child
+}
+
+async fn run(state_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = strata(state_dir).args(args).output().await.expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = start_dev(dir.path()).await;
+    let dev_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("dev.json")).expect("dev.json"))
+            .expect("json");
+    assert!(dev_json["pop_url"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+    assert!(dev_json["token"].as_str().is_some_and(|t| !t.is_empty()));
+
+    let (code, out, err) = run(dir.path(), &["invoke", "hello", "--data", "cli", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["body"], "Hello, cli!\n");
+    assert_eq!(v["executed_at"], "region/region-1");
+    assert_eq!(v["version"], "$LATEST");
+    assert_eq!(v["function_error"], serde_json::Value::Null);
+    assert_eq!(v["request_id"].as_str().map(str::len), Some(32));
+
+    let echo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo.wat");
+    let echo = echo.to_str().expect("utf-8 path");
+    let (code, _, err) = run(dir.path(), &["deploy", "mirror", echo, "--memory-mb", "64"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(dir.path(), &["ls", "--json"]).await;
+    assert_eq!(code, 0);
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&out).expect("json")
+        ["functions"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["echo", "hello", "mirror"]);
+    let (code, out, _) = run(dir.path(), &["invoke", "mirror", "--data", "round trip"]).await;
+    assert_eq!((code, out.as_str()), (0, "round trip"));
+    let (code, _, _) = run(dir.path(), &["rm", "mirror"]).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = run(dir.path(), &["invoke", "mirror"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404"), "{err}");
+    dev.kill().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_deployment_the_cli_says_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, _, err) = run(dir.path(), &["ls"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("strata dev"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certs_init_writes_a_ca_and_node_certificates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let (code, _, err) = run(dir.path(), &["certs", "init", certs.to_str().expect("utf-8")]).await;
+    assert_eq!(code, 0, "{err}");
+    for f in ["ca.pem", "region.pem", "region-key.pem", "pop.pem", "pop-key.pem"] {
+        assert!(certs.join(f).exists(), "{f} missing");
+    }
+}

@@ -1,0 +1,100 @@
+//! Starting deployments and invoking them.
+
+use pop_node::PopConfig;
+use region_node::RegionConfig;
+use std::net::SocketAddr;
+use strata::dev::DevCluster;
+use tempfile::TempDir;
+
+/// A deployment on ephemeral loopback ports, with its state directory.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub nodes: DevCluster,
+    pub http: reqwest::Client,
+}
+
+pub fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+pub fn region_config() -> RegionConfig {
+    RegionConfig {
+        http_listen: any_port(),
+        quic_listen: any_port(),
+        ..RegionConfig::default()
+    }
+}
+
+pub fn pop_config() -> PopConfig {
+    PopConfig {
+        http_listen: any_port(),
+        ..PopConfig::default()
+    }
+}
+
+impl TestCluster {
+    /// Default configs, examples deployed.
+    pub async fn start() -> Self {
+        Self::with(region_config(), pop_config()).await
+    }
+
+    /// Custom configs (listen addresses are forced to ephemeral ports), examples deployed.
+    pub async fn with(mut region: RegionConfig, mut pop: PopConfig) -> Self {
+        region.http_listen = any_port();
+        region.quic_listen = any_port();
+        pop.http_listen = any_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nodes = DevCluster::start(dir.path(), region, pop)
+            .await
+            .expect("cluster starts");
+        nodes.deploy_examples().await.expect("examples deploy");
+        Self {
+            dir,
+            nodes,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn deploy_wat(&self, name: &str, config: serde_json::Value, wat: &str) {
+        let wasm = wat::parse_str(wat).expect("valid wat");
+        self.nodes.deploy(name, config, wasm).await.expect("deploys");
+    }
+
+    /// POSTs `body` to `name`'s invoke URL at `base` with the dev token.
+    pub async fn invoke_at(&self, base: &str, name: &str, body: &'static str) -> reqwest::Response {
+        self.http
+            .post(format!("{base}/v1/functions/{name}/invoke"))
+            .bearer_auth(&self.nodes.token)
+            .body(body)
+            .send()
+            .await
+            .expect("request completes")
+    }
+
+    pub async fn invoke(&self, name: &str, body: &'static str) -> reqwest::Response {
+        self.invoke_at(&self.nodes.pop_url(), name, body).await
+    }
+}
+
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The `error.kind` of an error body.
+pub async fn error_kind(resp: reqwest::Response) -> String {
+    let v: serde_json::Value = resp.json().await.expect("JSON error body");
+    v["error"]["kind"].as_str().unwrap_or_default().to_owned()
+}
+
+pub const LOOP_FOREVER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (loop $l (br $l))))"#;
+
+pub const TRAP: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") unreachable))"#;
