@@ -6,7 +6,7 @@
 //! full) stays with each node, because a POP spills while a region queues.
 
 use crate::model::{
-    ApiError, ArtifactDigest, ExecutedAt, InvokeRequest, InvokeResponse, ResolvedFunction,
+    Abi, ApiError, ArtifactDigest, ExecutedAt, InvokeRequest, InvokeResponse, ResolvedFunction,
     StartKind, Timing,
 };
 use crate::sandbox::{self, CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox};
@@ -104,7 +104,13 @@ impl Executor {
                 String::from_utf8_lossy(&execution.stderr)
             );
         }
-        let start = if cold { StartKind::Cold } else { execution.start };
+        // A command module gets a fresh instance every time by design; what makes it cold
+        // is having to prepare its code. Reactors report their instance's own start.
+        let start = match (cold, function.config.abi) {
+            (true, _) => StartKind::Cold,
+            (false, Abi::Command) => StartKind::Warm,
+            (false, Abi::Reactor) => execution.start,
+        };
         Ok(InvokeResponse {
             request_id: req.request_id,
             executed_at,

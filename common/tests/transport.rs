@@ -103,7 +103,9 @@ fn localhost() -> SocketAddr {
 }
 
 async fn ping(channel: &common::transport::Channel, nonce: u64) -> Result<Message, TransportError> {
-    channel.request(&Message::Ping { nonce }, MAX_FRAME_LEN).await
+    channel
+        .request(&Message::Ping { nonce }, MAX_FRAME_LEN)
+        .await
 }
 
 #[tokio::test]
@@ -119,8 +121,14 @@ async fn ping_gets_pong_over_mutual_tls() {
         .connect(region.addr, REGION_SERVER_NAME)
         .await
         .expect("connects");
-    region.next_handshake().await.expect("server accepts the POP");
-    assert_eq!(ping(&channel, 7).await.expect("reply"), Message::Pong { nonce: 7 });
+    region
+        .next_handshake()
+        .await
+        .expect("server accepts the POP");
+    assert_eq!(
+        ping(&channel, 7).await.expect("reply"),
+        Message::Pong { nonce: 7 }
+    );
     assert_eq!(channel.remote_address(), region.addr);
     assert!(!channel.is_closed());
 }
@@ -218,7 +226,10 @@ async fn garbage_on_a_stream_is_rejected_and_the_channel_lives_on() {
             Ok(reply) => assert!(reply.is_empty(), "unexpected reply {reply:?}"),
             Err(other) => panic!("expected a stream-level refusal, got {other}"),
         }
-        assert_eq!(ping(&channel, 9).await.expect("reply"), Message::Pong { nonce: 9 });
+        assert_eq!(
+            ping(&channel, 9).await.expect("reply"),
+            Message::Pong { nonce: 9 }
+        );
     }
     assert!(!channel.is_closed());
 }
@@ -323,7 +334,10 @@ async fn a_reissued_leaf_still_chains_to_the_existing_ca() {
         .connect(region.addr, REGION_SERVER_NAME)
         .await
         .expect("connects");
-    assert_eq!(ping(&channel, 3).await.expect("reply"), Message::Pong { nonce: 3 });
+    assert_eq!(
+        ping(&channel, 3).await.expect("reply"),
+        Message::Pong { nonce: 3 }
+    );
 }
 
 #[tokio::test]
@@ -344,5 +358,8 @@ async fn ipv6_regions_are_reachable() {
         .connect(region.addr, REGION_SERVER_NAME)
         .await
         .expect("connects over IPv6");
-    assert_eq!(ping(&channel, 6).await.expect("reply"), Message::Pong { nonce: 6 });
+    assert_eq!(
+        ping(&channel, 6).await.expect("reply"),
+        Message::Pong { nonce: 6 }
+    );
 }

@@ -88,12 +88,16 @@ pub struct Discovery {
 #[derive(Debug)]
 enum Source {
     Static(Vec<SocketAddr>),
-    Dns {
-        srv_name: Name,
-        name: Name,
-        port: u16,
-        resolver: TokioResolver,
-    },
+    // Boxed: a resolver is large and a static source should not pay for it.
+    Dns(Box<DnsSource>),
+}
+
+#[derive(Debug)]
+struct DnsSource {
+    srv_name: Name,
+    name: Name,
+    port: u16,
+    resolver: TokioResolver,
 }
 
 impl Discovery {
@@ -104,19 +108,22 @@ impl Discovery {
     /// # Errors
     /// [`DiscoveryError::Resolve`] when the name is not a valid DNS name or the system
     /// resolver configuration cannot be read.
-    pub fn new(source: RegionSource, nameserver: Option<SocketAddr>) -> Result<Self, DiscoveryError> {
+    pub fn new(
+        source: RegionSource,
+        nameserver: Option<SocketAddr>,
+    ) -> Result<Self, DiscoveryError> {
         let source = match source {
             RegionSource::Static(list) => Source::Static(list),
             RegionSource::Dns { name, port } => {
                 let srv_name = fqdn(&format!("{SRV_PREFIX}{name}"))?;
                 let name = fqdn(&name)?;
                 let resolver = build_resolver(nameserver)?;
-                Source::Dns {
+                Source::Dns(Box::new(DnsSource {
                     srv_name,
                     name,
                     port,
                     resolver,
-                }
+                }))
             }
         };
         Ok(Self { source })
@@ -139,26 +146,33 @@ impl Discovery {
                     valid_until: now.checked_add(STATIC_VALIDITY).unwrap_or(now),
                 })
             }
-            Source::Dns {
-                srv_name,
-                name,
-                port,
-                resolver,
-            } => match resolver.srv_lookup(srv_name.clone()).await {
-                Ok(srv) => from_srv(resolver, srv_name, &srv).await,
-                Err(e) if e.is_no_records_found() => {
-                    // No SRV records: their absence is also data with a TTL, after which
-                    // SRV records may have appeared.
-                    let absent_until = negative_ttl(&e)
-                        .map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl)));
-                    let mut found = from_addresses(resolver, name, *port).await?;
-                    if let Some(until) = absent_until {
-                        found.valid_until = found.valid_until.min(until);
-                    }
-                    Ok(found)
+            Source::Dns(dns) => dns.resolve().await,
+        }
+    }
+}
+
+impl DnsSource {
+    async fn resolve(&self) -> Result<Resolution, DiscoveryError> {
+        let Self {
+            srv_name,
+            name,
+            port,
+            resolver,
+        } = self;
+        match resolver.srv_lookup(srv_name.clone()).await {
+            Ok(srv) => from_srv(resolver, srv_name, &srv).await,
+            Err(e) if e.is_no_records_found() => {
+                // No SRV records: their absence is also data with a TTL, after which SRV
+                // records may have appeared.
+                let absent_until = negative_ttl(&e)
+                    .map(|ttl| Instant::now() + Duration::from_secs(u64::from(ttl)));
+                let mut found = from_addresses(resolver, name, *port).await?;
+                if let Some(until) = absent_until {
+                    found.valid_until = found.valid_until.min(until);
                 }
-                Err(e) => Err(DiscoveryError::Resolve(format!("SRV {srv_name}: {e}"))),
-            },
+                Ok(found)
+            }
+            Err(e) => Err(DiscoveryError::Resolve(format!("SRV {srv_name}: {e}"))),
         }
     }
 }
@@ -243,7 +257,9 @@ async fn from_srv(
                 addresses.extend(ips.iter().map(|ip| SocketAddr::new(ip, target.port)));
             }
             // One unresolvable target must not hide the others.
-            Err(e) => tracing::warn!(target = %target.host, error = %e, "SRV target did not resolve"),
+            Err(e) => {
+                tracing::warn!(target = %target.host, error = %e, "SRV target did not resolve")
+            }
         }
     }
     finish(addresses, valid_until, srv_name)
@@ -256,7 +272,10 @@ async fn from_addresses(
 ) -> Result<Resolution, DiscoveryError> {
     match resolver.lookup_ip(name.clone()).await {
         Ok(ips) => {
-            let addresses = ips.iter().map(|ip: IpAddr| SocketAddr::new(ip, port)).collect();
+            let addresses = ips
+                .iter()
+                .map(|ip: IpAddr| SocketAddr::new(ip, port))
+                .collect();
             finish(addresses, ips.valid_until(), name)
         }
         Err(e) if e.is_no_records_found() => Err(DiscoveryError::NoRegions(format!(
@@ -274,7 +293,9 @@ fn finish(
     let mut seen = HashSet::new();
     let regions: Vec<SocketAddr> = addresses.into_iter().filter(|a| seen.insert(*a)).collect();
     if regions.is_empty() {
-        return Err(DiscoveryError::NoRegions(format!("{name} names no reachable address")));
+        return Err(DiscoveryError::NoRegions(format!(
+            "{name} names no reachable address"
+        )));
     }
     Ok(Resolution {
         regions,

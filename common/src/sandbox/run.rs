@@ -77,7 +77,8 @@ pub(super) fn run_command(
     } = inv;
     // One byte of headroom over each cap: a guest that tried to write more than the cap
     // leaves more than the cap in the pipe, which is how overflow is told apart from
-    // output of exactly the cap (the pipe itself refuses writes silently to the host).
+    // output of exactly the cap. (A full pipe answers the guest's write with EIO and
+    // tells the host nothing, and the guest may well ignore the error and exit 0.)
     let stdout = MemoryOutputPipe::new(cfg.max_stdout_bytes.saturating_add(1));
     let stderr = MemoryOutputPipe::new(cfg.max_stderr_bytes.saturating_add(1));
     let started = Instant::now();
@@ -116,11 +117,10 @@ pub(super) fn run_command(
 
     let limiter = &store.data().limiter;
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
-    // Dropping the store drops the WASI context's handles on the pipes, so the buffers
-    // can usually be taken without a copy.
+    // Free the instance (and its linear memory) before copying the output.
     drop(store);
-    let stdout = into_vec(stdout);
-    let stderr = into_vec(stderr);
+    let stdout = into_vec(&stdout);
+    let stderr = into_vec(&stderr);
     let observed = Observed {
         stdout_over: stdout.len() > cfg.max_stdout_bytes,
         stderr_over: stderr.len() > cfg.max_stderr_bytes,
@@ -145,11 +145,8 @@ fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
-fn into_vec(pipe: MemoryOutputPipe) -> Vec<u8> {
-    match pipe.clone().try_into_inner() {
-        Some(buf) => buf.into(),
-        None => pipe.contents().to_vec(),
-    }
+fn into_vec(pipe: &MemoryOutputPipe) -> Vec<u8> {
+    pipe.contents().into()
 }
 
 fn truncated(mut out: Vec<u8>, cap: usize) -> Vec<u8> {

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    CLOSE_NORMAL, NodeTls, TransportError, handshake_failed, open_failed, read_failed,
-    wire_failed, write_failed,
+    CLOSE_NORMAL, NodeTls, TransportError, handshake_failed, open_failed, read_failed, wire_failed,
+    write_failed,
 };
 use crate::wire::{self, Message};
 
@@ -97,7 +97,11 @@ impl Channel {
     /// sent; [`TransportError::ConnectionLost`] when it may have been received;
     /// [`TransportError::Stream`] when the region refused the stream;
     /// [`TransportError::Wire`] when the reply is not a valid frame.
-    pub async fn request(&self, msg: &Message, reply_limit: usize) -> Result<Message, TransportError> {
+    pub async fn request(
+        &self,
+        msg: &Message,
+        reply_limit: usize,
+    ) -> Result<Message, TransportError> {
         let frame = wire::encode(msg)?;
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(open_failed)?;
         send.write_all(&frame).await.map_err(write_failed)?;
@@ -118,12 +122,14 @@ impl Channel {
         send.write_all(bytes).await.map_err(write_failed)?;
         send.finish()
             .map_err(|e| TransportError::Stream(e.to_string()))?;
-        recv.read_to_end(RAW_REPLY_LIMIT).await.map_err(|e| match e {
-            quinn::ReadToEndError::Read(e) => read_failed(e),
-            quinn::ReadToEndError::TooLong => {
-                TransportError::Stream(format!("reply longer than {RAW_REPLY_LIMIT} bytes"))
-            }
-        })
+        recv.read_to_end(RAW_REPLY_LIMIT)
+            .await
+            .map_err(|e| match e {
+                quinn::ReadToEndError::Read(e) => read_failed(e),
+                quinn::ReadToEndError::TooLong => {
+                    TransportError::Stream(format!("reply longer than {RAW_REPLY_LIMIT} bytes"))
+                }
+            })
     }
 
     /// The current smoothed round-trip time estimate.

@@ -9,11 +9,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
-use super::{REGION_SERVER_NAME, TransportError, TlsFiles};
+use super::{REGION_SERVER_NAME, TlsFiles, TransportError};
 
 /// The TLS material of a dev deployment: one identity per tier, both issued by the same
 /// dev CA (`ca.pem`).
@@ -185,7 +185,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = init(dir.path()).expect("init");
         for key in [dir.path().join(CA_KEY), certs.region.key, certs.pop.key] {
-            let mode = std::fs::metadata(&key).expect("metadata").permissions().mode();
+            let mode = std::fs::metadata(&key)
+                .expect("metadata")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{}", key.display());
         }
     }

@@ -22,6 +22,9 @@ pub enum ArtifactKind {
 
 /// One protocol message. Each bidirectional stream carries one request message and one
 /// reply message.
+// Messages are built once and moved into the encoder; boxing the large variant would add
+// an allocation per invocation for no benefit.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// POP -> region: run this invocation.
