@@ -29,7 +29,8 @@ impl DevFile {
         let path = Self::path(state_dir);
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(
-                serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?,
+                serde_json::from_slice(&bytes)
+                    .with_context(|| format!("parsing {}", path.display()))?,
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -79,11 +80,17 @@ impl Context {
     }
 
     pub fn region(&self) -> anyhow::Result<&str> {
-        self.region.as_deref().map(trim_slash).ok_or_else(|| anyhow!(NO_DEPLOYMENT))
+        self.region
+            .as_deref()
+            .map(trim_slash)
+            .ok_or_else(|| anyhow!(NO_DEPLOYMENT))
     }
 
     pub fn pop(&self) -> anyhow::Result<&str> {
-        self.pop.as_deref().map(trim_slash).ok_or_else(|| anyhow!(NO_DEPLOYMENT))
+        self.pop
+            .as_deref()
+            .map(trim_slash)
+            .ok_or_else(|| anyhow!(NO_DEPLOYMENT))
     }
 
     pub fn token(&self) -> anyhow::Result<&str> {

@@ -4,11 +4,11 @@
 //! Exit codes: 0 success; 1 the request failed (platform error, or the function failed);
 //! 2 usage error (from clap).
 
-use strata::client::{Context, deploy_form, error_message, send_json, unreachable};
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
+use strata::client::{Context, deploy_form, error_message, send_json, unreachable};
 
 /// Exit code for a failed request.
 pub const EXIT_FAILURE: u8 = 1;
@@ -137,7 +137,9 @@ pub async fn deploy(ctx: &Context, a: DeployArgs) -> anyhow::Result<u8> {
 }
 
 fn short(v: &Value) -> String {
-    v.as_str().map(|s| s.chars().take(12).collect()).unwrap_or_default()
+    v.as_str()
+        .map(|s| s.chars().take(12).collect())
+        .unwrap_or_default()
 }
 
 pub async fn invoke(ctx: &Context, a: InvokeArgs) -> anyhow::Result<u8> {
@@ -206,9 +208,12 @@ pub async fn invoke(ctx: &Context, a: InvokeArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn ls(ctx: &Context) -> anyhow::Result<u8> {
-    let list: Value =
-        send_json(ctx.http.get(format!("{}/v1/functions", ctx.region()?)).bearer_auth(ctx.token()?))
-            .await?;
+    let list: Value = send_json(
+        ctx.http
+            .get(format!("{}/v1/functions", ctx.region()?))
+            .bearer_auth(ctx.token()?),
+    )
+    .await?;
     if ctx.json {
         println!("{list}");
         return Ok(0);
@@ -245,7 +250,10 @@ pub async fn rm(ctx: &Context, name: &str) -> anyhow::Result<u8> {
         .map_err(unreachable)?;
     let status = resp.status();
     if !status.is_success() {
-        bail!("{}", error_message(status, &resp.bytes().await.unwrap_or_default()));
+        bail!(
+            "{}",
+            error_message(status, &resp.bytes().await.unwrap_or_default())
+        );
     }
     if ctx.json {
         println!("{}", json!({"deleted": name}));
@@ -267,7 +275,10 @@ pub async fn tenant(ctx: &Context, c: TenantCommand) -> anyhow::Result<u8> {
     if ctx.json {
         println!("{rec}");
     } else {
-        println!("created tenant {id} (max memory {} MiB)", rec["max_memory_mb"]);
+        println!(
+            "created tenant {id} (max memory {} MiB)",
+            rec["max_memory_mb"]
+        );
     }
     Ok(0)
 }
@@ -304,8 +315,16 @@ pub fn certs(ctx: &Context, c: CertsCommand) -> anyhow::Result<u8> {
     } else {
         println!("dev CA and node certificates in {}", dir.display());
         println!("  CA      {}", certs.region.ca_cert.display());
-        println!("  region  {} / {}", certs.region.cert.display(), certs.region.key.display());
-        println!("  pop     {} / {}", certs.pop.cert.display(), certs.pop.key.display());
+        println!(
+            "  region  {} / {}",
+            certs.region.cert.display(),
+            certs.region.key.display()
+        );
+        println!(
+            "  pop     {} / {}",
+            certs.pop.cert.display(),
+            certs.pop.key.display()
+        );
     }
     Ok(0)
 }

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use clap::Args;
 use common::model::TenantId;
 use common::transport::dev_ca;
-use pop_node::{PopConfig, PopHandle};
 use pop_node::discovery::RegionSource;
+use pop_node::{PopConfig, PopHandle};
 use region_node::{RegionConfig, RegionHandle};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -70,7 +70,9 @@ impl DevCluster {
         region.state_dir = state_dir.join("region");
         region.tls = Some(certs.region);
         region.admin_token = Some(admin_token.clone());
-        let region = region_node::start(region).await.context("starting the region")?;
+        let region = region_node::start(region)
+            .await
+            .context("starting the region")?;
 
         pop.state_dir = state_dir.join("pop");
         pop.tls = Some(certs.pop);
@@ -177,11 +179,20 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     let path = DevFile::path(state_dir);
     std::fs::write(&path, serde_json::to_vec_pretty(&dev)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    println!("Strata dev deployment is up (state in {})", state_dir.display());
-    println!("  region  {}   (control API, dashboard later)", dev.region_url);
+    println!(
+        "Strata dev deployment is up (state in {})",
+        state_dir.display()
+    );
+    println!(
+        "  region  {}   (control API, dashboard later)",
+        dev.region_url
+    );
     println!("  pop     {}   (invoke here)", dev.pop_url);
     println!("  token   {}", dev.token);
-    println!("  examples deployed: {}", EXAMPLES.iter().map(|e| e.0).collect::<Vec<_>>().join(", "));
+    println!(
+        "  examples deployed: {}",
+        EXAMPLES.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")
+    );
     println!();
     println!("Try:");
     println!(

@@ -6,8 +6,8 @@ use crate::upstream::RegionLink;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
-    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId,
-    Placement, Qualifier,
+    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId, Placement,
+    Qualifier,
 };
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use std::sync::{Arc, Mutex};
@@ -74,12 +74,14 @@ impl PopInvoker {
         req: InvokeRequest,
         reason: ForwardReason,
     ) -> Result<InvokeResponse, ApiError> {
-        let _slot = Arc::clone(&self.forward_slots).try_acquire_owned().map_err(|_| {
-            ApiError::unavailable(
-                "POP is at its limit of forwarded invocations in flight",
-                Duration::from_secs(1),
-            )
-        })?;
+        let _slot = Arc::clone(&self.forward_slots)
+            .try_acquire_owned()
+            .map_err(|_| {
+                ApiError::unavailable(
+                    "POP is at its limit of forwarded invocations in flight",
+                    Duration::from_secs(1),
+                )
+            })?;
         debug!(function = %req.function, reason = reason.as_str(), "forwarding");
         let token = req.token.clone();
         let started = Instant::now();

@@ -133,7 +133,10 @@ mod tests {
         let t0 = Instant::now();
         k.learn("tok", resolved(5), t0);
         k.learn("tok", resolved(3), t0);
-        assert_eq!(k.function(&resolved(5).key, t0).map(|f| f.revision), Some(5));
+        assert_eq!(
+            k.function(&resolved(5).key, t0).map(|f| f.revision),
+            Some(5)
+        );
     }
 
     #[test]

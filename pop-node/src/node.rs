@@ -17,6 +17,7 @@ use common::transport::{Client, NodeTls, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+use tower_http::trace::TraceLayer;
 use tracing::info;
 
 /// Why a POP could not start.
@@ -77,7 +78,10 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
     ));
-    let executor = Executor::new(Sandbox::new(config.sandbox.clone())?, config.module_cache_bytes);
+    let executor = Executor::new(
+        Sandbox::new(config.sandbox.clone())?,
+        config.module_cache_bytes,
+    );
     let node_id = NodeId(config.node_id.clone());
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
@@ -93,7 +97,9 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     let http_addr = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(invoke_router(Arc::clone(&invoker), config.edge));
+        .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        // One span per HTTP request, so every log line of an invocation can be traced back.
+        .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {

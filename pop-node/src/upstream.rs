@@ -84,14 +84,21 @@ impl RegionLink {
         if let Some(ch) = self.live(now) {
             return Ok(ch);
         }
-        let stale = state.resolution.as_ref().is_none_or(|r| now >= r.valid_until);
+        let stale = state
+            .resolution
+            .as_ref()
+            .is_none_or(|r| now >= r.valid_until);
         if stale {
             match self.discovery.resolve().await {
                 Ok(r) => state.resolution = Some(r),
                 Err(e) => {
                     warn!(error = %e, "region discovery failed");
                     // Keep using a connection that is still up while DNS is unhappy.
-                    let current = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    let current = self
+                        .current
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
                     if let Some((ch, _)) = current.filter(|(ch, _)| !ch.is_closed()) {
                         let retry = now + RETRY_AFTER;
                         *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -107,7 +114,11 @@ impl RegionLink {
         };
         let valid_until = resolution.valid_until;
         // Keep the current connection if its region is still listed.
-        let current = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         if let Some((ch, _)) = current
             && !ch.is_closed()
             && resolution.regions.contains(&ch.remote_address())
@@ -142,9 +153,10 @@ impl RegionLink {
         }
         // Nothing answered: make the next request re-resolve.
         state.resolution = None;
-        Err(unavailable(
-            last_error.map_or_else(|| "no regions listed".to_owned(), |e| e.to_string()),
-        ))
+        Err(unavailable(last_error.map_or_else(
+            || "no regions listed".to_owned(),
+            |e| e.to_string(),
+        )))
     }
 
     async fn request(&self, msg: &Message) -> Result<Message, ApiError> {
@@ -165,7 +177,9 @@ impl RegionLink {
         match self.request(&Message::Invoke(req)).await? {
             Message::InvokeResult { result, function } => Ok((result, function)),
             Message::Error(e) => Err(e),
-            _ => Err(ApiError::internal("region answered an invocation with another message")),
+            _ => Err(ApiError::internal(
+                "region answered an invocation with another message",
+            )),
         }
     }
 
@@ -179,16 +193,25 @@ impl RegionLink {
         digest: ArtifactDigest,
         engine: EngineFingerprint,
     ) -> Result<bytes::Bytes, ApiError> {
-        match self.request(&Message::FetchArtifact { digest, engine }).await? {
-            Message::Artifact { digest: d, bytes, .. } if d == digest => {
+        match self
+            .request(&Message::FetchArtifact { digest, engine })
+            .await?
+        {
+            Message::Artifact {
+                digest: d, bytes, ..
+            } if d == digest => {
                 if ArtifactDigest::of(&bytes) == digest {
                     Ok(bytes)
                 } else {
-                    Err(ApiError::internal(format!("artifact {digest} failed its digest check")))
+                    Err(ApiError::internal(format!(
+                        "artifact {digest} failed its digest check"
+                    )))
                 }
             }
             Message::Error(e) => Err(e),
-            _ => Err(ApiError::internal("region answered a fetch with another message")),
+            _ => Err(ApiError::internal(
+                "region answered a fetch with another message",
+            )),
         }
     }
 }

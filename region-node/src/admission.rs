@@ -72,7 +72,10 @@ mod tests {
         while a.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(a.admit().await.map(drop).map_err(|e| e.kind), Err(ErrorKind::Unavailable));
+        assert_eq!(
+            a.admit().await.map(drop).map_err(|e| e.kind),
+            Err(ErrorKind::Unavailable)
+        );
         drop(held);
         assert!(waiter.await.expect("joins").is_ok());
     }

@@ -61,7 +61,9 @@ impl RegionInvoker {
 
     fn resolve(&self, req: &InvokeRequest) -> Result<ResolvedFunction, ApiError> {
         let tenant = self.registry.authenticate(req.token.as_deref())?;
-        let resolved = self.registry.resolve(&tenant, &req.function, &req.qualifier)?;
+        let resolved = self
+            .registry
+            .resolve(&tenant, &req.function, &req.qualifier)?;
         if req.invocation_type == InvocationType::Event {
             return Err(ApiError::bad_request(
                 "event invocations need the durable async queue, which this region does not \
@@ -89,7 +91,13 @@ impl RegionInvoker {
         };
         let _slot = self.admission.admit().await?;
         self.executor
-            .run(module, function, req, cold, ExecutedAt::Region(self.node.clone()))
+            .run(
+                module,
+                function,
+                req,
+                cold,
+                ExecutedAt::Region(self.node.clone()),
+            )
             .await
     }
 }

@@ -33,7 +33,10 @@ async fn main() -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if args.log_format == "json" {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }
@@ -55,7 +58,10 @@ async fn main() -> anyhow::Result<()> {
         config.quic_listen = a;
     }
     let region = region_node::start(config).await?;
-    println!("region {} http://{} quic {}", region.node_id, region.http_addr, region.quic_addr);
+    println!(
+        "region {} http://{} quic {}",
+        region.node_id, region.http_addr, region.quic_addr
+    );
     tokio::signal::ctrl_c().await?;
     region.shutdown().await;
     Ok(())

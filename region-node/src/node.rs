@@ -17,6 +17,7 @@ use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+use tower_http::trace::TraceLayer;
 use tracing::info;
 
 /// Why a region could not start.
@@ -101,7 +102,9 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::router(control, config.sandbox.max_module_bytes))
-        .merge(invoke_router(Arc::clone(&invoker), config.edge));
+        .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        // One span per HTTP request, so every log line of an invocation can be traced back.
+        .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
     tasks.spawn(quic::serve(Arc::clone(&server), Arc::clone(&invoker)));

@@ -106,18 +106,28 @@ impl Registry {
     ///
     /// # Errors
     /// 409 when it exists.
-    pub fn create_tenant(&self, id: TenantId, max_memory_mb: u32) -> Result<TenantRecord, ApiError> {
+    pub fn create_tenant(
+        &self,
+        id: TenantId,
+        max_memory_mb: u32,
+    ) -> Result<TenantRecord, ApiError> {
         let rec = TenantRecord {
             id,
             max_memory_mb,
             created_at_ms: now_ms(),
         };
         self.store
-            .put(Bucket::Tenants, rec.id.as_str(), &encode(&rec)?, Expect::Absent)
+            .put(
+                Bucket::Tenants,
+                rec.id.as_str(),
+                &encode(&rec)?,
+                Expect::Absent,
+            )
             .map_err(|e| match e {
-                StoreError::Conflict { .. } => {
-                    ApiError::new(ErrorKind::Conflict, format!("tenant {} already exists", rec.id))
-                }
+                StoreError::Conflict { .. } => ApiError::new(
+                    ErrorKind::Conflict,
+                    format!("tenant {} already exists", rec.id),
+                ),
                 e => e.into(),
             })?;
         Ok(rec)
@@ -162,8 +172,8 @@ impl Registry {
             .store
             .get(Bucket::Tokens, &token_hash(token))?
             .ok_or_else(ApiError::unauthenticated)?;
-        let id = String::from_utf8(e.value)
-            .map_err(|_| ApiError::internal("corrupt token record"))?;
+        let id =
+            String::from_utf8(e.value).map_err(|_| ApiError::internal("corrupt token record"))?;
         TenantId::new(id).map_err(|e| ApiError::internal(format!("corrupt token record: {e}")))
     }
 
@@ -193,9 +203,12 @@ impl Registry {
             updated_at_ms: now_ms(),
         };
         let expect = expect_revision.map_or(Expect::Any, Expect::Revision);
-        let revision =
-            self.store
-                .put(Bucket::Functions, &function_key(tenant, name), &encode(&rec)?, expect)?;
+        let revision = self.store.put(
+            Bucket::Functions,
+            &function_key(tenant, name),
+            &encode(&rec)?,
+            expect,
+        )?;
         Ok(view(name.clone(), rec, revision))
     }
 
@@ -203,7 +216,11 @@ impl Registry {
     ///
     /// # Errors
     /// 404 when it does not exist in this tenant.
-    pub fn function(&self, tenant: &TenantId, name: &FunctionName) -> Result<FunctionView, ApiError> {
+    pub fn function(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+    ) -> Result<FunctionView, ApiError> {
         let e = self
             .store
             .get(Bucket::Functions, &function_key(tenant, name))?
@@ -254,7 +271,9 @@ impl Registry {
         qualifier: &Qualifier,
     ) -> Result<ResolvedFunction, ApiError> {
         if *qualifier != Qualifier::Latest {
-            return Err(ApiError::not_found(format!("version {qualifier} of {name}")));
+            return Err(ApiError::not_found(format!(
+                "version {qualifier} of {name}"
+            )));
         }
         let f = self.function(tenant, name)?;
         Ok(ResolvedFunction {
@@ -319,7 +338,10 @@ mod tests {
             r.authenticate(Some("st_nope")).map_err(|e| e.kind),
             Err(ErrorKind::Unauthenticated)
         );
-        assert_eq!(r.authenticate(None).map_err(|e| e.kind), Err(ErrorKind::Unauthenticated));
+        assert_eq!(
+            r.authenticate(None).map_err(|e| e.kind),
+            Err(ErrorKind::Unauthenticated)
+        );
     }
 
     #[test]
@@ -330,7 +352,10 @@ mod tests {
         r.deploy(&t("a"), &f("x"), FunctionConfig::default(), b"\0asm", None)
             .expect("deploy");
         assert!(r.function(&t("a"), &f("x")).is_ok());
-        assert_eq!(r.function(&t("b"), &f("x")).map_err(|e| e.kind), Err(ErrorKind::NotFound));
+        assert_eq!(
+            r.function(&t("b"), &f("x")).map_err(|e| e.kind),
+            Err(ErrorKind::NotFound)
+        );
         assert!(r.functions(&t("b")).expect("list").is_empty());
         assert_eq!(
             r.delete_function(&t("b"), &f("x")).map_err(|e| e.kind),
@@ -346,7 +371,9 @@ mod tests {
             memory_mb: 512,
             ..FunctionConfig::default()
         };
-        let err = r.deploy(&t("a"), &f("x"), cfg, b"\0asm", None).expect_err("refused");
+        let err = r
+            .deploy(&t("a"), &f("x"), cfg, b"\0asm", None)
+            .expect_err("refused");
         assert_eq!(err.kind, ErrorKind::BadRequest);
         assert!(r.functions(&t("a")).expect("list").is_empty());
     }
@@ -358,12 +385,27 @@ mod tests {
         let v1 = r
             .deploy(&t("a"), &f("x"), FunctionConfig::default(), b"1", None)
             .expect("deploy");
-        r.deploy(&t("a"), &f("x"), FunctionConfig::default(), b"2", Some(v1.revision))
-            .expect("first update wins");
+        r.deploy(
+            &t("a"),
+            &f("x"),
+            FunctionConfig::default(),
+            b"2",
+            Some(v1.revision),
+        )
+        .expect("first update wins");
         let err = r
-            .deploy(&t("a"), &f("x"), FunctionConfig::default(), b"3", Some(v1.revision))
+            .deploy(
+                &t("a"),
+                &f("x"),
+                FunctionConfig::default(),
+                b"3",
+                Some(v1.revision),
+            )
             .expect_err("second loses");
         assert_eq!(err.kind, ErrorKind::Conflict);
-        assert_eq!(r.function(&t("a"), &f("x")).expect("get").digest, ArtifactDigest::of(b"2"));
+        assert_eq!(
+            r.function(&t("a"), &f("x")).expect("get").digest,
+            ArtifactDigest::of(b"2")
+        );
     }
 }

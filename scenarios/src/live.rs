@@ -67,7 +67,9 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
     let echo = wat::parse_str(include_str!("../../examples/echo.wat"))?;
     cluster.deploy("popular", json!({}), echo.clone()).await?;
-    cluster.deploy("rare", json!({"placement": "region"}), echo).await?;
+    cluster
+        .deploy("rare", json!({"placement": "region"}), echo)
+        .await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(params.concurrency.max(1))
         .build()?;
@@ -87,7 +89,13 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
             expect,
         };
         // A short warm-up per path (connections, caches), not measured.
-        drive(&http, &target, params.concurrency.max(1) as u64 * 4, params.concurrency).await?;
+        drive(
+            &http,
+            &target,
+            params.concurrency.max(1) as u64 * 4,
+            params.concurrency,
+        )
+        .await?;
         reports.push(measure(&http, &target, params, path).await?);
     }
     cluster.shutdown().await;
@@ -103,14 +111,23 @@ struct Target {
 async fn warm_until_local(http: &reqwest::Client, c: &DevCluster) -> anyhow::Result<()> {
     let url = format!("{}/v1/functions/popular/invoke", c.pop_url());
     for _ in 0..1000 {
-        let resp = http.post(&url).bearer_auth(&c.token).body(PAYLOAD).send().await?;
+        let resp = http
+            .post(&url)
+            .bearer_auth(&c.token)
+            .body(PAYLOAD)
+            .send()
+            .await?;
         let at = resp
             .headers()
             .get("x-strata-executed-at")
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        ensure!(resp.status() == 200, "warm-up request failed: {}", resp.status());
+        ensure!(
+            resp.status() == 200,
+            "warm-up request failed: {}",
+            resp.status()
+        );
         if at.starts_with("pop/") {
             return Ok(());
         }
@@ -142,7 +159,10 @@ async fn drive(
                         .and_then(|v| v.to_str().ok())
                         .is_some_and(|v| v.starts_with(t.expect));
                     let status_ok = r.status() == 200;
-                    let body_ok = r.bytes().await.is_ok_and(|b| b.as_ref() == PAYLOAD.as_bytes());
+                    let body_ok = r
+                        .bytes()
+                        .await
+                        .is_ok_and(|b| b.as_ref() == PAYLOAD.as_bytes());
                     at_ok && status_ok && body_ok
                 }
                 Err(_) => false,

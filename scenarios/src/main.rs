@@ -46,6 +46,9 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", live::table(&reports));
     }
     let errors: u64 = reports.iter().map(|r| r.errors).sum();
-    anyhow::ensure!(errors == 0, "{errors} requests failed or ran at the wrong tier");
+    anyhow::ensure!(
+        errors == 0,
+        "{errors} requests failed or ran at the wrong tier"
+    );
     Ok(())
 }

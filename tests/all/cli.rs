@@ -18,7 +18,13 @@ fn strata(state_dir: &Path) -> Command {
 /// Starts `strata dev` on ephemeral ports and waits until it says it is up.
 async fn start_dev(state_dir: &Path) -> Child {
     let mut child = strata(state_dir)
-        .args(["dev", "--region-listen", "127.0.0.1:0", "--quic-listen", "127.0.0.1:0"])
+        .args([
+            "dev",
+            "--region-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
         .args(["--pop-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -54,7 +60,11 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
     let dev_json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("dev.json")).expect("dev.json"))
             .expect("json");
-    assert!(dev_json["pop_url"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:")));
+    assert!(
+        dev_json["pop_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
+    );
     assert!(dev_json["token"].as_str().is_some_and(|t| !t.is_empty()));
 
     let (code, out, err) = run(dir.path(), &["invoke", "hello", "--data", "cli", "--json"]).await;
@@ -73,13 +83,13 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
     assert_eq!(code, 0, "{err}");
     let (code, out, _) = run(dir.path(), &["ls", "--json"]).await;
     assert_eq!(code, 0);
-    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&out).expect("json")
-        ["functions"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .filter_map(|f| f["name"].as_str().map(str::to_owned))
-        .collect();
+    let names: Vec<String> =
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["functions"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .filter_map(|f| f["name"].as_str().map(str::to_owned))
+            .collect();
     assert_eq!(names, ["echo", "hello", "mirror"]);
     let (code, out, _) = run(dir.path(), &["invoke", "mirror", "--data", "round trip"]).await;
     assert_eq!((code, out.as_str()), (0, "round trip"));
@@ -103,9 +113,19 @@ async fn without_a_deployment_the_cli_says_what_to_do() {
 async fn certs_init_writes_a_ca_and_node_certificates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dir.path().join("certs");
-    let (code, _, err) = run(dir.path(), &["certs", "init", certs.to_str().expect("utf-8")]).await;
+    let (code, _, err) = run(
+        dir.path(),
+        &["certs", "init", certs.to_str().expect("utf-8")],
+    )
+    .await;
     assert_eq!(code, 0, "{err}");
-    for f in ["ca.pem", "region.pem", "region-key.pem", "pop.pem", "pop-key.pem"] {
+    for f in [
+        "ca.pem",
+        "region.pem",
+        "region-key.pem",
+        "pop.pem",
+        "pop-key.pem",
+    ] {
         assert!(certs.join(f).exists(), "{f} missing");
     }
 }

@@ -1,7 +1,9 @@
 //! Bad input and faults: each gets a typed error with the right status, changes nothing,
 //! and the nodes keep serving.
 
-use crate::support::{LOOP_FOREVER, TRAP, TestCluster, error_kind, header, pop_config, region_config};
+use crate::support::{
+    LOOP_FOREVER, TRAP, TestCluster, error_kind, header, pop_config, region_config,
+};
 use common::edge::EdgeConfig;
 use common::transport::{Client, NodeTls, REGION_SERVER_NAME, dev_ca};
 use common::wire::{MAX_FRAME_LEN, Message};
@@ -18,7 +20,10 @@ async fn a_malformed_module_is_refused_and_nothing_is_stored() {
         .await
         .expect_err("refused");
     let msg = err.to_string();
-    assert!(msg.starts_with("400") && msg.contains("invalid_module"), "{msg}");
+    assert!(
+        msg.starts_with("400") && msg.contains("invalid_module"),
+        "{msg}"
+    );
     let resp = c
         .http
         .get(format!("{}/v1/functions/broken", c.nodes.region_url()))
@@ -37,7 +42,11 @@ async fn a_module_importing_what_the_host_lacks_is_refused_naming_the_import() {
         r#"(module (import "env" "launch_missiles" (func)) (func (export "_start")))"#,
     )
     .expect("wat");
-    let err = c.nodes.deploy("imports", json!({}), wasm).await.expect_err("refused");
+    let err = c
+        .nodes
+        .deploy("imports", json!({}), wasm)
+        .await
+        .expect_err("refused");
     let msg = err.to_string();
     assert!(msg.contains("launch_missiles"), "{msg}");
     c.nodes.shutdown().await;
@@ -110,7 +119,13 @@ async fn missing_or_wrong_tokens_are_401() {
     let url = format!("{}/v1/functions/hello/invoke", c.nodes.pop_url());
     let resp = c.http.post(&url).send().await.expect("sent");
     assert_eq!(resp.status(), 401);
-    let resp = c.http.post(&url).bearer_auth("st_wrong").send().await.expect("sent");
+    let resp = c
+        .http
+        .post(&url)
+        .bearer_auth("st_wrong")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(resp.status(), 401);
     assert_eq!(error_kind(resp).await, "unauthenticated");
     c.nodes.shutdown().await;
@@ -119,7 +134,8 @@ async fn missing_or_wrong_tokens_are_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_that_loops_forever_times_out_with_504_and_the_node_keeps_serving() {
     let c = TestCluster::start().await;
-    c.deploy_wat("spin", json!({"timeout_ms": 200}), LOOP_FOREVER).await;
+    c.deploy_wat("spin", json!({"timeout_ms": 200}), LOOP_FOREVER)
+        .await;
     let resp = c.invoke("spin", "").await;
     assert_eq!(resp.status(), 504);
     assert_eq!(header(&resp, "x-strata-function-error"), "timeout");
@@ -158,7 +174,10 @@ async fn an_unreachable_region_is_503_with_a_clear_body() {
     .await
     .expect("POP starts without a region");
     let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/functions/hello/invoke", pop.http_addr))
+        .post(format!(
+            "http://{}/v1/functions/hello/invoke",
+            pop.http_addr
+        ))
         .bearer_auth("st_any")
         .send()
         .await
@@ -168,7 +187,10 @@ async fn an_unreachable_region_is_503_with_a_clear_body() {
     let body: serde_json::Value = resp.json().await.expect("json");
     assert_eq!(body["error"]["kind"], "unavailable");
     assert!(
-        body["error"]["message"].as_str().unwrap_or_default().contains("no reachable region"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no reachable region"),
         "{body}"
     );
     pop.shutdown().await;
@@ -193,7 +215,10 @@ async fn a_pop_with_a_certificate_from_another_ca_is_refused() {
     .await
     .expect("POP starts");
     let resp = reqwest::Client::new()
-        .post(format!("http://{}/v1/functions/hello/invoke", pop.http_addr))
+        .post(format!(
+            "http://{}/v1/functions/hello/invoke",
+            pop.http_addr
+        ))
         .bearer_auth(&c.nodes.token)
         .send()
         .await
@@ -208,8 +233,12 @@ async fn a_pop_with_a_certificate_from_another_ca_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_quic_stream_closes_only_that_stream() {
     let c = TestCluster::start().await;
-    let pop_tls = NodeTls::load(&dev_ca::init(&c.dir.path().join("certs")).expect("certs").pop)
-        .expect("tls");
+    let pop_tls = NodeTls::load(
+        &dev_ca::init(&c.dir.path().join("certs"))
+            .expect("certs")
+            .pop,
+    )
+    .expect("tls");
     let client = Client::new(&pop_tls).expect("client");
     let ch = client
         .connect(c.nodes.region.quic_addr, REGION_SERVER_NAME)
@@ -223,7 +252,10 @@ async fn garbage_on_a_quic_stream_closes_only_that_stream() {
         let answer = tokio::time::timeout(Duration::from_secs(5), ch.request_raw(garbage))
             .await
             .expect("the region answers garbage promptly");
-        assert!(answer.map(|b| b.is_empty()).unwrap_or(true), "garbage got a reply");
+        assert!(
+            answer.map(|b| b.is_empty()).unwrap_or(true),
+            "garbage got a reply"
+        );
     }
     let pong = ch
         .request(&Message::Ping { nonce: 9 }, MAX_FRAME_LEN)

@@ -2,6 +2,9 @@
 //! mutual TLS, real HTTP, a real DNS server. One binary, a module per topic.
 
 mod cli;
+mod discovery;
+mod dns;
 mod faults;
+mod pop_dns;
 mod support;
 mod two_tier;

@@ -57,7 +57,10 @@ impl TestCluster {
 
     pub async fn deploy_wat(&self, name: &str, config: serde_json::Value, wat: &str) {
         let wasm = wat::parse_str(wat).expect("valid wat");
-        self.nodes.deploy(name, config, wasm).await.expect("deploys");
+        self.nodes
+            .deploy(name, config, wasm)
+            .await
+            .expect("deploys");
     }
 
     /// POSTs `body` to `name`'s invoke URL at `base` with the dev token.

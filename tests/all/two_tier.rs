@@ -12,7 +12,10 @@ async fn a_function_invoked_once_runs_at_the_region() {
     assert_eq!(header(&resp, "x-strata-version"), "$LATEST");
     assert_eq!(header(&resp, "x-strata-request-id").len(), 32);
     let timing = header(&resp, "server-timing");
-    assert!(timing.contains("exec;dur=") && timing.contains("forward;dur="), "{timing}");
+    assert!(
+        timing.contains("exec;dur=") && timing.contains("forward;dur="),
+        "{timing}"
+    );
     assert_eq!(resp.text().await.expect("body"), "Hello, rare!\n");
     c.nodes.shutdown().await;
 }
@@ -37,7 +40,10 @@ async fn a_function_invoked_often_runs_at_the_pop() {
             }
         } else {
             assert_eq!(where_, "region/region-1");
-            assert!(first_local.is_none(), "went back to the region after running locally");
+            assert!(
+                first_local.is_none(),
+                "went back to the region after running locally"
+            );
         }
     }
     let first = first_local.expect("the popular function never ran at the POP");
@@ -59,7 +65,10 @@ async fn a_local_invocation_has_no_forward_timing_and_is_warm() {
     let resp = local.expect("echo became local");
     assert_eq!(header(&resp, "x-strata-start"), "warm");
     let timing = header(&resp, "server-timing");
-    assert!(timing.contains("exec;dur=") && !timing.contains("forward"), "{timing}");
+    assert!(
+        timing.contains("exec;dur=") && !timing.contains("forward"),
+        "{timing}"
+    );
     assert_eq!(resp.text().await.expect("body"), "x");
     c.nodes.shutdown().await;
 }
@@ -79,7 +88,12 @@ async fn the_region_serves_the_same_invoke_api_directly() {
 async fn function_env_and_strata_variables_reach_the_guest() {
     let c = TestCluster::start().await;
     // A guest that prints its environment, one variable per line.
-    c.deploy_wat("env", serde_json::json!({"env": {"GREETING": "hi"}}), ENV_PRINTER).await;
+    c.deploy_wat(
+        "env",
+        serde_json::json!({"env": {"GREETING": "hi"}}),
+        ENV_PRINTER,
+    )
+    .await;
     let resp = c.invoke("env", "").await;
     assert_eq!(resp.status(), 200);
     let body = resp.text().await.expect("body");

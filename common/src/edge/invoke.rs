@@ -98,9 +98,9 @@ async fn parse(
     let function = FunctionName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let qualifier = match query.qualifier.as_deref() {
         None | Some("") => Qualifier::Latest,
-        Some(q) => q
-            .parse()
-            .map_err(|e: crate::model::NameError| ApiError::bad_request(format!("qualifier: {e}")))?,
+        Some(q) => q.parse().map_err(|e: crate::model::NameError| {
+            ApiError::bad_request(format!("qualifier: {e}"))
+        })?,
     };
     let invocation_type = match header_str(headers, "x-strata-invocation-type")? {
         None | Some("request-response") => InvocationType::RequestResponse,

@@ -118,7 +118,9 @@ impl FunctionConfig {
                 return Err(ConfigError::Env(format!("bad variable {k:?}")));
             }
             if k.starts_with("STRATA_") {
-                return Err(ConfigError::Env(format!("{k:?} uses the reserved STRATA_ prefix")));
+                return Err(ConfigError::Env(format!(
+                    "{k:?} uses the reserved STRATA_ prefix"
+                )));
             }
         }
         Ok(())
@@ -162,8 +164,8 @@ mod tests {
     fn unknown_fields_are_refused() {
         let r: Result<FunctionConfig, _> = serde_json::from_str(r#"{"memry_mb": 1}"#);
         assert!(r.is_err());
-        let ok: FunctionConfig = serde_json::from_str(r#"{"memory_mb": 64, "abi": "reactor"}"#)
-            .expect("valid config");
+        let ok: FunctionConfig =
+            serde_json::from_str(r#"{"memory_mb": 64, "abi": "reactor"}"#).expect("valid config");
         assert_eq!(ok.memory_mb, 64);
         assert_eq!(ok.abi, Abi::Reactor);
     }

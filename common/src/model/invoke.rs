@@ -1,6 +1,8 @@
 //! One invocation: what the device asked for and what it gets back.
 
-use super::{ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, NodeId, Qualifier, RequestId};
+use super::{
+    ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, NodeId, Qualifier, RequestId,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -15,7 +15,9 @@ pub enum NameError {
         what: &'static str,
     },
     /// The name contains a character outside `[a-z0-9-_]` or does not start with `[a-z0-9]`.
-    #[error("{what} {name:?} may contain only a-z, 0-9, '-' and '_' and must start with a letter or digit")]
+    #[error(
+        "{what} {name:?} may contain only a-z, 0-9, '-' and '_' and must start with a letter or digit"
+    )]
     Charset {
         /// What was being named.
         what: &'static str,
@@ -209,8 +211,14 @@ mod tests {
     fn qualifiers_parse() {
         assert_eq!("$LATEST".parse::<Qualifier>(), Ok(Qualifier::Latest));
         assert!(matches!("3".parse::<Qualifier>(), Ok(Qualifier::Version(n)) if n.get() == 3));
-        assert_eq!("prod".parse::<Qualifier>(), Ok(Qualifier::Alias("prod".into())));
-        assert!("0".parse::<Qualifier>().is_ok_and(|q| q == Qualifier::Alias("0".into())));
+        assert_eq!(
+            "prod".parse::<Qualifier>(),
+            Ok(Qualifier::Alias("prod".into()))
+        );
+        assert!(
+            "0".parse::<Qualifier>()
+                .is_ok_and(|q| q == Qualifier::Alias("0".into()))
+        );
         assert!("$nope".parse::<Qualifier>().is_err());
     }
 }

@@ -205,7 +205,11 @@ impl PlacementPolicy {
             return false;
         };
         let score = e.decayed(now, window);
-        e.local = if e.local { score >= exit } else { score >= enter };
+        e.local = if e.local {
+            score >= exit
+        } else {
+            score >= enter
+        };
         e.local
     }
 
@@ -214,7 +218,10 @@ impl PlacementPolicy {
         let victim = self
             .entries
             .iter()
-            .min_by(|a, b| a.1.decayed(now, window).total_cmp(&b.1.decayed(now, window)))
+            .min_by(|a, b| {
+                a.1.decayed(now, window)
+                    .total_cmp(&b.1.decayed(now, window))
+            })
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
             self.entries.remove(&k);
@@ -250,7 +257,10 @@ mod tests {
     fn a_function_seen_once_is_forwarded_as_rare() {
         let mut p = PlacementPolicy::new(PlacementConfig::default());
         let now = Instant::now();
-        assert_eq!(hit(&mut p, now, &key("f")), Decision::Forward(ForwardReason::Rare));
+        assert_eq!(
+            hit(&mut p, now, &key("f")),
+            Decision::Forward(ForwardReason::Rare)
+        );
     }
 
     #[test]
@@ -290,7 +300,10 @@ mod tests {
         assert_eq!(p.decide(t1, &k, READY), Decision::Local);
         // After 80 s it is ~3.1: below exit, forwarded again.
         let t2 = t0 + Duration::from_secs(80);
-        assert_eq!(p.decide(t2, &k, READY), Decision::Forward(ForwardReason::Rare));
+        assert_eq!(
+            p.decide(t2, &k, READY),
+            Decision::Forward(ForwardReason::Rare)
+        );
     }
 
     #[test]
@@ -330,18 +343,27 @@ mod tests {
             artifact_ready: false,
             ..READY
         };
-        assert_eq!(p.decide(now, &k, unknown), Decision::Forward(ForwardReason::Unknown));
+        assert_eq!(
+            p.decide(now, &k, unknown),
+            Decision::Forward(ForwardReason::Unknown)
+        );
         let not_ready = LocalState {
             artifact_ready: false,
             ..READY
         };
-        assert_eq!(p.decide(now, &k, not_ready), Decision::Forward(ForwardReason::NotReady));
+        assert_eq!(
+            p.decide(now, &k, not_ready),
+            Decision::Forward(ForwardReason::NotReady)
+        );
         assert!(p.wants_artifact(&k, not_ready));
         let full = LocalState {
             slot_free: false,
             ..READY
         };
-        assert_eq!(p.decide(now, &k, full), Decision::Forward(ForwardReason::OverCapacity));
+        assert_eq!(
+            p.decide(now, &k, full),
+            Decision::Forward(ForwardReason::OverCapacity)
+        );
     }
 
     #[test]

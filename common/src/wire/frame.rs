@@ -142,7 +142,9 @@ fn eof_is_truncated(e: std::io::Error) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ApiError, ArtifactDigest, FunctionName, InvokeRequest, Qualifier, RequestId};
+    use crate::model::{
+        ApiError, ArtifactDigest, FunctionName, InvokeRequest, Qualifier, RequestId,
+    };
     use proptest::prelude::*;
 
     fn sample_invoke(payload: Vec<u8>) -> Message {

@@ -1,8 +1,6 @@
 //! The messages exchanged between tiers.
 
-use crate::model::{
-    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction,
-};
+use crate::model::{ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 

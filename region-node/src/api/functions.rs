@@ -69,8 +69,9 @@ pub(super) async fn deploy(
     // nothing is stored. The compiled module stays cached for the first invocation.
     s.invoker.executor().prepare(module.clone()).await?;
     let registry = Arc::clone(s.invoker.registry());
-    let view = blocking(move || registry.deploy(&tenant, &name, config, &module, q.expect_revision))
-        .await?;
+    let view =
+        blocking(move || registry.deploy(&tenant, &name, config, &module, q.expect_revision))
+            .await?;
     Ok(Json(view))
 }
 
@@ -82,7 +83,9 @@ pub(super) async fn get(
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
-    Ok(Json(blocking(move || registry.function(&tenant, &name)).await?))
+    Ok(Json(
+        blocking(move || registry.function(&tenant, &name)).await?,
+    ))
 }
 
 #[derive(Debug, Serialize)]

@@ -70,7 +70,9 @@ impl ControlState {
             // Constant-time comparison is not needed for equality of hashes, but the
             // token itself is compared here; compare lengths and bytes without early exit.
             Some(t) if constant_time_eq(t.as_bytes(), admin.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::forbidden("this operation needs the operator token")),
+            Some(_) => Err(ApiError::forbidden(
+                "this operation needs the operator token",
+            )),
         }
     }
 }

@@ -188,15 +188,22 @@ mod tests {
     #[test]
     fn revisions_increase_and_conditional_writes_conflict() {
         let (_d, s) = store();
-        let r1 = s.put(Bucket::Functions, "t/a", b"1", Absent).expect("create");
+        let r1 = s
+            .put(Bucket::Functions, "t/a", b"1", Absent)
+            .expect("create");
         assert!(matches!(
             s.put(Bucket::Functions, "t/a", b"2", Absent),
             Err(StoreError::Conflict { .. })
         ));
-        let r2 = s.put(Bucket::Functions, "t/a", b"2", Revision(r1)).expect("update");
+        let r2 = s
+            .put(Bucket::Functions, "t/a", b"2", Revision(r1))
+            .expect("update");
         assert!(r2 > r1);
         assert!(s.put(Bucket::Functions, "t/a", b"3", Revision(r1)).is_err());
-        let e = s.get(Bucket::Functions, "t/a").expect("get").expect("present");
+        let e = s
+            .get(Bucket::Functions, "t/a")
+            .expect("get")
+            .expect("present");
         assert_eq!((e.value.as_slice(), e.revision), (&b"2"[..], r2));
     }
 
@@ -221,7 +228,10 @@ mod tests {
     fn blobs_are_content_addressed_and_survive_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s.redb");
-        let d = Store::open(&path).expect("opens").put_blob(b"module").expect("put");
+        let d = Store::open(&path)
+            .expect("opens")
+            .put_blob(b"module")
+            .expect("put");
         let s = Store::open(&path).expect("reopens");
         assert_eq!(s.get_blob(&d).expect("get"), Some(b"module".to_vec()));
         assert_eq!(d, ArtifactDigest::of(b"module"));
