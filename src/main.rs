@@ -117,7 +117,5 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strata=info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    common::telemetry::init(common::telemetry::LogFormat::Text, "warn,strata=info");
 }

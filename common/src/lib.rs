@@ -13,6 +13,7 @@
 //!   touches quinn and rustls.
 //! - [`exec`]: running a resolved function on the blocking pool with a module cache;
 //!   shared by both tiers, admission stays with each node.
+//! - [`telemetry`]: logging set-up for the binaries.
 //! - [`edge`]: the device-facing HTTP edge shared by POP and region: the invoke handler
 //!   and the one mapping from error kind to status code.
 
@@ -21,5 +22,6 @@ pub mod exec;
 pub mod model;
 pub mod policy;
 pub mod sandbox;
+pub mod telemetry;
 pub mod transport;
 pub mod wire;

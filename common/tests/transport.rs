@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::transport::{
-    Client, NodeTls, PeerConnection, REGION_SERVER_NAME, Server, ServerStream, TlsFiles,
+    Channel, Client, NodeTls, PeerConnection, REGION_SERVER_NAME, Server, ServerStream, TlsFiles,
     TransportError, dev_ca,
 };
 use common::wire::{MAX_FRAME_LEN, Message};
@@ -108,6 +108,21 @@ async fn ping(channel: &common::transport::Channel, nonce: u64) -> Result<Messag
         .await
 }
 
+/// A dev CA in a temporary directory, an echo region using it, and a POP channel to it.
+async fn connected() -> (tempfile::TempDir, EchoRegion, Channel) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dev_ca::init(dir.path()).expect("dev CA");
+    let region = EchoRegion::start(localhost(), &load(&certs.region))
+        .await
+        .expect("region starts");
+    let client = Client::new(&load(&certs.pop)).expect("client");
+    let channel = client
+        .connect(region.addr, REGION_SERVER_NAME)
+        .await
+        .expect("connects");
+    (dir, region, channel)
+}
+
 #[tokio::test]
 async fn ping_gets_pong_over_mutual_tls() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -135,16 +150,7 @@ async fn ping_gets_pong_over_mutual_tls() {
 
 #[tokio::test]
 async fn concurrent_requests_share_one_channel() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_ca::init(dir.path()).expect("dev CA");
-    let region = EchoRegion::start(localhost(), &load(&certs.region))
-        .await
-        .expect("region starts");
-    let client = Client::new(&load(&certs.pop)).expect("client");
-    let channel = client
-        .connect(region.addr, REGION_SERVER_NAME)
-        .await
-        .expect("connects");
+    let (_dir, _region, channel) = connected().await;
 
     let mut requests = JoinSet::new();
     for nonce in 0..64 {
@@ -207,16 +213,7 @@ async fn region_with_a_certificate_from_another_ca_is_refused_by_the_pop() {
 
 #[tokio::test]
 async fn garbage_on_a_stream_is_rejected_and_the_channel_lives_on() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_ca::init(dir.path()).expect("dev CA");
-    let region = EchoRegion::start(localhost(), &load(&certs.region))
-        .await
-        .expect("region starts");
-    let client = Client::new(&load(&certs.pop)).expect("client");
-    let channel = client
-        .connect(region.addr, REGION_SERVER_NAME)
-        .await
-        .expect("connects");
+    let (_dir, _region, channel) = connected().await;
 
     let oversized_header: &[u8] = b"\xff\xff\xff\xffgarbage";
     let valid_header_bad_body: &[u8] = &[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff];
@@ -279,16 +276,7 @@ fn raw_client_config(files: &TlsFiles, alpn: &[u8]) -> quinn::ClientConfig {
 
 #[tokio::test]
 async fn a_closed_channel_refuses_requests_before_sending() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_ca::init(dir.path()).expect("dev CA");
-    let region = EchoRegion::start(localhost(), &load(&certs.region))
-        .await
-        .expect("region starts");
-    let client = Client::new(&load(&certs.pop)).expect("client");
-    let channel = client
-        .connect(region.addr, REGION_SERVER_NAME)
-        .await
-        .expect("connects");
+    let (_dir, _region, channel) = connected().await;
 
     channel.close();
     assert!(channel.is_closed());
@@ -299,16 +287,7 @@ async fn a_closed_channel_refuses_requests_before_sending() {
 
 #[tokio::test]
 async fn server_shutdown_is_seen_by_the_channel() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_ca::init(dir.path()).expect("dev CA");
-    let region = EchoRegion::start(localhost(), &load(&certs.region))
-        .await
-        .expect("region starts");
-    let client = Client::new(&load(&certs.pop)).expect("client");
-    let channel = client
-        .connect(region.addr, REGION_SERVER_NAME)
-        .await
-        .expect("connects");
+    let (_dir, region, channel) = connected().await;
     ping(&channel, 1).await.expect("reply");
 
     region.server.close();

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use common::telemetry::LogFormat;
 use region_node::RegionConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,24 +23,15 @@ struct Args {
     /// Overrides `quic_listen`.
     #[arg(long)]
     quic_listen: Option<SocketAddr>,
-    /// Log format.
-    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if args.log_format == "json" {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    common::telemetry::init(args.log_format, "info");
     let mut config = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
