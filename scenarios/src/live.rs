@@ -5,7 +5,9 @@
 //! - `pop-local`: a popular function the POP runs itself (warmed until it does);
 //! - `pop-forward`: a function pinned to the region, so the POP forwards every call;
 //! - `region-direct`: the same function invoked at the region's own HTTP edge, the
-//!   baseline that `pop-forward` is compared with to get the forwarding overhead.
+//!   baseline that `pop-forward` is compared with to get the forwarding overhead;
+//! - `axum-baseline`: a plain axum handler answering the same body, no Strata at all: the
+//!   ceiling DESIGN §7 compares the POP's local path with.
 
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
@@ -77,11 +79,13 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
 
     let pop_url = cluster.pop_url();
     let region_url = cluster.region_url();
+    let (baseline_url, baseline) = baseline_server().await?;
     let mut reports = Vec::new();
     for (path, base, function, expect) in [
         ("pop-local", &pop_url, "popular", "pop/"),
         ("pop-forward", &pop_url, "rare", "region/"),
         ("region-direct", &region_url, "rare", "region/"),
+        ("axum-baseline", &baseline_url, "any", "baseline"),
     ] {
         let target = Target {
             url: format!("{base}/v1/functions/{function}/invoke"),
@@ -98,8 +102,26 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
         .await?;
         reports.push(measure(&http, &target, params, path).await?);
     }
+    baseline.abort();
     cluster.shutdown().await;
     Ok(reports)
+}
+
+/// A plain axum server echoing the body with the header the checks look for.
+async fn baseline_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/functions/{name}/invoke",
+        post(
+            |body: axum::body::Bytes| async move { ([("x-strata-executed-at", "baseline")], body) },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((url, handle))
 }
 
 struct Target {
@@ -215,4 +237,26 @@ pub fn table(reports: &[PathReport]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_small_live_run_measures_every_path_at_the_right_tier() {
+        let reports = run(LiveParams {
+            requests: 20,
+            concurrency: 4,
+        })
+        .await
+        .expect("live run completes");
+        let paths: Vec<_> = reports.iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["pop-local", "pop-forward", "region-direct", "axum-baseline"]);
+        for r in &reports {
+            assert_eq!(r.errors, 0, "{} had failures or ran at the wrong tier", r.path);
+            assert!(r.p50_us <= r.p99_us);
+        }
+        assert!(table(&reports).contains("| pop-forward | 20 | 0 |"));
+    }
 }
