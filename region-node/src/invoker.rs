@@ -17,21 +17,25 @@ pub struct RegionInvoker {
     registry: Arc<Registry>,
     executor: Executor,
     admission: Admission,
+    max_payload_bytes: usize,
 }
 
 impl RegionInvoker {
-    /// An invoker for node `node`.
+    /// An invoker for node `node`, refusing payloads over `max_payload_bytes` (the HTTP
+    /// edge enforces the same limit while streaming; this also covers what POPs forward).
     pub fn new(
         node: NodeId,
         registry: Arc<Registry>,
         executor: Executor,
         admission: Admission,
+        max_payload_bytes: usize,
     ) -> Self {
         Self {
             node,
             registry,
             executor,
             admission,
+            max_payload_bytes,
         }
     }
 
@@ -61,6 +65,9 @@ impl RegionInvoker {
 
     fn resolve(&self, req: &InvokeRequest) -> Result<ResolvedFunction, ApiError> {
         let tenant = self.registry.authenticate(req.token.as_deref())?;
+        if req.payload.len() > self.max_payload_bytes {
+            return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
+        }
         let resolved = self
             .registry
             .resolve(&tenant, &req.function, &req.qualifier)?;

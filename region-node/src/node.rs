@@ -88,6 +88,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         registry,
         Executor::new(sandbox, config.module_cache_bytes),
         Admission::new(config.max_concurrency, config.max_queued),
+        config.edge.max_payload_bytes,
     ));
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);

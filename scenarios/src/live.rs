@@ -252,9 +252,16 @@ mod tests {
         .await
         .expect("live run completes");
         let paths: Vec<_> = reports.iter().map(|r| r.path).collect();
-        assert_eq!(paths, ["pop-local", "pop-forward", "region-direct", "axum-baseline"]);
+        assert_eq!(
+            paths,
+            ["pop-local", "pop-forward", "region-direct", "axum-baseline"]
+        );
         for r in &reports {
-            assert_eq!(r.errors, 0, "{} had failures or ran at the wrong tier", r.path);
+            assert_eq!(
+                r.errors, 0,
+                "{} had failures or ran at the wrong tier",
+                r.path
+            );
             assert!(r.p50_us <= r.p99_us);
         }
         assert!(table(&reports).contains("| pop-forward | 20 | 0 |"));

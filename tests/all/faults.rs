@@ -264,3 +264,32 @@ async fn garbage_on_a_quic_stream_closes_only_that_stream() {
     assert_eq!(pong, Message::Pong { nonce: 9 });
     c.nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_refuses_a_forwarded_payload_over_its_own_limit() {
+    // The POP allows 8 KiB, the region only 1 KiB: the region has the last word.
+    let region = region_node::RegionConfig {
+        edge: EdgeConfig {
+            max_payload_bytes: 1024,
+        },
+        ..region_config()
+    };
+    let pop = pop_node::PopConfig {
+        edge: EdgeConfig {
+            max_payload_bytes: 8192,
+        },
+        ..pop_config()
+    };
+    let c = TestCluster::with(region, pop).await;
+    let resp = c
+        .http
+        .post(format!("{}/v1/functions/echo/invoke", c.nodes.pop_url()))
+        .bearer_auth(&c.nodes.token)
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 413);
+    assert_eq!(header(&resp, "x-strata-request-id").len(), 32);
+    c.nodes.shutdown().await;
+}
