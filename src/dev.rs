@@ -184,7 +184,7 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         state_dir.display()
     );
     println!(
-        "  region  {}   (control API, dashboard later)",
+        "  region  {}   (control API; invoke works here too)",
         dev.region_url
     );
     println!("  pop     {}   (invoke here)", dev.pop_url);

@@ -59,11 +59,13 @@ impl RegionHandle {
         self.invoker.registry()
     }
 
-    /// Stops accepting, closes POP connections and waits for the node's tasks to end.
+    /// Stops accepting, closes POP connections and waits for the node's tasks to end and
+    /// its QUIC socket to be released.
     pub async fn shutdown(mut self) {
         self.server.close();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.server.wait_idle().await;
     }
 }
 

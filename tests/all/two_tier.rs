@@ -133,3 +133,44 @@ const ENV_PRINTER: &str = r#"(module
         (drop (call $write (i32.const 1) (i32.const 16) (i32.const 1) (i32.const 24)))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $next)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pop_reconnects_when_its_region_comes_back() {
+    let pop = pop_node::PopConfig {
+        connect_timeout_ms: 500,
+        ..crate::support::pop_config()
+    };
+    let c = TestCluster::with(crate::support::region_config(), pop).await;
+    assert_eq!(c.invoke("hello", "before").await.status(), 200);
+    let TestCluster { dir, nodes, http } = c;
+    let strata::dev::DevCluster {
+        region,
+        pop,
+        token,
+        admin_token,
+    } = nodes;
+    let (quic_addr, tls) = (region.quic_addr, region.tls.clone());
+    region.shutdown().await;
+
+    let pop_url = format!("http://{}/v1/functions/hello/invoke", pop.http_addr);
+    let invoke = || http.post(&pop_url).bearer_auth(&token).body("after").send();
+    let down = invoke().await.expect("sent");
+    assert_eq!(down.status(), 503);
+
+    // Same state directory (the token and functions are durable), same QUIC address.
+    let region = region_node::start(region_node::RegionConfig {
+        state_dir: dir.path().join("region"),
+        tls: Some(tls),
+        quic_listen: quic_addr,
+        admin_token: Some(admin_token),
+        ..crate::support::region_config()
+    })
+    .await
+    .expect("region restarts");
+    let back = invoke().await.expect("sent");
+    assert_eq!(back.status(), 200);
+    assert_eq!(header(&back, "x-strata-executed-at"), "region/region-1");
+    assert_eq!(back.text().await.expect("body"), "Hello, after!\n");
+    pop.shutdown().await;
+    region.shutdown().await;
+}

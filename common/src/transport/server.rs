@@ -53,6 +53,13 @@ impl Server {
     pub fn close(&self) {
         self.endpoint.close(CLOSE_NORMAL, b"server shutting down");
     }
+
+    /// Waits until every connection has finished closing (after [`Self::close`]); only then
+    /// does the endpoint release its UDP socket, so a restarted node can bind the same
+    /// address.
+    pub async fn wait_idle(&self) {
+        self.endpoint.wait_idle().await;
+    }
 }
 
 /// An incoming connection whose handshake (including client certificate verification)
