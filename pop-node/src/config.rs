@@ -91,3 +91,40 @@ impl PopConfig {
         Duration::from_millis(self.metadata_ttl_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_to_the_defaults_it_claims() {
+        let c = PopConfig::from_toml(include_str!("../../docs/examples/pop.toml"))
+            .expect("docs/examples/pop.toml parses");
+        let d = PopConfig::default();
+        assert_eq!(
+            (
+                c.http_listen,
+                c.local_concurrency,
+                c.max_forwards,
+                c.metadata_ttl_ms
+            ),
+            (
+                d.http_listen,
+                d.local_concurrency,
+                d.max_forwards,
+                d.metadata_ttl_ms
+            )
+        );
+        assert_eq!(c.placement, d.placement);
+        assert!(matches!(c.regions, RegionSource::Static(ref v) if v.len() == 1));
+    }
+
+    #[test]
+    fn a_dns_region_source_parses() {
+        let c = PopConfig::from_toml(r#"regions = { dns = { name = "regions.example.net" } }"#)
+            .expect("parses");
+        assert!(
+            matches!(c.regions, RegionSource::Dns { ref name, .. } if name == "regions.example.net")
+        );
+    }
+}

@@ -63,3 +63,42 @@ impl RegionConfig {
         toml::from_str(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses_to_the_defaults_it_claims() {
+        let c = RegionConfig::from_toml(include_str!("../../docs/examples/region.toml"))
+            .expect("docs/examples/region.toml parses");
+        let d = RegionConfig::default();
+        assert_eq!(
+            (
+                c.http_listen,
+                c.quic_listen,
+                c.max_concurrency,
+                c.max_queued
+            ),
+            (
+                d.http_listen,
+                d.quic_listen,
+                d.max_concurrency,
+                d.max_queued
+            )
+        );
+        assert_eq!(c.sandbox, d.sandbox);
+        assert_eq!(c.edge, d.edge);
+        assert!(c.tls.is_some());
+        assert_eq!(
+            c.admin_token, None,
+            "the example must not ship a usable operator token"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = RegionConfig::from_toml("max_concurency = 3").expect_err("typo refused");
+        assert!(err.to_string().contains("max_concurency"), "{err}");
+    }
+}
