@@ -226,15 +226,16 @@ pub async fn ls(ctx: &Context) -> anyhow::Result<u8> {
     );
     for f in functions {
         let c = &f["config"];
+        let num = |v: &Value| v.as_u64().unwrap_or_default();
         println!(
             "{:<24} {:<12} {:>6}Mi {:>8}ms {:<8} {:<9} {:>8}",
             f["name"].as_str().unwrap_or("?"),
             short(&f["digest"]),
-            c["memory_mb"],
-            c["timeout_ms"],
+            num(&c["memory_mb"]),
+            num(&c["timeout_ms"]),
             c["abi"].as_str().unwrap_or("?"),
             c["placement"].as_str().unwrap_or("?"),
-            f["revision"],
+            num(&f["revision"]),
         );
     }
     Ok(0)
