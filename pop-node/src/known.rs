@@ -5,13 +5,14 @@
 
 use common::model::{FunctionKey, ResolvedFunction, TenantId};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 struct Inner {
     tokens: HashMap<String, (TenantId, Instant)>,
-    functions: HashMap<FunctionKey, (ResolvedFunction, Instant)>,
+    // Shared, so the hot path hands out a pointer instead of cloning config and env.
+    functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
 }
 
 /// Learned tokens and functions with a TTL.
@@ -64,10 +65,10 @@ impl Known {
     }
 
     /// The `$LATEST` resolution of `key`, if learned within the TTL.
-    pub fn function(&self, key: &FunctionKey, now: Instant) -> Option<ResolvedFunction> {
+    pub fn function(&self, key: &FunctionKey, now: Instant) -> Option<Arc<ResolvedFunction>> {
         let inner = self.lock();
         let (f, at) = inner.functions.get(key)?;
-        (now.saturating_duration_since(*at) < self.ttl).then(|| f.clone())
+        (now.saturating_duration_since(*at) < self.ttl).then(|| Arc::clone(f))
     }
 
     /// Records that `token` resolved `function` at `now`.
@@ -86,7 +87,7 @@ impl Known {
                 .get(&key)
                 .is_none_or(|(old, _)| old.revision <= function.revision);
             if newer {
-                inner.functions.insert(key, (function, now));
+                inner.functions.insert(key, (Arc::new(function), now));
             }
         }
     }
