@@ -4,7 +4,9 @@
 //!
 //! Owns the on-disk format; knows nothing about functions or tenants (that is
 //! [`crate::registry`]). Every write is one ACID transaction; a crash never leaves a torn
-//! record. Calls block on disk I/O: async callers run them on the blocking pool.
+//! record. Writes wait for an fsync, so async callers run them on the blocking pool; point
+//! reads are served from redb's in-memory page cache once warm and are made inline on the
+//! invoke path (a blocking-pool hop would cost more than the read).
 
 mod redb_backend;
 
