@@ -5,9 +5,10 @@
 //! [`InvokeResponse`] the edge renders. Admission (how many run at once, what happens when
 //! full) stays with each node, because a POP spills while a region queues.
 
+use crate::metrics::{NodeStats, Outcome};
 use crate::model::{
-    Abi, ApiError, ArtifactDigest, ExecutedAt, InvokeRequest, InvokeResponse, ResolvedFunction,
-    StartKind, Timing,
+    Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, InvokeRequest, InvokeResponse,
+    ResolvedFunction, StartKind, Timing,
 };
 use crate::sandbox::{self, CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox};
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use tracing::info;
 pub struct Executor {
     sandbox: Sandbox,
     cache: std::sync::Arc<ModuleCache>,
+    stats: Option<std::sync::Arc<NodeStats>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -34,12 +36,35 @@ impl Executor {
         Self {
             sandbox,
             cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
+            stats: None,
         }
+    }
+
+    /// This executor, recording every execution (and each tenant's executions in flight)
+    /// in `stats`.
+    pub fn with_stats(mut self, stats: std::sync::Arc<NodeStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// The stats executions are recorded in, if any.
+    pub fn stats(&self) -> Option<&std::sync::Arc<NodeStats>> {
+        self.stats.as_ref()
     }
 
     /// The sandbox, for validation and fingerprints.
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    /// Warm instances, prepared modules and artifact cache size, for metrics and load
+    /// reports.
+    pub fn levels(&self) -> crate::metrics::Levels {
+        crate::metrics::Levels {
+            warm_instances: self.cache.len() as u64,
+            artifact_cache_bytes: self.cache.bytes() as u64,
+            ..crate::metrics::Levels::default()
+        }
     }
 
     /// The compiled module with `digest`, if cached.
@@ -90,6 +115,10 @@ impl Executor {
             memory_bytes: function.config.memory_bytes(),
             timeout: function.config.timeout(),
         };
+        let _in_flight = self
+            .stats
+            .as_ref()
+            .map(|s| s.in_flight(&function.key.tenant, None));
         let sandbox = self.sandbox.clone();
         let execution = tokio::task::spawn_blocking(move || sandbox.run(&module, invocation))
             .await
@@ -111,6 +140,15 @@ impl Executor {
             (false, Abi::Command) => StartKind::Warm,
             (false, Abi::Reactor) => execution.start,
         };
+        if let Some(stats) = &self.stats {
+            let outcome = match execution.failure.as_ref().map(|f| f.kind) {
+                None => Outcome::Ok,
+                Some(FunctionErrorKind::Unhandled) => Outcome::Unhandled,
+                Some(FunctionErrorKind::OutOfMemory) => Outcome::OutOfMemory,
+                Some(FunctionErrorKind::Timeout) => Outcome::Timeout,
+            };
+            stats.executed(&function.key, start, outcome, execution.exec);
+        }
         Ok(InvokeResponse {
             request_id: req.request_id,
             executed_at,

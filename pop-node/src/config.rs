@@ -51,6 +51,9 @@ pub struct PopConfig {
     /// How long to wait for a region's QUIC handshake before trying the next one, in
     /// milliseconds. Default 3000.
     pub connect_timeout_ms: u64,
+    /// How often the POP reports its load to its region for the capacity view, in
+    /// milliseconds. Default 1000.
+    pub report_interval_ms: u64,
 }
 
 impl Default for PopConfig {
@@ -73,6 +76,7 @@ impl Default for PopConfig {
             module_cache_bytes: 128 << 20,
             max_prefetches: 4,
             connect_timeout_ms: 3000,
+            report_interval_ms: 1000,
         }
     }
 }

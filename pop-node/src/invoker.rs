@@ -72,6 +72,7 @@ impl PopInvoker {
     async fn forward(
         &self,
         req: InvokeRequest,
+        key: Option<&FunctionKey>,
         reason: ForwardReason,
     ) -> Result<InvokeResponse, ApiError> {
         let _slot = Arc::clone(&self.forward_slots)
@@ -83,6 +84,13 @@ impl PopInvoker {
                 )
             })?;
         debug!(function = %req.function, reason = reason.as_str(), "forwarding");
+        if let Some(stats) = self.executor.stats() {
+            match key {
+                Some(k) => stats.forwarded(&k.to_string(), reason.as_str()),
+                // The tenant is not known here yet: count it under the bare name.
+                None => stats.forwarded(&format!("?/{}", req.function), reason.as_str()),
+            }
+        }
         let token = req.token.clone();
         let started = Instant::now();
         let (result, function) = self.link.forward(req).await?;
@@ -110,7 +118,7 @@ impl Invoker for PopInvoker {
         };
         let now = Instant::now();
         let Some(tenant) = self.known.tenant(token, now) else {
-            return self.forward(req, ForwardReason::Unknown).await;
+            return self.forward(req, None, ForwardReason::Unknown).await;
         };
         let key = FunctionKey {
             tenant,
@@ -150,13 +158,13 @@ impl Invoker for PopInvoker {
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);
-                self.forward(req, reason).await
+                self.forward(req, Some(&key), reason).await
             }
             // Local without a function or module cannot be decided (the state said both
             // exist); treat it as unknown rather than trusting the policy blindly.
             (Decision::Local, ..) => {
                 drop(slot);
-                self.forward(req, ForwardReason::Unknown).await
+                self.forward(req, Some(&key), ForwardReason::Unknown).await
             }
         }
     }

@@ -6,6 +6,7 @@
 //! - [`upstream`]: the QUIC link to regions: connect, reconnect, forward, fetch.
 //! - [`known`]: tokens and functions learned from region replies, with a TTL.
 //! - [`prefetch`]: background artifact fetch + compile for popular functions.
+//! - [`report`]: the POP's load reports to its region (capacity view).
 //! - [`invoker`]: placement decision, then local execution or forwarding.
 
 pub mod config;
@@ -14,6 +15,7 @@ pub mod invoker;
 pub mod known;
 pub mod node;
 pub mod prefetch;
+pub mod report;
 pub mod upstream;
 
 pub use config::PopConfig;

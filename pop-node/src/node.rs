@@ -5,12 +5,14 @@ use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
+use crate::report::Reporter;
 use crate::upstream::RegionLink;
 use axum::Router;
 use axum::routing::get;
-use common::edge::invoke_router;
+use common::edge::{invoke_router, metrics_router, observed};
 use common::exec::Executor;
-use common::model::NodeId;
+use common::metrics::NodeStats;
+use common::model::{NodeId, Tier};
 use common::policy::PlacementPolicy;
 use common::sandbox::{Sandbox, SandboxError};
 use common::transport::{Client, NodeTls, TransportError, dev_ca};
@@ -78,11 +80,20 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
     ));
+    let node_id = NodeId(config.node_id.clone());
+    let stats = NodeStats::new(node_id.clone(), Tier::Pop, std::time::Instant::now());
     let executor = Executor::new(
         Sandbox::new(config.sandbox.clone())?,
         config.module_cache_bytes,
-    );
-    let node_id = NodeId(config.node_id.clone());
+    )
+    .with_stats(Arc::clone(&stats));
+    let reporter = Reporter {
+        stats: Arc::clone(&stats),
+        link: Arc::clone(&link),
+        executor: executor.clone(),
+        slots: config.local_concurrency,
+        every: std::time::Duration::from_millis(config.report_interval_ms),
+    };
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
@@ -97,10 +108,15 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     let http_addr = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        .merge(observed(
+            invoke_router(Arc::clone(&invoker), config.edge),
+            Arc::clone(&stats),
+        ))
+        .merge(metrics_router(stats))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
+    tasks.spawn(reporter.run());
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "POP HTTP server stopped");

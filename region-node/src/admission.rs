@@ -34,6 +34,11 @@ impl Admission {
         }
     }
 
+    /// Invocations waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+
     /// A slot, waiting for one if the queue has room.
     ///
     /// # Errors

@@ -39,6 +39,14 @@ impl RegionInvoker {
         }
     }
 
+    /// The executor's and admission's gauges.
+    pub fn levels(&self) -> common::metrics::Levels {
+        common::metrics::Levels {
+            queue_depth: self.admission.waiting() as u64,
+            ..self.executor.levels()
+        }
+    }
+
     /// The registry this invoker resolves against.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry

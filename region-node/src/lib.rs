@@ -8,9 +8,12 @@
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
 //! - [`api`]: the control API.
+//! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
+//!   `/dashboard`).
 
 pub mod admission;
 pub mod api;
+pub mod capacity;
 pub mod config;
 pub mod invoker;
 pub mod node;

@@ -1,7 +1,8 @@
 //! Starting and stopping a region node: store, sandbox, HTTP and QUIC listeners.
 
 use crate::admission::Admission;
-use crate::api::{self, ControlState};
+use crate::api::{self, CapacityState, ControlState};
+use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::RegionConfig;
 use crate::invoker::RegionInvoker;
 use crate::quic;
@@ -9,13 +10,15 @@ use crate::registry::Registry;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::routing::get;
-use common::edge::invoke_router;
+use common::edge::{invoke_router, metrics_router, observed};
 use common::exec::Executor;
-use common::model::NodeId;
+use common::metrics::{Levels, NodeStats};
+use common::model::{NodeId, Tier};
 use common::sandbox::{Sandbox, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 use tower_http::trace::TraceLayer;
 use tracing::info;
@@ -85,10 +88,11 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let registry = Arc::new(Registry::new(store));
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let node_id = NodeId(config.node_id.clone());
+    let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
     let invoker = Arc::new(RegionInvoker::new(
         node_id.clone(),
         registry,
-        Executor::new(sandbox, config.module_cache_bytes),
+        Executor::new(sandbox, config.module_cache_bytes).with_stats(Arc::clone(&stats)),
         Admission::new(config.max_concurrency, config.max_queued),
         config.edge.max_payload_bytes,
     ));
@@ -98,19 +102,38 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;
 
+    let capacity = Arc::new(Capacity::new(CapacityConfig::default()));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(api::capacity_router(CapacityState {
+            control: control.clone(),
+            capacity: Arc::clone(&capacity),
+        }))
+        .merge(metrics_router(Arc::clone(&stats)))
         .merge(api::router(control, config.sandbox.max_module_bytes))
-        .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        .merge(observed(
+            invoke_router(Arc::clone(&invoker), config.edge),
+            Arc::clone(&stats),
+        ))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(quic::serve(Arc::clone(&server), Arc::clone(&invoker)));
+    tasks.spawn(quic::serve(
+        Arc::clone(&server),
+        Arc::clone(&invoker),
+        Arc::clone(&capacity),
+    ));
+    tasks.spawn(snapshot_loop(
+        stats,
+        capacity,
+        Arc::clone(&invoker),
+        config.max_concurrency,
+    ));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "region HTTP server stopped");
@@ -126,4 +149,34 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         server,
         tasks,
     })
+}
+
+/// How often the region snapshots its own load into the capacity view.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Samples the region's gauges and adds its own load to the capacity view, every
+/// [`SNAPSHOT_INTERVAL`], until the node stops.
+async fn snapshot_loop(
+    stats: Arc<NodeStats>,
+    capacity: Arc<Capacity>,
+    invoker: Arc<RegionInvoker>,
+    slots: usize,
+) {
+    let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        stats.set_levels(Levels {
+            concurrency_limit: slots as u64,
+            ..invoker.levels()
+        });
+        capacity.own(stats.snapshot(Instant::now(), unix_ms()), Instant::now());
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,6 +1,7 @@
 //! The region's QUIC service: one task per POP connection, one task per stream, one
 //! request and one reply per stream. Garbage on a stream resets that stream only.
 
+use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
 use common::model::ApiError;
 use common::transport::{PeerConnection, Server, ServerStream};
@@ -11,14 +12,15 @@ use tracing::{debug, warn};
 
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
 /// [`JoinSet`]s owned by this future, so dropping or aborting it stops them all.
-pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>) {
+pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>, capacity: Arc<Capacity>) {
     let mut connections = JoinSet::new();
     while let Some(connecting) = server.accept().await {
         let invoker = Arc::clone(&invoker);
+        let capacity = Arc::clone(&capacity);
         connections.spawn(async move {
             let remote = connecting.remote_address();
             match connecting.handshake().await {
-                Ok(conn) => serve_connection(conn, invoker).await,
+                Ok(conn) => serve_connection(conn, invoker, capacity).await,
                 Err(e) => warn!(%remote, error = %e, "refused POP connection"),
             }
         });
@@ -27,13 +29,18 @@ pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>) {
     }
 }
 
-async fn serve_connection(conn: PeerConnection, invoker: Arc<RegionInvoker>) {
+async fn serve_connection(
+    conn: PeerConnection,
+    invoker: Arc<RegionInvoker>,
+    capacity: Arc<Capacity>,
+) {
     let mut streams = JoinSet::new();
     loop {
         match conn.accept_stream().await {
             Ok(Some(stream)) => {
                 let invoker = Arc::clone(&invoker);
-                streams.spawn(serve_stream(stream, invoker));
+                let capacity = Arc::clone(&capacity);
+                streams.spawn(serve_stream(stream, invoker, capacity));
             }
             Ok(None) => break,
             Err(e) => {
@@ -45,7 +52,11 @@ async fn serve_connection(conn: PeerConnection, invoker: Arc<RegionInvoker>) {
     }
 }
 
-async fn serve_stream(mut stream: ServerStream, invoker: Arc<RegionInvoker>) {
+async fn serve_stream(
+    mut stream: ServerStream,
+    invoker: Arc<RegionInvoker>,
+    capacity: Arc<Capacity>,
+) {
     let request = match stream.read_request(MAX_FRAME_LEN).await {
         Ok(m) => m,
         Err(e) => {
@@ -54,13 +65,13 @@ async fn serve_stream(mut stream: ServerStream, invoker: Arc<RegionInvoker>) {
             return;
         }
     };
-    let reply = handle(request, &invoker).await;
+    let reply = handle(request, &invoker, &capacity).await;
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
     }
 }
 
-async fn handle(request: Message, invoker: &RegionInvoker) -> Message {
+async fn handle(request: Message, invoker: &RegionInvoker, capacity: &Capacity) -> Message {
     match request {
         Message::Invoke(req) => {
             let (result, function) = invoker.execute(req).await;
@@ -79,6 +90,10 @@ async fn handle(request: Message, invoker: &RegionInvoker) -> Message {
             }
         }
         Message::Ping { nonce } => Message::Pong { nonce },
+        Message::LoadReport(load) => match capacity.report(load, std::time::Instant::now()) {
+            Ok(()) => Message::LoadAck,
+            Err(e) => Message::Error(e),
+        },
         other => Message::Error(ApiError::bad_request(format!(
             "unexpected message from a POP: {}",
             message_name(&other)
@@ -94,6 +109,8 @@ fn message_name(m: &Message) -> &'static str {
         Message::Artifact { .. } => "Artifact",
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
+        Message::LoadReport(_) => "LoadReport",
+        Message::LoadAck => "LoadAck",
         Message::Error(_) => "Error",
     }
 }

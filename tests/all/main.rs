@@ -5,6 +5,7 @@ mod cli;
 mod discovery;
 mod dns;
 mod faults;
+mod observability;
 mod pop_dns;
 mod support;
 mod two_tier;

@@ -7,9 +7,13 @@
 
 mod error;
 mod invoke;
+mod metrics;
+mod observe;
 
 pub use error::{error_response, function_error_status};
 pub use invoke::{EdgeConfig, Invoker, invoke_router};
+pub use metrics::metrics_router;
+pub use observe::observed;
 
 use crate::model::ApiError;
 use axum::response::{IntoResponse, Response};

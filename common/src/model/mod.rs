@@ -4,12 +4,14 @@
 //! Never performs I/O and never reads a clock; every type here is serde-serialisable so it
 //! can cross the wire and the control API unchanged.
 
+mod capacity;
 mod config;
 mod digest;
 mod error;
 mod invoke;
 mod name;
 
+pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
 pub use config::{Abi, ConfigError, FunctionConfig, Placement};
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault};

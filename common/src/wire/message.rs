@@ -1,6 +1,8 @@
 //! The messages exchanged between tiers.
 
-use crate::model::{ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction};
+use crate::model::{
+    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, NodeLoad, ResolvedFunction,
+};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +64,10 @@ pub enum Message {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// POP -> region, every report interval: the POP's load for the capacity view.
+    LoadReport(NodeLoad),
+    /// Region -> POP: the report was taken.
+    LoadAck,
     /// Either way: the request could not be served (unknown digest, unexpected message).
     Error(ApiError),
 }

@@ -1,9 +1,12 @@
 //! The region's control API (DESIGN §5): tenants and tokens (operator), functions
-//! (tenant). Handlers parse, call one registry or executor function, and serialize;
+//! (tenant), and the operators' capacity view and dashboard. Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
+mod capacity;
 mod functions;
 mod tenants;
+
+pub use capacity::{CapacityState, router as capacity_router};
 
 use crate::invoker::RegionInvoker;
 use axum::Router;

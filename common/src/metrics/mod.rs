@@ -1,0 +1,292 @@
+//! What a node measures about itself: Prometheus metrics for `/metrics` and the windowed
+//! [`NodeLoad`] a node reports to its region every second for the capacity dashboard.
+//!
+//! One [`NodeStats`] per node, shared by `Arc`; recording is a few atomic or short
+//! mutex-guarded updates, never I/O. Every map here is bounded (functions and tenants
+//! beyond a fixed count are aggregated), so a flood of distinct names cannot grow memory.
+
+mod load;
+mod prom;
+
+use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
+use load::{MAX_TENANTS, TenantCounters, Window};
+use prom::{
+    Families, InvocationLabels, ReasonLabels, RegionLabels, ResultLabels, ServedLabels,
+    TenantLabels,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How an invocation ended, as in the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The guest succeeded.
+    Ok,
+    /// The guest exited non-zero or trapped.
+    Unhandled,
+    /// The guest ran out of memory.
+    OutOfMemory,
+    /// The guest ran out of time.
+    Timeout,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Unhandled => "unhandled",
+            Self::OutOfMemory => "out-of-memory",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+/// Gauges the node samples from its components before each report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Levels {
+    /// Warm instances and prepared modules held.
+    pub warm_instances: u64,
+    /// Memory they reserve, in bytes.
+    pub warm_memory_bytes: u64,
+    /// Compiled-module cache size in bytes.
+    pub artifact_cache_bytes: u64,
+    /// The node's execution slots.
+    pub concurrency_limit: u64,
+    /// Invocations waiting for a slot.
+    pub queue_depth: u64,
+    /// Dead-letter queue entries.
+    pub dlq_depth: u64,
+}
+
+/// A node's metrics and load window.
+#[derive(Debug)]
+pub struct NodeStats {
+    node: NodeId,
+    tier: Tier,
+    prom: Families,
+    window: Mutex<Window>,
+    window_start: Mutex<Instant>,
+    tenants: Mutex<HashMap<String, TenantCounters>>,
+    levels: Mutex<Levels>,
+}
+
+impl NodeStats {
+    /// Stats for node `node` of `tier`; `now` starts the first window.
+    pub fn new(node: NodeId, tier: Tier, now: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            node,
+            tier,
+            prom: Families::new(),
+            window: Mutex::new(Window::new()),
+            window_start: Mutex::new(now),
+            tenants: Mutex::new(HashMap::new()),
+            levels: Mutex::new(Levels::default()),
+        })
+    }
+
+    /// The node's tier.
+    pub fn tier(&self) -> Tier {
+        self.tier
+    }
+
+    /// An invocation of `function` ran on this node.
+    pub fn executed(
+        &self,
+        function: &FunctionKey,
+        start: StartKind,
+        outcome: Outcome,
+        exec: Duration,
+    ) {
+        let name = function.to_string();
+        self.prom
+            .invocations
+            .get_or_create(&InvocationLabels {
+                tier: self.tier.as_str(),
+                function: name.clone(),
+                outcome: outcome.as_str(),
+                start: start.as_str(),
+            })
+            .inc();
+        self.prom
+            .exec_seconds
+            .get_or_create(&ServedLabels {
+                tier: self.tier.as_str(),
+                served: "local",
+            })
+            .observe(exec.as_secs_f64());
+        lock(&self.window).executed(name, start == StartKind::Cold, outcome != Outcome::Ok);
+    }
+
+    /// This POP forwarded an invocation of `function` (`tenant/name`) to a region because
+    /// of `reason`.
+    pub fn forwarded(&self, function: &str, reason: &'static str) {
+        self.prom
+            .forwards
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+        lock(&self.window).forwarded(function.to_owned(), reason);
+    }
+
+    /// A device request at this node's HTTP edge finished after `latency`; `local` says
+    /// whether it ran on this node.
+    pub fn request(&self, local: bool, latency: Duration) {
+        self.prom
+            .request_seconds
+            .get_or_create(&ServedLabels {
+                tier: self.tier.as_str(),
+                served: if local { "local" } else { "forwarded" },
+            })
+            .observe(latency.as_secs_f64());
+        lock(&self.window).request(local, latency);
+    }
+
+    /// An invoke request at this node's HTTP edge was answered with `status`.
+    pub fn response(&self, status: u16) {
+        self.prom
+            .responses
+            .get_or_create(&prom::StatusLabels {
+                tier: self.tier.as_str(),
+                code: status,
+            })
+            .inc();
+    }
+
+    /// Counts an invocation of `tenant` in flight until the guard drops; `limit` is the
+    /// tenant's concurrency limit at this node, when one applies.
+    pub fn in_flight(self: &Arc<Self>, tenant: &TenantId, limit: Option<u64>) -> InFlight {
+        let name = tenant.to_string();
+        {
+            let mut tenants = lock(&self.tenants);
+            let tracked = tenants.len() < MAX_TENANTS || tenants.contains_key(&name);
+            if tracked {
+                let c = tenants.entry(name.clone()).or_default();
+                c.in_flight += 1;
+                c.peak = c.peak.max(c.in_flight);
+                c.limit = limit.or(c.limit);
+            }
+        }
+        let labels = TenantLabels {
+            tenant: name.clone(),
+        };
+        self.prom.in_flight.get_or_create(&labels).inc();
+        if let Some(l) = limit {
+            self.prom
+                .concurrency_limit
+                .get_or_create(&labels)
+                .set(i64::try_from(l).unwrap_or(i64::MAX));
+        }
+        InFlight {
+            stats: Arc::clone(self),
+            tenant: name,
+        }
+    }
+
+    /// An artifact cache lookup hit or missed.
+    pub fn artifact_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.prom
+            .artifact_cache_lookups
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// The smoothed QUIC round-trip time to `region`.
+    pub fn quic_rtt(&self, region: &str, rtt: Duration) {
+        self.prom
+            .quic_rtt_seconds
+            .get_or_create(&RegionLabels {
+                region: region.to_owned(),
+            })
+            .set(rtt.as_secs_f64());
+    }
+
+    /// Sets the sampled gauges.
+    pub fn set_levels(&self, levels: Levels) {
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.prom.warm_instances.set(g(levels.warm_instances));
+        self.prom.warm_memory_bytes.set(g(levels.warm_memory_bytes));
+        self.prom
+            .artifact_cache_bytes
+            .set(g(levels.artifact_cache_bytes));
+        self.prom
+            .node_concurrency_limit
+            .set(g(levels.concurrency_limit));
+        self.prom.queue_depth.set(g(levels.queue_depth));
+        self.prom.dlq_depth.set(g(levels.dlq_depth));
+        *lock(&self.levels) = levels;
+    }
+
+    /// Closes the current window at `now` (`unix_ms` is the same moment on the wall
+    /// clock) and returns the node's load.
+    pub fn snapshot(&self, now: Instant, unix_ms: u64) -> NodeLoad {
+        let window = {
+            let mut start = lock(&self.window_start);
+            let w = now.saturating_duration_since(*start);
+            *start = now;
+            w
+        };
+        let (totals, closed) = {
+            let mut w = lock(&self.window);
+            let closed = w.close();
+            (w.totals, closed)
+        };
+        let tenants = load::close_tenants(&mut lock(&self.tenants));
+        let levels = *lock(&self.levels);
+        NodeLoad {
+            node: self.node.clone(),
+            tier: self.tier,
+            at_unix_ms: unix_ms,
+            window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+            totals,
+            window: closed.window,
+            warm_instances: levels.warm_instances,
+            warm_memory_bytes: levels.warm_memory_bytes,
+            in_flight: tenants.iter().map(|t| t.in_flight).sum(),
+            concurrency_limit: levels.concurrency_limit,
+            queue_depth: levels.queue_depth,
+            dlq_depth: levels.dlq_depth,
+            forwards_by_reason: closed.forwards_by_reason,
+            tenants,
+            functions: closed.functions,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; an error would only be a formatting bug.
+        let _infallible = prometheus_client::encoding::text::encode(&mut out, &self.prom.registry);
+        out
+    }
+}
+
+/// An invocation in flight; dropping it ends it.
+#[derive(Debug)]
+pub struct InFlight {
+    stats: Arc<NodeStats>,
+    tenant: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(c) = lock(&self.stats.tenants).get_mut(&self.tenant) {
+            c.in_flight = c.in_flight.saturating_sub(1);
+        }
+        self.stats
+            .prom
+            .in_flight
+            .get_or_create(&TenantLabels {
+                tenant: std::mem::take(&mut self.tenant),
+            })
+            .dec();
+    }
+}
+
+/// Stats stay usable after a panic elsewhere: counters are plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;

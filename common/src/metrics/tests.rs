@@ -1,0 +1,125 @@
+use super::*;
+use crate::model::{FunctionName, TenantId, WindowCounts};
+
+fn key(tenant: &str, name: &str) -> FunctionKey {
+    FunctionKey {
+        tenant: TenantId::new(tenant).expect("test input is valid"),
+        name: FunctionName::new(name).expect("test input is valid"),
+    }
+}
+
+fn stats(t0: Instant) -> Arc<NodeStats> {
+    NodeStats::new(NodeId("pop-1".into()), Tier::Pop, t0)
+}
+
+#[test]
+fn snapshot_reports_rates_over_the_window_and_totals_since_start() {
+    let t0 = Instant::now();
+    let s = stats(t0);
+    let f = key("acme", "hello");
+    for i in 0..10 {
+        let start = if i == 0 {
+            StartKind::Cold
+        } else {
+            StartKind::Warm
+        };
+        s.executed(&f, start, Outcome::Ok, Duration::from_micros(100));
+        s.request(true, Duration::from_micros(200 + i));
+    }
+    s.forwarded(&f.to_string(), "rare");
+    s.request(false, Duration::from_millis(2));
+    let load = s.snapshot(t0 + Duration::from_secs(2), 1_000);
+    assert_eq!(load.window_ms, 2000);
+    assert_eq!(load.totals.executed, 10);
+    assert_eq!(load.totals.cold_starts, 1);
+    assert_eq!(load.totals.forwarded, 1);
+    assert_eq!(load.window.local, 10);
+    assert_eq!(load.window.forwarded, 1);
+    assert_eq!(load.window.cold_starts, 1);
+    let p50 = load.window.latency_p50_us;
+    assert!((200..=212).contains(&p50), "{p50}");
+    assert_eq!(load.forwards_by_reason, vec![("rare".to_owned(), 1)]);
+    assert_eq!(load.functions.len(), 1);
+    assert_eq!(load.functions[0].function, "acme/hello");
+    assert_eq!(load.functions[0].in_window, 11);
+
+    // The next window starts empty; totals stay.
+    let next = s.snapshot(t0 + Duration::from_secs(3), 2_000);
+    assert_eq!(next.window, WindowCounts::default());
+    assert_eq!(next.totals.executed, 10);
+    assert_eq!(next.functions[0].in_window, 0);
+}
+
+#[test]
+fn in_flight_is_counted_per_tenant_until_the_guard_drops() {
+    let t0 = Instant::now();
+    let s = stats(t0);
+    let acme = TenantId::new("acme").expect("test input is valid");
+    let a = s.in_flight(&acme, Some(10));
+    let b = s.in_flight(&acme, Some(10));
+    let load = s.snapshot(t0 + Duration::from_secs(1), 0);
+    assert_eq!(load.in_flight, 2);
+    assert_eq!(load.tenants[0].in_flight, 2);
+    assert_eq!(load.tenants[0].limit, Some(10));
+    drop(a);
+    drop(b);
+    let load = s.snapshot(t0 + Duration::from_secs(2), 0);
+    assert_eq!(load.in_flight, 0);
+    // The peak of the window that just closed is still shown once.
+    assert_eq!(load.tenants[0].peak_in_flight, 2);
+}
+
+#[test]
+fn distinct_function_names_beyond_the_bound_are_aggregated() {
+    let t0 = Instant::now();
+    let s = stats(t0);
+    for i in 0..(load::MAX_FUNCTIONS + 100) {
+        s.executed(
+            &key("acme", &format!("f{i}")),
+            StartKind::Cold,
+            Outcome::Ok,
+            Duration::ZERO,
+        );
+    }
+    let w = lock(&s.window);
+    assert_eq!(w.totals.executed as usize, load::MAX_FUNCTIONS + 100);
+    drop(w);
+    let load = s.snapshot(t0 + Duration::from_secs(1), 0);
+    assert_eq!(load.functions.len(), load::REPORTED_FUNCTIONS);
+    // The overflow bucket got the extra 100 (plus one: it took the last free slot's place
+    // only after the map was full).
+    assert_eq!(load.functions[0].function, load::OTHER);
+}
+
+#[test]
+fn prometheus_text_uses_conventional_names() {
+    let t0 = Instant::now();
+    let s = stats(t0);
+    s.executed(
+        &key("acme", "hello"),
+        StartKind::Warm,
+        Outcome::Timeout,
+        Duration::from_millis(3),
+    );
+    s.forwarded("acme/rare", "rare");
+    s.request(false, Duration::from_millis(1));
+    s.artifact_lookup(true);
+    s.quic_rtt("region-1", Duration::from_micros(250));
+    s.set_levels(Levels {
+        warm_instances: 3,
+        ..Levels::default()
+    });
+    let text = s.encode();
+    for needle in [
+        r#"strata_invocations_total{tier="pop",function="acme/hello",outcome="timeout",start="warm"} 1"#,
+        r#"strata_forwards_total{reason="rare"} 1"#,
+        "strata_request_duration_seconds_bucket",
+        "strata_execution_duration_seconds_count",
+        r#"strata_artifact_cache_lookups_total{result="hit"} 1"#,
+        r#"strata_quic_rtt_seconds{region="region-1"} 0.00025"#,
+        "strata_warm_instances 3",
+        "strata_dlq_depth 0",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}

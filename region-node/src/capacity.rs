@@ -1,0 +1,324 @@
+//! The region's capacity view (`GET /v1/capacity`, its SSE stream and `/dashboard`): the
+//! latest load of this region and of every POP that reports to it, with a short history
+//! of each for the dashboard's charts.
+//!
+//! Bounded: at most `max_pops` POPs (a new POP beyond that is refused until a stale one is
+//! dropped) and `history_points` points per node. Never performs I/O.
+
+use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Bounds of the capacity view.
+#[derive(Debug, Clone, Copy)]
+pub struct CapacityConfig {
+    /// POPs tracked at once.
+    pub max_pops: usize,
+    /// Points of history kept per node (one per report).
+    pub history_points: usize,
+    /// A POP that has not reported for this long is shown as stale; after ten times this,
+    /// it is dropped.
+    pub stale_after: Duration,
+}
+
+impl Default for CapacityConfig {
+    fn default() -> Self {
+        Self {
+            max_pops: 1024,
+            history_points: 120,
+            stale_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One point of a node's time series.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Point {
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// Requests per second that ran on the node.
+    pub local_rate: f64,
+    /// Requests per second it forwarded.
+    pub forwarded_rate: f64,
+    /// Cold starts per second.
+    pub cold_start_rate: f64,
+    /// Median latency, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, milliseconds.
+    pub p99_ms: f64,
+    /// Warm instances.
+    pub warm_instances: u64,
+    /// In-flight invocations.
+    pub in_flight: u64,
+}
+
+impl Point {
+    fn of(load: &NodeLoad) -> Self {
+        let secs = (load.window_ms as f64 / 1000.0).max(1e-3);
+        let w: WindowCounts = load.window;
+        Self {
+            at_unix_ms: load.at_unix_ms,
+            local_rate: w.local as f64 / secs,
+            forwarded_rate: w.forwarded as f64 / secs,
+            cold_start_rate: w.cold_starts as f64 / secs,
+            p50_ms: w.latency_p50_us as f64 / 1000.0,
+            p99_ms: w.latency_p99_us as f64 / 1000.0,
+            warm_instances: load.warm_instances,
+            in_flight: load.in_flight,
+        }
+    }
+}
+
+/// One node as the dashboard shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// The node's latest report.
+    pub load: NodeLoad,
+    /// Rates and latency of the latest window (the last point of `history`).
+    pub now: Point,
+    /// Milliseconds since the report arrived.
+    pub age_ms: u64,
+    /// No report for longer than the stale bound.
+    pub stale: bool,
+    /// Oldest first.
+    pub history: Vec<Point>,
+}
+
+/// The whole view: this region and its POPs.
+#[derive(Debug, Clone, Serialize)]
+pub struct CapacityView {
+    /// This region, once it has taken its first snapshot.
+    pub region: Option<NodeView>,
+    /// The POPs reporting to this region, by node id.
+    pub pops: Vec<NodeView>,
+    /// Bumped on every change; the SSE stream's event id.
+    pub revision: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    load: NodeLoad,
+    received: Instant,
+    history: VecDeque<Point>,
+}
+
+impl Entry {
+    fn new(load: NodeLoad, now: Instant) -> Self {
+        Self {
+            load,
+            received: now,
+            history: VecDeque::new(),
+        }
+    }
+
+    fn update(&mut self, load: NodeLoad, now: Instant, max_points: usize) {
+        if self.history.len() >= max_points {
+            self.history.pop_front();
+        }
+        self.history.push_back(Point::of(&load));
+        self.load = load;
+        self.received = now;
+    }
+
+    fn view(&self, now: Instant, stale_after: Duration) -> NodeView {
+        let age = now.saturating_duration_since(self.received);
+        NodeView {
+            load: self.load.clone(),
+            now: Point::of(&self.load),
+            age_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+            stale: age > stale_after,
+            history: self.history.iter().copied().collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    region: Option<Entry>,
+    pops: HashMap<NodeId, Entry>,
+    revision: u64,
+}
+
+/// The capacity aggregator.
+#[derive(Debug)]
+pub struct Capacity {
+    config: CapacityConfig,
+    inner: Mutex<Inner>,
+    changes: watch::Sender<u64>,
+}
+
+impl Capacity {
+    /// An empty view.
+    pub fn new(config: CapacityConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::new(Inner::default()),
+            changes: watch::channel(0).0,
+        }
+    }
+
+    /// Takes a POP's report.
+    ///
+    /// # Errors
+    /// 400 when the report does not come from a POP; 503 when `max_pops` POPs are already
+    /// tracked and this one is new.
+    pub fn report(&self, load: NodeLoad, now: Instant) -> Result<(), ApiError> {
+        if load.tier != Tier::Pop {
+            return Err(ApiError::bad_request("only POPs report load to a region"));
+        }
+        let mut inner = self.lock();
+        let drop_after = self.config.stale_after * 10;
+        inner
+            .pops
+            .retain(|_, e| now.saturating_duration_since(e.received) <= drop_after);
+        let max_points = self.config.history_points;
+        let full = inner.pops.len() >= self.config.max_pops;
+        match inner.pops.get_mut(&load.node) {
+            Some(e) => e.update(load, now, max_points),
+            None if full => {
+                return Err(ApiError::unavailable(
+                    "capacity view is full; the report is dropped",
+                    Duration::from_secs(10),
+                ));
+            }
+            None => {
+                let node = load.node.clone();
+                let mut e = Entry::new(load.clone(), now);
+                e.update(load, now, max_points);
+                inner.pops.insert(node, e);
+            }
+        }
+        self.bump(&mut inner);
+        Ok(())
+    }
+
+    /// Takes this region's own snapshot.
+    pub fn own(&self, load: NodeLoad, now: Instant) {
+        let mut inner = self.lock();
+        let max_points = self.config.history_points;
+        match &mut inner.region {
+            Some(e) => e.update(load, now, max_points),
+            None => {
+                let mut e = Entry::new(load.clone(), now);
+                e.update(load, now, max_points);
+                inner.region = Some(e);
+            }
+        }
+        self.bump(&mut inner);
+    }
+
+    /// The view at `now`.
+    pub fn view(&self, now: Instant) -> CapacityView {
+        let inner = self.lock();
+        let stale = self.config.stale_after;
+        let mut pops: Vec<NodeView> = inner.pops.values().map(|e| e.view(now, stale)).collect();
+        pops.sort_by(|a, b| a.load.node.0.cmp(&b.load.node.0));
+        CapacityView {
+            region: inner.region.as_ref().map(|e| e.view(now, stale)),
+            pops,
+            revision: inner.revision,
+        }
+    }
+
+    /// Wakes on every change (the value is the revision).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn bump(&self, inner: &mut Inner) {
+        inner.revision += 1;
+        self.changes.send_replace(inner.revision);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(node: &str, tier: Tier, local: u64) -> NodeLoad {
+        NodeLoad {
+            node: NodeId(node.into()),
+            tier,
+            at_unix_ms: 0,
+            window_ms: 1000,
+            totals: Default::default(),
+            window: WindowCounts {
+                local,
+                ..WindowCounts::default()
+            },
+            warm_instances: 0,
+            warm_memory_bytes: 0,
+            in_flight: 0,
+            concurrency_limit: 0,
+            queue_depth: 0,
+            dlq_depth: 0,
+            forwards_by_reason: vec![],
+            tenants: vec![],
+            functions: vec![],
+        }
+    }
+
+    #[test]
+    fn pops_are_listed_with_history_and_rates() {
+        let c = Capacity::new(CapacityConfig::default());
+        let t0 = Instant::now();
+        c.report(load("pop-b", Tier::Pop, 5), t0).expect("accepted");
+        c.report(load("pop-a", Tier::Pop, 1), t0).expect("accepted");
+        c.report(load("pop-a", Tier::Pop, 3), t0 + Duration::from_secs(1))
+            .expect("accepted");
+        let v = c.view(t0 + Duration::from_secs(1));
+        assert_eq!(v.pops.len(), 2);
+        assert_eq!(v.pops[0].load.node.0, "pop-a");
+        assert_eq!(v.pops[0].history.len(), 2);
+        assert_eq!(v.pops[0].now.local_rate, 3.0);
+        assert!(!v.pops[0].stale);
+        assert_eq!(v.revision, 3);
+    }
+
+    #[test]
+    fn silent_pops_go_stale_then_away() {
+        let c = Capacity::new(CapacityConfig::default());
+        let t0 = Instant::now();
+        c.report(load("pop-a", Tier::Pop, 1), t0).expect("accepted");
+        assert!(c.view(t0 + Duration::from_secs(6)).pops[0].stale);
+        c.report(load("pop-b", Tier::Pop, 1), t0 + Duration::from_secs(51))
+            .expect("accepted");
+        let v = c.view(t0 + Duration::from_secs(51));
+        assert_eq!(v.pops.len(), 1);
+        assert_eq!(v.pops[0].load.node.0, "pop-b");
+    }
+
+    #[test]
+    fn the_view_is_bounded_in_pops_and_history() {
+        let c = Capacity::new(CapacityConfig {
+            max_pops: 2,
+            history_points: 3,
+            stale_after: Duration::from_secs(5),
+        });
+        let t0 = Instant::now();
+        c.report(load("a", Tier::Pop, 1), t0).expect("accepted");
+        c.report(load("b", Tier::Pop, 1), t0).expect("accepted");
+        assert!(c.report(load("c", Tier::Pop, 1), t0).is_err());
+        for i in 0..10 {
+            c.report(load("a", Tier::Pop, i), t0).expect("accepted");
+        }
+        assert_eq!(c.view(t0).pops[0].history.len(), 3);
+    }
+
+    #[test]
+    fn only_pops_report() {
+        let c = Capacity::new(CapacityConfig::default());
+        let err = c
+            .report(load("r", Tier::Region, 1), Instant::now())
+            .expect_err("refused");
+        assert_eq!(err.kind, common::model::ErrorKind::BadRequest);
+        assert_eq!(c.view(Instant::now()).revision, 0);
+    }
+}
