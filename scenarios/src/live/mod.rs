@@ -9,6 +9,8 @@
 //! - `axum-baseline`: a plain axum handler answering the same body, no Strata at all: the
 //!   ceiling DESIGN §7 compares the POP's local path with.
 
+pub mod compare;
+
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
@@ -67,7 +69,7 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
         ..Default::default()
     };
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
-    let echo = wat::parse_str(include_str!("../../examples/echo.wat"))?;
+    let echo = wat::parse_str(include_str!("../../../examples/echo.wat"))?;
     cluster.deploy("popular", json!({}), echo.clone()).await?;
     cluster
         .deploy("rare", json!({"placement": "region"}), echo)
