@@ -5,7 +5,9 @@
 //! - [`report`]: `report.json`, `report.md` and plots of a run.
 //! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
 //! - [`live`]: drive real nodes (a region and a POP on loopback, in this process).
+//! - [`cluster`]: start that region and POP (shared with `strata dev` and the tests).
 
+pub mod cluster;
 pub mod live;
 pub mod report;
 pub mod run;

@@ -11,13 +11,13 @@
 
 pub mod compare;
 
+use crate::cluster::DevCluster;
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use strata::dev::DevCluster;
 
 /// Parameters of a live run.
 #[derive(Debug, Clone, Copy)]
