@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use pop_node::PopConfig;
 use region_node::RegionConfig;
-use scenarios::cluster::PreviousTokens;
+use scenarios::cluster::{PreviousTokens, StartOptions};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -57,7 +57,11 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         admin_token: previous.as_ref().and_then(|d| d.admin_token.clone()),
         token: previous.map(|d| d.token),
     };
-    let cluster = DevCluster::start_with(state_dir, region, pop, tokens).await?;
+    let options = StartOptions {
+        tokens,
+        region_via: None,
+    };
+    let cluster = DevCluster::start_with(state_dir, region, pop, options).await?;
     cluster.deploy_examples().await?;
     let dev = dev_file(&cluster);
     let path = DevFile::path(state_dir);

@@ -32,6 +32,16 @@ pub struct PreviousTokens {
     pub token: Option<String>,
 }
 
+/// How [`DevCluster::start_with`] sets the deployment up.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Tokens to keep from an earlier run.
+    pub tokens: PreviousTokens,
+    /// The address the POP sends its QUIC traffic to instead of the region's own (a delay
+    /// proxy in front of the region, for live scenario runs).
+    pub region_via: Option<std::net::SocketAddr>,
+}
+
 /// A running single-process deployment.
 #[derive(Debug)]
 pub struct DevCluster {
@@ -56,11 +66,11 @@ impl DevCluster {
         region: RegionConfig,
         pop: PopConfig,
     ) -> anyhow::Result<Self> {
-        Self::start_with(state_dir, region, pop, PreviousTokens::default()).await
+        Self::start_with(state_dir, region, pop, StartOptions::default()).await
     }
 
-    /// As [`DevCluster::start`], keeping `previous` tokens when they are still valid for
-    /// the state directory's registry.
+    /// As [`DevCluster::start`], with `options`: previous tokens are kept when they are
+    /// still valid for the state directory's registry.
     ///
     /// # Errors
     /// When either node cannot start or the dev tenant cannot be set up.
@@ -68,8 +78,9 @@ impl DevCluster {
         state_dir: &Path,
         mut region: RegionConfig,
         mut pop: PopConfig,
-        previous: PreviousTokens,
+        options: StartOptions,
     ) -> anyhow::Result<Self> {
+        let previous = options.tokens;
         let certs = dev_ca::init(&state_dir.join("certs"))?;
         let admin_token = previous.admin_token.unwrap_or_else(random_token);
         region.state_dir = state_dir.join("region");
@@ -81,7 +92,7 @@ impl DevCluster {
 
         pop.state_dir = state_dir.join("pop");
         pop.tls = Some(certs.pop);
-        pop.regions = RegionSource::Static(vec![region.quic_addr]);
+        pop.regions = RegionSource::Static(vec![options.region_via.unwrap_or(region.quic_addr)]);
         let pop = pop_node::start(pop).await.context("starting the POP")?;
 
         let registry = region.registry();

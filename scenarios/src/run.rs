@@ -67,9 +67,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
     let s =
         Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
     let (outcome, wall) = simulate(&s, true)?;
-    let report = Report::new(&s, &outcome, wall);
+    let mut report = Report::new(&s, &outcome, wall);
     if args.live {
-        anyhow::bail!("--live: not yet");
+        report.live = Some(crate::live::scenario::compare(&s).await?);
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&s));
     report.write(&out, &outcome)?;
