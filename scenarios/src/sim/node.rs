@@ -56,6 +56,8 @@ pub struct FnState {
     pub memory_mb: u64,
     /// Idle warm instances by the time they went idle, oldest first.
     idle: VecDeque<Nanos>,
+    /// Listed in [`Node::pooled`].
+    pooled: bool,
 }
 
 /// An instance removed from a pool: how much memory it held and since when it was gone.
@@ -82,6 +84,9 @@ pub struct Node {
     pub instances: u64,
     /// Per-function state.
     pub functions: IdMap<FnState>,
+    /// Functions that may have idle instances: sweeps and evictions look only at these,
+    /// not at every function the node has seen.
+    pooled: Vec<u32>,
     keep_alive: Nanos,
 }
 
@@ -95,6 +100,7 @@ impl Node {
             used_mb: 0,
             instances: 0,
             functions: IdMap::default(),
+            pooled: Vec::new(),
             keep_alive,
         }
     }
@@ -149,6 +155,10 @@ impl Node {
         self.busy = self.busy.saturating_sub(1);
         if let Some(s) = self.functions.get_mut(&func) {
             s.idle.push_back(now);
+            if !s.pooled {
+                s.pooled = true;
+                self.pooled.push(func);
+            }
         }
     }
 
@@ -157,11 +167,23 @@ impl Node {
         let keep_alive = self.keep_alive;
         let mut gone = 0;
         let mut gone_mb = 0;
-        for state in self.functions.values_mut() {
+        let mut i = 0;
+        while i < self.pooled.len() {
+            let func = self.pooled[i];
+            let Some(state) = self.functions.get_mut(&func) else {
+                self.pooled.swap_remove(i);
+                continue;
+            };
             let mb = state.memory_mb;
             let n = expire_front(&mut state.idle, now, keep_alive, mb, removed);
             gone += n;
             gone_mb += n * mb;
+            if state.idle.is_empty() {
+                state.pooled = false;
+                self.pooled.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
         self.instances -= gone;
         self.used_mb -= gone_mb;
@@ -208,11 +230,12 @@ impl Node {
     /// Evicts the oldest idle instance of any function; `false` when none is idle.
     fn evict_oldest(&mut self, now: Nanos, removed: &mut Vec<Removed>) -> bool {
         // Oldest front across functions; ties broken by function index for determinism.
-        // A scan of the functions with idle instances: it only runs under memory pressure.
+        // A scan of the pooled functions: it only runs under memory pressure.
+        let functions = &self.functions;
         let victim = self
-            .functions
+            .pooled
             .iter()
-            .filter_map(|(f, s)| s.idle.front().map(|t| (*t, *f)))
+            .filter_map(|f| functions.get(f)?.idle.front().map(|t| (*t, *f)))
             .min();
         let Some((since, func)) = victim else {
             return false;
