@@ -62,8 +62,8 @@ pub struct PerTier<T> {
 /// Requests refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Refusals {
-    /// 429: every region slot busy.
-    pub region_slots: u64,
+    /// 429: the region had no free slot, or no memory for the instance.
+    pub region_capacity: u64,
     /// 429: the tenant's concurrency limit at the region.
     pub tenant_concurrency: u64,
     /// 503: no region reachable.
@@ -210,7 +210,7 @@ impl Report {
                 .map(|(r, n)| (r.as_str().to_owned(), n))
                 .collect(),
             refusals: Refusals {
-                region_slots: c.throttled_region_slots,
+                region_capacity: c.throttled_region_capacity,
                 tenant_concurrency: c.throttled_tenant,
                 unavailable: c.unavailable,
             },
@@ -262,7 +262,10 @@ impl Report {
                 self.cold_starts.region.to_string(),
             ),
             ("artifacts prepared at POPs", self.prepares.to_string()),
-            ("429 region slots", self.refusals.region_slots.to_string()),
+            (
+                "429 region capacity (slots or memory)",
+                self.refusals.region_capacity.to_string(),
+            ),
             (
                 "429 tenant concurrency",
                 self.refusals.tenant_concurrency.to_string(),
@@ -376,7 +379,7 @@ mod tests {
             assert!(json["forwards"][reason].is_u64(), "{reason}");
         }
         assert!(json["memory_mb_seconds"]["pop"].is_number());
-        assert!(json["refusals"]["region_slots"].is_u64());
+        assert!(json["refusals"]["region_capacity"].is_u64());
         assert!(json["canary"]["next_invocations"].is_u64());
         assert_eq!(json["series"].as_array().map(Vec::len), Some(200));
         let md = std::fs::read_to_string(dir.path().join("report.md")).expect("md");

@@ -111,10 +111,11 @@ impl Sim<'_> {
                 .node
                 .acquire(arrive, func, memory_mb, &mut self.removed);
             let after = region.node.used_mb;
+            // Memory is accounted at `now` so the memory clock only moves forward.
             self.rec
-                .memory_change(Tier::Region, arrive, before, after, &self.removed);
+                .memory_change(Tier::Region, now, before, after, &self.removed);
             let Some(warm) = started else {
-                self.rec.counters.throttled_region_slots += 1;
+                self.rec.counters.throttled_region_capacity += 1;
                 self.rec.bucket(now).refused += 1;
                 return;
             };

@@ -69,8 +69,8 @@ pub struct Counters {
     pub cold_starts: [u64; 2],
     /// Forwards by reason (see [`REASONS`]).
     pub forwards: [u64; 5],
-    /// Refused by a region with every slot busy (429).
-    pub throttled_region_slots: u64,
+    /// Refused by a region with no free slot or no memory for the instance (429).
+    pub throttled_region_capacity: u64,
     /// Refused by a tenant's concurrency limit at a region (429).
     pub throttled_tenant: u64,
     /// No region reachable (503).

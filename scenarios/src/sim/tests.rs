@@ -81,7 +81,7 @@ fn a_pop_with_one_slot_spills_over_capacity() {
 fn a_region_with_few_slots_throttles() {
     let text = format!("{BASE}\n[pop]\nslots = 1\n[region]\nslots = 1\n");
     let r = report(&text);
-    assert!(r.refusals.region_slots > 0, "{:?}", r.refusals);
+    assert!(r.refusals.region_capacity > 0, "{:?}", r.refusals);
 }
 
 #[test]
