@@ -9,7 +9,7 @@
 //! does not fit evicts the node's oldest idle instance, and fails when none is left.
 
 use super::queue::Nanos;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A fast, deterministic hasher for the simulator's dense integer keys.
@@ -56,8 +56,6 @@ pub struct FnState {
     pub memory_mb: u64,
     /// Idle warm instances by the time they went idle, oldest first.
     idle: VecDeque<Nanos>,
-    /// Listed in [`Node::pooled`].
-    pooled: bool,
 }
 
 /// An instance removed from a pool: how much memory it held and since when it was gone.
@@ -84,9 +82,10 @@ pub struct Node {
     pub instances: u64,
     /// Per-function state.
     pub functions: IdMap<FnState>,
-    /// Functions that may have idle instances: sweeps and evictions look only at these,
-    /// not at every function the node has seen.
-    pooled: Vec<u32>,
+    /// (oldest idle time, function) of every function with idle instances: the node's
+    /// oldest idle instance and every expired one are found in O(log n), without visiting
+    /// every function the node has seen.
+    fronts: BTreeSet<(Nanos, u32)>,
     keep_alive: Nanos,
 }
 
@@ -100,7 +99,7 @@ impl Node {
             used_mb: 0,
             instances: 0,
             functions: IdMap::default(),
-            pooled: Vec::new(),
+            fronts: BTreeSet::new(),
             keep_alive,
         }
     }
@@ -133,9 +132,15 @@ impl Node {
             return None;
         }
         let keep_alive = self.keep_alive;
-        let state = self.function(func, memory_mb);
+        let state = self.functions.entry(func).or_insert_with(|| FnState {
+            memory_mb,
+            ..FnState::default()
+        });
+        let front = state.idle.front().copied();
         let expired = expire_front(&mut state.idle, now, keep_alive, memory_mb, removed);
         let warm = state.idle.pop_back().is_some();
+        let new_front = state.idle.front().copied();
+        refront(&mut self.fronts, func, front, new_front);
         self.drop_instances(expired, memory_mb);
         if !warm {
             while self.used_mb + memory_mb > self.budget_mb {
@@ -155,9 +160,8 @@ impl Node {
         self.busy = self.busy.saturating_sub(1);
         if let Some(s) = self.functions.get_mut(&func) {
             s.idle.push_back(now);
-            if !s.pooled {
-                s.pooled = true;
-                self.pooled.push(func);
+            if s.idle.len() == 1 {
+                self.fronts.insert((now, func));
             }
         }
     }
@@ -165,34 +169,28 @@ impl Node {
     /// Retires every idle instance whose keep-alive ran out by `now`.
     pub fn sweep(&mut self, now: Nanos, removed: &mut Vec<Removed>) {
         let keep_alive = self.keep_alive;
-        let mut gone = 0;
-        let mut gone_mb = 0;
-        let mut i = 0;
-        while i < self.pooled.len() {
-            let func = self.pooled[i];
+        while let Some(&(since, func)) = self.fronts.first() {
+            if since + keep_alive > now {
+                break;
+            }
+            self.fronts.pop_first();
             let Some(state) = self.functions.get_mut(&func) else {
-                self.pooled.swap_remove(i);
                 continue;
             };
             let mb = state.memory_mb;
             let n = expire_front(&mut state.idle, now, keep_alive, mb, removed);
-            gone += n;
-            gone_mb += n * mb;
-            if state.idle.is_empty() {
-                state.pooled = false;
-                self.pooled.swap_remove(i);
-            } else {
-                i += 1;
+            if let Some(&next) = state.idle.front() {
+                self.fronts.insert((next, func));
             }
+            self.drop_instances(n, mb);
         }
-        self.instances -= gone;
-        self.used_mb -= gone_mb;
     }
 
     /// Drops every instance and all busy slots (the node failed); returns the memory freed.
     pub fn wipe(&mut self) -> u64 {
         let freed = self.used_mb;
         self.functions.values_mut().for_each(|s| s.idle.clear());
+        self.fronts.clear();
         self.busy = 0;
         self.used_mb = 0;
         self.instances = 0;
@@ -207,6 +205,9 @@ impl Node {
         };
         let memory_mb = state.memory_mb;
         let n = state.idle.len() as u64;
+        if let Some(&front) = state.idle.front() {
+            self.fronts.remove(&(front, func));
+        }
         for &since in &state.idle {
             removed.push(Removed {
                 memory_mb,
@@ -227,23 +228,19 @@ impl Node {
         self.used_mb -= n * memory_mb;
     }
 
-    /// Evicts the oldest idle instance of any function; `false` when none is idle.
+    /// Evicts the oldest idle instance of any function; `false` when none is idle. Ties
+    /// in time go to the lowest function index, so runs stay deterministic.
     fn evict_oldest(&mut self, now: Nanos, removed: &mut Vec<Removed>) -> bool {
-        // Oldest front across functions; ties broken by function index for determinism.
-        // A scan of the pooled functions: it only runs under memory pressure.
-        let functions = &self.functions;
-        let victim = self
-            .pooled
-            .iter()
-            .filter_map(|f| functions.get(f)?.idle.front().map(|t| (*t, *f)))
-            .min();
-        let Some((since, func)) = victim else {
+        let Some((since, func)) = self.fronts.pop_first() else {
             return false;
         };
         let Some(state) = self.functions.get_mut(&func) else {
             return false;
         };
         state.idle.pop_front();
+        if let Some(&next) = state.idle.front() {
+            self.fronts.insert((next, func));
+        }
         let mb = state.memory_mb;
         removed.push(Removed {
             memory_mb: mb,
@@ -251,6 +248,19 @@ impl Node {
         });
         self.drop_instances(1, mb);
         true
+    }
+}
+
+/// Keeps `fronts` in step when `func`'s oldest idle time went from `old` to `new`.
+fn refront(fronts: &mut BTreeSet<(Nanos, u32)>, func: u32, old: Option<Nanos>, new: Option<Nanos>) {
+    if old == new {
+        return;
+    }
+    if let Some(t) = old {
+        fronts.remove(&(t, func));
+    }
+    if let Some(t) = new {
+        fronts.insert((t, func));
     }
 }
 
