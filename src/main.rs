@@ -68,6 +68,17 @@ enum Command {
         #[command(subcommand)]
         command: commands::CertsCommand,
     },
+    /// Latency scenarios: simulate a scenario file and write its report.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScenarioCommand {
+    /// Simulate FILE.toml (with `--live`, also against real nodes) and write a report.
+    Run(scenarios::run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +100,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
+    if let Command::Scenario {
+        command: ScenarioCommand::Run(args),
+    } = &cli.command
+    {
+        scenarios::run::main(args).await?;
+        return Ok(0);
+    }
     if let Command::Dev(args) = &cli.command {
         init_tracing();
         dev::run(&cli.state_dir, args).await?;
@@ -105,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         cli.json,
     )?;
     match cli.command {
-        Command::Dev(_) => Ok(0),
+        Command::Dev(_) | Command::Scenario { .. } => Ok(0),
         Command::Deploy(args) => commands::deploy(&ctx, args).await,
         Command::Invoke(args) => commands::invoke(&ctx, args).await,
         Command::Ls => commands::ls(&ctx).await,

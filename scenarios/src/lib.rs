@@ -1,6 +1,15 @@
 //! Strata latency scenarios.
 //!
-//! - [`live`]: drive real nodes (a region and a POP on loopback, in this process) with a
-//!   bounded number of requests and report throughput and latency percentiles per path.
+//! - [`scenario`]: the scenario file format (TOML), parsed and validated once.
+//! - [`sim`]: the discrete-event simulator over `common::policy`.
+//! - [`report`]: `report.json`, `report.md` and plots of a run.
+//! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
+//! - [`live`]: drive real nodes (a region and a POP on loopback, in this process).
+//! - [`cluster`]: start that region and POP (shared with `strata dev` and the tests).
 
+pub mod cluster;
 pub mod live;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod sim;

@@ -1,7 +1,11 @@
-//! `scenarios`: latency scenario runner (`cargo run --release -p scenarios -- live ...`).
+//! `scenarios`: latency scenario runner.
+//!
+//! `cargo run --release -p scenarios -- run scenarios/flash-crowd.toml` simulates a scenario
+//! and writes its report; `live` measures the real invoke paths on loopback.
 
 use clap::{Parser, Subcommand};
 use scenarios::live::{self, LiveParams};
+use scenarios::run::{self, RunArgs};
 
 /// Strata latency scenarios.
 #[derive(Debug, Parser)]
@@ -12,6 +16,8 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Simulate a scenario file and write its report (Markdown, JSON, plots).
+    Run(RunArgs),
     /// Start a region and a POP on loopback and measure the local, forwarded and
     /// region-direct invoke paths.
     Live {
@@ -29,11 +35,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Command::Live {
-        requests,
-        concurrency,
-        json,
-    } = Args::parse().command;
+    match Args::parse().command {
+        Command::Run(args) => run::main(&args).await,
+        Command::Live {
+            requests,
+            concurrency,
+            json,
+        } => live_paths(requests, concurrency, json).await,
+    }
+}
+
+async fn live_paths(requests: u64, concurrency: usize, json: bool) -> anyhow::Result<()> {
     let reports = live::run(LiveParams {
         requests,
         concurrency,

@@ -9,13 +9,17 @@
 //! - `axum-baseline`: a plain axum handler answering the same body, no Strata at all: the
 //!   ceiling DESIGN §7 compares the POP's local path with.
 
+pub mod compare;
+pub mod proxy;
+pub mod scenario;
+
+use crate::cluster::DevCluster;
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use strata::dev::DevCluster;
 
 /// Parameters of a live run.
 #[derive(Debug, Clone, Copy)]
@@ -45,7 +49,7 @@ pub struct PathReport {
     pub p99_us: u64,
 }
 
-const PAYLOAD: &str = "ping";
+pub(crate) const PAYLOAD: &str = "ping";
 
 /// Runs every path and returns their reports.
 ///
@@ -67,7 +71,7 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
         ..Default::default()
     };
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
-    let echo = wat::parse_str(include_str!("../../examples/echo.wat"))?;
+    let echo = wat::parse_str(include_str!("../../../examples/echo.wat"))?;
     cluster.deploy("popular", json!({}), echo.clone()).await?;
     cluster
         .deploy("rare", json!({"placement": "region"}), echo)
@@ -124,13 +128,13 @@ async fn baseline_server() -> anyhow::Result<(String, tokio::task::JoinHandle<()
     Ok((url, handle))
 }
 
-struct Target {
-    url: String,
-    token: String,
-    expect: &'static str,
+pub(crate) struct Target {
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) expect: &'static str,
 }
 
-async fn warm_until_local(http: &reqwest::Client, c: &DevCluster) -> anyhow::Result<()> {
+pub(crate) async fn warm_until_local(http: &reqwest::Client, c: &DevCluster) -> anyhow::Result<()> {
     let url = format!("{}/v1/functions/popular/invoke", c.pop_url());
     for _ in 0..1000 {
         let resp = http
@@ -158,7 +162,7 @@ async fn warm_until_local(http: &reqwest::Client, c: &DevCluster) -> anyhow::Res
 }
 
 /// Sends `n` requests with `concurrency` in flight; returns per-request (latency, ok).
-async fn drive(
+pub(crate) async fn drive(
     http: &reqwest::Client,
     t: &Target,
     n: u64,
@@ -197,7 +201,7 @@ async fn drive(
     Ok(results)
 }
 
-async fn measure(
+pub(crate) async fn measure(
     http: &reqwest::Client,
     t: &Target,
     params: LiveParams,

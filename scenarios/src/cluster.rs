@@ -1,0 +1,179 @@
+//! A whole deployment in one process: one region and one POP on loopback sharing a dev CA,
+//! a `dev` tenant with a token. `strata dev`, the integration tests and the live scenario
+//! runs all start their nodes through [`DevCluster::start`].
+//!
+//! Deploys go through the region's HTTP control API (not the registry in-process), so what
+//! a live run or a test deploys is exactly what a user's `strata deploy` would.
+
+use anyhow::{Context as _, bail};
+use common::model::TenantId;
+use common::transport::dev_ca;
+use pop_node::discovery::RegionSource;
+use pop_node::{PopConfig, PopHandle};
+use region_node::{RegionConfig, RegionHandle};
+use serde_json::json;
+use std::path::Path;
+
+/// The tenant a dev deployment creates.
+pub const DEV_TENANT: &str = "dev";
+
+/// The examples `strata dev` deploys: (name, WAT source).
+pub const EXAMPLES: &[(&str, &str)] = &[
+    ("hello", include_str!("../../examples/hello.wat")),
+    ("echo", include_str!("../../examples/echo.wat")),
+];
+
+/// Tokens of an earlier run to keep (so a restarted `strata dev` keeps working clients).
+#[derive(Debug, Clone, Default)]
+pub struct PreviousTokens {
+    /// The operator token.
+    pub admin_token: Option<String>,
+    /// The dev tenant's token.
+    pub token: Option<String>,
+}
+
+/// How [`DevCluster::start_with`] sets the deployment up.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Tokens to keep from an earlier run.
+    pub tokens: PreviousTokens,
+    /// The address the POP sends its QUIC traffic to instead of the region's own (a delay
+    /// proxy in front of the region, for live scenario runs).
+    pub region_via: Option<std::net::SocketAddr>,
+}
+
+/// A running single-process deployment.
+#[derive(Debug)]
+pub struct DevCluster {
+    /// The region.
+    pub region: RegionHandle,
+    /// The POP.
+    pub pop: PopHandle,
+    /// The `dev` tenant's token.
+    pub token: String,
+    /// The operator token.
+    pub admin_token: String,
+}
+
+impl DevCluster {
+    /// Starts a region and a POP under `state_dir` (`certs/`, `region/`, `pop/`) with the
+    /// given configs' other settings, and fresh tokens.
+    ///
+    /// # Errors
+    /// When either node cannot start or the dev tenant cannot be set up.
+    pub async fn start(
+        state_dir: &Path,
+        region: RegionConfig,
+        pop: PopConfig,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(state_dir, region, pop, StartOptions::default()).await
+    }
+
+    /// As [`DevCluster::start`], with `options`: previous tokens are kept when they are
+    /// still valid for the state directory's registry.
+    ///
+    /// # Errors
+    /// When either node cannot start or the dev tenant cannot be set up.
+    pub async fn start_with(
+        state_dir: &Path,
+        mut region: RegionConfig,
+        mut pop: PopConfig,
+        options: StartOptions,
+    ) -> anyhow::Result<Self> {
+        let previous = options.tokens;
+        let certs = dev_ca::init(&state_dir.join("certs"))?;
+        let admin_token = previous.admin_token.unwrap_or_else(random_token);
+        region.state_dir = state_dir.join("region");
+        region.tls = Some(certs.region);
+        region.admin_token = Some(admin_token.clone());
+        let region = region_node::start(region)
+            .await
+            .context("starting the region")?;
+
+        pop.state_dir = state_dir.join("pop");
+        pop.tls = Some(certs.pop);
+        pop.regions = RegionSource::Static(vec![options.region_via.unwrap_or(region.quic_addr)]);
+        let pop = pop_node::start(pop).await.context("starting the POP")?;
+
+        let registry = region.registry();
+        let tenant = TenantId::new(DEV_TENANT)?;
+        if registry.tenant(&tenant).is_err() {
+            registry.create_tenant(tenant.clone(), 1024)?;
+        }
+        let token = match previous.token {
+            Some(t) if registry.authenticate(Some(&t)).is_ok_and(|id| id == tenant) => t,
+            _ => registry.create_token(&tenant)?,
+        };
+        Ok(Self {
+            region,
+            pop,
+            token,
+            admin_token,
+        })
+    }
+
+    /// The region's base URL.
+    pub fn region_url(&self) -> String {
+        format!("http://{}", self.region.http_addr)
+    }
+
+    /// The POP's base URL.
+    pub fn pop_url(&self) -> String {
+        format!("http://{}", self.pop.http_addr)
+    }
+
+    /// Deploys `wasm` as `name` with `config` (JSON) through the control API; returns the
+    /// API's answer.
+    ///
+    /// # Errors
+    /// The API's status and error body when the deploy is refused.
+    pub async fn deploy(
+        &self,
+        name: &str,
+        config: serde_json::Value,
+        wasm: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
+        let url = format!("{}/v1/functions/{name}", self.region_url());
+        let form = reqwest::multipart::Form::new()
+            .text("config", config.to_string())
+            .part("module", reqwest::multipart::Part::bytes(wasm));
+        let resp = reqwest::Client::new()
+            .put(url)
+            .bearer_auth(&self.token)
+            .multipart(form)
+            .send()
+            .await
+            .context("deploy request")?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("deploy response")?;
+        if !status.is_success() {
+            bail!(
+                "deploy of {name}: {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        serde_json::from_slice(&body).context("deploy response body")
+    }
+
+    /// Deploys every example in [`EXAMPLES`].
+    ///
+    /// # Errors
+    /// When an example does not parse or deploy.
+    pub async fn deploy_examples(&self) -> anyhow::Result<()> {
+        for (name, wat) in EXAMPLES {
+            let wasm = wat::parse_str(wat).with_context(|| format!("example {name}"))?;
+            self.deploy(name, json!({}), wasm).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops both nodes.
+    pub async fn shutdown(self) {
+        self.pop.shutdown().await;
+        self.region.shutdown().await;
+    }
+}
+
+fn random_token() -> String {
+    format!("sa_{}", hex::encode(rand::random::<[u8; 24]>()))
+}

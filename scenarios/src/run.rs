@@ -1,0 +1,100 @@
+//! `run FILE.toml`: load a scenario, simulate it with a progress bar, write its report and
+//! plots, and with `--live` run it scaled down against real nodes and compare.
+
+use crate::report::Report;
+use crate::scenario::{Arrivals, Scenario};
+use crate::sim::{self, trace::Trace};
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Options of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// The scenario file.
+    pub file: PathBuf,
+    /// Report directory. Default: `target/scenario-reports/<name>/`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Also run the scenario scaled down against real nodes on loopback and compare.
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Simulates `s` (loading its trace if it replays one), timing the simulation only.
+///
+/// # Errors
+/// When the trace cannot be loaded.
+pub fn simulate(s: &Scenario, show_progress: bool) -> anyhow::Result<(sim::Outcome, f64)> {
+    let trace = match &s.arrivals {
+        Arrivals::Trace { file, max_rows } => Some(Trace::load(file, *max_rows)?),
+        _ => None,
+    };
+    let total_ms = (s.duration_s * 1e3) as u64;
+    let bar = if show_progress && std::io::stderr().is_terminal() {
+        let bar = ProgressBar::with_draw_target(Some(total_ms), ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:40} {pos}/{len} simulated ms ({eta} left)")
+        {
+            bar.set_style(style);
+        }
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = Instant::now();
+    let outcome = sim::simulate(s, trace.as_ref(), &mut |t| {
+        bar.set_position(t.as_millis() as u64);
+    })?;
+    let wall = started.elapsed().as_secs_f64();
+    bar.finish_and_clear();
+    Ok((outcome, wall))
+}
+
+/// The default report directory of a scenario.
+pub fn default_out(s: &Scenario) -> PathBuf {
+    Path::new("target").join("scenario-reports").join(&s.name)
+}
+
+/// Runs `args`: returns the report and the directory it was written to.
+///
+/// # Errors
+/// When the scenario is invalid, its trace unreadable, the report cannot be written, or a
+/// live run fails to start.
+pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
+    let s =
+        Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
+    let (outcome, wall) = simulate(&s, true)?;
+    let mut report = Report::new(&s, &outcome, wall);
+    if args.live {
+        report.live = Some(crate::live::scenario::compare(&s).await?);
+    }
+    let out = args.out.clone().unwrap_or_else(|| default_out(&s));
+    report.write(&out, &outcome)?;
+    Ok((report, out))
+}
+
+/// `run` as a command: runs `args` and prints a summary (shared by `strata scenario run`).
+///
+/// # Errors
+/// As [`run`], and when a `--live` comparison disagrees.
+pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
+    let (report, out) = run(args).await?;
+    let all = &report.latency_ms["all"];
+    println!(
+        "{}: {} invocations in {:.2} s wall ({:.0} simulated invocations/s)",
+        report.name, report.invocations, report.run.wall_seconds, report.run.invocations_per_sec
+    );
+    println!(
+        "latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms; edge hit ratio {:.3}; cold-start ratio {:.4}",
+        all.p50, all.p99, all.p999, report.edge_hit_ratio, report.cold_start_ratio
+    );
+    if let Some(live) = &report.live {
+        print!("{}", live.markdown());
+        anyhow::ensure!(live.agrees, "simulated and live percentiles disagree");
+    }
+    println!("report: {}", out.join("report.md").display());
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! Scenario files: the TOML a simulation (and its scaled-down live run) is described by.
+//!
+//! A file is parsed with `deny_unknown_fields` and validated once into a [`Scenario`];
+//! every problem is a [`ScenarioError`] naming the field. Defaults are stated on each
+//! field. docs/scenarios.md describes the format with examples.
+
+use crate::sim::arrival::FlashCrowd;
+use common::policy::PlacementConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+mod validate;
+
+/// Why a scenario file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a scenario.
+    #[error("invalid scenario file: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// A field has a value outside its range.
+    #[error("invalid scenario: `{field}` {reason}")]
+    Invalid {
+        /// The field, as a TOML path.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// A whole scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name; the default report directory is `target/scenario-reports/<name>/`.
+    pub name: String,
+    /// One line on what the scenario shows. Default empty.
+    #[serde(default)]
+    pub description: String,
+    /// RNG seed: the same seed gives the same report. Default 1.
+    #[serde(default = "one")]
+    pub seed: u64,
+    /// Simulated seconds. Required (for a trace, the replay stops here too).
+    pub duration_s: f64,
+    /// Width of a time-series bucket in seconds. Default: `duration_s / 200`, at least 0.1.
+    pub sample_interval_s: Option<f64>,
+    /// POPs, regions and the RTT between them.
+    pub topology: Topology,
+    /// The function population.
+    #[serde(default)]
+    pub functions: Functions,
+    /// Cold-start costs.
+    #[serde(default)]
+    pub cold_start: ColdStart,
+    /// POP capacity and placement.
+    #[serde(default)]
+    pub pop: PopModel,
+    /// Region capacity.
+    #[serde(default)]
+    pub region: RegionModel,
+    /// The arrival process.
+    pub arrivals: Arrivals,
+    /// Flash crowds at single POPs. Default none.
+    #[serde(default)]
+    pub flash_crowd: Vec<FlashCrowdSpec>,
+    /// Regions that fail (and maybe recover) during the run. Default none.
+    #[serde(default)]
+    pub region_failure: Vec<RegionFailure>,
+    /// A runtime canary rollout. Default none.
+    pub canary: Option<Canary>,
+    /// The scaled-down live run (`--live`). Default: see [`LiveSpec`].
+    #[serde(default)]
+    pub live: LiveSpec,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// POPs, regions and the RTT matrix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// Number of POPs (>= 1).
+    pub pops: usize,
+    /// Number of regions (>= 1).
+    pub regions: usize,
+    /// Explicit RTT in ms, one row per POP, one column per region. When absent, POPs and
+    /// regions are placed at seeded random points on a plane and the RTT grows linearly
+    /// with distance from `min_rtt_ms` to `max_rtt_ms`.
+    pub rtt_ms: Option<Vec<Vec<f64>>>,
+    /// Smallest generated RTT. Default 5 ms.
+    #[serde(default = "default_min_rtt")]
+    pub min_rtt_ms: f64,
+    /// Largest generated RTT. Default 150 ms.
+    #[serde(default = "default_max_rtt")]
+    pub max_rtt_ms: f64,
+}
+
+fn default_min_rtt() -> f64 {
+    5.0
+}
+fn default_max_rtt() -> f64 {
+    150.0
+}
+
+/// The synthetic function population (ignored for trace replay, which brings its own).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Functions {
+    /// Number of functions. Default 1000.
+    pub count: usize,
+    /// Number of tenants; function `i` belongs to tenant `i % tenants`. Default 10.
+    pub tenants: usize,
+    /// Zipf exponent of popularity by rank. Default 1.0.
+    pub zipf_exponent: f64,
+    /// Median execution time of the median function, ms. Default 10.
+    pub exec_median_ms: f64,
+    /// Lognormal shape of one function's execution times. Default 0.5.
+    pub exec_sigma: f64,
+    /// Lognormal shape of the medians across functions. Default 1.0.
+    pub median_spread: f64,
+    /// Memory sizes drawn uniformly per function, MB. Default [128].
+    pub memory_mb: Vec<u32>,
+    /// Share of functions with `placement = "region"`. Default 0.
+    pub region_pinned_fraction: f64,
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        Self {
+            count: 1000,
+            tenants: 10,
+            zipf_exponent: 1.0,
+            exec_median_ms: 10.0,
+            exec_sigma: 0.5,
+            median_spread: 1.0,
+            memory_mb: vec![128],
+            region_pinned_fraction: 0.0,
+        }
+    }
+}
+
+/// What a cold start costs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColdStart {
+    /// Size of a precompiled artifact, KB. Default 200.
+    pub artifact_kb: f64,
+    /// Region -> POP artifact transfer rate, Mbit/s. Default 200.
+    pub bandwidth_mbps: f64,
+    /// Deserializing a precompiled artifact, ms. Default 1.5.
+    pub deserialize_ms: f64,
+    /// Instantiating (and `_initialize` for reactors), ms. Default 0.3.
+    pub instantiate_ms: f64,
+}
+
+impl Default for ColdStart {
+    fn default() -> Self {
+        Self {
+            artifact_kb: 200.0,
+            bandwidth_mbps: 200.0,
+            deserialize_ms: 1.5,
+            instantiate_ms: 0.3,
+        }
+    }
+}
+
+/// One POP's capacity and placement tunables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PopModel {
+    /// Concurrent local executions. Default 64.
+    pub slots: u32,
+    /// Memory for warm instances, MB. Default 4096.
+    pub memory_mb: u64,
+    /// Idle warm instances are retired after this, s. Default 60.
+    pub keep_alive_s: f64,
+    /// Most prepared artifacts held at once. Default 256.
+    pub max_artifacts: usize,
+    /// Per-invocation overhead of the POP's HTTP edge, ms. Default 0.2 (the foundation's
+    /// live run: POP-local p50 254 us for a trivial guest at one connection).
+    pub overhead_ms: f64,
+    /// The real placement policy's config (`common::policy::PlacementConfig`).
+    pub placement: PlacementConfig,
+}
+
+impl Default for PopModel {
+    fn default() -> Self {
+        Self {
+            slots: 64,
+            memory_mb: 4096,
+            keep_alive_s: 60.0,
+            max_artifacts: 256,
+            overhead_ms: 0.2,
+            placement: PlacementConfig::default(),
+        }
+    }
+}
+
+/// One region's capacity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegionModel {
+    /// Concurrent executions. Default 1024; beyond it requests get 429.
+    pub slots: u32,
+    /// Concurrent executions per tenant. Default: no limit beyond `slots`.
+    pub tenant_concurrency: Option<u32>,
+    /// Memory for warm instances, MB. Default 65536.
+    pub memory_mb: u64,
+    /// Idle warm instances are retired after this, s. Default 300.
+    pub keep_alive_s: f64,
+    /// Per-invocation overhead of a forward at the region (QUIC stream, execution hand-off),
+    /// ms. Default 0.2 (the foundation's live run: a forward adds ~190 us over POP-local).
+    pub overhead_ms: f64,
+    /// How long a POP waits on a failed region before it fails over, ms. Default 300.
+    pub failure_detect_ms: f64,
+    /// How long a POP avoids a region it saw fail before trying it again, s. Default 10.
+    pub retry_after_s: f64,
+}
+
+impl Default for RegionModel {
+    fn default() -> Self {
+        Self {
+            slots: 1024,
+            tenant_concurrency: None,
+            memory_mb: 65536,
+            keep_alive_s: 300.0,
+            overhead_ms: 0.2,
+            failure_detect_ms: 300.0,
+            retry_after_s: 10.0,
+        }
+    }
+}
+
+/// The arrival process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Arrivals {
+    /// Poisson arrivals at a constant rate per POP, functions by Zipf popularity.
+    Poisson {
+        /// Requests per second per POP.
+        rate_per_pop: f64,
+    },
+    /// Poisson arrivals with a sinusoidal rate: `rate * (1 + amplitude * sin(2πt/period))`.
+    Diurnal {
+        /// Mean requests per second per POP.
+        rate_per_pop: f64,
+        /// Relative amplitude in [0, 1).
+        amplitude: f64,
+        /// Period in seconds.
+        period_s: f64,
+    },
+    /// Replay of an Azure Functions 2021 trace; each app's traffic enters at one POP
+    /// (app index modulo POPs), each app is a tenant.
+    Trace {
+        /// CSV file, relative to the scenario file.
+        file: PathBuf,
+        /// Most rows read. Default 10 000 000.
+        #[serde(default = "default_max_rows")]
+        max_rows: usize,
+    },
+}
+
+fn default_max_rows() -> usize {
+    10_000_000
+}
+
+/// A flash crowd: one POP sees `factor` times its rate for a window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlashCrowdSpec {
+    /// The POP's index.
+    pub pop: usize,
+    /// Window start, s.
+    pub start_s: f64,
+    /// Window length, s.
+    pub duration_s: f64,
+    /// Rate multiplier (>= 1).
+    pub factor: f64,
+    /// Popularity rank of a function that receives all the extra load. Default: the extra
+    /// load follows the usual popularity.
+    pub function: Option<usize>,
+}
+
+/// A region that stops answering at `at_s` and optionally comes back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionFailure {
+    /// The region's index.
+    pub region: usize,
+    /// When it fails, s.
+    pub at_s: f64,
+    /// When it is back, s. Default: never.
+    pub recover_s: Option<f64>,
+}
+
+/// A runtime canary rollout: a share of invocations runs on the next runtime.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// Share of invocations on the next runtime while a function is undecided, in (0, 1).
+    pub share: f64,
+    /// Error rate of every function on the current runtime. Default 0.001.
+    #[serde(default = "default_base_error")]
+    pub base_error_rate: f64,
+    /// Share of functions that get worse on the next runtime. Default 0.05.
+    #[serde(default = "default_regressed")]
+    pub regressed_fraction: f64,
+    /// Error rate of a regressed function on the next runtime. Default 0.05.
+    #[serde(default = "default_regressed_error")]
+    pub regressed_error_rate: f64,
+    /// Execution-time factor of the next runtime. Default 1.0.
+    #[serde(default = "default_exec_factor")]
+    pub exec_factor: f64,
+    /// Canary invocations of a function before it is judged. Default 200.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u32,
+}
+
+fn default_base_error() -> f64 {
+    0.001
+}
+fn default_regressed() -> f64 {
+    0.05
+}
+fn default_regressed_error() -> f64 {
+    0.05
+}
+fn default_exec_factor() -> f64 {
+    1.0
+}
+fn default_min_samples() -> u32 {
+    200
+}
+
+/// How `--live` scales the scenario down to real nodes on loopback.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSpec {
+    /// Requests sent. Default 400.
+    pub requests: u64,
+    /// Requests in flight at once. Default 8.
+    pub concurrency: usize,
+    /// One-way delay the UDP proxy adds between POP and region, ms. Default 10.
+    pub one_way_delay_ms: f64,
+    /// Agreement tolerance: |live - sim| <= max(tolerance_ms, tolerance_ratio * sim) for
+    /// each compared percentile. Default 5 ms.
+    pub tolerance_ms: f64,
+    /// Default 0.5.
+    pub tolerance_ratio: f64,
+}
+
+impl Default for LiveSpec {
+    fn default() -> Self {
+        Self {
+            requests: 400,
+            concurrency: 8,
+            one_way_delay_ms: 10.0,
+            tolerance_ms: 5.0,
+            tolerance_ratio: 0.5,
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads, parses and validates a scenario file; a trace path becomes absolute.
+    ///
+    /// # Errors
+    /// [`ScenarioError`] for an unreadable, unparsable or invalid file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut s = Self::parse(&text)?;
+        if let Arrivals::Trace { file, .. } = &mut s.arrivals
+            && file.is_relative()
+        {
+            *file = path.parent().unwrap_or(Path::new(".")).join(&*file);
+        }
+        Ok(s)
+    }
+
+    /// Parses and validates scenario TOML.
+    ///
+    /// # Errors
+    /// [`ScenarioError`] for invalid TOML or any field out of range.
+    pub fn parse(text: &str) -> Result<Self, ScenarioError> {
+        let s: Self = toml::from_str(text)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The time-series bucket width in seconds.
+    pub fn sample_interval(&self) -> f64 {
+        self.sample_interval_s
+            .unwrap_or((self.duration_s / 200.0).max(0.1))
+    }
+
+    /// The flash crowds as the arrival model sees them.
+    pub fn flashes(&self) -> Vec<FlashCrowd> {
+        self.flash_crowd
+            .iter()
+            .map(|f| FlashCrowd {
+                pop: f.pop,
+                start: f.start_s,
+                end: f.start_s + f.duration_s,
+                factor: f.factor,
+                function: f.function,
+            })
+            .collect()
+    }
+}

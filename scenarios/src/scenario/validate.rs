@@ -1,0 +1,269 @@
+//! Range checks of a parsed scenario: every problem names its field.
+
+use super::{Arrivals, Scenario, ScenarioError};
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ScenarioError {
+    ScenarioError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl Scenario {
+    pub(super) fn validate(&self) -> Result<(), ScenarioError> {
+        let positive = |field, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(
+                    field,
+                    format!("must be a positive number, got {v}"),
+                ))
+            }
+        };
+        let non_negative = |field, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                Err(invalid(field, format!("must be >= 0, got {v}")))
+            }
+        };
+        let share = |field, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(field, format!("must be in [0, 1], got {v}")))
+            }
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid("name", "must be non-empty [A-Za-z0-9_-]"));
+        }
+        positive("duration_s", self.duration_s)?;
+        if let Some(i) = self.sample_interval_s {
+            positive("sample_interval_s", i)?;
+        }
+        if self.duration_s / self.sample_interval() > 100_000.0 {
+            return Err(invalid("sample_interval_s", "gives over 100 000 buckets"));
+        }
+        let t = &self.topology;
+        if t.pops == 0 || t.pops > 100_000 {
+            return Err(invalid("topology.pops", "must be in 1..=100000"));
+        }
+        if t.regions == 0 || t.regions > 1000 {
+            return Err(invalid("topology.regions", "must be in 1..=1000"));
+        }
+        positive("topology.min_rtt_ms", t.min_rtt_ms)?;
+        if t.max_rtt_ms < t.min_rtt_ms || !t.max_rtt_ms.is_finite() {
+            return Err(invalid("topology.max_rtt_ms", "must be >= min_rtt_ms"));
+        }
+        if let Some(m) = &t.rtt_ms {
+            if m.len() != t.pops || m.iter().any(|row| row.len() != t.regions) {
+                return Err(invalid(
+                    "topology.rtt_ms",
+                    "must be pops rows of regions values",
+                ));
+            }
+            for v in m.iter().flatten() {
+                positive("topology.rtt_ms", *v)?;
+            }
+        }
+        let f = &self.functions;
+        if f.count == 0 || f.count > 10_000_000 {
+            return Err(invalid("functions.count", "must be in 1..=10000000"));
+        }
+        if f.tenants == 0 || f.tenants > f.count {
+            return Err(invalid("functions.tenants", "must be in 1..=count"));
+        }
+        non_negative("functions.zipf_exponent", f.zipf_exponent)?;
+        positive("functions.exec_median_ms", f.exec_median_ms)?;
+        non_negative("functions.exec_sigma", f.exec_sigma)?;
+        non_negative("functions.median_spread", f.median_spread)?;
+        if f.memory_mb.is_empty() || f.memory_mb.contains(&0) {
+            return Err(invalid("functions.memory_mb", "must list sizes > 0"));
+        }
+        share("functions.region_pinned_fraction", f.region_pinned_fraction)?;
+        let c = &self.cold_start;
+        non_negative("cold_start.artifact_kb", c.artifact_kb)?;
+        positive("cold_start.bandwidth_mbps", c.bandwidth_mbps)?;
+        non_negative("cold_start.deserialize_ms", c.deserialize_ms)?;
+        non_negative("cold_start.instantiate_ms", c.instantiate_ms)?;
+        let p = &self.pop;
+        if p.slots == 0 {
+            return Err(invalid("pop.slots", "must be >= 1"));
+        }
+        positive("pop.keep_alive_s", p.keep_alive_s)?;
+        non_negative("pop.overhead_ms", p.overhead_ms)?;
+        positive("pop.placement.window", p.placement.window.as_secs_f64())?;
+        if p.placement.exit_score > p.placement.enter_score || p.placement.max_tracked == 0 {
+            return Err(invalid(
+                "pop.placement",
+                "needs exit_score <= enter_score and max_tracked >= 1",
+            ));
+        }
+        let r = &self.region;
+        if r.slots == 0 || r.tenant_concurrency == Some(0) {
+            return Err(invalid(
+                "region.slots",
+                "slots and tenant_concurrency must be >= 1",
+            ));
+        }
+        positive("region.keep_alive_s", r.keep_alive_s)?;
+        non_negative("region.overhead_ms", r.overhead_ms)?;
+        non_negative("region.failure_detect_ms", r.failure_detect_ms)?;
+        positive("region.retry_after_s", r.retry_after_s)?;
+        match &self.arrivals {
+            Arrivals::Poisson { rate_per_pop } => positive("arrivals.rate_per_pop", *rate_per_pop)?,
+            Arrivals::Diurnal {
+                rate_per_pop,
+                amplitude,
+                period_s,
+            } => {
+                positive("arrivals.rate_per_pop", *rate_per_pop)?;
+                positive("arrivals.period_s", *period_s)?;
+                if !(0.0..1.0).contains(amplitude) {
+                    return Err(invalid("arrivals.amplitude", "must be in [0, 1)"));
+                }
+            }
+            Arrivals::Trace { max_rows, .. } => {
+                if *max_rows == 0 {
+                    return Err(invalid("arrivals.max_rows", "must be >= 1"));
+                }
+            }
+        }
+        if matches!(self.arrivals, Arrivals::Trace { .. }) && !self.flash_crowd.is_empty() {
+            return Err(invalid(
+                "flash_crowd",
+                "needs synthetic arrivals, not a trace",
+            ));
+        }
+        for fc in &self.flash_crowd {
+            if fc.pop >= t.pops {
+                return Err(invalid("flash_crowd.pop", "is not a POP of the topology"));
+            }
+            non_negative("flash_crowd.start_s", fc.start_s)?;
+            positive("flash_crowd.duration_s", fc.duration_s)?;
+            if !(fc.factor.is_finite() && fc.factor >= 1.0) {
+                return Err(invalid("flash_crowd.factor", "must be >= 1"));
+            }
+            if fc.function.is_some_and(|k| k >= f.count) {
+                return Err(invalid("flash_crowd.function", "is not a function rank"));
+            }
+        }
+        for rf in &self.region_failure {
+            if rf.region >= t.regions {
+                return Err(invalid("region_failure.region", "is not a region"));
+            }
+            non_negative("region_failure.at_s", rf.at_s)?;
+            if rf.recover_s.is_some_and(|r| r <= rf.at_s || r.is_nan()) {
+                return Err(invalid("region_failure.recover_s", "must be after at_s"));
+            }
+        }
+        if let Some(c) = &self.canary {
+            if !(c.share > 0.0 && c.share < 1.0) {
+                return Err(invalid("canary.share", "must be in (0, 1)"));
+            }
+            share("canary.base_error_rate", c.base_error_rate)?;
+            share("canary.regressed_fraction", c.regressed_fraction)?;
+            share("canary.regressed_error_rate", c.regressed_error_rate)?;
+            positive("canary.exec_factor", c.exec_factor)?;
+            if c.min_samples == 0 {
+                return Err(invalid("canary.min_samples", "must be >= 1"));
+            }
+        }
+        let l = &self.live;
+        if l.requests == 0 || l.requests > 100_000 || l.concurrency == 0 || l.concurrency > 1024 {
+            return Err(invalid(
+                "live",
+                "requests must be in 1..=100000 and concurrency in 1..=1024",
+            ));
+        }
+        non_negative("live.one_way_delay_ms", l.one_way_delay_ms)?;
+        non_negative("live.tolerance_ms", l.tolerance_ms)?;
+        non_negative("live.tolerance_ratio", l.tolerance_ratio)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::policy::PlacementConfig;
+
+    pub(crate) const MINIMAL: &str = r#"
+        name = "t"
+        duration_s = 10
+        [topology]
+        pops = 2
+        regions = 1
+        [arrivals]
+        kind = "poisson"
+        rate_per_pop = 100
+    "#;
+
+    #[test]
+    fn a_minimal_file_gets_the_documented_defaults() {
+        let s = Scenario::parse(MINIMAL).expect("valid");
+        assert_eq!(s.seed, 1);
+        assert_eq!(s.functions.count, 1000);
+        assert_eq!(s.pop.slots, 64);
+        assert_eq!(s.pop.placement, PlacementConfig::default());
+        assert!((s.sample_interval() - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = format!("{MINIMAL}\n[pop]\nslotz = 3\n");
+        assert!(matches!(
+            Scenario::parse(&text),
+            Err(ScenarioError::Parse(_))
+        ));
+        let text = MINIMAL.replace("rate_per_pop = 100", "rate_per_pop = 100\nrate = 3");
+        assert!(matches!(
+            Scenario::parse(&text),
+            Err(ScenarioError::Parse(_))
+        ));
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_field() {
+        let cases = [
+            ("duration_s = 10", "duration_s = -1", "duration_s"),
+            ("pops = 2", "pops = 0", "topology.pops"),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 0",
+                "arrivals.rate_per_pop",
+            ),
+            ("name = \"t\"", "name = \"a b\"", "name"),
+        ];
+        for (from, to, field) in cases {
+            match Scenario::parse(&MINIMAL.replace(from, to)) {
+                Err(ScenarioError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{to}: {other:?}"),
+            }
+        }
+        let bad_flash = format!(
+            "{MINIMAL}\n[[flash_crowd]]\npop = 5\nstart_s = 1\nduration_s = 1\nfactor = 2\n"
+        );
+        assert!(matches!(
+            Scenario::parse(&bad_flash),
+            Err(ScenarioError::Invalid {
+                field: "flash_crowd.pop",
+                ..
+            })
+        ));
+        let bad_rtt = MINIMAL.replace("regions = 1", "regions = 1\nrtt_ms = [[1.0]]");
+        assert!(matches!(
+            Scenario::parse(&bad_rtt),
+            Err(ScenarioError::Invalid {
+                field: "topology.rtt_ms",
+                ..
+            })
+        ));
+    }
+}

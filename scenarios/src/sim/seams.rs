@@ -1,0 +1,175 @@
+//! Seams where capacity policies plug into the simulator.
+//!
+//! Placement is the real `common::policy::PlacementPolicy`. The policies that do not exist
+//! in `common::policy` yet (region choice, runtime canary verdicts) are modelled here behind
+//! small traits, so that when they land the simulator drives them through the same seam.
+//! Warm pools are keep-alive pools in [`super::node`]; a trend-driven pool would replace
+//! `Node::acquire`/`Node::sweep` behind the same calls.
+
+use super::queue::Nanos;
+
+/// A POP's view of one region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegionView {
+    /// The region's index.
+    pub region: u32,
+    /// Smoothed RTT from this POP, ns.
+    pub rtt: Nanos,
+    /// The POP avoids the region until then (it saw it fail).
+    pub avoid_until: Nanos,
+}
+
+/// How a POP picks the region to forward to.
+pub trait RegionChoice: std::fmt::Debug {
+    /// The region for the next forward among `regions` (sorted by RTT), or `None` when
+    /// none is usable.
+    fn choose(&mut self, now: Nanos, regions: &[RegionView]) -> Option<u32>;
+}
+
+/// Today's behaviour: the lowest-RTT region not being avoided.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NearestHealthy;
+
+impl RegionChoice for NearestHealthy {
+    fn choose(&mut self, now: Nanos, regions: &[RegionView]) -> Option<u32> {
+        regions
+            .iter()
+            .filter(|r| r.avoid_until <= now)
+            .min_by_key(|r| (r.rtt, r.region))
+            .map(|r| r.region)
+    }
+}
+
+/// Which runtime an invocation of a function runs on during a canary rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// The runtime in production.
+    Current,
+    /// The runtime being rolled out.
+    Next,
+}
+
+/// The verdict on one function of a canary rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verdict {
+    /// Still sampling.
+    #[default]
+    Undecided,
+    /// Worse on the next runtime: pinned to the current one.
+    Pinned,
+    /// No worse: moved to the next runtime.
+    Promoted,
+}
+
+/// Per-function outcome counts the canary judges on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcomes {
+    /// Invocations on the current runtime.
+    pub current: u32,
+    /// Of which failed.
+    pub current_errors: u32,
+    /// Invocations on the next runtime.
+    pub next: u32,
+    /// Of which failed.
+    pub next_errors: u32,
+}
+
+/// Decides a function's canary verdict from its outcomes.
+pub trait CanaryJudge: std::fmt::Debug {
+    /// The verdict once enough outcomes are in, [`Verdict::Undecided`] before.
+    fn judge(&self, o: &Outcomes) -> Verdict;
+}
+
+/// Pins a function whose error rate on the next runtime is above its current rate (at
+/// least `floor`) by more than three standard errors, after `min_samples` canary runs.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorRateJudge {
+    /// Canary invocations needed before a verdict.
+    pub min_samples: u32,
+    /// The error rate assumed for the current runtime when it has seen too few errors.
+    pub floor: f64,
+}
+
+impl CanaryJudge for ErrorRateJudge {
+    fn judge(&self, o: &Outcomes) -> Verdict {
+        if o.next < self.min_samples {
+            return Verdict::Undecided;
+        }
+        let current = if o.current == 0 {
+            self.floor
+        } else {
+            (f64::from(o.current_errors) / f64::from(o.current)).max(self.floor)
+        };
+        let n = f64::from(o.next);
+        let bar = current + 3.0 * (current * (1.0 - current) / n).sqrt();
+        if f64::from(o.next_errors) / n > bar {
+            Verdict::Pinned
+        } else {
+            Verdict::Promoted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_nearest_region_not_avoided_is_chosen() {
+        let regions = [
+            RegionView {
+                region: 2,
+                rtt: 10,
+                avoid_until: 100,
+            },
+            RegionView {
+                region: 0,
+                rtt: 30,
+                avoid_until: 0,
+            },
+            RegionView {
+                region: 1,
+                rtt: 20,
+                avoid_until: 0,
+            },
+        ];
+        let mut c = NearestHealthy;
+        assert_eq!(c.choose(50, &regions), Some(1));
+        assert_eq!(c.choose(100, &regions), Some(2));
+        let all_avoided = [RegionView {
+            region: 0,
+            rtt: 1,
+            avoid_until: 9,
+        }];
+        assert_eq!(c.choose(5, &all_avoided), None);
+    }
+
+    #[test]
+    fn the_judge_pins_a_regression_and_promotes_an_equal_runtime() {
+        let j = ErrorRateJudge {
+            min_samples: 200,
+            floor: 0.001,
+        };
+        let early = Outcomes {
+            current: 1000,
+            current_errors: 1,
+            next: 10,
+            next_errors: 5,
+        };
+        assert_eq!(j.judge(&early), Verdict::Undecided);
+        let worse = Outcomes {
+            current: 4000,
+            current_errors: 4,
+            next: 200,
+            next_errors: 10,
+        };
+        assert_eq!(j.judge(&worse), Verdict::Pinned);
+        let same = Outcomes {
+            current: 4000,
+            current_errors: 4,
+            next: 200,
+            next_errors: 0,
+        };
+        assert_eq!(j.judge(&same), Verdict::Promoted);
+    }
+}

@@ -1,0 +1,180 @@
+//! Behaviour of the whole simulator on small scenarios.
+
+use super::trace::Trace;
+use super::{Outcome, simulate};
+use crate::report::Report;
+use crate::scenario::Scenario;
+
+const BASE: &str = r#"
+    name = "t"
+    seed = 42
+    duration_s = 60
+    sample_interval_s = 1
+    [topology]
+    pops = 2
+    regions = 2
+    rtt_ms = [[10, 50], [20, 40]]
+    [functions]
+    count = 500
+    tenants = 5
+    exec_median_ms = 5
+    [arrivals]
+    kind = "poisson"
+    rate_per_pop = 200
+"#;
+
+fn run(text: &str) -> Outcome {
+    let s = Scenario::parse(text).expect("valid scenario");
+    simulate(&s, None, &mut |_| {}).expect("runs")
+}
+
+fn report(text: &str) -> Report {
+    let s = Scenario::parse(text).expect("valid scenario");
+    let o = simulate(&s, None, &mut |_| {}).expect("runs");
+    Report::new(&s, &o, 1.0)
+}
+
+fn json_without_run(r: &Report) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("serializes");
+    v["run"] = serde_json::Value::Null;
+    v
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report() {
+    let a = report(BASE);
+    let b = report(BASE);
+    assert_eq!(json_without_run(&a), json_without_run(&b));
+    let c = report(&BASE.replace("seed = 42", "seed = 43"));
+    assert_ne!(json_without_run(&a), json_without_run(&c));
+}
+
+#[test]
+fn arrivals_match_the_configured_rate() {
+    let o = run(BASE);
+    // 2 POPs x 200/s x 60 s = 24 000, standard deviation ~155.
+    let n = o.recorder.counters.invocations;
+    assert!((23_400..=24_600).contains(&n), "{n}");
+    let completed: u64 = o.recorder.counters.completed.iter().sum();
+    assert!(completed <= n && completed + 200 >= n, "{completed} of {n}");
+}
+
+#[test]
+fn popular_functions_run_at_the_edge_and_the_tail_is_forwarded_as_rare() {
+    let r = report(BASE);
+    assert!(r.edge_hit_ratio > 0.4, "{}", r.edge_hit_ratio);
+    assert!(r.forwards["rare"] > 1000, "{:?}", r.forwards);
+    assert!(r.prepares > 0);
+    let pop = &r.latency_ms["pop"];
+    let region = &r.latency_ms["region"];
+    // Forwarding adds at least the nearest region's RTT (10 ms).
+    assert!(region.p50 > pop.p50 + 9.0, "{} vs {}", region.p50, pop.p50);
+}
+
+#[test]
+fn a_pop_with_one_slot_spills_over_capacity() {
+    let r = report(&format!("{BASE}\n[pop]\nslots = 1\n"));
+    assert!(r.forwards["over_capacity"] > 100, "{:?}", r.forwards);
+}
+
+#[test]
+fn a_region_with_few_slots_throttles() {
+    let text = format!("{BASE}\n[pop]\nslots = 1\n[region]\nslots = 1\n");
+    let r = report(&text);
+    assert!(r.refusals.region_capacity > 0, "{:?}", r.refusals);
+}
+
+#[test]
+fn a_failed_region_is_failed_over_once_per_pop_and_nothing_is_unavailable() {
+    let text = format!(
+        "{BASE}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n"
+    );
+    let r = report(&text);
+    assert_eq!(r.failovers, 2, "each POP pays the detection timeout once");
+    assert_eq!(r.refusals.unavailable, 0);
+    assert!(
+        r.latency_ms["region"].max >= 300.0,
+        "the detection timeout shows"
+    );
+}
+
+#[test]
+fn with_every_region_down_forwards_are_unavailable() {
+    let text = format!(
+        "{BASE}\n[[region_failure]]\nregion = 0\nat_s = 10\n[[region_failure]]\nregion = 1\nat_s = 10\n"
+    );
+    let r = report(&text);
+    assert!(r.refusals.unavailable > 1000, "{:?}", r.refusals);
+}
+
+#[test]
+fn a_flash_crowd_makes_a_rare_function_popular_at_its_pop() {
+    let text = format!(
+        "{BASE}\n[[flash_crowd]]\npop = 0\nstart_s = 20\nduration_s = 20\nfactor = 5\nfunction = 400\n"
+    );
+    let r = report(&text);
+    let during: f64 = r.series[25..40].iter().map(|p| p.rate).sum::<f64>() / 15.0;
+    let before: f64 = r.series[5..20].iter().map(|p| p.rate).sum::<f64>() / 15.0;
+    assert!(during > before * 2.5, "{during} vs {before}");
+    assert!(
+        r.forwards["not_ready"] > 0,
+        "the crowd waits for the artifact"
+    );
+}
+
+#[test]
+fn the_canary_pins_regressed_functions() {
+    let text = format!(
+        "{BASE}\n[canary]\nshare = 0.2\nregressed_fraction = 0.2\nregressed_error_rate = 0.3\nmin_samples = 50\n"
+    );
+    let r = report(&text.replace("count = 500", "count = 50"));
+    let c = r.canary.expect("canary outcome");
+    assert!(c.pinned_regressed > 0, "{c:?}");
+    assert_eq!(c.promoted_regressed, 0, "{c:?}");
+    assert!(c.promoted > c.pinned, "{c:?}");
+}
+
+#[test]
+fn a_trace_replays_its_invocations() {
+    let s = Scenario::parse(
+        r#"
+        name = "trace"
+        duration_s = 100
+        [topology]
+        pops = 2
+        regions = 1
+        [arrivals]
+        kind = "trace"
+        file = "unused.csv"
+        "#,
+    )
+    .expect("valid");
+    let trace = Trace::parse(
+        "app,func,end_timestamp,duration\na,f,1.0,0.5\na,f,2.0,0.5\nb,g,3.0,1.0\nb,g,200.0,1.0\n",
+        100,
+    )
+    .expect("valid trace");
+    let o = simulate(&s, Some(&trace), &mut |_| {}).expect("runs");
+    assert_eq!(
+        o.recorder.counters.invocations, 3,
+        "the last one is past the end"
+    );
+    assert_eq!(o.functions, 2);
+    assert!(
+        simulate(&s, None, &mut |_| {}).is_err(),
+        "a trace scenario needs its trace"
+    );
+}
+
+#[test]
+fn memory_seconds_are_positive_and_bounded_by_the_budget() {
+    let o = run(BASE);
+    let s = Scenario::parse(BASE).expect("valid");
+    let bound = s.pop.memory_mb as f64 * 2.0 * s.duration_s;
+    assert!(o.memory_mb_seconds[0] > 0.0);
+    assert!(
+        o.memory_mb_seconds[0] <= bound,
+        "{} > {bound}",
+        o.memory_mb_seconds[0]
+    );
+}
