@@ -126,11 +126,25 @@ impl DevCluster {
         config: serde_json::Value,
         wasm: Vec<u8>,
     ) -> anyhow::Result<serde_json::Value> {
+        self.deploy_as(&self.token, name, config, wasm).await
+    }
+
+    /// Deploys `wasm` as `name` with `config` for the tenant of `token`.
+    ///
+    /// # Errors
+    /// The API's error message when the deploy is refused.
+    pub async fn deploy_as(
+        &self,
+        token: &str,
+        name: &str,
+        config: serde_json::Value,
+        wasm: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/v1/functions/{name}", self.region_url());
         send_json(
             reqwest::Client::new()
                 .put(url)
-                .bearer_auth(&self.token)
+                .bearer_auth(token)
                 .multipart(deploy_form(&config, wasm)?),
         )
         .await

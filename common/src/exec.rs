@@ -18,6 +18,7 @@ use tracing::info;
 pub struct Executor {
     sandbox: Sandbox,
     cache: std::sync::Arc<ModuleCache>,
+    log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -34,7 +35,15 @@ impl Executor {
         Self {
             sandbox,
             cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
+            log_sink: None,
         }
+    }
+
+    /// Hands every invocation's stderr to `sink` (the node's function log).
+    #[must_use]
+    pub fn with_log_sink(mut self, sink: std::sync::Arc<dyn crate::logs::LogSink>) -> Self {
+        self.log_sink = Some(sink);
+        self
     }
 
     /// The sandbox, for validation and fingerprints.
@@ -81,6 +90,7 @@ impl Executor {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.extend(req.env.iter().cloned());
         env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
         env.push(("STRATA_VERSION".into(), function.version.clone()));
         env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
@@ -95,6 +105,16 @@ impl Executor {
             .await
             .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
             .map_err(|e: sandbox::SandboxError| ApiError::internal(e.to_string()))?;
+        if !execution.stderr.is_empty()
+            && let Some(sink) = &self.log_sink
+        {
+            sink.function_log(
+                &function.key,
+                req.request_id,
+                crate::logs::now_ms(),
+                &execution.stderr,
+            );
+        }
         if !execution.stderr.is_empty() {
             info!(
                 target: "strata::function_log",

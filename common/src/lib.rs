@@ -13,12 +13,14 @@
 //!   touches quinn and rustls.
 //! - [`exec`]: running a resolved function on the blocking pool with a module cache;
 //!   shared by both tiers, admission stays with each node.
+//! - [`logs`]: function logs (guest stderr) in bounded per-function ring buffers.
 //! - [`telemetry`]: logging set-up for the binaries.
 //! - [`edge`]: the device-facing HTTP edge shared by POP and region: the invoke handler
 //!   and the one mapping from error kind to status code.
 
 pub mod edge;
 pub mod exec;
+pub mod logs;
 pub mod model;
 pub mod policy;
 pub mod sandbox;

@@ -51,6 +51,13 @@ pub struct PopConfig {
     /// How long to wait for a region's QUIC handshake before trying the next one, in
     /// milliseconds. Default 3000.
     pub connect_timeout_ms: u64,
+    /// How often the route table is fetched from the region, in milliseconds. Default 1000.
+    pub route_refresh_ms: u64,
+    /// How often function logs are shipped to the region, in milliseconds. Default 500.
+    pub log_ship_ms: u64,
+    /// Invocations' log output queued for shipping; the oldest is dropped (and counted)
+    /// beyond it. Default 4096.
+    pub log_queue_entries: usize,
 }
 
 impl Default for PopConfig {
@@ -73,6 +80,9 @@ impl Default for PopConfig {
             module_cache_bytes: 128 << 20,
             max_prefetches: 4,
             connect_timeout_ms: 3000,
+            route_refresh_ms: 1000,
+            log_ship_ms: 500,
+            log_queue_entries: 4096,
         }
     }
 }

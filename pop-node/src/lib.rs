@@ -7,13 +7,17 @@
 //! - [`known`]: tokens and functions learned from region replies, with a TTL.
 //! - [`prefetch`]: background artifact fetch + compile for popular functions.
 //! - [`invoker`]: placement decision, then local execution or forwarding.
+//! - [`routes`]: the route table, synced from the region.
+//! - [`logship`]: function logs kept locally and shipped to the region.
 
 pub mod config;
 pub mod discovery;
 pub mod invoker;
 pub mod known;
+pub mod logship;
 pub mod node;
 pub mod prefetch;
+pub mod routes;
 pub mod upstream;
 
 pub use config::PopConfig;

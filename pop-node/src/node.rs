@@ -4,12 +4,15 @@ use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
+use crate::logship::{LogShipper, ShipLimits};
 use crate::prefetch::Prefetcher;
+use crate::routes::RouteSync;
 use crate::upstream::RegionLink;
 use axum::Router;
 use axum::routing::get;
-use common::edge::invoke_router;
+use common::edge::{invoke_router, route_fallback};
 use common::exec::Executor;
+use common::logs::{LogBuffer, LogLimits};
 use common::model::NodeId;
 use common::policy::PlacementPolicy;
 use common::sandbox::{Sandbox, SandboxError};
@@ -78,11 +81,23 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
     ));
+    let node_id = NodeId(config.node_id.clone());
+    let logs = Arc::new(LogShipper::new(
+        format!("pop/{node_id}"),
+        LogBuffer::new(format!("pop/{node_id}"), LogLimits::default()),
+        Arc::clone(&link),
+        ShipLimits {
+            max_entries: config.log_queue_entries,
+            // Each entry is cut to 64 KiB; this keeps a full queue within a few batches.
+            max_bytes: 8 << 20,
+        },
+    ));
+    let routes = Arc::new(RouteSync::new(Arc::clone(&link)));
     let executor = Executor::new(
         Sandbox::new(config.sandbox.clone())?,
         config.module_cache_bytes,
-    );
-    let node_id = NodeId(config.node_id.clone());
+    )
+    .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
@@ -98,9 +113,17 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        // Everything the invoke API does not claim is a device request for an HTTP route.
+        .merge(route_fallback(
+            Arc::clone(&invoker),
+            Arc::clone(&routes),
+            config.edge,
+        ))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
+    tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
+    tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "POP HTTP server stopped");

@@ -4,13 +4,16 @@ use crate::admission::Admission;
 use crate::api::{self, ControlState};
 use crate::config::RegionConfig;
 use crate::invoker::RegionInvoker;
-use crate::quic;
+use crate::quic::{self, PopServices};
 use crate::registry::Registry;
+use crate::routes::Routes;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::routing::get;
-use common::edge::invoke_router;
+use common::edge::{invoke_router, route_fallback};
 use common::exec::Executor;
+use common::logs::{LogBuffer, LogLimits};
+use common::model::ApiError;
 use common::model::NodeId;
 use common::sandbox::{Sandbox, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
@@ -35,6 +38,9 @@ pub enum StartError {
     /// The sandbox engine could not be built.
     #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
+    /// The route table could not be loaded.
+    #[error("routes: {0}")]
+    Routes(#[from] ApiError),
 }
 
 /// A running region. Dropping it stops the node's tasks.
@@ -83,15 +89,25 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let tls = NodeTls::load(&tls_files)?;
     let store = Store::open(&config.state_dir.join("region.redb"))?;
     let registry = Arc::new(Registry::new(store));
+    let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let node_id = NodeId(config.node_id.clone());
-    let invoker = Arc::new(RegionInvoker::new(
-        node_id.clone(),
-        registry,
-        Executor::new(sandbox, config.module_cache_bytes),
-        Admission::new(config.max_concurrency, config.max_queued),
-        config.edge.max_payload_bytes,
+    let logs = Arc::new(LogBuffer::new(
+        format!("region/{node_id}"),
+        LogLimits::default(),
     ));
+    let executor = Executor::new(sandbox, config.module_cache_bytes)
+        .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    let invoker = Arc::new(
+        RegionInvoker::new(
+            node_id.clone(),
+            registry,
+            executor,
+            Admission::new(config.max_concurrency, config.max_queued),
+            config.edge.max_payload_bytes,
+        )
+        .with_routes(Arc::clone(&routes)),
+    );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
     let quic_addr = server.local_addr()?;
@@ -101,16 +117,28 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
+        routes: Arc::clone(&routes),
+        logs: Arc::clone(&logs),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(api::router(control, config.sandbox.max_module_bytes))
         .merge(invoke_router(Arc::clone(&invoker), config.edge))
+        // Everything the API does not claim is a device request for an HTTP route.
+        .merge(route_fallback(
+            Arc::clone(&invoker),
+            Arc::clone(&routes),
+            config.edge,
+        ))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(quic::serve(Arc::clone(&server), Arc::clone(&invoker)));
+    tasks.spawn(quic::serve(
+        Arc::clone(&server),
+        Arc::clone(&invoker),
+        PopServices { routes, logs },
+    ));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "region HTTP server stopped");

@@ -2,6 +2,8 @@
 //! request and one reply per stream. Garbage on a stream resets that stream only.
 
 use crate::invoker::RegionInvoker;
+use crate::routes::Routes;
+use common::logs::LogBuffer;
 use common::model::ApiError;
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{ArtifactKind, MAX_FRAME_LEN, Message};
@@ -9,16 +11,26 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+/// What POPs reach besides invocations: the route table and the function log.
+#[derive(Debug, Clone)]
+pub struct PopServices {
+    /// Answers [`Message::FetchRoutes`].
+    pub routes: Arc<Routes>,
+    /// Receives [`Message::Logs`].
+    pub logs: Arc<LogBuffer>,
+}
+
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
 /// [`JoinSet`]s owned by this future, so dropping or aborting it stops them all.
-pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>) {
+pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>, services: PopServices) {
     let mut connections = JoinSet::new();
     while let Some(connecting) = server.accept().await {
         let invoker = Arc::clone(&invoker);
+        let services = services.clone();
         connections.spawn(async move {
             let remote = connecting.remote_address();
             match connecting.handshake().await {
-                Ok(conn) => serve_connection(conn, invoker).await,
+                Ok(conn) => serve_connection(conn, invoker, services).await,
                 Err(e) => warn!(%remote, error = %e, "refused POP connection"),
             }
         });
@@ -27,13 +39,17 @@ pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>) {
     }
 }
 
-async fn serve_connection(conn: PeerConnection, invoker: Arc<RegionInvoker>) {
+async fn serve_connection(
+    conn: PeerConnection,
+    invoker: Arc<RegionInvoker>,
+    services: PopServices,
+) {
     let mut streams = JoinSet::new();
     loop {
         match conn.accept_stream().await {
             Ok(Some(stream)) => {
                 let invoker = Arc::clone(&invoker);
-                streams.spawn(serve_stream(stream, invoker));
+                streams.spawn(serve_stream(stream, invoker, services.clone()));
             }
             Ok(None) => break,
             Err(e) => {
@@ -45,7 +61,11 @@ async fn serve_connection(conn: PeerConnection, invoker: Arc<RegionInvoker>) {
     }
 }
 
-async fn serve_stream(mut stream: ServerStream, invoker: Arc<RegionInvoker>) {
+async fn serve_stream(
+    mut stream: ServerStream,
+    invoker: Arc<RegionInvoker>,
+    services: PopServices,
+) {
     let request = match stream.read_request(MAX_FRAME_LEN).await {
         Ok(m) => m,
         Err(e) => {
@@ -54,14 +74,29 @@ async fn serve_stream(mut stream: ServerStream, invoker: Arc<RegionInvoker>) {
             return;
         }
     };
-    let reply = handle(request, &invoker).await;
+    let reply = handle(request, &invoker, &services).await;
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
     }
 }
 
-async fn handle(request: Message, invoker: &RegionInvoker) -> Message {
+async fn handle(request: Message, invoker: &RegionInvoker, services: &PopServices) -> Message {
     match request {
+        Message::FetchRoutes { since_revision } => {
+            let (revision, routes) = services.routes.fetch(since_revision);
+            Message::RouteTable { revision, routes }
+        }
+        Message::Logs { entries, dropped } => {
+            if dropped > 0 {
+                debug!(dropped, "a POP dropped function log lines before shipping");
+            }
+            for e in entries {
+                services
+                    .logs
+                    .append(&e.function, &e.node, &e.request_id, e.ts, &e.text);
+            }
+            Message::Ack
+        }
         Message::Invoke(req) => {
             let (result, function) = invoker.execute(req).await;
             Message::InvokeResult { result, function }
@@ -95,5 +130,9 @@ fn message_name(m: &Message) -> &'static str {
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
         Message::Error(_) => "Error",
+        Message::FetchRoutes { .. } => "FetchRoutes",
+        Message::RouteTable { .. } => "RouteTable",
+        Message::Logs { .. } => "Logs",
+        Message::Ack => "Ack",
     }
 }

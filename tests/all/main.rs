@@ -5,6 +5,8 @@ mod cli;
 mod discovery;
 mod dns;
 mod faults;
+mod logs;
 mod pop_dns;
+mod routes;
 mod support;
 mod two_tier;

@@ -131,10 +131,15 @@ async fn parse(
         invocation_type,
         affinity,
         memory_mb,
+        env: Vec::new(),
+        route: None,
     })
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+pub(super) fn header_str<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, ApiError> {
     headers
         .get(name)
         .map(|v| {
@@ -153,7 +158,11 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit`: from
 /// `content-length` before reading, or while streaming a chunked body.
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::payload_too_large(limit as u64);
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -204,14 +213,27 @@ async fn drain(body: &mut Body) {
 
 fn render(resp: InvokeResponse) -> Response {
     let mut out = match &resp.function_error {
-        None => (StatusCode::OK, resp.body).into_response(),
+        None => (StatusCode::OK, resp.body.clone()).into_response(),
+        Some(_) => render_function_error(&resp),
+    };
+    set_strata_headers(out.headers_mut(), &resp);
+    out
+}
+
+/// The response for an invocation whose guest failed: the DESIGN §4 status and error body.
+pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
+    match &resp.function_error {
+        None => StatusCode::OK.into_response(),
         Some(fe) => (
             function_error_status(fe.kind),
             axum::Json(json!({"error": {"kind": fe.kind.as_str(), "message": fe.message}})),
         )
             .into_response(),
-    };
-    let h = out.headers_mut();
+    }
+}
+
+/// The `x-strata-*` and `server-timing` headers every invoke response carries.
+pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
@@ -234,5 +256,4 @@ fn render(resp: InvokeResponse) -> Response {
         timing.push_str(&format!(", forward;dur={:.3}", ms(f)));
     }
     set("server-timing", timing);
-    out
 }

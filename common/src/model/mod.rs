@@ -9,6 +9,7 @@ mod digest;
 mod error;
 mod invoke;
 mod name;
+mod route;
 
 pub use config::{Abi, ConfigError, FunctionConfig, Placement};
 pub use digest::{ArtifactDigest, DigestParseError};
@@ -18,3 +19,6 @@ pub use invoke::{
     ResolvedFunction, StartKind, Timing,
 };
 pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};
+pub use route::{
+    HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
+};

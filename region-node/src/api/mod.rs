@@ -1,15 +1,19 @@
-//! The region's control API (DESIGN §5): tenants and tokens (operator), functions
-//! (tenant). Handlers parse, call one registry or executor function, and serialize;
+//! The region's control API (DESIGN §5): tenants and tokens (operator), functions,
+//! routes and logs (tenant). Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
 mod functions;
+mod logs;
+mod routes;
 mod tenants;
 
 use crate::invoker::RegionInvoker;
+use crate::routes::Routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, header};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use common::logs::LogBuffer;
 use common::model::{ApiError, TenantId};
 use std::sync::Arc;
 
@@ -20,6 +24,10 @@ pub struct ControlState {
     pub invoker: Arc<RegionInvoker>,
     /// The operator token, if configured.
     pub admin_token: Option<Arc<str>>,
+    /// HTTP routes.
+    pub routes: Arc<Routes>,
+    /// Function logs collected here and shipped by POPs.
+    pub logs: Arc<LogBuffer>,
 }
 
 /// The control routes. `max_module_bytes` bounds a deploy's body (plus multipart overhead).
@@ -34,6 +42,9 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
                 .put(functions::deploy)
                 .delete(functions::delete),
         )
+        .route("/v1/routes", get(routes::list).post(routes::create))
+        .route("/v1/routes/{id}", delete(routes::delete))
+        .route("/v1/functions/{name}/logs", get(logs::read))
         // A deploy carries a whole module: allow it, and no more.
         .layer(DefaultBodyLimit::max(max_module_bytes + (64 << 10)))
         .with_state(state)
