@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn the_byte_bound_holds_and_long_lines_are_cut() {
-        let b = LogBuffer::new("n", limits(100, 16, 10));
+        let b = LogBuffer::new("n", limits(100, 10, 10));
         b.append(&key("f"), "n", "r", 0, "0123456789abcdef\nxy\nzz");
         let p = b.read(&key("f"), 0, 10);
         assert_eq!(p.lines[0].line.len() + p.lines[1].line.len(), 4);
