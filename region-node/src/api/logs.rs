@@ -4,6 +4,7 @@
 
 use super::ControlState;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use common::logs::LogPage;
@@ -29,9 +30,10 @@ pub(super) async fn read(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Json<LogPage>, ApiError> {
     let tenant = s.tenant(&headers).await?;
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
