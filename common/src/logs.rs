@@ -16,7 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// One log line as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Position in this function's log at the node that serves it; strictly increasing.
     pub seq: u64,
@@ -81,7 +81,7 @@ struct Inner {
 }
 
 /// A page of a function's log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     /// Lines with `seq >= since`, oldest first, at most `limit`.
     pub lines: Vec<LogLine>,

@@ -19,12 +19,14 @@ use std::sync::{Arc, Mutex, RwLock};
 const REVISION_KEY: &str = "~revision";
 
 /// What a tenant asks for when it adds a route.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRoute {
     /// Exact hostname or `*.suffix`.
+    #[schema(example = "shop.example")]
     pub host: String,
     /// Starts with `/`; not under `/v1`.
+    #[schema(example = "/api")]
     pub path_prefix: String,
     /// One of the tenant's functions.
     pub function: String,

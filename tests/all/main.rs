@@ -6,6 +6,7 @@ mod discovery;
 mod dns;
 mod faults;
 mod logs;
+mod openapi;
 mod pop_dns;
 mod routes;
 mod support;

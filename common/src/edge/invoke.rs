@@ -69,6 +69,45 @@ struct InvokeQuery {
     qualifier: Option<String>,
 }
 
+/// Invokes a function (DESIGN §4). Served by POPs and regions alike.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invoke",
+    tag = "invoke",
+    params(
+        ("name" = String, Path, description = "The function's name"),
+        ("qualifier" = Option<String>, Query,
+            description = "`$LATEST` (default), a version number or an alias"),
+        ("x-strata-invocation-type" = Option<String>, Header,
+            description = "`request-response` (default) or `event`"),
+        ("x-strata-affinity" = Option<String>, Header,
+            description = "Requests with the same key reach the same instance"),
+        ("x-strata-memory-mb" = Option<u32>, Header,
+            description = "Memory for this invocation, up to the function's maximum"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The payload: the function's stdin"),
+    responses(
+        (status = 200, description = "The function's stdout", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(
+                ("x-strata-request-id" = String, description = "The invocation's id"),
+                ("x-strata-executed-at" = String, description = "`pop/<id>` or `region/<id>`"),
+                ("x-strata-start" = String, description = "`cold` or `warm`"),
+                ("x-strata-version" = String, description = "The version that ran"),
+            )),
+        (status = 202, description = "Event accepted (durably queued)"),
+        (status = 400, description = "Malformed request", body = crate::edge::doc::ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = crate::edge::doc::ErrorBody),
+        (status = 403, description = "Not this tenant's function", body = crate::edge::doc::ErrorBody),
+        (status = 404, description = "Unknown function or qualifier", body = crate::edge::doc::ErrorBody),
+        (status = 413, description = "Payload over the limit", body = crate::edge::doc::ErrorBody),
+        (status = 429, description = "Throttled; see retry-after", body = crate::edge::doc::ErrorBody),
+        (status = 500, description = "The function failed (x-strata-function-error)", body = crate::edge::doc::ErrorBody),
+        (status = 503, description = "No capacity; see retry-after", body = crate::edge::doc::ErrorBody),
+        (status = 504, description = "The function timed out", body = crate::edge::doc::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn invoke<I: Invoker>(
     State(state): State<EdgeState<I>>,
     Path(name): Path<String>,

@@ -8,12 +8,13 @@
 //! ([`cgi`]) through the same [`Invoker`].
 
 pub mod cgi;
+pub mod doc;
 mod error;
 mod invoke;
 mod route;
 
 pub use error::{error_response, function_error_status};
-pub use invoke::{EdgeConfig, Invoker, invoke_router};
+pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router};
 pub use route::{RouteSource, RouteTable, route_fallback};
 
 use crate::model::ApiError;

@@ -223,17 +223,23 @@ impl fmt::Display for RouteId {
 }
 
 /// A route as stored and distributed to POPs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Route {
-    /// Derived from (host, path prefix).
+    /// Derived from (host, path prefix): 16 hex digits.
+    #[schema(value_type = String, example = "3f2a9c0d1e4b5a67")]
     pub id: RouteId,
     /// The owner; the function runs as this tenant.
+    #[schema(value_type = String)]
     pub tenant: TenantId,
-    /// The host requests must carry (`Host` header, port ignored).
+    /// The host requests must carry (`Host` header, port ignored): a hostname or
+    /// `*.suffix`, lower-case.
+    #[schema(value_type = String, example = "shop.example")]
     pub host: HostPattern,
-    /// The path prefix requests must start with.
+    /// The path prefix requests must start with (segment boundaries; never under `/v1`).
+    #[schema(value_type = String, example = "/api")]
     pub path_prefix: PathPrefix,
     /// The function to run.
+    #[schema(value_type = String)]
     pub function: FunctionName,
     /// The version or alias to run; `None` is `$LATEST`. Kept as text (validated) so the
     /// JSON shape is the plain string the API takes.

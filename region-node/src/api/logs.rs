@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use common::edge::doc::ErrorBody;
 use common::logs::LogPage;
 use common::model::{ApiError, FunctionKey, FunctionName};
 use serde::Deserialize;
@@ -17,8 +18,9 @@ const DEFAULT_LIMIT: usize = 100;
 /// Most lines per page.
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct LogQuery {
     /// First sequence number wanted (default 0: the oldest kept).
     since: Option<u64>,
@@ -26,6 +28,16 @@ pub(super) struct LogQuery {
     limit: Option<usize>,
 }
 
+/// A page of the function's log, oldest first; poll with `since=next` to follow.
+#[utoipa::path(get, path = "/v1/functions/{name}/logs", tag = "logs",
+    params(("name" = String, Path, description = "The function's name"), LogQuery),
+    responses(
+        (status = 200, description = "Log lines", body = LogPage),
+        (status = 400, description = "Bad since or limit", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "The tenant has no such function", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn read(
     State(s): State<ControlState>,
     headers: HeaderMap,

@@ -4,6 +4,7 @@
 
 mod functions;
 mod logs;
+mod openapi;
 mod routes;
 mod tenants;
 
@@ -45,6 +46,7 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/routes", get(routes::list).post(routes::create))
         .route("/v1/routes/{id}", delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(logs::read))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         // A deploy carries a whole module: allow it, and no more.
         .layer(DefaultBodyLimit::max(max_module_bytes + (64 << 10)))
         .with_state(state)

@@ -6,16 +6,27 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::doc::ErrorBody;
 use common::model::{ApiError, Route, RouteId};
 use serde::Serialize;
 use std::sync::Arc;
 
 /// `GET /v1/routes`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct RouteList {
     routes: Vec<Route>,
 }
 
+/// Adds a route: plain requests for `host` under `path_prefix` run `function`.
+#[utoipa::path(post, path = "/v1/routes", tag = "routes",
+    request_body = NewRoute,
+    responses(
+        (status = 201, description = "Created", body = Route),
+        (status = 400, description = "Invalid host, prefix, function or qualifier", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 409, description = "The (host, prefix) pair is taken", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn create(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -33,6 +44,13 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, Json(route)))
 }
 
+/// The caller's routes.
+#[utoipa::path(get, path = "/v1/routes", tag = "routes",
+    responses(
+        (status = 200, description = "The tenant's routes", body = RouteList),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -43,6 +61,15 @@ pub(super) async fn list(
     }))
 }
 
+/// Deletes one of the caller's routes.
+#[utoipa::path(delete, path = "/v1/routes/{id}", tag = "routes",
+    params(("id" = String, Path, description = "The route's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "Malformed id", body = ErrorBody),
+        (status = 404, description = "No such route for this tenant", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
