@@ -28,6 +28,54 @@ struct Queue {
     dropped: u64,
 }
 
+impl Queue {
+    /// Adds `entry` at the back (or front, for a batch put back), dropping the oldest
+    /// entries while over `limits`.
+    fn push(&mut self, entry: ShippedLog, front: bool, limits: ShipLimits) {
+        self.bytes += entry.text.len();
+        if front {
+            self.entries.push_front(entry);
+        } else {
+            self.entries.push_back(entry);
+        }
+        while self.entries.len() > limits.max_entries.max(1)
+            || (self.bytes > limits.max_bytes && self.entries.len() > 1)
+        {
+            // The oldest entry is at the front, whichever end we just added to.
+            if let Some(old) = self.entries.pop_front() {
+                self.bytes -= old.text.len();
+                self.dropped += 1;
+            }
+        }
+    }
+
+    /// Takes the oldest entries up to [`MAX_BATCH_BYTES`] (at least one), and the drop
+    /// count to report with them.
+    fn take_batch(&mut self) -> (Vec<ShippedLog>, u64) {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(e) = self.entries.front() {
+            if !batch.is_empty() && bytes + e.text.len() > MAX_BATCH_BYTES {
+                break;
+            }
+            bytes += e.text.len();
+            if let Some(e) = self.entries.pop_front() {
+                self.bytes -= e.text.len();
+                batch.push(e);
+            }
+        }
+        (batch, std::mem::take(&mut self.dropped))
+    }
+
+    /// Puts an unsent batch back in front, in order, within `limits`.
+    fn put_back(&mut self, batch: Vec<ShippedLog>, dropped: u64, limits: ShipLimits) {
+        self.dropped += dropped;
+        for entry in batch.into_iter().rev() {
+            self.push(entry, true, limits);
+        }
+    }
+}
+
 /// Bounds of the shipping queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShipLimits {
@@ -77,47 +125,12 @@ impl LogShipper {
         &self.local
     }
 
-    /// Adds `entry` at the back (or front, for a batch put back), dropping the oldest
-    /// entries while over the bounds.
-    fn enqueue(&self, q: &mut Queue, entry: ShippedLog, front: bool) {
-        q.bytes += entry.text.len();
-        if front {
-            q.entries.push_front(entry);
-        } else {
-            q.entries.push_back(entry);
-        }
-        while q.entries.len() > self.limits.max_entries.max(1)
-            || (q.bytes > self.limits.max_bytes && q.entries.len() > 1)
-        {
-            // The oldest entry is at the front, whichever end we just added to.
-            if let Some(old) = q.entries.pop_front() {
-                q.bytes -= old.text.len();
-                q.dropped += 1;
-            }
-        }
-    }
-
     /// Sends what is queued (up to one batch); returns how many entries went.
     ///
     /// # Errors
     /// 503 when no region is reachable; the batch is queued again.
     pub async fn ship_once(&self) -> Result<usize, ApiError> {
-        let (batch, dropped) = {
-            let mut q = self.lock();
-            let mut batch = Vec::new();
-            let mut bytes = 0;
-            while let Some(e) = q.entries.front() {
-                if !batch.is_empty() && bytes + e.text.len() > MAX_BATCH_BYTES {
-                    break;
-                }
-                bytes += e.text.len();
-                if let Some(e) = q.entries.pop_front() {
-                    q.bytes -= e.text.len();
-                    batch.push(e);
-                }
-            }
-            (batch, std::mem::take(&mut q.dropped))
-        };
+        let (batch, dropped) = self.lock().take_batch();
         if batch.is_empty() && dropped == 0 {
             return Ok(0);
         }
@@ -125,11 +138,7 @@ impl LogShipper {
         match self.link.ship_logs(batch.clone(), dropped).await {
             Ok(()) => Ok(n),
             Err(e) => {
-                let mut q = self.lock();
-                q.dropped += dropped;
-                for entry in batch.into_iter().rev() {
-                    self.enqueue(&mut q, entry, true);
-                }
+                self.lock().put_back(batch, dropped, self.limits);
                 Err(e)
             }
         }
@@ -164,7 +173,74 @@ impl LogSink for LogShipper {
             node: self.node.clone(),
             text: cut(&String::from_utf8_lossy(stderr), MAX_ENTRY_BYTES),
         };
-        let mut q = self.lock();
-        self.enqueue(&mut q, entry, false);
+        self.lock().push(entry, false, self.limits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::model::{FunctionName, TenantId};
+
+    fn entry(text: &str) -> ShippedLog {
+        ShippedLog {
+            function: FunctionKey {
+                tenant: TenantId::new("t").expect("valid"),
+                name: FunctionName::new("f").expect("valid"),
+            },
+            request_id: "r".into(),
+            ts: 0,
+            node: "pop/p".into(),
+            text: text.into(),
+        }
+    }
+
+    fn texts(q: &Queue) -> Vec<&str> {
+        q.entries.iter().map(|e| e.text.as_str()).collect()
+    }
+
+    const LIMITS: ShipLimits = ShipLimits {
+        max_entries: 3,
+        max_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let mut q = Queue::default();
+        for t in ["a", "b", "c", "d", "e"] {
+            q.push(entry(t), false, LIMITS);
+        }
+        assert_eq!(texts(&q), ["c", "d", "e"]);
+        let (batch, dropped) = q.take_batch();
+        assert_eq!((batch.len(), dropped), (3, 2));
+        assert_eq!(q.take_batch().1, 0, "the drop count is reported once");
+    }
+
+    #[test]
+    fn an_unsent_batch_goes_back_in_order_and_keeps_its_drop_count() {
+        let mut q = Queue::default();
+        for t in ["a", "b", "c", "d"] {
+            q.push(entry(t), false, LIMITS);
+        }
+        let (batch, dropped) = q.take_batch();
+        q.push(entry("new"), false, LIMITS);
+        q.put_back(batch, dropped, LIMITS);
+        // Only three fit: the oldest of the put-back batch is dropped.
+        assert_eq!(texts(&q), ["c", "d", "new"]);
+        assert_eq!(q.dropped, 2);
+    }
+
+    #[test]
+    fn the_byte_bound_holds() {
+        let limits = ShipLimits {
+            max_entries: 100,
+            max_bytes: 4,
+        };
+        let mut q = Queue::default();
+        for t in ["ab", "cd", "ef"] {
+            q.push(entry(t), false, limits);
+        }
+        assert_eq!(texts(&q), ["cd", "ef"]);
+        assert_eq!(q.bytes, 4);
     }
 }
