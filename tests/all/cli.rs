@@ -214,5 +214,28 @@ async fn routes_and_logs_from_the_cli() {
     let (code, _, err) = run(dir.path(), &["logs", "nope"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("not_found"), "{err}");
+
+    // --follow prints what is there, then new lines as they arrive (one JSON object each).
+    let mut follow = strata(dir.path())
+        .args(["logs", "noisy", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("follows");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout piped")).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(15), lines.next_line())
+            .await
+            .expect("a line within the deadline")
+            .expect("reads")
+            .expect("still following");
+        serde_json::from_str::<serde_json::Value>(&line).expect("one JSON object per line")
+    };
+    assert_eq!(next_line(&mut lines).await["line"], "a log line");
+    let (code, _, _) = run(dir.path(), &["invoke", "noisy", "--data", "later"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(next_line(&mut lines).await["line"], "later");
+    follow.kill().await.expect("stops");
     dev.kill().await.expect("stops");
 }
