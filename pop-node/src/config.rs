@@ -58,6 +58,8 @@ pub struct PopConfig {
     /// Invocations' log output queued for shipping; the oldest is dropped (and counted)
     /// beyond it. Default 4096.
     pub log_queue_entries: usize,
+    /// Bounds of the POP's own function log ring buffers.
+    pub function_logs: common::logs::LogLimits,
 }
 
 impl Default for PopConfig {
@@ -83,6 +85,7 @@ impl Default for PopConfig {
             route_refresh_ms: 1000,
             log_ship_ms: 500,
             log_queue_entries: 4096,
+            function_logs: common::logs::LogLimits::default(),
         }
     }
 }
@@ -126,6 +129,11 @@ mod tests {
             )
         );
         assert_eq!(c.placement, d.placement);
+        assert_eq!(c.function_logs, d.function_logs);
+        assert_eq!(
+            (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),
+            (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)
+        );
         assert!(matches!(c.regions, RegionSource::Static(ref v) if v.len() == 1));
     }
 

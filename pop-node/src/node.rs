@@ -12,7 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, route_fallback};
 use common::exec::Executor;
-use common::logs::{LogBuffer, LogLimits};
+use common::logs::LogBuffer;
 use common::model::NodeId;
 use common::policy::PlacementPolicy;
 use common::sandbox::{Sandbox, SandboxError};
@@ -84,7 +84,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     let node_id = NodeId(config.node_id.clone());
     let logs = Arc::new(LogShipper::new(
         format!("pop/{node_id}"),
-        LogBuffer::new(format!("pop/{node_id}"), LogLimits::default()),
+        LogBuffer::new(format!("pop/{node_id}"), config.function_logs),
         Arc::clone(&link),
         ShipLimits {
             max_entries: config.log_queue_entries,

@@ -12,7 +12,7 @@ use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, route_fallback};
 use common::exec::Executor;
-use common::logs::{LogBuffer, LogLimits};
+use common::logs::LogBuffer;
 use common::model::ApiError;
 use common::model::NodeId;
 use common::sandbox::{Sandbox, SandboxError};
@@ -94,7 +94,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let node_id = NodeId(config.node_id.clone());
     let logs = Arc::new(LogBuffer::new(
         format!("region/{node_id}"),
-        LogLimits::default(),
+        config.function_logs,
     ));
     let executor = Executor::new(sandbox, config.module_cache_bytes)
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
