@@ -185,7 +185,7 @@ impl RouteId {
     /// Parses an id as shown by the API.
     ///
     /// # Errors
-    /// [`RouteError::Prefix`]-free: a plain message when `s` is not 16 lower-case hex digits.
+    /// A message for a person when `s` is not 16 lower-case hex digits.
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.len() == 16
             && s.bytes()
