@@ -41,10 +41,17 @@ impl RouteSync {
         let Some(routes) = routes else {
             return Ok(false);
         };
+        self.install(revision, routes);
+        Ok(true)
+    }
+
+    /// Replaces the table with `routes` at `revision` (what a pushed update calls too).
+    /// Any revision different from ours is taken, not only a higher one: after a switch
+    /// to another region, that region's revisions are its own.
+    pub fn install(&self, revision: u64, routes: Vec<common::model::Route>) {
         let table = Arc::new(RouteTable::new(revision, routes));
         debug!(revision, routes = table.len(), "route table updated");
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = table;
-        Ok(true)
     }
 
     /// Refreshes now and then every `every`, until the task is aborted.
