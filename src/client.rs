@@ -112,13 +112,22 @@ fn trim_slash(s: &str) -> &str {
 pub async fn send_json<T: for<'de> Deserialize<'de>>(
     req: reqwest::RequestBuilder,
 ) -> anyhow::Result<T> {
+    let bytes = send(req).await?;
+    serde_json::from_slice(&bytes).context("parsing response")
+}
+
+/// Sends `req` and returns the body of a 2xx answer (empty for 204).
+///
+/// # Errors
+/// The error body as a message with a hint (non-2xx), or a network error.
+pub async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<bytes::Bytes> {
     let resp = req.send().await.map_err(unreachable)?;
     let status = resp.status();
     let bytes = resp.bytes().await.context("reading response")?;
     if !status.is_success() {
         bail!("{}", error_message(status, &bytes));
     }
-    serde_json::from_slice(&bytes).context("parsing response")
+    Ok(bytes)
 }
 
 /// A network error as something a person can act on.
@@ -127,7 +136,8 @@ pub fn unreachable(e: reqwest::Error) -> anyhow::Error {
     anyhow!("cannot reach {url}: {e}; is the node running (`strata dev`)?")
 }
 
-/// `status: kind: message` from a Strata error body, or the raw body.
+/// `status: kind: message` from a Strata error body (or the raw body), and on a second
+/// line what to do about it.
 pub fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
     #[derive(Deserialize)]
     struct Body {
@@ -138,9 +148,27 @@ pub fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
         kind: String,
         message: String,
     }
-    match serde_json::from_slice::<Body>(body) {
+    let what = match serde_json::from_slice::<Body>(body) {
         Ok(b) => format!("{status}: {}: {}", b.error.kind, b.error.message),
         Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
+    };
+    format!("{what}\n  hint: {}", hint(status))
+}
+
+/// What a person can do about an error with `status`.
+pub fn hint(status: reqwest::StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "the request was refused as the message says; fix it and retry",
+        401 => "pass a valid tenant token (--token, STRATA_TOKEN or dev.json)",
+        403 => "this token may not do that; use the owning tenant's token or --admin-token",
+        404 => "check the name (`strata ls`, `strata route ls`) and the qualifier",
+        409 => "someone changed it first, or it already exists; re-read it and retry",
+        413 => "send less: the payload or module is over the limit",
+        422 => "the request body does not have the expected shape; see `strata --help`",
+        429 | 503 => "the platform is busy; retry after the retry-after interval",
+        502 => "the function answered with malformed output; check its logs (`strata logs`)",
+        500..=599 => "the node failed; check its logs and retry",
+        _ => "see the message above",
     }
 }
 

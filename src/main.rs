@@ -53,6 +53,20 @@ enum Command {
         /// The function's name.
         name: String,
     },
+    /// Publish $LATEST as a new immutable version; prints its number.
+    Publish(commands::version::PublishArgs),
+    /// Aliases: names pointing at one version or splitting traffic between two.
+    Alias {
+        #[command(subcommand)]
+        command: commands::version::AliasCommand,
+    },
+    /// HTTP routes: (host, path prefix) -> function, for plain device requests.
+    Route {
+        #[command(subcommand)]
+        command: commands::route::RouteCommand,
+    },
+    /// Print a function's log (its stderr, from every node).
+    Logs(commands::logs::LogsArgs),
     /// Tenant administration (operator token).
     Tenant {
         #[command(subcommand)]
@@ -128,6 +142,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Invoke(args) => commands::invoke(&ctx, args).await,
         Command::Ls => commands::ls(&ctx).await,
         Command::Rm { name } => commands::rm(&ctx, &name).await,
+        Command::Publish(args) => commands::version::publish(&ctx, args).await,
+        Command::Alias { command } => commands::version::alias(&ctx, command).await,
+        Command::Route { command } => commands::route::run(&ctx, command).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Tenant { command } => commands::tenant(&ctx, command).await,
         Command::Token { command } => commands::token(&ctx, command).await,
         Command::Certs { command } => commands::certs(&ctx, command),
@@ -136,4 +154,46 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 
 fn init_tracing() {
     common::telemetry::init(common::telemetry::LogFormat::Text, "warn,strata=info");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("strata").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_design_commands_parse() {
+        for args in [
+            &["publish", "f"][..],
+            &["alias", "set", "f", "live", "3"],
+            &["alias", "set", "f", "live", "3=90", "4=10", "--json"],
+            &["alias", "ls", "f"],
+            &["alias", "rm", "f", "live"],
+            &["route", "add", "shop.example", "/api", "shop:live"],
+            &["route", "ls", "--json"],
+            &["route", "rm", "0123456789abcdef"],
+            &["logs", "f", "--follow"],
+            &["logs", "f", "--since", "10", "--limit", "5"],
+            &["invoke", "f", "--qualifier", "live", "--data", "x"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}: {:?}", parse(args).err());
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_refused_by_the_parser() {
+        for args in [
+            &["alias", "set", "f", "live"][..],
+            &["alias", "set", "f", "live", "1=40", "2=30", "3=30"],
+            &["route", "add", "shop.example", "/api"],
+            &["logs", "f", "--limit", "0"],
+            &["publish"],
+        ] {
+            let err = parse(args).expect_err("refused");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+    }
 }

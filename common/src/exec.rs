@@ -20,6 +20,7 @@ pub struct Executor {
     sandbox: Sandbox,
     cache: std::sync::Arc<ModuleCache>,
     stats: Option<std::sync::Arc<NodeStats>>,
+    log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -37,11 +38,13 @@ impl Executor {
             sandbox,
             cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
             stats: None,
+            log_sink: None,
         }
     }
 
     /// This executor, recording every execution (and each tenant's executions in flight)
     /// in `stats`.
+    #[must_use]
     pub fn with_stats(mut self, stats: std::sync::Arc<NodeStats>) -> Self {
         self.stats = Some(stats);
         self
@@ -50,6 +53,13 @@ impl Executor {
     /// The stats executions are recorded in, if any.
     pub fn stats(&self) -> Option<&std::sync::Arc<NodeStats>> {
         self.stats.as_ref()
+    }
+
+    /// Hands every invocation's stderr to `sink` (the node's function log).
+    #[must_use]
+    pub fn with_log_sink(mut self, sink: std::sync::Arc<dyn crate::logs::LogSink>) -> Self {
+        self.log_sink = Some(sink);
+        self
     }
 
     /// The sandbox, for validation and fingerprints.
@@ -106,6 +116,7 @@ impl Executor {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        env.extend(req.env.iter().cloned());
         env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
         env.push(("STRATA_VERSION".into(), function.version.clone()));
         env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
@@ -124,6 +135,16 @@ impl Executor {
             .await
             .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
             .map_err(|e: sandbox::SandboxError| ApiError::internal(e.to_string()))?;
+        if !execution.stderr.is_empty()
+            && let Some(sink) = &self.log_sink
+        {
+            sink.function_log(
+                &function.key,
+                req.request_id,
+                crate::logs::now_ms(),
+                &execution.stderr,
+            );
+        }
         if !execution.stderr.is_empty() {
             info!(
                 target: "strata::function_log",

@@ -15,12 +15,14 @@
 //!   shared by both tiers, admission stays with each node.
 //! - [`metrics`]: Prometheus metrics and the per-second load a node reports to its
 //!   region; bounded, never performs I/O.
+//! - [`logs`]: function logs (guest stderr) in bounded per-function ring buffers.
 //! - [`telemetry`]: logging set-up for the binaries.
 //! - [`edge`]: the device-facing HTTP edge shared by POP and region: the invoke handler
 //!   and the one mapping from error kind to status code.
 
 pub mod edge;
 pub mod exec;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod policy;

@@ -54,6 +54,15 @@ pub struct PopConfig {
     /// How often the POP reports its load to its region for the capacity view, in
     /// milliseconds. Default 1000.
     pub report_interval_ms: u64,
+    /// How often the route table is fetched from the region, in milliseconds. Default 1000.
+    pub route_refresh_ms: u64,
+    /// How often function logs are shipped to the region, in milliseconds. Default 500.
+    pub log_ship_ms: u64,
+    /// Invocations' log output queued for shipping; the oldest is dropped (and counted)
+    /// beyond it. Default 4096.
+    pub log_queue_entries: usize,
+    /// Bounds of the POP's own function log ring buffers.
+    pub function_logs: common::logs::LogLimits,
 }
 
 impl Default for PopConfig {
@@ -77,6 +86,10 @@ impl Default for PopConfig {
             max_prefetches: 4,
             connect_timeout_ms: 3000,
             report_interval_ms: 1000,
+            route_refresh_ms: 1000,
+            log_ship_ms: 500,
+            log_queue_entries: 4096,
+            function_logs: common::logs::LogLimits::default(),
         }
     }
 }
@@ -120,6 +133,11 @@ mod tests {
             )
         );
         assert_eq!(c.placement, d.placement);
+        assert_eq!(c.function_logs, d.function_logs);
+        assert_eq!(
+            (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),
+            (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)
+        );
         assert!(matches!(c.regions, RegionSource::Static(ref v) if v.len() == 1));
     }
 

@@ -8,14 +8,18 @@
 //! - [`prefetch`]: background artifact fetch + compile for popular functions.
 //! - [`report`]: the POP's load reports to its region (capacity view).
 //! - [`invoker`]: placement decision, then local execution or forwarding.
+//! - [`routes`]: the route table, synced from the region.
+//! - [`logship`]: function logs kept locally and shipped to the region.
 
 pub mod config;
 pub mod discovery;
 pub mod invoker;
 pub mod known;
+pub mod logship;
 pub mod node;
 pub mod prefetch;
 pub mod report;
+pub mod routes;
 pub mod upstream;
 
 pub use config::PopConfig;

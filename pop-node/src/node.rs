@@ -4,13 +4,16 @@ use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
+use crate::logship::{LogShipper, ShipLimits};
 use crate::prefetch::Prefetcher;
 use crate::report::Reporter;
+use crate::routes::RouteSync;
 use crate::upstream::RegionLink;
 use axum::Router;
 use axum::routing::get;
-use common::edge::{invoke_router, metrics_router, observed};
+use common::edge::{invoke_router, metrics_router, observed, route_fallback};
 use common::exec::Executor;
+use common::logs::LogBuffer;
 use common::metrics::NodeStats;
 use common::model::{NodeId, Tier};
 use common::policy::PlacementPolicy;
@@ -82,11 +85,23 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     ));
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Pop, std::time::Instant::now());
+    let logs = Arc::new(LogShipper::new(
+        format!("pop/{node_id}"),
+        LogBuffer::new(format!("pop/{node_id}"), config.function_logs),
+        Arc::clone(&link),
+        ShipLimits {
+            max_entries: config.log_queue_entries,
+            // Each entry is cut to 64 KiB; this keeps a full queue within a few batches.
+            max_bytes: 8 << 20,
+        },
+    ));
+    let routes = Arc::new(RouteSync::new(Arc::clone(&link)));
     let executor = Executor::new(
         Sandbox::new(config.sandbox.clone())?,
         config.module_cache_bytes,
     )
-    .with_stats(Arc::clone(&stats));
+    .with_stats(Arc::clone(&stats))
+    .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let reporter = Reporter {
         stats: Arc::clone(&stats),
         link: Arc::clone(&link),
@@ -112,11 +127,18 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
             invoke_router(Arc::clone(&invoker), config.edge),
             Arc::clone(&stats),
         ))
-        .merge(metrics_router(stats))
+        .merge(metrics_router(Arc::clone(&stats)))
+        // Everything the invoke API does not claim is a device request for an HTTP route.
+        .merge(observed(
+            route_fallback(Arc::clone(&invoker), Arc::clone(&routes), config.edge),
+            stats,
+        ))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
+    tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
+    tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "POP HTTP server stopped");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::debug;
 
-/// Largest reply to a report (a `LoadAck` or an error).
+/// Largest reply to a report (an `Ack` or an error).
 const REPLY_LIMIT: usize = 64 << 10;
 
 /// What the reporter samples and where it sends.
@@ -54,7 +54,7 @@ impl Reporter {
                 .request(&Message::LoadReport(load), REPLY_LIMIT)
                 .await
             {
-                Ok(Message::LoadAck) => {}
+                Ok(Message::Ack) => {}
                 Ok(other) => debug!(reply = ?other, "region refused the load report"),
                 Err(e) => debug!(error = %e, "load report not delivered"),
             }

@@ -6,9 +6,11 @@
 //! listing its region. Smarter choice (RTT, capacity, failover) belongs to a policy.
 
 use crate::discovery::{Discovery, Resolution};
-use common::model::{ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction};
+use common::model::{
+    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
+};
 use common::transport::{Channel, Client, TransportError};
-use common::wire::{EngineFingerprint, MAX_FRAME_LEN, Message};
+use common::wire::{EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
 use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -211,6 +213,39 @@ impl RegionLink {
             Message::Error(e) => Err(e),
             _ => Err(ApiError::internal(
                 "region answered a fetch with another message",
+            )),
+        }
+    }
+
+    /// The region's route table if its revision differs from `since`.
+    ///
+    /// # Errors
+    /// 503 when no region is reachable.
+    pub async fn fetch_routes(&self, since: u64) -> Result<(u64, Option<Vec<Route>>), ApiError> {
+        match self
+            .request(&Message::FetchRoutes {
+                since_revision: since,
+            })
+            .await?
+        {
+            Message::RouteTable { revision, routes } => Ok((revision, routes)),
+            Message::Error(e) => Err(e),
+            _ => Err(ApiError::internal(
+                "region answered a route fetch with another message",
+            )),
+        }
+    }
+
+    /// Sends a batch of function logs to the region.
+    ///
+    /// # Errors
+    /// 503 when no region is reachable.
+    pub async fn ship_logs(&self, entries: Vec<ShippedLog>, dropped: u64) -> Result<(), ApiError> {
+        match self.request(&Message::Logs { entries, dropped }).await? {
+            Message::Ack => Ok(()),
+            Message::Error(e) => Err(e),
+            _ => Err(ApiError::internal(
+                "region answered a log batch with another message",
             )),
         }
     }

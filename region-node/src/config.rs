@@ -34,6 +34,8 @@ pub struct RegionConfig {
     pub max_queued: usize,
     /// Compiled-module cache bound, in wasm bytes. Default 256 MiB.
     pub module_cache_bytes: usize,
+    /// Bounds of the function log ring buffers (this region's and what POPs ship).
+    pub function_logs: common::logs::LogLimits,
 }
 
 impl Default for RegionConfig {
@@ -50,6 +52,7 @@ impl Default for RegionConfig {
             max_concurrency: 64,
             max_queued: 256,
             module_cache_bytes: 256 << 20,
+            function_logs: common::logs::LogLimits::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ mod tests {
         );
         assert_eq!(c.sandbox, d.sandbox);
         assert_eq!(c.edge, d.edge);
+        assert_eq!(c.function_logs, d.function_logs);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

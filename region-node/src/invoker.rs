@@ -3,6 +3,7 @@
 
 use crate::admission::Admission;
 use crate::registry::Registry;
+use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
@@ -18,6 +19,8 @@ pub struct RegionInvoker {
     executor: Executor,
     admission: Admission,
     max_payload_bytes: usize,
+    /// Checks invocations that came in through an HTTP route (no token).
+    routes: Option<Arc<Routes>>,
 }
 
 impl RegionInvoker {
@@ -36,6 +39,7 @@ impl RegionInvoker {
             executor,
             admission,
             max_payload_bytes,
+            routes: None,
         }
     }
 
@@ -45,6 +49,13 @@ impl RegionInvoker {
             queue_depth: self.admission.waiting() as u64,
             ..self.executor.levels()
         }
+    }
+
+    /// Accepts invocations through `routes` (without one, route invocations get 401).
+    #[must_use]
+    pub fn with_routes(mut self, routes: Arc<Routes>) -> Self {
+        self.routes = Some(routes);
+        self
     }
 
     /// The registry this invoker resolves against.
@@ -72,7 +83,11 @@ impl RegionInvoker {
     }
 
     fn resolve(&self, req: &InvokeRequest) -> Result<ResolvedFunction, ApiError> {
-        let tenant = self.registry.authenticate(req.token.as_deref())?;
+        let tenant = match (&req.route, &self.routes) {
+            (Some(grant), Some(routes)) => routes.tenant_for(grant, &req.function)?,
+            (Some(_), None) => return Err(ApiError::unauthenticated()),
+            (None, _) => self.registry.authenticate(req.token.as_deref())?,
+        };
         if req.payload.len() > self.max_payload_bytes {
             return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
         }

@@ -4,6 +4,7 @@
 //! - [`node`]: start and stop; [`node::start`] returns bound addresses and a handle.
 //! - [`store`]: durable state (key-value with revisions, blobs) on redb.
 //! - [`registry`]: tenants, tokens and functions over the store.
+//! - [`routes`]: tenant-owned HTTP routes and the route table.
 //! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
@@ -19,6 +20,7 @@ pub mod invoker;
 pub mod node;
 pub mod quic;
 pub mod registry;
+pub mod routes;
 pub mod store;
 
 pub use config::RegionConfig;

@@ -5,15 +5,17 @@ use crate::api::{self, CapacityState, ControlState};
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::RegionConfig;
 use crate::invoker::RegionInvoker;
-use crate::quic;
+use crate::quic::{self, PopServices};
 use crate::registry::Registry;
+use crate::routes::Routes;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::routing::get;
-use common::edge::{invoke_router, metrics_router, observed};
+use common::edge::{invoke_router, metrics_router, observed, route_fallback};
 use common::exec::Executor;
+use common::logs::LogBuffer;
 use common::metrics::{Levels, NodeStats};
-use common::model::{NodeId, Tier};
+use common::model::{ApiError, NodeId, Tier};
 use common::sandbox::{Sandbox, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
 use std::net::SocketAddr;
@@ -38,6 +40,9 @@ pub enum StartError {
     /// The sandbox engine could not be built.
     #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
+    /// The route table could not be loaded.
+    #[error("routes: {0}")]
+    Routes(#[from] ApiError),
 }
 
 /// A running region. Dropping it stops the node's tasks.
@@ -86,16 +91,27 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let tls = NodeTls::load(&tls_files)?;
     let store = Store::open(&config.state_dir.join("region.redb"))?;
     let registry = Arc::new(Registry::new(store));
+    let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
-    let invoker = Arc::new(RegionInvoker::new(
-        node_id.clone(),
-        registry,
-        Executor::new(sandbox, config.module_cache_bytes).with_stats(Arc::clone(&stats)),
-        Admission::new(config.max_concurrency, config.max_queued),
-        config.edge.max_payload_bytes,
+    let logs = Arc::new(LogBuffer::new(
+        format!("region/{node_id}"),
+        config.function_logs,
     ));
+    let executor = Executor::new(sandbox, config.module_cache_bytes)
+        .with_stats(Arc::clone(&stats))
+        .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    let invoker = Arc::new(
+        RegionInvoker::new(
+            node_id.clone(),
+            registry,
+            executor,
+            Admission::new(config.max_concurrency, config.max_queued),
+            config.edge.max_payload_bytes,
+        )
+        .with_routes(Arc::clone(&routes)),
+    );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
     let quic_addr = server.local_addr()?;
@@ -106,6 +122,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
+        routes: Arc::clone(&routes),
+        logs: Arc::clone(&logs),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -119,6 +137,11 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             invoke_router(Arc::clone(&invoker), config.edge),
             Arc::clone(&stats),
         ))
+        // Everything the API does not claim is a device request for an HTTP route.
+        .merge(observed(
+            route_fallback(Arc::clone(&invoker), Arc::clone(&routes), config.edge),
+            Arc::clone(&stats),
+        ))
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
 
@@ -126,7 +149,11 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     tasks.spawn(quic::serve(
         Arc::clone(&server),
         Arc::clone(&invoker),
-        Arc::clone(&capacity),
+        PopServices {
+            routes,
+            logs,
+            capacity: Arc::clone(&capacity),
+        },
     ));
     tasks.spawn(snapshot_loop(
         stats,

@@ -3,6 +3,8 @@
 
 use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
+use crate::routes::Routes;
+use common::logs::LogBuffer;
 use common::model::ApiError;
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{ArtifactKind, MAX_FRAME_LEN, Message};
@@ -10,17 +12,28 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
+/// What POPs reach besides invocations: the route table and the function log.
+#[derive(Debug, Clone)]
+pub struct PopServices {
+    /// Answers [`Message::FetchRoutes`].
+    pub routes: Arc<Routes>,
+    /// Receives [`Message::Logs`].
+    pub logs: Arc<LogBuffer>,
+    /// Receives [`Message::LoadReport`].
+    pub capacity: Arc<Capacity>,
+}
+
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
 /// [`JoinSet`]s owned by this future, so dropping or aborting it stops them all.
-pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>, capacity: Arc<Capacity>) {
+pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>, services: PopServices) {
     let mut connections = JoinSet::new();
     while let Some(connecting) = server.accept().await {
         let invoker = Arc::clone(&invoker);
-        let capacity = Arc::clone(&capacity);
+        let services = services.clone();
         connections.spawn(async move {
             let remote = connecting.remote_address();
             match connecting.handshake().await {
-                Ok(conn) => serve_connection(conn, invoker, capacity).await,
+                Ok(conn) => serve_connection(conn, invoker, services).await,
                 Err(e) => warn!(%remote, error = %e, "refused POP connection"),
             }
         });
@@ -32,15 +45,14 @@ pub async fn serve(server: Arc<Server>, invoker: Arc<RegionInvoker>, capacity: A
 async fn serve_connection(
     conn: PeerConnection,
     invoker: Arc<RegionInvoker>,
-    capacity: Arc<Capacity>,
+    services: PopServices,
 ) {
     let mut streams = JoinSet::new();
     loop {
         match conn.accept_stream().await {
             Ok(Some(stream)) => {
                 let invoker = Arc::clone(&invoker);
-                let capacity = Arc::clone(&capacity);
-                streams.spawn(serve_stream(stream, invoker, capacity));
+                streams.spawn(serve_stream(stream, invoker, services.clone()));
             }
             Ok(None) => break,
             Err(e) => {
@@ -55,7 +67,7 @@ async fn serve_connection(
 async fn serve_stream(
     mut stream: ServerStream,
     invoker: Arc<RegionInvoker>,
-    capacity: Arc<Capacity>,
+    services: PopServices,
 ) {
     let request = match stream.read_request(MAX_FRAME_LEN).await {
         Ok(m) => m,
@@ -65,14 +77,29 @@ async fn serve_stream(
             return;
         }
     };
-    let reply = handle(request, &invoker, &capacity).await;
+    let reply = handle(request, &invoker, &services).await;
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
     }
 }
 
-async fn handle(request: Message, invoker: &RegionInvoker, capacity: &Capacity) -> Message {
+async fn handle(request: Message, invoker: &RegionInvoker, services: &PopServices) -> Message {
     match request {
+        Message::FetchRoutes { since_revision } => {
+            let (revision, routes) = services.routes.fetch(since_revision);
+            Message::RouteTable { revision, routes }
+        }
+        Message::Logs { entries, dropped } => {
+            if dropped > 0 {
+                debug!(dropped, "a POP dropped function log lines before shipping");
+            }
+            for e in entries {
+                services
+                    .logs
+                    .append(&e.function, &e.node, &e.request_id, e.ts, &e.text);
+            }
+            Message::Ack
+        }
         Message::Invoke(req) => {
             let (result, function) = invoker.execute(req).await;
             Message::InvokeResult { result, function }
@@ -90,10 +117,12 @@ async fn handle(request: Message, invoker: &RegionInvoker, capacity: &Capacity) 
             }
         }
         Message::Ping { nonce } => Message::Pong { nonce },
-        Message::LoadReport(load) => match capacity.report(load, std::time::Instant::now()) {
-            Ok(()) => Message::LoadAck,
-            Err(e) => Message::Error(e),
-        },
+        Message::LoadReport(load) => {
+            match services.capacity.report(load, std::time::Instant::now()) {
+                Ok(()) => Message::Ack,
+                Err(e) => Message::Error(e),
+            }
+        }
         other => Message::Error(ApiError::bad_request(format!(
             "unexpected message from a POP: {}",
             message_name(&other)
@@ -110,7 +139,10 @@ fn message_name(m: &Message) -> &'static str {
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
         Message::LoadReport(_) => "LoadReport",
-        Message::LoadAck => "LoadAck",
         Message::Error(_) => "Error",
+        Message::FetchRoutes { .. } => "FetchRoutes",
+        Message::RouteTable { .. } => "RouteTable",
+        Message::Logs { .. } => "Logs",
+        Message::Ack => "Ack",
     }
 }

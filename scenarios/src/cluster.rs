@@ -133,13 +133,28 @@ impl DevCluster {
         config: serde_json::Value,
         wasm: Vec<u8>,
     ) -> anyhow::Result<serde_json::Value> {
+        self.deploy_as(&self.token, name, config, wasm).await
+    }
+
+    /// Deploys `wasm` as `name` with `config` for the tenant of `token` (tests with more
+    /// than one tenant).
+    ///
+    /// # Errors
+    /// The API's error message when the deploy is refused.
+    pub async fn deploy_as(
+        &self,
+        token: &str,
+        name: &str,
+        config: serde_json::Value,
+        wasm: Vec<u8>,
+    ) -> anyhow::Result<serde_json::Value> {
         let url = format!("{}/v1/functions/{name}", self.region_url());
         let form = reqwest::multipart::Form::new()
             .text("config", config.to_string())
             .part("module", reqwest::multipart::Part::bytes(wasm));
         let resp = reqwest::Client::new()
             .put(url)
-            .bearer_auth(&self.token)
+            .bearer_auth(token)
             .multipart(form)
             .send()
             .await

@@ -129,3 +129,113 @@ async fn certs_init_writes_a_ca_and_node_certificates() {
         assert!(certs.join(f).exists(), "{f} missing");
     }
 }
+
+/// Writes stdin to stderr (its log) and nothing to stdout.
+const NOISY: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 65536))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 4) (i32.load (i32.const 8)))
+    (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_and_logs_from_the_cli() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut dev = start_dev(dir.path()).await;
+    let dev_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("dev.json")).expect("dev.json"))
+            .expect("json");
+    let pop_url = dev_json["pop_url"].as_str().expect("pop_url").to_owned();
+
+    let (code, out, err) = run(
+        dir.path(),
+        &["route", "add", "shop.example", "/", "hello", "--json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let route: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let id = route["id"].as_str().expect("id").to_owned();
+    let (code, out, _) = run(dir.path(), &["route", "ls"]).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ID"), "{out}");
+    assert!(out.contains(&id) && out.contains("shop.example"), "{out}");
+    let (code, _, err) = run(
+        dir.path(),
+        &["route", "add", "shop.example", "api", "hello"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad_request") && err.contains("hint:"),
+        "{err}"
+    );
+
+    // A plain request through the POP, once its route table has caught up.
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let resp = http
+            .get(format!("{pop_url}/index.html"))
+            .header("host", "shop.example")
+            .send()
+            .await
+            .expect("sent");
+        if resp.status() == 200 {
+            assert_eq!(resp.text().await.expect("body"), "Hello, world!\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "route never served");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, _, err) = run(dir.path(), &["route", "rm", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(dir.path(), &["route", "rm", &id]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("404") && err.contains("hint:"), "{err}");
+
+    let noisy = dir.path().join("noisy.wat");
+    std::fs::write(&noisy, NOISY).expect("writes");
+    let noisy = noisy.to_str().expect("utf-8 path");
+    let (code, _, err) = run(dir.path(), &["deploy", "noisy", noisy]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = run(dir.path(), &["invoke", "noisy", "--data", "a log line"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(dir.path(), &["logs", "noisy", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    let page: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(page["lines"][0]["line"], "a log line");
+    let (code, out, _) = run(dir.path(), &["logs", "noisy"]).await;
+    assert_eq!(code, 0);
+    assert!(out.trim_end().ends_with(" a log line"), "{out}");
+    let (code, _, err) = run(dir.path(), &["logs", "nope"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("not_found"), "{err}");
+
+    // --follow prints what is there, then new lines as they arrive (one JSON object each).
+    let mut follow = strata(dir.path())
+        .args(["logs", "noisy", "--follow", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("follows");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout piped")).lines();
+    let next_line = async |lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>| {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(15), lines.next_line())
+            .await
+            .expect("a line within the deadline")
+            .expect("reads")
+            .expect("still following");
+        serde_json::from_str::<serde_json::Value>(&line).expect("one JSON object per line")
+    };
+    assert_eq!(next_line(&mut lines).await["line"], "a log line");
+    let (code, _, _) = run(dir.path(), &["invoke", "noisy", "--data", "later"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(next_line(&mut lines).await["line"], "later");
+    follow.kill().await.expect("stops");
+    dev.kill().await.expect("stops");
+}

@@ -69,6 +69,45 @@ struct InvokeQuery {
     qualifier: Option<String>,
 }
 
+/// Invokes a function (DESIGN §4). Served by POPs and regions alike.
+#[utoipa::path(
+    post,
+    path = "/v1/functions/{name}/invoke",
+    tag = "invoke",
+    params(
+        ("name" = String, Path, description = "The function's name"),
+        ("qualifier" = Option<String>, Query,
+            description = "`$LATEST` (default), a version number or an alias"),
+        ("x-strata-invocation-type" = Option<String>, Header,
+            description = "`request-response` (default) or `event`"),
+        ("x-strata-affinity" = Option<String>, Header,
+            description = "Requests with the same key reach the same instance"),
+        ("x-strata-memory-mb" = Option<u32>, Header,
+            description = "Memory for this invocation, up to the function's maximum"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "The payload: the function's stdin"),
+    responses(
+        (status = 200, description = "The function's stdout", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(
+                ("x-strata-request-id" = String, description = "The invocation's id"),
+                ("x-strata-executed-at" = String, description = "`pop/<id>` or `region/<id>`"),
+                ("x-strata-start" = String, description = "`cold` or `warm`"),
+                ("x-strata-version" = String, description = "The version that ran"),
+            )),
+        (status = 202, description = "Event accepted (durably queued)"),
+        (status = 400, description = "Malformed request", body = crate::edge::doc::ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = crate::edge::doc::ErrorBody),
+        (status = 403, description = "Not this tenant's function", body = crate::edge::doc::ErrorBody),
+        (status = 404, description = "Unknown function or qualifier", body = crate::edge::doc::ErrorBody),
+        (status = 413, description = "Payload over the limit", body = crate::edge::doc::ErrorBody),
+        (status = 429, description = "Throttled; see retry-after", body = crate::edge::doc::ErrorBody),
+        (status = 500, description = "The function failed (x-strata-function-error)", body = crate::edge::doc::ErrorBody),
+        (status = 503, description = "No capacity; see retry-after", body = crate::edge::doc::ErrorBody),
+        (status = 504, description = "The function timed out", body = crate::edge::doc::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn invoke<I: Invoker>(
     State(state): State<EdgeState<I>>,
     Path(name): Path<String>,
@@ -131,10 +170,15 @@ async fn parse(
         invocation_type,
         affinity,
         memory_mb,
+        env: Vec::new(),
+        route: None,
     })
 }
 
-fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+pub(super) fn header_str<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h str>, ApiError> {
     headers
         .get(name)
         .map(|v| {
@@ -153,7 +197,11 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the body, refusing it as soon as it is known to exceed `limit`: from
 /// `content-length` before reading, or while streaming a chunked body.
-async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let too_large = || ApiError::payload_too_large(limit as u64);
     let announced = headers
         .get(header::CONTENT_LENGTH)
@@ -204,14 +252,27 @@ async fn drain(body: &mut Body) {
 
 fn render(resp: InvokeResponse) -> Response {
     let mut out = match &resp.function_error {
-        None => (StatusCode::OK, resp.body).into_response(),
+        None => (StatusCode::OK, resp.body.clone()).into_response(),
+        Some(_) => render_function_error(&resp),
+    };
+    set_strata_headers(out.headers_mut(), &resp);
+    out
+}
+
+/// The response for an invocation whose guest failed: the DESIGN §4 status and error body.
+pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
+    match &resp.function_error {
+        None => StatusCode::OK.into_response(),
         Some(fe) => (
             function_error_status(fe.kind),
             axum::Json(json!({"error": {"kind": fe.kind.as_str(), "message": fe.message}})),
         )
             .into_response(),
-    };
-    let h = out.headers_mut();
+    }
+}
+
+/// The `x-strata-*` and `server-timing` headers every invoke response carries.
+pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
@@ -234,5 +295,4 @@ fn render(resp: InvokeResponse) -> Response {
         timing.push_str(&format!(", forward;dur={:.3}", ms(f)));
     }
     set("server-timing", timing);
-    out
 }

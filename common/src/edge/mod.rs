@@ -4,16 +4,22 @@
 //! limit enforced while streaming), the response headers, and the one mapping from
 //! [`ApiError`] kinds and guest failures to status codes and JSON error bodies. It never
 //! decides where or how an invocation runs: that is the [`Invoker`] a node plugs in.
+//! HTTP routes ([`route_fallback`]) run functions for plain device requests in CGI form
+//! ([`cgi`]) through the same [`Invoker`].
 
+pub mod cgi;
+pub mod doc;
 mod error;
 mod invoke;
 mod metrics;
 mod observe;
+mod route;
 
 pub use error::{error_response, function_error_status};
-pub use invoke::{EdgeConfig, Invoker, invoke_router};
+pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router};
 pub use metrics::metrics_router;
 pub use observe::observed;
+pub use route::{RouteSource, RouteTable, route_fallback};
 
 use crate::model::ApiError;
 use axum::response::{IntoResponse, Response};

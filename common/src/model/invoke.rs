@@ -2,6 +2,7 @@
 
 use super::{
     ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, NodeId, Qualifier, RequestId,
+    RouteGrant,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,12 @@ pub struct InvokeRequest {
     pub affinity: Option<String>,
     /// `x-strata-memory-mb`: memory asked for this invocation.
     pub memory_mb: Option<u32>,
+    /// Per-invocation environment on top of the function's own (the CGI variables of a
+    /// request that came in through a route); empty for API invocations.
+    pub env: Vec<(String, String)>,
+    /// Set when the request came in through an HTTP route instead of with a token: the
+    /// route's owner is the tenant.
+    pub route: Option<RouteGrant>,
 }
 
 /// Cold or warm start, as in `x-strata-start`.

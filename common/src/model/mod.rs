@@ -10,6 +10,7 @@ mod digest;
 mod error;
 mod invoke;
 mod name;
+mod route;
 
 pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
 pub use config::{Abi, ConfigError, FunctionConfig, Placement};
@@ -20,3 +21,6 @@ pub use invoke::{
     ResolvedFunction, StartKind, Timing,
 };
 pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};
+pub use route::{
+    HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
+};

@@ -157,6 +157,8 @@ mod tests {
             invocation_type: Default::default(),
             affinity: None,
             memory_mb: Some(256),
+            env: vec![("REQUEST_METHOD".into(), "GET".into())],
+            route: None,
         })
     }
 

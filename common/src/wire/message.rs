@@ -1,7 +1,8 @@
 //! The messages exchanged between tiers.
 
 use crate::model::{
-    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, NodeLoad, ResolvedFunction,
+    ApiError, ArtifactDigest, FunctionKey, InvokeRequest, InvokeResponse, NodeLoad,
+    ResolvedFunction, Route,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -66,8 +67,44 @@ pub enum Message {
     },
     /// POP -> region, every report interval: the POP's load for the capacity view.
     LoadReport(NodeLoad),
-    /// Region -> POP: the report was taken.
-    LoadAck,
     /// Either way: the request could not be served (unknown digest, unexpected message).
     Error(ApiError),
+    /// POP -> region: send the route table if it changed since `since_revision` (0: never
+    /// fetched).
+    FetchRoutes {
+        /// The revision of the table the POP holds.
+        since_revision: u64,
+    },
+    /// Region -> POP: the route table at `revision`; `routes` is `None` when the POP's
+    /// revision is current.
+    RouteTable {
+        /// The table's revision.
+        revision: u64,
+        /// Every route, or `None` for "unchanged".
+        routes: Option<Vec<Route>>,
+    },
+    /// POP -> region: a batch of function log output collected at the POP.
+    Logs {
+        /// The lines, oldest first.
+        entries: Vec<ShippedLog>,
+        /// Lines the POP dropped since its previous batch because its queue was full.
+        dropped: u64,
+    },
+    /// Region -> POP: the [`Message::Logs`] batch was recorded.
+    Ack,
+}
+
+/// Log output of one invocation at a POP, shipped to the region.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedLog {
+    /// The function that wrote it.
+    pub function: FunctionKey,
+    /// The invocation (32 hex digits).
+    pub request_id: String,
+    /// When it was collected, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// Where it ran (`pop/<id>`).
+    pub node: String,
+    /// The text, one or more lines.
+    pub text: String,
 }

@@ -1,18 +1,23 @@
-//! The region's control API (DESIGN §5): tenants and tokens (operator), functions
-//! (tenant), and the operators' capacity view and dashboard. Handlers parse, call one registry or executor function, and serialize;
+//! The region's control API (DESIGN §5): tenants and tokens (operator), functions,
+//! routes and logs (tenant), and the operators' capacity view and dashboard. Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
 mod capacity;
 mod functions;
+mod logs;
+mod openapi;
+mod routes;
 mod tenants;
 
 pub use capacity::{CapacityState, router as capacity_router};
 
 use crate::invoker::RegionInvoker;
+use crate::routes::Routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, header};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
+use common::logs::LogBuffer;
 use common::model::{ApiError, TenantId};
 use std::sync::Arc;
 
@@ -23,6 +28,10 @@ pub struct ControlState {
     pub invoker: Arc<RegionInvoker>,
     /// The operator token, if configured.
     pub admin_token: Option<Arc<str>>,
+    /// HTTP routes.
+    pub routes: Arc<Routes>,
+    /// Function logs collected here and shipped by POPs.
+    pub logs: Arc<LogBuffer>,
 }
 
 /// The control routes. `max_module_bytes` bounds a deploy's body (plus multipart overhead).
@@ -37,6 +46,10 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
                 .put(functions::deploy)
                 .delete(functions::delete),
         )
+        .route("/v1/routes", get(routes::list).post(routes::create))
+        .route("/v1/routes/{id}", delete(routes::delete))
+        .route("/v1/functions/{name}/logs", get(logs::read))
+        .route("/v1/openapi.json", get(openapi::openapi_json))
         // A deploy carries a whole module: allow it, and no more.
         .layer(DefaultBodyLimit::max(max_module_bytes + (64 << 10)))
         .with_state(state)

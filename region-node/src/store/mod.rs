@@ -21,6 +21,8 @@ pub enum Bucket {
     Tokens,
     /// Function records by `tenant/name`.
     Functions,
+    /// HTTP routes by route id, and the route table's revision under `~revision`.
+    Routes,
 }
 
 /// A stored value and the revision that wrote it.

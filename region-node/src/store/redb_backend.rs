@@ -10,6 +10,7 @@ use std::path::Path;
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_tenants");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_tokens");
 const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_functions");
+const ROUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_routes");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const REVISION_KEY: &str = "revision";
@@ -19,6 +20,7 @@ fn table(bucket: Bucket) -> TableDefinition<'static, &'static str, &'static [u8]
         Bucket::Tenants => TENANTS,
         Bucket::Tokens => TOKENS,
         Bucket::Functions => FUNCTIONS,
+        Bucket::Routes => ROUTES,
     }
 }
 
@@ -47,7 +49,7 @@ impl Store {
         let db = Database::create(path)?;
         // Create every table up front so readers never see "table does not exist".
         let tx = db.begin_write()?;
-        for t in [TENANTS, TOKENS, FUNCTIONS] {
+        for t in [TENANTS, TOKENS, FUNCTIONS, ROUTES] {
             tx.open_table(t)?;
         }
         tx.open_table(BLOBS)?;

@@ -1,8 +1,17 @@
 //! The CLI's subcommands other than `dev`: parse, call one API, print. Human output by
 //! default, one JSON document with `--json`.
 //!
-//! Exit codes: 0 success; 1 the request failed (platform error, or the function failed);
-//! 2 usage error (from clap).
+//! Exit codes: 0 success; 1 the request failed (the server refused it with 4xx/5xx, the
+//! function failed, or no node could be reached), with the error kind, message and a hint
+//! on stderr; 2 usage error (from clap).
+//!
+//! One module per resource: [`route`], [`logs`], [`version`] (publish, aliases); the
+//! function, tenant, token and certificate commands are here.
+
+pub mod logs;
+pub mod route;
+mod table;
+pub mod version;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
