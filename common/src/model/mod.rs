@@ -10,7 +10,7 @@ mod error;
 mod invoke;
 mod name;
 
-pub use config::{Abi, ConfigError, FunctionConfig, Placement};
+pub use config::{Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, Placement};
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault};
 pub use invoke::{
