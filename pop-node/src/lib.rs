@@ -7,7 +7,9 @@
 //! - [`known`]: tokens and functions learned from region replies, with a TTL.
 //! - [`prefetch`]: background artifact fetch + compile for popular functions.
 //! - [`invoker`]: placement decision, then local execution or forwarding.
+//! - [`artifacts`]: the artifact cache in memory and on disk, and remembered functions.
 
+pub mod artifacts;
 pub mod config;
 pub mod discovery;
 pub mod invoker;

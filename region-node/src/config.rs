@@ -34,6 +34,10 @@ pub struct RegionConfig {
     pub max_queued: usize,
     /// Compiled-module cache bound, in wasm bytes. Default 256 MiB.
     pub module_cache_bytes: usize,
+    /// Bound of the precompiled artifacts kept for POPs, in bytes; least recently fetched
+    /// are dropped first and rebuilt from the stored wasm when asked for again.
+    /// Default 256 MiB.
+    pub artifact_cache_bytes: usize,
 }
 
 impl Default for RegionConfig {
@@ -50,6 +54,7 @@ impl Default for RegionConfig {
             max_concurrency: 64,
             max_queued: 256,
             module_cache_bytes: 256 << 20,
+            artifact_cache_bytes: 256 << 20,
         }
     }
 }

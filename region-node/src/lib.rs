@@ -8,9 +8,11 @@
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
 //! - [`api`]: the control API.
+//! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
 
 pub mod admission;
 pub mod api;
+pub mod artifacts;
 pub mod config;
 pub mod invoker;
 pub mod node;

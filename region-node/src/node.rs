@@ -59,6 +59,11 @@ impl RegionHandle {
         self.invoker.registry()
     }
 
+    /// How many artifact fetches POPs have made, for tests and operators.
+    pub fn artifact_fetches(&self) -> u64 {
+        self.invoker.artifacts().fetches()
+    }
+
     /// Stops accepting, closes POP connections and waits for the node's tasks to end and
     /// its QUIC socket to be released.
     pub async fn shutdown(mut self) {
@@ -91,6 +96,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         Executor::new(sandbox, config.module_cache_bytes),
         Admission::new(config.max_concurrency, config.max_queued),
         config.edge.max_payload_bytes,
+        config.artifact_cache_bytes,
     ));
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);

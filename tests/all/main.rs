@@ -6,5 +6,6 @@ mod discovery;
 mod dns;
 mod faults;
 mod pop_dns;
+mod sandbox;
 mod support;
 mod two_tier;
