@@ -277,9 +277,12 @@ fn build_example(lang: &str) -> Option<tempfile::TempDir> {
         .join("examples")
         .join(lang)
         .join("build.sh");
+    // One Zig cache for every test run, so the standard library is built once.
+    let zig_cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("zig-cache");
     let result = std::process::Command::new("bash")
         .arg(&script)
         .arg(out.path())
+        .env("ZIG_GLOBAL_CACHE_DIR", zig_cache)
         .output();
     match result {
         Ok(o) if o.status.success() => Some(out),
@@ -349,5 +352,24 @@ async fn a_c_reactor_guest_keeps_its_count_per_affinity_key() {
         bodies.push(resp.text().await.expect("body"));
     }
     assert_eq!(bodies, ["1", "2", "3"]);
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zig_command_guest_upper_cases_its_input() {
+    let Some(built) = tokio::task::spawn_blocking(|| build_example("zig"))
+        .await
+        .expect("build task")
+    else {
+        return;
+    };
+    let c = TestCluster::start().await;
+    c.nodes
+        .deploy("upper", json!({}), read_built(&built, "upper.wasm"))
+        .await
+        .expect("deploys");
+    let resp = c.invoke("upper", "Hello, zig 0.17!").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "HELLO, ZIG 0.17!");
     c.nodes.shutdown().await;
 }
