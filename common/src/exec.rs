@@ -1,18 +1,29 @@
 //! Running a resolved function: the part of an invocation both tiers do the same way.
 //!
 //! Owns the compiled-module cache and moving guest execution onto the blocking pool (guest
-//! code never runs on a tokio worker); turns a [`sandbox::Execution`] into the
-//! [`InvokeResponse`] the edge renders. Admission (how many run at once, what happens when
-//! full) stays with each node, because a POP spills while a region queues.
+//! code never runs on a tokio worker); picks the guest ABI (a fresh command instance, or a
+//! warm reactor instance of the function version's pool, by affinity key); turns a
+//! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Admission
+//! (how many run at once, what happens when full) stays with each node, because a POP
+//! spills while a region queues.
 
 use crate::metrics::{NodeStats, Outcome};
 use crate::model::{
     Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, InvokeRequest, InvokeResponse,
     ResolvedFunction, StartKind, Timing,
 };
-use crate::sandbox::{self, CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox};
+use crate::sandbox::{
+    CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox, SandboxError, WarmKey,
+};
 use bytes::Bytes;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tracing::info;
+
+/// How often idle warm instances are looked for (at most), piggybacking on invocations.
+const REAP_EVERY: Duration = Duration::from_secs(1);
+/// `retry-after` when every instance slot is busy.
+const CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Runs functions in a [`Sandbox`] with a bounded cache of compiled modules.
 #[derive(Clone)]
@@ -21,6 +32,8 @@ pub struct Executor {
     cache: std::sync::Arc<ModuleCache>,
     stats: Option<std::sync::Arc<NodeStats>>,
     log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
+    /// When idle warm instances were last reaped.
+    reaped: std::sync::Arc<Mutex<Instant>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -39,6 +52,7 @@ impl Executor {
             cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
             stats: None,
             log_sink: None,
+            reaped: std::sync::Arc::new(Mutex::new(Instant::now())),
         }
     }
 
@@ -60,6 +74,25 @@ impl Executor {
     pub fn with_log_sink(mut self, sink: std::sync::Arc<dyn crate::logs::LogSink>) -> Self {
         self.log_sink = Some(sink);
         self
+    }
+
+    /// Keeps `module` (compiled or loaded from a precompiled artifact elsewhere) in the
+    /// cache.
+    pub fn insert(&self, module: CompiledModule) {
+        self.cache.insert(module);
+    }
+
+    /// Drops idle warm instances past their keep-alive, at most once per [`REAP_EVERY`].
+    fn maybe_reap(&self) {
+        let now = Instant::now();
+        {
+            let mut last = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
+            if now.saturating_duration_since(*last) < REAP_EVERY {
+                return;
+            }
+            *last = now;
+        }
+        self.sandbox.reap_idle();
     }
 
     /// The sandbox, for validation and fingerprints.
@@ -125,16 +158,37 @@ impl Executor {
             env,
             memory_bytes: function.config.memory_bytes(),
             timeout: function.config.timeout(),
+            fuel: function.config.fuel,
         };
         let _in_flight = self
             .stats
             .as_ref()
             .map(|s| s.in_flight(&function.key.tenant, None));
+        self.maybe_reap();
         let sandbox = self.sandbox.clone();
-        let execution = tokio::task::spawn_blocking(move || sandbox.run(&module, invocation))
-            .await
-            .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
-            .map_err(|e: sandbox::SandboxError| ApiError::internal(e.to_string()))?;
+        let execution = match function.config.abi {
+            Abi::Command => {
+                tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
+            }
+            Abi::Reactor => {
+                let key = WarmKey {
+                    function: function.key.clone(),
+                    version: function.version.clone(),
+                    digest: module.digest(),
+                    memory_bytes: invocation.memory_bytes,
+                };
+                let affinity = req.affinity.clone();
+                tokio::task::spawn_blocking(move || {
+                    sandbox.run_reactor(&key, &module, invocation, affinity.as_deref())
+                })
+                .await
+            }
+        }
+        .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
+        .map_err(|e| match e {
+            SandboxError::Capacity(m) => ApiError::unavailable(m, CAPACITY_RETRY_AFTER),
+            other => ApiError::internal(other.to_string()),
+        })?;
         if !execution.stderr.is_empty()
             && let Some(sink) = &self.log_sink
         {
@@ -154,8 +208,9 @@ impl Executor {
                 String::from_utf8_lossy(&execution.stderr)
             );
         }
-        // A command module gets a fresh instance every time by design; what makes it cold
-        // is having to prepare its code. Reactors report their instance's own start.
+        // A command module gets a fresh instance every time by design (microseconds, from
+        // a pooled slot and a copy-on-write memory image); what makes it cold is having to
+        // prepare its code. Reactors report their instance's own start.
         let start = match (cold, function.config.abi) {
             (true, _) => StartKind::Cold,
             (false, Abi::Command) => StartKind::Warm,

@@ -46,6 +46,9 @@ pub struct PopConfig {
     pub max_known: usize,
     /// Compiled-module cache bound, in wasm bytes. Default 128 MiB.
     pub module_cache_bytes: usize,
+    /// Bound of the on-disk artifact cache under `<state_dir>/artifacts`, in bytes; the
+    /// oldest files are deleted past it. Default 1 GiB.
+    pub artifact_disk_bytes: u64,
     /// Artifact fetches in flight at once. Default 4.
     pub max_prefetches: usize,
     /// How long to wait for a region's QUIC handshake before trying the next one, in
@@ -83,6 +86,7 @@ impl Default for PopConfig {
             metadata_ttl_ms: 10_000,
             max_known: 100_000,
             module_cache_bytes: 128 << 20,
+            artifact_disk_bytes: 1 << 30,
             max_prefetches: 4,
             connect_timeout_ms: 3000,
             report_interval_ms: 1000,

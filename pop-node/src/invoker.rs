@@ -1,5 +1,6 @@
 //! The POP's [`Invoker`]: feed the placement policy, then run locally or forward.
 
+use crate::artifacts::ArtifactCache;
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
@@ -22,6 +23,7 @@ pub struct PopInvoker {
     executor: Executor,
     link: Arc<RegionLink>,
     known: Known,
+    artifacts: Arc<ArtifactCache>,
     placement: Mutex<PlacementPolicy>,
     prefetcher: Prefetcher,
     local_slots: Arc<Semaphore>,
@@ -39,6 +41,8 @@ pub struct PopParts {
     pub link: Arc<RegionLink>,
     /// Learned tokens and functions.
     pub known: Known,
+    /// Artifacts in memory and on disk, and the known-functions file.
+    pub artifacts: Arc<ArtifactCache>,
     /// The placement policy.
     pub placement: PlacementPolicy,
     /// Background artifact preparation.
@@ -57,6 +61,7 @@ impl PopInvoker {
             executor: parts.executor,
             link: parts.link,
             known: parts.known,
+            artifacts: parts.artifacts,
             placement: Mutex::new(parts.placement),
             prefetcher: parts.prefetcher,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
@@ -100,7 +105,11 @@ impl PopInvoker {
                 (Err(e), _) if e.kind == ErrorKind::Unauthenticated => {
                     self.known.forget_token(token);
                 }
-                (_, Some(f)) => self.known.learn(token, f, Instant::now()),
+                (_, Some(f)) => {
+                    // Also on disk, so a restarted POP can run what it has cached.
+                    self.artifacts.remember(token, &f).await;
+                    self.known.learn(token, f, Instant::now());
+                }
                 _ => {}
             }
         }

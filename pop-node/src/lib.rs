@@ -10,7 +10,9 @@
 //! - [`invoker`]: placement decision, then local execution or forwarding.
 //! - [`routes`]: the route table, synced from the region.
 //! - [`logship`]: function logs kept locally and shipped to the region.
+//! - [`artifacts`]: the artifact cache in memory and on disk, and remembered functions.
 
+pub mod artifacts;
 pub mod config;
 pub mod discovery;
 pub mod invoker;

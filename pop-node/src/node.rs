@@ -1,5 +1,6 @@
 //! Starting and stopping a POP node.
 
+use crate::artifacts::ArtifactCache;
 use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
@@ -109,13 +110,33 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         slots: config.local_concurrency,
         every: std::time::Duration::from_millis(config.report_interval_ms),
     };
+    let artifacts = Arc::new(ArtifactCache::open(
+        &config.state_dir.join("artifacts"),
+        executor.clone(),
+        config.module_cache_bytes,
+        config.artifact_disk_bytes,
+        config.max_known,
+        config.metadata_ttl(),
+    )?);
+    let known = Known::new(config.metadata_ttl(), config.max_known);
+    // A restarted POP is warm again: cached artifacts and the functions they belong to
+    // are back before the first request.
+    let restore = Arc::clone(&artifacts);
+    let known = tokio::task::spawn_blocking(move || {
+        restore.warm_up();
+        restore.restore(&known);
+        known
+    })
+    .await
+    .map_err(|e| std::io::Error::other(format!("artifact warm-up failed: {e}")))?;
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
         link: Arc::clone(&link),
-        known: Known::new(config.metadata_ttl(), config.max_known),
+        known,
+        artifacts: Arc::clone(&artifacts),
         placement: PlacementPolicy::new(config.placement.clone()),
-        prefetcher: Prefetcher::new(link, executor, config.max_prefetches),
+        prefetcher: Prefetcher::new(link, artifacts, config.max_prefetches),
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
     }));

@@ -2,8 +2,8 @@
 //! so the request that made them popular is not delayed. Bounded in flight, deduplicated
 //! by digest; the tasks live in a [`JoinSet`] owned here, aborted when the POP stops.
 
+use crate::artifacts::ArtifactCache;
 use crate::upstream::RegionLink;
-use common::exec::Executor;
 use common::model::ArtifactDigest;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 #[derive(Debug)]
 pub struct Prefetcher {
     link: Arc<RegionLink>,
-    executor: Executor,
+    artifacts: Arc<ArtifactCache>,
     max_in_flight: usize,
     in_flight: Arc<Mutex<HashSet<ArtifactDigest>>>,
     tasks: Mutex<JoinSet<()>>,
@@ -22,10 +22,10 @@ pub struct Prefetcher {
 
 impl Prefetcher {
     /// A prefetcher with at most `max_in_flight` fetches at once.
-    pub fn new(link: Arc<RegionLink>, executor: Executor, max_in_flight: usize) -> Self {
+    pub fn new(link: Arc<RegionLink>, artifacts: Arc<ArtifactCache>, max_in_flight: usize) -> Self {
         Self {
             link,
-            executor,
+            artifacts,
             max_in_flight: max_in_flight.max(1),
             in_flight: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
@@ -43,18 +43,15 @@ impl Prefetcher {
             in_flight.insert(digest);
         }
         let link = Arc::clone(&self.link);
-        let executor = self.executor.clone();
+        let artifacts = Arc::clone(&self.artifacts);
         let in_flight = Arc::clone(&self.in_flight);
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            let engine = executor.sandbox().fingerprint();
-            match link.fetch(digest, engine).await {
-                Ok(bytes) => match executor.prepare(bytes).await {
-                    Ok(_) => debug!(%digest, "artifact ready"),
-                    Err(e) => warn!(%digest, error = %e, "artifact from region does not compile"),
-                },
-                Err(e) => warn!(%digest, error = %e, "artifact fetch failed"),
+            // Disk first, then the region; precompiled code when the engines match.
+            match artifacts.obtain(&link, digest).await {
+                Ok(_) => debug!(%digest, "artifact ready"),
+                Err(e) => warn!(%digest, error = %e, "artifact could not be prepared"),
             }
             in_flight
                 .lock()

@@ -10,7 +10,7 @@ use common::model::{
     ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
 };
 use common::transport::{Channel, Client, TransportError};
-use common::wire::{EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
+use common::wire::{ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
 use std::sync::Mutex as SyncMutex;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -185,25 +185,35 @@ impl RegionLink {
         }
     }
 
-    /// Fetches the module with `digest` and checks that its bytes hash to it.
+    /// Fetches the artifact for the module with `digest`, precompiled for `engine` when
+    /// the region can, and checks it: the reply names `digest`, the bytes hash to the
+    /// reply's checksum, and wasm bytes hash to `digest` itself.
     ///
     /// # Errors
     /// 503 when no region is reachable, 404 when the region does not have it, 500 when the
-    /// bytes do not match the digest.
+    /// reply fails a check.
     pub async fn fetch(
         &self,
         digest: ArtifactDigest,
         engine: EngineFingerprint,
-    ) -> Result<bytes::Bytes, ApiError> {
+    ) -> Result<(ArtifactKind, bytes::Bytes), ApiError> {
         match self
             .request(&Message::FetchArtifact { digest, engine })
             .await?
         {
             Message::Artifact {
-                digest: d, bytes, ..
+                digest: d,
+                kind,
+                checksum,
+                bytes,
             } if d == digest => {
-                if ArtifactDigest::of(&bytes) == digest {
-                    Ok(bytes)
+                let actual = ArtifactDigest::of(&bytes);
+                let consistent = match kind {
+                    ArtifactKind::Wasm => actual == digest,
+                    ArtifactKind::Precompiled => actual == checksum,
+                };
+                if consistent {
+                    Ok((kind, bytes))
                 } else {
                     Err(ApiError::internal(format!(
                         "artifact {digest} failed its digest check"

@@ -36,6 +36,10 @@ pub struct RegionConfig {
     pub module_cache_bytes: usize,
     /// Bounds of the function log ring buffers (this region's and what POPs ship).
     pub function_logs: common::logs::LogLimits,
+    /// Bound of the precompiled artifacts kept for POPs, in bytes; least recently fetched
+    /// are dropped first and rebuilt from the stored wasm when asked for again.
+    /// Default 256 MiB.
+    pub artifact_cache_bytes: usize,
 }
 
 impl Default for RegionConfig {
@@ -53,6 +57,7 @@ impl Default for RegionConfig {
             max_queued: 256,
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
+            artifact_cache_bytes: 256 << 20,
         }
     }
 }

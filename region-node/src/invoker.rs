@@ -2,6 +2,7 @@
 //! serves the region's own HTTP edge and invocations forwarded by POPs over QUIC.
 
 use crate::admission::Admission;
+use crate::artifacts::Artifacts;
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
@@ -17,6 +18,7 @@ pub struct RegionInvoker {
     node: NodeId,
     registry: Arc<Registry>,
     executor: Executor,
+    artifacts: Arc<Artifacts>,
     admission: Admission,
     max_payload_bytes: usize,
     /// Checks invocations that came in through an HTTP route (no token).
@@ -32,11 +34,18 @@ impl RegionInvoker {
         executor: Executor,
         admission: Admission,
         max_payload_bytes: usize,
+        artifact_cache_bytes: usize,
     ) -> Self {
+        let artifacts = Arc::new(Artifacts::new(
+            executor.clone(),
+            Arc::clone(&registry),
+            artifact_cache_bytes,
+        ));
         Self {
             node,
             registry,
             executor,
+            artifacts,
             admission,
             max_payload_bytes,
             routes: None,
@@ -61,6 +70,11 @@ impl RegionInvoker {
     /// The registry this invoker resolves against.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Precompiled artifacts (prepared on deploy, served to POPs).
+    pub fn artifacts(&self) -> &Arc<Artifacts> {
+        &self.artifacts
     }
 
     /// The executor (shared with the control API, which compiles on deploy).

@@ -11,9 +11,11 @@
 //! - [`api`]: the control API.
 //! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
 //!   `/dashboard`).
+//! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
 
 pub mod admission;
 pub mod api;
+pub mod artifacts;
 pub mod capacity;
 pub mod config;
 pub mod invoker;

@@ -67,6 +67,11 @@ impl RegionHandle {
         self.invoker.registry()
     }
 
+    /// How many artifact fetches POPs have made, for tests and operators.
+    pub fn artifact_fetches(&self) -> u64 {
+        self.invoker.artifacts().fetches()
+    }
+
     /// Stops accepting, closes POP connections and waits for the node's tasks to end and
     /// its QUIC socket to be released.
     pub async fn shutdown(mut self) {
@@ -109,6 +114,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             executor,
             Admission::new(config.max_concurrency, config.max_queued),
             config.edge.max_payload_bytes,
+            config.artifact_cache_bytes,
         )
         .with_routes(Arc::clone(&routes)),
     );

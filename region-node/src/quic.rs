@@ -7,7 +7,7 @@ use crate::routes::Routes;
 use common::logs::LogBuffer;
 use common::model::ApiError;
 use common::transport::{PeerConnection, Server, ServerStream};
-use common::wire::{ArtifactKind, MAX_FRAME_LEN, Message};
+use common::wire::{MAX_FRAME_LEN, Message};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
@@ -104,17 +104,8 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             let (result, function) = invoker.execute(req).await;
             Message::InvokeResult { result, function }
         }
-        Message::FetchArtifact { digest, engine: _ } => {
-            let registry = Arc::clone(invoker.registry());
-            match tokio::task::spawn_blocking(move || registry.module(&digest)).await {
-                Ok(Ok(bytes)) => Message::Artifact {
-                    digest,
-                    kind: ArtifactKind::Wasm,
-                    bytes: bytes.into(),
-                },
-                Ok(Err(e)) => Message::Error(e),
-                Err(e) => Message::Error(ApiError::internal(format!("store task failed: {e}"))),
-            }
+        Message::FetchArtifact { digest, engine } => {
+            invoker.artifacts().fetch(digest, &engine).await
         }
         Message::Ping { nonce } => Message::Pong { nonce },
         Message::LoadReport(load) => {

@@ -10,5 +10,6 @@ mod observability;
 mod openapi;
 mod pop_dns;
 mod routes;
+mod sandbox;
 mod support;
 mod two_tier;

@@ -282,6 +282,10 @@ pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     set("x-strata-executed-at", resp.executed_at.to_string());
     set("x-strata-start", resp.start.as_str().to_owned());
     set("x-strata-version", resp.version.clone());
+    set(
+        "x-strata-peak-memory-bytes",
+        resp.peak_memory_bytes.to_string(),
+    );
     if let Some(fe) = &resp.function_error {
         set("x-strata-function-error", fe.kind.as_str().to_owned());
     }

@@ -32,6 +32,8 @@ pub enum Placement {
 pub const MAX_MEMORY_MB: u32 = 4096;
 /// Longest timeout a function may configure, in milliseconds (15 minutes).
 pub const MAX_TIMEOUT_MS: u32 = 900_000;
+/// Most fuel a function may configure (about that many wasm instructions per invocation).
+pub const MAX_FUEL: u64 = 1 << 50;
 /// Most environment variables a function may configure.
 pub const MAX_ENV_VARS: usize = 64;
 
@@ -51,6 +53,10 @@ pub struct FunctionConfig {
     pub max_concurrency: Option<u32>,
     /// Environment variables given to every invocation. Default empty.
     pub env: BTreeMap<String, String>,
+    /// A deterministic CPU bound per invocation in wasmtime fuel units (about one per wasm
+    /// instruction), in `1..=MAX_FUEL`; running out fails the invocation as a timeout.
+    /// Default none: only `timeout_ms` bounds it.
+    pub fuel: Option<u64>,
 }
 
 impl Default for FunctionConfig {
@@ -62,6 +68,7 @@ impl Default for FunctionConfig {
             placement: Placement::Auto,
             max_concurrency: None,
             env: BTreeMap::new(),
+            fuel: None,
         }
     }
 }
@@ -80,6 +87,9 @@ pub enum ConfigError {
     /// `timeout_ms` outside `1..=MAX_TIMEOUT_MS`.
     #[error("timeout_ms must be between 1 and {MAX_TIMEOUT_MS}, got {0}")]
     Timeout(u32),
+    /// `fuel` outside `1..=MAX_FUEL`.
+    #[error("fuel must be between 1 and {MAX_FUEL}, got {0}")]
+    Fuel(u64),
     /// `max_concurrency` of zero.
     #[error("max_concurrency must be at least 1")]
     Concurrency,
@@ -104,6 +114,11 @@ impl FunctionConfig {
         }
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
             return Err(ConfigError::Timeout(self.timeout_ms));
+        }
+        if let Some(fuel) = self.fuel
+            && !(1..=MAX_FUEL).contains(&fuel)
+        {
+            return Err(ConfigError::Fuel(fuel));
         }
         if self.max_concurrency == Some(0) {
             return Err(ConfigError::Concurrency);
@@ -155,6 +170,11 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(t.validate(4096), Err(ConfigError::Timeout(0)));
+        let f = FunctionConfig {
+            fuel: Some(0),
+            ..c.clone()
+        };
+        assert_eq!(f.validate(4096), Err(ConfigError::Fuel(0)));
         let mut e = c;
         e.env.insert("STRATA_X".into(), "1".into());
         assert!(matches!(e.validate(4096), Err(ConfigError::Env(_))));

@@ -13,7 +13,7 @@ mod name;
 mod route;
 
 pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
-pub use config::{Abi, ConfigError, FunctionConfig, Placement};
+pub use config::{Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, Placement};
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault};
 pub use invoke::{

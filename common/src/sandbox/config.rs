@@ -29,6 +29,23 @@ pub struct SandboxConfig {
     /// Most native stack a guest may use, in bytes; deeper recursion traps with a stack
     /// overflow. Default 512 KiB.
     pub max_wasm_stack_bytes: usize,
+    /// Most imports a module may declare; more is refused at compile time with
+    /// [`super::ModuleError::TooManyImports`]. Default 256.
+    pub max_imports: usize,
+    /// Instance slots of the pooling allocator: the most instances alive at once, warm
+    /// reactor instances included. An instantiation beyond it fails the invocation with
+    /// [`super::SandboxError::Capacity`] (a 503 at the edge). Each slot reserves address
+    /// space (not memory) for the largest linear memory. Default 512.
+    pub max_instances: u32,
+    /// Most warm instances kept per reactor function version. Default 4.
+    pub warm_pool_size: usize,
+    /// Most reactor function versions with a warm pool; when a new one needs a pool, the
+    /// least recently used pool is dropped with its instances. `max_warm_pools *
+    /// warm_pool_size` must stay below `max_instances` so that warm instances never take
+    /// every slot. Default 64.
+    pub max_warm_pools: usize,
+    /// How long an idle warm instance is kept, in milliseconds. Default 60 000.
+    pub warm_idle_ms: u64,
 }
 
 impl Default for SandboxConfig {
@@ -39,6 +56,11 @@ impl Default for SandboxConfig {
             max_stderr_bytes: 256 << 10,
             epoch_tick_ms: 1,
             max_wasm_stack_bytes: 512 << 10,
+            max_imports: 256,
+            max_instances: 512,
+            warm_pool_size: 4,
+            max_warm_pools: 64,
+            warm_idle_ms: 60_000,
         }
     }
 }
@@ -59,7 +81,24 @@ impl SandboxConfig {
                 "max_wasm_stack_bytes must be at least 1".into(),
             ));
         }
+        if self.max_instances == 0 {
+            return Err(SandboxError::Config(
+                "max_instances must be at least 1".into(),
+            ));
+        }
+        let warm = self.max_warm_pools.saturating_mul(self.warm_pool_size);
+        if warm >= self.max_instances as usize {
+            return Err(SandboxError::Config(format!(
+                "max_warm_pools * warm_pool_size ({warm}) must be below max_instances ({})",
+                self.max_instances
+            )));
+        }
         Ok(())
+    }
+
+    /// How long an idle warm instance is kept.
+    pub fn warm_idle(&self) -> Duration {
+        Duration::from_millis(self.warm_idle_ms)
     }
 
     /// The time between epoch ticks.
@@ -85,6 +124,17 @@ mod tests {
     fn zero_epoch_tick_is_refused() {
         let c = SandboxConfig {
             epoch_tick_ms: 0,
+            ..SandboxConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(SandboxError::Config(_))));
+    }
+
+    #[test]
+    fn warm_pools_that_could_take_every_instance_slot_are_refused() {
+        let c = SandboxConfig {
+            max_instances: 8,
+            warm_pool_size: 4,
+            max_warm_pools: 2,
             ..SandboxConfig::default()
         };
         assert!(matches!(c.validate(), Err(SandboxError::Config(_))));

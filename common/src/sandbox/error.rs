@@ -35,6 +35,26 @@ pub enum ModuleError {
         /// The import's field name.
         name: String,
     },
+    /// The module declares more imports than [`super::SandboxConfig::max_imports`].
+    #[error("module declares {count} imports, over the limit of {limit}")]
+    TooManyImports {
+        /// How many imports the module declares.
+        count: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The module does not have the exports its configured ABI needs (DESIGN §3).
+    #[error("module does not fit the {abi} ABI: {reason}")]
+    Abi {
+        /// `command` or `reactor`.
+        abi: &'static str,
+        /// What is missing or of the wrong type.
+        reason: String,
+    },
+    /// The bytes are not a precompiled artifact this engine can load (wrong engine,
+    /// corrupted, or not an artifact at all).
+    #[error("precompiled artifact refused: {0}")]
+    Artifact(String),
     /// Every import exists but linking failed (for example an import of the wrong type).
     #[error("module cannot be linked: {0}")]
     Link(String),
@@ -50,6 +70,10 @@ pub enum SandboxError {
     /// epoch ticker thread could not be started.
     #[error("sandbox engine failure: {0}")]
     Engine(String),
+    /// Every instance slot is in use (see [`super::SandboxConfig::max_instances`]): the
+    /// node is at capacity, not broken. Retry later or elsewhere.
+    #[error("no free instance slot: {0}")]
+    Capacity(String),
     /// The module was compiled by a different [`super::Sandbox`] (another engine); it must
     /// be compiled again by this one.
     #[error("module was compiled by a different sandbox engine")]

@@ -8,9 +8,9 @@ use wasmtime::ResourceLimiter;
 
 /// Most elements any one table may hold.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 10_000;
-/// Most tables one instance may define.
-const MAX_TABLES: usize = 16;
-/// A command invocation instantiates exactly one module.
+/// Most tables one instance may define (also the pooling allocator's per-module bound).
+pub(crate) const MAX_TABLES: usize = 4;
+/// Every store (a command invocation, a warm reactor instance) holds exactly one instance.
 const MAX_INSTANCES: usize = 1;
 /// One linear memory, so that the memory bound is the bound on the whole guest.
 const MAX_MEMORIES: usize = 1;
@@ -20,6 +20,8 @@ const MAX_MEMORIES: usize = 1;
 pub(crate) struct MemoryLimiter {
     limit: u64,
     peak: u64,
+    /// The linear memory's current size, as last granted.
+    current: u64,
     denied: bool,
 }
 
@@ -29,8 +31,16 @@ impl MemoryLimiter {
         Self {
             limit,
             peak: 0,
+            current: 0,
             denied: false,
         }
+    }
+
+    /// Starts a new invocation in a reused instance: the peak restarts at the memory the
+    /// instance already has, and earlier denials are forgotten.
+    pub(crate) fn start_invocation(&mut self) {
+        self.peak = self.current;
+        self.denied = false;
     }
 
     /// The largest linear-memory size granted so far, in bytes.
@@ -60,6 +70,7 @@ impl ResourceLimiter for MemoryLimiter {
         // sizes that will actually exist.
         if maximum.is_none_or(|max| desired <= max) {
             self.peak = self.peak.max(desired_bytes);
+            self.current = desired_bytes;
         }
         Ok(true)
     }

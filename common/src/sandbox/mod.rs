@@ -18,27 +18,44 @@
 //!   last clone of the sandbox is dropped. Memory is bounded per store by a
 //!   [`wasmtime::ResourceLimiter`].
 //! - [`ModuleCache`] keeps compiled modules, bounded by total wasm bytes.
+//! - [`Sandbox::run_reactor`] runs the reactor ABI (DESIGN §3) in warm instances kept in
+//!   bounded per-function-version pools ([`WarmKey`]), with affinity keys mapped to pool
+//!   slots by rendezvous hashing; an instance that failed is discarded, never reused.
+//! - [`Sandbox::precompile`] and [`Sandbox::load_precompiled`] exchange compiled code as
+//!   bytes between engines with equal [`Sandbox::fingerprint`]s.
+//!
+//! The engine is tuned for many small tenants: the pooling instance allocator (instance
+//! slots reserved once, [`SandboxConfig::max_instances`]), copy-on-write memory images,
+//! `InstancePre` (imports resolved once per module), Cranelift optimising for speed, one
+//! epoch ticker thread per sandbox, and fuel metering for functions that ask for a
+//! deterministic CPU bound.
 //!
 //! Never performs network or file I/O and never gives guests a filesystem, sockets or
 //! arguments beyond the program name.
 
+mod artifact;
 mod cache;
 mod config;
 mod error;
 mod limits;
 mod poll;
+mod pool;
+mod reactor;
 mod run;
 mod ticker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reactor;
 
 pub use cache::ModuleCache;
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
+pub use pool::WarmKey;
 pub use run::{Execution, Invocation};
 
-use crate::model::ArtifactDigest;
+use crate::model::{Abi, ArtifactDigest, MAX_MEMORY_MB};
 use crate::wire::EngineFingerprint;
 use limits::MemoryLimiter;
 use sha2::{Digest, Sha256};
@@ -48,7 +65,10 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 use ticker::EpochTicker;
-use wasmtime::{Config, Engine, InstancePre, Linker, Module, OptLevel, Store};
+use wasmtime::{
+    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
+    PoolingAllocationConfig, Store, ValType,
+};
 use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 
@@ -56,6 +76,9 @@ use wasmtime_wasi::p1::{self, WasiP1Ctx};
 const WASM_MAGIC: &[u8] = b"\0asm";
 /// The engine family in fingerprints; the hash after it carries the exact version.
 const ENGINE_NAME: &str = "wasmtime-48";
+/// The largest linear memory any instance slot can hold: the largest memory a function
+/// may configure ([`crate::model::MAX_MEMORY_MB`]).
+const MAX_SLOT_MEMORY_BYTES: usize = (MAX_MEMORY_MB as usize) << 20;
 
 /// What a store carries: the guest's WASI context, its resource limiter and its clocks.
 struct StoreState {
@@ -82,6 +105,8 @@ struct Inner {
     provided: HashMap<String, HashSet<String>>,
     cfg: SandboxConfig,
     fingerprint: EngineFingerprint,
+    /// Warm reactor instances by function version.
+    pools: pool::WarmPools,
     /// Dropped last, after everything else here; joins the ticker thread.
     _ticker: EpochTicker,
 }
@@ -106,11 +131,27 @@ impl Sandbox {
         cfg.validate()?;
         let engine_err =
             |what: &str, e: wasmtime::Error| SandboxError::Engine(format!("{what}: {e:#}"));
+        let mut pooling = PoolingAllocationConfig::new();
+        pooling
+            .total_core_instances(cfg.max_instances)
+            .total_memories(cfg.max_instances)
+            .total_tables(cfg.max_instances)
+            .max_memories_per_module(1)
+            .max_tables_per_module(limits::MAX_TABLES as u32)
+            .table_elements(limits::MAX_TABLE_ELEMENTS)
+            .max_memory_size(MAX_SLOT_MEMORY_BYTES);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
+            // Fuel costs a counter update per basic block; it is the only bound on CPU
+            // that does not depend on the machine's speed, which some functions need.
+            .consume_fuel(true)
             .cranelift_opt_level(OptLevel::Speed)
-            .max_wasm_stack(cfg.max_wasm_stack_bytes);
+            .max_wasm_stack(cfg.max_wasm_stack_bytes)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
+            // Linear memory starts as a copy-on-write mapping of the module's data
+            // segments instead of being copied in at every instantiation.
+            .memory_init_cow(true);
         let engine = Engine::new(&config).map_err(|e| engine_err("engine configuration", e))?;
 
         let mut linker = Linker::new(&engine);
@@ -144,6 +185,7 @@ impl Sandbox {
                 engine,
                 linker,
                 provided,
+                pools: pool::WarmPools::new(&cfg),
                 cfg,
                 fingerprint,
                 _ticker: ticker,
@@ -185,6 +227,23 @@ impl Sandbox {
         }
         let module = Module::from_binary(&self.inner.engine, wasm)
             .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        self.prelink(module, ArtifactDigest::of(wasm), wasm.len())
+    }
+
+    /// Checks `module`'s imports against what the host provides and pre-links it.
+    fn prelink(
+        &self,
+        module: Module,
+        digest: ArtifactDigest,
+        size_bytes: usize,
+    ) -> Result<CompiledModule, ModuleError> {
+        let count = module.imports().len();
+        if count > self.inner.cfg.max_imports {
+            return Err(ModuleError::TooManyImports {
+                count,
+                limit: self.inner.cfg.max_imports,
+            });
+        }
         for import in module.imports() {
             let known = self
                 .inner
@@ -205,9 +264,9 @@ impl Sandbox {
             .map_err(|e| ModuleError::Link(format!("{e:#}")))?;
         Ok(CompiledModule {
             inner: Arc::new(ModuleInner {
-                digest: ArtifactDigest::of(wasm),
+                digest,
                 pre,
-                size_bytes: wasm.len(),
+                size_bytes,
             }),
         })
     }
@@ -221,6 +280,41 @@ impl Sandbox {
     /// [`SandboxError::Engine`] when a store cannot be created.
     pub fn run(&self, module: &CompiledModule, inv: Invocation) -> Result<Execution, SandboxError> {
         run::run_command(&self.inner, module, inv)
+    }
+
+    /// Runs one invocation of a reactor module (DESIGN §3): `strata_handle` in a warm
+    /// instance of `key`'s pool, created (with `_initialize`) when none is idle. With an
+    /// `affinity` key the invocation goes to the pool slot that key hashes to, so it sees
+    /// the linear memory earlier invocations with that key left behind, while that
+    /// instance lives. BLOCKS like [`Sandbox::run`].
+    ///
+    /// # Errors
+    /// As [`Sandbox::run`], plus [`SandboxError::Capacity`] when no instance slot is free.
+    pub fn run_reactor(
+        &self,
+        key: &WarmKey,
+        module: &CompiledModule,
+        inv: Invocation,
+        affinity: Option<&str>,
+    ) -> Result<Execution, SandboxError> {
+        reactor::run_reactor(&self.inner, key, module, inv, affinity)
+    }
+
+    /// Drops warm instances idle for longer than [`SandboxConfig::warm_idle_ms`] and
+    /// pools left empty; returns how many warm instances remain.
+    pub fn reap_idle(&self) -> usize {
+        self.inner.pools.reap(Instant::now())
+    }
+
+    /// Drops every warm instance of functions whose code is `digest` (it was replaced or
+    /// deleted).
+    pub fn drop_warm(&self, digest: &ArtifactDigest) {
+        self.inner.pools.remove_digest(digest);
+    }
+
+    /// How many warm instances are idle in `key`'s pool.
+    pub fn warm_instances(&self, key: &WarmKey) -> usize {
+        self.inner.pools.idle(key)
     }
 }
 
@@ -249,6 +343,60 @@ impl CompiledModule {
 
     fn pre(&self) -> &InstancePre<StoreState> {
         &self.inner.pre
+    }
+
+    /// Checks that the module has what `abi` needs (DESIGN §3): `_start: () -> ()` for a
+    /// command; `strata_handle: () -> i32` (and, if exported, `_initialize: () -> ()`)
+    /// for a reactor.
+    ///
+    /// # Errors
+    /// [`ModuleError::Abi`] naming the missing or mistyped export.
+    pub fn check_abi(&self, abi: Abi) -> Result<(), ModuleError> {
+        let module = self.inner.pre.module();
+        let func = |name: &str| match module.get_export(name) {
+            Some(ExternType::Func(f)) => Some(Some(f)),
+            Some(_) => Some(None),
+            None => None,
+        };
+        let unit = |f: &wasmtime::FuncType| f.params().len() == 0 && f.results().len() == 0;
+        let (abi_name, problem) = match abi {
+            Abi::Command => (
+                "command",
+                match func("_start") {
+                    Some(Some(f)) if unit(&f) => None,
+                    Some(_) => Some("`_start` must be a function taking and returning nothing"),
+                    None => Some("no `_start` export (a reactor? deploy with abi = reactor)"),
+                },
+            ),
+            Abi::Reactor => {
+                let handle = match func("strata_handle") {
+                    Some(Some(f))
+                        if f.params().len() == 0
+                            && f.results().len() == 1
+                            && f.results().all(|r| matches!(r, ValType::I32)) =>
+                    {
+                        None
+                    }
+                    Some(_) => Some("`strata_handle` must be a function `() -> i32`"),
+                    None => Some("no `strata_handle` export"),
+                };
+                let init = match func("_initialize") {
+                    Some(Some(f)) if !unit(&f) => {
+                        Some("`_initialize` must be a function taking and returning nothing")
+                    }
+                    Some(None) => Some("`_initialize` must be a function"),
+                    _ => None,
+                };
+                ("reactor", handle.or(init))
+            }
+        };
+        match problem {
+            None => Ok(()),
+            Some(reason) => Err(ModuleError::Abi {
+                abi: abi_name,
+                reason: reason.to_owned(),
+            }),
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 use super::limits::MemoryLimiter;
 use super::poll::GuestClock;
 use super::{CompiledModule, Inner, SandboxError, StoreState};
+
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ pub struct Invocation {
     /// Wall-clock limit for instantiation plus `_start`; longer is `Timeout`. Measured in
     /// epoch ticks, so it may be exceeded by up to about one tick.
     pub timeout: Duration,
+    /// Deterministic CPU bound in wasmtime fuel units (about one per instruction); running
+    /// out is `Timeout`. `None` for no bound beyond `timeout`.
+    pub fuel: Option<u64>,
 }
 
 /// How an invocation went: the guest's output and, if it failed, why.
@@ -53,10 +57,81 @@ pub struct Execution {
 
 /// What the host observed besides the guest's result; input to [`classify`].
 #[derive(Debug, Clone, Copy)]
-struct Observed {
-    stdout_over: bool,
-    stderr_over: bool,
-    memory_denied: bool,
+pub(super) struct Observed {
+    pub(super) stdout_over: bool,
+    pub(super) stderr_over: bool,
+    pub(super) memory_denied: bool,
+}
+
+/// One invocation's stdio: the pipes the guest reads and writes, and the WASI context
+/// that connects them.
+pub(super) struct Stdio {
+    pub(super) stdout: MemoryOutputPipe,
+    pub(super) stderr: MemoryOutputPipe,
+}
+
+impl Stdio {
+    /// Builds the WASI context of one invocation: stdin from `stdin`, stdout and stderr
+    /// into fresh pipes with one byte of headroom over their caps, `env`, and the guest
+    /// clock starting at `origin`.
+    pub(super) fn build(
+        cfg: &super::SandboxConfig,
+        stdin: Bytes,
+        env: &[(String, String)],
+        origin: Instant,
+    ) -> (Self, wasmtime_wasi::p1::WasiP1Ctx) {
+        // One byte of headroom over each cap: a guest that tried to write more than the
+        // cap leaves more than the cap in the pipe, which is how overflow is told apart
+        // from output of exactly the cap. (A full pipe answers the guest's write with EIO
+        // and tells the host nothing, and the guest may well ignore the error and exit 0.)
+        let stdout = MemoryOutputPipe::new(cfg.max_stdout_bytes.saturating_add(1));
+        let stderr = MemoryOutputPipe::new(cfg.max_stderr_bytes.saturating_add(1));
+        let wasi = WasiCtxBuilder::new()
+            .stdin(MemoryInputPipe::new(stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .envs(env)
+            .arg(PROGRAM_NAME)
+            .monotonic_clock(GuestClock { origin })
+            .build_p1();
+        (Self { stdout, stderr }, wasi)
+    }
+
+    /// Takes what the guest wrote; call after the store no longer writes to the pipes.
+    pub(super) fn finish(self, cfg: &super::SandboxConfig) -> (Vec<u8>, Vec<u8>, bool, bool) {
+        let stdout = into_vec(&self.stdout);
+        let stderr = into_vec(&self.stderr);
+        let (so, se) = (
+            stdout.len() > cfg.max_stdout_bytes,
+            stderr.len() > cfg.max_stderr_bytes,
+        );
+        (
+            truncated(stdout, cfg.max_stdout_bytes),
+            truncated(stderr, cfg.max_stderr_bytes),
+            so,
+            se,
+        )
+    }
+}
+
+/// Arms `store` for one call: epoch deadline for `timeout`, and `fuel` (unbounded when
+/// `None`).
+pub(super) fn arm(
+    store: &mut Store<StoreState>,
+    tick: Duration,
+    timeout: Duration,
+    fuel: Option<u64>,
+) -> Result<(), SandboxError> {
+    store.set_epoch_deadline(deadline_ticks(timeout, tick));
+    store
+        .set_fuel(fuel.unwrap_or(u64::MAX))
+        .map_err(|e| SandboxError::Engine(format!("setting fuel: {e:#}")))
+}
+
+/// Whether `e` says the pooling allocator has no free slot.
+pub(super) fn is_capacity(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<wasmtime::PoolConcurrencyLimitError>())
 }
 
 /// Runs `module` once with `inv`: see [`super::Sandbox::run`].
@@ -74,22 +149,10 @@ pub(super) fn run_command(
         env,
         memory_bytes,
         timeout,
+        fuel,
     } = inv;
-    // One byte of headroom over each cap: a guest that tried to write more than the cap
-    // leaves more than the cap in the pipe, which is how overflow is told apart from
-    // output of exactly the cap. (A full pipe answers the guest's write with EIO and
-    // tells the host nothing, and the guest may well ignore the error and exit 0.)
-    let stdout = MemoryOutputPipe::new(cfg.max_stdout_bytes.saturating_add(1));
-    let stderr = MemoryOutputPipe::new(cfg.max_stderr_bytes.saturating_add(1));
     let started = Instant::now();
-    let wasi = WasiCtxBuilder::new()
-        .stdin(MemoryInputPipe::new(stdin))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .envs(&env)
-        .arg(PROGRAM_NAME)
-        .monotonic_clock(GuestClock { origin: started })
-        .build_p1();
+    let (stdio, wasi) = Stdio::build(cfg, stdin, &env, started);
     let state = StoreState {
         wasi,
         limiter: MemoryLimiter::new(memory_bytes),
@@ -100,10 +163,15 @@ pub(super) fn run_command(
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_trap();
-    store.set_epoch_deadline(deadline_ticks(timeout, cfg.epoch_tick()));
+    arm(&mut store, cfg.epoch_tick(), timeout, fuel)?;
 
     let instantiated = module.pre().instantiate(&mut store);
     let instantiate = started.elapsed();
+    if let Err(e) = &instantiated
+        && is_capacity(e)
+    {
+        return Err(SandboxError::Capacity(format!("{e:#}")));
+    }
     let (result, exec) = match instantiated {
         Err(e) => (Err(e), Duration::ZERO),
         Ok(instance) => {
@@ -119,17 +187,16 @@ pub(super) fn run_command(
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
     // Free the instance (and its linear memory) before copying the output.
     drop(store);
-    let stdout = into_vec(&stdout);
-    let stderr = into_vec(&stderr);
+    let (stdout, stderr, stdout_over, stderr_over) = stdio.finish(cfg);
     let observed = Observed {
-        stdout_over: stdout.len() > cfg.max_stdout_bytes,
-        stderr_over: stderr.len() > cfg.max_stderr_bytes,
+        stdout_over,
+        stderr_over,
         memory_denied,
     };
-    let failure = classify(result, observed, cfg, timeout, memory_bytes);
+    let failure = classify(result, observed, cfg, timeout, memory_bytes, fuel);
     Ok(Execution {
-        stdout: truncated(stdout, cfg.max_stdout_bytes),
-        stderr: truncated(stderr, cfg.max_stderr_bytes),
+        stdout,
+        stderr,
         failure,
         start: StartKind::Cold,
         instantiate,
@@ -140,7 +207,7 @@ pub(super) fn run_command(
 
 /// Epoch ticks for `timeout`: rounded up, plus one because the current tick may be
 /// almost over when the deadline is set.
-fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
+pub(super) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
@@ -159,12 +226,13 @@ fn truncated(mut out: Vec<u8>, cap: usize) -> Vec<u8> {
 /// Precedence: output over its cap (whatever the exit status, since the guest's later
 /// behaviour is a consequence of the refused write), clean exit, timeout, memory denied
 /// while failing, non-zero exit, trap, anything else.
-fn classify(
+pub(super) fn classify(
     result: wasmtime::Result<()>,
     observed: Observed,
     cfg: &super::SandboxConfig,
     timeout: Duration,
     memory_bytes: u64,
+    fuel: Option<u64>,
 ) -> Option<FunctionError> {
     let unhandled = |message: String| FunctionError {
         kind: FunctionErrorKind::Unhandled,
@@ -192,6 +260,16 @@ fn classify(
         return Some(FunctionError {
             kind: FunctionErrorKind::Timeout,
             message: format!("timed out after {} ms", timeout.as_millis()),
+        });
+    }
+    if trap == Some(Trap::OutOfFuel) {
+        // Fuel is the deterministic form of the CPU bound, so it reads as a timeout.
+        return Some(FunctionError {
+            kind: FunctionErrorKind::Timeout,
+            message: format!(
+                "ran out of fuel: the limit is {} units",
+                fuel.unwrap_or(u64::MAX)
+            ),
         });
     }
     if observed.memory_denied {

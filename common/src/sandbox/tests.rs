@@ -26,6 +26,7 @@ pub(super) fn invocation(stdin: &[u8]) -> Invocation {
         env: Vec::new(),
         memory_bytes: 16 << 20,
         timeout: Duration::from_secs(10),
+        fuel: None,
     }
 }
 

@@ -46,12 +46,17 @@ pub enum Message {
         /// The requesting engine's fingerprint.
         engine: EngineFingerprint,
     },
-    /// Region -> POP: the artifact asked for.
+    /// Region -> POP: the artifact asked for. `Precompiled` only when the region's engine
+    /// fingerprint equals the one asked for; otherwise the original `Wasm`.
     Artifact {
-        /// The module's content address (of the original wasm bytes).
+        /// The source module's content address (SHA-256 of the original wasm bytes), also
+        /// for precompiled code: the wasm it was compiled from.
         digest: ArtifactDigest,
         /// Whether `bytes` is wasm or precompiled code.
         kind: ArtifactKind,
+        /// SHA-256 of `bytes` as sent (equal to `digest` for `Wasm`), checked by the
+        /// receiver before it uses them.
+        checksum: ArtifactDigest,
         /// The bytes.
         bytes: Bytes,
     },

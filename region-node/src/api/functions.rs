@@ -65,9 +65,13 @@ pub(super) async fn deploy(
         }
     }
     let module = module.ok_or_else(|| ApiError::bad_request("missing form field `module`"))?;
-    // Validate by compiling: an invalid module is refused with the validator's message and
-    // nothing is stored. The compiled module stays cached for the first invocation.
-    s.invoker.executor().prepare(module.clone()).await?;
+    // Validate by compiling: an invalid module (or one that does not fit its ABI) is
+    // refused with the validator's message and nothing is stored. The compiled module
+    // stays cached for the first invocation, its precompiled code for POPs.
+    s.invoker
+        .artifacts()
+        .prepare_deploy(module.clone(), &config)
+        .await?;
     let registry = Arc::clone(s.invoker.registry());
     let view =
         blocking(move || registry.deploy(&tenant, &name, config, &module, q.expect_revision))

@@ -1,0 +1,276 @@
+//! Warm reactor instances: one bounded pool per function version, and the bounded set of
+//! pools.
+//!
+//! Owns which warm instance serves an invocation: an affinity key maps to one slot of its
+//! pool by rendezvous hashing ([`crate::policy::affinity`]); a request without a key takes
+//! the most recently used idle instance. Never runs guest code and never creates
+//! instances (that is `reactor`'s job); only hands them out and takes them back.
+//!
+//! Bounds: a pool has [`SandboxConfig::warm_pool_size`] slots; when the slot a request
+//! needs is busy (or every slot is, for a request without a key) the request gets no slot
+//! and runs in a one-off instance that is dropped afterwards. At most
+//! [`SandboxConfig::max_warm_pools`] pools exist; making one more drops the least recently
+//! used pool with its idle instances. Idle instances older than
+//! [`SandboxConfig::warm_idle_ms`] are dropped when seen (at checkout or by `reap`).
+
+use super::SandboxConfig;
+use super::reactor::ReactorInstance;
+use crate::model::{ArtifactDigest, FunctionKey};
+use crate::policy::affinity;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Identifies one warm pool: instances are only ever shared by invocations of the same
+/// function version with the same code and memory limit (never across tenants or
+/// functions, even when their code is identical).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WarmKey {
+    /// The function (its tenant included).
+    pub function: FunctionKey,
+    /// The version (`$LATEST` or a number).
+    pub version: String,
+    /// The code.
+    pub digest: ArtifactDigest,
+    /// The memory limit the instances were created with, in bytes.
+    pub memory_bytes: u64,
+}
+
+enum Slot {
+    Empty,
+    /// Checked out to a running invocation.
+    Busy,
+    /// Warm and waiting, with the instant it was last used.
+    Idle(Box<ReactorInstance>, Instant),
+}
+
+/// One function version's slots.
+pub(super) struct WarmPool {
+    slots: Mutex<Vec<Slot>>,
+    keep_alive: Duration,
+}
+
+/// What [`WarmPools::checkout`] handed out.
+pub(super) struct Checkout {
+    /// The pool, to give the instance back to.
+    pub(super) pool: Arc<WarmPool>,
+    /// The slot reserved for this invocation; `None` means run one-off and drop.
+    pub(super) slot: Option<usize>,
+    /// The warm instance in that slot, or `None` when one must be created.
+    pub(super) instance: Option<Box<ReactorInstance>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a few field moves that cannot panic half-way.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl WarmPool {
+    fn new(size: usize, keep_alive: Duration) -> Self {
+        Self {
+            slots: Mutex::new((0..size).map(|_| Slot::Empty).collect()),
+            keep_alive,
+        }
+    }
+
+    fn expired(&self, last: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last) >= self.keep_alive
+    }
+
+    /// Reserves a slot for one invocation; see the module docs for the choice.
+    fn take(
+        &self,
+        affinity: Option<&str>,
+        now: Instant,
+    ) -> (Option<usize>, Option<Box<ReactorInstance>>, Vec<Slot>) {
+        let mut slots = lock(&self.slots);
+        let mut dropped = Vec::new();
+        let chosen = match affinity {
+            Some(k) => affinity::choose_slot(k.as_bytes(), slots.len())
+                .filter(|&i| !matches!(slots[i], Slot::Busy)),
+            None => {
+                let warm = slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match s {
+                        Slot::Idle(_, at) if !self.expired(*at, now) => Some((i, *at)),
+                        _ => None,
+                    })
+                    .max_by_key(|(_, at)| *at)
+                    .map(|(i, _)| i);
+                warm.or_else(|| slots.iter().position(|s| !matches!(s, Slot::Busy)))
+            }
+        };
+        let Some(i) = chosen else {
+            return (None, None, dropped);
+        };
+        let instance = match std::mem::replace(&mut slots[i], Slot::Busy) {
+            Slot::Idle(inst, at) if !self.expired(at, now) => Some(inst),
+            expired @ Slot::Idle(..) => {
+                dropped.push(expired);
+                None
+            }
+            _ => None,
+        };
+        (Some(i), instance, dropped)
+    }
+
+    /// Gives `slot` back: warm with `instance`, or empty when the instance was discarded.
+    pub(super) fn give_back(
+        &self,
+        slot: usize,
+        instance: Option<Box<ReactorInstance>>,
+        now: Instant,
+    ) {
+        let mut slots = lock(&self.slots);
+        if let Some(s) = slots.get_mut(slot) {
+            *s = match instance {
+                Some(inst) => Slot::Idle(inst, now),
+                None => Slot::Empty,
+            };
+        }
+    }
+
+    /// Drops expired idle instances; returns (idle, busy) counts after.
+    fn reap(&self, now: Instant) -> (usize, usize, Vec<Slot>) {
+        let mut slots = lock(&self.slots);
+        let mut dropped = Vec::new();
+        let (mut idle, mut busy) = (0, 0);
+        for s in slots.iter_mut() {
+            match s {
+                Slot::Idle(_, at) if self.expired(*at, now) => {
+                    dropped.push(std::mem::replace(s, Slot::Empty));
+                }
+                Slot::Idle(..) => idle += 1,
+                Slot::Busy => busy += 1,
+                Slot::Empty => {}
+            }
+        }
+        (idle, busy, dropped)
+    }
+
+    fn idle(&self) -> usize {
+        lock(&self.slots)
+            .iter()
+            .filter(|s| matches!(s, Slot::Idle(..)))
+            .count()
+    }
+}
+
+/// Every warm pool of one sandbox, at most `max_pools`, least recently used dropped first.
+pub(super) struct WarmPools {
+    pools: Mutex<Pools>,
+    max_pools: usize,
+    pool_size: usize,
+    keep_alive: Duration,
+}
+
+#[derive(Default)]
+struct Pools {
+    by_key: HashMap<WarmKey, (Arc<WarmPool>, u64)>,
+    clock: u64,
+}
+
+impl WarmPools {
+    pub(super) fn new(cfg: &SandboxConfig) -> Self {
+        Self {
+            pools: Mutex::new(Pools::default()),
+            max_pools: cfg.max_warm_pools,
+            pool_size: cfg.warm_pool_size,
+            keep_alive: cfg.warm_idle(),
+        }
+    }
+
+    /// Reserves an instance slot of `key`'s pool (creating the pool if needed).
+    pub(super) fn checkout(&self, key: &WarmKey, affinity: Option<&str>, now: Instant) -> Checkout {
+        let mut evicted = None;
+        let pool = {
+            let mut pools = lock(&self.pools);
+            pools.clock += 1;
+            let stamp = pools.clock;
+            if let Some((pool, used)) = pools.by_key.get_mut(key) {
+                *used = stamp;
+                Arc::clone(pool)
+            } else {
+                if pools.by_key.len() >= self.max_pools {
+                    let oldest = pools
+                        .by_key
+                        .iter()
+                        .min_by_key(|(_, (_, used))| *used)
+                        .map(|(k, _)| k.clone());
+                    evicted = oldest.and_then(|k| pools.by_key.remove(&k));
+                }
+                let pool = Arc::new(WarmPool::new(self.pool_size, self.keep_alive));
+                if self.max_pools > 0 {
+                    pools.by_key.insert(key.clone(), (Arc::clone(&pool), stamp));
+                }
+                pool
+            }
+        };
+        // Dropping a pool drops its idle instances: outside the lock.
+        drop(evicted);
+        let (slot, instance, expired) = pool.take(affinity, now);
+        drop(expired);
+        Checkout {
+            pool,
+            slot,
+            instance,
+        }
+    }
+
+    /// Drops expired idle instances and pools with nothing in them; returns how many
+    /// instances remain idle.
+    pub(super) fn reap(&self, now: Instant) -> usize {
+        let pools: Vec<(WarmKey, Arc<WarmPool>)> = lock(&self.pools)
+            .by_key
+            .iter()
+            .map(|(k, (p, _))| (k.clone(), Arc::clone(p)))
+            .collect();
+        let mut idle_total = 0;
+        let mut unused = Vec::new();
+        for (key, pool) in pools {
+            let (idle, busy, dropped) = pool.reap(now);
+            drop(dropped);
+            idle_total += idle;
+            if idle == 0 && busy == 0 {
+                unused.push(key);
+            }
+        }
+        let mut removed = Vec::new();
+        {
+            let mut pools = lock(&self.pools);
+            for key in unused {
+                removed.extend(pools.by_key.remove(&key));
+            }
+        }
+        drop(removed);
+        idle_total
+    }
+
+    /// Drops every pool for code `digest`.
+    pub(super) fn remove_digest(&self, digest: &ArtifactDigest) {
+        let mut removed = Vec::new();
+        {
+            let mut pools = lock(&self.pools);
+            let keys: Vec<WarmKey> = pools
+                .by_key
+                .keys()
+                .filter(|k| k.digest == *digest)
+                .cloned()
+                .collect();
+            for k in keys {
+                removed.extend(pools.by_key.remove(&k));
+            }
+        }
+        drop(removed);
+    }
+
+    /// Idle instances in `key`'s pool.
+    pub(super) fn idle(&self, key: &WarmKey) -> usize {
+        let pool = lock(&self.pools)
+            .by_key
+            .get(key)
+            .map(|(p, _)| Arc::clone(p));
+        pool.map_or(0, |p| p.idle())
+    }
+}

@@ -1,0 +1,224 @@
+//! The reactor ABI (DESIGN §3): an instance created once (`_initialize`), then
+//! `strata_handle` per invocation with that invocation's stdin, stdout and stderr, the
+//! instance and its linear memory kept warm in a [`super::pool`] slot between calls.
+//!
+//! Owns creating reactor instances, arming them for each call (fresh WASI stdio and
+//! environment, epoch deadline, fuel, a per-invocation memory peak) and deciding whether
+//! an instance may be reused: one whose call trapped, timed out, ran out of fuel, exited
+//! or was denied memory is dropped, never handed to another invocation. Classification of
+//! failures is shared with commands (`run::classify`).
+
+use super::limits::MemoryLimiter;
+use super::pool::WarmKey;
+use super::run::{Observed, Stdio, arm, classify, is_capacity};
+use super::{CompiledModule, Inner, SandboxError, StoreState};
+use crate::model::{FunctionError, FunctionErrorKind, StartKind};
+use crate::sandbox::{Execution, Invocation};
+use bytes::Bytes;
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Store, TypedFunc};
+
+/// A warm reactor instance: its store (which owns the instance and its memory) and its
+/// `strata_handle`.
+pub(super) struct ReactorInstance {
+    store: Store<StoreState>,
+    handle: TypedFunc<(), i32>,
+}
+
+/// How creating an instance went when it did not: the guest's failure (a trap in
+/// `_initialize`, memory denied, a timeout) with what the host observed.
+struct CreateFailure {
+    error: wasmtime::Error,
+    memory_denied: bool,
+    peak: u64,
+}
+
+/// A new instance and what its `_initialize` wrote to stderr.
+type Created = (Box<ReactorInstance>, Vec<u8>);
+
+/// Instantiates `module` and runs its `_initialize`, within `timeout` and `fuel`. The
+/// store's stdio is a throwaway: `_initialize`'s stdout is discarded and its stderr
+/// returned, to be logged with the first invocation's.
+fn create(
+    inner: &Inner,
+    module: &CompiledModule,
+    memory_bytes: u64,
+    timeout: Duration,
+    fuel: Option<u64>,
+    started: Instant,
+) -> Result<Result<Created, CreateFailure>, SandboxError> {
+    let cfg = &inner.cfg;
+    let (stdio, wasi) = Stdio::build(cfg, Bytes::new(), &[], started);
+    let state = StoreState {
+        wasi,
+        limiter: MemoryLimiter::new(memory_bytes),
+        deadline: started.checked_add(timeout),
+        clock_origin: started,
+    };
+    let mut store = Store::try_new(&inner.engine, state)
+        .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    arm(&mut store, cfg.epoch_tick(), timeout, fuel)?;
+    let created = module.pre().instantiate(&mut store).and_then(|instance| {
+        if let Some(init) = instance.get_func(&mut store, "_initialize") {
+            init.typed::<(), ()>(&store)?.call(&mut store, ())?;
+        }
+        instance.get_typed_func::<(), i32>(&mut store, "strata_handle")
+    });
+    match created {
+        Ok(handle) => {
+            let (_, init_log, _, _) = stdio.finish(cfg);
+            Ok(Ok((Box::new(ReactorInstance { store, handle }), init_log)))
+        }
+        Err(e) if is_capacity(&e) => Err(SandboxError::Capacity(format!("{e:#}"))),
+        Err(error) => {
+            let limiter = &store.data().limiter;
+            Ok(Err(CreateFailure {
+                error,
+                memory_denied: limiter.denied(),
+                peak: limiter.peak(),
+            }))
+        }
+    }
+}
+
+/// Runs one reactor invocation: see [`super::Sandbox::run_reactor`].
+pub(super) fn run_reactor(
+    inner: &Inner,
+    key: &WarmKey,
+    module: &CompiledModule,
+    inv: Invocation,
+    affinity: Option<&str>,
+) -> Result<Execution, SandboxError> {
+    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+        return Err(SandboxError::ForeignModule);
+    }
+    let cfg = &inner.cfg;
+    let Invocation {
+        stdin,
+        env,
+        memory_bytes,
+        timeout,
+        fuel,
+    } = inv;
+    let started = Instant::now();
+    let checkout = inner.pools.checkout(key, affinity, started);
+    let (mut instance, start, init_log) = match checkout.instance {
+        Some(instance) => (instance, StartKind::Warm, Vec::new()),
+        None => match create(inner, module, memory_bytes, timeout, fuel, started) {
+            Ok(Ok((instance, log))) => (instance, StartKind::Cold, log),
+            Ok(Err(failure)) => {
+                if let Some(slot) = checkout.slot {
+                    checkout.pool.give_back(slot, None, Instant::now());
+                }
+                let observed = Observed {
+                    stdout_over: false,
+                    stderr_over: false,
+                    memory_denied: failure.memory_denied,
+                };
+                return Ok(Execution {
+                    stdout: Vec::new(),
+                    stderr: Vec::new(),
+                    failure: classify(
+                        Err(failure.error),
+                        observed,
+                        cfg,
+                        timeout,
+                        memory_bytes,
+                        fuel,
+                    ),
+                    start: StartKind::Cold,
+                    instantiate: started.elapsed(),
+                    exec: Duration::ZERO,
+                    peak_memory_bytes: failure.peak,
+                });
+            }
+            Err(e) => {
+                if let Some(slot) = checkout.slot {
+                    checkout.pool.give_back(slot, None, Instant::now());
+                }
+                return Err(e);
+            }
+        },
+    };
+    let instantiate = match start {
+        StartKind::Cold => started.elapsed(),
+        StartKind::Warm => Duration::ZERO,
+    };
+
+    let call_start = Instant::now();
+    let remaining = timeout.saturating_sub(call_start - started);
+    let (stdio, wasi) = Stdio::build(cfg, stdin, &env, call_start);
+    {
+        let state = instance.store.data_mut();
+        state.wasi = wasi;
+        state.deadline = call_start.checked_add(remaining);
+        state.clock_origin = call_start;
+        state.limiter.start_invocation();
+    }
+    arm(&mut instance.store, cfg.epoch_tick(), remaining, fuel)?;
+    let result = instance.handle.call(&mut instance.store, ());
+    let exec = call_start.elapsed();
+    let limiter = &instance.store.data().limiter;
+    let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
+    // Reused only after a clean return: a trap, timeout, exit or denied growth may have
+    // left the guest's memory in a state no later invocation should see.
+    let reusable = result.is_ok() && !memory_denied;
+    let status = result.as_ref().ok().copied();
+    if reusable {
+        // Release this invocation's pipes now rather than at the next call.
+        instance.store.data_mut().wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
+    }
+    match checkout.slot {
+        Some(slot) if reusable => checkout
+            .pool
+            .give_back(slot, Some(instance), Instant::now()),
+        Some(slot) => {
+            drop(instance);
+            checkout.pool.give_back(slot, None, Instant::now());
+        }
+        None => drop(instance),
+    }
+
+    let (stdout, mut stderr, stdout_over, stderr_over) = stdio.finish(cfg);
+    if !init_log.is_empty() {
+        let mut log = init_log;
+        log.extend_from_slice(&stderr);
+        log.truncate(cfg.max_stderr_bytes);
+        stderr = log;
+    }
+    let observed = Observed {
+        stdout_over,
+        stderr_over,
+        memory_denied,
+    };
+    let failure = match (status, result) {
+        (Some(0), _) => classify(Ok(()), observed, cfg, timeout, memory_bytes, fuel),
+        (Some(code), _) => {
+            classify(Ok(()), observed, cfg, timeout, memory_bytes, fuel).or_else(|| {
+                Some(if memory_denied {
+                    FunctionError {
+                        kind: FunctionErrorKind::OutOfMemory,
+                        message: format!("out of memory: the limit is {memory_bytes} bytes"),
+                    }
+                } else {
+                    FunctionError {
+                        kind: FunctionErrorKind::Unhandled,
+                        message: format!("strata_handle returned {code}"),
+                    }
+                })
+            })
+        }
+        (None, result) => classify(result.map(drop), observed, cfg, timeout, memory_bytes, fuel),
+    };
+    Ok(Execution {
+        stdout,
+        stderr,
+        failure,
+        start,
+        instantiate,
+        exec,
+        peak_memory_bytes,
+    })
+}

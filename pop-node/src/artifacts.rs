@@ -1,0 +1,504 @@
+//! The POP's artifact cache: compiled modules in memory (the executor's LRU, bounded by
+//! bytes) and their precompiled code on disk under `<state_dir>/artifacts`, so that a
+//! restarted POP is warm again without asking a region.
+//!
+//! Owns the disk format and its bound, getting an artifact (memory, then disk, then a
+//! region) and loading it into the executor, and the small "known functions" file a
+//! restarted POP needs to run a cached function before it has heard from a region.
+//!
+//! Disk format: one file per (digest, engine fingerprint), `<digest>-<fingerprint>.cwasm`,
+//! holding a magic line, the SHA-256 of the body, then the body (precompiled code for this
+//! node's engine). Files are written to a temporary name in the same directory and renamed
+//! into place, so a reader never sees a partial file; a file whose checksum does not match
+//! is deleted and ignored. Bound: at most `artifact_disk_bytes`; after each write the
+//! oldest files (by modification time) are deleted until the total fits.
+//!
+//! Known functions: `<state_dir>/artifacts/known.json` (mode 0600, since it holds bearer
+//! tokens) maps each token to the `$LATEST` resolution last learned with it and when, at
+//! most `max_known` entries (oldest dropped). On start, entries younger than the metadata
+//! TTL are replayed into [`Known`] with their remaining TTL, never more. This is a stopgap
+//! until regions push function metadata to POPs.
+
+use crate::known::Known;
+use crate::upstream::RegionLink;
+use bytes::Bytes;
+use common::exec::Executor;
+use common::model::{ApiError, ArtifactDigest, FunctionKey, ResolvedFunction};
+use common::sandbox::CompiledModule;
+use common::wire::ArtifactKind;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{debug, info, warn};
+
+/// First bytes of every cache file; the version changes with the format.
+const MAGIC: &[u8] = b"STRATA-ARTIFACT-1\n";
+const CHECKSUM_LEN: usize = 32;
+const EXTENSION: &str = "cwasm";
+const KNOWN_FILE: &str = "known.json";
+
+/// One remembered token and the `$LATEST` resolution learned with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Remembered {
+    token: String,
+    function: ResolvedFunction,
+    learned_unix_ms: u64,
+}
+
+/// Memory and disk cache of artifacts, and the known-functions file.
+#[derive(Debug)]
+pub struct ArtifactCache {
+    dir: PathBuf,
+    executor: Executor,
+    /// The engine fingerprint as it appears in file names.
+    tag: String,
+    max_disk_bytes: u64,
+    max_memory_bytes: usize,
+    max_known: usize,
+    ttl: Duration,
+    known: Mutex<HashMap<(String, FunctionKey), Remembered>>,
+    /// Distinguishes concurrent temporary files of this process.
+    tmp_counter: AtomicU64,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn io_error(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::internal(format!("artifact cache: {what}: {e}"))
+}
+
+impl ArtifactCache {
+    /// A cache under `dir` (created if missing) loading into `executor`, whose memory
+    /// cache holds `max_memory_bytes`; at most `max_disk_bytes` on disk and `max_known`
+    /// remembered functions, trusted for `ttl`.
+    ///
+    /// # Errors
+    /// The directory cannot be created.
+    pub fn open(
+        dir: &Path,
+        executor: Executor,
+        max_memory_bytes: usize,
+        max_disk_bytes: u64,
+        max_known: usize,
+        ttl: Duration,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let fingerprint = executor.sandbox().fingerprint().0;
+        let tag = fingerprint
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        Ok(Self {
+            dir: dir.to_owned(),
+            executor,
+            tag,
+            max_disk_bytes,
+            max_memory_bytes,
+            max_known: max_known.max(1),
+            ttl,
+            known: Mutex::new(HashMap::new()),
+            tmp_counter: AtomicU64::new(0),
+        })
+    }
+
+    /// The executor artifacts are loaded into.
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
+    fn path(&self, digest: &ArtifactDigest) -> PathBuf {
+        self.dir.join(format!("{digest}-{}.{EXTENSION}", self.tag))
+    }
+
+    /// Loads `digest`'s precompiled code from disk, if there and intact. Blocking.
+    fn load_from_disk(&self, digest: ArtifactDigest) -> Option<CompiledModule> {
+        let path = self.path(&digest);
+        let data = std::fs::read(&path).ok()?;
+        let body = data
+            .strip_prefix(MAGIC)
+            .filter(|rest| rest.len() >= CHECKSUM_LEN)
+            .and_then(|rest| {
+                let (sum, body) = rest.split_at(CHECKSUM_LEN);
+                (ArtifactDigest::of(body).as_bytes() == sum).then_some(body)
+            });
+        let Some(body) = body else {
+            warn!(path = %path.display(), "corrupt artifact cache file; deleting it");
+            let _ignored = std::fs::remove_file(&path);
+            return None;
+        };
+        // SAFETY (of `load_precompiled`): `body` is a file this node wrote itself (only
+        // `write_to_disk` creates files here, atomically, from code this engine produced
+        // or a region sent over mutually authenticated TLS for exactly this digest and
+        // fingerprint), in its own state directory, named by digest and this engine's
+        // fingerprint, and its SHA-256 matched the checksum written with it.
+        #[allow(unsafe_code)]
+        let loaded = unsafe { self.executor.sandbox().load_precompiled(digest, body) };
+        match loaded {
+            Ok(module) => Some(module),
+            Err(e) => {
+                warn!(path = %path.display(), error = %e, "unusable artifact cache file; deleting it");
+                let _ignored = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// Writes `bytes` (precompiled for this engine) as `digest`'s file, atomically, then
+    /// enforces the disk bound. Blocking.
+    fn write_to_disk(&self, digest: ArtifactDigest, bytes: &[u8]) -> std::io::Result<()> {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{n}-{digest}", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(MAGIC)?;
+            f.write_all(ArtifactDigest::of(bytes).as_bytes())?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.path(&digest))
+        })();
+        if result.is_err() {
+            let _ignored = std::fs::remove_file(&tmp);
+        }
+        result?;
+        self.enforce_disk_bound()
+    }
+
+    /// Deletes the oldest cache files until the total fits `max_disk_bytes`.
+    fn enforce_disk_bound(&self) -> std::io::Result<()> {
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == EXTENSION) {
+                let meta = entry.metadata()?;
+                total += meta.len();
+                files.push((meta.modified().unwrap_or(UNIX_EPOCH), meta.len(), path));
+            }
+        }
+        files.sort();
+        for (_, len, path) in files {
+            if total <= self.max_disk_bytes {
+                break;
+            }
+            std::fs::remove_file(&path)?;
+            total -= len;
+        }
+        Ok(())
+    }
+
+    /// Loads every intact artifact of this engine from disk into memory, until the memory
+    /// cache's bound. Blocking; called once at start. Returns how many were loaded.
+    pub fn warm_up(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        let suffix = format!("-{}.{EXTENSION}", self.tag);
+        let (mut loaded, mut bytes) = (0, 0usize);
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(digest) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(&suffix))
+                .and_then(|hex| hex.parse::<ArtifactDigest>().ok())
+            else {
+                continue;
+            };
+            if let Some(module) = self.load_from_disk(digest) {
+                bytes += module.size_bytes();
+                if bytes > self.max_memory_bytes {
+                    break;
+                }
+                self.executor.insert(module);
+                loaded += 1;
+            }
+        }
+        info!(loaded, "artifact cache warmed up from disk");
+        loaded
+    }
+
+    /// The compiled module for `digest`: from memory, else from disk, else fetched from a
+    /// region through `link` (precompiled when the fingerprints match, else compiled
+    /// here), then kept in memory and on disk.
+    ///
+    /// # Errors
+    /// The fetch's errors; 400 `invalid_module` when the region's wasm does not compile;
+    /// 500 when a precompiled artifact is refused.
+    pub async fn obtain(
+        self: &Arc<Self>,
+        link: &RegionLink,
+        digest: ArtifactDigest,
+    ) -> Result<CompiledModule, ApiError> {
+        if let Some(m) = self.executor.cached(&digest) {
+            return Ok(m);
+        }
+        let this = Arc::clone(self);
+        let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(digest))
+            .await
+            .map_err(|e| io_error("disk task failed", e))?;
+        if let Some(m) = from_disk {
+            self.executor.insert(m.clone());
+            return Ok(m);
+        }
+        let engine = self.executor.sandbox().fingerprint();
+        let (kind, bytes) = link.fetch(digest, engine).await?;
+        let this = Arc::clone(self);
+        let module = tokio::task::spawn_blocking(move || this.load_fetched(digest, kind, &bytes))
+            .await
+            .map_err(|e| io_error("load task failed", e))??;
+        self.executor.insert(module.clone());
+        debug!(%digest, ?kind, "artifact ready");
+        Ok(module)
+    }
+
+    /// Turns fetched bytes into a module and writes its precompiled code to disk.
+    /// Blocking.
+    fn load_fetched(
+        &self,
+        digest: ArtifactDigest,
+        kind: ArtifactKind,
+        bytes: &Bytes,
+    ) -> Result<CompiledModule, ApiError> {
+        let sandbox = self.executor.sandbox();
+        let (module, precompiled) = match kind {
+            ArtifactKind::Precompiled => {
+                // SAFETY (of `load_precompiled`): `bytes` came from a region authenticated
+                // by mutual TLS (its certificate chains to our deployment CA), as the reply
+                // to our request for exactly `digest` and this engine's fingerprint; the
+                // reply named `digest` as its source and the bytes matched its checksum
+                // (`RegionLink::fetch`); wasmtime checks the engine header itself.
+                #[allow(unsafe_code)]
+                let module = unsafe { sandbox.load_precompiled(digest, bytes) }
+                    .map_err(|e| ApiError::internal(format!("artifact {digest}: {e}")))?;
+                (module, bytes.to_vec())
+            }
+            ArtifactKind::Wasm => {
+                let module = sandbox.compile(bytes)?;
+                let code = sandbox
+                    .precompile(&module)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                (module, code)
+            }
+        };
+        if let Err(e) = self.write_to_disk(digest, &precompiled) {
+            warn!(%digest, error = %e, "could not write the artifact cache file");
+        }
+        Ok(module)
+    }
+
+    fn known_path(&self) -> PathBuf {
+        self.dir.join(KNOWN_FILE)
+    }
+
+    /// Remembers on disk that `token` resolved `function` (a `$LATEST` resolution), when
+    /// that is news: a new entry, a new revision, or a timestamp older than half the TTL.
+    pub async fn remember(self: &Arc<Self>, token: &str, function: &ResolvedFunction) {
+        if function.version != "$LATEST" {
+            return;
+        }
+        let now = SystemTime::now();
+        let snapshot = {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (token.to_owned(), function.key.clone());
+            let half_ttl = u64::try_from(self.ttl.as_millis() / 2).unwrap_or(u64::MAX);
+            let fresh = known.get(&key).is_some_and(|r| {
+                r.function.revision == function.revision
+                    && r.function.digest == function.digest
+                    && unix_ms(now).saturating_sub(r.learned_unix_ms) < half_ttl
+            });
+            if fresh {
+                return;
+            }
+            known.insert(
+                key,
+                Remembered {
+                    token: token.to_owned(),
+                    function: function.clone(),
+                    learned_unix_ms: unix_ms(now),
+                },
+            );
+            while known.len() > self.max_known {
+                let oldest = known
+                    .iter()
+                    .min_by_key(|(_, r)| r.learned_unix_ms)
+                    .map(|(k, _)| k.clone());
+                let Some(k) = oldest else { break };
+                known.remove(&k);
+            }
+            known.values().cloned().collect::<Vec<_>>()
+        };
+        let path = self.known_path();
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".tmp-{}-{n}-known", std::process::id()));
+        let written =
+            tokio::task::spawn_blocking(move || write_private(&tmp, &path, &snapshot)).await;
+        if !matches!(written, Ok(Ok(()))) {
+            warn!("could not write the known-functions file");
+        }
+    }
+
+    /// Replays remembered functions younger than the TTL into `known`, each with the TTL
+    /// it had left. Blocking; called once at start. Returns how many were replayed.
+    pub fn restore(&self, known: &Known) -> usize {
+        let Ok(data) = std::fs::read(self.known_path()) else {
+            return 0;
+        };
+        let Ok(entries) = serde_json::from_slice::<Vec<Remembered>>(&data) else {
+            warn!("unreadable known-functions file; ignoring it");
+            return 0;
+        };
+        let (now, now_ms) = (Instant::now(), unix_ms(SystemTime::now()));
+        let mut restored = 0;
+        let mut mirror = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for r in entries {
+            let age = Duration::from_millis(now_ms.saturating_sub(r.learned_unix_ms));
+            let Some(learned_at) = now.checked_sub(age).filter(|_| age < self.ttl) else {
+                continue;
+            };
+            known.learn(&r.token, r.function.clone(), learned_at);
+            mirror.insert((r.token.clone(), r.function.key.clone()), r);
+            restored += 1;
+        }
+        restored
+    }
+}
+
+/// Writes `entries` as JSON to `tmp` (mode 0600), then renames it to `path`.
+fn write_private(tmp: &Path, path: &Path, entries: &[Remembered]) -> std::io::Result<()> {
+    let json = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(tmp, path)
+    })();
+    if result.is_err() {
+        let _ignored = std::fs::remove_file(tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::sandbox::{Sandbox, SandboxConfig};
+
+    const HELLO: &str = include_str!("../../examples/hello.wat");
+
+    fn cache(dir: &Path, disk_bytes: u64) -> ArtifactCache {
+        let executor = Executor::new(
+            Sandbox::new(SandboxConfig::default()).expect("sandbox"),
+            64 << 20,
+        );
+        ArtifactCache::open(
+            dir,
+            executor,
+            64 << 20,
+            disk_bytes,
+            10,
+            Duration::from_secs(60),
+        )
+        .expect("opens")
+    }
+
+    fn precompiled(c: &ArtifactCache, wat: &str) -> (ArtifactDigest, Vec<u8>) {
+        let wasm = wat::parse_str(wat).expect("wat");
+        let sandbox = c.executor().sandbox();
+        let module = sandbox.compile(&wasm).expect("compiles");
+        (
+            module.digest(),
+            sandbox.precompile(&module).expect("serializes"),
+        )
+    }
+
+    #[test]
+    fn an_artifact_written_to_disk_loads_back_and_warms_up_a_new_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cache(dir.path(), 1 << 30);
+        let (digest, bytes) = precompiled(&c, HELLO);
+        c.write_to_disk(digest, &bytes).expect("writes");
+        assert!(c.load_from_disk(digest).is_some());
+        let restarted = cache(dir.path(), 1 << 30);
+        assert_eq!(restarted.warm_up(), 1);
+        assert!(restarted.executor().cached(&digest).is_some());
+    }
+
+    #[test]
+    fn a_corrupted_file_is_deleted_and_not_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cache(dir.path(), 1 << 30);
+        let (digest, bytes) = precompiled(&c, HELLO);
+        c.write_to_disk(digest, &bytes).expect("writes");
+        let path = c.path(&digest);
+        let mut data = std::fs::read(&path).expect("file");
+        let last = data.len() - 1;
+        data[last] ^= 0xff;
+        std::fs::write(&path, data).expect("corrupt it");
+        assert!(c.load_from_disk(digest).is_none());
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn the_disk_cache_is_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = cache(dir.path(), 1);
+        let (digest, bytes) = precompiled(&c, HELLO);
+        c.write_to_disk(digest, &bytes).expect("writes");
+        assert!(
+            !c.path(&digest).exists(),
+            "one file alone is over the bound"
+        );
+    }
+
+    #[test]
+    fn remembered_functions_come_back_with_their_remaining_ttl_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Arc::new(cache(dir.path(), 1 << 30));
+        let function = ResolvedFunction {
+            key: FunctionKey {
+                tenant: common::model::TenantId::new("t").expect("tenant"),
+                name: common::model::FunctionName::new("f").expect("name"),
+            },
+            version: "$LATEST".into(),
+            digest: ArtifactDigest::of(b"m"),
+            config: common::model::FunctionConfig::default(),
+            revision: 3,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(c.remember("tok", &function));
+        let known = Known::new(Duration::from_secs(60), 10);
+        assert_eq!(cache(dir.path(), 1 << 30).restore(&known), 1);
+        assert_eq!(
+            known
+                .function(&function.key, Instant::now())
+                .map(|f| f.revision),
+            Some(3)
+        );
+        // A node whose TTL is shorter than the entry's age does not trust it.
+        let strict = ArtifactCache {
+            ttl: Duration::ZERO,
+            ..cache(dir.path(), 1 << 30)
+        };
+        assert_eq!(strict.restore(&Known::new(Duration::from_secs(60), 10)), 0);
+    }
+}

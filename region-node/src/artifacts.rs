@@ -1,0 +1,168 @@
+//! Precompiled artifacts at the region: compile (and check) a module when it is deployed,
+//! keep its precompiled code, and answer POPs' `FetchArtifact` by (digest, engine
+//! fingerprint).
+//!
+//! Owns the bounded cache of precompiled bytes (least recently used dropped first, by
+//! total bytes) and the choice of what to send: precompiled code when the POP's engine
+//! fingerprint equals ours, the original wasm otherwise (the POP compiles it). Never
+//! stores anything durably: the wasm in the registry is the source of truth, and a missing
+//! precompiled artifact is rebuilt from it on the next fetch.
+
+use crate::registry::Registry;
+use bytes::Bytes;
+use common::exec::Executor;
+use common::model::{ApiError, ArtifactDigest, FunctionConfig};
+use common::wire::{ArtifactKind, EngineFingerprint, Message};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use tracing::debug;
+
+/// Precompiled code by source digest, at most `max_bytes` in total.
+#[derive(Debug)]
+pub struct Artifacts {
+    executor: Executor,
+    registry: Arc<Registry>,
+    fingerprint: EngineFingerprint,
+    max_bytes: usize,
+    cache: Mutex<Lru>,
+    /// How many `FetchArtifact` requests were answered (any kind), for operators and tests.
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Lru {
+    entries: HashMap<ArtifactDigest, (Bytes, u64)>,
+    order: BTreeMap<u64, ArtifactDigest>,
+    clock: u64,
+    bytes: usize,
+}
+
+impl Lru {
+    fn get(&mut self, d: &ArtifactDigest) -> Option<Bytes> {
+        self.clock += 1;
+        let stamp = self.clock;
+        let (bytes, used) = self.entries.get_mut(d)?;
+        let old = std::mem::replace(used, stamp);
+        let bytes = bytes.clone();
+        self.order.remove(&old);
+        self.order.insert(stamp, *d);
+        Some(bytes)
+    }
+
+    fn insert(&mut self, d: ArtifactDigest, bytes: Bytes, max: usize) {
+        if let Some((old, used)) = self.entries.remove(&d) {
+            self.order.remove(&used);
+            self.bytes -= old.len();
+        }
+        self.clock += 1;
+        self.bytes += bytes.len();
+        self.order.insert(self.clock, d);
+        self.entries.insert(d, (bytes, self.clock));
+        while self.bytes > max {
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
+            if let Some((b, _)) = self.entries.remove(&oldest) {
+                self.bytes -= b.len();
+            }
+        }
+    }
+}
+
+impl Artifacts {
+    /// Artifacts compiled by `executor`'s sandbox from modules in `registry`, keeping at
+    /// most `max_bytes` of precompiled code in memory.
+    pub fn new(executor: Executor, registry: Arc<Registry>, max_bytes: usize) -> Self {
+        let fingerprint = executor.sandbox().fingerprint();
+        Self {
+            executor,
+            registry,
+            fingerprint,
+            max_bytes,
+            cache: Mutex::new(Lru::default()),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Lru> {
+        // Each update completes before the guard drops; a poisoned lock is still usable.
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many `FetchArtifact` requests this region has answered.
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Validates a module being deployed with `config`: compiles it (so it is cached for
+    /// the first invocation), checks it fits `config.abi`, and precompiles it for POPs.
+    ///
+    /// # Errors
+    /// 400 `invalid_module` naming what is wrong (not wasm, too large, an import the host
+    /// does not provide, a missing ABI export); nothing is kept then.
+    pub async fn prepare_deploy(
+        &self,
+        wasm: Bytes,
+        config: &FunctionConfig,
+    ) -> Result<(), ApiError> {
+        let module = self.executor.prepare(wasm).await?;
+        module.check_abi(config.abi)?;
+        self.precompile(module).await.map(drop)
+    }
+
+    /// Precompiles `module` and caches the bytes (unless they alone exceed the bound).
+    async fn precompile(&self, module: common::sandbox::CompiledModule) -> Result<Bytes, ApiError> {
+        let sandbox = self.executor.sandbox().clone();
+        let digest = module.digest();
+        let bytes = tokio::task::spawn_blocking(move || sandbox.precompile(&module))
+            .await
+            .map_err(|e| ApiError::internal(format!("precompile task failed: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        debug!(%digest, bytes = bytes.len(), "precompiled");
+        let bytes = Bytes::from(bytes);
+        self.lock().insert(digest, bytes.clone(), self.max_bytes);
+        Ok(bytes)
+    }
+
+    /// The answer to `FetchArtifact { digest, engine }`: precompiled code when `engine` is
+    /// ours (rebuilt from the registry's wasm when not cached), the wasm otherwise.
+    pub async fn fetch(&self, digest: ArtifactDigest, engine: &EngineFingerprint) -> Message {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.answer(digest, engine).await {
+            Ok((kind, bytes)) => Message::Artifact {
+                digest,
+                kind,
+                checksum: ArtifactDigest::of(&bytes),
+                bytes,
+            },
+            Err(e) => Message::Error(e),
+        }
+    }
+
+    async fn answer(
+        &self,
+        digest: ArtifactDigest,
+        engine: &EngineFingerprint,
+    ) -> Result<(ArtifactKind, Bytes), ApiError> {
+        let cached = (*engine == self.fingerprint)
+            .then(|| self.lock().get(&digest))
+            .flatten();
+        if let Some(bytes) = cached {
+            return Ok((ArtifactKind::Precompiled, bytes));
+        }
+        let registry = Arc::clone(&self.registry);
+        let wasm: Bytes = tokio::task::spawn_blocking(move || registry.module(&digest))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??
+            .into();
+        if *engine != self.fingerprint {
+            return Ok((ArtifactKind::Wasm, wasm));
+        }
+        let module = match self.executor.cached(&digest) {
+            Some(m) => m,
+            None => self.executor.prepare(wasm).await?,
+        };
+        Ok((ArtifactKind::Precompiled, self.precompile(module).await?))
+    }
+}
