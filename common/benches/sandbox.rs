@@ -91,7 +91,7 @@ fn reactor(c: &mut Criterion) {
 #[allow(unsafe_code)]
 fn artifact(c: &mut Criterion) {
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
-    let wasm = big_module(6000);
+    let wasm = big_module(1500);
     let module = sandbox.compile(&wasm).expect("compiles");
     let artifact = sandbox.precompile(&module).expect("serializes");
     let digest = ArtifactDigest::of(&wasm);
