@@ -162,10 +162,12 @@ impl DevCluster {
         let status = resp.status();
         let body = resp.bytes().await.context("deploy response")?;
         if !status.is_success() {
-            bail!(
-                "deploy of {name}: {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+            // `400 Bad Request: invalid_module: ...`, the shape the CLI prints too.
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            match (v["error"]["kind"].as_str(), v["error"]["message"].as_str()) {
+                (Some(kind), Some(message)) => bail!("{status}: {kind}: {message}"),
+                _ => bail!("{status}: {}", String::from_utf8_lossy(&body)),
+            }
         }
         serde_json::from_slice(&body).context("deploy response body")
     }
