@@ -103,8 +103,11 @@ impl Executor {
     /// Warm instances, prepared modules and artifact cache size, for metrics and load
     /// reports.
     pub fn levels(&self) -> crate::metrics::Levels {
+        let (reactors, reactor_bytes) = self.sandbox.warm_totals();
         crate::metrics::Levels {
-            warm_instances: self.cache.len() as u64,
+            // Prepared command modules start warm; reactors are warm instances proper.
+            warm_instances: (self.cache.len() + reactors) as u64,
+            warm_memory_bytes: reactor_bytes,
             artifact_cache_bytes: self.cache.bytes() as u64,
             ..crate::metrics::Levels::default()
         }
@@ -112,7 +115,11 @@ impl Executor {
 
     /// The compiled module with `digest`, if cached.
     pub fn cached(&self, digest: &ArtifactDigest) -> Option<CompiledModule> {
-        self.cache.get(digest)
+        let found = self.cache.get(digest);
+        if let Some(stats) = &self.stats {
+            stats.artifact_lookup(found.is_some());
+        }
+        found
     }
 
     /// Compiles `wasm` on the blocking pool and caches it.

@@ -312,6 +312,11 @@ impl Sandbox {
         self.inner.pools.remove_digest(digest);
     }
 
+    /// Idle warm reactor instances across every pool, and the memory they may use.
+    pub fn warm_totals(&self) -> (usize, u64) {
+        self.inner.pools.totals()
+    }
+
     /// How many warm instances are idle in `key`'s pool.
     pub fn warm_instances(&self, key: &WarmKey) -> usize {
         self.inner.pools.idle(key)

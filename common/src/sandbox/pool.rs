@@ -265,6 +265,20 @@ impl WarmPools {
         drop(removed);
     }
 
+    /// Idle warm instances across every pool, and the memory they may use (each
+    /// instance's limit), for metrics.
+    pub(super) fn totals(&self) -> (usize, u64) {
+        let pools: Vec<(Arc<WarmPool>, u64)> = lock(&self.pools)
+            .by_key
+            .iter()
+            .map(|(k, (p, _))| (Arc::clone(p), k.memory_bytes))
+            .collect();
+        pools.iter().fold((0, 0), |(n, bytes), (p, mem)| {
+            let idle = p.idle();
+            (n + idle, bytes + idle as u64 * mem)
+        })
+    }
+
     /// Idle instances in `key`'s pool.
     pub(super) fn idle(&self, key: &WarmKey) -> usize {
         let pool = lock(&self.pools)
