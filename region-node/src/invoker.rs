@@ -68,9 +68,9 @@ impl RegionInvoker {
         if req.payload.len() > self.max_payload_bytes {
             return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
         }
-        let resolved = self
-            .registry
-            .resolve(&tenant, &req.function, &req.qualifier)?;
+        let resolved =
+            self.registry
+                .resolve(&tenant, &req.function, &req.qualifier, rand::random())?;
         if req.invocation_type == InvocationType::Event {
             return Err(ApiError::bad_request(
                 "event invocations need the durable async queue, which this region does not \

@@ -9,6 +9,8 @@ mod digest;
 mod error;
 mod invoke;
 mod name;
+mod token;
+mod version;
 
 pub use config::{Abi, ConfigError, FunctionConfig, Placement};
 pub use digest::{ArtifactDigest, DigestParseError};
@@ -18,3 +20,5 @@ pub use invoke::{
     ResolvedFunction, StartKind, Timing,
 };
 pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};
+pub use token::TokenHash;
+pub use version::{Alias, AliasError, AliasName, AliasRouting, RouteSpec, RouteWeight, Version};

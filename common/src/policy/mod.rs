@@ -4,6 +4,7 @@
 //! returning decisions. Nothing here sleeps, spawns, reads a clock, draws unseeded random
 //! numbers or performs I/O, so a policy bug is reproduced in a unit test without a socket.
 
+pub mod alias;
 pub mod placement;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
