@@ -5,6 +5,7 @@ use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
+use crate::sync::{self, SyncParts, SyncState, SyncStatus};
 use crate::upstream::RegionLink;
 use axum::Router;
 use axum::routing::get;
@@ -45,10 +46,23 @@ pub struct PopHandle {
     /// The node's id.
     pub node_id: NodeId,
     invoker: Arc<PopInvoker>,
+    sync: Arc<SyncState>,
+    pause_sync: tokio::sync::watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl PopHandle {
+    /// The state of the push stream from the region.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.sync.status()
+    }
+
+    /// Drops the push stream and stays unsubscribed while `paused` (maintenance, and
+    /// tests of catching up); unpausing resubscribes from the last applied revision.
+    pub fn set_sync_paused(&self, paused: bool) {
+        self.pause_sync.send_replace(paused);
+    }
+
     /// Stops serving and waits for the node's tasks to end.
     pub async fn shutdown(mut self) {
         self.invoker.stop();
@@ -83,13 +97,27 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.module_cache_bytes,
     );
     let node_id = NodeId(config.node_id.clone());
+    let known = Arc::new(Known::new(config.metadata_ttl(), config.max_known));
+    let prefetcher = Arc::new(Prefetcher::new(
+        Arc::clone(&link),
+        executor.clone(),
+        config.max_prefetches,
+    ));
+    let sync_state = Arc::new(SyncState::default());
+    let sync_parts = SyncParts {
+        link: Arc::clone(&link),
+        known: Arc::clone(&known),
+        executor: executor.clone(),
+        prefetcher: Arc::clone(&prefetcher),
+        state: Arc::clone(&sync_state),
+    };
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
         link: Arc::clone(&link),
-        known: Known::new(config.metadata_ttl(), config.max_known),
+        known,
         placement: PlacementPolicy::new(config.placement.clone()),
-        prefetcher: Prefetcher::new(link, executor, config.max_prefetches),
+        prefetcher,
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
     }));
@@ -101,6 +129,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         // One span per HTTP request, so every log line of an invocation can be traced back.
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
+    let (pause_sync, paused) = tokio::sync::watch::channel(false);
+    tasks.spawn(sync::run(sync_parts, paused));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "POP HTTP server stopped");
@@ -111,6 +141,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         http_addr,
         node_id,
         invoker,
+        sync: sync_state,
+        pause_sync,
         tasks,
     })
 }

@@ -17,7 +17,38 @@ use tracing::{debug, warn};
 
 /// Serves a POP's subscription on `stream` from revision `since`.
 pub async fn serve(mut stream: ServerStream, store: Store, since: u64) {
+    // The first message says the subscription is accepted, before any catch-up: a POP
+    // that is already current has nothing else to wait for.
+    let mut first = Message::Updates {
+        revision: since,
+        snapshot: false,
+        updates: Vec::new(),
+    };
     let mut watch = store.watch(&REGISTRY_BUCKETS, since);
+    // A POP ahead of this store (the region's state was replaced) cannot catch up from
+    // history: it gets the whole state instead.
+    let reader = store.clone();
+    match tokio::task::spawn_blocking(move || reader.revision()).await {
+        Ok(Ok(current)) if since > current => {
+            let reader = store.clone();
+            match tokio::task::spawn_blocking(move || reader.snapshot(&REGISTRY_BUCKETS)).await {
+                Ok(Ok(s)) => {
+                    watch = store.watch(&REGISTRY_BUCKETS, s.revision);
+                    first = Message::Updates {
+                        revision: s.revision,
+                        snapshot: true,
+                        updates: Registry::updates_of_snapshot(&s),
+                    };
+                }
+                _ => return warn!("cannot read a snapshot for a POP ahead of this region"),
+            }
+        }
+        Ok(Ok(_)) => {}
+        _ => return warn!("cannot read the store's revision; closing the push stream"),
+    }
+    if let Err(e) = stream.send(&first).await {
+        return debug!(error = %e, "push stream closed");
+    }
     let stopped = stream.stopped();
     tokio::pin!(stopped);
     debug!(since, "POP subscribed");

@@ -312,6 +312,14 @@ impl Store {
         self.backend.revision()
     }
 
+    /// See [`Backend::snapshot`].
+    ///
+    /// # Errors
+    /// As [`Backend::snapshot`].
+    pub fn snapshot(&self, buckets: &[Bucket]) -> Result<Snapshot, StoreError> {
+        self.backend.snapshot(buckets)
+    }
+
     /// Changes to `buckets` after revision `since`: first the history (or a snapshot when
     /// it was compacted), then live changes as they commit.
     pub fn watch(&self, buckets: &[Bucket], since: u64) -> Watch {
