@@ -24,6 +24,10 @@ enum Command {
         /// Print JSON instead of a Markdown table.
         #[arg(long)]
         json: bool,
+        /// Measure the POP-local path steady and while its function is redeployed
+        /// continuously (dynamic deployment), instead of the tier paths.
+        #[arg(long)]
+        deploy: bool,
     },
 }
 
@@ -33,12 +37,19 @@ async fn main() -> anyhow::Result<()> {
         requests,
         concurrency,
         json,
+        deploy,
     } = Args::parse().command;
-    let reports = live::run(LiveParams {
+    let params = LiveParams {
         requests,
         concurrency,
-    })
-    .await?;
+    };
+    let reports = if deploy {
+        let (reports, deploys) = live::deploy_under_load(params).await?;
+        eprintln!("{deploys} deploys of `popular` during pop-local-deploying");
+        reports
+    } else {
+        live::run(params).await?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
