@@ -555,4 +555,25 @@ async fn racing_deploys_resolve_by_revision_one_wins_one_gets_409() {
         "left"
     };
     assert_eq!(body, expected);
+    // Racing publishes of the same `$LATEST`: one creates version 1; the other loses
+    // (409) or sees it (200); never two versions of the same code.
+    let path = "/v1/functions/race/versions";
+    let (a, b) = tokio::join!(
+        api.send(reqwest::Method::POST, path, None),
+        api.send(reqwest::Method::POST, path, None),
+    );
+    let mut statuses = [a.status(), b.status()];
+    statuses.sort();
+    assert!(
+        statuses == [StatusCode::OK, StatusCode::CREATED]
+            || statuses == [StatusCode::CREATED, StatusCode::CONFLICT],
+        "{statuses:?}"
+    );
+    let versions: Value = api
+        .send(reqwest::Method::GET, path, None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(1));
 }
