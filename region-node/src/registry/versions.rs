@@ -154,27 +154,63 @@ impl Registry {
         n: NonZeroU32,
     ) -> Result<(), ApiError> {
         self.function(tenant, name)?;
-        if let Some(a) = self
+        let key = version_key(tenant, name, n);
+        self.refuse_if_pinned(tenant, name, n)?;
+        let Some(old) = self.store.get(Bucket::Versions, &key)? else {
+            return Err(ApiError::not_found(format!("version {n} of {name}")));
+        };
+        self.store
+            .delete(Bucket::Versions, &key, Expect::Revision(old.revision))
+            .map_err(lost_race(name, "change"))?;
+        // An alias set concurrently may have checked the version before it went: look
+        // again, and put the (immutable) version back if one points at it now. With the
+        // same re-check in `set_alias`, one of the two always sees the other.
+        if let Err(pinned) = self.refuse_if_pinned(tenant, name, n) {
+            self.store
+                .put(Bucket::Versions, &key, &old.value, Expect::Absent)?;
+            return Err(pinned);
+        }
+        Ok(())
+    }
+
+    fn refuse_if_pinned(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        n: NonZeroU32,
+    ) -> Result<(), ApiError> {
+        match self
             .aliases(tenant, name)?
             .into_iter()
             .find(|a| a.routing.targets(n))
         {
-            return Err(ApiError::new(
+            Some(a) => Err(ApiError::new(
                 ErrorKind::Conflict,
                 format!(
                     "alias {} points at version {n} of {name}; move or delete the alias first",
                     a.name
                 ),
-            ));
+            )),
+            None => Ok(()),
         }
-        if self
-            .store
-            .delete(Bucket::Versions, &version_key(tenant, name, n), Expect::Any)?
-        {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("version {n} of {name}")))
+    }
+
+    fn missing_version(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        routing: &AliasRouting,
+    ) -> Result<Option<NonZeroU32>, ApiError> {
+        for r in routing.routes() {
+            if self
+                .store
+                .get(Bucket::Versions, &version_key(tenant, name, r.version))?
+                .is_none()
+            {
+                return Ok(Some(r.version));
+            }
         }
+        Ok(None)
     }
 
     /// Points alias `alias` of `tenant/name` at `routing`, creating or moving it.
@@ -189,25 +225,40 @@ impl Registry {
         routing: AliasRouting,
     ) -> Result<Alias, ApiError> {
         self.function(tenant, name)?;
-        for r in routing.routes() {
-            if self
-                .store
-                .get(Bucket::Versions, &version_key(tenant, name, r.version))?
-                .is_none()
-            {
-                return Err(ApiError::bad_request(format!(
-                    "version {} of {name} does not exist; publish it first",
-                    r.version
-                )));
-            }
+        let missing = |v: NonZeroU32| {
+            ApiError::bad_request(format!(
+                "version {v} of {name} does not exist; publish it first"
+            ))
+        };
+        if let Some(v) = self.missing_version(tenant, name, &routing)? {
+            return Err(missing(v));
         }
+        let key = alias_key(tenant, name, &alias);
+        let previous = self.store.get(Bucket::Aliases, &key)?;
         let rec = AliasRecord { routing };
-        let revision = self.store.put(
-            Bucket::Aliases,
-            &alias_key(tenant, name, &alias),
-            &encode(&rec)?,
-            Expect::Any,
-        )?;
+        let revision = self
+            .store
+            .put(Bucket::Aliases, &key, &encode(&rec)?, Expect::Any)?;
+        // A version deleted concurrently may have been checked before this alias existed:
+        // look again and undo this write if so (see `delete_version`).
+        if let Some(v) = self.missing_version(tenant, name, &rec.routing)? {
+            let undo = match &previous {
+                Some(p) => {
+                    self.store
+                        .put(Bucket::Aliases, &key, &p.value, Expect::Revision(revision))
+                }
+                None => self
+                    .store
+                    .delete(Bucket::Aliases, &key, Expect::Revision(revision))
+                    .map(|_| revision),
+            };
+            // A conflict means someone else has written the alias since; theirs stands.
+            match undo {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Err(missing(v));
+        }
         Ok(Alias {
             name: alias,
             function: name.clone(),
