@@ -361,7 +361,7 @@ fn check(key: &str, expected: Expect, actual: Option<u64>) -> Result<(), StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Store, WatchEvent};
+    use crate::store::Store;
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -466,32 +466,6 @@ mod tests {
         assert!(matches!(b.history(3, 10).expect("history"), History::Changes(c) if c.len() == 2));
         let s = b.snapshot(&[Bucket::Functions]).expect("snapshot");
         assert_eq!((s.revision, s.entries.len()), (5, 5));
-    }
-
-    #[tokio::test]
-    async fn watch_catches_up_then_follows_live_writes_in_order() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let s = Store::open(&dir.path().join("s.redb")).expect("opens");
-        let r1 = s.put(Bucket::Functions, "t/a", b"1", Any).expect("put");
-        s.put(Bucket::Tenants, "t", b"-", Any).expect("put");
-        let mut w = s.watch(&[Bucket::Functions], 0);
-        let WatchEvent::Change(c) = w.next().await.expect("event") else {
-            panic!("history, not a snapshot");
-        };
-        assert_eq!((c.revision, c.key.as_str()), (r1, "t/a"));
-        let writer = s.clone();
-        let r3 = tokio::task::spawn_blocking(move || {
-            writer
-                .put(Bucket::Functions, "t/b", b"2", Any)
-                .expect("put")
-        })
-        .await
-        .expect("joins");
-        let WatchEvent::Change(c) = w.next().await.expect("event") else {
-            panic!("live change, not a snapshot");
-        };
-        assert_eq!((c.revision, c.key.as_str()), (r3, "t/b"));
-        assert_eq!(w.revision(), r3);
     }
 
     #[test]
