@@ -8,7 +8,6 @@ use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId, Placement,
-    Qualifier,
 };
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use std::sync::{Arc, Mutex};
@@ -22,10 +21,10 @@ pub struct PopInvoker {
     node: NodeId,
     executor: Executor,
     link: Arc<RegionLink>,
-    known: Known,
+    known: Arc<Known>,
     artifacts: Arc<ArtifactCache>,
     placement: Mutex<PlacementPolicy>,
-    prefetcher: Prefetcher,
+    prefetcher: Arc<Prefetcher>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
 }
@@ -39,14 +38,14 @@ pub struct PopParts {
     pub executor: Executor,
     /// The link to regions.
     pub link: Arc<RegionLink>,
-    /// Learned tokens and functions.
-    pub known: Known,
+    /// Pushed and learned tokens and functions.
+    pub known: Arc<Known>,
     /// Artifacts in memory and on disk, and the known-functions file.
     pub artifacts: Arc<ArtifactCache>,
     /// The placement policy.
     pub placement: PlacementPolicy,
     /// Background artifact preparation.
-    pub prefetcher: Prefetcher,
+    pub prefetcher: Arc<Prefetcher>,
     /// Local execution slots.
     pub local_concurrency: usize,
     /// Forwarded invocations in flight.
@@ -137,10 +136,18 @@ impl Invoker for PopInvoker {
             tenant,
             name: req.function.clone(),
         };
-        // Only `$LATEST` is learned from replies; other qualifiers are resolved at the region.
-        let function = (req.qualifier == Qualifier::Latest)
-            .then(|| self.known.function(&key, now))
-            .flatten();
+        // The request id is random: it doubles as the draw between an alias's versions, so
+        // a forwarded request would get the same version at the region.
+        let draw = req.request_id.0 as u64;
+        let resolution = self.known.resolve(&key, &req.qualifier, draw, now, |d| {
+            self.executor.cached(d).is_some()
+        });
+        // A moved `$LATEST` or alias resolves to the prepared previous version until the
+        // new artifact is ready; start preparing it.
+        if let Some(digest) = resolution.as_ref().and_then(|r| r.prepare) {
+            self.prefetcher.request(digest);
+        }
+        let function = resolution.map(|r| r.function);
         let module = function
             .as_ref()
             .and_then(|f| self.executor.cached(&f.digest));

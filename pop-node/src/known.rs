@@ -1,21 +1,70 @@
-//! What the POP has learned from its region's replies: which tenant a token belongs to
-//! and what each function's `$LATEST` is. Entries are trusted for a TTL; after it, the
-//! next request is forwarded, which refreshes them. Bounded: when full, expired entries
-//! are dropped first, then arbitrary ones.
+//! What the POP knows about tenants and functions, from two sources:
+//!
+//! - **pushed** by the region over the push stream ([`crate::sync`]): token hashes,
+//!   `$LATEST`, published versions and aliases. Authoritative while the subscription is
+//!   live, and for a TTL after it drops (then the POP forwards until it resubscribes).
+//! - **learned** from forwarded replies (the fallback for a cold POP): a token's tenant and
+//!   a function's `$LATEST`, each trusted for a TTL.
+//!
+//! Dynamic deployment lives here: when `$LATEST` or an alias moves, the state keeps what
+//! it resolved to before (if that was prepared), and [`Known::resolve`] keeps answering
+//! with it until the new artifact is ready, asking the caller to prepare the new one. An
+//! explicit version always resolves to exactly that version.
+//!
+//! Bounded: at most `max_entries` tokens and functions of each source. Learned entries are
+//! evicted (expired first); a pushed function beyond the bound is not kept, so it is
+//! served by forwarding.
 
-use common::model::{FunctionKey, ResolvedFunction, TenantId};
-use std::collections::HashMap;
+use common::model::{
+    AliasName, AliasRouting, ArtifactDigest, FunctionKey, Qualifier, ResolvedFunction, TenantId,
+    TokenHash,
+};
+use common::policy::alias;
+use common::wire::Update;
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// A pushed alias: where it points now and, while that is being prepared, before.
+#[derive(Debug, Clone)]
+struct PushedAlias {
+    routing: AliasRouting,
+    previous: Option<AliasRouting>,
+}
+
+/// Everything pushed about one function.
+#[derive(Debug, Default)]
+struct PushedFunction {
+    latest: Option<Arc<ResolvedFunction>>,
+    /// The `$LATEST` before `latest`, kept only if it was prepared here.
+    previous_latest: Option<Arc<ResolvedFunction>>,
+    versions: BTreeMap<NonZeroU32, Arc<ResolvedFunction>>,
+    aliases: HashMap<AliasName, PushedAlias>,
+}
 
 #[derive(Debug, Default)]
 struct Inner {
     tokens: HashMap<String, (TenantId, Instant)>,
     // Shared, so the hot path hands out a pointer instead of cloning config and env.
     functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
+    pushed_tokens: HashMap<TokenHash, TenantId>,
+    pushed: HashMap<FunctionKey, PushedFunction>,
+    /// `None` while the push stream is live; otherwise until when pushed state is trusted.
+    pushed_until: Option<Instant>,
 }
 
-/// Learned tokens and functions with a TTL.
+/// What a function resolves to at this POP.
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    /// The function (version) to run.
+    pub function: Arc<ResolvedFunction>,
+    /// A newer artifact to prepare in the background: `function` is the previous
+    /// resolution, served because this one is not ready yet.
+    pub prepare: Option<ArtifactDigest>,
+}
+
+/// Pushed and learned tokens and functions (see the module docs).
 #[derive(Debug)]
 pub struct Known {
     ttl: Duration,
@@ -41,13 +90,25 @@ fn bound<K: Clone + Eq + std::hash::Hash, V>(
     }
 }
 
+impl Inner {
+    fn pushed_trusted(&self, now: Instant) -> bool {
+        self.pushed_until.is_none_or(|until| now < until)
+    }
+}
+
 impl Known {
-    /// A table trusting entries for `ttl`, holding at most `max_entries` of each kind.
+    /// A table trusting learned entries (and pushed ones after the push stream drops) for
+    /// `ttl`, holding at most `max_entries` of each kind.
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
+        let inner = Inner {
+            // Nothing pushed yet: trust nothing until the first subscription.
+            pushed_until: Some(Instant::now()),
+            ..Inner::default()
+        };
         Self {
             ttl,
             max_entries: max_entries.max(1),
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
         }
     }
 
@@ -57,18 +118,77 @@ impl Known {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The tenant of `token`, if learned within the TTL.
+    /// The tenant of `token`: pushed (by hash) or learned within the TTL.
     pub fn tenant(&self, token: &str, now: Instant) -> Option<TenantId> {
         let inner = self.lock();
+        if inner.pushed_trusted(now)
+            && let Some(t) = inner.pushed_tokens.get(&TokenHash::of(token))
+        {
+            return Some(t.clone());
+        }
         let (t, at) = inner.tokens.get(token)?;
         (now.saturating_duration_since(*at) < self.ttl).then(|| t.clone())
     }
 
-    /// The `$LATEST` resolution of `key`, if learned within the TTL.
+    /// The learned `$LATEST` resolution of `key`, if learned within the TTL.
     pub fn function(&self, key: &FunctionKey, now: Instant) -> Option<Arc<ResolvedFunction>> {
         let inner = self.lock();
         let (f, at) = inner.functions.get(key)?;
         (now.saturating_duration_since(*at) < self.ttl).then(|| Arc::clone(f))
+    }
+
+    /// What `qualifier` of `key` runs here. `draw` picks between an alias's versions;
+    /// `ready` says whether an artifact is prepared locally. `None` when the POP does not
+    /// know (the caller forwards).
+    pub fn resolve(
+        &self,
+        key: &FunctionKey,
+        qualifier: &Qualifier,
+        draw: u64,
+        now: Instant,
+        ready: impl Fn(&ArtifactDigest) -> bool,
+    ) -> Option<Resolution> {
+        let inner = self.lock();
+        let pushed = inner
+            .pushed_trusted(now)
+            .then(|| inner.pushed.get(key))
+            .flatten();
+        let Some(p) = pushed else {
+            drop(inner);
+            // Learned resolutions are `$LATEST` only.
+            return (*qualifier == Qualifier::Latest)
+                .then(|| self.function(key, now))
+                .flatten()
+                .map(|function| Resolution {
+                    function,
+                    prepare: None,
+                });
+        };
+        let (newest, previous) = match qualifier {
+            Qualifier::Latest => (p.latest.clone()?, p.previous_latest.clone()),
+            // Exactly this version, prepared or not.
+            Qualifier::Version(n) => (Arc::clone(p.versions.get(n)?), None),
+            Qualifier::Alias(a) => {
+                let a = p.aliases.get(&AliasName::new(a.as_str()).ok()?)?;
+                let newest = Arc::clone(p.versions.get(&alias::pick(&a.routing, draw))?);
+                let previous = a
+                    .previous
+                    .as_ref()
+                    .and_then(|r| p.versions.get(&alias::pick(r, draw)))
+                    .cloned();
+                (newest, previous)
+            }
+        };
+        Some(match previous {
+            Some(prev) if !ready(&newest.digest) && ready(&prev.digest) => Resolution {
+                function: prev,
+                prepare: Some(newest.digest),
+            },
+            _ => Resolution {
+                function: newest,
+                prepare: None,
+            },
+        })
     }
 
     /// Records that `token` resolved `function` at `now`.
@@ -94,26 +214,160 @@ impl Known {
 
     /// Forgets `token` (the region refused it).
     pub fn forget_token(&self, token: &str) {
-        self.lock().tokens.remove(token);
+        let mut inner = self.lock();
+        inner.tokens.remove(token);
+        inner.pushed_tokens.remove(&TokenHash::of(token));
+    }
+
+    /// The push stream is live (`true`), or dropped at `now` (`false`): pushed state is
+    /// then trusted for one TTL more.
+    pub fn set_push_live(&self, live: bool, now: Instant) {
+        let mut inner = self.lock();
+        inner.pushed_until = if live {
+            None
+        } else {
+            Some(inner.pushed_until.unwrap_or(now + self.ttl))
+        };
+    }
+
+    /// Forgets everything pushed (before applying a snapshot).
+    pub fn clear_pushed(&self) {
+        let mut inner = self.lock();
+        inner.pushed_tokens.clear();
+        inner.pushed.clear();
+    }
+
+    /// Applies one pushed update; `ready` says whether an artifact is prepared here.
+    /// Returns the digest to prepare in the background when a function or alias moved
+    /// away from a prepared artifact to one that is not (the old one keeps serving).
+    pub fn apply(
+        &self,
+        update: Update,
+        ready: impl Fn(&ArtifactDigest) -> bool,
+    ) -> Vec<ArtifactDigest> {
+        let mut inner = self.lock();
+        let mut prepare = Vec::new();
+        let full = inner.pushed.len() >= self.max_entries;
+        match update {
+            Update::Token { hash, tenant } => match tenant {
+                Some(t) if inner.pushed_tokens.len() < self.max_entries => {
+                    inner.pushed_tokens.insert(hash, t);
+                }
+                Some(_) => {}
+                None => {
+                    inner.pushed_tokens.remove(&hash);
+                }
+            },
+            Update::Function { key, latest } => {
+                let Some(latest) = latest else {
+                    inner.pushed.remove(&key);
+                    inner.functions.remove(&key);
+                    return prepare;
+                };
+                if full && !inner.pushed.contains_key(&key) {
+                    return prepare;
+                }
+                let f = inner.pushed.entry(key).or_default();
+                let latest = Arc::new(latest);
+                // Keep serving a prepared previous `$LATEST` until the new one is ready.
+                let keep = [f.latest.take(), f.previous_latest.take()]
+                    .into_iter()
+                    .flatten()
+                    .find(|old| old.digest != latest.digest && ready(&old.digest));
+                if keep.is_some() && !ready(&latest.digest) {
+                    prepare.push(latest.digest);
+                }
+                f.previous_latest = keep;
+                f.latest = Some(latest);
+            }
+            Update::Version {
+                key,
+                version,
+                function,
+            } => match function {
+                Some(v) => {
+                    if full && !inner.pushed.contains_key(&key) {
+                        return prepare;
+                    }
+                    let f = inner.pushed.entry(key).or_default();
+                    f.versions.insert(version, Arc::new(v));
+                }
+                None => {
+                    if let Some(f) = inner.pushed.get_mut(&key) {
+                        f.versions.remove(&version);
+                    }
+                }
+            },
+            Update::Alias {
+                key,
+                alias,
+                routing,
+            } => match routing {
+                Some(routing) => {
+                    if full && !inner.pushed.contains_key(&key) {
+                        return prepare;
+                    }
+                    let f = inner.pushed.entry(key).or_default();
+                    let digest_of = |v: &NonZeroU32| f.versions.get(v).map(|r| r.digest);
+                    let old = f.aliases.get(&alias);
+                    let old_ready = old.is_some_and(|a| {
+                        [Some(&a.routing), a.previous.as_ref()]
+                            .into_iter()
+                            .flatten()
+                            .flat_map(|r| r.routes())
+                            .filter_map(|r| digest_of(&r.version))
+                            .any(|d| ready(&d))
+                    });
+                    if old_ready {
+                        prepare.extend(
+                            routing
+                                .routes()
+                                .iter()
+                                .filter_map(|r| digest_of(&r.version))
+                                .filter(|d| !ready(d)),
+                        );
+                    }
+                    let previous = old.map(|a| a.routing.clone()).filter(|r| *r != routing);
+                    f.aliases.insert(alias, PushedAlias { routing, previous });
+                }
+                None => {
+                    if let Some(f) = inner.pushed.get_mut(&key) {
+                        f.aliases.remove(&alias);
+                    }
+                }
+            },
+        }
+        prepare
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::model::{ArtifactDigest, FunctionConfig, FunctionName};
+    use common::model::{FunctionConfig, FunctionName};
+
+    fn key() -> FunctionKey {
+        FunctionKey {
+            tenant: TenantId::new("t").expect("valid"),
+            name: FunctionName::new("f").expect("valid"),
+        }
+    }
 
     fn resolved(rev: u64) -> ResolvedFunction {
         ResolvedFunction {
-            key: FunctionKey {
-                tenant: TenantId::new("t").expect("valid"),
-                name: FunctionName::new("f").expect("valid"),
-            },
+            key: key(),
             version: "$LATEST".into(),
             digest: ArtifactDigest::of(&rev.to_be_bytes()),
             config: FunctionConfig::default(),
             revision: rev,
         }
+    }
+
+    fn version(n: u32, rev: u64) -> (NonZeroU32, ResolvedFunction) {
+        let v = NonZeroU32::new(n).expect("non-zero");
+        let mut f = resolved(rev);
+        f.version = v.to_string();
+        (v, f)
     }
 
     #[test]
@@ -148,5 +402,112 @@ mod tests {
             k.learn(&format!("tok{i}"), resolved(1), t0);
         }
         assert!(k.lock().tokens.len() <= 3);
+    }
+
+    #[test]
+    fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
+        let k = Known::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        let tenant = TenantId::new("t").expect("valid");
+        k.apply(
+            Update::Token {
+                hash: TokenHash::of("st_secret"),
+                tenant: Some(tenant.clone()),
+            },
+            |_| false,
+        );
+        assert_eq!(k.tenant("st_secret", t0), None, "not live yet");
+        k.set_push_live(true, t0);
+        assert_eq!(k.tenant("st_secret", t0), Some(tenant));
+        assert_eq!(k.tenant("st_other", t0), None);
+        k.set_push_live(false, t0);
+        assert!(k.tenant("st_secret", t0 + Duration::from_secs(9)).is_some());
+        assert!(
+            k.tenant("st_secret", t0 + Duration::from_secs(10))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_moved_latest_keeps_serving_the_prepared_one_until_the_new_one_is_ready() {
+        let k = Known::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        k.set_push_live(true, t0);
+        let (old, new) = (resolved(1), resolved(2));
+        let old_digest = old.digest;
+        let ready_old = |d: &ArtifactDigest| *d == old_digest;
+        k.apply(
+            Update::Function {
+                key: key(),
+                latest: Some(old),
+            },
+            ready_old,
+        );
+        let prepare = k.apply(
+            Update::Function {
+                key: key(),
+                latest: Some(new.clone()),
+            },
+            ready_old,
+        );
+        assert_eq!(prepare, [new.digest]);
+        let r = k
+            .resolve(&key(), &Qualifier::Latest, 0, t0, ready_old)
+            .expect("known");
+        assert_eq!((r.function.revision, r.prepare), (1, Some(new.digest)));
+        let r = k
+            .resolve(&key(), &Qualifier::Latest, 0, t0, |_| true)
+            .expect("known");
+        assert_eq!((r.function.revision, r.prepare), (2, None));
+    }
+
+    #[test]
+    fn explicit_versions_and_weighted_aliases_resolve_from_pushed_state() {
+        let k = Known::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        k.set_push_live(true, t0);
+        for (n, f) in [version(1, 1), version(2, 2)] {
+            k.apply(
+                Update::Version {
+                    key: key(),
+                    version: n,
+                    function: Some(f),
+                },
+                |_| true,
+            );
+        }
+        let two = NonZeroU32::new(2).expect("non-zero");
+        let r = k
+            .resolve(&key(), &Qualifier::Version(two), 0, t0, |_| false)
+            .expect("known");
+        assert_eq!((r.function.version.as_str(), r.prepare), ("2", None));
+        let routing = AliasRouting::new(vec![
+            common::model::RouteSpec {
+                version: NonZeroU32::MIN,
+                weight: Some(90),
+            },
+            common::model::RouteSpec {
+                version: two,
+                weight: Some(10),
+            },
+        ])
+        .expect("valid");
+        k.apply(
+            Update::Alias {
+                key: key(),
+                alias: AliasName::new("prod").expect("valid"),
+                routing: Some(routing),
+            },
+            |_| true,
+        );
+        let q = Qualifier::Alias("prod".into());
+        let pick = |draw| {
+            k.resolve(&key(), &q, draw, t0, |_| true)
+                .expect("known")
+                .function
+                .version
+                .clone()
+        };
+        assert_eq!((pick(10).as_str(), pick(95).as_str()), ("1", "2"));
     }
 }

@@ -4,7 +4,8 @@
 //! - [`node`]: start and stop; [`node::start`] returns the bound address and a handle.
 //! - [`discovery`]: finding regions (static list or DNS SRV/A with TTL).
 //! - [`upstream`]: the QUIC link to regions: connect, reconnect, forward, fetch.
-//! - [`known`]: tokens and functions learned from region replies, with a TTL.
+//! - [`known`]: tokens and functions pushed by the region or learned from its replies.
+//! - [`sync`]: the push stream: subscribe, catch up from a revision, apply, prepare.
 //! - [`prefetch`]: background artifact fetch + compile for popular functions.
 //! - [`report`]: the POP's load reports to its region (capacity view).
 //! - [`invoker`]: placement decision, then local execution or forwarding.
@@ -22,7 +23,9 @@ pub mod node;
 pub mod prefetch;
 pub mod report;
 pub mod routes;
+pub mod sync;
 pub mod upstream;
 
 pub use config::PopConfig;
 pub use node::{PopHandle, StartError, start};
+pub use sync::SyncStatus;

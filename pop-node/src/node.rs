@@ -9,6 +9,7 @@ use crate::logship::{LogShipper, ShipLimits};
 use crate::prefetch::Prefetcher;
 use crate::report::Reporter;
 use crate::routes::RouteSync;
+use crate::sync::{self, SyncParts, SyncState, SyncStatus};
 use crate::upstream::RegionLink;
 use axum::Router;
 use axum::routing::get;
@@ -51,10 +52,23 @@ pub struct PopHandle {
     /// The node's id.
     pub node_id: NodeId,
     invoker: Arc<PopInvoker>,
+    sync: Arc<SyncState>,
+    pause_sync: tokio::sync::watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl PopHandle {
+    /// The state of the push stream from the region.
+    pub fn sync_status(&self) -> SyncStatus {
+        self.sync.status()
+    }
+
+    /// Drops the push stream and stays unsubscribed while `paused` (maintenance, and
+    /// tests of catching up); unpausing resubscribes from the last applied revision.
+    pub fn set_sync_paused(&self, paused: bool) {
+        self.pause_sync.send_replace(paused);
+    }
+
     /// Stops serving and waits for the node's tasks to end.
     pub async fn shutdown(mut self) {
         self.invoker.stop();
@@ -118,17 +132,30 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.max_known,
         config.metadata_ttl(),
     )?);
-    let known = Known::new(config.metadata_ttl(), config.max_known);
+    let known = Arc::new(Known::new(config.metadata_ttl(), config.max_known));
     // A restarted POP is warm again: cached artifacts and the functions they belong to
     // are back before the first request.
     let restore = Arc::clone(&artifacts);
-    let known = tokio::task::spawn_blocking(move || {
+    let restored = Arc::clone(&known);
+    tokio::task::spawn_blocking(move || {
         restore.warm_up();
-        restore.restore(&known);
-        known
+        restore.restore(&restored);
     })
     .await
     .map_err(|e| std::io::Error::other(format!("artifact warm-up failed: {e}")))?;
+    let prefetcher = Arc::new(Prefetcher::new(
+        Arc::clone(&link),
+        Arc::clone(&artifacts),
+        config.max_prefetches,
+    ));
+    let sync_state = Arc::new(SyncState::default());
+    let sync_parts = SyncParts {
+        link: Arc::clone(&link),
+        known: Arc::clone(&known),
+        executor: executor.clone(),
+        prefetcher: Arc::clone(&prefetcher),
+        state: Arc::clone(&sync_state),
+    };
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
@@ -136,7 +163,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         known,
         artifacts: Arc::clone(&artifacts),
         placement: PlacementPolicy::new(config.placement.clone()),
-        prefetcher: Prefetcher::new(link, artifacts, config.max_prefetches),
+        prefetcher,
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
     }));
@@ -160,6 +187,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     tasks.spawn(reporter.run());
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
+    let (pause_sync, paused) = tokio::sync::watch::channel(false);
+    tasks.spawn(sync::run(sync_parts, paused));
     tasks.spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "POP HTTP server stopped");
@@ -170,6 +199,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         http_addr,
         node_id,
         invoker,
+        sync: sync_state,
+        pause_sync,
         tasks,
     })
 }

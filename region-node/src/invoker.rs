@@ -105,9 +105,12 @@ impl RegionInvoker {
         if req.payload.len() > self.max_payload_bytes {
             return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
         }
+        // The request id is random and kept when a POP forwards: it is the draw between an
+        // alias's versions, so both tiers pick the same version for one request.
+        let draw = req.request_id.0 as u64;
         let resolved = self
             .registry
-            .resolve(&tenant, &req.function, &req.qualifier)?;
+            .resolve(&tenant, &req.function, &req.qualifier, draw)?;
         if req.invocation_type == InvocationType::Event {
             return Err(ApiError::bad_request(
                 "event invocations need the durable async queue, which this region does not \

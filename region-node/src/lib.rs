@@ -2,12 +2,13 @@
 //!
 //! - [`config`]: the node's configuration (TOML + flags).
 //! - [`node`]: start and stop; [`node::start`] returns bound addresses and a handle.
-//! - [`store`]: durable state (key-value with revisions, blobs) on redb.
-//! - [`registry`]: tenants, tokens and functions over the store.
+//! - [`store`]: durable state (key-value with revisions + watch, blobs, streams) on redb.
+//! - [`registry`]: tenants, tokens, functions, versions and aliases over the store.
 //! - [`routes`]: tenant-owned HTTP routes and the route table.
 //! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
+//! - [`push`]: the long-lived stream that pushes registry changes to POPs.
 //! - [`api`]: the control API.
 //! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
 //!   `/dashboard`).
@@ -20,6 +21,7 @@ pub mod capacity;
 pub mod config;
 pub mod invoker;
 pub mod node;
+pub mod push;
 pub mod quic;
 pub mod registry;
 pub mod routes;

@@ -1,5 +1,7 @@
 //! The region's QUIC service: one task per POP connection, one task per stream, one
-//! request and one reply per stream. Garbage on a stream resets that stream only.
+//! request and one reply per stream, except [`Message::Subscribe`], which turns its stream
+//! into the long-lived push stream ([`crate::push`]). Garbage on a stream resets that
+//! stream only.
 
 use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
@@ -77,6 +79,10 @@ async fn serve_stream(
             return;
         }
     };
+    if let Message::Subscribe { since_revision } = request {
+        let store = invoker.registry().store().clone();
+        return crate::push::serve(stream, store, since_revision).await;
+    }
     let reply = handle(request, &invoker, &services).await;
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
@@ -130,6 +136,8 @@ fn message_name(m: &Message) -> &'static str {
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
         Message::LoadReport(_) => "LoadReport",
+        Message::Subscribe { .. } => "Subscribe",
+        Message::Updates { .. } => "Updates",
         Message::Error(_) => "Error",
         Message::FetchRoutes { .. } => "FetchRoutes",
         Message::RouteTable { .. } => "RouteTable",

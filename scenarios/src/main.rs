@@ -30,6 +30,10 @@ enum Command {
         /// Print JSON instead of a Markdown table.
         #[arg(long)]
         json: bool,
+        /// Measure the POP-local path steady and while its function is redeployed
+        /// continuously (dynamic deployment), instead of the tier paths.
+        #[arg(long)]
+        deploy: bool,
     },
 }
 
@@ -41,16 +45,28 @@ async fn main() -> anyhow::Result<()> {
             requests,
             concurrency,
             json,
-        } => live_paths(requests, concurrency, json).await,
+            deploy,
+        } => live_paths(requests, concurrency, json, deploy).await,
     }
 }
 
-async fn live_paths(requests: u64, concurrency: usize, json: bool) -> anyhow::Result<()> {
-    let reports = live::run(LiveParams {
+async fn live_paths(
+    requests: u64,
+    concurrency: usize,
+    json: bool,
+    deploy: bool,
+) -> anyhow::Result<()> {
+    let params = LiveParams {
         requests,
         concurrency,
-    })
-    .await?;
+    };
+    let reports = if deploy {
+        let (reports, deploys) = live::deploy_under_load(params).await?;
+        eprintln!("{deploys} deploys of `popular` during pop-local-deploying");
+        reports
+    } else {
+        live::run(params).await?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

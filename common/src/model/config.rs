@@ -1,5 +1,6 @@
 //! A function's configuration (DESIGN §5), validated once on write.
 
+use super::FunctionName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -36,6 +37,12 @@ pub const MAX_TIMEOUT_MS: u32 = 900_000;
 pub const MAX_FUEL: u64 = 1 << 50;
 /// Most environment variables a function may configure.
 pub const MAX_ENV_VARS: usize = 64;
+/// Most retries of an async invocation.
+pub const MAX_RETRIES: u32 = 10;
+/// Smallest `max_event_age_s`.
+pub const MIN_EVENT_AGE_S: u32 = 60;
+/// Largest (and default) `max_event_age_s`: 6 hours.
+pub const MAX_EVENT_AGE_S: u32 = 21_600;
 
 /// A function's configuration. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +64,20 @@ pub struct FunctionConfig {
     /// instruction), in `1..=MAX_FUEL`; running out fails the invocation as a timeout.
     /// Default none: only `timeout_ms` bounds it.
     pub fuel: Option<u64>,
+    /// The shared-state group the function's `strata` host imports read and write
+    /// (`[a-z0-9][a-z0-9-_]{0,63}`). Default none: no shared state.
+    pub resource_group: Option<String>,
+    /// A function of the same tenant run with the failure record when an async invocation
+    /// finally fails. Default none.
+    pub on_failure: Option<FunctionName>,
+    /// Retries of a failed async invocation, `0..=MAX_RETRIES`. Default 2.
+    pub retries: u32,
+    /// Oldest an async event may get before it is sent to the dead-letter queue instead of
+    /// run, in seconds, `MIN_EVENT_AGE_S..=MAX_EVENT_AGE_S`. Default 21 600 (6 hours).
+    pub max_event_age_s: u32,
+    /// Pins the function to a runtime release (`[a-z0-9][a-z0-9.-_]{0,63}`). Default none:
+    /// the node's current runtime, canaried onto the next.
+    pub runtime: Option<String>,
 }
 
 impl Default for FunctionConfig {
@@ -69,8 +90,22 @@ impl Default for FunctionConfig {
             max_concurrency: None,
             env: BTreeMap::new(),
             fuel: None,
+            resource_group: None,
+            on_failure: None,
+            retries: 2,
+            max_event_age_s: MAX_EVENT_AGE_S,
+            runtime: None,
         }
     }
+}
+
+fn is_label(s: &str, extra: &[char]) -> bool {
+    s.len() <= 64
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(&c))
 }
 
 /// Why a configuration was refused.
@@ -93,6 +128,24 @@ pub enum ConfigError {
     /// `max_concurrency` of zero.
     #[error("max_concurrency must be at least 1")]
     Concurrency,
+    /// `retries` over [`MAX_RETRIES`].
+    #[error("retries must be between 0 and {MAX_RETRIES}, got {0}")]
+    Retries(u32),
+    /// `max_event_age_s` outside its range.
+    #[error("max_event_age_s must be between {MIN_EVENT_AGE_S} and {MAX_EVENT_AGE_S}, got {0}")]
+    EventAge(u32),
+    /// A `resource_group` or `runtime` that is not a valid label.
+    #[error(
+        "{field} {value:?} must be 1 to 64 of a-z, 0-9, {allowed}, starting with a letter or digit"
+    )]
+    Label {
+        /// The field.
+        field: &'static str,
+        /// The refused value.
+        value: String,
+        /// The punctuation allowed besides letters and digits.
+        allowed: &'static str,
+    },
     /// An environment variable name that is empty, contains `=` or NUL, or uses the
     /// reserved `STRATA_` prefix; or too many variables.
     #[error("invalid environment: {0}")]
@@ -122,6 +175,36 @@ impl FunctionConfig {
         }
         if self.max_concurrency == Some(0) {
             return Err(ConfigError::Concurrency);
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(ConfigError::Retries(self.retries));
+        }
+        if !(MIN_EVENT_AGE_S..=MAX_EVENT_AGE_S).contains(&self.max_event_age_s) {
+            return Err(ConfigError::EventAge(self.max_event_age_s));
+        }
+        for (field, value, extra, allowed) in [
+            (
+                "resource_group",
+                &self.resource_group,
+                &['-', '_'][..],
+                "'-', '_'",
+            ),
+            (
+                "runtime",
+                &self.runtime,
+                &['.', '-', '_'][..],
+                "'.', '-', '_'",
+            ),
+        ] {
+            if let Some(v) = value
+                && !is_label(v, extra)
+            {
+                return Err(ConfigError::Label {
+                    field,
+                    value: v.clone(),
+                    allowed,
+                });
+            }
         }
         if self.env.len() > MAX_ENV_VARS {
             return Err(ConfigError::Env(format!(
@@ -178,6 +261,38 @@ mod tests {
         let mut e = c;
         e.env.insert("STRATA_X".into(), "1".into());
         assert!(matches!(e.validate(4096), Err(ConfigError::Env(_))));
+    }
+
+    #[test]
+    fn async_and_runtime_fields_are_checked() {
+        let ok: FunctionConfig = serde_json::from_str(
+            r#"{"resource_group": "carts", "on_failure": "alert", "retries": 0, "max_event_age_s": 60, "runtime": "wasmtime-48.0"}"#,
+        )
+        .expect("valid config");
+        assert_eq!(ok.validate(4096), Ok(()));
+        let c = FunctionConfig::default();
+        let bad = [
+            FunctionConfig {
+                retries: 11,
+                ..c.clone()
+            },
+            FunctionConfig {
+                max_event_age_s: 59,
+                ..c.clone()
+            },
+            FunctionConfig {
+                resource_group: Some("Carts".into()),
+                ..c.clone()
+            },
+            FunctionConfig {
+                runtime: Some(String::new()),
+                ..c.clone()
+            },
+        ];
+        for b in bad {
+            assert!(b.validate(4096).is_err(), "{b:?} accepted");
+        }
+        assert!(serde_json::from_str::<FunctionConfig>(r#"{"on_failure": "Bad"}"#).is_err());
     }
 
     #[test]

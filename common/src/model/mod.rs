@@ -11,6 +11,8 @@ mod error;
 mod invoke;
 mod name;
 mod route;
+mod token;
+mod version;
 
 pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
 pub use config::{Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, Placement};
@@ -24,3 +26,5 @@ pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestI
 pub use route::{
     HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
 };
+pub use token::TokenHash;
+pub use version::{Alias, AliasError, AliasName, AliasRouting, RouteSpec, RouteWeight, Version};

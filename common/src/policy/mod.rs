@@ -5,6 +5,7 @@
 //! numbers or performs I/O, so a policy bug is reproduced in a unit test without a socket.
 
 pub mod affinity;
+pub mod alias;
 pub mod placement;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};

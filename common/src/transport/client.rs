@@ -112,6 +112,20 @@ impl Channel {
             .map_err(wire_failed)
     }
 
+    /// Opens a long-lived stream: sends `msg` and returns the [`Subscription`] that reads
+    /// the peer's frames as they come. Dropping it stops the stream.
+    ///
+    /// # Errors
+    /// As [`Channel::request`] for opening the stream and sending `msg`.
+    pub async fn subscribe(&self, msg: &Message) -> Result<Subscription, TransportError> {
+        let frame = wire::encode(msg)?;
+        let (mut send, recv) = self.conn.open_bi().await.map_err(open_failed)?;
+        send.write_all(&frame).await.map_err(write_failed)?;
+        send.finish()
+            .map_err(|e| TransportError::Stream(e.to_string()))?;
+        Ok(Subscription { recv })
+    }
+
     /// Diagnostics and tests: sends arbitrary `bytes` on a new stream and reads the reply
     /// to its end (at most 1 MiB).
     ///
@@ -156,5 +170,24 @@ impl Channel {
     /// Closes the connection normally; requests in flight fail.
     pub fn close(&self) {
         self.conn.close(CLOSE_NORMAL, b"closed");
+    }
+}
+
+/// The receiving end of a long-lived stream opened with [`Channel::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    recv: quinn::RecvStream,
+}
+
+impl Subscription {
+    /// Waits for the next frame (body at most `limit` bytes).
+    ///
+    /// # Errors
+    /// [`TransportError::Wire`] when the bytes are not a valid frame (including the peer
+    /// finishing the stream); stream or connection errors when either failed.
+    pub async fn next(&mut self, limit: usize) -> Result<Message, TransportError> {
+        wire::read_message(&mut self.recv, limit)
+            .await
+            .map_err(wire_failed)
     }
 }

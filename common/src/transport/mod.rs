@@ -29,7 +29,7 @@ use quinn::{ConnectionError, ReadError, TransportErrorCode, VarInt, WriteError};
 
 use crate::wire::WireError;
 
-pub use client::{Channel, Client};
+pub use client::{Channel, Client, Subscription};
 pub use server::{Connecting, PeerConnection, Server, ServerStream};
 pub use tls::{NodeTls, TlsFiles};
 

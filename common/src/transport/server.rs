@@ -142,6 +142,27 @@ impl ServerStream {
             .map_err(wire_failed)
     }
 
+    /// Writes `msg` as one frame and keeps the stream open: for the long-lived push stream,
+    /// which carries a sequence of frames.
+    ///
+    /// # Errors
+    /// As [`Self::reply`].
+    pub async fn send(&mut self, msg: &Message) -> Result<(), TransportError> {
+        let frame = wire::encode(msg)?;
+        self.send.write_all(&frame).await.map_err(write_failed)
+    }
+
+    /// Completes when the POP stops reading this stream (it dropped it, or the connection
+    /// ended), so a long-lived stream's task can end without waiting for its next write.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopped = self.send.stopped();
+        async move {
+            // Stopped with a code, finished, or connection lost: the stream is over in
+            // every case.
+            let _ = stopped.await;
+        }
+    }
+
     /// Writes `msg` as the reply frame and finishes the stream.
     ///
     /// # Errors

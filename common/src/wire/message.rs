@@ -1,11 +1,12 @@
 //! The messages exchanged between tiers.
 
 use crate::model::{
-    ApiError, ArtifactDigest, FunctionKey, InvokeRequest, InvokeResponse, NodeLoad,
-    ResolvedFunction, Route,
+    AliasName, AliasRouting, ApiError, ArtifactDigest, FunctionKey, InvokeRequest, InvokeResponse,
+    NodeLoad, ResolvedFunction, Route, TenantId, TokenHash,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
 
 /// Identifies an engine configuration: precompiled artifacts are only loaded by an engine
 /// with the same fingerprint.
@@ -21,8 +22,48 @@ pub enum ArtifactKind {
     Precompiled,
 }
 
+/// One registry change, as a region pushes it to its POPs: what a POP needs to
+/// authenticate and resolve without asking. `None` means deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update {
+    /// A token (by hash) now belongs to a tenant, or was revoked.
+    Token {
+        /// SHA-256 of the token.
+        hash: TokenHash,
+        /// Its tenant; `None` when revoked.
+        tenant: Option<TenantId>,
+    },
+    /// A function's `$LATEST` changed, or the function was deleted (with its versions and
+    /// aliases).
+    Function {
+        /// The function.
+        key: FunctionKey,
+        /// `$LATEST` as it now resolves; `None` when deleted.
+        latest: Option<ResolvedFunction>,
+    },
+    /// A version was published or deleted.
+    Version {
+        /// The function.
+        key: FunctionKey,
+        /// The version number.
+        version: NonZeroU32,
+        /// What it resolves to; `None` when deleted.
+        function: Option<ResolvedFunction>,
+    },
+    /// An alias was set, moved or deleted.
+    Alias {
+        /// The function.
+        key: FunctionKey,
+        /// The alias.
+        alias: AliasName,
+        /// Where it points; `None` when deleted.
+        routing: Option<AliasRouting>,
+    },
+}
+
 /// One protocol message. Each bidirectional stream carries one request message and one
-/// reply message.
+/// reply message, except the push stream: [`Message::Subscribe`] then a sequence of
+/// [`Message::Updates`].
 // Messages are built once and moved into the encoder; boxing the large variant would add
 // an allocation per invocation for no benefit.
 #[allow(clippy::large_enum_variant)]
@@ -72,6 +113,22 @@ pub enum Message {
     },
     /// POP -> region, every report interval: the POP's load for the capacity view.
     LoadReport(NodeLoad),
+    /// POP -> region: open the push stream, starting after `since_revision` (0: from the
+    /// beginning). The region answers with [`Message::Updates`] until either side closes.
+    Subscribe {
+        /// The last registry revision the POP has applied.
+        since_revision: u64,
+    },
+    /// Region -> POP on the push stream: registry changes up to `revision`.
+    Updates {
+        /// The registry revision these updates bring the POP to.
+        revision: u64,
+        /// True when the history no longer reached back to the POP's revision: forget
+        /// everything pushed before and apply these as the whole state.
+        snapshot: bool,
+        /// The changes, oldest first.
+        updates: Vec<Update>,
+    },
     /// Either way: the request could not be served (unknown digest, unexpected message).
     Error(ApiError),
     /// POP -> region: send the route table if it changed since `since_revision` (0: never

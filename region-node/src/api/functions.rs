@@ -8,21 +8,11 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
-use common::model::{ApiError, FunctionConfig, FunctionName};
+use common::model::{ApiError, FunctionConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-fn name(raw: String) -> Result<FunctionName, ApiError> {
-    FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-}
+use super::{blocking, name};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct DeployQuery {

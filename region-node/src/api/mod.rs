@@ -1,13 +1,16 @@
 //! The region's control API (DESIGN §5): tenants and tokens (operator), functions,
-//! routes and logs (tenant), and the operators' capacity view and dashboard. Handlers parse, call one registry or executor function, and serialize;
+//! routes, logs, versions and aliases (tenant), and the operators' capacity view and
+//! dashboard. Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
+mod aliases;
 mod capacity;
 mod functions;
 mod logs;
 mod openapi;
 mod routes;
 mod tenants;
+mod versions;
 
 pub use capacity::{CapacityState, router as capacity_router};
 
@@ -18,7 +21,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, header};
 use axum::routing::{delete, get, post};
 use common::logs::LogBuffer;
-use common::model::{ApiError, TenantId};
+use common::model::{ApiError, FunctionName, TenantId};
 use std::sync::Arc;
 
 /// Shared state of the control handlers.
@@ -50,9 +53,36 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/routes/{id}", delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(logs::read))
         .route("/v1/openapi.json", get(openapi::openapi_json))
+        .route(
+            "/v1/functions/{name}/versions",
+            get(versions::list).post(versions::publish),
+        )
+        .route(
+            "/v1/functions/{name}/versions/{version}",
+            delete(versions::delete),
+        )
+        .route("/v1/functions/{name}/aliases", get(aliases::list))
+        .route(
+            "/v1/functions/{name}/aliases/{alias}",
+            get(aliases::get).put(aliases::set).delete(aliases::delete),
+        )
         // A deploy carries a whole module: allow it, and no more.
         .layer(DefaultBodyLimit::max(max_module_bytes + (64 << 10)))
         .with_state(state)
+}
+
+/// A function name from a path segment.
+fn name(raw: String) -> Result<FunctionName, ApiError> {
+    FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Runs a registry call on the blocking pool (store writes wait for an fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

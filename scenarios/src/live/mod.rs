@@ -8,6 +8,10 @@
 //!   baseline that `pop-forward` is compared with to get the forwarding overhead;
 //! - `axum-baseline`: a plain axum handler answering the same body, no Strata at all: the
 //!   ceiling DESIGN §7 compares the POP's local path with.
+//!
+//! [`deploy_under_load`] measures dynamic deployment (DESIGN §6): the POP-local path once
+//! steady and once while `$LATEST` of the same function is redeployed over and over;
+//! every request must still answer 200 from the POP.
 
 pub mod compare;
 pub mod proxy;
@@ -109,6 +113,75 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
     baseline.abort();
     cluster.shutdown().await;
     Ok(reports)
+}
+
+/// The echo module with a custom section carrying `n`: same behaviour, a new digest, so
+/// every deploy is a real code change the POP must fetch and prepare.
+fn echo_variant(echo: &[u8], n: u8) -> Vec<u8> {
+    // Custom section: id 0, size 3, name of length 1 ("v"), one payload byte.
+    let mut wasm = echo.to_vec();
+    wasm.extend_from_slice(&[0, 3, 1, b'v', n]);
+    wasm
+}
+
+/// Measures `pop-local` steady, then `pop-local-deploying` while `popular` is redeployed
+/// (a new digest each time) for the whole measurement; returns both reports and the
+/// number of deploys made during the second.
+///
+/// # Errors
+/// As [`run`], or when a deploy fails.
+pub async fn deploy_under_load(params: LiveParams) -> anyhow::Result<(Vec<PathReport>, u32)> {
+    let dir = tempfile::tempdir()?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let region = region_node::RegionConfig {
+        http_listen: any,
+        quic_listen: any,
+        max_concurrency: params.concurrency.max(1) * 2,
+        ..Default::default()
+    };
+    let pop = pop_node::PopConfig {
+        http_listen: any,
+        local_concurrency: params.concurrency.max(1) * 2,
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(dir.path(), region, pop).await?;
+    let echo = wat::parse_str(include_str!("../../../examples/echo.wat"))?;
+    cluster.deploy("popular", json!({}), echo.clone()).await?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(params.concurrency.max(1))
+        .build()?;
+    warm_until_local(&http, &cluster).await?;
+    let target = Target {
+        url: format!("{}/v1/functions/popular/invoke", cluster.pop_url()),
+        token: cluster.token.clone(),
+        expect: "pop/",
+    };
+    drive(
+        &http,
+        &target,
+        params.concurrency.max(1) as u64 * 4,
+        params.concurrency,
+    )
+    .await?;
+    let steady = measure(&http, &target, params, "pop-local-steady").await?;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let deployer = async {
+        let mut deploys = 0u32;
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            let variant = echo_variant(&echo, (deploys % 250) as u8 + 1);
+            cluster.deploy("popular", json!({}), variant).await?;
+            deploys += 1;
+        }
+        anyhow::Ok(deploys)
+    };
+    let measured = async {
+        let r = measure(&http, &target, params, "pop-local-deploying").await;
+        done.store(true, std::sync::atomic::Ordering::Release);
+        r
+    };
+    let (deploys, deploying) = tokio::join!(deployer, measured);
+    cluster.shutdown().await;
+    Ok((vec![steady, deploying?], deploys?))
 }
 
 /// A plain axum server echoing the body with the header the checks look for.
@@ -269,5 +342,19 @@ mod tests {
             assert!(r.p50_us <= r.p99_us);
         }
         assert!(table(&reports).contains("| pop-forward | 20 | 0 |"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redeploying_under_load_keeps_every_request_at_the_pop() {
+        let (reports, deploys) = deploy_under_load(LiveParams {
+            requests: 200,
+            concurrency: 4,
+        })
+        .await
+        .expect("deploy run completes");
+        assert!(deploys >= 1);
+        for r in &reports {
+            assert_eq!(r.errors, 0, "{} had failures or left the POP", r.path);
+        }
     }
 }

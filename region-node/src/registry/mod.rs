@@ -1,14 +1,23 @@
-//! The function registry: tenants, tokens and functions, as typed records over the
-//! [`Store`]. Every read and write is scoped to one tenant; a tenant can never name
-//! another tenant's function because keys are `tenant/name`.
+//! The function registry: tenants, tokens, functions (`$LATEST`), published versions and
+//! aliases, as typed records over the [`Store`]. Every read and write is scoped to one
+//! tenant; a tenant can never name another tenant's function because every key starts
+//! with `tenant/`.
+//!
+//! - this file: tenants, tokens, record encoding;
+//! - [`functions`](self::functions): deploy, read, list, delete, resolve a qualifier;
+//! - [`versions`](self::versions): publish, versions, aliases;
+//! - [`updates`](self::updates): store changes as the updates pushed to POPs.
+
+mod functions;
+mod updates;
+mod versions;
+
+pub use functions::FunctionView;
+pub use updates::REGISTRY_BUCKETS;
 
 use crate::store::{Bucket, Expect, Store, StoreError};
-use common::model::{
-    ApiError, ArtifactDigest, ErrorKind, FunctionConfig, FunctionKey, FunctionName, Qualifier,
-    ResolvedFunction, TenantId,
-};
+use common::model::{ApiError, ErrorKind, FunctionName, TenantId, TokenHash};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Default per-tenant memory maximum, in MiB.
@@ -25,32 +34,6 @@ pub struct TenantRecord {
     pub created_at_ms: u64,
 }
 
-/// A function (`$LATEST`) as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct FunctionRecord {
-    config: FunctionConfig,
-    digest: ArtifactDigest,
-    size_bytes: u64,
-    updated_at_ms: u64,
-}
-
-/// A function as the control API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunctionView {
-    /// The function's name.
-    pub name: FunctionName,
-    /// Its configuration.
-    pub config: FunctionConfig,
-    /// SHA-256 of its module.
-    pub digest: ArtifactDigest,
-    /// Module size in bytes.
-    pub size_bytes: u64,
-    /// Last change, milliseconds since the Unix epoch.
-    pub updated_at_ms: u64,
-    /// Registry revision of the last change (use it for conditional updates).
-    pub revision: u64,
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -58,30 +41,30 @@ impl From<StoreError> for ApiError {
                 ErrorKind::Conflict,
                 format!("{key} was changed concurrently; re-read it and retry"),
             ),
+            StoreError::StreamFull { stream, max } => ApiError::unavailable(
+                format!("{stream} holds its maximum of {max} messages; retry later"),
+                std::time::Duration::from_secs(1),
+            ),
             StoreError::Backend(m) => ApiError::internal(format!("store: {m}")),
         }
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
-fn function_key(tenant: &TenantId, name: &FunctionName) -> String {
+pub(crate) fn function_key(tenant: &TenantId, name: &FunctionName) -> String {
     format!("{tenant}/{name}")
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::internal(format!("corrupt record: {e}")))
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(v).map_err(|e| ApiError::internal(format!("encoding record: {e}")))
 }
 
@@ -155,7 +138,7 @@ impl Registry {
         let token = format!("st_{}", hex::encode(rand::random::<[u8; 24]>()));
         self.store.put(
             Bucket::Tokens,
-            &token_hash(&token),
+            TokenHash::of(&token).as_str(),
             id.as_str().as_bytes(),
             Expect::Absent,
         )?;
@@ -170,149 +153,18 @@ impl Registry {
         let token = token.ok_or_else(ApiError::unauthenticated)?;
         let e = self
             .store
-            .get(Bucket::Tokens, &token_hash(token))?
+            .get(Bucket::Tokens, TokenHash::of(token).as_str())?
             .ok_or_else(ApiError::unauthenticated)?;
         let id =
             String::from_utf8(e.value).map_err(|_| ApiError::internal("corrupt token record"))?;
         TenantId::new(id).map_err(|e| ApiError::internal(format!("corrupt token record: {e}")))
-    }
-
-    /// Stores `wasm` (already validated by the caller) and makes it `$LATEST` of
-    /// `tenant/name` with `config`. With `expect_revision`, the write only happens if the
-    /// function is still at that revision.
-    ///
-    /// # Errors
-    /// 400 for a config over the tenant's limits, 409 on a lost race, 500 on store failure.
-    pub fn deploy(
-        &self,
-        tenant: &TenantId,
-        name: &FunctionName,
-        config: FunctionConfig,
-        wasm: &[u8],
-        expect_revision: Option<u64>,
-    ) -> Result<FunctionView, ApiError> {
-        let t = self.tenant(tenant)?;
-        config
-            .validate(t.max_memory_mb)
-            .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let digest = self.store.put_blob(wasm)?;
-        let rec = FunctionRecord {
-            config,
-            digest,
-            size_bytes: wasm.len() as u64,
-            updated_at_ms: now_ms(),
-        };
-        let expect = expect_revision.map_or(Expect::Any, Expect::Revision);
-        let revision = self.store.put(
-            Bucket::Functions,
-            &function_key(tenant, name),
-            &encode(&rec)?,
-            expect,
-        )?;
-        Ok(view(name.clone(), rec, revision))
-    }
-
-    /// The function `tenant/name`.
-    ///
-    /// # Errors
-    /// 404 when it does not exist in this tenant.
-    pub fn function(
-        &self,
-        tenant: &TenantId,
-        name: &FunctionName,
-    ) -> Result<FunctionView, ApiError> {
-        let e = self
-            .store
-            .get(Bucket::Functions, &function_key(tenant, name))?
-            .ok_or_else(|| ApiError::not_found(format!("function {name}")))?;
-        Ok(view(name.clone(), decode(&e.value)?, e.revision))
-    }
-
-    /// Every function of `tenant`, by name.
-    ///
-    /// # Errors
-    /// 500 on store failure.
-    pub fn functions(&self, tenant: &TenantId) -> Result<Vec<FunctionView>, ApiError> {
-        let prefix = format!("{tenant}/");
-        self.store
-            .list(Bucket::Functions, &prefix)?
-            .into_iter()
-            .map(|(k, e)| {
-                let name = FunctionName::new(&k[prefix.len()..])
-                    .map_err(|e| ApiError::internal(format!("corrupt key {k}: {e}")))?;
-                Ok(view(name, decode(&e.value)?, e.revision))
-            })
-            .collect()
-    }
-
-    /// Deletes `tenant/name`.
-    ///
-    /// # Errors
-    /// 404 when it does not exist.
-    pub fn delete_function(&self, tenant: &TenantId, name: &FunctionName) -> Result<(), ApiError> {
-        if self
-            .store
-            .delete(Bucket::Functions, &function_key(tenant, name), Expect::Any)?
-        {
-            Ok(())
-        } else {
-            Err(ApiError::not_found(format!("function {name}")))
-        }
-    }
-
-    /// What `qualifier` of `tenant/name` runs.
-    ///
-    /// # Errors
-    /// 404 for an unknown function or a qualifier that does not exist.
-    pub fn resolve(
-        &self,
-        tenant: &TenantId,
-        name: &FunctionName,
-        qualifier: &Qualifier,
-    ) -> Result<ResolvedFunction, ApiError> {
-        if *qualifier != Qualifier::Latest {
-            return Err(ApiError::not_found(format!(
-                "version {qualifier} of {name}"
-            )));
-        }
-        let f = self.function(tenant, name)?;
-        Ok(ResolvedFunction {
-            key: FunctionKey {
-                tenant: tenant.clone(),
-                name: f.name,
-            },
-            version: Qualifier::Latest.to_string(),
-            digest: f.digest,
-            config: f.config,
-            revision: f.revision,
-        })
-    }
-
-    /// The module with `digest`.
-    ///
-    /// # Errors
-    /// 404 when no such module is stored.
-    pub fn module(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, ApiError> {
-        self.store
-            .get_blob(digest)?
-            .ok_or_else(|| ApiError::not_found(format!("module {digest}")))
-    }
-}
-
-fn view(name: FunctionName, rec: FunctionRecord, revision: u64) -> FunctionView {
-    FunctionView {
-        name,
-        config: rec.config,
-        digest: rec.digest,
-        size_bytes: rec.size_bytes,
-        updated_at_ms: rec.updated_at_ms,
-        revision,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use common::model::{ArtifactDigest, FunctionConfig};
 
     fn registry() -> (tempfile::TempDir, Registry) {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,156 @@
+//! The POP's end of the push stream: subscribe to the region's registry changes from the
+//! last applied revision, apply them to [`Known`], and start preparing new artifacts in
+//! the background when a function or alias the POP serves moves (the old artifact keeps
+//! serving until the new one is ready; see [`Known::resolve`]).
+//!
+//! One task per POP. After the stream breaks (region restart, connection loss) it
+//! resubscribes from the last applied revision with a bounded backoff, so the region sends
+//! only what was missed. The revision is kept in memory only: the pushed state it
+//! describes is in memory too, so a restarted POP must start from 0 (it gets the history
+//! or a snapshot), never from a revision whose state it no longer has.
+
+use crate::known::Known;
+use crate::prefetch::Prefetcher;
+use crate::upstream::RegionLink;
+use common::exec::Executor;
+use common::wire::{MAX_FRAME_LEN, Message};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+/// First wait before resubscribing after a failure; doubles up to [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between subscription attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Counters describing the push stream, shared with the node handle.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    revision: AtomicU64,
+    live: AtomicBool,
+    subscriptions: AtomicU64,
+    snapshots: AtomicU64,
+}
+
+/// A point-in-time copy of [`SyncState`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The last registry revision applied.
+    pub revision: u64,
+    /// Whether the push stream is up.
+    pub live: bool,
+    /// How many times the POP has subscribed (1 + reconnects).
+    pub subscriptions: u64,
+    /// How many full snapshots it has applied (0 when every catch-up came from history).
+    pub snapshots: u64,
+}
+
+impl SyncState {
+    /// The current status.
+    pub fn status(&self) -> SyncStatus {
+        SyncStatus {
+            revision: self.revision.load(Ordering::Acquire),
+            live: self.live.load(Ordering::Acquire),
+            subscriptions: self.subscriptions.load(Ordering::Acquire),
+            snapshots: self.snapshots.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// What the sync task works with.
+#[derive(Debug)]
+pub struct SyncParts {
+    /// The link to regions.
+    pub link: Arc<RegionLink>,
+    /// Where pushed state goes.
+    pub known: Arc<Known>,
+    /// To tell which artifacts are prepared.
+    pub executor: Executor,
+    /// To prepare new artifacts.
+    pub prefetcher: Arc<Prefetcher>,
+    /// Shared counters.
+    pub state: Arc<SyncState>,
+}
+
+/// Runs the subscription until the task is aborted. While `paused` holds `true` the POP
+/// holds no subscription (maintenance, and tests of catching up).
+pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        let since = parts.state.revision.load(Ordering::Acquire);
+        let subscribed = async {
+            let ch = parts.link.channel().await.map_err(|e| e.to_string())?;
+            ch.subscribe(&Message::Subscribe {
+                since_revision: since,
+            })
+            .await
+            .map_err(|e| e.to_string())
+        };
+        match subscribed.await {
+            Ok(mut sub) => {
+                parts.state.subscriptions.fetch_add(1, Ordering::AcqRel);
+                debug!(since, "subscribed to registry changes");
+                loop {
+                    let msg = tokio::select! {
+                        msg = sub.next(MAX_FRAME_LEN) => msg,
+                        changed = paused.changed() => {
+                            if changed.is_err() || *paused.borrow() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    match msg {
+                        Ok(Message::Updates {
+                            revision,
+                            snapshot,
+                            updates,
+                        }) => {
+                            apply(&parts, revision, snapshot, updates);
+                            backoff = MIN_BACKOFF;
+                        }
+                        Ok(_) => {
+                            warn!("region sent something else than updates on the push stream");
+                            break;
+                        }
+                        Err(e) => {
+                            info!(error = %e, "push stream ended; resubscribing");
+                            break;
+                        }
+                    }
+                }
+                parts.state.live.store(false, Ordering::Release);
+                parts.known.set_push_live(false, Instant::now());
+            }
+            Err(e) => debug!(error = %e, "cannot subscribe to registry changes yet"),
+        }
+        if !*paused.borrow() {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+fn apply(parts: &SyncParts, revision: u64, snapshot: bool, updates: Vec<common::wire::Update>) {
+    if snapshot {
+        parts.known.clear_pushed();
+        parts.state.snapshots.fetch_add(1, Ordering::AcqRel);
+    }
+    let ready = |d: &common::model::ArtifactDigest| parts.executor.cached(d).is_some();
+    for update in updates {
+        for digest in parts.known.apply(update, ready) {
+            parts.prefetcher.request(digest);
+        }
+    }
+    parts.state.revision.store(revision, Ordering::Release);
+    if !parts.state.live.swap(true, Ordering::AcqRel) {
+        parts.known.set_push_live(true, Instant::now());
+    }
+}

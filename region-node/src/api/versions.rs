@@ -1,0 +1,75 @@
+//! `/v1/functions/{name}/versions[/{n}]`: publish `$LATEST` as a numbered version, list
+//! versions, delete one (refused while an alias points at it).
+
+use super::{ControlState, blocking, name};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use common::model::{ApiError, Version};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Publish {
+    description: Option<String>,
+}
+
+pub(super) async fn publish(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Version>), ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    // The body is optional: an empty one publishes without a description.
+    let Publish { description } = if body.iter().all(u8::is_ascii_whitespace) {
+        Publish::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
+    };
+    let registry = Arc::clone(s.invoker.registry());
+    let (version, created) =
+        blocking(move || registry.publish(&tenant, &name, description)).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(version)))
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct VersionList {
+    versions: Vec<Version>,
+}
+
+pub(super) async fn list(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    let registry = Arc::clone(s.invoker.registry());
+    let versions = blocking(move || registry.versions(&tenant, &name)).await?;
+    Ok(Json(VersionList { versions }))
+}
+
+pub(super) async fn delete(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path((raw, version)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant = s.tenant(&headers).await?;
+    let name = name(raw)?;
+    let n: NonZeroU32 = version.parse().map_err(|_| {
+        ApiError::bad_request(format!("version must be a number from 1, got {version:?}"))
+    })?;
+    let registry = Arc::clone(s.invoker.registry());
+    blocking(move || registry.delete_version(&tenant, &name, n)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

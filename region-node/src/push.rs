@@ -1,0 +1,161 @@
+//! The push stream: one long-lived QUIC stream per POP carrying registry changes (token
+//! hashes, `$LATEST`, versions, aliases, deletes) from the store's watch. A POP opens it
+//! with [`Message::Subscribe`] and the revision it last applied; it gets the changes since
+//! then from the store's history (or, if that was compacted, a snapshot marked as such),
+//! then every change as it commits.
+//!
+//! Bounded: the watch reads the history a page at a time and buffers at most the store's
+//! live-channel bound; a POP that reads too slowly makes its watch lag, which re-reads the
+//! history instead of buffering more. The task ends when the POP stops the stream, the
+//! connection ends (its task owns this one), or a write fails.
+
+use crate::registry::{REGISTRY_BUCKETS, Registry};
+use crate::store::{Snapshot, Store, WatchEvent};
+use common::transport::ServerStream;
+use common::wire::{Message, Update};
+use tracing::{debug, warn};
+
+/// Updates per message of a snapshot, so a large registry never needs one frame over the
+/// wire's limit (a pushed update is well under 64 KiB; 1024 of them stay far below it).
+const SNAPSHOT_CHUNK: usize = 1024;
+
+/// A snapshot as messages: the first says `snapshot` (the POP forgets what was pushed
+/// before); every message but the last carries revision 0, so a POP whose stream breaks
+/// half-way resubscribes from scratch instead of from a revision it only partly has.
+fn snapshot_messages(s: &Snapshot) -> Vec<Message> {
+    let updates = Registry::updates_of_snapshot(s);
+    let mut chunks: Vec<Vec<Update>> = updates
+        .chunks(SNAPSHOT_CHUNK)
+        .map(<[Update]>::to_vec)
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    let last = chunks.len() - 1;
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, updates)| Message::Updates {
+            revision: if i == last { s.revision } else { 0 },
+            snapshot: i == 0,
+            updates,
+        })
+        .collect()
+}
+
+/// Serves a POP's subscription on `stream` from revision `since`.
+pub async fn serve(mut stream: ServerStream, store: Store, since: u64) {
+    // The first message says the subscription is accepted, before any catch-up: a POP
+    // that is already current has nothing else to wait for.
+    let mut first = vec![Message::Updates {
+        revision: since,
+        snapshot: false,
+        updates: Vec::new(),
+    }];
+    let mut watch = store.watch(&REGISTRY_BUCKETS, since);
+    // A POP ahead of this store (the region's state was replaced) cannot catch up from
+    // history: it gets the whole state instead.
+    let reader = store.clone();
+    match tokio::task::spawn_blocking(move || reader.revision()).await {
+        Ok(Ok(current)) if since > current => {
+            let reader = store.clone();
+            match tokio::task::spawn_blocking(move || reader.snapshot(&REGISTRY_BUCKETS)).await {
+                Ok(Ok(s)) => {
+                    watch = store.watch(&REGISTRY_BUCKETS, s.revision);
+                    first = snapshot_messages(&s);
+                }
+                _ => return warn!("cannot read a snapshot for a POP ahead of this region"),
+            }
+        }
+        Ok(Ok(_)) => {}
+        _ => return warn!("cannot read the store's revision; closing the push stream"),
+    }
+    for msg in &first {
+        if let Err(e) = stream.send(msg).await {
+            return debug!(error = %e, "push stream closed");
+        }
+    }
+    let stopped = stream.stopped();
+    tokio::pin!(stopped);
+    debug!(since, "POP subscribed");
+    loop {
+        let event = tokio::select! {
+            event = watch.next() => event,
+            () = &mut stopped => {
+                debug!(revision = watch.revision(), "POP ended its subscription");
+                return;
+            }
+        };
+        let messages = match event {
+            Ok(WatchEvent::Snapshot(s)) => snapshot_messages(&s),
+            // Changes with no update for POPs still move the POP's revision forward.
+            Ok(WatchEvent::Change(c)) => vec![Message::Updates {
+                revision: c.revision,
+                snapshot: false,
+                updates: Registry::update_of(&c).into_iter().collect(),
+            }],
+            Err(e) => {
+                warn!(error = %e, "registry watch failed; closing the push stream");
+                return;
+            }
+        };
+        for msg in &messages {
+            if let Err(e) = stream.send(msg).await {
+                debug!(error = %e, "push stream closed");
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Bucket, Entry};
+    use common::model::TokenHash;
+
+    fn snapshot(tokens: usize) -> Snapshot {
+        let entries = (0..tokens)
+            .map(|i| {
+                let key = TokenHash::of(&format!("tok{i}")).as_str().to_owned();
+                let entry = Entry {
+                    value: b"t".to_vec(),
+                    revision: 1,
+                };
+                (Bucket::Tokens, key, entry)
+            })
+            .collect();
+        Snapshot {
+            revision: 77,
+            entries,
+        }
+    }
+
+    fn shape(messages: &[Message]) -> Vec<(u64, bool, usize)> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::Updates {
+                    revision,
+                    snapshot,
+                    updates,
+                } => (*revision, *snapshot, updates.len()),
+                other => panic!("not updates: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_large_snapshot_is_chunked_and_only_its_last_chunk_moves_the_revision() {
+        let messages = snapshot_messages(&snapshot(SNAPSHOT_CHUNK + 5));
+        assert_eq!(
+            shape(&messages),
+            [(0, true, SNAPSHOT_CHUNK), (77, false, 5)]
+        );
+    }
+
+    #[test]
+    fn an_empty_snapshot_is_still_one_message() {
+        assert_eq!(shape(&snapshot_messages(&snapshot(0))), [(77, true, 0)]);
+    }
+}

@@ -1,0 +1,458 @@
+//! Published versions (immutable snapshots of `$LATEST`) and aliases (names pointing at one
+//! version or two with weights).
+//!
+//! Keys: a version is `tenant/name/NNNNNNNNNN` (zero-padded so keys sort by number); the
+//! function's publish counter is `tenant/name` in the same bucket, so version numbers are
+//! never reused even after the newest is deleted; an alias is `tenant/name/alias`.
+
+use super::{Registry, decode, encode, function_key, now_ms};
+use crate::store::{Bucket, Expect, StoreError};
+use common::model::{
+    Alias, AliasName, AliasRouting, ApiError, ArtifactDigest, ErrorKind, FunctionConfig,
+    FunctionName, TenantId, Version,
+};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+
+/// A published version as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct VersionRecord {
+    pub(crate) digest: ArtifactDigest,
+    pub(crate) config: FunctionConfig,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    pub(crate) created_at: u64,
+}
+
+/// An alias as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AliasRecord {
+    pub(crate) routing: AliasRouting,
+}
+
+/// Longest publish description, in bytes.
+pub const MAX_DESCRIPTION_LEN: usize = 256;
+
+pub(crate) fn version_key(tenant: &TenantId, name: &FunctionName, n: NonZeroU32) -> String {
+    format!("{tenant}/{name}/{:010}", n.get())
+}
+
+fn alias_key(tenant: &TenantId, name: &FunctionName, alias: &AliasName) -> String {
+    format!("{tenant}/{name}/{alias}")
+}
+
+fn version(name: &FunctionName, n: NonZeroU32, rec: VersionRecord) -> Version {
+    Version {
+        function: name.clone(),
+        version: n,
+        digest: rec.digest,
+        config: rec.config,
+        description: rec.description,
+        created_at: rec.created_at,
+    }
+}
+
+fn lost_race(name: &FunctionName, what: &str) -> impl FnOnce(StoreError) -> ApiError {
+    let message = format!("another {what} of {name} happened at the same time; retry");
+    move |e| match e {
+        StoreError::Conflict { .. } => ApiError::new(ErrorKind::Conflict, message),
+        e => e.into(),
+    }
+}
+
+impl Registry {
+    /// Publishes `$LATEST` of `tenant/name` as a new numbered version. When the newest
+    /// version already has `$LATEST`'s code and config, returns it instead (`false`).
+    ///
+    /// # Errors
+    /// 404 for an unknown function, 400 for an over-long description, 409 when another
+    /// publish of the same function won a race.
+    pub fn publish(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        description: Option<String>,
+    ) -> Result<(Version, bool), ApiError> {
+        if description
+            .as_ref()
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+        {
+            return Err(ApiError::bad_request(format!(
+                "description is longer than {MAX_DESCRIPTION_LEN} bytes"
+            )));
+        }
+        let latest = self.function(tenant, name)?;
+        if let Some(newest) = self.versions(tenant, name)?.pop()
+            && newest.digest == latest.digest
+            && newest.config == latest.config
+        {
+            return Ok((newest, false));
+        }
+        let counter_key = function_key(tenant, name);
+        let counter = self.store.get(Bucket::Versions, &counter_key)?;
+        let (last, expect) = match counter {
+            Some(e) => (decode::<u32>(&e.value)?, Expect::Revision(e.revision)),
+            None => (0, Expect::Absent),
+        };
+        let n = last
+            .checked_add(1)
+            .and_then(NonZeroU32::new)
+            .ok_or_else(|| ApiError::bad_request(format!("{name} has no version numbers left")))?;
+        // The counter is the point of serialisation: of two racing publishes one moves it
+        // and the other gets 409. The version key cannot exist yet (numbers only grow).
+        self.store
+            .put(Bucket::Versions, &counter_key, &encode(&n.get())?, expect)
+            .map_err(lost_race(name, "publish"))?;
+        let rec = VersionRecord {
+            digest: latest.digest,
+            config: latest.config,
+            description,
+            created_at: now_ms(),
+        };
+        self.store
+            .put(
+                Bucket::Versions,
+                &version_key(tenant, name, n),
+                &encode(&rec)?,
+                Expect::Absent,
+            )
+            .map_err(lost_race(name, "publish"))?;
+        Ok((version(name, n, rec), true))
+    }
+
+    /// The published versions of `tenant/name`, oldest first.
+    ///
+    /// # Errors
+    /// 404 for an unknown function.
+    pub fn versions(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+    ) -> Result<Vec<Version>, ApiError> {
+        self.function(tenant, name)?;
+        let prefix = format!("{}/", function_key(tenant, name));
+        self.store
+            .list(Bucket::Versions, &prefix)?
+            .into_iter()
+            .map(|(k, e)| {
+                let n = k[prefix.len()..]
+                    .parse::<NonZeroU32>()
+                    .map_err(|_| ApiError::internal(format!("corrupt version key {k}")))?;
+                Ok(version(name, n, decode(&e.value)?))
+            })
+            .collect()
+    }
+
+    /// Deletes version `n` of `tenant/name`.
+    ///
+    /// # Errors
+    /// 404 when it does not exist, 409 when an alias points at it.
+    pub fn delete_version(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        n: NonZeroU32,
+    ) -> Result<(), ApiError> {
+        self.function(tenant, name)?;
+        let key = version_key(tenant, name, n);
+        self.refuse_if_pinned(tenant, name, n)?;
+        let Some(old) = self.store.get(Bucket::Versions, &key)? else {
+            return Err(ApiError::not_found(format!("version {n} of {name}")));
+        };
+        self.store
+            .delete(Bucket::Versions, &key, Expect::Revision(old.revision))
+            .map_err(lost_race(name, "change"))?;
+        // An alias set concurrently may have checked the version before it went: look
+        // again, and put the (immutable) version back if one points at it now. With the
+        // same re-check in `set_alias`, one of the two always sees the other.
+        if let Err(pinned) = self.refuse_if_pinned(tenant, name, n) {
+            self.store
+                .put(Bucket::Versions, &key, &old.value, Expect::Absent)?;
+            return Err(pinned);
+        }
+        Ok(())
+    }
+
+    fn refuse_if_pinned(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        n: NonZeroU32,
+    ) -> Result<(), ApiError> {
+        match self
+            .aliases(tenant, name)?
+            .into_iter()
+            .find(|a| a.routing.targets(n))
+        {
+            Some(a) => Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "alias {} points at version {n} of {name}; move or delete the alias first",
+                    a.name
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn missing_version(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        routing: &AliasRouting,
+    ) -> Result<Option<NonZeroU32>, ApiError> {
+        for r in routing.routes() {
+            if self
+                .store
+                .get(Bucket::Versions, &version_key(tenant, name, r.version))?
+                .is_none()
+            {
+                return Ok(Some(r.version));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Points alias `alias` of `tenant/name` at `routing`, creating or moving it.
+    ///
+    /// # Errors
+    /// 404 for an unknown function, 400 when a version in `routing` does not exist.
+    pub fn set_alias(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        alias: AliasName,
+        routing: AliasRouting,
+    ) -> Result<Alias, ApiError> {
+        self.function(tenant, name)?;
+        let missing = |v: NonZeroU32| {
+            ApiError::bad_request(format!(
+                "version {v} of {name} does not exist; publish it first"
+            ))
+        };
+        if let Some(v) = self.missing_version(tenant, name, &routing)? {
+            return Err(missing(v));
+        }
+        let key = alias_key(tenant, name, &alias);
+        let previous = self.store.get(Bucket::Aliases, &key)?;
+        let rec = AliasRecord { routing };
+        let revision = self
+            .store
+            .put(Bucket::Aliases, &key, &encode(&rec)?, Expect::Any)?;
+        // A version deleted concurrently may have been checked before this alias existed:
+        // look again and undo this write if so (see `delete_version`).
+        if let Some(v) = self.missing_version(tenant, name, &rec.routing)? {
+            let undo = match &previous {
+                Some(p) => {
+                    self.store
+                        .put(Bucket::Aliases, &key, &p.value, Expect::Revision(revision))
+                }
+                None => self
+                    .store
+                    .delete(Bucket::Aliases, &key, Expect::Revision(revision))
+                    .map(|_| revision),
+            };
+            // A conflict means someone else has written the alias since; theirs stands.
+            match undo {
+                Ok(_) | Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Err(missing(v));
+        }
+        Ok(Alias {
+            name: alias,
+            function: name.clone(),
+            routing: rec.routing,
+            revision,
+        })
+    }
+
+    /// The routing of alias `alias`, if it exists.
+    pub(crate) fn alias_routing(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        alias: &AliasName,
+    ) -> Result<Option<AliasRouting>, ApiError> {
+        self.store
+            .get(Bucket::Aliases, &alias_key(tenant, name, alias))?
+            .map(|e| decode::<AliasRecord>(&e.value).map(|r| r.routing))
+            .transpose()
+    }
+
+    /// Alias `alias` of `tenant/name`.
+    ///
+    /// # Errors
+    /// 404 when the function or alias does not exist.
+    pub fn alias(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        alias: &AliasName,
+    ) -> Result<Alias, ApiError> {
+        self.function(tenant, name)?;
+        let e = self
+            .store
+            .get(Bucket::Aliases, &alias_key(tenant, name, alias))?
+            .ok_or_else(|| ApiError::not_found(format!("alias {alias} of {name}")))?;
+        let rec: AliasRecord = decode(&e.value)?;
+        Ok(Alias {
+            name: alias.clone(),
+            function: name.clone(),
+            routing: rec.routing,
+            revision: e.revision,
+        })
+    }
+
+    /// Every alias of `tenant/name`, by name.
+    ///
+    /// # Errors
+    /// 404 for an unknown function.
+    pub fn aliases(&self, tenant: &TenantId, name: &FunctionName) -> Result<Vec<Alias>, ApiError> {
+        self.function(tenant, name)?;
+        let prefix = format!("{}/", function_key(tenant, name));
+        self.store
+            .list(Bucket::Aliases, &prefix)?
+            .into_iter()
+            .map(|(k, e)| {
+                let alias = AliasName::new(&k[prefix.len()..])
+                    .map_err(|_| ApiError::internal(format!("corrupt alias key {k}")))?;
+                let rec: AliasRecord = decode(&e.value)?;
+                Ok(Alias {
+                    name: alias,
+                    function: name.clone(),
+                    routing: rec.routing,
+                    revision: e.revision,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes alias `alias` of `tenant/name`.
+    ///
+    /// # Errors
+    /// 404 when the function or alias does not exist.
+    pub fn delete_alias(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        alias: &AliasName,
+    ) -> Result<(), ApiError> {
+        self.function(tenant, name)?;
+        if self.store.delete(
+            Bucket::Aliases,
+            &alias_key(tenant, name, alias),
+            Expect::Any,
+        )? {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("alias {alias} of {name}")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use common::model::{Qualifier, RouteSpec};
+
+    fn setup() -> (tempfile::TempDir, Registry, TenantId, FunctionName) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = Registry::new(Store::open(&dir.path().join("r.redb")).expect("opens"));
+        let t = TenantId::new("a").expect("valid");
+        r.create_tenant(t.clone(), 512).expect("tenant");
+        let f = FunctionName::new("f").expect("valid");
+        r.deploy(&t, &f, FunctionConfig::default(), b"one", None)
+            .expect("deploy");
+        (dir, r, t, f)
+    }
+
+    fn n(v: u32) -> NonZeroU32 {
+        NonZeroU32::new(v).expect("non-zero")
+    }
+
+    #[test]
+    fn publish_numbers_versions_and_is_idempotent_for_an_unchanged_latest() {
+        let (_d, r, t, f) = setup();
+        let (v1, created) = r.publish(&t, &f, None).expect("publish");
+        assert_eq!((v1.version.get(), created), (1, true));
+        let (again, created) = r.publish(&t, &f, None).expect("publish");
+        assert_eq!((again.version.get(), created), (1, false));
+        r.deploy(&t, &f, FunctionConfig::default(), b"two", None)
+            .expect("deploy");
+        let (v2, _) = r.publish(&t, &f, Some("second".into())).expect("publish");
+        assert_eq!(v2.version.get(), 2);
+        assert_eq!(v2.digest, ArtifactDigest::of(b"two"));
+        // Deleting the newest never lets its number come back.
+        r.delete_version(&t, &f, n(2)).expect("delete");
+        r.deploy(&t, &f, FunctionConfig::default(), b"three", None)
+            .expect("deploy");
+        assert_eq!(r.publish(&t, &f, None).expect("publish").0.version.get(), 3);
+        let listed: Vec<u32> = r
+            .versions(&t, &f)
+            .expect("list")
+            .iter()
+            .map(|v| v.version.get())
+            .collect();
+        assert_eq!(listed, [1, 3]);
+    }
+
+    #[test]
+    fn aliases_resolve_by_weight_and_pin_their_versions() {
+        let (_d, r, t, f) = setup();
+        r.publish(&t, &f, None).expect("v1");
+        r.deploy(&t, &f, FunctionConfig::default(), b"two", None)
+            .expect("deploy");
+        r.publish(&t, &f, None).expect("v2");
+        let routing = AliasRouting::new(vec![
+            RouteSpec {
+                version: n(1),
+                weight: Some(90),
+            },
+            RouteSpec {
+                version: n(2),
+                weight: Some(10),
+            },
+        ])
+        .expect("valid");
+        let prod = AliasName::new("prod").expect("valid");
+        r.set_alias(&t, &f, prod.clone(), routing).expect("alias");
+        let q = Qualifier::Alias("prod".into());
+        assert_eq!(r.resolve(&t, &f, &q, 5).expect("resolves").version, "1");
+        assert_eq!(r.resolve(&t, &f, &q, 95).expect("resolves").version, "2");
+        let err = r.delete_version(&t, &f, n(2)).expect_err("pinned");
+        assert_eq!(err.kind, ErrorKind::Conflict);
+        let missing = AliasRouting::single(n(9));
+        let err = r
+            .set_alias(&t, &f, prod.clone(), missing)
+            .expect_err("missing version");
+        assert_eq!(err.kind, ErrorKind::BadRequest);
+        r.delete_alias(&t, &f, &prod).expect("delete alias");
+        r.delete_version(&t, &f, n(2)).expect("now deletable");
+        assert_eq!(
+            r.resolve(&t, &f, &Qualifier::Version(n(2)), 0)
+                .map_err(|e| e.kind),
+            Err(ErrorKind::NotFound)
+        );
+    }
+
+    #[test]
+    fn deleting_a_function_removes_its_versions_and_aliases() {
+        let (_d, r, t, f) = setup();
+        r.publish(&t, &f, None).expect("v1");
+        r.set_alias(
+            &t,
+            &f,
+            AliasName::new("prod").expect("valid"),
+            AliasRouting::single(n(1)),
+        )
+        .expect("alias");
+        r.delete_function(&t, &f).expect("delete");
+        r.deploy(&t, &f, FunctionConfig::default(), b"again", None)
+            .expect("redeploy");
+        assert!(r.versions(&t, &f).expect("list").is_empty());
+        assert!(r.aliases(&t, &f).expect("list").is_empty());
+        assert_eq!(r.publish(&t, &f, None).expect("publish").0.version.get(), 1);
+    }
+}
