@@ -13,17 +13,18 @@
 //! is deleted and ignored. Bound: at most `artifact_disk_bytes`; after each write the
 //! oldest files (by modification time) are deleted until the total fits.
 //!
-//! Known functions: `<state_dir>/artifacts/known.json` (mode 0600, since it holds bearer
-//! tokens) maps each token to the `$LATEST` resolution last learned with it and when, at
+//! Known functions: `<state_dir>/artifacts/known.json` (mode 0600) maps each token's
+//! SHA-256 hash (never the token itself) to the `$LATEST` resolution last learned with it
+//! and when, at
 //! most `max_known` entries (oldest dropped). On start, entries younger than the metadata
-//! TTL are replayed into [`Known`] with their remaining TTL, never more. This is a stopgap
-//! until regions push function metadata to POPs.
+//! TTL are replayed into [`Known`] with their remaining TTL, never more, so a restarted POP
+//! serves cached functions before its push stream is back (or while its region is down).
 
 use crate::known::Known;
 use crate::upstream::RegionLink;
 use bytes::Bytes;
 use common::exec::Executor;
-use common::model::{ApiError, ArtifactDigest, FunctionKey, ResolvedFunction};
+use common::model::{ApiError, ArtifactDigest, FunctionKey, ResolvedFunction, TokenHash};
 use common::sandbox::CompiledModule;
 use common::wire::ArtifactKind;
 use serde::{Deserialize, Serialize};
@@ -45,7 +46,7 @@ const KNOWN_FILE: &str = "known.json";
 /// One remembered token and the `$LATEST` resolution learned with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Remembered {
-    token: String,
+    token: TokenHash,
     function: ResolvedFunction,
     learned_unix_ms: u64,
 }
@@ -61,7 +62,7 @@ pub struct ArtifactCache {
     max_memory_bytes: usize,
     max_known: usize,
     ttl: Duration,
-    known: Mutex<HashMap<(String, FunctionKey), Remembered>>,
+    known: Mutex<HashMap<(TokenHash, FunctionKey), Remembered>>,
     /// Distinguishes concurrent temporary files of this process.
     tmp_counter: AtomicU64,
 }
@@ -309,7 +310,8 @@ impl ArtifactCache {
         let now = SystemTime::now();
         let snapshot = {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (token.to_owned(), function.key.clone());
+            let token = TokenHash::of(token);
+            let key = (token.clone(), function.key.clone());
             let half_ttl = u64::try_from(self.ttl.as_millis() / 2).unwrap_or(u64::MAX);
             let fresh = known.get(&key).is_some_and(|r| {
                 r.function.revision == function.revision
@@ -322,7 +324,7 @@ impl ArtifactCache {
             known.insert(
                 key,
                 Remembered {
-                    token: token.to_owned(),
+                    token,
                     function: function.clone(),
                     learned_unix_ms: unix_ms(now),
                 },
@@ -367,7 +369,7 @@ impl ArtifactCache {
             let Some(learned_at) = now.checked_sub(age).filter(|_| age < self.ttl) else {
                 continue;
             };
-            known.learn(&r.token, r.function.clone(), learned_at);
+            known.learn_hashed(r.token.clone(), r.function.clone(), learned_at);
             mirror.insert((r.token.clone(), r.function.key.clone()), r);
             restored += 1;
         }
@@ -485,9 +487,19 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(c.remember("tok", &function));
+        let token = "sa_secret-bearer-token";
+        rt.block_on(c.remember(token, &function));
+        let file = std::fs::read_to_string(dir.path().join(KNOWN_FILE)).expect("known.json");
+        assert!(
+            !file.contains(token),
+            "only the token's hash is written: {file}"
+        );
         let known = Known::new(Duration::from_secs(60), 10);
         assert_eq!(cache(dir.path(), 1 << 30).restore(&known), 1);
+        assert_eq!(
+            known.tenant(token, Instant::now()).map(|t| t.to_string()),
+            Some("t".to_owned())
+        );
         assert_eq!(
             known
                 .function(&function.key, Instant::now())

@@ -45,7 +45,7 @@ struct PushedFunction {
 
 #[derive(Debug, Default)]
 struct Inner {
-    tokens: HashMap<String, (TenantId, Instant)>,
+    tokens: HashMap<TokenHash, (TenantId, Instant)>,
     // Shared, so the hot path hands out a pointer instead of cloning config and env.
     functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
     pushed_tokens: HashMap<TokenHash, TenantId>,
@@ -120,13 +120,14 @@ impl Known {
 
     /// The tenant of `token`: pushed (by hash) or learned within the TTL.
     pub fn tenant(&self, token: &str, now: Instant) -> Option<TenantId> {
+        let hash = TokenHash::of(token);
         let inner = self.lock();
         if inner.pushed_trusted(now)
-            && let Some(t) = inner.pushed_tokens.get(&TokenHash::of(token))
+            && let Some(t) = inner.pushed_tokens.get(&hash)
         {
             return Some(t.clone());
         }
-        let (t, at) = inner.tokens.get(token)?;
+        let (t, at) = inner.tokens.get(&hash)?;
         (now.saturating_duration_since(*at) < self.ttl).then(|| t.clone())
     }
 
@@ -193,11 +194,17 @@ impl Known {
 
     /// Records that `token` resolved `function` at `now`.
     pub fn learn(&self, token: &str, function: ResolvedFunction, now: Instant) {
+        self.learn_hashed(TokenHash::of(token), function, now);
+    }
+
+    /// Records that the token with hash `token` resolved `function` at `now` (tokens are
+    /// kept only as hashes, here and on disk).
+    pub fn learn_hashed(&self, token: TokenHash, function: ResolvedFunction, now: Instant) {
         let mut inner = self.lock();
         bound(&mut inner.tokens, self.max_entries, now, self.ttl);
         inner
             .tokens
-            .insert(token.to_owned(), (function.key.tenant.clone(), now));
+            .insert(token, (function.key.tenant.clone(), now));
         if function.version == "$LATEST" {
             bound(&mut inner.functions, self.max_entries, now, self.ttl);
             let key = function.key.clone();
@@ -215,8 +222,9 @@ impl Known {
     /// Forgets `token` (the region refused it).
     pub fn forget_token(&self, token: &str) {
         let mut inner = self.lock();
-        inner.tokens.remove(token);
-        inner.pushed_tokens.remove(&TokenHash::of(token));
+        let hash = TokenHash::of(token);
+        inner.tokens.remove(&hash);
+        inner.pushed_tokens.remove(&hash);
     }
 
     /// The push stream is live (`true`), or dropped at `now` (`false`): pushed state is
