@@ -77,6 +77,16 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     );
     println!("  pop     {}   (invoke here)", dev.pop_url);
     println!("  token   {}", dev.token);
+    if let Some(admin) = &dev.admin_token {
+        println!(
+            "  dashboard {}/dashboard#token={admin}   (operators' capacity view)",
+            dev.region_url
+        );
+        println!(
+            "  metrics   {}/metrics and {}/metrics",
+            dev.region_url, dev.pop_url
+        );
+    }
     println!(
         "  examples deployed: {}",
         EXAMPLES.iter().map(|e| e.0).collect::<Vec<_>>().join(", ")

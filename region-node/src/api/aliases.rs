@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::doc::ErrorBody;
 use common::model::{Alias, AliasName, AliasRouting, ApiError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -19,6 +20,13 @@ pub(super) struct SetAlias {
     routing: AliasRouting,
 }
 
+/// Creates or moves an alias: one version, or two with weights summing to 100.
+#[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
+    params(("name" = String, Path, description = "The function's name"), ("alias" = String, Path, description = "The alias (`[a-z][a-z0-9-]{0,63}`, not numeric)")),
+    request_body(content = Object, description = "`{\"routing\": [{\"version\": 3, \"weight\": 90}, {\"version\": 4, \"weight\": 10}]}`"),
+    responses((status = 200, description = "The alias `{name, function, routing, revision}`", body = Object),
+        (status = 400, description = "Bad routing or a missing version", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn set(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -42,6 +50,12 @@ pub(super) async fn set(
     ))
 }
 
+/// One alias.
+#[utoipa::path(get, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
+    params(("name" = String, Path, description = "The function's name"), ("alias" = String, Path, description = "The alias (`[a-z][a-z0-9-]{0,63}`, not numeric)")),
+    responses((status = 200, description = "The alias", body = Object),
+        (status = 404, description = "No such alias for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -61,6 +75,12 @@ pub(super) struct AliasList {
     aliases: Vec<Alias>,
 }
 
+/// The function's aliases.
+#[utoipa::path(get, path = "/v1/functions/{name}/aliases", tag = "versions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "`{\"aliases\": [...]}`", body = Object),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -73,6 +93,12 @@ pub(super) async fn list(
     Ok(Json(AliasList { aliases }))
 }
 
+/// Deletes an alias.
+#[utoipa::path(delete, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
+    params(("name" = String, Path, description = "The function's name"), ("alias" = String, Path, description = "The alias (`[a-z][a-z0-9-]{0,63}`, not numeric)")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such alias for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,

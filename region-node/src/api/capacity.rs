@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::edge::doc::ErrorBody;
 use common::model::ApiError;
 use futures::Stream;
 use std::sync::Arc;
@@ -65,7 +66,13 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
     resp
 }
 
-async fn view(
+/// This region's and its POPs' load (operator token).
+#[utoipa::path(get, path = "/v1/capacity", tag = "capacity",
+    responses((status = 200, description = "`{region, pops: [{load, now, age_ms, stale, history}], revision}`", body = Object),
+        (status = 401, description = "Missing token", body = ErrorBody),
+        (status = 403, description = "Not the operator token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn view(
     State(s): State<CapacityState>,
     headers: HeaderMap,
 ) -> Result<Json<crate::capacity::CapacityView>, ApiError> {
@@ -73,7 +80,12 @@ async fn view(
     Ok(Json(s.capacity.view(Instant::now())))
 }
 
-async fn stream(
+/// The same view as a server-sent event stream (event `capacity`, at most two a second).
+#[utoipa::path(get, path = "/v1/capacity/stream", tag = "capacity",
+    responses((status = 200, description = "`text/event-stream` of capacity views", content_type = "text/event-stream", body = String),
+        (status = 403, description = "Not the operator token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn stream(
     State(s): State<CapacityState>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {

@@ -2,12 +2,14 @@
 //! delete, scoped to the caller's tenant.
 
 use super::ControlState;
+use super::openapi::DeployForm;
 use crate::registry::FunctionView;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::doc::ErrorBody;
 use common::model::{ApiError, FunctionConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -28,6 +30,16 @@ fn multipart_error(e: MultipartError) -> ApiError {
     }
 }
 
+/// Deploys code and configuration as the function's `$LATEST`.
+#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = "The function's name"),
+        ("expect_revision" = Option<u64>, Query, description = "409 unless still at this revision")),
+    request_body(content = DeployForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The deployed function", body = Object),
+        (status = 400, description = "Invalid config or module", body = ErrorBody),
+        (status = 409, description = "Lost a race with another deploy", body = ErrorBody),
+        (status = 413, description = "Module over the limit", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn deploy(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -69,6 +81,12 @@ pub(super) async fn deploy(
     Ok(Json(view))
 }
 
+/// One function's `$LATEST`.
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "The function", body = Object),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -87,6 +105,11 @@ pub(super) struct FunctionList {
     functions: Vec<FunctionView>,
 }
 
+/// The caller's functions.
+#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+    responses((status = 200, description = "`{\"functions\": [...]}`", body = Object),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -97,6 +120,12 @@ pub(super) async fn list(
     Ok(Json(FunctionList { functions }))
 }
 
+/// Deletes a function.
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,

@@ -3,12 +3,9 @@
 //! `ToSchema` types they take and return.
 //!
 //! Adding an endpoint to the document is one line: its handler in [`ApiDoc`]'s `paths(...)`
-//! (schemas its annotation names are collected from there). The functions and tenants
-//! endpoints are described by annotated stubs below until their handlers carry the
-//! annotation themselves.
+//! (schemas its annotation names are collected from there).
 
 use axum::Json;
-use common::edge::doc::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -26,12 +23,21 @@ use utoipa::{Modify, OpenApi};
         super::routes::list,
         super::routes::delete,
         super::logs::read,
-        list_functions,
-        get_function,
-        deploy_function,
-        delete_function,
-        create_tenant,
-        create_token,
+        super::functions::list,
+        super::functions::get,
+        super::functions::deploy,
+        super::functions::delete,
+        super::versions::publish,
+        super::versions::list,
+        super::versions::delete,
+        super::aliases::set,
+        super::aliases::get,
+        super::aliases::list,
+        super::aliases::delete,
+        super::tenants::create,
+        super::tenants::create_token,
+        super::capacity::view,
+        super::capacity::stream,
         openapi_json,
     ),
     modifiers(&BearerAuth),
@@ -40,7 +46,9 @@ use utoipa::{Modify, OpenApi};
         (name = "functions", description = "Code and configuration"),
         (name = "routes", description = "HTTP routes: (host, path prefix) -> function"),
         (name = "logs", description = "Function logs (guest stderr)"),
+        (name = "versions", description = "Immutable numbered versions and weighted aliases"),
         (name = "tenants", description = "Tenants and tokens (operator token)"),
+        (name = "capacity", description = "Operators' capacity view (operator token)"),
     )
 )]
 pub struct ApiDoc;
@@ -76,7 +84,7 @@ pub(super) async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 /// The multipart body of a deploy.
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code, reason = "describes a multipart form for the schema only")]
-struct DeployForm {
+pub(super) struct DeployForm {
     /// The function's configuration (JSON, DESIGN §5); omitted fields take defaults.
     #[schema(value_type = Object)]
     config: serde_json::Value,
@@ -84,67 +92,6 @@ struct DeployForm {
     #[schema(value_type = String, format = Binary)]
     module: Vec<u8>,
 }
-
-// Stubs describing the functions and tenants handlers (their annotations move onto the
-// handlers with the control-plane rewrite). They are never called.
-
-/// The caller's functions.
-#[utoipa::path(get, path = "/v1/functions", tag = "functions",
-    responses((status = 200, description = "`{\"functions\": [...]}`", body = Object),
-        (status = 401, description = "Missing or unknown token", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn list_functions() {}
-
-/// One function's `$LATEST`.
-#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
-    responses((status = 200, description = "The function", body = Object),
-        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn get_function() {}
-
-/// Deploys code and configuration as the function's `$LATEST`.
-#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions",
-    params(("name" = String, Path, description = "The function's name"),
-        ("expect_revision" = Option<u64>, Query, description = "409 unless still at this revision")),
-    request_body(content = DeployForm, content_type = "multipart/form-data"),
-    responses((status = 200, description = "The deployed function", body = Object),
-        (status = 400, description = "Invalid config or module", body = ErrorBody),
-        (status = 409, description = "Lost a race with another deploy", body = ErrorBody),
-        (status = 413, description = "Module over the limit", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn deploy_function() {}
-
-/// Deletes a function.
-#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
-    params(("name" = String, Path, description = "The function's name")),
-    responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn delete_function() {}
-
-/// Creates a tenant (operator token).
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
-    request_body(content = Object, description = "`{\"id\", \"max_memory_mb\"?}`"),
-    responses((status = 201, description = "The tenant", body = Object),
-        (status = 403, description = "Not the operator token", body = ErrorBody),
-        (status = 409, description = "The tenant exists", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn create_tenant() {}
-
-/// Issues a token for a tenant (operator token); shown once.
-#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
-    params(("tenant" = String, Path, description = "The tenant's id")),
-    responses((status = 201, description = "`{\"tenant\", \"token\"}`", body = Object),
-        (status = 404, description = "No such tenant", body = ErrorBody)),
-    security(("bearer" = [])))]
-#[allow(dead_code, reason = "OpenAPI stub")]
-fn create_token() {}
 
 #[cfg(test)]
 mod tests {
@@ -165,6 +112,12 @@ mod tests {
             "/v1/tenants",
             "/v1/tenants/{tenant}/tokens",
             "/v1/openapi.json",
+            "/v1/functions/{name}/versions",
+            "/v1/functions/{name}/versions/{version}",
+            "/v1/functions/{name}/aliases",
+            "/v1/functions/{name}/aliases/{alias}",
+            "/v1/capacity",
+            "/v1/capacity/stream",
         ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }

@@ -5,6 +5,7 @@ use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::doc::ErrorBody;
 use common::model::{ApiError, TenantId};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -16,6 +17,13 @@ pub(super) struct CreateTenant {
     max_memory_mb: Option<u32>,
 }
 
+/// Creates a tenant (operator token).
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body(content = Object, description = "`{\"id\", \"max_memory_mb\"?}`"),
+    responses((status = 201, description = "The tenant", body = Object),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 409, description = "The tenant exists", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn create(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -36,6 +44,12 @@ pub(super) struct CreatedToken {
     token: String,
 }
 
+/// Issues a token for a tenant (operator token); shown once.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id")),
+    responses((status = 201, description = "`{\"tenant\", \"token\"}`", body = Object),
+        (status = 404, description = "No such tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn create_token(
     State(s): State<ControlState>,
     headers: HeaderMap,

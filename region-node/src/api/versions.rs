@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::doc::ErrorBody;
 use common::model::{ApiError, Version};
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
@@ -17,6 +18,15 @@ pub(super) struct Publish {
     description: Option<String>,
 }
 
+/// Publishes `$LATEST` as a new immutable version (200 with the newest version when the
+/// code and config are unchanged).
+#[utoipa::path(post, path = "/v1/functions/{name}/versions", tag = "versions",
+    params(("name" = String, Path, description = "The function's name")),
+    request_body(content = Object, description = "Optional `{\"description\"}`"),
+    responses((status = 201, description = "The new version `{function, version, digest, config, created_at}`", body = Object),
+        (status = 200, description = "`$LATEST` is already the newest version", body = Object),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn publish(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -47,6 +57,12 @@ pub(super) struct VersionList {
     versions: Vec<Version>,
 }
 
+/// The function's versions, oldest first.
+#[utoipa::path(get, path = "/v1/functions/{name}/versions", tag = "versions",
+    params(("name" = String, Path, description = "The function's name")),
+    responses((status = 200, description = "`{\"versions\": [...]}`", body = Object),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
@@ -59,6 +75,13 @@ pub(super) async fn list(
     Ok(Json(VersionList { versions }))
 }
 
+/// Deletes a version; refused while an alias points at it.
+#[utoipa::path(delete, path = "/v1/functions/{name}/versions/{version}", tag = "versions",
+    params(("name" = String, Path, description = "The function's name"), ("version" = u32, Path, description = "The version number")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such version for this tenant", body = ErrorBody),
+        (status = 409, description = "An alias points at it", body = ErrorBody)),
+    security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,

@@ -51,6 +51,12 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<Comparison> {
     };
     let cluster = DevCluster::start_with(dir.path(), region, pop, options).await?;
     proxy.set_upstream(cluster.region.quic_addr);
+    // Operators can watch the run live on the region's capacity dashboard.
+    eprintln!(
+        "live run: dashboard at {}/dashboard#token={}",
+        cluster.region_url(),
+        cluster.admin_token
+    );
     let result = measure_paths(&cluster, l.requests, l.concurrency).await;
     cluster.shutdown().await;
     let (local, forward, errors) = result?;
