@@ -194,6 +194,40 @@ async fn a_route_serves_a_plain_request_through_the_pop_in_cgi_form() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn popular_route_traffic_runs_at_the_pop_without_any_token() {
+    let c = cluster().await;
+    c.deploy_wat("shop", json!({}), CGI_GUEST).await;
+    let resp = add_route(
+        &c,
+        &c.nodes.token,
+        json!({"host": "shop.example", "path_prefix": "/", "function": "shop"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let pop = c.nodes.pop_url();
+    wait_for_status(&c, &pop, "shop.example", "/", 201).await;
+    // Route requests carry no token; the POP knows the owner from the route table and the
+    // function from the region's pushes, so once the route is popular it runs locally.
+    let mut ran_at_pop = false;
+    for _ in 0..300 {
+        let resp = c
+            .http
+            .get(format!("{pop}/page"))
+            .header("host", "shop.example")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 201);
+        if header(&resp, "x-strata-executed-at").starts_with("pop/") {
+            ran_at_pop = true;
+            break;
+        }
+    }
+    assert!(ran_at_pop, "route traffic never ran at the POP");
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_longest_prefix_wins_and_anything_else_is_404_at_both_tiers() {
     let c = cluster().await;
     c.deploy_wat("shop", json!({}), CGI_GUEST).await;
