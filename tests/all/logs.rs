@@ -93,7 +93,8 @@ async fn lines_written_at_the_pop_are_shipped_to_the_region() {
     // Pinned to the edge: once the POP has learned the function and fetched its code it
     // runs it itself.
     let mut local = None;
-    for _ in 0..200 {
+    let mut patience = crate::support::Patience::new();
+    while patience.more() {
         let resp = c.invoke("noisy", "from the edge").await;
         assert_eq!(resp.status(), 200);
         if header(&resp, "x-strata-executed-at") == "pop/pop-1" {

@@ -209,7 +209,8 @@ async fn popular_route_traffic_runs_at_the_pop_without_any_token() {
     // Route requests carry no token; the POP knows the owner from the route table and the
     // function from the region's pushes, so once the route is popular it runs locally.
     let mut ran_at_pop = false;
-    for _ in 0..300 {
+    let mut patience = crate::support::Patience::new();
+    while patience.more() {
         let resp = c
             .http
             .get(format!("{pop}/page"))

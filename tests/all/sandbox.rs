@@ -208,7 +208,8 @@ async fn a_restarted_pop_serves_a_cached_function_without_its_region() {
     // The first request is forwarded (the POP does not know the function yet) and starts
     // the artifact fetch; within a bounded number of requests it runs at the POP.
     let mut local = false;
-    for _ in 0..500 {
+    let mut patience = crate::support::Patience::new();
+    while patience.more() {
         let resp = c.invoke("pinned", "warm").await;
         assert_eq!(resp.status(), 200);
         if header(&resp, "x-strata-executed-at") == "pop/pop-1" {

@@ -101,3 +101,32 @@ pub const LOOP_FOREVER: &str = r#"(module
 pub const TRAP: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "_start") unreachable))"#;
+
+/// Bounds a loop that polls for a condition by time, not by a request count: on a loaded
+/// machine (CI compiling in the background) the POP may need many more requests before
+/// its background artifact fetch completes. Fails nothing itself; the caller asserts.
+pub struct Patience {
+    deadline: std::time::Instant,
+    tries: u64,
+}
+
+impl Patience {
+    /// Up to 30 s and 20 000 tries.
+    pub fn new() -> Self {
+        Self {
+            deadline: std::time::Instant::now() + std::time::Duration::from_secs(30),
+            tries: 0,
+        }
+    }
+
+    /// Whether to try again; counts the try.
+    pub fn more(&mut self) -> bool {
+        self.tries += 1;
+        self.tries <= 20_000 && std::time::Instant::now() < self.deadline
+    }
+
+    /// Tries so far (the first try is 1).
+    pub fn tries(&self) -> u64 {
+        self.tries
+    }
+}

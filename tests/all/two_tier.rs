@@ -27,7 +27,9 @@ async fn a_function_invoked_often_runs_at_the_pop() {
     // fetches the module once and runs it itself. Every answer must be right meanwhile.
     let mut at_pop = 0;
     let mut first_local = None;
-    for i in 0..200 {
+    let mut patience = crate::support::Patience::new();
+    while patience.more() {
+        let i = patience.tries() - 1;
         let resp = c.invoke("hello", "edge").await;
         assert_eq!(resp.status(), 200);
         let where_ = header(&resp, "x-strata-executed-at");
@@ -55,7 +57,8 @@ async fn a_function_invoked_often_runs_at_the_pop() {
 async fn a_local_invocation_has_no_forward_timing_and_is_warm() {
     let c = TestCluster::start().await;
     let mut local = None;
-    for _ in 0..200 {
+    let mut patience = crate::support::Patience::new();
+    while patience.more() {
         let resp = c.invoke("echo", "x").await;
         if header(&resp, "x-strata-executed-at") == "pop/pop-1" {
             local = Some(resp);
