@@ -7,10 +7,16 @@
 //! when its score reaches `enter_score` and stops being local only when it falls below
 //! `exit_score` (hysteresis, so a function near the bar does not flap). The table of
 //! tracked functions is bounded; when full the least popular entry is dropped.
+//!
+//! The policy is generic over how a function is named: nodes key it by [`FunctionKey`]
+//! with the standard (DoS-resistant) hasher, the simulator by a dense integer id with a
+//! cheap hasher, so both drive the very same decision code.
 
 use crate::model::{FunctionKey, Placement};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
 
 /// Tunables of [`PlacementPolicy`].
@@ -116,23 +122,34 @@ impl Entry {
 }
 
 /// Popularity-based placement at a POP. See the module docs.
+///
+/// `K` names a function (nodes use [`FunctionKey`]); `S` hashes it for the tracked table
+/// (nodes use the standard, DoS-resistant [`RandomState`]: function names come from
+/// tenants).
 #[derive(Debug)]
-pub struct PlacementPolicy {
+pub struct PlacementPolicy<K = FunctionKey, S = RandomState> {
     config: PlacementConfig,
-    entries: HashMap<FunctionKey, Entry>,
+    entries: HashMap<K, Entry, S>,
 }
 
 impl PlacementPolicy {
-    /// A policy with `config` and no history.
+    /// A policy with `config` and no history, keyed by [`FunctionKey`].
     pub fn new(config: PlacementConfig) -> Self {
+        Self::with_hasher(config, RandomState::new())
+    }
+}
+
+impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
+    /// A policy with `config` and no history, keyed by `K` and hashed with `hasher`.
+    pub fn with_hasher(config: PlacementConfig, hasher: S) -> Self {
         Self {
             config,
-            entries: HashMap::new(),
+            entries: HashMap::with_hasher(hasher),
         }
     }
 
     /// Records one request for `key` at `now`.
-    pub fn handle_request(&mut self, now: Instant, key: &FunctionKey) {
+    pub fn handle_request(&mut self, now: Instant, key: &K) {
         let window = self.config.window;
         if let Some(e) = self.entries.get_mut(key) {
             e.score = e.decayed(now, window) + 1.0;
@@ -153,19 +170,19 @@ impl PlacementPolicy {
     }
 
     /// The popularity score of `key` at `now` (about "requests in the last window").
-    pub fn score(&self, now: Instant, key: &FunctionKey) -> f64 {
+    pub fn score(&self, now: Instant, key: &K) -> f64 {
         self.entries
             .get(key)
             .map_or(0.0, |e| e.decayed(now, self.config.window))
     }
 
     /// Whether `key` is currently in the popular set (its hysteresis state).
-    pub fn is_popular(&self, key: &FunctionKey) -> bool {
+    pub fn is_popular(&self, key: &K) -> bool {
         self.entries.get(key).is_some_and(|e| e.local)
     }
 
     /// Decides where the next invocation of `key` runs, given what the POP can offer.
-    pub fn decide(&mut self, now: Instant, key: &FunctionKey, local: LocalState) -> Decision {
+    pub fn decide(&mut self, now: Instant, key: &K, local: LocalState) -> Decision {
         let popular = self.update_popularity(now, key);
         match local.placement {
             Placement::Region => return Decision::Forward(ForwardReason::Pinned),
@@ -186,7 +203,7 @@ impl PlacementPolicy {
 
     /// Whether a function's code should be prepared at this POP: it is popular (or pinned
     /// to the edge) but not ready yet.
-    pub fn wants_artifact(&self, key: &FunctionKey, local: LocalState) -> bool {
+    pub fn wants_artifact(&self, key: &K, local: LocalState) -> bool {
         let wanted = match local.placement {
             Placement::Region => false,
             Placement::Edge => true,
@@ -195,7 +212,7 @@ impl PlacementPolicy {
         wanted && local.known && !local.artifact_ready
     }
 
-    fn update_popularity(&mut self, now: Instant, key: &FunctionKey) -> bool {
+    fn update_popularity(&mut self, now: Instant, key: &K) -> bool {
         let (enter, exit, window) = (
             self.config.enter_score,
             self.config.exit_score,
@@ -364,6 +381,29 @@ mod tests {
             p.decide(now, &k, full),
             Decision::Forward(ForwardReason::OverCapacity)
         );
+    }
+
+    #[test]
+    fn a_policy_keyed_by_dense_ids_decides_like_one_keyed_by_function_keys() {
+        use std::hash::BuildHasherDefault;
+        let mut by_key = PlacementPolicy::new(PlacementConfig::default());
+        let mut by_id =
+            PlacementPolicy::<u32, BuildHasherDefault<std::hash::DefaultHasher>>::with_hasher(
+                PlacementConfig::default(),
+                BuildHasherDefault::default(),
+            );
+        let t0 = Instant::now();
+        let names = [key("a"), key("b")];
+        for i in 0..60u32 {
+            let f = i % 3 % 2;
+            let now = t0 + Duration::from_millis(700 * u64::from(i));
+            by_key.handle_request(now, &names[f as usize]);
+            by_id.handle_request(now, &f);
+            assert_eq!(
+                by_key.decide(now, &names[f as usize], READY),
+                by_id.decide(now, &f, READY)
+            );
+        }
     }
 
     #[test]

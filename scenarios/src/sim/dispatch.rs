@@ -20,7 +20,7 @@ impl Sim<'_> {
         let spec = &self.functions[func as usize];
         let memory_mb = spec.memory_mb;
         let p = &mut self.pops[pop as usize];
-        p.placement.handle_request(at, &spec.key);
+        p.placement.handle_request(at, &func);
         let slot_free = p.node.slot_free();
         let state = p.node.function(func, memory_mb);
         let local = LocalState {
@@ -29,8 +29,8 @@ impl Sim<'_> {
             artifact_ready: state.artifact == Artifact::Ready,
             slot_free,
         };
-        let decision = p.placement.decide(at, &spec.key, local);
-        if state.artifact == Artifact::Absent && p.placement.wants_artifact(&spec.key, local) {
+        let decision = p.placement.decide(at, &func, local);
+        if state.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {
             self.prepare(now, pop, func);
         }
         match decision {
@@ -178,10 +178,7 @@ impl Sim<'_> {
                 .node
                 .functions
                 .iter()
-                .filter(|(f, s)| {
-                    s.artifact == Artifact::Ready
-                        && !p.placement.is_popular(&self.functions[**f as usize].key)
-                })
+                .filter(|(f, s)| s.artifact == Artifact::Ready && !p.placement.is_popular(*f))
                 .map(|(f, _)| *f)
                 .min();
             let Some(victim) = victim else {
