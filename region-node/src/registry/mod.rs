@@ -72,12 +72,22 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, ApiError> {
 #[derive(Debug)]
 pub struct Registry {
     store: Store,
+    /// Serialises publishes in this process. The version counter's revision already stops
+    /// two publishes from taking the same number, but the "is `$LATEST` already the newest
+    /// version?" check reads the counter and the version record in two steps, so two
+    /// racing publishes of the same code could both pass it and create two versions.
+    /// (Across region processes sharing one store, the counter still serialises numbers;
+    /// the duplicate check is then best effort.)
+    publish_lock: std::sync::Mutex<()>,
 }
 
 impl Registry {
     /// A registry over `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            publish_lock: std::sync::Mutex::new(()),
+        }
     }
 
     /// The underlying store.

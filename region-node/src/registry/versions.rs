@@ -81,6 +81,12 @@ impl Registry {
                 "description is longer than {MAX_DESCRIPTION_LEN} bytes"
             )));
         }
+        // Held until the version record is written; see `Registry::publish_lock`. A panic
+        // while holding it leaves nothing half-done that the lock protects.
+        let _serial = self
+            .publish_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let latest = self.function(tenant, name)?;
         if let Some(newest) = self.versions(tenant, name)?.pop()
             && newest.digest == latest.digest
