@@ -40,6 +40,8 @@ pub struct RegionConfig {
     /// are dropped first and rebuilt from the stored wasm when asked for again.
     /// Default 256 MiB.
     pub artifact_cache_bytes: usize,
+    /// Where the durable state lives (`[store]`). Default: redb in `state_dir`.
+    pub store: StoreConfig,
 }
 
 impl Default for RegionConfig {
@@ -58,7 +60,64 @@ impl Default for RegionConfig {
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,
+            store: StoreConfig::default(),
         }
+    }
+}
+
+/// Which store backend a region uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// Embedded redb file `<state_dir>/region.redb`: this region alone.
+    #[default]
+    Redb,
+    /// A NATS JetStream server: every region configured with the same server and prefix
+    /// shares functions, queues and state.
+    Jetstream,
+}
+
+/// The `[store]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `redb` (default) or `jetstream`.
+    pub backend: StoreBackend,
+    /// The NATS server for `jetstream`, e.g. `nats://127.0.0.1:4222`. Required then.
+    pub nats_url: Option<String>,
+    /// Prefix of the JetStream bucket and stream names; regions sharing state use the
+    /// same one. `[A-Za-z0-9_-]{1,32}`, default `strata`.
+    pub prefix: String,
+    /// Deadline of each store operation against NATS, and of connecting. Default 5000.
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: StoreBackend::Redb,
+            nats_url: None,
+            prefix: "strata".into(),
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The JetStream connection settings, for `backend = "jetstream"`.
+    ///
+    /// # Errors
+    /// A message naming the missing `nats_url`.
+    pub fn jetstream(&self) -> Result<crate::store::JetStreamConfig, String> {
+        let url = self
+            .nats_url
+            .clone()
+            .ok_or("[store] backend = \"jetstream\" needs nats_url")?;
+        Ok(crate::store::JetStreamConfig {
+            url,
+            prefix: self.prefix.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+        })
     }
 }
 
@@ -98,11 +157,34 @@ mod tests {
         assert_eq!(c.sandbox, d.sandbox);
         assert_eq!(c.edge, d.edge);
         assert_eq!(c.function_logs, d.function_logs);
+        assert_eq!(c.store, d.store);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,
             "the example must not ship a usable operator token"
         );
+    }
+
+    #[test]
+    fn the_store_section_selects_jetstream() {
+        let c = RegionConfig::from_toml(
+            "[store]\nbackend = \"jetstream\"\nnats_url = \"nats://127.0.0.1:4222\"\nprefix = \"eu\"",
+        )
+        .expect("parses");
+        assert_eq!(c.store.backend, StoreBackend::Jetstream);
+        let js = c.store.jetstream().expect("complete");
+        assert_eq!(
+            (js.url.as_str(), js.prefix.as_str()),
+            ("nats://127.0.0.1:4222", "eu")
+        );
+        let c = RegionConfig::from_toml("[store]\nbackend = \"jetstream\"").expect("parses");
+        assert!(
+            c.store
+                .jetstream()
+                .expect_err("no url")
+                .contains("nats_url")
+        );
+        assert!(RegionConfig::from_toml("[store]\nbackend = \"etcd\"").is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the node's configuration (TOML + flags).
 //! - [`node`]: start and stop; [`node::start`] returns bound addresses and a handle.
-//! - [`store`]: durable state (key-value with revisions + watch, blobs, streams) on redb.
+//! - [`store`]: durable state (key-value with revisions + watch, blobs, streams) on redb
+//!   or NATS JetStream.
 //! - [`registry`]: tenants, tokens, functions, versions and aliases over the store.
 //! - [`routes`]: tenant-owned HTTP routes and the route table.
 //! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
@@ -27,5 +28,5 @@ pub mod registry;
 pub mod routes;
 pub mod store;
 
-pub use config::RegionConfig;
+pub use config::{RegionConfig, StoreBackend, StoreConfig};
 pub use node::{RegionHandle, StartError, start};

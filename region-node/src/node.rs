@@ -3,12 +3,12 @@
 use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
 use crate::capacity::{Capacity, CapacityConfig};
-use crate::config::RegionConfig;
+use crate::config::{RegionConfig, StoreBackend};
 use crate::invoker::RegionInvoker;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
-use crate::store::{Store, StoreError};
+use crate::store::{JetStreamBackend, Store, StoreError};
 use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback};
@@ -43,6 +43,9 @@ pub enum StartError {
     /// The route table could not be loaded.
     #[error("routes: {0}")]
     Routes(#[from] ApiError),
+    /// The configuration is incomplete or inconsistent.
+    #[error("config: {0}")]
+    Config(String),
 }
 
 /// A running region. Dropping it stops the node's tasks.
@@ -94,7 +97,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         None => dev_ca::init(&config.state_dir.join("certs"))?.region,
     };
     let tls = NodeTls::load(&tls_files)?;
-    let store = Store::open(&config.state_dir.join("region.redb"))?;
+    let store = open_store(&config).await?;
     let registry = Arc::new(Registry::new(store));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
@@ -182,6 +185,22 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         server,
         tasks,
     })
+}
+
+/// Opens the configured store: the redb file in the state directory, or a connection to
+/// JetStream (made on the blocking pool: connecting waits for the server).
+async fn open_store(config: &RegionConfig) -> Result<Store, StartError> {
+    match config.store.backend {
+        StoreBackend::Redb => Ok(Store::open(&config.state_dir.join("region.redb"))?),
+        StoreBackend::Jetstream => {
+            let js = config.store.jetstream().map_err(StartError::Config)?;
+            let backend = tokio::task::spawn_blocking(move || JetStreamBackend::connect(&js))
+                .await
+                .map_err(|e| StartError::Config(format!("connecting to NATS: {e}")))??;
+            info!(url = ?config.store.nats_url, prefix = %config.store.prefix, "store: JetStream");
+            Ok(Store::with_backend(backend))
+        }
+    }
 }
 
 /// How often the region snapshots its own load into the capacity view.

@@ -11,9 +11,13 @@
 //! reads are served from redb's in-memory page cache once warm and are made inline on the
 //! invoke path (a blocking-pool hop would cost more than the read).
 
+#[cfg(test)]
+mod conformance;
+pub mod jetstream;
 mod redb_backend;
 mod watch;
 
+pub use jetstream::{JetStreamBackend, JetStreamConfig};
 pub use redb_backend::RedbBackend;
 pub use watch::{Watch, WatchEvent};
 

@@ -1,0 +1,423 @@
+//! The JetStream backend: the region's durable state in a NATS server, so several region
+//! nodes configured with the same server (and name prefix) share functions, queues and
+//! state.
+//!
+//! Mapping (docs/architecture.md has the reasoning):
+//! - all six [`Bucket`](crate::store::Bucket)s live in ONE KV bucket `<prefix>-kv`, keys `<bucket>.<escaped
+//!   key>_`, so the KV stream's sequence is the store-wide revision: [`Backend::revision`](crate::store::Backend::revision)
+//!   is its last sequence and [`Backend::history`](crate::store::Backend::history) reads it from a sequence on;
+//! - conditional writes publish with `Nats-Expected-Last-Subject-Sequence` set to the
+//!   sequence the precondition was checked against, so check and write are one atomic
+//!   step at the server;
+//! - [`Backend::subscribe`](crate::store::Backend::subscribe) is fed by a KV watcher, so every region sees every region's
+//!   writes (and its POP push streams carry them);
+//! - blobs live in the object store `<prefix>-blobs`, named by digest;
+//! - each named stream is a JetStream stream `<prefix>-q-<escaped name>` with
+//!   `max_msgs` = the caller's bound and discard policy `new`; ack deletes the message.
+//!
+//! The KV bucket keeps one message per key (history 1): the history skips writes that a
+//! later write of the same key superseded, which watchers (they fold changes into state)
+//! cannot tell apart; it is never [`History::Compacted`](crate::store::History::Compacted). Reads that scan (list,
+//! snapshot, history, stream read) cost one direct-get round trip per message.
+
+mod backend;
+mod bridge;
+mod names;
+pub mod nats_server;
+
+use self::bridge::Bridge;
+use self::names::{escape, parse_kv_key, valid_prefix};
+use super::{Change, Expect, Op, StoreError};
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::message::StreamMessage as NatsMessage;
+use async_nats::jetstream::stream::{self, DirectGetErrorKind, DiscardPolicy, Stream};
+use async_nats::jetstream::{self, ErrorCode, kv, object_store};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tracing::warn;
+
+/// Live changes buffered per subscriber before it lags and re-reads the history.
+const LIVE_CHANNEL: usize = 1024;
+/// Retries of an unconditional delete that raced another write of the same key.
+const DELETE_RETRIES: usize = 8;
+/// The KV operation header and its delete values (as the NATS KV clients write them).
+const KV_OPERATION: &str = "KV-Operation";
+/// Pause before a failed KV watcher is re-created.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+
+/// Where and how to reach JetStream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamConfig {
+    /// The server, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// Prefix of every bucket and stream name; regions that share state use the same one.
+    pub prefix: String,
+    /// Deadline of each store operation (and of connecting).
+    pub timeout: Duration,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct JetStreamBackend {
+    bridge: Bridge,
+    inner: Arc<Inner>,
+    live: broadcast::Sender<Change>,
+}
+
+/// What the runtime thread's futures share.
+struct Inner {
+    js: jetstream::Context,
+    /// The KV bucket's stream, for direct gets and its last sequence.
+    kv_stream: Stream,
+    /// `$KV.<bucket>.`, the subject prefix of every key.
+    kv_subject: String,
+    blobs: object_store::ObjectStore,
+    prefix: String,
+    /// Named streams already created, with the bound they were created with. Bounded by
+    /// the set of stream names the region uses (a handful: queues, dead letters).
+    streams: Mutex<HashMap<String, (Stream, u64)>>,
+}
+
+impl std::fmt::Debug for Inner {
+    // The object store handle has no `Debug`; the names say which state this is.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("prefix", &self.prefix)
+            .field("kv_subject", &self.kv_subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JetStreamBackend {
+    /// Connects, creates the KV bucket and object store if missing, and starts the
+    /// watcher that feeds [`Backend::subscribe`](crate::store::Backend::subscribe).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] naming the URL when the server is unreachable, has no
+    /// JetStream, or the prefix is not `[A-Za-z0-9_-]{1,32}`.
+    pub fn connect(config: &JetStreamConfig) -> Result<Self, StoreError> {
+        if !valid_prefix(&config.prefix) {
+            return Err(StoreError::Backend(format!(
+                "store prefix {:?} must be 1-32 characters of [A-Za-z0-9_-]",
+                config.prefix
+            )));
+        }
+        let bridge = Bridge::start(config.timeout)?;
+        let (url, prefix, timeout) = (config.url.clone(), config.prefix.clone(), config.timeout);
+        let inner = bridge.call("connecting to NATS", async move {
+            Inner::connect(&url, prefix, timeout).await
+        })?;
+        let inner = Arc::new(inner);
+        let from = bridge.call("reading the KV revision", {
+            let inner = Arc::clone(&inner);
+            async move { inner.last_sequence().await }
+        })? + 1;
+        let live = broadcast::channel(LIVE_CHANNEL).0;
+        bridge.spawn(feed(Arc::clone(&inner), from, live.clone()));
+        Ok(Self {
+            bridge,
+            inner,
+            live,
+        })
+    }
+
+    /// Runs `op` over the shared state on the NATS runtime.
+    fn call<T, F, Fut>(&self, what: &'static str, op: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.bridge.call(what, op(Arc::clone(&self.inner)))
+    }
+}
+
+fn err(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {e}"))
+}
+
+impl Inner {
+    async fn connect(url: &str, prefix: String, timeout: Duration) -> Result<Self, StoreError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .connect(url)
+            .await
+            .map_err(|e| err(&format!("connecting to NATS at {url}"), e))?;
+        let js = jetstream::new(client);
+        let bucket = format!("{prefix}-kv");
+        // The KV bucket's stream, made as the NATS KV clients make it (history 1, direct
+        // get, rollups, no message deletes). Created directly rather than through
+        // `create_key_value`, which first reads the account info in a shape older
+        // servers (Debian's 2.9) do not send. Creating an existing identical stream is a
+        // no-op, so two regions starting together agree.
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: DiscardPolicy::New,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| err(&format!("creating KV bucket {bucket} at {url}"), e))?;
+        let kv_stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| err("opening the KV stream", e))?;
+        let blob_bucket = format!("{prefix}-blobs");
+        let blobs = match js.get_object_store(&blob_bucket).await {
+            Ok(b) => b,
+            Err(_) => js
+                .create_object_store(object_store::Config {
+                    bucket: blob_bucket.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| err(&format!("creating object store {blob_bucket}"), e))?,
+        };
+        Ok(Self {
+            js,
+            kv_stream,
+            kv_subject: format!("$KV.{bucket}."),
+            blobs,
+            prefix,
+            streams: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn last_sequence(&self) -> Result<u64, StoreError> {
+        let info = self
+            .kv_stream
+            .get_info()
+            .await
+            .map_err(|e| err("reading the KV stream", e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// The last message of `subject`: `(sequence, Some(value))` for a put,
+    /// `(sequence, None)` for a delete marker; `None` when the subject has none.
+    async fn last(&self, subject: &str) -> Result<Option<(u64, Option<Vec<u8>>)>, StoreError> {
+        match self.kv_stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some((m.sequence, put_value(&m.headers, &m.payload)))),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("reading a key", e)),
+        }
+    }
+
+    /// The first message at or after `seq` on subjects matching `filter`.
+    async fn next(
+        &self,
+        stream: &Stream,
+        filter: &str,
+        seq: u64,
+    ) -> Result<Option<NatsMessage>, StoreError> {
+        match stream.direct_get_next_for_subject(filter, Some(seq)).await {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err("scanning a stream", e)),
+        }
+    }
+
+    /// Publishes a put (`Some`) or delete marker (`None`) on `subject`, only if the
+    /// subject's last sequence is `expected_last` when given; `Ok(None)` when it was not.
+    async fn publish(
+        &self,
+        subject: String,
+        value: Option<&[u8]>,
+        expected_last: Option<u64>,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut headers = HeaderMap::new();
+        if let Some(seq) = expected_last {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                seq.to_string().as_str(),
+            );
+        }
+        if value.is_none() {
+            headers.insert(KV_OPERATION, "DEL");
+        }
+        let payload = value.map(|v| v.to_vec()).unwrap_or_default();
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, payload.into())
+            .await
+            .map_err(|e| err("publishing", e))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Some(ack.sequence)),
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(err("publishing", e)),
+        }
+    }
+
+    /// Scans the KV stream from `from` over subjects matching `filter` (at most `max`
+    /// messages), as changes.
+    async fn changes(
+        &self,
+        filter: &str,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Change>, StoreError> {
+        let mut out = Vec::new();
+        let mut seq = from.max(1);
+        while out.len() < max {
+            let Some(m) = self.next(&self.kv_stream, filter, seq).await? else {
+                break;
+            };
+            seq = m.sequence + 1;
+            if let Some(c) = self.change_of(&m) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    fn change_of(&self, m: &NatsMessage) -> Option<Change> {
+        let key = m.subject.as_str().strip_prefix(&self.kv_subject)?;
+        let (bucket, key) = parse_kv_key(key)?;
+        let op = put_value(&m.headers, &m.payload).map_or(Op::Delete, Op::Put);
+        Some(Change {
+            revision: m.sequence,
+            bucket,
+            key,
+            op,
+        })
+    }
+
+    /// The named stream, created (or its bound updated) as needed; `None` when it does
+    /// not exist and `create` is false.
+    async fn stream(&self, name: &str, create: Option<u64>) -> Result<Option<Stream>, StoreError> {
+        let cached = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned();
+        if let Some((s, max)) = cached
+            && create.is_none_or(|m| m == max)
+        {
+            return Ok(Some(s));
+        }
+        let stream_name = format!("{}-q-{}", self.prefix, escape(name, false));
+        let Some(max) = create else {
+            return match self.js.get_stream(&stream_name).await {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
+                    Ok(None)
+                }
+                Err(e) => Err(err("opening a stream", e)),
+            };
+        };
+        let config = stream::Config {
+            name: stream_name.clone(),
+            subjects: vec![self.stream_subject(name)],
+            max_messages: i64::try_from(max).unwrap_or(i64::MAX),
+            discard: DiscardPolicy::New,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let mut s = self
+            .js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|e| err("creating a stream", e))?;
+        if s.cached_info().config.max_messages != config.max_messages {
+            self.js
+                .update_stream(config)
+                .await
+                .map_err(|e| err("updating a stream's bound", e))?;
+            s = self
+                .js
+                .get_stream(&stream_name)
+                .await
+                .map_err(|e| err("opening a stream", e))?;
+        }
+        self.streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), (s.clone(), max));
+        Ok(Some(s))
+    }
+
+    fn stream_subject(&self, name: &str) -> String {
+        format!("{}.q.{}", self.prefix, escape(name, false))
+    }
+}
+
+/// The value of a KV message, `None` for a delete or purge marker.
+fn put_value(headers: &HeaderMap, payload: &[u8]) -> Option<Vec<u8>> {
+    match headers.get(KV_OPERATION).map(|v| v.as_str()) {
+        Some("DEL" | "PURGE") => None,
+        _ => Some(payload.to_vec()),
+    }
+}
+
+/// Checks `expect` against the key's state; `Err(Conflict)` when it does not hold.
+fn check(key: &str, expected: Expect, actual: Option<u64>) -> Result<(), StoreError> {
+    let ok = match expected {
+        Expect::Any => true,
+        Expect::Absent => actual.is_none(),
+        Expect::Revision(r) => actual == Some(r),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict {
+            key: key.to_owned(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Feeds `live` from a KV watcher starting at revision `from`, re-creating the watcher
+/// after a failure from the last revision it delivered; runs until the runtime stops.
+async fn feed(inner: Arc<Inner>, mut from: u64, live: broadcast::Sender<Change>) {
+    let kv_name = format!("{}-kv", inner.prefix);
+    loop {
+        let watch = match inner.js.get_key_value(&kv_name).await {
+            Ok(kv) => kv
+                .watch_all_from_revision(from)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match watch {
+            Ok(mut watch) => {
+                while let Some(entry) = watch.next().await {
+                    let entry = match entry {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            warn!(error = %e, "KV watcher failed; re-creating it");
+                            break;
+                        }
+                    };
+                    from = entry.revision + 1;
+                    let Some((bucket, key)) = parse_kv_key(&entry.key) else {
+                        continue;
+                    };
+                    let op = match entry.operation {
+                        kv::Operation::Put => Op::Put(entry.value.to_vec()),
+                        kv::Operation::Delete | kv::Operation::Purge => Op::Delete,
+                    };
+                    // No receiver is fine: nobody is watching.
+                    let _ = live.send(Change {
+                        revision: entry.revision,
+                        bucket,
+                        key,
+                        op,
+                    });
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot watch the KV bucket; retrying"),
+        }
+        tokio::time::sleep(WATCH_RETRY).await;
+    }
+}
