@@ -1,0 +1,164 @@
+//! The JetStream store backend with real nodes: two regions configured with one real
+//! `nats-server -js` share functions, POP push streams and durable streams; a region whose
+//! server is unreachable refuses to start with a clear error.
+//!
+//! Each test starts its own server on a free loopback port with a temporary directory;
+//! without the `nats-server` binary the tests skip (printing why) unless `CI` is set.
+
+use crate::support::{Patience, pop_config, region_config};
+use region_node::node::StartError;
+use region_node::store::StoreError;
+use region_node::store::jetstream::nats_server::NatsServer;
+use region_node::{RegionConfig, StoreBackend, StoreConfig};
+use strata::dev::DevCluster;
+
+/// Whether `condition` holds within the test's patience (30 s), polled every 5 ms: the
+/// POP's sync state has no notification to wait on.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let mut patience = Patience::new();
+    while patience.more() {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+fn on_nats(url: &str, node_id: &str) -> RegionConfig {
+    RegionConfig {
+        node_id: node_id.into(),
+        store: StoreConfig {
+            backend: StoreBackend::Jetstream,
+            nats_url: Some(url.into()),
+            prefix: "it".into(),
+            ..StoreConfig::default()
+        },
+        ..region_config()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_regions_on_one_nats_server_share_functions_pushes_and_streams() {
+    let Some(nats) = NatsServer::start().expect("nats-server starts") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = DevCluster::start(
+        &dir.path().join("a"),
+        on_nats(&nats.url(), "a"),
+        pop_config(),
+    )
+    .await
+    .expect("region a starts");
+    let b = DevCluster::start(
+        &dir.path().join("b"),
+        on_nats(&nats.url(), "b"),
+        pop_config(),
+    )
+    .await
+    .expect("region b starts");
+    // B's POP is subscribed before the deploy, so it learns of it through B's push stream.
+    assert!(
+        eventually(|| b.pop.sync_status().live).await,
+        "B's POP never subscribed"
+    );
+
+    a.deploy_examples().await.expect("deploys through region a");
+    let store_a = a.region.registry().store().clone();
+    let deployed_at = tokio::task::spawn_blocking(move || store_a.revision())
+        .await
+        .expect("joins")
+        .expect("revision");
+
+    let http = reqwest::Client::new();
+    let listed: serde_json::Value = http
+        .get(format!("{}/v1/functions", b.region_url()))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .expect("list at b")
+        .json()
+        .await
+        .expect("JSON");
+    let names: Vec<_> = listed["functions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(names.contains(&"hello"), "{listed}");
+
+    let invoke = |base: String| {
+        http.post(format!("{base}/v1/functions/hello/invoke"))
+            .bearer_auth(&a.token)
+            .body("shared")
+            .send()
+    };
+    let resp = invoke(b.region_url()).await.expect("invoke at b");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "Hello, shared!\n");
+
+    assert!(
+        eventually(|| b.pop.sync_status().revision >= deployed_at).await,
+        "B's POP is at {:?}, the deploy at {deployed_at}",
+        b.pop.sync_status()
+    );
+    let resp = invoke(b.pop_url()).await.expect("invoke at b's POP");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "Hello, shared!\n");
+
+    // A durable stream appended at A is read and acked at B.
+    let (store_a, store_b) = (
+        a.region.registry().store().clone(),
+        b.region.registry().store().clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let seq = store_a.append("jobs", b"job-1", 16).expect("append at a");
+        let read = store_b.read("jobs", 0, 16).expect("read at b");
+        assert_eq!(read.len(), 1);
+        assert_eq!(
+            (read[0].seq, read[0].value.as_slice()),
+            (seq, &b"job-1"[..])
+        );
+        assert!(store_b.ack("jobs", seq).expect("ack at b"));
+        assert_eq!(store_a.read("jobs", 0, 16).expect("read at a"), []);
+    })
+    .await
+    .expect("joins");
+
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_whose_nats_server_is_unreachable_refuses_to_start() {
+    // A port nothing listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = RegionConfig {
+        state_dir: dir.path().to_path_buf(),
+        ..on_nats(&url, "lonely")
+    };
+    let err = region_node::start(config)
+        .await
+        .expect_err("no NATS server, no region");
+    assert!(
+        matches!(&err, StartError::Store(StoreError::Backend(m)) if m.contains(&url)),
+        "{err}"
+    );
+    let config = RegionConfig {
+        state_dir: dir.path().to_path_buf(),
+        store: StoreConfig {
+            backend: StoreBackend::Jetstream,
+            ..StoreConfig::default()
+        },
+        ..region_config()
+    };
+    let err = region_node::start(config).await.expect_err("no URL");
+    assert!(err.to_string().contains("nats_url"), "{err}");
+}
