@@ -4,6 +4,7 @@ use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::RegionConfig;
+use crate::events::{self, Events};
 use crate::invoker::RegionInvoker;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
@@ -95,6 +96,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = Store::open(&config.state_dir.join("region.redb"))?;
+    let events = Arc::new(Events::open(store.clone(), config.events)?);
     let registry = Arc::new(Registry::new(store));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
@@ -116,7 +118,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.edge.max_payload_bytes,
             config.artifact_cache_bytes,
         )
-        .with_routes(Arc::clone(&routes)),
+        .with_routes(Arc::clone(&routes))
+        .with_events(Arc::clone(&events)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -152,6 +155,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
+    events::spawn_workers(&events, &invoker, &mut tasks);
     tasks.spawn(quic::serve(
         Arc::clone(&server),
         Arc::clone(&invoker),
