@@ -96,12 +96,14 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = Store::open(&config.state_dir.join("region.redb"))?;
-    let events = Arc::new(Events::open(store.clone(), config.events)?);
     let registry = Arc::new(Registry::new(store));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
+    let events = Arc::new(
+        Events::open(registry.store().clone(), config.events)?.with_stats(Arc::clone(&stats)),
+    );
     let logs = Arc::new(LogBuffer::new(
         format!("region/{node_id}"),
         config.function_logs,

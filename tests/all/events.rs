@@ -181,6 +181,43 @@ async fn a_failing_event_is_retried_then_dead_lettered_replayed_and_purged() {
         (Some("flaky"), Some(3))
     );
 
+    // The depth reaches the capacity view (and dashboard); totals are on /metrics.
+    let mut patience = Patience::new();
+    loop {
+        let view: Value = c
+            .http
+            .get(format!("{region}/v1/capacity"))
+            .bearer_auth(&c.nodes.admin_token)
+            .send()
+            .await
+            .expect("capacity")
+            .json()
+            .await
+            .expect("json");
+        if view["region"]["load"]["dlq_depth"] == 2 {
+            break;
+        }
+        assert!(patience.more(), "dlq_depth never reached 2: {view}");
+        tokio::task::yield_now().await;
+    }
+    let metrics = c
+        .http
+        .get(format!("{region}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "strata_events_total{outcome=\"accepted\"} 1",
+        "strata_events_total{outcome=\"retried\"} 2",
+        "strata_events_total{outcome=\"dead_lettered\"} 2",
+        "strata_dlq_depth 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+
     // Show, then replay: the dead letter leaves, runs again with fresh attempts and comes
     // back as a new dead letter after three more attempts.
     let flaky_id = flaky["id"].as_u64().expect("id");

@@ -151,7 +151,7 @@ impl Events {
         self.blocking(move |s| s.append(DLQ_STREAM, &bytes, bound))
             .await?;
         self.dlq_depth.fetch_add(1, Ordering::Relaxed);
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.count(super::Outcome::DeadLettered);
         Ok(())
     }
 

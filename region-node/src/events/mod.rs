@@ -27,13 +27,14 @@ pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
 pub use worker::spawn_workers;
 
 use crate::store::{Store, StoreError};
+use common::metrics::NodeStats;
 use common::model::{ApiError, ErrorKind};
 use common::policy::retry::RetryPolicy;
 use record::{DLQ_STREAM, EVENTS_STREAM};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -90,6 +91,14 @@ pub struct EventCounters {
     pub dead_lettered: AtomicU64,
 }
 
+/// What happened to an event, for the totals.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Accepted,
+    Retried,
+    DeadLettered,
+}
+
 /// The region's async queue and dead-letter queue.
 #[derive(Debug)]
 pub struct Events {
@@ -104,6 +113,8 @@ pub struct Events {
     dlq_depth: AtomicU64,
     /// Totals since start.
     pub counters: EventCounters,
+    /// Where the totals are also exported (`strata_events_total`).
+    stats: Option<Arc<NodeStats>>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it). Queued events outlive
@@ -168,7 +179,28 @@ impl Events {
             wake: Notify::new(),
             dlq_depth: AtomicU64::new(dlq_depth),
             counters: EventCounters::default(),
+            stats: None,
         })
+    }
+
+    /// Exports the totals through `stats` too.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<NodeStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Counts one event outcome.
+    fn count(&self, outcome: Outcome) {
+        let (counter, label) = match outcome {
+            Outcome::Accepted => (&self.counters.accepted, "accepted"),
+            Outcome::Retried => (&self.counters.retried, "retried"),
+            Outcome::DeadLettered => (&self.counters.dead_lettered, "dead_lettered"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.event(label);
+        }
     }
 
     /// Events queued or running.
@@ -191,7 +223,7 @@ impl Events {
     /// 429 when the queue holds `max_queued` events; 500 on a store failure.
     pub async fn enqueue(&self, event: EventRecord) -> Result<(), ApiError> {
         self.append(event, self.config.max_queued).await?;
-        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.count(Outcome::Accepted);
         Ok(())
     }
 
@@ -278,4 +310,90 @@ fn cause_of(e: &ApiError) -> FailureCause {
 /// Whether a platform error is the store refusing for lack of room.
 fn is_full(e: &ApiError) -> bool {
     e.kind == ErrorKind::Throttled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::model::{FunctionName, Qualifier, TenantId};
+
+    fn event(id: &str, attempts: u32, due: u64) -> EventRecord {
+        EventRecord {
+            request_id: id.into(),
+            kind: EventKind::Invocation,
+            tenant: TenantId::new("t").expect("tenant"),
+            function: FunctionName::new("f").expect("name"),
+            qualifier: Qualifier::Latest,
+            payload: b"p".to_vec(),
+            enqueued_at_ms: 1,
+            attempts,
+            first_attempt_ms: None,
+            last_attempt_ms: None,
+            next_attempt_ms: due,
+            last_error: None,
+            version: None,
+        }
+    }
+
+    fn append(store: &Store, e: &EventRecord) -> u64 {
+        let bytes = serde_json::to_vec(e).expect("encode");
+        store.append(EVENTS_STREAM, &bytes, 100).expect("append")
+    }
+
+    #[test]
+    fn reopening_keeps_every_event_and_the_newer_copy_of_a_torn_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let a = append(&store, &event("a", 0, 10));
+        // A crash between appending attempt 1 of `b` and acking attempt 0 left both.
+        let _b0 = append(&store, &event("b", 0, 10));
+        let b1 = append(&store, &event("b", 1, 20));
+        // A control event of `a` is a different event with the same request id.
+        let mut control = event("a", 0, 30);
+        control.kind = EventKind::OnFailure;
+        let c = append(&store, &control);
+        store
+            .append(EVENTS_STREAM, b"not json", 100)
+            .expect("append");
+        store.append(DLQ_STREAM, b"{}", 100).expect("append");
+
+        let events = Events::open(store.clone(), EventsConfig::default()).expect("opens");
+        let schedule: Vec<(u64, u64)> = events.lock().iter().copied().collect();
+        assert_eq!(schedule, vec![(10, a), (20, b1), (30, c)]);
+        assert_eq!(events.queue_depth(), 3);
+        assert_eq!(events.dlq_depth(), 1);
+        let left: Vec<u64> = store
+            .read(EVENTS_STREAM, 1, 100)
+            .expect("read")
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(
+            left.len(),
+            4,
+            "the stale copy is acked, the unreadable one kept"
+        );
+        assert!(!left.contains(&2));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_with_throttled_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let config = EventsConfig {
+            max_queued: 1,
+            ..EventsConfig::default()
+        };
+        let events = Events::open(store, config).expect("opens");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            events.enqueue(event("a", 0, 1)).await.expect("first fits");
+            let err = events.enqueue(event("b", 0, 1)).await.expect_err("full");
+            assert_eq!(err.kind, ErrorKind::Throttled);
+            assert!(err.retry_after.is_some());
+        });
+        assert_eq!(events.queue_depth(), 1);
+    }
 }

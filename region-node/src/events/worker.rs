@@ -125,7 +125,7 @@ impl Events {
                 rec.next_attempt_ms = due;
                 rec.last_error = Some(cause);
                 let next = self.replace_unscheduled(current, &rec).await?;
-                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                self.count(super::Outcome::Retried);
                 self.reschedule(next, due);
                 Ok(())
             }
@@ -238,7 +238,7 @@ impl Events {
             .blocking(move |s| s.append(DLQ_STREAM, &bytes, bound))
             .await?;
         self.dlq_depth.fetch_add(1, Ordering::Relaxed);
-        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        self.count(super::Outcome::DeadLettered);
         if let Some(f) = on_failure.filter(|_| !rec.kind.is_control()) {
             let record = DeadLetter { id, ..letter };
             let payload = serde_json::to_vec(&record)
