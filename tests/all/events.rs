@@ -273,6 +273,29 @@ async fn a_failing_event_is_retried_then_dead_lettered_replayed_and_purged() {
         .expect("get");
     assert_eq!(bad.status(), 400);
 
+    // Another tenant sees none of them and cannot touch them.
+    let other = crate::routes::other_tenant(&c, "other").await;
+    assert!(dead_letters(&c.http, &region, &other).await.is_empty());
+    let again_id = again["id"].as_u64().expect("id");
+    for req in [
+        c.http.get(format!("{region}/v1/dlq/{again_id}")),
+        c.http.post(format!("{region}/v1/dlq/{again_id}/replay")),
+    ] {
+        let resp = req.bearer_auth(&other).send().await.expect("sent");
+        assert_eq!(resp.status(), 404);
+    }
+    let none: Value = c
+        .http
+        .delete(format!("{region}/v1/dlq"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("purge")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["count"], 0);
+
     let purged: Value = c
         .http
         .delete(format!("{region}/v1/dlq"))
@@ -473,6 +496,31 @@ async fn sigkill_with_events_queued_running_or_replaying_loses_none() {
     })
     .await;
     let before = letters.len();
+    let out = strata(dir.path())
+        .args(["dlq", "ls", "--json", "--limit", "1000"])
+        .output()
+        .await
+        .expect("dlq ls");
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(before));
+    let out = strata(dir.path())
+        .args(["dlq", "ls"])
+        .output()
+        .await
+        .expect("dlq ls");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains("FUNCTION"),
+        "{table}"
+    );
+    assert!(table.contains("fails") && table.contains("sink"), "{table}");
+    let first = listed["items"][0]["id"].to_string();
+    let out = strata(dir.path())
+        .args(["dlq", "show", &first])
+        .output()
+        .await
+        .expect("show");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retries-exhausted"));
 
     // Replay everything with the CLI and kill the region part-way through.
     let mut replay = strata(dir.path())
