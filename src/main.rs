@@ -67,6 +67,11 @@ enum Command {
     },
     /// Print a function's log (its stderr, from every node).
     Logs(commands::logs::LogsArgs),
+    /// The dead-letter queue: failed async invocations (ls, show, replay, purge).
+    Dlq {
+        #[command(subcommand)]
+        command: commands::dlq::DlqCommand,
+    },
     /// Tenant administration (operator token).
     Tenant {
         #[command(subcommand)]
@@ -146,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Alias { command } => commands::version::alias(&ctx, command).await,
         Command::Route { command } => commands::route::run(&ctx, command).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
+        Command::Dlq { command } => commands::dlq::run(&ctx, command).await,
         Command::Tenant { command } => commands::tenant(&ctx, command).await,
         Command::Token { command } => commands::token(&ctx, command).await,
         Command::Certs { command } => commands::certs(&ctx, command),
@@ -171,6 +177,11 @@ mod tests {
             &["alias", "set", "f", "live", "3"],
             &["alias", "set", "f", "live", "3=90", "4=10", "--json"],
             &["alias", "ls", "f"],
+            &["dlq", "ls"],
+            &["dlq", "show", "3"],
+            &["dlq", "replay", "3"],
+            &["dlq", "replay", "--all"],
+            &["dlq", "purge", "--json"],
             &["alias", "rm", "f", "live"],
             &["route", "add", "shop.example", "/api", "shop:live"],
             &["route", "ls", "--json"],

@@ -245,6 +245,7 @@ impl Executor {
                 forward: None,
             },
             peak_memory_bytes: execution.peak_memory_bytes,
+            queued: false,
         })
     }
 }

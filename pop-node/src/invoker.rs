@@ -7,7 +7,8 @@ use crate::upstream::RegionLink;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
-    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId, Placement,
+    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
+    NodeId, Placement,
 };
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use std::sync::{Arc, Mutex};
@@ -121,6 +122,11 @@ impl PopInvoker {
 
 impl Invoker for PopInvoker {
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
+        // Events are queued durably at the region, never kept here: a POP that cannot
+        // reach a region answers 503, never 202.
+        if req.invocation_type == InvocationType::Event {
+            return self.forward(req, None, ForwardReason::Pinned).await;
+        }
         let now = Instant::now();
         // A request through an HTTP route runs as the route's owner (from the table the
         // region sent); anything else needs a token.

@@ -42,6 +42,8 @@ pub struct RegionConfig {
     pub artifact_cache_bytes: usize,
     /// Where the durable state lives (`[store]`). Default: redb in `state_dir`.
     pub store: StoreConfig,
+    /// The async queue and dead-letter queue: workers, bounds, retry backoff.
+    pub events: crate::events::EventsConfig,
 }
 
 impl Default for RegionConfig {
@@ -61,6 +63,7 @@ impl Default for RegionConfig {
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,
             store: StoreConfig::default(),
+            events: crate::events::EventsConfig::default(),
         }
     }
 }
@@ -158,6 +161,7 @@ mod tests {
         assert_eq!(c.edge, d.edge);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(c.store, d.store);
+        assert_eq!(c.events, d.events);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

@@ -3,12 +3,14 @@
 
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
+use crate::events::{EventRecord, Events, FailureCause, unix_ms};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, ResolvedFunction,
+    StartKind, TenantId, Timing,
 };
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ pub struct RegionInvoker {
     max_payload_bytes: usize,
     /// Checks invocations that came in through an HTTP route (no token).
     routes: Option<Arc<Routes>>,
+    /// The durable async queue (without one, events get 503).
+    events: Option<Arc<Events>>,
 }
 
 impl RegionInvoker {
@@ -49,13 +53,19 @@ impl RegionInvoker {
             admission,
             max_payload_bytes,
             routes: None,
+            events: None,
         }
     }
 
     /// The executor's and admission's gauges.
     pub fn levels(&self) -> common::metrics::Levels {
+        let (queued, dead) = self
+            .events
+            .as_ref()
+            .map_or((0, 0), |e| (e.queue_depth(), e.dlq_depth()));
         common::metrics::Levels {
-            queue_depth: self.admission.waiting() as u64,
+            queue_depth: self.admission.waiting() as u64 + queued,
+            dlq_depth: dead,
             ..self.executor.levels()
         }
     }
@@ -65,6 +75,18 @@ impl RegionInvoker {
     pub fn with_routes(mut self, routes: Arc<Routes>) -> Self {
         self.routes = Some(routes);
         self
+    }
+
+    /// Queues event invocations in `events`.
+    #[must_use]
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// The async queue, when this region has one.
+    pub fn events(&self) -> Option<&Arc<Events>> {
+        self.events.as_ref()
     }
 
     /// The registry this invoker resolves against.
@@ -88,36 +110,121 @@ impl RegionInvoker {
         &self,
         req: InvokeRequest,
     ) -> (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>) {
-        let resolved = match self.resolve(&req) {
+        let (tenant, resolved) = match self.resolve(&req) {
             Ok(r) => r,
             Err(e) => return (Err(e), None),
         };
+        if req.invocation_type == InvocationType::Event {
+            let accepted = self.enqueue(tenant, &resolved, req).await;
+            return (accepted, Some(resolved));
+        }
         let result = self.run(&resolved, &req).await;
+        if resolved.config.dead_letter_sync
+            && let Some(events) = &self.events
+        {
+            let cause = match &result {
+                Ok(resp) => resp.function_error.as_ref().map(|fe| FailureCause {
+                    kind: fe.kind.as_str().to_owned(),
+                    message: fe.message.clone(),
+                }),
+                Err(_) => None,
+            };
+            if let Some(cause) = cause
+                && let Err(e) = events
+                    .dead_letter_sync(&tenant, &resolved, &req, cause)
+                    .await
+            {
+                tracing::warn!(request_id = %req.request_id, error = %e.message,
+                    "failed synchronous invocation could not be dead-lettered");
+            }
+        }
         (result, Some(resolved))
     }
 
-    fn resolve(&self, req: &InvokeRequest) -> Result<ResolvedFunction, ApiError> {
+    /// Durably queues an event invocation and returns its acceptance (202).
+    async fn enqueue(
+        &self,
+        tenant: TenantId,
+        resolved: &ResolvedFunction,
+        req: InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
+        let Some(events) = &self.events else {
+            return Err(ApiError::unavailable(
+                "this region has no async queue",
+                std::time::Duration::from_secs(1),
+            ));
+        };
+        let now = unix_ms();
+        events
+            .enqueue(EventRecord {
+                request_id: req.request_id.to_string(),
+                kind: crate::events::EventKind::Invocation,
+                tenant,
+                function: req.function,
+                qualifier: req.qualifier,
+                payload: req.payload.to_vec(),
+                enqueued_at_ms: now,
+                attempts: 0,
+                first_attempt_ms: None,
+                last_attempt_ms: None,
+                next_attempt_ms: now,
+                last_error: None,
+                version: None,
+            })
+            .await?;
+        Ok(InvokeResponse {
+            request_id: req.request_id,
+            executed_at: ExecutedAt::Region(self.node.clone()),
+            start: StartKind::Warm,
+            version: resolved.version.clone(),
+            body: bytes::Bytes::new(),
+            function_error: None,
+            timing: Timing::default(),
+            peak_memory_bytes: 0,
+            queued: true,
+        })
+    }
+
+    fn resolve(&self, req: &InvokeRequest) -> Result<(TenantId, ResolvedFunction), ApiError> {
         let tenant = match (&req.route, &self.routes) {
             (Some(grant), Some(routes)) => routes.tenant_for(grant, &req.function)?,
             (Some(_), None) => return Err(ApiError::unauthenticated()),
             (None, _) => self.registry.authenticate(req.token.as_deref())?,
         };
+        let resolved = self.resolve_as(&tenant, req)?;
+        Ok((tenant, resolved))
+    }
+
+    /// Resolves `req` for `tenant`, whose identity was already established (a queued
+    /// event's token was checked when it was accepted).
+    ///
+    /// # Errors
+    /// 413 for a payload over the limit; 404 for an unknown function or qualifier.
+    pub fn resolve_as(
+        &self,
+        tenant: &TenantId,
+        req: &InvokeRequest,
+    ) -> Result<ResolvedFunction, ApiError> {
         if req.payload.len() > self.max_payload_bytes {
             return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
         }
         // The request id is random and kept when a POP forwards: it is the draw between an
         // alias's versions, so both tiers pick the same version for one request.
         let draw = req.request_id.0 as u64;
-        let resolved = self
-            .registry
-            .resolve(&tenant, &req.function, &req.qualifier, draw)?;
-        if req.invocation_type == InvocationType::Event {
-            return Err(ApiError::bad_request(
-                "event invocations need the durable async queue, which this region does not \
-                 have yet; invoke with x-strata-invocation-type: request-response",
-            ));
-        }
-        Ok(resolved)
+        self.registry
+            .resolve(tenant, &req.function, &req.qualifier, draw)
+    }
+
+    /// Runs `req` as `function` (already resolved with [`Self::resolve_as`]).
+    ///
+    /// # Errors
+    /// As an invocation: 503 without a slot, 500 when the module cannot be loaded.
+    pub async fn run_resolved(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
+        self.run(function, req).await
     }
 
     async fn run(

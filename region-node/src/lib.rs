@@ -14,12 +14,14 @@
 //! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
 //!   `/dashboard`).
 //! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
+//! - [`events`]: the durable async queue, retries, dead-letter queue, control functions.
 
 pub mod admission;
 pub mod api;
 pub mod artifacts;
 pub mod capacity;
 pub mod config;
+pub mod events;
 pub mod invoker;
 pub mod node;
 pub mod push;

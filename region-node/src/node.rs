@@ -4,6 +4,7 @@ use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::{RegionConfig, StoreBackend};
+use crate::events::{self, Events};
 use crate::invoker::RegionInvoker;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
@@ -103,6 +104,9 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
+    let events = Arc::new(
+        Events::open(registry.store().clone(), config.events)?.with_stats(Arc::clone(&stats)),
+    );
     let logs = Arc::new(LogBuffer::new(
         format!("region/{node_id}"),
         config.function_logs,
@@ -119,7 +123,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.edge.max_payload_bytes,
             config.artifact_cache_bytes,
         )
-        .with_routes(Arc::clone(&routes)),
+        .with_routes(Arc::clone(&routes))
+        .with_events(Arc::clone(&events)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -155,6 +160,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
+    events::spawn_workers(&events, &invoker, &mut tasks);
     tasks.spawn(quic::serve(
         Arc::clone(&server),
         Arc::clone(&invoker),

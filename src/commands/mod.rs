@@ -5,9 +5,10 @@
 //! function failed, or no node could be reached), with the error kind, message and a hint
 //! on stderr; 2 usage error (from clap).
 //!
-//! One module per resource: [`route`], [`logs`], [`version`] (publish, aliases); the
+//! One module per resource: [`route`], [`logs`], [`dlq`], [`version`] (publish, aliases); the
 //! function, tenant, token and certificate commands are here.
 
+pub mod dlq;
 pub mod logs;
 pub mod route;
 mod table;

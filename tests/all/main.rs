@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod discovery;
 mod dns;
+mod events;
 mod faults;
 mod jetstream;
 mod logs;

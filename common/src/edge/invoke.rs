@@ -252,6 +252,11 @@ async fn drain(body: &mut Body) {
 
 fn render(resp: InvokeResponse) -> Response {
     let mut out = match &resp.function_error {
+        None if resp.queued => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"request_id": resp.request_id.to_string()})),
+        )
+            .into_response(),
         None => (StatusCode::OK, resp.body.clone()).into_response(),
         Some(_) => render_function_error(&resp),
     };

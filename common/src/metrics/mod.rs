@@ -128,6 +128,15 @@ impl NodeStats {
         lock(&self.window).forwarded(function.to_owned(), reason);
     }
 
+    /// An async event was accepted, retried or dead-lettered at this region (`outcome`:
+    /// `accepted`, `retried`, `dead_lettered`).
+    pub fn event(&self, outcome: &'static str) {
+        self.prom
+            .events
+            .get_or_create(&prom::EventLabels { outcome })
+            .inc();
+    }
+
     /// A device request at this node's HTTP edge finished after `latency`; `local` says
     /// whether it ran on this node.
     pub fn request(&self, local: bool, latency: Duration) {

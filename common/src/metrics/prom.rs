@@ -37,6 +37,11 @@ pub(super) struct ReasonLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct EventLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct TenantLabels {
     pub tenant: String,
 }
@@ -77,6 +82,7 @@ pub(super) struct Families {
     pub artifact_cache_bytes: Gauge,
     pub artifact_cache_lookups: Family<ResultLabels, Counter>,
     pub quic_rtt_seconds: Family<RegionLabels, FloatGauge>,
+    pub events: Family<EventLabels, Counter>,
 }
 
 impl Families {
@@ -147,7 +153,7 @@ impl Families {
         let queue_depth = Gauge::default();
         registry.register(
             "queue_depth",
-            "Invocations waiting for an execution slot",
+            "Invocations waiting for an execution slot, and async events queued or running",
             queue_depth.clone(),
         );
         let dlq_depth = Gauge::default();
@@ -174,8 +180,15 @@ impl Families {
             "Smoothed QUIC round-trip time to each region",
             quic_rtt_seconds.clone(),
         );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Async events at this region by outcome (accepted, retried, dead_lettered)",
+            events.clone(),
+        );
         Self {
             registry,
+            events,
             invocations,
             exec_seconds,
             request_seconds,

@@ -78,6 +78,14 @@ pub struct FunctionConfig {
     /// Pins the function to a runtime release (`[a-z0-9][a-z0-9.-_]{0,63}`). Default none:
     /// the node's current runtime, canaried onto the next.
     pub runtime: Option<String>,
+    /// A function of the same tenant run with the result when an async invocation
+    /// succeeds (its payload is the success record). Default none.
+    #[serde(default)]
+    pub on_success: Option<FunctionName>,
+    /// Also keep failed synchronous invocations that ran at the region in the dead-letter
+    /// queue. Default false: only async events are dead-lettered.
+    #[serde(default)]
+    pub dead_letter_sync: bool,
 }
 
 impl Default for FunctionConfig {
@@ -95,6 +103,8 @@ impl Default for FunctionConfig {
             retries: 2,
             max_event_age_s: MAX_EVENT_AGE_S,
             runtime: None,
+            on_success: None,
+            dead_letter_sync: false,
         }
     }
 }

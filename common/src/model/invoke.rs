@@ -145,6 +145,10 @@ pub struct InvokeResponse {
     pub timing: Timing,
     /// Highest linear-memory size the guest reached, in bytes.
     pub peak_memory_bytes: u64,
+    /// Set when this is not a result but an async event's acceptance: the event is durably
+    /// queued at the region and the edge answers 202 `{"request_id": ...}`.
+    #[serde(default)]
+    pub queued: bool,
 }
 
 /// What a POP needs to know to run a function itself: sent by the region with every

@@ -7,5 +7,6 @@
 pub mod affinity;
 pub mod alias;
 pub mod placement;
+pub mod retry;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};

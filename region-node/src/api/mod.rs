@@ -1,10 +1,11 @@
 //! The region's control API (DESIGN §5): tenants and tokens (operator), functions,
-//! routes, logs, versions and aliases (tenant), and the operators' capacity view and
+//! routes, logs, versions, aliases and the dead-letter queue (tenant), and the operators' capacity view and
 //! dashboard. Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
 mod aliases;
 mod capacity;
+mod dlq;
 mod functions;
 mod logs;
 mod openapi;
@@ -52,6 +53,10 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/routes", get(routes::list).post(routes::create))
         .route("/v1/routes/{id}", delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(logs::read))
+        .route("/v1/dlq", get(dlq::list).delete(dlq::purge))
+        .route("/v1/dlq/replay", post(dlq::replay_all))
+        .route("/v1/dlq/{id}", get(dlq::get))
+        .route("/v1/dlq/{id}/replay", post(dlq::replay))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route(
             "/v1/functions/{name}/versions",

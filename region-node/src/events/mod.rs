@@ -1,0 +1,399 @@
+//! The durable async queue and dead-letter queue of a region (DESIGN §4-§6, "Failures").
+//!
+//! Owns accepting events (a 202 only after the event is committed to the store's
+//! [`EVENTS_STREAM`]), the bounded workers that run them at least once, retries with
+//! [`common::policy::retry`] backoff, dead letters in [`DLQ_STREAM`] and control functions
+//! (`on_failure`, `on_success`). The store is the only truth: the in-memory schedule holds
+//! just `(due time, sequence)` pairs and is rebuilt from the stream on start, so a crash at
+//! any point loses no accepted event.
+//!
+//! Durability protocol (every step is one store transaction):
+//! 1. accept: append the event; answer 202.
+//! 2. before each attempt: append a copy with `attempts + 1`, then ack the old message.
+//! 3. after a failure with retries left: append a copy with the error and due time, ack.
+//! 4. on success: append the `on_success` control event (if any), then ack.
+//! 5. on final failure: append the dead letter (and the `on_failure` control event), ack.
+//!
+//! A crash between an append and its ack leaves two copies; on restart the one with the
+//! higher sequence wins and the other is acked, so an event runs at least once and is
+//! never lost. Never executes guests itself: the worker hands them to the invoker.
+
+mod dlq;
+pub mod record;
+mod worker;
+
+pub use dlq::DlqPage;
+pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
+pub use worker::spawn_workers;
+
+use crate::store::{Store, StoreError};
+use common::metrics::NodeStats;
+use common::model::{ApiError, ErrorKind};
+use common::policy::retry::RetryPolicy;
+use record::{DLQ_STREAM, EVENTS_STREAM};
+use serde::Deserialize;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// Bounds and timing of the async queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events executing at once. Default 4.
+    pub workers: usize,
+    /// Queued events accepted from devices; when full, new events get 429 with
+    /// `retry-after`. Retries and control events may use up to as many again, so they are
+    /// never refused behind device events. Default 10 000.
+    pub max_queued: u64,
+    /// Dead letters kept. When full, an event that fails finally stays queued and dead-
+    /// lettering is retried every second until an operator purges or replays.
+    /// Default 100 000.
+    pub max_dead_letters: u64,
+    /// Upper bound of the first retry's delay, ms. Default 1000.
+    pub retry_base_ms: u64,
+    /// Largest retry delay, ms. Default 300 000.
+    pub retry_cap_ms: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            max_queued: 10_000,
+            max_dead_letters: 100_000,
+            retry_base_ms: 1000,
+            retry_cap_ms: 300_000,
+        }
+    }
+}
+
+impl EventsConfig {
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            factor: 2,
+            cap: Duration::from_millis(self.retry_cap_ms.max(self.retry_base_ms)),
+        }
+    }
+}
+
+/// Totals since start, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    /// Events accepted (202).
+    pub accepted: AtomicU64,
+    /// Attempts rescheduled after a failure.
+    pub retried: AtomicU64,
+    /// Dead letters written.
+    pub dead_lettered: AtomicU64,
+}
+
+/// What happened to an event, for the totals.
+#[derive(Debug, Clone, Copy)]
+enum Outcome {
+    Accepted,
+    Retried,
+    DeadLettered,
+}
+
+/// The region's async queue and dead-letter queue.
+#[derive(Debug)]
+pub struct Events {
+    store: Store,
+    config: EventsConfig,
+    retry: RetryPolicy,
+    /// Due events, by `(due Unix ms, stream sequence)`; at most `2 * max_queued`.
+    schedule: Mutex<BTreeSet<(u64, u64)>>,
+    /// Events taken by a worker and not yet acked.
+    running: AtomicU64,
+    wake: Notify,
+    dlq_depth: AtomicU64,
+    /// Totals since start.
+    pub counters: EventCounters,
+    /// Where the totals are also exported (`strata_events_total`).
+    stats: Option<Arc<NodeStats>>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it). Queued events outlive
+/// the process, so their times are wall-clock.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Reads a whole stream in pages (streams are bounded, so this is too).
+fn read_all(store: &Store, stream: &str) -> Result<Vec<crate::store::StreamMessage>, StoreError> {
+    const PAGE: usize = 1024;
+    let mut out = Vec::new();
+    let mut from = 1;
+    loop {
+        let page = store.read(stream, from, PAGE)?;
+        let done = page.len() < PAGE;
+        if let Some(last) = page.last() {
+            from = last.seq + 1;
+        }
+        out.extend(page);
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+impl Events {
+    /// Opens the queue on `store`, rebuilding the schedule from the stream: every accepted
+    /// event not yet acked is due again (at its recorded due time). Blocking.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the streams cannot be read or a duplicate cannot be acked.
+    pub fn open(store: Store, config: EventsConfig) -> Result<Self, StoreError> {
+        let mut latest: HashMap<(String, EventKind), (u64, u64)> = HashMap::new();
+        let mut stale = Vec::new();
+        for m in read_all(&store, EVENTS_STREAM)? {
+            let Ok(rec) = serde_json::from_slice::<EventRecord>(&m.value) else {
+                // Left in place (not acked) so nothing is destroyed; it is never run.
+                tracing::error!(seq = m.seq, "undecodable event record skipped");
+                continue;
+            };
+            // Same request and kind twice: a crash between an append and its ack. The
+            // later copy carries the newer attempt count.
+            let entry = (m.seq, rec.next_attempt_ms);
+            if let Some(old) = latest.insert((rec.request_id, rec.kind), entry) {
+                stale.push(old.0);
+            }
+        }
+        for seq in stale {
+            store.ack(EVENTS_STREAM, seq)?;
+        }
+        let schedule = latest.into_values().map(|(seq, due)| (due, seq)).collect();
+        let dlq_depth = read_all(&store, DLQ_STREAM)?.len() as u64;
+        Ok(Self {
+            store,
+            retry: config.retry_policy(),
+            config,
+            schedule: Mutex::new(schedule),
+            running: AtomicU64::new(0),
+            wake: Notify::new(),
+            dlq_depth: AtomicU64::new(dlq_depth),
+            counters: EventCounters::default(),
+            stats: None,
+        })
+    }
+
+    /// Exports the totals through `stats` too.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<NodeStats>) -> Self {
+        self.stats = Some(stats);
+        self
+    }
+
+    /// Counts one event outcome.
+    fn count(&self, outcome: Outcome) {
+        let (counter, label) = match outcome {
+            Outcome::Accepted => (&self.counters.accepted, "accepted"),
+            Outcome::Retried => (&self.counters.retried, "retried"),
+            Outcome::DeadLettered => (&self.counters.dead_lettered, "dead_lettered"),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(stats) = &self.stats {
+            stats.event(label);
+        }
+    }
+
+    /// Events queued or running.
+    pub fn queue_depth(&self) -> u64 {
+        self.lock().len() as u64 + self.running.load(Ordering::Relaxed)
+    }
+
+    /// Dead letters kept.
+    pub fn dlq_depth(&self) -> u64 {
+        self.dlq_depth.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, u64)>> {
+        self.schedule.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Durably queues a device's event; returns once it is committed.
+    ///
+    /// # Errors
+    /// 429 when the queue holds `max_queued` events; 500 on a store failure.
+    pub async fn enqueue(&self, event: EventRecord) -> Result<(), ApiError> {
+        self.append(event, self.config.max_queued).await?;
+        self.count(Outcome::Accepted);
+        Ok(())
+    }
+
+    /// Appends `event` to the queue under `bound` and schedules it.
+    async fn append(&self, event: EventRecord, bound: u64) -> Result<u64, ApiError> {
+        let due = event.next_attempt_ms;
+        let bytes = serde_json::to_vec(&event)
+            .map_err(|e| ApiError::internal(format!("encoding event: {e}")))?;
+        let store = self.store.clone();
+        let seq = tokio::task::spawn_blocking(move || store.append(EVENTS_STREAM, &bytes, bound))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+            .map_err(|e| match e {
+                StoreError::StreamFull { max, .. } => ApiError::throttled(
+                    format!("the async event queue is full ({max} events)"),
+                    Duration::from_secs(1),
+                ),
+                other => ApiError::from(other),
+            })?;
+        self.lock().insert((due, seq));
+        self.wake.notify_one();
+        Ok(seq)
+    }
+
+    /// The bound for appends made by the queue itself (attempts, retries, control events).
+    fn internal_bound(&self) -> u64 {
+        self.config.max_queued.saturating_mul(2)
+    }
+
+    /// Runs a store operation on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)
+    }
+
+    /// Waits for the next due event and takes it (it counts as running until released).
+    async fn next_due(&self) -> u64 {
+        loop {
+            let wait = {
+                let mut s = self.lock();
+                match s.first().copied() {
+                    Some((due, seq)) if due <= unix_ms() => {
+                        s.remove(&(due, seq));
+                        self.running.fetch_add(1, Ordering::Relaxed);
+                        return seq;
+                    }
+                    // Bounded so a wall clock that jumps is noticed within a second.
+                    Some((due, _)) => Duration::from_millis(due - unix_ms()).min(MAX_IDLE),
+                    None => MAX_IDLE,
+                }
+            };
+            let _woken = tokio::time::timeout(wait, self.wake.notified()).await;
+        }
+    }
+
+    /// Puts a taken event back, due at `due`.
+    fn reschedule(&self, seq: u64, due: u64) {
+        self.lock().insert((due, seq));
+        self.wake.notify_one();
+    }
+
+    fn release(&self) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Longest a worker sleeps before looking at the schedule again.
+const MAX_IDLE: Duration = Duration::from_secs(1);
+
+/// The failure cause of a platform error.
+fn cause_of(e: &ApiError) -> FailureCause {
+    FailureCause {
+        kind: e.kind.as_str().to_owned(),
+        message: e.message.clone(),
+    }
+}
+
+/// Whether a platform error is the store refusing for lack of room.
+fn is_full(e: &ApiError) -> bool {
+    e.kind == ErrorKind::Throttled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::model::{FunctionName, Qualifier, TenantId};
+
+    fn event(id: &str, attempts: u32, due: u64) -> EventRecord {
+        EventRecord {
+            request_id: id.into(),
+            kind: EventKind::Invocation,
+            tenant: TenantId::new("t").expect("tenant"),
+            function: FunctionName::new("f").expect("name"),
+            qualifier: Qualifier::Latest,
+            payload: b"p".to_vec(),
+            enqueued_at_ms: 1,
+            attempts,
+            first_attempt_ms: None,
+            last_attempt_ms: None,
+            next_attempt_ms: due,
+            last_error: None,
+            version: None,
+        }
+    }
+
+    fn append(store: &Store, e: &EventRecord) -> u64 {
+        let bytes = serde_json::to_vec(e).expect("encode");
+        store.append(EVENTS_STREAM, &bytes, 100).expect("append")
+    }
+
+    #[test]
+    fn reopening_keeps_every_event_and_the_newer_copy_of_a_torn_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let a = append(&store, &event("a", 0, 10));
+        // A crash between appending attempt 1 of `b` and acking attempt 0 left both.
+        let _b0 = append(&store, &event("b", 0, 10));
+        let b1 = append(&store, &event("b", 1, 20));
+        // A control event of `a` is a different event with the same request id.
+        let mut control = event("a", 0, 30);
+        control.kind = EventKind::OnFailure;
+        let c = append(&store, &control);
+        store
+            .append(EVENTS_STREAM, b"not json", 100)
+            .expect("append");
+        store.append(DLQ_STREAM, b"{}", 100).expect("append");
+
+        let events = Events::open(store.clone(), EventsConfig::default()).expect("opens");
+        let schedule: Vec<(u64, u64)> = events.lock().iter().copied().collect();
+        assert_eq!(schedule, vec![(10, a), (20, b1), (30, c)]);
+        assert_eq!(events.queue_depth(), 3);
+        assert_eq!(events.dlq_depth(), 1);
+        let left: Vec<u64> = store
+            .read(EVENTS_STREAM, 1, 100)
+            .expect("read")
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(
+            left.len(),
+            4,
+            "the stale copy is acked, the unreadable one kept"
+        );
+        assert!(!left.contains(&2));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_with_throttled_and_keeps_what_it_has() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let config = EventsConfig {
+            max_queued: 1,
+            ..EventsConfig::default()
+        };
+        let events = Events::open(store, config).expect("opens");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            events.enqueue(event("a", 0, 1)).await.expect("first fits");
+            let err = events.enqueue(event("b", 0, 1)).await.expect_err("full");
+            assert_eq!(err.kind, ErrorKind::Throttled);
+            assert!(err.retry_after.is_some());
+        });
+        assert_eq!(events.queue_depth(), 1);
+    }
+}

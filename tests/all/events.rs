@@ -1,0 +1,554 @@
+//! Async invocations (DESIGN §4, §6 "Failures"): 202 only once durably queued, retries
+//! with backoff, the dead-letter queue and its API, control functions, and a region killed
+//! with SIGKILL losing no accepted event.
+
+use crate::support::{LOOP_FOREVER, Patience, TRAP, TestCluster, pop_config, region_config};
+use base64::Engine as _;
+use common::transport::dev_ca;
+use pop_node::discovery::RegionSource;
+use region_node::events::EventsConfig;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Exits 0 with nothing on stdout.
+const OK: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// Exits 0 after a few million loop iterations, so events are still running when the
+/// region is killed.
+const BUSY_OK: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "_start") (local $i i32)
+    (loop $l
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.const 30000000))))))"#;
+
+/// Retries fast, so tests see them without waiting seconds.
+fn fast_retries() -> region_node::RegionConfig {
+    region_node::RegionConfig {
+        events: EventsConfig {
+            retry_base_ms: 5,
+            retry_cap_ms: 20,
+            ..EventsConfig::default()
+        },
+        ..region_config()
+    }
+}
+
+async fn invoke_event(
+    c: &reqwest::Client,
+    base: &str,
+    token: &str,
+    name: &str,
+) -> reqwest::Response {
+    c.post(format!("{base}/v1/functions/{name}/invoke"))
+        .bearer_auth(token)
+        .header("x-strata-invocation-type", "event")
+        .body("payload")
+        .send()
+        .await
+        .expect("request completes")
+}
+
+/// The 202's request id.
+async fn accepted(resp: reqwest::Response) -> String {
+    assert_eq!(resp.status(), 202, "{:?}", resp.text().await);
+    let v: Value = resp.json().await.expect("json");
+    v["request_id"].as_str().expect("request_id").to_owned()
+}
+
+/// Every dead letter of the token's tenant, paging through `/v1/dlq`.
+async fn dead_letters(c: &reqwest::Client, region: &str, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = c
+            .get(format!("{region}/v1/dlq"))
+            .bearer_auth(token)
+            .query(&[("after", after), ("limit", 50)])
+            .send()
+            .await
+            .expect("dlq list")
+            .json()
+            .await
+            .expect("json");
+        out.extend(page["items"].as_array().cloned().unwrap_or_default());
+        match page["next"].as_u64() {
+            Some(n) => after = n,
+            None => return out,
+        }
+    }
+}
+
+/// Polls the DLQ until `done` holds for it; panics after the patience runs out.
+async fn wait_dlq(
+    c: &reqwest::Client,
+    region: &str,
+    token: &str,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let mut patience = Patience::new();
+    loop {
+        let letters = dead_letters(c, region, token).await;
+        if done(&letters) {
+            return letters;
+        }
+        assert!(patience.more(), "{what}: DLQ is {letters:#?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+fn payload(letter: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(letter["payload"].as_str().expect("payload"))
+        .expect("base64")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_through_the_pop_gets_202_and_runs_at_the_region_with_on_success() {
+    let c = TestCluster::with(fast_retries(), pop_config()).await;
+    // The sink always fails: its dead letters show what it was given. It names itself as
+    // its own control function, which must never run (no loops).
+    c.deploy_wat(
+        "sink",
+        json!({"retries": 0, "on_failure": "sink", "on_success": "sink"}),
+        TRAP,
+    )
+    .await;
+    c.deploy_wat("fine", json!({"on_success": "sink"}), OK)
+        .await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    let resp = invoke_event(&c.http, &c.nodes.pop_url(), &token, "fine").await;
+    let id = accepted(resp).await;
+    let letters = wait_dlq(&c.http, &region, &token, "on_success ran", |l| {
+        l.iter().any(|d| d["request_id"] == id.as_str())
+    })
+    .await;
+    let mine: Vec<&Value> = letters
+        .iter()
+        .filter(|d| d["request_id"] == id.as_str())
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    let d = mine[0];
+    assert_eq!(
+        (d["function"].as_str(), d["kind"].as_str()),
+        (Some("sink"), Some("on_success"))
+    );
+    assert_eq!(d["error"]["kind"], "unhandled");
+    let success: Value = serde_json::from_slice(&payload(d)).expect("success record");
+    assert_eq!(success["function"], "fine");
+    assert_eq!(success["request_id"], id.as_str());
+    assert_eq!(success["attempts"], 1);
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_event_is_retried_then_dead_lettered_replayed_and_purged() {
+    let c = TestCluster::with(fast_retries(), pop_config()).await;
+    c.deploy_wat("sink", json!({"retries": 0}), TRAP).await;
+    c.deploy_wat("flaky", json!({"retries": 2, "on_failure": "sink"}), TRAP)
+        .await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    let id = accepted(invoke_event(&c.http, &region, &token, "flaky").await).await;
+    let both = |l: &[Value]| {
+        l.iter().any(|d| d["function"] == "flaky")
+            && l.iter()
+                .any(|d| d["function"] == "sink" && d["kind"] == "on_failure")
+    };
+    let letters = wait_dlq(&c.http, &region, &token, "dead-lettered", both).await;
+    let flaky = letters
+        .iter()
+        .find(|d| d["function"] == "flaky")
+        .expect("flaky");
+    assert_eq!(flaky["request_id"], id.as_str());
+    assert_eq!(flaky["attempts"], 3, "first attempt and two retries");
+    assert_eq!(flaky["reason"], "retries-exhausted");
+    assert_eq!(flaky["error"]["kind"], "unhandled");
+    assert_eq!(flaky["version"], "$LATEST");
+    assert_eq!(payload(flaky), b"payload");
+    assert!(flaky["first_attempt_ms"].as_u64() <= flaky["last_attempt_ms"].as_u64());
+    let sink = letters
+        .iter()
+        .find(|d| d["function"] == "sink")
+        .expect("sink");
+    let record: Value = serde_json::from_slice(&payload(sink)).expect("failure record");
+    assert_eq!(
+        (record["function"].as_str(), record["attempts"].as_u64()),
+        (Some("flaky"), Some(3))
+    );
+
+    // The depth reaches the capacity view (and dashboard); totals are on /metrics.
+    let mut patience = Patience::new();
+    loop {
+        let view: Value = c
+            .http
+            .get(format!("{region}/v1/capacity"))
+            .bearer_auth(&c.nodes.admin_token)
+            .send()
+            .await
+            .expect("capacity")
+            .json()
+            .await
+            .expect("json");
+        if view["region"]["load"]["dlq_depth"] == 2 {
+            break;
+        }
+        assert!(patience.more(), "dlq_depth never reached 2: {view}");
+        tokio::task::yield_now().await;
+    }
+    let metrics = c
+        .http
+        .get(format!("{region}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "strata_events_total{outcome=\"accepted\"} 1",
+        "strata_events_total{outcome=\"retried\"} 2",
+        "strata_events_total{outcome=\"dead_lettered\"} 2",
+        "strata_dlq_depth 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+
+    // Show, then replay: the dead letter leaves, runs again with fresh attempts and comes
+    // back as a new dead letter after three more attempts.
+    let flaky_id = flaky["id"].as_u64().expect("id");
+    let shown: Value = c
+        .http
+        .get(format!("{region}/v1/dlq/{flaky_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(&shown, flaky);
+    let resp = c
+        .http
+        .post(format!("{region}/v1/dlq/{flaky_id}/replay"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(resp.status(), 200);
+    let replayed = wait_dlq(&c.http, &region, &token, "replayed", |l| {
+        l.iter().filter(|d| d["function"] == "sink").count() == 2
+            && l.iter().any(|d| d["function"] == "flaky")
+    })
+    .await;
+    let again = replayed
+        .iter()
+        .find(|d| d["function"] == "flaky")
+        .expect("again");
+    assert_ne!(again["id"].as_u64(), Some(flaky_id), "a new dead letter");
+    assert_eq!(
+        (again["attempts"].as_u64(), again["request_id"].as_str()),
+        (Some(3), Some(id.as_str()))
+    );
+
+    // The replayed dead letter is gone; bad ids are typed errors.
+    let missing = c
+        .http
+        .get(format!("{region}/v1/dlq/{flaky_id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(missing.status(), 404);
+    let bad = c
+        .http
+        .get(format!("{region}/v1/dlq/nope"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+
+    // Another tenant sees none of them and cannot touch them.
+    let other = crate::routes::other_tenant(&c, "other").await;
+    assert!(dead_letters(&c.http, &region, &other).await.is_empty());
+    let again_id = again["id"].as_u64().expect("id");
+    for req in [
+        c.http.get(format!("{region}/v1/dlq/{again_id}")),
+        c.http.post(format!("{region}/v1/dlq/{again_id}/replay")),
+    ] {
+        let resp = req.bearer_auth(&other).send().await.expect("sent");
+        assert_eq!(resp.status(), 404);
+    }
+    let none: Value = c
+        .http
+        .delete(format!("{region}/v1/dlq"))
+        .bearer_auth(&other)
+        .send()
+        .await
+        .expect("purge")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["count"], 0);
+
+    let purged: Value = c
+        .http
+        .delete(format!("{region}/v1/dlq"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("purge")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(purged["count"], 3);
+    assert!(dead_letters(&c.http, &region, &token).await.is_empty());
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_says_429_with_retry_after() {
+    let region = region_node::RegionConfig {
+        events: EventsConfig {
+            workers: 1,
+            max_queued: 1,
+            ..EventsConfig::default()
+        },
+        ..region_config()
+    };
+    let c = TestCluster::with(region, pop_config()).await;
+    c.deploy_wat(
+        "spin",
+        json!({"retries": 0, "timeout_ms": 5000}),
+        LOOP_FOREVER,
+    )
+    .await;
+    let (url, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    accepted(invoke_event(&c.http, &url, &token, "spin").await).await;
+    // The first event holds the only queue place while it runs (it spins until its
+    // timeout, far longer than this test needs).
+    let resp = invoke_event(&c.http, &url, &token, "spin").await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_with_no_reachable_region_is_503_never_202() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dev_ca::init(dir.path()).expect("certs");
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("port");
+    let pop = pop_node::start(pop_node::PopConfig {
+        state_dir: dir.path().join("pop"),
+        tls: Some(certs.pop),
+        regions: RegionSource::Static(vec![dead]),
+        connect_timeout_ms: 300,
+        ..pop_config()
+    })
+    .await
+    .expect("POP starts");
+    let resp = invoke_event(
+        &reqwest::Client::new(),
+        &format!("http://{}", pop.http_addr),
+        "st_any",
+        "hello",
+    )
+    .await;
+    assert_eq!(resp.status(), 503);
+    pop.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_failures_are_dead_lettered_only_when_the_function_asks() {
+    let c = TestCluster::start().await;
+    c.deploy_wat(
+        "kept",
+        json!({"dead_letter_sync": true, "placement": "region"}),
+        TRAP,
+    )
+    .await;
+    c.deploy_wat("dropped", json!({"placement": "region"}), TRAP)
+        .await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    for name in ["dropped", "kept"] {
+        let resp = c.invoke_at(&region, name, "x").await;
+        assert_eq!(resp.status(), 500);
+    }
+    let letters = dead_letters(&c.http, &region, &token).await;
+    let names: Vec<&str> = letters
+        .iter()
+        .filter_map(|d| d["function"].as_str())
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert_eq!(letters[0]["reason"], "sync");
+    c.nodes.shutdown().await;
+}
+
+// ---- crash durability: the real `strata dev` process, killed with SIGKILL ----
+
+fn strata(state_dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.arg("--state-dir").arg(state_dir);
+    cmd.env_remove("STRATA_REGION")
+        .env_remove("STRATA_POP")
+        .env_remove("STRATA_TOKEN");
+    cmd
+}
+
+/// Starts `strata dev` (region and POP in one process) and waits until it says it is up;
+/// returns it and dev.json.
+async fn start_dev(state_dir: &Path) -> (Child, Value) {
+    let mut child = strata(state_dir)
+        .args([
+            "dev",
+            "--region-listen",
+            "127.0.0.1:0",
+            "--quic-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--pop-listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("strata dev starts");
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        match lines.next_line().await.expect("reads stdout") {
+            Some(line) if line.contains("Ctrl-C stops it") => break,
+            Some(_) => {}
+            None => panic!("strata dev exited before it was up"),
+        }
+    }
+    let dev: Value =
+        serde_json::from_slice(&std::fs::read(state_dir.join("dev.json")).expect("dev.json"))
+            .expect("json");
+    (child, dev)
+}
+
+async fn deploy(c: &reqwest::Client, dev: &Value, name: &str, config: Value, wat: &str) {
+    let form =
+        strata::client::deploy_form(&config, wat::parse_str(wat).expect("wat")).expect("form");
+    let resp = c
+        .put(format!(
+            "{}/v1/functions/{name}",
+            dev["region_url"].as_str().expect("url")
+        ))
+        .bearer_auth(dev["token"].as_str().expect("token"))
+        .multipart(form)
+        .send()
+        .await
+        .expect("deploy");
+    assert!(resp.status().is_success(), "{:?}", resp.text().await);
+}
+
+/// Every accepted id is accounted for: dead-lettered itself (it failed) or through its
+/// `on_success` record (the sink's dead letter carries the same request id).
+fn accounted(letters: &[Value], ids: &HashSet<String>) -> bool {
+    let seen: HashSet<&str> = letters
+        .iter()
+        .filter_map(|d| d["request_id"].as_str())
+        .collect();
+    ids.iter().all(|id| seen.contains(id.as_str()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_with_events_queued_running_or_replaying_loses_none() {
+    const N: usize = 24;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let (mut dev, info) = start_dev(dir.path()).await;
+    deploy(&http, &info, "sink", json!({"retries": 0}), TRAP).await;
+    deploy(
+        &http,
+        &info,
+        "works",
+        json!({"retries": 0, "on_success": "sink"}),
+        BUSY_OK,
+    )
+    .await;
+    deploy(&http, &info, "fails", json!({"retries": 0}), TRAP).await;
+    let (pop, token) = (
+        info["pop_url"].as_str().expect("pop"),
+        info["token"].as_str().expect("token"),
+    );
+    let mut ids = HashSet::new();
+    for i in 0..N {
+        let name = if i % 3 == 0 { "fails" } else { "works" };
+        ids.insert(accepted(invoke_event(&http, pop, token, name).await).await);
+    }
+    // Killed right after the last 202: some events are still queued, some running.
+    dev.start_kill().expect("SIGKILL");
+    dev.wait().await.expect("reaped");
+
+    let (mut dev, info) = start_dev(dir.path()).await;
+    let region = info["region_url"].as_str().expect("region").to_owned();
+    let letters = wait_dlq(&http, &region, token, "all accounted after restart", |l| {
+        accounted(l, &ids)
+    })
+    .await;
+    let before = letters.len();
+    let out = strata(dir.path())
+        .args(["dlq", "ls", "--json", "--limit", "1000"])
+        .output()
+        .await
+        .expect("dlq ls");
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(before));
+    let out = strata(dir.path())
+        .args(["dlq", "ls"])
+        .output()
+        .await
+        .expect("dlq ls");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains("FUNCTION"),
+        "{table}"
+    );
+    assert!(table.contains("fails") && table.contains("sink"), "{table}");
+    let first = listed["items"][0]["id"].to_string();
+    let out = strata(dir.path())
+        .args(["dlq", "show", &first])
+        .output()
+        .await
+        .expect("show");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retries-exhausted"));
+
+    // Replay everything with the CLI and kill the region part-way through.
+    let mut replay = strata(dir.path())
+        .args(["dlq", "replay", "--all"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("replay runs");
+    let mut patience = Patience::new();
+    while dead_letters(&http, &region, token).await.len() >= before {
+        assert!(patience.more(), "the replay never started");
+        tokio::task::yield_now().await;
+    }
+    dev.start_kill().expect("SIGKILL");
+    dev.wait().await.expect("reaped");
+    let _ = replay.wait().await;
+
+    let (mut dev, info) = start_dev(dir.path()).await;
+    let region = info["region_url"].as_str().expect("region").to_owned();
+    wait_dlq(
+        &http,
+        &region,
+        token,
+        "all accounted after the replay crash",
+        |l| accounted(l, &ids),
+    )
+    .await;
+    dev.start_kill().expect("SIGKILL");
+    dev.wait().await.expect("reaped");
+}
