@@ -40,6 +40,12 @@ pub struct RegionConfig {
     /// are dropped first and rebuilt from the stored wasm when asked for again.
     /// Default 256 MiB.
     pub artifact_cache_bytes: usize,
+    /// Share of each undecided function's invocations run on the next runtime release,
+    /// in percent (0..=100; 0 turns the canary off). Default 10.
+    pub canary_percent: u8,
+    /// Outcomes needed on each runtime release before the canary decides a function.
+    /// Default 30.
+    pub canary_min_samples: u32,
 }
 
 impl Default for RegionConfig {
@@ -58,6 +64,8 @@ impl Default for RegionConfig {
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,
+            canary_percent: 10,
+            canary_min_samples: 30,
         }
     }
 }

@@ -13,10 +13,13 @@
 //! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
 //!   `/dashboard`).
 //! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
+//! - [`canary`]: the runtime canary: release choice, verdicts, owner notifications.
+//! - [`state`]: shared state of functions with a resource group, over the store.
 
 pub mod admission;
 pub mod api;
 pub mod artifacts;
+pub mod canary;
 pub mod capacity;
 pub mod config;
 pub mod invoker;
@@ -25,6 +28,7 @@ pub mod push;
 pub mod quic;
 pub mod registry;
 pub mod routes;
+pub mod state;
 pub mod store;
 
 pub use config::RegionConfig;

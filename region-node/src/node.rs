@@ -2,12 +2,14 @@
 
 use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
+use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::RegionConfig;
 use crate::invoker::RegionInvoker;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
+use crate::state::RegionState;
 use crate::store::{Store, StoreError};
 use axum::Router;
 use axum::routing::get;
@@ -16,7 +18,8 @@ use common::exec::Executor;
 use common::logs::LogBuffer;
 use common::metrics::{Levels, NodeStats};
 use common::model::{ApiError, NodeId, Tier};
-use common::sandbox::{Sandbox, SandboxError};
+use common::policy::canary::CanaryConfig;
+use common::sandbox::{Release, Sandbox, SandboxConfig, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -95,9 +98,22 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = Store::open(&config.state_dir.join("region.redb"))?;
+    let canary = Arc::new(RuntimeCanary::open(
+        store.clone(),
+        CanaryConfig {
+            percent: config.canary_percent.min(100),
+            min_samples: config.canary_min_samples.max(1),
+            ..CanaryConfig::default()
+        },
+    )?);
+    let shared_state = Arc::new(RegionState::new(store.clone()));
     let registry = Arc::new(Registry::new(store));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
+    let next = Sandbox::new(SandboxConfig {
+        release: Release::Next,
+        ..config.sandbox.clone()
+    })?;
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
     let logs = Arc::new(LogBuffer::new(
@@ -105,6 +121,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         config.function_logs,
     ));
     let executor = Executor::new(sandbox, config.module_cache_bytes)
+        .with_next_runtime(next)
+        .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let invoker = Arc::new(
@@ -116,7 +134,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.edge.max_payload_bytes,
             config.artifact_cache_bytes,
         )
-        .with_routes(Arc::clone(&routes)),
+        .with_routes(Arc::clone(&routes))
+        .with_canary(canary),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);

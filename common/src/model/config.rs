@@ -78,6 +78,10 @@ pub struct FunctionConfig {
     /// Pins the function to a runtime release (`[a-z0-9][a-z0-9.-_]{0,63}`). Default none:
     /// the node's current runtime, canaried onto the next.
     pub runtime: Option<String>,
+    /// A function of the same tenant run with the owner's notification (a JSON record with
+    /// the canary's counts) when the runtime canary pins this function to the current
+    /// runtime release. Default none.
+    pub on_runtime_incompatible: Option<FunctionName>,
 }
 
 impl Default for FunctionConfig {
@@ -95,6 +99,7 @@ impl Default for FunctionConfig {
             retries: 2,
             max_event_age_s: MAX_EVENT_AGE_S,
             runtime: None,
+            on_runtime_incompatible: None,
         }
     }
 }

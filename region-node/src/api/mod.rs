@@ -9,6 +9,7 @@ mod functions;
 mod logs;
 mod openapi;
 mod routes;
+mod runtime;
 mod tenants;
 mod versions;
 
@@ -52,6 +53,8 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/routes", get(routes::list).post(routes::create))
         .route("/v1/routes/{id}", delete(routes::delete))
         .route("/v1/functions/{name}/logs", get(logs::read))
+        .route("/v1/runtime", get(runtime::view))
+        .route("/v1/notifications", get(runtime::notifications))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route(
             "/v1/functions/{name}/versions",
