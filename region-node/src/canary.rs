@@ -257,3 +257,54 @@ pub fn notification(v: VerdictRecord) -> Notification {
         verdict: v,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tenant: &str, name: &str) -> FunctionKey {
+        FunctionKey {
+            tenant: TenantId::new(tenant).expect("tenant"),
+            name: FunctionName::new(name).expect("name"),
+        }
+    }
+
+    #[test]
+    fn verdicts_survive_a_restart_and_stay_per_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let cfg = CanaryConfig {
+            percent: 50,
+            min_samples: 3,
+            ..CanaryConfig::default()
+        };
+        let f = key("acme", "legacy");
+        {
+            let canary =
+                RuntimeCanary::open(Store::open(&path).expect("store"), cfg).expect("canary");
+            let mut decided = None;
+            for _ in 0..3 {
+                canary.record(&f, Release::Current, false);
+                decided = decided.or(canary.record(&f, Release::Next, true));
+            }
+            let record = decided.expect("decided");
+            assert_eq!(record.verdict, Verdict::Pinned);
+            assert_eq!((record.next_invocations, record.next_failures), (3, 3));
+        }
+        let canary = RuntimeCanary::open(Store::open(&path).expect("store"), cfg).expect("canary");
+        assert_eq!(canary.choose(&f, None, 0), (Release::Current, false));
+        let notes = canary.notifications(&f.tenant);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].kind, "runtime_incompatible");
+        assert!(
+            canary
+                .notifications(&TenantId::new("other").expect("t"))
+                .is_empty()
+        );
+        // A config pin wins and is not counted.
+        assert_eq!(
+            canary.choose(&f, Some("2026.11"), 0),
+            (Release::Next, false)
+        );
+    }
+}

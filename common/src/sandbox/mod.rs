@@ -50,6 +50,8 @@ mod ticker;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_host;
+#[cfg(test)]
 mod tests_reactor;
 
 pub use cache::ModuleCache;
