@@ -220,20 +220,49 @@ impl RuntimeCanary {
             .collect()
     }
 
-    /// Every function's verdict across tenants: (pinned, promoted, undecided) counts for
-    /// the operators' dashboard.
-    pub fn summary(&self) -> (usize, usize, usize) {
+    /// The operators' summary across tenants (memory only, no store reads): verdict
+    /// counts and at most `max_listed` pinned functions, by name.
+    pub fn summary(&self, max_listed: usize) -> RuntimeSummary {
         let policy = self.policy();
-        let mut out = (0, 0, 0);
+        let mut out = RuntimeSummary {
+            current: Release::Current.name().into(),
+            next: Release::Next.name().into(),
+            canary_percent: policy.config().percent,
+            ..RuntimeSummary::default()
+        };
         for k in policy.keys() {
             match policy.verdict(k) {
-                Verdict::Pinned => out.0 += 1,
-                Verdict::Promoted => out.1 += 1,
-                Verdict::Undecided => out.2 += 1,
+                Verdict::Pinned => {
+                    out.pinned += 1;
+                    out.pinned_functions.push(k.to_string());
+                }
+                Verdict::Promoted => out.promoted += 1,
+                Verdict::Undecided => out.undecided += 1,
             }
         }
+        out.pinned_functions.sort();
+        out.pinned_functions.truncate(max_listed);
         out
     }
+}
+
+/// The runtime canary at a glance, for the operators' capacity view and dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuntimeSummary {
+    /// The current release's name.
+    pub current: String,
+    /// The next release's name.
+    pub next: String,
+    /// Share of undecided functions' invocations on the next release, in percent.
+    pub canary_percent: u8,
+    /// Functions pinned to the current release.
+    pub pinned: u64,
+    /// Functions promoted to the next release.
+    pub promoted: u64,
+    /// Functions still sampled.
+    pub undecided: u64,
+    /// Pinned functions as `tenant/name`, sorted, at most a few dozen.
+    pub pinned_functions: Vec<String>,
 }
 
 /// The owner's notification of a pinned verdict.

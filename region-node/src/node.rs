@@ -135,7 +135,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.artifact_cache_bytes,
         )
         .with_routes(Arc::clone(&routes))
-        .with_canary(canary),
+        .with_canary(Arc::clone(&canary)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -143,7 +143,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;
 
-    let capacity = Arc::new(Capacity::new(CapacityConfig::default()));
+    let capacity =
+        Arc::new(Capacity::new(CapacityConfig::default()).with_canary(Arc::clone(&canary)));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),

@@ -108,6 +108,26 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
     assert_eq!(notes[0]["kind"], "runtime_incompatible");
     assert_eq!(notes[0]["function"], "legacy");
 
+    // Operators see the verdicts in the capacity view the dashboard renders.
+    let r = c
+        .http
+        .get(format!("{region_url}/v1/capacity"))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("request completes");
+    let view: Value = r.json().await.expect("json");
+    let pinned = view["runtime"]["pinned_functions"]
+        .as_array()
+        .expect("list");
+    assert!(
+        pinned
+            .iter()
+            .any(|f| f.as_str().is_some_and(|f| f.ends_with("/legacy"))),
+        "{view}"
+    );
+    assert!(view["runtime"]["promoted"].as_u64() >= Some(1), "{view}");
+
     // The control function ran with the notification as its payload.
     let mut patience = Patience::new();
     loop {
