@@ -29,6 +29,7 @@ fn invocation() -> Invocation {
         memory_bytes: 16 << 20,
         timeout: Duration::from_secs(5),
         fuel: None,
+        state: None,
     }
 }
 

@@ -6,6 +6,13 @@
 //! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Admission
 //! (how many run at once, what happens when full) stays with each node, because a POP
 //! spills while a region queues.
+//!
+//! Runtime choice: an executor hosts the current runtime release and, optionally, the
+//! next one (a second [`Sandbox`] with its own module cache). The caller picks the release
+//! by which one's module it passes ([`Executor::prepare_on`]); [`Executor::run_outcome`]
+//! reports whether a failure is the platform's, which the runtime canary counts. Shared
+//! state: a node with a [`StateProvider`] hands functions with a `resource_group` their
+//! group's namespace.
 
 use crate::metrics::{NodeStats, Outcome};
 use crate::model::{
@@ -13,7 +20,8 @@ use crate::model::{
     ResolvedFunction, StartKind, Timing,
 };
 use crate::sandbox::{
-    CompiledModule, Invocation, ModuleCache, ModuleError, Sandbox, SandboxError, WarmKey,
+    CompiledModule, Invocation, ModuleCache, ModuleError, Release, Sandbox, SandboxError,
+    StateHandle, WarmKey,
 };
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -25,11 +33,26 @@ const REAP_EVERY: Duration = Duration::from_secs(1);
 /// `retry-after` when every instance slot is busy.
 const CAPACITY_RETRY_AFTER: Duration = Duration::from_secs(1);
 
+/// Gives functions with a `resource_group` their group's shared-state namespace.
+pub trait StateProvider: Send + Sync + std::fmt::Debug {
+    /// The namespace of `tenant`'s resource group `group`.
+    fn namespace(&self, tenant: &crate::model::TenantId, group: &str) -> StateHandle;
+}
+
+/// The next runtime release: its sandbox and its own compiled modules.
+#[derive(Clone)]
+struct NextRuntime {
+    sandbox: Sandbox,
+    cache: std::sync::Arc<ModuleCache>,
+}
+
 /// Runs functions in a [`Sandbox`] with a bounded cache of compiled modules.
 #[derive(Clone)]
 pub struct Executor {
     sandbox: Sandbox,
     cache: std::sync::Arc<ModuleCache>,
+    next: Option<NextRuntime>,
+    state: Option<std::sync::Arc<dyn StateProvider>>,
     stats: Option<std::sync::Arc<NodeStats>>,
     log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
     /// When idle warm instances were last reaped.
@@ -50,10 +73,80 @@ impl Executor {
         Self {
             sandbox,
             cache: std::sync::Arc::new(ModuleCache::new(cache_bytes)),
+            next: None,
+            state: None,
             stats: None,
             log_sink: None,
             reaped: std::sync::Arc::new(Mutex::new(Instant::now())),
         }
+    }
+
+    /// This executor, also hosting `sandbox` as the next runtime release, with its own
+    /// module cache of the same bound as the current one's.
+    #[must_use]
+    pub fn with_next_runtime(mut self, sandbox: Sandbox) -> Self {
+        let bytes = self.cache.capacity_bytes();
+        self.next = Some(NextRuntime {
+            sandbox,
+            cache: std::sync::Arc::new(ModuleCache::new(bytes)),
+        });
+        self
+    }
+
+    /// This executor, giving functions with a resource group their namespace from
+    /// `provider`.
+    #[must_use]
+    pub fn with_shared_state(mut self, provider: std::sync::Arc<dyn StateProvider>) -> Self {
+        self.state = Some(provider);
+        self
+    }
+
+    /// The sandbox of `release`, if this executor hosts it.
+    pub fn sandbox_on(&self, release: Release) -> Option<&Sandbox> {
+        match release {
+            Release::Current => Some(&self.sandbox),
+            Release::Next => self.next.as_ref().map(|n| &n.sandbox),
+        }
+    }
+
+    /// The compiled module with `digest` for `release`, if cached.
+    pub fn cached_on(&self, release: Release, digest: &ArtifactDigest) -> Option<CompiledModule> {
+        match release {
+            Release::Current => self.cached(digest),
+            Release::Next => self.next.as_ref().and_then(|n| n.cache.get(digest)),
+        }
+    }
+
+    /// Compiles `wasm` for `release` on the blocking pool and caches it there. Modules for
+    /// the next release are always compiled locally: precompiled artifacts carry the
+    /// current release's fingerprint.
+    ///
+    /// # Errors
+    /// [`ModuleError`] when the module is invalid for that release (for the next one, an
+    /// import it dropped is [`ModuleError::UnknownImport`]); [`ModuleError::Invalid`] when
+    /// this executor does not host the release.
+    pub async fn prepare_on(
+        &self,
+        release: Release,
+        wasm: Bytes,
+    ) -> Result<CompiledModule, ModuleError> {
+        let Some(next) = (release == Release::Next)
+            .then_some(())
+            .and(self.next.as_ref())
+        else {
+            return match release {
+                Release::Current => self.prepare(wasm).await,
+                Release::Next => Err(ModuleError::Invalid(
+                    "this node does not host the next runtime release".into(),
+                )),
+            };
+        };
+        let sandbox = next.sandbox.clone();
+        let module = tokio::task::spawn_blocking(move || sandbox.compile(&wasm))
+            .await
+            .map_err(|e| ModuleError::Invalid(format!("compile task failed: {e}")))??;
+        next.cache.insert(module.clone());
+        Ok(module)
     }
 
     /// This executor, recording every execution (and each tenant's executions in flight)
@@ -93,6 +186,9 @@ impl Executor {
             *last = now;
         }
         self.sandbox.reap_idle();
+        if let Some(next) = &self.next {
+            next.sandbox.reap_idle();
+        }
     }
 
     /// The sandbox, for validation and fingerprints.
@@ -135,9 +231,10 @@ impl Executor {
         Ok(module)
     }
 
-    /// Runs `req` with `module`, the code of `function`, on the blocking pool. `cold` says
-    /// whether preparing the code was part of this invocation; it is the start kind of a
-    /// command module, whose per-invocation instance costs microseconds.
+    /// Runs `req` with `module`, the code of `function`, on the blocking pool, in the
+    /// runtime release whose sandbox compiled `module`. `cold` says whether preparing the
+    /// code was part of this invocation; it is the start kind of a command module, whose
+    /// per-invocation instance costs microseconds.
     ///
     /// # Errors
     /// 500 [`ApiError`] when the sandbox itself fails; guest failures are a response with
@@ -150,6 +247,25 @@ impl Executor {
         cold: bool,
         executed_at: ExecutedAt,
     ) -> Result<InvokeResponse, ApiError> {
+        self.run_outcome(module, function, req, cold, executed_at)
+            .await
+            .map(|(response, _)| response)
+    }
+
+    /// As [`Executor::run`], also saying whether a failure is the platform's (a trap,
+    /// running out of memory or time; not the guest's own non-zero exit): what the
+    /// runtime canary counts.
+    ///
+    /// # Errors
+    /// As [`Executor::run`].
+    pub async fn run_outcome(
+        &self,
+        module: CompiledModule,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        cold: bool,
+        executed_at: ExecutedAt,
+    ) -> Result<(InvokeResponse, bool), ApiError> {
         let mut env: Vec<(String, String)> = function
             .config
             .env
@@ -166,13 +282,22 @@ impl Executor {
             memory_bytes: function.config.memory_bytes(),
             timeout: function.config.timeout(),
             fuel: function.config.fuel,
+            state: match (&self.state, &function.config.resource_group) {
+                (Some(provider), Some(group)) => {
+                    Some(provider.namespace(&function.key.tenant, group))
+                }
+                _ => None,
+            },
         };
         let _in_flight = self
             .stats
             .as_ref()
             .map(|s| s.in_flight(&function.key.tenant, None));
         self.maybe_reap();
-        let sandbox = self.sandbox.clone();
+        let sandbox = match &self.next {
+            Some(next) if next.sandbox.owns(&module) => next.sandbox.clone(),
+            _ => self.sandbox.clone(),
+        };
         let execution = match function.config.abi {
             Abi::Command => {
                 tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
@@ -232,7 +357,8 @@ impl Executor {
             };
             stats.executed(&function.key, start, outcome, execution.exec);
         }
-        Ok(InvokeResponse {
+        let platform_fault = execution.platform_fault;
+        let response = InvokeResponse {
             request_id: req.request_id,
             executed_at,
             start,
@@ -246,7 +372,8 @@ impl Executor {
             },
             peak_memory_bytes: execution.peak_memory_bytes,
             queued: false,
-        })
+        };
+        Ok((response, platform_fault))
     }
 }
 

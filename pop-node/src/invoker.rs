@@ -159,9 +159,14 @@ impl Invoker for PopInvoker {
             .and_then(|f| self.executor.cached(&f.digest));
         let slot = Arc::clone(&self.local_slots).try_acquire_owned().ok();
         let local = LocalState {
-            placement: function
-                .as_ref()
-                .map_or(Placement::Auto, |f| f.config.placement),
+            // Shared state lives in the region's store: stateful functions run there.
+            placement: function.as_ref().map_or(Placement::Auto, |f| {
+                if f.config.resource_group.is_some() {
+                    Placement::Region
+                } else {
+                    f.config.placement
+                }
+            }),
             known: function.is_some(),
             artifact_ready: module.is_some(),
             slot_free: slot.is_some(),

@@ -107,6 +107,7 @@ impl Artifacts {
     ) -> Result<(), ApiError> {
         let module = self.executor.prepare(wasm).await?;
         module.check_abi(config.abi)?;
+        module.check_shared_state(config.resource_group.is_some())?;
         self.precompile(module).await.map(drop)
     }
 

@@ -3,12 +3,14 @@
 //! of each for the dashboard's charts.
 //!
 //! Bounded: at most `max_pops` POPs (a new POP beyond that is refused until a stale one is
-//! dropped) and `history_points` points per node. Never performs I/O.
+//! dropped) and `history_points` points per node. Also carries the runtime canary's
+//! summary (read from its memory). Never performs I/O.
 
+use crate::canary::{RuntimeCanary, RuntimeSummary};
 use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -96,6 +98,8 @@ pub struct CapacityView {
     pub pops: Vec<NodeView>,
     /// Bumped on every change; the SSE stream's event id.
     pub revision: u64,
+    /// The runtime canary's verdicts, when the region runs one.
+    pub runtime: Option<RuntimeSummary>,
 }
 
 #[derive(Debug)]
@@ -148,7 +152,11 @@ pub struct Capacity {
     config: CapacityConfig,
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
+    canary: Option<Arc<RuntimeCanary>>,
 }
+
+/// Pinned functions listed by name in the view; the counts cover all of them.
+const MAX_PINNED_LISTED: usize = 50;
 
 impl Capacity {
     /// An empty view.
@@ -157,7 +165,15 @@ impl Capacity {
             config,
             inner: Mutex::new(Inner::default()),
             changes: watch::channel(0).0,
+            canary: None,
         }
+    }
+
+    /// This view, also showing `canary`'s verdicts.
+    #[must_use]
+    pub fn with_canary(mut self, canary: Arc<RuntimeCanary>) -> Self {
+        self.canary = Some(canary);
+        self
     }
 
     /// Takes a POP's report.
@@ -220,6 +236,7 @@ impl Capacity {
             region: inner.region.as_ref().map(|e| e.view(now, stale)),
             pops,
             revision: inner.revision,
+            runtime: self.canary.as_ref().map(|c| c.summary(MAX_PINNED_LISTED)),
         }
     }
 

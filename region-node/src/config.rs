@@ -44,6 +44,12 @@ pub struct RegionConfig {
     pub store: StoreConfig,
     /// The async queue and dead-letter queue: workers, bounds, retry backoff.
     pub events: crate::events::EventsConfig,
+    /// Share of each undecided function's invocations run on the next runtime release,
+    /// in percent (0..=100; 0 turns the canary off). Default 10.
+    pub canary_percent: u8,
+    /// Outcomes needed on each runtime release before the canary decides a function.
+    /// Default 30.
+    pub canary_min_samples: u32,
 }
 
 impl Default for RegionConfig {
@@ -64,6 +70,8 @@ impl Default for RegionConfig {
             artifact_cache_bytes: 256 << 20,
             store: StoreConfig::default(),
             events: crate::events::EventsConfig::default(),
+            canary_percent: 10,
+            canary_min_samples: 30,
         }
     }
 }

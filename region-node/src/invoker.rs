@@ -1,18 +1,30 @@
 //! Executing an invocation at the region: authenticate, resolve, admit, run. The same path
 //! serves the region's own HTTP edge and invocations forwarded by POPs over QUIC.
+//!
+//! Runtime choice: with a [`RuntimeCanary`] and a next runtime in the executor, each
+//! invocation runs on the release the canary picks and its outcome is counted. A module the
+//! next release refuses to link (it dropped an import the guest uses) is a platform failure
+//! of the next release, and the invocation then runs on the current one: no guest code
+//! ran, so running it again cannot repeat a side effect. When a verdict pins a function,
+//! its `on_runtime_incompatible` control function runs at once, here, as a synchronous
+//! invocation on the current release with the owner's notification as its payload.
 
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::events::{EventRecord, Events, FailureCause, unix_ms};
+use crate::canary::{RuntimeCanary, VerdictRecord};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
-    ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, ResolvedFunction,
-    StartKind, TenantId, Timing,
+    ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, Qualifier,
+    RequestId, ResolvedFunction, StartKind, TenantId, Timing,
 };
+use common::policy::canary::Verdict;
+use common::sandbox::Release;
 use std::sync::Arc;
+use tracing::warn;
 
 /// The region's [`Invoker`].
 #[derive(Debug)]
@@ -27,6 +39,8 @@ pub struct RegionInvoker {
     routes: Option<Arc<Routes>>,
     /// The durable async queue (without one, events get 503).
     events: Option<Arc<Events>>,
+    /// Picks each invocation's runtime release and judges the next one.
+    canary: Option<Arc<RuntimeCanary>>,
 }
 
 impl RegionInvoker {
@@ -54,7 +68,20 @@ impl RegionInvoker {
             max_payload_bytes,
             routes: None,
             events: None,
+            canary: None,
         }
+    }
+
+    /// Canaries the executor's next runtime release with `canary`.
+    #[must_use]
+    pub fn with_canary(mut self, canary: Arc<RuntimeCanary>) -> Self {
+        self.canary = Some(canary);
+        self
+    }
+
+    /// The runtime canary, if this region runs one.
+    pub fn canary(&self) -> Option<&Arc<RuntimeCanary>> {
+        self.canary.as_ref()
     }
 
     /// The executor's and admission's gauges.
@@ -232,7 +259,94 @@ impl RegionInvoker {
         function: &ResolvedFunction,
         req: &InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
-        let (module, cold) = match self.executor.cached(&function.digest) {
+        let canary = self
+            .canary
+            .as_ref()
+            .filter(|_| self.executor.sandbox_on(Release::Next).is_some());
+        let Some(canary) = canary else {
+            return self
+                .run_on(function, req, Release::Current)
+                .await
+                .map(|r| r.0)
+                .map_err(ApiError::from);
+        };
+        // The high half of the random request id: the low half is the alias draw, and the
+        // two choices must not be correlated.
+        let draw = (req.request_id.0 >> 64) as u64;
+        let (release, counted) =
+            canary.choose(&function.key, function.config.runtime.as_deref(), draw);
+        let (response, failed) = match self.run_on(function, req, release).await {
+            Err(RunError::Link(e)) if release == Release::Next => {
+                warn!(function = %function.key, error = %e, "next runtime refused the module");
+                let fallback = self.run_on(function, req, Release::Current).await;
+                (fallback.map(|r| r.0).map_err(ApiError::from), true)
+            }
+            Err(e) => return Err(e.into()),
+            Ok((response, failed)) => (Ok(response), failed),
+        };
+        if counted
+            && let Some(record) = canary.record(&function.key, release, failed)
+            && record.verdict == Verdict::Pinned
+        {
+            self.notify_owner(function, record).await;
+        }
+        response
+    }
+
+    /// Runs `function`'s `on_runtime_incompatible` control function, if it has one, with
+    /// the notification of `record`. Its failure is logged, never retried.
+    async fn notify_owner(&self, function: &ResolvedFunction, record: VerdictRecord) {
+        let Some(control) = function.config.on_runtime_incompatible.clone() else {
+            return;
+        };
+        let payload = match serde_json::to_vec(&crate::canary::notification(record)) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "notification not encoded");
+                return;
+            }
+        };
+        let resolved = self
+            .registry
+            .resolve(&function.key.tenant, &control, &Qualifier::Latest, 0);
+        let result = match resolved {
+            Ok(resolved) => {
+                let req = InvokeRequest {
+                    request_id: RequestId::random(),
+                    token: None,
+                    function: control.clone(),
+                    qualifier: Qualifier::Latest,
+                    payload: payload.into(),
+                    invocation_type: InvocationType::RequestResponse,
+                    affinity: None,
+                    memory_mb: None,
+                    env: Vec::new(),
+                    route: None,
+                };
+                self.run_on(&resolved, &req, Release::Current)
+                    .await
+                    .map_err(ApiError::from)
+                    .map(|(r, _)| r.function_error.map(|e| e.message))
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(None) => {}
+            Ok(Some(message)) => {
+                warn!(function = %control, %message, "on_runtime_incompatible function failed");
+            }
+            Err(e) => warn!(function = %control, error = %e, "on_runtime_incompatible not run"),
+        }
+    }
+
+    /// Runs `req` on `release`; also says whether a failure was the platform's.
+    async fn run_on(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        release: Release,
+    ) -> Result<(InvokeResponse, bool), RunError> {
+        let (module, cold) = match self.executor.cached_on(release, &function.digest) {
             Some(m) => (m, false),
             None => {
                 let registry = Arc::clone(&self.registry);
@@ -240,19 +354,56 @@ impl RegionInvoker {
                 let wasm = tokio::task::spawn_blocking(move || registry.module(&digest))
                     .await
                     .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
-                (self.executor.prepare(wasm.into()).await?, true)
+                let module = match release {
+                    Release::Current => self
+                        .executor
+                        .prepare(wasm.into())
+                        .await
+                        .map_err(ApiError::from)?,
+                    Release::Next => self
+                        .executor
+                        .prepare_on(release, wasm.into())
+                        .await
+                        .map_err(RunError::Link)?,
+                };
+                (module, true)
             }
         };
         let _slot = self.admission.admit().await?;
-        self.executor
-            .run(
+        Ok(self
+            .executor
+            .run_outcome(
                 module,
                 function,
                 req,
                 cold,
                 ExecutedAt::Region(self.node.clone()),
             )
-            .await
+            .await?)
+    }
+}
+
+/// Why [`RegionInvoker::run_on`] did not run the function.
+#[derive(Debug)]
+enum RunError {
+    /// The next runtime release refused the module (a dropped import, say).
+    Link(common::sandbox::ModuleError),
+    /// Anything else, as the edge reports it.
+    Api(ApiError),
+}
+
+impl From<ApiError> for RunError {
+    fn from(e: ApiError) -> Self {
+        Self::Api(e)
+    }
+}
+
+impl From<RunError> for ApiError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Link(e) => e.into(),
+            RunError::Api(e) => e,
+        }
     }
 }
 

@@ -15,10 +15,13 @@
 //!   `/dashboard`).
 //! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
 //! - [`events`]: the durable async queue, retries, dead-letter queue, control functions.
+//! - [`canary`]: the runtime canary: release choice, verdicts, owner notifications.
+//! - [`state`]: shared state of functions with a resource group, over the store.
 
 pub mod admission;
 pub mod api;
 pub mod artifacts;
+pub mod canary;
 pub mod capacity;
 pub mod config;
 pub mod events;
@@ -28,6 +31,7 @@ pub mod push;
 pub mod quic;
 pub mod registry;
 pub mod routes;
+pub mod state;
 pub mod store;
 
 pub use config::{RegionConfig, StoreBackend, StoreConfig};

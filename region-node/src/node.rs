@@ -2,6 +2,7 @@
 
 use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
+use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::{RegionConfig, StoreBackend};
 use crate::events::{self, Events};
@@ -9,6 +10,7 @@ use crate::invoker::RegionInvoker;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
+use crate::state::RegionState;
 use crate::store::{JetStreamBackend, Store, StoreError};
 use axum::Router;
 use axum::routing::get;
@@ -17,7 +19,8 @@ use common::exec::Executor;
 use common::logs::LogBuffer;
 use common::metrics::{Levels, NodeStats};
 use common::model::{ApiError, NodeId, Tier};
-use common::sandbox::{Sandbox, SandboxError};
+use common::policy::canary::CanaryConfig;
+use common::sandbox::{Release, Sandbox, SandboxConfig, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -99,9 +102,22 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = open_store(&config).await?;
+    let canary = Arc::new(RuntimeCanary::open(
+        store.clone(),
+        CanaryConfig {
+            percent: config.canary_percent.min(100),
+            min_samples: config.canary_min_samples.max(1),
+            ..CanaryConfig::default()
+        },
+    )?);
+    let shared_state = Arc::new(RegionState::new(store.clone()));
     let registry = Arc::new(Registry::new(store));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
+    let next = Sandbox::new(SandboxConfig {
+        release: Release::Next,
+        ..config.sandbox.clone()
+    })?;
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
     let events = Arc::new(
@@ -112,6 +128,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         config.function_logs,
     ));
     let executor = Executor::new(sandbox, config.module_cache_bytes)
+        .with_next_runtime(next)
+        .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let invoker = Arc::new(
@@ -125,6 +143,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         )
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events)),
+        .with_canary(Arc::clone(&canary)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -132,7 +151,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;
 
-    let capacity = Arc::new(Capacity::new(CapacityConfig::default()));
+    let capacity =
+        Arc::new(Capacity::new(CapacityConfig::default()).with_canary(Arc::clone(&canary)));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),

@@ -1,6 +1,7 @@
 //! Cross-node integration tests: real region and POP nodes on loopback, real QUIC with
 //! mutual TLS, real HTTP, a real DNS server. One binary, a module per topic.
 
+mod canary;
 mod cli;
 mod control;
 mod discovery;
@@ -14,5 +15,6 @@ mod openapi;
 mod pop_dns;
 mod routes;
 mod sandbox;
+mod state;
 mod support;
 mod two_tier;

@@ -263,7 +263,9 @@ for (const tr of document.querySelectorAll('#nodes tbody tr')) {
   for (const td of tr.querySelectorAll('td[data-field]')) row[td.dataset.field] = td.textContent;
   out[tr.dataset.node] = row;
 }
-return { nodes: out, status: document.querySelector('#status').dataset.state };
+const cards = {};
+for (const v of document.querySelectorAll('#cards [data-field]')) cards[v.dataset.field] = v.textContent;
+return { nodes: out, cards, status: document.querySelector('#status').dataset.state };
 "#;
 
 fn page_matches(page: &Value, view: &Value) -> bool {
@@ -280,6 +282,11 @@ fn page_matches(page: &Value, view: &Value) -> bool {
                 let field = f.replace('_', "-");
                 row[&field].as_str() == Some(&n["load"]["totals"][f].to_string())
             }) && row["warm"].as_str() == Some(&n["load"]["warm_instances"].to_string())
+        })
+        // The runtime canary's verdict counts.
+        && ["pinned", "promoted", "undecided"].iter().all(|v| {
+            page["cards"][format!("canary-{v}")].as_str()
+                == Some(&view["runtime"][v].to_string())
         })
 }
 

@@ -86,6 +86,10 @@ pub struct FunctionConfig {
     /// queue. Default false: only async events are dead-lettered.
     #[serde(default)]
     pub dead_letter_sync: bool,
+    /// A function of the same tenant run with the owner's notification (a JSON record with
+    /// the canary's counts) when the runtime canary pins this function to the current
+    /// runtime release. Default none.
+    pub on_runtime_incompatible: Option<FunctionName>,
 }
 
 impl Default for FunctionConfig {
@@ -105,6 +109,7 @@ impl Default for FunctionConfig {
             runtime: None,
             on_success: None,
             dead_letter_sync: false,
+            on_runtime_incompatible: None,
         }
     }
 }

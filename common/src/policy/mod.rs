@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod alias;
+pub mod canary;
 pub mod placement;
 pub mod retry;
 

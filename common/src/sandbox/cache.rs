@@ -61,6 +61,11 @@ impl ModuleCache {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The bound given to [`ModuleCache::new`], in bytes of wasm.
+    pub fn capacity_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
     /// The module with digest `d`, marking it most recently used.
     pub fn get(&self, d: &ArtifactDigest) -> Option<CompiledModule> {
         let mut lru = self.lock();

@@ -46,6 +46,9 @@ pub struct SandboxConfig {
     pub max_warm_pools: usize,
     /// How long an idle warm instance is kept, in milliseconds. Default 60 000.
     pub warm_idle_ms: u64,
+    /// The runtime release this sandbox is (`current` or `next`): which `strata` imports
+    /// it offers and how it compiles. Default `current`.
+    pub release: super::Release,
 }
 
 impl Default for SandboxConfig {
@@ -61,6 +64,7 @@ impl Default for SandboxConfig {
             warm_pool_size: 4,
             max_warm_pools: 64,
             warm_idle_ms: 60_000,
+            release: super::Release::Current,
         }
     }
 }

@@ -27,7 +27,8 @@ pub enum ModuleError {
     /// The module imports something the host does not provide.
     #[error(
         "module imports `{module}::{name}`, which the host does not provide \
-         (guests may import WASI preview 1, `wasi_snapshot_preview1`)"
+         (guests may import WASI preview 1, `wasi_snapshot_preview1`, and the `strata` \
+         host imports of this runtime release)"
     )]
     UnknownImport {
         /// The import's module name.

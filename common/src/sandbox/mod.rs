@@ -37,23 +37,36 @@ mod artifact;
 mod cache;
 mod config;
 mod error;
+mod host;
 mod limits;
 mod poll;
 mod pool;
 mod reactor;
 mod run;
+mod runtime;
+mod state;
 mod ticker;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_host;
 #[cfg(test)]
 mod tests_reactor;
 
 pub use cache::ModuleCache;
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
+pub use host::{
+    BAD_KEY, BAD_POINTER, BUFFER_TOO_SMALL, NO_STATE, NOT_FOUND, UNAVAILABLE, VALUE_TOO_LARGE,
+};
 pub use pool::WarmKey;
 pub use run::{Execution, Invocation};
+pub use runtime::Release;
+pub use state::{
+    MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, SharedState, StateError, StateHandle, check_key,
+    check_value,
+};
 
 use crate::model::{Abi, ArtifactDigest, MAX_MEMORY_MB};
 use crate::wire::EngineFingerprint;
@@ -89,6 +102,10 @@ struct StoreState {
     deadline: Option<Instant>,
     /// The instant the guest's monotonic clock reads zero.
     clock_origin: Instant,
+    /// The namespace the `strata` state imports use; `None` answers them `NO_STATE`.
+    shared: Option<StateHandle>,
+    /// The invocation's stderr, which the deprecated `strata.log_v0` writes to.
+    log: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
 }
 
 /// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
@@ -147,6 +164,7 @@ impl Sandbox {
             // that does not depend on the machine's speed, which some functions need.
             .consume_fuel(true)
             .cranelift_opt_level(OptLevel::Speed)
+            .cranelift_nan_canonicalization(cfg.release.canonicalizes_nans())
             .max_wasm_stack(cfg.max_wasm_stack_bytes)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
             // Linear memory starts as a copy-on-write mapping of the module's data
@@ -158,12 +176,15 @@ impl Sandbox {
         p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", e))?;
         poll::bound_poll_oneoff(&mut linker).map_err(|e| engine_err("linking poll_oneoff", e))?;
+        host::link(&mut linker, cfg.release).map_err(|e| engine_err("linking `strata`", e))?;
         let now = Instant::now();
         let probe = StoreState {
             wasi: WasiCtxBuilder::new().build_p1(),
             limiter: MemoryLimiter::new(0),
             deadline: None,
             clock_origin: now,
+            shared: None,
+            log: None,
         };
         let mut store =
             Store::try_new(&engine, probe).map_err(|e| engine_err("creating a store", e))?;
@@ -198,6 +219,16 @@ impl Sandbox {
     /// between engines with equal fingerprints.
     pub fn fingerprint(&self) -> EngineFingerprint {
         self.inner.fingerprint.clone()
+    }
+
+    /// The runtime release this sandbox is.
+    pub fn release(&self) -> Release {
+        self.inner.cfg.release
+    }
+
+    /// Whether `module` was compiled by this sandbox's engine (and so can run here).
+    pub fn owns(&self, module: &CompiledModule) -> bool {
+        wasmtime::Engine::same(module.pre().module().engine(), &self.inner.engine)
     }
 
     /// The limits this sandbox was built with.
@@ -348,6 +379,40 @@ impl CompiledModule {
 
     fn pre(&self) -> &InstancePre<StoreState> {
         &self.inner.pre
+    }
+
+    /// Whether the module imports any `strata` shared-state function.
+    pub fn uses_shared_state(&self) -> bool {
+        self.inner
+            .pre
+            .module()
+            .imports()
+            .any(|i| i.module() == host::MODULE && host::STATE_IMPORTS.contains(&i.name()))
+    }
+
+    /// Checks that the module imports the shared-state functions only if its function has
+    /// a resource group (`has_group`): the imports are linked for those functions only.
+    ///
+    /// # Errors
+    /// [`ModuleError::Link`] naming the first state import of a function without a group.
+    pub fn check_shared_state(&self, has_group: bool) -> Result<(), ModuleError> {
+        if has_group {
+            return Ok(());
+        }
+        let first = self
+            .inner
+            .pre
+            .module()
+            .imports()
+            .find(|i| i.module() == host::MODULE && host::STATE_IMPORTS.contains(&i.name()));
+        match first {
+            None => Ok(()),
+            Some(i) => Err(ModuleError::Link(format!(
+                "`strata::{}` is a shared-state import, linked only for functions with a \
+                 `resource_group`; set one in the function's config",
+                i.name()
+            ))),
+        }
     }
 
     /// Checks that the module has what `abi` needs (DESIGN §3): `_start: () -> ()` for a

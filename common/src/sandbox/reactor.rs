@@ -45,6 +45,7 @@ fn create(
     memory_bytes: u64,
     timeout: Duration,
     fuel: Option<u64>,
+    shared: Option<super::StateHandle>,
     started: Instant,
 ) -> Result<Result<Created, CreateFailure>, SandboxError> {
     let cfg = &inner.cfg;
@@ -54,6 +55,9 @@ fn create(
         limiter: MemoryLimiter::new(memory_bytes),
         deadline: started.checked_add(timeout),
         clock_origin: started,
+        // `_initialize` may read shared state too.
+        log: Some(stdio.stderr.clone()),
+        shared,
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
@@ -101,12 +105,21 @@ pub(super) fn run_reactor(
         memory_bytes,
         timeout,
         fuel,
+        state: shared,
     } = inv;
     let started = Instant::now();
     let checkout = inner.pools.checkout(key, affinity, started);
     let (mut instance, start, init_log) = match checkout.instance {
         Some(instance) => (instance, StartKind::Warm, Vec::new()),
-        None => match create(inner, module, memory_bytes, timeout, fuel, started) {
+        None => match create(
+            inner,
+            module,
+            memory_bytes,
+            timeout,
+            fuel,
+            shared.clone(),
+            started,
+        ) {
             Ok(Ok((instance, log))) => (instance, StartKind::Cold, log),
             Ok(Err(failure)) => {
                 if let Some(slot) = checkout.slot {
@@ -132,6 +145,7 @@ pub(super) fn run_reactor(
                     instantiate: started.elapsed(),
                     exec: Duration::ZERO,
                     peak_memory_bytes: failure.peak,
+                    platform_fault: true,
                 });
             }
             Err(e) => {
@@ -155,6 +169,8 @@ pub(super) fn run_reactor(
         state.wasi = wasi;
         state.deadline = call_start.checked_add(remaining);
         state.clock_origin = call_start;
+        state.shared = shared;
+        state.log = Some(stdio.stderr.clone());
         state.limiter.start_invocation();
     }
     arm(&mut instance.store, cfg.epoch_tick(), remaining, fuel)?;
@@ -168,7 +184,10 @@ pub(super) fn run_reactor(
     let status = result.as_ref().ok().copied();
     if reusable {
         // Release this invocation's pipes now rather than at the next call.
-        instance.store.data_mut().wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
+        let state = instance.store.data_mut();
+        state.wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
+        state.log = None;
+        state.shared = None;
     }
     match checkout.slot {
         Some(slot) if reusable => checkout
@@ -193,6 +212,10 @@ pub(super) fn run_reactor(
         stderr_over,
         memory_denied,
     };
+    let guest_chose = match (status, &result) {
+        (Some(code), _) => code != 0 && !memory_denied,
+        (None, result) => super::run::chose_to_fail(result, observed),
+    };
     let failure = match (status, result) {
         (Some(0), _) => classify(Ok(()), observed, cfg, timeout, memory_bytes, fuel),
         (Some(code), _) => {
@@ -215,6 +238,7 @@ pub(super) fn run_reactor(
     Ok(Execution {
         stdout,
         stderr,
+        platform_fault: failure.is_some() && !guest_chose,
         failure,
         start,
         instantiate,

@@ -34,6 +34,9 @@ pub struct Invocation {
     /// Deterministic CPU bound in wasmtime fuel units (about one per instruction); running
     /// out is `Timeout`. `None` for no bound beyond `timeout`.
     pub fuel: Option<u64>,
+    /// The shared-state namespace of the function's resource group; `None` for functions
+    /// without one (their `strata` state imports answer `NO_STATE`).
+    pub state: Option<super::StateHandle>,
 }
 
 /// How an invocation went: the guest's output and, if it failed, why.
@@ -53,6 +56,11 @@ pub struct Execution {
     pub exec: Duration,
     /// Largest linear-memory size the guest reached, in bytes.
     pub peak_memory_bytes: u64,
+    /// Whether the failure is one a runtime release can be blamed for (a trap, running
+    /// out of memory or time, a failed instantiation) rather than the guest choosing to
+    /// fail (a non-zero exit or `strata_handle` status, output over its cap): what the
+    /// runtime canary compares. `false` on success.
+    pub platform_fault: bool,
 }
 
 /// What the host observed besides the guest's result; input to [`classify`].
@@ -150,6 +158,7 @@ pub(super) fn run_command(
         memory_bytes,
         timeout,
         fuel,
+        state: shared,
     } = inv;
     let started = Instant::now();
     let (stdio, wasi) = Stdio::build(cfg, stdin, &env, started);
@@ -158,6 +167,8 @@ pub(super) fn run_command(
         limiter: MemoryLimiter::new(memory_bytes),
         deadline: started.checked_add(timeout),
         clock_origin: started,
+        shared,
+        log: Some(stdio.stderr.clone()),
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
@@ -193,16 +204,32 @@ pub(super) fn run_command(
         stderr_over,
         memory_denied,
     };
+    let guest_chose = chose_to_fail(&result, observed);
     let failure = classify(result, observed, cfg, timeout, memory_bytes, fuel);
     Ok(Execution {
         stdout,
         stderr,
+        platform_fault: failure.is_some() && !guest_chose,
         failure,
         start: StartKind::Cold,
         instantiate,
         exec,
         peak_memory_bytes,
     })
+}
+
+/// Whether a guest's failure was its own choice: a non-zero exit (not after denied
+/// memory) or output over its cap.
+pub(super) fn chose_to_fail<T>(result: &wasmtime::Result<T>, observed: Observed) -> bool {
+    if observed.stdout_over || observed.stderr_over {
+        return true;
+    }
+    let exited = result
+        .as_ref()
+        .err()
+        .and_then(|e| e.downcast_ref::<I32Exit>())
+        .is_some();
+    exited && !observed.memory_denied
 }
 
 /// Epoch ticks for `timeout`: rounded up, plus one because the current tick may be

@@ -27,6 +27,7 @@ pub(super) fn invocation(stdin: &[u8]) -> Invocation {
         memory_bytes: 16 << 20,
         timeout: Duration::from_secs(10),
         fuel: None,
+        state: None,
     }
 }
 

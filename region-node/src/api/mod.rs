@@ -10,6 +10,7 @@ mod functions;
 mod logs;
 mod openapi;
 mod routes;
+mod runtime;
 mod tenants;
 mod versions;
 
@@ -57,6 +58,8 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/dlq/replay", post(dlq::replay_all))
         .route("/v1/dlq/{id}", get(dlq::get))
         .route("/v1/dlq/{id}/replay", post(dlq::replay))
+        .route("/v1/runtime", get(runtime::view))
+        .route("/v1/notifications", get(runtime::notifications))
         .route("/v1/openapi.json", get(openapi::openapi_json))
         .route(
             "/v1/functions/{name}/versions",

@@ -43,6 +43,8 @@ use utoipa::{Modify, OpenApi};
         super::tenants::create_token,
         super::capacity::view,
         super::capacity::stream,
+        super::runtime::view,
+        super::runtime::notifications,
         openapi_json,
     ),
     modifiers(&BearerAuth),

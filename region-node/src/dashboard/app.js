@@ -78,6 +78,18 @@ function render(view) {
     card('region queue', region ? region.load.queue_depth : 0, 'queue'),
     card('dead letters', region ? region.load.dlq_depth : 0, 'dlq'),
   );
+  const rt = view.runtime;
+  if (rt) {
+    cards.append(
+      card(`runtime ${rt.next} promoted`, rt.promoted, 'canary-promoted'),
+      card(`pinned to ${rt.current}`, rt.pinned, 'canary-pinned'),
+      card(`canary (${rt.canary_percent}%) undecided`, rt.undecided, 'canary-undecided'),
+    );
+  }
+  $('#canary tbody').replaceChildren(...(rt ? rt.pinned_functions : []).map((f) =>
+    el('tr', { 'data-function': f },
+      el('td', { class: 'text' }, f),
+      el('td', { class: 'text' }, `pinned to ${rt.current}: worse on ${rt.next}`))));
 
   const body = $('#nodes tbody');
   body.replaceChildren(...all.map((n) => {

@@ -101,7 +101,7 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                 routing,
             }
         }
-        Bucket::Tenants | Bucket::Routes => return Ok(None),
+        Bucket::Tenants | Bucket::Routes | Bucket::State | Bucket::Canary => return Ok(None),
     }))
 }
 

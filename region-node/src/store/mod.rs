@@ -41,17 +41,23 @@ pub enum Bucket {
     Aliases,
     /// HTTP routes (owned by the routes API).
     Routes,
+    /// Functions' shared state by `tenant/group/key` (owned by [`crate::state`]).
+    State,
+    /// Runtime canary verdicts by `tenant/name` (owned by [`crate::canary`]).
+    Canary,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 6] = [
+    pub const ALL: [Bucket; 8] = [
         Bucket::Tenants,
         Bucket::Tokens,
         Bucket::Functions,
         Bucket::Versions,
         Bucket::Aliases,
         Bucket::Routes,
+        Bucket::State,
+        Bucket::Canary,
     ];
 
     /// A stable one-byte code, used in the change history.
@@ -63,6 +69,8 @@ impl Bucket {
             Bucket::Versions => 3,
             Bucket::Aliases => 4,
             Bucket::Routes => 5,
+            Bucket::State => 6,
+            Bucket::Canary => 7,
         }
     }
 

@@ -21,6 +21,8 @@ const FUNCTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_functio
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_versions");
 const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_aliases");
 const ROUTES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_routes");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_state");
+const CANARY: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_canary");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const STREAMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("streams");
@@ -42,6 +44,8 @@ fn table(bucket: Bucket) -> TableDefinition<'static, &'static str, &'static [u8]
         Bucket::Versions => VERSIONS,
         Bucket::Aliases => ALIASES,
         Bucket::Routes => ROUTES,
+        Bucket::State => STATE,
+        Bucket::Canary => CANARY,
     }
 }
 

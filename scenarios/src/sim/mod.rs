@@ -31,7 +31,7 @@ use node::{IdHasher, Node, Removed};
 use queue::{EventQueue, Nanos};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seams::{ErrorRateJudge, NearestHealthy, Outcomes, RegionChoice, RegionView, Verdict};
+use seams::{NearestHealthy, Outcomes, PolicyJudge, RegionChoice, RegionView, Verdict};
 use stats::{Recorder, Tier};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
@@ -173,7 +173,7 @@ struct Sim<'a> {
     pops: Vec<Pop>,
     regions: Vec<Region>,
     chooser: Box<dyn RegionChoice>,
-    judge: Option<ErrorRateJudge>,
+    judge: Option<PolicyJudge>,
     outcomes: Vec<(Outcomes, Verdict)>,
     canary: CanaryOutcome,
     rec: Recorder,
@@ -269,9 +269,11 @@ impl<'a> Sim<'a> {
             retry_after: ns(s.region.retry_after_s * 1e3),
         };
         let end = (s.duration_s * SEC) as Nanos;
-        let judge = s.canary.as_ref().map(|c| ErrorRateJudge {
-            min_samples: c.min_samples,
-            floor: c.base_error_rate,
+        let judge = s.canary.as_ref().map(|c| PolicyJudge {
+            cfg: common::policy::canary::CanaryConfig {
+                min_samples: c.min_samples,
+                ..common::policy::canary::CanaryConfig::default()
+            },
         });
         let n = functions.len();
         let zipf = Zipf::new(n, s.functions.zipf_exponent);

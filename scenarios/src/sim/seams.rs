@@ -1,12 +1,14 @@
 //! Seams where capacity policies plug into the simulator.
 //!
-//! Placement is the real `common::policy::PlacementPolicy`. The policies that do not exist
-//! in `common::policy` yet (region choice, runtime canary verdicts) are modelled here behind
-//! small traits, so that when they land the simulator drives them through the same seam.
+//! Placement is the real `common::policy::PlacementPolicy`, and canary verdicts are the
+//! real `common::policy::canary::judge` ([`PolicyJudge`]). The policies that do not exist
+//! in `common::policy` yet (region choice) are modelled here behind small traits, so that
+//! when they land the simulator drives them through the same seam.
 //! Warm pools are keep-alive pools in [`super::node`]; a trend-driven pool would replace
 //! `Node::acquire`/`Node::sweep` behind the same calls.
 
 use super::queue::Nanos;
+use common::policy::canary::{self, CanaryConfig, Counts};
 
 /// A POP's view of one region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,32 +82,28 @@ pub trait CanaryJudge: std::fmt::Debug {
     fn judge(&self, o: &Outcomes) -> Verdict;
 }
 
-/// Pins a function whose error rate on the next runtime is above its current rate (at
-/// least `floor`) by more than three standard errors, after `min_samples` canary runs.
+/// The nodes' own canary judge, [`common::policy::canary::judge`]: a one-sided
+/// two-proportion z-test once both runtimes have `min_samples` outcomes, never pinning on
+/// fewer than `min_failures` failures.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorRateJudge {
-    /// Canary invocations needed before a verdict.
-    pub min_samples: u32,
-    /// The error rate assumed for the current runtime when it has seen too few errors.
-    pub floor: f64,
+pub struct PolicyJudge {
+    /// The policy's knobs (`percent` and `max_tracked` are unused here: the simulator
+    /// draws the share itself).
+    pub cfg: CanaryConfig,
 }
 
-impl CanaryJudge for ErrorRateJudge {
+impl CanaryJudge for PolicyJudge {
     fn judge(&self, o: &Outcomes) -> Verdict {
-        if o.next < self.min_samples {
-            return Verdict::Undecided;
-        }
-        let current = if o.current == 0 {
-            self.floor
-        } else {
-            (f64::from(o.current_errors) / f64::from(o.current)).max(self.floor)
+        let counts = Counts {
+            current: o.current,
+            current_failures: o.current_errors,
+            next: o.next,
+            next_failures: o.next_errors,
         };
-        let n = f64::from(o.next);
-        let bar = current + 3.0 * (current * (1.0 - current) / n).sqrt();
-        if f64::from(o.next_errors) / n > bar {
-            Verdict::Pinned
-        } else {
-            Verdict::Promoted
+        match canary::judge(&self.cfg, &counts) {
+            canary::Verdict::Undecided => Verdict::Undecided,
+            canary::Verdict::Pinned => Verdict::Pinned,
+            canary::Verdict::Promoted => Verdict::Promoted,
         }
     }
 }
@@ -146,9 +144,11 @@ mod tests {
 
     #[test]
     fn the_judge_pins_a_regression_and_promotes_an_equal_runtime() {
-        let j = ErrorRateJudge {
-            min_samples: 200,
-            floor: 0.001,
+        let j = PolicyJudge {
+            cfg: CanaryConfig {
+                min_samples: 200,
+                ..CanaryConfig::default()
+            },
         };
         let early = Outcomes {
             current: 1000,

@@ -1,0 +1,339 @@
+//! The runtime canary at a region: which release each invocation runs on, the outcome
+//! counts, durable verdicts and the owner notifications they raise.
+//!
+//! Owns the node side of `common::policy::canary`: a function pinned in its config
+//! (`runtime = "2026.10"`) runs on that release and is not counted; otherwise the policy
+//! chooses from the request id (so a POP and a region would agree on a request). Decided
+//! verdicts are written to [`Bucket::Canary`] as [`VerdictRecord`]s under `tenant/name`
+//! and read back at start-up, so a restart never re-canaries a decided function. A pinned
+//! verdict is also the owner's notification (`runtime_incompatible`), listed per tenant.
+//! Counts of undecided functions are in memory only: a restart samples them again.
+
+use crate::store::{Bucket, Expect, Store, StoreError};
+use common::model::{FunctionKey, FunctionName, TenantId};
+use common::policy::canary::{Canary, CanaryConfig, Counts, Side, Verdict};
+use common::sandbox::Release;
+use serde::{Deserialize, Serialize};
+use std::sync::{Mutex, PoisonError};
+use tracing::{info, warn};
+
+/// A function's canary verdict as stored and served (`GET /v1/runtime`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VerdictRecord {
+    /// The function's name (within the tenant).
+    pub function: String,
+    /// `undecided`, `pinned` (stays on the current release) or `promoted` (runs on next).
+    #[schema(value_type = String)]
+    pub verdict: Verdict,
+    /// The current release's name.
+    pub current: String,
+    /// The next release's name.
+    pub next: String,
+    /// Outcomes on the current release.
+    pub current_invocations: u32,
+    /// Platform failures on the current release.
+    pub current_failures: u32,
+    /// Outcomes on the next release.
+    pub next_invocations: u32,
+    /// Platform failures on the next release.
+    pub next_failures: u32,
+    /// When the verdict was reached, ms since the Unix epoch (0 while undecided).
+    pub decided_at_ms: u64,
+}
+
+impl VerdictRecord {
+    fn new(function: &FunctionName, verdict: Verdict, c: Counts, at_ms: u64) -> Self {
+        Self {
+            function: function.to_string(),
+            verdict,
+            current: Release::Current.name().into(),
+            next: Release::Next.name().into(),
+            current_invocations: c.current,
+            current_failures: c.current_failures,
+            next_invocations: c.next,
+            next_failures: c.next_failures,
+            decided_at_ms: at_ms,
+        }
+    }
+}
+
+/// A message to a function's owner (`GET /v1/notifications`).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Notification {
+    /// What happened: `runtime_incompatible`.
+    pub kind: String,
+    /// The function concerned.
+    pub function: String,
+    /// What happened, for people.
+    pub message: String,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The verdict with its counts.
+    pub verdict: VerdictRecord,
+}
+
+/// The region's runtime canary.
+#[derive(Debug)]
+pub struct RuntimeCanary {
+    store: Store,
+    policy: Mutex<Canary<FunctionKey>>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn store_key(key: &FunctionKey) -> String {
+    format!("{}/{}", key.tenant, key.name)
+}
+
+impl RuntimeCanary {
+    /// The canary over `store` with `cfg`, restoring the verdicts decided before.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the verdicts cannot be read. Unreadable records are skipped
+    /// with a warning (the function is canaried again).
+    pub fn open(store: Store, cfg: CanaryConfig) -> Result<Self, StoreError> {
+        let mut policy = Canary::new(cfg);
+        for (key, entry) in store.list(Bucket::Canary, "")? {
+            let parsed = key.split_once('/').and_then(|(t, n)| {
+                let fkey = FunctionKey {
+                    tenant: TenantId::new(t).ok()?,
+                    name: FunctionName::new(n).ok()?,
+                };
+                let record: VerdictRecord = serde_json::from_slice(&entry.value).ok()?;
+                Some((fkey, record.verdict))
+            });
+            match parsed {
+                Some((fkey, verdict)) => policy.restore(fkey, verdict),
+                None => warn!(%key, "unreadable canary verdict skipped"),
+            }
+        }
+        Ok(Self {
+            store,
+            policy: Mutex::new(policy),
+        })
+    }
+
+    /// Share of an undecided function's invocations run on the next release, in percent.
+    pub fn percent(&self) -> u8 {
+        self.policy().config().percent
+    }
+
+    fn policy(&self) -> std::sync::MutexGuard<'_, Canary<FunctionKey>> {
+        // Every update leaves the counts consistent, so a panic elsewhere cannot
+        // corrupt them.
+        self.policy.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The release an invocation of `key` runs on, and whether its outcome is counted.
+    /// `pinned_to` is the function's `runtime` config: a known release name wins (and is
+    /// not counted); an unknown one runs on the current release.
+    pub fn choose(&self, key: &FunctionKey, pinned_to: Option<&str>, draw: u64) -> (Release, bool) {
+        if let Some(name) = pinned_to {
+            return (Release::from_name(name).unwrap_or(Release::Current), false);
+        }
+        let policy = self.policy();
+        let counted = policy.verdict(key) == Verdict::Undecided;
+        let release = match policy.choose(key, draw) {
+            Side::Current => Release::Current,
+            Side::Next => Release::Next,
+        };
+        (release, counted)
+    }
+
+    /// Counts one outcome; when it decides the verdict, stores it and returns it. A
+    /// verdict that cannot be stored is kept in memory (and logged): it is decided again
+    /// after a restart.
+    pub fn record(
+        &self,
+        key: &FunctionKey,
+        release: Release,
+        failed: bool,
+    ) -> Option<VerdictRecord> {
+        let side = match release {
+            Release::Current => Side::Current,
+            Release::Next => Side::Next,
+        };
+        let (verdict, counts) = {
+            let mut policy = self.policy();
+            let before = policy.counts(key).unwrap_or_default();
+            let verdict = policy.handle_outcome(key, side, failed)?;
+            let mut counts = before;
+            match side {
+                Side::Current => {
+                    counts.current += 1;
+                    counts.current_failures += u32::from(failed);
+                }
+                Side::Next => {
+                    counts.next += 1;
+                    counts.next_failures += u32::from(failed);
+                }
+            }
+            (verdict, counts)
+        };
+        let record = VerdictRecord::new(&key.name, verdict, counts, unix_ms());
+        info!(function = %key, ?verdict, ?counts, "runtime canary verdict");
+        let stored = serde_json::to_vec(&record)
+            .map_err(|e| StoreError::Backend(e.to_string()))
+            .and_then(|bytes| {
+                self.store
+                    .put(Bucket::Canary, &store_key(key), &bytes, Expect::Any)
+            });
+        if let Err(e) = stored {
+            warn!(function = %key, error = %e, "canary verdict not stored");
+        }
+        Some(record)
+    }
+
+    /// `tenant`'s functions with a verdict or counts, by name.
+    pub fn verdicts(&self, tenant: &TenantId) -> Vec<VerdictRecord> {
+        let policy = self.policy();
+        let mut out: Vec<VerdictRecord> = policy
+            .keys()
+            .filter(|k| &k.tenant == tenant)
+            .map(|k| {
+                let counts = policy.counts(k).unwrap_or_default();
+                let stored = self
+                    .store
+                    .get(Bucket::Canary, &store_key(k))
+                    .ok()
+                    .flatten()
+                    .and_then(|e| serde_json::from_slice::<VerdictRecord>(&e.value).ok());
+                stored.unwrap_or_else(|| VerdictRecord::new(&k.name, policy.verdict(k), counts, 0))
+            })
+            .collect();
+        out.sort_by(|a, b| a.function.cmp(&b.function));
+        out.dedup_by(|a, b| a.function == b.function);
+        out
+    }
+
+    /// `tenant`'s notifications: one per function pinned to the current release.
+    pub fn notifications(&self, tenant: &TenantId) -> Vec<Notification> {
+        self.verdicts(tenant)
+            .into_iter()
+            .filter(|v| v.verdict == Verdict::Pinned)
+            .map(notification)
+            .collect()
+    }
+
+    /// The operators' summary across tenants (memory only, no store reads): verdict
+    /// counts and at most `max_listed` pinned functions, by name.
+    pub fn summary(&self, max_listed: usize) -> RuntimeSummary {
+        let policy = self.policy();
+        let mut out = RuntimeSummary {
+            current: Release::Current.name().into(),
+            next: Release::Next.name().into(),
+            canary_percent: policy.config().percent,
+            ..RuntimeSummary::default()
+        };
+        for k in policy.keys() {
+            match policy.verdict(k) {
+                Verdict::Pinned => {
+                    out.pinned += 1;
+                    out.pinned_functions.push(k.to_string());
+                }
+                Verdict::Promoted => out.promoted += 1,
+                Verdict::Undecided => out.undecided += 1,
+            }
+        }
+        out.pinned_functions.sort();
+        out.pinned_functions.truncate(max_listed);
+        out
+    }
+}
+
+/// The runtime canary at a glance, for the operators' capacity view and dashboard.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RuntimeSummary {
+    /// The current release's name.
+    pub current: String,
+    /// The next release's name.
+    pub next: String,
+    /// Share of undecided functions' invocations on the next release, in percent.
+    pub canary_percent: u8,
+    /// Functions pinned to the current release.
+    pub pinned: u64,
+    /// Functions promoted to the next release.
+    pub promoted: u64,
+    /// Functions still sampled.
+    pub undecided: u64,
+    /// Pinned functions as `tenant/name`, sorted, at most a few dozen.
+    pub pinned_functions: Vec<String>,
+}
+
+/// The owner's notification of a pinned verdict.
+pub fn notification(v: VerdictRecord) -> Notification {
+    Notification {
+        kind: "runtime_incompatible".into(),
+        function: v.function.clone(),
+        message: format!(
+            "{} failed on runtime {} in {} of {} canary invocations (vs {} of {} on {}); \
+             it stays pinned to runtime {}",
+            v.function,
+            v.next,
+            v.next_failures,
+            v.next_invocations,
+            v.current_failures,
+            v.current_invocations,
+            v.current,
+            v.current
+        ),
+        at_ms: v.decided_at_ms,
+        verdict: v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(tenant: &str, name: &str) -> FunctionKey {
+        FunctionKey {
+            tenant: TenantId::new(tenant).expect("tenant"),
+            name: FunctionName::new(name).expect("name"),
+        }
+    }
+
+    #[test]
+    fn verdicts_survive_a_restart_and_stay_per_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.redb");
+        let cfg = CanaryConfig {
+            percent: 50,
+            min_samples: 3,
+            ..CanaryConfig::default()
+        };
+        let f = key("acme", "legacy");
+        {
+            let canary =
+                RuntimeCanary::open(Store::open(&path).expect("store"), cfg).expect("canary");
+            let mut decided = None;
+            for _ in 0..3 {
+                canary.record(&f, Release::Current, false);
+                decided = decided.or(canary.record(&f, Release::Next, true));
+            }
+            let record = decided.expect("decided");
+            assert_eq!(record.verdict, Verdict::Pinned);
+            assert_eq!((record.next_invocations, record.next_failures), (3, 3));
+        }
+        let canary = RuntimeCanary::open(Store::open(&path).expect("store"), cfg).expect("canary");
+        assert_eq!(canary.choose(&f, None, 0), (Release::Current, false));
+        let notes = canary.notifications(&f.tenant);
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].kind, "runtime_incompatible");
+        assert!(
+            canary
+                .notifications(&TenantId::new("other").expect("t"))
+                .is_empty()
+        );
+        // A config pin wins and is not counted.
+        assert_eq!(
+            canary.choose(&f, Some("2026.11"), 0),
+            (Release::Next, false)
+        );
+    }
+}

@@ -1,0 +1,147 @@
+//! The runtime canary through a real region: with half of each function's invocations on
+//! the next runtime release, a guest importing the import that release dropped is pinned
+//! to the current release (its owner notified through the API and its
+//! `on_runtime_incompatible` function), and a plain guest is promoted.
+
+use crate::support::{Patience, TestCluster, pop_config, region_config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Uses the deprecated `strata.log_v0`, which the next release (2026.11) no longer links.
+const LEGACY: &str = r#"(module
+  (import "strata" "log_v0" (func $log (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "legacy hello")
+  (func (export "_start") (drop (call $log (i32.const 0) (i32.const 12)))))"#;
+
+const PLAIN: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// Copies its payload (up to 8 KiB) to its log.
+const ALERT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 8192))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 16)))
+    (i32.store (i32.const 4) (i32.load (i32.const 16)))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 20)))))"#;
+
+async fn get(c: &TestCluster, path: &str) -> Value {
+    let r = c
+        .http
+        .get(format!("{}{path}", c.nodes.region_url()))
+        .bearer_auth(&c.nodes.token)
+        .send()
+        .await
+        .expect("request completes");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    r.json().await.expect("json")
+}
+
+fn verdict_of(runtime: &Value, function: &str) -> String {
+    runtime["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["function"] == function)
+        .and_then(|f| f["verdict"].as_str())
+        .unwrap_or("undecided")
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
+    let mut region = region_config();
+    region.canary_percent = 50;
+    region.canary_min_samples = 10;
+    let c = TestCluster::with(region, pop_config()).await;
+    c.deploy_wat("alert", json!({"runtime": "2026.10"}), ALERT)
+        .await;
+    c.deploy_wat(
+        "legacy",
+        json!({"on_runtime_incompatible": "alert"}),
+        LEGACY,
+    )
+    .await;
+    c.deploy_wat("plain", json!({}), PLAIN).await;
+    let region_url = c.nodes.region_url();
+
+    let mut patience = Patience::new();
+    let runtime = loop {
+        for name in ["legacy", "plain"] {
+            let r = c.invoke_at(&region_url, name, "").await;
+            // A release that cannot link the module falls back to the current one.
+            assert_eq!(r.status(), StatusCode::OK, "{name}");
+        }
+        let runtime = get(&c, "/v1/runtime").await;
+        let decided = ["legacy", "plain"]
+            .iter()
+            .all(|f| verdict_of(&runtime, f) != "undecided");
+        if decided {
+            break runtime;
+        }
+        assert!(
+            patience.more(),
+            "no verdicts after {} tries: {runtime}",
+            patience.tries()
+        );
+    };
+    assert_eq!(runtime["current"], "2026.10");
+    assert_eq!(runtime["next"], "2026.11");
+    assert_eq!(verdict_of(&runtime, "legacy"), "pinned", "{runtime}");
+    assert_eq!(verdict_of(&runtime, "plain"), "promoted", "{runtime}");
+
+    // Pinned: everything runs on the current release and succeeds.
+    for _ in 0..10 {
+        let r = c.invoke_at(&region_url, "legacy", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // The owner sees one notification, for the pinned function only.
+    let notes = get(&c, "/v1/notifications").await;
+    let notes = notes["notifications"].as_array().expect("list").clone();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0]["kind"], "runtime_incompatible");
+    assert_eq!(notes[0]["function"], "legacy");
+
+    // Operators see the verdicts in the capacity view the dashboard renders.
+    let r = c
+        .http
+        .get(format!("{region_url}/v1/capacity"))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("request completes");
+    let view: Value = r.json().await.expect("json");
+    let pinned = view["runtime"]["pinned_functions"]
+        .as_array()
+        .expect("list");
+    assert!(
+        pinned
+            .iter()
+            .any(|f| f.as_str().is_some_and(|f| f.ends_with("/legacy"))),
+        "{view}"
+    );
+    assert!(view["runtime"]["promoted"].as_u64() >= Some(1), "{view}");
+
+    // The control function ran with the notification as its payload.
+    let mut patience = Patience::new();
+    loop {
+        let logs = get(&c, "/v1/functions/alert/logs").await;
+        let seen = logs["lines"].as_array().into_iter().flatten().any(|l| {
+            l["line"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("runtime_incompatible")
+        });
+        if seen {
+            break;
+        }
+        assert!(patience.more(), "alert never ran: {logs}");
+        tokio::task::yield_now().await;
+    }
+}
