@@ -142,7 +142,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.artifact_cache_bytes,
         )
         .with_routes(Arc::clone(&routes))
-        .with_events(Arc::clone(&events)),
+        .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary)),
     );
 

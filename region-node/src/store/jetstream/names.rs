@@ -54,6 +54,8 @@ pub(super) fn bucket_token(bucket: Bucket) -> &'static str {
         Bucket::Versions => "versions",
         Bucket::Aliases => "aliases",
         Bucket::Routes => "routes",
+        Bucket::State => "state",
+        Bucket::Canary => "canary",
     }
 }
 
