@@ -39,6 +39,17 @@ impl Admission {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Free execution slots now.
+    pub fn spare(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Whether the queue of waiters is past half its bound: the region tells POPs it is
+    /// under pressure from here on, before it has to refuse anything.
+    pub fn under_pressure(&self) -> bool {
+        self.waiting() * 2 > self.max_waiting
+    }
+
     /// A slot, waiting for one if the queue has room.
     ///
     /// # Errors

@@ -8,8 +8,11 @@ use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
-    ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, ResolvedFunction,
+    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
+    NodeId, ResolvedFunction,
 };
+use common::policy::resize::MemoryReport;
+use common::wire::Pressure;
 use std::sync::Arc;
 
 /// The region's [`Invoker`].
@@ -58,6 +61,22 @@ impl RegionInvoker {
             queue_depth: self.admission.waiting() as u64,
             ..self.executor.levels()
         }
+    }
+
+    /// The region's load as reported to POPs with a result: busy when the admission queue
+    /// is past its threshold or `result` was refused for capacity.
+    pub fn pressure(&self, result: &Result<InvokeResponse, ApiError>) -> Pressure {
+        let refused = matches!(result, Err(e) if e.kind == ErrorKind::Unavailable);
+        Pressure {
+            busy: refused || self.admission.under_pressure(),
+            spare_slots: u32::try_from(self.admission.spare()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The executor's memory observations for `version` of `key` (percentiles, learned
+    /// size), for the control API.
+    pub fn memory_report(&self, key: &FunctionKey, version: &str) -> MemoryReport {
+        self.executor.memory_report(key, version)
     }
 
     /// Accepts invocations through `routes` (without one, route invocations get 401).

@@ -7,5 +7,7 @@
 pub mod affinity;
 pub mod alias;
 pub mod placement;
+pub mod region;
+pub mod resize;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
