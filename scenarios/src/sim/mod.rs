@@ -31,7 +31,7 @@ use node::{IdHasher, Node, Removed};
 use queue::{EventQueue, Nanos};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seams::{ErrorRateJudge, NearestHealthy, Outcomes, RegionChoice, RegionView, Verdict};
+use seams::{ErrorRateJudge, Outcomes, PolicyChoice, RegionChoice, RegionView, Verdict};
 use stats::{Recorder, Tier};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
@@ -291,7 +291,7 @@ impl<'a> Sim<'a> {
             },
             pops,
             regions,
-            chooser: Box::new(NearestHealthy),
+            chooser: Box::new(PolicyChoice::default()),
             judge,
             outcomes: vec![
                 (Outcomes::default(), Verdict::Undecided);
