@@ -7,8 +7,8 @@
 //! never reads a clock: the POP (and the simulator) feed it events with `now` and ask
 //! [`RegionChoice::choose`] for a region.
 //!
-//! Choice: among usable regions (circuit closed, or due for a probe; not backed off; not
-//! reporting zero spare capacity) the lowest smoothed RTT wins; regions without an RTT
+//! Choice: among usable regions (circuit closed, or due for a probe; not backed off) the
+//! lowest smoothed RTT wins; regions without an RTT
 //! sample yet rank after measured ones; ties go to the earlier region in discovery
 //! order. When no region is usable the least-bad one is tried (the one usable soonest,
 //! then the lowest error score, then discovery order), so a POP never refuses to forward
@@ -68,8 +68,6 @@ struct RegionState<K> {
     backoff_until: Option<Instant>,
     /// Consecutive pressure reports, for the doubling of the back-off.
     backoff_level: u32,
-    /// Spare execution slots the region last reported, if any.
-    spare: Option<u32>,
 }
 
 /// Per-region health and RTT, and the choice of the region to forward to. `K` names a
@@ -96,7 +94,6 @@ impl<K: Clone + PartialEq> RegionState<K> {
             open_level: 0,
             backoff_until: None,
             backoff_level: 0,
-            spare: None,
         }
     }
 
@@ -224,12 +221,17 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
     }
 
     /// `key` replied and reported its load: `busy` when it is under pressure, `spare`
-    /// execution slots free. Pressure backs off for a doubling time; a reply without
-    /// pressure after the back-off ended resets the doubling.
+    /// execution slots free. Pressure backs off for a doubling time; no spare slot backs
+    /// off for the base time only (the region is full, not yet queueing); a calm reply
+    /// after the back-off ended resets the doubling. The back-off expires by itself, so a
+    /// region is never avoided for good on a stale report.
     pub fn handle_pressure(&mut self, now: Instant, key: &K, busy: bool, spare: u32) {
         let (base, cap) = (self.config.backoff, self.config.max_backoff);
         if let Some(r) = self.state(key) {
-            r.spare = Some(spare);
+            if spare == 0 && !busy {
+                let until = now + base;
+                r.backoff_until = Some(r.backoff_until.map_or(until, |u| u.max(until)));
+            }
             if busy {
                 let backoff = doubled(base, r.backoff_level, cap);
                 r.backoff_until = Some(now + backoff);
@@ -254,7 +256,7 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
             .filter(|(_, r)| !exclude.contains(&r.key));
         let healthy = candidates
             .clone()
-            .filter(|(_, r)| !r.circuit_blocks(now) && !r.backed_off(now) && r.spare != Some(0))
+            .filter(|(_, r)| !r.circuit_blocks(now) && !r.backed_off(now))
             // Unmeasured regions rank after measured ones (`None` > `Some` via the flag).
             .min_by_key(|(i, r)| (r.rtt.is_none(), r.rtt, *i))
             .map(|(i, _)| i);
