@@ -3,7 +3,10 @@
 //! Owns the compiled-module cache and moving guest execution onto the blocking pool (guest
 //! code never runs on a tokio worker); picks the guest ABI (a fresh command instance, or a
 //! warm reactor instance of the function version's pool, by affinity key); turns a
-//! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Admission
+//! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Also owns
+//! each invocation's memory size: `x-strata-memory-mb` up to the function's
+//! `max_memory_mb` (400 above), else the size [`ResizePolicy`] learned, and with
+//! `auto_resize` one retry of an out-of-memory failure at double the memory. Admission
 //! (how many run at once, what happens when full) stays with each node, because a POP
 //! spills while a region queues.
 //!
@@ -16,12 +19,13 @@
 
 use crate::metrics::{NodeStats, Outcome};
 use crate::model::{
-    Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, InvokeRequest, InvokeResponse,
-    ResolvedFunction, StartKind, Timing,
+    Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, FunctionKey, InvokeRequest,
+    InvokeResponse, ResolvedFunction, StartKind, Timing,
 };
+use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy};
 use crate::sandbox::{
-    CompiledModule, Invocation, ModuleCache, ModuleError, Release, Sandbox, SandboxError,
-    StateHandle, WarmKey,
+    CompiledModule, Execution, Invocation, ModuleCache, ModuleError, Release, Sandbox,
+    SandboxError, StateHandle, WarmKey,
 };
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -57,6 +61,8 @@ pub struct Executor {
     log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
     /// When idle warm instances were last reaped.
     reaped: std::sync::Arc<Mutex<Instant>>,
+    /// Observed peak memory and learned sizes (bounded, see [`ResizePolicy`]).
+    resize: std::sync::Arc<Mutex<ResizePolicy>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -78,6 +84,7 @@ impl Executor {
             stats: None,
             log_sink: None,
             reaped: std::sync::Arc::new(Mutex::new(Instant::now())),
+            resize: std::sync::Arc::new(Mutex::new(ResizePolicy::new(ResizeConfig::default()))),
         }
     }
 
@@ -231,6 +238,98 @@ impl Executor {
         Ok(module)
     }
 
+    fn resize_policy(&self) -> std::sync::MutexGuard<'_, ResizePolicy> {
+        self.resize.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this node observed of `version` of `key`'s memory use, for the control API.
+    pub fn memory_report(&self, key: &FunctionKey, version: &str) -> MemoryReport {
+        self.resize_policy().report(key, version)
+    }
+
+    /// The memory to run `req` with, in MiB, and what the request asked for: the
+    /// `x-strata-memory-mb` value (at least the configured size), else the learned size,
+    /// else the configured one.
+    ///
+    /// # Errors
+    /// 400 when the request asks for 0 MiB or more than the function's `max_memory_mb`.
+    fn memory_limit(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> Result<(u32, Option<u32>), ApiError> {
+        let configured = function.config.memory_mb;
+        let ceiling = function.config.memory_ceiling_mb();
+        match req.memory_mb {
+            Some(0) => Err(ApiError::bad_request(
+                "x-strata-memory-mb must be at least 1",
+            )),
+            Some(n) if n > ceiling => Err(ApiError::bad_request(format!(
+                "x-strata-memory-mb {n} is over this function's max_memory_mb of {ceiling}; \
+                 raise max_memory_mb in its config to allow more"
+            ))),
+            Some(n) => Ok((n.max(configured), Some(n))),
+            None => {
+                let learned =
+                    self.resize_policy()
+                        .memory_for(&function.key, &function.version, configured);
+                Ok((learned.min(ceiling), None))
+            }
+        }
+    }
+
+    /// Runs one attempt of `req` with `memory_mb` on the blocking pool.
+    async fn execute(
+        &self,
+        module: CompiledModule,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        env: Vec<(String, String)>,
+        memory_mb: u32,
+    ) -> Result<Execution, ApiError> {
+        let invocation = Invocation {
+            stdin: req.payload.clone(),
+            env,
+            memory_bytes: u64::from(memory_mb) << 20,
+            timeout: function.config.timeout(),
+            fuel: function.config.fuel,
+            state: match (&self.state, &function.config.resource_group) {
+                (Some(provider), Some(group)) => {
+                    Some(provider.namespace(&function.key.tenant, group))
+                }
+                _ => None,
+            },
+        };
+        // The release whose sandbox compiled `module` runs it.
+        let sandbox = match &self.next {
+            Some(next) if next.sandbox.owns(&module) => next.sandbox.clone(),
+            _ => self.sandbox.clone(),
+        };
+        match function.config.abi {
+            Abi::Command => {
+                tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
+            }
+            Abi::Reactor => {
+                let key = WarmKey {
+                    function: function.key.clone(),
+                    version: function.version.clone(),
+                    digest: module.digest(),
+                    memory_bytes: invocation.memory_bytes,
+                };
+                let affinity = req.affinity.clone();
+                tokio::task::spawn_blocking(move || {
+                    sandbox.run_reactor(&key, &module, invocation, affinity.as_deref())
+                })
+                .await
+            }
+        }
+        .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
+        .map_err(|e| match e {
+            SandboxError::Capacity(m) => ApiError::unavailable(m, CAPACITY_RETRY_AFTER),
+            other => ApiError::internal(other.to_string()),
+        })
+    }
+
     /// Runs `req` with `module`, the code of `function`, on the blocking pool, in the
     /// runtime release whose sandbox compiled `module`. `cold` says whether preparing the
     /// code was part of this invocation; it is the start kind of a command module, whose
@@ -276,51 +375,43 @@ impl Executor {
         env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
         env.push(("STRATA_VERSION".into(), function.version.clone()));
         env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
-        let invocation = Invocation {
-            stdin: req.payload.clone(),
-            env,
-            memory_bytes: function.config.memory_bytes(),
-            timeout: function.config.timeout(),
-            fuel: function.config.fuel,
-            state: match (&self.state, &function.config.resource_group) {
-                (Some(provider), Some(group)) => {
-                    Some(provider.namespace(&function.key.tenant, group))
-                }
-                _ => None,
-            },
-        };
+        let (mut limit_mb, asked) = self.memory_limit(function, req)?;
         let _in_flight = self
             .stats
             .as_ref()
             .map(|s| s.in_flight(&function.key.tenant, None));
         self.maybe_reap();
-        let sandbox = match &self.next {
-            Some(next) if next.sandbox.owns(&module) => next.sandbox.clone(),
-            _ => self.sandbox.clone(),
+        let mut execution = self
+            .execute(module.clone(), function, req, env.clone(), limit_mb)
+            .await?;
+        let ceiling = function.config.memory_ceiling_mb();
+        let out_of_memory = |e: &Execution| {
+            e.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == FunctionErrorKind::OutOfMemory)
         };
-        let execution = match function.config.abi {
-            Abi::Command => {
-                tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
-            }
-            Abi::Reactor => {
-                let key = WarmKey {
-                    function: function.key.clone(),
-                    version: function.version.clone(),
-                    digest: module.digest(),
-                    memory_bytes: invocation.memory_bytes,
-                };
-                let affinity = req.affinity.clone();
-                tokio::task::spawn_blocking(move || {
-                    sandbox.run_reactor(&key, &module, invocation, affinity.as_deref())
-                })
-                .await
+        if function.config.auto_resize && out_of_memory(&execution) && limit_mb < ceiling {
+            // The guest hit its limit: one more try with double the memory. The failed
+            // attempt ran the guest, so a guest with side effects sees them twice; that is
+            // what `auto_resize` opts into.
+            let retry_mb = limit_mb.saturating_mul(2).min(ceiling);
+            self.resize_policy().retried(&function.key);
+            info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
+                "out of memory: retrying with more");
+            execution = self.execute(module, function, req, env, retry_mb).await?;
+            limit_mb = retry_mb;
+            if !out_of_memory(&execution) && asked.is_none() {
+                self.resize_policy()
+                    .learn(&function.key, &function.version, retry_mb);
             }
         }
-        .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
-        .map_err(|e| match e {
-            SandboxError::Capacity(m) => ApiError::unavailable(m, CAPACITY_RETRY_AFTER),
-            other => ApiError::internal(other.to_string()),
-        })?;
+        self.resize_policy().record(
+            &function.key,
+            &function.version,
+            limit_mb,
+            function.config.memory_mb,
+            execution.peak_memory_bytes,
+        );
         if !execution.stderr.is_empty()
             && let Some(sink) = &self.log_sink
         {

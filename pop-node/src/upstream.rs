@@ -1,27 +1,38 @@
-//! The POP's link to its regions: discovery, one persistent QUIC connection at a time
-//! (reconnected on demand), forwarding invocations and fetching artifacts.
+//! The POP's link to its regions: discovery, a QUIC connection per listed region
+//! (connected lazily, reconnected on demand), region choice per request, and the
+//! requests themselves (forwarded invocations, artifacts, routes, logs).
 //!
-//! Region choice here is the simplest correct one: the first region in discovery order
-//! that accepts a connection; the connection is kept until it closes or discovery stops
-//! listing its region. Smarter choice (RTT, capacity, failover) belongs to a policy.
+//! Which region serves a request is decided by [`RegionChoice`] (lowest smoothed RTT
+//! among healthy regions not under pressure); this module feeds it RTT samples from each
+//! QUIC connection, every outcome, and the pressure regions report with their results.
+//! Artifact fetches, route and log traffic, load reports and the push subscription go to
+//! the region the policy currently prefers, like invocations.
+//!
+//! Retries: a request is sent to another region only when the first one certainly never
+//! received it ([`TransportError::request_was_not_sent`]: no connection could be
+//! established, or the connection was already gone before the request's stream opened).
+//! A failure after the request was written (a reset, a lost connection, a timeout) is
+//! never retried, because the region may have run it: request-response invocations are
+//! at most once, and the device gets 503 for them.
 
 use crate::discovery::{Discovery, Resolution};
 use common::model::{
     ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
 };
+use common::policy::region::{RegionChoice, RegionChoiceConfig};
 use common::transport::{Channel, Client, TransportError};
 use common::wire::{ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
-use std::sync::Mutex as SyncMutex;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Default)]
-struct LinkState {
-    resolution: Option<Resolution>,
-}
+/// Held while connecting to one region: when and why the last attempt failed.
+type ConnectGate = Arc<Mutex<Option<(Instant, String)>>>;
 
 /// The result of a forwarded invocation: the region's answer and what it resolved.
 pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>);
@@ -33,10 +44,18 @@ pub struct RegionLink {
     discovery: Discovery,
     server_name: String,
     connect_timeout: Duration,
-    /// The live channel, read on every request without awaiting.
-    current: SyncMutex<Option<(Channel, Instant)>>,
-    /// Serialises (re)connection so a burst of requests triggers one connect.
-    connecting: Mutex<LinkState>,
+    /// The regions discovery listed last, and until when that list is valid. The async
+    /// lock serialises re-resolution so a burst of requests triggers one lookup.
+    resolution: Mutex<Option<Resolution>>,
+    /// Live connections by region, read on every request without awaiting. At most one
+    /// per listed region: entries of regions discovery stops listing are dropped.
+    channels: SyncMutex<HashMap<SocketAddr, Channel>>,
+    /// Serialises connecting to one region, so a burst triggers one handshake each; holds
+    /// the last failed attempt, so requests that queued behind it fail at once instead of
+    /// each waiting out another connect timeout.
+    connecting: SyncMutex<HashMap<SocketAddr, ConnectGate>>,
+    /// Which region gets the next request.
+    policy: SyncMutex<RegionChoice<SocketAddr>>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> ApiError {
@@ -44,6 +63,12 @@ fn unavailable(what: impl std::fmt::Display) -> ApiError {
         format!("no reachable region: {what}; the POP cannot run this function itself"),
         RETRY_AFTER,
     )
+}
+
+fn lock<T>(m: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; the maps and
+    // the policy stay consistent between statements.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RegionLink {
@@ -60,115 +85,173 @@ impl RegionLink {
             discovery,
             server_name,
             connect_timeout,
-            current: SyncMutex::new(None),
-            connecting: Mutex::new(LinkState::default()),
+            resolution: Mutex::new(None),
+            channels: SyncMutex::new(HashMap::new()),
+            connecting: SyncMutex::new(HashMap::new()),
+            policy: SyncMutex::new(RegionChoice::new(RegionChoiceConfig::default())),
         }
     }
 
-    fn live(&self, now: Instant) -> Option<Channel> {
-        let guard = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match &*guard {
-            Some((ch, valid_until)) if !ch.is_closed() && now < *valid_until => Some(ch.clone()),
-            _ => None,
-        }
-    }
-
-    /// A live channel to a region, connecting (and re-resolving) if needed.
-    ///
-    /// # Errors
-    /// 503 when discovery fails and no connection is up, or no listed region answers.
-    pub async fn channel(&self) -> Result<Channel, ApiError> {
-        if let Some(ch) = self.live(Instant::now()) {
-            return Ok(ch);
-        }
-        let mut state = self.connecting.lock().await;
+    /// The listed regions, re-resolving when the list has expired. While discovery fails,
+    /// the previous list stays in use for another [`RETRY_AFTER`].
+    async fn listed(&self) -> Result<Vec<SocketAddr>, ApiError> {
+        let mut resolution = self.resolution.lock().await;
         let now = Instant::now();
-        if let Some(ch) = self.live(now) {
-            return Ok(ch);
+        if let Some(r) = resolution.as_ref().filter(|r| now < r.valid_until) {
+            return Ok(r.regions.clone());
         }
-        let stale = state
-            .resolution
-            .as_ref()
-            .is_none_or(|r| now >= r.valid_until);
-        if stale {
-            match self.discovery.resolve().await {
-                Ok(r) => state.resolution = Some(r),
-                Err(e) => {
-                    warn!(error = %e, "region discovery failed");
-                    // Keep using a connection that is still up while DNS is unhappy.
-                    let current = self
-                        .current
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .clone();
-                    if let Some((ch, _)) = current.filter(|(ch, _)| !ch.is_closed()) {
-                        let retry = now + RETRY_AFTER;
-                        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                            Some((ch.clone(), retry));
-                        return Ok(ch);
+        match self.discovery.resolve().await {
+            Ok(r) => {
+                let regions = r.regions.clone();
+                lock(&self.policy).set_regions(&regions);
+                lock(&self.channels).retain(|addr, _| regions.contains(addr));
+                lock(&self.connecting).retain(|addr, _| regions.contains(addr));
+                *resolution = Some(r);
+                Ok(regions)
+            }
+            Err(e) => {
+                warn!(error = %e, "region discovery failed");
+                match resolution.as_mut() {
+                    Some(old) => {
+                        old.valid_until = now + RETRY_AFTER;
+                        Ok(old.regions.clone())
                     }
-                    return Err(unavailable(e));
+                    None => Err(unavailable(e)),
                 }
             }
         }
-        let Some(resolution) = state.resolution.as_ref() else {
-            return Err(unavailable("discovery returned nothing"));
-        };
-        let valid_until = resolution.valid_until;
-        // Keep the current connection if its region is still listed.
-        let current = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((ch, _)) = current
-            && !ch.is_closed()
-            && resolution.regions.contains(&ch.remote_address())
-        {
-            *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((ch.clone(), valid_until));
+    }
+
+    fn live(&self, addr: SocketAddr) -> Option<Channel> {
+        lock(&self.channels)
+            .get(&addr)
+            .filter(|ch| !ch.is_closed())
+            .cloned()
+    }
+
+    /// A live connection to `addr`, connecting if there is none.
+    async fn connect(&self, addr: SocketAddr) -> Result<Channel, TransportError> {
+        if let Some(ch) = self.live(addr) {
             return Ok(ch);
         }
+        let queued_at = Instant::now();
+        let gate = Arc::clone(lock(&self.connecting).entry(addr).or_default());
+        let mut last_failure = gate.lock().await;
+        if let Some(ch) = self.live(addr) {
+            return Ok(ch);
+        }
+        if let Some((at, error)) = last_failure.as_ref()
+            && *at >= queued_at
+        {
+            return Err(TransportError::Connect(error.clone()));
+        }
+        let attempt = self.client.connect(addr, &self.server_name);
+        let outcome = tokio::time::timeout(self.connect_timeout, attempt)
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Connect(format!(
+                    "no handshake within {:?}",
+                    self.connect_timeout
+                )))
+            });
+        let ch = match outcome {
+            Ok(ch) => ch,
+            Err(e) => {
+                *last_failure = Some((Instant::now(), e.to_string()));
+                return Err(e);
+            }
+        };
+        info!(region = %addr, "connected to region");
+        lock(&self.channels).insert(addr, ch.clone());
+        Ok(ch)
+    }
+
+    fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        lock(&self.policy).choose(Instant::now(), tried)
+    }
+
+    /// A live channel to the region the policy prefers now, trying the others in the
+    /// policy's order when a connection cannot be established. For traffic that is not a
+    /// single request (the push subscription, load reports).
+    ///
+    /// # Errors
+    /// 503 when discovery fails and has never succeeded, or no listed region answers.
+    pub async fn channel(&self) -> Result<Channel, ApiError> {
+        let listed = self.listed().await?;
+        let mut tried = Vec::new();
         let mut last_error = None;
-        for addr in &resolution.regions {
-            let attempt = self.client.connect(*addr, &self.server_name);
-            let outcome = tokio::time::timeout(self.connect_timeout, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(TransportError::Connect(format!(
-                        "no handshake within {:?}",
-                        self.connect_timeout
-                    )))
-                });
-            match outcome {
-                Ok(ch) => {
-                    info!(region = %addr, "connected to region");
-                    *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some((ch.clone(), valid_until));
-                    return Ok(ch);
-                }
+        while let Some(addr) = self.choose(&tried) {
+            tried.push(addr);
+            match self.connect(addr).await {
+                Ok(ch) => return Ok(ch),
                 Err(e) => {
                     warn!(region = %addr, error = %e, "region connection failed");
+                    lock(&self.policy).handle_unreachable(Instant::now(), &addr);
                     last_error = Some(e);
                 }
             }
         }
         // Nothing answered: make the next request re-resolve.
-        state.resolution = None;
+        *self.resolution.lock().await = None;
         Err(unavailable(last_error.map_or_else(
-            || "no regions listed".to_owned(),
+            || format!("none of {} listed regions answered", listed.len()),
             |e| e.to_string(),
         )))
     }
 
-    async fn request(&self, msg: &Message) -> Result<Message, ApiError> {
-        let ch = self.channel().await?;
-        ch.request(msg, MAX_FRAME_LEN).await.map_err(|e| match e {
-            TransportError::Wire(w) => {
-                ApiError::internal(format!("region sent a malformed reply: {w}"))
+    /// Sends `msg` to the preferred region, and to the next one only while the request
+    /// certainly was not received (see the module docs). Returns the reply and the region
+    /// that sent it.
+    async fn request(&self, msg: &Message) -> Result<(Message, SocketAddr), ApiError> {
+        self.listed().await?;
+        let mut tried = Vec::new();
+        let mut last_error = None;
+        while let Some(addr) = self.choose(&tried) {
+            tried.push(addr);
+            let ch = match self.connect(addr).await {
+                Ok(ch) => ch,
+                Err(e) => {
+                    warn!(region = %addr, error = %e, "region connection failed");
+                    lock(&self.policy).handle_unreachable(Instant::now(), &addr);
+                    last_error = Some(e);
+                    continue;
+                }
+            };
+            match ch.request(msg, MAX_FRAME_LEN).await {
+                Ok(reply) => {
+                    let mut policy = lock(&self.policy);
+                    policy.handle_rtt(&addr, ch.rtt());
+                    policy.handle_success(Instant::now(), &addr);
+                    return Ok((reply, addr));
+                }
+                Err(e) => {
+                    lock(&self.policy).handle_failure(Instant::now(), &addr);
+                    if e.request_was_not_sent() {
+                        warn!(region = %addr, error = %e, "request not sent; trying another region");
+                        last_error = Some(e);
+                        continue;
+                    }
+                    return Err(match e {
+                        TransportError::Wire(w) => {
+                            ApiError::internal(format!("region sent a malformed reply: {w}"))
+                        }
+                        // The region may have received it: never sent elsewhere.
+                        other => ApiError::unavailable(
+                            format!(
+                                "the region connection failed after the request was sent \
+                                 ({other}); it may or may not have run"
+                            ),
+                            RETRY_AFTER,
+                        ),
+                    });
+                }
             }
-            other => unavailable(other),
-        })
+        }
+        *self.resolution.lock().await = None;
+        Err(unavailable(last_error.map_or_else(
+            || "no listed region answered".to_owned(),
+            |e| e.to_string(),
+        )))
     }
 
     /// Sends `req` to a region and returns its answer.
@@ -177,8 +260,25 @@ impl RegionLink {
     /// 503 when no region is reachable or the connection fails during the request.
     pub async fn forward(&self, req: InvokeRequest) -> Result<Forwarded, ApiError> {
         match self.request(&Message::Invoke(req)).await? {
-            Message::InvokeResult { result, function } => Ok((result, function)),
-            Message::Error(e) => Err(e),
+            (
+                Message::InvokeResult {
+                    result,
+                    function,
+                    pressure,
+                },
+                addr,
+            ) => {
+                if let Some(p) = pressure {
+                    lock(&self.policy).handle_pressure(
+                        Instant::now(),
+                        &addr,
+                        p.busy,
+                        p.spare_slots,
+                    );
+                }
+                Ok((result, function))
+            }
+            (Message::Error(e), _) => Err(e),
             _ => Err(ApiError::internal(
                 "region answered an invocation with another message",
             )),
@@ -200,6 +300,7 @@ impl RegionLink {
         match self
             .request(&Message::FetchArtifact { digest, engine })
             .await?
+            .0
         {
             Message::Artifact {
                 digest: d,
@@ -237,6 +338,7 @@ impl RegionLink {
                 since_revision: since,
             })
             .await?
+            .0
         {
             Message::RouteTable { revision, routes } => Ok((revision, routes)),
             Message::Error(e) => Err(e),
@@ -251,7 +353,7 @@ impl RegionLink {
     /// # Errors
     /// 503 when no region is reachable.
     pub async fn ship_logs(&self, entries: Vec<ShippedLog>, dropped: u64) -> Result<(), ApiError> {
-        match self.request(&Message::Logs { entries, dropped }).await? {
+        match self.request(&Message::Logs { entries, dropped }).await?.0 {
             Message::Ack => Ok(()),
             Message::Error(e) => Err(e),
             _ => Err(ApiError::internal(

@@ -39,6 +39,17 @@ impl Admission {
         self.waiting.load(Ordering::Acquire)
     }
 
+    /// Free execution slots now.
+    pub fn spare(&self) -> usize {
+        self.slots.available_permits()
+    }
+
+    /// Whether the queue of waiters is past half its bound: the region tells POPs it is
+    /// under pressure from here on, before it has to refuse anything.
+    pub fn under_pressure(&self) -> bool {
+        self.waiting() * 2 > self.max_waiting
+    }
+
     /// A slot, waiting for one if the queue has room.
     ///
     /// # Errors
@@ -66,6 +77,30 @@ impl Admission {
 mod tests {
     use super::*;
     use common::model::ErrorKind;
+
+    #[tokio::test]
+    async fn pressure_is_reported_once_the_queue_is_past_half() {
+        let a = Arc::new(Admission::new(1, 2));
+        assert_eq!((a.spare(), a.under_pressure()), (1, false));
+        let held = a.admit().await.expect("slot");
+        assert_eq!((a.spare(), a.under_pressure()), (0, false));
+        let a2 = Arc::clone(&a);
+        let waiter = tokio::spawn(async move { a2.admit().await.map(drop) });
+        while a.waiting() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!a.under_pressure(), "one of two queued is not past half");
+        let a3 = Arc::clone(&a);
+        let second = tokio::spawn(async move { a3.admit().await.map(drop) });
+        while a.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert!(a.under_pressure());
+        drop(held);
+        assert!(waiter.await.expect("joins").is_ok());
+        assert!(second.await.expect("joins").is_ok());
+        assert!(!a.under_pressure());
+    }
 
     #[tokio::test]
     async fn a_full_queue_is_refused_with_unavailable() {

@@ -18,11 +18,13 @@ use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
-    ApiError, ExecutedAt, InvocationType, InvokeRequest, InvokeResponse, NodeId, Qualifier,
-    RequestId, ResolvedFunction, StartKind, TenantId, Timing,
+    ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
+    NodeId, Qualifier, RequestId, ResolvedFunction, StartKind, TenantId, Timing,
 };
 use common::policy::canary::Verdict;
+use common::policy::resize::MemoryReport;
 use common::sandbox::Release;
+use common::wire::Pressure;
 use std::sync::Arc;
 use tracing::warn;
 
@@ -95,6 +97,22 @@ impl RegionInvoker {
             dlq_depth: dead,
             ..self.executor.levels()
         }
+    }
+
+    /// The region's load as reported to POPs with a result: busy when the admission queue
+    /// is past its threshold or `result` was refused for capacity.
+    pub fn pressure(&self, result: &Result<InvokeResponse, ApiError>) -> Pressure {
+        let refused = matches!(result, Err(e) if e.kind == ErrorKind::Unavailable);
+        Pressure {
+            busy: refused || self.admission.under_pressure(),
+            spare_slots: u32::try_from(self.admission.spare()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The executor's memory observations for `version` of `key` (percentiles, learned
+    /// size), for the control API.
+    pub fn memory_report(&self, key: &FunctionKey, version: &str) -> MemoryReport {
+        self.executor.memory_report(key, version)
     }
 
     /// Accepts invocations through `routes` (without one, route invocations get 401).

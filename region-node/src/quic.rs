@@ -108,7 +108,12 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
         }
         Message::Invoke(req) => {
             let (result, function) = invoker.execute(req).await;
-            Message::InvokeResult { result, function }
+            let pressure = Some(invoker.pressure(&result));
+            Message::InvokeResult {
+                result,
+                function,
+                pressure,
+            }
         }
         Message::FetchArtifact { digest, engine } => {
             invoker.artifacts().fetch(digest, &engine).await

@@ -90,6 +90,13 @@ pub struct FunctionConfig {
     /// the canary's counts) when the runtime canary pins this function to the current
     /// runtime release. Default none.
     pub on_runtime_incompatible: Option<FunctionName>,
+    /// Retry an out-of-memory failure once at double the memory (bounded by
+    /// `max_memory_mb`) and keep the size that worked for the next invocations, decaying
+    /// back when peak usage falls. Default false.
+    pub auto_resize: bool,
+    /// The most memory one invocation may get, in MiB, through `x-strata-memory-mb` or
+    /// `auto_resize`; at least `memory_mb`. Default: `memory_mb`.
+    pub max_memory_mb: Option<u32>,
 }
 
 impl Default for FunctionConfig {
@@ -110,6 +117,8 @@ impl Default for FunctionConfig {
             on_success: None,
             dead_letter_sync: false,
             on_runtime_incompatible: None,
+            auto_resize: false,
+            max_memory_mb: None,
         }
     }
 }
@@ -131,6 +140,16 @@ pub enum ConfigError {
     Memory {
         /// The refused value.
         got: u32,
+        /// The largest allowed value.
+        max: u32,
+    },
+    /// `max_memory_mb` below `memory_mb` or above the maximum.
+    #[error("max_memory_mb must be between memory_mb ({min}) and {max}, got {got}")]
+    MaxMemory {
+        /// The refused value.
+        got: u32,
+        /// `memory_mb`.
+        min: u32,
         /// The largest allowed value.
         max: u32,
     },
@@ -177,6 +196,15 @@ impl FunctionConfig {
         if self.memory_mb == 0 || self.memory_mb > max {
             return Err(ConfigError::Memory {
                 got: self.memory_mb,
+                max,
+            });
+        }
+        if let Some(got) = self.max_memory_mb
+            && (got < self.memory_mb || got > max)
+        {
+            return Err(ConfigError::MaxMemory {
+                got,
+                min: self.memory_mb,
                 max,
             });
         }
@@ -248,6 +276,14 @@ impl FunctionConfig {
     pub fn memory_bytes(&self) -> u64 {
         u64::from(self.memory_mb) << 20
     }
+
+    /// The most memory one invocation may get, in MiB: `max_memory_mb`, at least
+    /// `memory_mb`.
+    pub fn memory_ceiling_mb(&self) -> u32 {
+        self.max_memory_mb
+            .unwrap_or(self.memory_mb)
+            .max(self.memory_mb)
+    }
 }
 
 #[cfg(test)]
@@ -273,6 +309,23 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(f.validate(4096), Err(ConfigError::Fuel(0)));
+        let below = FunctionConfig {
+            max_memory_mb: Some(64),
+            ..c.clone()
+        };
+        assert!(matches!(
+            below.validate(4096),
+            Err(ConfigError::MaxMemory { got: 64, .. })
+        ));
+        let over = FunctionConfig {
+            max_memory_mb: Some(512),
+            ..c.clone()
+        };
+        assert!(matches!(
+            over.validate(256),
+            Err(ConfigError::MaxMemory { max: 256, .. })
+        ));
+        assert_eq!(c.memory_ceiling_mb(), 128);
         let mut e = c;
         e.env.insert("STRATA_X".into(), "1".into());
         assert!(matches!(e.validate(4096), Err(ConfigError::Env(_))));

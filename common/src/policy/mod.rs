@@ -9,5 +9,7 @@ pub mod alias;
 pub mod canary;
 pub mod placement;
 pub mod retry;
+pub mod region;
+pub mod resize;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};

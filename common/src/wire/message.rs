@@ -78,6 +78,10 @@ pub enum Message {
         result: Result<InvokeResponse, ApiError>,
         /// The function as resolved for the request's token and qualifier.
         function: Option<ResolvedFunction>,
+        /// The region's load when it answered, so the POP can back off from a busy
+        /// region; `None` from a region that does not report it.
+        #[serde(default)]
+        pressure: Option<Pressure>,
     },
     /// POP -> region: send the module with this digest, precompiled for `engine` if the
     /// region can.
@@ -154,6 +158,16 @@ pub enum Message {
     },
     /// Region -> POP: the [`Message::Logs`] batch was recorded.
     Ack,
+}
+
+/// A region's load as it reports it with each invocation result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Pressure {
+    /// The region is under pressure (its admission queue is past its threshold, or it
+    /// refused this invocation for capacity): send elsewhere for a while.
+    pub busy: bool,
+    /// Execution slots free when it answered.
+    pub spare_slots: u32,
 }
 
 /// Log output of one invocation at a POP, shipped to the region.

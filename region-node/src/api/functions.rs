@@ -10,7 +10,8 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use common::edge::doc::ErrorBody;
-use common::model::{ApiError, FunctionConfig};
+use common::model::{ApiError, FunctionConfig, FunctionKey, Qualifier};
+use common::policy::resize::MemoryReport;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -81,23 +82,43 @@ pub(super) async fn deploy(
     Ok(Json(view))
 }
 
-/// One function's `$LATEST`.
+/// A function's `$LATEST` and what this region observed of its memory use.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct FunctionDetail {
+    /// The function's configuration and code (as in the deploy response).
+    #[serde(flatten)]
+    #[schema(ignore)]
+    function: FunctionView,
+    /// Peak memory percentiles of the region's recent invocations of the function, the
+    /// recommended `memory_mb`, and the size `auto_resize` learned for `$LATEST`.
+    /// Invocations run at POPs are not included.
+    memory: MemoryReport,
+}
+
+/// One function's `$LATEST`, with its observed memory use.
 #[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
     params(("name" = String, Path, description = "The function's name")),
-    responses((status = 200, description = "The function", body = Object),
+    responses((status = 200, description = "The function (deploy fields plus `memory`)",
+            body = FunctionDetail),
         (status = 404, description = "No such function for this tenant", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<FunctionView>, ApiError> {
+) -> Result<Json<FunctionDetail>, ApiError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
-    Ok(Json(
-        blocking(move || registry.function(&tenant, &name)).await?,
-    ))
+    let key = FunctionKey {
+        tenant: tenant.clone(),
+        name: name.clone(),
+    };
+    let function = blocking(move || registry.function(&tenant, &name)).await?;
+    let memory = s
+        .invoker
+        .memory_report(&key, &Qualifier::Latest.to_string());
+    Ok(Json(FunctionDetail { function, memory }))
 }
 
 #[derive(Debug, Serialize)]

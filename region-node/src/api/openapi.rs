@@ -130,7 +130,15 @@ mod tests {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
         let schemas = doc.components.expect("components").schemas;
-        for s in ["Route", "NewRoute", "LogPage", "LogLine", "ErrorBody"] {
+        for s in [
+            "Route",
+            "NewRoute",
+            "LogPage",
+            "LogLine",
+            "ErrorBody",
+            "FunctionDetail",
+            "MemoryReport",
+        ] {
             assert!(schemas.contains_key(s), "schema {s} missing");
         }
     }

@@ -81,7 +81,7 @@ impl Sim<'_> {
         for _ in 0..=self.regions.len() {
             let t = now + waited;
             let p = &mut self.pops[pop as usize];
-            let Some(r) = self.chooser.choose(t, &p.views) else {
+            let Some(r) = self.chooser.choose(t, pop, &p.views) else {
                 break;
             };
             let region = &mut self.regions[r as usize];
@@ -90,6 +90,7 @@ impl Sim<'_> {
                 // retries elsewhere: the dead region never received the request.
                 waited += self.c.failure_detect;
                 p.views[r as usize].avoid_until = now + waited + self.c.retry_after;
+                self.chooser.unreachable(now + waited, pop, r);
                 self.rec.counters.failovers += 1;
                 continue;
             }

@@ -31,7 +31,7 @@ use node::{IdHasher, Node, Removed};
 use queue::{EventQueue, Nanos};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seams::{NearestHealthy, Outcomes, PolicyJudge, RegionChoice, RegionView, Verdict};
+use seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
 use stats::{Recorder, Tier};
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
@@ -293,7 +293,7 @@ impl<'a> Sim<'a> {
             },
             pops,
             regions,
-            chooser: Box::new(NearestHealthy),
+            chooser: Box::new(PolicyChoice::default()),
             judge,
             outcomes: vec![
                 (Outcomes::default(), Verdict::Undecided);

@@ -1,14 +1,16 @@
 //! Seams where capacity policies plug into the simulator.
 //!
-//! Placement is the real `common::policy::PlacementPolicy`, and canary verdicts are the
-//! real `common::policy::canary::judge` ([`PolicyJudge`]). The policies that do not exist
-//! in `common::policy` yet (region choice) are modelled here behind small traits, so that
-//! when they land the simulator drives them through the same seam.
+//! Placement is the real `common::policy::PlacementPolicy`, region choice the real
+//! `common::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), and canary
+//! verdicts the real `common::policy::canary::judge` ([`PolicyJudge`]): the simulator
+//! drives the same policy code as the nodes.
 //! Warm pools are keep-alive pools in [`super::node`]; a trend-driven pool would replace
 //! `Node::acquire`/`Node::sweep` behind the same calls.
 
 use super::queue::Nanos;
 use common::policy::canary::{self, CanaryConfig, Counts};
+use common::policy::region::{self, RegionChoiceConfig};
+use std::time::{Duration, Instant};
 
 /// A POP's view of one region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +25,78 @@ pub struct RegionView {
 
 /// How a POP picks the region to forward to.
 pub trait RegionChoice: std::fmt::Debug {
-    /// The region for the next forward among `regions` (sorted by RTT), or `None` when
-    /// none is usable.
-    fn choose(&mut self, now: Nanos, regions: &[RegionView]) -> Option<u32>;
+    /// The region for `pop`'s next forward among `regions` (indexed by region), or `None`
+    /// when none is usable.
+    fn choose(&mut self, now: Nanos, pop: u32, regions: &[RegionView]) -> Option<u32>;
+
+    /// `pop` found `region` unreachable (it waited out the detection timeout).
+    fn unreachable(&mut self, _now: Nanos, _pop: u32, _region: u32) {}
 }
 
-/// Today's behaviour: the lowest-RTT region not being avoided.
+/// The POPs' real policy: a [`region::RegionChoice`] per POP, created on its first forward
+/// with the RTTs of its views, told about every unreachable region; regions the
+/// simulator marks as avoided are excluded. Simulated time maps
+/// onto an [`Instant`] taken once as the epoch; only differences of it are ever used.
+#[derive(Debug)]
+pub struct PolicyChoice {
+    epoch: Instant,
+    pops: Vec<Option<region::RegionChoice<u32>>>,
+}
+
+impl Default for PolicyChoice {
+    fn default() -> Self {
+        Self {
+            epoch: Instant::now(),
+            pops: Vec::new(),
+        }
+    }
+}
+
+impl PolicyChoice {
+    fn at(&self, now: Nanos) -> Instant {
+        self.epoch + Duration::from_nanos(now)
+    }
+}
+
+impl RegionChoice for PolicyChoice {
+    fn choose(&mut self, now: Nanos, pop: u32, regions: &[RegionView]) -> Option<u32> {
+        let at = self.at(now);
+        let i = pop as usize;
+        if self.pops.len() <= i {
+            self.pops.resize_with(i + 1, || None);
+        }
+        let policy = self.pops[i].get_or_insert_with(|| {
+            let mut p = region::RegionChoice::new(RegionChoiceConfig::default());
+            let listed: Vec<u32> = regions.iter().map(|r| r.region).collect();
+            p.set_regions(&listed);
+            for r in regions {
+                p.handle_rtt(&r.region, Duration::from_nanos(r.rtt));
+            }
+            p
+        });
+        // The simulator's own avoidance (`retry_after_s`) still applies on top.
+        let avoided: Vec<u32> = regions
+            .iter()
+            .filter(|r| r.avoid_until > now)
+            .map(|r| r.region)
+            .collect();
+        policy.choose(at, &avoided)
+    }
+
+    fn unreachable(&mut self, now: Nanos, pop: u32, region: u32) {
+        let at = self.at(now);
+        if let Some(Some(p)) = self.pops.get_mut(pop as usize) {
+            p.handle_unreachable(at, &region);
+        }
+    }
+}
+
+/// The behaviour before the real policy: the lowest-RTT region not being avoided.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NearestHealthy;
 
 impl RegionChoice for NearestHealthy {
-    fn choose(&mut self, now: Nanos, regions: &[RegionView]) -> Option<u32> {
+    fn choose(&mut self, now: Nanos, _pop: u32, regions: &[RegionView]) -> Option<u32> {
         regions
             .iter()
             .filter(|r| r.avoid_until <= now)
@@ -132,14 +195,48 @@ mod tests {
             },
         ];
         let mut c = NearestHealthy;
-        assert_eq!(c.choose(50, &regions), Some(1));
-        assert_eq!(c.choose(100, &regions), Some(2));
+        assert_eq!(c.choose(50, 0, &regions), Some(1));
+        assert_eq!(c.choose(100, 0, &regions), Some(2));
         let all_avoided = [RegionView {
             region: 0,
             rtt: 1,
             avoid_until: 9,
         }];
-        assert_eq!(c.choose(5, &all_avoided), None);
+        assert_eq!(c.choose(5, 0, &all_avoided), None);
+    }
+
+    #[test]
+    fn the_policy_fails_over_per_pop_and_probes_again_later() {
+        let regions = [
+            RegionView {
+                region: 0,
+                rtt: 10,
+                avoid_until: 0,
+            },
+            RegionView {
+                region: 1,
+                rtt: 20,
+                avoid_until: 0,
+            },
+        ];
+        let mut c = PolicyChoice::default();
+        assert_eq!(c.choose(0, 0, &regions), Some(0));
+        assert_eq!(c.choose(0, 1, &regions), Some(0));
+        c.unreachable(0, 0, 0);
+        assert_eq!(c.choose(1, 0, &regions), Some(1), "POP 0 avoids region 0");
+        let mut avoided = regions;
+        avoided[1].avoid_until = 5;
+        assert_eq!(
+            c.choose(1, 1, &avoided),
+            Some(0),
+            "the simulator's avoidance applies"
+        );
+        assert_eq!(c.choose(1, 1, &regions), Some(0), "POP 1 saw nothing");
+        assert_eq!(
+            c.choose(2_000_000_000, 0, &regions),
+            Some(0),
+            "probe after 1 s"
+        );
     }
 
     #[test]

@@ -1,0 +1,223 @@
+//! Region failover: a POP with two regions keeps serving when the region serving it is
+//! killed mid-run; only requests in flight at the kill may fail (503), none runs twice,
+//! and everything after the kill runs at the other region.
+
+use crate::support::{any_port, header, pop_config, region_config};
+use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
+use common::transport::dev_ca;
+use pop_node::discovery::RegionSource;
+use region_node::{RegionConfig, RegionHandle};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Writes stdin to stderr (its log line, so the region records each execution) and `ok`
+/// to stdout.
+const NOISY: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 64) "ok")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 65536))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 4) (i32.load (i32.const 8)))
+    (drop (call $write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 2))
+    (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const WORKERS: usize = 4;
+const PER_WORKER: usize = 25;
+/// Responses before the serving region is killed.
+const KILL_AFTER: usize = 20;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+async fn start_region(id: &str, dir: &Path, tls: &common::transport::TlsFiles) -> RegionHandle {
+    region_node::start(RegionConfig {
+        node_id: id.into(),
+        state_dir: dir.to_path_buf(),
+        tls: Some(tls.clone()),
+        ..region_config()
+    })
+    .await
+    .expect("region starts")
+}
+
+/// Every region request id's log lines: payload -> how many executions.
+async fn executions(
+    http: &reqwest::Client,
+    region: &RegionHandle,
+    token: &str,
+) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    let mut since = 0u64;
+    loop {
+        let page: serde_json::Value = http
+            .get(format!(
+                "http://{}/v1/functions/noisy/logs?since={since}&limit=1000",
+                region.http_addr
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("logs")
+            .json()
+            .await
+            .expect("json");
+        let lines = page["lines"].as_array().expect("lines");
+        if lines.is_empty() {
+            return counts;
+        }
+        for l in lines {
+            *counts
+                .entry(l["line"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        since = page["next"].as_u64().expect("next");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_serving_region_fails_over_without_duplicates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dev_ca::init(&dir.path().join("certs")).expect("certs");
+    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
+    // Both regions need the same registry: set it up at A, then copy A's state to B.
+    let a = start_region("a", &dir_a, &certs.region).await;
+    let tenant = TenantId::new("t").expect("tenant");
+    a.registry()
+        .create_tenant(tenant.clone(), 1024)
+        .expect("tenant");
+    let token = a.registry().create_token(&tenant).expect("token");
+    let config = FunctionConfig {
+        placement: Placement::Region,
+        ..FunctionConfig::default()
+    };
+    let wasm = wat::parse_str(NOISY).expect("wat");
+    a.registry()
+        .deploy(
+            &tenant,
+            &FunctionName::new("noisy").expect("name"),
+            config,
+            &wasm,
+            None,
+        )
+        .expect("deploys");
+    a.shutdown().await;
+    copy_dir(&dir_a, &dir_b);
+    let a = start_region("a", &dir_a, &certs.region).await;
+    let b = start_region("b", &dir_b, &certs.region).await;
+    let pop = pop_node::start(pop_node::PopConfig {
+        state_dir: dir.path().join("pop"),
+        tls: Some(certs.pop.clone()),
+        regions: RegionSource::Static(vec![a.quic_addr, b.quic_addr]),
+        connect_timeout_ms: 1000,
+        http_listen: any_port(),
+        ..pop_config()
+    })
+    .await
+    .expect("POP starts");
+    let url = format!("http://{}/v1/functions/noisy/invoke", pop.http_addr);
+    let http = reqwest::Client::new();
+
+    let (answered, mut progress) = tokio::sync::watch::channel(0usize);
+    let answered = Arc::new(answered);
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        let (answered, killed) = (Arc::clone(&answered), Arc::clone(&killed));
+        workers.spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..PER_WORKER {
+                let payload = format!("w{w}-r{i}");
+                let after_kill = killed.load(Ordering::Acquire);
+                let resp = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .body(payload.clone())
+                    .send()
+                    .await
+                    .expect("the POP answers");
+                let status = resp.status().as_u16();
+                let at = header(&resp, "x-strata-executed-at");
+                answered.send_modify(|n| *n += 1);
+                outcomes.push((payload, status, at, after_kill));
+            }
+            outcomes
+        });
+    }
+    // Kill the region that is serving once the run is well under way.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        progress.wait_for(|n| *n >= KILL_AFTER),
+    )
+    .await
+    .expect("the run got under way within 30 s")
+    .expect("workers alive");
+    // A is first in the POP's list and nothing has failed yet: it is the one serving.
+    a.shutdown().await;
+    killed.store(true, Ordering::Release);
+    let mut outcomes = Vec::new();
+    while let Some(done) = workers.join_next().await {
+        outcomes.extend(done.expect("worker"));
+    }
+
+    let at_b = executions(&http, &b, &token).await;
+    let mut failed = 0;
+    for (payload, status, at, after_kill) in &outcomes {
+        let ran_at_b = at_b.get(payload).copied().unwrap_or(0);
+        assert!(ran_at_b <= 1, "{payload} ran {ran_at_b} times at b");
+        match (*status, at.as_str()) {
+            (200, "region/a") => {
+                assert!(!after_kill, "{payload} ran at a after it was killed");
+                assert_eq!(ran_at_b, 0, "{payload} ran at a and at b");
+            }
+            (200, "region/b") => assert_eq!(ran_at_b, 1, "{payload} is in b's log"),
+            // Only a request in flight at the kill may fail, and it is not sent again.
+            (503, _) => {
+                assert!(!after_kill, "{payload} failed after the kill");
+                assert_eq!(ran_at_b, 0, "{payload} failed yet ran at b");
+                failed += 1;
+            }
+            other => panic!("{payload}: unexpected outcome {other:?}"),
+        }
+    }
+    assert!(
+        failed <= WORKERS,
+        "{failed} failures with {WORKERS} requests in flight"
+    );
+    let served_by_a = outcomes.iter().filter(|o| o.2 == "region/a").count();
+    assert!(served_by_a >= KILL_AFTER, "a served the start of the run");
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o.3)
+            .all(|o| o.1 == 200 && o.2 == "region/b"),
+        "every request after the kill ran at b"
+    );
+    let after_kill = outcomes.iter().filter(|o| o.3).count();
+    assert!(after_kill > 0, "the run went on after the kill");
+    eprintln!(
+        "served by a: {served_by_a}, failed in flight: {failed}, after the kill (all at b): \
+         {after_kill}, of {}",
+        outcomes.len()
+    );
+    pop.shutdown().await;
+    b.shutdown().await;
+}
