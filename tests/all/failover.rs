@@ -2,7 +2,7 @@
 //! killed mid-run; only requests in flight at the kill may fail (503), none runs twice,
 //! and everything after the kill runs at the other region.
 
-use crate::support::{any_port, header, pop_config, region_config};
+use crate::support::{LOOP_FOREVER, Patience, any_port, header, pop_config, region_config};
 use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
@@ -47,12 +47,19 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-async fn start_region(id: &str, dir: &Path, tls: &common::transport::TlsFiles) -> RegionHandle {
+async fn start_region(
+    id: &str,
+    dir: &Path,
+    tls: &common::transport::TlsFiles,
+    config: RegionConfig,
+) -> RegionHandle {
     region_node::start(RegionConfig {
         node_id: id.into(),
         state_dir: dir.to_path_buf(),
         tls: Some(tls.clone()),
-        ..region_config()
+        http_listen: any_port(),
+        quic_listen: any_port(),
+        ..config
     })
     .await
     .expect("region starts")
@@ -92,36 +99,49 @@ async fn executions(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_serving_region_fails_over_without_duplicates() {
+/// Two regions with the same registry (tenant `t`, functions `noisy` and `spin`, both
+/// pinned to the region) and a POP listing A first, then B. `a_config` tunes A.
+struct TwoRegions {
+    _dir: tempfile::TempDir,
+    a: RegionHandle,
+    b: RegionHandle,
+    pop: pop_node::PopHandle,
+    token: String,
+}
+
+async fn two_regions(a_config: RegionConfig) -> TwoRegions {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = dev_ca::init(&dir.path().join("certs")).expect("certs");
     let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    // Both regions need the same registry: set it up at A, then copy A's state to B.
-    let a = start_region("a", &dir_a, &certs.region).await;
+    // Two region processes cannot share one store: set the registry up at A, stop A
+    // cleanly, and copy its state to B.
+    let a = start_region("a", &dir_a, &certs.region, region_config()).await;
     let tenant = TenantId::new("t").expect("tenant");
     a.registry()
         .create_tenant(tenant.clone(), 1024)
         .expect("tenant");
     let token = a.registry().create_token(&tenant).expect("token");
-    let config = FunctionConfig {
-        placement: Placement::Region,
-        ..FunctionConfig::default()
-    };
-    let wasm = wat::parse_str(NOISY).expect("wat");
-    a.registry()
-        .deploy(
-            &tenant,
-            &FunctionName::new("noisy").expect("name"),
-            config,
-            &wasm,
-            None,
-        )
-        .expect("deploys");
+    for (name, wat, timeout_ms) in [("noisy", NOISY, 3000), ("spin", LOOP_FOREVER, 4000)] {
+        let config = FunctionConfig {
+            placement: Placement::Region,
+            timeout_ms,
+            ..FunctionConfig::default()
+        };
+        let wasm = wat::parse_str(wat).expect("wat");
+        a.registry()
+            .deploy(
+                &tenant,
+                &FunctionName::new(name).expect("name"),
+                config,
+                &wasm,
+                None,
+            )
+            .expect("deploys");
+    }
     a.shutdown().await;
     copy_dir(&dir_a, &dir_b);
-    let a = start_region("a", &dir_a, &certs.region).await;
-    let b = start_region("b", &dir_b, &certs.region).await;
+    let a = start_region("a", &dir_a, &certs.region, a_config).await;
+    let b = start_region("b", &dir_b, &certs.region, region_config()).await;
     let pop = pop_node::start(pop_node::PopConfig {
         state_dir: dir.path().join("pop"),
         tls: Some(certs.pop.clone()),
@@ -132,6 +152,24 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
     })
     .await
     .expect("POP starts");
+    TwoRegions {
+        _dir: dir,
+        a,
+        b,
+        pop,
+        token,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_serving_region_fails_over_without_duplicates() {
+    let TwoRegions {
+        _dir,
+        a,
+        b,
+        pop,
+        token,
+    } = two_regions(region_config()).await;
     let url = format!("http://{}/v1/functions/noisy/invoke", pop.http_addr);
     let http = reqwest::Client::new();
 
@@ -220,4 +258,74 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
     );
     pop.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_under_pressure_is_backed_off_from() {
+    // A has one execution slot and no queue: while a request runs there, it refuses the
+    // next with 503 and reports pressure.
+    let c = two_regions(RegionConfig {
+        max_concurrency: 1,
+        max_queued: 0,
+        ..region_config()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let invoke = |base: String, name: &'static str| {
+        let (http, token) = (http.clone(), c.token.clone());
+        async move {
+            let resp = http
+                .post(format!("{base}/v1/functions/{name}/invoke"))
+                .bearer_auth(token)
+                .body("x")
+                .send()
+                .await
+                .expect("answered");
+            (
+                resp.status().as_u16(),
+                header(&resp, "x-strata-executed-at"),
+            )
+        }
+    };
+    let pop_url = format!("http://{}", c.pop.http_addr);
+    let a_url = format!("http://{}", c.a.http_addr);
+    // Warm up: with nothing measured the POP prefers A, first in its list.
+    assert_eq!(
+        invoke(pop_url.clone(), "noisy").await,
+        (200, "region/a".into())
+    );
+    // Occupy A's only slot (directly, so the POP sees nothing of it) and wait until A is
+    // visibly full; a spin that lost the slot to a probe is refused and sent again.
+    let mut spin = tokio::spawn(invoke(a_url.clone(), "spin"));
+    let mut patience = Patience::new();
+    let mut busy = false;
+    while !busy && patience.more() {
+        if spin.is_finished() {
+            spin = tokio::spawn(invoke(a_url.clone(), "spin"));
+        }
+        busy = invoke(a_url.clone(), "noisy").await.0 == 503 && !spin.is_finished();
+    }
+    assert!(busy, "A never got busy");
+    // The POP's next request reaches A, which refuses it and reports pressure (not
+    // retried: A received it); the POP then backs off from A and B serves.
+    let mut refused_at_a = 0;
+    let mut served_by_b = false;
+    let mut patience = Patience::new();
+    while !served_by_b && patience.more() {
+        match invoke(pop_url.clone(), "noisy").await {
+            (200, at) if at == "region/b" => served_by_b = true,
+            (503, _) => refused_at_a += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(served_by_b, "the POP kept sending to the busy region");
+    assert!(refused_at_a >= 1, "A reported pressure with its refusal");
+    assert_eq!(
+        spin.await.expect("spin").0,
+        504,
+        "the spinning request timed out at A"
+    );
+    c.pop.shutdown().await;
+    c.a.shutdown().await;
+    c.b.shutdown().await;
 }
