@@ -4,12 +4,15 @@ use crate::artifacts::ArtifactCache;
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
+use crate::warm::WarmPlanner;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId, Placement,
+    ResolvedFunction,
 };
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
+use common::sandbox::CompiledModule;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -25,6 +28,7 @@ pub struct PopInvoker {
     artifacts: Arc<ArtifactCache>,
     placement: Mutex<PlacementPolicy>,
     prefetcher: Arc<Prefetcher>,
+    warm: Arc<WarmPlanner>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
 }
@@ -46,6 +50,8 @@ pub struct PopParts {
     pub placement: PlacementPolicy,
     /// Background artifact preparation.
     pub prefetcher: Arc<Prefetcher>,
+    /// Warm-pool planning for the reactors run here.
+    pub warm: Arc<WarmPlanner>,
     /// Local execution slots.
     pub local_concurrency: usize,
     /// Forwarded invocations in flight.
@@ -63,6 +69,7 @@ impl PopInvoker {
             artifacts: parts.artifacts,
             placement: Mutex::new(parts.placement),
             prefetcher: parts.prefetcher,
+            warm: parts.warm,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
         }
@@ -155,10 +162,13 @@ impl Invoker for PopInvoker {
         let local = LocalState {
             placement: function
                 .as_ref()
-                .map_or(Placement::Auto, |f| f.config.placement),
+                .map_or(Placement::Auto, |f| placement_of(f)),
             known: function.is_some(),
             artifact_ready: module.is_some(),
             slot_free: slot.is_some(),
+            cost_bytes: function.as_ref().map_or(0, |f| {
+                budget_cost(f, module.as_ref(), self.warm.planned(&key))
+            }),
         };
         let (decision, wants_artifact) = {
             let mut policy = self.placement.lock().unwrap_or_else(|p| p.into_inner());
@@ -172,9 +182,14 @@ impl Invoker for PopInvoker {
         match (decision, function, module) {
             (Decision::Local, Some(f), Some(m)) => {
                 let _slot = slot;
-                self.executor
+                let resp = self
+                    .executor
                     .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
-                    .await
+                    .await;
+                if let Ok(r) = &resp {
+                    self.warm.record(&f, r.timing.exec);
+                }
+                resp
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);
@@ -188,4 +203,23 @@ impl Invoker for PopInvoker {
             }
         }
     }
+}
+
+/// Where a function may run as far as its config says: shared state (a resource group)
+/// lives at the region, so such functions are pinned there.
+fn placement_of(f: &ResolvedFunction) -> Placement {
+    if f.config.resource_group.is_some() {
+        Placement::Region
+    } else {
+        f.config.placement
+    }
+}
+
+/// What running `f` here costs against the POP's memory budget: its artifact's bytes once
+/// it is compiled here, plus the memory limits of its instances: the warm instances the
+/// warm-pool plan wants, at least one (a command module's instance per run).
+fn budget_cost(f: &ResolvedFunction, module: Option<&CompiledModule>, planned: u32) -> u64 {
+    let artifact = module.map_or(0, |m| m.size_bytes() as u64);
+    let instances = u64::from(planned.max(1));
+    artifact.saturating_add(instances.saturating_mul(f.config.memory_bytes()))
 }

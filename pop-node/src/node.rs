@@ -11,6 +11,7 @@ use crate::report::Reporter;
 use crate::routes::RouteSync;
 use crate::sync::{self, SyncParts, SyncState, SyncStatus};
 use crate::upstream::RegionLink;
+use crate::warm::WarmPlanner;
 use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback};
@@ -148,6 +149,11 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         Arc::clone(&artifacts),
         config.max_prefetches,
     ));
+    config
+        .warm
+        .validate()
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    let warm = Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone()));
     let sync_state = Arc::new(SyncState::default());
     let sync_parts = SyncParts {
         link: Arc::clone(&link),
@@ -164,6 +170,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         artifacts: Arc::clone(&artifacts),
         placement: PlacementPolicy::new(config.placement.clone()),
         prefetcher,
+        warm: Arc::clone(&warm),
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
     }));
@@ -185,6 +192,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
+    tasks.spawn(warm.run());
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);

@@ -7,5 +7,7 @@
 pub mod affinity;
 pub mod alias;
 pub mod placement;
+pub mod warm;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
+pub use warm::{WarmConfig, WarmMode, WarmPolicy};

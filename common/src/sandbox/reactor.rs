@@ -83,6 +83,53 @@ fn create(
     }
 }
 
+/// Creates instances into `key`'s pool until it holds `target` live ones: see
+/// [`super::Sandbox::prewarm`].
+pub(super) fn prewarm(
+    inner: &Inner,
+    key: &WarmKey,
+    module: &CompiledModule,
+    target: usize,
+    timeout: Duration,
+    fuel: Option<u64>,
+) -> Result<usize, SandboxError> {
+    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+        return Err(SandboxError::ForeignModule);
+    }
+    let (pool, slots) = inner.pools.reserve(key, target, Instant::now());
+    let mut created = 0;
+    let mut failed = None;
+    for slot in slots {
+        // After one failure, give the remaining reservations back empty.
+        let instance = match failed {
+            Some(_) => None,
+            None => match create(
+                inner,
+                module,
+                key.memory_bytes,
+                timeout,
+                fuel,
+                Instant::now(),
+            ) {
+                Ok(Ok((instance, _init_log))) => Some(instance),
+                // A guest whose `_initialize` fails is not pre-warmed; its requests will
+                // report the failure themselves.
+                Ok(Err(_)) => None,
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            },
+        };
+        created += usize::from(instance.is_some());
+        pool.give_back(slot, instance, Instant::now());
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(created),
+    }
+}
+
 /// Runs one reactor invocation: see [`super::Sandbox::run_reactor`].
 pub(super) fn run_reactor(
     inner: &Inner,

@@ -1,0 +1,79 @@
+//! Capacity at the edge: the POP's popular set fits its memory budget, and neither a flood
+//! of rare functions nor functions competing at the budget edge push the popular one out.
+
+use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use serde_json::json;
+
+/// A command module that does nothing and exits 0.
+const NOOP: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// Invokes `hello` at the POP until it runs there.
+async fn make_hello_local(c: &TestCluster) {
+    let mut patience = Patience::new();
+    while patience.more() {
+        let resp = c.invoke("hello", "x").await;
+        assert_eq!(resp.status(), 200);
+        if header(&resp, "x-strata-executed-at") == "pop/pop-1" {
+            return;
+        }
+    }
+    panic!("hello never ran at the POP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_rare_functions_never_displaces_the_popular_one() {
+    let mut pop = pop_config();
+    // Room for two 128 MiB functions; a small tracked table so the flood cycles through it.
+    pop.placement.memory_budget_mb = 300;
+    pop.placement.max_tracked = 32;
+    let c = TestCluster::with(region_config(), pop).await;
+    for name in ["mid0", "mid1", "mid2"] {
+        c.deploy_wat(name, json!({}), NOOP).await;
+    }
+    make_hello_local(&c).await;
+    let mut mids_local = std::collections::BTreeSet::new();
+    const ROUNDS: usize = 90;
+    const RARE_PER_ROUND: usize = 4;
+    for round in 0..ROUNDS {
+        let resp = c.invoke("hello", "x").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            header(&resp, "x-strata-executed-at"),
+            "pop/pop-1",
+            "the popular function left the POP in round {round}"
+        );
+        // Three functions of about the same rate compete for the one remaining share of
+        // the budget: at most one of them ever gets it.
+        let mid = format!("mid{}", round % 3);
+        let resp = c.invoke(&mid, "").await;
+        assert_eq!(resp.status(), 200);
+        if header(&resp, "x-strata-executed-at") == "pop/pop-1" {
+            mids_local.insert(mid);
+        }
+        // Hundreds of distinct rare names (not deployed: the region answers 404), each
+        // seen once.
+        for i in 0..RARE_PER_ROUND {
+            let name = format!("rare-{round}-{i}");
+            let resp = c.invoke(&name, "").await;
+            assert_eq!(resp.status(), 404, "{name}");
+        }
+    }
+    assert!(
+        mids_local.len() <= 1,
+        "the budget has room for one more function, yet {mids_local:?} ran at the POP"
+    );
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_with_a_resource_group_runs_at_the_region() {
+    let c = TestCluster::start().await;
+    c.deploy_wat("shared", json!({"resource_group": "carts"}), NOOP)
+        .await;
+    for _ in 0..30 {
+        let resp = c.invoke("shared", "").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-strata-executed-at"), "region/region-1");
+    }
+    c.nodes.shutdown().await;
+}
