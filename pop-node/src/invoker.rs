@@ -75,6 +75,11 @@ impl PopInvoker {
         }
     }
 
+    /// Whether the code `digest` is compiled and ready here.
+    pub fn has_module(&self, digest: &common::model::ArtifactDigest) -> bool {
+        self.executor.cached(digest).is_some()
+    }
+
     /// Stops background work.
     pub fn stop(&self) {
         self.prefetcher.abort_all();

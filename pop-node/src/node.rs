@@ -70,6 +70,12 @@ impl PopHandle {
         self.pause_sync.send_replace(paused);
     }
 
+    /// Whether the code `digest` is compiled and ready at this POP (cache inspection for
+    /// operators and tests).
+    pub fn has_module(&self, digest: &common::model::ArtifactDigest) -> bool {
+        self.invoker.has_module(digest)
+    }
+
     /// Stops serving and waits for the node's tasks to end.
     pub async fn shutdown(mut self) {
         self.invoker.stop();

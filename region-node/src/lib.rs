@@ -13,6 +13,7 @@
 //! - [`capacity`]: the capacity view of this region and its POPs (`/v1/capacity`,
 //!   `/dashboard`).
 //! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
+//! - [`trend`]: trending hints: aggregate rates from POP reports, pushed to POPs.
 
 pub mod admission;
 pub mod api;
@@ -26,6 +27,7 @@ pub mod quic;
 pub mod registry;
 pub mod routes;
 pub mod store;
+pub mod trend;
 
 pub use config::RegionConfig;
 pub use node::{RegionHandle, StartError, start};

@@ -9,6 +9,7 @@ use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use crate::store::{Store, StoreError};
+use crate::trend::TrendWatch;
 use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback};
@@ -125,6 +126,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let http_addr = listener.local_addr()?;
 
     let capacity = Arc::new(Capacity::new(CapacityConfig::default()));
+    let trending = Arc::new(TrendWatch::new(config.trending.clone()));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
@@ -159,8 +161,10 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             routes,
             logs,
             capacity: Arc::clone(&capacity),
+            trending: Arc::clone(&trending),
         },
     ));
+    tasks.spawn(trending.run());
     tasks.spawn(snapshot_loop(
         stats,
         capacity,

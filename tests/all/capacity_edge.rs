@@ -77,3 +77,54 @@ async fn a_function_with_a_resource_group_runs_at_the_region() {
     }
     c.nodes.shutdown().await;
 }
+
+/// A command module with code of its own (so no other test's artifact matches its digest).
+const TRENDY: &str = r#"(module (memory (export "memory") 1) (func (export "_start") nop nop))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traffic_trending_up_at_one_pop_makes_another_pop_prepare_the_code() {
+    let mut region = region_config();
+    region.trending.tick_ms = 200;
+    // Hints repeat while the rise lasts, so one sent before B subscribed is not the last.
+    region.trending.cooldown_ms = 500;
+    let mut pop_a = pop_config();
+    pop_a.report_interval_ms = 100;
+    let c = TestCluster::with(region, pop_a).await;
+    let wasm = wat::parse_str(TRENDY).expect("valid wat");
+    let digest = common::model::ArtifactDigest::of(&wasm);
+    c.nodes
+        .deploy("trendy", json!({}), wasm)
+        .await
+        .expect("deploys");
+    // POP B, same region and CA, never sees a request for `trendy`.
+    let b = pop_node::start(pop_node::PopConfig {
+        node_id: "pop-b".into(),
+        state_dir: c.dir.path().join("pop-b"),
+        tls: Some(
+            common::transport::dev_ca::init(&c.dir.path().join("certs"))
+                .expect("certs")
+                .pop,
+        ),
+        regions: pop_node::discovery::RegionSource::Static(vec![c.nodes.region.quic_addr]),
+        ..pop_config()
+    })
+    .await
+    .expect("POP B starts");
+    assert!(!b.has_module(&digest));
+    // Rising traffic at POP A until B has the code (waiting on the condition, bounded).
+    let mut patience = Patience::new();
+    let mut burst = 1;
+    while !b.has_module(&digest) && patience.more() {
+        for _ in 0..burst {
+            let resp = c.invoke("trendy", "").await;
+            assert_eq!(resp.status(), 200);
+        }
+        burst = (burst + 1).min(50);
+    }
+    assert!(
+        b.has_module(&digest),
+        "POP B never prepared the trending function's code"
+    );
+    b.shutdown().await;
+    c.nodes.shutdown().await;
+}

@@ -7,7 +7,9 @@
 pub mod affinity;
 pub mod alias;
 pub mod placement;
+pub mod trending;
 pub mod warm;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
+pub use trending::{TrendingConfig, TrendingPolicy};
 pub use warm::{WarmConfig, WarmMode, WarmPolicy};

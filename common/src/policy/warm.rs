@@ -233,12 +233,13 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         let (alpha, beta) = (self.config.alpha, self.config.beta);
         let secs = tick.as_secs_f64();
         for s in self.series.values_mut() {
-            // The first closed tick carries the arrivals; any further ones were empty.
-            s.step(s.arrivals as f64 / secs, alpha, beta);
-            s.arrivals = 0;
+            // After a gap the arrivals are counted in the last closed tick, the empty ones
+            // before it.
             for _ in 1..ticks.min(MAX_CATCH_UP) {
                 s.step(0.0, alpha, beta);
             }
+            s.step(s.arrivals as f64 / secs, alpha, beta);
+            s.arrivals = 0;
         }
         self.tick_start = start.checked_add(tick * ticks).or(Some(now));
         self.plan(now);
