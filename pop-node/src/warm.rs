@@ -21,6 +21,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
+/// Ticks an instance beyond the target must sit idle before it is retired.
+const RETIRE_AFTER_TICKS: u32 = 10;
+
 /// Plans and carries out warm pools at this POP.
 #[derive(Debug)]
 pub struct WarmPlanner {
@@ -130,8 +133,11 @@ impl WarmPlanner {
         let target = target as usize;
         let timeout = function.config.timeout();
         let fuel = function.config.fuel;
+        // Surplus goes only once it has sat idle for a while: a forecast that dips for a
+        // tick must not throw away instances the next tick needs again.
+        let idle_for = self.tick * RETIRE_AFTER_TICKS;
         let done = tokio::task::spawn_blocking(move || {
-            let retired = sandbox.retire_warm(&key, target);
+            let retired = sandbox.retire_warm(&key, target, idle_for);
             sandbox
                 .prewarm(&key, &module, target, timeout, fuel)
                 .map(|created| (created, retired))

@@ -321,10 +321,12 @@ impl Sandbox {
         reactor::prewarm(&self.inner, key, module, target, timeout, fuel)
     }
 
-    /// Drops idle instances of `key`'s pool beyond `keep`, least recently used first;
-    /// returns how many were dropped. Busy instances are never touched.
-    pub fn retire_warm(&self, key: &WarmKey, keep: usize) -> usize {
-        self.inner.pools.retire(key, keep)
+    /// Drops idle instances of `key`'s pool that have been idle for at least `idle_for`,
+    /// least recently used first, until at most `keep` remain; returns how many were
+    /// dropped. Busy instances are never touched.
+    pub fn retire_warm(&self, key: &WarmKey, keep: usize, idle_for: Duration) -> usize {
+        let before = Instant::now().checked_sub(idle_for);
+        before.map_or(0, |b| self.inner.pools.retire(key, keep, b))
     }
 
     /// Drops warm instances idle for longer than [`SandboxConfig::warm_idle_ms`] and

@@ -13,9 +13,9 @@
 //! used pool with its idle instances. Idle instances older than
 //! [`SandboxConfig::warm_idle_ms`] are dropped when seen (at checkout or by `reap`).
 //!
-//! Pre-warming (a warm-pool plan, [`crate::policy::warm`]) reserves empty slots with
-//! [`WarmPools::reserve`], has `reactor` create instances into them outside the lock and
-//! gives them back idle; [`WarmPools::retire`] drops idle instances beyond a target, least
+//! Pre-warming (a warm-pool plan, [`crate::policy::warm`]) reserves one empty slot at a
+//! time with [`WarmPools::reserve`], has `reactor` create an instance into it outside the
+//! lock and gives it back idle; [`WarmPools::retire`] drops idle instances beyond a target, least
 //! recently used first. Neither ever touches a busy slot.
 
 use super::SandboxConfig;
@@ -154,29 +154,22 @@ impl WarmPool {
         (idle, busy, dropped)
     }
 
-    /// Marks empty slots busy so that `live + reserved` reaches `target` (bounded by the
-    /// pool size); returns the reserved slots.
-    fn reserve_empty(&self, target: usize) -> Vec<usize> {
+    /// Marks one empty slot busy when fewer than `target` slots are live; returns it.
+    fn reserve_empty(&self, target: usize) -> Option<usize> {
         let mut slots = lock(&self.slots);
         let live = slots.iter().filter(|s| !matches!(s, Slot::Empty)).count();
-        let mut want = target.saturating_sub(live);
-        let mut reserved = Vec::new();
-        for (i, s) in slots.iter_mut().enumerate() {
-            if want == 0 {
-                break;
-            }
-            if matches!(s, Slot::Empty) {
-                *s = Slot::Busy;
-                reserved.push(i);
-                want -= 1;
-            }
+        if live >= target {
+            return None;
         }
-        reserved
+        let i = slots.iter().position(|s| matches!(s, Slot::Empty))?;
+        slots[i] = Slot::Busy;
+        Some(i)
     }
 
-    /// Empties idle slots, least recently used first, until at most `keep` instances are
-    /// idle or busy; returns what was taken out (to drop outside the lock).
-    fn retire(&self, keep: usize) -> Vec<Slot> {
+    /// Empties idle slots unused since `before`, least recently used first, until at most
+    /// `keep` instances are idle or busy; returns what was taken out (to drop outside the
+    /// lock).
+    fn retire(&self, keep: usize, before: Instant) -> Vec<Slot> {
         let mut slots = lock(&self.slots);
         let live = slots.iter().filter(|s| !matches!(s, Slot::Empty)).count();
         let mut surplus = live.saturating_sub(keep);
@@ -184,7 +177,7 @@ impl WarmPool {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| match s {
-                Slot::Idle(_, at) => Some((*at, i)),
+                Slot::Idle(_, at) if *at <= before => Some((*at, i)),
                 _ => None,
             })
             .collect();
@@ -276,30 +269,31 @@ impl WarmPools {
         pool
     }
 
-    /// Reserves empty slots of `key`'s pool (creating the pool if needed) so that its live
-    /// instances reach `target`, for instances to be created outside any lock. Returns the
-    /// pool and the reserved slots (empty when nothing is missing); each slot must be given
-    /// back with [`WarmPool::give_back`].
+    /// Reserves one empty slot of `key`'s pool (creating the pool if needed) when its
+    /// live instances are fewer than `target`, for an instance to be created outside any
+    /// lock; the slot must be given back with [`WarmPool::give_back`]. `None` when nothing
+    /// is missing or the pool has no empty slot.
     pub(super) fn reserve(
         &self,
         key: &WarmKey,
         target: usize,
         now: Instant,
-    ) -> (Arc<WarmPool>, Vec<usize>) {
-        let checkout_pool = self.pool(key);
+    ) -> Option<(Arc<WarmPool>, usize)> {
+        let pool = self.pool(key);
         // Expired instances do not count as live.
-        drop(checkout_pool.reap(now).2);
-        let slots = checkout_pool.reserve_empty(target);
-        (checkout_pool, slots)
+        drop(pool.reap(now).2);
+        let slot = pool.reserve_empty(target)?;
+        Some((pool, slot))
     }
 
-    /// Drops idle instances of `key`'s pool beyond `keep`; returns how many were dropped.
-    pub(super) fn retire(&self, key: &WarmKey, keep: usize) -> usize {
+    /// Drops idle instances of `key`'s pool unused since `before` beyond `keep`; returns
+    /// how many were dropped.
+    pub(super) fn retire(&self, key: &WarmKey, keep: usize, before: Instant) -> usize {
         let pool = lock(&self.pools)
             .by_key
             .get(key)
             .map(|(p, _)| Arc::clone(p));
-        pool.map_or(0, |p| p.retire(keep).len())
+        pool.map_or(0, |p| p.retire(keep, before).len())
     }
 
     /// Drops expired idle instances and pools with nothing in them; returns how many
@@ -429,10 +423,12 @@ mod tests {
         let (m, k) = counter(&s);
         s.prewarm(&k, &m, 3, Duration::from_secs(1), None)
             .expect("prewarms");
-        assert_eq!(s.retire_warm(&k, 1), 2);
+        // Nothing has been idle for an hour: nothing goes.
+        assert_eq!(s.retire_warm(&k, 0, Duration::from_secs(3600)), 0);
+        assert_eq!(s.retire_warm(&k, 1, Duration::ZERO), 2);
         assert_eq!(s.warm_instances(&k), 1);
-        assert_eq!(s.retire_warm(&k, 1), 0);
-        assert_eq!(s.retire_warm(&k, 0), 1);
+        assert_eq!(s.retire_warm(&k, 1, Duration::ZERO), 0);
+        assert_eq!(s.retire_warm(&k, 0, Duration::ZERO), 1);
         assert_eq!(s.warm_instances(&k), 0);
     }
 }

@@ -96,38 +96,29 @@ pub(super) fn prewarm(
     if !Engine::same(module.pre().module().engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
     }
-    let (pool, slots) = inner.pools.reserve(key, target, Instant::now());
     let mut created = 0;
-    let mut failed = None;
-    for slot in slots {
-        // After one failure, give the remaining reservations back empty.
-        let instance = match failed {
-            Some(_) => None,
-            None => match create(
-                inner,
-                module,
-                key.memory_bytes,
-                timeout,
-                fuel,
-                Instant::now(),
-            ) {
-                Ok(Ok((instance, _init_log))) => Some(instance),
-                // A guest whose `_initialize` fails is not pre-warmed; its requests will
-                // report the failure themselves.
-                Ok(Err(_)) => None,
-                Err(e) => {
-                    failed = Some(e);
-                    None
-                }
-            },
-        };
-        created += usize::from(instance.is_some());
-        pool.give_back(slot, instance, Instant::now());
+    // One slot at a time: a slot reserved here is busy to requests, so holding several
+    // while creating would push concurrent requests into one-off instances.
+    while let Some((pool, slot)) = inner.pools.reserve(key, target, Instant::now()) {
+        let now = Instant::now();
+        match create(inner, module, key.memory_bytes, timeout, fuel, now) {
+            Ok(Ok((instance, _init_log))) => {
+                pool.give_back(slot, Some(instance), Instant::now());
+                created += 1;
+            }
+            // A guest whose `_initialize` fails is not pre-warmed; its requests will
+            // report the failure themselves.
+            Ok(Err(_)) => {
+                pool.give_back(slot, None, Instant::now());
+                break;
+            }
+            Err(e) => {
+                pool.give_back(slot, None, Instant::now());
+                return Err(e);
+            }
+        }
     }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(created),
-    }
+    Ok(created)
 }
 
 /// Runs one reactor invocation: see [`super::Sandbox::run_reactor`].
