@@ -141,6 +141,7 @@ mod tests {
             )
         );
         assert_eq!(c.placement, d.placement);
+        assert_eq!(c.warm, d.warm);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),

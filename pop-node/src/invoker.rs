@@ -80,6 +80,11 @@ impl PopInvoker {
         self.executor.cached(digest).is_some()
     }
 
+    /// Idle warm reactor instances across every pool here.
+    pub fn warm_instances(&self) -> usize {
+        self.executor.sandbox().warm_totals().0
+    }
+
     /// Stops background work.
     pub fn stop(&self) {
         self.prefetcher.abort_all();

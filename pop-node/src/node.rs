@@ -76,6 +76,11 @@ impl PopHandle {
         self.invoker.has_module(digest)
     }
 
+    /// Idle warm reactor instances across every pool at this POP.
+    pub fn warm_instances(&self) -> usize {
+        self.invoker.warm_instances()
+    }
+
     /// Stops serving and waits for the node's tasks to end.
     pub async fn shutdown(mut self) {
         self.invoker.stop();

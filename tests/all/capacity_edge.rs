@@ -128,3 +128,37 @@ async fn traffic_trending_up_at_one_pop_makes_another_pop_prepare_the_code() {
     b.shutdown().await;
     c.nodes.shutdown().await;
 }
+
+/// A reactor whose every call sleeps 20 ms (one `poll_oneoff` clock subscription).
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_initialize"))
+  (func (export "strata_handle") (result i32)
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 20000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (i32.const 0)))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reactor_with_steady_traffic_at_the_pop_gets_an_instance_ahead_of_its_concurrency() {
+    let mut pop = pop_config();
+    pop.warm.tick_ms = 50;
+    let c = TestCluster::with(region_config(), pop).await;
+    c.deploy_wat("sleeper", json!({"abi": "reactor"}), SLEEPER)
+        .await;
+    // One request at a time: on demand the POP would never need a second instance; the
+    // plan (Little's law + headroom) pre-warms one.
+    let mut patience = Patience::new();
+    while c.nodes.pop.warm_instances() < 2 && patience.more() {
+        let resp = c.invoke("sleeper", "").await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(
+        c.nodes.pop.warm_instances() >= 2,
+        "no instance was pre-warmed beyond the one sequential traffic uses"
+    );
+    c.nodes.shutdown().await;
+}
