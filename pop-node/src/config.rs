@@ -3,7 +3,7 @@
 
 use crate::discovery::RegionSource;
 use common::edge::EdgeConfig;
-use common::policy::PlacementConfig;
+use common::policy::{PlacementConfig, WarmConfig};
 use common::sandbox::SandboxConfig;
 use common::transport::{REGION_SERVER_NAME, TlsFiles};
 use serde::Deserialize;
@@ -33,7 +33,8 @@ pub struct PopConfig {
     pub edge: EdgeConfig,
     /// Sandbox limits.
     pub sandbox: SandboxConfig,
-    /// Popularity bar and its hysteresis.
+    /// Popularity bar, its hysteresis and the memory budget of the popular set
+    /// (`placement.memory_budget_mb`).
     pub placement: PlacementConfig,
     /// Invocations executing locally at once; more spill to a region. Default 32.
     pub local_concurrency: usize,
@@ -66,6 +67,8 @@ pub struct PopConfig {
     pub log_queue_entries: usize,
     /// Bounds of the POP's own function log ring buffers.
     pub function_logs: common::logs::LogLimits,
+    /// Warm-pool planning for reactors run here (`warm.mode = "trend" | "reactive"`).
+    pub warm: WarmConfig,
 }
 
 impl Default for PopConfig {
@@ -94,6 +97,7 @@ impl Default for PopConfig {
             log_ship_ms: 500,
             log_queue_entries: 4096,
             function_logs: common::logs::LogLimits::default(),
+            warm: WarmConfig::default(),
         }
     }
 }
@@ -137,6 +141,7 @@ mod tests {
             )
         );
         assert_eq!(c.placement, d.placement);
+        assert_eq!(c.warm, d.warm);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),

@@ -4,13 +4,15 @@ use crate::artifacts::ArtifactCache;
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
+use crate::warm::WarmPlanner;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
-    NodeId, Placement,
+    NodeId, Placement, ResolvedFunction,
 };
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
+use common::sandbox::CompiledModule;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -26,6 +28,7 @@ pub struct PopInvoker {
     artifacts: Arc<ArtifactCache>,
     placement: Mutex<PlacementPolicy>,
     prefetcher: Arc<Prefetcher>,
+    warm: Arc<WarmPlanner>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
 }
@@ -47,6 +50,8 @@ pub struct PopParts {
     pub placement: PlacementPolicy,
     /// Background artifact preparation.
     pub prefetcher: Arc<Prefetcher>,
+    /// Warm-pool planning for the reactors run here.
+    pub warm: Arc<WarmPlanner>,
     /// Local execution slots.
     pub local_concurrency: usize,
     /// Forwarded invocations in flight.
@@ -64,9 +69,20 @@ impl PopInvoker {
             artifacts: parts.artifacts,
             placement: Mutex::new(parts.placement),
             prefetcher: parts.prefetcher,
+            warm: parts.warm,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
         }
+    }
+
+    /// Whether the code `digest` is compiled and ready here.
+    pub fn has_module(&self, digest: &common::model::ArtifactDigest) -> bool {
+        self.executor.cached(digest).is_some()
+    }
+
+    /// Idle warm reactor instances across every pool here.
+    pub fn warm_instances(&self) -> usize {
+        self.executor.sandbox().warm_totals().0
     }
 
     /// Stops background work.
@@ -159,17 +175,15 @@ impl Invoker for PopInvoker {
             .and_then(|f| self.executor.cached(&f.digest));
         let slot = Arc::clone(&self.local_slots).try_acquire_owned().ok();
         let local = LocalState {
-            // Shared state lives in the region's store: stateful functions run there.
-            placement: function.as_ref().map_or(Placement::Auto, |f| {
-                if f.config.resource_group.is_some() {
-                    Placement::Region
-                } else {
-                    f.config.placement
-                }
-            }),
+            placement: function
+                .as_ref()
+                .map_or(Placement::Auto, |f| placement_of(f)),
             known: function.is_some(),
             artifact_ready: module.is_some(),
             slot_free: slot.is_some(),
+            cost_bytes: function.as_ref().map_or(0, |f| {
+                budget_cost(f, module.as_ref(), self.warm.planned(&key))
+            }),
         };
         let (decision, wants_artifact) = {
             let mut policy = self.placement.lock().unwrap_or_else(|p| p.into_inner());
@@ -183,9 +197,14 @@ impl Invoker for PopInvoker {
         match (decision, function, module) {
             (Decision::Local, Some(f), Some(m)) => {
                 let _slot = slot;
-                self.executor
+                let resp = self
+                    .executor
                     .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
-                    .await
+                    .await;
+                if let Ok(r) = &resp {
+                    self.warm.record(&f, r.timing.exec);
+                }
+                resp
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);
@@ -199,4 +218,23 @@ impl Invoker for PopInvoker {
             }
         }
     }
+}
+
+/// Where a function may run as far as its config says: shared state (a resource group)
+/// lives at the region, so such functions are pinned there.
+fn placement_of(f: &ResolvedFunction) -> Placement {
+    if f.config.resource_group.is_some() {
+        Placement::Region
+    } else {
+        f.config.placement
+    }
+}
+
+/// What running `f` here costs against the POP's memory budget: its artifact's bytes once
+/// it is compiled here, plus the memory limits of its instances: the warm instances the
+/// warm-pool plan wants, at least one (a command module's instance per run).
+fn budget_cost(f: &ResolvedFunction, module: Option<&CompiledModule>, planned: u32) -> u64 {
+    let artifact = module.map_or(0, |m| m.size_bytes() as u64);
+    let instances = u64::from(planned.max(1));
+    artifact.saturating_add(instances.saturating_mul(f.config.memory_bytes()))
 }

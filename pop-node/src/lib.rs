@@ -12,6 +12,7 @@
 //! - [`routes`]: the route table, synced from the region.
 //! - [`logship`]: function logs kept locally and shipped to the region.
 //! - [`artifacts`]: the artifact cache in memory and on disk, and remembered functions.
+//! - [`warm`]: trend-driven warm pools for the reactors run here.
 
 pub mod artifacts;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod report;
 pub mod routes;
 pub mod sync;
 pub mod upstream;
+pub mod warm;
 
 pub use config::PopConfig;
 pub use node::{PopHandle, StartError, start};

@@ -11,6 +11,7 @@ use crate::report::Reporter;
 use crate::routes::RouteSync;
 use crate::sync::{self, SyncParts, SyncState, SyncStatus};
 use crate::upstream::RegionLink;
+use crate::warm::WarmPlanner;
 use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback};
@@ -67,6 +68,17 @@ impl PopHandle {
     /// tests of catching up); unpausing resubscribes from the last applied revision.
     pub fn set_sync_paused(&self, paused: bool) {
         self.pause_sync.send_replace(paused);
+    }
+
+    /// Whether the code `digest` is compiled and ready at this POP (cache inspection for
+    /// operators and tests).
+    pub fn has_module(&self, digest: &common::model::ArtifactDigest) -> bool {
+        self.invoker.has_module(digest)
+    }
+
+    /// Idle warm reactor instances across every pool at this POP.
+    pub fn warm_instances(&self) -> usize {
+        self.invoker.warm_instances()
     }
 
     /// Stops serving and waits for the node's tasks to end.
@@ -148,6 +160,11 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         Arc::clone(&artifacts),
         config.max_prefetches,
     ));
+    config
+        .warm
+        .validate()
+        .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
+    let warm = Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone()));
     let sync_state = Arc::new(SyncState::default());
     let sync_parts = SyncParts {
         link: Arc::clone(&link),
@@ -164,6 +181,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         artifacts: Arc::clone(&artifacts),
         placement: PlacementPolicy::new(config.placement.clone()),
         prefetcher,
+        warm: Arc::clone(&warm),
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
     }));
@@ -185,6 +203,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
+    tasks.spawn(warm.run());
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);

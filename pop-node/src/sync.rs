@@ -116,6 +116,13 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                             apply(&parts, revision, snapshot, updates);
                             backoff = MIN_BACKOFF;
                         }
+                        // Advisory: prepare code that is trending up elsewhere before local
+                        // traffic makes it popular here (bounded by the prefetcher).
+                        Ok(Message::Trending { digest, .. }) => {
+                            if parts.executor.cached(&digest).is_none() {
+                                parts.prefetcher.request(digest);
+                            }
+                        }
                         Ok(_) => {
                             warn!("region sent something else than updates on the push stream");
                             break;

@@ -50,6 +50,8 @@ pub struct RegionConfig {
     /// Outcomes needed on each runtime release before the canary decides a function.
     /// Default 30.
     pub canary_min_samples: u32,
+    /// When a function counts as trending up, so POPs are hinted to prepare its code.
+    pub trending: common::policy::TrendingConfig,
 }
 
 impl Default for RegionConfig {
@@ -72,6 +74,7 @@ impl Default for RegionConfig {
             events: crate::events::EventsConfig::default(),
             canary_percent: 10,
             canary_min_samples: 30,
+            trending: common::policy::TrendingConfig::default(),
         }
     }
 }
@@ -170,6 +173,7 @@ mod tests {
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(c.store, d.store);
         assert_eq!(c.events, d.events);
+        assert_eq!(c.trending, d.trending);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

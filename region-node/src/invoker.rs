@@ -11,8 +11,8 @@
 
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
-use crate::events::{EventRecord, Events, FailureCause, unix_ms};
 use crate::canary::{RuntimeCanary, VerdictRecord};
+use crate::events::{EventRecord, Events, FailureCause, unix_ms};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;

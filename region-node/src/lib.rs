@@ -17,6 +17,7 @@
 //! - [`events`]: the durable async queue, retries, dead-letter queue, control functions.
 //! - [`canary`]: the runtime canary: release choice, verdicts, owner notifications.
 //! - [`state`]: shared state of functions with a resource group, over the store.
+//! - [`trend`]: trending hints: aggregate rates from POP reports, pushed to POPs.
 
 pub mod admission;
 pub mod api;
@@ -33,6 +34,7 @@ pub mod registry;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod trend;
 
 pub use config::{RegionConfig, StoreBackend, StoreConfig};
 pub use node::{RegionHandle, StartError, start};

@@ -12,6 +12,7 @@ use crate::registry::Registry;
 use crate::routes::Routes;
 use crate::state::RegionState;
 use crate::store::{JetStreamBackend, Store, StoreError};
+use crate::trend::TrendWatch;
 use axum::Router;
 use axum::routing::get;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback};
@@ -153,6 +154,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
 
     let capacity =
         Arc::new(Capacity::new(CapacityConfig::default()).with_canary(Arc::clone(&canary)));
+    let trending = Arc::new(TrendWatch::new(config.trending.clone()));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
@@ -188,8 +190,10 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             routes,
             logs,
             capacity: Arc::clone(&capacity),
+            trending: Arc::clone(&trending),
         },
     ));
+    tasks.spawn(trending.run());
     tasks.spawn(snapshot_loop(
         stats,
         capacity,

@@ -8,11 +8,16 @@
 //! live-channel bound; a POP that reads too slowly makes its watch lag, which re-reads the
 //! history instead of buffering more. The task ends when the POP stops the stream, the
 //! connection ends (its task owns this one), or a write fails.
+//!
+//! Trending hints ([`crate::trend`]) are interleaved with the updates as they come; a POP
+//! too slow for the hint channel skips hints rather than holding the region's memory.
 
 use crate::registry::{REGISTRY_BUCKETS, Registry};
 use crate::store::{Snapshot, Store, WatchEvent};
 use common::transport::ServerStream;
 use common::wire::{Message, Update};
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
 
 /// Updates per message of a snapshot, so a large registry never needs one frame over the
@@ -44,7 +49,12 @@ fn snapshot_messages(s: &Snapshot) -> Vec<Message> {
 }
 
 /// Serves a POP's subscription on `stream` from revision `since`.
-pub async fn serve(mut stream: ServerStream, store: Store, since: u64) {
+pub async fn serve(
+    mut stream: ServerStream,
+    store: Store,
+    since: u64,
+    mut hints: broadcast::Receiver<Message>,
+) {
     // The first message says the subscription is accepted, before any catch-up: a POP
     // that is already current has nothing else to wait for.
     let mut first = vec![Message::Updates {
@@ -81,6 +91,22 @@ pub async fn serve(mut stream: ServerStream, store: Store, since: u64) {
     loop {
         let event = tokio::select! {
             event = watch.next() => event,
+            hint = hints.recv() => {
+                match hint {
+                    Ok(msg) => {
+                        if let Err(e) = stream.send(&msg).await {
+                            debug!(error = %e, "push stream closed");
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(skipped)) => {
+                        debug!(skipped, "push stream skipped trending hints");
+                    }
+                    // The node is stopping.
+                    Err(RecvError::Closed) => return,
+                }
+                continue;
+            }
             () = &mut stopped => {
                 debug!(revision = watch.revision(), "POP ended its subscription");
                 return;

@@ -6,6 +6,7 @@
 use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
 use crate::routes::Routes;
+use crate::trend::TrendWatch;
 use common::logs::LogBuffer;
 use common::model::ApiError;
 use common::transport::{PeerConnection, Server, ServerStream};
@@ -23,6 +24,8 @@ pub struct PopServices {
     pub logs: Arc<LogBuffer>,
     /// Receives [`Message::LoadReport`].
     pub capacity: Arc<Capacity>,
+    /// Learns rates and code from POPs; sends trending hints on push streams.
+    pub trending: Arc<TrendWatch>,
 }
 
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
@@ -81,7 +84,8 @@ async fn serve_stream(
     };
     if let Message::Subscribe { since_revision } = request {
         let store = invoker.registry().store().clone();
-        return crate::push::serve(stream, store, since_revision).await;
+        let hints = services.trending.subscribe();
+        return crate::push::serve(stream, store, since_revision, hints).await;
     }
     let reply = handle(request, &invoker, &services).await;
     if let Err(e) = stream.reply(&reply).await {
@@ -108,6 +112,9 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
         }
         Message::Invoke(req) => {
             let (result, function) = invoker.execute(req).await;
+            if let Some(f) = &function {
+                services.trending.resolved(f);
+            }
             let pressure = Some(invoker.pressure(&result));
             Message::InvokeResult {
                 result,
@@ -120,6 +127,7 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
         }
         Message::Ping { nonce } => Message::Pong { nonce },
         Message::LoadReport(load) => {
+            services.trending.reported(&load);
             match services.capacity.report(load, std::time::Instant::now()) {
                 Ok(()) => Message::Ack,
                 Err(e) => Message::Error(e),
@@ -148,5 +156,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::RouteTable { .. } => "RouteTable",
         Message::Logs { .. } => "Logs",
         Message::Ack => "Ack",
+        Message::Trending { .. } => "Trending",
     }
 }

@@ -34,6 +34,19 @@ enum Command {
         /// continuously (dynamic deployment), instead of the tier paths.
         #[arg(long)]
         deploy: bool,
+        /// Compare trend-driven and reactive warm pools on a ramp (the rate doubling every
+        /// `--step-ms`), counting the POP's cold starts, instead of the tier paths.
+        #[arg(long)]
+        ramp: bool,
+        /// Ramp: first step's arrival rate, requests/s.
+        #[arg(long, default_value_t = 10.0)]
+        start_rps: f64,
+        /// Ramp: number of doublings.
+        #[arg(long, default_value_t = 6)]
+        steps: u32,
+        /// Ramp: length of one step, milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        step_ms: u64,
     },
 }
 
@@ -42,10 +55,32 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Run(args) => run::main(&args).await,
         Command::Live {
+            json,
+            ramp: true,
+            start_rps,
+            steps,
+            step_ms,
+            ..
+        } => {
+            let reports = live::ramp::compare(live::ramp::RampParams {
+                start_rps,
+                steps,
+                step: std::time::Duration::from_millis(step_ms),
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                print!("{}", live::ramp::table(&reports));
+            }
+            Ok(())
+        }
+        Command::Live {
             requests,
             concurrency,
             json,
             deploy,
+            ..
         } => live_paths(requests, concurrency, json, deploy).await,
     }
 }

@@ -2,6 +2,7 @@
 //! mutual TLS, real HTTP, a real DNS server. One binary, a module per topic.
 
 mod canary;
+mod capacity_edge;
 mod cli;
 mod control;
 mod discovery;

@@ -8,8 +8,12 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod placement;
-pub mod retry;
 pub mod region;
 pub mod resize;
+pub mod retry;
+pub mod trending;
+pub mod warm;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
+pub use trending::{TrendingConfig, TrendingPolicy};
+pub use warm::{WarmConfig, WarmMode, WarmPolicy};

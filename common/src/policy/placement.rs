@@ -8,6 +8,16 @@
 //! `exit_score` (hysteresis, so a function near the bar does not flap). The table of
 //! tracked functions is bounded; when full the least popular entry is dropped.
 //!
+//! The popular set also has to fit the POP's memory budget: each local function costs its
+//! artifact bytes plus its warm instances' memory ([`LocalState::cost_bytes`]), and the sum
+//! over the popular set never exceeds [`PlacementConfig::memory_budget_mb`]. A function
+//! that crosses the bar when the budget is full gets in only by displacing local functions
+//! whose score is lower by more than [`PlacementConfig::displace_margin`] (lowest score
+//! first, ties by key so the choice is deterministic); otherwise it is forwarded as
+//! over-capacity. The margin is the hysteresis at the budget edge: two functions of about
+//! the same rate never take turns being local. Functions pinned to the edge run locally
+//! without being charged (the operator asked for it); pinned-to-region never are.
+//!
 //! The policy is generic over how a function is named: nodes key it by [`FunctionKey`]
 //! with the standard (DoS-resistant) hasher, the simulator by a dense integer id with a
 //! cheap hasher, so both drive the very same decision code.
@@ -32,6 +42,12 @@ pub struct PlacementConfig {
     pub exit_score: f64,
     /// Most functions tracked at once. Default 10 000.
     pub max_tracked: usize,
+    /// Memory the popular set may use at this POP (artifacts plus warm instances), in MiB.
+    /// Default 2048.
+    pub memory_budget_mb: u64,
+    /// How much higher (as a fraction) a newcomer's score must be than a local function's
+    /// to displace it when the budget is full. Default 0.25.
+    pub displace_margin: f64,
 }
 
 impl Default for PlacementConfig {
@@ -41,6 +57,8 @@ impl Default for PlacementConfig {
             enter_score: 10.0,
             exit_score: 5.0,
             max_tracked: 10_000,
+            memory_budget_mb: 2048,
+            displace_margin: 0.25,
         }
     }
 }
@@ -66,6 +84,9 @@ pub struct LocalState {
     pub artifact_ready: bool,
     /// A local execution slot is free.
     pub slot_free: bool,
+    /// What running the function here costs against the memory budget: its artifact
+    /// bytes (once known) plus its warm instances' memory limits.
+    pub cost_bytes: u64,
 }
 
 /// Why an invocation is sent to a region.
@@ -79,7 +100,7 @@ pub enum ForwardReason {
     Unknown,
     /// Popular, but its code is not ready here yet (being fetched).
     NotReady,
-    /// Popular and ready, but every local slot is busy: spill.
+    /// Popular, but every local slot is busy or it does not fit the memory budget: spill.
     OverCapacity,
 }
 
@@ -110,6 +131,8 @@ struct Entry {
     score: f64,
     at: Instant,
     local: bool,
+    /// What it is charged against the budget while local (its last known cost).
+    cost: u64,
 }
 
 impl Entry {
@@ -121,6 +144,16 @@ impl Entry {
     }
 }
 
+/// Where [`PlacementPolicy::update_popularity`] leaves a function.
+enum Popularity {
+    /// Under the bar (or fell below the exit score).
+    Rare,
+    /// Over the bar but the memory budget has no room for it.
+    NoRoom,
+    /// In the popular set.
+    Local,
+}
+
 /// Popularity-based placement at a POP. See the module docs.
 ///
 /// `K` names a function (nodes use [`FunctionKey`]); `S` hashes it for the tracked table
@@ -130,6 +163,10 @@ impl Entry {
 pub struct PlacementPolicy<K = FunctionKey, S = RandomState> {
     config: PlacementConfig,
     entries: HashMap<K, Entry, S>,
+    /// The keys whose entries are local: at most budget / smallest cost of them.
+    local: Vec<K>,
+    /// Sum of the local entries' costs; never above the budget.
+    committed: u64,
 }
 
 impl PlacementPolicy {
@@ -139,13 +176,25 @@ impl PlacementPolicy {
     }
 }
 
-impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
+impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
     /// A policy with `config` and no history, keyed by `K` and hashed with `hasher`.
     pub fn with_hasher(config: PlacementConfig, hasher: S) -> Self {
         Self {
             config,
             entries: HashMap::with_hasher(hasher),
+            local: Vec::new(),
+            committed: 0,
         }
+    }
+
+    /// Bytes of the memory budget the popular set uses now (never above the budget).
+    pub fn committed_bytes(&self) -> u64 {
+        self.committed
+    }
+
+    /// The memory budget in bytes.
+    pub fn budget_bytes(&self) -> u64 {
+        self.config.memory_budget_mb.saturating_mul(1 << 20)
     }
 
     /// Records one request for `key` at `now`.
@@ -165,6 +214,7 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
                 score: 1.0,
                 at: now,
                 local: false,
+                cost: 0,
             },
         );
     }
@@ -183,12 +233,18 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
 
     /// Decides where the next invocation of `key` runs, given what the POP can offer.
     pub fn decide(&mut self, now: Instant, key: &K, local: LocalState) -> Decision {
-        let popular = self.update_popularity(now, key);
         match local.placement {
-            Placement::Region => return Decision::Forward(ForwardReason::Pinned),
-            Placement::Edge => {}
-            Placement::Auto if !popular => return Decision::Forward(ForwardReason::Rare),
-            Placement::Auto => {}
+            Placement::Region => {
+                // A function re-pinned while local gives its budget back.
+                self.demote(key);
+                return Decision::Forward(ForwardReason::Pinned);
+            }
+            Placement::Edge => self.demote(key),
+            Placement::Auto => match self.update_popularity(now, key, local.cost_bytes) {
+                Popularity::Rare => return Decision::Forward(ForwardReason::Rare),
+                Popularity::NoRoom => return Decision::Forward(ForwardReason::OverCapacity),
+                Popularity::Local => {}
+            },
         }
         if !local.known {
             Decision::Forward(ForwardReason::Unknown)
@@ -212,22 +268,110 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
         wanted && local.known && !local.artifact_ready
     }
 
-    fn update_popularity(&mut self, now: Instant, key: &K) -> bool {
+    /// Moves `key` in or out of the popular set by its score and the budget.
+    fn update_popularity(&mut self, now: Instant, key: &K, cost: u64) -> Popularity {
         let (enter, exit, window) = (
             self.config.enter_score,
             self.config.exit_score,
             self.config.window,
         );
-        let Some(e) = self.entries.get_mut(key) else {
-            return false;
+        let Some(e) = self.entries.get(key) else {
+            return Popularity::Rare;
         };
-        let score = e.decayed(now, window);
-        e.local = if e.local {
-            score >= exit
+        let (score, was_local, old_cost) = (e.decayed(now, window), e.local, e.cost);
+        if was_local {
+            if score < exit {
+                self.demote(key);
+                return Popularity::Rare;
+            }
+            if cost <= old_cost {
+                self.set_cost(key, cost);
+                self.committed -= old_cost - cost;
+                return Popularity::Local;
+            }
+            // Its cost grew (its artifact became known, or more warm instances): it stays
+            // only if the growth fits, making room as a newcomer would.
+            self.demote(key);
+        } else if score < enter {
+            return Popularity::Rare;
+        }
+        if self.make_room(now, key, score, cost) {
+            self.promote(key, cost);
+            Popularity::Local
         } else {
-            score >= enter
-        };
-        e.local
+            Popularity::NoRoom
+        }
+    }
+
+    /// Frees budget for `cost` bytes by demoting local functions (stale ones first, then
+    /// ones `score` beats by the margin, lowest first). Demotes nothing and returns false
+    /// when that cannot free enough.
+    fn make_room(&mut self, now: Instant, key: &K, score: f64, cost: u64) -> bool {
+        let budget = self.budget_bytes();
+        if cost > budget {
+            return false;
+        }
+        if self.committed + cost <= budget {
+            return true;
+        }
+        let (exit, window, margin) = (
+            self.config.exit_score,
+            self.config.window,
+            self.config.displace_margin,
+        );
+        let mut victims: Vec<(f64, K, u64)> = self
+            .local
+            .iter()
+            .filter(|k| *k != key)
+            .filter_map(|k| {
+                let e = self.entries.get(k)?;
+                let s = e.decayed(now, window);
+                (s < exit || score > s * (1.0 + margin)).then(|| (s, k.clone(), e.cost))
+            })
+            .collect();
+        victims.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let mut freed = 0;
+        let mut chosen = 0;
+        for (_, _, c) in &victims {
+            if self.committed - freed + cost <= budget {
+                break;
+            }
+            freed += c;
+            chosen += 1;
+        }
+        if self.committed - freed + cost > budget {
+            return false;
+        }
+        for (_, k, _) in victims.into_iter().take(chosen) {
+            self.demote(&k);
+        }
+        true
+    }
+
+    fn promote(&mut self, key: &K, cost: u64) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.local = true;
+            e.cost = cost;
+            self.committed += cost;
+            self.local.push(key.clone());
+        }
+    }
+
+    fn demote(&mut self, key: &K) {
+        if let Some(e) = self.entries.get_mut(key)
+            && e.local
+        {
+            e.local = false;
+            self.committed -= e.cost;
+            e.cost = 0;
+            self.local.retain(|k| k != key);
+        }
+    }
+
+    fn set_cost(&mut self, key: &K, cost: u64) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.cost = cost;
+        }
     }
 
     fn evict_least_popular(&mut self, now: Instant) {
@@ -241,186 +385,12 @@ impl<K: Eq + Hash + Clone, S: BuildHasher> PlacementPolicy<K, S> {
             })
             .map(|(k, _)| k.clone());
         if let Some(k) = victim {
+            self.demote(&k);
             self.entries.remove(&k);
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{FunctionName, TenantId};
-
-    fn key(name: &str) -> FunctionKey {
-        FunctionKey {
-            tenant: TenantId::new("t").expect("valid"),
-            name: FunctionName::new(name).expect("valid"),
-        }
-    }
-
-    const READY: LocalState = LocalState {
-        placement: Placement::Auto,
-        known: true,
-        artifact_ready: true,
-        slot_free: true,
-    };
-
-    fn hit(p: &mut PlacementPolicy, now: Instant, k: &FunctionKey) -> Decision {
-        p.handle_request(now, k);
-        p.decide(now, k, READY)
-    }
-
-    #[test]
-    fn a_function_seen_once_is_forwarded_as_rare() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let now = Instant::now();
-        assert_eq!(
-            hit(&mut p, now, &key("f")),
-            Decision::Forward(ForwardReason::Rare)
-        );
-    }
-
-    #[test]
-    fn ten_requests_within_a_minute_make_a_function_local() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let t0 = Instant::now();
-        let k = key("f");
-        let mut last = Decision::Forward(ForwardReason::Rare);
-        for i in 0..12 {
-            last = hit(&mut p, t0 + Duration::from_millis(100 * i), &k);
-        }
-        assert_eq!(last, Decision::Local);
-    }
-
-    #[test]
-    fn requests_spread_thinly_never_become_popular() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let t0 = Instant::now();
-        let k = key("f");
-        // One request every 30 s: the score settles near 1/(1-e^-0.5) ~ 2.5, under the bar.
-        for i in 0..100 {
-            let d = hit(&mut p, t0 + Duration::from_secs(30 * i), &k);
-            assert_eq!(d, Decision::Forward(ForwardReason::Rare));
-        }
-    }
-
-    #[test]
-    fn hysteresis_keeps_a_popular_function_local_until_it_decays_below_exit() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let t0 = Instant::now();
-        let k = key("f");
-        for i in 0..12 {
-            hit(&mut p, t0 + Duration::from_millis(i), &k);
-        }
-        // Score ~12: after 40 s it is ~12*e^(-2/3) ~ 6.2: below enter (10) but above exit (5).
-        let t1 = t0 + Duration::from_secs(40);
-        assert_eq!(p.decide(t1, &k, READY), Decision::Local);
-        // After 80 s it is ~3.1: below exit, forwarded again.
-        let t2 = t0 + Duration::from_secs(80);
-        assert_eq!(
-            p.decide(t2, &k, READY),
-            Decision::Forward(ForwardReason::Rare)
-        );
-    }
-
-    #[test]
-    fn placement_pins_override_popularity() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let now = Instant::now();
-        let k = key("f");
-        p.handle_request(now, &k);
-        let edge = LocalState {
-            placement: Placement::Edge,
-            ..READY
-        };
-        assert_eq!(p.decide(now, &k, edge), Decision::Local);
-        for i in 0..20 {
-            p.handle_request(now + Duration::from_millis(i), &k);
-        }
-        let region = LocalState {
-            placement: Placement::Region,
-            ..READY
-        };
-        assert_eq!(
-            p.decide(now, &k, region),
-            Decision::Forward(ForwardReason::Pinned)
-        );
-    }
-
-    #[test]
-    fn popular_but_not_ready_or_full_is_forwarded_with_the_reason() {
-        let mut p = PlacementPolicy::new(PlacementConfig::default());
-        let now = Instant::now();
-        let k = key("f");
-        for _ in 0..10 {
-            p.handle_request(now, &k);
-        }
-        let unknown = LocalState {
-            known: false,
-            artifact_ready: false,
-            ..READY
-        };
-        assert_eq!(
-            p.decide(now, &k, unknown),
-            Decision::Forward(ForwardReason::Unknown)
-        );
-        let not_ready = LocalState {
-            artifact_ready: false,
-            ..READY
-        };
-        assert_eq!(
-            p.decide(now, &k, not_ready),
-            Decision::Forward(ForwardReason::NotReady)
-        );
-        assert!(p.wants_artifact(&k, not_ready));
-        let full = LocalState {
-            slot_free: false,
-            ..READY
-        };
-        assert_eq!(
-            p.decide(now, &k, full),
-            Decision::Forward(ForwardReason::OverCapacity)
-        );
-    }
-
-    #[test]
-    fn a_policy_keyed_by_dense_ids_decides_like_one_keyed_by_function_keys() {
-        use std::hash::BuildHasherDefault;
-        let mut by_key = PlacementPolicy::new(PlacementConfig::default());
-        let mut by_id =
-            PlacementPolicy::<u32, BuildHasherDefault<std::hash::DefaultHasher>>::with_hasher(
-                PlacementConfig::default(),
-                BuildHasherDefault::default(),
-            );
-        let t0 = Instant::now();
-        let names = [key("a"), key("b")];
-        for i in 0..60u32 {
-            let f = i % 3 % 2;
-            let now = t0 + Duration::from_millis(700 * u64::from(i));
-            by_key.handle_request(now, &names[f as usize]);
-            by_id.handle_request(now, &f);
-            assert_eq!(
-                by_key.decide(now, &names[f as usize], READY),
-                by_id.decide(now, &f, READY)
-            );
-        }
-    }
-
-    #[test]
-    fn the_tracked_table_is_bounded_and_keeps_the_popular() {
-        let mut p = PlacementPolicy::new(PlacementConfig {
-            max_tracked: 3,
-            ..PlacementConfig::default()
-        });
-        let now = Instant::now();
-        let hot = key("hot");
-        for _ in 0..20 {
-            p.handle_request(now, &hot);
-        }
-        for i in 0..100 {
-            p.handle_request(now, &key(&format!("rare{i}")));
-        }
-        assert_eq!(p.entries.len(), 3);
-        assert_eq!(p.decide(now, &hot, READY), Decision::Local);
-    }
-}
+#[path = "placement_tests.rs"]
+mod tests;

@@ -76,7 +76,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use ticker::EpochTicker;
 use wasmtime::{
     Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
@@ -329,6 +329,35 @@ impl Sandbox {
         affinity: Option<&str>,
     ) -> Result<Execution, SandboxError> {
         reactor::run_reactor(&self.inner, key, module, inv, affinity)
+    }
+
+    /// Creates reactor instances (running `_initialize`) into `key`'s pool until it holds
+    /// `target` live ones, bounded by the pool size; returns how many were created. Used to
+    /// pre-warm ahead of forecast traffic. BLOCKS like [`Sandbox::run`].
+    ///
+    /// # Errors
+    /// [`SandboxError::ForeignModule`] or [`SandboxError::Capacity`]/[`SandboxError::Engine`]
+    /// when an instance cannot be created for host reasons.
+    pub fn prewarm(
+        &self,
+        key: &WarmKey,
+        module: &CompiledModule,
+        target: usize,
+        timeout: Duration,
+        fuel: Option<u64>,
+    ) -> Result<usize, SandboxError> {
+        if self.inner.cfg.max_warm_pools == 0 {
+            return Ok(0);
+        }
+        reactor::prewarm(&self.inner, key, module, target, timeout, fuel)
+    }
+
+    /// Drops idle instances of `key`'s pool that have been idle for at least `idle_for`,
+    /// least recently used first, until at most `keep` remain; returns how many were
+    /// dropped. Busy instances are never touched.
+    pub fn retire_warm(&self, key: &WarmKey, keep: usize, idle_for: Duration) -> usize {
+        let before = Instant::now().checked_sub(idle_for);
+        before.map_or(0, |b| self.inner.pools.retire(key, keep, b))
     }
 
     /// Drops warm instances idle for longer than [`SandboxConfig::warm_idle_ms`] and

@@ -12,6 +12,11 @@
 //! [`SandboxConfig::max_warm_pools`] pools exist; making one more drops the least recently
 //! used pool with its idle instances. Idle instances older than
 //! [`SandboxConfig::warm_idle_ms`] are dropped when seen (at checkout or by `reap`).
+//!
+//! Pre-warming (a warm-pool plan, [`crate::policy::warm`]) reserves one empty slot at a
+//! time with [`WarmPools::reserve`], has `reactor` create an instance into it outside the
+//! lock and gives it back idle; [`WarmPools::retire`] drops idle instances beyond a target, least
+//! recently used first. Neither ever touches a busy slot.
 
 use super::SandboxConfig;
 use super::reactor::ReactorInstance;
@@ -149,6 +154,45 @@ impl WarmPool {
         (idle, busy, dropped)
     }
 
+    /// Marks one empty slot busy when fewer than `target` slots are live; returns it.
+    fn reserve_empty(&self, target: usize) -> Option<usize> {
+        let mut slots = lock(&self.slots);
+        let live = slots.iter().filter(|s| !matches!(s, Slot::Empty)).count();
+        if live >= target {
+            return None;
+        }
+        let i = slots.iter().position(|s| matches!(s, Slot::Empty))?;
+        slots[i] = Slot::Busy;
+        Some(i)
+    }
+
+    /// Empties idle slots unused since `before`, least recently used first, until at most
+    /// `keep` instances are idle or busy; returns what was taken out (to drop outside the
+    /// lock).
+    fn retire(&self, keep: usize, before: Instant) -> Vec<Slot> {
+        let mut slots = lock(&self.slots);
+        let live = slots.iter().filter(|s| !matches!(s, Slot::Empty)).count();
+        let mut surplus = live.saturating_sub(keep);
+        let mut idle: Vec<(Instant, usize)> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                Slot::Idle(_, at) if *at <= before => Some((*at, i)),
+                _ => None,
+            })
+            .collect();
+        idle.sort();
+        let mut dropped = Vec::new();
+        for (_, i) in idle {
+            if surplus == 0 {
+                break;
+            }
+            dropped.push(std::mem::replace(&mut slots[i], Slot::Empty));
+            surplus -= 1;
+        }
+        dropped
+    }
+
     fn idle(&self) -> usize {
         lock(&self.slots)
             .iter()
@@ -183,6 +227,19 @@ impl WarmPools {
 
     /// Reserves an instance slot of `key`'s pool (creating the pool if needed).
     pub(super) fn checkout(&self, key: &WarmKey, affinity: Option<&str>, now: Instant) -> Checkout {
+        let pool = self.pool(key);
+        let (slot, instance, expired) = pool.take(affinity, now);
+        drop(expired);
+        Checkout {
+            pool,
+            slot,
+            instance,
+        }
+    }
+
+    /// `key`'s pool, created (dropping the least recently used pool past the bound) when
+    /// missing, and marked used.
+    fn pool(&self, key: &WarmKey) -> Arc<WarmPool> {
         let mut evicted = None;
         let pool = {
             let mut pools = lock(&self.pools);
@@ -209,13 +266,34 @@ impl WarmPools {
         };
         // Dropping a pool drops its idle instances: outside the lock.
         drop(evicted);
-        let (slot, instance, expired) = pool.take(affinity, now);
-        drop(expired);
-        Checkout {
-            pool,
-            slot,
-            instance,
-        }
+        pool
+    }
+
+    /// Reserves one empty slot of `key`'s pool (creating the pool if needed) when its
+    /// live instances are fewer than `target`, for an instance to be created outside any
+    /// lock; the slot must be given back with [`WarmPool::give_back`]. `None` when nothing
+    /// is missing or the pool has no empty slot.
+    pub(super) fn reserve(
+        &self,
+        key: &WarmKey,
+        target: usize,
+        now: Instant,
+    ) -> Option<(Arc<WarmPool>, usize)> {
+        let pool = self.pool(key);
+        // Expired instances do not count as live.
+        drop(pool.reap(now).2);
+        let slot = pool.reserve_empty(target)?;
+        Some((pool, slot))
+    }
+
+    /// Drops idle instances of `key`'s pool unused since `before` beyond `keep`; returns
+    /// how many were dropped.
+    pub(super) fn retire(&self, key: &WarmKey, keep: usize, before: Instant) -> usize {
+        let pool = lock(&self.pools)
+            .by_key
+            .get(key)
+            .map(|(p, _)| Arc::clone(p));
+        pool.map_or(0, |p| p.retire(keep, before).len())
     }
 
     /// Drops expired idle instances and pools with nothing in them; returns how many
@@ -286,5 +364,71 @@ impl WarmPools {
             .get(key)
             .map(|(p, _)| Arc::clone(p));
         pool.map_or(0, |p| p.idle())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{invocation, sandbox, wasm};
+    use super::*;
+    use crate::model::{FunctionName, StartKind, TenantId};
+
+    const COUNTER: &str = include_str!("../../../examples/counter.wat");
+
+    fn counter(s: &super::super::Sandbox) -> (super::super::CompiledModule, WarmKey) {
+        let m = s.compile(&wasm(COUNTER)).expect("counter compiles");
+        let k = WarmKey {
+            function: FunctionKey {
+                tenant: TenantId::new("t").expect("valid tenant"),
+                name: FunctionName::new("counter").expect("valid name"),
+            },
+            version: "$LATEST".into(),
+            digest: m.digest(),
+            memory_bytes: 16 << 20,
+        };
+        (m, k)
+    }
+
+    #[test]
+    fn prewarmed_instances_serve_the_first_requests_warm() {
+        let s = sandbox();
+        let (m, k) = counter(&s);
+        let created = s
+            .prewarm(&k, &m, 2, Duration::from_secs(1), None)
+            .expect("prewarms");
+        assert_eq!((created, s.warm_instances(&k)), (2, 2));
+        // Asking again for the same target creates nothing.
+        let again = s
+            .prewarm(&k, &m, 2, Duration::from_secs(1), None)
+            .expect("prewarms");
+        assert_eq!(again, 0);
+        let first = s.run_reactor(&k, &m, invocation(b""), None).expect("runs");
+        assert_eq!((first.start, first.failure), (StartKind::Warm, None));
+    }
+
+    #[test]
+    fn prewarming_is_bounded_by_the_pool_size() {
+        let s = sandbox();
+        let (m, k) = counter(&s);
+        let size = s.config().warm_pool_size;
+        let created = s
+            .prewarm(&k, &m, size + 10, Duration::from_secs(1), None)
+            .expect("prewarms");
+        assert_eq!(created, size);
+    }
+
+    #[test]
+    fn retiring_keeps_the_target_and_never_touches_busy_instances() {
+        let s = sandbox();
+        let (m, k) = counter(&s);
+        s.prewarm(&k, &m, 3, Duration::from_secs(1), None)
+            .expect("prewarms");
+        // Nothing has been idle for an hour: nothing goes.
+        assert_eq!(s.retire_warm(&k, 0, Duration::from_secs(3600)), 0);
+        assert_eq!(s.retire_warm(&k, 1, Duration::ZERO), 2);
+        assert_eq!(s.warm_instances(&k), 1);
+        assert_eq!(s.retire_warm(&k, 1, Duration::ZERO), 0);
+        assert_eq!(s.retire_warm(&k, 0, Duration::ZERO), 1);
+        assert_eq!(s.warm_instances(&k), 0);
     }
 }

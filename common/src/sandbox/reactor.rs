@@ -87,6 +87,46 @@ fn create(
     }
 }
 
+/// Creates instances into `key`'s pool until it holds `target` live ones: see
+/// [`super::Sandbox::prewarm`].
+pub(super) fn prewarm(
+    inner: &Inner,
+    key: &WarmKey,
+    module: &CompiledModule,
+    target: usize,
+    timeout: Duration,
+    fuel: Option<u64>,
+) -> Result<usize, SandboxError> {
+    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+        return Err(SandboxError::ForeignModule);
+    }
+    let mut created = 0;
+    // One slot at a time: a slot reserved here is busy to requests, so holding several
+    // while creating would push concurrent requests into one-off instances.
+    while let Some((pool, slot)) = inner.pools.reserve(key, target, Instant::now()) {
+        let now = Instant::now();
+        // No shared state while pre-warming: each invocation installs its own handle
+        // before it runs (see `run_reactor`).
+        match create(inner, module, key.memory_bytes, timeout, fuel, None, now) {
+            Ok(Ok((instance, _init_log))) => {
+                pool.give_back(slot, Some(instance), Instant::now());
+                created += 1;
+            }
+            // A guest whose `_initialize` fails is not pre-warmed; its requests will
+            // report the failure themselves.
+            Ok(Err(_)) => {
+                pool.give_back(slot, None, Instant::now());
+                break;
+            }
+            Err(e) => {
+                pool.give_back(slot, None, Instant::now());
+                return Err(e);
+            }
+        }
+    }
+    Ok(created)
+}
+
 /// Runs one reactor invocation: see [`super::Sandbox::run_reactor`].
 pub(super) fn run_reactor(
     inner: &Inner,

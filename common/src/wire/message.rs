@@ -158,6 +158,15 @@ pub enum Message {
     },
     /// Region -> POP: the [`Message::Logs`] batch was recorded.
     Ack,
+    /// Region -> POP on the push stream: `function`'s traffic is trending up across the
+    /// deployment; prepare its code `digest` before local traffic makes it popular. Advisory:
+    /// a POP may ignore it.
+    Trending {
+        /// The function.
+        function: FunctionKey,
+        /// Its current code.
+        digest: ArtifactDigest,
+    },
 }
 
 /// A region's load as it reports it with each invocation result.

@@ -12,9 +12,12 @@
 //! [`deploy_under_load`] measures dynamic deployment (DESIGN §6): the POP-local path once
 //! steady and once while `$LATEST` of the same function is redeployed over and over;
 //! every request must still answer 200 from the POP.
+//!
+//! [`ramp`] compares trend-driven and reactive warm pools on a doubling arrival rate.
 
 pub mod compare;
 pub mod proxy;
+pub mod ramp;
 pub mod scenario;
 
 use crate::cluster::DevCluster;

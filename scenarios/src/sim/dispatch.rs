@@ -28,6 +28,9 @@ impl Sim<'_> {
             known: state.known,
             artifact_ready: state.artifact == Artifact::Ready,
             slot_free,
+            // The simulator's node enforces its own memory bound (`Node::acquire`); the
+            // policy's budget only sees the instance's memory.
+            cost_bytes: memory_mb << 20,
         };
         let decision = p.placement.decide(at, &func, local);
         if state.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {

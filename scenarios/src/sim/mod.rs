@@ -237,7 +237,14 @@ impl<'a> Sim<'a> {
         let pops = (0..s.topology.pops)
             .map(|p| Pop {
                 node: Node::new(s.pop.slots, s.pop.memory_mb, keep_pop),
-                placement: PopPlacement::with_hasher(s.pop.placement.clone(), Default::default()),
+                // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
+                placement: PopPlacement::with_hasher(
+                    common::policy::PlacementConfig {
+                        memory_budget_mb: s.pop.memory_mb,
+                        ..s.pop.placement.clone()
+                    },
+                    Default::default(),
+                ),
                 views: (0..s.topology.regions)
                     .map(|r| RegionView {
                         region: r as u32,
