@@ -370,7 +370,7 @@ async fn sync_failures_are_dead_lettered_only_when_the_function_asks() {
     let c = TestCluster::start().await;
     c.deploy_wat(
         "kept",
-        json!({"dead_letter_sync": true, "placement": "region"}),
+        json!({"dead_letter_sync": true, "placement": "edge"}),
         TRAP,
     )
     .await;
@@ -381,12 +381,20 @@ async fn sync_failures_are_dead_lettered_only_when_the_function_asks() {
         let resp = c.invoke_at(&region, name, "x").await;
         assert_eq!(resp.status(), 500);
     }
+    // Through the POP too, though the function is placed at the edge: the dead-letter
+    // queue is at the region, so the POP forwards it.
+    for _ in 0..4 {
+        let resp = c.invoke("kept", "x").await;
+        assert_eq!(resp.status(), 500);
+        let at = crate::support::header(&resp, "x-strata-executed-at");
+        assert!(at.starts_with("region/"), "{at}");
+    }
     let letters = dead_letters(&c.http, &region, &token).await;
     let names: Vec<&str> = letters
         .iter()
         .filter_map(|d| d["function"].as_str())
         .collect();
-    assert_eq!(names, ["kept"]);
+    assert_eq!(names, ["kept"; 5]);
     assert_eq!(letters[0]["reason"], "sync");
     c.nodes.shutdown().await;
 }
