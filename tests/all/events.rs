@@ -488,6 +488,15 @@ async fn sigkill_with_events_queued_running_or_replaying_loses_none() {
         info["pop_url"].as_str().expect("pop"),
         info["token"].as_str().expect("token"),
     );
+    let out = strata(dir.path())
+        .args(["invoke", "hello", "--event", "--json"])
+        .output()
+        .await
+        .expect("invoke --event");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["status"], 202);
+    let body: Value = serde_json::from_str(v["body"].as_str().expect("body")).expect("json body");
+    assert_eq!(body["request_id"], v["request_id"]);
     let mut ids = HashSet::new();
     for i in 0..N {
         let name = if i % 3 == 0 { "fails" } else { "works" };
