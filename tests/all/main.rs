@@ -5,6 +5,7 @@ mod cli;
 mod control;
 mod discovery;
 mod dns;
+mod event_crash;
 mod events;
 mod faults;
 mod logs;
