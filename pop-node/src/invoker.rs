@@ -170,6 +170,11 @@ impl Invoker for PopInvoker {
             self.prefetcher.request(digest);
         }
         let function = resolution.map(|r| r.function);
+        // A function that dead-letters its failed synchronous invocations runs at the
+        // region, where the dead-letter queue is.
+        if function.as_ref().is_some_and(|f| f.config.dead_letter_sync) {
+            return self.forward(req, Some(&key), ForwardReason::Pinned).await;
+        }
         let module = function
             .as_ref()
             .and_then(|f| self.executor.cached(&f.digest));

@@ -7,6 +7,7 @@ mod cli;
 mod control;
 mod discovery;
 mod dns;
+mod event_crash;
 mod events;
 mod failover;
 mod faults;

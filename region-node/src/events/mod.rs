@@ -277,7 +277,9 @@ impl Events {
                         return seq;
                     }
                     // Bounded so a wall clock that jumps is noticed within a second.
-                    Some((due, _)) => Duration::from_millis(due - unix_ms()).min(MAX_IDLE),
+                    Some((due, _)) => {
+                        Duration::from_millis(due.saturating_sub(unix_ms())).min(MAX_IDLE)
+                    }
                     None => MAX_IDLE,
                 }
             };
