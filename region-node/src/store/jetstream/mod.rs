@@ -3,7 +3,7 @@
 //! state.
 //!
 //! Mapping (docs/architecture.md has the reasoning):
-//! - all six [`Bucket`]s live in ONE KV bucket `<prefix>-kv`, keys `<bucket>.<escaped
+//! - all [`Bucket`]s live in ONE KV bucket `<prefix>-kv`, keys `b<bucket code>.<escaped
 //!   key>_`, so the KV stream's sequence is the store-wide revision: [`revision`] is its
 //!   last sequence and [`history`] reads it from a sequence on;
 //! - conditional writes publish with `Nats-Expected-Last-Subject-Sequence` set to the
