@@ -1,9 +1,10 @@
 //! Durable state of a region, behind one interface shaped after NATS JetStream's
 //! semantics: key-value buckets with store-wide revisions, conditional writes and a watch
 //! from a revision; a content-addressed blob store; and durable streams (append, read from
-//! a sequence, ack/delete). The embedded backend is redb ([`RedbBackend`]); another
-//! backend implements [`Backend`] and callers do not change (docs/architecture.md maps
-//! each operation to JetStream).
+//! a sequence, ack/delete). Two backends implement [`Backend`]: the embedded redb file
+//! ([`RedbBackend`]) and NATS JetStream ([`JetStreamBackend`], shared by every region on
+//! the same server); callers do not change, and both pass the conformance suite
+//! (docs/architecture.md maps each operation).
 //!
 //! Owns the on-disk format; knows nothing about functions or tenants (that is
 //! [`crate::registry`]). Every write is one ACID transaction; a crash never leaves a torn

@@ -1,7 +1,7 @@
 //! [`Backend`] for [`JetStreamBackend`]: each operation as NATS requests (the mapping is
 //! in the parent module's docs).
 
-use super::names::{bucket_token, kv_key};
+use super::names::kv_key;
 use super::{DELETE_RETRIES, JetStreamBackend, check, err};
 use crate::store::{
     Backend, Bucket, Change, Entry, Expect, History, Op, Snapshot, StoreError, StreamMessage,
@@ -88,12 +88,11 @@ impl Backend for JetStreamBackend {
     }
 
     fn list(&self, bucket: Bucket, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
-        let filter = format!("{}{}.*", self.inner.kv_subject, bucket_token(bucket));
         let prefix = prefix.to_owned();
         self.call("list", move |inner| async move {
             let mut out = BTreeMap::new();
-            for c in inner.changes(&filter, 1, usize::MAX).await? {
-                if !c.key.starts_with(&prefix) {
+            for c in inner.changes(1, usize::MAX).await? {
+                if c.bucket != bucket || !c.key.starts_with(&prefix) {
                     continue;
                 }
                 match c.op {
@@ -123,23 +122,21 @@ impl Backend for JetStreamBackend {
     }
 
     fn history(&self, since: u64, max: usize) -> Result<History, StoreError> {
-        let filter = format!("{}>", self.inner.kv_subject);
         self.call("history", move |inner| async move {
             Ok(History::Changes(
-                inner.changes(&filter, since.saturating_add(1), max).await?,
+                inner.changes(since.saturating_add(1), max).await?,
             ))
         })
     }
 
     fn snapshot(&self, buckets: &[Bucket]) -> Result<Snapshot, StoreError> {
-        let filter = format!("{}>", self.inner.kv_subject);
         let buckets = buckets.to_vec();
         self.call("snapshot", move |inner| async move {
             // Scanning in sequence order sees every key's latest message as of the last
             // sequence read (a key rewritten during the scan shows up again later), so
             // the folded state is the state at that sequence.
             let floor = inner.last_sequence().await?;
-            let changes = inner.changes(&filter, 1, usize::MAX).await?;
+            let changes = inner.changes(1, usize::MAX).await?;
             let revision = changes.last().map_or(floor, |c| c.revision.max(floor));
             let mut state = BTreeMap::new();
             for c in changes {

@@ -3,22 +3,29 @@
 //! state.
 //!
 //! Mapping (docs/architecture.md has the reasoning):
-//! - all six [`Bucket`](crate::store::Bucket)s live in ONE KV bucket `<prefix>-kv`, keys `<bucket>.<escaped
-//!   key>_`, so the KV stream's sequence is the store-wide revision: [`Backend::revision`](crate::store::Backend::revision)
-//!   is its last sequence and [`Backend::history`](crate::store::Backend::history) reads it from a sequence on;
+//! - all [`Bucket`]s live in ONE KV bucket `<prefix>-kv`, keys `b<bucket code>.<escaped
+//!   key>_`, so the KV stream's sequence is the store-wide revision: [`revision`] is its
+//!   last sequence and [`history`] reads it from a sequence on;
 //! - conditional writes publish with `Nats-Expected-Last-Subject-Sequence` set to the
 //!   sequence the precondition was checked against, so check and write are one atomic
 //!   step at the server;
-//! - [`Backend::subscribe`](crate::store::Backend::subscribe) is fed by a KV watcher, so every region sees every region's
-//!   writes (and its POP push streams carry them);
+//! - [`subscribe`] is fed by a KV watcher, so every region sees every region's writes
+//!   (and its POP push streams carry them);
 //! - blobs live in the object store `<prefix>-blobs`, named by digest;
 //! - each named stream is a JetStream stream `<prefix>-q-<escaped name>` with
 //!   `max_msgs` = the caller's bound and discard policy `new`; ack deletes the message.
 //!
 //! The KV bucket keeps one message per key (history 1): the history skips writes that a
 //! later write of the same key superseded, which watchers (they fold changes into state)
-//! cannot tell apart; it is never [`History::Compacted`](crate::store::History::Compacted). Reads that scan (list,
-//! snapshot, history, stream read) cost one direct-get round trip per message.
+//! cannot tell apart; it is never [`Compacted`]. KV scans (list, snapshot, history)
+//! stream the bucket through one ordered consumer; a stream read costs one direct-get
+//! round trip per message.
+//!
+//! [`Bucket`]: crate::store::Bucket
+//! [`revision`]: crate::store::Backend::revision
+//! [`history`]: crate::store::Backend::history
+//! [`subscribe`]: crate::store::Backend::subscribe
+//! [`Compacted`]: crate::store::History::Compacted
 
 mod backend;
 mod bridge;
@@ -73,6 +80,8 @@ struct Inner {
     js: jetstream::Context,
     /// The KV bucket's stream, for direct gets and its last sequence.
     kv_stream: Stream,
+    /// The KV bucket, for its watchers (scans and the live feed).
+    kv: kv::Store,
     /// `$KV.<bucket>.`, the subject prefix of every key.
     kv_subject: String,
     blobs: object_store::ObjectStore,
@@ -171,6 +180,10 @@ impl Inner {
             .get_stream(format!("KV_{bucket}"))
             .await
             .map_err(|e| err("opening the KV stream", e))?;
+        let kv = js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| err("opening the KV bucket", e))?;
         let blob_bucket = format!("{prefix}-blobs");
         let blobs = match js.get_object_store(&blob_bucket).await {
             Ok(b) => b,
@@ -185,6 +198,7 @@ impl Inner {
         Ok(Self {
             js,
             kv_stream,
+            kv,
             kv_subject: format!("$KV.{bucket}."),
             blobs,
             prefix,
@@ -257,38 +271,33 @@ impl Inner {
         }
     }
 
-    /// Scans the KV stream from `from` over subjects matching `filter` (at most `max`
-    /// messages), as changes.
-    async fn changes(
-        &self,
-        filter: &str,
-        from: u64,
-        max: usize,
-    ) -> Result<Vec<Change>, StoreError> {
+    /// The KV stream's changes from sequence `from` (at most `max`), up to the last
+    /// sequence when the scan starts: one ordered consumer (a KV watcher) streams them in
+    /// batches instead of a round trip per message.
+    async fn changes(&self, from: u64, max: usize) -> Result<Vec<Change>, StoreError> {
+        let from = from.max(1);
+        let last = self.last_sequence().await?;
+        if last < from || max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut watch = self
+            .kv
+            .watch_all_from_revision(from)
+            .await
+            .map_err(|e| err("scanning the KV bucket", e))?;
         let mut out = Vec::new();
-        let mut seq = from.max(1);
-        while out.len() < max {
-            let Some(m) = self.next(&self.kv_stream, filter, seq).await? else {
+        while let Some(entry) = watch.next().await {
+            let entry = entry.map_err(|e| err("scanning the KV bucket", e))?;
+            // `delta` is what the consumer still has pending: 0 at the stream's end. A
+            // message at or past `last` always comes (KV messages are only superseded by
+            // later ones), so the scan ends.
+            let done = entry.revision >= last || entry.delta == 0;
+            out.extend(change_of(&entry));
+            if done || out.len() >= max {
                 break;
-            };
-            seq = m.sequence + 1;
-            if let Some(c) = self.change_of(&m) {
-                out.push(c);
             }
         }
         Ok(out)
-    }
-
-    fn change_of(&self, m: &NatsMessage) -> Option<Change> {
-        let key = m.subject.as_str().strip_prefix(&self.kv_subject)?;
-        let (bucket, key) = parse_kv_key(key)?;
-        let op = put_value(&m.headers, &m.payload).map_or(Op::Delete, Op::Put);
-        Some(Change {
-            revision: m.sequence,
-            bucket,
-            key,
-            op,
-        })
     }
 
     /// The named stream, created (or its bound updated) as needed; `None` when it does
@@ -351,6 +360,21 @@ impl Inner {
     }
 }
 
+/// A KV watcher's entry as a change; `None` for a key this store did not write.
+fn change_of(entry: &kv::Entry) -> Option<Change> {
+    let (bucket, key) = parse_kv_key(&entry.key)?;
+    let op = match entry.operation {
+        kv::Operation::Put => Op::Put(entry.value.to_vec()),
+        kv::Operation::Delete | kv::Operation::Purge => Op::Delete,
+    };
+    Some(Change {
+        revision: entry.revision,
+        bucket,
+        key,
+        op,
+    })
+}
+
 /// The value of a KV message, `None` for a delete or purge marker.
 fn put_value(headers: &HeaderMap, payload: &[u8]) -> Option<Vec<u8>> {
     match headers.get(KV_OPERATION).map(|v| v.as_str()) {
@@ -380,16 +404,8 @@ fn check(key: &str, expected: Expect, actual: Option<u64>) -> Result<(), StoreEr
 /// Feeds `live` from a KV watcher starting at revision `from`, re-creating the watcher
 /// after a failure from the last revision it delivered; runs until the runtime stops.
 async fn feed(inner: Arc<Inner>, mut from: u64, live: broadcast::Sender<Change>) {
-    let kv_name = format!("{}-kv", inner.prefix);
     loop {
-        let watch = match inner.js.get_key_value(&kv_name).await {
-            Ok(kv) => kv
-                .watch_all_from_revision(from)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match watch {
+        match inner.kv.watch_all_from_revision(from).await {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
                     let entry = match entry {
@@ -400,20 +416,10 @@ async fn feed(inner: Arc<Inner>, mut from: u64, live: broadcast::Sender<Change>)
                         }
                     };
                     from = entry.revision + 1;
-                    let Some((bucket, key)) = parse_kv_key(&entry.key) else {
-                        continue;
-                    };
-                    let op = match entry.operation {
-                        kv::Operation::Put => Op::Put(entry.value.to_vec()),
-                        kv::Operation::Delete | kv::Operation::Purge => Op::Delete,
-                    };
-                    // No receiver is fine: nobody is watching.
-                    let _ = live.send(Change {
-                        revision: entry.revision,
-                        bucket,
-                        key,
-                        op,
-                    });
+                    if let Some(change) = change_of(&entry) {
+                        // No receiver is fine: nobody is watching.
+                        let _ = live.send(change);
+                    }
                 }
             }
             Err(e) => warn!(error = %e, "cannot watch the KV bucket; retrying"),

@@ -45,21 +45,13 @@ pub(super) fn unescape(s: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
-/// The first subject token of a bucket's keys in the shared KV bucket.
-pub(super) fn bucket_token(bucket: Bucket) -> &'static str {
-    match bucket {
-        Bucket::Tenants => "tenants",
-        Bucket::Tokens => "tokens",
-        Bucket::Functions => "functions",
-        Bucket::Versions => "versions",
-        Bucket::Aliases => "aliases",
-        Bucket::Routes => "routes",
-        Bucket::State => "state",
-        Bucket::Canary => "canary",
-    }
+/// The first subject token of a bucket's keys in the shared KV bucket: `b<code>`, from
+/// [`Bucket::code`], so a bucket added to the store needs nothing here.
+pub(super) fn bucket_token(bucket: Bucket) -> String {
+    format!("b{}", bucket.code())
 }
 
-/// The KV key of `key` in `bucket`: `<bucket>.<escaped key>`. The trailing `_` keeps an
+/// The KV key of `key` in `bucket`: `b<code>.<escaped key>_`. The trailing `_` keeps an
 /// empty store key a valid (non-empty) token.
 pub(super) fn kv_key(bucket: Bucket, key: &str) -> String {
     format!("{}.{}_", bucket_token(bucket), escape(key, true))
@@ -68,9 +60,8 @@ pub(super) fn kv_key(bucket: Bucket, key: &str) -> String {
 /// The bucket and store key of a KV key made by [`kv_key`]; `None` for a foreign key.
 pub(super) fn parse_kv_key(kv_key: &str) -> Option<(Bucket, String)> {
     let (token, rest) = kv_key.split_once('.')?;
-    let bucket = Bucket::ALL
-        .into_iter()
-        .find(|b| bucket_token(*b) == token)?;
+    let code = token.strip_prefix('b')?.parse::<u8>().ok()?;
+    let bucket = Bucket::from_code(code)?;
     Some((bucket, unescape(rest.strip_suffix('_')?)?))
 }
 
@@ -104,6 +95,8 @@ mod tests {
     #[test]
     fn foreign_or_broken_keys_are_refused() {
         assert_eq!(parse_kv_key("nobucket.x_"), None);
+        assert_eq!(parse_kv_key("b250.x_"), None);
+        assert_eq!(kv_key(Bucket::Functions, "t/f"), "b2.t/f_");
         assert_eq!(parse_kv_key("functions.x"), None);
         assert_eq!(parse_kv_key("functions.=Z1_"), None);
         assert_eq!(unescape("=4"), None);
