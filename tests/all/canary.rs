@@ -76,7 +76,7 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
         for name in ["legacy", "plain"] {
             // Every other round through the POP: what it forwards is canaried at the
             // region like the region's own traffic (what it runs itself runs on current).
-            let base = if patience.tries() % 2 == 0 {
+            let base = if patience.tries().is_multiple_of(2) {
                 &region_url
             } else {
                 &pop_url
