@@ -98,10 +98,19 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
             patience.tries()
         );
     };
+    eprintln!("verdicts after {} rounds", patience.tries());
     assert_eq!(runtime["current"], "2026.10");
     assert_eq!(runtime["next"], "2026.11");
     assert_eq!(verdict_of(&runtime, "legacy"), "pinned", "{runtime}");
     assert_eq!(verdict_of(&runtime, "plain"), "promoted", "{runtime}");
+
+    // A release that is not hosted is refused at deploy.
+    let wasm = wat::parse_str(PLAIN).expect("wat");
+    let r = c
+        .nodes
+        .deploy("odd", json!({"runtime": "1999.01"}), wasm)
+        .await;
+    assert!(r.is_err(), "unknown runtime accepted");
 
     // Pinned: everything runs on the current release and succeeds.
     for _ in 0..10 {
