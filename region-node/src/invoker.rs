@@ -178,11 +178,15 @@ impl RegionInvoker {
             Err(e) => return Err(e.into()),
             Ok((response, failed)) => (Ok(response), failed),
         };
-        if counted
-            && let Some(record) = canary.record(&function.key, release, failed)
-            && record.verdict == Verdict::Pinned
-        {
-            self.notify_owner(function, record).await;
+        if counted && let Some(record) = canary.record(&function.key, release, failed) {
+            // Once per function: the verdict is durable before the owner hears of it.
+            let (c, key, r) = (Arc::clone(canary), function.key.clone(), record.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || c.persist(&key, &r)).await {
+                warn!(error = %e, "canary verdict task failed");
+            }
+            if record.verdict == Verdict::Pinned {
+                self.notify_owner(function, record).await;
+            }
         }
         response
     }
