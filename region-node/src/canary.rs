@@ -137,7 +137,8 @@ impl RuntimeCanary {
             return (Release::from_name(name).unwrap_or(Release::Current), false);
         }
         let policy = self.policy();
-        let counted = policy.verdict(key) == Verdict::Undecided;
+        // With no share on the next release there is nothing to compare against.
+        let counted = policy.verdict(key) == Verdict::Undecided && policy.config().percent > 0;
         let release = match policy.choose(key, draw) {
             Side::Current => Release::Current,
             Side::Next => Release::Next,

@@ -41,7 +41,9 @@ pub struct RegionConfig {
     /// Default 256 MiB.
     pub artifact_cache_bytes: usize,
     /// Share of each undecided function's invocations run on the next runtime release,
-    /// in percent (0..=100; 0 turns the canary off). Default 10.
+    /// in percent (0..=100). Default 0: the canary is off and everything runs on the
+    /// current release until an operator starts a rollout (a canaried invocation may
+    /// start cold, since the next release has its own compiled code and warm pools).
     pub canary_percent: u8,
     /// Outcomes needed on each runtime release before the canary decides a function.
     /// Default 30.
@@ -64,7 +66,7 @@ impl Default for RegionConfig {
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,
-            canary_percent: 10,
+            canary_percent: 0,
             canary_min_samples: 30,
         }
     }
