@@ -99,12 +99,23 @@ impl Artifacts {
     ///
     /// # Errors
     /// 400 `invalid_module` naming what is wrong (not wasm, too large, an import the host
-    /// does not provide, a missing ABI export); nothing is kept then.
+    /// does not provide, a missing ABI export, a shared-state import without a resource
+    /// group); 400 `bad_request` for a `runtime` this node does not host; nothing is kept
+    /// then.
     pub async fn prepare_deploy(
         &self,
         wasm: Bytes,
         config: &FunctionConfig,
     ) -> Result<(), ApiError> {
+        if let Some(name) = &config.runtime
+            && common::sandbox::Release::from_name(name).is_none()
+        {
+            return Err(ApiError::bad_request(format!(
+                "runtime `{name}` is not hosted here: use {} (current) or {} (next)",
+                common::sandbox::Release::Current,
+                common::sandbox::Release::Next
+            )));
+        }
         let module = self.executor.prepare(wasm).await?;
         module.check_abi(config.abi)?;
         module.check_shared_state(config.resource_group.is_some())?;

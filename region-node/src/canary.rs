@@ -137,7 +137,8 @@ impl RuntimeCanary {
             return (Release::from_name(name).unwrap_or(Release::Current), false);
         }
         let policy = self.policy();
-        let counted = policy.verdict(key) == Verdict::Undecided;
+        // With no share on the next release there is nothing to compare against.
+        let counted = policy.verdict(key) == Verdict::Undecided && policy.config().percent > 0;
         let release = match policy.choose(key, draw) {
             Side::Current => Release::Current,
             Side::Next => Release::Next,
@@ -145,9 +146,10 @@ impl RuntimeCanary {
         (release, counted)
     }
 
-    /// Counts one outcome; when it decides the verdict, stores it and returns it. A
-    /// verdict that cannot be stored is kept in memory (and logged): it is decided again
-    /// after a restart.
+    /// Counts one outcome in memory (no I/O: called on the invoke path); returns the
+    /// verdict when this outcome decided it, which the caller then [`persist`]s.
+    ///
+    /// [`persist`]: RuntimeCanary::persist
     pub fn record(
         &self,
         key: &FunctionKey,
@@ -160,24 +162,26 @@ impl RuntimeCanary {
         };
         let (verdict, counts) = {
             let mut policy = self.policy();
-            let before = policy.counts(key).unwrap_or_default();
+            let mut counts = policy.counts(key).unwrap_or_default();
             let verdict = policy.handle_outcome(key, side, failed)?;
-            let mut counts = before;
-            match side {
-                Side::Current => {
-                    counts.current += 1;
-                    counts.current_failures += u32::from(failed);
-                }
-                Side::Next => {
-                    counts.next += 1;
-                    counts.next_failures += u32::from(failed);
-                }
-            }
+            // The policy drops the counts of a decided function; the record keeps them.
+            let (n, f) = match side {
+                Side::Current => (&mut counts.current, &mut counts.current_failures),
+                Side::Next => (&mut counts.next, &mut counts.next_failures),
+            };
+            *n = n.saturating_add(1);
+            *f = f.saturating_add(u32::from(failed));
             (verdict, counts)
         };
-        let record = VerdictRecord::new(&key.name, verdict, counts, unix_ms());
         info!(function = %key, ?verdict, ?counts, "runtime canary verdict");
-        let stored = serde_json::to_vec(&record)
+        Some(VerdictRecord::new(&key.name, verdict, counts, unix_ms()))
+    }
+
+    /// Stores `record`, the verdict of `key` (blocking: a store write). A verdict that
+    /// cannot be stored stays in force in memory (and is logged): it is decided again
+    /// after a restart.
+    pub fn persist(&self, key: &FunctionKey, record: &VerdictRecord) {
+        let stored = serde_json::to_vec(record)
             .map_err(|e| StoreError::Backend(e.to_string()))
             .and_then(|bytes| {
                 self.store
@@ -186,24 +190,38 @@ impl RuntimeCanary {
         if let Err(e) = stored {
             warn!(function = %key, error = %e, "canary verdict not stored");
         }
-        Some(record)
     }
 
-    /// `tenant`'s functions with a verdict or counts, by name.
+    /// `tenant`'s functions with a verdict or counts, by name (blocking: reads the
+    /// stored records of decided ones, outside the policy's lock).
     pub fn verdicts(&self, tenant: &TenantId) -> Vec<VerdictRecord> {
-        let policy = self.policy();
-        let mut out: Vec<VerdictRecord> = policy
-            .keys()
-            .filter(|k| &k.tenant == tenant)
-            .map(|k| {
-                let counts = policy.counts(k).unwrap_or_default();
-                let stored = self
-                    .store
-                    .get(Bucket::Canary, &store_key(k))
-                    .ok()
+        let listed: Vec<(FunctionKey, Verdict, Counts)> = {
+            let policy = self.policy();
+            policy
+                .keys()
+                .filter(|k| &k.tenant == tenant)
+                .map(|k| {
+                    (
+                        k.clone(),
+                        policy.verdict(k),
+                        policy.counts(k).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        };
+        let mut out: Vec<VerdictRecord> = listed
+            .into_iter()
+            .map(|(k, verdict, counts)| {
+                let stored = (verdict != Verdict::Undecided)
+                    .then(|| {
+                        self.store
+                            .get(Bucket::Canary, &store_key(&k))
+                            .ok()
+                            .flatten()
+                    })
                     .flatten()
                     .and_then(|e| serde_json::from_slice::<VerdictRecord>(&e.value).ok());
-                stored.unwrap_or_else(|| VerdictRecord::new(&k.name, policy.verdict(k), counts, 0))
+                stored.unwrap_or_else(|| VerdictRecord::new(&k.name, verdict, counts, 0))
             })
             .collect();
         out.sort_by(|a, b| a.function.cmp(&b.function));
@@ -315,6 +333,9 @@ mod tests {
             for _ in 0..3 {
                 canary.record(&f, Release::Current, false);
                 decided = decided.or(canary.record(&f, Release::Next, true));
+                if let Some(record) = &decided {
+                    canary.persist(&f, record);
+                }
             }
             let record = decided.expect("decided");
             assert_eq!(record.verdict, Verdict::Pinned);

@@ -45,7 +45,9 @@ pub struct RegionConfig {
     /// The async queue and dead-letter queue: workers, bounds, retry backoff.
     pub events: crate::events::EventsConfig,
     /// Share of each undecided function's invocations run on the next runtime release,
-    /// in percent (0..=100; 0 turns the canary off). Default 10.
+    /// in percent (0..=100). Default 0: the canary is off and everything runs on the
+    /// current release until an operator starts a rollout (a canaried invocation may
+    /// start cold, since the next release has its own compiled code and warm pools).
     pub canary_percent: u8,
     /// Outcomes needed on each runtime release before the canary decides a function.
     /// Default 30.
@@ -72,7 +74,7 @@ impl Default for RegionConfig {
             artifact_cache_bytes: 256 << 20,
             store: StoreConfig::default(),
             events: crate::events::EventsConfig::default(),
-            canary_percent: 10,
+            canary_percent: 0,
             canary_min_samples: 30,
             trending: common::policy::TrendingConfig::default(),
         }

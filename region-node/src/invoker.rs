@@ -288,9 +288,13 @@ impl RegionInvoker {
                 .map(|r| r.0)
                 .map_err(ApiError::from);
         };
-        // The high half of the random request id: the low half is the alias draw, and the
-        // two choices must not be correlated.
-        let draw = (req.request_id.0 >> 64) as u64;
+        // Requests with an affinity key draw from the key, so they all reach the same
+        // release (and so the same warm instance); others draw from the high half of the
+        // random request id (the low half is the alias draw: the two must not correlate).
+        let draw = match &req.affinity {
+            Some(key) => affinity_draw(key),
+            None => (req.request_id.0 >> 64) as u64,
+        };
         let (release, counted) =
             canary.choose(&function.key, function.config.runtime.as_deref(), draw);
         let (response, failed) = match self.run_on(function, req, release).await {
@@ -302,11 +306,15 @@ impl RegionInvoker {
             Err(e) => return Err(e.into()),
             Ok((response, failed)) => (Ok(response), failed),
         };
-        if counted
-            && let Some(record) = canary.record(&function.key, release, failed)
-            && record.verdict == Verdict::Pinned
-        {
-            self.notify_owner(function, record).await;
+        if counted && let Some(record) = canary.record(&function.key, release, failed) {
+            // Once per function: the verdict is durable before the owner hears of it.
+            let (c, key, r) = (Arc::clone(canary), function.key.clone(), record.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || c.persist(&key, &r)).await {
+                warn!(error = %e, "canary verdict task failed");
+            }
+            if record.verdict == Verdict::Pinned {
+                self.notify_owner(function, record).await;
+            }
         }
         response
     }
@@ -399,6 +407,13 @@ impl RegionInvoker {
             )
             .await?)
     }
+}
+
+/// A stable draw for an affinity key (FNV-1a: the same on every node and release).
+fn affinity_draw(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Why [`RegionInvoker::run_on`] did not run the function.

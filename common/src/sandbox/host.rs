@@ -6,9 +6,9 @@
 //! before any read or write; a bad one is [`BAD_POINTER`], never a host panic or a trap.
 //! Never stores state itself: calls go to the invocation's [`super::StateHandle`].
 
-use super::StoreState;
 use super::runtime::Release;
 use super::state::{self, MAX_LIST_KEYS, StateError};
+use super::{ModuleError, StoreState};
 use wasmtime::{Caller, Extern, Linker, Memory};
 use wasmtime_wasi::p2::OutputStream;
 
@@ -32,6 +32,42 @@ pub const UNAVAILABLE: i32 = -5;
 pub const NO_STATE: i32 = -6;
 /// The output buffer cannot hold the result; nothing was written.
 pub const BUFFER_TOO_SMALL: i32 = -7;
+
+impl super::CompiledModule {
+    /// Whether the module imports any `strata` shared-state function.
+    pub fn uses_shared_state(&self) -> bool {
+        self.inner
+            .pre
+            .module()
+            .imports()
+            .any(|i| i.module() == MODULE && STATE_IMPORTS.contains(&i.name()))
+    }
+
+    /// Checks that the module imports the shared-state functions only if its function has
+    /// a resource group (`has_group`): the imports are linked for those functions only.
+    ///
+    /// # Errors
+    /// [`ModuleError::Link`] naming the first state import of a function without a group.
+    pub fn check_shared_state(&self, has_group: bool) -> Result<(), ModuleError> {
+        if has_group {
+            return Ok(());
+        }
+        let first = self
+            .inner
+            .pre
+            .module()
+            .imports()
+            .find(|i| i.module() == MODULE && STATE_IMPORTS.contains(&i.name()));
+        match first {
+            None => Ok(()),
+            Some(i) => Err(ModuleError::Link(format!(
+                "`strata::{}` is a shared-state import, linked only for functions with a \
+                 `resource_group`; set one in the function's config",
+                i.name()
+            ))),
+        }
+    }
+}
 
 /// A host import's result as the guest sees it.
 type Code = i32;

@@ -410,40 +410,6 @@ impl CompiledModule {
         &self.inner.pre
     }
 
-    /// Whether the module imports any `strata` shared-state function.
-    pub fn uses_shared_state(&self) -> bool {
-        self.inner
-            .pre
-            .module()
-            .imports()
-            .any(|i| i.module() == host::MODULE && host::STATE_IMPORTS.contains(&i.name()))
-    }
-
-    /// Checks that the module imports the shared-state functions only if its function has
-    /// a resource group (`has_group`): the imports are linked for those functions only.
-    ///
-    /// # Errors
-    /// [`ModuleError::Link`] naming the first state import of a function without a group.
-    pub fn check_shared_state(&self, has_group: bool) -> Result<(), ModuleError> {
-        if has_group {
-            return Ok(());
-        }
-        let first = self
-            .inner
-            .pre
-            .module()
-            .imports()
-            .find(|i| i.module() == host::MODULE && host::STATE_IMPORTS.contains(&i.name()));
-        match first {
-            None => Ok(()),
-            Some(i) => Err(ModuleError::Link(format!(
-                "`strata::{}` is a shared-state import, linked only for functions with a \
-                 `resource_group`; set one in the function's config",
-                i.name()
-            ))),
-        }
-    }
-
     /// Checks that the module has what `abi` needs (DESIGN §3): `_start: () -> ()` for a
     /// command; `strata_handle: () -> i32` (and, if exported, `_initialize: () -> ()`)
     /// for a reactor.
