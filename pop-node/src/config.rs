@@ -66,6 +66,14 @@ pub struct PopConfig {
     pub log_queue_entries: usize,
     /// Bounds of the POP's own function log ring buffers.
     pub function_logs: common::logs::LogLimits,
+    /// Concurrency slots asked of the region per tenant at a time (and kept free while a
+    /// tenant is busy). Default 4.
+    pub lease_batch: u32,
+    /// How often leases are renewed is a third of this; should match the region's
+    /// `limits.lease_ttl_ms`, in milliseconds. Default 3000.
+    pub lease_ttl_ms: u64,
+    /// Tenants holding leases at this POP at once; others are forwarded. Default 10 000.
+    pub lease_tenants: usize,
 }
 
 impl Default for PopConfig {
@@ -94,6 +102,9 @@ impl Default for PopConfig {
             log_ship_ms: 500,
             log_queue_entries: 4096,
             function_logs: common::logs::LogLimits::default(),
+            lease_batch: 4,
+            lease_ttl_ms: 3000,
+            lease_tenants: 10_000,
         }
     }
 }

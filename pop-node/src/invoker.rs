@@ -2,6 +2,7 @@
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
+use crate::leases::Leases;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
 use common::edge::Invoker;
@@ -27,6 +28,7 @@ pub struct PopInvoker {
     prefetcher: Arc<Prefetcher>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
+    leases: Arc<Leases>,
 }
 
 /// The parts a [`PopInvoker`] is built from.
@@ -50,6 +52,8 @@ pub struct PopParts {
     pub local_concurrency: usize,
     /// Forwarded invocations in flight.
     pub max_forwards: usize,
+    /// The tenants' concurrency leases a local run draws from.
+    pub leases: Arc<Leases>,
 }
 
 impl PopInvoker {
@@ -65,12 +69,14 @@ impl PopInvoker {
             prefetcher: parts.prefetcher,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
+            leases: parts.leases,
         }
     }
 
     /// Stops background work.
     pub fn stop(&self) {
         self.prefetcher.abort_all();
+        self.leases.stop();
     }
 
     async fn forward(
@@ -151,7 +157,13 @@ impl Invoker for PopInvoker {
         let module = function
             .as_ref()
             .and_then(|f| self.executor.cached(&f.digest));
-        let slot = Arc::clone(&self.local_slots).try_acquire_owned().ok();
+        // A local run needs a node slot and a slot of the tenant's lease; without either it
+        // is forwarded, and the region charges it to its own count (or answers 429).
+        let slot = Arc::clone(&self.local_slots)
+            .try_acquire_owned()
+            .ok()
+            .filter(|_| module.is_some())
+            .and_then(|s| Some((s, self.leases.try_draw(&key.tenant)?)));
         let local = LocalState {
             placement: function
                 .as_ref()

@@ -259,4 +259,13 @@ impl RegionLink {
             )),
         }
     }
+
+    /// Sends a lease message ([`Message::LeaseAcquire`] or [`Message::LeaseReturn`]) and
+    /// returns the region's reply as is; [`crate::leases`] interprets it.
+    ///
+    /// # Errors
+    /// 503 when no region is reachable.
+    pub async fn lease(&self, msg: &Message) -> Result<Message, ApiError> {
+        self.request(msg).await
+    }
 }

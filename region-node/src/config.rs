@@ -40,6 +40,8 @@ pub struct RegionConfig {
     /// are dropped first and rebuilt from the stored wasm when asked for again.
     /// Default 256 MiB.
     pub artifact_cache_bytes: usize,
+    /// Per-tenant adaptive concurrency and leases (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for RegionConfig {
@@ -58,6 +60,7 @@ impl Default for RegionConfig {
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }

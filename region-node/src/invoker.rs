@@ -3,6 +3,7 @@
 
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
+use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
@@ -23,6 +24,9 @@ pub struct RegionInvoker {
     max_payload_bytes: usize,
     /// Checks invocations that came in through an HTTP route (no token).
     routes: Option<Arc<Routes>>,
+    /// Per-tenant concurrency: every execution here, forwarded ones included, is charged
+    /// to the region's own in-flight (never to a POP's lease).
+    limits: Option<Arc<Limits>>,
 }
 
 impl RegionInvoker {
@@ -49,7 +53,15 @@ impl RegionInvoker {
             admission,
             max_payload_bytes,
             routes: None,
+            limits: None,
         }
+    }
+
+    /// Charges every execution to `limits` (without, tenants are unlimited).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// The executor's and admission's gauges.
@@ -65,6 +77,11 @@ impl RegionInvoker {
     pub fn with_routes(mut self, routes: Arc<Routes>) -> Self {
         self.routes = Some(routes);
         self
+    }
+
+    /// The tenant concurrency budgets, when enforced.
+    pub fn limits(&self) -> Option<&Arc<Limits>> {
+        self.limits.as_ref()
     }
 
     /// The registry this invoker resolves against.
@@ -135,6 +152,15 @@ impl RegionInvoker {
                     .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
                 (self.executor.prepare(wasm.into()).await?, true)
             }
+        };
+        // Over the tenant's limit is 429 at once, before waiting for a node slot.
+        let _permit = match &self.limits {
+            Some(l) => Some(l.admit(
+                &function.key.tenant,
+                function.key.name.as_str(),
+                function.config.max_concurrency,
+            )?),
+            None => None,
         };
         let _slot = self.admission.admit().await?;
         self.executor

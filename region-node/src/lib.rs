@@ -20,6 +20,7 @@ pub mod artifacts;
 pub mod capacity;
 pub mod config;
 pub mod invoker;
+pub mod limits;
 pub mod node;
 pub mod push;
 pub mod quic;

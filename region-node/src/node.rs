@@ -5,6 +5,7 @@ use crate::api::{self, CapacityState, ControlState};
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::RegionConfig;
 use crate::invoker::RegionInvoker;
+use crate::limits::Limits;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
@@ -107,6 +108,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let executor = Executor::new(sandbox, config.module_cache_bytes)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    let limits = Arc::new(Limits::new(config.limits));
     let invoker = Arc::new(
         RegionInvoker::new(
             node_id.clone(),
@@ -116,7 +118,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             config.edge.max_payload_bytes,
             config.artifact_cache_bytes,
         )
-        .with_routes(Arc::clone(&routes)),
+        .with_routes(Arc::clone(&routes))
+        .with_limits(Arc::clone(&limits)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -159,6 +162,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             routes,
             logs,
             capacity: Arc::clone(&capacity),
+            limits: Arc::clone(&limits),
         },
     ));
     tasks.spawn(snapshot_loop(

@@ -23,6 +23,8 @@ pub struct PopServices {
     pub logs: Arc<LogBuffer>,
     /// Receives [`Message::LoadReport`].
     pub capacity: Arc<Capacity>,
+    /// Grants and takes back concurrency leases.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
@@ -114,6 +116,28 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             invoker.artifacts().fetch(digest, &engine).await
         }
         Message::Ping { nonce } => Message::Pong { nonce },
+        Message::LeaseAcquire {
+            holder,
+            tenant,
+            slots,
+        } => {
+            let (granted, limit, held) = services.limits.lease(&holder.0, &tenant, slots);
+            Message::LeaseGranted {
+                tenant,
+                slots: granted,
+                ttl_ms: u64::try_from(services.limits.lease_ttl().as_millis()).unwrap_or(u64::MAX),
+                limit,
+                held,
+            }
+        }
+        Message::LeaseReturn {
+            holder,
+            tenant,
+            slots,
+        } => {
+            services.limits.return_lease(&holder.0, &tenant, slots);
+            Message::Ack
+        }
         Message::LoadReport(load) => {
             match services.capacity.report(load, std::time::Instant::now()) {
                 Ok(()) => Message::Ack,
@@ -143,5 +167,8 @@ fn message_name(m: &Message) -> &'static str {
         Message::RouteTable { .. } => "RouteTable",
         Message::Logs { .. } => "Logs",
         Message::Ack => "Ack",
+        Message::LeaseAcquire { .. } => "LeaseAcquire",
+        Message::LeaseGranted { .. } => "LeaseGranted",
+        Message::LeaseReturn { .. } => "LeaseReturn",
     }
 }

@@ -6,6 +6,7 @@ mod control;
 mod discovery;
 mod dns;
 mod faults;
+mod limits;
 mod logs;
 mod observability;
 mod openapi;

@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod alias;
+pub mod concurrency;
 pub mod placement;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
