@@ -150,6 +150,10 @@ mod tests {
         assert_eq!(c.placement, d.placement);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(
+            (c.lease_batch, c.lease_ttl_ms, c.lease_tenants),
+            (d.lease_batch, d.lease_ttl_ms, d.lease_tenants)
+        );
+        assert_eq!(
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),
             (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)
         );

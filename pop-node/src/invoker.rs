@@ -10,6 +10,7 @@ use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvokeRequest, InvokeResponse, NodeId, Placement,
 };
+use common::policy::rate::RateLimits;
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub struct PopInvoker {
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
     leases: Arc<Leases>,
+    /// Per-function `rate_limit_rps` for requests this POP receives (per POP, not split).
+    rates: Mutex<RateLimits>,
 }
 
 /// The parts a [`PopInvoker`] is built from.
@@ -54,6 +57,8 @@ pub struct PopParts {
     pub max_forwards: usize,
     /// The tenants' concurrency leases a local run draws from.
     pub leases: Arc<Leases>,
+    /// Functions whose request rate is tracked at once.
+    pub max_rate_keys: usize,
 }
 
 impl PopInvoker {
@@ -70,7 +75,21 @@ impl PopInvoker {
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
             leases: parts.leases,
+            rates: Mutex::new(RateLimits::new(Instant::now(), parts.max_rate_keys)),
         }
+    }
+
+    fn check_rate(&self, now: Instant, key: &FunctionKey, rps: u32) -> Result<(), ApiError> {
+        let Some(rps) = std::num::NonZeroU32::new(rps) else {
+            return Ok(());
+        };
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates.check(now, &key.to_string(), rps).map_err(|r| {
+            ApiError::throttled(
+                format!("function {key} is over its rate limit of {rps}/s"),
+                r.retry_after,
+            )
+        })
     }
 
     /// Stops background work.
@@ -154,6 +173,9 @@ impl Invoker for PopInvoker {
             self.prefetcher.request(digest);
         }
         let function = resolution.map(|r| r.function);
+        if let Some(rps) = function.as_ref().and_then(|f| f.config.rate_limit_rps) {
+            self.check_rate(now, &key, rps)?;
+        }
         let module = function
             .as_ref()
             .and_then(|f| self.executor.cached(&f.digest));

@@ -113,7 +113,7 @@ impl Leases {
         if !held.contains_key(tenant) {
             if held.len() >= self.config.max_tenants {
                 // Room only comes from tenants holding nothing.
-                held.retain(|_, h| h.granted > 0 || h.asking);
+                held.retain(|_, h| h.granted > 0 || h.in_use > 0 || h.asking);
                 if held.len() >= self.config.max_tenants {
                     return None;
                 }
@@ -218,7 +218,7 @@ impl Leases {
                 }
                 h.drew = false;
             }
-            held.retain(|_, h| h.granted > 0 || h.asking);
+            held.retain(|_, h| h.granted > 0 || h.in_use > 0 || h.asking);
         }
         for (tenant, slots) in returns {
             self.spawn(Arc::clone(self).give_back(tenant, slots));

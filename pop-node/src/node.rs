@@ -176,6 +176,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
         leases: Arc::clone(&leases),
+        max_rate_keys: config.max_known,
     }));
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;

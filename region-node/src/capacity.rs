@@ -5,6 +5,7 @@
 //! Bounded: at most `max_pops` POPs (a new POP beyond that is refused until a stale one is
 //! dropped) and `history_points` points per node. Never performs I/O.
 
+use crate::limits::TenantUsage;
 use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -96,7 +97,13 @@ pub struct CapacityView {
     pub pops: Vec<NodeView>,
     /// Bumped on every change; the SSE stream's event id.
     pub revision: u64,
+    /// The region's per-tenant concurrency books (charged across the tiers vs. the current
+    /// limit), busiest first, at most [`MAX_BUDGETS`].
+    pub budgets: Vec<TenantUsage>,
 }
+
+/// Tenants' books shown in the view at most.
+pub const MAX_BUDGETS: usize = 100;
 
 #[derive(Debug)]
 struct Entry {
@@ -140,6 +147,7 @@ struct Inner {
     region: Option<Entry>,
     pops: HashMap<NodeId, Entry>,
     revision: u64,
+    budgets: Vec<TenantUsage>,
 }
 
 /// The capacity aggregator.
@@ -220,7 +228,16 @@ impl Capacity {
             region: inner.region.as_ref().map(|e| e.view(now, stale)),
             pops,
             revision: inner.revision,
+            budgets: inner.budgets.clone(),
         }
+    }
+
+    /// Replaces the tenants' books shown (the busiest [`MAX_BUDGETS`]); seen with the next
+    /// change.
+    pub fn set_budgets(&self, mut budgets: Vec<TenantUsage>) {
+        budgets.sort_by(|a, b| b.charged.cmp(&a.charged).then(a.tenant.cmp(&b.tenant)));
+        budgets.truncate(MAX_BUDGETS);
+        self.lock().budgets = budgets;
     }
 
     /// Wakes on every change (the value is the revision).

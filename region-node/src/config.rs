@@ -101,6 +101,7 @@ mod tests {
         assert_eq!(c.sandbox, d.sandbox);
         assert_eq!(c.edge, d.edge);
         assert_eq!(c.function_logs, d.function_logs);
+        assert_eq!(c.limits, d.limits);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

@@ -155,11 +155,14 @@ impl RegionInvoker {
         };
         // Over the tenant's limit is 429 at once, before waiting for a node slot.
         let _permit = match &self.limits {
-            Some(l) => Some(l.admit(
-                &function.key.tenant,
-                function.key.name.as_str(),
-                function.config.max_concurrency,
-            )?),
+            Some(l) => Some({
+                l.check_rate(&function.key, function.config.rate_limit_rps)?;
+                l.admit(
+                    &function.key.tenant,
+                    function.key.name.as_str(),
+                    function.config.max_concurrency,
+                )?
+            }),
             None => None,
         };
         let _slot = self.admission.admit().await?;

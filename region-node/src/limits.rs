@@ -11,10 +11,12 @@
 //! further `lease_grace` (longer than any invocation may run), so a lease that vanishes
 //! with its POP is reclaimed only after everything drawn from it has ended.
 
-use common::model::{ApiError, TenantId};
+use common::model::{ApiError, FunctionKey, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
+use common::policy::rate::RateLimits;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,9 @@ pub struct TenantLimits {
     pub step: u32,
     /// How often the limit may change, in milliseconds. Default 1000.
     pub interval_ms: u64,
+    /// Requests per second of the tenant this region accepts (bursts up to the same
+    /// number); more get 429. Default none: unlimited.
+    pub rate_limit_rps: Option<u32>,
 }
 
 impl Default for TenantLimits {
@@ -39,6 +44,7 @@ impl Default for TenantLimits {
             burst: 100,
             step: 10,
             interval_ms: 1000,
+            rate_limit_rps: None,
         }
     }
 }
@@ -49,9 +55,13 @@ impl TenantLimits {
     /// # Errors
     /// 400 when `hard_max`, `burst` or `interval_ms` is zero or `burst` exceeds `hard_max`.
     pub fn validate(&self) -> Result<(), ApiError> {
-        if self.hard_max == 0 || self.burst == 0 || self.interval_ms == 0 {
+        if self.hard_max == 0
+            || self.burst == 0
+            || self.interval_ms == 0
+            || self.rate_limit_rps == Some(0)
+        {
             return Err(ApiError::bad_request(
-                "hard_max, burst and interval_ms must be at least 1",
+                "hard_max, burst, interval_ms and rate_limit_rps must be at least 1",
             ));
         }
         if self.burst > self.hard_max {
@@ -83,7 +93,7 @@ pub struct LimitsConfig {
     /// it; must exceed the longest invocation. Default 60000.
     pub lease_grace_ms: u64,
     /// Tenants whose books are kept at once; beyond it, invocations of new tenants get 429
-    /// until idle books are dropped. Default 65536.
+    /// until idle books are dropped. Default 65536. Also bounds the rate limiters kept.
     pub max_tenants: usize,
 }
 
@@ -126,6 +136,8 @@ struct Books {
 pub struct Limits {
     config: LimitsConfig,
     books: Mutex<Books>,
+    /// Tenant (`t/<tenant>`) and function (`f/<tenant>/<name>`) request rates.
+    rates: Mutex<RateLimits>,
 }
 
 /// An admitted invocation's slot; returned when dropped.
@@ -155,7 +167,45 @@ impl Limits {
                 budgets: HashMap::new(),
                 overrides: HashMap::new(),
             }),
+            rates: Mutex::new(RateLimits::new(Instant::now(), config.max_tenants)),
         }
+    }
+
+    /// Counts one request of `function` against its tenant's rate and its own
+    /// `function_rps`.
+    ///
+    /// # Errors
+    /// 429 with `retry-after` when either is exceeded.
+    pub fn check_rate(
+        &self,
+        function: &FunctionKey,
+        function_rps: Option<u32>,
+    ) -> Result<(), ApiError> {
+        let tenant_rps = self.settings(&function.tenant).rate_limit_rps;
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rps) = tenant_rps.and_then(NonZeroU32::new) {
+            let key = format!("t/{}", function.tenant);
+            rates.check(now, &key, rps).map_err(|r| {
+                ApiError::throttled(
+                    format!(
+                        "tenant {} is over its rate limit of {rps}/s",
+                        function.tenant
+                    ),
+                    r.retry_after,
+                )
+            })?;
+        }
+        if let Some(rps) = function_rps.and_then(NonZeroU32::new) {
+            let key = format!("f/{function}");
+            rates.check(now, &key, rps).map_err(|r| {
+                ApiError::throttled(
+                    format!("function {function} is over its rate limit of {rps}/s"),
+                    r.retry_after,
+                )
+            })?;
+        }
+        Ok(())
     }
 
     fn lock(&self) -> MutexGuard<'_, Books> {
@@ -316,6 +366,7 @@ mod tests {
                 burst,
                 step: 1,
                 interval_ms: 1000,
+                rate_limit_rps: None,
             },
             max_tenants: 2,
             ..LimitsConfig::default()
@@ -352,7 +403,7 @@ mod tests {
         let l = limits(1);
         drop(l.admit(&t("a"), "f", None).expect("a"));
         let _b = l.admit(&t("b"), "f", None).expect("b");
-        assert!(l.admit(&t("c"), "f", None).is_ok(), "a was idle");
+        let _c = l.admit(&t("c"), "f", None).expect("a was idle");
         assert!(l.admit(&t("d"), "f", None).is_err(), "b and c are busy");
     }
 
@@ -366,6 +417,29 @@ mod tests {
         };
         assert!(l.set_override(&t("a"), Some(bad)).is_err());
         assert_eq!(l.settings(&t("a")).hard_max, 2);
+    }
+
+    #[test]
+    fn a_tenant_over_its_rate_is_throttled() {
+        let l = limits(5);
+        let limited = TenantLimits {
+            rate_limit_rps: Some(1),
+            ..l.settings(&t("a"))
+        };
+        l.set_override(&t("a"), Some(limited)).expect("valid");
+        let f = FunctionKey {
+            tenant: t("a"),
+            name: common::model::FunctionName::new("f").expect("valid"),
+        };
+        assert!(l.check_rate(&f, None).is_ok());
+        let err = l.check_rate(&f, None).expect_err("over");
+        assert_eq!(err.kind, common::model::ErrorKind::Throttled);
+        let g = FunctionKey {
+            tenant: t("b"),
+            name: common::model::FunctionName::new("g").expect("valid"),
+        };
+        assert!(l.check_rate(&g, Some(1)).is_ok());
+        assert!(l.check_rate(&g, Some(1)).is_err());
     }
 
     #[test]

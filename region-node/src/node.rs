@@ -207,6 +207,13 @@ async fn snapshot_loop(
             concurrency_limit: slots as u64,
             ..invoker.levels()
         });
+        if let Some(limits) = invoker.limits() {
+            let usage = limits.usage();
+            for u in &usage {
+                stats.tenant_budget(&u.tenant, u64::from(u.charged), u64::from(u.limit));
+            }
+            capacity.set_budgets(usage);
+        }
         capacity.own(stats.snapshot(Instant::now(), unix_ms()), Instant::now());
     }
 }

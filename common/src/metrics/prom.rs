@@ -77,6 +77,8 @@ pub(super) struct Families {
     pub artifact_cache_bytes: Gauge,
     pub artifact_cache_lookups: Family<ResultLabels, Counter>,
     pub quic_rtt_seconds: Family<RegionLabels, FloatGauge>,
+    pub tenant_concurrency: Family<TenantLabels, Gauge>,
+    pub tenant_concurrency_limit: Family<TenantLabels, Gauge>,
 }
 
 impl Families {
@@ -174,6 +176,19 @@ impl Families {
             "Smoothed QUIC round-trip time to each region",
             quic_rtt_seconds.clone(),
         );
+        let tenant_concurrency = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenant_concurrency",
+            "Region only: a tenant's concurrency charged across the tiers (slots leased to \
+             POPs plus invocations running at the region)",
+            tenant_concurrency.clone(),
+        );
+        let tenant_concurrency_limit = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenant_concurrency_limit",
+            "Region only: a tenant's current adaptive concurrency limit",
+            tenant_concurrency_limit.clone(),
+        );
         Self {
             registry,
             invocations,
@@ -191,6 +206,8 @@ impl Families {
             artifact_cache_bytes,
             artifact_cache_lookups,
             quic_rtt_seconds,
+            tenant_concurrency,
+            tenant_concurrency_limit,
         }
     }
 }

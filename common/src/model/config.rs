@@ -78,6 +78,11 @@ pub struct FunctionConfig {
     /// Pins the function to a runtime release (`[a-z0-9][a-z0-9.-_]{0,63}`). Default none:
     /// the node's current runtime, canaried onto the next.
     pub runtime: Option<String>,
+    /// Requests per second this function accepts (bursts up to the same number); more get
+    /// 429 with `retry-after`. Enforced by each POP for what it runs and by the region for
+    /// what it runs (not split between them). Default none: unlimited.
+    #[serde(default)]
+    pub rate_limit_rps: Option<u32>,
 }
 
 impl Default for FunctionConfig {
@@ -95,6 +100,7 @@ impl Default for FunctionConfig {
             retries: 2,
             max_event_age_s: MAX_EVENT_AGE_S,
             runtime: None,
+            rate_limit_rps: None,
         }
     }
 }
@@ -150,6 +156,9 @@ pub enum ConfigError {
     /// reserved `STRATA_` prefix; or too many variables.
     #[error("invalid environment: {0}")]
     Env(String),
+    /// `rate_limit_rps` of zero.
+    #[error("rate_limit_rps must be at least 1")]
+    RateLimit,
 }
 
 impl FunctionConfig {
@@ -175,6 +184,9 @@ impl FunctionConfig {
         }
         if self.max_concurrency == Some(0) {
             return Err(ConfigError::Concurrency);
+        }
+        if self.rate_limit_rps == Some(0) {
+            return Err(ConfigError::RateLimit);
         }
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::Retries(self.retries));

@@ -8,5 +8,6 @@ pub mod affinity;
 pub mod alias;
 pub mod concurrency;
 pub mod placement;
+pub mod rate;
 
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
