@@ -181,11 +181,15 @@ impl Invoker for PopInvoker {
             .and_then(|f| self.executor.cached(&f.digest));
         // A local run needs a node slot and a slot of the tenant's lease; without either it
         // is forwarded, and the region charges it to its own count (or answers 429).
-        let slot = Arc::clone(&self.local_slots)
+        let node_slot = Arc::clone(&self.local_slots)
             .try_acquire_owned()
             .ok()
-            .filter(|_| module.is_some())
-            .and_then(|s| Some((s, self.leases.try_draw(&key.tenant)?)));
+            .filter(|_| module.is_some());
+        let lease = node_slot
+            .as_ref()
+            .and_then(|_| self.leases.try_draw(&key.tenant));
+        let lease_only = node_slot.is_some() && lease.is_none();
+        let slot = node_slot.zip(lease);
         let local = LocalState {
             placement: function
                 .as_ref()
@@ -209,6 +213,25 @@ impl Invoker for PopInvoker {
                 self.executor
                     .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
                     .await
+            }
+            (Decision::Forward(ForwardReason::OverCapacity), Some(f), Some(m)) if lease_only => {
+                let copy = req.clone();
+                match self
+                    .forward(req, Some(&key), ForwardReason::OverCapacity)
+                    .await
+                {
+                    // No region is reachable, so no lease can be granted: serve what is
+                    // cached here, uncounted (the global limit holds while a region is).
+                    Err(e) if e.kind == ErrorKind::Unavailable && !self.link.connected() => {
+                        let Ok(_slot) = Arc::clone(&self.local_slots).try_acquire_owned() else {
+                            return Err(e);
+                        };
+                        self.executor
+                            .run(m, &f, &copy, false, ExecutedAt::Pop(self.node.clone()))
+                            .await
+                    }
+                    other => other,
+                }
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);

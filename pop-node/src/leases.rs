@@ -1,8 +1,9 @@
 //! The POP's concurrency leases: slots of each tenant's budget that the region granted
 //! this POP. A local run draws one slot for its duration; when a tenant's free slots run
 //! low the POP asks for another batch in the background, renews what it holds every
-//! third of the lease's TTL, and gives back surplus (all free slots of a tenant that drew
-//! nothing since the last renewal). Without a free slot the invocation is not run here:
+//! third of the lease's TTL, and gives back surplus (free slots beyond its use, at least a
+//! batch, of a busy tenant; all free slots of a tenant that drew nothing since the last
+//! renewal). Without a free slot the invocation is not run here:
 //! the invoker forwards it, and the region charges it to its own in-flight count (never to
 //! this POP's lease), answering 429 when the tenant is at its limit.
 //!
@@ -204,8 +205,10 @@ impl Leases {
         {
             let mut held = self.lock();
             for (tenant, h) in held.iter_mut() {
+                // A busy tenant keeps headroom as large as its use (at least a batch), so a
+                // steady load is not forwarded while the lease regrows after each round.
                 let surplus = if h.drew {
-                    h.free().saturating_sub(self.config.batch)
+                    h.free().saturating_sub(self.config.batch.max(h.in_use))
                 } else {
                     h.free()
                 };

@@ -260,6 +260,11 @@ impl RegionLink {
         }
     }
 
+    /// Whether a connection to a region is up now.
+    pub fn connected(&self) -> bool {
+        self.live(Instant::now()).is_some()
+    }
+
     /// Sends a lease message ([`Message::LeaseAcquire`] or [`Message::LeaseReturn`]) and
     /// returns the region's reply as is; [`crate::leases`] interprets it.
     ///
