@@ -69,6 +69,14 @@ pub struct PopConfig {
     pub function_logs: common::logs::LogLimits,
     /// Warm-pool planning for reactors run here (`warm.mode = "trend" | "reactive"`).
     pub warm: WarmConfig,
+    /// Concurrency slots asked of the region per tenant at a time (and kept free while a
+    /// tenant is busy). Default 4.
+    pub lease_batch: u32,
+    /// How often leases are renewed is a third of this; should match the region's
+    /// `limits.lease_ttl_ms`, in milliseconds. Default 3000.
+    pub lease_ttl_ms: u64,
+    /// Tenants holding leases at this POP at once; others are forwarded. Default 10 000.
+    pub lease_tenants: usize,
 }
 
 impl Default for PopConfig {
@@ -98,6 +106,9 @@ impl Default for PopConfig {
             log_queue_entries: 4096,
             function_logs: common::logs::LogLimits::default(),
             warm: WarmConfig::default(),
+            lease_batch: 4,
+            lease_ttl_ms: 3000,
+            lease_tenants: 10_000,
         }
     }
 }
@@ -143,6 +154,10 @@ mod tests {
         assert_eq!(c.placement, d.placement);
         assert_eq!(c.warm, d.warm);
         assert_eq!(c.function_logs, d.function_logs);
+        assert_eq!(
+            (c.lease_batch, c.lease_ttl_ms, c.lease_tenants),
+            (d.lease_batch, d.lease_ttl_ms, d.lease_tenants)
+        );
         assert_eq!(
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),
             (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)

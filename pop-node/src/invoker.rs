@@ -2,6 +2,7 @@
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
+use crate::leases::Leases;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
 use crate::warm::WarmPlanner;
@@ -11,6 +12,7 @@ use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
     NodeId, Placement, ResolvedFunction,
 };
+use common::policy::rate::RateLimits;
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use common::sandbox::CompiledModule;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,9 @@ pub struct PopInvoker {
     warm: Arc<WarmPlanner>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
+    leases: Arc<Leases>,
+    /// Per-function `rate_limit_rps` for requests this POP receives (per POP, not split).
+    rates: Mutex<RateLimits>,
 }
 
 /// The parts a [`PopInvoker`] is built from.
@@ -56,6 +61,10 @@ pub struct PopParts {
     pub local_concurrency: usize,
     /// Forwarded invocations in flight.
     pub max_forwards: usize,
+    /// The tenants' concurrency leases a local run draws from.
+    pub leases: Arc<Leases>,
+    /// Functions whose request rate is tracked at once.
+    pub max_rate_keys: usize,
 }
 
 impl PopInvoker {
@@ -72,6 +81,8 @@ impl PopInvoker {
             warm: parts.warm,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
+            leases: parts.leases,
+            rates: Mutex::new(RateLimits::new(Instant::now(), parts.max_rate_keys)),
         }
     }
 
@@ -85,9 +96,23 @@ impl PopInvoker {
         self.executor.sandbox().warm_totals().0
     }
 
+    fn check_rate(&self, now: Instant, key: &FunctionKey, rps: u32) -> Result<(), ApiError> {
+        let Some(rps) = std::num::NonZeroU32::new(rps) else {
+            return Ok(());
+        };
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        rates.check(now, &key.to_string(), rps).map_err(|r| {
+            ApiError::throttled(
+                format!("function {key} is over its rate limit of {rps}/s"),
+                r.retry_after,
+            )
+        })
+    }
+
     /// Stops background work.
     pub fn stop(&self) {
         self.prefetcher.abort_all();
+        self.leases.stop();
     }
 
     async fn forward(
@@ -175,10 +200,23 @@ impl Invoker for PopInvoker {
         if function.as_ref().is_some_and(|f| f.config.dead_letter_sync) {
             return self.forward(req, Some(&key), ForwardReason::Pinned).await;
         }
+        if let Some(rps) = function.as_ref().and_then(|f| f.config.rate_limit_rps) {
+            self.check_rate(now, &key, rps)?;
+        }
         let module = function
             .as_ref()
             .and_then(|f| self.executor.cached(&f.digest));
-        let slot = Arc::clone(&self.local_slots).try_acquire_owned().ok();
+        // A local run needs a node slot and a slot of the tenant's lease; without either it
+        // is forwarded, and the region charges it to its own count (or answers 429).
+        let node_slot = Arc::clone(&self.local_slots)
+            .try_acquire_owned()
+            .ok()
+            .filter(|_| module.is_some());
+        let lease = node_slot
+            .as_ref()
+            .and_then(|_| self.leases.try_draw(&key.tenant));
+        let lease_only = node_slot.is_some() && lease.is_none();
+        let slot = node_slot.zip(lease);
         let local = LocalState {
             placement: function
                 .as_ref()
@@ -210,6 +248,25 @@ impl Invoker for PopInvoker {
                     self.warm.record(&f, r.timing.exec);
                 }
                 resp
+            }
+            (Decision::Forward(ForwardReason::OverCapacity), Some(f), Some(m)) if lease_only => {
+                let copy = req.clone();
+                match self
+                    .forward(req, Some(&key), ForwardReason::OverCapacity)
+                    .await
+                {
+                    // No region is reachable, so no lease can be granted: serve what is
+                    // cached here, uncounted (the global limit holds while a region is).
+                    Err(e) if e.kind == ErrorKind::Unavailable && !self.link.connected() => {
+                        let Ok(_slot) = Arc::clone(&self.local_slots).try_acquire_owned() else {
+                            return Err(e);
+                        };
+                        self.executor
+                            .run(m, &f, &copy, false, ExecutedAt::Pop(self.node.clone()))
+                            .await
+                    }
+                    other => other,
+                }
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);

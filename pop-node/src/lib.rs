@@ -19,6 +19,7 @@ pub mod config;
 pub mod discovery;
 pub mod invoker;
 pub mod known;
+pub mod leases;
 pub mod logship;
 pub mod node;
 pub mod prefetch;

@@ -5,6 +5,7 @@ use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
+use crate::leases::{LeaseConfig, Leases};
 use crate::logship::{LogShipper, ShipLimits};
 use crate::prefetch::Prefetcher;
 use crate::report::Reporter;
@@ -173,6 +174,14 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         prefetcher: Arc::clone(&prefetcher),
         state: Arc::clone(&sync_state),
     };
+    let leases = Arc::new(Leases::new(
+        node_id.clone(),
+        Arc::clone(&link),
+        LeaseConfig {
+            batch: config.lease_batch,
+            max_tenants: config.lease_tenants,
+        },
+    ));
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
@@ -184,6 +193,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         warm: Arc::clone(&warm),
         local_concurrency: config.local_concurrency,
         max_forwards: config.max_forwards,
+        leases: Arc::clone(&leases),
+        max_rate_keys: config.max_known,
     }));
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;
@@ -204,6 +215,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
     tasks.spawn(warm.run());
+    tasks.spawn(leases.run(std::time::Duration::from_millis(config.lease_ttl_ms)));
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);

@@ -361,4 +361,18 @@ impl RegionLink {
             )),
         }
     }
+
+    /// Whether a connection to any region is up now.
+    pub fn connected(&self) -> bool {
+        lock(&self.channels).values().any(|ch| !ch.is_closed())
+    }
+
+    /// Sends a lease message ([`Message::LeaseAcquire`] or [`Message::LeaseReturn`]) and
+    /// returns the region's reply as is; [`crate::leases`] interprets it.
+    ///
+    /// # Errors
+    /// 503 when no region is reachable.
+    pub async fn lease(&self, msg: &Message) -> Result<Message, ApiError> {
+        self.request(msg).await.map(|(reply, _)| reply)
+    }
 }

@@ -7,6 +7,7 @@
 //! summary (read from its memory). Never performs I/O.
 
 use crate::canary::{RuntimeCanary, RuntimeSummary};
+use crate::limits::TenantUsage;
 use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -100,7 +101,13 @@ pub struct CapacityView {
     pub revision: u64,
     /// The runtime canary's verdicts, when the region runs one.
     pub runtime: Option<RuntimeSummary>,
+    /// The region's per-tenant concurrency books (charged across the tiers vs. the current
+    /// limit), busiest first, at most [`MAX_BUDGETS`].
+    pub budgets: Vec<TenantUsage>,
 }
+
+/// Tenants' books shown in the view at most.
+pub const MAX_BUDGETS: usize = 100;
 
 #[derive(Debug)]
 struct Entry {
@@ -144,6 +151,7 @@ struct Inner {
     region: Option<Entry>,
     pops: HashMap<NodeId, Entry>,
     revision: u64,
+    budgets: Vec<TenantUsage>,
 }
 
 /// The capacity aggregator.
@@ -237,7 +245,16 @@ impl Capacity {
             pops,
             revision: inner.revision,
             runtime: self.canary.as_ref().map(|c| c.summary(MAX_PINNED_LISTED)),
+            budgets: inner.budgets.clone(),
         }
+    }
+
+    /// Replaces the tenants' books shown (the busiest [`MAX_BUDGETS`]); seen with the next
+    /// change.
+    pub fn set_budgets(&self, mut budgets: Vec<TenantUsage>) {
+        budgets.sort_by(|a, b| b.charged.cmp(&a.charged).then(a.tenant.cmp(&b.tenant)));
+        budgets.truncate(MAX_BUDGETS);
+        self.lock().budgets = budgets;
     }
 
     /// Wakes on every change (the value is the revision).

@@ -54,6 +54,8 @@ pub struct RegionConfig {
     pub canary_min_samples: u32,
     /// When a function counts as trending up, so POPs are hinted to prepare its code.
     pub trending: common::policy::TrendingConfig,
+    /// Per-tenant adaptive concurrency and leases (`[limits]`).
+    pub limits: crate::limits::LimitsConfig,
 }
 
 impl Default for RegionConfig {
@@ -77,6 +79,7 @@ impl Default for RegionConfig {
             canary_percent: 0,
             canary_min_samples: 30,
             trending: common::policy::TrendingConfig::default(),
+            limits: crate::limits::LimitsConfig::default(),
         }
     }
 }
@@ -176,6 +179,7 @@ mod tests {
         assert_eq!(c.store, d.store);
         assert_eq!(c.events, d.events);
         assert_eq!(c.trending, d.trending);
+        assert_eq!(c.limits, d.limits);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

@@ -13,6 +13,7 @@ use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::canary::{RuntimeCanary, VerdictRecord};
 use crate::events::{EventRecord, Events, FailureCause, unix_ms};
+use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
@@ -43,6 +44,9 @@ pub struct RegionInvoker {
     events: Option<Arc<Events>>,
     /// Picks each invocation's runtime release and judges the next one.
     canary: Option<Arc<RuntimeCanary>>,
+    /// Per-tenant concurrency: every execution here, forwarded ones included, is charged
+    /// to the region's own in-flight (never to a POP's lease).
+    limits: Option<Arc<Limits>>,
 }
 
 impl RegionInvoker {
@@ -71,7 +75,15 @@ impl RegionInvoker {
             routes: None,
             events: None,
             canary: None,
+            limits: None,
         }
+    }
+
+    /// Charges every execution to `limits` (without, tenants are unlimited).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     /// Canaries the executor's next runtime release with `canary`.
@@ -132,6 +144,11 @@ impl RegionInvoker {
     /// The async queue, when this region has one.
     pub fn events(&self) -> Option<&Arc<Events>> {
         self.events.as_ref()
+    }
+
+    /// The tenant concurrency budgets, when enforced.
+    pub fn limits(&self) -> Option<&Arc<Limits>> {
+        self.limits.as_ref()
     }
 
     /// The registry this invoker resolves against.
@@ -394,6 +411,18 @@ impl RegionInvoker {
                 };
                 (module, true)
             }
+        };
+        // Over the tenant's limit is 429 at once, before waiting for a node slot.
+        let _permit = match &self.limits {
+            Some(l) => Some({
+                l.check_rate(&function.key, function.config.rate_limit_rps)?;
+                l.admit(
+                    &function.key.tenant,
+                    function.key.name.as_str(),
+                    function.config.max_concurrency,
+                )?
+            }),
+            None => None,
         };
         let _slot = self.admission.admit().await?;
         Ok(self

@@ -27,6 +27,7 @@ pub mod capacity;
 pub mod config;
 pub mod events;
 pub mod invoker;
+pub mod limits;
 pub mod node;
 pub mod push;
 pub mod quic;

@@ -7,6 +7,7 @@ use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::{RegionConfig, StoreBackend};
 use crate::events::{self, Events};
 use crate::invoker::RegionInvoker;
+use crate::limits::Limits;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::routes::Routes;
@@ -133,6 +134,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    let limits = Arc::new(Limits::new(config.limits));
     let invoker = Arc::new(
         RegionInvoker::new(
             node_id.clone(),
@@ -144,7 +146,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         )
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events))
-        .with_canary(Arc::clone(&canary)),
+        .with_canary(Arc::clone(&canary))
+        .with_limits(Arc::clone(&limits)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -191,6 +194,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
             logs,
             capacity: Arc::clone(&capacity),
             trending: Arc::clone(&trending),
+            limits: Arc::clone(&limits),
         },
     ));
     tasks.spawn(trending.run());
@@ -252,6 +256,13 @@ async fn snapshot_loop(
             concurrency_limit: slots as u64,
             ..invoker.levels()
         });
+        if let Some(limits) = invoker.limits() {
+            let usage = limits.usage();
+            for u in &usage {
+                stats.tenant_budget(&u.tenant, u64::from(u.charged), u64::from(u.limit));
+            }
+            capacity.set_budgets(usage);
+        }
         capacity.own(stats.snapshot(Instant::now(), unix_ms()), Instant::now());
     }
 }

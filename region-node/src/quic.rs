@@ -26,6 +26,8 @@ pub struct PopServices {
     pub capacity: Arc<Capacity>,
     /// Learns rates and code from POPs; sends trending hints on push streams.
     pub trending: Arc<TrendWatch>,
+    /// Grants and takes back concurrency leases.
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
@@ -126,6 +128,28 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             invoker.artifacts().fetch(digest, &engine).await
         }
         Message::Ping { nonce } => Message::Pong { nonce },
+        Message::LeaseAcquire {
+            holder,
+            tenant,
+            slots,
+        } => {
+            let (granted, limit, held) = services.limits.lease(&holder.0, &tenant, slots);
+            Message::LeaseGranted {
+                tenant,
+                slots: granted,
+                ttl_ms: u64::try_from(services.limits.lease_ttl().as_millis()).unwrap_or(u64::MAX),
+                limit,
+                held,
+            }
+        }
+        Message::LeaseReturn {
+            holder,
+            tenant,
+            slots,
+        } => {
+            services.limits.return_lease(&holder.0, &tenant, slots);
+            Message::Ack
+        }
         Message::LoadReport(load) => {
             services.trending.reported(&load);
             match services.capacity.report(load, std::time::Instant::now()) {
@@ -157,5 +181,8 @@ fn message_name(m: &Message) -> &'static str {
         Message::Logs { .. } => "Logs",
         Message::Ack => "Ack",
         Message::Trending { .. } => "Trending",
+        Message::LeaseAcquire { .. } => "LeaseAcquire",
+        Message::LeaseGranted { .. } => "LeaseGranted",
+        Message::LeaseReturn { .. } => "LeaseReturn",
     }
 }

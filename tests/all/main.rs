@@ -12,6 +12,7 @@ mod events;
 mod failover;
 mod faults;
 mod jetstream;
+mod limits;
 mod logs;
 mod observability;
 mod openapi;

@@ -268,6 +268,12 @@ for (const v of document.querySelectorAll('#cards [data-field]')) cards[v.datase
 return { nodes: out, cards, status: document.querySelector('#status').dataset.state };
 "#;
 
+/// The limit the page shows for the dev tenant's budget, or null.
+const READ_DEV_BUDGET: &str = r#"
+const td = document.querySelector('#budgets tr[data-budget="dev"] td[data-field="limit"]');
+return td ? td.textContent : null;
+"#;
+
 fn page_matches(page: &Value, view: &Value) -> bool {
     let mut nodes: Vec<&Value> = view["pops"]
         .as_array()
@@ -359,6 +365,31 @@ async fn the_dashboard_shows_what_capacity_reports_in_a_real_browser() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    // The dev tenant's budget row shows the limit the region reports for it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = webdriver(
+            &http,
+            reqwest::Method::POST,
+            format!("{s}/execute/sync"),
+            Some(json!({"script": READ_DEV_BUDGET, "args": []})),
+        )
+        .await;
+        let view = capacity(&c).await;
+        let want = view["budgets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["tenant"] == "dev"))
+            .map(|b| b["limit"].to_string());
+        if want.is_some() && shown.as_str() == want.as_deref() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the budget row never matched: page {shown}, view {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let shot = webdriver(&http, reqwest::Method::GET, format!("{s}/screenshot"), None).await;

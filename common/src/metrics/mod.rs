@@ -191,6 +191,32 @@ impl NodeStats {
         }
     }
 
+    /// The region's books for `tenant`: `charged` slots (leased plus running at the region)
+    /// against its current `limit`. Also fills the tenant's limit in load reports.
+    pub fn tenant_budget(&self, tenant: &TenantId, charged: u64, limit: u64) {
+        let name = tenant.to_string();
+        {
+            let mut tenants = lock(&self.tenants);
+            if let Some(c) = tenants.get_mut(&name) {
+                c.limit = Some(limit);
+            }
+        }
+        let labels = TenantLabels { tenant: name };
+        let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.prom
+            .tenant_concurrency
+            .get_or_create(&labels)
+            .set(g(charged));
+        self.prom
+            .tenant_concurrency_limit
+            .get_or_create(&labels)
+            .set(g(limit));
+        self.prom
+            .concurrency_limit
+            .get_or_create(&labels)
+            .set(g(limit));
+    }
+
     /// An artifact cache lookup hit or missed.
     pub fn artifact_lookup(&self, hit: bool) {
         let result = if hit { "hit" } else { "miss" };

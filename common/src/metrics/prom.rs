@@ -83,6 +83,8 @@ pub(super) struct Families {
     pub artifact_cache_lookups: Family<ResultLabels, Counter>,
     pub quic_rtt_seconds: Family<RegionLabels, FloatGauge>,
     pub events: Family<EventLabels, Counter>,
+    pub tenant_concurrency: Family<TenantLabels, Gauge>,
+    pub tenant_concurrency_limit: Family<TenantLabels, Gauge>,
 }
 
 impl Families {
@@ -186,6 +188,19 @@ impl Families {
             "Async events at this region by outcome (accepted, retried, dead_lettered)",
             events.clone(),
         );
+        let tenant_concurrency = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenant_concurrency",
+            "Region only: a tenant's concurrency charged across the tiers (slots leased to \
+             POPs plus invocations running at the region)",
+            tenant_concurrency.clone(),
+        );
+        let tenant_concurrency_limit = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tenant_concurrency_limit",
+            "Region only: a tenant's current adaptive concurrency limit",
+            tenant_concurrency_limit.clone(),
+        );
         Self {
             registry,
             events,
@@ -204,6 +219,8 @@ impl Families {
             artifact_cache_bytes,
             artifact_cache_lookups,
             quic_rtt_seconds,
+            tenant_concurrency,
+            tenant_concurrency_limit,
         }
     }
 }

@@ -97,6 +97,11 @@ pub struct FunctionConfig {
     /// The most memory one invocation may get, in MiB, through `x-strata-memory-mb` or
     /// `auto_resize`; at least `memory_mb`. Default: `memory_mb`.
     pub max_memory_mb: Option<u32>,
+    /// Requests per second this function accepts (bursts up to the same number); more get
+    /// 429 with `retry-after`. Enforced by each POP for what it runs and by the region for
+    /// what it runs (not split between them). Default none: unlimited.
+    #[serde(default)]
+    pub rate_limit_rps: Option<u32>,
 }
 
 impl Default for FunctionConfig {
@@ -119,6 +124,7 @@ impl Default for FunctionConfig {
             on_runtime_incompatible: None,
             auto_resize: false,
             max_memory_mb: None,
+            rate_limit_rps: None,
         }
     }
 }
@@ -184,6 +190,9 @@ pub enum ConfigError {
     /// reserved `STRATA_` prefix; or too many variables.
     #[error("invalid environment: {0}")]
     Env(String),
+    /// `rate_limit_rps` of zero.
+    #[error("rate_limit_rps must be at least 1")]
+    RateLimit,
 }
 
 impl FunctionConfig {
@@ -218,6 +227,9 @@ impl FunctionConfig {
         }
         if self.max_concurrency == Some(0) {
             return Err(ConfigError::Concurrency);
+        }
+        if self.rate_limit_rps == Some(0) {
+            return Err(ConfigError::RateLimit);
         }
         if self.retries > MAX_RETRIES {
             return Err(ConfigError::Retries(self.retries));

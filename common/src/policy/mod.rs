@@ -7,7 +7,9 @@
 pub mod affinity;
 pub mod alias;
 pub mod canary;
+pub mod concurrency;
 pub mod placement;
+pub mod rate;
 pub mod region;
 pub mod resize;
 pub mod retry;

@@ -2,7 +2,7 @@
 
 use crate::model::{
     AliasName, AliasRouting, ApiError, ArtifactDigest, FunctionKey, InvokeRequest, InvokeResponse,
-    NodeLoad, ResolvedFunction, Route, TenantId, TokenHash,
+    NodeId, NodeLoad, ResolvedFunction, Route, TenantId, TokenHash,
 };
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,43 @@ pub enum Message {
         function: FunctionKey,
         /// Its current code.
         digest: ArtifactDigest,
+    },
+    /// POP -> region: lease `slots` more concurrency slots of `tenant` to `holder`, and
+    /// renew everything `holder` already leases of it (`slots` 0: renew only). Answered
+    /// with [`Message::LeaseGranted`].
+    LeaseAcquire {
+        /// The POP asking.
+        holder: NodeId,
+        /// Whose budget.
+        tenant: TenantId,
+        /// How many more slots it wants.
+        slots: u32,
+    },
+    /// Region -> POP: `slots` (at most what was asked) were added to the lease; the whole
+    /// lease may be drawn from for `ttl_ms` after the request was sent.
+    LeaseGranted {
+        /// Whose budget.
+        tenant: TenantId,
+        /// Slots added now.
+        slots: u32,
+        /// How long the POP may draw from its lease without renewing it.
+        ttl_ms: u64,
+        /// The tenant's current limit (informational, for the POP's gauges).
+        limit: u32,
+        /// Everything the region counts as leased to this holder now, after the grant: a
+        /// POP that holds more locally lost part of its lease (it expired) and must
+        /// shrink to this.
+        held: u32,
+    },
+    /// POP -> region: `holder` stopped drawing from `slots` of its lease of `tenant` and
+    /// gives them back. Answered with [`Message::Ack`].
+    LeaseReturn {
+        /// The POP returning.
+        holder: NodeId,
+        /// Whose budget.
+        tenant: TenantId,
+        /// How many slots.
+        slots: u32,
     },
 }
 

@@ -68,7 +68,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 /// This region's and its POPs' load (operator token).
 #[utoipa::path(get, path = "/v1/capacity", tag = "capacity",
-    responses((status = 200, description = "`{region, pops: [{load, now, age_ms, stale, history}], revision}`", body = Object),
+    responses((status = 200, description = "`{region, pops: [{load, now, age_ms, stale, history}], revision, budgets: [{tenant, charged, leased, limit, hard_max}]}`", body = Object),
         (status = 401, description = "Missing token", body = ErrorBody),
         (status = 403, description = "Not the operator token", body = ErrorBody)),
     security(("bearer" = [])))]

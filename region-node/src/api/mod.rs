@@ -44,6 +44,12 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
     Router::new()
         .route("/v1/tenants", post(tenants::create))
         .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(
+            "/v1/tenants/{tenant}/limits",
+            get(tenants::get_limits)
+                .put(tenants::put_limits)
+                .delete(tenants::delete_limits),
+        )
         .route("/v1/functions", get(functions::list))
         .route(
             "/v1/functions/{name}",

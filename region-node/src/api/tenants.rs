@@ -1,6 +1,8 @@
-//! `POST /v1/tenants`, `POST /v1/tenants/{tenant}/tokens`: operator only.
+//! `POST /v1/tenants`, `POST /v1/tenants/{tenant}/tokens`,
+//! `GET|PUT|DELETE /v1/tenants/{tenant}/limits`: operator only.
 
 use super::ControlState;
+use crate::limits::{Limits, TenantLimits};
 use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -63,4 +65,71 @@ pub(super) async fn create_token(
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
     Ok((StatusCode::CREATED, Json(CreatedToken { tenant, token })))
+}
+
+fn tenant_limits(
+    s: &ControlState,
+    headers: &HeaderMap,
+    tenant: String,
+) -> Result<(Arc<Limits>, TenantId), ApiError> {
+    s.require_admin(headers)?;
+    let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let limits = s
+        .invoker
+        .limits()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("this region enforces no tenant limits"))?;
+    Ok((limits, tenant))
+}
+
+/// A tenant's concurrency settings in force (operator token): its override, or the
+/// region's defaults.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/limits", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The settings in force", body = TenantLimits),
+        (status = 403, description = "Not the operator token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn get_limits(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<TenantLimits>, ApiError> {
+    let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
+    Ok(Json(limits.settings(&tenant)))
+}
+
+/// Overrides a tenant's concurrency settings (operator token); applies at once to this
+/// region (kept in memory: a restarted region is back at its configured defaults).
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/limits", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id")),
+    request_body = TenantLimits,
+    responses((status = 200, description = "The settings now in force", body = TenantLimits),
+        (status = 400, description = "Invalid settings; nothing changed", body = ErrorBody),
+        (status = 403, description = "Not the operator token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn put_limits(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    Json(body): Json<TenantLimits>,
+) -> Result<Json<TenantLimits>, ApiError> {
+    let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
+    limits.set_override(&tenant, Some(body))?;
+    Ok(Json(limits.settings(&tenant)))
+}
+
+/// Drops a tenant's override (operator token): back to the region's defaults.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/limits", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id")),
+    responses((status = 204, description = "Back to the defaults"),
+        (status = 403, description = "Not the operator token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn delete_limits(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
+    limits.set_override(&tenant, None)?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -122,6 +122,18 @@ function render(view) {
     );
   }));
 
+  $('#budgets tbody').replaceChildren(...(view.budgets || []).map((b) => {
+    const share = b.limit ? Math.min(1, b.charged / b.limit) : 0;
+    const bar = el('span', { class: 'bar' + (share >= 1 ? ' full' : '') }, el('span', { style: `width:${(share * 100).toFixed(0)}%` }));
+    return el('tr', { 'data-budget': b.tenant },
+      el('td', { class: 'text' }, b.tenant),
+      el('td', { 'data-field': 'charged' }, b.charged),
+      el('td', { 'data-field': 'leased' }, b.leased),
+      el('td', { 'data-field': 'limit' }, b.limit),
+      el('td', { 'data-field': 'hard-max' }, b.hard_max),
+      el('td', {}, bar));
+  }));
+
   const tenants = [];
   for (const n of all) for (const t of n.load.tenants) tenants.push([n.load.node, t]);
   $('#tenants tbody').replaceChildren(...tenants.map(([node, t]) => {

@@ -1,0 +1,458 @@
+//! The region owns every tenant's concurrency budget: it admits its own executions
+//! (including invocations POPs forward, which are charged here and never to the POP's
+//! lease), grants POPs leases of slots they run locally, takes returned slots back, and
+//! reclaims the leases of POPs that stop renewing. The arithmetic lives in
+//! [`common::policy::concurrency::Budget`]; this module adds the clock, the per-tenant
+//! configuration and the bound on tracked tenants.
+//!
+//! Invariant: for each tenant, Σ(slots leased to POPs) + invocations running at the region
+//! ≤ the tenant's current limit at every grant and admission. A POP stops drawing from a
+//! lease `lease_ttl` after it asked for its renewal; the region keeps counting it for a
+//! further `lease_grace` (longer than any invocation may run), so a lease that vanishes
+//! with its POP is reclaimed only after everything drawn from it has ended.
+
+use common::model::{ApiError, FunctionKey, TenantId};
+use common::policy::concurrency::{Budget, Charge, LimitConfig};
+use common::policy::rate::RateLimits;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// A tenant's concurrency limit settings, as configured or overridden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantLimits {
+    /// The limit never grows past this. Default 1000.
+    pub hard_max: u32,
+    /// Where the limit starts and what it decays back to. Default 100.
+    pub burst: u32,
+    /// Growth (and decay) per interval. Default 10.
+    pub step: u32,
+    /// How often the limit may change, in milliseconds. Default 1000.
+    pub interval_ms: u64,
+    /// Requests per second of the tenant this region accepts (bursts up to the same
+    /// number); more get 429. Default none: unlimited.
+    pub rate_limit_rps: Option<u32>,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        Self {
+            hard_max: 1000,
+            burst: 100,
+            step: 10,
+            interval_ms: 1000,
+            rate_limit_rps: None,
+        }
+    }
+}
+
+impl TenantLimits {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// 400 when `hard_max`, `burst` or `interval_ms` is zero or `burst` exceeds `hard_max`.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        if self.hard_max == 0
+            || self.burst == 0
+            || self.interval_ms == 0
+            || self.rate_limit_rps == Some(0)
+        {
+            return Err(ApiError::bad_request(
+                "hard_max, burst, interval_ms and rate_limit_rps must be at least 1",
+            ));
+        }
+        if self.burst > self.hard_max {
+            return Err(ApiError::bad_request("burst must not exceed hard_max"));
+        }
+        Ok(())
+    }
+
+    fn policy(self) -> LimitConfig {
+        LimitConfig {
+            hard_max: self.hard_max,
+            burst: self.burst,
+            step: self.step,
+            interval: Duration::from_millis(self.interval_ms),
+        }
+    }
+}
+
+/// The region's limits configuration (`[limits]` in the region TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Every tenant's settings unless overridden.
+    pub tenant: TenantLimits,
+    /// How long a POP may draw from a lease after asking for it or its renewal, in
+    /// milliseconds. Default 3000.
+    pub lease_ttl_ms: u64,
+    /// How much longer the region counts a lease that was not renewed before reclaiming
+    /// it; must exceed the longest invocation. Default 60000.
+    pub lease_grace_ms: u64,
+    /// Tenants whose books are kept at once; beyond it, invocations of new tenants get 429
+    /// until idle books are dropped. Default 65536. Also bounds the rate limiters kept.
+    pub max_tenants: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            tenant: TenantLimits::default(),
+            lease_ttl_ms: 3000,
+            lease_grace_ms: 60_000,
+            max_tenants: 65_536,
+        }
+    }
+}
+
+/// One tenant's state as shown by the capacity view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantUsage {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Slots leased to POPs plus invocations running at the region.
+    pub charged: u32,
+    /// Of those, leased to POPs.
+    pub leased: u32,
+    /// The current limit.
+    pub limit: u32,
+    /// The hard maximum.
+    pub hard_max: u32,
+}
+
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+struct Books {
+    budgets: HashMap<TenantId, Budget>,
+    overrides: HashMap<TenantId, TenantLimits>,
+}
+
+/// The region's budget owner.
+#[derive(Debug)]
+pub struct Limits {
+    config: LimitsConfig,
+    books: Mutex<Books>,
+    /// Tenant (`t/<tenant>`) and function (`f/<tenant>/<name>`) request rates.
+    rates: Mutex<RateLimits>,
+}
+
+/// An admitted invocation's slot; returned when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    limits: Arc<Limits>,
+    tenant: TenantId,
+    function: String,
+    charge: Charge,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut books = self.limits.lock();
+        if let Some(b) = books.budgets.get_mut(&self.tenant) {
+            b.release(&self.function, self.charge);
+        }
+    }
+}
+
+impl Limits {
+    /// A budget owner with `config`.
+    pub fn new(config: LimitsConfig) -> Self {
+        Self {
+            config,
+            books: Mutex::new(Books {
+                budgets: HashMap::new(),
+                overrides: HashMap::new(),
+            }),
+            rates: Mutex::new(RateLimits::new(Instant::now(), config.max_tenants)),
+        }
+    }
+
+    /// Counts one request of `function` against its tenant's rate and its own
+    /// `function_rps`.
+    ///
+    /// # Errors
+    /// 429 with `retry-after` when either is exceeded.
+    pub fn check_rate(
+        &self,
+        function: &FunctionKey,
+        function_rps: Option<u32>,
+    ) -> Result<(), ApiError> {
+        let tenant_rps = self.settings(&function.tenant).rate_limit_rps;
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rps) = tenant_rps.and_then(NonZeroU32::new) {
+            let key = format!("t/{}", function.tenant);
+            rates.check(now, &key, rps).map_err(|r| {
+                ApiError::throttled(
+                    format!(
+                        "tenant {} is over its rate limit of {rps}/s",
+                        function.tenant
+                    ),
+                    r.retry_after,
+                )
+            })?;
+        }
+        if let Some(rps) = function_rps.and_then(NonZeroU32::new) {
+            let key = format!("f/{function}");
+            rates.check(now, &key, rps).map_err(|r| {
+                ApiError::throttled(
+                    format!("function {function} is over its rate limit of {rps}/s"),
+                    r.retry_after,
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How long a POP may draw from a lease it just asked for.
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.config.lease_ttl_ms)
+    }
+
+    /// The settings in force for `tenant`.
+    pub fn settings(&self, tenant: &TenantId) -> TenantLimits {
+        self.lock()
+            .overrides
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.config.tenant)
+    }
+
+    /// Overrides `tenant`'s settings (`None`: back to the defaults); applies at once.
+    ///
+    /// # Errors
+    /// 400 for invalid settings; nothing changes.
+    pub fn set_override(
+        &self,
+        tenant: &TenantId,
+        limits: Option<TenantLimits>,
+    ) -> Result<(), ApiError> {
+        if let Some(l) = &limits {
+            l.validate()?;
+        }
+        let mut books = self.lock();
+        let effective = limits.unwrap_or(self.config.tenant);
+        match limits {
+            Some(l) => books.overrides.insert(tenant.clone(), l),
+            None => books.overrides.remove(tenant),
+        };
+        if let Some(b) = books.budgets.get_mut(tenant) {
+            b.limit().reconfigure(effective.policy());
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on `tenant`'s books, creating them if there is room.
+    fn with_budget<T>(
+        &self,
+        tenant: &TenantId,
+        now: Instant,
+        f: impl FnOnce(&mut Budget) -> T,
+    ) -> Option<T> {
+        let mut books = self.lock();
+        let Books { budgets, overrides } = &mut *books;
+        if !budgets.contains_key(tenant) {
+            if budgets.len() >= self.config.max_tenants {
+                // Idle books hold nothing: dropping them loses no slot.
+                budgets.retain(|_, b| !b.idle(now));
+            }
+            if budgets.len() >= self.config.max_tenants {
+                return None;
+            }
+            let settings = overrides.get(tenant).copied().unwrap_or(self.config.tenant);
+            let life = Duration::from_millis(
+                self.config
+                    .lease_ttl_ms
+                    .saturating_add(self.config.lease_grace_ms),
+            );
+            budgets.insert(tenant.clone(), Budget::new(settings.policy(), life, now));
+        }
+        budgets.get_mut(tenant).map(f)
+    }
+
+    /// Admits one invocation of `function` (reserving `reservation` slots for it) at the
+    /// region.
+    ///
+    /// # Errors
+    /// 429 with `retry-after` when the tenant is at its limit (never queued).
+    pub fn admit(
+        self: &Arc<Self>,
+        tenant: &TenantId,
+        function: &str,
+        reservation: Option<u32>,
+    ) -> Result<Permit, ApiError> {
+        let now = Instant::now();
+        let outcome = self.with_budget(tenant, now, |b| {
+            b.reserve(function, reservation);
+            b.admit(now, function)
+        });
+        match outcome {
+            Some(Ok(charge)) => Ok(Permit {
+                limits: Arc::clone(self),
+                tenant: tenant.clone(),
+                function: function.to_owned(),
+                charge,
+            }),
+            Some(Err(refused)) => Err(ApiError::throttled(
+                format!(
+                    "tenant {tenant} is at its concurrency limit of {}",
+                    refused.limit
+                ),
+                RETRY_AFTER,
+            )),
+            None => Err(ApiError::throttled(
+                "the region tracks too many tenants right now",
+                RETRY_AFTER,
+            )),
+        }
+    }
+
+    /// `holder` asks for `wanted` more slots of `tenant` (0: renew only). Returns the slots
+    /// granted now, the tenant's current limit and all `holder` holds after the grant.
+    pub fn lease(&self, holder: &str, tenant: &TenantId, wanted: u32) -> (u32, u32, u32) {
+        let now = Instant::now();
+        self.with_budget(tenant, now, |b| {
+            let granted = b.acquire_lease(now, holder, wanted);
+            (granted, b.current(now), b.held_by(holder))
+        })
+        .unwrap_or((0, 0, 0))
+    }
+
+    /// `holder` returns `slots` of `tenant`.
+    pub fn return_lease(&self, holder: &str, tenant: &TenantId, slots: u32) {
+        let now = Instant::now();
+        let mut books = self.lock();
+        if let Some(b) = books.budgets.get_mut(tenant) {
+            b.return_lease(now, holder, slots);
+        }
+    }
+
+    /// Every tracked tenant's usage, sorted by tenant.
+    pub fn usage(&self) -> Vec<TenantUsage> {
+        let now = Instant::now();
+        let mut books = self.lock();
+        let mut out: Vec<TenantUsage> = books
+            .budgets
+            .iter_mut()
+            .map(|(t, b)| TenantUsage {
+                tenant: t.clone(),
+                limit: b.current(now),
+                charged: b.charged(),
+                leased: b.leased(),
+                hard_max: b.limit().config().hard_max,
+            })
+            .collect();
+        out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(burst: u32) -> Arc<Limits> {
+        Arc::new(Limits::new(LimitsConfig {
+            tenant: TenantLimits {
+                hard_max: burst,
+                burst,
+                step: 1,
+                interval_ms: 1000,
+                rate_limit_rps: None,
+            },
+            max_tenants: 2,
+            ..LimitsConfig::default()
+        }))
+    }
+
+    fn t(s: &str) -> TenantId {
+        TenantId::new(s.to_owned()).expect("valid tenant")
+    }
+
+    #[test]
+    fn over_the_limit_is_throttled_and_a_dropped_permit_frees_its_slot() {
+        let l = limits(2);
+        let a = l.admit(&t("acme"), "f", None).expect("first");
+        let (granted, limit, held) = l.lease("pop-1", &t("acme"), 5);
+        assert_eq!((granted, limit, held), (1, 2, 1));
+        let err = l.admit(&t("acme"), "f", None).expect_err("full");
+        assert_eq!(err.kind, common::model::ErrorKind::Throttled);
+        assert!(err.retry_after.is_some());
+        drop(a);
+        assert!(l.admit(&t("acme"), "f", None).is_ok());
+    }
+
+    #[test]
+    fn tenants_do_not_share_budgets() {
+        let l = limits(1);
+        let _a = l.admit(&t("a"), "f", None).expect("a");
+        assert!(l.admit(&t("a"), "f", None).is_err());
+        assert!(l.admit(&t("b"), "f", None).is_ok());
+    }
+
+    #[test]
+    fn beyond_max_tenants_idle_books_make_room() {
+        let l = limits(1);
+        drop(l.admit(&t("a"), "f", None).expect("a"));
+        let _b = l.admit(&t("b"), "f", None).expect("b");
+        let _c = l.admit(&t("c"), "f", None).expect("a was idle");
+        assert!(l.admit(&t("d"), "f", None).is_err(), "b and c are busy");
+    }
+
+    #[test]
+    fn an_invalid_override_is_refused_and_changes_nothing() {
+        let l = limits(2);
+        let bad = TenantLimits {
+            burst: 5,
+            hard_max: 1,
+            ..TenantLimits::default()
+        };
+        assert!(l.set_override(&t("a"), Some(bad)).is_err());
+        assert_eq!(l.settings(&t("a")).hard_max, 2);
+    }
+
+    #[test]
+    fn a_tenant_over_its_rate_is_throttled() {
+        let l = limits(5);
+        let limited = TenantLimits {
+            rate_limit_rps: Some(1),
+            ..l.settings(&t("a"))
+        };
+        l.set_override(&t("a"), Some(limited)).expect("valid");
+        let f = FunctionKey {
+            tenant: t("a"),
+            name: common::model::FunctionName::new("f").expect("valid"),
+        };
+        assert!(l.check_rate(&f, None).is_ok());
+        let err = l.check_rate(&f, None).expect_err("over");
+        assert_eq!(err.kind, common::model::ErrorKind::Throttled);
+        let g = FunctionKey {
+            tenant: t("b"),
+            name: common::model::FunctionName::new("g").expect("valid"),
+        };
+        assert!(l.check_rate(&g, Some(1)).is_ok());
+        assert!(l.check_rate(&g, Some(1)).is_err());
+    }
+
+    #[test]
+    fn an_override_applies_to_existing_books() {
+        let l = limits(1);
+        let _a = l.admit(&t("a"), "f", None).expect("a");
+        let more = TenantLimits {
+            hard_max: 3,
+            burst: 3,
+            ..TenantLimits::default()
+        };
+        l.set_override(&t("a"), Some(more)).expect("valid");
+        assert!(l.admit(&t("a"), "f", None).is_ok());
+        assert_eq!(l.usage()[0].limit, 3);
+    }
+}

@@ -1,0 +1,318 @@
+//! Per-tenant concurrency across tiers: the region owns each tenant's budget, POPs run on
+//! leases of it, and the global sum of running invocations never exceeds the limit; a
+//! tenant at its limit gets 429 while other tenants are served.
+//!
+//! Concurrency is measured from the invocations themselves: the guest reads the wall clock
+//! (WASI realtime, shared by every node in this process) when it starts and when it ends
+//! and returns both, so the maximum overlap of those intervals is a lower bound of what
+//! the nodes had charged at the time.
+
+use crate::support::{Patience, TestCluster, any_port, header, pop_config, region_config};
+use common::model::TenantId;
+use common::transport::dev_ca;
+use pop_node::discovery::RegionSource;
+use region_node::limits::{LimitsConfig, TenantLimits};
+use serde_json::json;
+
+/// Reads the realtime clock, spins, reads it again, and writes both (little-endian
+/// nanoseconds) to stdout.
+const TIMED_SPIN: &str = r#"(module
+  (import "wasi_snapshot_preview1" "clock_time_get"
+    (func $now (param i32 i64 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (local $i i32)
+    (drop (call $now (i32.const 0) (i64.const 1) (i32.const 16)))
+    (local.set $i (i32.const 20000000))
+    (loop $spin
+      (local.set $i (i32.sub (local.get $i) (i32.const 1)))
+      (br_if $spin (local.get $i)))
+    (drop (call $now (i32.const 0) (i64.const 1) (i32.const 24)))
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+const LIMIT: u32 = 4;
+
+fn fixed_limit(limit: u32) -> LimitsConfig {
+    LimitsConfig {
+        tenant: TenantLimits {
+            hard_max: limit,
+            burst: limit,
+            step: 1,
+            interval_ms: 1000,
+            ..TenantLimits::default()
+        },
+        ..LimitsConfig::default()
+    }
+}
+
+/// The most intervals open at once.
+fn max_overlap(intervals: &[(u64, u64)]) -> usize {
+    // Ends sort before starts at the same instant: touching intervals do not overlap.
+    let mut events: Vec<(u64, i8)> = intervals
+        .iter()
+        .flat_map(|&(s, e)| [(s, 1), (e, -1)])
+        .collect();
+    events.sort();
+    let (mut open, mut max) = (0i64, 0i64);
+    for (_, d) in events {
+        open += i64::from(d);
+        max = max.max(open);
+    }
+    usize::try_from(max).unwrap_or(0)
+}
+
+fn interval(body: &[u8]) -> (u64, u64) {
+    assert_eq!(body.len(), 16, "the guest returns two timestamps");
+    let start = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
+    let end = u64::from_le_bytes(body[8..].try_into().expect("8 bytes"));
+    assert!(start <= end);
+    (start, end)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_pops_and_the_region_never_run_more_than_the_tenant_limit() {
+    let region = region_node::RegionConfig {
+        limits: fixed_limit(LIMIT),
+        ..region_config()
+    };
+    let pop = pop_node::PopConfig {
+        lease_batch: 2,
+        ..pop_config()
+    };
+    let c = TestCluster::with(region, pop).await;
+    c.deploy_wat("spin", json!({"placement": "edge"}), TIMED_SPIN)
+        .await;
+    let certs = dev_ca::init(&c.dir.path().join("certs")).expect("certs");
+    let mut extra = vec![];
+    for id in ["pop-2", "pop-3"] {
+        extra.push(
+            pop_node::start(pop_node::PopConfig {
+                node_id: id.into(),
+                state_dir: c.dir.path().join(id),
+                http_listen: any_port(),
+                tls: Some(certs.pop.clone()),
+                regions: RegionSource::Static(vec![c.nodes.region.quic_addr]),
+                lease_batch: 2,
+                ..pop_config()
+            })
+            .await
+            .expect("POP starts"),
+        );
+    }
+    let pops: Vec<(String, String)> = std::iter::once(("pop-1".to_owned(), c.nodes.pop_url()))
+        .chain(
+            extra
+                .iter()
+                .map(|p| (p.node_id.0.clone(), format!("http://{}", p.http_addr))),
+        )
+        .collect();
+
+    // Each POP learns the function, fetches it and gets a lease: it runs it itself.
+    for (id, url) in &pops {
+        let mut patience = Patience::new();
+        let mut local = false;
+        while !local && patience.more() {
+            let resp = c.invoke_at(url, "spin", "").await;
+            // Another POP's lease may hold the whole budget for now: the region refuses.
+            assert!(
+                matches!(resp.status().as_u16(), 200 | 429),
+                "{}",
+                resp.status()
+            );
+            local = header(&resp, "x-strata-executed-at") == format!("pop/{id}");
+        }
+        assert!(local, "{id} never ran the function itself");
+    }
+
+    // Load: six clients per POP, five invocations each.
+    let mut clients = tokio::task::JoinSet::new();
+    for (_, url) in &pops {
+        for _ in 0..6 {
+            let (http, url, token) = (c.http.clone(), url.clone(), c.nodes.token.clone());
+            clients.spawn(async move {
+                let mut seen = vec![];
+                for _ in 0..5 {
+                    let resp = http
+                        .post(format!("{url}/v1/functions/spin/invoke"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                        .expect("request completes");
+                    let status = resp.status().as_u16();
+                    let at = header(&resp, "x-strata-executed-at");
+                    let retry_after = resp.headers().contains_key("retry-after");
+                    let body = resp.bytes().await.expect("body");
+                    seen.push((status, at, retry_after, body));
+                }
+                seen
+            });
+        }
+    }
+    let mut intervals = vec![];
+    let (mut throttled, mut at_pops) = (0, 0);
+    while let Some(seen) = clients.join_next().await {
+        for (status, at, retry_after, body) in seen.expect("client task") {
+            match status {
+                200 => {
+                    intervals.push(interval(&body));
+                    at_pops += usize::from(at.starts_with("pop/"));
+                }
+                429 => {
+                    assert!(retry_after, "429 without retry-after");
+                    throttled += 1;
+                }
+                other => panic!("unexpected status {other}"),
+            }
+        }
+    }
+    let overlap = max_overlap(&intervals);
+    eprintln!(
+        "limits: {} served ({at_pops} on POP leases), {throttled} throttled, max {overlap} at once",
+        intervals.len()
+    );
+    assert!(
+        overlap <= LIMIT as usize,
+        "{overlap} invocations ran at once with a limit of {LIMIT}"
+    );
+    assert!(
+        throttled > 0,
+        "90 requests from 18 clients never hit a limit of 4"
+    );
+    assert!(at_pops > 0, "nothing ran on a POP lease");
+    for p in extra {
+        p.shutdown().await;
+    }
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_limit_is_throttled_while_another_is_served() {
+    let c = TestCluster::start().await;
+    let region = c.nodes.region_url();
+    // The dev tenant gets a limit of one: one long invocation fills it.
+    let resp = c
+        .http
+        .put(format!("{region}/v1/tenants/dev/limits"))
+        .bearer_auth(&c.nodes.admin_token)
+        .json(&json!({"hard_max": 1, "burst": 1, "step": 0, "interval_ms": 1000}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let other = TenantId::new("other").expect("valid");
+    let registry = c.nodes.region.registry();
+    registry.create_tenant(other.clone(), 1024).expect("tenant");
+    let other_token = registry.create_token(&other).expect("token");
+    let spin = wat::parse_str(TIMED_SPIN).expect("wat");
+    c.nodes
+        .deploy_as(&other_token, "spin", json!({}), spin)
+        .await
+        .expect("deploys");
+    c.deploy_wat(
+        "forever",
+        json!({"timeout_ms": 3000}),
+        crate::support::LOOP_FOREVER,
+    )
+    .await;
+
+    let hog = {
+        let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
+        tokio::spawn(async move {
+            http.post(format!("{region}/v1/functions/forever/invoke"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request completes")
+                .status()
+        })
+    };
+    // Wait until the region's books show the hog holding the dev tenant's only slot (the
+    // capacity view's budgets), without sending anything that could take it first.
+    let mut patience = Patience::new();
+    let mut charged = false;
+    while !charged && patience.more() {
+        let view: serde_json::Value = c
+            .http
+            .get(format!("{region}/v1/capacity"))
+            .bearer_auth(&c.nodes.admin_token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        charged = view["budgets"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|b| b["tenant"] == "dev" && b["charged"] == 1 && b["limit"] == 1)
+        });
+    }
+    assert!(charged, "the hog never showed in the dev tenant's budget");
+    // The dev tenant is now refused at once, not queued.
+    let resp = c.invoke_at(&region, "hello", "").await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(crate::support::error_kind(resp).await, "throttled");
+    // Meanwhile the other tenant is served normally.
+    for _ in 0..3 {
+        let resp = c
+            .http
+            .post(format!("{region}/v1/functions/spin/invoke"))
+            .bearer_auth(&other_token)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(hog.await.expect("hog task"), 504);
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_tenant_limits_are_refused_and_change_nothing() {
+    let c = TestCluster::start().await;
+    let url = format!("{}/v1/tenants/dev/limits", c.nodes.region_url());
+    let before: serde_json::Value = c
+        .http
+        .get(&url)
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let resp = c
+        .http
+        .put(&url)
+        .bearer_auth(&c.nodes.admin_token)
+        .json(&json!({"hard_max": 1, "burst": 5}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 400);
+    let after: serde_json::Value = c
+        .http
+        .get(&url)
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(before, after);
+    let resp = c
+        .http
+        .put(&url)
+        .bearer_auth(&c.nodes.token)
+        .json(&json!({"hard_max": 10}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 403);
+    c.nodes.shutdown().await;
+}
