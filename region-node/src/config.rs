@@ -52,6 +52,9 @@ pub struct RegionConfig {
     pub canary_min_samples: u32,
     /// When a function counts as trending up, so POPs are hinted to prepare its code.
     pub trending: common::policy::TrendingConfig,
+    /// Frequent and rare functions' fleets (`[fleets]`): the frequency bar, the on-demand
+    /// workers and queue.
+    pub fleets: crate::fleet::FleetsConfig,
 }
 
 impl Default for RegionConfig {
@@ -75,6 +78,7 @@ impl Default for RegionConfig {
             canary_percent: 10,
             canary_min_samples: 30,
             trending: common::policy::TrendingConfig::default(),
+            fleets: crate::fleet::FleetsConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::canary::{RuntimeCanary, VerdictRecord};
 use crate::events::{EventRecord, Events, FailureCause, unix_ms};
+use crate::fleet::{Fleet, Fleets};
 use crate::registry::Registry;
 use crate::routes::Routes;
 use common::edge::Invoker;
@@ -43,6 +44,8 @@ pub struct RegionInvoker {
     events: Option<Arc<Events>>,
     /// Picks each invocation's runtime release and judges the next one.
     canary: Option<Arc<RuntimeCanary>>,
+    /// The dedicated and on-demand fleets (DESIGN §6).
+    fleets: Arc<Fleets>,
 }
 
 impl RegionInvoker {
@@ -71,7 +74,21 @@ impl RegionInvoker {
             routes: None,
             events: None,
             canary: None,
+            fleets: Arc::new(Fleets::new(crate::fleet::FleetsConfig::default())),
         }
+    }
+
+    /// Runs rare functions in `fleets`' on-demand fleet (its workers are spawned by the
+    /// node).
+    #[must_use]
+    pub fn with_fleets(mut self, fleets: Arc<Fleets>) -> Self {
+        self.fleets = fleets;
+        self
+    }
+
+    /// The fleets.
+    pub fn fleets(&self) -> &Arc<Fleets> {
+        &self.fleets
     }
 
     /// Canaries the executor's next runtime release with `canary`.
@@ -93,7 +110,7 @@ impl RegionInvoker {
             .as_ref()
             .map_or((0, 0), |e| (e.queue_depth(), e.dlq_depth()));
         common::metrics::Levels {
-            queue_depth: self.admission.waiting() as u64 + queued,
+            queue_depth: (self.admission.waiting() + self.fleets.queued()) as u64 + queued,
             dlq_depth: dead,
             ..self.executor.levels()
         }
@@ -277,13 +294,38 @@ impl RegionInvoker {
         function: &ResolvedFunction,
         req: &InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
+        let fleet = self.fleets.choose(std::time::Instant::now(), function);
+        if fleet == Fleet::Dedicated {
+            return self.run_in(function, req, fleet).await;
+        }
+        let turn = self.fleets.turn().await?;
+        let result = self.run_in(function, req, fleet).await;
+        if function.config.abi == common::model::Abi::Reactor {
+            // Within the turn, so the on-demand fleet never holds more pools than workers.
+            for release in [Release::Current, Release::Next] {
+                if let Some(sandbox) = self.executor.sandbox_on(release) {
+                    sandbox.drop_function_warm(&function.key);
+                }
+            }
+        }
+        drop(turn);
+        result
+    }
+
+    /// Runs `req` in `fleet`, on the runtime release the canary picks.
+    async fn run_in(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        fleet: Fleet,
+    ) -> Result<InvokeResponse, ApiError> {
         let canary = self
             .canary
             .as_ref()
             .filter(|_| self.executor.sandbox_on(Release::Next).is_some());
         let Some(canary) = canary else {
             return self
-                .run_on(function, req, Release::Current)
+                .run_on(function, req, Release::Current, fleet)
                 .await
                 .map(|r| r.0)
                 .map_err(ApiError::from);
@@ -293,10 +335,10 @@ impl RegionInvoker {
         let draw = (req.request_id.0 >> 64) as u64;
         let (release, counted) =
             canary.choose(&function.key, function.config.runtime.as_deref(), draw);
-        let (response, failed) = match self.run_on(function, req, release).await {
+        let (response, failed) = match self.run_on(function, req, release, fleet).await {
             Err(RunError::Link(e)) if release == Release::Next => {
                 warn!(function = %function.key, error = %e, "next runtime refused the module");
-                let fallback = self.run_on(function, req, Release::Current).await;
+                let fallback = self.run_on(function, req, Release::Current, fleet).await;
                 (fallback.map(|r| r.0).map_err(ApiError::from), true)
             }
             Err(e) => return Err(e.into()),
@@ -341,7 +383,7 @@ impl RegionInvoker {
                     env: Vec::new(),
                     route: None,
                 };
-                self.run_on(&resolved, &req, Release::Current)
+                self.run_on(&resolved, &req, Release::Current, Fleet::Dedicated)
                     .await
                     .map_err(ApiError::from)
                     .map(|(r, _)| r.function_error.map(|e| e.message))
@@ -363,6 +405,7 @@ impl RegionInvoker {
         function: &ResolvedFunction,
         req: &InvokeRequest,
         release: Release,
+        fleet: Fleet,
     ) -> Result<(InvokeResponse, bool), RunError> {
         let (module, cold) = match self.executor.cached_on(release, &function.digest) {
             Some(m) => (m, false),
@@ -387,7 +430,11 @@ impl RegionInvoker {
                 (module, true)
             }
         };
-        let _slot = self.admission.admit().await?;
+        // The on-demand fleet's worker turn is its slot.
+        let _slot = match fleet {
+            Fleet::Dedicated => Some(self.admission.admit().await?),
+            Fleet::OnDemand => None,
+        };
         Ok(self
             .executor
             .run_outcome(

@@ -133,6 +133,11 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    config
+        .fleets
+        .validate(config.sandbox.max_warm_pools)
+        .map_err(StartError::Config)?;
+    let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone()));
     let invoker = Arc::new(
         RegionInvoker::new(
             node_id.clone(),
@@ -144,7 +149,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         )
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events))
-        .with_canary(Arc::clone(&canary)),
+        .with_canary(Arc::clone(&canary))
+        .with_fleets(Arc::clone(&fleets)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -183,6 +189,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
 
     let mut tasks = JoinSet::new();
     events::spawn_workers(&events, &invoker, &mut tasks);
+    fleets.spawn_workers(&mut tasks);
     tasks.spawn(quic::serve(
         Arc::clone(&server),
         Arc::clone(&invoker),
