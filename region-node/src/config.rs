@@ -178,6 +178,7 @@ mod tests {
         assert_eq!(c.store, d.store);
         assert_eq!(c.events, d.events);
         assert_eq!(c.trending, d.trending);
+        assert_eq!(c.fleets, d.fleets);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

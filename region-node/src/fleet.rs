@@ -233,6 +233,51 @@ mod tests {
         assert_eq!(fleets.queued(), 0);
     }
 
+    fn function(name: &str) -> ResolvedFunction {
+        ResolvedFunction {
+            key: FunctionKey {
+                tenant: common::model::TenantId::new("t").expect("tenant"),
+                name: common::model::FunctionName::new(name).expect("name"),
+            },
+            version: "$LATEST".into(),
+            digest: common::model::ArtifactDigest::of(name.as_bytes()),
+            config: common::model::FunctionConfig::default(),
+            revision: 1,
+        }
+    }
+
+    #[test]
+    fn a_function_is_frequent_above_the_bar_and_stays_until_below_the_exit() {
+        let mut c = config(1, 1);
+        c.frequent = PlacementConfig {
+            window: Duration::from_secs(10),
+            enter_score: 3.0,
+            exit_score: 1.5,
+            ..PlacementConfig::default()
+        };
+        let fleets = Fleets::new(c);
+        let (f, t0) = (function("f"), Instant::now());
+        let seen: Vec<Fleet> = (0..4).map(|_| fleets.choose(t0, &f)).collect();
+        use Fleet::{Dedicated, OnDemand};
+        assert_eq!(seen, [OnDemand, OnDemand, Dedicated, Dedicated]);
+        // Score 4 decays to ~1.5 after 10 s, plus this request ~2.5: below the entry bar,
+        // above the exit, so it stays.
+        assert_eq!(fleets.choose(t0 + Duration::from_secs(10), &f), Dedicated);
+        // Long idle: ~0 plus this request is below the exit bar, back to on demand.
+        assert_eq!(fleets.choose(t0 + Duration::from_secs(60), &f), OnDemand);
+        // Another function is judged on its own rate.
+        assert_eq!(fleets.choose(t0, &function("g")), OnDemand);
+    }
+
+    #[test]
+    fn disabled_fleets_run_everything_dedicated() {
+        let fleets = Fleets::new(FleetsConfig::default());
+        assert_eq!(
+            fleets.choose(Instant::now(), &function("f")),
+            Fleet::Dedicated
+        );
+    }
+
     #[test]
     fn validation_keeps_workers_below_the_pool_bound() {
         assert!(config(8, 16).validate(64).is_ok());
