@@ -19,9 +19,11 @@
 //! the frequent set plus `workers`, the pool LRU never has to drop a frequent pool for a
 //! rare one. Rare reactors start cold each time, which is what "on demand" means.
 
+use common::exec::Executor;
 use common::model::{ApiError, FunctionKey, Placement, ResolvedFunction};
 use common::policy::placement::Decision;
-use common::policy::{LocalState, PlacementConfig, PlacementPolicy};
+use common::policy::{LocalState, PlacementConfig, PlacementPolicy, WarmConfig};
+use common::warm_loop::WarmPlanner;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ pub struct FleetsConfig {
     /// The frequency bar: decay window, enter and exit scores (requests per window),
     /// tracked functions, and the memory budget of the frequent set (MiB of instances).
     pub frequent: PlacementConfig,
+    /// Trend-driven pre-warming of the frequent functions' pools (`[fleets.warm]`, the
+    /// POP's `[warm]` fields). Only with `enabled`.
+    pub warm: WarmConfig,
 }
 
 impl Default for FleetsConfig {
@@ -54,6 +59,7 @@ impl Default for FleetsConfig {
             workers: 8,
             max_queued: 256,
             frequent: PlacementConfig::default(),
+            warm: WarmConfig::default(),
         }
     }
 }
@@ -77,6 +83,9 @@ impl FleetsConfig {
                 self.workers
             ));
         }
+        self.warm
+            .validate()
+            .map_err(|e| format!("[fleets.warm] {e}"))?;
         if self.frequent.exit_score > self.frequent.enter_score {
             return Err("[fleets.frequent] exit_score must not be above enter_score".into());
         }
@@ -110,13 +119,20 @@ pub struct Fleets {
     /// Taken by [`Fleets::spawn_workers`].
     receiver: Mutex<Option<mpsc::Receiver<Ticket>>>,
     workers: usize,
+    /// Pre-warms the frequent functions' pools (only with fleets enabled).
+    warm: Option<Arc<WarmPlanner>>,
 }
 
 impl Fleets {
-    /// Fleets with `config` (workers start with [`Fleets::spawn_workers`]).
-    pub fn new(config: FleetsConfig) -> Self {
+    /// Fleets with `config` over `executor`'s sandbox (workers and the pre-warm loop start
+    /// with [`Fleets::spawn_workers`]).
+    pub fn new(config: FleetsConfig, executor: &Executor) -> Self {
         let (queue, receiver) = mpsc::channel(config.max_queued.max(1));
+        let warm = config
+            .enabled
+            .then(|| Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone())));
         Self {
+            warm,
             enabled: config.enabled,
             policy: Mutex::new(PlacementPolicy::new(config.frequent)),
             queue,
@@ -148,6 +164,13 @@ impl Fleets {
         }
     }
 
+    /// Records a dedicated-fleet run of `function` that took `exec`, for pre-warming.
+    pub fn record(&self, function: &ResolvedFunction, exec: Duration) {
+        if let Some(warm) = &self.warm {
+            warm.record(function, exec);
+        }
+    }
+
     /// Rare invocations waiting for a worker now.
     pub fn queued(&self) -> usize {
         self.queue.max_capacity() - self.queue.capacity()
@@ -172,7 +195,8 @@ impl Fleets {
             .map_err(|_| ApiError::unavailable("region is shutting down", QUEUE_FULL_RETRY_AFTER))
     }
 
-    /// Starts the on-demand workers in `tasks` (once; later calls do nothing).
+    /// Starts the on-demand workers and the pre-warm loop in `tasks` (once; later calls do
+    /// nothing).
     pub fn spawn_workers(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
         let taken = self
             .receiver
@@ -180,6 +204,9 @@ impl Fleets {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         let Some(receiver) = taken else { return };
+        if let Some(warm) = &self.warm {
+            tasks.spawn(Arc::clone(warm).run());
+        }
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..self.workers {
             let receiver = Arc::clone(&receiver);
@@ -204,6 +231,12 @@ mod tests {
     use super::*;
     use common::model::ErrorKind;
 
+    fn executor() -> Executor {
+        let sandbox = common::sandbox::Sandbox::new(common::sandbox::SandboxConfig::default())
+            .expect("sandbox");
+        Executor::new(sandbox, 1 << 20)
+    }
+
     fn config(workers: usize, max_queued: usize) -> FleetsConfig {
         FleetsConfig {
             enabled: true,
@@ -215,7 +248,7 @@ mod tests {
 
     #[tokio::test]
     async fn workers_bound_concurrency_and_a_full_queue_is_refused() {
-        let fleets = Arc::new(Fleets::new(config(1, 1)));
+        let fleets = Arc::new(Fleets::new(config(1, 1), &executor()));
         let mut tasks = JoinSet::new();
         fleets.spawn_workers(&mut tasks);
         let first = fleets.turn().await.expect("the only worker");
@@ -255,7 +288,7 @@ mod tests {
             exit_score: 1.5,
             ..PlacementConfig::default()
         };
-        let fleets = Fleets::new(c);
+        let fleets = Fleets::new(c, &executor());
         let (f, t0) = (function("f"), Instant::now());
         let seen: Vec<Fleet> = (0..4).map(|_| fleets.choose(t0, &f)).collect();
         use Fleet::{Dedicated, OnDemand};
@@ -271,7 +304,7 @@ mod tests {
 
     #[test]
     fn disabled_fleets_run_everything_dedicated() {
-        let fleets = Fleets::new(FleetsConfig::default());
+        let fleets = Fleets::new(FleetsConfig::default(), &executor());
         assert_eq!(
             fleets.choose(Instant::now(), &function("f")),
             Fleet::Dedicated

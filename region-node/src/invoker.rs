@@ -64,6 +64,10 @@ impl RegionInvoker {
             Arc::clone(&registry),
             artifact_cache_bytes,
         ));
+        let fleets = Arc::new(Fleets::new(
+            crate::fleet::FleetsConfig::default(),
+            &executor,
+        ));
         Self {
             node,
             registry,
@@ -74,7 +78,7 @@ impl RegionInvoker {
             routes: None,
             events: None,
             canary: None,
-            fleets: Arc::new(Fleets::new(crate::fleet::FleetsConfig::default())),
+            fleets,
         }
     }
 
@@ -296,7 +300,11 @@ impl RegionInvoker {
     ) -> Result<InvokeResponse, ApiError> {
         let fleet = self.fleets.choose(std::time::Instant::now(), function);
         if fleet == Fleet::Dedicated {
-            return self.run_in(function, req, fleet).await;
+            let result = self.run_in(function, req, fleet).await;
+            if let Ok(r) = &result {
+                self.fleets.record(function, r.timing.exec);
+            }
+            return result;
         }
         let turn = self.fleets.turn().await?;
         let result = self.run_in(function, req, fleet).await;

@@ -70,6 +70,11 @@ pub struct RegionHandle {
 }
 
 impl RegionHandle {
+    /// Idle warm reactor instances across every pool at this region.
+    pub fn warm_instances(&self) -> usize {
+        self.invoker.executor().sandbox().warm_totals().0
+    }
+
     /// The registry, for operators' tooling and tests.
     pub fn registry(&self) -> &Arc<Registry> {
         self.invoker.registry()
@@ -137,7 +142,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .fleets
         .validate(config.sandbox.max_warm_pools)
         .map_err(StartError::Config)?;
-    let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone()));
+    let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
     let invoker = Arc::new(
         RegionInvoker::new(
             node_id.clone(),

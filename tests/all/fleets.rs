@@ -23,6 +23,7 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
             exit_score: 1.0,
             ..PlacementConfig::default()
         },
+        ..FleetsConfig::default()
     };
     let c = TestCluster::with(region, pop_config()).await;
     let wat = include_str!("../../examples/counter.wat");
@@ -84,5 +85,43 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
     assert_eq!(header(&resp, "x-strata-start"), "warm");
     let count_after: u32 = resp.text().await.expect("body").parse().expect("a count");
     assert_eq!(count_after, count_before + 1);
+    c.nodes.shutdown().await;
+}
+
+/// A reactor whose every call sleeps 20 ms (one `poll_oneoff` clock subscription).
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_initialize"))
+  (func (export "strata_handle") (result i32)
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 20000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (i32.const 0)))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frequent_reactor_at_the_region_is_pre_warmed_ahead_of_its_concurrency() {
+    let mut region = region_config();
+    region.fleets.enabled = true;
+    region.fleets.frequent.enter_score = 1.0;
+    region.fleets.frequent.exit_score = 0.5;
+    region.fleets.warm.tick_ms = 50;
+    let c = TestCluster::with(region, pop_config()).await;
+    c.deploy_wat("sleeper", json!({"abi": "reactor"}), SLEEPER)
+        .await;
+    let url = c.nodes.region_url();
+    // One request at a time: on demand the region would never need a second instance; the
+    // dedicated fleet's plan (Little's law + headroom) pre-warms one.
+    let mut patience = Patience::new();
+    while c.nodes.region.warm_instances() < 2 && patience.more() {
+        let resp = c.invoke_at(&url, "sleeper", "").await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(
+        c.nodes.region.warm_instances() >= 2,
+        "no instance was pre-warmed beyond the one sequential traffic uses"
+    );
     c.nodes.shutdown().await;
 }
