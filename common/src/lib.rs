@@ -29,4 +29,5 @@ pub mod policy;
 pub mod sandbox;
 pub mod telemetry;
 pub mod transport;
+pub mod warm_loop;
 pub mod wire;

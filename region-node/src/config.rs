@@ -56,6 +56,9 @@ pub struct RegionConfig {
     pub trending: common::policy::TrendingConfig,
     /// Per-tenant adaptive concurrency and leases (`[limits]`).
     pub limits: crate::limits::LimitsConfig,
+    /// Frequent and rare functions' fleets (`[fleets]`): the frequency bar, the on-demand
+    /// workers and queue.
+    pub fleets: crate::fleet::FleetsConfig,
 }
 
 impl Default for RegionConfig {
@@ -80,6 +83,7 @@ impl Default for RegionConfig {
             canary_min_samples: 30,
             trending: common::policy::TrendingConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
+            fleets: crate::fleet::FleetsConfig::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ mod tests {
         assert_eq!(c.events, d.events);
         assert_eq!(c.trending, d.trending);
         assert_eq!(c.limits, d.limits);
+        assert_eq!(c.fleets, d.fleets);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

@@ -13,6 +13,7 @@ use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::canary::{RuntimeCanary, VerdictRecord};
 use crate::events::{EventRecord, Events, FailureCause, unix_ms};
+use crate::fleet::{Fleet, Fleets};
 use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::routes::Routes;
@@ -47,6 +48,8 @@ pub struct RegionInvoker {
     /// Per-tenant concurrency: every execution here, forwarded ones included, is charged
     /// to the region's own in-flight (never to a POP's lease).
     limits: Option<Arc<Limits>>,
+    /// The dedicated and on-demand fleets (DESIGN §6).
+    fleets: Arc<Fleets>,
 }
 
 impl RegionInvoker {
@@ -65,6 +68,10 @@ impl RegionInvoker {
             Arc::clone(&registry),
             artifact_cache_bytes,
         ));
+        let fleets = Arc::new(Fleets::new(
+            crate::fleet::FleetsConfig::default(),
+            &executor,
+        ));
         Self {
             node,
             registry,
@@ -76,6 +83,7 @@ impl RegionInvoker {
             events: None,
             canary: None,
             limits: None,
+            fleets,
         }
     }
 
@@ -84,6 +92,19 @@ impl RegionInvoker {
     pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
         self.limits = Some(limits);
         self
+    }
+
+    /// Runs rare functions in `fleets`' on-demand fleet (its workers are spawned by the
+    /// node).
+    #[must_use]
+    pub fn with_fleets(mut self, fleets: Arc<Fleets>) -> Self {
+        self.fleets = fleets;
+        self
+    }
+
+    /// The fleets.
+    pub fn fleets(&self) -> &Arc<Fleets> {
+        &self.fleets
     }
 
     /// Canaries the executor's next runtime release with `canary`.
@@ -105,7 +126,7 @@ impl RegionInvoker {
             .as_ref()
             .map_or((0, 0), |e| (e.queue_depth(), e.dlq_depth()));
         common::metrics::Levels {
-            queue_depth: self.admission.waiting() as u64 + queued,
+            queue_depth: (self.admission.waiting() + self.fleets.queued()) as u64 + queued,
             dlq_depth: dead,
             ..self.executor.levels()
         }
@@ -294,13 +315,42 @@ impl RegionInvoker {
         function: &ResolvedFunction,
         req: &InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
+        let fleet = self.fleets.choose(std::time::Instant::now(), function);
+        if fleet == Fleet::Dedicated {
+            let result = self.run_in(function, req, fleet).await;
+            if let Ok(r) = &result {
+                self.fleets.record(function, r.timing.exec);
+            }
+            return result;
+        }
+        let turn = self.fleets.turn().await?;
+        let result = self.run_in(function, req, fleet).await;
+        if function.config.abi == common::model::Abi::Reactor {
+            // Within the turn, so the on-demand fleet never holds more pools than workers.
+            for release in [Release::Current, Release::Next] {
+                if let Some(sandbox) = self.executor.sandbox_on(release) {
+                    sandbox.drop_function_warm(&function.key);
+                }
+            }
+        }
+        drop(turn);
+        result
+    }
+
+    /// Runs `req` in `fleet`, on the runtime release the canary picks.
+    async fn run_in(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+        fleet: Fleet,
+    ) -> Result<InvokeResponse, ApiError> {
         let canary = self
             .canary
             .as_ref()
             .filter(|_| self.executor.sandbox_on(Release::Next).is_some());
         let Some(canary) = canary else {
             return self
-                .run_on(function, req, Release::Current)
+                .run_on(function, req, Release::Current, fleet)
                 .await
                 .map(|r| r.0)
                 .map_err(ApiError::from);
@@ -314,10 +364,10 @@ impl RegionInvoker {
         };
         let (release, counted) =
             canary.choose(&function.key, function.config.runtime.as_deref(), draw);
-        let (response, failed) = match self.run_on(function, req, release).await {
+        let (response, failed) = match self.run_on(function, req, release, fleet).await {
             Err(RunError::Link(e)) if release == Release::Next => {
                 warn!(function = %function.key, error = %e, "next runtime refused the module");
-                let fallback = self.run_on(function, req, Release::Current).await;
+                let fallback = self.run_on(function, req, Release::Current, fleet).await;
                 (fallback.map(|r| r.0).map_err(ApiError::from), true)
             }
             Err(e) => return Err(e.into()),
@@ -366,7 +416,7 @@ impl RegionInvoker {
                     env: Vec::new(),
                     route: None,
                 };
-                self.run_on(&resolved, &req, Release::Current)
+                self.run_on(&resolved, &req, Release::Current, Fleet::Dedicated)
                     .await
                     .map_err(ApiError::from)
                     .map(|(r, _)| r.function_error.map(|e| e.message))
@@ -388,6 +438,7 @@ impl RegionInvoker {
         function: &ResolvedFunction,
         req: &InvokeRequest,
         release: Release,
+        fleet: Fleet,
     ) -> Result<(InvokeResponse, bool), RunError> {
         let (module, cold) = match self.executor.cached_on(release, &function.digest) {
             Some(m) => (m, false),
@@ -424,7 +475,11 @@ impl RegionInvoker {
             }),
             None => None,
         };
-        let _slot = self.admission.admit().await?;
+        // The on-demand fleet's worker turn is its slot.
+        let _slot = match fleet {
+            Fleet::Dedicated => Some(self.admission.admit().await?),
+            Fleet::OnDemand => None,
+        };
         Ok(self
             .executor
             .run_outcome(

@@ -26,6 +26,7 @@ pub mod canary;
 pub mod capacity;
 pub mod config;
 pub mod events;
+pub mod fleet;
 pub mod invoker;
 pub mod limits;
 pub mod node;

@@ -71,6 +71,11 @@ pub struct RegionHandle {
 }
 
 impl RegionHandle {
+    /// Idle warm reactor instances across every pool at this region.
+    pub fn warm_instances(&self) -> usize {
+        self.invoker.executor().sandbox().warm_totals().0
+    }
+
     /// The registry, for operators' tooling and tests.
     pub fn registry(&self) -> &Arc<Registry> {
         self.invoker.registry()
@@ -135,6 +140,11 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let limits = Arc::new(Limits::new(config.limits));
+    config
+        .fleets
+        .validate(config.sandbox.max_warm_pools)
+        .map_err(StartError::Config)?;
+    let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
     let invoker = Arc::new(
         RegionInvoker::new(
             node_id.clone(),
@@ -147,7 +157,8 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary))
-        .with_limits(Arc::clone(&limits)),
+        .with_limits(Arc::clone(&limits))
+        .with_fleets(Arc::clone(&fleets)),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -186,6 +197,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
 
     let mut tasks = JoinSet::new();
     events::spawn_workers(&events, &invoker, &mut tasks);
+    fleets.spawn_workers(&mut tasks);
     tasks.spawn(quic::serve(
         Arc::clone(&server),
         Arc::clone(&invoker),

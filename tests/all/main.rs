@@ -11,6 +11,7 @@ mod event_crash;
 mod events;
 mod failover;
 mod faults;
+mod fleets;
 mod jetstream;
 mod limits;
 mod logs;

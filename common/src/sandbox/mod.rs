@@ -372,6 +372,12 @@ impl Sandbox {
         self.inner.pools.remove_digest(digest);
     }
 
+    /// Drops every warm pool of `function` (the region's on-demand fleet runs a rare
+    /// reactor this way so it never keeps a pool that could push out a frequent one's).
+    pub fn drop_function_warm(&self, function: &crate::model::FunctionKey) {
+        self.inner.pools.remove_function(function);
+    }
+
     /// Idle warm reactor instances across every pool, and the memory they may use.
     pub fn warm_totals(&self) -> (usize, u64) {
         self.inner.pools.totals()

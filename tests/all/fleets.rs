@@ -1,0 +1,127 @@
+//! Fleets at the region: a frequent reactor keeps its warm instance while a burst of rare
+//! reactors runs through the bounded on-demand fleet.
+
+use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use common::policy::PlacementConfig;
+use region_node::fleet::FleetsConfig;
+use serde_json::json;
+
+const RARE: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance() {
+    let mut region = region_config();
+    // Room for the frequent pool plus the on-demand workers' pools only: without fleets,
+    // forty rare pools would push the frequent one out of the LRU.
+    region.sandbox.max_warm_pools = 4;
+    region.fleets = FleetsConfig {
+        enabled: true,
+        workers: 2,
+        max_queued: 8,
+        frequent: PlacementConfig {
+            enter_score: 3.0,
+            exit_score: 1.0,
+            ..PlacementConfig::default()
+        },
+        ..FleetsConfig::default()
+    };
+    let c = TestCluster::with(region, pop_config()).await;
+    let wat = include_str!("../../examples/counter.wat");
+    c.deploy_wat("hot", json!({"abi": "reactor"}), wat).await;
+    for i in 0..RARE {
+        c.deploy_wat(&format!("rare-{i}"), json!({"abi": "reactor"}), wat)
+            .await;
+    }
+    let region = c.nodes.region_url();
+
+    // The first invocations are rare (cold each time, nothing kept); once over the bar the
+    // function runs in the dedicated fleet and its instance stays warm.
+    let mut patience = Patience::new();
+    let count_before = loop {
+        let resp = c.invoke_at(&region, "hot", "").await;
+        assert_eq!(resp.status(), 200);
+        let start = header(&resp, "x-strata-start");
+        let body = resp.text().await.expect("body");
+        if start == "warm" {
+            break body.parse::<u32>().expect("a count");
+        }
+        assert!(patience.more(), "hot never became warm");
+    };
+    assert!(
+        patience.tries() >= 3,
+        "rare until its third request (enter_score 3)"
+    );
+
+    let burst = (0..RARE).map(|i| {
+        let c = &c;
+        let region = &region;
+        async move {
+            let name = format!("rare-{i}");
+            let resp = c.invoke_at(region, &name, "").await;
+            let status = resp.status().as_u16();
+            let retry_after = header(&resp, "retry-after");
+            let start = header(&resp, "x-strata-start");
+            (status, retry_after, start)
+        }
+    });
+    let results = futures::future::join_all(burst).await;
+    let ran = results.iter().filter(|(s, _, _)| *s == 200).count();
+    for (status, retry_after, start) in &results {
+        match status {
+            200 => assert_eq!(start, "cold", "rare reactors run on demand"),
+            503 => assert!(!retry_after.is_empty(), "a refusal says when to retry"),
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(
+        ran >= 2,
+        "the on-demand workers ran some of the burst: {results:?}"
+    );
+
+    // The frequent function's instance survived the burst: warm, and the same instance
+    // (its count carries on).
+    let resp = c.invoke_at(&region, "hot", "").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-strata-start"), "warm");
+    let count_after: u32 = resp.text().await.expect("body").parse().expect("a count");
+    assert_eq!(count_after, count_before + 1);
+    c.nodes.shutdown().await;
+}
+
+/// A reactor whose every call sleeps 20 ms (one `poll_oneoff` clock subscription).
+const SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff"
+    (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_initialize"))
+  (func (export "strata_handle") (result i32)
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 20000000))
+    (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+    (i32.const 0)))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frequent_reactor_at_the_region_is_pre_warmed_ahead_of_its_concurrency() {
+    let mut region = region_config();
+    region.fleets.enabled = true;
+    region.fleets.frequent.enter_score = 1.0;
+    region.fleets.frequent.exit_score = 0.5;
+    region.fleets.warm.tick_ms = 50;
+    let c = TestCluster::with(region, pop_config()).await;
+    c.deploy_wat("sleeper", json!({"abi": "reactor"}), SLEEPER)
+        .await;
+    let url = c.nodes.region_url();
+    // One request at a time: on demand the region would never need a second instance; the
+    // dedicated fleet's plan (Little's law + headroom) pre-warms one.
+    let mut patience = Patience::new();
+    while c.nodes.region.warm_instances() < 2 && patience.more() {
+        let resp = c.invoke_at(&url, "sleeper", "").await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(
+        c.nodes.region.warm_instances() >= 2,
+        "no instance was pre-warmed beyond the one sequential traffic uses"
+    );
+    c.nodes.shutdown().await;
+}
