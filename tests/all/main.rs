@@ -21,6 +21,7 @@ mod pop_dns;
 mod resize;
 mod routes;
 mod sandbox;
+mod spill;
 mod state;
 mod support;
 mod two_tier;
