@@ -299,10 +299,12 @@ impl Invoker for PopInvoker {
 }
 
 impl PopInvoker {
-    /// The release `f` runs on at this POP: the one the region named, if hosted here.
+    /// The release `f` runs on at this POP: the one the region named, else the owner's
+    /// `runtime` pin (a pushed function names none), if hosted here.
     fn release_here(&self, f: &ResolvedFunction) -> Release {
         f.release
             .as_deref()
+            .or(f.config.runtime.as_deref())
             .and_then(Release::from_name)
             .filter(|r| self.executor.sandbox_on(*r).is_some())
             .unwrap_or(Release::Current)

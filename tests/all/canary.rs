@@ -182,3 +182,23 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
         tokio::task::yield_now().await;
     }
 }
+
+/// A function pinned to the next release runs on it at the POP too: the POP compiles the
+/// next release's module from the region's wasm (forwarding meanwhile), then runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_runs_a_function_pinned_to_the_next_release_on_it() {
+    let c = TestCluster::start().await;
+    c.deploy_wat("next", json!({"runtime": "2026.11"}), PLAIN)
+        .await;
+    let pop_url = c.nodes.pop_url();
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&pop_url, "next", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "x-strata-runtime"), "2026.11");
+        if header(&r, "x-strata-executed-at").starts_with("pop/") {
+            break;
+        }
+        assert!(patience.more(), "the POP never ran the guest itself");
+    }
+}
