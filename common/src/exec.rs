@@ -116,6 +116,14 @@ impl Executor {
         }
     }
 
+    /// The release whose sandbox compiled `module` (and so runs it).
+    pub fn release_of(&self, module: &CompiledModule) -> Release {
+        match &self.next {
+            Some(next) if next.sandbox.owns(module) => Release::Next,
+            _ => Release::Current,
+        }
+    }
+
     /// The compiled module with `digest` for `release`, if cached.
     pub fn cached_on(&self, release: Release, digest: &ArtifactDigest) -> Option<CompiledModule> {
         match release {
@@ -301,10 +309,11 @@ impl Executor {
             },
         };
         // The release whose sandbox compiled `module` runs it.
-        let sandbox = match &self.next {
-            Some(next) if next.sandbox.owns(&module) => next.sandbox.clone(),
-            _ => self.sandbox.clone(),
-        };
+        let sandbox = match self.release_of(&module) {
+            Release::Next => self.next.as_ref().map_or(&self.sandbox, |n| &n.sandbox),
+            Release::Current => &self.sandbox,
+        }
+        .clone();
         match function.config.abi {
             Abi::Command => {
                 tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
@@ -381,6 +390,7 @@ impl Executor {
             .as_ref()
             .map(|s| s.in_flight(&function.key.tenant, None));
         self.maybe_reap();
+        let runtime = Some(self.release_of(&module).name().to_owned());
         let mut execution = self
             .execute(module.clone(), function, req, env.clone(), limit_mb)
             .await?;
@@ -463,6 +473,7 @@ impl Executor {
             },
             peak_memory_bytes: execution.peak_memory_bytes,
             queued: false,
+            runtime,
         };
         Ok((response, platform_fault))
     }

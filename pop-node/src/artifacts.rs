@@ -482,6 +482,7 @@ mod tests {
             digest: ArtifactDigest::of(b"m"),
             config: common::model::FunctionConfig::default(),
             revision: 3,
+            release: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -1,4 +1,8 @@
 //! The POP's [`Invoker`]: feed the placement policy, then run locally or forward.
+//!
+//! Runtime release: each function runs on the release the region named in its
+//! [`ResolvedFunction`] (the canary's decision); a function promoted to the next release is
+//! forwarded until its module for that release is compiled here.
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
@@ -14,7 +18,7 @@ use common::model::{
 };
 use common::policy::rate::RateLimits;
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
-use common::sandbox::CompiledModule;
+use common::sandbox::{CompiledModule, Release};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -203,9 +207,21 @@ impl Invoker for PopInvoker {
         if let Some(rps) = function.as_ref().and_then(|f| f.config.rate_limit_rps) {
             self.check_rate(now, &key, rps)?;
         }
+        // The release the region decided (its runtime canary): a function promoted to the
+        // next release runs on it here once its module for that release is compiled;
+        // until then it is forwarded (never run on a release the region did not pick).
+        let release = function
+            .as_ref()
+            .map_or(Release::Current, |f| self.release_here(f));
         let module = function
             .as_ref()
-            .and_then(|f| self.executor.cached(&f.digest));
+            .and_then(|f| self.executor.cached_on(release, &f.digest));
+        if release == Release::Next
+            && module.is_none()
+            && let Some(f) = &function
+        {
+            self.prefetcher.request_on(Release::Next, f.digest);
+        }
         // A local run needs a node slot and a slot of the tenant's lease; without either it
         // is forwarded, and the region charges it to its own count (or answers 429).
         let node_slot = Arc::clone(&self.local_slots)
@@ -279,6 +295,19 @@ impl Invoker for PopInvoker {
                 self.forward(req, Some(&key), ForwardReason::Unknown).await
             }
         }
+    }
+}
+
+impl PopInvoker {
+    /// The release `f` runs on at this POP: the one the region named, else the owner's
+    /// `runtime` pin (a pushed function names none), if hosted here.
+    fn release_here(&self, f: &ResolvedFunction) -> Release {
+        f.release
+            .as_deref()
+            .or(f.config.runtime.as_deref())
+            .and_then(Release::from_name)
+            .filter(|r| self.executor.sandbox_on(*r).is_some())
+            .unwrap_or(Release::Current)
     }
 }
 

@@ -368,6 +368,7 @@ mod tests {
             digest: ArtifactDigest::of(&rev.to_be_bytes()),
             config: FunctionConfig::default(),
             revision: rev,
+            release: None,
         }
     }
 

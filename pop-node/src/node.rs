@@ -21,7 +21,7 @@ use common::logs::LogBuffer;
 use common::metrics::NodeStats;
 use common::model::{NodeId, Tier};
 use common::policy::PlacementPolicy;
-use common::sandbox::{Sandbox, SandboxError};
+use common::sandbox::{Release, Sandbox, SandboxConfig, SandboxError};
 use common::transport::{Client, NodeTls, TransportError, dev_ca};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,6 +128,11 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         Sandbox::new(config.sandbox.clone())?,
         config.module_cache_bytes,
     )
+    // The next runtime release too: functions the region's canary promoted run on it here.
+    .with_next_runtime(Sandbox::new(SandboxConfig {
+        release: Release::Next,
+        ..config.sandbox.clone()
+    })?)
     .with_stats(Arc::clone(&stats))
     .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
     let reporter = Reporter {

@@ -1,10 +1,16 @@
 //! Fetching and compiling artifacts in the background for functions that became popular,
 //! so the request that made them popular is not delayed. Bounded in flight, deduplicated
-//! by digest; the tasks live in a [`JoinSet`] owned here, aborted when the POP stops.
+//! by digest and release; the tasks live in a [`JoinSet`] owned here, aborted when the POP
+//! stops. Also prepares modules for the next runtime release (functions the region promoted
+//! there): fetched with the next engine's fingerprint, which no precompiled artifact has,
+//! so the region answers with the wasm and it is compiled here, kept in the next release's
+//! bounded module cache only (not on disk: after a restart the first request forwards again).
 
 use crate::artifacts::ArtifactCache;
 use crate::upstream::RegionLink;
-use common::model::ArtifactDigest;
+use common::model::{ApiError, ArtifactDigest};
+use common::sandbox::Release;
+use common::wire::ArtifactKind;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinSet;
@@ -16,7 +22,7 @@ pub struct Prefetcher {
     link: Arc<RegionLink>,
     artifacts: Arc<ArtifactCache>,
     max_in_flight: usize,
-    in_flight: Arc<Mutex<HashSet<ArtifactDigest>>>,
+    in_flight: Arc<Mutex<HashSet<(ArtifactDigest, Release)>>>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -35,12 +41,19 @@ impl Prefetcher {
     /// Starts preparing `digest` unless it is already in flight or the bound is reached
     /// (then a later request will ask again).
     pub fn request(&self, digest: ArtifactDigest) {
+        self.request_on(Release::Current, digest);
+    }
+
+    /// Starts preparing `digest` for `release`, as [`Prefetcher::request`] does for the
+    /// current one. A node that does not host `release` logs the failure and keeps
+    /// forwarding.
+    pub fn request_on(&self, release: Release, digest: ArtifactDigest) {
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if in_flight.contains(&digest) || in_flight.len() >= self.max_in_flight {
+            if in_flight.contains(&(digest, release)) || in_flight.len() >= self.max_in_flight {
                 return;
             }
-            in_flight.insert(digest);
+            in_flight.insert((digest, release));
         }
         let link = Arc::clone(&self.link);
         let artifacts = Arc::clone(&self.artifacts);
@@ -49,14 +62,18 @@ impl Prefetcher {
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             // Disk first, then the region; precompiled code when the engines match.
-            match artifacts.obtain(&link, digest).await {
-                Ok(_) => debug!(%digest, "artifact ready"),
-                Err(e) => warn!(%digest, error = %e, "artifact could not be prepared"),
+            let ready = match release {
+                Release::Current => artifacts.obtain(&link, digest).await.map(drop),
+                Release::Next => obtain_next(&link, &artifacts, digest).await,
+            };
+            match ready {
+                Ok(()) => debug!(%digest, %release, "artifact ready"),
+                Err(e) => warn!(%digest, %release, error = %e, "artifact could not be prepared"),
             }
             in_flight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&digest);
+                .remove(&(digest, release));
         });
     }
 
@@ -67,4 +84,30 @@ impl Prefetcher {
             .unwrap_or_else(|p| p.into_inner())
             .abort_all();
     }
+}
+
+/// Compiles `digest` for the next runtime release from the wasm the region sends.
+async fn obtain_next(
+    link: &RegionLink,
+    artifacts: &ArtifactCache,
+    digest: ArtifactDigest,
+) -> Result<(), ApiError> {
+    let executor = artifacts.executor();
+    if executor.cached_on(Release::Next, &digest).is_some() {
+        return Ok(());
+    }
+    let Some(sandbox) = executor.sandbox_on(Release::Next) else {
+        return Err(ApiError::internal(
+            "this POP does not host the next runtime release",
+        ));
+    };
+    let (kind, wasm) = link.fetch(digest, sandbox.fingerprint()).await?;
+    if kind != ArtifactKind::Wasm {
+        // Precompiled code is only ever made for the current release's engine.
+        return Err(ApiError::internal(format!(
+            "artifact {digest}: expected wasm for the next release, got {kind:?}"
+        )));
+    }
+    executor.prepare_on(Release::Next, wasm).await?;
+    Ok(())
 }

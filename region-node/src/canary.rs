@@ -146,6 +146,19 @@ impl RuntimeCanary {
         (release, counted)
     }
 
+    /// The release POPs run `key` on: a known `pinned_to` release (its `runtime` config)
+    /// wins; otherwise the next release once promoted, else the current one (an undecided
+    /// function is sampled only here, from the region's own and forwarded traffic).
+    pub fn decided(&self, key: &FunctionKey, pinned_to: Option<&str>) -> Release {
+        if let Some(name) = pinned_to {
+            return Release::from_name(name).unwrap_or(Release::Current);
+        }
+        match self.policy().verdict(key) {
+            Verdict::Promoted => Release::Next,
+            Verdict::Pinned | Verdict::Undecided => Release::Current,
+        }
+    }
+
     /// Counts one outcome in memory (no I/O: called on the invoke path); returns the
     /// verdict when this outcome decided it, which the caller then [`persist`]s.
     ///

@@ -276,6 +276,7 @@ mod tests {
             digest: common::model::ArtifactDigest::of(name.as_bytes()),
             config: common::model::FunctionConfig::default(),
             revision: 1,
+            release: None,
         }
     }
 

@@ -114,6 +114,18 @@ impl RegionInvoker {
         self
     }
 
+    /// The release POPs should run `function` on (set in the [`ResolvedFunction`] a POP
+    /// learns with each forwarded result): the canary's decision, or `None` (current)
+    /// when this region runs no canary.
+    pub fn release_for_pops(&self, function: &ResolvedFunction) -> Option<String> {
+        let canary = self
+            .canary
+            .as_ref()
+            .filter(|_| self.executor.sandbox_on(Release::Next).is_some())?;
+        let release = canary.decided(&function.key, function.config.runtime.as_deref());
+        Some(release.name().to_owned())
+    }
+
     /// The runtime canary, if this region runs one.
     pub fn canary(&self) -> Option<&Arc<RuntimeCanary>> {
         self.canary.as_ref()
@@ -265,6 +277,7 @@ impl RegionInvoker {
             timing: Timing::default(),
             peak_memory_bytes: 0,
             queued: true,
+            runtime: None,
         })
     }
 

@@ -113,9 +113,10 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             Message::Ack
         }
         Message::Invoke(req) => {
-            let (result, function) = invoker.execute(req).await;
-            if let Some(f) = &function {
+            let (result, mut function) = invoker.execute(req).await;
+            if let Some(f) = &mut function {
                 services.trending.resolved(f);
+                f.release = invoker.release_for_pops(f);
             }
             let pressure = Some(invoker.pressure(&result));
             Message::InvokeResult {

@@ -1,9 +1,10 @@
 //! The runtime canary through a real region: with half of each function's invocations on
 //! the next runtime release, a guest importing the import that release dropped is pinned
 //! to the current release (its owner notified through the API and its
-//! `on_runtime_incompatible` function), and a plain guest is promoted.
+//! `on_runtime_incompatible` function), and a plain guest is promoted; responses name the
+//! release that ran them (`x-strata-runtime`), and the POP runs the pinned guest on current.
 
-use crate::support::{Patience, TestCluster, pop_config, region_config};
+use crate::support::{Patience, TestCluster, header, pop_config, region_config};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -118,6 +119,25 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
         assert_eq!(r.status(), StatusCode::OK);
     }
 
+    // Every answer names the release that ran it: the promoted guest runs on the next
+    // release at the region. (A POP that learned `plain` from the push stream before the
+    // verdict keeps running it on current until it learns the function from a forwarded
+    // result again: verdicts are not pushed yet.)
+    let r = c.invoke_at(&region_url, "plain", "").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "x-strata-runtime"), "2026.11");
+    // The pinned guest runs on the current release at the POP too, and succeeds.
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&pop_url, "legacy", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "x-strata-runtime"), "2026.10");
+        if header(&r, "x-strata-executed-at").starts_with("pop/") {
+            break;
+        }
+        assert!(patience.more(), "the POP never ran the pinned guest");
+    }
+
     // The owner sees one notification, for the pinned function only.
     let notes = get(&c, "/v1/notifications").await;
     let notes = notes["notifications"].as_array().expect("list").clone();
@@ -160,5 +180,25 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
         }
         assert!(patience.more(), "alert never ran: {logs}");
         tokio::task::yield_now().await;
+    }
+}
+
+/// A function pinned to the next release runs on it at the POP too: the POP compiles the
+/// next release's module from the region's wasm (forwarding meanwhile), then runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_runs_a_function_pinned_to_the_next_release_on_it() {
+    let c = TestCluster::start().await;
+    c.deploy_wat("next", json!({"runtime": "2026.11"}), PLAIN)
+        .await;
+    let pop_url = c.nodes.pop_url();
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&pop_url, "next", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "x-strata-runtime"), "2026.11");
+        if header(&r, "x-strata-executed-at").starts_with("pop/") {
+            break;
+        }
+        assert!(patience.more(), "the POP never ran the guest itself");
     }
 }

@@ -94,6 +94,7 @@ struct InvokeQuery {
                 ("x-strata-executed-at" = String, description = "`pop/<id>` or `region/<id>`"),
                 ("x-strata-start" = String, description = "`cold` or `warm`"),
                 ("x-strata-version" = String, description = "The version that ran"),
+                ("x-strata-runtime" = String, description = "The runtime release that ran it (`2026.10` or `2026.11`)"),
             )),
         (status = 202, description = "Event accepted (durably queued)"),
         (status = 400, description = "Malformed request", body = crate::edge::doc::ErrorBody),
@@ -287,6 +288,9 @@ pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     set("x-strata-executed-at", resp.executed_at.to_string());
     set("x-strata-start", resp.start.as_str().to_owned());
     set("x-strata-version", resp.version.clone());
+    if let Some(runtime) = &resp.runtime {
+        set("x-strata-runtime", runtime.clone());
+    }
     set(
         "x-strata-peak-memory-bytes",
         resp.peak_memory_bytes.to_string(),

@@ -149,6 +149,10 @@ pub struct InvokeResponse {
     /// queued at the region and the edge answers 202 `{"request_id": ...}`.
     #[serde(default)]
     pub queued: bool,
+    /// The runtime release that ran the guest (`2026.10`, `2026.11`), rendered as
+    /// `x-strata-runtime`; `None` when no guest ran (a queued event).
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// What a POP needs to know to run a function itself: sent by the region with every
@@ -165,4 +169,9 @@ pub struct ResolvedFunction {
     pub config: FunctionConfig,
     /// The registry revision this was read at; higher is newer.
     pub revision: u64,
+    /// The runtime release the region decided this function runs on at POPs (the
+    /// canary's verdict, or the function's `runtime` config): `None` or the current
+    /// release's name runs on current; the next release's name runs on next.
+    #[serde(default)]
+    pub release: Option<String>,
 }

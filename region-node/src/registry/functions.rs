@@ -163,6 +163,7 @@ impl Registry {
                     digest: f.digest,
                     config: f.config,
                     revision: f.revision,
+                    release: None,
                 });
             }
             Qualifier::Version(n) => *n,
@@ -186,6 +187,7 @@ impl Registry {
             digest: rec.digest,
             config: rec.config,
             revision: e.revision,
+            release: None,
         })
     }
 

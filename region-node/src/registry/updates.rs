@@ -60,6 +60,7 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                         digest: r.digest,
                         config: r.config,
                         revision: e.revision,
+                        release: None,
                     })
                 })
                 .transpose()?;
@@ -78,6 +79,7 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                         digest: r.digest,
                         config: r.config,
                         revision: e.revision,
+                        release: None,
                     })
                 })
                 .transpose()?;
