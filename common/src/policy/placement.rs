@@ -6,7 +6,7 @@
 //! window the score approximates "requests in the last minute". A function becomes local
 //! when its score reaches `enter_score` and stops being local only when it falls below
 //! `exit_score` (hysteresis, so a function near the bar does not flap). The table of
-//! tracked functions is bounded; when full the least popular entry is dropped.
+//! tracked functions is bounded; when full the least popular sixteenth is dropped.
 //!
 //! The popular set also has to fit the POP's memory budget: each local function costs its
 //! artifact bytes plus its warm instances' memory ([`LocalState::cost_bytes`]), and the sum
@@ -126,22 +126,50 @@ pub enum Decision {
     Forward(ForwardReason),
 }
 
+/// A decayed request count: `value` as of `at`.
 #[derive(Debug, Clone, Copy)]
-struct Entry {
-    score: f64,
+struct Score {
+    value: f64,
     at: Instant,
-    local: bool,
-    /// What it is charged against the budget while local (its last known cost).
-    cost: u64,
 }
 
-impl Entry {
+impl Score {
     fn decayed(&self, now: Instant, window: Duration) -> f64 {
         // A clock that went backwards (it cannot with Instant, but the simulator could feed
         // one) is treated as no time passing.
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.score * (-dt / window.as_secs_f64()).exp()
+        self.value * (-dt / window.as_secs_f64()).exp()
     }
+
+    /// A lower bound of [`Score::decayed`] that needs no `exp` (`e^-x >= 1 - x`), slightly
+    /// lowered so that it stays below the computed value despite rounding.
+    fn decayed_at_least(&self, now: Instant, window: Duration) -> f64 {
+        let x = now.saturating_duration_since(self.at).as_secs_f64() / window.as_secs_f64();
+        self.value * (1.0 - x) * (1.0 - 1e-9)
+    }
+
+    fn bump(&mut self, now: Instant, window: Duration) {
+        self.value = self.decayed(now, window) + 1.0;
+        self.at = now;
+    }
+}
+
+/// A tracked function: its score, or where its score lives while it is local.
+#[derive(Debug, Clone, Copy)]
+enum Entry {
+    /// Not in the popular set.
+    Tracked(Score),
+    /// In the popular set, at this index of `PlacementPolicy::local`.
+    Local(u32),
+}
+
+/// A function of the popular set.
+#[derive(Debug, Clone)]
+struct LocalEntry<K> {
+    key: K,
+    score: Score,
+    /// What it is charged against the budget (its last known cost).
+    cost: u64,
 }
 
 /// Where [`PlacementPolicy::update_popularity`] leaves a function.
@@ -159,12 +187,16 @@ enum Popularity {
 /// `K` names a function (nodes use [`FunctionKey`]); `S` hashes it for the tracked table
 /// (nodes use the standard, DoS-resistant [`RandomState`]: function names come from
 /// tenants).
+///
+/// The popular set's scores live in one contiguous `local` array rather than in the hash
+/// table, so deciding whether a newcomer can displace anyone is a scan of that array (with
+/// no `exp` for the clearly stronger ones), not a table lookup per local function.
 #[derive(Debug)]
 pub struct PlacementPolicy<K = FunctionKey, S = RandomState> {
     config: PlacementConfig,
     entries: HashMap<K, Entry, S>,
-    /// The keys whose entries are local: at most budget / smallest cost of them.
-    local: Vec<K>,
+    /// The popular set: at most budget / smallest cost of them.
+    local: Vec<LocalEntry<K>>,
     /// Sum of the local entries' costs; never above the budget.
     committed: u64,
 }
@@ -197,25 +229,28 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
         self.config.memory_budget_mb.saturating_mul(1 << 20)
     }
 
+    /// Functions tracked now (never above `max_tracked`).
+    pub fn tracked(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Records one request for `key` at `now`.
     pub fn handle_request(&mut self, now: Instant, key: &K) {
         let window = self.config.window;
-        if let Some(e) = self.entries.get_mut(key) {
-            e.score = e.decayed(now, window) + 1.0;
-            e.at = now;
-            return;
+        match self.entries.get_mut(key) {
+            Some(Entry::Tracked(s)) => return s.bump(now, window),
+            Some(Entry::Local(i)) => return self.local[*i as usize].score.bump(now, window),
+            None => {}
         }
         if self.entries.len() >= self.config.max_tracked {
             self.evict_least_popular(now);
         }
         self.entries.insert(
             key.clone(),
-            Entry {
-                score: 1.0,
+            Entry::Tracked(Score {
+                value: 1.0,
                 at: now,
-                local: false,
-                cost: 0,
-            },
+            }),
         );
     }
 
@@ -223,12 +258,12 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
     pub fn score(&self, now: Instant, key: &K) -> f64 {
         self.entries
             .get(key)
-            .map_or(0.0, |e| e.decayed(now, self.config.window))
+            .map_or(0.0, |e| self.score_of(e).decayed(now, self.config.window))
     }
 
     /// Whether `key` is currently in the popular set (its hysteresis state).
     pub fn is_popular(&self, key: &K) -> bool {
-        self.entries.get(key).is_some_and(|e| e.local)
+        matches!(self.entries.get(key), Some(Entry::Local(_)))
     }
 
     /// Decides where the next invocation of `key` runs, given what the POP can offer.
@@ -268,6 +303,13 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
         wanted && local.known && !local.artifact_ready
     }
 
+    fn score_of(&self, e: &Entry) -> Score {
+        match *e {
+            Entry::Tracked(s) => s,
+            Entry::Local(i) => self.local[i as usize].score,
+        }
+    }
+
     /// Moves `key` in or out of the popular set by its score and the budget.
     fn update_popularity(&mut self, now: Instant, key: &K, cost: u64) -> Popularity {
         let (enter, exit, window) = (
@@ -275,17 +317,18 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
             self.config.exit_score,
             self.config.window,
         );
-        let Some(e) = self.entries.get(key) else {
+        let Some(&e) = self.entries.get(key) else {
             return Popularity::Rare;
         };
-        let (score, was_local, old_cost) = (e.decayed(now, window), e.local, e.cost);
-        if was_local {
+        let score = self.score_of(&e).decayed(now, window);
+        if let Entry::Local(i) = e {
+            let old_cost = self.local[i as usize].cost;
             if score < exit {
                 self.demote(key);
                 return Popularity::Rare;
             }
             if cost <= old_cost {
-                self.set_cost(key, cost);
+                self.local[i as usize].cost = cost;
                 self.committed -= old_cost - cost;
                 return Popularity::Local;
             }
@@ -319,72 +362,90 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
             self.config.window,
             self.config.displace_margin,
         );
-        let mut victims: Vec<(f64, K, u64)> = self
-            .local
-            .iter()
-            .filter(|k| *k != key)
-            .filter_map(|k| {
-                let e = self.entries.get(k)?;
-                let s = e.decayed(now, window);
-                (s < exit || score > s * (1.0 + margin)).then(|| (s, k.clone(), e.cost))
-            })
-            .collect();
-        victims.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        // A local function is a victim when its score is below the exit score or the
+        // newcomer beats it by the margin. Most are clearly not: their lower bound already
+        // says so, without computing the exact decay.
+        let clearly_safe = |lb: f64| lb >= exit && score <= lb * (1.0 + margin) * (1.0 - 1e-9);
+        let mut victims: Vec<(f64, &K, u64)> = Vec::new();
+        let mut freeable = 0;
+        for l in &self.local {
+            if &l.key == key || clearly_safe(l.score.decayed_at_least(now, window)) {
+                continue;
+            }
+            let s = l.score.decayed(now, window);
+            if s < exit || score > s * (1.0 + margin) {
+                victims.push((s, &l.key, l.cost));
+                freeable += l.cost;
+            }
+        }
+        if self.committed - freeable + cost > budget {
+            return false;
+        }
+        victims.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         let mut freed = 0;
-        let mut chosen = 0;
-        for (_, _, c) in &victims {
+        let mut chosen = Vec::new();
+        for (_, k, c) in victims {
             if self.committed - freed + cost <= budget {
                 break;
             }
             freed += c;
-            chosen += 1;
+            chosen.push(k.clone());
         }
-        if self.committed - freed + cost > budget {
-            return false;
-        }
-        for (_, k, _) in victims.into_iter().take(chosen) {
-            self.demote(&k);
+        for k in &chosen {
+            self.demote(k);
         }
         true
     }
 
     fn promote(&mut self, key: &K, cost: u64) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.local = true;
-            e.cost = cost;
+        if let Some(e) = self.entries.get_mut(key)
+            && let Entry::Tracked(score) = *e
+        {
+            *e = Entry::Local(self.local.len() as u32);
+            self.local.push(LocalEntry {
+                key: key.clone(),
+                score,
+                cost,
+            });
             self.committed += cost;
-            self.local.push(key.clone());
         }
     }
 
     fn demote(&mut self, key: &K) {
-        if let Some(e) = self.entries.get_mut(key)
-            && e.local
+        let Some(e) = self.entries.get_mut(key) else {
+            return;
+        };
+        let Entry::Local(i) = *e else {
+            return;
+        };
+        let gone = self.local.swap_remove(i as usize);
+        *e = Entry::Tracked(gone.score);
+        self.committed -= gone.cost;
+        // The last local entry moved into the hole: point its table entry at it.
+        if let Some(moved) = self.local.get(i as usize)
+            && let Some(m) = self.entries.get_mut(&moved.key)
         {
-            e.local = false;
-            self.committed -= e.cost;
-            e.cost = 0;
-            self.local.retain(|k| k != key);
+            *m = Entry::Local(i);
         }
     }
 
-    fn set_cost(&mut self, key: &K, cost: u64) {
-        if let Some(e) = self.entries.get_mut(key) {
-            e.cost = cost;
-        }
-    }
-
+    /// Forgets the least popular sixteenth of the table (at least one entry), lowest score
+    /// first, ties by key: one pass per batch, so a flood of new names costs amortized
+    /// O(16) per name instead of a full scan each.
     fn evict_least_popular(&mut self, now: Instant) {
         let window = self.config.window;
-        let victim = self
+        let batch = (self.entries.len() / 16).max(1);
+        let mut scored: Vec<(f64, K)> = self
             .entries
             .iter()
-            .min_by(|a, b| {
-                a.1.decayed(now, window)
-                    .total_cmp(&b.1.decayed(now, window))
-            })
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
+            .map(|(k, e)| (self.score_of(e).decayed(now, window), k.clone()))
+            .collect();
+        let order = |a: &(f64, K), b: &(f64, K)| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1));
+        if batch < scored.len() {
+            scored.select_nth_unstable_by(batch, order);
+            scored.truncate(batch);
+        }
+        for (_, k) in scored {
             self.demote(&k);
             self.entries.remove(&k);
         }

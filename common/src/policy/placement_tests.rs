@@ -417,3 +417,56 @@ fn repinning_to_the_region_releases_the_budget() {
     );
     assert_eq!(p.committed_bytes(), 0);
 }
+
+#[test]
+fn leaving_the_popular_set_keeps_the_other_members_scores_and_costs() {
+    let mut p = budgeted(1024);
+    let t0 = Instant::now();
+    let (a, b, c) = (key("a"), key("b"), key("c"));
+    for (k, n) in [(&a, 12), (&b, 20), (&c, 30)] {
+        burst(&mut p, t0, Duration::ZERO, n, k, costing(64));
+    }
+    assert_eq!(p.committed_bytes(), 3 * 64 * MB);
+    let region = LocalState {
+        placement: Placement::Region,
+        ..costing(64)
+    };
+    // `a` leaves first, so the last member moves into its place.
+    p.decide(t0, &a, region);
+    assert!(!p.is_popular(&a) && p.is_popular(&b) && p.is_popular(&c));
+    assert_eq!(p.committed_bytes(), 2 * 64 * MB);
+    assert!((p.score(t0, &a) - 12.0).abs() < 1e-9, "a keeps its score");
+    assert!((p.score(t0, &b) - 20.0).abs() < 1e-9);
+    assert!((p.score(t0, &c) - 30.0).abs() < 1e-9);
+    // A request to `c` counts for `c`, not for whoever took its old place.
+    p.handle_request(t0, &c);
+    assert!((p.score(t0, &c) - 31.0).abs() < 1e-9);
+    assert!((p.score(t0, &b) - 20.0).abs() < 1e-9);
+    p.decide(t0, &c, region);
+    p.decide(t0, &b, region);
+    assert_eq!(p.committed_bytes(), 0);
+    assert!(p.local.is_empty());
+}
+
+#[test]
+fn a_full_table_forgets_its_least_popular_sixteenth_at_once() {
+    let mut p = PlacementPolicy::new(PlacementConfig {
+        max_tracked: 32,
+        ..PlacementConfig::default()
+    });
+    let now = Instant::now();
+    // f0 is requested once, f1 twice, ...: the lowest scores are the lowest indices.
+    for i in 0..32u32 {
+        for _ in 0..=i {
+            p.handle_request(now, &key(&format!("f{i}")));
+        }
+    }
+    assert_eq!(p.tracked(), 32);
+    p.handle_request(now, &key("newcomer"));
+    // 32 / 16 = 2 evicted, then the newcomer is added.
+    assert_eq!(p.tracked(), 31);
+    assert_eq!(p.score(now, &key("f0")), 0.0);
+    assert_eq!(p.score(now, &key("f1")), 0.0);
+    assert!(p.score(now, &key("f2")) > 0.0);
+    assert_eq!(p.score(now, &key("newcomer")), 1.0);
+}

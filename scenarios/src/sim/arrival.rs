@@ -11,6 +11,10 @@ use rand::Rng;
 #[derive(Debug, Clone)]
 pub struct Zipf {
     cdf: Vec<f64>,
+    /// `guide[j]` is the first rank whose cumulative probability reaches `j / K`, for
+    /// `K = guide.len() - 1`: a draw `u` only searches between two neighbouring entries,
+    /// a few ranks, instead of the whole table (same answer as the full search).
+    guide: Vec<u32>,
 }
 
 impl Zipf {
@@ -25,15 +29,22 @@ impl Zipf {
         for c in &mut cdf {
             *c /= total;
         }
-        Self { cdf }
+        let k = n.clamp(1, 1 << 12);
+        let guide = (0..=k)
+            .map(|j| cdf.partition_point(|&c| c < j as f64 / k as f64) as u32)
+            .collect();
+        Self { cdf, guide }
     }
 
     /// Draws a rank.
     pub fn sample<R: Rng>(&self, rng: &mut R) -> usize {
         let u: f64 = rng.random();
-        self.cdf
-            .partition_point(|&c| c < u)
-            .min(self.cdf.len().saturating_sub(1))
+        let k = self.guide.len() - 1;
+        let j = ((u * k as f64) as usize).min(k - 1);
+        let (lo, hi) = (self.guide[j] as usize, self.guide[j + 1] as usize);
+        let hi = hi.min(self.cdf.len());
+        let rank = lo + self.cdf[lo..hi].partition_point(|&c| c < u);
+        rank.min(self.cdf.len().saturating_sub(1))
     }
 
     /// The probability of rank `k`.
@@ -255,6 +266,20 @@ mod tests {
         }
         let share = viral as f64 / total as f64;
         assert!((0.76..=0.84).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn the_guided_zipf_draw_is_the_full_inverse_cdf_search() {
+        for (n, exponent) in [(1, 1.0), (7, 0.0), (1000, 1.1), (70_000, 0.9)] {
+            let z = Zipf::new(n, exponent);
+            let mut rng = ChaCha8Rng::seed_from_u64(n as u64);
+            for _ in 0..20_000 {
+                let mut a = rng.clone();
+                let u: f64 = rng.random();
+                let full = z.cdf.partition_point(|&c| c < u).min(n - 1);
+                assert_eq!(z.sample(&mut a), full, "n {n} u {u}");
+            }
+        }
     }
 
     #[test]

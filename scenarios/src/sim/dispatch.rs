@@ -22,18 +22,18 @@ impl Sim<'_> {
         let p = &mut self.pops[pop as usize];
         p.placement.handle_request(at, &func);
         let slot_free = p.node.slot_free();
-        let state = p.node.function(func, memory_mb);
+        let known = p.known[func as usize];
         let local = LocalState {
             placement: spec.placement,
-            known: state.known,
-            artifact_ready: state.artifact == Artifact::Ready,
+            known: known.meta,
+            artifact_ready: known.artifact == Artifact::Ready,
             slot_free,
             // The simulator's node enforces its own memory bound (`Node::acquire`); the
             // policy's budget only sees the instance's memory.
             cost_bytes: memory_mb << 20,
         };
         let decision = p.placement.decide(at, &func, local);
-        if state.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {
+        if known.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {
             self.prepare(now, pop, func);
         }
         match decision {
@@ -150,7 +150,12 @@ impl Sim<'_> {
 
     pub(super) fn complete(&mut self, now: Nanos, c: Completion) {
         match c.tier {
-            Tier::Pop => self.pops[c.node as usize].node.release(now, c.func),
+            Tier::Pop => {
+                let memory_mb = self.functions[c.func as usize].memory_mb;
+                self.pops[c.node as usize]
+                    .node
+                    .release(now, c.func, memory_mb);
+            }
             Tier::Region => {
                 let tenant = self.functions[c.func as usize].tenant as usize;
                 let region = &mut self.regions[c.node as usize];
@@ -161,11 +166,7 @@ impl Sim<'_> {
                 region.node.release(now, c.func);
                 region.tenant_busy[tenant] = region.tenant_busy[tenant].saturating_sub(1);
                 if c.origin != NO_POP {
-                    let memory_mb = self.functions[c.func as usize].memory_mb;
-                    self.pops[c.origin as usize]
-                        .node
-                        .function(c.func, memory_mb)
-                        .known = true;
+                    self.pops[c.origin as usize].known[c.func as usize].meta = true;
                 }
             }
         }
@@ -178,26 +179,21 @@ impl Sim<'_> {
     fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
         let p = &mut self.pops[pop as usize];
         if p.artifacts >= self.s.pop.max_artifacts {
-            let victim = p
-                .node
-                .functions
-                .iter()
-                .filter(|(f, s)| s.artifact == Artifact::Ready && !p.placement.is_popular(*f))
-                .map(|(f, _)| *f)
-                .min();
-            let Some(victim) = victim else {
+            let victim = p.ready.iter().position(|f| !p.placement.is_popular(f));
+            let Some(i) = victim else {
                 return;
             };
+            let victim = p.ready.remove(i);
             self.removed.clear();
             let before = p.node.used_mb;
             p.node.drop_idle(now, victim, &mut self.removed);
-            p.node.function(victim, 0).artifact = Artifact::Absent;
+            p.known[victim as usize].artifact = Artifact::Absent;
             p.artifacts -= 1;
             let after = p.node.used_mb;
             self.rec
                 .memory_change(Tier::Pop, now, before, after, &self.removed);
         }
-        p.node.function(func, 0).artifact = Artifact::Preparing;
+        p.known[func as usize].artifact = Artifact::Preparing;
         p.artifacts += 1;
         self.rec.counters.prepares += 1;
         // Fetched from the nearest region (dead or not: artifacts come from the store).

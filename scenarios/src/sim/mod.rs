@@ -13,6 +13,7 @@
 
 pub mod arrival;
 mod dispatch;
+pub mod edge;
 pub mod node;
 mod population;
 pub mod queue;
@@ -25,9 +26,10 @@ mod tests;
 
 use crate::scenario::{Arrivals, Scenario};
 use arrival::{RateProfile, Zipf, lognormal};
-use common::model::{FunctionKey, Placement};
+use common::model::Placement;
 use common::policy::PlacementPolicy;
-use node::{IdHasher, Node, Removed};
+use edge::EdgeNode;
+use node::{Artifact, IdHasher, Node, Removed};
 use queue::{EventQueue, Nanos};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -42,11 +44,10 @@ const MS: f64 = 1e6;
 /// Nanoseconds in a second.
 const SEC: f64 = 1e9;
 
-/// One function of the population.
+/// One function of the population (24 bytes: every invocation reads one, so a population
+/// of thousands should stay in cache).
 #[derive(Debug, Clone)]
 pub struct FnSpec {
-    /// Its key, as the placement policy sees it.
-    pub key: FunctionKey,
     /// Index of its tenant.
     pub tenant: u32,
     /// Median execution time, ms.
@@ -91,18 +92,36 @@ struct Completion {
     latency: Nanos,
 }
 
+// Every pending invocation is one event in the queue: keep them small.
+const _: () = assert!(std::mem::size_of::<Event>() <= 32);
+
 const NO_POP: u32 = u32::MAX;
 const NO_FUNCTION: u32 = u32::MAX;
 
-/// The real placement policy, keyed by function index rather than by [`FunctionKey`]:
+/// The real placement policy, keyed by function index rather than by
+/// [`FunctionKey`](common::model::FunctionKey):
 /// hashing two strings per call was a tenth of a fleet-scale run's time.
 type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
+
+/// What a POP knows of one function.
+#[derive(Debug, Clone, Copy, Default)]
+struct Known {
+    /// The POP has the function's metadata (learned from a forwarded response).
+    meta: bool,
+    /// The function's code at this POP.
+    artifact: Artifact,
+}
 
 /// A simulated POP.
 #[derive(Debug)]
 struct Pop {
-    node: Node,
+    node: EdgeNode,
     placement: PopPlacement,
+    /// What the POP knows of each function, indexed by function: two bytes each, so even
+    /// 500 POPs by 10 000 functions stay a few megabytes.
+    known: Vec<Known>,
+    /// Functions whose artifact is ready here, ascending (at most `max_artifacts`).
+    ready: Vec<u32>,
     /// The POP's view of every region, indexed by region.
     views: Vec<RegionView>,
     /// Artifacts prepared or being prepared.
@@ -222,6 +241,7 @@ impl<'a> Sim<'a> {
             _ => None,
         };
         let functions = population::functions(s, trace, &mut rng)?;
+        let n = functions.len();
         let (base_rate, amplitude, period) = match s.arrivals {
             Arrivals::Poisson { rate_per_pop } => (rate_per_pop, 0.0, 1.0),
             Arrivals::Diurnal {
@@ -236,7 +256,7 @@ impl<'a> Sim<'a> {
         let keep_region = ns(s.region.keep_alive_s * 1e3);
         let pops = (0..s.topology.pops)
             .map(|p| Pop {
-                node: Node::new(s.pop.slots, s.pop.memory_mb, keep_pop),
+                node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
                 // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
                 placement: PopPlacement::with_hasher(
                     common::policy::PlacementConfig {
@@ -245,6 +265,8 @@ impl<'a> Sim<'a> {
                     },
                     Default::default(),
                 ),
+                known: vec![Known::default(); n],
+                ready: Vec::new(),
                 views: (0..s.topology.regions)
                     .map(|r| RegionView {
                         region: r as u32,
@@ -282,7 +304,6 @@ impl<'a> Sim<'a> {
                 ..common::policy::canary::CanaryConfig::default()
             },
         });
-        let n = functions.len();
         let zipf = Zipf::new(n, s.functions.zipf_exponent);
         Ok(Self {
             s,
@@ -389,9 +410,13 @@ impl<'a> Sim<'a> {
             }
             Event::Complete(c) => self.complete(now, c),
             Event::Prepared { pop, func } => {
-                let state = self.pops[pop as usize].node.function(func, 0);
-                if state.artifact == node::Artifact::Preparing {
-                    state.artifact = node::Artifact::Ready;
+                let p = &mut self.pops[pop as usize];
+                let known = &mut p.known[func as usize];
+                if known.artifact == Artifact::Preparing {
+                    known.artifact = Artifact::Ready;
+                    if let Err(i) = p.ready.binary_search(&func) {
+                        p.ready.insert(i, func);
+                    }
                 }
             }
             Event::RegionDown { region } => {

@@ -1,5 +1,6 @@
-//! One simulated node (a POP or a region): execution slots, a memory budget and per-function
-//! warm pools with keep-alive.
+//! One simulated region: execution slots, a memory budget and per-function warm pools with
+//! keep-alive. POPs use [`super::edge::EdgeNode`], which has the same semantics (the tests
+//! drive both with the same random operations and compare) with a layout for few instances.
 //!
 //! Idle instances of a function form a stack: the most recently used is reused first (it
 //! is the warmest), the oldest expires first, so expired instances are always at the
@@ -9,10 +10,15 @@
 //! does not fit evicts the node's oldest idle instance, and fails when none is left.
 
 use super::queue::Nanos;
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{BTreeSet, VecDeque};
+use std::hash::Hasher;
 
 /// A fast, deterministic hasher for the simulator's dense integer keys.
+///
+/// A `u32` id hashes to itself in the low bits (where a hash table takes the position
+/// from) and to a mixed tag in the top seven bits (where hashbrown takes its control byte
+/// from): ids are popularity ranks, so the popular functions' entries sit next to each
+/// other and share cache lines, which is most of a fleet-scale run's memory traffic.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);
 
@@ -26,12 +32,10 @@ impl Hasher for IdHasher {
         }
     }
     fn write_u32(&mut self, n: u32) {
-        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mixed = (u64::from(n) ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = u64::from(n) | (mixed & (0x7F << 57));
     }
 }
-
-/// A map keyed by function index with [`IdHasher`].
-pub type IdMap<V> = HashMap<u32, V, BuildHasherDefault<IdHasher>>;
 
 /// What a POP knows about one function's code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,13 +49,9 @@ pub enum Artifact {
     Ready,
 }
 
-/// One function's state at one node.
+/// One function's warm pool at a region.
 #[derive(Debug, Default)]
 pub struct FnState {
-    /// The POP has the function's metadata (learned from a forwarded response).
-    pub known: bool,
-    /// The function's code at this node (regions always have it).
-    pub artifact: Artifact,
     /// Memory of one instance, MB.
     pub memory_mb: u64,
     /// Idle warm instances by the time they went idle, oldest first.
@@ -80,8 +80,8 @@ pub struct Node {
     pub used_mb: u64,
     /// Instances alive (busy and idle).
     pub instances: u64,
-    /// Per-function state.
-    pub functions: IdMap<FnState>,
+    /// Per-function pools, indexed by function (grown on first use).
+    functions: Vec<FnState>,
     /// (oldest idle time, function) of every function with idle instances: the node's
     /// oldest idle instance and every expired one are found in O(log n), without visiting
     /// every function the node has seen.
@@ -98,18 +98,21 @@ impl Node {
             budget_mb,
             used_mb: 0,
             instances: 0,
-            functions: IdMap::default(),
+            functions: Vec::new(),
             fronts: BTreeSet::new(),
             keep_alive,
         }
     }
 
-    /// The state of `func` (instances of `memory_mb`), created on first use.
-    pub fn function(&mut self, func: u32, memory_mb: u64) -> &mut FnState {
-        self.functions.entry(func).or_insert_with(|| FnState {
-            memory_mb,
-            ..FnState::default()
-        })
+    /// The pool of `func` (instances of `memory_mb`), created on first use.
+    fn function(&mut self, func: u32, memory_mb: u64) -> &mut FnState {
+        let i = func as usize;
+        if self.functions.len() <= i {
+            self.functions.resize_with(i + 1, FnState::default);
+        }
+        let state = &mut self.functions[i];
+        state.memory_mb = memory_mb;
+        state
     }
 
     /// Whether a slot is free.
@@ -132,10 +135,7 @@ impl Node {
             return None;
         }
         let keep_alive = self.keep_alive;
-        let state = self.functions.entry(func).or_insert_with(|| FnState {
-            memory_mb,
-            ..FnState::default()
-        });
+        let state = self.function(func, memory_mb);
         let front = state.idle.front().copied();
         let expired = expire_front(&mut state.idle, now, keep_alive, memory_mb, removed);
         let warm = state.idle.pop_back().is_some();
@@ -158,7 +158,7 @@ impl Node {
     /// Ends an execution: its instance goes back to `func`'s idle pool.
     pub fn release(&mut self, now: Nanos, func: u32) {
         self.busy = self.busy.saturating_sub(1);
-        if let Some(s) = self.functions.get_mut(&func) {
+        if let Some(s) = self.functions.get_mut(func as usize) {
             s.idle.push_back(now);
             if s.idle.len() == 1 {
                 self.fronts.insert((now, func));
@@ -174,7 +174,7 @@ impl Node {
                 break;
             }
             self.fronts.pop_first();
-            let Some(state) = self.functions.get_mut(&func) else {
+            let Some(state) = self.functions.get_mut(func as usize) else {
                 continue;
             };
             let mb = state.memory_mb;
@@ -189,7 +189,7 @@ impl Node {
     /// Drops every instance and all busy slots (the node failed); returns the memory freed.
     pub fn wipe(&mut self) -> u64 {
         let freed = self.used_mb;
-        self.functions.values_mut().for_each(|s| s.idle.clear());
+        self.functions.iter_mut().for_each(|s| s.idle.clear());
         self.fronts.clear();
         self.busy = 0;
         self.used_mb = 0;
@@ -200,7 +200,7 @@ impl Node {
     /// Drops the idle instances of `func` (its artifact was evicted).
     pub fn drop_idle(&mut self, now: Nanos, func: u32, removed: &mut Vec<Removed>) {
         let keep_alive = self.keep_alive;
-        let Some(state) = self.functions.get_mut(&func) else {
+        let Some(state) = self.functions.get_mut(func as usize) else {
             return;
         };
         let memory_mb = state.memory_mb;
@@ -220,7 +220,9 @@ impl Node {
 
     /// Idle instances of `func` (expired ones included until the next sweep).
     pub fn idle_count(&self, func: u32) -> usize {
-        self.functions.get(&func).map_or(0, |s| s.idle.len())
+        self.functions
+            .get(func as usize)
+            .map_or(0, |s| s.idle.len())
     }
 
     fn drop_instances(&mut self, n: u64, memory_mb: u64) {
@@ -234,7 +236,7 @@ impl Node {
         let Some((since, func)) = self.fronts.pop_first() else {
             return false;
         };
-        let Some(state) = self.functions.get_mut(&func) else {
+        let Some(state) = self.functions.get_mut(func as usize) else {
             return false;
         };
         state.idle.pop_front();

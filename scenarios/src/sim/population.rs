@@ -5,7 +5,7 @@ use super::FnSpec;
 use super::arrival::lognormal;
 use super::trace::Trace;
 use crate::scenario::Scenario;
-use common::model::{FunctionKey, FunctionName, Placement, TenantId};
+use common::model::Placement;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -30,10 +30,6 @@ pub(super) fn functions(
             let pinned = rng.random::<f64>() < f.region_pinned_fraction;
             let regressed = rng.random::<f64>() < regressed_fraction;
             Ok(FnSpec {
-                key: FunctionKey {
-                    tenant: TenantId::new(format!("t{tenant}"))?,
-                    name: FunctionName::new(format!("f{i}"))?,
-                },
                 tenant,
                 median_ms,
                 memory_mb,
