@@ -11,8 +11,9 @@
 //! further `lease_grace` (longer than any invocation may run), so a lease that vanishes
 //! with its POP is reclaimed only after everything drawn from it has ended.
 //!
-//! Operator overrides of a tenant's settings are durable: [`durable`] writes them to the
-//! store before they apply, loads them at start-up and follows other regions' writes.
+//! Operator overrides of a tenant's settings are durable: `limits/durable.rs` writes them
+//! to the store before they apply, loads them at start-up and follows other regions'
+//! writes.
 
 mod durable;
 
