@@ -10,7 +10,14 @@
 //! lease `lease_ttl` after it asked for its renewal; the region keeps counting it for a
 //! further `lease_grace` (longer than any invocation may run), so a lease that vanishes
 //! with its POP is reclaimed only after everything drawn from it has ended.
+//!
+//! Operator overrides of a tenant's settings are durable: `limits/durable.rs` writes them
+//! to the store before they apply, loads them at start-up and follows other regions'
+//! writes.
 
+mod durable;
+
+use crate::store::Store;
 use common::model::{ApiError, FunctionKey, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
 use common::policy::rate::RateLimits;
@@ -128,6 +135,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 struct Books {
     budgets: HashMap<TenantId, Budget>,
+    /// Operator overrides; at most `max_tenants` (a further tenant's override is refused).
     overrides: HashMap<TenantId, TenantLimits>,
 }
 
@@ -138,6 +146,13 @@ pub struct Limits {
     books: Mutex<Books>,
     /// Tenant (`t/<tenant>`) and function (`f/<tenant>/<name>`) request rates.
     rates: Mutex<RateLimits>,
+    /// Where overrides are kept; `None` keeps them in memory only.
+    store: Option<Store>,
+    /// Serialises override changes: each store write or re-read and its application in
+    /// memory are one step, so memory ends at what the store holds last.
+    writing: Mutex<()>,
+    /// The store revision the overrides were loaded at: where following starts.
+    loaded_at: u64,
 }
 
 /// An admitted invocation's slot; returned when dropped.
@@ -159,7 +174,8 @@ impl Drop for Permit {
 }
 
 impl Limits {
-    /// A budget owner with `config`.
+    /// A budget owner with `config` whose overrides live in memory only (a restart
+    /// forgets them); [`Limits::open`] makes them durable.
     pub fn new(config: LimitsConfig) -> Self {
         Self {
             config,
@@ -168,6 +184,9 @@ impl Limits {
                 overrides: HashMap::new(),
             }),
             rates: Mutex::new(RateLimits::new(Instant::now(), config.max_tenants)),
+            store: None,
+            writing: Mutex::new(()),
+            loaded_at: 0,
         }
     }
 
@@ -226,28 +245,24 @@ impl Limits {
             .unwrap_or(self.config.tenant)
     }
 
-    /// Overrides `tenant`'s settings (`None`: back to the defaults); applies at once.
-    ///
-    /// # Errors
-    /// 400 for invalid settings; nothing changes.
-    pub fn set_override(
-        &self,
-        tenant: &TenantId,
-        limits: Option<TenantLimits>,
-    ) -> Result<(), ApiError> {
-        if let Some(l) = &limits {
-            l.validate()?;
-        }
+    /// Sets `tenant`'s override in memory (`None`: back to the defaults), reconfiguring
+    /// its books at once. Callers hold `writing` and have checked the bound.
+    fn apply(&self, tenant: &TenantId, limits: Option<TenantLimits>) {
         let mut books = self.lock();
-        let effective = limits.unwrap_or(self.config.tenant);
         match limits {
             Some(l) => books.overrides.insert(tenant.clone(), l),
             None => books.overrides.remove(tenant),
         };
+        let effective = limits.unwrap_or(self.config.tenant);
         if let Some(b) = books.budgets.get_mut(tenant) {
             b.limit().reconfigure(effective.policy());
         }
-        Ok(())
+    }
+
+    /// Whether an override for `tenant` would exceed the bound of `max_tenants` overrides.
+    fn overrides_full(&self, tenant: &TenantId) -> bool {
+        let books = self.lock();
+        !books.overrides.contains_key(tenant) && books.overrides.len() >= self.config.max_tenants
     }
 
     /// Runs `f` on `tenant`'s books, creating them if there is room.

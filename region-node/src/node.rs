@@ -139,7 +139,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
-    let limits = Arc::new(Limits::new(config.limits));
+    let limits = Arc::new(Limits::open(config.limits, registry.store().clone())?);
     config
         .fleets
         .validate(config.sandbox.max_warm_pools)
@@ -210,6 +210,10 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         },
     ));
     tasks.spawn(trending.run());
+    if matches!(config.store.backend, StoreBackend::Jetstream) {
+        // Other regions on the same store change tenant overrides too.
+        tasks.spawn(Arc::clone(&limits).follow());
+    }
     tasks.spawn(snapshot_loop(
         stats,
         capacity,

@@ -6,6 +6,11 @@
 //! (WASI realtime, shared by every node in this process) when it starts and when it ends
 //! and returns both, so the maximum overlap of those intervals is a lower bound of what
 //! the nodes had charged at the time.
+//!
+//! Operator overrides are durable ([`durable`]): they survive a region restart, and
+//! regions sharing a JetStream store apply each other's.
+
+mod durable;
 
 use crate::support::{Patience, TestCluster, any_port, header, pop_config, region_config};
 use common::model::TenantId;

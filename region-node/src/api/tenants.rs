@@ -98,14 +98,28 @@ pub(super) async fn get_limits(
     Ok(Json(limits.settings(&tenant)))
 }
 
-/// Overrides a tenant's concurrency settings (operator token); applies at once to this
-/// region (kept in memory: a restarted region is back at its configured defaults).
+/// Runs `limits.set_override` on the blocking pool: it waits for the store's write.
+async fn set_override(
+    limits: Arc<Limits>,
+    tenant: TenantId,
+    settings: Option<TenantLimits>,
+) -> Result<TenantLimits, ApiError> {
+    tokio::task::spawn_blocking(move || limits.set_override(&tenant, settings))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Overrides a tenant's concurrency settings (operator token). The override is stored
+/// durably before the answer, so it survives a restart and reaches every region sharing
+/// the store; it applies at once to this region.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/limits", tag = "tenants",
     params(("tenant" = String, Path, description = "The tenant's id")),
     request_body = TenantLimits,
     responses((status = 200, description = "The settings now in force", body = TenantLimits),
         (status = 400, description = "Invalid settings; nothing changed", body = ErrorBody),
-        (status = 403, description = "Not the operator token", body = ErrorBody)),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 409, description = "The region's bound of tenant overrides is reached", body = ErrorBody),
+        (status = 503, description = "The store could not be written; nothing changed", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn put_limits(
     State(s): State<ControlState>,
@@ -114,15 +128,15 @@ pub(super) async fn put_limits(
     Json(body): Json<TenantLimits>,
 ) -> Result<Json<TenantLimits>, ApiError> {
     let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
-    limits.set_override(&tenant, Some(body))?;
-    Ok(Json(limits.settings(&tenant)))
+    Ok(Json(set_override(limits, tenant, Some(body)).await?))
 }
 
-/// Drops a tenant's override (operator token): back to the region's defaults.
+/// Drops a tenant's override (operator token): back to the region's defaults, durably.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/limits", tag = "tenants",
     params(("tenant" = String, Path, description = "The tenant's id")),
     responses((status = 204, description = "Back to the defaults"),
-        (status = 403, description = "Not the operator token", body = ErrorBody)),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 503, description = "The store could not be written; nothing changed", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn delete_limits(
     State(s): State<ControlState>,
@@ -130,6 +144,6 @@ pub(super) async fn delete_limits(
     Path(tenant): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
-    limits.set_override(&tenant, None)?;
+    set_override(limits, tenant, None).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -103,7 +103,9 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                 routing,
             }
         }
-        Bucket::Tenants | Bucket::Routes | Bucket::State | Bucket::Canary => return Ok(None),
+        Bucket::Tenants | Bucket::Routes | Bucket::State | Bucket::Canary | Bucket::Limits => {
+            return Ok(None);
+        }
     }))
 }
 

@@ -18,6 +18,7 @@ pub(super) fn run_all(fresh: &mut dyn FnMut() -> Store) {
     history_and_snapshot(&fresh());
     streams(&fresh());
     watch(&fresh());
+    every_bucket(&fresh());
 }
 
 fn conditional_writes(s: &Store) {
@@ -203,6 +204,44 @@ fn watch(s: &Store) {
     };
     assert_eq!((c.revision, c.key.as_str()), (r3, "t/b"));
     assert_eq!(w.revision(), r3);
+}
+
+/// Every bucket (the tenant limit overrides of [`Bucket::Limits`] included) is its own
+/// keyspace: written, read, listed, snapshotted, deleted and watched on its own.
+fn every_bucket(s: &Store) {
+    for b in Bucket::ALL {
+        s.put(b, "acme", &[b.code()], Absent).expect("put");
+    }
+    for b in Bucket::ALL {
+        let e = s.get(b, "acme").expect("get").expect("present");
+        assert_eq!(e.value, [b.code()], "{b:?}");
+        let listed = s.list(b, "").expect("list");
+        assert_eq!(listed.len(), 1, "{b:?}");
+    }
+    let snap = s.snapshot(&[Bucket::Limits]).expect("snapshot");
+    assert_eq!(snap.entries.len(), 1);
+    assert_eq!(snap.entries[0].0, Bucket::Limits);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut w = rt.block_on(async { s.watch(&[Bucket::Limits], snap.revision) });
+    assert!(s.delete(Bucket::Limits, "acme", Any).expect("delete"));
+    assert!(s.get(Bucket::Limits, "acme").expect("get").is_none());
+    assert!(s.get(Bucket::Canary, "acme").expect("get").is_some());
+    let event = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), w.next())
+            .await
+            .expect("an event in time")
+            .expect("event")
+    });
+    let WatchEvent::Change(c) = event else {
+        panic!("a change, not a snapshot");
+    };
+    assert_eq!(
+        (c.bucket, c.key.as_str(), c.op),
+        (Bucket::Limits, "acme", Op::Delete)
+    );
 }
 
 /// A JetStream store on `url` with `prefix`, answering within a test-friendly deadline.

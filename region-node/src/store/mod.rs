@@ -46,11 +46,13 @@ pub enum Bucket {
     State,
     /// Runtime canary verdicts by `tenant/name` (owned by [`crate::canary`]).
     Canary,
+    /// Operator-set tenant limit overrides by tenant id (owned by [`crate::limits`]).
+    Limits,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 8] = [
+    pub const ALL: [Bucket; 9] = [
         Bucket::Tenants,
         Bucket::Tokens,
         Bucket::Functions,
@@ -59,6 +61,7 @@ impl Bucket {
         Bucket::Routes,
         Bucket::State,
         Bucket::Canary,
+        Bucket::Limits,
     ];
 
     /// A stable one-byte code, used in the change history.
@@ -72,6 +75,7 @@ impl Bucket {
             Bucket::Routes => 5,
             Bucket::State => 6,
             Bucket::Canary => 7,
+            Bucket::Limits => 8,
         }
     }
 
