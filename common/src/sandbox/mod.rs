@@ -394,12 +394,6 @@ impl Sandbox {
         self.inner.pools.remove_digest(digest);
     }
 
-    /// Drops every warm pool of `function` (all versions and memory limits) with its idle
-    /// instances; busy ones are dropped when given back.
-    pub fn drop_function_warm(&self, function: &crate::model::FunctionKey) {
-        self.inner.pools.remove_function(function);
-    }
-
     /// Idle warm reactor instances across every pool, and the memory they may use.
     pub fn warm_totals(&self) -> (usize, u64) {
         self.inner.pools.totals()

@@ -402,25 +402,6 @@ impl WarmPools {
         drop(removed);
     }
 
-    /// Drops every pool of `function` (all versions and memory limits) with its idle
-    /// instances; busy ones are dropped when given back.
-    pub(super) fn remove_function(&self, function: &FunctionKey) {
-        let mut removed = Vec::new();
-        {
-            let mut pools = lock(&self.pools);
-            pools.by_key.retain(|k, v| {
-                if k.function == *function {
-                    removed.push(v.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        // Instances are dropped outside the lock.
-        drop(removed);
-    }
-
     /// Idle warm instances across every pool, and the memory they may use (each
     /// instance's limit), for metrics.
     pub(super) fn totals(&self) -> (usize, u64) {
