@@ -231,7 +231,6 @@ struct Pools {
 }
 
 /// One pool in the table.
-#[derive(Clone)]
 struct Entry {
     pool: Arc<WarmPool>,
     /// `clock` at its last checkout.
