@@ -25,7 +25,7 @@ use crate::model::{
 use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy};
 use crate::sandbox::{
     CompiledModule, Execution, Invocation, ModuleCache, ModuleError, Release, Sandbox,
-    SandboxError, StateHandle, WarmKey,
+    SandboxError, StateHandle, WarmKey, WarmLane,
 };
 use bytes::Bytes;
 use std::sync::Mutex;
@@ -294,6 +294,7 @@ impl Executor {
         req: &InvokeRequest,
         env: Vec<(String, String)>,
         memory_mb: u32,
+        lane: WarmLane,
     ) -> Result<Execution, ApiError> {
         let invocation = Invocation {
             stdin: req.payload.clone(),
@@ -327,7 +328,7 @@ impl Executor {
                 };
                 let affinity = req.affinity.clone();
                 tokio::task::spawn_blocking(move || {
-                    sandbox.run_reactor(&key, &module, invocation, affinity.as_deref())
+                    sandbox.run_reactor_in(&key, &module, invocation, affinity.as_deref(), lane)
                 })
                 .await
             }
@@ -355,14 +356,22 @@ impl Executor {
         cold: bool,
         executed_at: ExecutedAt,
     ) -> Result<InvokeResponse, ApiError> {
-        self.run_outcome(module, function, req, cold, executed_at)
-            .await
-            .map(|(response, _)| response)
+        self.run_outcome(
+            module,
+            function,
+            req,
+            cold,
+            executed_at,
+            WarmLane::Dedicated,
+        )
+        .await
+        .map(|(response, _)| response)
     }
 
     /// As [`Executor::run`], also saying whether a failure is the platform's (a trap,
     /// running out of memory or time; not the guest's own non-zero exit): what the
-    /// runtime canary counts.
+    /// runtime canary counts. A reactor's warm pool is kept in `lane` (the region's
+    /// on-demand fleet has a lane of its own).
     ///
     /// # Errors
     /// As [`Executor::run`].
@@ -373,6 +382,7 @@ impl Executor {
         req: &InvokeRequest,
         cold: bool,
         executed_at: ExecutedAt,
+        lane: WarmLane,
     ) -> Result<(InvokeResponse, bool), ApiError> {
         let mut env: Vec<(String, String)> = function
             .config
@@ -392,7 +402,7 @@ impl Executor {
         self.maybe_reap();
         let runtime = Some(self.release_of(&module).name().to_owned());
         let mut execution = self
-            .execute(module.clone(), function, req, env.clone(), limit_mb)
+            .execute(module.clone(), function, req, env.clone(), limit_mb, lane)
             .await?;
         let ceiling = function.config.memory_ceiling_mb();
         let out_of_memory = |e: &Execution| {
@@ -408,7 +418,9 @@ impl Executor {
             self.resize_policy().retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
-            execution = self.execute(module, function, req, env, retry_mb).await?;
+            execution = self
+                .execute(module, function, req, env, retry_mb, lane)
+                .await?;
             limit_mb = retry_mb;
             if !out_of_memory(&execution) && asked.is_none() {
                 self.resize_policy()

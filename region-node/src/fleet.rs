@@ -13,16 +13,19 @@
 //!   503 and `retry-after` (capacity, like a full admission queue; 429 is reserved for a
 //!   tenant's own limits).
 //!
-//! Why rare reactors cannot evict frequent ones' warm instances: after a rare reactor ran,
-//! its pools are dropped before its worker takes the next ticket, so the on-demand fleet
-//! holds at most `workers` pools at any moment. As long as `sandbox.max_warm_pools` exceeds
-//! the frequent set plus `workers`, the pool LRU never has to drop a frequent pool for a
-//! rare one. Rare reactors start cold each time, which is what "on demand" means.
+//! Warm pools: the on-demand fleet runs reactors in the sandbox's on-demand warm lane
+//! ([`WarmLane::OnDemand`]): at most `rare_warm_pools` pools kept `rare_idle_ms`, within
+//! `sandbox.max_warm_pools`, making room by evicting only its own least recently used
+//! pools. So a burst of rare reactors can never evict a frequent function's warm instance,
+//! and a rarely called reactor keeps its state between calls while its pool stays within
+//! that budget and keep-alive (what a user of a low-traffic reactor expects). A function
+//! crossing the bar either way takes its pool, and its state, with it.
 
 use common::exec::Executor;
 use common::model::{ApiError, FunctionKey, Placement, ResolvedFunction};
 use common::policy::placement::Decision;
 use common::policy::{LocalState, PlacementConfig, PlacementPolicy, WarmConfig};
+use common::sandbox::{OnDemandBudget, WarmLane};
 use common::warm_loop::WarmPlanner;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,13 +35,15 @@ use tokio::task::JoinSet;
 
 /// How long a refused rare invocation is told to wait.
 const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The on-demand fleet's default pool budget when `sandbox.max_warm_pools` allows it.
+const DEFAULT_RARE_WARM_POOLS: usize = 32;
 
 /// The `[fleets]` section.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FleetsConfig {
-    /// Whether rare functions go to the on-demand fleet. Default false: every function
-    /// runs in the one (dedicated) fleet, as before fleets existed.
+    /// Whether rare functions go to the on-demand fleet. Default true; false runs every
+    /// function in the one (dedicated) fleet.
     pub enabled: bool,
     /// Workers of the on-demand fleet: rare invocations running at once. Default 8.
     pub workers: usize,
@@ -50,16 +55,57 @@ pub struct FleetsConfig {
     /// Trend-driven pre-warming of the frequent functions' pools (`[fleets.warm]`, the
     /// POP's `[warm]` fields). Only with `enabled`.
     pub warm: WarmConfig,
+    /// Most reactor warm pools the on-demand fleet keeps: its own least-recently-used
+    /// budget within `sandbox.max_warm_pools` (which it must be below, so frequent
+    /// functions always have room). 0 keeps none: rare reactors start cold every call.
+    /// Default: half of `sandbox.max_warm_pools`, at most 32 (32 with the defaults).
+    #[serde(default)]
+    pub rare_warm_pools: Option<usize>,
+    /// How long an idle instance of a rare reactor is kept, in milliseconds. Default
+    /// 60 000 (the sandbox's `warm_idle_ms` default).
+    #[serde(default = "default_rare_idle_ms")]
+    pub rare_idle_ms: u64,
+}
+
+fn default_rare_idle_ms() -> u64 {
+    60_000
+}
+
+/// Why a `[fleets]` section was refused at start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FleetsConfigError {
+    /// `workers` or `max_queued` is 0.
+    #[error("[fleets] workers and max_queued must be at least 1")]
+    NoWorkers,
+    /// The on-demand pool budget does not leave the frequent functions a pool.
+    #[error(
+        "[fleets] rare_warm_pools ({rare}) must be below sandbox.max_warm_pools ({max}) so \
+         frequent functions always keep room for their warm pools"
+    )]
+    RareBudgetTooLarge {
+        /// The configured budget.
+        rare: usize,
+        /// `sandbox.max_warm_pools`.
+        max: usize,
+    },
+    /// `[fleets.warm]` is out of range.
+    #[error("[fleets.warm] {0}")]
+    Warm(String),
+    /// The frequency bar's exit is above its entry.
+    #[error("[fleets.frequent] exit_score must not be above enter_score")]
+    Hysteresis,
 }
 
 impl Default for FleetsConfig {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             workers: 8,
             max_queued: 256,
             frequent: PlacementConfig::default(),
             warm: WarmConfig::default(),
+            rare_warm_pools: None,
+            rare_idle_ms: default_rare_idle_ms(),
         }
     }
 }
@@ -68,28 +114,36 @@ impl FleetsConfig {
     /// Checks the bounds against the sandbox's pool bound.
     ///
     /// # Errors
-    /// A message naming the offending field.
-    pub fn validate(&self, max_warm_pools: usize) -> Result<(), String> {
+    /// The first offending field.
+    pub fn validate(&self, max_warm_pools: usize) -> Result<(), FleetsConfigError> {
         if !self.enabled {
             return Ok(());
         }
         if self.workers == 0 || self.max_queued == 0 {
-            return Err("[fleets] workers and max_queued must be at least 1".into());
+            return Err(FleetsConfigError::NoWorkers);
         }
-        if self.workers >= max_warm_pools {
-            return Err(format!(
-                "[fleets] workers ({}) must be below sandbox.max_warm_pools ({max_warm_pools}) \
-                 so rare reactors never push frequent ones' pools out",
-                self.workers
-            ));
+        let rare = self.rare_budget(max_warm_pools).max_pools;
+        if rare > 0 && rare >= max_warm_pools {
+            return Err(FleetsConfigError::RareBudgetTooLarge {
+                rare,
+                max: max_warm_pools,
+            });
         }
-        self.warm
-            .validate()
-            .map_err(|e| format!("[fleets.warm] {e}"))?;
+        self.warm.validate().map_err(FleetsConfigError::Warm)?;
         if self.frequent.exit_score > self.frequent.enter_score {
-            return Err("[fleets.frequent] exit_score must not be above enter_score".into());
+            return Err(FleetsConfigError::Hysteresis);
         }
         Ok(())
+    }
+
+    /// The on-demand fleet's warm-pool budget next to a sandbox of `max_warm_pools`.
+    pub fn rare_budget(&self, max_warm_pools: usize) -> OnDemandBudget {
+        OnDemandBudget {
+            max_pools: self
+                .rare_warm_pools
+                .unwrap_or_else(|| (max_warm_pools / 2).min(DEFAULT_RARE_WARM_POOLS)),
+            keep_alive: Duration::from_millis(self.rare_idle_ms),
+        }
     }
 }
 
@@ -98,7 +152,7 @@ impl FleetsConfig {
 pub enum Fleet {
     /// Admission slots and kept warm pools.
     Dedicated,
-    /// A worker turn; reactor pools dropped afterwards.
+    /// A worker turn; reactor pools kept in the on-demand warm lane.
     OnDemand,
 }
 
@@ -121,6 +175,8 @@ pub struct Fleets {
     workers: usize,
     /// Pre-warms the frequent functions' pools (only with fleets enabled).
     warm: Option<Arc<WarmPlanner>>,
+    /// The warm lane of on-demand runs.
+    rare_lane: WarmLane,
 }
 
 impl Fleets {
@@ -131,7 +187,9 @@ impl Fleets {
         let warm = config
             .enabled
             .then(|| Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone())));
+        let max_warm_pools = executor.sandbox().config().max_warm_pools;
         Self {
+            rare_lane: WarmLane::OnDemand(config.rare_budget(max_warm_pools)),
             warm,
             enabled: config.enabled,
             policy: Mutex::new(PlacementPolicy::new(config.frequent)),
@@ -161,6 +219,14 @@ impl Fleets {
         match policy.decide(now, key, local) {
             Decision::Local => Fleet::Dedicated,
             Decision::Forward(_) => Fleet::OnDemand,
+        }
+    }
+
+    /// The warm lane reactors keep their pools in when they run in `fleet`.
+    pub fn lane(&self, fleet: Fleet) -> WarmLane {
+        match fleet {
+            Fleet::Dedicated => WarmLane::Dedicated,
+            Fleet::OnDemand => self.rare_lane,
         }
     }
 
@@ -305,7 +371,11 @@ mod tests {
 
     #[test]
     fn disabled_fleets_run_everything_dedicated() {
-        let fleets = Fleets::new(FleetsConfig::default(), &executor());
+        let off = FleetsConfig {
+            enabled: false,
+            ..FleetsConfig::default()
+        };
+        let fleets = Fleets::new(off, &executor());
         assert_eq!(
             fleets.choose(Instant::now(), &function("f")),
             Fleet::Dedicated
@@ -313,10 +383,42 @@ mod tests {
     }
 
     #[test]
-    fn validation_keeps_workers_below_the_pool_bound() {
-        assert!(config(8, 16).validate(64).is_ok());
-        assert!(config(8, 16).validate(8).is_err());
-        assert!(config(0, 16).validate(64).is_err());
-        assert!(FleetsConfig::default().validate(0).is_ok(), "disabled");
+    fn validation_keeps_the_rare_budget_below_the_pool_bound() {
+        assert_eq!(config(8, 16).validate(64), Ok(()));
+        assert_eq!(config(8, 16).rare_budget(64).max_pools, 32);
+        // The default budget follows a small pool bound down.
+        assert_eq!(config(8, 16).validate(4), Ok(()));
+        assert_eq!(config(8, 16).rare_budget(4).max_pools, 2);
+        assert_eq!(config(8, 16).validate(1), Ok(()));
+        let explicit = |rare| FleetsConfig {
+            rare_warm_pools: Some(rare),
+            ..config(8, 16)
+        };
+        assert_eq!(explicit(63).validate(64), Ok(()));
+        assert_eq!(
+            explicit(64).validate(64),
+            Err(FleetsConfigError::RareBudgetTooLarge { rare: 64, max: 64 })
+        );
+        assert_eq!(explicit(0).validate(0), Ok(()), "no on-demand pools");
+        assert_eq!(
+            config(0, 16).validate(64),
+            Err(FleetsConfigError::NoWorkers)
+        );
+        let off = FleetsConfig {
+            enabled: false,
+            ..explicit(100)
+        };
+        assert_eq!(off.validate(0), Ok(()), "disabled");
+    }
+
+    #[test]
+    fn on_demand_runs_keep_their_pools_in_the_rare_lane() {
+        let fleets = Fleets::new(config(1, 1), &executor());
+        assert_eq!(fleets.lane(Fleet::Dedicated), WarmLane::Dedicated);
+        let budget = OnDemandBudget {
+            max_pools: 32,
+            keep_alive: Duration::from_secs(60),
+        };
+        assert_eq!(fleets.lane(Fleet::OnDemand), WarmLane::OnDemand(budget));
     }
 }

@@ -68,10 +68,12 @@ impl RegionInvoker {
             Arc::clone(&registry),
             artifact_cache_bytes,
         ));
-        let fleets = Arc::new(Fleets::new(
-            crate::fleet::FleetsConfig::default(),
-            &executor,
-        ));
+        // One fleet until `with_fleets`: the on-demand one needs workers the node spawns.
+        let one_fleet = crate::fleet::FleetsConfig {
+            enabled: false,
+            ..crate::fleet::FleetsConfig::default()
+        };
+        let fleets = Arc::new(Fleets::new(one_fleet, &executor));
         Self {
             node,
             registry,
@@ -336,18 +338,8 @@ impl RegionInvoker {
             }
             return result;
         }
-        let turn = self.fleets.turn().await?;
-        let result = self.run_in(function, req, fleet).await;
-        if function.config.abi == common::model::Abi::Reactor {
-            // Within the turn, so the on-demand fleet never holds more pools than workers.
-            for release in [Release::Current, Release::Next] {
-                if let Some(sandbox) = self.executor.sandbox_on(release) {
-                    sandbox.drop_function_warm(&function.key);
-                }
-            }
-        }
-        drop(turn);
-        result
+        let _turn = self.fleets.turn().await?;
+        self.run_in(function, req, fleet).await
     }
 
     /// Runs `req` in `fleet`, on the runtime release the canary picks.
@@ -501,6 +493,7 @@ impl RegionInvoker {
                 req,
                 cold,
                 ExecutedAt::Region(self.node.clone()),
+                self.fleets.lane(fleet),
             )
             .await?)
     }

@@ -143,7 +143,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     config
         .fleets
         .validate(config.sandbox.max_warm_pools)
-        .map_err(StartError::Config)?;
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
     let invoker = Arc::new(
         RegionInvoker::new(

@@ -263,13 +263,15 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_under_pressure_is_backed_off_from() {
     // A has one execution slot and no queue: while a request runs there, it refuses the
-    // next with 503 and reports pressure.
-    let c = two_regions(RegionConfig {
+    // next with 503 and reports pressure. Fleets off: the slot is the dedicated fleet's
+    // admission, which rare functions would bypass on their way to the on-demand fleet.
+    let mut a_config = RegionConfig {
         max_concurrency: 1,
         max_queued: 0,
         ..region_config()
-    })
-    .await;
+    };
+    a_config.fleets.enabled = false;
+    let c = two_regions(a_config).await;
     let http = reqwest::Client::new();
     let invoke = |base: String, name: &'static str| {
         let (http, token) = (http.clone(), c.token.clone());

@@ -1,5 +1,6 @@
 //! Fleets at the region: a frequent reactor keeps its warm instance while a burst of rare
-//! reactors runs through the bounded on-demand fleet.
+//! reactors runs through the bounded on-demand fleet, whose own warm-pool budget lets a
+//! rarely called reactor keep its state between calls.
 
 use crate::support::{Patience, TestCluster, header, pop_config, region_config};
 use common::policy::PlacementConfig;
@@ -7,12 +8,14 @@ use region_node::fleet::FleetsConfig;
 use serde_json::json;
 
 const RARE: usize = 40;
+/// Calls that take `hot` over its bar (3) with room to spare for the score's decay.
+const HOT_CALLS: u32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance() {
     let mut region = region_config();
-    // Room for the frequent pool plus the on-demand workers' pools only: without fleets,
-    // forty rare pools would push the frequent one out of the LRU.
+    // Room for the frequent pool plus the on-demand fleet's two: without the on-demand
+    // lane's own budget, forty rare pools would push the frequent one out of the LRU.
     region.sandbox.max_warm_pools = 4;
     region.fleets = FleetsConfig {
         enabled: true,
@@ -23,6 +26,7 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
             exit_score: 1.0,
             ..PlacementConfig::default()
         },
+        rare_warm_pools: Some(2),
         ..FleetsConfig::default()
     };
     let c = TestCluster::with(region, pop_config()).await;
@@ -34,23 +38,13 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
     }
     let region = c.nodes.region_url();
 
-    // The first invocations are rare (cold each time, nothing kept); once over the bar the
-    // function runs in the dedicated fleet and its instance stays warm.
-    let mut patience = Patience::new();
-    let count_before = loop {
+    // The first calls are rare, the later ones frequent: one instance serves them all, its
+    // pool moving from the on-demand lane to the dedicated one with its count.
+    for n in 1..=HOT_CALLS {
         let resp = c.invoke_at(&region, "hot", "").await;
         assert_eq!(resp.status(), 200);
-        let start = header(&resp, "x-strata-start");
-        let body = resp.text().await.expect("body");
-        if start == "warm" {
-            break body.parse::<u32>().expect("a count");
-        }
-        assert!(patience.more(), "hot never became warm");
-    };
-    assert!(
-        patience.tries() >= 3,
-        "rare until its third request (enter_score 3)"
-    );
+        assert_eq!(resp.text().await.expect("body"), n.to_string());
+    }
 
     let burst = (0..RARE).map(|i| {
         let c = &c;
@@ -68,7 +62,7 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
     let ran = results.iter().filter(|(s, _, _)| *s == 200).count();
     for (status, retry_after, start) in &results {
         match status {
-            200 => assert_eq!(start, "cold", "rare reactors run on demand"),
+            200 => assert_eq!(start, "cold", "each rare reactor's first call"),
             503 => assert!(!retry_after.is_empty(), "a refusal says when to retry"),
             other => panic!("unexpected status {other}"),
         }
@@ -84,7 +78,37 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-strata-start"), "warm");
     let count_after: u32 = resp.text().await.expect("body").parse().expect("a count");
-    assert_eq!(count_after, count_before + 1);
+    assert_eq!(count_after, HOT_CALLS + 1);
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rarely_called_reactor_keeps_its_state_between_calls_with_fleets_on() {
+    let region = region_config();
+    assert!(region.fleets.enabled, "fleets are on by default");
+    let bar = region.fleets.frequent.enter_score;
+    let c = TestCluster::with(region, pop_config()).await;
+    c.deploy_wat(
+        "counter",
+        json!({"abi": "reactor"}),
+        include_str!("../../examples/counter.wat"),
+    )
+    .await;
+    // Two calls from a device, far below the frequent bar (10 a minute): the POP forwards
+    // them as rare and the region runs them in its on-demand fleet, whose warm lane keeps
+    // the instance, so the second call sees the first one's count.
+    assert!(bar > 2.0);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let resp = c.invoke("counter", "").await;
+        assert_eq!(resp.status(), 200);
+        let at = header(&resp, "x-strata-executed-at");
+        assert!(at.starts_with("region/"), "rare at the POP too: {at}");
+        let start = header(&resp, "x-strata-start");
+        seen.push((start, resp.text().await.expect("body")));
+    }
+    assert_eq!(seen[0].1, "1");
+    assert_eq!(seen[1], ("warm".to_owned(), "2".to_owned()));
     c.nodes.shutdown().await;
 }
 

@@ -21,6 +21,8 @@
 //! - [`Sandbox::run_reactor`] runs the reactor ABI (DESIGN §3) in warm instances kept in
 //!   bounded per-function-version pools ([`WarmKey`]), with affinity keys mapped to pool
 //!   slots by rendezvous hashing; an instance that failed is discarded, never reused.
+//!   [`Sandbox::run_reactor_in`] names the pool's [`WarmLane`]: the region's on-demand
+//!   fleet keeps its pools in a lane of their own within the same bound.
 //! - [`Sandbox::precompile`] and [`Sandbox::load_precompiled`] exchange compiled code as
 //!   bytes between engines with equal [`Sandbox::fingerprint`]s.
 //!
@@ -38,6 +40,7 @@ mod cache;
 mod config;
 mod error;
 mod host;
+mod lane;
 mod limits;
 mod poll;
 mod pool;
@@ -60,6 +63,7 @@ pub use error::{ModuleError, SandboxError};
 pub use host::{
     BAD_KEY, BAD_POINTER, BUFFER_TOO_SMALL, NO_STATE, NOT_FOUND, UNAVAILABLE, VALUE_TOO_LARGE,
 };
+pub use lane::{OnDemandBudget, WarmLane};
 pub use pool::WarmKey;
 pub use run::{Execution, Invocation};
 pub use runtime::Release;
@@ -328,7 +332,25 @@ impl Sandbox {
         inv: Invocation,
         affinity: Option<&str>,
     ) -> Result<Execution, SandboxError> {
-        reactor::run_reactor(&self.inner, key, module, inv, affinity)
+        self.run_reactor_in(key, module, inv, affinity, WarmLane::Dedicated)
+    }
+
+    /// As [`Sandbox::run_reactor`], with `key`'s pool in `lane`: an on-demand pool counts
+    /// against that lane's budget and keep-alive and, to make room, evicts only other
+    /// on-demand pools (see [`WarmLane`]). A pool checked out in the other lane than before
+    /// moves, keeping its instances.
+    ///
+    /// # Errors
+    /// As [`Sandbox::run_reactor`].
+    pub fn run_reactor_in(
+        &self,
+        key: &WarmKey,
+        module: &CompiledModule,
+        inv: Invocation,
+        affinity: Option<&str>,
+        lane: WarmLane,
+    ) -> Result<Execution, SandboxError> {
+        reactor::run_reactor(&self.inner, key, module, inv, affinity, lane)
     }
 
     /// Creates reactor instances (running `_initialize`) into `key`'s pool until it holds
@@ -370,12 +392,6 @@ impl Sandbox {
     /// deleted).
     pub fn drop_warm(&self, digest: &ArtifactDigest) {
         self.inner.pools.remove_digest(digest);
-    }
-
-    /// Drops every warm pool of `function` (the region's on-demand fleet runs a rare
-    /// reactor this way so it never keeps a pool that could push out a frequent one's).
-    pub fn drop_function_warm(&self, function: &crate::model::FunctionKey) {
-        self.inner.pools.remove_function(function);
     }
 
     /// Idle warm reactor instances across every pool, and the memory they may use.

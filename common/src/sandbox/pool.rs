@@ -12,6 +12,9 @@
 //! [`SandboxConfig::max_warm_pools`] pools exist; making one more drops the least recently
 //! used pool with its idle instances. Idle instances older than
 //! [`SandboxConfig::warm_idle_ms`] are dropped when seen (at checkout or by `reap`).
+//! Each checkout names its pool's [`WarmLane`]: pools of the on-demand lane live within
+//! that lane's own smaller budget and keep-alive and evict only each other
+//! ([`super::lane`] chooses).
 //!
 //! Pre-warming (a warm-pool plan, [`crate::policy::warm`]) reserves one empty slot at a
 //! time with [`WarmPools::reserve`], has `reactor` create an instance into it outside the
@@ -19,10 +22,12 @@
 //! recently used first. Neither ever touches a busy slot.
 
 use super::SandboxConfig;
+use super::lane::{self, Resident, WarmLane};
 use super::reactor::ReactorInstance;
 use crate::model::{ArtifactDigest, FunctionKey};
 use crate::policy::affinity;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -52,7 +57,9 @@ enum Slot {
 /// One function version's slots.
 pub(super) struct WarmPool {
     slots: Mutex<Vec<Slot>>,
-    keep_alive: Duration,
+    /// How long an idle instance is kept, in nanoseconds: its lane's, which changes when
+    /// the pool changes lane.
+    keep_alive_nanos: AtomicU64,
 }
 
 /// What [`WarmPools::checkout`] handed out.
@@ -72,14 +79,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl WarmPool {
     fn new(size: usize, keep_alive: Duration) -> Self {
-        Self {
+        let pool = Self {
             slots: Mutex::new((0..size).map(|_| Slot::Empty).collect()),
-            keep_alive,
-        }
+            keep_alive_nanos: AtomicU64::new(0),
+        };
+        pool.set_keep_alive(keep_alive);
+        pool
+    }
+
+    fn set_keep_alive(&self, keep_alive: Duration) {
+        let nanos = u64::try_from(keep_alive.as_nanos()).unwrap_or(u64::MAX);
+        self.keep_alive_nanos.store(nanos, Ordering::Relaxed);
     }
 
     fn expired(&self, last: Instant, now: Instant) -> bool {
-        now.saturating_duration_since(last) >= self.keep_alive
+        let keep_alive = Duration::from_nanos(self.keep_alive_nanos.load(Ordering::Relaxed));
+        now.saturating_duration_since(last) >= keep_alive
     }
 
     /// Reserves a slot for one invocation; see the module docs for the choice.
@@ -211,8 +226,29 @@ pub(super) struct WarmPools {
 
 #[derive(Default)]
 struct Pools {
-    by_key: HashMap<WarmKey, (Arc<WarmPool>, u64)>,
+    by_key: HashMap<WarmKey, Entry>,
     clock: u64,
+}
+
+/// One pool in the table.
+struct Entry {
+    pool: Arc<WarmPool>,
+    /// `clock` at its last checkout.
+    used: u64,
+    /// In the on-demand lane.
+    on_demand: bool,
+}
+
+impl Pools {
+    fn residents(&self) -> impl Iterator<Item = (&WarmKey, Resident)> {
+        self.by_key.iter().map(|(k, e)| {
+            let r = Resident {
+                on_demand: e.on_demand,
+                used: e.used,
+            };
+            (k, r)
+        })
+    }
 }
 
 impl WarmPools {
@@ -225,9 +261,15 @@ impl WarmPools {
         }
     }
 
-    /// Reserves an instance slot of `key`'s pool (creating the pool if needed).
-    pub(super) fn checkout(&self, key: &WarmKey, affinity: Option<&str>, now: Instant) -> Checkout {
-        let pool = self.pool(key);
+    /// Reserves an instance slot of `key`'s pool in `lane` (creating the pool if needed).
+    pub(super) fn checkout(
+        &self,
+        key: &WarmKey,
+        affinity: Option<&str>,
+        lane: WarmLane,
+        now: Instant,
+    ) -> Checkout {
+        let pool = self.pool(key, lane);
         let (slot, instance, expired) = pool.take(affinity, now);
         drop(expired);
         Checkout {
@@ -237,32 +279,48 @@ impl WarmPools {
         }
     }
 
-    /// `key`'s pool, created (dropping the least recently used pool past the bound) when
-    /// missing, and marked used.
-    fn pool(&self, key: &WarmKey) -> Arc<WarmPool> {
-        let mut evicted = None;
+    /// `key`'s pool in `lane`, created when missing (dropping what [`lane::make_room`]
+    /// says; not kept when its lane has no room), moved to `lane` when it was in the other
+    /// one, and marked used.
+    fn pool(&self, key: &WarmKey, lane: WarmLane) -> Arc<WarmPool> {
+        let mut evicted = Vec::new();
         let pool = {
             let mut pools = lock(&self.pools);
             pools.clock += 1;
-            let stamp = pools.clock;
-            if let Some((pool, used)) = pools.by_key.get_mut(key) {
-                *used = stamp;
-                Arc::clone(pool)
-            } else {
-                if pools.by_key.len() >= self.max_pools {
-                    let oldest = pools
-                        .by_key
-                        .iter()
-                        .min_by_key(|(_, (_, used))| *used)
-                        .map(|(k, _)| k.clone());
-                    evicted = oldest.and_then(|k| pools.by_key.remove(&k));
+            let used = pools.clock;
+            let on_demand = lane.is_on_demand();
+            let keep_alive = lane.keep_alive(self.keep_alive);
+            let (pool, incoming) = match pools.by_key.get_mut(key) {
+                Some(entry) => {
+                    entry.used = used;
+                    let moved = entry.on_demand != on_demand;
+                    entry.on_demand = on_demand;
+                    if moved || on_demand {
+                        entry.pool.set_keep_alive(keep_alive);
+                    }
+                    let pool = Arc::clone(&entry.pool);
+                    // The dedicated warm path stops here: nothing else changes size.
+                    if !on_demand {
+                        return pool;
+                    }
+                    (pool, false)
                 }
-                let pool = Arc::new(WarmPool::new(self.pool_size, self.keep_alive));
-                if self.max_pools > 0 {
-                    pools.by_key.insert(key.clone(), (Arc::clone(&pool), stamp));
-                }
-                pool
+                None => (Arc::new(WarmPool::new(self.pool_size, keep_alive)), true),
+            };
+            let (victims, fits) =
+                lane::make_room(pools.residents(), lane, self.max_pools, incoming);
+            for victim in victims {
+                evicted.extend(pools.by_key.remove(&victim));
             }
+            if incoming && fits {
+                let entry = Entry {
+                    pool: Arc::clone(&pool),
+                    used,
+                    on_demand,
+                };
+                pools.by_key.insert(key.clone(), entry);
+            }
+            pool
         };
         // Dropping a pool drops its idle instances: outside the lock.
         drop(evicted);
@@ -279,7 +337,7 @@ impl WarmPools {
         target: usize,
         now: Instant,
     ) -> Option<(Arc<WarmPool>, usize)> {
-        let pool = self.pool(key);
+        let pool = self.pool(key, WarmLane::Dedicated);
         // Expired instances do not count as live.
         drop(pool.reap(now).2);
         let slot = pool.reserve_empty(target)?;
@@ -292,7 +350,7 @@ impl WarmPools {
         let pool = lock(&self.pools)
             .by_key
             .get(key)
-            .map(|(p, _)| Arc::clone(p));
+            .map(|e| Arc::clone(&e.pool));
         pool.map_or(0, |p| p.retire(keep, before).len())
     }
 
@@ -302,7 +360,7 @@ impl WarmPools {
         let pools: Vec<(WarmKey, Arc<WarmPool>)> = lock(&self.pools)
             .by_key
             .iter()
-            .map(|(k, (p, _))| (k.clone(), Arc::clone(p)))
+            .map(|(k, e)| (k.clone(), Arc::clone(&e.pool)))
             .collect();
         let mut idle_total = 0;
         let mut unused = Vec::new();
@@ -343,32 +401,13 @@ impl WarmPools {
         drop(removed);
     }
 
-    /// Drops every pool of `function` (all versions and memory limits) with its idle
-    /// instances; busy ones are dropped when given back.
-    pub(super) fn remove_function(&self, function: &FunctionKey) {
-        let mut removed = Vec::new();
-        {
-            let mut pools = lock(&self.pools);
-            pools.by_key.retain(|k, v| {
-                if k.function == *function {
-                    removed.push(v.clone());
-                    false
-                } else {
-                    true
-                }
-            });
-        }
-        // Instances are dropped outside the lock.
-        drop(removed);
-    }
-
     /// Idle warm instances across every pool, and the memory they may use (each
     /// instance's limit), for metrics.
     pub(super) fn totals(&self) -> (usize, u64) {
         let pools: Vec<(Arc<WarmPool>, u64)> = lock(&self.pools)
             .by_key
             .iter()
-            .map(|(k, (p, _))| (Arc::clone(p), k.memory_bytes))
+            .map(|(k, e)| (Arc::clone(&e.pool), k.memory_bytes))
             .collect();
         pools.iter().fold((0, 0), |(n, bytes), (p, mem)| {
             let idle = p.idle();
@@ -381,7 +420,7 @@ impl WarmPools {
         let pool = lock(&self.pools)
             .by_key
             .get(key)
-            .map(|(p, _)| Arc::clone(p));
+            .map(|e| Arc::clone(&e.pool));
         pool.map_or(0, |p| p.idle())
     }
 }

@@ -134,6 +134,7 @@ pub(super) fn run_reactor(
     module: &CompiledModule,
     inv: Invocation,
     affinity: Option<&str>,
+    lane: super::WarmLane,
 ) -> Result<Execution, SandboxError> {
     if !Engine::same(module.pre().module().engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
@@ -148,7 +149,7 @@ pub(super) fn run_reactor(
         state: shared,
     } = inv;
     let started = Instant::now();
-    let checkout = inner.pools.checkout(key, affinity, started);
+    let checkout = inner.pools.checkout(key, affinity, lane, started);
     let (mut instance, start, init_log) = match checkout.instance {
         Some(instance) => (instance, StartKind::Warm, Vec::new()),
         None => match create(
