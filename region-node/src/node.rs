@@ -68,7 +68,19 @@ pub struct RegionHandle {
     invoker: Arc<RegionInvoker>,
     server: Arc<Server>,
     tasks: JoinSet<()>,
+    http: HttpServer,
 }
+
+/// The HTTP server's task and the signal that starts its graceful shutdown.
+#[derive(Debug)]
+struct HttpServer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How long shutdown waits for open HTTP connections (a long invocation, an SSE stream)
+/// to finish before cutting them.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
 
 impl RegionHandle {
     /// Idle warm reactor instances across every pool at this region.
@@ -87,11 +99,21 @@ impl RegionHandle {
     }
 
     /// Stops accepting, closes POP connections and waits for the node's tasks to end and
-    /// its QUIC socket to be released.
+    /// its QUIC socket to be released. Open HTTP connections get [`HTTP_DRAIN`] to finish:
+    /// their tasks hold the store, so returning while they run would leave the state
+    /// directory locked for a node restarted on it.
     pub async fn shutdown(mut self) {
+        let HttpServer { stop, mut task } = self.http;
+        // The server may already have stopped on an error; then there is nothing to signal.
+        let _ = stop.send(());
         self.server.close();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        if tokio::time::timeout(HTTP_DRAIN, &mut task).await.is_err() {
+            tracing::warn!("HTTP connections still open after the drain time; cutting them");
+            task.abort();
+            let _ = task.await;
+        }
         self.server.wait_idle().await;
     }
 }
@@ -220,11 +242,21 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         Arc::clone(&invoker),
         config.max_concurrency,
     ));
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "region HTTP server stopped");
-        }
-    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = HttpServer {
+        stop,
+        task: tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(error = %e, "region HTTP server stopped");
+            }
+        }),
+    };
     info!(%http_addr, %quic_addr, node = %node_id, "region started");
     Ok(RegionHandle {
         http_addr,
@@ -234,6 +266,7 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
         invoker,
         server,
         tasks,
+        http,
     })
 }
 
