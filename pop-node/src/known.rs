@@ -11,16 +11,23 @@
 //! with it until the new artifact is ready, asking the caller to prepare the new one. An
 //! explicit version always resolves to exactly that version.
 //!
-//! Bounded: at most `max_entries` tokens and functions of each source. Learned entries are
-//! evicted (expired first); a pushed function beyond the bound is not kept, so it is
-//! served by forwarding.
+//! Runtime releases: the region also pushes which release each function its canary
+//! decided runs on ([`Known::apply_releases`]); pushed resolutions carry that release in
+//! [`ResolvedFunction::release`] (stamped when the hint or the function arrives, so the
+//! hot path reads it for free). A function's own `runtime` config wins, as at the region.
+//! Learned resolutions already carry the region's release from the forwarded reply.
+//!
+//! Bounded: at most `max_entries` tokens and functions of each source, and release hints.
+//! Learned entries are evicted (expired first); a pushed function beyond the bound is not
+//! kept, so it is served by forwarding; a release hint beyond the bound is not kept, so
+//! that function runs on the current release here (the region still runs it on its own).
 
 use common::model::{
     AliasName, AliasRouting, ArtifactDigest, FunctionKey, Qualifier, ResolvedFunction, TenantId,
     TokenHash,
 };
 use common::policy::alias;
-use common::wire::Update;
+use common::wire::{ReleaseHint, Update};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -43,6 +50,37 @@ struct PushedFunction {
     aliases: HashMap<AliasName, PushedAlias>,
 }
 
+/// `f` as it runs with the region's release hint `hint`: its own `runtime` pin wins (the
+/// invoker falls back to it when `release` is `None`), as the region's canary decides.
+fn stamp(mut f: ResolvedFunction, hint: Option<&String>) -> ResolvedFunction {
+    f.release = hint.filter(|_| f.config.runtime.is_none()).cloned();
+    f
+}
+
+/// `f` stamped with `hint`, shared again when nothing changes.
+fn restamp(f: &Arc<ResolvedFunction>, hint: Option<&String>) -> Arc<ResolvedFunction> {
+    let wanted = hint.filter(|_| f.config.runtime.is_none());
+    if f.release.as_ref() == wanted {
+        return Arc::clone(f);
+    }
+    Arc::new(stamp(ResolvedFunction::clone(f), hint))
+}
+
+impl PushedFunction {
+    /// Stamps every resolution of the function with `hint`.
+    fn restamp(&mut self, hint: Option<&String>) {
+        for f in [&mut self.latest, &mut self.previous_latest]
+            .into_iter()
+            .flatten()
+        {
+            *f = restamp(f, hint);
+        }
+        for f in self.versions.values_mut() {
+            *f = restamp(f, hint);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     tokens: HashMap<TokenHash, (TenantId, Instant)>,
@@ -50,6 +88,8 @@ struct Inner {
     functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
     pushed_tokens: HashMap<TokenHash, TenantId>,
     pushed: HashMap<FunctionKey, PushedFunction>,
+    /// The region's release hints: the release each decided function runs on.
+    releases: HashMap<FunctionKey, String>,
     /// `None` while the push stream is live; otherwise until when pushed state is trusted.
     pushed_until: Option<Instant>,
 }
@@ -245,6 +285,49 @@ impl Known {
         inner.pushed.clear();
     }
 
+    /// Applies the region's release hints (see the module docs); `full` first forgets
+    /// every hint given before. `ready` says whether an artifact is prepared here: returns
+    /// the `$LATEST` code of hinted functions that run here, with their release, so the
+    /// caller can prepare it for that release before the next invocation needs it.
+    pub fn apply_releases(
+        &self,
+        full: bool,
+        hints: Vec<ReleaseHint>,
+        ready: impl Fn(&ArtifactDigest) -> bool,
+    ) -> Vec<(ArtifactDigest, String)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut changed: Vec<FunctionKey> = Vec::new();
+        if full {
+            changed.extend(std::mem::take(&mut inner.releases).into_keys());
+        }
+        for hint in hints {
+            if inner.releases.len() >= self.max_entries
+                && !inner.releases.contains_key(&hint.function)
+            {
+                continue;
+            }
+            inner.releases.insert(hint.function.clone(), hint.release);
+            changed.push(hint.function);
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let mut prepare = Vec::new();
+        for key in changed {
+            let Some(f) = inner.pushed.get_mut(&key) else {
+                continue;
+            };
+            let hint = inner.releases.get(&key);
+            f.restamp(hint);
+            if let (Some(latest), Some(release)) = (&f.latest, hint)
+                && ready(&latest.digest)
+            {
+                prepare.push((latest.digest, release.clone()));
+            }
+        }
+        prepare
+    }
+
     /// Applies one pushed update; `ready` says whether an artifact is prepared here.
     /// Returns the digest to prepare in the background when a function or alias moved
     /// away from a prepared artifact to one that is not (the old one keeps serving).
@@ -275,8 +358,8 @@ impl Known {
                 if full && !inner.pushed.contains_key(&key) {
                     return prepare;
                 }
+                let latest = Arc::new(stamp(latest, inner.releases.get(&key)));
                 let f = inner.pushed.entry(key).or_default();
-                let latest = Arc::new(latest);
                 // Keep serving a prepared previous `$LATEST` until the new one is ready.
                 let keep = [f.latest.take(), f.previous_latest.take()]
                     .into_iter()
@@ -297,8 +380,9 @@ impl Known {
                     if full && !inner.pushed.contains_key(&key) {
                         return prepare;
                     }
+                    let v = Arc::new(stamp(v, inner.releases.get(&key)));
                     let f = inner.pushed.entry(key).or_default();
-                    f.versions.insert(version, Arc::new(v));
+                    f.versions.insert(version, v);
                 }
                 None => {
                     if let Some(f) = inner.pushed.get_mut(&key) {
@@ -468,6 +552,79 @@ mod tests {
             .resolve(&key(), &Qualifier::Latest, 0, t0, |_| true)
             .expect("known");
         assert_eq!((r.function.revision, r.prepare), (2, None));
+    }
+
+    #[test]
+    fn release_hints_stamp_pushed_functions_before_and_after_they_arrive() {
+        let k = Known::new(Duration::from_secs(10), 10);
+        let t0 = Instant::now();
+        k.set_push_live(true, t0);
+        let hint = |release: &str| ReleaseHint {
+            function: key(),
+            release: release.into(),
+        };
+        let release = || {
+            k.resolve(&key(), &Qualifier::Latest, 0, t0, |_| true)
+                .expect("known")
+                .function
+                .release
+                .clone()
+        };
+        // A hint before the function is pushed applies when it arrives.
+        assert!(
+            k.apply_releases(true, vec![hint("2026.11")], |_| true)
+                .is_empty()
+        );
+        let f = resolved(1);
+        let digest = f.digest;
+        k.apply(
+            Update::Function {
+                key: key(),
+                latest: Some(f),
+            },
+            |_| true,
+        );
+        assert_eq!(release().as_deref(), Some("2026.11"));
+        // A change reaches what is already pushed; the prepared code is returned so the
+        // caller can compile it for the hinted release.
+        let prepare = k.apply_releases(false, vec![hint("2026.10")], |_| true);
+        assert_eq!(prepare, [(digest, "2026.10".to_owned())]);
+        assert_eq!(release().as_deref(), Some("2026.10"));
+        assert!(
+            k.apply_releases(false, vec![hint("2026.11")], |_| false)
+                .is_empty()
+        );
+        // A full state without the function forgets its hint: current release.
+        k.apply_releases(true, Vec::new(), |_| true);
+        assert_eq!(release(), None);
+        // The function's own `runtime` pin wins over a hint.
+        let mut pinned = resolved(2);
+        pinned.config.runtime = Some("2026.10".into());
+        k.apply(
+            Update::Function {
+                key: key(),
+                latest: Some(pinned),
+            },
+            |_| true,
+        );
+        k.apply_releases(false, vec![hint("2026.11")], |_| true);
+        assert_eq!(release(), None);
+    }
+
+    #[test]
+    fn release_hints_are_bounded() {
+        let k = Known::new(Duration::from_secs(10), 3);
+        let hints = (0..50)
+            .map(|i| ReleaseHint {
+                function: FunctionKey {
+                    tenant: TenantId::new("t").expect("valid"),
+                    name: FunctionName::new(format!("f{i}")).expect("valid"),
+                },
+                release: "2026.11".into(),
+            })
+            .collect();
+        k.apply_releases(false, hints, |_| true);
+        assert_eq!(k.lock().releases.len(), 3);
     }
 
     #[test]
