@@ -226,7 +226,14 @@ async fn plain_running_at_the_pop() -> (TestCluster, ArtifactDigest) {
     let mut region = region_config();
     region.canary_percent = 50;
     region.canary_min_samples = 5;
-    let c = TestCluster::with(region, pop_config()).await;
+    // While the verdict is reached at the region the POP draws nothing from its tenant
+    // lease, and a lease unused for a renewal round (a third of the TTL) is given back:
+    // the first invocation after it would be forwarded for capacity while a new lease is
+    // fetched. A long lease keeps the POP's slots through the test.
+    region.limits.lease_ttl_ms = 60_000;
+    let mut pop = pop_config();
+    pop.lease_ttl_ms = 60_000;
+    let c = TestCluster::with(region, pop).await;
     let wasm = wat::parse_str(PLAIN).expect("wat");
     let digest = ArtifactDigest::of(&wasm);
     c.nodes
