@@ -233,6 +233,17 @@ mod tests {
             let frame = encode(&msg).expect("encodes");
             assert_eq!(decode(&frame[4..]).expect("decodes"), msg);
         }
+        // A verdict change is one small message: one function, a few dozen bytes.
+        let Message::Releases { mut releases, .. } = sample_releases() else {
+            unreachable!("sample is releases")
+        };
+        releases.truncate(1);
+        let change = encode(&Message::Releases {
+            full: false,
+            releases,
+        })
+        .expect("encodes");
+        assert!(change.len() < 64, "{} bytes", change.len());
     }
 
     #[test]
