@@ -95,6 +95,11 @@ impl PopInvoker {
         self.executor.cached(digest).is_some()
     }
 
+    /// Whether the code `digest` is compiled for `release` and ready here.
+    pub fn has_module_on(&self, release: Release, digest: &common::model::ArtifactDigest) -> bool {
+        self.executor.cached_on(release, digest).is_some()
+    }
+
     /// Idle warm reactor instances across every pool here.
     pub fn warm_instances(&self) -> usize {
         self.executor.sandbox().warm_totals().0

@@ -11,16 +11,23 @@
 //! with it until the new artifact is ready, asking the caller to prepare the new one. An
 //! explicit version always resolves to exactly that version.
 //!
-//! Bounded: at most `max_entries` tokens and functions of each source. Learned entries are
-//! evicted (expired first); a pushed function beyond the bound is not kept, so it is
-//! served by forwarding.
+//! Runtime releases: the region also pushes which release each function its canary
+//! decided runs on ([`Known::apply_releases`]); pushed resolutions carry that release in
+//! [`ResolvedFunction::release`] (stamped when the hint or the function arrives, so the
+//! hot path reads it for free). A function's own `runtime` config wins, as at the region.
+//! Learned resolutions already carry the region's release from the forwarded reply.
+//!
+//! Bounded: at most `max_entries` tokens and functions of each source, and release hints.
+//! Learned entries are evicted (expired first); a pushed function beyond the bound is not
+//! kept, so it is served by forwarding; a release hint beyond the bound is not kept, so
+//! that function runs on the current release here (the region still runs it on its own).
 
 use common::model::{
     AliasName, AliasRouting, ArtifactDigest, FunctionKey, Qualifier, ResolvedFunction, TenantId,
     TokenHash,
 };
 use common::policy::alias;
-use common::wire::Update;
+use common::wire::{ReleaseHint, Update};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
@@ -43,6 +50,37 @@ struct PushedFunction {
     aliases: HashMap<AliasName, PushedAlias>,
 }
 
+/// `f` as it runs with the region's release hint `hint`: its own `runtime` pin wins (the
+/// invoker falls back to it when `release` is `None`), as the region's canary decides.
+fn stamp(mut f: ResolvedFunction, hint: Option<&String>) -> ResolvedFunction {
+    f.release = hint.filter(|_| f.config.runtime.is_none()).cloned();
+    f
+}
+
+/// `f` stamped with `hint`, shared again when nothing changes.
+fn restamp(f: &Arc<ResolvedFunction>, hint: Option<&String>) -> Arc<ResolvedFunction> {
+    let wanted = hint.filter(|_| f.config.runtime.is_none());
+    if f.release.as_ref() == wanted {
+        return Arc::clone(f);
+    }
+    Arc::new(stamp(ResolvedFunction::clone(f), hint))
+}
+
+impl PushedFunction {
+    /// Stamps every resolution of the function with `hint`.
+    fn restamp(&mut self, hint: Option<&String>) {
+        for f in [&mut self.latest, &mut self.previous_latest]
+            .into_iter()
+            .flatten()
+        {
+            *f = restamp(f, hint);
+        }
+        for f in self.versions.values_mut() {
+            *f = restamp(f, hint);
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     tokens: HashMap<TokenHash, (TenantId, Instant)>,
@@ -50,6 +88,8 @@ struct Inner {
     functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
     pushed_tokens: HashMap<TokenHash, TenantId>,
     pushed: HashMap<FunctionKey, PushedFunction>,
+    /// The region's release hints: the release each decided function runs on.
+    releases: HashMap<FunctionKey, String>,
     /// `None` while the push stream is live; otherwise until when pushed state is trusted.
     pushed_until: Option<Instant>,
 }
@@ -245,6 +285,49 @@ impl Known {
         inner.pushed.clear();
     }
 
+    /// Applies the region's release hints (see the module docs); `full` first forgets
+    /// every hint given before. `ready` says whether an artifact is prepared here: returns
+    /// the `$LATEST` code of hinted functions that run here, with their release, so the
+    /// caller can prepare it for that release before the next invocation needs it.
+    pub fn apply_releases(
+        &self,
+        full: bool,
+        hints: Vec<ReleaseHint>,
+        ready: impl Fn(&ArtifactDigest) -> bool,
+    ) -> Vec<(ArtifactDigest, String)> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let mut changed: Vec<FunctionKey> = Vec::new();
+        if full {
+            changed.extend(std::mem::take(&mut inner.releases).into_keys());
+        }
+        for hint in hints {
+            if inner.releases.len() >= self.max_entries
+                && !inner.releases.contains_key(&hint.function)
+            {
+                continue;
+            }
+            inner.releases.insert(hint.function.clone(), hint.release);
+            changed.push(hint.function);
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let mut prepare = Vec::new();
+        for key in changed {
+            let Some(f) = inner.pushed.get_mut(&key) else {
+                continue;
+            };
+            let hint = inner.releases.get(&key);
+            f.restamp(hint);
+            if let (Some(latest), Some(release)) = (&f.latest, hint)
+                && ready(&latest.digest)
+            {
+                prepare.push((latest.digest, release.clone()));
+            }
+        }
+        prepare
+    }
+
     /// Applies one pushed update; `ready` says whether an artifact is prepared here.
     /// Returns the digest to prepare in the background when a function or alias moved
     /// away from a prepared artifact to one that is not (the old one keeps serving).
@@ -275,8 +358,8 @@ impl Known {
                 if full && !inner.pushed.contains_key(&key) {
                     return prepare;
                 }
+                let latest = Arc::new(stamp(latest, inner.releases.get(&key)));
                 let f = inner.pushed.entry(key).or_default();
-                let latest = Arc::new(latest);
                 // Keep serving a prepared previous `$LATEST` until the new one is ready.
                 let keep = [f.latest.take(), f.previous_latest.take()]
                     .into_iter()
@@ -297,8 +380,9 @@ impl Known {
                     if full && !inner.pushed.contains_key(&key) {
                         return prepare;
                     }
+                    let v = Arc::new(stamp(v, inner.releases.get(&key)));
                     let f = inner.pushed.entry(key).or_default();
-                    f.versions.insert(version, Arc::new(v));
+                    f.versions.insert(version, v);
                 }
                 None => {
                     if let Some(f) = inner.pushed.get_mut(&key) {
@@ -350,173 +434,5 @@ impl Known {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use common::model::{FunctionConfig, FunctionName};
-
-    fn key() -> FunctionKey {
-        FunctionKey {
-            tenant: TenantId::new("t").expect("valid"),
-            name: FunctionName::new("f").expect("valid"),
-        }
-    }
-
-    fn resolved(rev: u64) -> ResolvedFunction {
-        ResolvedFunction {
-            key: key(),
-            version: "$LATEST".into(),
-            digest: ArtifactDigest::of(&rev.to_be_bytes()),
-            config: FunctionConfig::default(),
-            revision: rev,
-            release: None,
-        }
-    }
-
-    fn version(n: u32, rev: u64) -> (NonZeroU32, ResolvedFunction) {
-        let v = NonZeroU32::new(n).expect("non-zero");
-        let mut f = resolved(rev);
-        f.version = v.to_string();
-        (v, f)
-    }
-
-    #[test]
-    fn entries_expire_after_the_ttl() {
-        let k = Known::new(Duration::from_secs(10), 10);
-        let t0 = Instant::now();
-        k.learn("tok", resolved(1), t0);
-        let key = resolved(1).key;
-        assert!(k.tenant("tok", t0 + Duration::from_secs(9)).is_some());
-        assert!(k.function(&key, t0 + Duration::from_secs(9)).is_some());
-        assert!(k.tenant("tok", t0 + Duration::from_secs(10)).is_none());
-        assert!(k.function(&key, t0 + Duration::from_secs(10)).is_none());
-    }
-
-    #[test]
-    fn an_older_resolution_never_replaces_a_newer_one() {
-        let k = Known::new(Duration::from_secs(10), 10);
-        let t0 = Instant::now();
-        k.learn("tok", resolved(5), t0);
-        k.learn("tok", resolved(3), t0);
-        assert_eq!(
-            k.function(&resolved(5).key, t0).map(|f| f.revision),
-            Some(5)
-        );
-    }
-
-    #[test]
-    fn the_table_is_bounded() {
-        let k = Known::new(Duration::from_secs(10), 3);
-        let t0 = Instant::now();
-        for i in 0..50 {
-            k.learn(&format!("tok{i}"), resolved(1), t0);
-        }
-        assert!(k.lock().tokens.len() <= 3);
-    }
-
-    #[test]
-    fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
-        let k = Known::new(Duration::from_secs(10), 10);
-        let t0 = Instant::now();
-        let tenant = TenantId::new("t").expect("valid");
-        k.apply(
-            Update::Token {
-                hash: TokenHash::of("st_secret"),
-                tenant: Some(tenant.clone()),
-            },
-            |_| false,
-        );
-        assert_eq!(k.tenant("st_secret", t0), None, "not live yet");
-        k.set_push_live(true, t0);
-        assert_eq!(k.tenant("st_secret", t0), Some(tenant));
-        assert_eq!(k.tenant("st_other", t0), None);
-        k.set_push_live(false, t0);
-        assert!(k.tenant("st_secret", t0 + Duration::from_secs(9)).is_some());
-        assert!(
-            k.tenant("st_secret", t0 + Duration::from_secs(10))
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn a_moved_latest_keeps_serving_the_prepared_one_until_the_new_one_is_ready() {
-        let k = Known::new(Duration::from_secs(10), 10);
-        let t0 = Instant::now();
-        k.set_push_live(true, t0);
-        let (old, new) = (resolved(1), resolved(2));
-        let old_digest = old.digest;
-        let ready_old = |d: &ArtifactDigest| *d == old_digest;
-        k.apply(
-            Update::Function {
-                key: key(),
-                latest: Some(old),
-            },
-            ready_old,
-        );
-        let prepare = k.apply(
-            Update::Function {
-                key: key(),
-                latest: Some(new.clone()),
-            },
-            ready_old,
-        );
-        assert_eq!(prepare, [new.digest]);
-        let r = k
-            .resolve(&key(), &Qualifier::Latest, 0, t0, ready_old)
-            .expect("known");
-        assert_eq!((r.function.revision, r.prepare), (1, Some(new.digest)));
-        let r = k
-            .resolve(&key(), &Qualifier::Latest, 0, t0, |_| true)
-            .expect("known");
-        assert_eq!((r.function.revision, r.prepare), (2, None));
-    }
-
-    #[test]
-    fn explicit_versions_and_weighted_aliases_resolve_from_pushed_state() {
-        let k = Known::new(Duration::from_secs(10), 10);
-        let t0 = Instant::now();
-        k.set_push_live(true, t0);
-        for (n, f) in [version(1, 1), version(2, 2)] {
-            k.apply(
-                Update::Version {
-                    key: key(),
-                    version: n,
-                    function: Some(f),
-                },
-                |_| true,
-            );
-        }
-        let two = NonZeroU32::new(2).expect("non-zero");
-        let r = k
-            .resolve(&key(), &Qualifier::Version(two), 0, t0, |_| false)
-            .expect("known");
-        assert_eq!((r.function.version.as_str(), r.prepare), ("2", None));
-        let routing = AliasRouting::new(vec![
-            common::model::RouteSpec {
-                version: NonZeroU32::MIN,
-                weight: Some(90),
-            },
-            common::model::RouteSpec {
-                version: two,
-                weight: Some(10),
-            },
-        ])
-        .expect("valid");
-        k.apply(
-            Update::Alias {
-                key: key(),
-                alias: AliasName::new("prod").expect("valid"),
-                routing: Some(routing),
-            },
-            |_| true,
-        );
-        let q = Qualifier::Alias("prod".into());
-        let pick = |draw| {
-            k.resolve(&key(), &q, draw, t0, |_| true)
-                .expect("known")
-                .function
-                .version
-                .clone()
-        };
-        assert_eq!((pick(10).as_str(), pick(95).as_str()), ("1", "2"));
-    }
-}
+#[path = "known_tests.rs"]
+mod tests;

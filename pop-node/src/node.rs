@@ -77,6 +77,11 @@ impl PopHandle {
         self.invoker.has_module(digest)
     }
 
+    /// Whether the code `digest` is compiled for runtime `release` and ready at this POP.
+    pub fn has_module_on(&self, release: Release, digest: &common::model::ArtifactDigest) -> bool {
+        self.invoker.has_module_on(release, digest)
+    }
+
     /// Idle warm reactor instances across every pool at this POP.
     pub fn warm_instances(&self) -> usize {
         self.invoker.warm_instances()

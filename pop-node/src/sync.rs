@@ -3,6 +3,13 @@
 //! the background when a function or alias the POP serves moves (the old artifact keeps
 //! serving until the new one is ready; see [`Known::resolve`]).
 //!
+//! The region's runtime canary verdicts arrive on the same stream ([`Message::Releases`]):
+//! applied to [`Known`] so the next local invocation of a pinned or promoted function runs
+//! on the release the region decided, without forwarding it first. A function that runs
+//! here and moved to the next release has its module compiled for that release at once
+//! (bounded by the prefetcher; until it is ready the invoker forwards, as for any
+//! next-release function whose module is not compiled yet).
+//!
 //! One task per POP. After the stream breaks (region restart, connection loss) it
 //! resubscribes from the last applied revision with a bounded backoff, so the region sends
 //! only what was missed. The revision is kept in memory only: the pushed state it
@@ -13,7 +20,8 @@ use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
 use common::exec::Executor;
-use common::wire::{MAX_FRAME_LEN, Message};
+use common::sandbox::Release;
+use common::wire::{MAX_FRAME_LEN, Message, ReleaseHint};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +40,7 @@ pub struct SyncState {
     live: AtomicBool,
     subscriptions: AtomicU64,
     snapshots: AtomicU64,
+    releases: AtomicU64,
 }
 
 /// A point-in-time copy of [`SyncState`].
@@ -45,6 +54,8 @@ pub struct SyncStatus {
     pub subscriptions: u64,
     /// How many full snapshots it has applied (0 when every catch-up came from history).
     pub snapshots: u64,
+    /// How many runtime release hints (one per function listed) it has applied.
+    pub releases: u64,
 }
 
 impl SyncState {
@@ -55,6 +66,7 @@ impl SyncState {
             live: self.live.load(Ordering::Acquire),
             subscriptions: self.subscriptions.load(Ordering::Acquire),
             snapshots: self.snapshots.load(Ordering::Acquire),
+            releases: self.releases.load(Ordering::Acquire),
         }
     }
 }
@@ -123,6 +135,9 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                                 parts.prefetcher.request(digest);
                             }
                         }
+                        Ok(Message::Releases { full, releases }) => {
+                            apply_releases(&parts, full, releases);
+                        }
                         Ok(_) => {
                             warn!("region sent something else than updates on the push stream");
                             break;
@@ -160,4 +175,22 @@ fn apply(parts: &SyncParts, revision: u64, snapshot: bool, updates: Vec<common::
     if !parts.state.live.swap(true, Ordering::AcqRel) {
         parts.known.set_push_live(true, Instant::now());
     }
+}
+
+/// Applies the region's release hints and starts compiling, for the next release, the code
+/// of functions that run here and were moved onto it (a POP that does not host it keeps
+/// them on its current release: see the invoker).
+fn apply_releases(parts: &SyncParts, full: bool, releases: Vec<ReleaseHint>) {
+    let count = u64::try_from(releases.len()).unwrap_or(u64::MAX);
+    let ready = |d: &common::model::ArtifactDigest| parts.executor.cached(d).is_some();
+    for (digest, release) in parts.known.apply_releases(full, releases, ready) {
+        let hosted = Release::from_name(&release)
+            .filter(|r| *r != Release::Current && parts.executor.sandbox_on(*r).is_some());
+        if let Some(r) = hosted
+            && parts.executor.cached_on(r, &digest).is_none()
+        {
+            parts.prefetcher.request_on(r, digest);
+        }
+    }
+    parts.state.releases.fetch_add(count, Ordering::AcqRel);
 }

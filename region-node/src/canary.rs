@@ -8,13 +8,20 @@
 //! and read back at start-up, so a restart never re-canaries a decided function. A pinned
 //! verdict is also the owner's notification (`runtime_incompatible`), listed per tenant.
 //! Counts of undecided functions are in memory only: a restart samples them again.
+//!
+//! POPs follow the verdicts without forwarding: each decided verdict is announced as a
+//! [`ReleaseHint`] on a bounded broadcast ([`RuntimeCanary::subscribe`], one receiver per
+//! push stream, see [`crate::push`]), and [`RuntimeCanary::releases`] is the whole state a
+//! POP gets when it subscribes (or when its stream fell behind the broadcast).
 
 use crate::store::{Bucket, Expect, Store, StoreError};
 use common::model::{FunctionKey, FunctionName, TenantId};
 use common::policy::canary::{Canary, CanaryConfig, Counts, Side, Verdict};
 use common::sandbox::Release;
+use common::wire::ReleaseHint;
 use serde::{Deserialize, Serialize};
 use std::sync::{Mutex, PoisonError};
+use tokio::sync::broadcast;
 use tracing::{info, warn};
 
 /// A function's canary verdict as stored and served (`GET /v1/runtime`).
@@ -72,11 +79,27 @@ pub struct Notification {
     pub verdict: VerdictRecord,
 }
 
+/// Verdict changes buffered per push stream before a slow one falls behind (it then gets
+/// the whole state again instead: see [`crate::push`]).
+const RELEASE_CHANNEL: usize = 256;
+
 /// The region's runtime canary.
 #[derive(Debug)]
 pub struct RuntimeCanary {
     store: Store,
     policy: Mutex<Canary<FunctionKey>>,
+    /// Decided verdicts as POPs apply them, to every push stream.
+    announced: broadcast::Sender<ReleaseHint>,
+}
+
+/// The release POPs run a function with `verdict` on; `None` while undecided (the
+/// current release, sampled only at the region).
+fn release_of(verdict: Verdict) -> Option<Release> {
+    match verdict {
+        Verdict::Promoted => Some(Release::Next),
+        Verdict::Pinned => Some(Release::Current),
+        Verdict::Undecided => None,
+    }
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -115,7 +138,35 @@ impl RuntimeCanary {
         Ok(Self {
             store,
             policy: Mutex::new(policy),
+            announced: broadcast::channel(RELEASE_CHANNEL).0,
         })
+    }
+
+    /// A receiver of every verdict decided from now on (one per push stream). Bounded: a
+    /// receiver more than a few hundred verdicts behind gets `Lagged` and must resend
+    /// [`RuntimeCanary::releases`].
+    pub fn subscribe(&self) -> broadcast::Receiver<ReleaseHint> {
+        self.announced.subscribe()
+    }
+
+    /// The release of every decided function, as POPs apply it (memory only, no I/O).
+    /// Undecided functions are not listed: they run on the current release at POPs.
+    pub fn releases(&self) -> Vec<ReleaseHint> {
+        let policy = self.policy();
+        let mut out: Vec<ReleaseHint> = policy
+            .keys()
+            .filter_map(|k| {
+                let release = release_of(policy.verdict(k))?;
+                Some(ReleaseHint {
+                    function: k.clone(),
+                    release: release.name().into(),
+                })
+            })
+            .collect();
+        // `keys` may list a function twice (verdict and counts).
+        out.sort_by(|a, b| a.function.cmp(&b.function));
+        out.dedup_by(|a, b| a.function == b.function);
+        out
     }
 
     /// Share of an undecided function's invocations run on the next release, in percent.
@@ -190,9 +241,9 @@ impl RuntimeCanary {
         Some(VerdictRecord::new(&key.name, verdict, counts, unix_ms()))
     }
 
-    /// Stores `record`, the verdict of `key` (blocking: a store write). A verdict that
-    /// cannot be stored stays in force in memory (and is logged): it is decided again
-    /// after a restart.
+    /// Stores `record`, the verdict of `key` (blocking: a store write), then announces it
+    /// to POPs. A verdict that cannot be stored stays in force in memory (and is logged,
+    /// and announced): it is decided again after a restart.
     pub fn persist(&self, key: &FunctionKey, record: &VerdictRecord) {
         let stored = serde_json::to_vec(record)
             .map_err(|e| StoreError::Backend(e.to_string()))
@@ -202,6 +253,14 @@ impl RuntimeCanary {
             });
         if let Err(e) = stored {
             warn!(function = %key, error = %e, "canary verdict not stored");
+        }
+        if let Some(release) = release_of(record.verdict) {
+            // No receiver (no POP subscribed) is not an error: a POP that subscribes later
+            // gets the verdict with the whole state.
+            let _ = self.announced.send(ReleaseHint {
+                function: key.clone(),
+                release: release.name().into(),
+            });
         }
     }
 

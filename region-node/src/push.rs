@@ -11,11 +11,19 @@
 //!
 //! Trending hints ([`crate::trend`]) are interleaved with the updates as they come; a POP
 //! too slow for the hint channel skips hints rather than holding the region's memory.
+//!
+//! Runtime releases ([`crate::canary`]): right after accepting, the stream carries the
+//! canary's whole verdict state ([`Message::Releases`] with `full`), then one small
+//! message per verdict as it is decided. These are not advisory (a POP that missed one
+//! would keep a function on the wrong release), so a POP too slow for the verdict channel
+//! gets the whole state again instead of the changes it skipped: bounded either way.
 
+use crate::canary::RuntimeCanary;
 use crate::registry::{REGISTRY_BUCKETS, Registry};
 use crate::store::{Snapshot, Store, WatchEvent};
 use common::transport::ServerStream;
-use common::wire::{Message, Update};
+use common::wire::{Message, ReleaseHint, Update};
+use std::sync::Arc;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, warn};
@@ -48,13 +56,49 @@ fn snapshot_messages(s: &Snapshot) -> Vec<Message> {
         .collect()
 }
 
-/// Serves a POP's subscription on `stream` from revision `since`.
+/// The canary's whole verdict state as messages: the first says `full` (the POP forgets
+/// the releases hinted before), each carries at most [`SNAPSHOT_CHUNK`] functions, and
+/// there is always at least one (an empty state still clears the POP's).
+fn release_messages(releases: &[ReleaseHint]) -> Vec<Message> {
+    let mut chunks: Vec<Vec<ReleaseHint>> = releases
+        .chunks(SNAPSHOT_CHUNK)
+        .map(<[ReleaseHint]>::to_vec)
+        .collect();
+    if chunks.is_empty() {
+        chunks.push(Vec::new());
+    }
+    chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, releases)| Message::Releases {
+            full: i == 0,
+            releases,
+        })
+        .collect()
+}
+
+/// The next verdict on `changes`; never resolves without a canary.
+async fn next_verdict(
+    changes: &mut Option<broadcast::Receiver<ReleaseHint>>,
+) -> Result<ReleaseHint, RecvError> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves a POP's subscription on `stream` from revision `since`, with the verdicts of
+/// `canary` when the region runs one.
 pub async fn serve(
     mut stream: ServerStream,
     store: Store,
     since: u64,
     mut hints: broadcast::Receiver<Message>,
+    canary: Option<Arc<RuntimeCanary>>,
 ) {
+    // Subscribed before the state is read, so no verdict falls between the two (one
+    // decided in between arrives twice, which is harmless).
+    let mut verdicts = canary.as_ref().map(|c| c.subscribe());
     // The first message says the subscription is accepted, before any catch-up: a POP
     // that is already current has nothing else to wait for.
     let mut first = vec![Message::Updates {
@@ -80,6 +124,9 @@ pub async fn serve(
         Ok(Ok(_)) => {}
         _ => return warn!("cannot read the store's revision; closing the push stream"),
     }
+    if let Some(c) = &canary {
+        first.extend(release_messages(&c.releases()));
+    }
     for msg in &first {
         if let Err(e) = stream.send(msg).await {
             return debug!(error = %e, "push stream closed");
@@ -104,6 +151,30 @@ pub async fn serve(
                     }
                     // The node is stopping.
                     Err(RecvError::Closed) => return,
+                }
+                continue;
+            }
+            verdict = next_verdict(&mut verdicts) => {
+                let messages = match (verdict, &canary) {
+                    (Ok(hint), _) => vec![Message::Releases {
+                        full: false,
+                        releases: vec![hint],
+                    }],
+                    (Err(RecvError::Lagged(skipped)), Some(c)) => {
+                        debug!(skipped, "push stream fell behind the verdicts; resending them all");
+                        release_messages(&c.releases())
+                    }
+                    // The canary is gone (the node is stopping): no more verdicts.
+                    (Err(_), _) => {
+                        verdicts = None;
+                        Vec::new()
+                    }
+                };
+                for msg in &messages {
+                    if let Err(e) = stream.send(msg).await {
+                        debug!(error = %e, "push stream closed");
+                        return;
+                    }
                 }
                 continue;
             }
@@ -183,5 +254,33 @@ mod tests {
     #[test]
     fn an_empty_snapshot_is_still_one_message() {
         assert_eq!(shape(&snapshot_messages(&snapshot(0))), [(77, true, 0)]);
+    }
+
+    fn release_shape(messages: &[Message]) -> Vec<(bool, usize)> {
+        messages
+            .iter()
+            .map(|m| match m {
+                Message::Releases { full, releases } => (*full, releases.len()),
+                other => panic!("not releases: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_verdict_state_is_chunked_and_only_its_first_message_is_full() {
+        let hint = ReleaseHint {
+            function: common::model::FunctionKey {
+                tenant: common::model::TenantId::new("t").expect("tenant"),
+                name: common::model::FunctionName::new("f").expect("name"),
+            },
+            release: "2026.11".into(),
+        };
+        let all = vec![hint; SNAPSHOT_CHUNK + 3];
+        assert_eq!(
+            release_shape(&release_messages(&all)),
+            [(true, SNAPSHOT_CHUNK), (false, 3)]
+        );
+        // No verdicts still clears what the POP was told before.
+        assert_eq!(release_shape(&release_messages(&[])), [(true, 0)]);
     }
 }

@@ -9,6 +9,7 @@ use crate::routes::Routes;
 use crate::trend::TrendWatch;
 use common::logs::LogBuffer;
 use common::model::ApiError;
+use common::sandbox::Release;
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{MAX_FRAME_LEN, Message};
 use std::sync::Arc;
@@ -87,7 +88,13 @@ async fn serve_stream(
     if let Message::Subscribe { since_revision } = request {
         let store = invoker.registry().store().clone();
         let hints = services.trending.subscribe();
-        return crate::push::serve(stream, store, since_revision, hints).await;
+        // Verdicts are pushed only by a region that hosts the next release (as
+        // `release_for_pops` names releases only then).
+        let canary = invoker
+            .canary()
+            .filter(|_| invoker.executor().sandbox_on(Release::Next).is_some())
+            .cloned();
+        return crate::push::serve(stream, store, since_revision, hints, canary).await;
     }
     let reply = handle(request, &invoker, &services).await;
     if let Err(e) = stream.reply(&reply).await {
@@ -185,5 +192,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::LeaseAcquire { .. } => "LeaseAcquire",
         Message::LeaseGranted { .. } => "LeaseGranted",
         Message::LeaseReturn { .. } => "LeaseReturn",
+        Message::Releases { .. } => "Releases",
     }
 }

@@ -3,8 +3,14 @@
 //! to the current release (its owner notified through the API and its
 //! `on_runtime_incompatible` function), and a plain guest is promoted; responses name the
 //! release that ran them (`x-strata-runtime`), and the POP runs the pinned guest on current.
+//!
+//! Verdicts reach POPs on the push stream: a POP running a function locally follows its
+//! promotion without forwarding it, whether it was subscribed when the verdict was
+//! decided (the change message) or subscribed afterwards (the initial state).
 
 use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use common::model::ArtifactDigest;
+use common::sandbox::Release;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -120,9 +126,7 @@ async fn a_guest_using_a_dropped_import_is_pinned_and_a_plain_one_promoted() {
     }
 
     // Every answer names the release that ran it: the promoted guest runs on the next
-    // release at the region. (A POP that learned `plain` from the push stream before the
-    // verdict keeps running it on current until it learns the function from a forwarded
-    // result again: verdicts are not pushed yet.)
+    // release at the region (and at POPs: see the push-stream tests below).
     let r = c.invoke_at(&region_url, "plain", "").await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(header(&r, "x-strata-runtime"), "2026.11");
@@ -201,4 +205,127 @@ async fn a_pop_runs_a_function_pinned_to_the_next_release_on_it() {
         }
         assert!(patience.more(), "the POP never ran the guest itself");
     }
+}
+
+/// Whether `condition` holds within the test's patience, polled every 5 ms: the POP's
+/// sync state and module cache have no notification to wait on.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let mut patience = Patience::new();
+    while patience.more() {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+/// A cluster canarying half of each function's invocations, with `plain` deployed pinned
+/// to the edge and already running at the POP on the current release. Returns its digest.
+async fn plain_running_at_the_pop() -> (TestCluster, ArtifactDigest) {
+    let mut region = region_config();
+    region.canary_percent = 50;
+    region.canary_min_samples = 5;
+    // While the verdict is reached at the region the POP draws nothing from its tenant
+    // lease, and a lease unused for a renewal round (a third of the TTL) is given back:
+    // the first invocation after it would be forwarded for capacity while a new lease is
+    // fetched. A long lease keeps the POP's slots through the test.
+    region.limits.lease_ttl_ms = 60_000;
+    let mut pop = pop_config();
+    pop.lease_ttl_ms = 60_000;
+    let c = TestCluster::with(region, pop).await;
+    let wasm = wat::parse_str(PLAIN).expect("wat");
+    let digest = ArtifactDigest::of(&wasm);
+    c.nodes
+        .deploy("plain", json!({"placement": "edge"}), wasm)
+        .await
+        .expect("deploys");
+    let pop_url = c.nodes.pop_url();
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&pop_url, "plain", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        if header(&r, "x-strata-executed-at").starts_with("pop/") {
+            assert_eq!(
+                header(&r, "x-strata-runtime"),
+                "2026.10",
+                "undecided runs on current"
+            );
+            break;
+        }
+        assert!(patience.more(), "the POP never ran `plain` itself");
+    }
+    (c, digest)
+}
+
+/// Invokes `plain` at the region only (never through the POP) until the canary judge
+/// promotes it.
+async fn promote_plain_at_the_region(c: &TestCluster) {
+    let region_url = c.nodes.region_url();
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&region_url, "plain", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let runtime = get(c, "/v1/runtime").await;
+        match verdict_of(&runtime, "plain").as_str() {
+            "promoted" => return,
+            "undecided" => assert!(patience.more(), "no verdict: {runtime}"),
+            other => panic!("`plain` was {other}: {runtime}"),
+        }
+    }
+}
+
+/// Once the POP holds the verdict and the next release's module, every invocation of
+/// `plain` at the POP runs there, on the next release: none is forwarded.
+async fn pop_runs_plain_on_the_next_release(c: &TestCluster, digest: ArtifactDigest) {
+    let pop = &c.nodes.pop;
+    assert!(
+        eventually(|| pop.sync_status().releases >= 1).await,
+        "the POP never got the verdict: {:?}",
+        pop.sync_status()
+    );
+    assert!(
+        eventually(|| pop.has_module_on(Release::Next, &digest)).await,
+        "the POP never compiled `plain` for the next release"
+    );
+    let pop_url = c.nodes.pop_url();
+    for _ in 0..3 {
+        let r = c.invoke_at(&pop_url, "plain", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(
+            header(&r, "x-strata-executed-at").starts_with("pop/"),
+            "forwarded: {}",
+            header(&r, "x-strata-executed-at")
+        );
+        assert_eq!(header(&r, "x-strata-runtime"), "2026.11");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promotion_is_pushed_to_a_pop_that_runs_the_function_locally() {
+    let (c, digest) = plain_running_at_the_pop().await;
+    promote_plain_at_the_region(&c).await;
+    pop_runs_plain_on_the_next_release(&c, digest).await;
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_that_subscribes_after_a_promotion_gets_it_with_the_initial_state() {
+    let (c, digest) = plain_running_at_the_pop().await;
+    // Unsubscribed while the verdict is decided: no change message can reach the POP.
+    c.nodes.pop.set_sync_paused(true);
+    let pop = &c.nodes.pop;
+    assert!(
+        eventually(|| !pop.sync_status().live).await,
+        "still subscribed"
+    );
+    promote_plain_at_the_region(&c).await;
+    assert_eq!(
+        pop.sync_status().releases,
+        0,
+        "a verdict reached a paused POP"
+    );
+    c.nodes.pop.set_sync_paused(false);
+    pop_runs_plain_on_the_next_release(&c, digest).await;
+    c.nodes.shutdown().await;
 }

@@ -207,7 +207,80 @@ mod tests {
         ));
     }
 
+    fn sample_releases() -> Message {
+        let hint = |name: &str, release: &str| super::super::ReleaseHint {
+            function: crate::model::FunctionKey {
+                tenant: crate::model::TenantId::new("acme").expect("valid tenant"),
+                name: FunctionName::new(name).expect("valid name"),
+            },
+            release: release.into(),
+        };
+        Message::Releases {
+            full: true,
+            releases: vec![hint("plain", "2026.11"), hint("legacy", "2026.10")],
+        }
+    }
+
+    #[test]
+    fn release_hints_round_trip() {
+        for msg in [
+            sample_releases(),
+            Message::Releases {
+                full: false,
+                releases: Vec::new(),
+            },
+        ] {
+            let frame = encode(&msg).expect("encodes");
+            assert_eq!(decode(&frame[4..]).expect("decodes"), msg);
+        }
+        // A verdict change is one small message: one function, a few dozen bytes.
+        let Message::Releases { mut releases, .. } = sample_releases() else {
+            unreachable!("sample is releases")
+        };
+        releases.truncate(1);
+        let change = encode(&Message::Releases {
+            full: false,
+            releases,
+        })
+        .expect("encodes");
+        assert!(change.len() < 64, "{} bytes", change.len());
+    }
+
+    #[test]
+    fn garbage_release_hints_are_typed_errors() {
+        let frame = encode(&sample_releases()).expect("encodes");
+        let body = &frame[4..];
+        // Cut anywhere: never a message, never a panic.
+        for cut in 0..body.len() {
+            assert!(decode(&body[..cut]).is_err(), "decoded a cut at {cut}");
+        }
+        // A function name that breaks validation is refused, not passed on.
+        let mut bad = body.to_vec();
+        let pos = bad
+            .windows(5)
+            .position(|w| w == b"plain")
+            .expect("name present");
+        bad[pos] = b'H';
+        assert!(matches!(decode(&bad), Err(WireError::Malformed(_))));
+        // A list length far beyond the frame is refused before allocating.
+        let mut huge = body[..1].to_vec();
+        huge.push(1);
+        huge.extend([0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(decode(&huge).is_err());
+    }
+
     proptest! {
+        #[test]
+        fn release_hints_survive_mutation(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let frame = encode(&sample_releases()).expect("encodes");
+            let mut body = frame[4..].to_vec();
+            for (i, b) in flips {
+                let n = body.len();
+                body[i % n] ^= b;
+            }
+            let _ = decode(&body);
+        }
+
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
             let _ = decode(&bytes);

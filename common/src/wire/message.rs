@@ -63,7 +63,7 @@ pub enum Update {
 
 /// One protocol message. Each bidirectional stream carries one request message and one
 /// reply message, except the push stream: [`Message::Subscribe`] then a sequence of
-/// [`Message::Updates`].
+/// [`Message::Updates`], interleaved with [`Message::Trending`] and [`Message::Releases`].
 // Messages are built once and moved into the encoder; boxing the large variant would add
 // an allocation per invocation for no benefit.
 #[allow(clippy::large_enum_variant)]
@@ -204,6 +204,28 @@ pub enum Message {
         /// How many slots.
         slots: u32,
     },
+    /// Region -> POP on the push stream: the runtime release each listed function runs on
+    /// at POPs, as the region's runtime canary decided it (pinned to the current release,
+    /// or promoted to the next). Sent as the whole state right after subscribing (and
+    /// again when the stream fell behind), then one small message per verdict change.
+    Releases {
+        /// True on the first message of the whole state: forget every release hinted
+        /// before (a function not listed runs on the current release).
+        full: bool,
+        /// The functions and their releases.
+        releases: Vec<ReleaseHint>,
+    },
+}
+
+/// Which runtime release a function runs on at POPs. Not registry state (verdicts live
+/// outside the revisioned registry), so it travels beside [`Message::Updates`], not in them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseHint {
+    /// The function.
+    pub function: FunctionKey,
+    /// The release's name (`2026.10`, `2026.11`), as in [`ResolvedFunction::release`]: a
+    /// name the POP does not host runs on its current release.
+    pub release: String,
 }
 
 /// A region's load as it reports it with each invocation result.

@@ -9,7 +9,9 @@ mod frame;
 mod message;
 
 pub use frame::{FrameHeader, WireError, decode, encode, read_message, write_message};
-pub use message::{ArtifactKind, EngineFingerprint, Message, Pressure, ShippedLog, Update};
+pub use message::{
+    ArtifactKind, EngineFingerprint, Message, Pressure, ReleaseHint, ShippedLog, Update,
+};
 
 /// The ALPN protocol id of this protocol version.
 pub const ALPN: &[u8] = b"strata/1";
