@@ -255,17 +255,27 @@ mod tests {
     #[test]
     fn the_edge_node_behaves_like_the_region_node() {
         for seed in 0..40 {
+            compare(seed, 2_000);
+        }
+        // Long enough for the region's release log to be rebuilt several times.
+        assert!(compare(99, 60_000) >= 2);
+    }
+
+    /// Returns how many times the region's node rebuilt its release log.
+    fn compare(seed: u64, steps: usize) -> u32 {
+        {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            let keep = rng.random_range(1..20) * S;
+            // A long run keeps instances for ages, so stale release records pile up.
+            let keep = rng.random_range(1..20) * S * if steps > 10_000 { 100_000 } else { 1 };
             let slots = rng.random_range(1..12);
-            let budget = rng.random_range(1..16) * 64;
+            let budget = rng.random_range(1..16) * 64 * if steps > 10_000 { 1 << 20 } else { 1 };
             let mut edge = EdgeNode::new(slots, budget, keep);
             let mut region = Node::new(slots, budget, keep);
             let memory = |f: u32| 64 * (1 + u64::from(f % 3));
             let (mut re, mut rr) = (Vec::new(), Vec::new());
             let mut busy: Vec<u32> = Vec::new();
             let mut now = 0;
-            for step in 0..2_000 {
+            for step in 0..steps {
                 // Ties in time are common on purpose.
                 now += rng.random_range(0..3) * S / 2;
                 match rng.random_range(0..10) {
@@ -306,6 +316,7 @@ mod tests {
                     }
                 }
             }
+            region.log_rebuilds
         }
     }
 }

@@ -10,7 +10,7 @@
 //! does not fit evicts the node's oldest idle instance, and fails when none is left.
 
 use super::queue::Nanos;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hasher;
 
 /// A fast, deterministic hasher for the simulator's dense integer keys.
@@ -82,11 +82,16 @@ pub struct Node {
     pub instances: u64,
     /// Per-function pools, indexed by function (grown on first use).
     functions: Vec<FnState>,
-    /// (oldest idle time, function) of every function with idle instances: the node's
-    /// oldest idle instance and every expired one are found in O(log n), without visiting
-    /// every function the node has seen.
-    fronts: BTreeSet<(Nanos, u32)>,
+    /// (idle since, function) for every release, oldest first: the node's oldest idle
+    /// instance and every expired one are found from its front without visiting every
+    /// function. Entries go stale when their instance is reused or dropped; a record is
+    /// live when it names its function's oldest idle instance, and stale ones are skipped
+    /// when they reach the front. Rebuilt from the pools when stale ones pile up.
+    log: VecDeque<(Nanos, u32)>,
     keep_alive: Nanos,
+    /// Times the log was rebuilt, for tests.
+    #[cfg(test)]
+    pub(crate) log_rebuilds: u32,
 }
 
 impl Node {
@@ -99,8 +104,10 @@ impl Node {
             used_mb: 0,
             instances: 0,
             functions: Vec::new(),
-            fronts: BTreeSet::new(),
+            log: VecDeque::new(),
             keep_alive,
+            #[cfg(test)]
+            log_rebuilds: 0,
         }
     }
 
@@ -136,11 +143,8 @@ impl Node {
         }
         let keep_alive = self.keep_alive;
         let state = self.function(func, memory_mb);
-        let front = state.idle.front().copied();
         let expired = expire_front(&mut state.idle, now, keep_alive, memory_mb, removed);
         let warm = state.idle.pop_back().is_some();
-        let new_front = state.idle.front().copied();
-        refront(&mut self.fronts, func, front, new_front);
         self.drop_instances(expired, memory_mb);
         if !warm {
             while self.used_mb + memory_mb > self.budget_mb {
@@ -160,8 +164,10 @@ impl Node {
         self.busy = self.busy.saturating_sub(1);
         if let Some(s) = self.functions.get_mut(func as usize) {
             s.idle.push_back(now);
-            if s.idle.len() == 1 {
-                self.fronts.insert((now, func));
+            self.log.push_back((now, func));
+            let idle = self.instances.saturating_sub(u64::from(self.busy)) as usize;
+            if self.log.len() > 2 * idle + 4096 {
+                self.rebuild_log();
             }
         }
     }
@@ -169,19 +175,19 @@ impl Node {
     /// Retires every idle instance whose keep-alive ran out by `now`.
     pub fn sweep(&mut self, now: Nanos, removed: &mut Vec<Removed>) {
         let keep_alive = self.keep_alive;
-        while let Some(&(since, func)) = self.fronts.first() {
+        while let Some(&(since, func)) = self.log.front() {
             if since + keep_alive > now {
                 break;
             }
-            self.fronts.pop_first();
+            self.log.pop_front();
             let Some(state) = self.functions.get_mut(func as usize) else {
                 continue;
             };
+            if state.idle.front() != Some(&since) {
+                continue;
+            }
             let mb = state.memory_mb;
             let n = expire_front(&mut state.idle, now, keep_alive, mb, removed);
-            if let Some(&next) = state.idle.front() {
-                self.fronts.insert((next, func));
-            }
             self.drop_instances(n, mb);
         }
     }
@@ -190,7 +196,7 @@ impl Node {
     pub fn wipe(&mut self) -> u64 {
         let freed = self.used_mb;
         self.functions.iter_mut().for_each(|s| s.idle.clear());
-        self.fronts.clear();
+        self.log.clear();
         self.busy = 0;
         self.used_mb = 0;
         self.instances = 0;
@@ -205,9 +211,6 @@ impl Node {
         };
         let memory_mb = state.memory_mb;
         let n = state.idle.len() as u64;
-        if let Some(&front) = state.idle.front() {
-            self.fronts.remove(&(front, func));
-        }
         for &since in &state.idle {
             removed.push(Removed {
                 memory_mb,
@@ -233,16 +236,30 @@ impl Node {
     /// Evicts the oldest idle instance of any function; `false` when none is idle. Ties
     /// in time go to the lowest function index, so runs stay deterministic.
     fn evict_oldest(&mut self, now: Nanos, removed: &mut Vec<Removed>) -> bool {
-        let Some((since, func)) = self.fronts.pop_first() else {
-            return false;
-        };
-        let Some(state) = self.functions.get_mut(func as usize) else {
-            return false;
-        };
-        state.idle.pop_front();
-        if let Some(&next) = state.idle.front() {
-            self.fronts.insert((next, func));
+        // Stale records at the front go; the first live one has the oldest time.
+        while let Some(&(since, func)) = self.log.front() {
+            if self.is_live(since, func) {
+                break;
+            }
+            self.log.pop_front();
         }
+        let Some(&(since, _)) = self.log.front() else {
+            return false;
+        };
+        let Some((i, func)) = self
+            .log
+            .iter()
+            .take_while(|(t, _)| *t == since)
+            .enumerate()
+            .filter(|(_, (t, f))| self.is_live(*t, *f))
+            .map(|(i, (_, f))| (i, *f))
+            .min_by_key(|(_, f)| *f)
+        else {
+            return false;
+        };
+        self.log.remove(i);
+        let state = &mut self.functions[func as usize];
+        state.idle.pop_front();
         let mb = state.memory_mb;
         removed.push(Removed {
             memory_mb: mb,
@@ -251,18 +268,25 @@ impl Node {
         self.drop_instances(1, mb);
         true
     }
-}
 
-/// Keeps `fronts` in step when `func`'s oldest idle time went from `old` to `new`.
-fn refront(fronts: &mut BTreeSet<(Nanos, u32)>, func: u32, old: Option<Nanos>, new: Option<Nanos>) {
-    if old == new {
-        return;
+    /// Whether the record (`since`, `func`) names `func`'s oldest idle instance.
+    fn is_live(&self, since: Nanos, func: u32) -> bool {
+        self.functions
+            .get(func as usize)
+            .is_some_and(|s| s.idle.front() == Some(&since))
     }
-    if let Some(t) = old {
-        fronts.remove(&(t, func));
-    }
-    if let Some(t) = new {
-        fronts.insert((t, func));
+
+    /// Rebuilds the release log from the pools: one record per idle instance.
+    fn rebuild_log(&mut self) {
+        #[cfg(test)]
+        {
+            self.log_rebuilds += 1;
+        }
+        self.log.clear();
+        for (f, s) in self.functions.iter().enumerate() {
+            self.log.extend(s.idle.iter().map(|&t| (t, f as u32)));
+        }
+        self.log.make_contiguous().sort_unstable();
     }
 }
 

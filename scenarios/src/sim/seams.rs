@@ -75,6 +75,9 @@ impl RegionChoice for PolicyChoice {
             p
         });
         // The simulator's own avoidance (`retry_after_s`) still applies on top.
+        if regions.iter().all(|r| r.avoid_until <= now) {
+            return policy.choose(at, &[]);
+        }
         let avoided: Vec<u32> = regions
             .iter()
             .filter(|r| r.avoid_until > now)
