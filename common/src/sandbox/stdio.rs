@@ -112,12 +112,13 @@ impl Stdio {
         (stdio, wasi)
     }
 
-    /// Arms the pipes for one invocation: `stdin` is what the guest reads, the outputs
-    /// are empty, and the guest clock reads zero at `origin`.
+    /// Arms the pipes for one invocation: `stdin` is what the guest reads and the guest
+    /// clock reads zero at `origin`. The outputs are already empty: new pipes are, and
+    /// [`Stdio::finish`] empties them after every invocation.
     pub(super) fn begin(&self, stdin: Bytes, origin: Instant) {
         *lock(&self.stdin.shared.bytes) = stdin;
-        self.stdout.clear();
-        self.stderr.clear();
+        debug_assert!(lock(&self.stdout.shared.buf).is_empty());
+        debug_assert!(lock(&self.stderr.shared.buf).is_empty());
         self.clock.set(origin);
     }
 
@@ -248,10 +249,6 @@ impl Output {
                 dropped: AtomicBool::new(false),
             }),
         }
-    }
-
-    fn clear(&self) {
-        lock(&self.shared.buf).clear();
     }
 
     /// Takes the buffer (no copy: it becomes the invocation's output) cut to `cap`, and
