@@ -5,8 +5,9 @@
 //! Owns creating reactor instances (each with one WASI context for life), arming them for
 //! each call (the invocation's stdio, environment and clock origin swapped into that
 //! context, epoch deadline, fuel, a per-invocation memory peak) and deciding whether
-//! an instance may be reused: one whose call trapped, timed out, ran out of fuel, exited
-//! or was denied memory is dropped, never handed to another invocation. Classification of
+//! an instance may be reused: one whose call trapped, timed out, ran out of fuel, exited,
+//! was denied memory or closed a stdio descriptor is dropped, never handed to another
+//! invocation. Classification of
 //! failures is shared with commands (`run::classify`).
 
 use super::limits::MemoryLimiter;
@@ -76,8 +77,16 @@ fn create(
     });
     match created {
         Ok(handle) => {
-            let init_log = store.data().stdio.finish(cfg).stderr;
-            store.data_mut().shared = None;
+            let state = store.data_mut();
+            let init_log = state.stdio.finish(cfg).stderr;
+            state.shared = None;
+            if !state.stdio.intact() {
+                // `_initialize` closed or renumbered a stdio descriptor: the calls get a
+                // context of their own instead of inheriting that.
+                let (stdio, wasi) = Stdio::build(cfg, started);
+                state.stdio = stdio;
+                state.wasi = wasi;
+            }
             Ok(Ok((Box::new(ReactorInstance { store, handle }), init_log)))
         }
         Err(e) if is_capacity(&e) => Err(SandboxError::Capacity(format!("{e:#}"))),

@@ -303,3 +303,31 @@ fn environ_get_with_a_bad_pointer_is_efault_not_a_trap() {
     let e = s.run_reactor(&k, &m, inv(Vec::new()), None).expect("runs");
     assert_eq!((e.start, e.failure), (StartKind::Warm, None));
 }
+
+#[test]
+fn an_initialize_that_closes_stdout_does_not_take_it_from_the_calls() {
+    let s = sandbox();
+    let m = s
+        .compile(&wasm(
+            r#"(module
+                 (import "wasi_snapshot_preview1" "fd_close" (func $close (param i32) (result i32)))
+                 (import "wasi_snapshot_preview1" "fd_write"
+                   (func $write (param i32 i32 i32 i32) (result i32)))
+                 (memory (export "memory") 1)
+                 (data (i32.const 64) "hi")
+                 (func (export "_initialize") (drop (call $close (i32.const 1))))
+                 (func (export "strata_handle") (result i32)
+                   (i32.store (i32.const 0) (i32.const 64))
+                   (i32.store (i32.const 4) (i32.const 2))
+                   (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))"#,
+        ))
+        .expect("compiles");
+    let k = key("init-closes", &m);
+    for start in [StartKind::Cold, StartKind::Warm] {
+        let e = call(&s, &k, &m, b"");
+        assert_eq!(
+            (e.start, e.failure, e.stdout),
+            (start, None, b"hi".to_vec())
+        );
+    }
+}
