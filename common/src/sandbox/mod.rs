@@ -38,6 +38,7 @@
 mod artifact;
 mod cache;
 mod config;
+mod environ;
 mod error;
 mod host;
 mod lane;
@@ -48,6 +49,7 @@ mod reactor;
 mod run;
 mod runtime;
 mod state;
+mod stdio;
 mod ticker;
 
 #[cfg(test)]
@@ -56,6 +58,8 @@ mod tests;
 mod tests_host;
 #[cfg(test)]
 mod tests_reactor;
+#[cfg(test)]
+mod tests_warm;
 
 pub use cache::ModuleCache;
 pub use config::SandboxConfig;
@@ -86,7 +90,6 @@ use wasmtime::{
     Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
     PoolingAllocationConfig, Store, ValType,
 };
-use wasmtime_wasi::WasiCtxBuilder;
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 
 /// The first four bytes of every WebAssembly binary.
@@ -108,8 +111,12 @@ struct StoreState {
     clock_origin: Instant,
     /// The namespace the `strata` state imports use; `None` answers them `NO_STATE`.
     shared: Option<StateHandle>,
-    /// The invocation's stderr, which the deprecated `strata.log_v0` writes to.
-    log: Option<wasmtime_wasi::p2::pipe::MemoryOutputPipe>,
+    /// The host's side of the WASI context's stdio (the deprecated `strata.log_v0` writes
+    /// to its stderr), re-armed for every invocation.
+    stdio: stdio::Stdio,
+    /// The invocation's environment variables, which `environ_get` serves; emptied after
+    /// every invocation.
+    env: Vec<(String, String)>,
 }
 
 /// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
@@ -180,15 +187,18 @@ impl Sandbox {
         p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", e))?;
         poll::bound_poll_oneoff(&mut linker).map_err(|e| engine_err("linking poll_oneoff", e))?;
+        environ::link(&mut linker).map_err(|e| engine_err("linking environ_get", e))?;
         host::link(&mut linker, cfg.release).map_err(|e| engine_err("linking `strata`", e))?;
         let now = Instant::now();
+        let (stdio, wasi) = stdio::Stdio::build(&cfg, now);
         let probe = StoreState {
-            wasi: WasiCtxBuilder::new().build_p1(),
+            wasi,
             limiter: MemoryLimiter::new(0),
             deadline: None,
             clock_origin: now,
             shared: None,
-            log: None,
+            stdio,
+            env: Vec::new(),
         };
         let mut store =
             Store::try_new(&engine, probe).map_err(|e| engine_err("creating a store", e))?;

@@ -12,6 +12,8 @@
 //! and event arrays and the event count.
 
 use super::StoreState;
+use super::stdio::ClockOrigin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use wasmtime::{Caller, Extern, Linker, Trap, format_err};
 use wasmtime_wasi::HostMonotonicClock;
@@ -37,12 +39,14 @@ const ERRNO_BADF: i32 = 8;
 const ERRNO_FAULT: i32 = 21;
 const ERRNO_INVAL: i32 = 28;
 
-/// The guest's monotonic clock: nanoseconds since `origin`, which the store state also
-/// keeps so that absolute-time subscriptions can be turned into waits.
-#[derive(Debug, Clone, Copy)]
+/// The guest's monotonic clock: nanoseconds since the invocation's origin, which the
+/// store state also keeps (`clock_origin`) so that absolute-time subscriptions can be
+/// turned into waits. The origin is shared with the context's stdio, which moves it at
+/// the start of every invocation.
+#[derive(Debug, Clone)]
 pub(super) struct GuestClock {
     /// The instant the clock reads zero.
-    pub(super) origin: Instant,
+    pub(super) origin: Arc<ClockOrigin>,
 }
 
 impl HostMonotonicClock for GuestClock {
@@ -51,7 +55,7 @@ impl HostMonotonicClock for GuestClock {
     }
 
     fn now(&self) -> u64 {
-        nanos(self.origin.elapsed())
+        self.origin.elapsed_nanos()
     }
 }
 

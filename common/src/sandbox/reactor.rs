@@ -2,15 +2,18 @@
 //! `strata_handle` per invocation with that invocation's stdin, stdout and stderr, the
 //! instance and its linear memory kept warm in a [`super::pool`] slot between calls.
 //!
-//! Owns creating reactor instances, arming them for each call (fresh WASI stdio and
-//! environment, epoch deadline, fuel, a per-invocation memory peak) and deciding whether
-//! an instance may be reused: one whose call trapped, timed out, ran out of fuel, exited
-//! or was denied memory is dropped, never handed to another invocation. Classification of
+//! Owns creating reactor instances (each with one WASI context for life), arming them for
+//! each call (the invocation's stdio, environment and clock origin swapped into that
+//! context, epoch deadline, fuel, a per-invocation memory peak) and deciding whether
+//! an instance may be reused: one whose call trapped, timed out, ran out of fuel, exited,
+//! was denied memory or closed a stdio descriptor is dropped, never handed to another
+//! invocation. Classification of
 //! failures is shared with commands (`run::classify`).
 
 use super::limits::MemoryLimiter;
 use super::pool::WarmKey;
-use super::run::{Observed, Stdio, arm, classify, is_capacity};
+use super::run::{Observed, arm, classify, is_capacity};
+use super::stdio::Stdio;
 use super::{CompiledModule, Inner, SandboxError, StoreState};
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use crate::sandbox::{Execution, Invocation};
@@ -37,8 +40,8 @@ struct CreateFailure {
 type Created = (Box<ReactorInstance>, Vec<u8>);
 
 /// Instantiates `module` and runs its `_initialize`, within `timeout` and `fuel`. The
-/// store's stdio is a throwaway: `_initialize`'s stdout is discarded and its stderr
-/// returned, to be logged with the first invocation's.
+/// store gets the one WASI context the instance keeps for life; `_initialize`'s stdout is
+/// discarded and its stderr returned, to be logged with the first invocation's.
 fn create(
     inner: &Inner,
     module: &CompiledModule,
@@ -49,15 +52,17 @@ fn create(
     started: Instant,
 ) -> Result<Result<Created, CreateFailure>, SandboxError> {
     let cfg = &inner.cfg;
-    let (stdio, wasi) = Stdio::build(cfg, Bytes::new(), &[], started);
+    let (stdio, wasi) = Stdio::build(cfg, started);
+    stdio.begin(Bytes::new(), started);
     let state = StoreState {
         wasi,
         limiter: MemoryLimiter::new(memory_bytes),
         deadline: started.checked_add(timeout),
         clock_origin: started,
         // `_initialize` may read shared state too.
-        log: Some(stdio.stderr.clone()),
         shared,
+        stdio,
+        env: Vec::new(),
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
@@ -72,7 +77,16 @@ fn create(
     });
     match created {
         Ok(handle) => {
-            let (_, init_log, _, _) = stdio.finish(cfg);
+            let state = store.data_mut();
+            let init_log = state.stdio.finish(cfg).stderr;
+            state.shared = None;
+            if !state.stdio.intact() {
+                // `_initialize` closed or renumbered a stdio descriptor: the calls get a
+                // context of their own instead of inheriting that.
+                let (stdio, wasi) = Stdio::build(cfg, started);
+                state.stdio = stdio;
+                state.wasi = wasi;
+            }
             Ok(Ok((Box::new(ReactorInstance { store, handle }), init_log)))
         }
         Err(e) if is_capacity(&e) => Err(SandboxError::Capacity(format!("{e:#}"))),
@@ -197,51 +211,52 @@ pub(super) fn run_reactor(
             }
         },
     };
-    let instantiate = match start {
-        StartKind::Cold => started.elapsed(),
-        StartKind::Warm => Duration::ZERO,
+    // A warm call starts where the checkout did: one clock read fewer on the hot path.
+    let (call_start, instantiate) = match start {
+        StartKind::Cold => {
+            let now = Instant::now();
+            (now, now - started)
+        }
+        StartKind::Warm => (started, Duration::ZERO),
     };
-
-    let call_start = Instant::now();
     let remaining = timeout.saturating_sub(call_start - started);
-    let (stdio, wasi) = Stdio::build(cfg, stdin, &env, call_start);
     {
+        // The instance keeps its WASI context; only this invocation's stdio, environment,
+        // clock origin, deadline and shared state are swapped in.
         let state = instance.store.data_mut();
-        state.wasi = wasi;
+        state.stdio.begin(stdin, call_start);
+        state.env = env;
         state.deadline = call_start.checked_add(remaining);
         state.clock_origin = call_start;
         state.shared = shared;
-        state.log = Some(stdio.stderr.clone());
         state.limiter.start_invocation();
     }
     arm(&mut instance.store, cfg.epoch_tick(), remaining, fuel)?;
     let result = instance.handle.call(&mut instance.store, ());
-    let exec = call_start.elapsed();
-    let limiter = &instance.store.data().limiter;
-    let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
-    // Reused only after a clean return: a trap, timeout, exit or denied growth may have
-    // left the guest's memory in a state no later invocation should see.
-    let reusable = result.is_ok() && !memory_denied;
+    let ended = Instant::now();
+    let exec = ended - call_start;
+    let state = instance.store.data_mut();
+    let (memory_denied, peak_memory_bytes) = (state.limiter.denied(), state.limiter.peak());
+    // Take the output and drop the payload, variables and state handle now, so that an
+    // idle instance holds nothing of this invocation but its linear memory.
+    let out = state.stdio.finish(cfg);
+    state.env = Vec::new();
+    state.shared = None;
+    // Reused only after a clean return with its stdio descriptors as they were: a trap,
+    // timeout, exit or denied growth may have left the guest's memory in a state no later
+    // invocation should see, and a closed or renumbered stdio descriptor would stay so.
+    let reusable = result.is_ok() && !memory_denied && state.stdio.intact();
     let status = result.as_ref().ok().copied();
-    if reusable {
-        // Release this invocation's pipes now rather than at the next call.
-        let state = instance.store.data_mut();
-        state.wasi = wasmtime_wasi::WasiCtxBuilder::new().build_p1();
-        state.log = None;
-        state.shared = None;
-    }
     match checkout.slot {
-        Some(slot) if reusable => checkout
-            .pool
-            .give_back(slot, Some(instance), Instant::now()),
+        Some(slot) if reusable => checkout.pool.give_back(slot, Some(instance), ended),
         Some(slot) => {
             drop(instance);
-            checkout.pool.give_back(slot, None, Instant::now());
+            checkout.pool.give_back(slot, None, ended);
         }
         None => drop(instance),
     }
 
-    let (stdout, mut stderr, stdout_over, stderr_over) = stdio.finish(cfg);
+    let (stdout, mut stderr) = (out.stdout, out.stderr);
     if !init_log.is_empty() {
         let mut log = init_log;
         log.extend_from_slice(&stderr);
@@ -249,8 +264,8 @@ pub(super) fn run_reactor(
         stderr = log;
     }
     let observed = Observed {
-        stdout_over,
-        stderr_over,
+        stdout_over: out.stdout_over,
+        stderr_over: out.stderr_over,
         memory_denied,
     };
     let guest_chose = match (status, &result) {

@@ -1,23 +1,19 @@
 //! One invocation of a command module, and the classification of how it ended.
 //!
-//! Owns the per-invocation store (WASI context with in-memory stdio, memory limiter,
-//! epoch deadline) and the single place where wasmtime's outcomes become
+//! Owns the per-invocation store (WASI context with in-memory stdio from [`super::stdio`],
+//! memory limiter, epoch deadline) and the single place where wasmtime's outcomes become
 //! [`FunctionError`]s: by type (exit status, trap code, limiter and pipe state), never by
 //! matching error text. Never reuses a store or instance across invocations.
 
 use super::limits::MemoryLimiter;
-use super::poll::GuestClock;
+use super::stdio::Stdio;
 use super::{CompiledModule, Inner, SandboxError, StoreState};
 
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap};
-use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
-use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
-
-/// The guest's `argv[0]`; guests get no other arguments.
-const PROGRAM_NAME: &str = "function";
+use wasmtime_wasi::I32Exit;
 
 /// What one invocation gets: its input and its limits.
 #[derive(Debug, Clone)]
@@ -71,57 +67,6 @@ pub(super) struct Observed {
     pub(super) memory_denied: bool,
 }
 
-/// One invocation's stdio: the pipes the guest reads and writes, and the WASI context
-/// that connects them.
-pub(super) struct Stdio {
-    pub(super) stdout: MemoryOutputPipe,
-    pub(super) stderr: MemoryOutputPipe,
-}
-
-impl Stdio {
-    /// Builds the WASI context of one invocation: stdin from `stdin`, stdout and stderr
-    /// into fresh pipes with one byte of headroom over their caps, `env`, and the guest
-    /// clock starting at `origin`.
-    pub(super) fn build(
-        cfg: &super::SandboxConfig,
-        stdin: Bytes,
-        env: &[(String, String)],
-        origin: Instant,
-    ) -> (Self, wasmtime_wasi::p1::WasiP1Ctx) {
-        // One byte of headroom over each cap: a guest that tried to write more than the
-        // cap leaves more than the cap in the pipe, which is how overflow is told apart
-        // from output of exactly the cap. (A full pipe answers the guest's write with EIO
-        // and tells the host nothing, and the guest may well ignore the error and exit 0.)
-        let stdout = MemoryOutputPipe::new(cfg.max_stdout_bytes.saturating_add(1));
-        let stderr = MemoryOutputPipe::new(cfg.max_stderr_bytes.saturating_add(1));
-        let wasi = WasiCtxBuilder::new()
-            .stdin(MemoryInputPipe::new(stdin))
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .envs(env)
-            .arg(PROGRAM_NAME)
-            .monotonic_clock(GuestClock { origin })
-            .build_p1();
-        (Self { stdout, stderr }, wasi)
-    }
-
-    /// Takes what the guest wrote; call after the store no longer writes to the pipes.
-    pub(super) fn finish(self, cfg: &super::SandboxConfig) -> (Vec<u8>, Vec<u8>, bool, bool) {
-        let stdout = into_vec(&self.stdout);
-        let stderr = into_vec(&self.stderr);
-        let (so, se) = (
-            stdout.len() > cfg.max_stdout_bytes,
-            stderr.len() > cfg.max_stderr_bytes,
-        );
-        (
-            truncated(stdout, cfg.max_stdout_bytes),
-            truncated(stderr, cfg.max_stderr_bytes),
-            so,
-            se,
-        )
-    }
-}
-
 /// Arms `store` for one call: epoch deadline for `timeout`, and `fuel` (unbounded when
 /// `None`).
 pub(super) fn arm(
@@ -161,14 +106,16 @@ pub(super) fn run_command(
         state: shared,
     } = inv;
     let started = Instant::now();
-    let (stdio, wasi) = Stdio::build(cfg, stdin, &env, started);
+    let (stdio, wasi) = Stdio::build(cfg, started);
+    stdio.begin(stdin, started);
     let state = StoreState {
         wasi,
         limiter: MemoryLimiter::new(memory_bytes),
         deadline: started.checked_add(timeout),
         clock_origin: started,
         shared,
-        log: Some(stdio.stderr.clone()),
+        stdio: stdio.clone(),
+        env,
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
@@ -198,17 +145,17 @@ pub(super) fn run_command(
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
     // Free the instance (and its linear memory) before copying the output.
     drop(store);
-    let (stdout, stderr, stdout_over, stderr_over) = stdio.finish(cfg);
+    let out = stdio.finish(cfg);
     let observed = Observed {
-        stdout_over,
-        stderr_over,
+        stdout_over: out.stdout_over,
+        stderr_over: out.stderr_over,
         memory_denied,
     };
     let guest_chose = chose_to_fail(&result, observed);
     let failure = classify(result, observed, cfg, timeout, memory_bytes, fuel);
     Ok(Execution {
-        stdout,
-        stderr,
+        stdout: out.stdout,
+        stderr: out.stderr,
         platform_fault: failure.is_some() && !guest_chose,
         failure,
         start: StartKind::Cold,
@@ -237,15 +184,6 @@ pub(super) fn chose_to_fail<T>(result: &wasmtime::Result<T>, observed: Observed)
 pub(super) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
-}
-
-fn into_vec(pipe: &MemoryOutputPipe) -> Vec<u8> {
-    pipe.contents().into()
-}
-
-fn truncated(mut out: Vec<u8>, cap: usize) -> Vec<u8> {
-    out.truncate(cap);
-    out
 }
 
 /// The one place where how a guest ended becomes success or a [`FunctionError`].
