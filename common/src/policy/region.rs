@@ -282,6 +282,15 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
         Some(r.key.clone())
     }
 
+    /// Whether no circuit is open or half-open and no back-off is pending at `now`: then
+    /// [`RegionChoice::choose`] picks by RTT alone, changes nothing, and gives the same
+    /// answer (for the same `exclude`) until the policy is told something new.
+    pub fn is_settled(&self, now: Instant) -> bool {
+        self.regions
+            .iter()
+            .all(|r| r.open_until.is_none() && !r.backed_off(now))
+    }
+
     /// The next instant a region's state changes by itself (a circuit due for a probe or
     /// a back-off ending), for a driver that wants to wake up then.
     pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {

@@ -232,3 +232,33 @@ fn relisting_keeps_what_is_known_and_forgets_dropped_regions() {
     p.set_regions(&[0]);
     assert_eq!(p.choose(t0, &[]), Some(0));
 }
+
+#[test]
+fn a_settled_policy_stays_settled_until_a_region_fails_or_pushes_back() {
+    let (mut p, t0) = policy(&[0, 1]);
+    p.handle_rtt(&0, 10 * MS);
+    p.handle_rtt(&1, 20 * MS);
+    assert!(p.is_settled(t0));
+    for s in [0, 1, 60, 3600] {
+        let t = t0 + Duration::from_secs(s);
+        assert_eq!(
+            p.choose(t, &[]),
+            Some(0),
+            "settled: the same answer at any time"
+        );
+        assert!(p.is_settled(t));
+    }
+    p.handle_unreachable(t0, &0);
+    assert!(!p.is_settled(t0), "a circuit is open");
+    assert!(
+        !p.is_settled(t0 + Duration::from_secs(3600)),
+        "a half-open circuit is not settled either: the next choice is a probe"
+    );
+    let (mut q, t0) = policy(&[0, 1]);
+    q.handle_pressure(t0, &0, true, 0);
+    assert!(!q.is_settled(t0), "backing off");
+    assert!(
+        q.is_settled(t0 + Duration::from_secs(60)),
+        "the back-off ended"
+    );
+}
