@@ -435,17 +435,20 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> PlacementPolicy<K, S> {
     fn evict_least_popular(&mut self, now: Instant) {
         let window = self.config.window;
         let batch = (self.entries.len() / 16).max(1);
-        let mut scored: Vec<(f64, K)> = self
+        let mut scored: Vec<(f64, &K)> = self
             .entries
             .iter()
-            .map(|(k, e)| (self.score_of(e).decayed(now, window), k.clone()))
+            .map(|(k, e)| (self.score_of(e).decayed(now, window), k))
             .collect();
-        let order = |a: &(f64, K), b: &(f64, K)| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1));
         if batch < scored.len() {
-            scored.select_nth_unstable_by(batch, order);
+            scored.select_nth_unstable_by(batch, |a, b| {
+                a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1))
+            });
             scored.truncate(batch);
         }
-        for (_, k) in scored {
+        // Only the evicted keys are cloned (a node's keys are two strings).
+        let victims: Vec<K> = scored.into_iter().map(|(_, k)| k.clone()).collect();
+        for k in victims {
             self.demote(&k);
             self.entries.remove(&k);
         }
