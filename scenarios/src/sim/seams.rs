@@ -4,8 +4,9 @@
 //! `common::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), and canary
 //! verdicts the real `common::policy::canary::judge` ([`PolicyJudge`]): the simulator
 //! drives the same policy code as the nodes.
-//! Warm pools are keep-alive pools in [`super::node`]; a trend-driven pool would replace
-//! `Node::acquire`/`Node::sweep` behind the same calls.
+//! Warm pools are keep-alive pools ([`super::edge::EdgeNode`] at POPs, [`super::node::Node`]
+//! at regions); a trend-driven pool would replace their `acquire`/`sweep` behind the same
+//! calls.
 
 use super::queue::Nanos;
 use common::policy::canary::{self, CanaryConfig, Counts};
