@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 use scenarios::live::{self, LiveParams};
 use scenarios::run::{self, RunArgs};
 
+/// mimalloc keeps the simulator's many small, long-lived allocations (per-POP tables and
+/// lists, per-function pools) packed closer together than the system allocator, and a
+/// fleet-scale run is bound by memory latency (docs/performance.md, "Simulator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Strata latency scenarios.
 #[derive(Debug, Parser)]
 struct Args {
