@@ -98,6 +98,8 @@ pub struct RunInfo {
     pub wall_seconds: f64,
     /// Events processed.
     pub events: u64,
+    /// Threads the simulation ran on (`shards`).
+    pub shards: u32,
     /// Simulated invocations per second of wall time.
     pub invocations_per_sec: f64,
 }
@@ -227,6 +229,7 @@ impl Report {
             run: RunInfo {
                 wall_seconds,
                 events: outcome.events,
+                shards: outcome.shards,
                 invocations_per_sec: ratio(c.invocations, 1).max(0.0) / wall_seconds.max(1e-9),
             },
             live: None,
@@ -310,8 +313,8 @@ impl Report {
             md.push_str(&format!("![{title}]({file}.svg) ([PNG]({file}.png))\n\n"));
         }
         md.push_str(&format!(
-            "## Run\n\n{} events in {:.2} s of wall time: {:.0} simulated invocations/s.\n",
-            self.run.events, self.run.wall_seconds, self.run.invocations_per_sec
+            "## Run\n\n{} events on {} thread(s) in {:.2} s of wall time: {:.0} simulated invocations/s.\n",
+            self.run.events, self.run.shards, self.run.wall_seconds, self.run.invocations_per_sec
         ));
         md
     }

@@ -75,12 +75,22 @@ pub struct Scenario {
     pub region_failure: Vec<RegionFailure>,
     /// A runtime canary rollout. Default none.
     pub canary: Option<Canary>,
+    /// Threads the simulation is split across, 1 to 16 (the POPs and regions are dealt
+    /// round-robin to shards that advance in lock-step windows of half the smallest RTT).
+    /// The same file gives the same report; another shard count gives a statistically
+    /// equivalent one. A canary rollout needs 1 (its verdicts are fleet-wide). Default 1.
+    #[serde(default = "one_u32")]
+    pub shards: u32,
     /// The scaled-down live run (`--live`). Default: see [`LiveSpec`].
     #[serde(default)]
     pub live: LiveSpec,
 }
 
 fn one() -> u64 {
+    1
+}
+
+fn one_u32() -> u32 {
     1
 }
 

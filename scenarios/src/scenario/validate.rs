@@ -163,6 +163,15 @@ impl Scenario {
                 return Err(invalid("region_failure.recover_s", "must be after at_s"));
             }
         }
+        if !(1..=16).contains(&self.shards) {
+            return Err(invalid("shards", "must be in 1..=16"));
+        }
+        if self.shards > 1 && self.canary.is_some() {
+            return Err(invalid(
+                "shards",
+                "must be 1 with a canary rollout (its verdicts are fleet-wide state)",
+            ));
+        }
         if let Some(c) = &self.canary {
             if !(c.share > 0.0 && c.share < 1.0) {
                 return Err(invalid("canary.share", "must be in (0, 1)"));
@@ -240,6 +249,8 @@ mod tests {
                 "arrivals.rate_per_pop",
             ),
             ("name = \"t\"", "name = \"a b\"", "name"),
+            ("duration_s = 10", "duration_s = 10\nshards = 0", "shards"),
+            ("duration_s = 10", "duration_s = 10\nshards = 17", "shards"),
         ];
         for (from, to, field) in cases {
             match Scenario::parse(&MINIMAL.replace(from, to)) {
@@ -254,6 +265,17 @@ mod tests {
             Scenario::parse(&bad_flash),
             Err(ScenarioError::Invalid {
                 field: "flash_crowd.pop",
+                ..
+            })
+        ));
+        let sharded_canary = format!(
+            "{}\n[canary]\nshare = 0.1\n",
+            MINIMAL.replace("duration_s = 10", "duration_s = 10\nshards = 2")
+        );
+        assert!(matches!(
+            Scenario::parse(&sharded_canary),
+            Err(ScenarioError::Invalid {
+                field: "shards",
                 ..
             })
         ));

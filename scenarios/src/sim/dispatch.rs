@@ -6,20 +6,22 @@
 use super::node::Artifact;
 use super::queue::Nanos;
 use super::seams::{CanaryJudge, Runtime, Verdict};
+use super::shard::Shard;
 use super::stats::Tier;
-use super::{Completion, Event, NO_POP, Sim};
+use super::{Completion, Event, NO_POP};
 use common::policy::{Decision, ForwardReason, LocalState};
 use rand::Rng;
 
-impl Sim<'_> {
+impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.
     pub(super) fn invoke(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos) {
         self.rec.bucket(now).arrivals += 1;
         let exec = self.canary_exec(func, exec);
         let at = self.at(now);
-        let spec = &self.functions[func as usize];
+        let spec = &self.w.functions[func as usize];
         let memory_mb = spec.memory_mb;
-        let p = &mut self.pops[pop as usize];
+        let i = self.local_pop(pop);
+        let p = &mut self.pops[i];
         p.placement.handle_request(at, &func);
         let slot_free = p.node.slot_free();
         let known = p.known[func as usize];
@@ -43,8 +45,10 @@ impl Sim<'_> {
     }
 
     fn run_local(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos) {
-        let memory_mb = self.functions[func as usize].memory_mb;
-        let node = &mut self.pops[pop as usize].node;
+        let w = self.w;
+        let memory_mb = w.functions[func as usize].memory_mb;
+        let i = self.local_pop(pop);
+        let node = &mut self.pops[i].node;
         self.removed.clear();
         let before = node.used_mb;
         let started = node.acquire(now, func, memory_mb, &mut self.removed);
@@ -58,10 +62,10 @@ impl Sim<'_> {
         self.rec.bucket(now).local += 1;
         let mut busy = exec;
         if !warm {
-            busy += self.c.instantiate;
+            busy += w.c.instantiate;
             self.rec.cold_start(now, Tier::Pop);
         }
-        let latency = self.c.pop_overhead + busy;
+        let latency = w.c.pop_overhead + busy;
         self.queue.push(
             now + latency,
             Event::Complete(Completion {
@@ -77,88 +81,119 @@ impl Sim<'_> {
 
     fn forward(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos, reason: ForwardReason) {
         self.rec.forward(now, reason);
-        let tenant = self.functions[func as usize].tenant as usize;
-        let memory_mb = self.functions[func as usize].memory_mb;
+        let w = self.w;
+        let i = self.local_pop(pop);
         // Time lost on regions that turned out dead before this one.
         let mut waited = 0;
-        for _ in 0..=self.regions.len() {
+        for failovers in 0..=w.regions as u16 {
             let t = now + waited;
-            let p = &mut self.pops[pop as usize];
+            let p = &mut self.pops[i];
             let Some(r) = self.chooser.choose(t, pop, &p.views) else {
                 break;
             };
-            let region = &mut self.regions[r as usize];
-            if !region.up {
+            if !w.region_up(r, t) {
                 // The POP waits for the detection timeout, then avoids the region and
                 // retries elsewhere: the dead region never received the request.
-                waited += self.c.failure_detect;
-                p.views[r as usize].avoid_until = now + waited + self.c.retry_after;
+                waited += w.c.failure_detect;
+                p.views[r as usize].avoid_until = now + waited + w.c.retry_after;
                 self.chooser.unreachable(now + waited, pop, r);
                 self.rec.counters.failovers += 1;
                 continue;
             }
-            if self
-                .s
-                .region
-                .tenant_concurrency
-                .is_some_and(|l| region.tenant_busy[tenant] >= l)
-            {
-                self.rec.counters.throttled_tenant += 1;
-                self.rec.bucket(now).refused += 1;
-                return;
-            }
-            let rtt = p.views[r as usize].rtt;
-            let arrive = t + rtt / 2 + self.c.region_overhead;
-            self.removed.clear();
-            let before = region.node.used_mb;
-            let started = region
-                .node
-                .acquire(arrive, func, memory_mb, &mut self.removed);
-            let after = region.node.used_mb;
-            // Memory is accounted at `now` so the memory clock only moves forward.
-            self.rec
-                .memory_change(Tier::Region, now, before, after, &self.removed);
-            let Some(warm) = started else {
-                self.rec.counters.throttled_region_capacity += 1;
-                self.rec.bucket(now).refused += 1;
-                return;
+            let arrive = t + p.views[r as usize].rtt / 2 + w.c.region_overhead;
+            let event = Event::Forwarded {
+                region: r,
+                pop,
+                func,
+                exec,
+                failovers,
+                learn: !p.known[func as usize].meta,
             };
-            region.tenant_busy[tenant] += 1;
-            let mut busy = exec;
-            if !warm {
-                busy += self.c.deserialize + self.c.instantiate;
-                self.rec.cold_start(now, Tier::Region);
-            }
-            let latency = self.c.pop_overhead + waited + rtt + self.c.region_overhead + busy;
-            let epoch = region.epoch;
-            self.queue.push(
-                arrive + busy,
-                Event::Complete(Completion {
-                    tier: Tier::Region,
-                    node: r,
-                    func,
-                    epoch,
-                    origin: pop,
-                    latency,
-                }),
-            );
-            return;
+            return self.send(w.shard_of_region(r), arrive, event);
         }
         self.rec.counters.unavailable += 1;
         self.rec.bucket(now).refused += 1;
     }
 
+    /// A forward from `pop` reaches `region` at `now`: it runs within the region's tenant
+    /// limit and capacity, or is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reach_region(
+        &mut self,
+        now: Nanos,
+        region: u32,
+        pop: u32,
+        func: u32,
+        exec: Nanos,
+        failovers: u16,
+        learn: bool,
+    ) {
+        let w = self.w;
+        let spec = &w.functions[func as usize];
+        let tenant = spec.tenant as usize;
+        let i = self.local_region(region);
+        let r = &mut self.regions[i];
+        if !r.up {
+            // It was on its way when the region failed.
+            self.rec.counters.lost += 1;
+            return;
+        }
+        if w.s
+            .region
+            .tenant_concurrency
+            .is_some_and(|l| r.tenant_busy[tenant] >= l)
+        {
+            self.rec.counters.throttled_tenant += 1;
+            self.rec.bucket(now).refused += 1;
+            return;
+        }
+        self.removed.clear();
+        let before = r.node.used_mb;
+        let started = r.node.acquire(now, func, spec.memory_mb, &mut self.removed);
+        let after = r.node.used_mb;
+        self.rec
+            .memory_change(Tier::Region, now, before, after, &self.removed);
+        let Some(warm) = started else {
+            self.rec.counters.throttled_region_capacity += 1;
+            self.rec.bucket(now).refused += 1;
+            return;
+        };
+        r.tenant_busy[tenant] += 1;
+        let mut busy = exec;
+        if !warm {
+            busy += w.c.deserialize + w.c.instantiate;
+            self.rec.cold_start(now, Tier::Region);
+        }
+        // Edge to edge: the POP's overhead, any failed attempts, the way here, the
+        // execution, and the way back.
+        let waited = u64::from(failovers) * w.c.failure_detect;
+        let latency = w.c.pop_overhead + waited + w.rtt(pop, region) + w.c.region_overhead + busy;
+        let epoch = r.epoch;
+        self.queue.push(
+            now + busy,
+            Event::Complete(Completion {
+                tier: Tier::Region,
+                node: region,
+                func,
+                epoch,
+                origin: if learn { pop } else { NO_POP },
+                latency,
+            }),
+        );
+    }
+
     pub(super) fn complete(&mut self, now: Nanos, c: Completion) {
+        let w = self.w;
         match c.tier {
             Tier::Pop => {
-                let memory_mb = self.functions[c.func as usize].memory_mb;
-                self.pops[c.node as usize]
-                    .node
-                    .release(now, c.func, memory_mb);
+                let memory_mb = w.functions[c.func as usize].memory_mb;
+                let i = self.local_pop(c.node);
+                self.pops[i].node.release(now, c.func, memory_mb);
             }
             Tier::Region => {
-                let tenant = self.functions[c.func as usize].tenant as usize;
-                let region = &mut self.regions[c.node as usize];
+                let tenant = w.functions[c.func as usize].tenant as usize;
+                let i = self.local_region(c.node);
+                let region = &mut self.regions[i];
                 if region.epoch != c.epoch {
                     self.rec.counters.lost += 1;
                     return;
@@ -166,7 +201,12 @@ impl Sim<'_> {
                 region.node.release(now, c.func);
                 region.tenant_busy[tenant] = region.tenant_busy[tenant].saturating_sub(1);
                 if c.origin != NO_POP {
-                    self.pops[c.origin as usize].known[c.func as usize].meta = true;
+                    let rtt = w.rtt(c.origin, c.node);
+                    let learned = Event::Learned {
+                        pop: c.origin,
+                        func: c.func,
+                    };
+                    self.send(w.shard_of_pop(c.origin), now + (rtt - rtt / 2), learned);
                 }
             }
         }
@@ -177,8 +217,10 @@ impl Sim<'_> {
     /// dropping an artifact of a function that is no longer popular; when none can go,
     /// the function stays forwarded as not ready.
     fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
-        let p = &mut self.pops[pop as usize];
-        if p.artifacts >= self.s.pop.max_artifacts {
+        let w = self.w;
+        let i = self.local_pop(pop);
+        let p = &mut self.pops[i];
+        if p.artifacts >= w.s.pop.max_artifacts {
             let victim = p.ready.iter().position(|f| !p.placement.is_popular(f));
             let Some(i) = victim else {
                 return;
@@ -198,17 +240,17 @@ impl Sim<'_> {
         self.rec.counters.prepares += 1;
         // Fetched from the nearest region (dead or not: artifacts come from the store).
         let rtt = p.views.iter().map(|v| v.rtt).min().unwrap_or(0);
-        let ready = now + rtt + self.c.transfer + self.c.deserialize;
+        let ready = now + rtt + w.c.transfer + w.c.deserialize;
         self.queue.push(ready, Event::Prepared { pop, func });
     }
 
     /// Applies the canary rollout to one invocation: picks its runtime, draws its outcome,
     /// updates the function's verdict, and returns its execution time on that runtime.
     fn canary_exec(&mut self, func: u32, exec: Nanos) -> Nanos {
-        let (Some(judge), Some(cfg)) = (self.judge, self.s.canary.as_ref()) else {
+        let (Some(judge), Some(cfg)) = (self.judge, self.w.s.canary.as_ref()) else {
             return exec;
         };
-        let regressed = self.functions[func as usize].regressed;
+        let regressed = self.w.functions[func as usize].regressed;
         let (outcomes, verdict) = &mut self.outcomes[func as usize];
         let runtime = match verdict {
             Verdict::Pinned => Runtime::Current,

@@ -1,23 +1,35 @@
 //! The discrete-event simulator: POPs and regions driven by the real
 //! `common::policy::PlacementPolicy` on a virtual clock.
 //!
-//! A run is a pure function of its [`Scenario`] (and trace): one seeded RNG, one event
-//! queue ordered by (time, insertion), and the policies see `base + virtual time` as their
-//! `now`. The model (DESIGN §6): each POP decides per invocation, with the placement
-//! policy, to run locally (warm or cold, within its slots and memory budget) or to forward
-//! to the nearest region it believes alive, for a reason; popular functions get their
-//! artifact prepared (fetch over the POP's RTT + transfer + deserialize); regions run what
-//! they are sent within their slots and tenant limits (429 beyond); a failed region costs
-//! the POPs that still try it a detection timeout before they fail over. docs/scenarios.md
-//! lists what is modelled and what is not.
+//! A run is a pure function of its [`Scenario`] (and trace). The model (DESIGN §6): each
+//! POP decides per invocation, with the placement policy, to run locally (warm or cold,
+//! within its slots and memory budget) or to forward to the nearest region it believes
+//! alive, for a reason; popular functions get their artifact prepared (fetch over the
+//! POP's RTT + transfer + deserialize); a forward reaches its region half an RTT later,
+//! where it runs within the region's slots and tenant limits (429 beyond); the response
+//! teaches the POP the function's metadata; a failed region costs the POPs that still try
+//! it a detection timeout before they fail over. docs/scenarios.md lists what is modelled
+//! and what is not.
+//!
+//! The world is split into `shards` ([`shard::Shard`]): POP `p` and region `r` live in
+//! shard `p % shards` and `r % shards`, each with its own event queue and seeded RNG.
+//! Shards only talk through messages that take at least the smallest one-way POP↔region
+//! latency to arrive (a forward, a response), so with more than one shard they run on
+//! their own threads in lock-step windows of that length ([`lockstep`]), exchanging the
+//! window's messages at each step: the conservative scheme of parallel discrete-event
+//! simulation. Each shard is deterministic and so is the exchange, so the same file gives
+//! the same report; another shard count draws other random numbers and gives a
+//! statistically equivalent one.
 
 pub mod arrival;
 mod dispatch;
 pub mod edge;
+mod lockstep;
 pub mod node;
 mod population;
 pub mod queue;
 pub mod seams;
+mod shard;
 pub mod stats;
 pub mod trace;
 
@@ -25,18 +37,14 @@ pub mod trace;
 mod tests;
 
 use crate::scenario::{Arrivals, Scenario};
-use arrival::{RateProfile, Zipf, lognormal};
+use arrival::{RateProfile, Zipf};
 use common::model::Placement;
-use common::policy::PlacementPolicy;
-use edge::EdgeNode;
-use node::{Artifact, IdHasher, Node, Removed};
-use queue::{EventQueue, Nanos};
+use queue::Nanos;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
+use shard::Shard;
 use stats::{Recorder, Tier};
-use std::hash::BuildHasherDefault;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use trace::Trace;
 
 /// Nanoseconds in a millisecond.
@@ -60,16 +68,30 @@ pub struct FnSpec {
     pub regressed: bool,
 }
 
-/// A scheduled event.
+/// A scheduled event. Every event belongs to one POP or region, and is handled by the
+/// shard that owns it.
 #[derive(Debug, Clone, Copy)]
 enum Event {
     /// The next synthetic arrival at a POP; `viral` is the function a flash crowd sends
     /// it to, or `NO_FUNCTION` to draw one by popularity.
     Arrival { pop: u32, viral: u32 },
-    /// The next trace invocation (index into the trace).
+    /// The next trace invocation (index into the trace) this shard replays.
     TraceArrival { index: u32 },
+    /// A forwarded invocation reaches its region, after `failovers` dead regions cost the
+    /// POP a detection timeout each; `learn` says the POP does not know the function's
+    /// metadata yet.
+    Forwarded {
+        region: u32,
+        pop: u32,
+        func: u32,
+        exec: Nanos,
+        failovers: u16,
+        learn: bool,
+    },
     /// An execution ends.
     Complete(Completion),
+    /// A region's response reached the POP, which now knows the function's metadata.
+    Learned { pop: u32, func: u32 },
     /// A POP finished preparing a function's artifact.
     Prepared { pop: u32, func: u32 },
     /// A region stops answering.
@@ -86,7 +108,7 @@ struct Completion {
     func: u32,
     /// The region's epoch at dispatch: a failure in between loses the invocation.
     epoch: u32,
-    /// The POP that forwarded it (learns the function's metadata), or `NO_POP`.
+    /// The POP to teach the function's metadata when the response reaches it, or `NO_POP`.
     origin: u32,
     /// End-to-end latency as seen at the POP's edge.
     latency: Nanos,
@@ -97,46 +119,6 @@ const _: () = assert!(std::mem::size_of::<Event>() <= 32);
 
 const NO_POP: u32 = u32::MAX;
 const NO_FUNCTION: u32 = u32::MAX;
-
-/// The real placement policy, keyed by function index rather than by
-/// [`FunctionKey`](common::model::FunctionKey):
-/// hashing two strings per call was a tenth of a fleet-scale run's time.
-type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
-
-/// What a POP knows of one function.
-#[derive(Debug, Clone, Copy, Default)]
-struct Known {
-    /// The POP has the function's metadata (learned from a forwarded response).
-    meta: bool,
-    /// The function's code at this POP.
-    artifact: Artifact,
-}
-
-/// A simulated POP.
-#[derive(Debug)]
-struct Pop {
-    node: EdgeNode,
-    placement: PopPlacement,
-    /// What the POP knows of each function, indexed by function: two bytes each, so even
-    /// 500 POPs by 10 000 functions stay a few megabytes.
-    known: Vec<Known>,
-    /// Functions whose artifact is ready here, ascending (at most `max_artifacts`).
-    ready: Vec<u32>,
-    /// The POP's view of every region, indexed by region.
-    views: Vec<RegionView>,
-    /// Artifacts prepared or being prepared.
-    artifacts: usize,
-}
-
-/// A simulated region.
-#[derive(Debug)]
-struct Region {
-    node: Node,
-    up: bool,
-    epoch: u32,
-    /// In-flight executions per tenant.
-    tenant_busy: Vec<u32>,
-}
 
 /// Per-runtime outcome counts of a canary rollout.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -174,33 +156,12 @@ pub struct Outcome {
     pub events: u64,
     /// Functions in the population.
     pub functions: usize,
+    /// Shards (threads) the run was split across.
+    pub shards: u32,
 }
 
 /// Called every few thousand events with the virtual time reached, for progress bars.
 pub type Progress<'a> = &'a mut dyn FnMut(Duration);
-
-/// The running simulation. See the module docs.
-struct Sim<'a> {
-    s: &'a Scenario,
-    trace: Option<&'a Trace>,
-    rng: ChaCha8Rng,
-    base: Instant,
-    queue: EventQueue<Event>,
-    functions: Vec<FnSpec>,
-    zipf: Zipf,
-    profile: RateProfile,
-    pops: Vec<Pop>,
-    regions: Vec<Region>,
-    chooser: Box<dyn RegionChoice>,
-    judge: Option<PolicyJudge>,
-    outcomes: Vec<(Outcomes, Verdict)>,
-    canary: CanaryOutcome,
-    rec: Recorder,
-    removed: Vec<Removed>,
-    c: Costs,
-    end: Nanos,
-    events: u64,
-}
 
 /// Model constants in nanoseconds.
 #[derive(Debug, Clone, Copy)]
@@ -214,34 +175,130 @@ struct Costs {
     retry_after: Nanos,
 }
 
+/// What every shard reads and none changes: the scenario, the population, the RTTs and
+/// the failure schedule.
+#[derive(Debug)]
+struct World<'a> {
+    s: &'a Scenario,
+    trace: Option<&'a Trace>,
+    functions: Vec<FnSpec>,
+    zipf: Zipf,
+    profile: RateProfile,
+    /// RTT per (POP, region), row-major by POP.
+    rtt: Vec<Nanos>,
+    regions: usize,
+    /// When each region is down: (region, from, until).
+    outages: Vec<(u32, Nanos, Nanos)>,
+    c: Costs,
+    end: Nanos,
+    shards: u32,
+}
+
+impl World<'_> {
+    fn rtt(&self, pop: u32, region: u32) -> Nanos {
+        self.rtt[pop as usize * self.regions + region as usize]
+    }
+
+    /// Whether `region` answers at `t` (POPs learn that it does not by timing out).
+    fn region_up(&self, region: u32, t: Nanos) -> bool {
+        !self
+            .outages
+            .iter()
+            .any(|&(r, from, until)| r == region && (from..until).contains(&t))
+    }
+
+    /// The shard that owns POP `pop`.
+    fn shard_of_pop(&self, pop: u32) -> u32 {
+        pop % self.shards
+    }
+
+    /// The shard that owns region `region`.
+    fn shard_of_region(&self, region: u32) -> u32 {
+        region % self.shards
+    }
+
+    /// The smallest delay of any message between shards: half the smallest RTT.
+    fn lookahead(&self) -> Nanos {
+        self.rtt.iter().map(|r| r / 2).min().unwrap_or(0)
+    }
+}
+
 fn ns(ms: f64) -> Nanos {
     (ms * MS).max(0.0) as Nanos
 }
 
-/// Runs `scenario` (with `trace` for trace replay) to the end.
+fn secs_to_ns(s: f64) -> Nanos {
+    (s * SEC).max(0.0) as Nanos
+}
+
+/// Runs `scenario` (with `trace` for trace replay) to the end, on `scenario.shards`
+/// threads.
 ///
 /// # Errors
-/// When the scenario asks for a trace and none is given, or its names cannot be made.
+/// When the scenario asks for a trace and none is given, its names cannot be made, or it
+/// asks for shards its smallest RTT cannot separate.
 pub fn simulate(
     scenario: &Scenario,
     trace: Option<&Trace>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Outcome> {
-    let mut sim = Sim::new(scenario, trace)?;
-    sim.run(progress);
-    Ok(sim.finish())
+    let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
+    let world = World::new(scenario, trace, &mut rng)?;
+    let lookahead = world.lookahead();
+    anyhow::ensure!(
+        world.shards == 1 || lookahead > 0,
+        "shards = {} needs a POP-region RTT of at least 2 ns",
+        world.shards
+    );
+    let mut shards = Vec::with_capacity(world.shards as usize);
+    for id in 0..world.shards {
+        // Shard 0 goes on with the RNG that drew the world; the others get their own
+        // streams of the same seed.
+        let rng = if id == 0 {
+            rng.clone()
+        } else {
+            let mut r = ChaCha8Rng::seed_from_u64(scenario.seed);
+            r.set_stream(u64::from(id));
+            r
+        };
+        shards.push(Shard::new(&world, id, rng)?);
+    }
+    if let [only] = shards.as_mut_slice() {
+        only.run_until(Nanos::MAX, progress);
+    } else {
+        lockstep::run(&mut shards, lookahead, progress);
+    }
+    let mut shards = shards.into_iter().map(Shard::finish);
+    let mut outcome = shards.next().ok_or_else(|| anyhow::anyhow!("no shard"))??;
+    for other in shards {
+        let other = other?;
+        outcome.recorder.absorb(other.recorder)?;
+        outcome.events += other.events;
+        for (m, o) in outcome
+            .memory_mb_seconds
+            .iter_mut()
+            .zip(other.memory_mb_seconds)
+        {
+            *m += o;
+        }
+    }
+    outcome.recorder.counters.invocations =
+        outcome.recorder.series.iter().map(|b| b.arrivals).sum();
+    Ok(outcome)
 }
 
-impl<'a> Sim<'a> {
-    fn new(s: &'a Scenario, trace: Option<&'a Trace>) -> anyhow::Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+impl<'a> World<'a> {
+    fn new(
+        s: &'a Scenario,
+        trace: Option<&'a Trace>,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<Self> {
         let trace = match (&s.arrivals, trace) {
             (Arrivals::Trace { .. }, None) => anyhow::bail!("trace replay needs the trace"),
             (Arrivals::Trace { .. }, Some(t)) => Some(t),
             _ => None,
         };
-        let functions = population::functions(s, trace, &mut rng)?;
-        let n = functions.len();
+        let functions = population::functions(s, trace, rng)?;
         let (base_rate, amplitude, period) = match s.arrivals {
             Arrivals::Poisson { rate_per_pop } => (rate_per_pop, 0.0, 1.0),
             Arrivals::Diurnal {
@@ -251,39 +308,16 @@ impl<'a> Sim<'a> {
             } => (rate_per_pop, amplitude, period_s),
             Arrivals::Trace { .. } => (0.0, 0.0, 1.0),
         };
-        let rtt = population::rtt_matrix(s, &mut rng);
-        let keep_pop = ns(s.pop.keep_alive_s * 1e3);
-        let keep_region = ns(s.region.keep_alive_s * 1e3);
-        let pops = (0..s.topology.pops)
-            .map(|p| Pop {
-                node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
-                // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
-                placement: PopPlacement::with_hasher(
-                    common::policy::PlacementConfig {
-                        memory_budget_mb: s.pop.memory_mb,
-                        ..s.pop.placement.clone()
-                    },
-                    Default::default(),
-                ),
-                known: vec![Known::default(); n],
-                ready: Vec::new(),
-                views: (0..s.topology.regions)
-                    .map(|r| RegionView {
-                        region: r as u32,
-                        rtt: ns(rtt[p][r]),
-                        avoid_until: 0,
-                    })
-                    .collect(),
-                artifacts: 0,
-            })
+        let rtt = population::rtt_matrix(s, rng)
+            .iter()
+            .flat_map(|row| row.iter().map(|&ms| ns(ms)))
             .collect();
-        let tenants = functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
-        let regions = (0..s.topology.regions)
-            .map(|_| Region {
-                node: Node::new(s.region.slots, s.region.memory_mb, keep_region),
-                up: true,
-                epoch: 0,
-                tenant_busy: vec![0; tenants],
+        let outages = s
+            .region_failure
+            .iter()
+            .map(|f| {
+                let until = f.recover_s.map_or(Nanos::MAX, secs_to_ns);
+                (f.region as u32, secs_to_ns(f.at_s), until)
             })
             .collect();
         let cs = &s.cold_start;
@@ -297,20 +331,10 @@ impl<'a> Sim<'a> {
             failure_detect: ns(s.region.failure_detect_ms),
             retry_after: ns(s.region.retry_after_s * 1e3),
         };
-        let end = (s.duration_s * SEC) as Nanos;
-        let judge = s.canary.as_ref().map(|c| PolicyJudge {
-            cfg: common::policy::canary::CanaryConfig {
-                min_samples: c.min_samples,
-                ..common::policy::canary::CanaryConfig::default()
-            },
-        });
-        let zipf = Zipf::new(n, s.functions.zipf_exponent);
+        let zipf = Zipf::new(functions.len(), s.functions.zipf_exponent);
         Ok(Self {
             s,
             trace,
-            rng,
-            base: Instant::now(),
-            queue: EventQueue::default(),
             functions,
             zipf,
             profile: RateProfile {
@@ -319,197 +343,12 @@ impl<'a> Sim<'a> {
                 period,
                 flashes: s.flashes(),
             },
-            pops,
-            regions,
-            chooser: Box::new(PolicyChoice::default()),
-            judge,
-            outcomes: vec![
-                (Outcomes::default(), Verdict::Undecided);
-                if judge.is_some() { n } else { 0 }
-            ],
-            canary: CanaryOutcome::default(),
-            rec: Recorder::new(end, (s.sample_interval() * SEC) as Nanos)?,
-            removed: Vec::new(),
+            rtt,
+            regions: s.topology.regions,
+            outages,
             c,
-            end,
-            events: 0,
+            end: (s.duration_s * SEC) as Nanos,
+            shards: s.shards.max(1),
         })
     }
-
-    fn at(&self, now: Nanos) -> Instant {
-        self.base + Duration::from_nanos(now)
-    }
-
-    fn run(&mut self, progress: Progress<'_>) {
-        match self.trace {
-            Some(t) if !t.invocations.is_empty() => {
-                let first = secs_to_ns(t.invocations[0].arrival);
-                self.queue.push(first, Event::TraceArrival { index: 0 });
-            }
-            Some(_) => {}
-            None => {
-                for p in 0..self.pops.len() {
-                    self.schedule_arrival(p as u32, 0);
-                }
-            }
-        }
-        for f in &self.s.region_failure {
-            let region = f.region as u32;
-            self.queue
-                .push(secs_to_ns(f.at_s), Event::RegionDown { region });
-            if let Some(up) = f.recover_s {
-                self.queue.push(secs_to_ns(up), Event::RegionUp { region });
-            }
-        }
-        let mut next_sample = self.rec.interval;
-        let mut events = 0u64;
-        while let Some((now, event)) = self.queue.pop() {
-            while next_sample <= now.min(self.end) {
-                self.sample(next_sample);
-                next_sample += self.rec.interval;
-            }
-            events += 1;
-            if events.is_multiple_of(65_536) {
-                progress(Duration::from_nanos(now.min(self.end)));
-            }
-            self.handle(now, event);
-        }
-        while next_sample <= self.end {
-            self.sample(next_sample);
-            next_sample += self.rec.interval;
-        }
-        self.rec.counters.invocations = self.rec.series.iter().map(|b| b.arrivals).sum();
-        self.events = events;
-    }
-
-    fn handle(&mut self, now: Nanos, event: Event) {
-        match event {
-            Event::Arrival { pop, viral } => {
-                let func = if viral == NO_FUNCTION {
-                    self.zipf.sample(&mut self.rng) as u32
-                } else {
-                    viral
-                };
-                let exec = self.exec_time(func);
-                self.invoke(now, pop, func, exec);
-                self.schedule_arrival(pop, now);
-            }
-            Event::TraceArrival { index } => {
-                let Some(t) = self.trace else { return };
-                let inv = t.invocations[index as usize];
-                let pop = t.functions[inv.function as usize].app % self.pops.len() as u32;
-                let exec = (inv.duration * SEC) as Nanos;
-                self.invoke(now, pop, inv.function, exec);
-                if let Some(next) = t.invocations.get(index as usize + 1) {
-                    let at = secs_to_ns(next.arrival);
-                    if at < self.end {
-                        self.queue
-                            .push(at.max(now), Event::TraceArrival { index: index + 1 });
-                    }
-                }
-            }
-            Event::Complete(c) => self.complete(now, c),
-            Event::Prepared { pop, func } => {
-                let p = &mut self.pops[pop as usize];
-                let known = &mut p.known[func as usize];
-                if known.artifact == Artifact::Preparing {
-                    known.artifact = Artifact::Ready;
-                    if let Err(i) = p.ready.binary_search(&func) {
-                        p.ready.insert(i, func);
-                    }
-                }
-            }
-            Event::RegionDown { region } => {
-                let r = &mut self.regions[region as usize];
-                r.up = false;
-                r.epoch += 1;
-                r.tenant_busy.iter_mut().for_each(|b| *b = 0);
-                let before = r.node.used_mb;
-                r.node.wipe();
-                self.rec.memory_change(Tier::Region, now, before, 0, &[]);
-            }
-            Event::RegionUp { region } => self.regions[region as usize].up = true,
-        }
-    }
-
-    /// Schedules the next synthetic arrival at `pop` after `now`.
-    fn schedule_arrival(&mut self, pop: u32, now: Nanos) {
-        let after = now as f64 / SEC;
-        if let Some(a) = self.profile.next(&mut self.rng, pop as usize, after) {
-            let at = secs_to_ns(a.at);
-            if at < self.end {
-                let viral = a.function.map_or(NO_FUNCTION, |f| f as u32);
-                self.queue.push(at, Event::Arrival { pop, viral });
-            }
-        }
-    }
-
-    fn exec_time(&mut self, func: u32) -> Nanos {
-        let median = self.functions[func as usize].median_ms;
-        ns(lognormal(
-            &mut self.rng,
-            median,
-            self.s.functions.exec_sigma,
-        ))
-    }
-
-    /// Sweeps expired instances everywhere and closes the bucket ending at `at`.
-    fn sample(&mut self, at: Nanos) {
-        let mut warm = [0u64; 2];
-        for p in &mut self.pops {
-            self.removed.clear();
-            let before = p.node.used_mb;
-            p.node.sweep(at, &mut self.removed);
-            self.rec
-                .memory_change(Tier::Pop, at, before, p.node.used_mb, &self.removed);
-            warm[0] += p.node.instances;
-        }
-        for r in &mut self.regions {
-            self.removed.clear();
-            let before = r.node.used_mb;
-            r.node.sweep(at, &mut self.removed);
-            self.rec
-                .memory_change(Tier::Region, at, before, r.node.used_mb, &self.removed);
-            warm[1] += r.node.instances;
-        }
-        let b = self.rec.bucket(at.saturating_sub(1));
-        b.warm_pop = warm[0];
-        b.warm_region = warm[1];
-    }
-
-    fn finish(mut self) -> Outcome {
-        let end = self.end;
-        let memory_mb_seconds = [
-            self.rec.memory_mb_seconds(Tier::Pop, end),
-            self.rec.memory_mb_seconds(Tier::Region, end),
-        ];
-        let canary = self.judge.map(|_| {
-            let mut c = self.canary.clone();
-            for (f, (_, v)) in self.functions.iter().zip(&self.outcomes) {
-                match v {
-                    Verdict::Pinned => {
-                        c.pinned += 1;
-                        c.pinned_regressed += u64::from(f.regressed);
-                    }
-                    Verdict::Promoted => {
-                        c.promoted += 1;
-                        c.promoted_regressed += u64::from(f.regressed);
-                    }
-                    Verdict::Undecided => c.undecided += 1,
-                }
-            }
-            c
-        });
-        Outcome {
-            memory_mb_seconds,
-            canary,
-            events: self.events,
-            functions: self.functions.len(),
-            recorder: self.rec,
-        }
-    }
-}
-
-fn secs_to_ns(s: f64) -> Nanos {
-    (s * SEC).max(0.0) as Nanos
 }

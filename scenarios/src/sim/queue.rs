@@ -71,6 +71,25 @@ impl<E> EventQueue<E> {
         Some((s.at, s.event))
     }
 
+    /// Removes and returns the earliest event if it is due before `limit`. Events at or
+    /// after `limit` stay put, and so does the queue's clock: an event scheduled later
+    /// at or after `limit` still comes out in order.
+    pub fn pop_before(&mut self, limit: Nanos) -> Option<(Nanos, E)> {
+        if self.due.is_empty() {
+            let b = self.buckets.iter().position(|b| !b.is_empty())?;
+            let min = self.buckets[b].iter().map(|s| s.at).min()?;
+            if min >= limit {
+                return None;
+            }
+            self.redistribute(b, min);
+        } else if self.last >= limit {
+            return None;
+        }
+        let s = self.due.pop_front()?;
+        self.len -= 1;
+        Some((s.at, s.event))
+    }
+
     /// The time of the earliest event.
     pub fn peek_time(&self) -> Option<Nanos> {
         if !self.due.is_empty() {
@@ -105,8 +124,19 @@ impl<E> EventQueue<E> {
         let Some(b) = self.buckets.iter().position(|b| !b.is_empty()) else {
             return;
         };
+        let min = self.buckets[b]
+            .iter()
+            .map(|s| s.at)
+            .min()
+            .unwrap_or(self.last);
+        self.redistribute(b, min);
+    }
+
+    /// Makes `min`, the earliest time in bucket `b` (the lowest non-empty one), the
+    /// queue's clock and files the bucket's events again around it.
+    fn redistribute(&mut self, b: usize, min: Nanos) {
         let mut items = std::mem::take(&mut self.buckets[b]);
-        self.last = items.iter().map(|s| s.at).min().unwrap_or(self.last);
+        self.last = min;
         // Every event lands in a lower bucket (or `due`): they all agree with the new
         // `last` on bit `b` and above.
         for item in items.drain(..) {
@@ -183,6 +213,25 @@ mod tests {
         assert_eq!(q.pop(), Some((10, 'c')));
         assert_eq!(q.pop(), Some((20, 'b')));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn pop_before_stops_at_the_limit_and_keeps_later_pushes_in_order() {
+        let mut q = EventQueue::default();
+        q.push(10, 'a');
+        q.push(30, 'c');
+        assert_eq!(q.pop_before(20), Some((10, 'a')));
+        assert_eq!(q.pop_before(20), None);
+        assert_eq!(q.pop_before(30), None, "the limit is exclusive");
+        // A message from another shard for a time before the next event but after the
+        // limit: it must not be clamped to the next event's time.
+        q.push(25, 'b');
+        q.push(25, 'd');
+        assert_eq!(q.pop_before(u64::MAX), Some((25, 'b')));
+        assert_eq!(q.pop_before(26), Some((25, 'd')));
+        assert_eq!(q.pop_before(30), None);
+        assert_eq!(q.pop(), Some((30, 'c')));
+        assert!(q.is_empty());
     }
 
     #[test]

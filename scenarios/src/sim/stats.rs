@@ -197,10 +197,70 @@ impl Recorder {
         m.current_mb = (m.current_mb + after_mb).saturating_sub(before_mb);
     }
 
+    /// Adds what `other` (another shard's recorder over the same run) recorded. Memory
+    /// clocks are not merged: take each shard's memory-seconds before.
+    ///
+    /// # Errors
+    /// When the histograms' bounds differ (never for recorders made by [`Self::new`]).
+    pub fn absorb(&mut self, other: Recorder) -> anyhow::Result<()> {
+        for (h, o) in self.latency.iter_mut().zip(&other.latency) {
+            h.add(o)?;
+        }
+        // Destructured so that a new counter cannot be forgotten here.
+        let Counters {
+            invocations,
+            completed,
+            cold_starts,
+            forwards,
+            throttled_region_capacity,
+            throttled_tenant,
+            unavailable,
+            lost,
+            failovers,
+            prepares,
+            errors,
+        } = other.counters;
+        let c = &mut self.counters;
+        c.invocations += invocations;
+        add_all(&mut c.completed, &completed);
+        add_all(&mut c.cold_starts, &cold_starts);
+        add_all(&mut c.forwards, &forwards);
+        c.throttled_region_capacity += throttled_region_capacity;
+        c.throttled_tenant += throttled_tenant;
+        c.unavailable += unavailable;
+        c.lost += lost;
+        c.failovers += failovers;
+        c.prepares += prepares;
+        c.errors += errors;
+        for (a, b) in self.series.iter_mut().zip(&other.series) {
+            let Bucket {
+                arrivals,
+                local,
+                forwarded,
+                cold_starts,
+                refused,
+                warm_pop,
+                warm_region,
+            } = *b;
+            a.arrivals += arrivals;
+            a.local += local;
+            a.forwarded += forwarded;
+            a.cold_starts += cold_starts;
+            a.refused += refused;
+            a.warm_pop += warm_pop;
+            a.warm_region += warm_region;
+        }
+        Ok(())
+    }
+
     /// Memory-seconds (MB·s) of `tier` up to `now`.
     pub fn memory_mb_seconds(&mut self, tier: Tier, now: Nanos) -> f64 {
         let m = &mut self.memory[tier.index()];
         m.advance(now);
         m.mb_ns as f64 / 1e9
     }
+}
+
+fn add_all(to: &mut [u64], from: &[u64]) {
+    to.iter_mut().zip(from).for_each(|(a, b)| *a += b);
 }

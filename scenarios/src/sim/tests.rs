@@ -178,3 +178,121 @@ fn memory_seconds_are_positive_and_bounded_by_the_budget() {
         o.memory_mb_seconds[0]
     );
 }
+
+const FLEET: &str = r#"
+    name = "fleet"
+    seed = 7
+    duration_s = 30
+    [topology]
+    pops = 24
+    regions = 3
+    min_rtt_ms = 6
+    max_rtt_ms = 80
+    [functions]
+    count = 2000
+    tenants = 20
+    exec_median_ms = 8
+    [pop]
+    slots = 8
+    memory_mb = 1024
+    [arrivals]
+    kind = "poisson"
+    rate_per_pop = 150
+"#;
+
+fn sharded(text: &str, shards: u32) -> String {
+    text.replacen("seed = ", &format!("shards = {shards}\n    seed = "), 1)
+}
+
+#[test]
+fn a_sharded_run_is_deterministic() {
+    let a = report(&sharded(FLEET, 2));
+    let b = report(&sharded(FLEET, 2));
+    assert_eq!(a.run.shards, 2);
+    assert_eq!(json_without_run(&a), json_without_run(&b));
+}
+
+#[test]
+fn sharded_runs_agree_with_one_thread() {
+    let one = report(FLEET);
+    for shards in [2, 3, 5] {
+        let r = report(&sharded(FLEET, shards));
+        let close = |what: &str, a: f64, b: f64, tolerance: f64| {
+            assert!(
+                (a - b).abs() <= tolerance * a.abs().max(1e-9),
+                "{what} with {shards} shards: {b} vs {a} with one"
+            );
+        };
+        close(
+            "invocations",
+            one.invocations as f64,
+            r.invocations as f64,
+            0.02,
+        );
+        close("edge hit ratio", one.edge_hit_ratio, r.edge_hit_ratio, 0.03);
+        close(
+            "cold-start ratio",
+            one.cold_start_ratio,
+            r.cold_start_ratio,
+            0.1,
+        );
+        for tier in ["pop", "region", "all"] {
+            let (a, b) = (&one.latency_ms[tier], &r.latency_ms[tier]);
+            close(&format!("{tier} p50"), a.p50, b.p50, 0.05);
+            close(&format!("{tier} p99"), a.p99, b.p99, 0.1);
+        }
+        close(
+            "rare forwards",
+            one.forwards["rare"] as f64,
+            r.forwards["rare"] as f64,
+            0.05,
+        );
+        close(
+            "POP memory-seconds",
+            one.memory_mb_seconds.pop,
+            r.memory_mb_seconds.pop,
+            0.05,
+        );
+        let warm = |r: &Report| r.series.iter().map(|p| p.warm_region).sum::<u64>() as f64;
+        close("warm region instances", warm(&one), warm(&r), 0.05);
+    }
+}
+
+#[test]
+fn with_more_shards_than_pops_a_region_failure_still_fails_over_once_per_pop() {
+    let text = format!(
+        "{}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n",
+        sharded(BASE, 4)
+    );
+    let r = report(&text);
+    assert_eq!(r.run.shards, 4);
+    assert_eq!(r.failovers, 2, "each POP pays the detection timeout once");
+    assert_eq!(r.refusals.unavailable, 0);
+}
+
+#[test]
+fn a_sharded_trace_replay_replays_every_invocation_once() {
+    let s = Scenario::parse(
+        r#"
+        name = "trace"
+        shards = 2
+        duration_s = 100
+        [topology]
+        pops = 2
+        regions = 1
+        [arrivals]
+        kind = "trace"
+        file = "unused.csv"
+        "#,
+    )
+    .expect("valid");
+    let trace = Trace::parse(
+        "app,func,end_timestamp,duration\na,f,1.0,0.5\nb,g,1.5,0.5\na,f,2.0,0.5\nb,g,3.0,1.0\nb,g,200.0,1.0\n",
+        100,
+    )
+    .expect("valid trace");
+    let o = simulate(&s, Some(&trace), &mut |_| {}).expect("runs");
+    assert_eq!(o.shards, 2);
+    assert_eq!(o.recorder.counters.invocations, 4);
+    assert_eq!(o.recorder.counters.completed.iter().sum::<u64>(), 4);
+}

@@ -1,0 +1,392 @@
+//! One shard of the simulated world: the POPs and regions it owns, its event queue, RNG
+//! and recorder, and the messages it has for other shards.
+
+use super::edge::EdgeNode;
+use super::node::{Artifact, IdHasher, Node, Removed};
+use super::queue::{EventQueue, Nanos};
+use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
+use super::stats::{Recorder, Tier};
+use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
+use common::policy::PlacementPolicy;
+use rand_chacha::ChaCha8Rng;
+use std::hash::BuildHasherDefault;
+use std::time::{Duration, Instant};
+
+/// The real placement policy, keyed by function index rather than by
+/// [`FunctionKey`](common::model::FunctionKey):
+/// hashing two strings per call was a tenth of a fleet-scale run's time.
+type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
+
+/// What a POP knows of one function.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Known {
+    /// The POP has the function's metadata (learned from a forwarded response).
+    pub meta: bool,
+    /// The function's code at this POP.
+    pub artifact: Artifact,
+}
+
+/// A simulated POP.
+#[derive(Debug)]
+pub(super) struct Pop {
+    pub node: EdgeNode,
+    pub placement: PopPlacement,
+    /// What the POP knows of each function, indexed by function: two bytes each, so even
+    /// 500 POPs by 10 000 functions stay a few megabytes.
+    pub known: Vec<Known>,
+    /// Functions whose artifact is ready here, ascending (at most `max_artifacts`).
+    pub ready: Vec<u32>,
+    /// The POP's view of every region, indexed by region.
+    pub views: Vec<RegionView>,
+    /// Artifacts prepared or being prepared.
+    pub artifacts: usize,
+}
+
+/// A simulated region.
+#[derive(Debug)]
+pub(super) struct Region {
+    pub node: Node,
+    pub up: bool,
+    pub epoch: u32,
+    /// In-flight executions per tenant.
+    pub tenant_busy: Vec<u32>,
+}
+
+/// A shard: see the module docs of [`super`].
+pub(super) struct Shard<'w> {
+    pub w: &'w World<'w>,
+    pub id: u32,
+    pub rng: ChaCha8Rng,
+    base: Instant,
+    pub queue: EventQueue<Event>,
+    /// The POPs `p` with `p % shards == id`, at `p / shards`.
+    pub pops: Vec<Pop>,
+    /// The regions `r` with `r % shards == id`, at `r / shards`.
+    pub regions: Vec<Region>,
+    pub chooser: Box<dyn RegionChoice + Send>,
+    pub judge: Option<PolicyJudge>,
+    /// Per function, its canary outcomes and verdict (canary runs have one shard).
+    pub outcomes: Vec<(Outcomes, Verdict)>,
+    pub canary: CanaryOutcome,
+    pub rec: Recorder,
+    pub removed: Vec<Removed>,
+    /// Messages for other shards, by destination, sent at the end of the window.
+    pub outbox: Vec<Vec<(Nanos, Event)>>,
+    next_sample: Nanos,
+    events: u64,
+}
+
+impl std::fmt::Debug for Shard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("pops", &self.pops.len())
+            .field("regions", &self.regions.len())
+            .field("pending", &self.queue.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'w> Shard<'w> {
+    /// Shard `id` of `w`, with its POPs and regions idle and its first events scheduled.
+    pub fn new(w: &'w World<'w>, id: u32, rng: ChaCha8Rng) -> anyhow::Result<Self> {
+        let s = w.s;
+        let n = w.functions.len();
+        let mine = move |i: &usize| *i as u32 % w.shards == id;
+        let keep_pop = ns(s.pop.keep_alive_s * 1e3);
+        let keep_region = ns(s.region.keep_alive_s * 1e3);
+        let pops = (0..s.topology.pops)
+            .filter(mine)
+            .map(|p| Pop {
+                node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
+                // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
+                placement: PopPlacement::with_hasher(
+                    common::policy::PlacementConfig {
+                        memory_budget_mb: s.pop.memory_mb,
+                        ..s.pop.placement.clone()
+                    },
+                    Default::default(),
+                ),
+                known: vec![Known::default(); n],
+                ready: Vec::new(),
+                views: (0..w.regions)
+                    .map(|r| RegionView {
+                        region: r as u32,
+                        rtt: w.rtt(p as u32, r as u32),
+                        avoid_until: 0,
+                    })
+                    .collect(),
+                artifacts: 0,
+            })
+            .collect();
+        let tenants = w.functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
+        let regions = (0..w.regions)
+            .filter(mine)
+            .map(|_| Region {
+                node: Node::new(s.region.slots, s.region.memory_mb, keep_region),
+                up: true,
+                epoch: 0,
+                tenant_busy: vec![0; tenants],
+            })
+            .collect();
+        let judge = s.canary.as_ref().map(|c| PolicyJudge {
+            cfg: common::policy::canary::CanaryConfig {
+                min_samples: c.min_samples,
+                ..common::policy::canary::CanaryConfig::default()
+            },
+        });
+        let rec = Recorder::new(w.end, (s.sample_interval() * SEC) as Nanos)?;
+        let mut shard = Self {
+            w,
+            id,
+            rng,
+            base: Instant::now(),
+            queue: EventQueue::default(),
+            pops,
+            regions,
+            chooser: Box::new(PolicyChoice::default()),
+            judge,
+            outcomes: vec![
+                (Outcomes::default(), Verdict::Undecided);
+                if judge.is_some() { n } else { 0 }
+            ],
+            canary: CanaryOutcome::default(),
+            next_sample: rec.interval,
+            rec,
+            removed: Vec::new(),
+            outbox: vec![Vec::new(); w.shards as usize],
+            events: 0,
+        };
+        shard.schedule_start();
+        Ok(shard)
+    }
+
+    /// The index of POP `pop` in this shard's `pops`.
+    pub fn local_pop(&self, pop: u32) -> usize {
+        (pop / self.w.shards) as usize
+    }
+
+    /// The index of region `region` in this shard's `regions`.
+    pub fn local_region(&self, region: u32) -> usize {
+        (region / self.w.shards) as usize
+    }
+
+    /// The virtual time `now` as the policies' clock.
+    pub fn at(&self, now: Nanos) -> Instant {
+        self.base + Duration::from_nanos(now)
+    }
+
+    /// Schedules `event` at `at` in shard `to`: here, or in its outbox.
+    pub fn send(&mut self, to: u32, at: Nanos, event: Event) {
+        if to == self.id {
+            self.queue.push(at, event);
+        } else {
+            self.outbox[to as usize].push((at, event));
+        }
+    }
+
+    fn schedule_start(&mut self) {
+        let w = self.w;
+        match w.trace {
+            Some(_) => {
+                if let Some(first) = self.next_trace_index(0) {
+                    self.schedule_trace(first, 0);
+                }
+            }
+            None => {
+                for p in (self.id..w.s.topology.pops as u32).step_by(w.shards as usize) {
+                    self.schedule_arrival(p, 0);
+                }
+            }
+        }
+        for &(region, from, until) in &w.outages {
+            if w.shard_of_region(region) == self.id {
+                self.queue.push(from, Event::RegionDown { region });
+                if until != Nanos::MAX {
+                    self.queue.push(until, Event::RegionUp { region });
+                }
+            }
+        }
+    }
+
+    /// The first trace invocation at or after `from` that lands on one of this shard's POPs.
+    fn next_trace_index(&self, from: usize) -> Option<usize> {
+        let t = self.w.trace?;
+        let pops = self.w.s.topology.pops as u32;
+        (from..t.invocations.len()).find(|&i| {
+            let pop = t.functions[t.invocations[i].function as usize].app % pops;
+            self.w.shard_of_pop(pop) == self.id
+        })
+    }
+
+    fn schedule_trace(&mut self, index: usize, now: Nanos) {
+        let Some(t) = self.w.trace else { return };
+        let at = secs_to_ns(t.invocations[index].arrival);
+        if at < self.w.end {
+            let index = index as u32;
+            self.queue.push(at.max(now), Event::TraceArrival { index });
+        }
+    }
+
+    /// Handles every event before `limit`, in time order.
+    pub fn run_until(&mut self, limit: Nanos, progress: Progress<'_>) {
+        while let Some((now, event)) = self.queue.pop_before(limit) {
+            let end = self.w.end;
+            while self.next_sample <= now.min(end) {
+                self.sample(self.next_sample);
+                self.next_sample += self.rec.interval;
+            }
+            self.events += 1;
+            if self.events.is_multiple_of(65_536) {
+                progress(Duration::from_nanos(now.min(end)));
+            }
+            self.handle(now, event);
+        }
+    }
+
+    fn handle(&mut self, now: Nanos, event: Event) {
+        match event {
+            Event::Arrival { pop, viral } => {
+                let func = if viral == NO_FUNCTION {
+                    self.w.zipf.sample(&mut self.rng) as u32
+                } else {
+                    viral
+                };
+                let exec = self.exec_time(func);
+                self.invoke(now, pop, func, exec);
+                self.schedule_arrival(pop, now);
+            }
+            Event::TraceArrival { index } => {
+                let Some(t) = self.w.trace else { return };
+                let inv = t.invocations[index as usize];
+                let pop = t.functions[inv.function as usize].app % self.w.s.topology.pops as u32;
+                let exec = (inv.duration * SEC) as Nanos;
+                self.invoke(now, pop, inv.function, exec);
+                if let Some(next) = self.next_trace_index(index as usize + 1) {
+                    self.schedule_trace(next, now);
+                }
+            }
+            Event::Forwarded {
+                region,
+                pop,
+                func,
+                exec,
+                failovers,
+                learn,
+            } => self.reach_region(now, region, pop, func, exec, failovers, learn),
+            Event::Complete(c) => self.complete(now, c),
+            Event::Learned { pop, func } => {
+                let i = self.local_pop(pop);
+                self.pops[i].known[func as usize].meta = true;
+            }
+            Event::Prepared { pop, func } => {
+                let i = self.local_pop(pop);
+                let p = &mut self.pops[i];
+                let known = &mut p.known[func as usize];
+                if known.artifact == Artifact::Preparing {
+                    known.artifact = Artifact::Ready;
+                    if let Err(i) = p.ready.binary_search(&func) {
+                        p.ready.insert(i, func);
+                    }
+                }
+            }
+            Event::RegionDown { region } => {
+                let i = self.local_region(region);
+                let r = &mut self.regions[i];
+                r.up = false;
+                r.epoch += 1;
+                r.tenant_busy.iter_mut().for_each(|b| *b = 0);
+                let before = r.node.used_mb;
+                r.node.wipe();
+                self.rec.memory_change(Tier::Region, now, before, 0, &[]);
+            }
+            Event::RegionUp { region } => {
+                let i = self.local_region(region);
+                self.regions[i].up = true;
+            }
+        }
+    }
+
+    /// Schedules the next synthetic arrival at `pop` after `now`.
+    fn schedule_arrival(&mut self, pop: u32, now: Nanos) {
+        let after = now as f64 / SEC;
+        if let Some(a) = self.w.profile.next(&mut self.rng, pop as usize, after) {
+            let at = secs_to_ns(a.at);
+            if at < self.w.end {
+                let viral = a.function.map_or(NO_FUNCTION, |f| f as u32);
+                self.queue.push(at, Event::Arrival { pop, viral });
+            }
+        }
+    }
+
+    fn exec_time(&mut self, func: u32) -> Nanos {
+        let median = self.w.functions[func as usize].median_ms;
+        ns(super::arrival::lognormal(
+            &mut self.rng,
+            median,
+            self.w.s.functions.exec_sigma,
+        ))
+    }
+
+    /// Sweeps expired instances everywhere and closes the bucket ending at `at`.
+    fn sample(&mut self, at: Nanos) {
+        let mut warm = [0u64; 2];
+        for p in &mut self.pops {
+            self.removed.clear();
+            let before = p.node.used_mb;
+            p.node.sweep(at, &mut self.removed);
+            self.rec
+                .memory_change(Tier::Pop, at, before, p.node.used_mb, &self.removed);
+            warm[0] += p.node.instances;
+        }
+        for r in &mut self.regions {
+            self.removed.clear();
+            let before = r.node.used_mb;
+            r.node.sweep(at, &mut self.removed);
+            self.rec
+                .memory_change(Tier::Region, at, before, r.node.used_mb, &self.removed);
+            warm[1] += r.node.instances;
+        }
+        let b = self.rec.bucket(at.saturating_sub(1));
+        b.warm_pop = warm[0];
+        b.warm_region = warm[1];
+    }
+
+    /// Closes the run: the remaining samples, memory-seconds and the canary's verdicts.
+    pub fn finish(mut self) -> anyhow::Result<Outcome> {
+        let end = self.w.end;
+        while self.next_sample <= end {
+            self.sample(self.next_sample);
+            self.next_sample += self.rec.interval;
+        }
+        let memory_mb_seconds = [
+            self.rec.memory_mb_seconds(Tier::Pop, end),
+            self.rec.memory_mb_seconds(Tier::Region, end),
+        ];
+        let canary = self.judge.map(|_| {
+            let mut c = self.canary.clone();
+            for (f, (_, v)) in self.w.functions.iter().zip(&self.outcomes) {
+                match v {
+                    Verdict::Pinned => {
+                        c.pinned += 1;
+                        c.pinned_regressed += u64::from(f.regressed);
+                    }
+                    Verdict::Promoted => {
+                        c.promoted += 1;
+                        c.promoted_regressed += u64::from(f.regressed);
+                    }
+                    Verdict::Undecided => c.undecided += 1,
+                }
+            }
+            c
+        });
+        Ok(Outcome {
+            memory_mb_seconds,
+            canary,
+            events: self.events,
+            functions: self.w.functions.len(),
+            shards: self.w.shards,
+            recorder: self.rec,
+        })
+    }
+}
