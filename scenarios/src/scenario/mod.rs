@@ -5,7 +5,7 @@
 //! field. docs/scenarios.md describes the format with examples.
 
 use crate::sim::arrival::FlashCrowd;
-use common::policy::PlacementConfig;
+use common::policy::{PlacementConfig, WarmConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -200,6 +200,10 @@ pub struct PopModel {
     pub overhead_ms: f64,
     /// The real placement policy's config (`common::policy::PlacementConfig`).
     pub placement: PlacementConfig,
+    /// The real warm-pool policy's config (`common::policy::WarmConfig`, the POP node's
+    /// `warm` section): `mode = "trend"` (the default, like the node) pre-warms each
+    /// function run here to its forecast once per tick; `"reactive"` is keep-alive only.
+    pub warm: WarmConfig,
 }
 
 impl Default for PopModel {
@@ -211,6 +215,7 @@ impl Default for PopModel {
             max_artifacts: 256,
             overhead_ms: 0.2,
             placement: PlacementConfig::default(),
+            warm: WarmConfig::default(),
         }
     }
 }

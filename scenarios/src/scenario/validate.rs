@@ -105,6 +105,9 @@ impl Scenario {
                 "needs exit_score <= enter_score and max_tracked >= 1",
             ));
         }
+        if let Err(reason) = p.warm.validate() {
+            return Err(invalid("pop.warm", reason));
+        }
         let r = &self.region;
         if r.slots == 0 || r.tenant_concurrency == Some(0) {
             return Err(invalid(
@@ -221,6 +224,7 @@ mod tests {
         assert_eq!(s.functions.count, 1000);
         assert_eq!(s.pop.slots, 64);
         assert_eq!(s.pop.placement, PlacementConfig::default());
+        assert_eq!(s.pop.warm, common::policy::WarmConfig::default());
         assert!((s.sample_interval() - 0.1).abs() < 1e-12);
     }
 
@@ -251,6 +255,11 @@ mod tests {
             ("name = \"t\"", "name = \"a b\"", "name"),
             ("duration_s = 10", "duration_s = 10\nshards = 0", "shards"),
             ("duration_s = 10", "duration_s = 10\nshards = 17", "shards"),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 100\n[pop.warm]\nalpha = 0",
+                "pop.warm",
+            ),
         ];
         for (from, to, field) in cases {
             match Scenario::parse(&MINIMAL.replace(from, to)) {

@@ -11,6 +11,7 @@ use super::stats::Tier;
 use super::{Completion, Event, NO_POP};
 use common::policy::{Decision, ForwardReason, LocalState};
 use rand::Rng;
+use std::time::Duration;
 
 impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.
@@ -25,6 +26,9 @@ impl Shard<'_> {
         p.placement.handle_request(at, &func);
         let slot_free = p.node.slot_free();
         let known = p.known[func as usize];
+        // What placement charges against the POP's budget: every planned warm instance
+        // (at least one), like the node's `budget_cost`.
+        let planned = p.warm.as_ref().map_or(0, |w| w.target(&func));
         let local = LocalState {
             placement: spec.placement,
             known: known.meta,
@@ -32,7 +36,7 @@ impl Shard<'_> {
             slot_free,
             // The simulator's node enforces its own memory bound (`Node::acquire`); the
             // policy's budget only sees the instance's memory.
-            cost_bytes: memory_mb << 20,
+            cost_bytes: (memory_mb << 20) * u64::from(planned.max(1)),
         };
         let decision = p.placement.decide(at, &func, local);
         if known.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {
@@ -60,6 +64,11 @@ impl Shard<'_> {
             return self.forward(now, pop, func, exec, ForwardReason::OverCapacity);
         };
         self.rec.bucket(now).local += 1;
+        let at = self.at(now);
+        if let Some(policy) = self.pops[i].warm.as_mut() {
+            // The node records each local invocation with its execution time and memory.
+            policy.handle_invocation(at, &func, Duration::from_nanos(exec), memory_mb << 20);
+        }
         let mut busy = exec;
         if !warm {
             busy += w.c.instantiate;

@@ -38,6 +38,8 @@ pub struct EdgeNode {
     pub instances: u64,
     /// Idle instances, oldest first.
     idle: VecDeque<Idle>,
+    /// The function of each busy instance (at most `slots`), in no order.
+    busy_funcs: Vec<u32>,
     keep_alive: Nanos,
 }
 
@@ -51,6 +53,7 @@ impl EdgeNode {
             used_mb: 0,
             instances: 0,
             idle: VecDeque::new(),
+            busy_funcs: Vec::new(),
             keep_alive,
         }
     }
@@ -78,6 +81,7 @@ impl EdgeNode {
         if let Some(i) = self.idle.iter().rposition(|e| e.func == func) {
             self.idle.remove(i);
             self.busy += 1;
+            self.busy_funcs.push(func);
             return Some(true);
         }
         while self.used_mb + memory_mb > self.budget_mb {
@@ -88,20 +92,79 @@ impl EdgeNode {
         self.used_mb += memory_mb;
         self.instances += 1;
         self.busy += 1;
+        self.busy_funcs.push(func);
         Some(false)
     }
 
     /// Ends an execution: its instance (`memory_mb`) goes back to `func`'s idle pool.
     pub fn release(&mut self, now: Nanos, func: u32, memory_mb: u64) {
         self.busy = self.busy.saturating_sub(1);
+        if let Some(i) = self.busy_funcs.iter().position(|&f| f == func) {
+            self.busy_funcs.swap_remove(i);
+        }
+        self.push_idle(now, func, memory_mb);
+    }
+
+    /// Files an instance of `func` that went idle at `now`.
+    fn push_idle(&mut self, now: Nanos, func: u32, memory_mb: u64) {
         let idle = Idle {
             since: now,
             func,
             memory_mb: u32::try_from(memory_mb).unwrap_or(u32::MAX),
         };
-        // Completions come in time order, so this is the end; stay sorted regardless.
+        // Events come in time order, so this is the end; stay sorted regardless.
         let at = self.idle.len() - self.idle.iter().rev().take_while(|e| e.since > now).count();
         self.idle.insert(at, idle);
+    }
+
+    /// Instances of `func`, busy or idle (what the sandbox's pre-warming counts).
+    pub fn live(&self, func: u32) -> usize {
+        self.idle_count(func) + self.busy_funcs.iter().filter(|&&f| f == func).count()
+    }
+
+    /// Pre-warms `func` (`memory_mb` each) until it has `target` instances, busy or idle,
+    /// within free memory (pre-warming never evicts); returns how many were created. They
+    /// are idle from `now` on (instantiating one takes well under a warm-pool tick). Call
+    /// [`Self::sweep`] first: expired instances still count until swept.
+    pub fn prewarm(&mut self, now: Nanos, func: u32, memory_mb: u64, target: usize) -> usize {
+        let mut created = 0;
+        let mut live = self.live(func);
+        while live < target && self.used_mb + memory_mb <= self.budget_mb {
+            self.push_idle(now, func, memory_mb);
+            self.used_mb += memory_mb;
+            self.instances += 1;
+            live += 1;
+            created += 1;
+        }
+        created
+    }
+
+    /// Retires idle instances of `func` that went idle at or before `idle_since`, oldest
+    /// first, until at most `keep` instances (busy or idle) are left; returns how many.
+    pub fn retire(
+        &mut self,
+        now: Nanos,
+        func: u32,
+        keep: usize,
+        idle_since: Nanos,
+        removed: &mut Vec<Removed>,
+    ) -> usize {
+        let mut surplus = self.live(func).saturating_sub(keep);
+        let mut retired = 0;
+        let mut i = 0;
+        while surplus > 0 && i < self.idle.len() && self.idle[i].since <= idle_since {
+            if self.idle[i].func == func {
+                let memory_mb = u64::from(self.idle[i].memory_mb);
+                self.idle.remove(i);
+                removed.push(Removed { memory_mb, at: now });
+                self.drop_instance(memory_mb);
+                surplus -= 1;
+                retired += 1;
+            } else {
+                i += 1;
+            }
+        }
+        retired
     }
 
     /// Retires every idle instance whose keep-alive ran out by `now`.
@@ -122,6 +185,7 @@ impl EdgeNode {
     pub fn wipe(&mut self) -> u64 {
         let freed = self.used_mb;
         self.idle.clear();
+        self.busy_funcs.clear();
         self.busy = 0;
         self.used_mb = 0;
         self.instances = 0;
@@ -247,6 +311,35 @@ mod tests {
         assert!(n.acquire(0, 3, 0, &mut removed).is_some());
         assert_eq!(n.acquire(0, 4, 0, &mut removed), None, "no slot");
         assert_eq!(n.busy, 2);
+    }
+
+    #[test]
+    fn prewarming_fills_free_memory_up_to_the_target_and_retiring_keeps_busy_ones() {
+        let mut n = EdgeNode::new(8, 512, 100 * S);
+        let mut removed = Vec::new();
+        assert_eq!(n.acquire(0, 1, 128, &mut removed), Some(false));
+        assert_eq!(n.prewarm(S, 1, 128, 3), 2, "the busy one counts");
+        assert_eq!((n.live(1), n.idle_count(1), n.used_mb), (3, 2, 384));
+        assert_eq!(
+            n.prewarm(S, 2, 128, 4),
+            1,
+            "memory bounds it, nothing is evicted"
+        );
+        assert_eq!(n.used_mb, 512);
+        assert_eq!(n.acquire(2 * S, 1, 128, &mut removed), Some(true));
+        n.release(3 * S, 1, 128);
+        // Instances idle since 1 s qualify; the one idle since 3 s does not.
+        assert_eq!(n.retire(4 * S, 1, 0, 2 * S, &mut removed), 1);
+        assert_eq!((n.live(1), n.busy), (2, 1));
+        assert_eq!(
+            removed,
+            [Removed {
+                memory_mb: 128,
+                at: 4 * S
+            }]
+        );
+        assert_eq!(n.retire(4 * S, 1, 0, 4 * S, &mut removed), 1);
+        assert_eq!(n.live(1), 1, "the busy instance is never retired");
     }
 
     /// Drives the region's node and the POP's node with the same random operations and

@@ -92,6 +92,8 @@ enum Event {
     Complete(Completion),
     /// A region's response reached the POP, which now knows the function's metadata.
     Learned { pop: u32, func: u32 },
+    /// A POP's warm-pool policy closes a tick: pre-warm and retire to its targets.
+    WarmTick { pop: u32 },
     /// A POP finished preparing a function's artifact.
     Prepared { pop: u32, func: u32 },
     /// A region stops answering.

@@ -1,12 +1,13 @@
 //! Seams where capacity policies plug into the simulator.
 //!
 //! Placement is the real `common::policy::PlacementPolicy`, region choice the real
-//! `common::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), and canary
-//! verdicts the real `common::policy::canary::judge` ([`PolicyJudge`]): the simulator
-//! drives the same policy code as the nodes.
-//! Warm pools are keep-alive pools ([`super::edge::EdgeNode`] at POPs, [`super::node::Node`]
-//! at regions); a trend-driven pool would replace their `acquire`/`sweep` behind the same
-//! calls.
+//! `common::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), canary
+//! verdicts the real `common::policy::canary::judge` ([`PolicyJudge`]), and a POP's warm
+//! pools follow the real `common::policy::WarmPolicy` (trend mode, per POP, ticked like
+//! the node's `common::warm_loop`; `super::shard`): the simulator drives the same policy
+//! code as the nodes. Instances themselves are keep-alive pools
+//! ([`super::edge::EdgeNode`] at POPs, [`super::node::Node`] at regions), which the warm
+//! policy pre-warms and retires.
 
 use super::queue::Nanos;
 use common::policy::canary::{self, CanaryConfig, Counts};

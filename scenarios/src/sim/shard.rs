@@ -7,7 +7,7 @@ use super::queue::{EventQueue, Nanos};
 use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
-use common::policy::PlacementPolicy;
+use common::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 /// [`FunctionKey`](common::model::FunctionKey):
 /// hashing two strings per call was a tenth of a fleet-scale run's time.
 type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
+
+/// The real warm-pool policy, keyed like [`PopPlacement`].
+type PopWarm = WarmPolicy<u32, BuildHasherDefault<IdHasher>>;
+
+/// Ticks an instance beyond its target sits idle before it is retired (the node's
+/// `common::warm_loop`: a forecast that dips for a tick must not throw away instances the
+/// next tick needs again).
+const RETIRE_AFTER_TICKS: u64 = 10;
 
 /// What a POP knows of one function.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +39,8 @@ pub(super) struct Known {
 pub(super) struct Pop {
     pub node: EdgeNode,
     pub placement: PopPlacement,
+    /// The warm-pool policy, in `trend` mode (`None`: keep-alive only).
+    pub warm: Option<PopWarm>,
     /// What the POP knows of each function, indexed by function: two bytes each, so even
     /// 500 POPs by 10 000 functions stay a few megabytes.
     pub known: Vec<Known>,
@@ -72,6 +82,8 @@ pub(super) struct Shard<'w> {
     pub removed: Vec<Removed>,
     /// Messages for other shards, by destination, sent at the end of the window.
     pub outbox: Vec<Vec<(Nanos, Event)>>,
+    /// Scratch for a warm-pool tick's targets.
+    targets: Vec<(u32, u32)>,
     next_sample: Nanos,
     events: u64,
 }
@@ -107,6 +119,8 @@ impl<'w> Shard<'w> {
                     },
                     Default::default(),
                 ),
+                warm: (s.pop.warm.mode == WarmMode::Trend)
+                    .then(|| PopWarm::with_hasher(s.pop.warm.clone(), Default::default())),
                 known: vec![Known::default(); n],
                 ready: Vec::new(),
                 views: (0..w.regions)
@@ -155,6 +169,7 @@ impl<'w> Shard<'w> {
             rec,
             removed: Vec::new(),
             outbox: vec![Vec::new(); w.shards as usize],
+            targets: Vec::new(),
             events: 0,
         };
         shard.schedule_start();
@@ -196,6 +211,14 @@ impl<'w> Shard<'w> {
             None => {
                 for p in (self.id..w.s.topology.pops as u32).step_by(w.shards as usize) {
                     self.schedule_arrival(p, 0);
+                }
+            }
+        }
+        if w.s.pop.warm.mode == WarmMode::Trend {
+            let tick = w.s.pop.warm.tick().as_nanos() as Nanos;
+            for pop in (self.id..w.s.topology.pops as u32).step_by(w.shards as usize) {
+                if tick < w.end {
+                    self.queue.push(tick, Event::WarmTick { pop });
                 }
             }
         }
@@ -279,6 +302,7 @@ impl<'w> Shard<'w> {
                 let i = self.local_pop(pop);
                 self.pops[i].known[func as usize].meta = true;
             }
+            Event::WarmTick { pop } => self.warm_tick(now, pop),
             Event::Prepared { pop, func } => {
                 let i = self.local_pop(pop);
                 let p = &mut self.pops[i];
@@ -305,6 +329,48 @@ impl<'w> Shard<'w> {
                 self.regions[i].up = true;
             }
         }
+    }
+
+    /// Closes `pop`'s warm-pool ticks and resizes its pools to the policy's targets, like
+    /// the node's `common::warm_loop`: pre-warm up to the target (within free memory),
+    /// retire instances beyond it once idle for `RETIRE_AFTER_TICKS` ticks.
+    fn warm_tick(&mut self, now: Nanos, pop: u32) {
+        let w = self.w;
+        let tick = w.s.pop.warm.tick().as_nanos() as Nanos;
+        if now + tick < w.end {
+            self.queue.push(now + tick, Event::WarmTick { pop });
+        }
+        let at = self.at(now);
+        let i = self.local_pop(pop);
+        let p = &mut self.pops[i];
+        let Some(policy) = p.warm.as_mut() else {
+            return;
+        };
+        if !policy.tick(at) {
+            return;
+        }
+        self.targets.clear();
+        self.targets
+            .extend(policy.targets().map(|(&func, target)| (func, target)));
+        // Deterministic order: the policy's table iterates in hash order.
+        self.targets.sort_unstable();
+        self.removed.clear();
+        let before = p.node.used_mb;
+        // Expired instances are gone before anything is counted.
+        p.node.sweep(now, &mut self.removed);
+        let idle_since = now.saturating_sub(tick * RETIRE_AFTER_TICKS);
+        for &(func, target) in &self.targets {
+            let memory_mb = w.functions[func as usize].memory_mb;
+            let target = target as usize;
+            p.node
+                .retire(now, func, target, idle_since, &mut self.removed);
+            if p.known[func as usize].artifact == Artifact::Ready {
+                p.node.prewarm(now, func, memory_mb, target);
+            }
+        }
+        let after = p.node.used_mb;
+        self.rec
+            .memory_change(Tier::Pop, now, before, after, &self.removed);
     }
 
     /// Schedules the next synthetic arrival at `pop` after `now`.

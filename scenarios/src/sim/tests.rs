@@ -296,3 +296,30 @@ fn a_sharded_trace_replay_replays_every_invocation_once() {
     assert_eq!(o.recorder.counters.invocations, 4);
     assert_eq!(o.recorder.counters.completed.iter().sum::<u64>(), 4);
 }
+
+#[test]
+fn trend_warm_pools_keep_functions_with_traffic_warm_and_cut_cold_starts_at_the_pop() {
+    // With a keep-alive shorter than most functions' gaps between requests, keep-alive
+    // pools start most instances cold; the trend policy keeps each function with traffic
+    // pre-warmed to its forecast (plus headroom), and pre-warms ahead of a crowd's ramp.
+    let text = format!(
+        "{}\n[pop]\nmemory_mb = 65536\nkeep_alive_s = 1\n[[flash_crowd]]\npop = 0\nstart_s = 20\nduration_s = 30\nfactor = 8\nfunction = 3\n",
+        BASE.replace("exec_median_ms = 5", "exec_median_ms = 40")
+    );
+    let trend = report(&format!("{text}\n[pop.warm]\nmemory_budget_mb = 65536\n"));
+    let reactive = report(&format!(
+        "{text}\n[pop.warm]\nmemory_budget_mb = 65536\nmode = \"reactive\"\n"
+    ));
+    assert!(
+        trend.cold_starts.pop < reactive.cold_starts.pop,
+        "trend {} vs reactive {}",
+        trend.cold_starts.pop,
+        reactive.cold_starts.pop
+    );
+    assert!(
+        trend.memory_mb_seconds.pop >= reactive.memory_mb_seconds.pop,
+        "pre-warmed instances cost memory: {} vs {}",
+        trend.memory_mb_seconds.pop,
+        reactive.memory_mb_seconds.pop
+    );
+}
