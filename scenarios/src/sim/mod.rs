@@ -194,6 +194,63 @@ struct World<'a> {
     c: Costs,
     end: Nanos,
     shards: u32,
+    /// Which shard owns each POP and its index there.
+    pop_home: Vec<Home>,
+    /// Which shard owns each region and its index there.
+    region_home: Vec<Home>,
+}
+
+/// Where a POP or region lives: its shard and its index among that shard's own.
+#[derive(Debug, Clone, Copy, Default)]
+struct Home {
+    shard: u32,
+    index: u32,
+}
+
+/// Deals POPs and regions to `shards` so each shard gets about the same work: regions
+/// first, each weighing what its nearest POPs forward to it, then POPs one by one to the
+/// lightest shard (longest-processing-time first; ties to the lowest shard, so the deal is
+/// a pure function of the RTTs).
+fn deal(rtt: &[Nanos], pops: usize, regions: usize, shards: u32) -> (Vec<Home>, Vec<Home>) {
+    // Work units: a POP's own invocations weigh 1 each; about half of them are forwarded,
+    // to the nearest region, and cost it about as much again.
+    const FORWARDED: f64 = 0.5;
+    let n = shards.max(1) as usize;
+    let mut nearest = vec![0usize; regions];
+    for row in rtt.chunks(regions.max(1)).take(pops) {
+        if let Some((r, _)) = row.iter().enumerate().min_by_key(|&(r, t)| (*t, r)) {
+            nearest[r] += 1;
+        }
+    }
+    let mut load = vec![0.0f64; n];
+    let mut lightest = |weight: f64| {
+        let s = (0..n)
+            .min_by(|&a, &b| load[a].total_cmp(&load[b]).then(a.cmp(&b)))
+            .unwrap_or(0);
+        load[s] += weight;
+        s as u32
+    };
+    let mut order: Vec<usize> = (0..regions).collect();
+    order.sort_by_key(|&r| (std::cmp::Reverse(nearest[r]), r));
+    let mut region_shard = vec![0u32; regions];
+    for r in order {
+        region_shard[r] = lightest(nearest[r] as f64 * FORWARDED);
+    }
+    let pop_shard: Vec<u32> = (0..pops).map(|_| lightest(1.0)).collect();
+    (number(&pop_shard, n), number(&region_shard, n))
+}
+
+/// Homes for items owned by `shard_of` each: indices count up per shard in item order.
+fn number(shard_of: &[u32], shards: usize) -> Vec<Home> {
+    let mut count = vec![0u32; shards];
+    shard_of
+        .iter()
+        .map(|&shard| {
+            let index = count[shard as usize];
+            count[shard as usize] += 1;
+            Home { shard, index }
+        })
+        .collect()
 }
 
 impl World<'_> {
@@ -211,12 +268,12 @@ impl World<'_> {
 
     /// The shard that owns POP `pop`.
     fn shard_of_pop(&self, pop: u32) -> u32 {
-        pop % self.shards
+        self.pop_home[pop as usize].shard
     }
 
     /// The shard that owns region `region`.
     fn shard_of_region(&self, region: u32) -> u32 {
-        region % self.shards
+        self.region_home[region as usize].shard
     }
 
     /// The smallest delay of any message between shards: half the smallest RTT.
@@ -310,10 +367,12 @@ impl<'a> World<'a> {
             } => (rate_per_pop, amplitude, period_s),
             Arrivals::Trace { .. } => (0.0, 0.0, 1.0),
         };
-        let rtt = population::rtt_matrix(s, rng)
+        let rtt: Vec<Nanos> = population::rtt_matrix(s, rng)
             .iter()
             .flat_map(|row| row.iter().map(|&ms| ns(ms)))
             .collect();
+        let shards = s.shards.max(1);
+        let (pop_home, region_home) = deal(&rtt, s.topology.pops, s.topology.regions, shards);
         let outages = s
             .region_failure
             .iter()
@@ -350,7 +409,9 @@ impl<'a> World<'a> {
             outages,
             c,
             end: (s.duration_s * SEC) as Nanos,
-            shards: s.shards.max(1),
+            shards,
+            pop_home,
+            region_home,
         })
     }
 }

@@ -69,9 +69,9 @@ pub(super) struct Shard<'w> {
     pub rng: ChaCha8Rng,
     base: Instant,
     pub queue: EventQueue<Event>,
-    /// The POPs `p` with `p % shards == id`, at `p / shards`.
+    /// The POPs this shard owns, in the order of their index (`World::pop_home`).
     pub pops: Vec<Pop>,
-    /// The regions `r` with `r % shards == id`, at `r / shards`.
+    /// The regions this shard owns, in the order of their index (`World::region_home`).
     pub regions: Vec<Region>,
     pub chooser: Box<dyn RegionChoice + Send>,
     pub judge: Option<PolicyJudge>,
@@ -104,11 +104,10 @@ impl<'w> Shard<'w> {
     pub fn new(w: &'w World<'w>, id: u32, rng: ChaCha8Rng) -> anyhow::Result<Self> {
         let s = w.s;
         let n = w.functions.len();
-        let mine = move |i: &usize| *i as u32 % w.shards == id;
         let keep_pop = ns(s.pop.keep_alive_s * 1e3);
         let keep_region = ns(s.region.keep_alive_s * 1e3);
         let pops = (0..s.topology.pops)
-            .filter(mine)
+            .filter(|&p| w.shard_of_pop(p as u32) == id)
             .map(|p| Pop {
                 node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
                 // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
@@ -135,7 +134,7 @@ impl<'w> Shard<'w> {
             .collect();
         let tenants = w.functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
         let regions = (0..w.regions)
-            .filter(mine)
+            .filter(|&r| w.shard_of_region(r as u32) == id)
             .map(|_| Region {
                 node: Node::new(s.region.slots, s.region.memory_mb, keep_region),
                 up: true,
@@ -178,12 +177,12 @@ impl<'w> Shard<'w> {
 
     /// The index of POP `pop` in this shard's `pops`.
     pub fn local_pop(&self, pop: u32) -> usize {
-        (pop / self.w.shards) as usize
+        self.w.pop_home[pop as usize].index as usize
     }
 
     /// The index of region `region` in this shard's `regions`.
     pub fn local_region(&self, region: u32) -> usize {
-        (region / self.w.shards) as usize
+        self.w.region_home[region as usize].index as usize
     }
 
     /// The virtual time `now` as the policies' clock.
@@ -209,14 +208,14 @@ impl<'w> Shard<'w> {
                 }
             }
             None => {
-                for p in (self.id..w.s.topology.pops as u32).step_by(w.shards as usize) {
+                for p in self.own_pops() {
                     self.schedule_arrival(p, 0);
                 }
             }
         }
         if w.s.pop.warm.mode == WarmMode::Trend {
             let tick = w.s.pop.warm.tick().as_nanos() as Nanos;
-            for pop in (self.id..w.s.topology.pops as u32).step_by(w.shards as usize) {
+            for pop in self.own_pops() {
                 if tick < w.end {
                     self.queue.push(tick, Event::WarmTick { pop });
                 }
@@ -230,6 +229,14 @@ impl<'w> Shard<'w> {
                 }
             }
         }
+    }
+
+    /// The POPs this shard owns, ascending.
+    fn own_pops(&self) -> Vec<u32> {
+        let w = self.w;
+        (0..w.s.topology.pops as u32)
+            .filter(|&p| w.shard_of_pop(p) == self.id)
+            .collect()
     }
 
     /// The first trace invocation at or after `from` that lands on one of this shard's POPs.
