@@ -11,8 +11,8 @@
 //! it a detection timeout before they fail over. docs/scenarios.md lists what is modelled
 //! and what is not.
 //!
-//! The world is split into `shards` ([`shard::Shard`]): POP `p` and region `r` live in
-//! shard `p % shards` and `r % shards`, each with its own event queue and seeded RNG.
+//! The world is split into `shards` ([`shard::Shard`]), POPs and regions dealt by expected
+//! work ([`deal`]), each shard with its own event queue and seeded RNG.
 //! Shards only talk through messages that take at least the smallest one-way POP↔region
 //! latency to arrive (a forward, a response), so with more than one shard they run on
 //! their own threads in lock-step windows of that length ([`lockstep`]), exchanging the
