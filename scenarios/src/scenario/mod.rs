@@ -137,7 +137,7 @@ pub struct Functions {
     pub exec_sigma: f64,
     /// Lognormal shape of the medians across functions. Default 1.0.
     pub median_spread: f64,
-    /// Memory sizes drawn uniformly per function, MB. Default [128].
+    /// Memory sizes drawn uniformly per function, MB. Default `[128]`.
     pub memory_mb: Vec<u32>,
     /// Share of functions with `placement = "region"`. Default 0.
     pub region_pinned_fraction: f64,

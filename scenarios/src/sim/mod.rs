@@ -11,11 +11,11 @@
 //! it a detection timeout before they fail over. docs/scenarios.md lists what is modelled
 //! and what is not.
 //!
-//! The world is split into `shards` ([`shard::Shard`]), POPs and regions dealt by expected
-//! work ([`deal`]), each shard with its own event queue and seeded RNG.
+//! The world is split into `shards` (`shard::Shard`), POPs and regions dealt by expected
+//! work (`deal`), each shard with its own event queue and seeded RNG.
 //! Shards only talk through messages that take at least the smallest one-way POP↔region
 //! latency to arrive (a forward, a response), so with more than one shard they run on
-//! their own threads in lock-step windows of that length ([`lockstep`]), exchanging the
+//! their own threads in lock-step windows of that length (`lockstep`), exchanging the
 //! window's messages at each step: the conservative scheme of parallel discrete-event
 //! simulation. Each shard is deterministic and so is the exchange, so the same file gives
 //! the same report; another shard count draws other random numbers and gives a
