@@ -205,6 +205,7 @@ impl Scenario {
 mod tests {
     use super::*;
     use common::policy::PlacementConfig;
+    use std::path::Path;
 
     pub(crate) const MINIMAL: &str = r#"
         name = "t"
@@ -226,6 +227,37 @@ mod tests {
         assert_eq!(s.pop.placement, PlacementConfig::default());
         assert_eq!(s.pop.warm, common::policy::WarmConfig::default());
         assert!((s.sample_interval() - 0.1).abs() < 1e-12);
+    }
+
+    #[test]
+    fn every_shipped_scenario_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("scenarios/ lists") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "toml") && !path.ends_with("Cargo.toml") {
+                let s = Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if let Arrivals::Trace { file, .. } = &s.arrivals {
+                    assert!(
+                        file.exists(),
+                        "{}: no trace {}",
+                        path.display(),
+                        file.display()
+                    );
+                }
+                names.push(s.name);
+            }
+        }
+        names.sort();
+        for wanted in [
+            "flash-crowd",
+            "pops-500x5",
+            "region-failure",
+            "runtime-canary",
+            "steady-zipf",
+        ] {
+            assert!(names.iter().any(|n| n == wanted), "{wanted} in {names:?}");
+        }
     }
 
     #[test]
