@@ -19,6 +19,11 @@
 //! most `max_known` entries (oldest dropped). On start, entries younger than the metadata
 //! TTL are replayed into [`Known`] with their remaining TTL, never more, so a restarted POP
 //! serves cached functions before its push stream is back (or while its region is down).
+//! [`ArtifactCache::remember`] only changes the in-memory table and never waits on the
+//! disk: [`ArtifactCache::persist`] writes it in the background (one write at a time, at
+//! most one per [`KNOWN_WRITE_INTERVAL`], coalescing the changes in between), and
+//! [`ArtifactCache::flush`] at shutdown. A crash loses at most the last interval's
+//! learning, which the next forwards relearn; a request never waits on an fsync.
 
 use crate::known::Known;
 use crate::upstream::RegionLink;
@@ -32,7 +37,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -42,6 +47,8 @@ const MAGIC: &[u8] = b"STRATA-ARTIFACT-1\n";
 const CHECKSUM_LEN: usize = 32;
 const EXTENSION: &str = "cwasm";
 const KNOWN_FILE: &str = "known.json";
+/// Least time between two writes of the known-functions file.
+pub const KNOWN_WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One remembered token and the `$LATEST` resolution learned with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +70,13 @@ pub struct ArtifactCache {
     max_known: usize,
     ttl: Duration,
     known: Mutex<HashMap<(TokenHash, FunctionKey), Remembered>>,
+    /// `known` changed since it was last written.
+    known_dirty: AtomicBool,
+    /// Wakes [`ArtifactCache::persist`].
+    known_changed: tokio::sync::Notify,
+    /// Held while the known-functions file is written: the snapshot is taken under it, so
+    /// the last rename is always of the newest snapshot.
+    known_write: Mutex<()>,
     /// Distinguishes concurrent temporary files of this process.
     tmp_counter: AtomicU64,
 }
@@ -106,6 +120,9 @@ impl ArtifactCache {
             max_known: max_known.max(1),
             ttl,
             known: Mutex::new(HashMap::new()),
+            known_dirty: AtomicBool::new(false),
+            known_changed: tokio::sync::Notify::new(),
+            known_write: Mutex::new(()),
             tmp_counter: AtomicU64::new(0),
         })
     }
@@ -301,14 +318,15 @@ impl ArtifactCache {
         self.dir.join(KNOWN_FILE)
     }
 
-    /// Remembers on disk that `token` resolved `function` (a `$LATEST` resolution), when
-    /// that is news: a new entry, a new revision, or a timestamp older than half the TTL.
-    pub async fn remember(self: &Arc<Self>, token: &str, function: &ResolvedFunction) {
+    /// Remembers that `token` resolved `function` (a `$LATEST` resolution), when that is
+    /// news: a new entry, a new revision, or a timestamp older than half the TTL. Changes
+    /// the table in memory only; [`Self::persist`] writes it.
+    pub fn remember(&self, token: &str, function: &ResolvedFunction) {
         if function.version != "$LATEST" {
             return;
         }
-        let now = SystemTime::now();
-        let snapshot = {
+        let now = unix_ms(SystemTime::now());
+        {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             let token = TokenHash::of(token);
             let key = (token.clone(), function.key.clone());
@@ -316,7 +334,7 @@ impl ArtifactCache {
             let fresh = known.get(&key).is_some_and(|r| {
                 r.function.revision == function.revision
                     && r.function.digest == function.digest
-                    && unix_ms(now).saturating_sub(r.learned_unix_ms) < half_ttl
+                    && now.saturating_sub(r.learned_unix_ms) < half_ttl
             });
             if fresh {
                 return;
@@ -326,28 +344,68 @@ impl ArtifactCache {
                 Remembered {
                     token,
                     function: function.clone(),
-                    learned_unix_ms: unix_ms(now),
+                    learned_unix_ms: now,
                 },
             );
-            while known.len() > self.max_known {
-                let oldest = known
+            if known.len() > self.max_known {
+                // Full: drop the oldest sixteenth in one pass, not one full scan per entry.
+                let excess = known.len() - self.max_known;
+                let drop = excess.max(self.max_known / 16).min(known.len());
+                let mut ages: Vec<_> = known
                     .iter()
-                    .min_by_key(|(_, r)| r.learned_unix_ms)
-                    .map(|(k, _)| k.clone());
-                let Some(k) = oldest else { break };
-                known.remove(&k);
+                    .map(|(k, r)| (r.learned_unix_ms, k.clone()))
+                    .collect();
+                ages.select_nth_unstable_by_key(drop.saturating_sub(1), |(t, _)| *t);
+                for (_, k) in ages.into_iter().take(drop) {
+                    known.remove(&k);
+                }
             }
-            known.values().cloned().collect::<Vec<_>>()
-        };
-        let path = self.known_path();
+        }
+        self.known_dirty.store(true, Ordering::Release);
+        self.known_changed.notify_one();
+    }
+
+    /// Writes the known-functions file whenever it changed, at most once per
+    /// [`KNOWN_WRITE_INTERVAL`]; runs until the node stops.
+    pub async fn persist(self: Arc<Self>) {
+        loop {
+            self.known_changed.notified().await;
+            self.flush().await;
+            tokio::time::sleep(KNOWN_WRITE_INTERVAL).await;
+        }
+    }
+
+    /// Writes the known-functions file now if it changed since the last write.
+    pub async fn flush(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        if tokio::task::spawn_blocking(move || this.write_known())
+            .await
+            .is_err()
+        {
+            warn!("could not write the known-functions file");
+        }
+    }
+
+    /// Blocking: writes the table if it is dirty (a failed write leaves it dirty).
+    fn write_known(&self) {
+        let _writing = self.known_write.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.known_dirty.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let snapshot: Vec<Remembered> = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .dir
             .join(format!(".tmp-{}-{n}-known", std::process::id()));
-        let written =
-            tokio::task::spawn_blocking(move || write_private(&tmp, &path, &snapshot)).await;
-        if !matches!(written, Ok(Ok(()))) {
-            warn!("could not write the known-functions file");
+        if let Err(e) = write_private(&tmp, &self.known_path(), &snapshot) {
+            self.known_dirty.store(true, Ordering::Release);
+            warn!(error = %e, "could not write the known-functions file");
         }
     }
 
@@ -489,7 +547,12 @@ mod tests {
             .build()
             .expect("runtime");
         let token = "sa_secret-bearer-token";
-        rt.block_on(c.remember(token, &function));
+        c.remember(token, &function);
+        assert!(
+            !dir.path().join(KNOWN_FILE).exists(),
+            "remembering does not touch the disk"
+        );
+        rt.block_on(c.flush());
         let file = std::fs::read_to_string(dir.path().join(KNOWN_FILE)).expect("known.json");
         assert!(
             !file.contains(token),
@@ -513,5 +576,30 @@ mod tests {
             ..cache(dir.path(), 1 << 30)
         };
         assert_eq!(strict.restore(&Known::new(Duration::from_secs(60), 10)), 0);
+    }
+
+    #[test]
+    fn the_remembered_table_stays_within_its_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ArtifactCache {
+            max_known: 16,
+            ..cache(dir.path(), 1 << 30)
+        };
+        for i in 0..100 {
+            let function = ResolvedFunction {
+                key: FunctionKey {
+                    tenant: common::model::TenantId::new("t").expect("tenant"),
+                    name: common::model::FunctionName::new(format!("f{i}")).expect("name"),
+                },
+                version: "$LATEST".into(),
+                digest: ArtifactDigest::of(b"m"),
+                config: common::model::FunctionConfig::default(),
+                revision: 1,
+                release: None,
+            };
+            c.remember("token", &function);
+            let held = c.known.lock().expect("lock").len();
+            assert!(held <= 16, "{held} remembered after {i}");
+        }
     }
 }

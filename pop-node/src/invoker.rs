@@ -124,6 +124,11 @@ impl PopInvoker {
         self.leases.stop();
     }
 
+    /// Writes what the POP learned of functions to disk now (at shutdown).
+    pub async fn flush_known(&self) {
+        self.artifacts.flush().await;
+    }
+
     async fn forward(
         &self,
         req: InvokeRequest,
@@ -156,8 +161,9 @@ impl PopInvoker {
                     self.known.forget_token(token);
                 }
                 (_, Some(f)) => {
-                    // Also on disk, so a restarted POP can run what it has cached.
-                    self.artifacts.remember(token, &f).await;
+                    // Also on disk (written in the background, never waited on here), so
+                    // a restarted POP can run what it has cached.
+                    self.artifacts.remember(token, &f);
                     self.known.learn(token, f, Instant::now());
                 }
                 _ => {}

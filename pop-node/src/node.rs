@@ -92,6 +92,8 @@ impl PopHandle {
         self.invoker.stop();
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        // After the tasks: nothing learns any more, so this write is the last.
+        self.invoker.flush_known().await;
     }
 }
 
@@ -224,6 +226,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .layer(TraceLayer::new_for_http());
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
+    tasks.spawn(Arc::clone(&artifacts).persist());
     tasks.spawn(warm.run());
     tasks.spawn(leases.run(std::time::Duration::from_millis(config.lease_ttl_ms)));
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
