@@ -148,28 +148,7 @@ impl DevCluster {
         config: serde_json::Value,
         wasm: Vec<u8>,
     ) -> anyhow::Result<serde_json::Value> {
-        let url = format!("{}/v1/functions/{name}", self.region_url());
-        let form = reqwest::multipart::Form::new()
-            .text("config", config.to_string())
-            .part("module", reqwest::multipart::Part::bytes(wasm));
-        let resp = reqwest::Client::new()
-            .put(url)
-            .bearer_auth(token)
-            .multipart(form)
-            .send()
-            .await
-            .context("deploy request")?;
-        let status = resp.status();
-        let body = resp.bytes().await.context("deploy response")?;
-        if !status.is_success() {
-            // `400 Bad Request: invalid_module: ...`, the shape the CLI prints too.
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            match (v["error"]["kind"].as_str(), v["error"]["message"].as_str()) {
-                (Some(kind), Some(message)) => bail!("{status}: {kind}: {message}"),
-                _ => bail!("{status}: {}", String::from_utf8_lossy(&body)),
-            }
-        }
-        serde_json::from_slice(&body).context("deploy response body")
+        deploy_at(&self.region_url(), token, name, config, wasm).await
     }
 
     /// Deploys every example in [`EXAMPLES`].
@@ -189,6 +168,61 @@ impl DevCluster {
         self.pop.shutdown().await;
         self.region.shutdown().await;
     }
+}
+
+/// Deploys `wasm` as `name` with `config` (JSON) at the region `region_url` for the tenant
+/// of `token`, through the control API; returns the API's answer.
+///
+/// # Errors
+/// The API's status and error message when the deploy is refused.
+pub async fn deploy_at(
+    region_url: &str,
+    token: &str,
+    name: &str,
+    config: serde_json::Value,
+    wasm: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("{region_url}/v1/functions/{name}");
+    let form = reqwest::multipart::Form::new()
+        .text("config", config.to_string())
+        .part("module", reqwest::multipart::Part::bytes(wasm));
+    let resp = reqwest::Client::new()
+        .put(url)
+        .bearer_auth(token)
+        .multipart(form)
+        .send()
+        .await
+        .context("deploy request")?;
+    let status = resp.status();
+    let body = resp.bytes().await.context("deploy response")?;
+    if !status.is_success() {
+        // `400 Bad Request: invalid_module: ...`, the shape the CLI prints too.
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        match (v["error"]["kind"].as_str(), v["error"]["message"].as_str()) {
+            (Some(kind), Some(message)) => bail!("{status}: {kind}: {message}"),
+            _ => bail!("{status}: {}", String::from_utf8_lossy(&body)),
+        }
+    }
+    serde_json::from_slice(&body).context("deploy response body")
+}
+
+/// Waits until `pop`'s push stream from its region is up (it has connected), at most
+/// `within`: a POP answers 503 to what it must forward until then.
+///
+/// # Errors
+/// When it is not up in time.
+pub async fn wait_connected(pop: &PopHandle, within: std::time::Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + within;
+    while !pop.sync_status().live {
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "POP {} did not reach a region within {within:?}",
+                pop.node_id
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 fn random_token() -> String {

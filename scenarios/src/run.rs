@@ -70,6 +70,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
     let mut report = Report::new(&s, &outcome, wall);
     if args.live {
         report.live = Some(crate::live::scenario::compare(&s).await?);
+        if s.live.duration_s > 0.0 {
+            if matches!(s.arrivals, Arrivals::Trace { .. }) {
+                eprintln!("live: a trace scenario compares the paths only (no workload replay)");
+            } else {
+                report.live_workload = Some(crate::live::workload::compare(&s).await?);
+            }
+        }
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&s));
     report.write(&out, &outcome)?;
@@ -93,8 +100,18 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
     );
     if let Some(live) = &report.live {
         print!("{}", live.markdown());
-        anyhow::ensure!(live.agrees, "simulated and live percentiles disagree");
+    }
+    if let Some(live) = &report.live_workload {
+        print!("{}", live.markdown());
     }
     println!("report: {}", out.join("report.md").display());
+    anyhow::ensure!(
+        report.live.as_ref().is_none_or(|l| l.agrees),
+        "simulated and live percentiles of the paths disagree"
+    );
+    anyhow::ensure!(
+        report.live_workload.as_ref().is_none_or(|l| l.agrees),
+        "the simulated and live workload replays disagree"
+    );
     Ok(())
 }

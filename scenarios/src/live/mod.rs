@@ -16,9 +16,12 @@
 //! [`ramp`] compares trend-driven and reactive warm pools on a doubling arrival rate.
 
 pub mod compare;
+pub mod fleet;
 pub mod proxy;
 pub mod ramp;
+pub mod replay;
 pub mod scenario;
+pub mod workload;
 
 use crate::cluster::DevCluster;
 use anyhow::{Context, bail, ensure};

@@ -5,10 +5,12 @@
 //! upstream (the region) `delay` later, and every answer back to the client `delay` later,
 //! in order. Each direction queues at most [`QUEUE`] datagrams; when a queue is full the
 //! datagram is dropped, as a congested link would (QUIC retransmits), and counted.
+//! [`DelayProxy::set_down`] cuts the link: every datagram is dropped both ways until it is
+//! set up again, which is what a failed region looks like from its POPs.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -26,6 +28,8 @@ pub struct DelayProxy {
     addr: SocketAddr,
     upstream: watch::Sender<Option<SocketAddr>>,
     dropped: Arc<AtomicU64>,
+    down: Arc<AtomicBool>,
+    cut: Arc<AtomicU64>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -42,6 +46,8 @@ impl DelayProxy {
         let (upstream, upstream_rx) = watch::channel(None);
         let (client_tx, client_rx) = watch::channel(None);
         let dropped = Arc::new(AtomicU64::new(0));
+        let down = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicU64::new(0));
         let (to_region, to_region_rx) = mpsc::channel(QUEUE);
         let (to_client, to_client_rx) = mpsc::channel(QUEUE);
         let tasks = vec![
@@ -50,12 +56,19 @@ impl DelayProxy {
                 front.clone(),
                 to_region,
                 dropped.clone(),
+                (down.clone(), cut.clone()),
                 Some(client_tx),
             )),
             // Queue -> region.
             tokio::spawn(deliver(back.clone(), to_region_rx, upstream_rx, delay)),
             // Region -> queue.
-            tokio::spawn(receive(back, to_client, dropped.clone(), None)),
+            tokio::spawn(receive(
+                back,
+                to_client,
+                dropped.clone(),
+                (down.clone(), cut.clone()),
+                None,
+            )),
             // Queue -> client.
             tokio::spawn(deliver(front, to_client_rx, client_rx, delay)),
         ];
@@ -63,6 +76,8 @@ impl DelayProxy {
             addr,
             upstream,
             dropped,
+            down,
+            cut,
             tasks,
         })
     }
@@ -75,6 +90,16 @@ impl DelayProxy {
     /// Sets where datagrams go.
     pub fn set_upstream(&self, to: SocketAddr) {
         self.upstream.send_replace(Some(to));
+    }
+
+    /// Cuts the link (`true`: every datagram is dropped both ways) or restores it.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+
+    /// Datagrams dropped because the link was cut.
+    pub fn cut(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
     }
 
     /// Datagrams dropped because a queue was full.
@@ -95,6 +120,7 @@ async fn receive(
     socket: Arc<UdpSocket>,
     queue: mpsc::Sender<(Instant, Vec<u8>)>,
     dropped: Arc<AtomicU64>,
+    (down, cut): (Arc<AtomicBool>, Arc<AtomicU64>),
     client: Option<watch::Sender<Option<SocketAddr>>>,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -103,6 +129,10 @@ async fn receive(
             // A transient error (e.g. ICMP unreachable surfaced on loopback): keep going.
             continue;
         };
+        if down.load(Ordering::Relaxed) {
+            cut.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if let Some(c) = &client
             && *c.borrow() != Some(from)
         {
@@ -159,5 +189,34 @@ mod tests {
         // The delay is a lower bound by construction, not a timing assertion on the host.
         assert!(sent.elapsed() >= delay * 2);
         assert_eq!(proxy.dropped(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cut_link_drops_datagrams_until_it_is_restored() {
+        let proxy = DelayProxy::start(Duration::ZERO)
+            .await
+            .expect("proxy starts");
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        proxy.set_upstream(server.local_addr().expect("addr"));
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        proxy.set_down(true);
+        client.send_to(b"lost", proxy.addr()).await.expect("send");
+        // Restored once the proxy has dropped it.
+        let deadline = Duration::from_secs(5);
+        tokio::time::timeout(deadline, async {
+            while proxy.cut() == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the datagram reaches the cut proxy");
+        let mut buf = [0u8; 16];
+        proxy.set_down(false);
+        client.send_to(b"kept", proxy.addr()).await.expect("send");
+        let (n, _) = tokio::time::timeout(deadline, server.recv_from(&mut buf))
+            .await
+            .expect("arrives")
+            .expect("recv");
+        assert_eq!(&buf[..n], b"kept");
     }
 }

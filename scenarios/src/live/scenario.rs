@@ -21,6 +21,8 @@ use std::time::Duration;
 /// Execution time of the `echo` example in the simulator's model, ms (measured in-process:
 /// tens of microseconds).
 const ECHO_EXEC_MS: f64 = 0.05;
+/// How long the POP may take to reach its region through the proxy.
+const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 /// Simulated arrival rate of the mirror run, per second: low enough that nothing queues.
 const MIRROR_RATE: f64 = 100.0;
 
@@ -51,6 +53,7 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<Comparison> {
     };
     let cluster = DevCluster::start_with(dir.path(), region, pop, options).await?;
     proxy.set_upstream(cluster.region.quic_addr);
+    crate::cluster::wait_connected(&cluster.pop, CONNECT_WITHIN).await?;
     // Operators can watch the run live on the region's capacity dashboard.
     eprintln!(
         "live run: dashboard at {}/dashboard#token={}",

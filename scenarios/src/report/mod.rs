@@ -1,8 +1,8 @@
 //! Reports of a scenario run: `report.json` (every number), `report.md` (the same for
 //! people, with the plots) and the plots themselves ([`plot`]).
 //!
-//! The JSON's `run` section (wall time, speed) and `live` section are the only parts that
-//! differ between two runs of the same scenario and seed.
+//! The JSON's `run` section (wall time, speed) and its `live` and `live_workload`
+//! sections are the only parts that differ between two runs of the same scenario and seed.
 
 pub mod plot;
 
@@ -151,8 +151,10 @@ pub struct Report {
     pub series: Vec<SeriesPoint>,
     /// Speed of this run.
     pub run: RunInfo,
-    /// Simulated vs live agreement, with `--live`.
+    /// Simulated vs live agreement of the paths, with `--live`.
     pub live: Option<crate::live::compare::Comparison>,
+    /// Simulated vs live agreement of the workload replay, with `--live`.
+    pub live_workload: Option<crate::live::workload::WorkloadComparison>,
 }
 
 impl Report {
@@ -233,6 +235,7 @@ impl Report {
                 invocations_per_sec: ratio(c.invocations, 1).max(0.0) / wall_seconds.max(1e-9),
             },
             live: None,
+            live_workload: None,
         }
     }
 
@@ -306,6 +309,9 @@ impl Report {
             ));
         }
         if let Some(live) = &self.live {
+            md.push_str(&live.markdown());
+        }
+        if let Some(live) = &self.live_workload {
             md.push_str(&live.markdown());
         }
         md.push_str("\n## Plots\n\n");

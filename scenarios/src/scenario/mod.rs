@@ -4,7 +4,7 @@
 //! every problem is a [`ScenarioError`] naming the field. Defaults are stated on each
 //! field. docs/scenarios.md describes the format with examples.
 
-use crate::sim::arrival::FlashCrowd;
+use crate::sim::arrival::{FlashCrowd, RateProfile};
 use common::policy::{PlacementConfig, WarmConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -371,6 +371,31 @@ pub struct LiveSpec {
     pub tolerance_ms: f64,
     /// Default 0.5.
     pub tolerance_ratio: f64,
+    /// Seconds of the workload replay: the scenario scaled down to a few real POPs and
+    /// regions with their WAN latencies injected, its arrival process, popularity and
+    /// execution times replayed in real time, compared with the simulator run on the same
+    /// scaled-down scenario. 0 skips it (only the paths are compared). Default 30.
+    pub duration_s: f64,
+    /// POPs of the replay: the scenario's first ones. Default 3 (at most the scenario's).
+    pub pops: usize,
+    /// Regions of the replay: the scenario's first ones. Default 2 (at most the
+    /// scenario's).
+    pub regions: usize,
+    /// Functions of the replay: the most popular of the population. Default 40.
+    pub functions: usize,
+    /// Tenants the replay's functions belong to (function `i` is tenant `i % tenants`).
+    /// Default 4 (at most the scenario's).
+    pub tenants: usize,
+    /// Mean requests per second per POP; the scenario's rate curve (diurnal swing, flash
+    /// crowds) is kept around it. Default 20.
+    pub rate_per_pop: f64,
+    /// Replay requests in flight at once; an arrival beyond it is not sent and is counted
+    /// as shed. Default 256.
+    pub max_in_flight: usize,
+    /// Most requests the replay sends (its schedule is cut there). Default 20 000.
+    pub max_requests: usize,
+    /// Agreement of the edge hit ratio: |live - sim| <= this. Default 0.1.
+    pub hit_ratio_tolerance: f64,
 }
 
 impl Default for LiveSpec {
@@ -381,6 +406,15 @@ impl Default for LiveSpec {
             one_way_delay_ms: 10.0,
             tolerance_ms: 5.0,
             tolerance_ratio: 0.5,
+            duration_s: 30.0,
+            pops: 3,
+            regions: 2,
+            functions: 40,
+            tenants: 4,
+            rate_per_pop: 20.0,
+            max_in_flight: 256,
+            max_requests: 20_000,
+            hit_ratio_tolerance: 0.1,
         }
     }
 }
@@ -418,6 +452,26 @@ impl Scenario {
     pub fn sample_interval(&self) -> f64 {
         self.sample_interval_s
             .unwrap_or((self.duration_s / 200.0).max(0.1))
+    }
+
+    /// The synthetic arrival rate curve per POP (zero for a trace, whose arrivals are its
+    /// rows), flash crowds included.
+    pub fn rate_profile(&self) -> RateProfile {
+        let (base, amplitude, period) = match self.arrivals {
+            Arrivals::Poisson { rate_per_pop } => (rate_per_pop, 0.0, 1.0),
+            Arrivals::Diurnal {
+                rate_per_pop,
+                amplitude,
+                period_s,
+            } => (rate_per_pop, amplitude, period_s),
+            Arrivals::Trace { .. } => (0.0, 0.0, 1.0),
+        };
+        RateProfile {
+            base,
+            amplitude,
+            period,
+            flashes: self.flashes(),
+        }
     }
 
     /// The flash crowds as the arrival model sees them.

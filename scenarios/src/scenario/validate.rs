@@ -10,7 +10,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ScenarioError {
 }
 
 impl Scenario {
-    pub(super) fn validate(&self) -> Result<(), ScenarioError> {
+    pub fn validate(&self) -> Result<(), ScenarioError> {
         let positive = |field, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(())
@@ -197,6 +197,28 @@ impl Scenario {
         non_negative("live.one_way_delay_ms", l.one_way_delay_ms)?;
         non_negative("live.tolerance_ms", l.tolerance_ms)?;
         non_negative("live.tolerance_ratio", l.tolerance_ratio)?;
+        non_negative("live.duration_s", l.duration_s)?;
+        if l.duration_s > 3600.0 {
+            return Err(invalid("live.duration_s", "must be at most 3600"));
+        }
+        if !(1..=16).contains(&l.pops)
+            || !(1..=8).contains(&l.regions)
+            || !(1..=1000).contains(&l.functions)
+            || l.tenants == 0
+        {
+            return Err(invalid(
+                "live",
+                "pops must be in 1..=16, regions in 1..=8, functions in 1..=1000, tenants at least 1",
+            ));
+        }
+        positive("live.rate_per_pop", l.rate_per_pop)?;
+        if !(1..=4096).contains(&l.max_in_flight) || !(1..=1_000_000).contains(&l.max_requests) {
+            return Err(invalid(
+                "live",
+                "max_in_flight must be in 1..=4096 and max_requests in 1..=1000000",
+            ));
+        }
+        non_negative("live.hit_ratio_tolerance", l.hit_ratio_tolerance)?;
         Ok(())
     }
 }

@@ -346,6 +346,23 @@ pub fn simulate(
     Ok(outcome)
 }
 
+/// The synthetic world a run of `s` draws before its first event: the function population
+/// and the RTT matrix in ms (POPs x regions), the very values [`simulate`] uses (the same
+/// draws from the same seed). The live workload replay deploys this population.
+///
+/// # Errors
+/// When `s` replays a trace (its population comes from the trace).
+pub fn population(s: &Scenario) -> anyhow::Result<(Vec<FnSpec>, Vec<Vec<f64>>)> {
+    anyhow::ensure!(
+        !matches!(s.arrivals, Arrivals::Trace { .. }),
+        "a trace's population comes from the trace"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+    let functions = population::functions(s, None, &mut rng)?;
+    let rtt = population::rtt_matrix(s, &mut rng);
+    Ok((functions, rtt))
+}
+
 impl<'a> World<'a> {
     fn new(
         s: &'a Scenario,
@@ -358,15 +375,6 @@ impl<'a> World<'a> {
             _ => None,
         };
         let functions = population::functions(s, trace, rng)?;
-        let (base_rate, amplitude, period) = match s.arrivals {
-            Arrivals::Poisson { rate_per_pop } => (rate_per_pop, 0.0, 1.0),
-            Arrivals::Diurnal {
-                rate_per_pop,
-                amplitude,
-                period_s,
-            } => (rate_per_pop, amplitude, period_s),
-            Arrivals::Trace { .. } => (0.0, 0.0, 1.0),
-        };
         let rtt: Vec<Nanos> = population::rtt_matrix(s, rng)
             .iter()
             .flat_map(|row| row.iter().map(|&ms| ns(ms)))
@@ -398,12 +406,7 @@ impl<'a> World<'a> {
             trace,
             functions,
             zipf,
-            profile: RateProfile {
-                base: base_rate,
-                amplitude,
-                period,
-                flashes: s.flashes(),
-            },
+            profile: s.rate_profile(),
             rtt,
             regions: s.topology.regions,
             outages,
