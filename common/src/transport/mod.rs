@@ -16,7 +16,11 @@
 //!
 //! Liveness: both sides send keep-alives every [`KEEP_ALIVE_INTERVAL`] and drop a
 //! connection silent for [`IDLE_TIMEOUT`], so a dead peer is noticed within that bound.
-//! The same bound caps a handshake with an unreachable address.
+//! The same bound caps a handshake with an unreachable address. A region that dies
+//! silently (power, a cut link: no close frame) therefore costs its POPs at most
+//! [`IDLE_TIMEOUT`] of forwards that hang and then fail (503; they were sent, so they are
+//! not retried elsewhere) before the POP fails over. It is 5 s, not minutes, for that
+//! reason, and four missed keep-alives long, so a briefly stalled peer is not dropped.
 
 mod client;
 pub mod dev_ca;
@@ -38,10 +42,10 @@ pub use tls::{NodeTls, TlsFiles};
 pub const REGION_SERVER_NAME: &str = "strata-region";
 
 /// Interval between keep-alive packets on an otherwise idle connection.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A connection that has heard nothing from its peer for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bidirectional streams a region lets one POP have open at once; further requests wait
 /// for stream credit (back-pressure) rather than fail.

@@ -88,7 +88,7 @@ impl NodeTls {
 fn transport_config() -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(KEEP_ALIVE_INTERVAL));
-    // 30 s fits a QUIC varint of milliseconds, so the conversion cannot fail; if the
+    // 5 s fits a QUIC varint of milliseconds, so the conversion cannot fail; if the
     // constant ever grew too large we would fall back to quinn's default rather than panic.
     if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
         transport.max_idle_timeout(Some(idle));

@@ -92,30 +92,33 @@ impl Shard<'_> {
         self.rec.forward(now, reason);
         let w = self.w;
         let i = self.local_pop(pop);
-        // Time lost on regions that turned out dead before this one.
-        let mut waited = 0;
-        for failovers in 0..=w.regions as u16 {
-            let t = now + waited;
+        for _ in 0..=w.regions {
             let p = &mut self.pops[i];
-            let Some(r) = self.chooser.choose(t, pop, &p.views) else {
+            let Some(r) = self.chooser.choose(now, pop, &p.views) else {
                 break;
             };
-            if !w.region_up(r, t) {
-                // The POP waits for the detection timeout, then avoids the region and
-                // retries elsewhere: the dead region never received the request.
-                waited += w.c.failure_detect;
-                p.views[r as usize].avoid_until = now + waited + w.c.retry_after;
-                self.chooser.unreachable(now + waited, pop, r);
+            if let Some(down) = w.down_since(r, now) {
+                let noticed = down + w.c.failure_detect;
+                if now < noticed {
+                    // Sent on a connection whose peer is silently gone: it hangs until
+                    // the POP's liveness timeout and fails. It was sent, so it is not
+                    // retried elsewhere (at most once), like the node.
+                    self.rec.counters.lost += 1;
+                    return;
+                }
+                // The POP's connection timed out at `noticed`: it avoids the region and
+                // sends to the next one.
+                p.views[r as usize].avoid_until = noticed + w.c.retry_after;
+                self.chooser.unreachable(now, pop, r);
                 self.rec.counters.failovers += 1;
                 continue;
             }
-            let arrive = t + p.views[r as usize].rtt / 2 + w.c.region_overhead;
+            let arrive = now + p.views[r as usize].rtt / 2 + w.c.region_overhead;
             let event = Event::Forwarded {
                 region: r,
                 pop,
                 func,
                 exec,
-                failovers,
                 learn: !p.known[func as usize].meta,
             };
             return self.send(w.shard_of_region(r), arrive, event);
@@ -134,7 +137,6 @@ impl Shard<'_> {
         pop: u32,
         func: u32,
         exec: Nanos,
-        failovers: u16,
         learn: bool,
     ) {
         let w = self.w;
@@ -173,10 +175,8 @@ impl Shard<'_> {
             busy += w.c.deserialize + w.c.instantiate;
             self.rec.cold_start(now, Tier::Region);
         }
-        // Edge to edge: the POP's overhead, any failed attempts, the way here, the
-        // execution, and the way back.
-        let waited = u64::from(failovers) * w.c.failure_detect;
-        let latency = w.c.pop_overhead + waited + w.rtt(pop, region) + w.c.region_overhead + busy;
+        // Edge to edge: the POP's overhead, the way here, the execution, and the way back.
+        let latency = w.c.pop_overhead + w.rtt(pop, region) + w.c.region_overhead + busy;
         let epoch = r.epoch;
         self.queue.push(
             now + busy,

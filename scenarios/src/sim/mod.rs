@@ -77,15 +77,13 @@ enum Event {
     Arrival { pop: u32, viral: u32 },
     /// The next trace invocation (index into the trace) this shard replays.
     TraceArrival { index: u32 },
-    /// A forwarded invocation reaches its region, after `failovers` dead regions cost the
-    /// POP a detection timeout each; `learn` says the POP does not know the function's
-    /// metadata yet.
+    /// A forwarded invocation reaches its region; `learn` says the POP does not know the
+    /// function's metadata yet.
     Forwarded {
         region: u32,
         pop: u32,
         func: u32,
         exec: Nanos,
-        failovers: u16,
         learn: bool,
     },
     /// An execution ends.
@@ -259,11 +257,12 @@ impl World<'_> {
     }
 
     /// Whether `region` answers at `t` (POPs learn that it does not by timing out).
-    fn region_up(&self, region: u32, t: Nanos) -> bool {
-        !self
-            .outages
+    /// When `region`'s outage covering `t` began, if it is down at `t`.
+    fn down_since(&self, region: u32, t: Nanos) -> Option<Nanos> {
+        self.outages
             .iter()
-            .any(|&(r, from, until)| r == region && (from..until).contains(&t))
+            .find(|&&(r, from, until)| r == region && (from..until).contains(&t))
+            .map(|&(_, from, _)| from)
     }
 
     /// The shard that owns POP `pop`.

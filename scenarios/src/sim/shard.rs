@@ -301,9 +301,8 @@ impl<'w> Shard<'w> {
                 pop,
                 func,
                 exec,
-                failovers,
                 learn,
-            } => self.reach_region(now, region, pop, func, exec, failovers, learn),
+            } => self.reach_region(now, region, pop, func, exec, learn),
             Event::Complete(c) => self.complete(now, c),
             Event::Learned { pop, func } => {
                 let i = self.local_pop(pop);
