@@ -59,7 +59,7 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     };
     let options = StartOptions {
         tokens,
-        region_via: None,
+        ..StartOptions::default()
     };
     let cluster = DevCluster::start_with(state_dir, region, pop, options).await?;
     cluster.deploy_examples().await?;

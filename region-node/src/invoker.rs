@@ -6,13 +6,14 @@
 //! next release refuses to link (it dropped an import the guest uses) is a platform failure
 //! of the next release, and the invocation then runs on the current one: no guest code
 //! ran, so running it again cannot repeat a side effect. When a verdict pins a function,
-//! its `on_runtime_incompatible` control function runs at once, here, as a synchronous
-//! invocation on the current release with the owner's notification as its payload.
+//! its `on_runtime_incompatible` control function is queued in the durable async queue
+//! with the owner's notification as its payload, like `on_failure`: the invocation that
+//! decided the verdict waits for that append, never for the control function's run.
 
 use crate::admission::Admission;
 use crate::artifacts::Artifacts;
 use crate::canary::{RuntimeCanary, VerdictRecord};
-use crate::events::{EventRecord, Events, FailureCause, unix_ms};
+use crate::events::{EventKind, Events, FailureCause};
 use crate::fleet::{Fleet, Fleets};
 use crate::limits::Limits;
 use crate::registry::Registry;
@@ -21,7 +22,7 @@ use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
-    NodeId, Qualifier, RequestId, ResolvedFunction, StartKind, TenantId, Timing,
+    NodeId, RequestId, ResolvedFunction, StartKind, TenantId, Timing,
 };
 use common::policy::canary::Verdict;
 use common::policy::resize::MemoryReport;
@@ -251,24 +252,7 @@ impl RegionInvoker {
                 std::time::Duration::from_secs(1),
             ));
         };
-        let now = unix_ms();
-        events
-            .enqueue(EventRecord {
-                request_id: req.request_id.to_string(),
-                kind: crate::events::EventKind::Invocation,
-                tenant,
-                function: req.function,
-                qualifier: req.qualifier,
-                payload: req.payload.to_vec(),
-                enqueued_at_ms: now,
-                attempts: 0,
-                first_attempt_ms: None,
-                last_attempt_ms: None,
-                next_attempt_ms: now,
-                last_error: None,
-                version: None,
-            })
-            .await?;
+        events.accept(tenant, &req).await?;
         Ok(InvokeResponse {
             request_id: req.request_id,
             executed_at: ExecutedAt::Region(self.node.clone()),
@@ -379,61 +363,57 @@ impl RegionInvoker {
             Ok((response, failed)) => (Ok(response), failed),
         };
         if counted && let Some(record) = canary.record(&function.key, release, failed) {
-            // Once per function: the verdict is durable before the owner hears of it.
-            let (c, key, r) = (Arc::clone(canary), function.key.clone(), record.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || c.persist(&key, &r)).await {
-                warn!(error = %e, "canary verdict task failed");
-            }
+            // Once per function. The owner's control function is queued before the verdict
+            // is stored: a crash in between decides the verdict again after the restart
+            // (the owner may hear twice), never stores it with the owner unnotified.
             if record.verdict == Verdict::Pinned {
-                self.notify_owner(function, record).await;
+                self.notify_owner(function, req.request_id, &record).await;
+            }
+            let (c, key) = (Arc::clone(canary), function.key.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || c.persist(&key, &record)).await {
+                warn!(error = %e, "canary verdict task failed");
             }
         }
         response
     }
 
-    /// Runs `function`'s `on_runtime_incompatible` control function, if it has one, with
-    /// the notification of `record`. Its failure is logged, never retried.
-    async fn notify_owner(&self, function: &ResolvedFunction, record: VerdictRecord) {
+    /// Queues `function`'s `on_runtime_incompatible` control function, if it has one, with
+    /// the notification of `record`, on behalf of request `request_id` (the invocation
+    /// that decided the verdict). It runs from the durable queue like `on_failure`: retried
+    /// under its own `retries`, dead-lettered when it fails finally. When it cannot be
+    /// queued (no queue, a full or failing store) that is logged; the notification stays
+    /// listed in `GET /v1/notifications`.
+    async fn notify_owner(
+        &self,
+        function: &ResolvedFunction,
+        request_id: RequestId,
+        record: &VerdictRecord,
+    ) {
         let Some(control) = function.config.on_runtime_incompatible.clone() else {
             return;
         };
-        let payload = match serde_json::to_vec(&crate::canary::notification(record)) {
+        let Some(events) = &self.events else {
+            warn!(function = %control, "no async queue: on_runtime_incompatible not queued");
+            return;
+        };
+        let payload = match serde_json::to_vec(&crate::canary::notification(record.clone())) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "notification not encoded");
                 return;
             }
         };
-        let resolved = self
-            .registry
-            .resolve(&function.key.tenant, &control, &Qualifier::Latest, 0);
-        let result = match resolved {
-            Ok(resolved) => {
-                let req = InvokeRequest {
-                    request_id: RequestId::random(),
-                    token: None,
-                    function: control.clone(),
-                    qualifier: Qualifier::Latest,
-                    payload: payload.into(),
-                    invocation_type: InvocationType::RequestResponse,
-                    affinity: None,
-                    memory_mb: None,
-                    env: Vec::new(),
-                    route: None,
-                };
-                self.run_on(&resolved, &req, Release::Current, Fleet::Dedicated)
-                    .await
-                    .map_err(ApiError::from)
-                    .map(|(r, _)| r.function_error.map(|e| e.message))
-            }
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(None) => {}
-            Ok(Some(message)) => {
-                warn!(function = %control, %message, "on_runtime_incompatible function failed");
-            }
-            Err(e) => warn!(function = %control, error = %e, "on_runtime_incompatible not run"),
+        let queued = events
+            .enqueue_control(
+                function.key.tenant.clone(),
+                request_id,
+                control.clone(),
+                EventKind::OnRuntimeIncompatible,
+                payload,
+            )
+            .await;
+        if let Err(e) = queued {
+            warn!(function = %control, error = %e.message, "on_runtime_incompatible not queued");
         }
     }
 

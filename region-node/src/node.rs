@@ -5,7 +5,7 @@ use crate::api::{self, CapacityState, ControlState};
 use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::config::{RegionConfig, StoreBackend};
-use crate::events::{self, Events};
+use crate::events::{self, Events, SystemClock, WallClock};
 use crate::invoker::RegionInvoker;
 use crate::limits::Limits;
 use crate::quic::{self, PopServices};
@@ -124,6 +124,18 @@ impl RegionHandle {
 /// [`StartError`] when the state directory, store, certificates, sandbox or a listener
 /// cannot be set up.
 pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], with the async queue reading the time from `clock` (tests move it by hand
+/// to age queued events without waiting).
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_clock(
+    config: RegionConfig,
+    clock: Arc<dyn WallClock>,
+) -> Result<RegionHandle, StartError> {
     std::fs::create_dir_all(&config.state_dir)?;
     let tls_files = match &config.tls {
         Some(files) => files.clone(),
@@ -150,7 +162,9 @@ pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Region, Instant::now());
     let events = Arc::new(
-        Events::open(registry.store().clone(), config.events)?.with_stats(Arc::clone(&stats)),
+        Events::open(registry.store().clone(), config.events)?
+            .with_stats(Arc::clone(&stats))
+            .with_clock(clock),
     );
     let logs = Arc::new(LogBuffer::new(
         format!("region/{node_id}"),

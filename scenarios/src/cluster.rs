@@ -40,6 +40,9 @@ pub struct StartOptions {
     /// The address the POP sends its QUIC traffic to instead of the region's own (a delay
     /// proxy in front of the region, for live scenario runs).
     pub region_via: Option<std::net::SocketAddr>,
+    /// The clock of the region's async queue (default: the system's), for tests that age
+    /// queued events by hand.
+    pub events_clock: Option<std::sync::Arc<dyn region_node::events::WallClock>>,
 }
 
 /// A running single-process deployment.
@@ -86,7 +89,10 @@ impl DevCluster {
         region.state_dir = state_dir.join("region");
         region.tls = Some(certs.region);
         region.admin_token = Some(admin_token.clone());
-        let region = region_node::start(region)
+        let clock = options
+            .events_clock
+            .unwrap_or_else(|| std::sync::Arc::new(region_node::events::SystemClock));
+        let region = region_node::start_with_clock(region, clock)
             .await
             .context("starting the region")?;
 

@@ -4,15 +4,21 @@
 //! `on_runtime_incompatible` function), and a plain guest is promoted; responses name the
 //! release that ran them (`x-strata-runtime`), and the POP runs the pinned guest on current.
 //!
+//! `on_runtime_incompatible` runs from the durable async queue: the invocation that pinned
+//! the function answers without waiting for it, and a queued run survives a restart.
+//!
 //! Verdicts reach POPs on the push stream: a POP running a function locally follows its
 //! promotion without forwarding it, whether it was subscribed when the verdict was
 //! decided (the change message) or subscribed afterwards (the initial state).
 
-use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use crate::events::{dead_letters, payload, wait_dlq};
+use crate::gate::{Then, deploy_gated, deploy_opener};
+use crate::support::{Patience, TRAP, TestClock, TestCluster, header, pop_config, region_config};
 use common::model::ArtifactDigest;
 use common::sandbox::Release;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use std::collections::HashSet;
 
 /// Uses the deprecated `strata.log_v0`, which the next release (2026.11) no longer links.
 const LEGACY: &str = r#"(module
@@ -327,5 +333,143 @@ async fn a_pop_that_subscribes_after_a_promotion_gets_it_with_the_initial_state(
     );
     c.nodes.pop.set_sync_paused(false);
     pop_runs_plain_on_the_next_release(&c, digest).await;
+    c.nodes.shutdown().await;
+}
+
+/// A region canarying half of each function's invocations, deciding after 10 per side.
+fn canarying(mut region: region_node::RegionConfig) -> region_node::RegionConfig {
+    region.canary_percent = 50;
+    region.canary_min_samples = 10;
+    region
+}
+
+/// Invokes `legacy` at the region until it is pinned; returns the request ids it answered
+/// (every response has returned when this does: the calls are sequential).
+async fn invoke_legacy_until_pinned(c: &TestCluster) -> HashSet<String> {
+    let region_url = c.nodes.region_url();
+    let mut ids = HashSet::new();
+    let mut patience = Patience::new();
+    loop {
+        let r = c.invoke_at(&region_url, "legacy", "").await;
+        assert_eq!(r.status(), StatusCode::OK);
+        ids.insert(header(&r, "x-strata-request-id"));
+        let runtime = get(c, "/v1/runtime").await;
+        match verdict_of(&runtime, "legacy").as_str() {
+            "pinned" => return ids,
+            "undecided" => assert!(patience.more(), "no verdict: {runtime}"),
+            other => panic!("`legacy` was {other}: {runtime}"),
+        }
+    }
+}
+
+/// Checks a dead letter of `notify` holds the owner's notification about `legacy`, on
+/// behalf of one of `ids`.
+fn is_notification_of_legacy(letter: &Value, ids: &HashSet<String>) {
+    assert_eq!(letter["kind"], "on_runtime_incompatible", "{letter}");
+    assert!(
+        letter["request_id"]
+            .as_str()
+            .is_some_and(|id| ids.contains(id)),
+        "not one of legacy's requests: {letter}"
+    );
+    let note: Value = serde_json::from_slice(&payload(letter)).expect("notification");
+    assert_eq!(note["kind"], "runtime_incompatible");
+    assert_eq!(note["function"], "legacy");
+    assert_eq!(note["verdict"]["verdict"], "pinned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_runtime_incompatible_is_queued_and_the_pinning_invocation_never_waits_for_it() {
+    let c = TestCluster::with(canarying(region_config()), pop_config()).await;
+    // Waits for the gate, then fails, so its dead letter shows what it was given. Pinned
+    // to the current release: its own runs stay out of the canary.
+    deploy_gated(&c, "notify", Then::Trap, json!({"runtime": "2026.10"})).await;
+    deploy_opener(&c).await;
+    c.deploy_wat(
+        "legacy",
+        json!({"on_runtime_incompatible": "notify"}),
+        LEGACY,
+    )
+    .await;
+    let ids = invoke_legacy_until_pinned(&c).await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    // Every response is back and `notify` cannot have finished: the gate is shut.
+    assert!(dead_letters(&c.http, &region, &token).await.is_empty());
+    crate::gate::open(&c).await;
+    let letters = wait_dlq(&c.http, &region, &token, "notify ran", |l| !l.is_empty()).await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let letter = &letters[0];
+    assert_eq!(letter["function"], "notify");
+    is_notification_of_legacy(letter, &ids);
+    // It got past the gate, which opened only after the pinning response had returned.
+    // Had that response waited for it, it would have run out of time behind the gate.
+    assert_eq!(letter["error"]["kind"], "unhandled", "{letter}");
+    assert_eq!(letter["attempts"], 1);
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_on_runtime_incompatible_runs_after_a_region_restart() {
+    // Retries an hour later by the queue's clock, which stands still until moved: the
+    // retry of `notify` is still queued when the region stops.
+    let region = || {
+        let mut r = canarying(region_config());
+        r.events.retry_base_ms = 3_600_000;
+        r.events.retry_cap_ms = 3_600_000;
+        r
+    };
+    let clock = TestClock::new();
+    let c = TestCluster::with_clock(region(), pop_config(), clock.clone()).await;
+    c.deploy_wat("notify", json!({"runtime": "2026.10", "retries": 1}), TRAP)
+        .await;
+    c.deploy_wat(
+        "legacy",
+        json!({"on_runtime_incompatible": "notify"}),
+        LEGACY,
+    )
+    .await;
+    let ids = invoke_legacy_until_pinned(&c).await;
+    let (region_url, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    // The first attempt failed and its retry is queued.
+    let mut patience = Patience::new();
+    loop {
+        let metrics = c
+            .http
+            .get(format!("{region_url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains("strata_events_total{outcome=\"retried\"} 1") {
+            break;
+        }
+        assert!(patience.more(), "notify never failed once: {metrics}");
+        tokio::task::yield_now().await;
+    }
+    assert!(dead_letters(&c.http, &region_url, &token).await.is_empty());
+
+    let c = c.restart(region(), pop_config(), Some(clock.clone())).await;
+    clock.advance(std::time::Duration::from_secs(3601));
+    let region_url = c.nodes.region_url();
+    let letters = wait_dlq(&c.http, &region_url, &token, "notify retried", |l| {
+        !l.is_empty()
+    })
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    let letter = &letters[0];
+    assert_eq!(letter["function"], "notify");
+    assert_eq!(letter["reason"], "retries-exhausted");
+    assert_eq!(
+        letter["attempts"], 2,
+        "one attempt before the restart, one after"
+    );
+    is_notification_of_legacy(letter, &ids);
+    // The verdict survived too: legacy stays pinned (and the owner is not told again).
+    assert_eq!(
+        verdict_of(&get(&c, "/v1/runtime").await, "legacy"),
+        "pinned"
+    );
     c.nodes.shutdown().await;
 }

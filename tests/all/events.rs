@@ -1,8 +1,11 @@
 //! Async invocations (DESIGN §4, §6 "Failures"): 202 only once durably queued, retries
-//! with backoff, the dead-letter queue and its API, control functions, and a region killed
-//! with SIGKILL losing no accepted event.
+//! with backoff, expiry past `max_event_age_s`, the dead-letter queue and its API, control
+//! functions, and a region killed with SIGKILL losing no accepted event.
 
-use crate::support::{LOOP_FOREVER, Patience, TRAP, TestCluster, pop_config, region_config};
+use crate::gate::{Then, deploy_gated, deploy_opener};
+use crate::support::{
+    LOOP_FOREVER, Patience, TRAP, TestClock, TestCluster, pop_config, region_config,
+};
 use base64::Engine as _;
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
@@ -22,7 +25,7 @@ pub(crate) const BUSY_OK: &str = r#"(module
       (br_if $l (i32.lt_u (local.get $i) (i32.const 30000000))))))"#;
 
 /// Retries fast, so tests see them without waiting seconds.
-fn fast_retries() -> region_node::RegionConfig {
+pub(crate) fn fast_retries() -> region_node::RegionConfig {
     region_node::RegionConfig {
         events: EventsConfig {
             retry_base_ms: 5,
@@ -97,7 +100,7 @@ pub(crate) async fn wait_dlq(
     }
 }
 
-fn payload(letter: &Value) -> Vec<u8> {
+pub(crate) fn payload(letter: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(letter["payload"].as_str().expect("payload"))
         .expect("base64")
@@ -391,5 +394,66 @@ async fn sync_failures_are_dead_lettered_only_when_the_function_asks() {
         .collect();
     assert_eq!(names, ["kept"; 5]);
     assert_eq!(letters[0]["reason"], "sync");
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_older_than_max_event_age_is_dead_lettered_unrun_and_on_failure_gets_it() {
+    // One worker, held by a gated event while `stale` waits behind it and ages.
+    let region = region_node::RegionConfig {
+        events: EventsConfig {
+            workers: 1,
+            ..fast_retries().events
+        },
+        ..region_config()
+    };
+    let clock = TestClock::new();
+    let c = TestCluster::with_clock(region, pop_config(), clock.clone()).await;
+    c.deploy_wat("sink", json!({"retries": 0}), TRAP).await;
+    // Would succeed if it ran (and then tell the sink, under kind `on_success`).
+    c.deploy_wat(
+        "stale",
+        json!({"max_event_age_s": 60, "retries": 2, "on_failure": "sink", "on_success": "sink"}),
+        OK,
+    )
+    .await;
+    deploy_gated(&c, "hold", Then::Succeed, json!({})).await;
+    deploy_opener(&c).await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+
+    accepted(invoke_event(&c.http, &region, &token, "hold").await).await;
+    let id = accepted(invoke_event(&c.http, &region, &token, "stale").await).await;
+    // `stale` is queued behind `hold` (due no later, accepted later) on the only worker,
+    // which `hold` keeps until the gate opens: it is over its age when the worker gets it.
+    clock.advance(std::time::Duration::from_secs(61));
+    crate::gate::open(&c).await;
+
+    let letters = wait_dlq(&c.http, &region, &token, "stale dead-lettered", |l| {
+        l.iter().any(|d| d["function"] == "stale") && l.iter().any(|d| d["function"] == "sink")
+    })
+    .await;
+    let stale = letters
+        .iter()
+        .find(|d| d["function"] == "stale")
+        .expect("stale");
+    assert_eq!(stale["request_id"], id.as_str());
+    assert_eq!(stale["reason"], "too-old");
+    assert_eq!(stale["error"]["kind"], "too-old");
+    assert_eq!(stale["attempts"], 0, "never ran");
+    assert_eq!(stale["first_attempt_ms"], Value::Null);
+    assert_eq!(payload(stale), b"payload");
+    // The sink ran under `on_failure` with the failure record, and never under
+    // `on_success`: `stale` did not run.
+    let sink: Vec<&Value> = letters.iter().filter(|d| d["function"] == "sink").collect();
+    assert_eq!(sink.len(), 1, "{sink:#?}");
+    assert_eq!(
+        (sink[0]["kind"].as_str(), sink[0]["request_id"].as_str()),
+        (Some("on_failure"), Some(id.as_str()))
+    );
+    let record: Value = serde_json::from_slice(&payload(sink[0])).expect("failure record");
+    assert_eq!(record["function"], "stale");
+    assert_eq!(record["reason"], "too-old");
+    assert_eq!(record["attempts"], 0);
+    assert_eq!(record["id"], stale["id"]);
     c.nodes.shutdown().await;
 }

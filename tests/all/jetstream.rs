@@ -1,15 +1,20 @@
 //! The JetStream store backend with real nodes: two regions configured with one real
-//! `nats-server -js` share functions, POP push streams and durable streams; a region whose
-//! server is unreachable refuses to start with a clear error.
+//! `nats-server -js` share functions, POP push streams and durable streams; the async
+//! queue and dead-letter queue work on it end to end and keep an event across a region
+//! restart; a region whose server is unreachable refuses to start with a clear error.
 //!
 //! Each test starts its own server on a free loopback port with a temporary directory;
 //! without the `nats-server` binary the tests skip (printing why) unless `CI` is set.
 
-use crate::support::{Patience, pop_config, region_config};
+use crate::events::{OK, accepted, dead_letters, fast_retries, invoke_event, payload, wait_dlq};
+use crate::gate::{Then, deploy_gated, deploy_opener};
+use crate::support::{Patience, TRAP, TestCluster, pop_config, region_config};
+use region_node::events::EventsConfig;
 use region_node::node::StartError;
 use region_node::store::StoreError;
 use region_node::store::jetstream::nats_server::NatsServer;
 use region_node::{RegionConfig, StoreBackend, StoreConfig};
+use serde_json::{Value, json};
 use strata::dev::DevCluster;
 
 /// Whether `condition` holds within the test's patience (30 s), polled every 5 ms: the
@@ -161,4 +166,131 @@ async fn a_region_whose_nats_server_is_unreachable_refuses_to_start() {
     };
     let err = region_node::start(config).await.expect_err("no URL");
     assert!(err.to_string().contains("nats_url"), "{err}");
+}
+
+/// A region on `url` with fast retries and `workers` event workers.
+fn events_on_nats(url: &str, workers: usize) -> RegionConfig {
+    RegionConfig {
+        events: EventsConfig {
+            workers,
+            ..fast_retries().events
+        },
+        ..on_nats(url, "events")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_on_jetstream_run_retry_dead_letter_and_replay() {
+    let Some(nats) = NatsServer::start().expect("nats-server starts") else {
+        return;
+    };
+    let c = TestCluster::with(events_on_nats(&nats.url(), 4), pop_config()).await;
+    c.deploy_wat("sink", json!({"retries": 0}), TRAP).await;
+    c.deploy_wat("fine", json!({"on_success": "sink"}), OK)
+        .await;
+    c.deploy_wat("flaky", json!({"retries": 2, "on_failure": "sink"}), TRAP)
+        .await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+
+    // Accepted through the POP, run at the region: the sink's dead letter is its
+    // `on_success` record.
+    let fine = accepted(invoke_event(&c.http, &c.nodes.pop_url(), &token, "fine").await).await;
+    let flaky = accepted(invoke_event(&c.http, &region, &token, "flaky").await).await;
+    let letters = wait_dlq(&c.http, &region, &token, "both done", |l| {
+        let of = |f: &str, k: &str| l.iter().any(|d| d["function"] == f && d["kind"] == k);
+        of("sink", "on_success") && of("flaky", "invocation") && of("sink", "on_failure")
+    })
+    .await;
+    assert_eq!(letters.len(), 3, "{letters:#?}");
+    let find = |f: &str, k: &str| {
+        letters
+            .iter()
+            .find(|d| d["function"] == f && d["kind"] == k)
+            .cloned()
+            .expect("listed")
+    };
+    let success: Value =
+        serde_json::from_slice(&payload(&find("sink", "on_success"))).expect("success record");
+    assert_eq!(
+        (success["function"].as_str(), success["request_id"].as_str()),
+        (Some("fine"), Some(fine.as_str()))
+    );
+    let dead = find("flaky", "invocation");
+    assert_eq!(dead["request_id"], flaky.as_str());
+    assert_eq!(dead["attempts"], 3, "first attempt and two retries");
+    assert_eq!(dead["reason"], "retries-exhausted");
+    let record: Value =
+        serde_json::from_slice(&payload(&find("sink", "on_failure"))).expect("failure record");
+    assert_eq!(record["id"], dead["id"]);
+
+    // Replayed: removed, run again with fresh attempts, dead-lettered anew.
+    let id = dead["id"].as_u64().expect("id");
+    let resp = c
+        .http
+        .post(format!("{region}/v1/dlq/{id}/replay"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(resp.status(), 200);
+    let letters = wait_dlq(&c.http, &region, &token, "replayed", |l| {
+        l.iter()
+            .any(|d| d["function"] == "flaky" && d["id"].as_u64() != Some(id))
+    })
+    .await;
+    let again = letters
+        .iter()
+        .find(|d| d["function"] == "flaky")
+        .expect("flaky again");
+    assert_eq!(
+        (again["attempts"].as_u64(), again["request_id"].as_str()),
+        (Some(3), Some(flaky.as_str()))
+    );
+    assert!(letters.iter().all(|d| d["id"].as_u64() != Some(id)));
+    c.nodes.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_accepted_before_a_region_restart_on_jetstream_runs_after_it() {
+    let Some(nats) = NatsServer::start().expect("nats-server starts") else {
+        return;
+    };
+    // One worker, held by a gated event: `works` is accepted but cannot run before the
+    // region stops.
+    let c = TestCluster::with(events_on_nats(&nats.url(), 1), pop_config()).await;
+    c.deploy_wat("sink", json!({"retries": 0}), TRAP).await;
+    c.deploy_wat("works", json!({"on_success": "sink"}), OK)
+        .await;
+    deploy_gated(&c, "hold", Then::Succeed, json!({})).await;
+    deploy_opener(&c).await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    accepted(invoke_event(&c.http, &region, &token, "hold").await).await;
+    let id = accepted(invoke_event(&c.http, &region, &token, "works").await).await;
+    assert!(dead_letters(&c.http, &region, &token).await.is_empty());
+
+    let c = c
+        .restart(events_on_nats(&nats.url(), 1), pop_config(), None)
+        .await;
+    let region = c.nodes.region_url();
+    // `hold` is run again (at least once) and waits; opening the gate lets it, and the
+    // stopped region's copy, finish.
+    crate::gate::open(&c).await;
+    let letters = wait_dlq(&c.http, &region, &token, "works ran", |l| {
+        l.iter().any(|d| d["request_id"] == id.as_str())
+    })
+    .await;
+    let success = letters
+        .iter()
+        .find(|d| d["request_id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (success["function"].as_str(), success["kind"].as_str()),
+        (Some("sink"), Some("on_success"))
+    );
+    let record: Value = serde_json::from_slice(&payload(success)).expect("success record");
+    assert_eq!(
+        (record["function"].as_str(), record["attempts"].as_u64()),
+        (Some("works"), Some(1))
+    );
+    c.nodes.shutdown().await;
 }

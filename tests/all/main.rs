@@ -12,6 +12,7 @@ mod events;
 mod failover;
 mod faults;
 mod fleets;
+mod gate;
 mod jetstream;
 mod limits;
 mod logs;

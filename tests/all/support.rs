@@ -2,7 +2,12 @@
 
 use pop_node::PopConfig;
 use region_node::RegionConfig;
+use region_node::events::WallClock;
+use scenarios::cluster::{PreviousTokens, StartOptions};
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use strata::dev::DevCluster;
 use tempfile::TempDir;
 
@@ -39,19 +44,58 @@ impl TestCluster {
     }
 
     /// Custom configs (listen addresses are forced to ephemeral ports), examples deployed.
-    pub async fn with(mut region: RegionConfig, mut pop: PopConfig) -> Self {
-        region.http_listen = any_port();
-        region.quic_listen = any_port();
-        pop.http_listen = any_port();
+    pub async fn with(region: RegionConfig, pop: PopConfig) -> Self {
+        Self::with_options(region, pop, StartOptions::default()).await
+    }
+
+    /// As [`TestCluster::with`], the region's async queue reading time from `clock`.
+    pub async fn with_clock(region: RegionConfig, pop: PopConfig, clock: Arc<TestClock>) -> Self {
+        let options = StartOptions {
+            events_clock: Some(clock),
+            ..StartOptions::default()
+        };
+        Self::with_options(region, pop, options).await
+    }
+
+    async fn with_options(region: RegionConfig, pop: PopConfig, options: StartOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let nodes = DevCluster::start(dir.path(), region, pop)
-            .await
-            .expect("cluster starts");
+        let nodes = start_in(&dir, region, pop, options).await;
         nodes.deploy_examples().await.expect("examples deploy");
         Self {
             dir,
             nodes,
             http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops both nodes and starts them again on the same state directory (and so the
+    /// same store) with `region` and `pop`, the same tokens, and the queue on `clock`.
+    pub async fn restart(
+        self,
+        region: RegionConfig,
+        pop: PopConfig,
+        clock: Option<Arc<TestClock>>,
+    ) -> Self {
+        let token = self.nodes.token.clone();
+        let tokens = PreviousTokens {
+            admin_token: Some(self.nodes.admin_token.clone()),
+            token: Some(token.clone()),
+        };
+        self.nodes.shutdown().await;
+        let options = StartOptions {
+            tokens,
+            events_clock: clock.map(|c| c as Arc<dyn WallClock>),
+            ..StartOptions::default()
+        };
+        let nodes = start_in(&self.dir, region, pop, options).await;
+        assert_eq!(
+            nodes.token, token,
+            "the tenant's token survives the restart"
+        );
+        Self {
+            dir: self.dir,
+            nodes,
+            http: self.http,
         }
     }
 
@@ -76,6 +120,49 @@ impl TestCluster {
 
     pub async fn invoke(&self, name: &str, body: &'static str) -> reqwest::Response {
         self.invoke_at(&self.nodes.pop_url(), name, body).await
+    }
+}
+
+/// Starts a deployment in `dir` (listen addresses forced to ephemeral ports).
+async fn start_in(
+    dir: &TempDir,
+    mut region: RegionConfig,
+    mut pop: PopConfig,
+    options: StartOptions,
+) -> DevCluster {
+    region.http_listen = any_port();
+    region.quic_listen = any_port();
+    pop.http_listen = any_port();
+    DevCluster::start_with(dir.path(), region, pop, options)
+        .await
+        .expect("cluster starts")
+}
+
+/// A wall clock for a region's async queue that stands still until the test moves it:
+/// events become due, and old, only when the test says so (no sleeping for an age).
+#[derive(Debug)]
+pub struct TestClock {
+    now_ms: AtomicU64,
+}
+
+impl TestClock {
+    /// Stopped at the system's current time.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            now_ms: AtomicU64::new(region_node::events::SystemClock.now_ms()),
+        })
+    }
+
+    /// Moves the time forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl WallClock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.now_ms.load(Ordering::SeqCst)
     }
 }
 

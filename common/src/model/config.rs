@@ -73,7 +73,9 @@ pub struct FunctionConfig {
     /// Retries of a failed async invocation, `0..=MAX_RETRIES`. Default 2.
     pub retries: u32,
     /// Oldest an async event may get before it is sent to the dead-letter queue instead of
-    /// run, in seconds, `MIN_EVENT_AGE_S..=MAX_EVENT_AGE_S`. Default 21 600 (6 hours).
+    /// run (checked before every attempt, the first included; `on_failure` still runs),
+    /// in seconds from acceptance, `MIN_EVENT_AGE_S..=MAX_EVENT_AGE_S`. Default 21 600
+    /// (6 hours).
     pub max_event_age_s: u32,
     /// Pins the function to a runtime release (`[a-z0-9][a-z0-9.-_]{0,63}`). Default none:
     /// the node's current runtime, canaried onto the next.
@@ -88,7 +90,8 @@ pub struct FunctionConfig {
     pub dead_letter_sync: bool,
     /// A function of the same tenant run with the owner's notification (a JSON record with
     /// the canary's counts) when the runtime canary pins this function to the current
-    /// runtime release. Default none.
+    /// runtime release; queued in the region's durable async queue, like `on_failure`.
+    /// Default none.
     pub on_runtime_incompatible: Option<FunctionName>,
     /// Retry an out-of-memory failure once at double the memory (bounded by
     /// `max_memory_mb`) and keep the size that worked for the next invocations, decaying

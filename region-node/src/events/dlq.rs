@@ -4,7 +4,7 @@
 //! crash in between leaves both (run at least once), never neither.
 
 use super::record::DLQ_STREAM;
-use super::{DeadLetter, Events, FailureCause, is_full, read_all, unix_ms};
+use super::{DeadLetter, Events, FailureCause, is_full, read_all};
 use common::model::{ApiError, InvokeRequest, ResolvedFunction, TenantId};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -77,7 +77,7 @@ impl Events {
     /// letter is kept); 500 on a store failure.
     pub async fn dlq_replay(&self, tenant: &TenantId, id: u64) -> Result<(), ApiError> {
         let letter = self.dlq_get(tenant, id).await?;
-        self.append(letter.replay(unix_ms()), self.config.max_queued)
+        self.append(letter.replay(self.now_ms()), self.config.max_queued)
             .await?;
         self.remove(id).await
     }
@@ -91,7 +91,7 @@ impl Events {
         let mut replayed = 0;
         for letter in self.tenant_letters(tenant).await? {
             match self
-                .append(letter.replay(unix_ms()), self.config.max_queued)
+                .append(letter.replay(self.now_ms()), self.config.max_queued)
                 .await
             {
                 Ok(_) => {}
@@ -128,7 +128,7 @@ impl Events {
         req: &InvokeRequest,
         cause: FailureCause,
     ) -> Result<(), ApiError> {
-        let now = unix_ms();
+        let now = self.now_ms();
         let letter = DeadLetter {
             id: 0,
             request_id: req.request_id.to_string(),

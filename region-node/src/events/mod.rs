@@ -3,9 +3,11 @@
 //! Owns accepting events (a 202 only after the event is committed to the store's
 //! [`EVENTS_STREAM`]), the bounded workers that run them at least once, retries with
 //! [`common::policy::retry`] backoff, dead letters in [`DLQ_STREAM`] and control functions
-//! (`on_failure`, `on_success`). The store is the only truth: the in-memory schedule holds
-//! just `(due time, sequence)` pairs and is rebuilt from the stream on start, so a crash at
-//! any point loses no accepted event.
+//! (`on_failure`, `on_success`, and `on_runtime_incompatible` queued by the invoker when
+//! the runtime canary pins a function). The store is the only truth: the in-memory schedule
+//! holds just `(due time, sequence)` pairs and is rebuilt from the stream on start, so a
+//! crash at any point loses no accepted event. Time is read only from the [`WallClock`]
+//! the queue is given.
 //!
 //! Durability protocol (every step is one store transaction):
 //! 1. accept: append the event; answer 202.
@@ -18,24 +20,26 @@
 //! higher sequence wins and the other is acked, so an event runs at least once and is
 //! never lost. Never executes guests itself: the worker hands them to the invoker.
 
+mod clock;
 mod dlq;
 pub mod record;
 mod worker;
 
+pub use clock::{SystemClock, WallClock};
 pub use dlq::DlqPage;
 pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
 pub use worker::spawn_workers;
 
 use crate::store::{Store, StoreError};
 use common::metrics::NodeStats;
-use common::model::{ApiError, ErrorKind};
+use common::model::{ApiError, ErrorKind, FunctionName, InvokeRequest, RequestId, TenantId};
 use common::policy::retry::RetryPolicy;
 use record::{DLQ_STREAM, EVENTS_STREAM};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Bounds and timing of the async queue.
@@ -115,14 +119,8 @@ pub struct Events {
     pub counters: EventCounters,
     /// Where the totals are also exported (`strata_events_total`).
     stats: Option<Arc<NodeStats>>,
-}
-
-/// Milliseconds since the Unix epoch (0 if the clock is before it). Queued events outlive
-/// the process, so their times are wall-clock.
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    /// Every time the queue reads (accepted, attempted, due, age).
+    clock: Arc<dyn WallClock>,
 }
 
 /// Reads a whole stream in pages (streams are bounded, so this is too).
@@ -180,7 +178,20 @@ impl Events {
             dlq_depth: AtomicU64::new(dlq_depth),
             counters: EventCounters::default(),
             stats: None,
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// Reads the time from `clock` instead of the system's wall clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The queue's time, Unix milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     /// Exports the totals through `stats` too.
@@ -217,7 +228,33 @@ impl Events {
         self.schedule.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Durably queues a device's event; returns once it is committed.
+    /// Durably queues a device's event invocation `req` of `tenant` (authenticated and
+    /// resolved by the caller); returns once it is committed, which is when it may be
+    /// answered 202.
+    ///
+    /// # Errors
+    /// 429 when the queue holds `max_queued` events; 500 on a store failure.
+    pub async fn accept(&self, tenant: TenantId, req: &InvokeRequest) -> Result<(), ApiError> {
+        let now = self.now_ms();
+        self.enqueue(EventRecord {
+            request_id: req.request_id.to_string(),
+            kind: EventKind::Invocation,
+            tenant,
+            function: req.function.clone(),
+            qualifier: req.qualifier.clone(),
+            payload: req.payload.to_vec(),
+            enqueued_at_ms: now,
+            attempts: 0,
+            first_attempt_ms: None,
+            last_attempt_ms: None,
+            next_attempt_ms: now,
+            last_error: None,
+            version: None,
+        })
+        .await
+    }
+
+    /// Durably queues `event` as a device's; returns once it is committed.
     ///
     /// # Errors
     /// 429 when the queue holds `max_queued` events; 500 on a store failure.
@@ -225,6 +262,42 @@ impl Events {
         self.append(event, self.config.max_queued).await?;
         self.count(Outcome::Accepted);
         Ok(())
+    }
+
+    /// Durably queues a run of the control function `function` of `tenant` with `payload`
+    /// on stdin, on behalf of request `request_id`; returns once it is committed. Control
+    /// events share the internal bound of retries (never refused behind device events),
+    /// retry under their function's `retries`, and are dead-lettered (never triggering
+    /// another control function) when they fail finally.
+    ///
+    /// # Errors
+    /// 429 when the queue is full even for internal events; 500 on a store failure.
+    pub async fn enqueue_control(
+        &self,
+        tenant: TenantId,
+        request_id: RequestId,
+        function: FunctionName,
+        kind: EventKind,
+        payload: Vec<u8>,
+    ) -> Result<(), ApiError> {
+        debug_assert!(kind.is_control(), "{kind:?} is not a control event");
+        let now = self.now_ms();
+        let event = EventRecord {
+            request_id: request_id.to_string(),
+            kind,
+            tenant,
+            function,
+            qualifier: common::model::Qualifier::Latest,
+            payload,
+            enqueued_at_ms: now,
+            attempts: 0,
+            first_attempt_ms: None,
+            last_attempt_ms: None,
+            next_attempt_ms: now,
+            last_error: None,
+            version: None,
+        };
+        self.append(event, self.internal_bound()).await.map(drop)
     }
 
     /// Appends `event` to the queue under `bound` and schedules it.
@@ -271,14 +344,14 @@ impl Events {
             let wait = {
                 let mut s = self.lock();
                 match s.first().copied() {
-                    Some((due, seq)) if due <= unix_ms() => {
+                    Some((due, seq)) if due <= self.now_ms() => {
                         s.remove(&(due, seq));
                         self.running.fetch_add(1, Ordering::Relaxed);
                         return seq;
                     }
                     // Bounded so a wall clock that jumps is noticed within a second.
                     Some((due, _)) => {
-                        Duration::from_millis(due.saturating_sub(unix_ms())).min(MAX_IDLE)
+                        Duration::from_millis(due.saturating_sub(self.now_ms())).min(MAX_IDLE)
                     }
                     None => MAX_IDLE,
                 }

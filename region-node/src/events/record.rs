@@ -10,8 +10,9 @@ pub const EVENTS_STREAM: &str = "events";
 /// The stream holding dead letters.
 pub const DLQ_STREAM: &str = "dlq";
 
-/// Why an attempt failed: a guest failure (`unhandled`, `timeout`, `out-of-memory`) or a
-/// platform error kind (`not_found`, `unavailable`, ...).
+/// Why an attempt failed: a guest failure (`unhandled`, `timeout`, `out-of-memory`), a
+/// platform error kind (`not_found`, `unavailable`, ...), or `too-old` for an event that
+/// expired before any attempt ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureCause {
     /// The error kind.
@@ -34,6 +35,9 @@ pub enum EventKind {
     OnFailure,
     /// An `on_success` control function run with a success record; as [`Self::OnFailure`].
     OnSuccess,
+    /// An `on_runtime_incompatible` control function run with the owner's notification
+    /// when the runtime canary pins a function; as [`Self::OnFailure`].
+    OnRuntimeIncompatible,
 }
 
 impl EventKind {
@@ -105,8 +109,9 @@ pub struct DeadLetter {
     pub payload: Vec<u8>,
     /// The final failure.
     pub error: FailureCause,
-    /// `retries-exhausted`, `too-old`, or `sync` (a failed synchronous invocation of a
-    /// function with `dead_letter_sync`).
+    /// `retries-exhausted`, `too-old` (older than `max_event_age_s` before an attempt or
+    /// a retry could start), `unresolvable` (the function or qualifier is gone), or `sync`
+    /// (a failed synchronous invocation of a function with `dead_letter_sync`).
     pub reason: String,
     /// Attempts made.
     pub attempts: u32,

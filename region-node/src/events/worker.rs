@@ -2,9 +2,9 @@
 //! docs ([`super`]): record the attempt, run, then record the outcome before the ack.
 
 use super::record::{DLQ_STREAM, EVENTS_STREAM, SuccessRecord};
-use super::{DeadLetter, EventKind, EventRecord, Events, FailureCause, cause_of, unix_ms};
+use super::{DeadLetter, EventKind, EventRecord, Events, FailureCause, cause_of};
 use crate::invoker::RegionInvoker;
-use common::model::{ApiError, FunctionName, InvocationType, InvokeRequest, Qualifier, RequestId};
+use common::model::{ApiError, FunctionName, InvocationType, InvokeRequest, RequestId};
 use common::policy::retry::{Budget, GiveUp, RetryDecision};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +25,7 @@ pub fn spawn_workers(events: &Arc<Events>, invoker: &Arc<RegionInvoker>, tasks: 
                 if let Err(e) = events.process(&invoker, &mut seq).await {
                     tracing::warn!(seq, error = %e.message, "event step failed; will retry");
                     let retry_ms = u64::try_from(STORE_RETRY.as_millis()).unwrap_or(1000);
-                    events.reschedule(seq, unix_ms().saturating_add(retry_ms));
+                    events.reschedule(seq, events.now_ms().saturating_add(retry_ms));
                 }
                 events.release();
             }
@@ -58,7 +58,7 @@ impl Events {
                 return Ok(());
             }
         };
-        let now = unix_ms();
+        let now = self.now_ms();
         let id = request_id(&rec);
         let req = InvokeRequest {
             request_id: id,
@@ -86,13 +86,20 @@ impl Events {
             max_age: Duration::from_secs(u64::from(resolved.config.max_event_age_s)),
             enqueued_at_ms: rec.enqueued_at_ms,
         };
+        // Checked before every attempt, the first included: an event that waited past its
+        // age (a backlog, a region that was down) is given up without running, and its
+        // function's `on_failure` runs with the dead letter as for any final failure.
         if budget.expired(now) {
-            let cause = rec.last_error.clone().unwrap_or(FailureCause {
-                kind: "too-old".into(),
-                message: "the event expired before it could run".into(),
+            let cause = rec.last_error.clone().unwrap_or_else(|| FailureCause {
+                kind: GiveUp::TooOld.as_str().into(),
+                message: format!(
+                    "the event was older than max_event_age_s ({} s) before it could run",
+                    resolved.config.max_event_age_s
+                ),
             });
+            let on_failure = resolved.config.on_failure.clone();
             return self
-                .dead_letter(current, &rec, cause, GiveUp::TooOld.as_str())
+                .dead_letter_then(current, &rec, cause, GiveUp::TooOld.as_str(), on_failure)
                 .await;
         }
         // Record the attempt before running it, so a crash mid-run counts it.
@@ -119,7 +126,7 @@ impl Events {
         let jitter: f64 = rand::random();
         match self
             .retry
-            .after_failure(&budget, rec.attempts, unix_ms(), jitter)
+            .after_failure(&budget, rec.attempts, self.now_ms(), jitter)
         {
             RetryDecision::RetryAt(due) => {
                 rec.next_attempt_ms = due;
@@ -184,23 +191,8 @@ impl Events {
         kind: EventKind,
         payload: Vec<u8>,
     ) -> Result<(), ApiError> {
-        let now = unix_ms();
-        let event = EventRecord {
-            request_id: rec.request_id.clone(),
-            kind,
-            tenant: rec.tenant.clone(),
-            function,
-            qualifier: Qualifier::Latest,
-            payload,
-            enqueued_at_ms: now,
-            attempts: 0,
-            first_attempt_ms: None,
-            last_attempt_ms: None,
-            next_attempt_ms: now,
-            last_error: None,
-            version: None,
-        };
-        self.append(event, self.internal_bound()).await.map(drop)
+        self.enqueue_control(rec.tenant.clone(), request_id(rec), function, kind, payload)
+            .await
     }
 
     /// Dead-letters the event at `seq` without running a control function.

@@ -17,6 +17,7 @@ pub(super) fn run_all(fresh: &mut dyn FnMut() -> Store) {
     blobs(&fresh());
     history_and_snapshot(&fresh());
     streams(&fresh());
+    bounds_per_append(&fresh());
     watch(&fresh());
     every_bucket(&fresh());
 }
@@ -175,6 +176,36 @@ fn streams(s: &Store) {
         .collect();
     assert_eq!(seqs, [2, 3]);
     assert_eq!(s.read("q", 0, 1).expect("read one").len(), 1);
+}
+
+/// The bound is the caller's, per append (the async queue appends device events under one
+/// bound and its own retries under a larger one): a smaller bound than the stream holds
+/// refuses that append and never drops a message already appended.
+fn bounds_per_append(s: &Store) {
+    for v in [b"a", b"b", b"c"] {
+        s.append("q", v, 10).expect("append under the large bound");
+    }
+    assert!(matches!(
+        s.append("q", b"d", 2),
+        Err(StoreError::StreamFull { max: 2, .. })
+    ));
+    let kept: Vec<_> = s
+        .read("q", 0, 10)
+        .expect("read")
+        .into_iter()
+        .map(|m| m.value)
+        .collect();
+    assert_eq!(kept, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    assert_eq!(
+        s.append("q", b"d", 10).expect("the large bound has room"),
+        4
+    );
+    assert_eq!(s.append("q", b"e", 5).expect("under the small bound"), 5);
+    assert!(matches!(
+        s.append("q", b"f", 5),
+        Err(StoreError::StreamFull { max: 5, .. })
+    ));
+    assert_eq!(s.read("q", 0, 10).expect("read").len(), 5);
 }
 
 fn watch(s: &Store) {

@@ -240,7 +240,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError::Backend`] on a backend failure.
     fn get_blob(&self, digest: &ArtifactDigest) -> Result<Option<Vec<u8>>, StoreError>;
     /// Appends `value` to `stream` unless it already holds `max_messages`; returns its
-    /// sequence number.
+    /// sequence number. The bound is this append's: callers may use different bounds on
+    /// one stream, and a smaller bound than the stream holds only refuses this append
+    /// (it never removes a message).
     ///
     /// # Errors
     /// [`StoreError::StreamFull`] when the stream is at its bound.

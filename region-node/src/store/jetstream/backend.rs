@@ -6,7 +6,6 @@ use super::{DELETE_RETRIES, JetStreamBackend, check, err};
 use crate::store::{
     Backend, Bucket, Change, Entry, Expect, History, Op, Snapshot, StoreError, StreamMessage,
 };
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::stream::DeleteMessageErrorKind;
 use common::model::ArtifactDigest;
 use std::collections::BTreeMap;
@@ -206,35 +205,14 @@ impl Backend for JetStreamBackend {
     fn append(&self, stream: &str, value: &[u8], max_messages: u64) -> Result<u64, StoreError> {
         let (name, value) = (stream.to_owned(), value.to_vec());
         self.call("append", move |inner| async move {
-            let subject = inner.stream_subject(&name);
-            inner.stream(&name, Some(max_messages)).await?;
-            let ack = inner
-                .js
-                .publish(subject, value.into())
-                .await
-                .map_err(|e| err("appending", e))?
-                .await;
-            match ack {
-                Ok(ack) => Ok(ack.sequence),
-                // Discard policy `new` refuses the message with "maximum messages exceeded".
-                Err(e)
-                    if e.kind() == PublishErrorKind::Other
-                        && e.to_string().contains("maximum messages") =>
-                {
-                    Err(StoreError::StreamFull {
-                        stream: name,
-                        max: max_messages,
-                    })
-                }
-                Err(e) => Err(err("appending", e)),
-            }
+            inner.append(&name, value, max_messages).await
         })
     }
 
     fn read(&self, stream: &str, from: u64, max: usize) -> Result<Vec<StreamMessage>, StoreError> {
         let name = stream.to_owned();
         self.call("read", move |inner| async move {
-            let Some(s) = inner.stream(&name, None).await? else {
+            let Some((s, _)) = inner.stream(&name, None).await? else {
                 return Ok(Vec::new());
             };
             let subject = inner.stream_subject(&name);
@@ -257,7 +235,7 @@ impl Backend for JetStreamBackend {
     fn ack(&self, stream: &str, seq: u64) -> Result<bool, StoreError> {
         let name = stream.to_owned();
         self.call("ack", move |inner| async move {
-            let Some(s) = inner.stream(&name, None).await? else {
+            let Some((s, _)) = inner.stream(&name, None).await? else {
                 return Ok(false);
             };
             match s.delete_message(seq).await {

@@ -12,8 +12,12 @@
 //! - [`subscribe`] is fed by a KV watcher, so every region sees every region's writes
 //!   (and its POP push streams carry them);
 //! - blobs live in the object store `<prefix>-blobs`, named by digest;
-//! - each named stream is a JetStream stream `<prefix>-q-<escaped name>` with
-//!   `max_msgs` = the caller's bound and discard policy `new`; ack deletes the message.
+//! - each named stream is a JetStream stream `<prefix>-q-<escaped name>` with discard
+//!   policy `new` and `max_msgs` = the largest bound any append asked for (raised, never
+//!   lowered: lowering `max_msgs` makes the server delete the oldest messages, which
+//!   would drop accepted events); an append under a smaller bound checks the count and
+//!   publishes with `Nats-Expected-Last-Sequence`, so check and append are one atomic
+//!   step; ack deletes the message.
 //!
 //! The KV bucket keeps one message per key (history 1): the history skips writes that a
 //! later write of the same key superseded, which watchers (they fold changes into state)
@@ -31,15 +35,16 @@ mod backend;
 mod bridge;
 mod names;
 pub mod nats_server;
+mod streams;
 
 use self::bridge::Bridge;
 use self::names::{escape, parse_kv_key, valid_prefix};
 use super::{Change, Expect, Op, StoreError};
 use async_nats::HeaderMap;
-use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::StreamMessage as NatsMessage;
 use async_nats::jetstream::stream::{self, DirectGetErrorKind, DiscardPolicy, Stream};
-use async_nats::jetstream::{self, ErrorCode, kv, object_store};
+use async_nats::jetstream::{self, kv, object_store};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -86,8 +91,9 @@ struct Inner {
     kv_subject: String,
     blobs: object_store::ObjectStore,
     prefix: String,
-    /// Named streams already created, with the bound they were created with. Bounded by
-    /// the set of stream names the region uses (a handful: queues, dead letters).
+    /// Named streams already created, with their server-side `max_msgs` (the largest
+    /// bound asked for). Bounded by the set of stream names the region uses (a handful:
+    /// queues, dead letters).
     streams: Mutex<HashMap<String, (Stream, u64)>>,
 }
 
@@ -298,61 +304,6 @@ impl Inner {
             }
         }
         Ok(out)
-    }
-
-    /// The named stream, created (or its bound updated) as needed; `None` when it does
-    /// not exist and `create` is false.
-    async fn stream(&self, name: &str, create: Option<u64>) -> Result<Option<Stream>, StoreError> {
-        let cached = self
-            .streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned();
-        if let Some((s, max)) = cached
-            && create.is_none_or(|m| m == max)
-        {
-            return Ok(Some(s));
-        }
-        let stream_name = format!("{}-q-{}", self.prefix, escape(name, false));
-        let Some(max) = create else {
-            return match self.js.get_stream(&stream_name).await {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND) => {
-                    Ok(None)
-                }
-                Err(e) => Err(err("opening a stream", e)),
-            };
-        };
-        let config = stream::Config {
-            name: stream_name.clone(),
-            subjects: vec![self.stream_subject(name)],
-            max_messages: i64::try_from(max).unwrap_or(i64::MAX),
-            discard: DiscardPolicy::New,
-            allow_direct: true,
-            ..Default::default()
-        };
-        let mut s = self
-            .js
-            .get_or_create_stream(config.clone())
-            .await
-            .map_err(|e| err("creating a stream", e))?;
-        if s.cached_info().config.max_messages != config.max_messages {
-            self.js
-                .update_stream(config)
-                .await
-                .map_err(|e| err("updating a stream's bound", e))?;
-            s = self
-                .js
-                .get_stream(&stream_name)
-                .await
-                .map_err(|e| err("opening a stream", e))?;
-        }
-        self.streams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), (s.clone(), max));
-        Ok(Some(s))
     }
 
     fn stream_subject(&self, name: &str) -> String {
