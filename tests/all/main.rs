@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 mod fleets;
 mod jetstream;
+mod leases;
 mod limits;
 mod logs;
 mod observability;
