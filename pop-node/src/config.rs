@@ -75,8 +75,17 @@ pub struct PopConfig {
     /// How often leases are renewed is a third of this; should match the region's
     /// `limits.lease_ttl_ms`, in milliseconds. Default 3000.
     pub lease_ttl_ms: u64,
-    /// Tenants holding leases at this POP at once; others are forwarded. Default 10 000.
+    /// Tenants holding leases at this POP at once; others are forwarded (and the idle hold
+    /// of the one that drew longest ago ends, making room by the next renewal). Default
+    /// 10 000.
     pub lease_tenants: usize,
+    /// How long a tenant that went quiet keeps a floor of free lease slots (its peak in
+    /// use over this window, 1 to `lease_batch`) after its last local draw, so its next
+    /// request runs here instead of being forwarded while a lease is fetched again; the
+    /// floor is counted against the tenant's limit at the region meanwhile. 0: every free
+    /// slot goes back after one quiet renewal round. In milliseconds. Default 60 000 (the
+    /// placement window).
+    pub lease_idle_hold_ms: u64,
 }
 
 impl Default for PopConfig {
@@ -109,6 +118,7 @@ impl Default for PopConfig {
             lease_batch: 4,
             lease_ttl_ms: 3000,
             lease_tenants: 10_000,
+            lease_idle_hold_ms: 60_000,
         }
     }
 }
@@ -155,8 +165,18 @@ mod tests {
         assert_eq!(c.warm, d.warm);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(
-            (c.lease_batch, c.lease_ttl_ms, c.lease_tenants),
-            (d.lease_batch, d.lease_ttl_ms, d.lease_tenants)
+            (
+                c.lease_batch,
+                c.lease_ttl_ms,
+                c.lease_tenants,
+                c.lease_idle_hold_ms
+            ),
+            (
+                d.lease_batch,
+                d.lease_ttl_ms,
+                d.lease_tenants,
+                d.lease_idle_hold_ms
+            )
         );
         assert_eq!(
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),

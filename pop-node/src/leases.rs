@@ -1,60 +1,73 @@
-//! The POP's concurrency leases: slots of each tenant's budget that the region granted
-//! this POP. A local run draws one slot for its duration; when a tenant's free slots run
-//! low the POP asks for another batch in the background, renews what it holds every
-//! third of the lease's TTL, and gives back surplus (free slots beyond its use, at least a
-//! batch, of a busy tenant; all free slots of a tenant that drew nothing since the last
-//! renewal). Without a free slot the invocation is not run here:
-//! the invoker forwards it, and the region charges it to its own in-flight count (never to
-//! this POP's lease), answering 429 when the tenant is at its limit.
+//! The POP's concurrency leases: slots of each tenant's budget that a region granted this
+//! POP. A local run draws one slot for its duration; when a tenant's free slots run low
+//! the POP asks for another batch in the background, renews what it holds every third of
+//! the lease's TTL, and gives back surplus ([`book::Book::settle`]): a busy tenant keeps
+//! free slots as many as it uses (at least a batch); a tenant quiet for a round but that
+//! drew within `idle_hold` keeps a floor of free slots, its peak in use over the hold
+//! window (1 to a batch), so its next request runs here instead of being forwarded while
+//! a lease is fetched again; after the hold, every free slot goes back. Without a free
+//! slot the invocation is not run here: the invoker forwards it, and the region charges it
+//! to its own in-flight count (never to this POP's lease), answering 429 when the tenant
+//! is at its limit.
+//!
+//! Budget trade-off of the hold: a floor is counted at the region like a running
+//! invocation, so a tenant idle-held at P POPs has up to P × `batch` of its limit taken
+//! while it is quiet, and other POPs' grants (and forwarded requests, 429 at the limit)
+//! see less for up to `idle_hold`. It is bounded by the floor (its peak use, at most a
+//! batch), the hold itself, and `max_tenants` books per POP.
 //!
 //! Safety: the POP stops drawing `ttl` after it sent the request that granted or renewed a
 //! lease; the region reclaims a lease only after `ttl` plus a grace longer than any
-//! invocation, so nothing drawn here runs uncounted. Slots are removed locally before a
-//! return is sent, so the region's count is never below what this POP uses.
+//! invocation, so nothing drawn here runs uncounted. A hold only keeps renewing slots the
+//! region counts: it never draws beyond `ttl` of the last renewal either.
 //!
-//! Lease messages are sent one at a time (behind one lock); a reply's `held` only ever
-//! shrinks the local count (when the region reclaimed an expired lease).
+//! One region counts a tenant's lease: each book is tagged with the region that answered
+//! last, and lease requests go to the region the link prefers (the one serving this POP's
+//! forwards). When a reply comes from another region (the POP failed over, or moved for
+//! RTT or pressure), the old lease stops being drawn from, its free slots are given back to
+//! the old region (over a live connection only; otherwise it reclaims them at expiry) and
+//! the new region's count becomes the lease; slots still running on the old lease stay
+//! counted there until they end. Returns go only to the region that counts the lease,
+//! never to whichever region is preferred at the time.
 //!
-//! Bounds: at most `max_tenants` tenants hold leases (others are forwarded); at most one
-//! acquire per tenant is in flight; background requests live in a [`JoinSet`] that
-//! [`Leases::stop`] aborts.
+//! Lease messages are sent one at a time (behind one lock), and a book's `granted` only
+//! changes while that lock is held: a renewal round decides its returns and sends them,
+//! and then its renewals, under it. So when a reply arrives no return is in flight, and
+//! the reply's `held` is exactly what that region counts for this POP: it becomes the
+//! local count (shrinking it when the region reclaimed an expired lease). Slots are
+//! removed locally before a return is sent, so the region's count is never below what
+//! this POP uses.
+//!
+//! Bounds: at most `max_tenants` tenants have books; beyond it a new tenant is forwarded,
+//! and the idle-held book that drew longest ago has its hold ended, so the next round
+//! gives its slots back and makes room. At most one acquire per tenant is in flight;
+//! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never
+//! overlap (the next waits for the previous one's messages).
+
+mod book;
 
 use crate::upstream::RegionLink;
+use book::{Book, HoldRule};
 use common::model::{NodeId, TenantId};
 use common::wire::Message;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::debug;
 
-/// How the POP asks for leases.
+/// How the POP asks for and holds leases.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseConfig {
-    /// Slots asked for at a time; also how many free slots a busy tenant keeps.
+    /// Slots asked for at a time; also how many free slots a busy tenant keeps, and the
+    /// most an idle one keeps.
     pub batch: u32,
     /// Tenants holding leases at once.
     pub max_tenants: usize,
-}
-
-#[derive(Debug, Default)]
-struct Held {
-    /// Slots the region counts as leased to this POP.
-    granted: u32,
-    /// Of those, drawn by running invocations.
-    in_use: u32,
-    /// Draws stop at this instant unless a renewal moves it.
-    valid_until: Option<Instant>,
-    /// An acquire is in flight.
-    asking: bool,
-    /// Something was drawn since the last renewal.
-    drew: bool,
-}
-
-impl Held {
-    fn free(&self) -> u32 {
-        self.granted.saturating_sub(self.in_use)
-    }
+    /// How long after its last draw a quiet tenant keeps its floor of free slots; zero
+    /// gives everything back after one quiet renewal round.
+    pub idle_hold: Duration,
 }
 
 /// The POP's lease holder.
@@ -63,11 +76,14 @@ pub struct Leases {
     holder: NodeId,
     link: Arc<RegionLink>,
     config: LeaseConfig,
-    held: Mutex<HashMap<TenantId, Held>>,
+    rule: HoldRule,
+    held: Mutex<HashMap<TenantId, Book<SocketAddr>>>,
     requests: Mutex<JoinSet<()>>,
-    /// Lease messages go one at a time, so replies are applied in the order the region
-    /// processed them and a reply's `held` is never older than a grant already applied.
+    /// Lease messages go one at a time, and books' `granted` changes only under this lock
+    /// (see the module docs).
     io: tokio::sync::Mutex<()>,
+    /// Renewal rounds completed, for tests and operators waiting on them.
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 /// One drawn slot; returned to the lease when dropped.
@@ -80,8 +96,8 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.leases.lock();
-        if let Some(h) = held.get_mut(&self.tenant) {
-            h.in_use = h.in_use.saturating_sub(1);
+        if let Some(b) = held.get_mut(&self.tenant) {
+            b.finish();
         }
     }
 }
@@ -89,20 +105,23 @@ impl Drop for Slot {
 impl Leases {
     /// A holder named `holder` asking regions through `link`.
     pub fn new(holder: NodeId, link: Arc<RegionLink>, config: LeaseConfig) -> Self {
+        let batch = config.batch.max(1);
         Self {
             holder,
             link,
-            config: LeaseConfig {
-                batch: config.batch.max(1),
-                ..config
+            config: LeaseConfig { batch, ..config },
+            rule: HoldRule {
+                batch,
+                idle_hold: config.idle_hold,
             },
             held: Mutex::new(HashMap::new()),
             requests: Mutex::new(JoinSet::new()),
             io: tokio::sync::Mutex::new(()),
+            rounds: tokio::sync::watch::Sender::new(0),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Held>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Book<SocketAddr>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -113,33 +132,39 @@ impl Leases {
         let mut held = self.lock();
         if !held.contains_key(tenant) {
             if held.len() >= self.config.max_tenants {
-                // Room only comes from tenants holding nothing.
-                held.retain(|_, h| h.granted > 0 || h.in_use > 0 || h.asking);
+                held.retain(|_, b| !b.empty());
                 if held.len() >= self.config.max_tenants {
+                    // Make room by the next round: end the hold of the idle book that drew
+                    // longest ago (its slots go back then). This request is forwarded.
+                    if let Some(b) = held
+                        .values_mut()
+                        .filter(|b| b.idle())
+                        .min_by_key(|b| b.last_draw())
+                    {
+                        b.end_hold();
+                    }
                     return None;
                 }
             }
-            held.insert(tenant.clone(), Held::default());
+            held.insert(tenant.clone(), Book::new(now));
         }
-        let h = held.get_mut(tenant)?;
-        let valid = h.valid_until.is_some_and(|v| now < v);
-        let slot = if valid && h.free() > 0 {
-            h.in_use += 1;
-            h.drew = true;
-            Some(Slot {
-                leases: Arc::clone(self),
-                tenant: tenant.clone(),
-            })
-        } else {
-            None
-        };
-        let low = !valid || h.free() < self.config.batch;
-        if low && !h.asking {
-            h.asking = true;
+        let b = held.get_mut(tenant)?;
+        let slot = b.draw(now, &self.rule).then(|| Slot {
+            leases: Arc::clone(self),
+            tenant: tenant.clone(),
+        });
+        let low = !b.valid(now) || b.free() < self.config.batch;
+        if low && !b.asking {
+            b.asking = true;
             // A busy tenant's lease grows geometrically: ask for as many as are in use.
-            let want = self.config.batch.max(h.in_use);
+            let want = self.config.batch.max(b.holding().1);
             drop(held);
-            self.spawn(Arc::clone(self).acquire(tenant.clone(), want));
+            let me = Arc::clone(self);
+            let tenant = tenant.clone();
+            self.spawn(async move {
+                let _io = me.io.lock().await;
+                me.exchange(tenant, want).await;
+            });
         }
         slot
     }
@@ -150,9 +175,9 @@ impl Leases {
         requests.spawn(task);
     }
 
-    /// Asks for `slots` more of `tenant` (0: renew) and applies the answer.
-    async fn acquire(self: Arc<Self>, tenant: TenantId, slots: u32) {
-        let _io = self.io.lock().await;
+    /// Asks for `slots` more of `tenant` (0: renew) and applies the answer. Callers hold
+    /// `io`.
+    async fn exchange(&self, tenant: TenantId, slots: u32) {
         let sent = Instant::now();
         let msg = Message::LeaseAcquire {
             holder: self.holder.clone(),
@@ -160,93 +185,102 @@ impl Leases {
             slots,
         };
         let reply = self.link.lease(&msg).await;
-        let mut held = self.lock();
-        let Some(h) = held.get_mut(&tenant) else {
-            return;
-        };
-        if slots > 0 {
-            h.asking = false;
-        }
-        match reply {
-            Ok(Message::LeaseGranted {
-                slots: granted,
-                ttl_ms,
-                held: region_holds,
-                ..
-            }) => {
-                // The region's count is the truth: it may have reclaimed an expired lease.
-                h.granted = (h.granted + granted).min(region_holds);
-                h.valid_until = Some(sent + Duration::from_millis(ttl_ms));
+        let back = {
+            let mut held = self.lock();
+            let Some(b) = held.get_mut(&tenant) else {
+                return;
+            };
+            if slots > 0 {
+                b.asking = false;
             }
-            Ok(other) => debug!(?other, "unexpected answer to a lease request"),
-            Err(e) => debug!(error = %e, "lease request failed"),
+            match reply {
+                Ok((Message::LeaseGranted { held, ttl_ms, .. }, region)) => {
+                    b.granted(region, held, sent + Duration::from_millis(ttl_ms))
+                }
+                Ok((other, _)) => {
+                    debug!(?other, "unexpected answer to a lease request");
+                    None
+                }
+                Err(e) => {
+                    debug!(error = %e, "lease request failed");
+                    None
+                }
+            }
+        };
+        // The lease moved: the old region's free slots go back to it before anything else.
+        if let Some((region, slots)) = back {
+            self.give_back(region, tenant, slots).await;
         }
     }
 
-    /// Gives back `slots` of `tenant`, already removed from the local count.
-    async fn give_back(self: Arc<Self>, tenant: TenantId, slots: u32) {
+    /// Gives back `slots` of `tenant` to `region`, already removed from the local count.
+    /// Callers hold `io`.
+    async fn give_back(&self, region: SocketAddr, tenant: TenantId, slots: u32) {
         let msg = Message::LeaseReturn {
             holder: self.holder.clone(),
             tenant,
             slots,
         };
-        let _io = self.io.lock().await;
-        if let Err(e) = self.link.lease(&msg).await {
+        if let Err(e) = self.link.lease_at(region, &msg).await {
             // The region reclaims the slots when the lease expires instead.
-            debug!(error = %e, "lease return failed");
+            debug!(%region, error = %e, "lease return failed");
         }
     }
 
-    /// One renewal round: tenants that drew nothing since the last round give back their
-    /// free slots; everyone still holding slots renews.
-    pub fn renew(self: &Arc<Self>) {
+    /// One renewal round: each tenant gives back its surplus (see the module docs) to the
+    /// region that counts its lease, then everyone still holding slots renews.
+    pub async fn renew(&self) {
+        let _io = self.io.lock().await;
+        let now = Instant::now();
         let mut returns = vec![];
         let mut renewals = vec![];
         {
             let mut held = self.lock();
-            for (tenant, h) in held.iter_mut() {
-                // A busy tenant keeps headroom as large as its use (at least a batch), so a
-                // steady load is not forwarded while the lease regrows after each round.
-                let surplus = if h.drew {
-                    h.free().saturating_sub(self.config.batch.max(h.in_use))
-                } else {
-                    h.free()
-                };
-                if surplus > 0 {
-                    h.granted -= surplus;
-                    returns.push((tenant.clone(), surplus));
+            for (tenant, b) in held.iter_mut() {
+                let surplus = b.settle(now, &self.rule);
+                if let Some(region) = b.region().filter(|_| surplus > 0) {
+                    returns.push((region, tenant.clone(), surplus));
                 }
-                if h.granted > 0 {
+                if b.holding().0 > 0 {
                     renewals.push(tenant.clone());
                 }
-                h.drew = false;
             }
-            held.retain(|_, h| h.granted > 0 || h.in_use > 0 || h.asking);
+            held.retain(|_, b| !b.empty());
         }
-        for (tenant, slots) in returns {
-            self.spawn(Arc::clone(self).give_back(tenant, slots));
+        for (region, tenant, slots) in returns {
+            self.give_back(region, tenant, slots).await;
         }
         for tenant in renewals {
-            self.spawn(Arc::clone(self).acquire(tenant, 0));
+            self.exchange(tenant, 0).await;
         }
+        self.rounds.send_modify(|n| *n += 1);
     }
 
     /// Renews every `ttl / 3` until the node stops (the region's TTL is learned from its
-    /// grants; `ttl` is the POP's expectation of it).
+    /// grants; `ttl` is the POP's expectation of it). A round that takes longer delays the
+    /// next one.
     pub async fn run(self: Arc<Self>, ttl: Duration) {
         let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            self.renew();
+            self.renew().await;
         }
     }
 
     /// Slots of `tenant` held and in use now, for gauges and tests.
     pub fn holding(&self, tenant: &TenantId) -> (u32, u32) {
-        self.lock()
-            .get(tenant)
-            .map_or((0, 0), |h| (h.granted, h.in_use))
+        self.lock().get(tenant).map_or((0, 0), Book::holding)
+    }
+
+    /// The region counting `tenant`'s lease here, if it holds one.
+    pub fn region_of(&self, tenant: &TenantId) -> Option<SocketAddr> {
+        self.lock().get(tenant).and_then(Book::region)
+    }
+
+    /// Renewal rounds completed so far; changes after each round.
+    pub fn rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.rounds.subscribe()
     }
 
     /// Aborts background requests.

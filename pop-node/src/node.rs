@@ -54,6 +54,7 @@ pub struct PopHandle {
     /// The node's id.
     pub node_id: NodeId,
     invoker: Arc<PopInvoker>,
+    leases: Arc<Leases>,
     sync: Arc<SyncState>,
     pause_sync: tokio::sync::watch::Sender<bool>,
     tasks: JoinSet<()>,
@@ -80,6 +81,22 @@ impl PopHandle {
     /// Whether the code `digest` is compiled for runtime `release` and ready at this POP.
     pub fn has_module_on(&self, release: Release, digest: &common::model::ArtifactDigest) -> bool {
         self.invoker.has_module_on(release, digest)
+    }
+
+    /// Slots of `tenant`'s concurrency lease this POP holds and has in use now.
+    pub fn lease_holding(&self, tenant: &common::model::TenantId) -> (u32, u32) {
+        self.leases.holding(tenant)
+    }
+
+    /// The region that counts `tenant`'s lease at this POP (its QUIC address), if any.
+    pub fn lease_region(&self, tenant: &common::model::TenantId) -> Option<SocketAddr> {
+        self.leases.region_of(tenant)
+    }
+
+    /// Lease renewal rounds completed; changes after each round, so a caller can wait for
+    /// rounds to pass instead of sleeping.
+    pub fn lease_rounds(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.leases.rounds()
     }
 
     /// Idle warm reactor instances across every pool at this POP.
@@ -192,6 +209,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         LeaseConfig {
             batch: config.lease_batch,
             max_tenants: config.lease_tenants,
+            idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
         },
     ));
     let invoker = Arc::new(PopInvoker::new(PopParts {
@@ -228,7 +246,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     tasks.spawn(reporter.run());
     tasks.spawn(Arc::clone(&artifacts).persist());
     tasks.spawn(warm.run());
-    tasks.spawn(leases.run(std::time::Duration::from_millis(config.lease_ttl_ms)));
+    tasks.spawn(Arc::clone(&leases).run(std::time::Duration::from_millis(config.lease_ttl_ms)));
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);
@@ -243,6 +261,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         http_addr,
         node_id,
         invoker,
+        leases,
         sync: sync_state,
         pause_sync,
         tasks,

@@ -367,12 +367,31 @@ impl RegionLink {
         lock(&self.channels).values().any(|ch| !ch.is_closed())
     }
 
-    /// Sends a lease message ([`Message::LeaseAcquire`] or [`Message::LeaseReturn`]) and
-    /// returns the region's reply as is; [`crate::leases`] interprets it.
+    /// Sends a lease request ([`Message::LeaseAcquire`]) to the preferred region, like any
+    /// request, and returns the region's reply as is and which region sent it;
+    /// [`crate::leases`] interprets it.
     ///
     /// # Errors
     /// 503 when no region is reachable.
-    pub async fn lease(&self, msg: &Message) -> Result<Message, ApiError> {
-        self.request(msg).await.map(|(reply, _)| reply)
+    pub async fn lease(&self, msg: &Message) -> Result<(Message, SocketAddr), ApiError> {
+        self.request(msg).await
+    }
+
+    /// Sends a lease message ([`Message::LeaseReturn`]) to `region` only, over the
+    /// connection already open to it: a lease is given back to the region that counts it,
+    /// never to another, and a region this POP is not connected to any more reclaims the
+    /// slots when the lease expires instead (no connection attempt: a dead region would
+    /// hold every other lease message up for a connect timeout).
+    ///
+    /// # Errors
+    /// 503 when there is no live connection to `region` or the request fails.
+    pub async fn lease_at(&self, region: SocketAddr, msg: &Message) -> Result<Message, ApiError> {
+        let ch = self
+            .live(region)
+            .ok_or_else(|| unavailable(format!("not connected to {region}")))?;
+        ch.request(msg, MAX_FRAME_LEN).await.map_err(|e| {
+            lock(&self.policy).handle_failure(Instant::now(), &region);
+            unavailable(e)
+        })
     }
 }

@@ -233,12 +233,11 @@ async fn plain_running_at_the_pop() -> (TestCluster, ArtifactDigest) {
     region.canary_percent = 50;
     region.canary_min_samples = 5;
     // While the verdict is reached at the region the POP draws nothing from its tenant
-    // lease, and a lease unused for a renewal round (a third of the TTL) is given back:
-    // the first invocation after it would be forwarded for capacity while a new lease is
-    // fetched. A long lease keeps the POP's slots through the test.
-    region.limits.lease_ttl_ms = 60_000;
+    // lease; the idle hold keeps a slot of it (the first invocation after the quiet spell
+    // runs here, not forwarded for capacity while a new lease is fetched). A hold longer
+    // than the test, so a slow machine does not outlast it.
     let mut pop = pop_config();
-    pop.lease_ttl_ms = 60_000;
+    pop.lease_idle_hold_ms = 600_000;
     let c = TestCluster::with(region, pop).await;
     let wasm = wat::parse_str(PLAIN).expect("wat");
     let digest = ArtifactDigest::of(&wasm);

@@ -1,8 +1,11 @@
 //! Region failover: a POP with two regions keeps serving when the region serving it is
 //! killed mid-run; only requests in flight at the kill may fail (503), none runs twice,
-//! and everything after the kill runs at the other region.
+//! and everything after the kill runs at the other region. A tenant's concurrency lease
+//! moves with the POP: after the failover the POP runs on slots the new region counts.
 
-use crate::support::{LOOP_FOREVER, Patience, any_port, header, pop_config, region_config};
+use crate::support::{
+    LOOP_FOREVER, Patience, any_port, header, leased_at, pop_config, region_config,
+};
 use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
@@ -28,6 +31,9 @@ const NOISY: &str = r#"(module
     (i32.store (i32.const 0) (i32.const 64))
     (i32.store (i32.const 4) (i32.const 2))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+/// The regions' operator token (for their capacity views).
+const ADMIN: &str = "failover-admin";
 
 const WORKERS: usize = 4;
 const PER_WORKER: usize = 25;
@@ -57,6 +63,7 @@ async fn start_region(
         node_id: id.into(),
         state_dir: dir.to_path_buf(),
         tls: Some(tls.clone()),
+        admin_token: Some(ADMIN.into()),
         http_listen: any_port(),
         quic_listen: any_port(),
         ..config
@@ -100,7 +107,8 @@ async fn executions(
 }
 
 /// Two regions with the same registry (tenant `t`, functions `noisy` and `spin`, both
-/// pinned to the region) and a POP listing A first, then B. `a_config` tunes A.
+/// pinned to the region, and `edgy`, pinned to the edge) and a POP listing A first, then
+/// B. `a_config` tunes A.
 struct TwoRegions {
     _dir: tempfile::TempDir,
     a: RegionHandle,
@@ -121,9 +129,13 @@ async fn two_regions(a_config: RegionConfig) -> TwoRegions {
         .create_tenant(tenant.clone(), 1024)
         .expect("tenant");
     let token = a.registry().create_token(&tenant).expect("token");
-    for (name, wat, timeout_ms) in [("noisy", NOISY, 3000), ("spin", LOOP_FOREVER, 4000)] {
+    for (name, wat, timeout_ms, placement) in [
+        ("noisy", NOISY, 3000, Placement::Region),
+        ("spin", LOOP_FOREVER, 4000, Placement::Region),
+        ("edgy", NOISY, 3000, Placement::Edge),
+    ] {
         let config = FunctionConfig {
-            placement: Placement::Region,
+            placement,
             timeout_ms,
             ..FunctionConfig::default()
         };
@@ -330,4 +342,71 @@ async fn a_region_under_pressure_is_backed_off_from() {
     c.pop.shutdown().await;
     c.a.shutdown().await;
     c.b.shutdown().await;
+}
+
+/// Invokes `edgy` at `pop` until it runs there while the tenant's lease is counted by the
+/// region at `lease_from`.
+async fn edgy_runs_at_the_pop(
+    pop: &pop_node::PopHandle,
+    token: &str,
+    lease_from: std::net::SocketAddr,
+) {
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/v1/functions/edgy/invoke", pop.http_addr);
+    let tenant = TenantId::new("t").expect("tenant");
+    let mut patience = Patience::new();
+    while patience.more() {
+        let resp = http
+            .post(&url)
+            .bearer_auth(token)
+            .body("x")
+            .send()
+            .await
+            .expect("the POP answers");
+        assert_eq!(resp.status(), 200);
+        if header(&resp, "x-strata-executed-at") == "pop/pop-1"
+            && pop.lease_region(&tenant) == Some(lease_from)
+        {
+            return;
+        }
+    }
+    panic!(
+        "edgy never ran at the POP on a lease of {lease_from} (lease of {:?})",
+        pop.lease_region(&tenant)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_that_fails_over_runs_on_a_lease_of_the_new_region() {
+    let TwoRegions {
+        _dir,
+        a,
+        b,
+        pop,
+        token,
+    } = two_regions(region_config()).await;
+    let tenant = TenantId::new("t").expect("tenant");
+    // A, first in the list, serves and leases.
+    edgy_runs_at_the_pop(&pop, &token, a.quic_addr).await;
+    a.shutdown().await;
+    // The lease moved with the POP: what runs at the POP now runs on B's slots.
+    edgy_runs_at_the_pop(&pop, &token, b.quic_addr).await;
+    // B's books count what the POP holds (compared in one poll; B's capacity view is
+    // refreshed every second).
+    let b_url = format!("http://{}", b.http_addr);
+    let http = reqwest::Client::new();
+    let mut patience = Patience::new();
+    let agree = loop {
+        let held = u64::from(pop.lease_holding(&tenant).0);
+        let leased = leased_at(&http, &b_url, ADMIN, "t").await;
+        if held > 0 && leased == held {
+            break true;
+        }
+        if !patience.more() {
+            break false;
+        }
+    };
+    assert!(agree, "B never counted the POP's lease");
+    pop.shutdown().await;
+    b.shutdown().await;
 }

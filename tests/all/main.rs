@@ -14,6 +14,7 @@ mod faults;
 mod fleets;
 mod gate;
 mod jetstream;
+mod leases;
 mod limits;
 mod logs;
 mod observability;

@@ -217,3 +217,22 @@ impl Patience {
         self.tries
     }
 }
+
+/// Slots of `tenant` the region at `base` counts as leased to POPs, from its capacity view
+/// (refreshed every second); 0 when the tenant has no books there.
+pub async fn leased_at(http: &reqwest::Client, base: &str, admin_token: &str, tenant: &str) -> u64 {
+    let view: serde_json::Value = http
+        .get(format!("{base}/v1/capacity"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .expect("capacity view answers")
+        .json()
+        .await
+        .expect("capacity view is JSON");
+    view["budgets"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["tenant"] == tenant))
+        .and_then(|b| b["leased"].as_u64())
+        .unwrap_or(0)
+}
