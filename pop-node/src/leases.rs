@@ -33,12 +33,14 @@
 //! without a reply does not end it. What this costs the global limit, per tenant and POP:
 //! - draws within `granted` are still counted by the region until it reclaims the lease,
 //!   `ttl + grace` after the last renewal it saw: nothing uncounted for that long;
-//! - beyond that, or beyond `granted` (up to a batch), they are uncounted: at most
+//! - after that reclaim, and at once for slots beyond `granted` (when it was under a
+//!   batch), they are uncounted: at most
 //!   `max(granted, batch)` per tenant at this POP, within `local_concurrency` and
 //!   `max_tenants` books, for as long as no region answers a lease message. A dead region
 //!   counts nothing anyway; a live region that stops answering (overloaded, one-way
 //!   partition) is overrun by at most that much until it answers, and then its count
 //!   becomes the lease again (shrunk if it reclaimed).
+//!
 //! This is the policy of the invoker's "no region reachable" fallback (cached functions
 //! run uncounted), noticed after `stall_after` instead of the transport's idle timeout,
 //! and capped per tenant instead of only by `local_concurrency`.
@@ -61,7 +63,8 @@
 //! this POP uses.
 //!
 //! Bounds: the stall rule adds one clock per POP (messages go one at a time) and no
-//! per-tenant state beyond the book's in-use count; at most `max_tenants` tenants have books; beyond it a new tenant is forwarded,
+//! per-tenant state beyond the book's in-use count. At most `max_tenants` tenants have
+//! books; beyond it a new tenant is forwarded,
 //! and the idle-held book that drew longest ago has its hold ended, so the next round
 //! gives its slots back and makes room. At most one acquire per tenant is in flight;
 //! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never

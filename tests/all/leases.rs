@@ -123,7 +123,9 @@ async fn wait_lease(c: &TestCluster, what: &str, ok: impl Fn(&LeaseView) -> bool
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_locally() {
-    let proxy = DelayProxy::start(Duration::ZERO).await.expect("proxy binds");
+    let proxy = DelayProxy::start(Duration::ZERO)
+        .await
+        .expect("proxy binds");
     let mut region = region_config();
     region.limits.lease_ttl_ms = TTL_MS;
     let mut pop = pop_config();
@@ -136,7 +138,10 @@ async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_local
     // transport's idle timeout.
     proxy.set_down(true);
     let view = wait_lease(&c, "expired and stalled", |v| !v.valid && v.stalled).await;
-    assert!(view.held >= 1, "the POP held a lease before the cut: {view:?}");
+    assert!(
+        view.held >= 1,
+        "the POP held a lease before the cut: {view:?}"
+    );
     for _ in 0..5 {
         let resp = c.invoke("hello", "x").await;
         assert_eq!(resp.status(), 200);

@@ -498,7 +498,10 @@ mod tests {
         let t0 = Instant::now();
         let after = S;
         let mut a = Answers::default();
-        assert!(!a.stalled(t0 + 10 * S, after), "nothing sent, nothing awaited");
+        assert!(
+            !a.stalled(t0 + 10 * S, after),
+            "nothing sent, nothing awaited"
+        );
         a.sent(t0);
         assert!(!a.stalled(t0 + after - Duration::from_millis(1), after));
         // A later message does not restart the clock: the oldest one is still unanswered.
@@ -531,7 +534,10 @@ mod tests {
         for _ in 0..6 {
             assert!(b.draw_stalled(late, &r));
         }
-        assert!(!b.draw_stalled(late, &r), "at most the six the region counted");
+        assert!(
+            !b.draw_stalled(late, &r),
+            "at most the six the region counted"
+        );
         b.finish();
         assert!(b.draw_stalled(late, &r), "a finished run makes room");
         assert_eq!(b.holding(), (6, 6));
