@@ -72,8 +72,10 @@ pub struct PopConfig {
     /// Concurrency slots asked of the region per tenant at a time (and kept free while a
     /// tenant is busy). Default 4.
     pub lease_batch: u32,
-    /// How often leases are renewed is a third of this; should match the region's
-    /// `limits.lease_ttl_ms`, in milliseconds. Default 3000.
+    /// How often leases are renewed is a third of this, and so is how long a lease message
+    /// may go unanswered before the POP's leases stall (cached functions then run here
+    /// beyond the lease, capped per tenant; see docs/configuration.md); should match the
+    /// region's `limits.lease_ttl_ms`, in milliseconds. Default 3000.
     pub lease_ttl_ms: u64,
     /// Tenants holding leases at this POP at once; others are forwarded (and the idle hold
     /// of the one that drew longest ago ends, making room by the next renewal). Default

@@ -284,6 +284,8 @@ impl Invoker for PopInvoker {
                 {
                     // No region is reachable, so no lease can be granted: serve what is
                     // cached here, uncounted (the global limit holds while a region is).
+                    // A region that stops answering lease messages is caught earlier, in
+                    // `Leases::try_draw` (stalled draws), without forwarding to it.
                     Err(e) if e.kind == ErrorKind::Unavailable && !self.link.connected() => {
                         let Ok(_slot) = Arc::clone(&self.local_slots).try_acquire_owned() else {
                             return Err(e);

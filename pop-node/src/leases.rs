@@ -18,8 +18,32 @@
 //!
 //! Safety: the POP stops drawing `ttl` after it sent the request that granted or renewed a
 //! lease; the region reclaims a lease only after `ttl` plus a grace longer than any
-//! invocation, so nothing drawn here runs uncounted. A hold only keeps renewing slots the
-//! region counts: it never draws beyond `ttl` of the last renewal either.
+//! invocation, so nothing drawn here runs uncounted while regions answer. A hold only keeps
+//! renewing slots the region counts: it never draws beyond `ttl` of the last renewal either.
+//!
+//! A region that stops answering (it died silently, the link was cut: the transport notices
+//! only after its idle timeout, 5 s) would otherwise expire every lease here after `ttl`,
+//! and locally runnable invocations would be forwarded to that very region and hang. So
+//! lease messages are *stalled* once the oldest one without a reply was sent
+//! `stall_after` ago (a third of the TTL: one renewal period, before a lease renewed on
+//! time can expire; [`book::Answers`]), and while they are, a tenant draws beyond its lease
+//! ([`Book::draw_stalled`]): at most `max(granted, batch)` slots in use, `granted` being
+//! what the region last counted. The stall ends at the next reply from any region (the
+//! region came back, or the POP failed over and the lease moves); a message that fails
+//! without a reply does not end it. What this costs the global limit, per tenant and POP:
+//! - draws within `granted` are still counted by the region until it reclaims the lease,
+//!   `ttl + grace` after the last renewal it saw: nothing uncounted for that long;
+//! - after that reclaim, and at once for slots beyond `granted` (when it was under a
+//!   batch), they are uncounted: at most
+//!   `max(granted, batch)` per tenant at this POP, within `local_concurrency` and
+//!   `max_tenants` books, for as long as no region answers a lease message. A dead region
+//!   counts nothing anyway; a live region that stops answering (overloaded, one-way
+//!   partition) is overrun by at most that much until it answers, and then its count
+//!   becomes the lease again (shrunk if it reclaimed).
+//!
+//! This is the policy of the invoker's "no region reachable" fallback (cached functions
+//! run uncounted), noticed after `stall_after` instead of the transport's idle timeout,
+//! and capped per tenant instead of only by `local_concurrency`.
 //!
 //! One region counts a tenant's lease: each book is tagged with the region that answered
 //! last, and lease requests go to the region the link prefers (the one serving this POP's
@@ -38,7 +62,9 @@
 //! removed locally before a return is sent, so the region's count is never below what
 //! this POP uses.
 //!
-//! Bounds: at most `max_tenants` tenants have books; beyond it a new tenant is forwarded,
+//! Bounds: the stall rule adds one clock per POP (messages go one at a time) and no
+//! per-tenant state beyond the book's in-use count. At most `max_tenants` tenants have
+//! books; beyond it a new tenant is forwarded,
 //! and the idle-held book that drew longest ago has its hold ended, so the next round
 //! gives its slots back and makes room. At most one acquire per tenant is in flight;
 //! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never
@@ -47,7 +73,7 @@
 mod book;
 
 use crate::upstream::RegionLink;
-use book::{Book, HoldRule};
+use book::{Answers, Book, HoldRule};
 use common::model::{NodeId, TenantId};
 use common::wire::Message;
 use std::collections::HashMap;
@@ -68,6 +94,24 @@ pub struct LeaseConfig {
     /// How long after its last draw a quiet tenant keeps its floor of free slots; zero
     /// gives everything back after one quiet renewal round.
     pub idle_hold: Duration,
+    /// How long a lease message may go unanswered before the POP treats its region as not
+    /// answering and draws stalled ([`Book::draw_stalled`]); the node uses a third of the
+    /// lease TTL (see [`book::Answers`]).
+    pub stall_after: Duration,
+}
+
+/// A tenant's lease at this POP now, for operators and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseView {
+    /// Slots the counting region granted, as far as this POP knows.
+    pub held: u32,
+    /// Slots in use by running invocations (drawn from the lease, or stalled draws).
+    pub in_use: u32,
+    /// Whether the lease may be drawn from (its TTL since the last renewal has not run out).
+    pub valid: bool,
+    /// Whether lease messages are stalled (no region answered one for `stall_after`), so
+    /// draws go on without a valid lease, within the stalled cap.
+    pub stalled: bool,
 }
 
 /// The POP's lease holder.
@@ -78,6 +122,8 @@ pub struct Leases {
     config: LeaseConfig,
     rule: HoldRule,
     held: Mutex<HashMap<TenantId, Book<SocketAddr>>>,
+    /// Whether regions answer lease messages (the stall rule).
+    answers: Mutex<Answers>,
     requests: Mutex<JoinSet<()>>,
     /// Lease messages go one at a time, and books' `granted` changes only under this lock
     /// (see the module docs).
@@ -115,6 +161,7 @@ impl Leases {
                 idle_hold: config.idle_hold,
             },
             held: Mutex::new(HashMap::new()),
+            answers: Mutex::new(Answers::default()),
             requests: Mutex::new(JoinSet::new()),
             io: tokio::sync::Mutex::new(()),
             rounds: tokio::sync::watch::Sender::new(0),
@@ -125,10 +172,22 @@ impl Leases {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn answers(&self) -> MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether lease messages are stalled at `now` (see [`book::Answers`]).
+    fn stalled(&self, now: Instant) -> bool {
+        self.answers().stalled(now, self.config.stall_after)
+    }
+
     /// Draws a slot of `tenant`'s lease, or `None` when it has none free (the caller
-    /// forwards). Asks for more in the background when free slots run low.
+    /// forwards). Asks for more in the background when free slots run low. While lease
+    /// messages are stalled (the region does not answer), draws beyond the lease within
+    /// the stalled cap (see the module docs).
     pub fn try_draw(self: &Arc<Self>, tenant: &TenantId) -> Option<Slot> {
         let now = Instant::now();
+        let stalled = self.stalled(now);
         let mut held = self.lock();
         if !held.contains_key(tenant) {
             if held.len() >= self.config.max_tenants {
@@ -149,7 +208,12 @@ impl Leases {
             held.insert(tenant.clone(), Book::new(now));
         }
         let b = held.get_mut(tenant)?;
-        let slot = b.draw(now, &self.rule).then(|| Slot {
+        let drawn = if stalled {
+            b.draw_stalled(now, &self.rule)
+        } else {
+            b.draw(now, &self.rule)
+        };
+        let slot = drawn.then(|| Slot {
             leases: Arc::clone(self),
             tenant: tenant.clone(),
         });
@@ -184,7 +248,11 @@ impl Leases {
             tenant: tenant.clone(),
             slots,
         };
+        self.answers().sent(sent);
         let reply = self.link.lease(&msg).await;
+        if reply.is_ok() {
+            self.answers().answered();
+        }
         let back = {
             let mut held = self.lock();
             let Some(b) = held.get_mut(&tenant) else {
@@ -216,14 +284,22 @@ impl Leases {
     /// Gives back `slots` of `tenant` to `region`, already removed from the local count.
     /// Callers hold `io`.
     async fn give_back(&self, region: SocketAddr, tenant: TenantId, slots: u32) {
+        if !self.link.is_live(region) {
+            // Not sent (no connection attempt for a return): the region reclaims the slots
+            // when the lease expires, and nothing waits on an answer.
+            debug!(%region, "lease return skipped: not connected");
+            return;
+        }
         let msg = Message::LeaseReturn {
             holder: self.holder.clone(),
             tenant,
             slots,
         };
-        if let Err(e) = self.link.lease_at(region, &msg).await {
+        self.answers().sent(Instant::now());
+        match self.link.lease_at(region, &msg).await {
+            Ok(_) => self.answers().answered(),
             // The region reclaims the slots when the lease expires instead.
-            debug!(%region, error = %e, "lease return failed");
+            Err(e) => debug!(%region, error = %e, "lease return failed"),
         }
     }
 
@@ -271,6 +347,20 @@ impl Leases {
     /// Slots of `tenant` held and in use now, for gauges and tests.
     pub fn holding(&self, tenant: &TenantId) -> (u32, u32) {
         self.lock().get(tenant).map_or((0, 0), Book::holding)
+    }
+
+    /// `tenant`'s lease here now (all zero and invalid when it has no book).
+    pub fn view(&self, tenant: &TenantId) -> LeaseView {
+        let now = Instant::now();
+        let stalled = self.stalled(now);
+        let held = self.lock();
+        let (held_slots, in_use) = held.get(tenant).map_or((0, 0), Book::holding);
+        LeaseView {
+            held: held_slots,
+            in_use,
+            valid: held.get(tenant).is_some_and(|b| b.valid(now)),
+            stalled,
+        }
     }
 
     /// The region counting `tenant`'s lease here, if it holds one.

@@ -88,6 +88,12 @@ impl PopHandle {
         self.leases.holding(tenant)
     }
 
+    /// `tenant`'s lease at this POP now: held, in use, valid, and whether lease messages are
+    /// stalled (the region does not answer them).
+    pub fn lease_view(&self, tenant: &common::model::TenantId) -> crate::leases::LeaseView {
+        self.leases.view(tenant)
+    }
+
     /// The region that counts `tenant`'s lease at this POP (its QUIC address), if any.
     pub fn lease_region(&self, tenant: &common::model::TenantId) -> Option<SocketAddr> {
         self.leases.region_of(tenant)
@@ -210,6 +216,10 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
             batch: config.lease_batch,
             max_tenants: config.lease_tenants,
             idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
+            // One renewal period: a region that has not answered by the next renewal is
+            // noticed before the lease it counts expires (see `leases::book::Answers`).
+            stall_after: std::time::Duration::from_millis(config.lease_ttl_ms / 3)
+                .max(std::time::Duration::from_millis(10)),
         },
     ));
     let invoker = Arc::new(PopInvoker::new(PopParts {

@@ -362,6 +362,11 @@ impl RegionLink {
         }
     }
 
+    /// Whether the connection to `region` is up now (no connection attempt).
+    pub fn is_live(&self, region: SocketAddr) -> bool {
+        self.live(region).is_some()
+    }
+
     /// Whether a connection to any region is up now.
     pub fn connected(&self) -> bool {
         lock(&self.channels).values().any(|ch| !ch.is_closed())

@@ -3,11 +3,19 @@
 //! (not forwarded while a lease is fetched again); once the idle hold is over the slots go
 //! back to the region.
 //!
-//! "Quiet for N rounds" is awaited on the POP's renewal-round counter, bounded, never by
-//! sleeping.
+//! A POP whose region stops answering (its traffic cut silently, no close frame) keeps
+//! running what it has cached, on the stalled-lease rule, instead of forwarding it to the
+//! region that does not answer.
+//!
+//! "Quiet for N rounds" is awaited on the POP's renewal-round counter, and a lease's state
+//! on the POP's view of it, bounded, never by sleeping for a time.
 
-use crate::support::{Patience, TestCluster, header, leased_at, pop_config, region_config};
+use crate::support::{
+    Patience, TestCluster, header, leased_at, over_capacity_forwards, pop_config, region_config,
+};
 use common::model::TenantId;
+use pop_node::leases::LeaseView;
+use scenarios::live::proxy::DelayProxy;
 use std::time::Duration;
 
 /// Lease TTL of these tests at both tiers: renewal rounds every 300 ms.
@@ -93,5 +101,67 @@ async fn a_quiet_tenant_gives_its_lease_back_once_the_idle_hold_is_over() {
         leased = leased_at(&c.http, &region, &c.nodes.admin_token, "dev").await;
     }
     assert_eq!(leased, 0, "the region still counts slots leased to the POP");
+    c.nodes.shutdown().await;
+}
+
+/// Waits until the POP's view of the dev tenant's lease satisfies `ok`, bounded; returns it.
+async fn wait_lease(c: &TestCluster, what: &str, ok: impl Fn(&LeaseView) -> bool) -> LeaseView {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let view = c.nodes.pop.lease_view(&dev());
+        if ok(&view) {
+            return view;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never became {what} within 30 s: {view:?}"
+        );
+        // Polling a condition, not waiting for a time to pass.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_locally() {
+    let proxy = DelayProxy::start(Duration::ZERO)
+        .await
+        .expect("proxy binds");
+    let mut region = region_config();
+    region.limits.lease_ttl_ms = TTL_MS;
+    let mut pop = pop_config();
+    pop.lease_ttl_ms = TTL_MS;
+    let c = TestCluster::via(region, pop, &proxy).await;
+    make_hello_local(&c).await;
+    let forwarded = over_capacity_forwards(&c).await;
+
+    // The region goes silent: no close frame, the POP's connection stays up until the
+    // transport's idle timeout.
+    proxy.set_down(true);
+    let view = wait_lease(&c, "expired and stalled", |v| !v.valid && v.stalled).await;
+    assert!(
+        view.held >= 1,
+        "the POP held a lease before the cut: {view:?}"
+    );
+    for _ in 0..5 {
+        let resp = c.invoke("hello", "x").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            header(&resp, "x-strata-executed-at"),
+            "pop/pop-1",
+            "a cached function was not run at the POP while its region was silent"
+        );
+    }
+    assert_eq!(
+        over_capacity_forwards(&c).await,
+        forwarded,
+        "runnable invocations were forwarded to the silent region"
+    );
+
+    // The link comes back: the region answers, the stall ends, and local runs draw from a
+    // lease the region counts again.
+    proxy.set_down(false);
+    wait_lease(&c, "answered again", |v| !v.stalled).await;
+    make_hello_local(&c).await;
+    wait_lease(&c, "granted again", |v| v.valid && v.held >= 1).await;
     c.nodes.shutdown().await;
 }

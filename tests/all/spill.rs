@@ -2,7 +2,9 @@
 //! that does not fit its memory budget) forwards to the region at once instead of queueing,
 //! and every request still gets its answer.
 
-use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use crate::support::{
+    Patience, TestCluster, header, over_capacity_forwards, pop_config, region_config,
+};
 use serde_json::json;
 
 /// A command module that sleeps 300 ms when its payload starts with `s` and returns at
@@ -29,24 +31,6 @@ const NAPPER: &str = r#"(module
 
 /// A command module that does nothing and exits 0.
 const NOOP: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
-
-/// The POP's `strata_forwards_total{reason="over_capacity"}`, 0 when absent.
-async fn over_capacity_forwards(c: &TestCluster) -> u64 {
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.nodes.pop_url()))
-        .send()
-        .await
-        .expect("POP metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .filter(|l| l.starts_with("strata_forwards_total{") && l.contains("over_capacity"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
 
 /// Invokes `name` with `body` at the POP until it runs there.
 async fn make_local(c: &TestCluster, name: &str, body: &'static str) {

@@ -4,6 +4,7 @@ use pop_node::PopConfig;
 use region_node::RegionConfig;
 use region_node::events::WallClock;
 use scenarios::cluster::{PreviousTokens, StartOptions};
+use scenarios::live::proxy::DelayProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,9 +58,31 @@ impl TestCluster {
         Self::with_options(region, pop, options).await
     }
 
+    /// As [`TestCluster::with`], the POP's QUIC traffic to the region going through
+    /// `proxy` (which can cut the link silently, like a dead region or a cut cable).
+    pub async fn via(region: RegionConfig, pop: PopConfig, proxy: &DelayProxy) -> Self {
+        let options = StartOptions {
+            region_via: Some(proxy.addr()),
+            ..StartOptions::default()
+        };
+        Self::with_proxy(region, pop, options, Some(proxy)).await
+    }
+
     async fn with_options(region: RegionConfig, pop: PopConfig, options: StartOptions) -> Self {
+        Self::with_proxy(region, pop, options, None).await
+    }
+
+    async fn with_proxy(
+        region: RegionConfig,
+        pop: PopConfig,
+        options: StartOptions,
+        proxy: Option<&DelayProxy>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let nodes = start_in(&dir, region, pop, options).await;
+        if let Some(proxy) = proxy {
+            proxy.set_upstream(nodes.region.quic_addr);
+        }
         nodes.deploy_examples().await.expect("examples deploy");
         Self {
             dir,
@@ -235,4 +258,22 @@ pub async fn leased_at(http: &reqwest::Client, base: &str, admin_token: &str, te
         .and_then(|b| b.iter().find(|b| b["tenant"] == tenant))
         .and_then(|b| b["leased"].as_u64())
         .unwrap_or(0)
+}
+
+/// The POP's `strata_forwards_total{reason="over_capacity"}`, 0 when absent.
+pub async fn over_capacity_forwards(c: &TestCluster) -> u64 {
+    let text = c
+        .http
+        .get(format!("{}/metrics", c.nodes.pop_url()))
+        .send()
+        .await
+        .expect("POP metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .filter(|l| l.starts_with("strata_forwards_total{") && l.contains("over_capacity"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }

@@ -140,11 +140,32 @@ impl<R: Copy + PartialEq> Book<R> {
         if !self.valid(now) || self.free() == 0 {
             return false;
         }
+        self.record_draw(now, rule);
+        true
+    }
+
+    /// Draws one slot at `now` while lease messages are stalled ([`Answers::stalled`]):
+    /// from the lease as [`Book::draw`] does if it can, else beyond its validity and its
+    /// free slots, as long as fewer than `max(granted, batch)` are in use. Such a draw is
+    /// uncounted once the region reclaims the lease (or if it never granted one), so the
+    /// cap bounds what this POP can add to the tenant's global count while its region does
+    /// not answer: the lease the region last counted, at least a batch.
+    pub fn draw_stalled(&mut self, now: Instant, rule: &HoldRule) -> bool {
+        if self.draw(now, rule) {
+            return true;
+        }
+        if self.in_use >= self.granted.max(rule.batch) {
+            return false;
+        }
+        self.record_draw(now, rule);
+        true
+    }
+
+    fn record_draw(&mut self, now: Instant, rule: &HoldRule) {
         self.in_use += 1;
         self.drew = true;
         self.last_draw = Some(now);
         self.peak.observe(now, rule.idle_hold, self.in_use);
-        true
     }
 
     /// A drawn slot's invocation ended.
@@ -209,6 +230,42 @@ impl<R: Copy + PartialEq> Book<R> {
     /// every free slot back, and the book is dropped once nothing runs on it.
     pub fn end_hold(&mut self) {
         self.last_draw = None;
+    }
+}
+
+/// Whether regions answer this POP's lease messages: the stall rule. Lease messages go one
+/// at a time (see [`super`]), so one clock covers them all: it starts when a message is
+/// sent while none is awaiting an answer, and stops at the next reply from any region (a
+/// grant, or a region's refusal: it answered). A message that fails without a reply (the
+/// connection died, no region could be reached) leaves it running: nothing answered.
+///
+/// Stalled means the oldest unanswered message was sent at least `after` ago. The shell
+/// uses a third of the lease TTL, one renewal period: a renewal sent at `t` extends a
+/// lease that is valid until `t + 2/3 ttl` at best, so a region that stops answering is
+/// noticed before the lease it counts expires, and a healthy region answers in one
+/// round trip, far below it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answers {
+    /// When the oldest lease message still without a reply was sent.
+    waiting_since: Option<Instant>,
+}
+
+impl Answers {
+    /// A lease message is sent at `now`.
+    pub fn sent(&mut self, now: Instant) {
+        self.waiting_since.get_or_insert(now);
+    }
+
+    /// A region replied: nothing is awaited any more.
+    pub fn answered(&mut self) {
+        self.waiting_since = None;
+    }
+
+    /// Whether, at `now`, the oldest unanswered message was sent at least `after` ago. A
+    /// clock that moves backwards is treated as not having moved.
+    pub fn stalled(&self, now: Instant, after: Duration) -> bool {
+        self.waiting_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= after)
     }
 }
 
@@ -434,5 +491,101 @@ mod tests {
         assert!(!b.idle(), "ended already");
         assert_eq!(b.settle(t0 + 2 * S, &r), 4);
         assert!(b.empty());
+    }
+
+    #[test]
+    fn lease_messages_stall_once_the_oldest_unanswered_one_is_old_enough() {
+        let t0 = Instant::now();
+        let after = S;
+        let mut a = Answers::default();
+        assert!(
+            !a.stalled(t0 + 10 * S, after),
+            "nothing sent, nothing awaited"
+        );
+        a.sent(t0);
+        assert!(!a.stalled(t0 + after - Duration::from_millis(1), after));
+        // A later message does not restart the clock: the oldest one is still unanswered.
+        a.sent(t0 + S / 2);
+        assert!(a.stalled(t0 + after, after));
+        // Any reply ends the stall; the next message starts a new clock.
+        a.answered();
+        assert!(!a.stalled(t0 + 10 * S, after));
+        a.sent(t0 + 10 * S);
+        assert!(!a.stalled(t0 + 10 * S + after / 2, after));
+        assert!(a.stalled(t0 + 11 * S, after));
+    }
+
+    #[test]
+    fn a_clock_that_moves_backwards_does_not_stall_lease_messages() {
+        let t0 = Instant::now() + 10 * S;
+        let mut a = Answers::default();
+        a.sent(t0);
+        assert!(!a.stalled(t0 - 5 * S, S));
+    }
+
+    #[test]
+    fn a_stalled_draw_goes_past_the_lease_expiry_up_to_what_the_region_last_counted() {
+        let t0 = Instant::now();
+        let r = rule(Duration::from_secs(60));
+        let mut b = granted(t0, 6);
+        let late = t0 + TTL;
+        assert!(!b.valid(late));
+        assert!(!b.draw(late, &r), "an expired lease is not drawn from");
+        for _ in 0..6 {
+            assert!(b.draw_stalled(late, &r));
+        }
+        assert!(
+            !b.draw_stalled(late, &r),
+            "at most the six the region counted"
+        );
+        b.finish();
+        assert!(b.draw_stalled(late, &r), "a finished run makes room");
+        assert_eq!(b.holding(), (6, 6));
+    }
+
+    #[test]
+    fn a_stalled_tenant_without_a_lease_runs_at_most_a_batch() {
+        let t0 = Instant::now();
+        let r = rule(Duration::from_secs(60));
+        let mut b: Book<u8> = Book::new(t0);
+        for _ in 0..4 {
+            assert!(b.draw_stalled(t0, &r));
+        }
+        assert!(!b.draw_stalled(t0, &r));
+        assert_eq!(b.holding(), (0, 4));
+    }
+
+    #[test]
+    fn a_stalled_draw_uses_the_valid_lease_first() {
+        let t0 = Instant::now();
+        let r = rule(Duration::from_secs(60));
+        let mut b = granted(t0, 2);
+        assert!(b.draw_stalled(t0, &r));
+        assert!(b.draw_stalled(t0, &r));
+        assert_eq!(b.free(), 0);
+        // Beyond the two granted, up to a batch.
+        assert!(b.draw_stalled(t0, &r));
+        assert!(b.draw_stalled(t0, &r));
+        assert!(!b.draw_stalled(t0, &r));
+    }
+
+    #[test]
+    fn after_a_stall_the_region_count_is_the_lease_again() {
+        let t0 = Instant::now();
+        let r = rule(Duration::from_secs(60));
+        let mut b = granted(t0, 4);
+        let late = t0 + TTL;
+        for _ in 0..4 {
+            assert!(b.draw_stalled(late, &r));
+        }
+        // The region answers again, having reclaimed all but two: the four still running
+        // leave nothing to draw until two of them end.
+        assert_eq!(b.granted(A, 2, late + TTL), None);
+        assert!(!b.draw(late, &r));
+        b.finish();
+        b.finish();
+        assert!(!b.draw(late, &r));
+        b.finish();
+        assert!(b.draw(late, &r));
     }
 }
