@@ -399,16 +399,14 @@ async fn a_pop_that_fails_over_runs_on_a_lease_of_the_new_region() {
     let b_url = format!("http://{}", b.http_addr);
     let http = reqwest::Client::new();
     let mut patience = Patience::new();
-    let mut last = (0, 0);
-    let agree = loop {
+    let (agree, last) = loop {
         let held = u64::from(pop.lease_holding(&tenant).0);
         let leased = leased_at(&http, &b_url, ADMIN, "t").await;
-        last = (held, leased);
         if held > 0 && leased == held {
-            break true;
+            break (true, (held, leased));
         }
         if !patience.more() {
-            break false;
+            break (false, (held, leased));
         }
     };
     assert!(
