@@ -65,6 +65,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::route::RouteCommand,
     },
+    /// Host ownership: ls, claim, release (tenant); assign, release --operator (operator).
+    Host {
+        #[command(subcommand)]
+        command: commands::host::HostCommand,
+    },
     /// Print a function's log (its stderr, from every node).
     Logs(commands::logs::LogsArgs),
     /// The dead-letter queue: failed async invocations (ls, show, replay, purge).
@@ -150,6 +155,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Publish(args) => commands::version::publish(&ctx, args).await,
         Command::Alias { command } => commands::version::alias(&ctx, command).await,
         Command::Route { command } => commands::route::run(&ctx, command).await,
+        Command::Host { command } => commands::host::run(&ctx, command).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Dlq { command } => commands::dlq::run(&ctx, command).await,
         Command::Tenant { command } => commands::tenant(&ctx, command).await,
@@ -186,6 +192,10 @@ mod tests {
             &["route", "add", "shop.example", "/api", "shop:live"],
             &["route", "ls", "--json"],
             &["route", "rm", "0123456789abcdef"],
+            &["host", "ls", "--all"],
+            &["host", "claim", "shop.example"],
+            &["host", "assign", "127.0.0.1", "acme"],
+            &["host", "release", "shop.example", "--operator"],
             &["logs", "f", "--follow"],
             &["logs", "f", "--since", "10", "--limit", "5"],
             &["invoke", "f", "--qualifier", "live", "--data", "x"],

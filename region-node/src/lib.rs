@@ -28,6 +28,7 @@ pub mod capacity;
 pub mod config;
 pub mod events;
 pub mod fleet;
+pub mod hosts;
 pub mod invoker;
 pub mod limits;
 pub mod node;

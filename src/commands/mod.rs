@@ -5,10 +5,11 @@
 //! function failed, or no node could be reached), with the error kind, message and a hint
 //! on stderr; 2 usage error (from clap).
 //!
-//! One module per resource: [`route`], [`logs`], [`dlq`], [`version`] (publish, aliases); the
+//! One module per resource: [`route`], [`host`], [`logs`], [`dlq`], [`version`] (publish, aliases); the
 //! function, tenant, token and certificate commands are here.
 
 pub mod dlq;
+pub mod host;
 pub mod logs;
 pub mod route;
 mod table;

@@ -116,7 +116,7 @@ async fn list_routes(c: &TestCluster, token: &str) -> Vec<Value> {
 }
 
 /// A plain device request: no token, just a Host header.
-async fn get(c: &TestCluster, base: &str, host: &str, path: &str) -> reqwest::Response {
+pub async fn get(c: &TestCluster, base: &str, host: &str, path: &str) -> reqwest::Response {
     c.http
         .get(format!("{base}{path}"))
         .header("host", host)
@@ -126,7 +126,7 @@ async fn get(c: &TestCluster, base: &str, host: &str, path: &str) -> reqwest::Re
 }
 
 /// Polls `base` until a request for (host, path) answers `wanted`.
-async fn wait_for_status(
+pub async fn wait_for_status(
     c: &TestCluster,
     base: &str,
     host: &str,

@@ -12,11 +12,13 @@ pub(crate) const REQUEST_ID: &str = "x-strata-request-id";
 
 fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::BadRequest | ErrorKind::InvalidModule => StatusCode::BAD_REQUEST,
+        ErrorKind::BadRequest | ErrorKind::InvalidModule | ErrorKind::HostNotAllowed => {
+            StatusCode::BAD_REQUEST
+        }
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Conflict | ErrorKind::HostOwned => StatusCode::CONFLICT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -32,6 +32,11 @@ pub enum ErrorKind {
     NotFound,
     /// A write lost a race or contradicts existing state (409).
     Conflict,
+    /// The host (or one above or under it) belongs to another tenant (409).
+    HostOwned,
+    /// The host may not be used by a tenant: an IP literal, `localhost`, or a public
+    /// suffix (or a wildcard at or above one) (400).
+    HostNotAllowed,
     /// Request body over the limit (413).
     PayloadTooLarge,
     /// A rate or concurrency limit refused the request (429).
@@ -52,6 +57,8 @@ impl ErrorKind {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
+            Self::HostOwned => "host_owned",
+            Self::HostNotAllowed => "host_not_allowed",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Throttled => "throttled",
             Self::Unavailable => "unavailable",

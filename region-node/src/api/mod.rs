@@ -7,6 +7,7 @@ mod aliases;
 mod capacity;
 mod dlq;
 mod functions;
+mod hosts;
 mod logs;
 mod openapi;
 mod routes;
@@ -21,7 +22,7 @@ use crate::routes::Routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use common::logs::LogBuffer;
 use common::model::{ApiError, FunctionName, TenantId};
 use std::sync::Arc;
@@ -59,6 +60,8 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         )
         .route("/v1/routes", get(routes::list).post(routes::create))
         .route("/v1/routes/{id}", delete(routes::delete))
+        .route("/v1/hosts", get(hosts::list))
+        .route("/v1/hosts/{host}", put(hosts::put).delete(hosts::delete))
         .route("/v1/functions/{name}/logs", get(logs::read))
         .route("/v1/dlq", get(dlq::list).delete(dlq::purge))
         .route("/v1/dlq/replay", post(dlq::replay_all))

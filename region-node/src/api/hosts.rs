@@ -1,0 +1,127 @@
+//! `/v1/hosts[/{host}]`: host ownership. A tenant lists, claims and releases its own
+//! hosts; the operator token lists every claim, assigns a host to a tenant and releases
+//! any host (deleting the owner's routes under it).
+
+use super::ControlState;
+use crate::hosts::HostClaim;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use common::edge::doc::ErrorBody;
+use common::model::{ApiError, TenantId};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// `GET /v1/hosts`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct HostList {
+    hosts: Vec<HostClaim>,
+}
+
+/// `PUT /v1/hosts/{host}`'s optional body.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AssignHost {
+    /// The tenant to assign the host to (operator token); a tenant's own claim omits it.
+    #[schema(value_type = Option<String>)]
+    tenant: Option<TenantId>,
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+}
+
+/// Host claims: the caller's own, or every claim for the operator token.
+#[utoipa::path(get, path = "/v1/hosts", tag = "routes",
+    responses(
+        (status = 200, description = "Claims, by host", body = HostList),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn list(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+) -> Result<Json<HostList>, ApiError> {
+    let hosts = if s.require_admin(&headers).is_ok() {
+        s.routes.claims(None)
+    } else {
+        let tenant = s.tenant(&headers).await?;
+        s.routes.claims(Some(&tenant))
+    };
+    Ok(Json(HostList { hosts }))
+}
+
+/// Claims a host for the caller (tenant token, empty body) or assigns it to a tenant
+/// (operator token, `{"tenant"}`; IP literals and `localhost` allowed).
+#[utoipa::path(put, path = "/v1/hosts/{host}", tag = "routes",
+    params(("host" = String, Path, description = "The host (no wildcard)")),
+    request_body(content = Option<AssignHost>, description = "`{\"tenant\"}` with the operator token"),
+    responses(
+        (status = 200, description = "The claim", body = HostClaim),
+        (status = 400, description = "Invalid host or body; `host_not_allowed` for an IP literal, localhost or public suffix", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody),
+        (status = 409, description = "`host_owned`: another tenant's claim overlaps", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn put(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(host): Path<String>,
+    body: Bytes,
+) -> Result<Json<HostClaim>, ApiError> {
+    let body: AssignHost = if body.iter().all(u8::is_ascii_whitespace) {
+        AssignHost::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("host: {e}")))?
+    };
+    let routes = Arc::clone(&s.routes);
+    if s.require_admin(&headers).is_ok() {
+        let tenant = body
+            .tenant
+            .ok_or_else(|| ApiError::bad_request("assigning a host needs {\"tenant\"}"))?;
+        return blocking(move || routes.assign(&host, &tenant))
+            .await
+            .map(Json);
+    }
+    let tenant = s.tenant(&headers).await?;
+    if body.tenant.is_some_and(|t| t != tenant) {
+        return Err(ApiError::forbidden(
+            "assigning a host to another tenant needs the operator token",
+        ));
+    }
+    blocking(move || routes.claim(&tenant, &host))
+        .await
+        .map(Json)
+}
+
+/// Releases a claim: a tenant its own (kept, implicit, while its routes are under it);
+/// the operator anyone's, deleting the owner's routes under it.
+#[utoipa::path(delete, path = "/v1/hosts/{host}", tag = "routes",
+    params(("host" = String, Path, description = "The claimed host")),
+    responses(
+        (status = 204, description = "Released"),
+        (status = 400, description = "Invalid host", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 404, description = "No such claim (of the caller's)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub(super) async fn delete(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(host): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let routes = Arc::clone(&s.routes);
+    if s.require_admin(&headers).is_ok() {
+        blocking(move || routes.release(None, &host)).await?;
+    } else {
+        let tenant = s.tenant(&headers).await?;
+        blocking(move || routes.release(Some(&tenant), &host)).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
