@@ -299,7 +299,10 @@ mod tests {
         // Informational statuses would leave the real response still to come.
         for s in ["100", "101", "103", "199", "600"] {
             assert!(
-                matches!(parse(&format!("Status: {s}\n\n")), Err(CgiError::BadStatus(_))),
+                matches!(
+                    parse(&format!("Status: {s}\n\n")),
+                    Err(CgiError::BadStatus(_))
+                ),
                 "{s}"
             );
         }
@@ -348,7 +351,9 @@ mod tests {
             .map(|i| format!("X-{i}: v\n"))
             .collect();
         assert_eq!(parse(&format!("{many}\n")), Err(CgiError::TooManyFields));
-        let enough: String = (0..MAX_HEADER_FIELDS).map(|i| format!("X-{i}: v\n")).collect();
+        let enough: String = (0..MAX_HEADER_FIELDS)
+            .map(|i| format!("X-{i}: v\n"))
+            .collect();
         assert!(parse(&format!("{enough}\n")).is_ok());
         // A bare CR inside a value (the only line break that survives line splitting)
         // and control bytes are refused, never passed to the wire.
@@ -356,7 +361,10 @@ mod tests {
             parse("X-A: a\rSet-Cookie: x=1\n\n"),
             Err(CgiError::BadHeader(_))
         ));
-        assert!(matches!(parse("X-A: a\0b\n\n"), Err(CgiError::BadHeader(_))));
+        assert!(matches!(
+            parse("X-A: a\0b\n\n"),
+            Err(CgiError::BadHeader(_))
+        ));
         assert!(matches!(
             parse("X-A: 1\nX B: 2\n\n"),
             Err(CgiError::BadLine(_))
