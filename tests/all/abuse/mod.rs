@@ -1,0 +1,4 @@
+//! Attacks on the multi-tenant front door (issue 15), one file per area, each against real
+//! nodes: the attack is refused and a victim tenant is still served.
+
+mod frontdoor;
