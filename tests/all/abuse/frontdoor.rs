@@ -375,13 +375,12 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokenless_connections_announcing_big_bodies_do_not_grow_memory() {
-    const CONNECTIONS: usize = 300;
-    const BODY: usize = 6 << 20;
-    let c = TestCluster::start().await;
-    let pop = addr(&c.nodes.pop_url());
-    victim_served(&c, &c.nodes.pop_url()).await;
+const CONNECTIONS: usize = 300;
+const BODY: usize = 6 << 20;
+
+/// One attack round against `pop`: 300 tokenless connections each announcing and sending
+/// 6 MiB. Returns the peak RSS growth while it ran and how many attackers saw the 401.
+async fn tokenless_upload_round(pop: SocketAddr) -> (u64, usize) {
     let before = rss_bytes();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(async move {
@@ -433,18 +432,36 @@ async fn tokenless_connections_announcing_big_bodies_do_not_grow_memory() {
     }
     stop.send_replace(true);
     let peak = sampler.await.expect("sampler");
-    let grew = peak.saturating_sub(before);
-    println!(
-        "RSS before {} KiB, peak during {CONNECTIONS} tokenless 6 MiB uploads {} KiB (+{} KiB); {refused} saw 401",
-        before / 1024,
-        peak / 1024,
-        grew / 1024
-    );
-    assert!(refused > 0, "no attacker saw the 401");
+    (peak.saturating_sub(before), refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenless_connections_announcing_big_bodies_do_not_grow_memory() {
+    /// Generous: the attack's own share is a few MiB; without the fix it is ~1 GiB.
+    const BOUND: u64 = 32 << 20;
+    let c = TestCluster::start().await;
+    let pop = addr(&c.nodes.pop_url());
+    victim_served(&c, &c.nodes.pop_url()).await;
+    // RSS is the whole test process's, and other tests run beside this one: their
+    // allocations only ever add to a round's growth, so the smallest of a few rounds is
+    // the closest to the attack's own effect.
+    let mut least = u64::MAX;
+    for round in 1..=3 {
+        let (grew, refused) = tokenless_upload_round(pop).await;
+        println!(
+            "round {round}: RSS peak +{} KiB during {CONNECTIONS} tokenless 6 MiB uploads; {refused} saw 401",
+            grew / 1024
+        );
+        assert!(refused > 0, "no attacker saw the 401");
+        least = least.min(grew);
+        if least < BOUND {
+            break;
+        }
+    }
     assert!(
-        grew < 32 << 20,
-        "RSS grew by {} MiB during the attack",
-        grew >> 20
+        least < BOUND,
+        "RSS grew by at least {} MiB in every round",
+        least >> 20
     );
     victim_served(&c, &c.nodes.pop_url()).await;
 }
