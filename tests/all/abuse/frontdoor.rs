@@ -493,3 +493,59 @@ async fn metrics_need_the_operator_token_at_both_tiers() {
         victim_served(&c, &base).await;
     }
 }
+
+/// Polls `cond` until it holds (bounded by [`PATIENCE`]).
+async fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_refuses_unknown_tokens_from_headers_and_bounds_bodies_it_cannot_verify() {
+    let pop = pop_node::PopConfig {
+        edge: common::edge::EdgeConfig {
+            unverified_body_bytes: 4096,
+            ..common::edge::EdgeConfig::default()
+        },
+        ..pop_config()
+    };
+    let c = TestCluster::with(region_config(), pop).await;
+    let base = c.nodes.pop_url();
+    let bogus_invoke = |len: usize| {
+        format!(
+            "POST /v1/functions/hello/invoke HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer sk_bogus\r\nContent-Length: {len}\r\n\r\n"
+        )
+    };
+    // The push stream is live: the POP holds every token, so an unknown one is refused
+    // from the headers, its 6 MiB body never read.
+    until("the push stream is live", || c.nodes.pop.sync_status().live).await;
+    let mut raw = Raw::connect(addr(&base)).await;
+    raw.send(bogus_invoke(6 << 20).as_bytes()).await;
+    let r = raw.response().await.expect("answered before any body");
+    assert_eq!(r.status, 401, "{r:?}");
+    victim_served(&c, &base).await;
+    // Without the stream the POP cannot rule a token out: it forwards, but reads such
+    // bodies only within its budget (4 KiB here).
+    c.nodes.pop.set_sync_paused(true);
+    until("the push stream is down", || {
+        !c.nodes.pop.sync_status().live
+    })
+    .await;
+    let mut raw = Raw::connect(addr(&base)).await;
+    raw.send(bogus_invoke(8192).as_bytes()).await;
+    let r = raw.response().await.expect("answered before any body");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert!(r.header("retry-after").is_some());
+    // A small one fits the budget and the region has the last word.
+    let mut raw = Raw::connect(addr(&base)).await;
+    raw.send(format!("{}hello", bogus_invoke(5)).as_bytes())
+        .await;
+    let r = raw.response().await.expect("answered");
+    assert_eq!(r.status, 401, "{r:?}");
+    // The victim's token is still trusted (pushed, within the TTL).
+    victim_served(&c, &base).await;
+}
