@@ -83,7 +83,7 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
             dev.region_url
         );
         println!(
-            "  metrics   {}/metrics and {}/metrics",
+            "  metrics   {}/metrics and {}/metrics   (with 'authorization: Bearer {admin}')",
             dev.region_url, dev.pop_url
         );
     }

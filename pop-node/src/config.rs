@@ -2,7 +2,7 @@
 //! at start-up and handed down.
 
 use crate::discovery::RegionSource;
-use common::edge::EdgeConfig;
+use common::edge::{EdgeConfig, HttpLimits};
 use common::policy::{PlacementConfig, WarmConfig};
 use common::sandbox::SandboxConfig;
 use common::transport::{REGION_SERVER_NAME, TlsFiles};
@@ -29,8 +29,14 @@ pub struct PopConfig {
     pub region_server_name: String,
     /// CA, certificate and key. Default: a dev CA in `<state_dir>/certs`.
     pub tls: Option<TlsFiles>,
-    /// HTTP edge limits (payload size).
+    /// HTTP edge limits (payload size, unverified-token body budget).
     pub edge: EdgeConfig,
+    /// HTTP server limits (`[http]`): header/body/idle timeouts, connections, header size
+    /// and count.
+    pub http: HttpLimits,
+    /// Operator token for this POP's operator endpoints (`/metrics`), sent as a bearer
+    /// token. Default none: `/metrics` is refused with 403 until one is set.
+    pub operator_token: Option<String>,
     /// Sandbox limits.
     pub sandbox: SandboxConfig,
     /// Popularity bar, its hysteresis and the memory budget of the popular set
@@ -101,6 +107,8 @@ impl Default for PopConfig {
             region_server_name: REGION_SERVER_NAME.to_owned(),
             tls: None,
             edge: EdgeConfig::default(),
+            http: HttpLimits::default(),
+            operator_token: None,
             sandbox: SandboxConfig::default(),
             placement: PlacementConfig::default(),
             local_concurrency: 32,
@@ -164,6 +172,9 @@ mod tests {
             )
         );
         assert_eq!(c.placement, d.placement);
+        assert_eq!(c.http, d.http);
+        assert_eq!(c.edge, d.edge);
+        assert_eq!(c.operator_token, None);
         assert_eq!(c.warm, d.warm);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(

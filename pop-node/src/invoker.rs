@@ -177,6 +177,23 @@ impl PopInvoker {
 }
 
 impl Invoker for PopInvoker {
+    /// Known tokens pass; a token the live push stream does not hold is refused; one this
+    /// POP cannot rule out (not pushed yet, stream down) is left to the region, its body
+    /// read within the edge's unverified-body budget.
+    async fn authorize(
+        &self,
+        token: Option<&str>,
+    ) -> Result<common::edge::Authorization, ApiError> {
+        let token = token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(ApiError::unauthenticated)?;
+        match self.known.token_standing(token, Instant::now()) {
+            Some(true) => Ok(common::edge::Authorization::Verified),
+            Some(false) => Err(ApiError::unauthenticated()),
+            None => Ok(common::edge::Authorization::Unverified),
+        }
+    }
+
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
         // Events are queued durably at the region, never kept here: a POP that cannot
         // reach a region answers 503, never 202.

@@ -92,6 +92,8 @@ struct Inner {
     releases: HashMap<FunctionKey, String>,
     /// `None` while the push stream is live; otherwise until when pushed state is trusted.
     pushed_until: Option<Instant>,
+    /// A pushed token was not kept (the bound): the pushed set is no longer every token.
+    tokens_truncated: bool,
 }
 
 /// What a function resolves to at this POP.
@@ -169,6 +171,17 @@ impl Known {
         }
         let (t, at) = inner.tokens.get(&hash)?;
         (now.saturating_duration_since(*at) < self.ttl).then(|| t.clone())
+    }
+
+    /// Whether `token` is valid as far as this POP can tell without asking the region:
+    /// `Some(true)` when it is known, `Some(false)` when it certainly is not (the push
+    /// stream is live and the pushed set holds every token), `None` when it cannot tell.
+    pub fn token_standing(&self, token: &str, now: Instant) -> Option<bool> {
+        if self.tenant(token, now).is_some() {
+            return Some(true);
+        }
+        let inner = self.lock();
+        (inner.pushed_until.is_none() && !inner.tokens_truncated).then_some(false)
     }
 
     /// The learned `$LATEST` resolution of `key`, if learned within the TTL.
@@ -282,6 +295,7 @@ impl Known {
     pub fn clear_pushed(&self) {
         let mut inner = self.lock();
         inner.pushed_tokens.clear();
+        inner.tokens_truncated = false;
         inner.pushed.clear();
     }
 
@@ -344,7 +358,7 @@ impl Known {
                 Some(t) if inner.pushed_tokens.len() < self.max_entries => {
                     inner.pushed_tokens.insert(hash, t);
                 }
-                Some(_) => {}
+                Some(_) => inner.tokens_truncated = true,
                 None => {
                     inner.pushed_tokens.remove(&hash);
                 }

@@ -15,7 +15,7 @@ use crate::upstream::RegionLink;
 use crate::warm::WarmPlanner;
 use axum::Router;
 use axum::routing::get;
-use common::edge::{invoke_router, metrics_router, observed, route_fallback};
+use common::edge::{invoke_router, metrics_router, observed, route_fallback, serve};
 use common::exec::Executor;
 use common::logs::LogBuffer;
 use common::metrics::NodeStats;
@@ -244,7 +244,10 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
             invoke_router(Arc::clone(&invoker), config.edge),
             Arc::clone(&stats),
         ))
-        .merge(metrics_router(Arc::clone(&stats)))
+        .merge(metrics_router(
+            Arc::clone(&stats),
+            config.operator_token.as_deref().map(Arc::from),
+        ))
         // Everything the invoke API does not claim is a device request for an HTTP route.
         .merge(observed(
             route_fallback(Arc::clone(&invoker), Arc::clone(&routes), config.edge),
@@ -261,11 +264,8 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);
     tasks.spawn(sync::run(sync_parts, paused));
-    tasks.spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "POP HTTP server stopped");
-        }
-    });
+    // Stops when the task is aborted (shutdown), which cuts its connections.
+    tasks.spawn(serve(listener, app, config.http, std::future::pending()));
     info!(%http_addr, node = %node_id, "POP started");
     Ok(PopHandle {
         http_addr,

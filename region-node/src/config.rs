@@ -1,7 +1,7 @@
 //! The region node's configuration: a TOML file plus command-line overrides, validated
 //! once at start-up and handed down.
 
-use common::edge::EdgeConfig;
+use common::edge::{EdgeConfig, HttpLimits};
 use common::sandbox::SandboxConfig;
 use common::transport::TlsFiles;
 use serde::Deserialize;
@@ -24,8 +24,11 @@ pub struct RegionConfig {
     pub tls: Option<TlsFiles>,
     /// Operator token for tenant administration. Default none (tenant API refused).
     pub admin_token: Option<String>,
-    /// HTTP edge limits (payload size).
+    /// HTTP edge limits (payload size, unverified-token body budget).
     pub edge: EdgeConfig,
+    /// HTTP server limits (`[http]`): header/body/idle timeouts, connections, header size
+    /// and count.
+    pub http: HttpLimits,
     /// Sandbox limits.
     pub sandbox: SandboxConfig,
     /// Invocations executing at once. Default 64.
@@ -71,6 +74,7 @@ impl Default for RegionConfig {
             tls: None,
             admin_token: None,
             edge: EdgeConfig::default(),
+            http: HttpLimits::default(),
             sandbox: SandboxConfig::default(),
             max_concurrency: 64,
             max_queued: 256,
@@ -178,6 +182,7 @@ mod tests {
             )
         );
         assert_eq!(c.sandbox, d.sandbox);
+        assert_eq!(c.http, d.http);
         assert_eq!(c.edge, d.edge);
         assert_eq!(c.function_logs, d.function_logs);
         assert_eq!(c.store, d.store);

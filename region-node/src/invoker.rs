@@ -514,4 +514,17 @@ impl Invoker for RegionInvoker {
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
         self.execute(req).await.0
     }
+
+    /// The region holds every token: an unknown one is refused before the body.
+    async fn authorize(
+        &self,
+        token: Option<&str>,
+    ) -> Result<common::edge::Authorization, ApiError> {
+        let token = token.map(str::to_owned);
+        let registry = Arc::clone(self.registry());
+        tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))??;
+        Ok(common::edge::Authorization::Verified)
+    }
 }

@@ -16,7 +16,7 @@ use crate::store::{JetStreamBackend, Store, StoreError};
 use crate::trend::TrendWatch;
 use axum::Router;
 use axum::routing::get;
-use common::edge::{invoke_router, metrics_router, observed, route_fallback};
+use common::edge::{invoke_router, metrics_router, observed, route_fallback, serve};
 use common::exec::Executor;
 use common::logs::LogBuffer;
 use common::metrics::{Levels, NodeStats};
@@ -217,7 +217,10 @@ pub async fn start_with_clock(
             control: control.clone(),
             capacity: Arc::clone(&capacity),
         }))
-        .merge(metrics_router(Arc::clone(&stats)))
+        .merge(metrics_router(
+            Arc::clone(&stats),
+            config.admin_token.as_deref().map(Arc::from),
+        ))
         .merge(api::router(control, config.sandbox.max_module_bytes))
         .merge(observed(
             invoke_router(Arc::clone(&invoker), config.edge),
@@ -257,19 +260,12 @@ pub async fn start_with_clock(
         config.max_concurrency,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async {
+        let _ = stopped.await;
+    };
     let http = HttpServer {
         stop,
-        task: tokio::spawn(async move {
-            let shutdown = async {
-                let _ = stopped.await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(error = %e, "region HTTP server stopped");
-            }
-        }),
+        task: tokio::spawn(serve(listener, app, config.http, shutdown)),
     };
     info!(%http_addr, %quic_addr, node = %node_id, "region started");
     Ok(RegionHandle {

@@ -98,6 +98,9 @@ impl DevCluster {
 
         pop.state_dir = state_dir.join("pop");
         pop.tls = Some(certs.pop);
+        // One operator for the deployment: the POP's `/metrics` takes the same token.
+        pop.operator_token
+            .get_or_insert_with(|| admin_token.clone());
         pop.regions = RegionSource::Static(vec![options.region_via.unwrap_or(region.quic_addr)]);
         let pop = pop_node::start(pop).await.context("starting the POP")?;
 

@@ -435,6 +435,7 @@ async fn a_queued_on_runtime_incompatible_runs_after_a_region_restart() {
         let metrics = c
             .http
             .get(format!("{region_url}/metrics"))
+            .bearer_auth(&c.nodes.admin_token)
             .send()
             .await
             .expect("metrics")

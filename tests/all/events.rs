@@ -201,6 +201,7 @@ async fn a_failing_event_is_retried_then_dead_lettered_replayed_and_purged() {
     let metrics = c
         .http
         .get(format!("{region}/metrics"))
+        .bearer_auth(&c.nodes.admin_token)
         .send()
         .await
         .expect("metrics")

@@ -70,6 +70,7 @@ async fn an_oversized_payload_gets_413_whether_announced_or_streamed() {
     let pop = pop_node::PopConfig {
         edge: EdgeConfig {
             max_payload_bytes: 1024,
+            ..EdgeConfig::default()
         },
         ..pop_config()
     };
@@ -271,12 +272,14 @@ async fn a_region_refuses_a_forwarded_payload_over_its_own_limit() {
     let region = region_node::RegionConfig {
         edge: EdgeConfig {
             max_payload_bytes: 1024,
+            ..EdgeConfig::default()
         },
         ..region_config()
     };
     let pop = pop_node::PopConfig {
         edge: EdgeConfig {
             max_payload_bytes: 8192,
+            ..EdgeConfig::default()
         },
         ..pop_config()
     };

@@ -134,6 +134,7 @@ async fn both_tiers_export_prometheus_metrics() {
         let text = c
             .http
             .get(format!("{}/metrics", c.nodes.pop_url()))
+            .bearer_auth(&c.nodes.admin_token)
             .send()
             .await
             .expect("POP metrics")
@@ -152,6 +153,7 @@ async fn both_tiers_export_prometheus_metrics() {
     let region = c
         .http
         .get(format!("{}/metrics", c.nodes.region_url()))
+        .bearer_auth(&c.nodes.admin_token)
         .send()
         .await
         .expect("region metrics")

@@ -265,6 +265,7 @@ pub async fn over_capacity_forwards(c: &TestCluster) -> u64 {
     let text = c
         .http
         .get(format!("{}/metrics", c.nodes.pop_url()))
+        .bearer_auth(&c.nodes.admin_token)
         .send()
         .await
         .expect("POP metrics")

@@ -8,15 +8,47 @@
 //! other field becomes a response header. Otherwise all of stdout is the body (200,
 //! `text/plain; charset=utf-8` when it is UTF-8, `application/octet-stream` when not).
 //! A header block that starts but is malformed (no blank line within
-//! [`MAX_HEADER_BLOCK`], a bad line, a bad status, a field HTTP cannot carry) is the
+//! [`MAX_HEADER_BLOCK`], more than [`MAX_HEADER_FIELDS`] fields, a bad line, a status
+//! outside 200-599, a name or value HTTP cannot carry such as one holding CR or LF) is the
 //! guest's fault and answers 502 Bad Gateway with kind `invalid_cgi_response`, like a web
-//! server whose CGI script misbehaves. Never performs I/O.
+//! server whose CGI script misbehaves.
+//!
+//! The guest never frames the connection: framing and hop-by-hop fields
+//! ([`is_platform_owned`]: `Content-Length`, `Transfer-Encoding`, `Connection`,
+//! `Keep-Alive`, `Upgrade`, `TE`, `Trailer`, `Proxy-*`) are dropped from its header block,
+//! and the server computes the framing from the body it actually sends. Dropping (rather
+//! than refusing) keeps ordinary CGI scripts that print their own `Content-Length`
+//! working. Never performs I/O.
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use bytes::Bytes;
 
 /// Largest header block a guest may print before its blank line, in bytes.
 pub const MAX_HEADER_BLOCK: usize = 16 << 10;
+
+/// Most header fields (including `Status`) a guest may print in its header block.
+pub const MAX_HEADER_FIELDS: usize = 64;
+
+/// Response fields that describe the connection or its framing, which only the platform's
+/// HTTP server may set: a guest's copy is dropped (see the module docs).
+const PLATFORM_OWNED: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Whether a response field named `name` belongs to the platform (framing, hop-by-hop, or
+/// any `Proxy-*` field), so a guest may not set it.
+pub fn is_platform_owned(name: &str) -> bool {
+    PLATFORM_OWNED.iter().any(|p| name.eq_ignore_ascii_case(p))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+}
 
 /// Request headers not passed to the guest: credentials for the platform are not the
 /// function's business (RFC 3875 §4.1.18 lets servers withhold them), and hop-by-hop
@@ -86,9 +118,12 @@ pub enum CgiError {
     /// A line in the header block is not `Name: value`.
     #[error("CGI header line {0:?} is not `Name: value`")]
     BadLine(String),
-    /// `Status:` is not a three-digit code 100-599.
-    #[error("CGI Status {0:?} is not a three-digit HTTP status code")]
+    /// `Status:` is not a three-digit final status code 200-599.
+    #[error("CGI Status {0:?} is not a three-digit HTTP status code from 200 to 599")]
     BadStatus(String),
+    /// The header block has more than [`MAX_HEADER_FIELDS`] fields.
+    #[error("the CGI header block has more than {MAX_HEADER_FIELDS} fields")]
+    TooManyFields,
     /// A header name or value HTTP cannot carry.
     #[error("CGI header {0:?} cannot be sent over HTTP")]
     BadHeader(String),
@@ -158,6 +193,7 @@ pub fn parse_output(out: Bytes) -> Result<CgiResponse, CgiError> {
     let mut headers = HeaderMap::new();
     let mut status = None;
     let mut at = 0;
+    let mut fields = 0usize;
     loop {
         let Some((line, next)) = next_line(&out, at).filter(|(_, n)| *n <= MAX_HEADER_BLOCK) else {
             return Err(CgiError::Unterminated);
@@ -168,19 +204,27 @@ pub fn parse_output(out: Bytes) -> Result<CgiResponse, CgiError> {
         }
         let (name, value) =
             field(line).ok_or_else(|| CgiError::BadLine(String::from_utf8_lossy(line).into()))?;
+        fields += 1;
+        if fields > MAX_HEADER_FIELDS {
+            return Err(CgiError::TooManyFields);
+        }
         if name.eq_ignore_ascii_case("status") {
             let code = value.split(' ').next().unwrap_or_default();
             let parsed = (code.len() == 3)
                 .then(|| code.parse::<u16>().ok())
                 .flatten()
                 .and_then(|c| StatusCode::from_u16(c).ok())
-                .filter(|c| (100..600).contains(&c.as_u16()));
+                .filter(|c| (200..600).contains(&c.as_u16()));
             status = Some(parsed.ok_or_else(|| CgiError::BadStatus(value.to_owned()))?);
             continue;
         }
         let bad = || CgiError::BadHeader(name.to_owned());
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+        // `HeaderValue` refuses CR, LF and NUL: a value cannot smuggle a line break.
         let v = HeaderValue::from_str(value).map_err(|_| bad())?;
+        if is_platform_owned(name) {
+            continue;
+        }
         headers.append(n, v);
     }
     let body = out.slice(at..);
@@ -252,6 +296,16 @@ mod tests {
             parse("Status: 099\n\n"),
             Err(CgiError::BadStatus(_))
         ));
+        // Informational statuses would leave the real response still to come.
+        for s in ["100", "101", "103", "199", "600"] {
+            assert!(
+                matches!(
+                    parse(&format!("Status: {s}\n\n")),
+                    Err(CgiError::BadStatus(_))
+                ),
+                "{s}"
+            );
+        }
         assert!(matches!(
             parse("X-Ok: 1\nnot a header\n\n"),
             Err(CgiError::BadLine(_))
@@ -260,6 +314,61 @@ mod tests {
         huge.push_str(&"a".repeat(MAX_HEADER_BLOCK));
         huge.push_str("\n\n");
         assert_eq!(parse(&huge), Err(CgiError::Unterminated));
+    }
+
+    #[test]
+    fn framing_and_hop_by_hop_fields_are_dropped() {
+        let r = parse(
+            "Content-Length: 0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\
+             Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTE: trailers\r\nTrailer: X\r\n\
+             Proxy-Authenticate: Basic\r\nproxy-connection: close\r\nX-Kept: yes\r\n\r\n\
+             HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nPWNED",
+        )
+        .expect("valid");
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "connection",
+            "keep-alive",
+            "upgrade",
+            "te",
+            "trailer",
+            "proxy-authenticate",
+            "proxy-connection",
+        ] {
+            assert!(!r.headers.contains_key(name), "{name} kept");
+        }
+        assert_eq!(r.headers["x-kept"], "yes");
+        // What followed the blank line is body, whatever it looks like.
+        assert_eq!(r.body, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nPWNED");
+        assert!(is_platform_owned("PROXY-X") && !is_platform_owned("proxy"));
+        assert!(!is_platform_owned("x-proxy-id") && !is_platform_owned("content-type"));
+    }
+
+    #[test]
+    fn the_header_block_is_bounded_in_count_and_line_breaks_cannot_be_injected() {
+        let many: String = (0..=MAX_HEADER_FIELDS)
+            .map(|i| format!("X-{i}: v\n"))
+            .collect();
+        assert_eq!(parse(&format!("{many}\n")), Err(CgiError::TooManyFields));
+        let enough: String = (0..MAX_HEADER_FIELDS)
+            .map(|i| format!("X-{i}: v\n"))
+            .collect();
+        assert!(parse(&format!("{enough}\n")).is_ok());
+        // A bare CR inside a value (the only line break that survives line splitting)
+        // and control bytes are refused, never passed to the wire.
+        assert!(matches!(
+            parse("X-A: a\rSet-Cookie: x=1\n\n"),
+            Err(CgiError::BadHeader(_))
+        ));
+        assert!(matches!(
+            parse("X-A: a\0b\n\n"),
+            Err(CgiError::BadHeader(_))
+        ));
+        assert!(matches!(
+            parse("X-A: 1\nX B: 2\n\n"),
+            Err(CgiError::BadLine(_))
+        ));
     }
 
     #[test]

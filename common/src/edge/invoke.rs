@@ -16,9 +16,37 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 
+/// What a node knows of a request's token before reading its body
+/// ([`Invoker::authorize`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorization {
+    /// The token is valid here.
+    Verified,
+    /// The node cannot tell yet (a POP that has not learned the token and cannot rule it
+    /// out); the body is read within [`EdgeConfig::unverified_body_bytes`] and the
+    /// invocation decides.
+    Unverified,
+}
+
 /// Runs invocations; each node kind supplies its own (local-or-forward at a POP, execute
 /// at a region).
 pub trait Invoker: Send + Sync + 'static {
+    /// Checks a request's bearer `token` from its headers, before any of its body is
+    /// read: a refusal (401) means the body is never read.
+    fn authorize(
+        &self,
+        token: Option<&str>,
+    ) -> impl Future<Output = Result<Authorization, ApiError>> + Send {
+        let present = token.is_some_and(|t| !t.is_empty());
+        async move {
+            if present {
+                Ok(Authorization::Unverified)
+            } else {
+                Err(ApiError::unauthenticated())
+            }
+        }
+    }
+
     /// Runs `req` and returns its response, or the platform error that prevented it.
     fn invoke(
         &self,
@@ -33,12 +61,18 @@ pub struct EdgeConfig {
     /// Largest request body in bytes; larger is refused with 413 while streaming.
     /// Default 6 MiB.
     pub max_payload_bytes: usize,
+    /// Bytes of invoke bodies read at once for tokens the node cannot verify before the
+    /// body (a POP that has not learned the token yet while its region's push stream is
+    /// not live); a request that does not fit waits for nothing and gets 503 with
+    /// `retry-after`. Default 16 MiB.
+    pub unverified_body_bytes: usize,
 }
 
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
             max_payload_bytes: 6 << 20,
+            unverified_body_bytes: 16 << 20,
         }
     }
 }
@@ -46,6 +80,8 @@ impl Default for EdgeConfig {
 struct EdgeState<I> {
     invoker: Arc<I>,
     config: EdgeConfig,
+    /// Bytes left for bodies of unverified tokens (one permit per byte, capped at u32).
+    unverified: Arc<tokio::sync::Semaphore>,
 }
 
 impl<I> Clone for EdgeState<I> {
@@ -53,15 +89,21 @@ impl<I> Clone for EdgeState<I> {
         Self {
             invoker: Arc::clone(&self.invoker),
             config: self.config,
+            unverified: Arc::clone(&self.unverified),
         }
     }
 }
 
 /// The invoke route, served by `invoker`.
 pub fn invoke_router<I: Invoker>(invoker: Arc<I>, config: EdgeConfig) -> Router {
+    let budget = config.unverified_body_bytes.min(u32::MAX as usize);
     Router::new()
         .route("/v1/functions/{name}/invoke", post(invoke::<I>))
-        .with_state(EdgeState { invoker, config })
+        .with_state(EdgeState {
+            invoker,
+            config,
+            unverified: Arc::new(tokio::sync::Semaphore::new(budget)),
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,7 +159,7 @@ async fn invoke<I: Invoker>(
     body: Body,
 ) -> Response {
     let request_id = RequestId::random();
-    let req = match parse(request_id, name, query, &headers, body, state.config).await {
+    let req = match parse(request_id, name, query, &headers, body, &state).await {
         Ok(req) => req,
         Err(e) => return error_response(&e, Some(request_id)),
     };
@@ -127,14 +169,15 @@ async fn invoke<I: Invoker>(
     }
 }
 
-async fn parse(
+async fn parse<I: Invoker>(
     request_id: RequestId,
     name: String,
     query: InvokeQuery,
     headers: &HeaderMap,
     body: Body,
-    config: EdgeConfig,
+    state: &EdgeState<I>,
 ) -> Result<InvokeRequest, ApiError> {
+    let config = state.config;
     let function = FunctionName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let qualifier = match query.qualifier.as_deref() {
         None | Some("") => Qualifier::Latest,
@@ -161,6 +204,12 @@ async fn parse(
     let token = header_str(headers, header::AUTHORIZATION.as_str())?
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
+    // Everything above came from the headers; nothing of the body is read before the
+    // token is accepted.
+    let _budget = match state.invoker.authorize(token.as_deref()).await? {
+        Authorization::Verified => None,
+        Authorization::Unverified => Some(unverified_budget(state, headers)?),
+    };
     let payload = read_body(headers, body, config.max_payload_bytes).await?;
     Ok(InvokeRequest {
         request_id,
@@ -174,6 +223,29 @@ async fn parse(
         env: Vec::new(),
         route: None,
     })
+}
+
+/// Reserves the body's share of the unverified-token byte budget: its announced length, or
+/// the payload limit for a body of unknown length.
+fn unverified_budget<I>(
+    state: &EdgeState<I>,
+    headers: &HeaderMap,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let limit = state.config.max_payload_bytes;
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok())
+        .map_or(limit, |n| n.min(limit.saturating_add(1)));
+    let want = u32::try_from(announced.max(1)).unwrap_or(u32::MAX);
+    Arc::clone(&state.unverified)
+        .try_acquire_many_owned(want)
+        .map_err(|_| {
+            ApiError::unavailable(
+                "too many request bodies for tokens not yet verified here; retry",
+                std::time::Duration::from_secs(1),
+            )
+        })
 }
 
 pub(super) fn header_str<'h>(

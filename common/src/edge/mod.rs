@@ -14,12 +14,14 @@ mod invoke;
 mod metrics;
 mod observe;
 mod route;
+pub mod server;
 
 pub use error::{error_response, function_error_status};
-pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router};
-pub use metrics::metrics_router;
+pub use invoke::{__path_invoke, Authorization, EdgeConfig, Invoker, invoke_router};
+pub use metrics::{bearer, metrics_router, require_operator};
 pub use observe::observed;
 pub use route::{RouteSource, RouteTable, route_fallback};
+pub use server::{HttpLimits, serve};
 
 use crate::model::ApiError;
 use axum::response::{IntoResponse, Response};

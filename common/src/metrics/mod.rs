@@ -4,6 +4,9 @@
 //! One [`NodeStats`] per node, shared by `Arc`; recording is a few atomic or short
 //! mutex-guarded updates, never I/O. Every map here is bounded (functions and tenants
 //! beyond a fixed count are aggregated), so a flood of distinct names cannot grow memory.
+//! Prometheus label values naming tenants and functions are bounded the same way: the
+//! first [`MAX_LABEL_VALUES`] distinct names keep their own series, later ones share the
+//! [`OTHER_LABEL`] series.
 
 mod load;
 mod prom;
@@ -17,6 +20,12 @@ use prom::{
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+/// Distinct tenant and function names used as label values; more share [`OTHER_LABEL`].
+pub const MAX_LABEL_VALUES: usize = 1000;
+
+/// The label value of every tenant or function beyond [`MAX_LABEL_VALUES`].
+pub const OTHER_LABEL: &str = "_other";
 
 /// How an invocation ended, as in the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +78,8 @@ pub struct NodeStats {
     window_start: Mutex<Instant>,
     tenants: Mutex<HashMap<String, TenantCounters>>,
     levels: Mutex<Levels>,
+    /// Tenant and function names admitted as label values.
+    labels: Mutex<std::collections::HashSet<String>>,
 }
 
 impl NodeStats {
@@ -82,7 +93,19 @@ impl NodeStats {
             window_start: Mutex::new(now),
             tenants: Mutex::new(HashMap::new()),
             levels: Mutex::new(Levels::default()),
+            labels: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// `name` as a label value: itself while it is among the first [`MAX_LABEL_VALUES`]
+    /// names seen, [`OTHER_LABEL`] otherwise.
+    fn label(&self, name: &str) -> String {
+        let mut seen = lock(&self.labels);
+        if seen.contains(name) || (seen.len() < MAX_LABEL_VALUES && seen.insert(name.to_owned())) {
+            name.to_owned()
+        } else {
+            OTHER_LABEL.to_owned()
+        }
     }
 
     /// The node's tier.
@@ -103,7 +126,7 @@ impl NodeStats {
             .invocations
             .get_or_create(&InvocationLabels {
                 tier: self.tier.as_str(),
-                function: name.clone(),
+                function: self.label(&name),
                 outcome: outcome.as_str(),
                 start: start.as_str(),
             })
@@ -176,7 +199,7 @@ impl NodeStats {
             }
         }
         let labels = TenantLabels {
-            tenant: name.clone(),
+            tenant: self.label(&name),
         };
         self.prom.in_flight.get_or_create(&labels).inc();
         if let Some(l) = limit {
@@ -188,6 +211,7 @@ impl NodeStats {
         InFlight {
             stats: Arc::clone(self),
             tenant: name,
+            label: labels.tenant,
         }
     }
 
@@ -201,7 +225,9 @@ impl NodeStats {
                 c.limit = Some(limit);
             }
         }
-        let labels = TenantLabels { tenant: name };
+        let labels = TenantLabels {
+            tenant: self.label(&name),
+        };
         let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
         self.prom
             .tenant_concurrency
@@ -301,6 +327,8 @@ impl NodeStats {
 pub struct InFlight {
     stats: Arc<NodeStats>,
     tenant: String,
+    /// The tenant's label value (the name, or [`OTHER_LABEL`]).
+    label: String,
 }
 
 impl Drop for InFlight {
@@ -312,7 +340,7 @@ impl Drop for InFlight {
             .prom
             .in_flight
             .get_or_create(&TenantLabels {
-                tenant: std::mem::take(&mut self.tenant),
+                tenant: std::mem::take(&mut self.label),
             })
             .dec();
     }

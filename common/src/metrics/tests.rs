@@ -123,3 +123,19 @@ fn prometheus_text_uses_conventional_names() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 }
+
+#[test]
+fn label_values_naming_tenants_and_functions_are_bounded() {
+    let s = stats(Instant::now());
+    for i in 0..(MAX_LABEL_VALUES + 50) {
+        let f = key(&format!("t{i}"), "f");
+        s.executed(&f, StartKind::Warm, Outcome::Ok, Duration::from_micros(1));
+        drop(s.in_flight(&f.tenant, Some(4)));
+    }
+    let text = s.encode();
+    let series = |prefix: &str| text.lines().filter(|l| l.starts_with(prefix)).count();
+    // One series per admitted name plus the shared `_other` one, however many names came.
+    assert!(series("strata_invocations_total{") <= MAX_LABEL_VALUES + 1);
+    assert!(text.contains(r#"function="_other""#), "{text}");
+    assert!(series("strata_concurrency_in_use{") <= MAX_LABEL_VALUES + 1);
+}

@@ -1,6 +1,6 @@
 //! `/v1/functions/{name}/aliases[/{alias}]`: set (create or move), read, list, delete.
 
-use super::{ControlState, blocking, name};
+use super::{Caller, ControlState, blocking, name};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -29,11 +29,10 @@ pub(super) struct SetAlias {
     security(("bearer" = [])))]
 pub(super) async fn set(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path((raw, raw_alias)): Path<(String, String)>,
     body: Result<Json<SetAlias>, JsonRejection>,
 ) -> Result<Json<Alias>, ApiError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     // Weights and version counts are validated while parsing (AliasRouting); say so in

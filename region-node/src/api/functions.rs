@@ -1,8 +1,8 @@
 //! `/v1/functions[/{name}]`: deploy (multipart: `config` JSON + `module` wasm), get, list,
 //! delete, scoped to the caller's tenant.
 
-use super::ControlState;
 use super::openapi::DeployForm;
+use super::{Caller, ControlState};
 use crate::registry::FunctionView;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
@@ -43,12 +43,11 @@ fn multipart_error(e: MultipartError) -> ApiError {
     security(("bearer" = [])))]
 pub(super) async fn deploy(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
     Query(q): Query<DeployQuery>,
     mut form: Multipart,
 ) -> Result<Json<FunctionView>, ApiError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let mut config = FunctionConfig::default();
     let mut module: Option<Bytes> = None;

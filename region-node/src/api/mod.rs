@@ -21,8 +21,9 @@ use crate::invoker::RegionInvoker;
 use crate::routes::Routes;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::routing::{delete, get, post, put};
+use common::edge::bearer;
 use common::logs::LogBuffer;
 use common::model::{ApiError, FunctionName, TenantId};
 use std::sync::Arc;
@@ -102,13 +103,34 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+/// The caller's tenant, from the bearer token. An extractor so that handlers taking a
+/// body list it before the body: a request without a valid token is refused from its
+/// headers and its body is never read.
+pub(super) struct Caller(pub TenantId);
+
+impl axum::extract::FromRequestParts<ControlState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &ControlState,
+    ) -> Result<Self, ApiError> {
+        s.tenant(&parts.headers).await.map(Caller)
+    }
+}
+
+/// Proof the request bears the operator token; listed before a body like [`Caller`].
+pub(super) struct Operator;
+
+impl axum::extract::FromRequestParts<ControlState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &ControlState,
+    ) -> Result<Self, ApiError> {
+        s.require_admin(&parts.headers).map(|()| Operator)
+    }
 }
 
 impl ControlState {
@@ -123,23 +145,6 @@ impl ControlState {
 
     /// Succeeds only for the operator token.
     fn require_admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(admin) = self.admin_token.as_deref() else {
-            return Err(ApiError::forbidden(
-                "tenant administration is disabled: set admin_token in the region's config",
-            ));
-        };
-        match bearer(headers) {
-            None => Err(ApiError::unauthenticated()),
-            // Constant-time comparison is not needed for equality of hashes, but the
-            // token itself is compared here; compare lengths and bytes without early exit.
-            Some(t) if constant_time_eq(t.as_bytes(), admin.as_bytes()) => Ok(()),
-            Some(_) => Err(ApiError::forbidden(
-                "this operation needs the operator token",
-            )),
-        }
+        common::edge::require_operator(headers, self.admin_token.as_deref())
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,6 +1,6 @@
 //! `/v1/routes[/{id}]`: a tenant's HTTP routes (add, list, delete).
 
-use super::ControlState;
+use super::{Caller, ControlState};
 use crate::routes::NewRoute;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -29,10 +29,9 @@ pub(super) struct RouteList {
     security(("bearer" = [])))]
 pub(super) async fn create(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Route>), ApiError> {
-    let tenant = s.tenant(&headers).await?;
     // Parsed here rather than by the `Json` extractor so a bad body gets the platform's
     // 400 and error body, naming the offending field.
     let body: NewRoute =

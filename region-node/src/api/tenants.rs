@@ -1,7 +1,7 @@
 //! `POST /v1/tenants`, `POST /v1/tenants/{tenant}/tokens`,
 //! `GET|PUT|DELETE /v1/tenants/{tenant}/limits`: operator only.
 
-use super::ControlState;
+use super::{ControlState, Operator};
 use crate::limits::{Limits, TenantLimits};
 use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord};
 use axum::Json;
@@ -28,10 +28,9 @@ pub(super) struct CreateTenant {
     security(("bearer" = [])))]
 pub(super) async fn create(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    _operator: Operator,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantRecord>), ApiError> {
-    s.require_admin(&headers)?;
     let registry = Arc::clone(s.invoker.registry());
     let max = body.max_memory_mb.unwrap_or(DEFAULT_TENANT_MAX_MEMORY_MB);
     let rec = tokio::task::spawn_blocking(move || registry.create_tenant(body.id, max))
@@ -123,6 +122,7 @@ async fn set_override(
     security(("bearer" = [])))]
 pub(super) async fn put_limits(
     State(s): State<ControlState>,
+    _operator: Operator,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Json(body): Json<TenantLimits>,

@@ -1,7 +1,7 @@
 //! `/v1/functions/{name}/versions[/{n}]`: publish `$LATEST` as a numbered version, list
 //! versions, delete one (refused while an alias points at it).
 
-use super::{ControlState, blocking, name};
+use super::{Caller, ControlState, blocking, name};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -29,11 +29,10 @@ pub(super) struct Publish {
     security(("bearer" = [])))]
 pub(super) async fn publish(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Version>), ApiError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     // The body is optional: an empty one publishes without a description.
     let Publish { description } = if body.iter().all(u8::is_ascii_whitespace) {

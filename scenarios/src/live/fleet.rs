@@ -126,6 +126,7 @@ impl Fleet {
                 placement: m.pop.placement.clone(),
                 warm: m.pop.warm.clone(),
                 local_concurrency: m.pop.slots as usize,
+                operator_token: Some(admin_token.clone()),
                 ..PopConfig::default()
             };
             c.sandbox.warm_idle_ms = (m.pop.keep_alive_s * 1e3) as u64;

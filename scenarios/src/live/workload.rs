@@ -273,7 +273,12 @@ async fn forwards(fleet: &Fleet) -> BTreeMap<String, u64> {
         let Some(url) = fleet.pop_url(p) else {
             continue;
         };
-        let Ok(resp) = http.get(format!("{url}/metrics")).send().await else {
+        let Ok(resp) = http
+            .get(format!("{url}/metrics"))
+            .bearer_auth(&fleet.admin_token)
+            .send()
+            .await
+        else {
             continue;
         };
         let Ok(text) = resp.text().await else {

@@ -1,4 +1,5 @@
-//! Attacks on the multi-tenant front door (issue 15): each is refused with a typed error
-//! and the victim tenant is still served. One file per area.
+//! Attacks on the multi-tenant front door (issue 15), one file per area, each against real
+//! nodes: the attack is refused with a typed error and a victim tenant is still served.
 
+mod frontdoor;
 mod hosts;

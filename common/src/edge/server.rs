@@ -1,0 +1,354 @@
+//! The one HTTP serve loop both node kinds run their device/API port with (instead of
+//! `axum::serve`), and the limits it enforces on every connection ([`HttpLimits`]).
+//!
+//! Owns connections, not requests: accepting (at most `max_connections` at once; a
+//! connection over the cap is accepted and closed at once, so the kernel's backlog never
+//! fills with connections nobody will read), HTTP/1.1 parsing limits (header count and
+//! size, header-read timeout: hyper's own), a deadline on reading each request body, the
+//! idle keep-alive timeout, and graceful shutdown. The caller binds the
+//! [`tokio::net::TcpListener`] (so backlog and address are the node's business) and passes
+//! the app as an axum [`Router`]. HTTP/2 and TLS can be added here later by wrapping the
+//! accepted stream and choosing the connection builder per stream; nothing above this
+//! module sees the socket.
+
+use axum::Router;
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+/// Limits of a node's HTTP server (`[http]` in both nodes' configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request's line and headers must arrive within this after the server starts
+    /// reading them, or the connection is closed. In milliseconds; default 10 000.
+    pub header_read_timeout_ms: u64,
+    /// A request's whole body must arrive within this after its headers, or reading it
+    /// fails (400, kind `bad_request`) and the connection is closed. In milliseconds;
+    /// default 60 000 (a 6 MiB body then needs at least ~100 KiB/s).
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection with no request in progress and no bytes moving for this
+    /// long is closed. In milliseconds; default 30 000.
+    pub idle_timeout_ms: u64,
+    /// Connections open at once; one more is accepted and closed at once. Keep it below
+    /// the process's open-file limit (`ulimit -n`). Default 4096.
+    pub max_connections: usize,
+    /// Largest request line plus headers, in bytes; more gets 431. Default 16 384.
+    pub max_header_bytes: usize,
+    /// Most request header fields; more gets 431. Default 64.
+    pub max_headers: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            idle_timeout_ms: 30_000,
+            max_connections: 4096,
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+        }
+    }
+}
+
+impl HttpLimits {
+    fn builder(&self) -> http1::Builder {
+        let mut b = http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(self.header_read_timeout_ms.max(1)))
+            .max_headers(self.max_headers.max(1))
+            .max_header_size(self.max_header_bytes.max(1));
+        b
+    }
+}
+
+/// Why reading a request body failed at this layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    /// The body did not arrive within `body_read_timeout_ms`.
+    #[error("the request body did not arrive within {0:?}")]
+    TimedOut(Duration),
+    /// The connection failed while the body was read.
+    #[error("{0}")]
+    Connection(#[from] hyper::Error),
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` completes; then stops
+/// accepting, lets open connections finish their current request, and returns when every
+/// connection has closed. Dropping the returned future cuts every connection.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (stop, stopping) = watch::channel(false);
+    let builder = limits.builder();
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors or a reset before accept: back off a
+                        // little instead of spinning on the same error.
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::debug!("HTTP connection over max_connections; closed");
+                    drop(stream);
+                    continue;
+                };
+                conns.spawn(connection(
+                    stream,
+                    app.clone(),
+                    builder.clone(),
+                    limits,
+                    stopping.clone(),
+                    permit,
+                ));
+            }
+        }
+    }
+    stop.send_replace(true);
+    while conns.join_next().await.is_some() {}
+}
+
+/// What a connection has been doing, for the idle timeout.
+#[derive(Debug)]
+struct Activity {
+    base: Instant,
+    /// Milliseconds after `base` when bytes last moved.
+    last_ms: AtomicU64,
+    /// Requests whose response has not been fully written.
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the connection counts as idle if nothing happens before.
+    fn idle_at(&self, idle: Duration) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+    }
+}
+
+/// Counts a request in flight on its connection until dropped.
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn new(a: &Arc<Activity>) -> Self {
+        a.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(a))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    app: Router,
+    builder: http1::Builder,
+    limits: HttpLimits,
+    mut stopping: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let activity = Arc::new(Activity {
+        base: Instant::now(),
+        last_ms: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+    });
+    let body_timeout = Duration::from_millis(limits.body_read_timeout_ms.max(1));
+    let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
+    let seen = Arc::clone(&activity);
+    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+        let guard = InFlight::new(&seen);
+        let app = app.clone();
+        async move {
+            let req = req.map(|b| Body::new(Deadline::new(b, body_timeout)));
+            let resp = match app.oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+            // The request stays in flight until its response body is fully written (a
+            // long stream is not idle).
+            Ok::<_, Infallible>(resp.map(move |b| {
+                Body::new(b.map_frame(move |f| {
+                    let _held = &guard;
+                    f
+                }))
+            }))
+        }
+    });
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        activity: Arc::clone(&activity),
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let idle_at = activity.idle_at(idle);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
+                return;
+            }
+            _ = stopping.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(idle_at), if !closing => {
+                let quiet = activity.idle_at(idle) <= Instant::now();
+                if quiet && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                } else if quiet {
+                    // A request is running (a long invocation): not idle.
+                    activity.touch();
+                }
+            }
+        }
+    }
+}
+
+/// A request body that fails once its deadline passes.
+struct Deadline {
+    inner: Incoming,
+    timeout: Duration,
+    expires: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(inner: Incoming, timeout: Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            expires: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = BodyReadError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BodyReadError::from)));
+        }
+        match this.expires.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadError::TimedOut(this.timeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A stream that records when bytes last moved.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
