@@ -16,7 +16,7 @@ mod observe;
 mod route;
 
 pub use error::{error_response, function_error_status};
-pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router};
+pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router, parse_head};
 pub use metrics::metrics_router;
 pub use observe::observed;
 pub use route::{RouteSource, RouteTable, route_fallback};
