@@ -15,9 +15,7 @@ fn main() -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let redb = Store::open(&dir.path().join("bench.redb")).map_err(|e| e.to_string())?;
     measure("redb", &redb, n)?;
-    let Some(server) = NatsServer::start()? else {
-        return Ok(());
-    };
+    let server = NatsServer::start()?;
     let js = Store::with_backend(
         JetStreamBackend::connect(&JetStreamConfig {
             url: server.url(),

@@ -177,9 +177,30 @@ async fn parse<I: Invoker>(
     body: Body,
     state: &EdgeState<I>,
 ) -> Result<InvokeRequest, ApiError> {
-    let config = state.config;
+    let mut req = parse_head(request_id, name, query.qualifier.as_deref(), headers)?;
+    // Everything so far came from the headers; nothing of the body is read before the
+    // token is accepted.
+    let _budget = match state.invoker.authorize(req.token.as_deref()).await? {
+        Authorization::Verified => None,
+        Authorization::Unverified => Some(unverified_budget(state, headers)?),
+    };
+    req.payload = read_body(headers, body, state.config.max_payload_bytes).await?;
+    Ok(req)
+}
+
+/// The invocation a request's path, `qualifier` query parameter and headers describe, with
+/// an empty payload: pure, so the fuzz smoke run (`fuzz/`) can feed it device bytes.
+///
+/// # Errors
+/// 400 for a bad function name, qualifier or `x-strata-*` header.
+pub fn parse_head(
+    request_id: RequestId,
+    name: String,
+    qualifier: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<InvokeRequest, ApiError> {
     let function = FunctionName::new(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let qualifier = match query.qualifier.as_deref() {
+    let qualifier = match qualifier {
         None | Some("") => Qualifier::Latest,
         Some(q) => q.parse().map_err(|e: crate::model::NameError| {
             ApiError::bad_request(format!("qualifier: {e}"))
@@ -204,19 +225,12 @@ async fn parse<I: Invoker>(
     let token = header_str(headers, header::AUTHORIZATION.as_str())?
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
-    // Everything above came from the headers; nothing of the body is read before the
-    // token is accepted.
-    let _budget = match state.invoker.authorize(token.as_deref()).await? {
-        Authorization::Verified => None,
-        Authorization::Unverified => Some(unverified_budget(state, headers)?),
-    };
-    let payload = read_body(headers, body, config.max_payload_bytes).await?;
     Ok(InvokeRequest {
         request_id,
         token,
         function,
         qualifier,
-        payload,
+        payload: Bytes::new(),
         invocation_type,
         affinity,
         memory_mb,

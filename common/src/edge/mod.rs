@@ -17,7 +17,7 @@ mod route;
 pub mod server;
 
 pub use error::{error_response, function_error_status};
-pub use invoke::{__path_invoke, Authorization, EdgeConfig, Invoker, invoke_router};
+pub use invoke::{__path_invoke, Authorization, EdgeConfig, Invoker, invoke_router, parse_head};
 pub use metrics::{bearer, metrics_router, require_operator};
 pub use observe::observed;
 pub use route::{RouteSource, RouteTable, route_fallback};
