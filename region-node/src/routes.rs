@@ -81,7 +81,8 @@ impl Routes {
     ///
     /// # Errors
     /// 400 for an invalid pattern or a function the tenant does not have; 409 when the
-    /// (host, path prefix) pair is taken by any tenant.
+    /// (host, path prefix) pair is taken by any tenant; 409 `quota_exceeded` past the
+    /// tenant's `routes` quota.
     pub fn create(&self, tenant: &TenantId, new: NewRoute) -> Result<Route, ApiError> {
         let route = Route::new(
             tenant.clone(),
@@ -105,6 +106,19 @@ impl Routes {
         let value = serde_json::to_vec(&route)
             .map_err(|e| ApiError::internal(format!("encoding route: {e}")))?;
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock, so two creates cannot both take the last place.
+        let have = self
+            .table()
+            .routes()
+            .filter(|r| r.tenant == *tenant)
+            .count();
+        crate::quota::check(
+            common::model::Quota::Routes,
+            self.registry.quotas().routes,
+            have as u64,
+            1,
+            "routes of this tenant",
+        )?;
         self.registry
             .store()
             .put(Bucket::Routes, route.id.as_str(), &value, Expect::Absent)
