@@ -38,7 +38,7 @@ use common::metrics::NodeStats;
 use common::model::{ApiError, ErrorKind, FunctionName, InvokeRequest, RequestId, TenantId};
 use common::policy::retry::RetryPolicy;
 use ledger::{Held, Ledger};
-use record::{EVENTS_STREAM, LEGACY_DLQ_STREAM, dlq_stream};
+use record::{EVENTS_STREAM, dlq_stream};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -492,6 +492,7 @@ fn is_full(e: &ApiError) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::record::LEGACY_DLQ_STREAM;
     use super::*;
     use common::model::{FunctionName, Qualifier, TenantId};
 
