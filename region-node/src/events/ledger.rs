@@ -103,6 +103,14 @@ impl Ledger {
         self.messages.insert((held, tenant.clone(), seq), bytes);
     }
 
+    /// Moves message `from`'s bytes to `to`, a new copy of the same event: the bytes are
+    /// held once throughout, never twice while both copies exist.
+    pub(super) fn transfer(&mut self, held: Held, tenant: &TenantId, from: u64, to: u64) {
+        if let Some(bytes) = self.messages.remove(&(held, tenant.clone(), from)) {
+            self.messages.insert((held, tenant.clone(), to), bytes);
+        }
+    }
+
     /// Gives back a reservation whose append failed.
     pub(super) fn release(&mut self, held: Held, tenant: &TenantId, bytes: u64) {
         if let Some(t) = self.tenants.get_mut(tenant) {
@@ -161,6 +169,17 @@ mod tests {
         l.release(Held::Queued, &t("a"), 10);
         l.reserve(Held::Dead, &t("a"), 10, Some(&q))
             .expect("dead letters apart");
+        l.reserve(Held::Queued, &t("a"), 0, None)
+            .expect("a copy adds nothing");
+        l.record(Held::Queued, 3, &t("a"), 0);
+        l.transfer(Held::Queued, &t("a"), 1, 3);
+        l.remove(Held::Queued, &t("a"), 1);
+        assert_eq!(
+            l.used(Held::Queued, &t("a")),
+            10,
+            "the copy holds the bytes now"
+        );
+        l.transfer(Held::Queued, &t("a"), 3, 1);
         l.remove(Held::Queued, &t("b"), 1);
         assert_eq!(
             l.used(Held::Queued, &t("a")),

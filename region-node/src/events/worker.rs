@@ -152,10 +152,12 @@ impl Events {
         let bytes = serde_json::to_vec(rec)
             .map_err(|e| ApiError::internal(format!("encoding event: {e}")))?;
         let bound = self.internal_bound();
-        let payload = rec.payload.len() as u64;
+        // The copy takes over the old message's bytes (counted once, not twice while both
+        // exist), so the ack that follows has nothing left to release.
         let next = self
-            .append_counted(Held::Queued, &rec.tenant, payload, bytes, bound, false)
+            .append_counted(Held::Queued, &rec.tenant, 0, bytes, bound, false)
             .await?;
+        self.ledger().transfer(Held::Queued, &rec.tenant, seq, next);
         self.ack_counted(Held::Queued, &rec.tenant, seq).await?;
         Ok(next)
     }

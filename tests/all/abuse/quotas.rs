@@ -256,3 +256,56 @@ async fn a_tenant_past_its_shared_state_keys_is_refused_and_another_still_writes
     );
     c.nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_region_totals_of_queued_and_dead_letter_bytes_hold_across_tenants() {
+    let quotas = QuotaConfig {
+        queued_event_bytes: 64,
+        region_queued_event_bytes: 70,
+        dead_letter_bytes: 64,
+        region_dead_letter_bytes: 70,
+        ..QuotaConfig::default()
+    };
+    let clock = TestClock::new();
+    let c = TestCluster::with_clock(with_quotas(quotas), pop_config(), clock).await;
+    let (first, second) = (tenant(&c, "first").await, tenant(&c, "second").await);
+    let victim = tenant(&c, "victim").await;
+    for token in [&first, &second, &victim] {
+        let r = deploy(&c, token, "fail", json!({"retries": 2}), TRAP).await;
+        assert!(r.status().is_success());
+        let config = json!({"dead_letter_sync": true, "placement": "region"});
+        let r = deploy(&c, token, "kept", config, TRAP).await;
+        assert!(r.status().is_success());
+    }
+    let (forty, twenty) = ("x".repeat(40), "y".repeat(20));
+    // Each tenant is within its own 64 bytes; together they would pass the region's 70.
+    assert_eq!(invoke(&c, &first, "fail", true, &forty).await.status(), 202);
+    let r = invoke(&c, &second, "fail", true, &forty).await;
+    refused(
+        r,
+        StatusCode::TOO_MANY_REQUESTS,
+        "region_queued_event_bytes",
+        70,
+    )
+    .await;
+    assert_eq!(
+        invoke(&c, &victim, "fail", true, &twenty).await.status(),
+        202
+    );
+
+    let region = c.nodes.region_url();
+    for (token, body) in [(&first, &forty), (&second, &forty), (&victim, &twenty)] {
+        let r = invoke(&c, token, "kept", false, body).await;
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(dead_letters(&c.http, &region, &first).await.len(), 1);
+    assert_eq!(
+        dead_letters(&c.http, &region, &second).await.len(),
+        0,
+        "over the region's 70"
+    );
+    let mine = dead_letters(&c.http, &region, &victim).await;
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert_eq!(mine[0]["tenant"], "victim");
+    c.nodes.shutdown().await;
+}
