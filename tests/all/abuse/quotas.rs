@@ -44,6 +44,12 @@ async fn post(c: &TestCluster, token: &str, path: &str, body: Option<Value>) -> 
     req.send().await.expect("request completes")
 }
 
+/// Routes `host` `/` to the tenant's function `f1`.
+async fn add_route(c: &TestCluster, token: &str, host: &str) -> reqwest::Response {
+    let route = json!({"host": host, "path_prefix": "/", "function": "f1"});
+    post(c, token, "/v1/routes", Some(route)).await
+}
+
 async fn invoke(
     c: &TestCluster,
     token: &str,
@@ -120,22 +126,9 @@ async fn a_tenant_past_its_count_and_env_quotas_is_refused_and_another_still_dep
     let r = post(&c, &hostile, "/v1/functions/f1/versions", None).await;
     refused(r, StatusCode::CONFLICT, "versions_per_function", 2).await;
 
-    let route = |host: &str, f: &str| json!({"host": host, "path_prefix": "/", "function": f});
-    let r = post(
-        &c,
-        &hostile,
-        "/v1/routes",
-        Some(route("hostile.example", "f1")),
-    )
-    .await;
+    let r = add_route(&c, &hostile, "hostile.example").await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post(
-        &c,
-        &hostile,
-        "/v1/routes",
-        Some(route("more.hostile.example", "f1")),
-    )
-    .await;
+    let r = add_route(&c, &hostile, "more.hostile.example").await;
     refused(r, StatusCode::CONFLICT, "routes", 1).await;
 
     // The victim's quotas are its own.
@@ -145,13 +138,7 @@ async fn a_tenant_past_its_count_and_env_quotas_is_refused_and_another_still_dep
     }
     let r = post(&c, &victim, "/v1/functions/f1/versions", None).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let r = post(
-        &c,
-        &victim,
-        "/v1/routes",
-        Some(route("victim.example", "f1")),
-    )
-    .await;
+    let r = add_route(&c, &victim, "victim.example").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(
         invoke(&c, &victim, "f2", false, "").await.status(),
