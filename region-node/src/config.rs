@@ -62,6 +62,8 @@ pub struct RegionConfig {
     /// Frequent and rare functions' fleets (`[fleets]`): the frequency bar, the on-demand
     /// workers and queue.
     pub fleets: crate::fleet::FleetsConfig,
+    /// Per-tenant quotas in bytes and counts (`[quotas]`); each refusal names its quota.
+    pub quotas: crate::quota::QuotaConfig,
 }
 
 impl Default for RegionConfig {
@@ -88,6 +90,7 @@ impl Default for RegionConfig {
             trending: common::policy::TrendingConfig::default(),
             limits: crate::limits::LimitsConfig::default(),
             fleets: crate::fleet::FleetsConfig::default(),
+            quotas: crate::quota::QuotaConfig::default(),
         }
     }
 }
@@ -190,6 +193,7 @@ mod tests {
         assert_eq!(c.trending, d.trending);
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.fleets, d.fleets);
+        assert_eq!(c.quotas, d.quotas);
         assert!(c.tls.is_some());
         assert_eq!(
             c.admin_token, None,

@@ -17,6 +17,7 @@
 //! - [`artifacts`]: precompiling on deploy and serving artifacts to POPs.
 //! - [`events`]: the durable async queue, retries, dead-letter queue, control functions.
 //! - [`canary`]: the runtime canary: release choice, verdicts, owner notifications.
+//! - [`quota`]: per-tenant quotas (`[quotas]`) and their checks.
 //! - [`state`]: shared state of functions with a resource group, over the store.
 //! - [`trend`]: trending hints: aggregate rates from POP reports, pushed to POPs.
 
@@ -34,6 +35,7 @@ pub mod limits;
 pub mod node;
 pub mod push;
 pub mod quic;
+pub mod quota;
 pub mod registry;
 pub mod routes;
 pub mod state;

@@ -151,8 +151,8 @@ pub async fn start_with_clock(
             ..CanaryConfig::default()
         },
     )?);
-    let shared_state = Arc::new(RegionState::new(store.clone()));
-    let registry = Arc::new(Registry::new(store));
+    let shared_state = Arc::new(RegionState::new(store.clone()).with_quotas(config.quotas));
+    let registry = Arc::new(Registry::new(store).with_quotas(config.quotas));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let next = Sandbox::new(SandboxConfig {
@@ -164,7 +164,8 @@ pub async fn start_with_clock(
     let events = Arc::new(
         Events::open(registry.store().clone(), config.events)?
             .with_stats(Arc::clone(&stats))
-            .with_clock(clock),
+            .with_clock(clock)
+            .with_quotas(config.quotas),
     );
     let logs = Arc::new(LogBuffer::new(
         format!("region/{node_id}"),

@@ -2,10 +2,9 @@
 //! increments from two functions of one resource group add up exactly, groups are
 //! per tenant, and a function without a group cannot import the state functions.
 
-use crate::support::{TestCluster, error_kind};
+use crate::support::{TestCluster, deploy_as as deploy, error_kind, tenant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use strata::client::deploy_form;
 
 /// Reads `counter` (an 8-byte little-endian integer), adds one with `cas`, and retries
 /// until the swap succeeds. Exits 2..4 on an unexpected host-import result.
@@ -51,23 +50,6 @@ const READ: &str = r#"(module
         (i32.store (i32.const 68) (i32.const 8))
         (drop (call $fd_write (i32.const 1) (i32.const 64) (i32.const 1) (i32.const 72)))))))"#;
 
-async fn deploy(
-    c: &TestCluster,
-    token: &str,
-    name: &str,
-    config: Value,
-    wat: &str,
-) -> reqwest::Response {
-    let wasm = wat::parse_str(wat).expect("valid wat");
-    c.http
-        .put(format!("{}/v1/functions/{name}", c.nodes.region_url()))
-        .bearer_auth(token)
-        .multipart(deploy_form(&config, wasm).expect("form"))
-        .send()
-        .await
-        .expect("request completes")
-}
-
 async fn invoke(c: &TestCluster, base: &str, token: &str, name: &str) -> reqwest::Response {
     c.http
         .post(format!("{base}/v1/functions/{name}/invoke"))
@@ -84,28 +66,6 @@ async fn counter(c: &TestCluster, token: &str) -> u64 {
     let body = r.bytes().await.expect("body");
     let bytes: [u8; 8] = body.as_ref().try_into().expect("8 bytes");
     u64::from_le_bytes(bytes)
-}
-
-/// Creates tenant `id` and returns its token.
-async fn tenant(c: &TestCluster, id: &str) -> String {
-    let admin = |path: String| {
-        c.http
-            .post(format!("{}{path}", c.nodes.region_url()))
-            .bearer_auth(&c.nodes.admin_token)
-    };
-    let r = admin("/v1/tenants".into())
-        .json(&json!({"id": id}))
-        .send()
-        .await
-        .expect("request completes");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let r = admin(format!("/v1/tenants/{id}/tokens"))
-        .send()
-        .await
-        .expect("request completes");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let v: Value = r.json().await.expect("json");
-    v["token"].as_str().expect("token").to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

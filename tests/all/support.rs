@@ -278,3 +278,43 @@ pub async fn over_capacity_forwards(c: &TestCluster) -> u64 {
         .map(|v| v as u64)
         .sum()
 }
+
+/// PUTs `wat` as `name` with `config` at the region, as `token`'s tenant.
+pub async fn deploy_as(
+    c: &TestCluster,
+    token: &str,
+    name: &str,
+    config: serde_json::Value,
+    wat: &str,
+) -> reqwest::Response {
+    let wasm = wat::parse_str(wat).expect("valid wat");
+    c.http
+        .put(format!("{}/v1/functions/{name}", c.nodes.region_url()))
+        .bearer_auth(token)
+        .multipart(strata::client::deploy_form(&config, wasm).expect("form"))
+        .send()
+        .await
+        .expect("request completes")
+}
+
+/// Creates tenant `id` and returns its token.
+pub async fn tenant(c: &TestCluster, id: &str) -> String {
+    let admin = |path: String| {
+        c.http
+            .post(format!("{}{path}", c.nodes.region_url()))
+            .bearer_auth(&c.nodes.admin_token)
+    };
+    let r = admin("/v1/tenants".into())
+        .json(&serde_json::json!({"id": id}))
+        .send()
+        .await
+        .expect("request completes");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let r = admin(format!("/v1/tenants/{id}/tokens"))
+        .send()
+        .await
+        .expect("request completes");
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let v: serde_json::Value = r.json().await.expect("json");
+    v["token"].as_str().expect("token").to_owned()
+}

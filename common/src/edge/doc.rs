@@ -16,10 +16,16 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable kind: `bad_request`, `invalid_module`, `unauthenticated`,
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `throttled`,
-    /// `unavailable`, `internal`; for guest failures `unhandled`, `out-of-memory`,
+    /// `unavailable`, `internal`, `quota_exceeded` (with `quota` and `limit`); for guest failures `unhandled`, `out-of-memory`,
     /// `timeout`; for a route's malformed CGI output `invalid_cgi_response`.
     #[schema(example = "not_found")]
     pub kind: String,
     /// For a person, ideally saying what to do.
     pub message: String,
+    /// For `quota_exceeded`: the quota's name, e.g. `env_bytes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+    /// For `quota_exceeded`: the quota's limit, in its unit (bytes or items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
 }

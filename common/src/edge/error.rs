@@ -1,6 +1,6 @@
 //! The single mapping from error kinds to HTTP status codes and bodies.
 
-use crate::model::{ApiError, ErrorKind, FunctionErrorKind, RequestId};
+use crate::model::{ApiError, ErrorKind, FunctionErrorKind, QuotaClass, RequestId};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,11 @@ fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Throttled => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorKind::QuotaExceeded(b) => match b.quota.class() {
+            QuotaClass::Size => StatusCode::PAYLOAD_TOO_LARGE,
+            QuotaClass::Count => StatusCode::CONFLICT,
+            QuotaClass::Drains => StatusCode::TOO_MANY_REQUESTS,
+        },
     }
 }
 
@@ -41,9 +46,14 @@ fn retry_after_secs(d: Duration) -> u64 {
 }
 
 /// Renders `err` as its status, `retry-after` when it has one, and the JSON body
-/// `{"error": {"kind": ..., "message": ...}}`.
+/// `{"error": {"kind": ..., "message": ...}}`; a quota refusal adds `quota` and `limit`.
 pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response {
-    let body = json!({"error": {"kind": err.kind.as_str(), "message": err.message}});
+    let mut detail = json!({"kind": err.kind.as_str(), "message": err.message});
+    if let Some(b) = err.quota() {
+        detail["quota"] = json!(b.quota.as_str());
+        detail["limit"] = json!(b.limit);
+    }
+    let body = json!({ "error": detail });
     let mut resp = (status_of(err.kind), Json(body)).into_response();
     let headers = resp.headers_mut();
     if let Some(d) = err.retry_after {
@@ -78,5 +88,25 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
         assert!(r.headers().contains_key(REQUEST_ID));
+    }
+
+    #[test]
+    fn quota_refusals_map_by_class_and_name_the_quota() {
+        use crate::model::Quota;
+        let status = |q| {
+            error_response(
+                &ApiError::quota_exceeded(q, 1, "x", Duration::from_secs(3)),
+                None,
+            )
+            .status()
+        };
+        assert_eq!(status(Quota::EnvBytes), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(status(Quota::Functions), StatusCode::CONFLICT);
+        let r = error_response(
+            &ApiError::quota_exceeded(Quota::QueuedEventBytes, 9, "x", Duration::from_secs(3)),
+            None,
+        );
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
     }
 }

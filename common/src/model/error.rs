@@ -2,6 +2,7 @@
 //! invoke path, the control API and the wire, mapped to an HTTP status exactly once, in
 //! [`crate::edge`].
 
+use super::quota::{Quota, QuotaBreach, QuotaClass};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -45,6 +46,10 @@ pub enum ErrorKind {
     Unavailable,
     /// An internal failure (500).
     Internal,
+    /// A per-tenant quota refused the request: 413 for one oversized item, 409 for a
+    /// count or stored total, 429 with `retry-after` for queued bytes that drain (see
+    /// [`QuotaClass`]). Appended last so older kinds keep their wire encoding.
+    QuotaExceeded(QuotaBreach),
 }
 
 impl ErrorKind {
@@ -63,6 +68,7 @@ impl ErrorKind {
             Self::Throttled => "throttled",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
+            Self::QuotaExceeded(_) => "quota_exceeded",
         }
     }
 
@@ -70,6 +76,7 @@ impl ErrorKind {
     pub fn fault(self) -> Fault {
         match self {
             Self::Throttled | Self::Unavailable => Fault::Capacity,
+            Self::QuotaExceeded(b) if b.quota.class() == QuotaClass::Drains => Fault::Capacity,
             Self::Internal => Fault::Internal,
             _ => Fault::Device,
         }
@@ -142,6 +149,29 @@ impl ApiError {
         Self {
             retry_after: Some(retry_after),
             ..Self::new(ErrorKind::Throttled, message)
+        }
+    }
+
+    /// A refusal by `quota` at `limit`, with what was asked for in `message`; bytes that
+    /// drain carry a `retry-after` of `retry_after`.
+    pub fn quota_exceeded(
+        quota: Quota,
+        limit: u64,
+        message: impl std::fmt::Display,
+        retry_after: std::time::Duration,
+    ) -> Self {
+        let kind = ErrorKind::QuotaExceeded(QuotaBreach { quota, limit });
+        Self {
+            retry_after: (quota.class() == QuotaClass::Drains).then_some(retry_after),
+            ..Self::new(kind, format!("quota {quota} ({limit}) exceeded: {message}"))
+        }
+    }
+
+    /// The quota that refused, when one did.
+    pub fn quota(&self) -> Option<QuotaBreach> {
+        match self.kind {
+            ErrorKind::QuotaExceeded(b) => Some(b),
+            _ => None,
         }
     }
 

@@ -10,6 +10,7 @@ mod digest;
 mod error;
 mod invoke;
 mod name;
+mod quota;
 mod route;
 mod token;
 mod version;
@@ -23,6 +24,7 @@ pub use invoke::{
     ResolvedFunction, StartKind, Timing,
 };
 pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};
+pub use quota::{Quota, QuotaBreach, QuotaClass};
 pub use route::{
     HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
 };

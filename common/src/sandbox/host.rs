@@ -31,6 +31,8 @@ pub const UNAVAILABLE: i32 = -5;
 pub const NO_STATE: i32 = -6;
 /// The output buffer cannot hold the result; nothing was written.
 pub const BUFFER_TOO_SMALL: i32 = -7;
+/// The write would take the namespace past its key or byte quota; nothing was written.
+pub const QUOTA_EXCEEDED: i32 = -8;
 
 impl super::CompiledModule {
     /// Whether the module imports any `strata` shared-state function.
@@ -183,6 +185,7 @@ fn code(e: StateError) -> Code {
         StateError::BadKey(_) => BAD_KEY,
         StateError::ValueTooLarge(_) => VALUE_TOO_LARGE,
         StateError::Unavailable(_) => UNAVAILABLE,
+        StateError::QuotaExceeded(_) => QUOTA_EXCEEDED,
     }
 }
 

@@ -65,7 +65,8 @@ pub use cache::ModuleCache;
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
 pub use host::{
-    BAD_KEY, BAD_POINTER, BUFFER_TOO_SMALL, NO_STATE, NOT_FOUND, UNAVAILABLE, VALUE_TOO_LARGE,
+    BAD_KEY, BAD_POINTER, BUFFER_TOO_SMALL, NO_STATE, NOT_FOUND, QUOTA_EXCEEDED, UNAVAILABLE,
+    VALUE_TOO_LARGE,
 };
 pub use lane::{OnDemandBudget, WarmLane};
 pub use pool::WarmKey;

@@ -27,6 +27,9 @@ pub enum StateError {
     /// The durable store failed; nothing is known to have been written.
     #[error("shared state unavailable: {0}")]
     Unavailable(String),
+    /// The write would take the namespace past a quota; nothing was written.
+    #[error("shared state quota {} ({}) exceeded", .0.quota, .0.limit)]
+    QuotaExceeded(crate::model::QuotaBreach),
 }
 
 /// One key-value namespace (a tenant's resource group). Every call blocks until the

@@ -38,8 +38,8 @@ fn multipart_error(e: MultipartError) -> ApiError {
     request_body(content = DeployForm, content_type = "multipart/form-data"),
     responses((status = 200, description = "The deployed function", body = Object),
         (status = 400, description = "Invalid config or module", body = ErrorBody),
-        (status = 409, description = "Lost a race with another deploy", body = ErrorBody),
-        (status = 413, description = "Module over the limit", body = ErrorBody)),
+        (status = 409, description = "Lost a race with another deploy, or `quota_exceeded` (`functions`)", body = ErrorBody),
+        (status = 413, description = "Module over the limit, or `quota_exceeded` (`env_bytes`)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn deploy(
     State(s): State<ControlState>,

@@ -25,7 +25,8 @@ pub(super) struct Publish {
     request_body(content = Object, description = "Optional `{\"description\"}`"),
     responses((status = 201, description = "The new version `{function, version, digest, config, created_at}`", body = Object),
         (status = 200, description = "`$LATEST` is already the newest version", body = Object),
-        (status = 404, description = "No such function for this tenant", body = ErrorBody)),
+        (status = 404, description = "No such function for this tenant", body = ErrorBody),
+        (status = 409, description = "`quota_exceeded` (`versions_per_function`)", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn publish(
     State(s): State<ControlState>,

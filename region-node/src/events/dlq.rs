@@ -1,10 +1,14 @@
 //! The dead-letter queue's operations, scoped to one tenant: list, show, replay, purge,
 //! and dead-lettering failed synchronous invocations (`dead_letter_sync`). A replay
 //! re-enqueues first and removes the dead letter only once the event is committed, so a
-//! crash in between leaves both (run at least once), never neither.
+//! crash in between leaves both (run at least once), never neither. Each tenant's dead
+//! letters are a stream of their own ([`dlq_stream`]): no operation reads another
+//! tenant's, and a listing reads one page.
 
-use super::record::DLQ_STREAM;
+use super::ledger::Held;
+use super::record::{LEGACY_DLQ_STREAM, dlq_stream};
 use super::{DeadLetter, Events, FailureCause, is_full, read_all};
+use crate::store::{Store, StoreError};
 use common::model::{ApiError, InvokeRequest, ResolvedFunction, TenantId};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -29,31 +33,23 @@ impl Events {
         after: u64,
         limit: usize,
     ) -> Result<DlqPage, ApiError> {
-        // The stream is shared by tenants: scan it in pages until `limit` of this tenant's
-        // are found (the stream is bounded by `max_dead_letters`, so this is too).
-        self.blocking(move |s| {
-            const PAGE: usize = 512;
-            let mut items = Vec::new();
-            let mut from = after.saturating_add(1);
-            loop {
-                let page = s.read(DLQ_STREAM, from, PAGE)?;
-                let done = page.len() < PAGE;
-                for m in page {
-                    from = m.seq + 1;
-                    if let Some(d) = decode(m.seq, &m.value).filter(|d| d.tenant == tenant) {
-                        if items.len() == limit {
-                            let next = items.last().map(|d: &DeadLetter| d.id);
-                            return Ok(DlqPage { items, next });
-                        }
-                        items.push(d);
-                    }
-                }
-                if done {
-                    return Ok(DlqPage { items, next: None });
-                }
-            }
-        })
-        .await
+        // One more than asked says whether there is a next page.
+        let stream = dlq_stream(&tenant);
+        let page = self
+            .blocking(move |s| s.read(&stream, after.saturating_add(1), limit.saturating_add(1)))
+            .await?;
+        let more = page.len() > limit;
+        let items: Vec<DeadLetter> = page
+            .into_iter()
+            .take(limit)
+            .filter_map(|m| decode(m.seq, &m.value))
+            .collect();
+        let next = if more {
+            items.last().map(|d| d.id)
+        } else {
+            None
+        };
+        Ok(DlqPage { items, next })
     }
 
     /// The tenant's dead letter `id`.
@@ -61,7 +57,8 @@ impl Events {
     /// # Errors
     /// 404 when the tenant has no dead letter `id`; 500 on a store failure.
     pub async fn dlq_get(&self, tenant: &TenantId, id: u64) -> Result<DeadLetter, ApiError> {
-        self.blocking(move |s| s.read(DLQ_STREAM, id, 1))
+        let stream = dlq_stream(tenant);
+        self.blocking(move |s| s.read(&stream, id, 1))
             .await?
             .into_iter()
             .find(|m| m.seq == id)
@@ -77,9 +74,9 @@ impl Events {
     /// letter is kept); 500 on a store failure.
     pub async fn dlq_replay(&self, tenant: &TenantId, id: u64) -> Result<(), ApiError> {
         let letter = self.dlq_get(tenant, id).await?;
-        self.append(letter.replay(self.now_ms()), self.config.max_queued)
+        self.append(letter.replay(self.now_ms()), self.config.max_queued, true)
             .await?;
-        self.remove(id).await
+        self.remove(tenant, id).await
     }
 
     /// Replays every dead letter of the tenant; returns how many were replayed. Stops at
@@ -91,14 +88,14 @@ impl Events {
         let mut replayed = 0;
         for letter in self.tenant_letters(tenant).await? {
             match self
-                .append(letter.replay(self.now_ms()), self.config.max_queued)
+                .append(letter.replay(self.now_ms()), self.config.max_queued, true)
                 .await
             {
                 Ok(_) => {}
                 Err(e) if is_full(&e) && replayed > 0 => break,
                 Err(e) => return Err(e),
             }
-            self.remove(letter.id).await?;
+            self.remove(tenant, letter.id).await?;
             replayed += 1;
         }
         Ok(replayed)
@@ -111,7 +108,7 @@ impl Events {
     pub async fn dlq_purge(&self, tenant: &TenantId) -> Result<u64, ApiError> {
         let mut purged = 0;
         for letter in self.tenant_letters(tenant).await? {
-            self.remove(letter.id).await?;
+            self.remove(tenant, letter.id).await?;
             purged += 1;
         }
         Ok(purged)
@@ -120,7 +117,8 @@ impl Events {
     /// Keeps a failed synchronous invocation of a function with `dead_letter_sync`.
     ///
     /// # Errors
-    /// 500 on a store failure; 429 when the dead-letter queue is full.
+    /// 500 on a store failure; 503 when the dead-letter queue is full; 409
+    /// `quota_exceeded` past the tenant's or the region's dead-letter bytes.
     pub async fn dead_letter_sync(
         &self,
         tenant: &TenantId,
@@ -148,7 +146,8 @@ impl Events {
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| ApiError::internal(format!("encoding dead letter: {e}")))?;
         let bound = self.config.max_dead_letters;
-        self.blocking(move |s| s.append(DLQ_STREAM, &bytes, bound))
+        let payload = letter.payload.len() as u64;
+        self.append_counted(Held::Dead, tenant, payload, bytes, bound, true)
             .await?;
         self.dlq_depth.fetch_add(1, Ordering::Relaxed);
         self.count(super::Outcome::DeadLettered);
@@ -156,23 +155,47 @@ impl Events {
     }
 
     async fn tenant_letters(&self, tenant: &TenantId) -> Result<Vec<DeadLetter>, ApiError> {
-        let tenant = tenant.clone();
+        let stream = dlq_stream(tenant);
         self.blocking(move |s| {
-            Ok(read_all(s, DLQ_STREAM)?
+            Ok(read_all(s, &stream)?
                 .into_iter()
                 .filter_map(|m| decode(m.seq, &m.value))
-                .filter(|d| d.tenant == tenant)
                 .collect())
         })
         .await
     }
 
-    async fn remove(&self, id: u64) -> Result<(), ApiError> {
-        if self.blocking(move |s| s.ack(DLQ_STREAM, id)).await? {
+    async fn remove(&self, tenant: &TenantId, id: u64) -> Result<(), ApiError> {
+        if self.ack_counted(Held::Dead, tenant, id).await? {
             self.dlq_depth.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
     }
+}
+
+/// Moves every dead letter left in the shared stream of earlier releases into its
+/// tenant's stream (append, then ack: a crash in between leaves a copy in both, never
+/// neither), under `bound` per tenant stream; what does not fit or cannot be decoded
+/// stays where it is (nothing is destroyed). Blocking; run once when the queue opens.
+///
+/// # Errors
+/// [`StoreError`] when a stream cannot be read or written.
+pub(super) fn move_legacy_letters(store: &Store, bound: u64) -> Result<(), StoreError> {
+    for m in read_all(store, LEGACY_DLQ_STREAM)? {
+        let Some(d) = decode(m.seq, &m.value) else {
+            continue;
+        };
+        match store.append(&dlq_stream(&d.tenant), &m.value, bound) {
+            Ok(_) => {
+                store.ack(LEGACY_DLQ_STREAM, m.seq)?;
+            }
+            Err(StoreError::StreamFull { .. }) => {
+                tracing::warn!(seq = m.seq, tenant = %d.tenant, "legacy dead letter left: the tenant's DLQ is full");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// A stored dead letter with its id filled in; `None` (and logged) when undecodable.

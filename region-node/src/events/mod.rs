@@ -2,7 +2,8 @@
 //!
 //! Owns accepting events (a 202 only after the event is committed to the store's
 //! [`EVENTS_STREAM`]), the bounded workers that run them at least once, retries with
-//! [`common::policy::retry`] backoff, dead letters in [`DLQ_STREAM`] and control functions
+//! [`common::policy::retry`] backoff, dead letters in one stream per tenant
+//! ([`record::dlq_stream`]) and control functions
 //! (`on_failure`, `on_success`, and `on_runtime_incompatible` queued by the invoker when
 //! the runtime canary pins a function). The store is the only truth: the in-memory schedule
 //! holds just `(due time, sequence)` pairs and is rebuilt from the stream on start, so a
@@ -22,6 +23,7 @@
 
 mod clock;
 mod dlq;
+mod ledger;
 pub mod record;
 mod worker;
 
@@ -30,11 +32,13 @@ pub use dlq::DlqPage;
 pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
 pub use worker::spawn_workers;
 
+use crate::quota::QuotaConfig;
 use crate::store::{Store, StoreError};
 use common::metrics::NodeStats;
 use common::model::{ApiError, ErrorKind, FunctionName, InvokeRequest, RequestId, TenantId};
 use common::policy::retry::RetryPolicy;
-use record::{DLQ_STREAM, EVENTS_STREAM};
+use ledger::{Held, Ledger};
+use record::{EVENTS_STREAM, dlq_stream};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,9 +56,9 @@ pub struct EventsConfig {
     /// `retry-after`. Retries and control events may use up to as many again, so they are
     /// never refused behind device events. Default 10 000.
     pub max_queued: u64,
-    /// Dead letters kept. When full, an event that fails finally stays queued and dead-
-    /// lettering is retried every second until an operator purges or replays.
-    /// Default 100 000.
+    /// Dead letters kept per tenant (each tenant's are a stream of their own). When full,
+    /// an event that fails finally stays queued and dead-lettering is retried every second
+    /// until the tenant purges or replays. Default 100 000.
     pub max_dead_letters: u64,
     /// Upper bound of the first retry's delay, ms. Default 1000.
     pub retry_base_ms: u64,
@@ -121,6 +125,10 @@ pub struct Events {
     stats: Option<Arc<NodeStats>>,
     /// Every time the queue reads (accepted, attempted, due, age).
     clock: Arc<dyn WallClock>,
+    /// Payload bytes queued and dead-lettered, per tenant and in total.
+    ledger: Mutex<Ledger>,
+    /// The byte quotas on them.
+    quotas: QuotaConfig,
 }
 
 /// Reads a whole stream in pages (streams are bounded, so this is too).
@@ -150,24 +158,40 @@ impl Events {
     pub fn open(store: Store, config: EventsConfig) -> Result<Self, StoreError> {
         let mut latest: HashMap<(String, EventKind), (u64, u64)> = HashMap::new();
         let mut stale = Vec::new();
+        let mut ledger = Ledger::default();
         for m in read_all(&store, EVENTS_STREAM)? {
             let Ok(rec) = serde_json::from_slice::<EventRecord>(&m.value) else {
                 // Left in place (not acked) so nothing is destroyed; it is never run.
                 tracing::error!(seq = m.seq, "undecodable event record skipped");
                 continue;
             };
+            let bytes = rec.payload.len() as u64;
+            ledger.add(Held::Queued, m.seq, &rec.tenant, bytes);
             // Same request and kind twice: a crash between an append and its ack. The
             // later copy carries the newer attempt count.
             let entry = (m.seq, rec.next_attempt_ms);
             if let Some(old) = latest.insert((rec.request_id, rec.kind), entry) {
-                stale.push(old.0);
+                stale.push((old.0, rec.tenant));
             }
         }
-        for seq in stale {
+        for (seq, tenant) in stale {
             store.ack(EVENTS_STREAM, seq)?;
+            ledger.remove(Held::Queued, &tenant, seq);
         }
         let schedule = latest.into_values().map(|(seq, due)| (due, seq)).collect();
-        let dlq_depth = read_all(&store, DLQ_STREAM)?.len() as u64;
+        dlq::move_legacy_letters(&store, config.max_dead_letters)?;
+        let mut dlq_depth = 0;
+        for (id, _) in store.list(crate::store::Bucket::Tenants, "")? {
+            let Ok(tenant) = TenantId::new(&id) else {
+                continue;
+            };
+            for m in read_all(&store, &dlq_stream(&tenant))? {
+                dlq_depth += 1;
+                if let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.value) {
+                    ledger.add(Held::Dead, m.seq, &tenant, d.payload.len() as u64);
+                }
+            }
+        }
         Ok(Self {
             store,
             retry: config.retry_policy(),
@@ -179,7 +203,88 @@ impl Events {
             counters: EventCounters::default(),
             stats: None,
             clock: Arc::new(SystemClock),
+            ledger: Mutex::new(ledger),
+            quotas: QuotaConfig::default(),
         })
+    }
+
+    /// Bounds queued and dead-lettered payload bytes by `quotas` instead of the defaults.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: QuotaConfig) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `bytes`, a message of `tenant` holding `payload` payload bytes, to the
+    /// stream of `held` under `bound`; with `checked`, only if the tenant's and the
+    /// region's byte quotas allow it. The ledger counts it once appended.
+    ///
+    /// # Errors
+    /// 429 (queued) or 409 (dead letters) `quota_exceeded`; 429 when the queue is at its
+    /// count bound; 503 when the DLQ is; 500 on a store failure.
+    async fn append_counted(
+        &self,
+        held: Held,
+        tenant: &TenantId,
+        payload: u64,
+        bytes: Vec<u8>,
+        bound: u64,
+        checked: bool,
+    ) -> Result<u64, ApiError> {
+        let quotas = checked.then_some(&self.quotas);
+        self.ledger().reserve(held, tenant, payload, quotas)?;
+        let stream = match held {
+            Held::Queued => EVENTS_STREAM.to_owned(),
+            Held::Dead => dlq_stream(tenant),
+        };
+        let store = self.store.clone();
+        let appended = tokio::task::spawn_blocking(move || store.append(&stream, &bytes, bound))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| match e {
+                    StoreError::StreamFull { max, .. } if held == Held::Queued => {
+                        ApiError::throttled(
+                            format!("the async event queue is full ({max} events)"),
+                            Duration::from_secs(1),
+                        )
+                    }
+                    other => ApiError::from(other),
+                })
+            });
+        let mut ledger = self.ledger();
+        match appended {
+            Ok(seq) => {
+                ledger.record(held, seq, tenant, payload);
+                Ok(seq)
+            }
+            Err(e) => {
+                ledger.release(held, tenant, payload);
+                Err(e)
+            }
+        }
+    }
+
+    /// Acks `tenant`'s message `seq` of the stream of `held` and stops counting it;
+    /// returns whether it existed.
+    async fn ack_counted(&self, held: Held, tenant: &TenantId, seq: u64) -> Result<bool, ApiError> {
+        let stream = match held {
+            Held::Queued => EVENTS_STREAM.to_owned(),
+            Held::Dead => dlq_stream(tenant),
+        };
+        let existed = self.blocking(move |s| s.ack(&stream, seq)).await?;
+        self.ledger().remove(held, tenant, seq);
+        Ok(existed)
+    }
+
+    /// Payload bytes `tenant` has queued (or running) and dead-lettered.
+    pub fn tenant_bytes(&self, tenant: &TenantId) -> (u64, u64) {
+        let l = self.ledger();
+        (l.used(Held::Queued, tenant), l.used(Held::Dead, tenant))
     }
 
     /// Reads the time from `clock` instead of the system's wall clock.
@@ -257,9 +362,11 @@ impl Events {
     /// Durably queues `event` as a device's; returns once it is committed.
     ///
     /// # Errors
-    /// 429 when the queue holds `max_queued` events; 500 on a store failure.
+    /// 429 when the queue holds `max_queued` events, or `quota_exceeded` (429 with
+    /// `retry-after`) past the tenant's or the region's queued payload bytes; 500 on a
+    /// store failure.
     pub async fn enqueue(&self, event: EventRecord) -> Result<(), ApiError> {
-        self.append(event, self.config.max_queued).await?;
+        self.append(event, self.config.max_queued, true).await?;
         self.count(Outcome::Accepted);
         Ok(())
     }
@@ -297,25 +404,21 @@ impl Events {
             last_error: None,
             version: None,
         };
-        self.append(event, self.internal_bound()).await.map(drop)
+        self.append(event, self.internal_bound(), false)
+            .await
+            .map(drop)
     }
 
-    /// Appends `event` to the queue under `bound` and schedules it.
-    async fn append(&self, event: EventRecord, bound: u64) -> Result<u64, ApiError> {
+    /// Appends `event` to the queue under `bound` (and, with `checked`, the byte quotas)
+    /// and schedules it.
+    async fn append(&self, event: EventRecord, bound: u64, checked: bool) -> Result<u64, ApiError> {
         let due = event.next_attempt_ms;
         let bytes = serde_json::to_vec(&event)
             .map_err(|e| ApiError::internal(format!("encoding event: {e}")))?;
-        let store = self.store.clone();
-        let seq = tokio::task::spawn_blocking(move || store.append(EVENTS_STREAM, &bytes, bound))
-            .await
-            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-            .map_err(|e| match e {
-                StoreError::StreamFull { max, .. } => ApiError::throttled(
-                    format!("the async event queue is full ({max} events)"),
-                    Duration::from_secs(1),
-                ),
-                other => ApiError::from(other),
-            })?;
+        let payload = event.payload.len() as u64;
+        let seq = self
+            .append_counted(Held::Queued, &event.tenant, payload, bytes, bound, checked)
+            .await?;
         self.lock().insert((due, seq));
         self.wake.notify_one();
         Ok(seq)
@@ -382,13 +485,14 @@ fn cause_of(e: &ApiError) -> FailureCause {
     }
 }
 
-/// Whether a platform error is the store refusing for lack of room.
+/// Whether a platform error is the store (or a byte quota) refusing for lack of room.
 fn is_full(e: &ApiError) -> bool {
-    e.kind == ErrorKind::Throttled
+    e.kind == ErrorKind::Throttled || e.quota().is_some()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::record::LEGACY_DLQ_STREAM;
     use super::*;
     use common::model::{FunctionName, Qualifier, TenantId};
 
@@ -430,13 +534,44 @@ mod tests {
         store
             .append(EVENTS_STREAM, b"not json", 100)
             .expect("append");
-        store.append(DLQ_STREAM, b"{}", 100).expect("append");
+        let letter = DeadLetter::of(
+            &event("d", 1, 1),
+            FailureCause {
+                kind: "k".into(),
+                message: "m".into(),
+            },
+            "r",
+        );
+        let letter = serde_json::to_vec(&letter).expect("encode");
+        store
+            .append(LEGACY_DLQ_STREAM, &letter, 100)
+            .expect("append");
+        store
+            .put(
+                crate::store::Bucket::Tenants,
+                "t",
+                b"{}",
+                crate::store::Expect::Any,
+            )
+            .expect("tenant");
 
         let events = Events::open(store.clone(), EventsConfig::default()).expect("opens");
         let schedule: Vec<(u64, u64)> = events.lock().iter().copied().collect();
         assert_eq!(schedule, vec![(10, a), (20, b1), (30, c)]);
         assert_eq!(events.queue_depth(), 3);
-        assert_eq!(events.dlq_depth(), 1);
+        assert_eq!(
+            events.dlq_depth(),
+            1,
+            "the legacy dead letter moved to its tenant"
+        );
+        let t = TenantId::new("t").expect("tenant");
+        assert_eq!(store.read(LEGACY_DLQ_STREAM, 1, 10).expect("read"), []);
+        assert_eq!(store.read(&dlq_stream(&t), 1, 10).expect("read").len(), 1);
+        assert_eq!(
+            events.tenant_bytes(&t),
+            (3, 1),
+            "three live events of 1 byte; the dead letter of 1"
+        );
         let left: Vec<u64> = store
             .read(EVENTS_STREAM, 1, 100)
             .expect("read")

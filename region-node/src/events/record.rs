@@ -7,8 +7,15 @@ use serde::{Deserialize, Serialize};
 
 /// The stream holding queued events (one message per event, re-appended on each attempt).
 pub const EVENTS_STREAM: &str = "events";
-/// The stream holding dead letters.
-pub const DLQ_STREAM: &str = "dlq";
+/// The stream that held every tenant's dead letters before they had one stream each;
+/// opening the queue moves what it still holds into the tenants' streams.
+pub const LEGACY_DLQ_STREAM: &str = "dlq";
+
+/// The stream holding `tenant`'s dead letters, so listing, replaying and purging them
+/// never read another tenant's.
+pub fn dlq_stream(tenant: &TenantId) -> String {
+    format!("dlq/{tenant}")
+}
 
 /// Why an attempt failed: a guest failure (`unhandled`, `timeout`, `out-of-memory`), a
 /// platform error kind (`not_found`, `unavailable`, ...), or `too-old` for an event that
@@ -81,7 +88,7 @@ pub struct EventRecord {
     pub version: Option<String>,
 }
 
-/// One dead letter, as stored in [`DLQ_STREAM`] and served by `/v1/dlq`.
+/// One dead letter, as stored in its tenant's [`dlq_stream`] and served by `/v1/dlq`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The dead letter's id (its sequence in the DLQ stream); set when read back.

@@ -1,7 +1,8 @@
 //! The workers that run queued events, following the durability protocol of the module
 //! docs ([`super`]): record the attempt, run, then record the outcome before the ack.
 
-use super::record::{DLQ_STREAM, EVENTS_STREAM, SuccessRecord};
+use super::ledger::Held;
+use super::record::{EVENTS_STREAM, SuccessRecord};
 use super::{DeadLetter, EventKind, EventRecord, Events, FailureCause, cause_of};
 use crate::invoker::RegionInvoker;
 use common::model::{ApiError, FunctionName, InvocationType, InvokeRequest, RequestId};
@@ -151,10 +152,13 @@ impl Events {
         let bytes = serde_json::to_vec(rec)
             .map_err(|e| ApiError::internal(format!("encoding event: {e}")))?;
         let bound = self.internal_bound();
+        // The copy takes over the old message's bytes (counted once, not twice while both
+        // exist), so the ack that follows has nothing left to release.
         let next = self
-            .blocking(move |s| s.append(EVENTS_STREAM, &bytes, bound))
+            .append_counted(Held::Queued, &rec.tenant, 0, bytes, bound, false)
             .await?;
-        self.blocking(move |s| s.ack(EVENTS_STREAM, seq)).await?;
+        self.ledger().transfer(Held::Queued, &rec.tenant, seq, next);
+        self.ack_counted(Held::Queued, &rec.tenant, seq).await?;
         Ok(next)
     }
 
@@ -179,7 +183,7 @@ impl Events {
                 .map_err(|e| ApiError::internal(format!("encoding success record: {e}")))?;
             self.control(rec, f, EventKind::OnSuccess, payload).await?;
         }
-        self.blocking(move |s| s.ack(EVENTS_STREAM, seq)).await?;
+        self.ack_counted(Held::Queued, &rec.tenant, seq).await?;
         Ok(())
     }
 
@@ -226,8 +230,9 @@ impl Events {
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| ApiError::internal(format!("encoding dead letter: {e}")))?;
         let bound = self.config.max_dead_letters;
+        let payload = letter.payload.len() as u64;
         let id = self
-            .blocking(move |s| s.append(DLQ_STREAM, &bytes, bound))
+            .append_counted(Held::Dead, &rec.tenant, payload, bytes, bound, true)
             .await?;
         self.dlq_depth.fetch_add(1, Ordering::Relaxed);
         self.count(super::Outcome::DeadLettered);
@@ -237,7 +242,7 @@ impl Events {
                 .map_err(|e| ApiError::internal(format!("encoding failure record: {e}")))?;
             self.control(rec, f, EventKind::OnFailure, payload).await?;
         }
-        self.blocking(move |s| s.ack(EVENTS_STREAM, seq)).await?;
+        self.ack_counted(Held::Queued, &rec.tenant, seq).await?;
         Ok(())
     }
 }

@@ -3,9 +3,10 @@
 
 use super::versions::{VersionRecord, version_key};
 use super::{Registry, decode, encode, function_key, now_ms};
+use crate::quota;
 use crate::store::{Bucket, Expect};
 use common::model::{
-    ApiError, ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, Qualifier,
+    ApiError, ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, Qualifier, Quota,
     ResolvedFunction, TenantId,
 };
 use common::policy::alias;
@@ -54,7 +55,10 @@ impl Registry {
     /// function is still at that revision.
     ///
     /// # Errors
-    /// 400 for a config over the tenant's limits, 409 on a lost race, 500 on store failure.
+    /// 400 for a config over the tenant's limits, 413 `quota_exceeded` for an env over
+    /// `env_bytes`, 409 `quota_exceeded` for a new function past `functions`, 409 on a
+    /// lost race, 500 on store failure. A replaced module's blob is deleted when nothing
+    /// else refers to it.
     pub fn deploy(
         &self,
         tenant: &TenantId,
@@ -67,6 +71,23 @@ impl Registry {
         config
             .validate(t.max_memory_mb)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        self.quotas.check_env(&config)?;
+        let key = function_key(tenant, name);
+        let _blobs = self.blob_lock();
+        let old = self.store.get(Bucket::Functions, &key)?;
+        if old.is_none() {
+            let have = self
+                .store
+                .list(Bucket::Functions, &format!("{tenant}/"))?
+                .len();
+            quota::check(
+                Quota::Functions,
+                self.quotas.functions,
+                have as u64,
+                1,
+                "functions of this tenant",
+            )?;
+        }
         let digest = self.store.put_blob(wasm)?;
         let rec = FunctionRecord {
             config,
@@ -75,12 +96,13 @@ impl Registry {
             updated_at_ms: now_ms(),
         };
         let expect = expect_revision.map_or(Expect::Any, Expect::Revision);
-        let revision = self.store.put(
-            Bucket::Functions,
-            &function_key(tenant, name),
-            &encode(&rec)?,
-            expect,
-        )?;
+        let revision = self
+            .store
+            .put(Bucket::Functions, &key, &encode(&rec)?, expect)?;
+        let replaced = old.and_then(|e| decode::<FunctionRecord>(&e.value).ok());
+        if let Some(old) = replaced.filter(|o| o.digest != rec.digest) {
+            self.collect_blobs([old.digest])?;
+        }
         Ok(view(name.clone(), rec, revision))
     }
 
@@ -124,18 +146,31 @@ impl Registry {
     /// 404 when it does not exist.
     pub fn delete_function(&self, tenant: &TenantId, name: &FunctionName) -> Result<(), ApiError> {
         let key = function_key(tenant, name);
+        let _blobs = self.blob_lock();
+        let Some(old) = self.store.get(Bucket::Functions, &key)? else {
+            return Err(ApiError::not_found(format!("function {name}")));
+        };
         if !self.store.delete(Bucket::Functions, &key, Expect::Any)? {
             return Err(ApiError::not_found(format!("function {name}")));
         }
+        let mut dropped: Vec<ArtifactDigest> = decode::<FunctionRecord>(&old.value)
+            .map(|r| r.digest)
+            .into_iter()
+            .collect();
         let prefix = format!("{key}/");
         for bucket in [Bucket::Aliases, Bucket::Versions] {
-            for (k, _) in self.store.list(bucket, &prefix)? {
+            for (k, e) in self.store.list(bucket, &prefix)? {
                 self.store.delete(bucket, &k, Expect::Any)?;
+                if bucket == Bucket::Versions
+                    && let Ok(v) = decode::<VersionRecord>(&e.value)
+                {
+                    dropped.push(v.digest);
+                }
             }
         }
         // The publish counter: a function created again under this name starts at 1.
         self.store.delete(Bucket::Versions, &key, Expect::Any)?;
-        Ok(())
+        self.collect_blobs(dropped)
     }
 
     /// What `qualifier` of `tenant/name` runs; `draw` is the random number that picks

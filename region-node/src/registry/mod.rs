@@ -6,8 +6,10 @@
 //! - this file: tenants, tokens, record encoding;
 //! - [`functions`](self::functions): deploy, read, list, delete, resolve a qualifier;
 //! - [`versions`](self::versions): publish, versions, aliases;
+//! - [`blobs`](self::blobs): deleting code blobs nothing refers to any more;
 //! - [`updates`](self::updates): store changes as the updates pushed to POPs.
 
+mod blobs;
 mod functions;
 mod updates;
 mod versions;
@@ -15,6 +17,7 @@ mod versions;
 pub use functions::FunctionView;
 pub use updates::REGISTRY_BUCKETS;
 
+use crate::quota::QuotaConfig;
 use crate::store::{Bucket, Expect, Store, StoreError};
 use common::model::{ApiError, ErrorKind, FunctionName, TenantId, TokenHash};
 use serde::{Deserialize, Serialize};
@@ -79,6 +82,10 @@ pub struct Registry {
     /// (Across region processes sharing one store, the counter still serialises numbers;
     /// the duplicate check is then best effort.)
     publish_lock: std::sync::Mutex<()>,
+    /// Serialises deploys and the writes that drop blob references (see `blobs`).
+    blob_lock: std::sync::Mutex<()>,
+    /// The per-tenant quotas on functions, versions and env.
+    quotas: QuotaConfig,
 }
 
 impl Registry {
@@ -87,7 +94,21 @@ impl Registry {
         Self {
             store,
             publish_lock: std::sync::Mutex::new(()),
+            blob_lock: std::sync::Mutex::new(()),
+            quotas: QuotaConfig::default(),
         }
+    }
+
+    /// Enforces `quotas` instead of the defaults.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: QuotaConfig) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> &QuotaConfig {
+        &self.quotas
     }
 
     /// The underlying store.

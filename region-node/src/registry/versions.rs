@@ -66,7 +66,8 @@ impl Registry {
     ///
     /// # Errors
     /// 404 for an unknown function, 400 for an over-long description, 409 when another
-    /// publish of the same function won a race.
+    /// publish of the same function won a race, 409 `quota_exceeded` past
+    /// `versions_per_function`.
     pub fn publish(
         &self,
         tenant: &TenantId,
@@ -88,12 +89,21 @@ impl Registry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let latest = self.function(tenant, name)?;
-        if let Some(newest) = self.versions(tenant, name)?.pop()
+        let mut existing = self.versions(tenant, name)?;
+        let count = existing.len() as u64;
+        if let Some(newest) = existing.pop()
             && newest.digest == latest.digest
             && newest.config == latest.config
         {
             return Ok((newest, false));
         }
+        crate::quota::check(
+            common::model::Quota::VersionsPerFunction,
+            self.quotas.versions_per_function,
+            count,
+            1,
+            "published versions of this function",
+        )?;
         let counter_key = function_key(tenant, name);
         let counter = self.store.get(Bucket::Versions, &counter_key)?;
         let (last, expect) = match counter {
@@ -152,7 +162,8 @@ impl Registry {
     /// Deletes version `n` of `tenant/name`.
     ///
     /// # Errors
-    /// 404 when it does not exist, 409 when an alias points at it.
+    /// 404 when it does not exist, 409 when an alias points at it. Its module's blob is
+    /// deleted when nothing else refers to it.
     pub fn delete_version(
         &self,
         tenant: &TenantId,
@@ -176,7 +187,11 @@ impl Registry {
                 .put(Bucket::Versions, &key, &old.value, Expect::Absent)?;
             return Err(pinned);
         }
-        Ok(())
+        let _blobs = self.blob_lock();
+        match decode::<VersionRecord>(&old.value) {
+            Ok(v) => self.collect_blobs([v.digest]),
+            Err(_) => Ok(()),
+        }
     }
 
     fn refuse_if_pinned(

@@ -212,6 +212,19 @@ impl Routes {
         let value = serde_json::to_vec(&route)
             .map_err(|e| ApiError::internal(format!("encoding route: {e}")))?;
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the write lock, so two creates cannot both take the last place.
+        let have = self
+            .table()
+            .routes()
+            .filter(|r| r.tenant == *tenant)
+            .count();
+        crate::quota::check(
+            common::model::Quota::Routes,
+            self.registry.quotas().routes,
+            have as u64,
+            1,
+            "routes of this tenant",
+        )?;
         let own = self.hosts();
         let mut claimed = None;
         if !own.routable_by(tenant, route.host.as_str()) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 pub(super) fn run_all(fresh: &mut dyn FnMut() -> Store) {
     conditional_writes(&fresh());
     list_and_delete(&fresh());
+    list_pages(&fresh());
     blobs(&fresh());
     history_and_snapshot(&fresh());
     streams(&fresh());
@@ -85,6 +86,23 @@ fn list_and_delete(s: &Store) {
     assert_eq!(keys("a/"), ["a/y"]);
 }
 
+fn list_pages(s: &Store) {
+    for k in ["p/a", "p/b", "p/c", "q/a"] {
+        s.put(Bucket::State, k, b"v", Any).expect("put");
+    }
+    let keys = |after: &str, max| -> Vec<String> {
+        s.list_page(Bucket::State, "p/", after, max)
+            .expect("page")
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
+    };
+    assert_eq!(keys("", 2), ["p/a", "p/b"]);
+    assert_eq!(keys("p/b", 2), ["p/c"]);
+    assert_eq!(keys("p/c", 2), Vec::<String>::new());
+    assert_eq!(keys("", 0), Vec::<String>::new());
+}
+
 fn blobs(s: &Store) {
     let d = s.put_blob(b"module").expect("put");
     assert_eq!(d, ArtifactDigest::of(b"module"));
@@ -95,6 +113,14 @@ fn blobs(s: &Store) {
     let d = s.put_blob(&big).expect("put big");
     assert_eq!(s.get_blob(&d).expect("get big"), Some(big));
     assert_eq!(s.get_blob(&ArtifactDigest::of(b"nope")).expect("get"), None);
+    // A deleted blob is gone, another stays, and deleting twice says it was not there.
+    let small = ArtifactDigest::of(b"module");
+    assert!(s.delete_blob(&small).expect("delete"));
+    assert_eq!(s.get_blob(&small).expect("get"), None);
+    assert!(!s.delete_blob(&small).expect("delete again"));
+    assert!(s.get_blob(&d).expect("get big").is_some());
+    assert_eq!(s.put_blob(b"module").expect("put again"), small);
+    assert_eq!(s.get_blob(&small).expect("get"), Some(b"module".to_vec()));
 }
 
 fn history_and_snapshot(s: &Store) {

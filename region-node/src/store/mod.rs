@@ -211,6 +211,26 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Backend`] on a backend failure.
     fn list(&self, bucket: Bucket, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError>;
+    /// At most `max` entries of `bucket` whose key starts with `prefix` and sorts after
+    /// `after`, in key order: one page of [`Backend::list`]. The default reads the whole
+    /// listing and keeps the page; a backend with ordered keys reads only the page.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on a backend failure.
+    fn list_page(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Entry)>, StoreError> {
+        Ok(self
+            .list(bucket, prefix)?
+            .into_iter()
+            .filter(|(k, _)| k.as_str() > after)
+            .take(max)
+            .collect())
+    }
     /// The revision of the last write (0 before any).
     ///
     /// # Errors
@@ -239,6 +259,12 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Backend`] on a backend failure.
     fn get_blob(&self, digest: &ArtifactDigest) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes the blob with `digest`; returns whether it was stored. The caller knows
+    /// nothing refers to it any more ([`crate::registry`] checks).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] on a backend failure.
+    fn delete_blob(&self, digest: &ArtifactDigest) -> Result<bool, StoreError>;
     /// Appends `value` to `stream` unless it already holds `max_messages`; returns its
     /// sequence number. The bound is this append's: callers may use different bounds on
     /// one stream, and a smaller bound than the stream holds only refuses this append
@@ -323,6 +349,20 @@ impl Store {
         self.backend.list(bucket, prefix)
     }
 
+    /// See [`Backend::list_page`].
+    ///
+    /// # Errors
+    /// As [`Backend::list_page`].
+    pub fn list_page(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Entry)>, StoreError> {
+        self.backend.list_page(bucket, prefix, after, max)
+    }
+
     /// See [`Backend::revision`].
     ///
     /// # Errors
@@ -359,6 +399,14 @@ impl Store {
     /// As [`Backend::get_blob`].
     pub fn get_blob(&self, digest: &ArtifactDigest) -> Result<Option<Vec<u8>>, StoreError> {
         self.backend.get_blob(digest)
+    }
+
+    /// See [`Backend::delete_blob`].
+    ///
+    /// # Errors
+    /// As [`Backend::delete_blob`].
+    pub fn delete_blob(&self, digest: &ArtifactDigest) -> Result<bool, StoreError> {
+        self.backend.delete_blob(digest)
     }
 
     /// See [`Backend::append`].

@@ -229,6 +229,30 @@ impl Backend for RedbBackend {
         Ok(out)
     }
 
+    fn list_page(
+        &self,
+        bucket: Bucket,
+        prefix: &str,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<(String, Entry)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table(bucket))?;
+        let start = if after > prefix { after } else { prefix };
+        let mut out = Vec::new();
+        for item in t.range(start..)? {
+            let (k, v) = item?;
+            let key = k.value();
+            if !key.starts_with(prefix) || out.len() == max {
+                break;
+            }
+            if key > after {
+                out.push((key.to_owned(), split(v.value())?));
+            }
+        }
+        Ok(out)
+    }
+
     fn revision(&self) -> Result<u64, StoreError> {
         let tx = self.db.begin_read()?;
         let meta = tx.open_table(META)?;
@@ -295,6 +319,13 @@ impl Backend for RedbBackend {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(BLOBS)?;
         Ok(t.get(digest.as_bytes())?.map(|v| v.value().to_vec()))
+    }
+
+    fn delete_blob(&self, digest: &ArtifactDigest) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let existed = tx.open_table(BLOBS)?.remove(digest.as_bytes())?.is_some();
+        tx.commit()?;
+        Ok(existed)
     }
 
     fn append(&self, stream: &str, value: &[u8], max_messages: u64) -> Result<u64, StoreError> {

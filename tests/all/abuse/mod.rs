@@ -3,3 +3,4 @@
 
 mod frontdoor;
 mod hosts;
+mod quotas;

@@ -171,8 +171,9 @@ impl Backend for JetStreamBackend {
         let name = digest.to_string();
         let bytes = bytes.to_vec();
         self.call("put_blob", move |inner| async move {
-            // Immutable and content-addressed: an existing object is this one.
-            if inner.blobs.info(&name).await.is_ok() {
+            // Immutable and content-addressed: an existing object is this one. A deleted
+            // one keeps its metadata, marked deleted, and is stored again.
+            if inner.blobs.info(&name).await.is_ok_and(|i| !i.deleted) {
                 return Ok(digest);
             }
             inner
@@ -199,6 +200,21 @@ impl Backend for JetStreamBackend {
                 .await
                 .map_err(|e| err("reading a blob", e))?;
             Ok(Some(out))
+        })
+    }
+
+    fn delete_blob(&self, digest: &ArtifactDigest) -> Result<bool, StoreError> {
+        let name = digest.to_string();
+        self.call("delete_blob", move |inner| async move {
+            if !inner.blobs.info(&name).await.is_ok_and(|i| !i.deleted) {
+                return Ok(false);
+            }
+            inner
+                .blobs
+                .delete(name.as_str())
+                .await
+                .map_err(|e| err("deleting a blob", e))?;
+            Ok(true)
         })
     }
 
