@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 /// First wait before resubscribing after a failure; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between subscription attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Counters describing the push stream, shared with the node handle.
 #[derive(Debug, Default)]
