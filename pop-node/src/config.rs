@@ -3,6 +3,7 @@
 
 use crate::discovery::RegionSource;
 use common::edge::{EdgeConfig, HttpLimits};
+use common::policy::liveness::LivenessConfig;
 use common::policy::{PlacementConfig, WarmConfig};
 use common::sandbox::SandboxConfig;
 use common::transport::{REGION_SERVER_NAME, TlsFiles};
@@ -61,6 +62,23 @@ pub struct PopConfig {
     /// How long to wait for a region's QUIC handshake before trying the next one, in
     /// milliseconds. Default 3000.
     pub connect_timeout_ms: u64,
+    /// How long a region connection may hear nothing from its region (keep-alives go out
+    /// every quarter of it and must be acknowledged) before the region is taken for dead:
+    /// the connection is dropped, forwards in flight on it get 503, new ones go to another
+    /// region or get 503 at once while the POP reconnects in the background. In
+    /// milliseconds. Default 1000.
+    pub region_silence_ms: u64,
+    /// Wait between the first and second attempt to reconnect to a region that went down
+    /// (the first is immediate); doubles with each attempt up to `reconnect_max_ms`. In
+    /// milliseconds. Default 50.
+    pub reconnect_first_ms: u64,
+    /// Longest wait between reconnect attempts, which bounds how long a returning region
+    /// stays unused after it listens again. In milliseconds. Default 400.
+    pub reconnect_max_ms: u64,
+    /// Accept backlog of the device-facing listener (connections the kernel completes
+    /// before the node accepts them); the kernel caps it at `net.core.somaxconn`.
+    /// Default 4096.
+    pub listen_backlog: u32,
     /// How often the POP reports its load to its region for the capacity view, in
     /// milliseconds. Default 1000.
     pub report_interval_ms: u64,
@@ -119,6 +137,10 @@ impl Default for PopConfig {
             artifact_disk_bytes: 1 << 30,
             max_prefetches: 4,
             connect_timeout_ms: 3000,
+            region_silence_ms: 1000,
+            reconnect_first_ms: 50,
+            reconnect_max_ms: 400,
+            listen_backlog: common::edge::listener::DEFAULT_BACKLOG,
             report_interval_ms: 1000,
             route_refresh_ms: 1000,
             log_ship_ms: 500,
@@ -140,6 +162,15 @@ impl PopConfig {
     /// The TOML error, naming the offending field.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The region liveness rule this configuration asks for.
+    pub fn liveness(&self) -> LivenessConfig {
+        LivenessConfig {
+            suspect_after: Duration::from_millis(self.region_silence_ms.max(1)),
+            first_backoff: Duration::from_millis(self.reconnect_first_ms),
+            max_backoff: Duration::from_millis(self.reconnect_max_ms),
+        }
     }
 
     /// [`Self::metadata_ttl_ms`] as a [`Duration`].
@@ -195,6 +226,8 @@ mod tests {
             (c.route_refresh_ms, c.log_ship_ms, c.log_queue_entries),
             (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)
         );
+        assert_eq!(c.liveness(), d.liveness());
+        assert_eq!(c.listen_backlog, d.listen_backlog);
         assert!(matches!(c.regions, RegionSource::Static(ref v) if v.len() == 1));
     }
 

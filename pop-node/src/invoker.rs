@@ -100,6 +100,11 @@ impl PopInvoker {
         self.executor.cached_on(release, digest).is_some()
     }
 
+    /// Whether a connection to any region is up now.
+    pub fn region_connected(&self) -> bool {
+        self.link.connected()
+    }
+
     /// Idle warm reactor instances across every pool here.
     pub fn warm_instances(&self) -> usize {
         self.executor.sandbox().warm_totals().0

@@ -7,6 +7,19 @@ use pop_node::PopConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// jemalloc with a background thread that purges dirty pages: memory freed after a burst
+/// of connections goes back to the system within about a second (docs/performance.md,
+/// "Connection bursts", has the numbers against glibc and mimalloc).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's start-up options (read by jemalloc itself, as a C string): purge freed pages
+/// from a background thread, 1 s after they became unused, returning them outright.
+// Exporting a symbol is `unsafe_code`: jemalloc looks this one up, nothing else defines it.
+#[allow(unsafe_code)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 /// Strata POP node: runs popular functions at the edge, forwards the rest to a region.
 #[derive(Debug, Parser)]
 #[command(version)]

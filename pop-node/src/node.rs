@@ -105,6 +105,13 @@ impl PopHandle {
         self.leases.rounds()
     }
 
+    /// Whether the POP has a live connection to any region now (a region that went
+    /// silent stops counting once the POP drops its connection, about `region_silence_ms`
+    /// after the silence began).
+    pub fn region_connected(&self) -> bool {
+        self.invoker.region_connected()
+    }
+
     /// Idle warm reactor instances across every pool at this POP.
     pub fn warm_instances(&self) -> usize {
         self.invoker.warm_instances()
@@ -133,13 +140,15 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         None => dev_ca::init(&config.state_dir.join("certs"))?.pop,
     };
     let tls = NodeTls::load(&tls_files)?;
-    let client = Client::new(&tls)?;
+    let liveness = config.liveness();
+    let client = Client::with_keep_alive(&tls, liveness.keep_alive())?;
     let discovery = Discovery::new(config.regions.clone(), config.dns_server)?;
     let link = Arc::new(RegionLink::new(
         client,
         discovery,
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
+        liveness,
     ));
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Pop, std::time::Instant::now());
@@ -236,7 +245,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         leases: Arc::clone(&leases),
         max_rate_keys: config.max_known,
     }));
-    let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
     let http_addr = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))

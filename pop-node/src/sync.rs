@@ -30,8 +30,10 @@ use tracing::{debug, info, warn};
 
 /// First wait before resubscribing after a failure; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-/// Longest wait between subscription attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest wait between subscription attempts. Short: while the region is down an attempt
+/// fails at once (the link never handshakes on this path; its supervisor reconnects), and
+/// the stream should be back within this of the region returning.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Counters describing the push stream, shared with the node handle.
 #[derive(Debug, Default)]

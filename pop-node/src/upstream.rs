@@ -1,6 +1,12 @@
 //! The POP's link to its regions: discovery, a QUIC connection per listed region
-//! (connected lazily, reconnected on demand), region choice per request, and the
-//! requests themselves (forwarded invocations, artifacts, routes, logs).
+//! (connected lazily on first use, then kept healthy by a supervisor: [`supervise`]),
+//! region choice per request, and the requests themselves (forwarded invocations,
+//! artifacts, routes, logs).
+//!
+//! Failover: a region whose connection was lost or went silent, or that could not be
+//! reached, is *down* until its supervisor reconnects. Requests never wait on a down
+//! region (no handshake on the request path once a region is supervised): they go to
+//! another listed region, or get 503 with `retry-after` at once when every region is down.
 //!
 //! Which region serves a request is decided by [`RegionChoice`] (lowest smoothed RTT
 //! among healthy regions not under pressure); this module feeds it RTT samples from each
@@ -15,10 +21,13 @@
 //! never retried, because the region may have run it: request-response invocations are
 //! at most once, and the device gets 503 for them.
 
+mod supervise;
+
 use crate::discovery::{Discovery, Resolution};
 use common::model::{
     ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
 };
+use common::policy::liveness::LivenessConfig;
 use common::policy::region::{RegionChoice, RegionChoiceConfig};
 use common::transport::{Channel, Client, TransportError};
 use common::wire::{ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
@@ -26,6 +35,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
+use supervise::{Links, Supervisors, lock};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
@@ -40,22 +50,18 @@ pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>
 /// Connection management towards the regions.
 #[derive(Debug)]
 pub struct RegionLink {
-    client: Client,
+    /// Live connections and the region choice, shared with the supervisors.
+    links: Arc<Links>,
+    /// One per region tried since it was listed: watches its connection, reconnects.
+    supervisors: Supervisors,
     discovery: Discovery,
-    server_name: String,
-    connect_timeout: Duration,
     /// The regions discovery listed last, and until when that list is valid. The async
     /// lock serialises re-resolution so a burst of requests triggers one lookup.
     resolution: Mutex<Option<Resolution>>,
-    /// Live connections by region, read on every request without awaiting. At most one
-    /// per listed region: entries of regions discovery stops listing are dropped.
-    channels: SyncMutex<HashMap<SocketAddr, Channel>>,
-    /// Serialises connecting to one region, so a burst triggers one handshake each; holds
+    /// Serialises the first connection to one region, so a burst triggers one handshake each; holds
     /// the last failed attempt, so requests that queued behind it fail at once instead of
     /// each waiting out another connect timeout.
     connecting: SyncMutex<HashMap<SocketAddr, ConnectGate>>,
-    /// Which region gets the next request.
-    policy: SyncMutex<RegionChoice<SocketAddr>>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> ApiError {
@@ -65,30 +71,31 @@ fn unavailable(what: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn lock<T>(m: &SyncMutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked while holding it; the maps and
-    // the policy stay consistent between statements.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl RegionLink {
     /// A link using `client` to reach regions found by `discovery`, verified against
-    /// `server_name`, giving each region `connect_timeout` to complete a handshake.
+    /// `server_name`, giving each region `connect_timeout` to complete a handshake, and
+    /// dropping connections that go silent per `liveness` (the client's keep-alives
+    /// should be [`LivenessConfig::keep_alive`]).
     pub fn new(
         client: Client,
         discovery: Discovery,
         server_name: String,
         connect_timeout: Duration,
+        liveness: LivenessConfig,
     ) -> Self {
+        let policy = RegionChoice::new(RegionChoiceConfig::default());
         Self {
-            client,
+            links: Arc::new(Links::new(
+                client,
+                server_name,
+                connect_timeout,
+                liveness,
+                policy,
+            )),
+            supervisors: Supervisors::default(),
             discovery,
-            server_name,
-            connect_timeout,
             resolution: Mutex::new(None),
-            channels: SyncMutex::new(HashMap::new()),
             connecting: SyncMutex::new(HashMap::new()),
-            policy: SyncMutex::new(RegionChoice::new(RegionChoiceConfig::default())),
         }
     }
 
@@ -103,8 +110,9 @@ impl RegionLink {
         match self.discovery.resolve().await {
             Ok(r) => {
                 let regions = r.regions.clone();
-                lock(&self.policy).set_regions(&regions);
-                lock(&self.channels).retain(|addr, _| regions.contains(addr));
+                lock(&self.links.policy).set_regions(&regions);
+                self.supervisors.retain(&regions);
+                lock(&self.links.channels).retain(|addr, _| regions.contains(addr));
                 lock(&self.connecting).retain(|addr, _| regions.contains(addr));
                 *resolution = Some(r);
                 Ok(regions)
@@ -123,16 +131,22 @@ impl RegionLink {
     }
 
     fn live(&self, addr: SocketAddr) -> Option<Channel> {
-        lock(&self.channels)
+        lock(&self.links.channels)
             .get(&addr)
             .filter(|ch| !ch.is_closed())
             .cloned()
     }
 
-    /// A live connection to `addr`, connecting if there is none.
+    /// A live connection to `addr`, connecting if it was never tried. A region whose
+    /// supervisor is reconnecting fails at once (nothing was sent).
     async fn connect(&self, addr: SocketAddr) -> Result<Channel, TransportError> {
         if let Some(ch) = self.live(addr) {
             return Ok(ch);
+        }
+        if self.supervisors.contains(addr) {
+            return Err(TransportError::Connect(
+                "region down; reconnecting in the background".into(),
+            ));
         }
         let queued_at = Instant::now();
         let gate = Arc::clone(lock(&self.connecting).entry(addr).or_default());
@@ -145,29 +159,27 @@ impl RegionLink {
         {
             return Err(TransportError::Connect(error.clone()));
         }
-        let attempt = self.client.connect(addr, &self.server_name);
-        let outcome = tokio::time::timeout(self.connect_timeout, attempt)
-            .await
-            .unwrap_or_else(|_| {
-                Err(TransportError::Connect(format!(
-                    "no handshake within {:?}",
-                    self.connect_timeout
-                )))
-            });
-        let ch = match outcome {
+        if self.supervisors.contains(addr) {
+            return Err(TransportError::Connect(
+                "region down; reconnecting in the background".into(),
+            ));
+        }
+        let ch = match self.links.dial(addr).await {
             Ok(ch) => ch,
             Err(e) => {
                 *last_failure = Some((Instant::now(), e.to_string()));
+                // From now on the supervisor connects, off the request path.
+                self.supervisors.start(&self.links, addr, None);
                 return Err(e);
             }
         };
         info!(region = %addr, "connected to region");
-        lock(&self.channels).insert(addr, ch.clone());
+        self.supervisors.start(&self.links, addr, Some(ch.clone()));
         Ok(ch)
     }
 
     fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        lock(&self.policy).choose(Instant::now(), tried)
+        lock(&self.links.policy).choose(Instant::now(), tried)
     }
 
     /// A live channel to the region the policy prefers now, trying the others in the
@@ -186,7 +198,7 @@ impl RegionLink {
                 Ok(ch) => return Ok(ch),
                 Err(e) => {
                     warn!(region = %addr, error = %e, "region connection failed");
-                    lock(&self.policy).handle_unreachable(Instant::now(), &addr);
+                    lock(&self.links.policy).handle_unreachable(Instant::now(), &addr);
                     last_error = Some(e);
                 }
             }
@@ -212,20 +224,20 @@ impl RegionLink {
                 Ok(ch) => ch,
                 Err(e) => {
                     warn!(region = %addr, error = %e, "region connection failed");
-                    lock(&self.policy).handle_unreachable(Instant::now(), &addr);
+                    lock(&self.links.policy).handle_unreachable(Instant::now(), &addr);
                     last_error = Some(e);
                     continue;
                 }
             };
             match ch.request(msg, MAX_FRAME_LEN).await {
                 Ok(reply) => {
-                    let mut policy = lock(&self.policy);
+                    let mut policy = lock(&self.links.policy);
                     policy.handle_rtt(&addr, ch.rtt());
                     policy.handle_success(Instant::now(), &addr);
                     return Ok((reply, addr));
                 }
                 Err(e) => {
-                    lock(&self.policy).handle_failure(Instant::now(), &addr);
+                    lock(&self.links.policy).handle_failure(Instant::now(), &addr);
                     if e.request_was_not_sent() {
                         warn!(region = %addr, error = %e, "request not sent; trying another region");
                         last_error = Some(e);
@@ -269,7 +281,7 @@ impl RegionLink {
                 addr,
             ) => {
                 if let Some(p) = pressure {
-                    lock(&self.policy).handle_pressure(
+                    lock(&self.links.policy).handle_pressure(
                         Instant::now(),
                         &addr,
                         p.busy,
@@ -369,7 +381,9 @@ impl RegionLink {
 
     /// Whether a connection to any region is up now.
     pub fn connected(&self) -> bool {
-        lock(&self.channels).values().any(|ch| !ch.is_closed())
+        lock(&self.links.channels)
+            .values()
+            .any(|ch| !ch.is_closed())
     }
 
     /// Sends a lease request ([`Message::LeaseAcquire`]) to the preferred region, like any
@@ -395,7 +409,7 @@ impl RegionLink {
             .live(region)
             .ok_or_else(|| unavailable(format!("not connected to {region}")))?;
         ch.request(msg, MAX_FRAME_LEN).await.map_err(|e| {
-            lock(&self.policy).handle_failure(Instant::now(), &region);
+            lock(&self.links.policy).handle_failure(Instant::now(), &region);
             unavailable(e)
         })
     }

@@ -20,6 +20,9 @@ pub struct RegionConfig {
     pub http_listen: SocketAddr,
     /// QUIC address POPs connect to. Default `127.0.0.1:4433`.
     pub quic_listen: SocketAddr,
+    /// Accept backlog of the HTTP listener (connections the kernel completes before the
+    /// node accepts them); the kernel caps it at `net.core.somaxconn`. Default 4096.
+    pub listen_backlog: u32,
     /// CA, certificate and key. Default: a dev CA generated in `<state_dir>/certs`.
     pub tls: Option<TlsFiles>,
     /// Operator token for tenant administration. Default none (tenant API refused).
@@ -73,6 +76,7 @@ impl Default for RegionConfig {
             state_dir: PathBuf::from(".strata/region"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             quic_listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            listen_backlog: common::edge::listener::DEFAULT_BACKLOG,
             tls: None,
             admin_token: None,
             edge: EdgeConfig::default(),

@@ -200,7 +200,7 @@ pub async fn start_with_clock(
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
     let quic_addr = server.local_addr()?;
-    let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
+    let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
     let http_addr = listener.local_addr()?;
 
     let capacity =

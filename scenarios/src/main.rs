@@ -4,6 +4,7 @@
 //! and writes its report; `live` measures the real invoke paths on loopback.
 
 use clap::{Parser, Subcommand};
+use scenarios::fault;
 use scenarios::live::{self, LiveParams};
 use scenarios::run::{self, RunArgs};
 
@@ -54,12 +55,92 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         step_ms: u64,
     },
+    /// Fault runs against `region-node` and `pop-node` as separate processes (build them
+    /// first: `cargo build --release -p region-node -p pop-node`).
+    #[command(subcommand)]
+    Fault(Fault),
+}
+
+#[derive(Debug, Subcommand)]
+enum Fault {
+    /// Mixed load, `kill -9` of the region, restart on the same state: status counts, the
+    /// zero-completion gap, recovery time, POP-local p99.
+    RegionKill {
+        /// Closed-loop connections per function (POP-local and forwarded).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Seconds of load before the kill.
+        #[arg(long, default_value_t = 5)]
+        steady_s: u64,
+        /// Seconds between the kill and the restart.
+        #[arg(long, default_value_t = 3)]
+        down_s: u64,
+        /// Seconds of load after the region is back.
+        #[arg(long, default_value_t = 5)]
+        after_s: u64,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rounds of idle connections to a POP: connect latency and the POP's RSS before,
+    /// holding and after.
+    ConnBurst {
+        /// Connections per round (raise `ulimit -n` above it).
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Milliseconds to wait after closing before measuring RSS.
+        #[arg(long, default_value_t = 2000)]
+        settle_ms: u64,
+        /// The POP's listen backlog.
+        #[arg(long, default_value_t = common::edge::listener::DEFAULT_BACKLOG)]
+        backlog: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Run(args) => run::main(&args).await,
+        Command::Fault(Fault::RegionKill {
+            connections,
+            steady_s,
+            down_s,
+            after_s,
+            json,
+        }) => {
+            let report = fault::region_kill::run(fault::region_kill::Params {
+                connections,
+                steady: std::time::Duration::from_secs(steady_s),
+                down: std::time::Duration::from_secs(down_s),
+                after: std::time::Duration::from_secs(after_s),
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", fault::region_kill::table(&report));
+            }
+            Ok(())
+        }
+        Command::Fault(Fault::ConnBurst {
+            connections,
+            rounds,
+            settle_ms,
+            backlog,
+        }) => {
+            let rounds = fault::burst::run(fault::burst::Params {
+                connections,
+                rounds,
+                settle: std::time::Duration::from_millis(settle_ms),
+                backlog,
+            })
+            .await?;
+            print!("{}", fault::burst::table(&rounds));
+            Ok(())
+        }
         Command::Live {
             json,
             ramp: true,

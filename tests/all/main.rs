@@ -21,6 +21,7 @@ mod logs;
 mod observability;
 mod openapi;
 mod pop_dns;
+mod region_death;
 mod resize;
 mod routes;
 mod sandbox;

@@ -11,6 +11,7 @@ pub mod cgi;
 pub mod doc;
 mod error;
 mod invoke;
+pub mod listener;
 mod metrics;
 mod observe;
 mod route;

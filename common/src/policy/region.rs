@@ -7,6 +7,12 @@
 //! never reads a clock: the POP (and the simulator) feed it events with `now` and ask
 //! [`RegionChoice::choose`] for a region.
 //!
+//! A region can also be *down*: the POP lost its connection to it (the region went
+//! silent, see [`super::liveness`]) or could not connect, and reconnects in the
+//! background. A down region is never chosen until [`RegionChoice::handle_up`]: new
+//! forwards go to another region, or, when every listed region is down,
+//! [`RegionChoice::choose`] returns `None` and the POP answers 503 at once.
+//!
 //! Choice: among usable regions (circuit closed, or due for a probe; not backed off) the
 //! lowest smoothed RTT wins; regions without an RTT
 //! sample yet rank after measured ones; ties go to the earlier region in discovery
@@ -68,6 +74,8 @@ struct RegionState<K> {
     backoff_until: Option<Instant>,
     /// Consecutive pressure reports, for the doubling of the back-off.
     backoff_level: u32,
+    /// No connection: never chosen until the POP reconnects.
+    down: bool,
 }
 
 /// Per-region health and RTT, and the choice of the region to forward to. `K` names a
@@ -94,6 +102,7 @@ impl<K: Clone + PartialEq> RegionState<K> {
             open_level: 0,
             backoff_until: None,
             backoff_level: 0,
+            down: false,
         }
     }
 
@@ -220,6 +229,28 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
         }
     }
 
+    /// The POP has no connection to `key` and is reconnecting in the background: it is
+    /// not chosen until [`Self::handle_up`].
+    pub fn handle_down(&mut self, key: &K) {
+        if let Some(r) = self.state(key) {
+            r.down = true;
+        }
+    }
+
+    /// The POP is connected to `key` again: it may be chosen, with a clean circuit (the
+    /// new connection has not failed yet) and its back-off and RTT as they were.
+    pub fn handle_up(&mut self, key: &K) {
+        if let Some(r) = self.state(key) {
+            r.down = false;
+            r.open_until = None;
+        }
+    }
+
+    /// Whether `key` is marked down.
+    pub fn is_down(&self, key: &K) -> bool {
+        self.regions.iter().any(|r| r.key == *key && r.down)
+    }
+
     /// `key` replied and reported its load: `busy` when it is under pressure, `spare`
     /// execution slots free. Pressure backs off for a doubling time; no spare slot backs
     /// off for the base time only (the region is full, not yet queueing); a calm reply
@@ -243,7 +274,7 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
     }
 
     /// The region for the next request, skipping `exclude` (regions already tried for
-    /// it). `None` only when no region is listed outside `exclude`.
+    /// it) and regions marked down. `None` when no region is listed outside those.
     ///
     /// A region whose circuit is due for a probe counts as usable; choosing it re-arms
     /// the circuit for another `open_for`, so one probe goes through per interval.
@@ -253,7 +284,7 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
             .regions
             .iter()
             .enumerate()
-            .filter(|(_, r)| !exclude.contains(&r.key));
+            .filter(|(_, r)| !r.down && !exclude.contains(&r.key));
         let healthy = candidates
             .clone()
             .filter(|(_, r)| !r.circuit_blocks(now) && !r.backed_off(now))

@@ -262,3 +262,41 @@ fn a_settled_policy_stays_settled_until_a_region_fails_or_pushes_back() {
         "the back-off ended"
     );
 }
+
+#[test]
+fn a_down_region_is_skipped_until_it_is_up_again() {
+    let (mut p, t0) = policy(&[1, 2]);
+    p.handle_rtt(&1, Duration::from_millis(5));
+    p.handle_rtt(&2, Duration::from_millis(50));
+    assert_eq!(p.choose(t0, &[]), Some(1));
+    p.handle_down(&1);
+    assert!(p.is_down(&1));
+    // The slower region takes every new forward, however long region 1 stays down.
+    for s in [0, 1, 60] {
+        assert_eq!(p.choose(t0 + Duration::from_secs(s), &[]), Some(2));
+    }
+    p.handle_up(&1);
+    assert!(!p.is_down(&1));
+    assert_eq!(p.choose(t0, &[]), Some(1));
+}
+
+#[test]
+fn when_every_region_is_down_there_is_no_choice_so_the_pop_fails_fast() {
+    let (mut p, t0) = policy(&[1, 2]);
+    p.handle_down(&1);
+    p.handle_down(&2);
+    assert_eq!(p.choose(t0, &[]), None);
+    p.handle_up(&2);
+    assert_eq!(p.choose(t0, &[]), Some(2));
+}
+
+#[test]
+fn a_region_back_up_has_a_closed_circuit() {
+    let (mut p, t0) = policy(&[1, 2]);
+    p.handle_rtt(&1, Duration::from_millis(5));
+    p.handle_rtt(&2, Duration::from_millis(50));
+    p.handle_unreachable(t0, &1);
+    p.handle_down(&1);
+    p.handle_up(&1);
+    assert_eq!(p.choose(t0, &[]), Some(1));
+}

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    CLOSE_NORMAL, NodeTls, TransportError, handshake_failed, open_failed, read_failed, wire_failed,
-    write_failed,
+    CLOSE_NORMAL, CLOSE_SILENT, KEEP_ALIVE_INTERVAL, NodeTls, TransportError, handshake_failed,
+    open_failed, read_failed, wire_failed, write_failed,
 };
 use crate::wire::{self, Message};
 
@@ -29,15 +29,25 @@ pub struct Client {
 }
 
 impl Client {
-    /// Binds the IPv4 client endpoint on `0.0.0.0:0`. Must be called inside a tokio
-    /// runtime.
+    /// Binds the IPv4 client endpoint on `0.0.0.0:0`, with keep-alives every
+    /// [`KEEP_ALIVE_INTERVAL`]. Must be called inside a tokio runtime.
     ///
     /// # Errors
     /// [`TransportError::Io`] when the socket cannot be bound or no runtime is running.
     pub fn new(tls: &NodeTls) -> Result<Self, TransportError> {
+        Self::with_keep_alive(tls, KEEP_ALIVE_INTERVAL)
+    }
+
+    /// As [`Client::new`], sending a keep-alive after `keep_alive` without traffic (at
+    /// most [`KEEP_ALIVE_INTERVAL`]): the POP uses a fraction of its silence threshold, so
+    /// a live region is always heard from well within it ([`Channel::received`]).
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_keep_alive(tls: &NodeTls, keep_alive: Duration) -> Result<Self, TransportError> {
         let v4 = quinn::Endpoint::client(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)))?;
         Ok(Self {
-            config: tls.client_config(),
+            config: tls.client_config(keep_alive),
             v4,
             v6: Arc::new(Mutex::new(None)),
         })
@@ -149,6 +159,22 @@ impl Channel {
     /// The current smoothed round-trip time estimate.
     pub fn rtt(&self) -> Duration {
         self.conn.rtt()
+    }
+
+    /// How many UDP datagrams this connection has received so far. It grows while the
+    /// region is alive (its replies, acknowledgements of our keep-alives, its own
+    /// keep-alives); a count that stops growing means a silent region
+    /// ([`crate::policy::liveness::Silence`]).
+    pub fn received(&self) -> u64 {
+        self.conn.stats().udp_rx.datagrams
+    }
+
+    /// Drops a connection whose region went silent: requests in flight on it fail at once
+    /// with [`TransportError::ConnectionLost`] (they may have been received), and new ones
+    /// with [`TransportError::Closed`] (not sent). No close frame reaches a dead peer; a
+    /// live one that was only slow learns why.
+    pub fn close_silent(&self) {
+        self.conn.close(CLOSE_SILENT, b"region silent");
     }
 
     /// True once the connection is closed, for whatever reason.

@@ -14,13 +14,15 @@
 //! - only TLS 1.3 with the ring provider, installed per configuration (never a process
 //!   default).
 //!
-//! Liveness: both sides send keep-alives every [`KEEP_ALIVE_INTERVAL`] and drop a
-//! connection silent for [`IDLE_TIMEOUT`], so a dead peer is noticed within that bound.
-//! The same bound caps a handshake with an unreachable address. A region that dies
-//! silently (power, a cut link: no close frame) therefore costs its POPs at most
-//! [`IDLE_TIMEOUT`] of forwards that hang and then fail (503; they were sent, so they are
-//! not retried elsewhere) before the POP fails over. It is 5 s, not minutes, for that
-//! reason, and four missed keep-alives long, so a briefly stalled peer is not dropped.
+//! Liveness: both sides send keep-alives every [`KEEP_ALIVE_INTERVAL`] at most and drop a
+//! connection silent for [`IDLE_TIMEOUT`] (5 s), the transport's own backstop. The same
+//! bound caps a handshake with an unreachable address. A POP does not wait that long for a
+//! region that dies silently (power, `kill -9`, a cut link: no close frame): its client
+//! sends keep-alives every fraction of its silence threshold
+//! ([`Client::with_keep_alive`]), watches [`Channel::received`], and drops a connection
+//! that heard nothing for the threshold (about 1 s, [`crate::policy::liveness`]) with
+//! [`Channel::close_silent`]. Forwards in flight then fail (503; they were sent, so they
+//! are not retried elsewhere) and new ones go to another region or fail fast.
 
 mod client;
 pub mod dev_ca;
@@ -53,6 +55,9 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// Application error code of a normal close of a connection.
 const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
+
+/// Application error code of a connection the POP dropped because its region went silent.
+const CLOSE_SILENT: VarInt = VarInt::from_u32(2);
 
 /// Application error code used to reset and stop a stream whose input was refused.
 const STREAM_REJECTED: VarInt = VarInt::from_u32(1);

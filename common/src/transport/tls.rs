@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::RootCertStore;
@@ -77,10 +78,14 @@ impl NodeTls {
         config
     }
 
-    /// The quinn client configuration: presents our certificate, verifies the server.
-    pub(super) fn client_config(&self) -> quinn::ClientConfig {
+    /// The quinn client configuration: presents our certificate, verifies the server,
+    /// sends a keep-alive after `keep_alive` without traffic (so a live region always has
+    /// something to acknowledge, see [`super::Channel::received`]).
+    pub(super) fn client_config(&self, keep_alive: Duration) -> quinn::ClientConfig {
         let mut config = quinn::ClientConfig::new(self.client.clone());
-        config.transport_config(Arc::new(transport_config()));
+        let mut transport = transport_config();
+        transport.keep_alive_interval(Some(keep_alive.min(KEEP_ALIVE_INTERVAL)));
+        config.transport_config(Arc::new(transport));
         config
     }
 }
