@@ -14,6 +14,7 @@ mod invoke;
 mod metrics;
 mod observe;
 mod route;
+pub mod tls;
 
 pub use error::{error_response, function_error_status};
 pub use invoke::{__path_invoke, EdgeConfig, Invoker, invoke_router};
