@@ -245,3 +245,63 @@ pub async fn serve_https(listener: TcpListener, config: Arc<rustls::ServerConfig
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `host`: (chain PEM, key PEM).
+    fn self_signed(host: &str) -> (String, String) {
+        let cert = rcgen::generate_simple_self_signed(vec![host.to_owned()]).expect("rcgen");
+        (cert.cert.pem(), cert.signing_key.serialize_pem())
+    }
+
+    fn key_for(host: &str) -> CertifiedKey {
+        let (chain, key) = self_signed(host);
+        certified_key(chain.as_bytes(), key.as_bytes()).expect("valid pair")
+    }
+
+    fn leaf(found: Option<Arc<CertifiedKey>>) -> Option<Vec<u8>> {
+        found.map(|k| k.cert[0].to_vec())
+    }
+
+    #[test]
+    fn sni_picks_exact_then_one_label_wildcard_then_default_never_another_host() {
+        let table = CertTable::new();
+        let shop = key_for("shop.example");
+        let wild = key_for("*.api.example");
+        let (shop_der, wild_der) = (shop.cert[0].to_vec(), wild.cert[0].to_vec());
+        table.insert("SHOP.example", shop);
+        table.insert("*.api.example", wild);
+        assert_eq!(leaf(table.lookup(Some("shop.example."))), Some(shop_der));
+        assert_eq!(leaf(table.lookup(Some("v1.api.example"))), Some(wild_der));
+        // Two labels below a wildcard, an unknown name, no SNI: no default, nothing.
+        assert!(table.lookup(Some("a.v1.api.example")).is_none());
+        assert!(table.lookup(Some("other.example")).is_none());
+        assert!(table.lookup(None).is_none());
+        let default = key_for("default.invalid");
+        let default_der = default.cert[0].to_vec();
+        table.set_default(Some(default));
+        assert_eq!(leaf(table.lookup(Some("other.example"))), Some(default_der));
+        assert!(table.remove("shop.example"));
+        assert_eq!(table.hosts(), vec!["*.api.example".to_owned()]);
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_or_garbage_is_refused() {
+        let (chain, _) = self_signed("a.example");
+        let (_, other_key) = self_signed("b.example");
+        assert!(matches!(
+            certified_key(chain.as_bytes(), other_key.as_bytes()),
+            Err(CertError::Mismatch(_))
+        ));
+        assert!(matches!(
+            certified_key(b"not pem", other_key.as_bytes()),
+            Err(CertError::Chain(_))
+        ));
+        assert!(matches!(
+            certified_key(chain.as_bytes(), b"not pem"),
+            Err(CertError::Key(_))
+        ));
+    }
+}
