@@ -16,6 +16,12 @@ pub struct DevFile {
     pub token: String,
     /// The operator token.
     pub admin_token: Option<String>,
+    /// The POP's HTTPS base URL (`https://localhost:PORT`; HTTP/1.1 and HTTP/2).
+    #[serde(default)]
+    pub pop_https_url: Option<String>,
+    /// The dev CA's certificate (PEM path) that the POP's HTTPS certificate chains to.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl DevFile {

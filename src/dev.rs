@@ -6,6 +6,7 @@ use crate::client::DevFile;
 use anyhow::Context as _;
 use clap::Args;
 use pop_node::PopConfig;
+use pop_node::config::HttpsConfig;
 use region_node::RegionConfig;
 use scenarios::cluster::{PreviousTokens, StartOptions};
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ pub struct DevArgs {
     /// POP HTTP address.
     #[arg(long, default_value = "127.0.0.1:8081")]
     pub pop_listen: SocketAddr,
+    /// POP HTTPS address (certificate for `localhost` from the dev CA).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub pop_https_listen: SocketAddr,
 }
 
 /// What dev.json records for `cluster`.
@@ -34,6 +38,8 @@ pub fn dev_file(cluster: &DevCluster) -> DevFile {
         region_url: cluster.region_url(),
         token: cluster.token.clone(),
         admin_token: Some(cluster.admin_token.clone()),
+        pop_https_url: cluster.pop_https_url(),
+        ca_cert: Some(cluster.ca_cert.clone()),
     }
 }
 
@@ -49,6 +55,11 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     };
     let pop = PopConfig {
         http_listen: args.pop_listen,
+        https: Some(HttpsConfig {
+            listen: args.pop_https_listen,
+            default_certificate: None,
+            certificates: Vec::new(),
+        }),
         ..PopConfig::default()
     };
     // Keep the tokens of an earlier run so clients configured from dev.json keep working.
@@ -76,6 +87,9 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         dev.region_url
     );
     println!("  pop     {}   (invoke here)", dev.pop_url);
+    if let Some(https) = &dev.pop_https_url {
+        println!("  pop     {https}   (HTTPS: HTTP/1.1 and HTTP/2)");
+    }
     println!("  token   {}", dev.token);
     if let Some(admin) = &dev.admin_token {
         println!(
@@ -97,6 +111,13 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
         "  curl -s -X POST {}/v1/functions/hello/invoke -H 'authorization: Bearer {}' -d Strata -i",
         dev.pop_url, dev.token
     );
+    if let (Some(https), Some(ca)) = (&dev.pop_https_url, &dev.ca_cert) {
+        println!(
+            "  curl -s --cacert {} -X POST {https}/v1/functions/hello/invoke -H 'authorization: Bearer {}' -d Strata -i",
+            ca.display(),
+            dev.token
+        );
+    }
     println!("  cargo run -- invoke hello --data Strata");
     println!();
     println!("Ctrl-C stops it.");

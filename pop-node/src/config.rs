@@ -22,6 +22,12 @@ pub struct PopConfig {
     pub state_dir: PathBuf,
     /// Device-facing HTTP address. Default `127.0.0.1:8081`.
     pub http_listen: SocketAddr,
+    /// Whether the plain (cleartext HTTP/1.1 and h2c) listener runs. `false` needs
+    /// `https`. Default true.
+    pub plain_http: bool,
+    /// The device-facing HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN) and its
+    /// certificates. Default none (off).
+    pub https: Option<HttpsConfig>,
     /// How regions are found: a static list or a DNS name. Default `127.0.0.1:4433`.
     pub regions: RegionSource,
     /// A DNS server to ask instead of the system resolver. Default none.
@@ -114,12 +120,51 @@ pub struct PopConfig {
     pub lease_idle_hold_ms: u64,
 }
 
+/// The POP's HTTPS listener (`[https]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// TCP address of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// Served when a client's SNI names no host below (or names none). Without it such
+    /// handshakes fail. Default none.
+    #[serde(default)]
+    pub default_certificate: Option<CertFiles>,
+    /// Certificates per host, chosen by SNI (`*.example.com` covers one label).
+    #[serde(default)]
+    pub certificates: Vec<HostCertFiles>,
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertFiles {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// A certificate for one host (`[[https.certificates]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostCertFiles {
+    /// The SNI host name it is served for.
+    pub host: String,
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+}
+
 impl Default for PopConfig {
     fn default() -> Self {
         Self {
             node_id: "pop-1".into(),
             state_dir: PathBuf::from(".strata/pop"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            plain_http: true,
+            https: None,
             regions: RegionSource::Static(vec![SocketAddr::from(([127, 0, 0, 1], 4433))]),
             dns_server: None,
             region_server_name: REGION_SERVER_NAME.to_owned(),

@@ -12,11 +12,13 @@
 //! - [`routes`]: the route table, synced from the region.
 //! - [`logship`]: function logs kept locally and shipped to the region.
 //! - [`artifacts`]: the artifact cache in memory and on disk, and remembered functions.
+//! - [`https`]: the device-facing HTTPS listener and its SNI certificate table.
 //! - [`warm`]: trend-driven warm pools for the reactors run here.
 
 pub mod artifacts;
 pub mod config;
 pub mod discovery;
+pub mod https;
 pub mod invoker;
 pub mod known;
 pub mod leases;

@@ -3,6 +3,7 @@
 use crate::artifacts::ArtifactCache;
 use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
+use crate::https::{Https, HttpsError};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
 use crate::leases::{LeaseConfig, Leases};
@@ -15,6 +16,7 @@ use crate::upstream::RegionLink;
 use crate::warm::WarmPlanner;
 use axum::Router;
 use axum::routing::get;
+use common::edge::tls::CertTable;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback, serve};
 use common::exec::Executor;
 use common::logs::LogBuffer;
@@ -44,13 +46,21 @@ pub enum StartError {
     /// The sandbox engine could not be built.
     #[error("sandbox: {0}")]
     Sandbox(#[from] SandboxError),
+    /// The HTTPS listener or its certificates could not be set up.
+    #[error("https: {0}")]
+    Https(#[from] HttpsError),
 }
 
 /// A running POP. Dropping it stops the node's tasks.
 #[derive(Debug)]
 pub struct PopHandle {
-    /// Where devices connect.
+    /// Where devices connect over plain HTTP (HTTP/1.1 or h2c); with `plain_http =
+    /// false`, the HTTPS address.
     pub http_addr: SocketAddr,
+    /// Where devices connect over HTTPS (HTTP/1.1 or HTTP/2 by ALPN), if configured.
+    pub https_addr: Option<SocketAddr>,
+    /// The certificates the HTTPS listener serves, by SNI host (empty without HTTPS).
+    pub certs: Arc<CertTable>,
     /// The node's id.
     pub node_id: NodeId,
     invoker: Arc<PopInvoker>,
@@ -245,8 +255,27 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         leases: Arc::clone(&leases),
         max_rate_keys: config.max_known,
     }));
-    let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
-    let http_addr = listener.local_addr()?;
+    let https = match &config.https {
+        Some(https) => Some(Https::bind(https, config.listen_backlog).await?),
+        None if !config.plain_http => return Err(HttpsError::NoListener.into()),
+        None => None,
+    };
+    let https_addr = https.as_ref().map(|h| h.addr);
+    let certs = https
+        .as_ref()
+        .map_or_else(|| Arc::new(CertTable::new()), |h| Arc::clone(&h.certs));
+    let listener = match config.plain_http {
+        true => Some(common::edge::listener::bind(
+            config.http_listen,
+            config.listen_backlog,
+        )?),
+        false => None,
+    };
+    let http_addr = match (&listener, https_addr) {
+        (Some(l), _) => l.local_addr()?,
+        (None, Some(addr)) => addr,
+        (None, None) => return Err(HttpsError::NoListener.into()),
+    };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(observed(
@@ -273,11 +302,19 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
     tasks.spawn(logs.run(std::time::Duration::from_millis(config.log_ship_ms)));
     let (pause_sync, paused) = tokio::sync::watch::channel(false);
     tasks.spawn(sync::run(sync_parts, paused));
-    // Stops when the task is aborted (shutdown), which cuts its connections.
-    tasks.spawn(serve(listener, app, config.http, std::future::pending()));
-    info!(%http_addr, node = %node_id, "POP started");
+    if let Some(https) = https {
+        tasks.spawn(https.serve(app.clone(), config.http));
+    }
+    if let Some(listener) = listener {
+        // Stops when the task is aborted (shutdown), which cuts its connections. HTTP/1.1
+        // and, by the client's preface, h2c.
+        tasks.spawn(serve(listener, app, config.http, std::future::pending()));
+    }
+    info!(%http_addr, ?https_addr, node = %node_id, "POP started");
     Ok(PopHandle {
         http_addr,
+        https_addr,
+        certs,
         node_id,
         invoker,
         leases,

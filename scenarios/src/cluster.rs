@@ -56,6 +56,8 @@ pub struct DevCluster {
     pub token: String,
     /// The operator token.
     pub admin_token: String,
+    /// The dev CA's certificate (PEM): what clients of the POP's HTTPS trust.
+    pub ca_cert: std::path::PathBuf,
 }
 
 impl DevCluster {
@@ -101,6 +103,16 @@ impl DevCluster {
         // One operator for the deployment: the POP's `/metrics` takes the same token.
         pop.operator_token
             .get_or_insert_with(|| admin_token.clone());
+        // HTTPS, when asked for, serves `localhost` with the dev CA's certificate.
+        if let Some(https) = &mut pop.https
+            && !https.certificates.iter().any(|c| c.host == "localhost")
+        {
+            https.certificates.push(pop_node::config::HostCertFiles {
+                host: "localhost".into(),
+                cert: certs.https.cert.clone(),
+                key: certs.https.key.clone(),
+            });
+        }
         pop.regions = RegionSource::Static(vec![options.region_via.unwrap_or(region.quic_addr)]);
         let pop = pop_node::start(pop).await.context("starting the POP")?;
 
@@ -118,6 +130,7 @@ impl DevCluster {
             pop,
             token,
             admin_token,
+            ca_cert: certs.https.ca_cert,
         })
     }
 
@@ -129,6 +142,14 @@ impl DevCluster {
     /// The POP's base URL.
     pub fn pop_url(&self) -> String {
         format!("http://{}", self.pop.http_addr)
+    }
+
+    /// The POP's HTTPS base URL for `localhost` (what the dev certificate names), if the
+    /// POP has an HTTPS listener.
+    pub fn pop_https_url(&self) -> Option<String> {
+        self.pop
+            .https_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
     }
 
     /// Deploys `wasm` as `name` with `config` (JSON) through the control API; returns the

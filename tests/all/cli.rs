@@ -26,6 +26,7 @@ async fn start_dev(state_dir: &Path) -> Child {
             "127.0.0.1:0",
         ])
         .args(["--pop-listen", "127.0.0.1:0"])
+        .args(["--pop-https-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -66,6 +67,22 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
             .is_some_and(|u| u.starts_with("http://127.0.0.1:"))
     );
     assert!(dev_json["token"].as_str().is_some_and(|t| !t.is_empty()));
+    // HTTPS at the POP for `localhost`, trusted through the dev CA dev.json names.
+    let https = dev_json["pop_https_url"].as_str().expect("pop_https_url");
+    assert!(https.starts_with("https://localhost:"), "{https}");
+    let ca = dev_json["ca_cert"].as_str().expect("ca_cert");
+    let out = Command::new("curl")
+        .args(["-sS", "--http2", "--cacert", ca, "-w", " %{http_version}"])
+        .arg(format!("{https}/healthz"))
+        .output()
+        .await
+        .expect("curl runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok 2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let (code, out, err) = run(dir.path(), &["invoke", "hello", "--data", "cli", "--json"]).await;
     assert_eq!(code, 0, "{err}");

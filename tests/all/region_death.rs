@@ -126,6 +126,7 @@ async fn a_region_that_dies_silently_and_returns_costs_only_fast_503s_and_never_
         pop,
         token,
         admin_token,
+        ca_cert,
     } = nodes;
     let (http_listen, quic_listen) = (region.http_addr, region.quic_addr);
     region.shutdown().await;
@@ -150,6 +151,7 @@ async fn a_region_that_dies_silently_and_returns_costs_only_fast_503s_and_never_
             pop,
             token,
             admin_token,
+            ca_cert,
         },
         http,
     };

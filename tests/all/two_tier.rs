@@ -151,6 +151,7 @@ async fn the_pop_reconnects_when_its_region_comes_back() {
         pop,
         token,
         admin_token,
+        ..
     } = nodes;
     let (quic_addr, tls) = (region.quic_addr, region.tls.clone());
     region.shutdown().await;

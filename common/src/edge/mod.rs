@@ -16,13 +16,14 @@ mod metrics;
 mod observe;
 mod route;
 pub mod server;
+pub mod tls;
 
 pub use error::{error_response, function_error_status};
 pub use invoke::{__path_invoke, Authorization, EdgeConfig, Invoker, invoke_router, parse_head};
 pub use metrics::{bearer, metrics_router, require_operator};
 pub use observe::observed;
 pub use route::{RouteSource, RouteTable, route_fallback};
-pub use server::{HttpLimits, serve};
+pub use server::{HttpLimits, serve, serve_tls};
 
 use crate::model::ApiError;
 use axum::response::{IntoResponse, Response};

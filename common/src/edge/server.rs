@@ -7,9 +7,10 @@
 //! size, header-read timeout: hyper's own), a deadline on reading each request body, the
 //! idle keep-alive timeout, and graceful shutdown. The caller binds the
 //! [`tokio::net::TcpListener`] (so backlog and address are the node's business) and passes
-//! the app as an axum [`Router`]. HTTP/2 and TLS can be added here later by wrapping the
-//! accepted stream and choosing the connection builder per stream; nothing above this
-//! module sees the socket.
+//! the app as an axum [`Router`]. Each connection speaks HTTP/1.1 or HTTP/2, chosen by the
+//! client's preface (h2c on plain connections, ALPN `h2` on TLS ones); [`serve_tls`] runs
+//! the same loop with a TLS handshake (bounded by the header-read timeout) first, so every
+//! limit holds on both. Nothing above this module sees the socket.
 
 use axum::Router;
 use axum::body::Body;
@@ -17,9 +18,9 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,10 +30,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 /// Limits of a node's HTTP server (`[http]` in both nodes' configuration).
@@ -72,12 +74,19 @@ impl Default for HttpLimits {
 }
 
 impl HttpLimits {
-    fn builder(&self) -> http1::Builder {
-        let mut b = http1::Builder::new();
-        b.timer(TokioTimer::new())
+    fn builder(&self) -> auto::Builder<TokioExecutor> {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        // hyper's HTTP/1 read buffer bounds the request line plus headers (it cannot go
+        // below 8 KiB); HTTP/2 bounds the decoded header list instead.
+        b.http1()
+            .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(self.header_read_timeout_ms.max(1)))
             .max_headers(self.max_headers.max(1))
-            .max_header_size(self.max_header_bytes.max(1));
+            .max_buf_size(self.max_header_bytes.max(8 << 10));
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .max_concurrent_streams(u32::try_from(self.max_headers.max(1) * 4).unwrap_or(256));
         b
     }
 }
@@ -98,6 +107,29 @@ pub enum BodyReadError {
 /// connection has closed. Dropping the returned future cuts every connection.
 pub async fn serve(
     listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve_with(listener, None, app, limits, shutdown).await;
+}
+
+/// [`serve`] over TLS: each accepted connection completes its handshake with `acceptor`
+/// within the header-read timeout (a failed or slow handshake closes it), then is served
+/// with the same limits.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    app: Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    serve_with(listener, Some(acceptor), app, limits, shutdown).await;
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()> + Send,
@@ -127,14 +159,22 @@ pub async fn serve(
                     drop(stream);
                     continue;
                 };
-                conns.spawn(connection(
-                    stream,
-                    app.clone(),
-                    builder.clone(),
-                    limits,
-                    stopping.clone(),
-                    permit,
-                ));
+                let _ = stream.set_nodelay(true);
+                let (app, builder, stopping) = (app.clone(), builder.clone(), stopping.clone());
+                let Some(acceptor) = tls.clone() else {
+                    conns.spawn(connection(stream, app, builder, limits, stopping, permit));
+                    continue;
+                };
+                let handshake = Duration::from_millis(limits.header_read_timeout_ms.max(1));
+                conns.spawn(async move {
+                    match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            connection(tls, app, builder, limits, stopping, permit).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                });
             }
         }
     }
@@ -181,14 +221,16 @@ impl Drop for InFlight {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     app: Router,
-    builder: http1::Builder,
+    builder: auto::Builder<TokioExecutor>,
     limits: HttpLimits,
     mut stopping: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity {
         base: Instant::now(),
         last_ms: AtomicU64::new(0),
@@ -220,7 +262,7 @@ async fn connection(
         inner: stream,
         activity: Arc::clone(&activity),
     });
-    let conn = builder.serve_connection(io, svc);
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
@@ -295,12 +337,12 @@ impl HttpBody for Deadline {
 }
 
 /// A stream that records when bytes last moved.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -315,7 +357,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

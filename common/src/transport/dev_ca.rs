@@ -23,6 +23,9 @@ pub struct DevCerts {
     pub region: TlsFiles,
     /// The POP's files: client authentication.
     pub pop: TlsFiles,
+    /// The POP's device-facing HTTPS certificate: server authentication for `localhost`,
+    /// `127.0.0.1` and `::1`, so `curl --cacert ca.pem https://localhost:PORT` verifies.
+    pub https: TlsFiles,
 }
 
 const CA_CERT: &str = "ca.pem";
@@ -32,7 +35,8 @@ const CA_COMMON_NAME: &str = "Strata dev CA";
 /// Creates (or reuses, if already present) in `dir`: `ca.pem` + `ca-key.pem` (a
 /// self-signed CA), `region.pem`/`region-key.pem` (server and client auth, SANs
 /// [`REGION_SERVER_NAME`], `localhost`, `127.0.0.1`, `::1`) and `pop.pem`/`pop-key.pem`
-/// (client auth). Creates `dir` if needed.
+/// (client auth), and `pop-https.pem`/`pop-https-key.pem` (server auth for `localhost`,
+/// `127.0.0.1`, `::1`: the POP's device HTTPS in `strata dev`). Creates `dir` if needed.
 ///
 /// # Errors
 /// [`TransportError::Io`] when files cannot be read or written, [`TransportError::Tls`]
@@ -74,7 +78,15 @@ pub fn init(dir: &Path) -> Result<DevCerts, TransportError> {
         &issuer,
         ca_is_new,
     )?;
-    Ok(DevCerts { region, pop })
+    let https = leaf(
+        dir,
+        "pop-https",
+        &["localhost", "127.0.0.1", "::1"],
+        &[ExtendedKeyUsagePurpose::ServerAuth],
+        &issuer,
+        ca_is_new,
+    )?;
+    Ok(DevCerts { region, pop, https })
 }
 
 fn ca_params() -> CertificateParams {
@@ -184,7 +196,12 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = init(dir.path()).expect("init");
-        for key in [dir.path().join(CA_KEY), certs.region.key, certs.pop.key] {
+        for key in [
+            dir.path().join(CA_KEY),
+            certs.region.key,
+            certs.pop.key,
+            certs.https.key,
+        ] {
             let mode = std::fs::metadata(&key)
                 .expect("metadata")
                 .permissions()

@@ -108,6 +108,7 @@ async fn a_tenant_limit_set_by_the_operator_survives_a_region_restart() {
         pop,
         token,
         admin_token,
+        ..
     } = nodes;
     // Only the region keeps tenant limits.
     pop.shutdown().await;
