@@ -235,6 +235,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         max_forwards: config.max_forwards,
         leases: Arc::clone(&leases),
         max_rate_keys: config.max_known,
+        forward_margin: std::time::Duration::from_millis(config.forward_margin_ms),
     }));
     let listener = tokio::net::TcpListener::bind(config.http_listen).await?;
     let http_addr = listener.local_addr()?;

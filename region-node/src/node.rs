@@ -180,6 +180,8 @@ pub async fn start_with_clock(
         .fleets
         .validate(config.sandbox.max_warm_pools)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    common::policy::share::validate_percent(config.tenant_slot_share_percent)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
     let invoker = Arc::new(
         RegionInvoker::new(
@@ -194,7 +196,8 @@ pub async fn start_with_clock(
         .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary))
         .with_limits(Arc::clone(&limits))
-        .with_fleets(Arc::clone(&fleets)),
+        .with_fleets(Arc::clone(&fleets))
+        .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);

@@ -1,6 +1,7 @@
 //! Cross-node integration tests: real region and POP nodes on loopback, real QUIC with
 //! mutual TLS, real HTTP, a real DNS server. One binary, a module per topic.
 
+mod abuse;
 mod canary;
 mod capacity_edge;
 mod cli;
