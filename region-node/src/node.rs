@@ -69,6 +69,7 @@ pub struct RegionHandle {
     server: Arc<Server>,
     tasks: JoinSet<()>,
     http: HttpServer,
+    identity_refusals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The HTTP server's task and the signal that starts its graceful shutdown.
@@ -86,6 +87,13 @@ impl RegionHandle {
     /// Idle warm reactor instances across every pool at this region.
     pub fn warm_instances(&self) -> usize {
         self.invoker.executor().sandbox().warm_totals().0
+    }
+
+    /// Messages refused because a POP claimed another POP's identity (see
+    /// [`crate::quic`]).
+    pub fn pop_identity_refusals(&self) -> u64 {
+        self.identity_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The registry, for operators' tooling and tests.
@@ -235,6 +243,7 @@ pub async fn start_with_clock(
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
+    let identity_refusals = Arc::new(std::sync::atomic::AtomicU64::new(0));
     events::spawn_workers(&events, &invoker, &mut tasks);
     fleets.spawn_workers(&mut tasks);
     tasks.spawn(quic::serve(
@@ -246,6 +255,7 @@ pub async fn start_with_clock(
             capacity: Arc::clone(&capacity),
             trending: Arc::clone(&trending),
             limits: Arc::clone(&limits),
+            identity_refusals: Arc::clone(&identity_refusals),
         },
     ));
     tasks.spawn(trending.run());
@@ -276,6 +286,7 @@ pub async fn start_with_clock(
     };
     info!(%http_addr, %quic_addr, node = %node_id, "region started");
     Ok(RegionHandle {
+        identity_refusals,
         http_addr,
         quic_addr,
         node_id,

@@ -118,6 +118,16 @@ impl PeerConnection {
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
     }
+
+    /// The POP id its certificate names (a DNS name `<id>.pop.strata`, see
+    /// [`super::dev_ca::pop_dns_name`]), or `None` when it names none.
+    pub fn pop_id(&self) -> Option<String> {
+        let identity = self.conn.peer_identity()?;
+        let certs = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        super::dev_ca::pop_id_of(certs.first()?)
+    }
 }
 
 /// One request stream: read one request, then [`reply`](Self::reply) or
