@@ -201,7 +201,7 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
 fn impostor(pop: Option<&str>, request: &Message) -> Option<String> {
     let pop = pop?;
     let own = format!("pop/{pop}");
-    let claimed = match request {
+    match request {
         Message::LeaseAcquire { holder, .. } | Message::LeaseReturn { holder, .. } => {
             (holder.0 != pop).then(|| holder.0.clone())
         }
@@ -211,8 +211,7 @@ fn impostor(pop: Option<&str>, request: &Message) -> Option<String> {
             .find(|e| e.node != own)
             .map(|e| e.node.clone()),
         _ => None,
-    };
-    claimed
+    }
 }
 
 fn message_name(m: &Message) -> &'static str {
