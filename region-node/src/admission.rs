@@ -61,6 +61,12 @@ impl Admission {
         self.waiting() * 2 > self.max_waiting
     }
 
+    /// Whether a new invocation would be refused now (every slot busy, the queue full):
+    /// checked before the tenant's share, so a full region answers 503 whoever asks.
+    pub fn is_full(&self) -> bool {
+        self.spare() == 0 && self.waiting() >= self.max_waiting
+    }
+
     /// A slot, waiting for one if the queue has room.
     ///
     /// # Errors

@@ -356,6 +356,12 @@ impl RegionInvoker {
             None => None,
         };
         let fleet = self.fleets.choose(std::time::Instant::now(), function);
+        if fleet == Fleet::Dedicated && self.admission.is_full() {
+            return Err(ApiError::unavailable(
+                "region is at capacity: every execution slot is busy and its queue is full",
+                std::time::Duration::from_secs(1),
+            ));
+        }
         let _share: ShareTicket = match fleet {
             Fleet::Dedicated => self.slot_shares.take(&function.key.tenant)?,
             Fleet::OnDemand => self.worker_shares.take(&function.key.tenant)?,
