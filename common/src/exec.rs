@@ -445,13 +445,7 @@ impl Executor {
             );
         }
         if !execution.stderr.is_empty() {
-            info!(
-                target: "strata::function_log",
-                function = %function.key,
-                request_id = %req.request_id,
-                "{}",
-                String::from_utf8_lossy(&execution.stderr)
-            );
+            crate::logs::trace_guest_stderr(&function.key, req.request_id, &execution.stderr);
         }
         // A command module gets a fresh instance every time by design (microseconds, from
         // a pooled slot and a copy-on-write memory image); what makes it cold is having to

@@ -15,6 +15,20 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
+/// Writes a guest's `stderr` into the node's own log (target `strata::function_log`) as
+/// one event whose `stderr` field carries the text escaped: control characters
+/// (newlines, ANSI escapes) appear as `\n`, `\u{1b}`, so a guest cannot forge log lines
+/// or colour the operator's terminal. The message itself is fixed.
+pub fn trace_guest_stderr(function: &FunctionKey, request_id: RequestId, stderr: &[u8]) {
+    tracing::info!(
+        target: "strata::function_log",
+        function = %function,
+        request_id = %request_id,
+        stderr = %String::from_utf8_lossy(stderr).escape_debug(),
+        "guest stderr"
+    );
+}
+
 /// One log line as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {

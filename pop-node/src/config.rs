@@ -53,6 +53,11 @@ pub struct PopConfig {
     pub local_concurrency: usize,
     /// Forwarded invocations in flight at once; more get 503. Default 1024.
     pub max_forwards: usize,
+    /// How long a forwarded invocation may take beyond the function's `timeout_ms` (the
+    /// region's queue and the trip) before the POP answers 503 `forward_timeout` and resets
+    /// the QUIC stream, in milliseconds. A function the POP does not know yet is bounded
+    /// by the longest timeout a function may have (15 min) plus this. Default 5000.
+    pub forward_margin_ms: u64,
     /// How long learned tokens and function metadata are trusted before the next request
     /// is forwarded to refresh them, in milliseconds. Default 10 000.
     pub metadata_ttl_ms: u64,
@@ -176,6 +181,7 @@ impl Default for PopConfig {
             placement: PlacementConfig::default(),
             local_concurrency: 32,
             max_forwards: 1024,
+            forward_margin_ms: 5000,
             metadata_ttl_ms: 10_000,
             max_known: 100_000,
             module_cache_bytes: 128 << 20,

@@ -40,6 +40,8 @@ pub struct PopInvoker {
     leases: Arc<Leases>,
     /// Per-function `rate_limit_rps` for requests this POP receives (per POP, not split).
     rates: Mutex<RateLimits>,
+    /// Added to a function's timeout to bound its forward.
+    forward_margin: Duration,
 }
 
 /// The parts a [`PopInvoker`] is built from.
@@ -69,6 +71,9 @@ pub struct PopParts {
     pub leases: Arc<Leases>,
     /// Functions whose request rate is tracked at once.
     pub max_rate_keys: usize,
+    /// What a forward may take beyond the function's timeout (the region's queue, the
+    /// trip) before it ends with 503 and its stream is reset.
+    pub forward_margin: Duration,
 }
 
 impl PopInvoker {
@@ -87,6 +92,7 @@ impl PopInvoker {
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
             leases: parts.leases,
             rates: Mutex::new(RateLimits::new(Instant::now(), parts.max_rate_keys)),
+            forward_margin: parts.forward_margin,
         }
     }
 
@@ -134,10 +140,13 @@ impl PopInvoker {
         self.artifacts.flush().await;
     }
 
+    /// Forwards `req` to a region, bounded by `timeout` (the function's, when known here;
+    /// the longest a function may have otherwise) plus the forward margin.
     async fn forward(
         &self,
         req: InvokeRequest,
         key: Option<&FunctionKey>,
+        timeout: Option<Duration>,
         reason: ForwardReason,
     ) -> Result<InvokeResponse, ApiError> {
         let _slot = Arc::clone(&self.forward_slots)
@@ -158,7 +167,13 @@ impl PopInvoker {
         }
         let token = req.token.clone();
         let started = Instant::now();
-        let (result, function) = self.link.forward(req).await?;
+        let timeout = timeout.unwrap_or(Duration::from_millis(u64::from(
+            common::model::MAX_TIMEOUT_MS,
+        )));
+        let (result, function) = self
+            .link
+            .forward(req, timeout.saturating_add(self.forward_margin))
+            .await?;
         let elapsed = started.elapsed();
         if let Some(token) = token.as_deref() {
             match (&result, function) {
@@ -203,7 +218,7 @@ impl Invoker for PopInvoker {
         // Events are queued durably at the region, never kept here: a POP that cannot
         // reach a region answers 503, never 202.
         if req.invocation_type == InvocationType::Event {
-            return self.forward(req, None, ForwardReason::Pinned).await;
+            return self.forward(req, None, None, ForwardReason::Pinned).await;
         }
         let now = Instant::now();
         // A request through an HTTP route runs as the route's owner (from the table the
@@ -212,7 +227,7 @@ impl Invoker for PopInvoker {
             (Some(grant), _) => grant.tenant.clone(),
             (None, Some(token)) => match self.known.tenant(token, now) {
                 Some(t) => t,
-                None => return self.forward(req, None, ForwardReason::Unknown).await,
+                None => return self.forward(req, None, None, ForwardReason::Unknown).await,
             },
             (None, None) => return Err(ApiError::unauthenticated()),
         };
@@ -232,10 +247,13 @@ impl Invoker for PopInvoker {
             self.prefetcher.request(digest);
         }
         let function = resolution.map(|r| r.function);
+        let timeout = function.as_ref().map(|f| f.config.timeout());
         // A function that dead-letters its failed synchronous invocations runs at the
         // region, where the dead-letter queue is.
         if function.as_ref().is_some_and(|f| f.config.dead_letter_sync) {
-            return self.forward(req, Some(&key), ForwardReason::Pinned).await;
+            return self
+                .forward(req, Some(&key), timeout, ForwardReason::Pinned)
+                .await;
         }
         if let Some(rps) = function.as_ref().and_then(|f| f.config.rate_limit_rps) {
             self.check_rate(now, &key, rps)?;
@@ -301,7 +319,7 @@ impl Invoker for PopInvoker {
             (Decision::Forward(ForwardReason::OverCapacity), Some(f), Some(m)) if lease_only => {
                 let copy = req.clone();
                 match self
-                    .forward(req, Some(&key), ForwardReason::OverCapacity)
+                    .forward(req, Some(&key), timeout, ForwardReason::OverCapacity)
                     .await
                 {
                     // No region is reachable, so no lease can be granted: serve what is
@@ -321,13 +339,14 @@ impl Invoker for PopInvoker {
             }
             (Decision::Forward(reason), ..) => {
                 drop(slot);
-                self.forward(req, Some(&key), reason).await
+                self.forward(req, Some(&key), timeout, reason).await
             }
             // Local without a function or module cannot be decided (the state said both
             // exist); treat it as unknown rather than trusting the policy blindly.
             (Decision::Local, ..) => {
                 drop(slot);
-                self.forward(req, Some(&key), ForwardReason::Unknown).await
+                self.forward(req, Some(&key), timeout, ForwardReason::Unknown)
+                    .await
             }
         }
     }

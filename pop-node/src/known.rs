@@ -86,7 +86,8 @@ struct Inner {
     tokens: HashMap<TokenHash, (TenantId, Instant)>,
     // Shared, so the hot path hands out a pointer instead of cloning config and env.
     functions: HashMap<FunctionKey, (Arc<ResolvedFunction>, Instant)>,
-    pushed_tokens: HashMap<TokenHash, TenantId>,
+    /// Pushed tokens: the tenant and the expiry (wall-clock milliseconds), if any.
+    pushed_tokens: HashMap<TokenHash, (TenantId, Option<u64>)>,
     pushed: HashMap<FunctionKey, PushedFunction>,
     /// The region's release hints: the release each decided function runs on.
     releases: HashMap<FunctionKey, String>,
@@ -160,13 +161,23 @@ impl Known {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The tenant of `token`: pushed (by hash) or learned within the TTL.
+    /// The tenant of `token`: pushed (by hash) or learned within the TTL. A pushed token
+    /// past its expiry is refused, whatever was learned of it.
     pub fn tenant(&self, token: &str, now: Instant) -> Option<TenantId> {
+        self.tenant_at(token, now, common::logs::now_ms())
+    }
+
+    /// [`Known::tenant`] with the wall clock (`wall_ms`, milliseconds since the Unix
+    /// epoch) given, against which token expiry is judged.
+    pub fn tenant_at(&self, token: &str, now: Instant, wall_ms: u64) -> Option<TenantId> {
         let hash = TokenHash::of(token);
         let inner = self.lock();
         if inner.pushed_trusted(now)
-            && let Some(t) = inner.pushed_tokens.get(&hash)
+            && let Some((t, expires_at_ms)) = inner.pushed_tokens.get(&hash)
         {
+            if expires_at_ms.is_some_and(|at| at <= wall_ms) {
+                return None;
+            }
             return Some(t.clone());
         }
         let (t, at) = inner.tokens.get(&hash)?;
@@ -354,13 +365,19 @@ impl Known {
         let mut prepare = Vec::new();
         let full = inner.pushed.len() >= self.max_entries;
         match update {
-            Update::Token { hash, tenant } => match tenant {
+            Update::Token {
+                hash,
+                tenant,
+                expires_at_ms,
+            } => match tenant {
                 Some(t) if inner.pushed_tokens.len() < self.max_entries => {
-                    inner.pushed_tokens.insert(hash, t);
+                    inner.pushed_tokens.insert(hash, (t, expires_at_ms));
                 }
                 Some(_) => inner.tokens_truncated = true,
+                // Revoked: forgotten whether pushed or learned from a forward.
                 None => {
                     inner.pushed_tokens.remove(&hash);
+                    inner.tokens.remove(&hash);
                 }
             },
             Update::Function { key, latest } => {

@@ -72,6 +72,7 @@ fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
         Update::Token {
             hash: TokenHash::of("st_secret"),
             tenant: Some(tenant.clone()),
+            expires_at_ms: None,
         },
         |_| false,
     );
@@ -241,4 +242,41 @@ fn explicit_versions_and_weighted_aliases_resolve_from_pushed_state() {
             .clone()
     };
     assert_eq!((pick(10).as_str(), pick(95).as_str()), ("1", "2"));
+}
+
+#[test]
+fn a_pushed_revocation_forgets_a_learned_token_and_expiry_is_refused() {
+    let k = Known::new(Duration::from_secs(10), 10);
+    let t0 = Instant::now();
+    k.set_push_live(true, t0);
+    k.learn("st_learned", resolved(1), t0);
+    assert!(
+        k.tenant("st_learned", t0).is_some(),
+        "learned from a forward"
+    );
+    k.apply(
+        Update::Token {
+            hash: TokenHash::of("st_learned"),
+            tenant: None,
+            expires_at_ms: None,
+        },
+        |_| false,
+    );
+    assert_eq!(k.tenant("st_learned", t0), None, "revoked at once");
+    let tenant = TenantId::new("t").expect("valid");
+    k.apply(
+        Update::Token {
+            hash: TokenHash::of("st_expiring"),
+            tenant: Some(tenant.clone()),
+            expires_at_ms: Some(1_000),
+        },
+        |_| false,
+    );
+    k.learn("st_expiring", resolved(1), t0);
+    assert_eq!(k.tenant_at("st_expiring", t0, 999), Some(tenant));
+    assert_eq!(
+        k.tenant_at("st_expiring", t0, 1_000),
+        None,
+        "expired, though also learned"
+    );
 }

@@ -254,6 +254,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         max_forwards: config.max_forwards,
         leases: Arc::clone(&leases),
         max_rate_keys: config.max_known,
+        forward_margin: std::time::Duration::from_millis(config.forward_margin_ms),
     }));
     let https = match &config.https {
         Some(https) => Some(Https::bind(https, config.listen_backlog).await?),

@@ -215,6 +215,16 @@ impl RegionLink {
     /// certainly was not received (see the module docs). Returns the reply and the region
     /// that sent it.
     async fn request(&self, msg: &Message) -> Result<(Message, SocketAddr), ApiError> {
+        self.request_bounded(msg, None).await
+    }
+
+    /// [`Self::request`], giving the region at most `bound` to answer once the request's
+    /// stream is open (then the stream is reset and the request ends with 503).
+    async fn request_bounded(
+        &self,
+        msg: &Message,
+        bound: Option<Duration>,
+    ) -> Result<(Message, SocketAddr), ApiError> {
         self.listed().await?;
         let mut tried = Vec::new();
         let mut last_error = None;
@@ -229,7 +239,11 @@ impl RegionLink {
                     continue;
                 }
             };
-            match ch.request(msg, MAX_FRAME_LEN).await {
+            let sent = match bound {
+                Some(b) => ch.request_within(msg, MAX_FRAME_LEN, b).await,
+                None => ch.request(msg, MAX_FRAME_LEN).await,
+            };
+            match sent {
                 Ok(reply) => {
                     let mut policy = lock(&self.links.policy);
                     policy.handle_rtt(&addr, ch.rtt());
@@ -247,6 +261,13 @@ impl RegionLink {
                         TransportError::Wire(w) => {
                             ApiError::internal(format!("region sent a malformed reply: {w}"))
                         }
+                        TransportError::TimedOut(b) => ApiError::unavailable(
+                            format!(
+                                "forward_timeout: the region did not answer within {b:?} (the \
+                                 function's timeout plus the margin); it may or may not have run"
+                            ),
+                            RETRY_AFTER,
+                        ),
                         // The region may have received it: never sent elsewhere.
                         other => ApiError::unavailable(
                             format!(
@@ -266,12 +287,21 @@ impl RegionLink {
         )))
     }
 
-    /// Sends `req` to a region and returns its answer.
+    /// Sends `req` to a region and returns its answer, waiting at most `bound` for it once
+    /// sent (the function's timeout plus a margin for the region's queue and the trip).
     ///
     /// # Errors
-    /// 503 when no region is reachable or the connection fails during the request.
-    pub async fn forward(&self, req: InvokeRequest) -> Result<Forwarded, ApiError> {
-        match self.request(&Message::Invoke(req)).await? {
+    /// 503 when no region is reachable, the connection fails during the request, or no
+    /// answer came within `bound` (the stream is reset).
+    pub async fn forward(
+        &self,
+        req: InvokeRequest,
+        bound: Duration,
+    ) -> Result<Forwarded, ApiError> {
+        match self
+            .request_bounded(&Message::Invoke(req), Some(bound))
+            .await?
+        {
             (
                 Message::InvokeResult {
                     result,

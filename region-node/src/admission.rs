@@ -1,9 +1,13 @@
 //! Admission at the region: a fixed number of execution slots and a bounded wait for one.
 //! Beyond the bound, requests are refused with 503 and `retry-after` (DESIGN §2: no
-//! unbounded queue).
+//! unbounded queue). Before waiting, each invocation takes one of its tenant's shares of
+//! the pool ([`TenantShares`], the rule in [`common::policy::share`]): a tenant holding
+//! its share is refused with 429 at once, so another tenant always finds a slot.
 
-use common::model::ApiError;
+use common::model::{ApiError, TenantId};
+use common::policy::share::SlotShare;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -14,6 +18,7 @@ pub struct Admission {
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    total: usize,
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
@@ -31,7 +36,13 @@ impl Admission {
             slots: Arc::new(Semaphore::new(slots.max(1))),
             waiting: AtomicUsize::new(0),
             max_waiting,
+            total: slots.max(1),
         }
+    }
+
+    /// The execution slots in all.
+    pub fn slots(&self) -> usize {
+        self.total
     }
 
     /// Invocations waiting for a slot now.
@@ -48,6 +59,12 @@ impl Admission {
     /// under pressure from here on, before it has to refuse anything.
     pub fn under_pressure(&self) -> bool {
         self.waiting() * 2 > self.max_waiting
+    }
+
+    /// Whether a new invocation would be refused now (every slot busy, the queue full):
+    /// checked before the tenant's share, so a full region answers 503 whoever asks.
+    pub fn is_full(&self) -> bool {
+        self.spare() == 0 && self.waiting() >= self.max_waiting
     }
 
     /// A slot, waiting for one if the queue has room.
@@ -70,6 +87,69 @@ impl Admission {
             .acquire_owned()
             .await
             .map_err(|_| ApiError::unavailable("region is shutting down", Duration::from_secs(1)))
+    }
+}
+
+/// One pool's per-tenant shares (the region's slots, or the on-demand fleet's workers).
+#[derive(Debug)]
+pub struct TenantShares {
+    pool: &'static str,
+    shares: Mutex<SlotShare<TenantId>>,
+}
+
+/// A share held by one invocation; returned when dropped.
+#[derive(Debug)]
+pub struct ShareTicket {
+    shares: Arc<TenantShares>,
+    tenant: TenantId,
+}
+
+impl Drop for ShareTicket {
+    fn drop(&mut self) {
+        self.shares.lock().release(&self.tenant);
+    }
+}
+
+impl TenantShares {
+    /// Shares of `pool` (named in refusals) with `slots`, each tenant holding at most
+    /// `percent` of them.
+    pub fn new(pool: &'static str, slots: usize, percent: u8) -> Self {
+        Self {
+            pool,
+            shares: Mutex::new(SlotShare::new(slots, percent)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotShare<TenantId>> {
+        // Poisoning only means a panic between two statements; the counts stay whole.
+        self.shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Slots of this pool `tenant` holds or waits for now.
+    pub fn held(&self, tenant: &TenantId) -> usize {
+        self.lock().held(tenant)
+    }
+
+    /// Takes one of `tenant`'s shares, before the invocation waits for a slot.
+    ///
+    /// # Errors
+    /// 429 with `retry-after` naming the tenant slot share when `tenant` holds its share.
+    pub fn take(self: &Arc<Self>, tenant: &TenantId) -> Result<ShareTicket, ApiError> {
+        self.lock().take(tenant).map_err(|e| {
+            ApiError::throttled(
+                format!(
+                    "tenant_slot_share: tenant {tenant} is at its share of the region's {}: {e}",
+                    self.pool
+                ),
+                Duration::from_secs(1),
+            )
+        })?;
+        Ok(ShareTicket {
+            shares: Arc::clone(self),
+            tenant: tenant.clone(),
+        })
     }
 }
 
@@ -118,5 +198,25 @@ mod tests {
         );
         drop(held);
         assert!(waiter.await.expect("joins").is_ok());
+    }
+
+    #[test]
+    fn a_tenant_at_its_share_is_throttled_and_another_is_not() {
+        let shares = Arc::new(TenantShares::new("execution slots", 2, 50));
+        let (a, b) = (
+            TenantId::new("a").expect("id"),
+            TenantId::new("b").expect("id"),
+        );
+        let held = shares.take(&a).expect("first share");
+        let refused = shares.take(&a).map(drop).expect_err("second share refused");
+        assert_eq!(refused.kind, ErrorKind::Throttled);
+        assert!(
+            refused.message.contains("tenant_slot_share"),
+            "{}",
+            refused.message
+        );
+        let other = shares.take(&b).expect("another tenant is served");
+        drop((held, other));
+        assert_eq!((shares.held(&a), shares.held(&b)), (0, 0));
     }
 }

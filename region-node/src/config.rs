@@ -38,6 +38,11 @@ pub struct RegionConfig {
     pub max_concurrency: usize,
     /// Invocations waiting for a slot before new ones get 503. Default 256.
     pub max_queued: usize,
+    /// Most of the execution slots (and of the on-demand fleet's workers) one tenant may
+    /// hold or wait for at once, in percent (1..=99; at least one slot, always one fewer
+    /// than the pool). A tenant at its share gets 429 `tenant_slot_share`, so another
+    /// tenant is always served. Default 50.
+    pub tenant_slot_share_percent: u8,
     /// Compiled-module cache bound, in wasm bytes. Default 256 MiB.
     pub module_cache_bytes: usize,
     /// Bounds of the function log ring buffers (this region's and what POPs ship).
@@ -84,6 +89,7 @@ impl Default for RegionConfig {
             sandbox: SandboxConfig::default(),
             max_concurrency: 64,
             max_queued: 256,
+            tenant_slot_share_percent: common::policy::share::DEFAULT_TENANT_SHARE_PERCENT,
             module_cache_bytes: 256 << 20,
             function_logs: common::logs::LogLimits::default(),
             artifact_cache_bytes: 256 << 20,

@@ -10,7 +10,7 @@
 //! with the owner's notification as its payload, like `on_failure`: the invocation that
 //! decided the verdict waits for that append, never for the control function's run.
 
-use crate::admission::Admission;
+use crate::admission::{Admission, ShareTicket, TenantShares};
 use crate::artifacts::Artifacts;
 use crate::canary::{RuntimeCanary, VerdictRecord};
 use crate::events::{EventKind, Events, FailureCause};
@@ -51,6 +51,10 @@ pub struct RegionInvoker {
     limits: Option<Arc<Limits>>,
     /// The dedicated and on-demand fleets (DESIGN §6).
     fleets: Arc<Fleets>,
+    /// Each tenant's share of the execution slots (dedicated fleet).
+    slot_shares: Arc<TenantShares>,
+    /// Each tenant's share of the on-demand fleet's workers.
+    worker_shares: Arc<TenantShares>,
 }
 
 impl RegionInvoker {
@@ -75,6 +79,13 @@ impl RegionInvoker {
             ..crate::fleet::FleetsConfig::default()
         };
         let fleets = Arc::new(Fleets::new(one_fleet, &executor));
+        let percent = common::policy::share::DEFAULT_TENANT_SHARE_PERCENT;
+        let slot_shares = Arc::new(TenantShares::new(
+            "execution slots",
+            admission.slots(),
+            percent,
+        ));
+        let worker_shares = Arc::clone(&slot_shares);
         Self {
             node,
             registry,
@@ -87,7 +98,22 @@ impl RegionInvoker {
             canary: None,
             limits: None,
             fleets,
+            slot_shares,
+            worker_shares,
         }
+    }
+
+    /// Lets one tenant hold at most `percent` of the execution slots and of the on-demand
+    /// fleet's `workers` (default [`common::policy::share::DEFAULT_TENANT_SHARE_PERCENT`]).
+    #[must_use]
+    pub fn with_tenant_share(mut self, percent: u8, workers: usize) -> Self {
+        self.slot_shares = Arc::new(TenantShares::new(
+            "execution slots",
+            self.admission.slots(),
+            percent,
+        ));
+        self.worker_shares = Arc::new(TenantShares::new("on-demand workers", workers, percent));
+        self
     }
 
     /// Charges every execution to `limits` (without, tenants are unlimited).
@@ -309,19 +335,46 @@ impl RegionInvoker {
         self.run(function, req).await
     }
 
+    /// Admits `req` (tenant rate and concurrency, the tenant's share of the pool, a slot or
+    /// a worker's turn), then runs it. Everything that can refuse runs before any module
+    /// is loaded or compiled, so a refused invocation costs no compile.
     async fn run(
         &self,
         function: &ResolvedFunction,
         req: &InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
+        // Over the tenant's limit is 429 at once, before waiting for a node slot.
+        let _permit = match &self.limits {
+            Some(l) => Some({
+                l.check_rate(&function.key, function.config.rate_limit_rps)?;
+                l.admit(
+                    &function.key.tenant,
+                    function.key.name.as_str(),
+                    function.config.max_concurrency,
+                )?
+            }),
+            None => None,
+        };
         let fleet = self.fleets.choose(std::time::Instant::now(), function);
+        if fleet == Fleet::Dedicated && self.admission.is_full() {
+            return Err(ApiError::unavailable(
+                "region is at capacity: every execution slot is busy and its queue is full",
+                std::time::Duration::from_secs(1),
+            ));
+        }
+        let _share: ShareTicket = match fleet {
+            Fleet::Dedicated => self.slot_shares.take(&function.key.tenant)?,
+            Fleet::OnDemand => self.worker_shares.take(&function.key.tenant)?,
+        };
         if fleet == Fleet::Dedicated {
+            let _slot = self.admission.admit().await?;
             let result = self.run_in(function, req, fleet).await;
             if let Ok(r) = &result {
                 self.fleets.record(function, r.timing.exec);
             }
             return result;
         }
+        // The on-demand fleet's worker turn is its slot.
         let _turn = self.fleets.turn().await?;
         self.run_in(function, req, fleet).await
     }
@@ -417,7 +470,8 @@ impl RegionInvoker {
         }
     }
 
-    /// Runs `req` on `release`; also says whether a failure was the platform's.
+    /// Runs `req` on `release` (already admitted by [`Self::run`]); also says whether a
+    /// failure was the platform's.
     async fn run_on(
         &self,
         function: &ResolvedFunction,
@@ -447,23 +501,6 @@ impl RegionInvoker {
                 };
                 (module, true)
             }
-        };
-        // Over the tenant's limit is 429 at once, before waiting for a node slot.
-        let _permit = match &self.limits {
-            Some(l) => Some({
-                l.check_rate(&function.key, function.config.rate_limit_rps)?;
-                l.admit(
-                    &function.key.tenant,
-                    function.key.name.as_str(),
-                    function.config.max_concurrency,
-                )?
-            }),
-            None => None,
-        };
-        // The on-demand fleet's worker turn is its slot.
-        let _slot = match fleet {
-            Fleet::Dedicated => Some(self.admission.admit().await?),
-            Fleet::OnDemand => None,
         };
         Ok(self
             .executor

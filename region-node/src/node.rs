@@ -69,6 +69,7 @@ pub struct RegionHandle {
     server: Arc<Server>,
     tasks: JoinSet<()>,
     http: HttpServer,
+    identity_refusals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The HTTP server's task and the signal that starts its graceful shutdown.
@@ -86,6 +87,13 @@ impl RegionHandle {
     /// Idle warm reactor instances across every pool at this region.
     pub fn warm_instances(&self) -> usize {
         self.invoker.executor().sandbox().warm_totals().0
+    }
+
+    /// Messages refused because a POP claimed another POP's identity (see
+    /// [`crate::quic`]).
+    pub fn pop_identity_refusals(&self) -> u64 {
+        self.identity_refusals
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The registry, for operators' tooling and tests.
@@ -181,6 +189,8 @@ pub async fn start_with_clock(
         .fleets
         .validate(config.sandbox.max_warm_pools)
         .map_err(|e| StartError::Config(e.to_string()))?;
+    common::policy::share::validate_percent(config.tenant_slot_share_percent)
+        .map_err(|e| StartError::Config(e.to_string()))?;
     let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
     let invoker = Arc::new(
         RegionInvoker::new(
@@ -195,7 +205,8 @@ pub async fn start_with_clock(
         .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary))
         .with_limits(Arc::clone(&limits))
-        .with_fleets(Arc::clone(&fleets)),
+        .with_fleets(Arc::clone(&fleets))
+        .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
     );
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -236,6 +247,7 @@ pub async fn start_with_clock(
         .layer(TraceLayer::new_for_http());
 
     let mut tasks = JoinSet::new();
+    let identity_refusals = Arc::new(std::sync::atomic::AtomicU64::new(0));
     events::spawn_workers(&events, &invoker, &mut tasks);
     fleets.spawn_workers(&mut tasks);
     tasks.spawn(quic::serve(
@@ -247,6 +259,7 @@ pub async fn start_with_clock(
             capacity: Arc::clone(&capacity),
             trending: Arc::clone(&trending),
             limits: Arc::clone(&limits),
+            identity_refusals: Arc::clone(&identity_refusals),
         },
     ));
     tasks.spawn(trending.run());
@@ -270,6 +283,7 @@ pub async fn start_with_clock(
     };
     info!(%http_addr, %quic_addr, node = %node_id, "region started");
     Ok(RegionHandle {
+        identity_refusals,
         http_addr,
         quic_addr,
         node_id,

@@ -2,6 +2,12 @@
 //! request and one reply per stream, except [`Message::Subscribe`], which turns its stream
 //! into the long-lived push stream ([`crate::push`]). Garbage on a stream resets that
 //! stream only.
+//!
+//! POP identity: a connection whose certificate names a POP id ([`common::transport::dev_ca::pop_id_of`]) is
+//! bound to it. Lease requests and returns, load reports and log lines that claim another
+//! POP are refused with 403 `pop_identity` (logged and counted in
+//! [`PopServices::identity_refusals`]), so a CA-signed impostor cannot return another POP's
+//! lease or write as it. A certificate naming no POP is accepted as before (anonymous).
 
 use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
@@ -13,6 +19,7 @@ use common::sandbox::Release;
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{MAX_FRAME_LEN, Message};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
@@ -29,6 +36,9 @@ pub struct PopServices {
     pub trending: Arc<TrendWatch>,
     /// Grants and takes back concurrency leases.
     pub limits: Arc<crate::limits::Limits>,
+    /// Messages refused because they claimed a POP other than the connection's
+    /// certificate names.
+    pub identity_refusals: Arc<AtomicU64>,
 }
 
 /// Accepts POP connections until the server is closed. Connection and stream tasks live in
@@ -56,11 +66,13 @@ async fn serve_connection(
     services: PopServices,
 ) {
     let mut streams = JoinSet::new();
+    let pop: Option<Arc<str>> = conn.pop_id().map(Arc::from);
     loop {
         match conn.accept_stream().await {
             Ok(Some(stream)) => {
                 let invoker = Arc::clone(&invoker);
-                streams.spawn(serve_stream(stream, invoker, services.clone()));
+                let pop = pop.clone();
+                streams.spawn(serve_stream(stream, invoker, services.clone(), pop));
             }
             Ok(None) => break,
             Err(e) => {
@@ -76,6 +88,7 @@ async fn serve_stream(
     mut stream: ServerStream,
     invoker: Arc<RegionInvoker>,
     services: PopServices,
+    pop: Option<Arc<str>>,
 ) {
     let request = match stream.read_request(MAX_FRAME_LEN).await {
         Ok(m) => m,
@@ -96,7 +109,18 @@ async fn serve_stream(
             .cloned();
         return crate::push::serve(stream, store, since_revision, hints, canary).await;
     }
-    let reply = handle(request, &invoker, &services).await;
+    let reply = match impostor(pop.as_deref(), &request) {
+        Some(claimed) => {
+            services.identity_refusals.fetch_add(1, Ordering::Relaxed);
+            warn!(pop = ?pop, claimed, message = message_name(&request),
+                "refused a message claiming another POP");
+            Message::Error(ApiError::forbidden(format!(
+                "pop_identity: this connection's certificate names POP {}, not {claimed}",
+                pop.as_deref().unwrap_or_default()
+            )))
+        }
+        None => handle(request, &invoker, &services).await,
+    };
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
     }
@@ -169,6 +193,24 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             "unexpected message from a POP: {}",
             message_name(&other)
         ))),
+    }
+}
+
+/// The POP `request` claims to come from, when the connection is bound to `pop` and the
+/// claim names another one.
+fn impostor(pop: Option<&str>, request: &Message) -> Option<String> {
+    let pop = pop?;
+    let own = format!("pop/{pop}");
+    match request {
+        Message::LeaseAcquire { holder, .. } | Message::LeaseReturn { holder, .. } => {
+            (holder.0 != pop).then(|| holder.0.clone())
+        }
+        Message::LoadReport(load) => (load.node.0 != pop).then(|| load.node.0.clone()),
+        Message::Logs { entries, .. } => entries
+            .iter()
+            .find(|e| e.node != own)
+            .map(|e| e.node.clone()),
+        _ => None,
     }
 }
 

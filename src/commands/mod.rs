@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use strata::client::{Context, deploy_form, error_message, send_json, unreachable};
+use strata::client::{Context, deploy_form, error_message, send, send_json, unreachable};
 
 /// Exit code for a failed request.
 pub const EXIT_FAILURE: u8 = 1;
@@ -86,6 +86,31 @@ pub enum TokenCommand {
     Create {
         /// The tenant's id.
         tenant: String,
+        /// Expire the token this many seconds after it is issued (default: never).
+        #[arg(long)]
+        ttl: Option<u64>,
+    },
+    /// List a tenant's tokens: ids (hashes), creation and expiry, never the tokens.
+    Ls {
+        /// The tenant's id.
+        tenant: String,
+    },
+    /// Revoke a token: refused at the region at once and at every POP within seconds.
+    Revoke {
+        /// The tenant's id.
+        tenant: String,
+        /// The token's id, as `strata token ls` shows it.
+        id: String,
+    },
+    /// Issue a new token and revoke the old one (the new token is shown once).
+    Rotate {
+        /// The tenant's id.
+        tenant: String,
+        /// The old token's id, as `strata token ls` shows it.
+        id: String,
+        /// Expire the new token this many seconds after it is issued (default: never).
+        #[arg(long)]
+        ttl: Option<u64>,
     },
 }
 
@@ -296,17 +321,52 @@ pub async fn tenant(ctx: &Context, c: TenantCommand) -> anyhow::Result<u8> {
 }
 
 pub async fn token(ctx: &Context, c: TokenCommand) -> anyhow::Result<u8> {
-    let TokenCommand::Create { tenant } = c;
-    let rec: Value = send_json(
-        ctx.http
-            .post(format!("{}/v1/tenants/{tenant}/tokens", ctx.region()?))
-            .bearer_auth(ctx.admin_token()?),
-    )
-    .await?;
+    let base = format!("{}/v1/tenants", ctx.region()?);
+    let admin = ctx.admin_token()?;
+    let ttl_body = |ttl: Option<u64>| ttl.map_or_else(|| json!({}), |t| json!({"ttl_s": t}));
+    let (tenant, created): (String, Value) = match c {
+        TokenCommand::Create { tenant, ttl } => {
+            let url = format!("{base}/{tenant}/tokens");
+            let req = ctx.http.post(url).bearer_auth(admin).json(&ttl_body(ttl));
+            (tenant, send_json(req).await?)
+        }
+        TokenCommand::Rotate { tenant, id, ttl } => {
+            let url = format!("{base}/{tenant}/tokens/{id}/rotate");
+            let req = ctx.http.post(url).bearer_auth(admin).json(&ttl_body(ttl));
+            (tenant, send_json(req).await?)
+        }
+        TokenCommand::Ls { tenant } => {
+            let url = format!("{base}/{tenant}/tokens");
+            let list: Value = send_json(ctx.http.get(url).bearer_auth(admin)).await?;
+            if ctx.json {
+                println!("{list}");
+                return Ok(0);
+            }
+            for t in list.as_array().into_iter().flatten() {
+                let expiry = match (t["expires_at_ms"].as_u64(), t["expired"].as_bool()) {
+                    (None, _) => "never expires".to_owned(),
+                    (Some(at), Some(true)) => format!("expired at {at} ms"),
+                    (Some(at), _) => format!("expires at {at} ms"),
+                };
+                println!("{}  {expiry}", t["id"].as_str().unwrap_or_default());
+            }
+            return Ok(0);
+        }
+        TokenCommand::Revoke { tenant, id } => {
+            let url = format!("{base}/{tenant}/tokens/{id}");
+            send(ctx.http.delete(url).bearer_auth(admin)).await?;
+            if ctx.json {
+                println!("{}", json!({"revoked": id}));
+            } else {
+                eprintln!("-- token {id} of tenant {tenant} revoked");
+            }
+            return Ok(0);
+        }
+    };
     if ctx.json {
-        println!("{rec}");
+        println!("{created}");
     } else {
-        println!("{}", rec["token"].as_str().unwrap_or_default());
+        println!("{}", created["token"].as_str().unwrap_or_default());
         eprintln!("-- token for tenant {tenant}; it is shown only once");
     }
     Ok(0)

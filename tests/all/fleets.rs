@@ -63,7 +63,9 @@ async fn a_burst_of_rare_reactors_does_not_evict_a_frequent_ones_warm_instance()
     for (status, retry_after, start) in &results {
         match status {
             200 => assert_eq!(start, "cold", "each rare reactor's first call"),
-            503 => assert!(!retry_after.is_empty(), "a refusal says when to retry"),
+            // 503: the on-demand queue is full; 429: the tenant holds its share of the
+            // workers (`tenant_slot_share_percent`). Both say when to retry.
+            503 | 429 => assert!(!retry_after.is_empty(), "a refusal says when to retry"),
             other => panic!("unexpected status {other}"),
         }
     }

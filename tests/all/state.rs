@@ -70,7 +70,11 @@ async fn counter(c: &TestCluster, token: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_cas_increments_from_two_functions_add_up_exactly() {
-    let c = TestCluster::start().await;
+    // 40 calls of one tenant at once: within its share of the on-demand workers
+    // (`tenant_slot_share_percent` of 96 is 48), so none is refused for fairness.
+    let mut region = crate::support::region_config();
+    region.fleets.workers = 96;
+    let c = TestCluster::with(region, crate::support::pop_config()).await;
     let token = c.nodes.token.clone();
     let group = json!({"resource_group": "counters"});
     for (name, wat) in [("inc-a", INCREMENT), ("inc-b", INCREMENT), ("read", READ)] {

@@ -16,7 +16,9 @@ mod token;
 mod version;
 
 pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
-pub use config::{Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, Placement};
+pub use config::{
+    Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, MAX_TIMEOUT_MS, Placement,
+};
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault};
 pub use invoke::{

@@ -14,6 +14,7 @@ pub mod rate;
 pub mod region;
 pub mod resize;
 pub mod retry;
+pub mod share;
 pub mod trending;
 pub mod warm;
 

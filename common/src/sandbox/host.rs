@@ -194,13 +194,22 @@ fn len_code(n: usize) -> Code {
 }
 
 fn log_v0(c: &mut Caller<'_, StoreState>, ptr: i32, len: i32) -> Code {
-    let Ok(mut line) = read_bytes(c, ptr, len) else {
+    let Ok(mem) = memory(c) else {
         return BAD_POINTER;
     };
+    let stderr = c.data().stdio.stderr().clone();
+    let data = mem.data(&*c);
+    let Ok(r) = range(data, ptr, len) else {
+        return BAD_POINTER;
+    };
+    // Only what still fits the stderr pipe is copied, never a guest-chosen length. What
+    // does not fit is dropped, and the pipe is then over its cap, so the invocation fails
+    // with stderr over its cap, as with WASI's stderr.
+    let n = r.len().min(stderr.room());
+    let mut line = Vec::with_capacity(n.saturating_add(1));
+    line.extend_from_slice(&data[r.start..r.start + n]);
     line.push(b'\n');
-    // What does not fit the stderr pipe is dropped, and the pipe is then over its cap, so
-    // the invocation fails with stderr over its cap, as with WASI's stderr.
-    c.data().stdio.stderr().append(&line);
+    stderr.append(&line);
     0
 }
 
@@ -247,11 +256,12 @@ fn cas(
 }
 
 fn list(c: &mut Caller<'_, StoreState>, pp: i32, pl: i32, op: i32, oc: i32) -> Result<Code, Code> {
-    // An empty prefix lists every key, so it is read without the key check.
-    let prefix = String::from_utf8(read_bytes(c, pp, pl)?).map_err(|_| BAD_KEY)?;
-    if prefix.len() > state::MAX_KEY_BYTES {
+    // Checked before reading so a huge length never copies guest memory. An empty
+    // prefix lists every key, so it is read without the key check.
+    if usize::try_from(pl).is_ok_and(|l| l > state::MAX_KEY_BYTES) {
         return Err(BAD_KEY);
     }
+    let prefix = String::from_utf8(read_bytes(c, pp, pl)?).map_err(|_| BAD_KEY)?;
     let keys = handle(c)?.list(&prefix, MAX_LIST_KEYS).map_err(code)?;
     let mut out = Vec::new();
     for key in &keys {

@@ -22,6 +22,9 @@ use wasmtime_wasi::HostMonotonicClock;
 const WASI_MODULE: &str = "wasi_snapshot_preview1";
 /// Size of one `subscription` record in guest memory.
 const SUBSCRIPTION_BYTES: usize = 48;
+/// Most subscriptions one call may pass: checked before anything is read or allocated
+/// (a guest could otherwise make the host allocate for millions of them).
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
 /// Size of one `event` record in guest memory.
 const EVENT_BYTES: usize = 32;
 /// `eventtype` values: the subscription and event tags.
@@ -163,6 +166,9 @@ fn read_subscriptions(
     origin: Instant,
 ) -> Result<Vec<Subscription>, i32> {
     let n = usize::try_from(n).map_err(|_| ERRNO_FAULT)?;
+    if n > MAX_SUBSCRIPTIONS {
+        return Err(ERRNO_INVAL);
+    }
     // Bounds-check the whole array before allocating for it.
     let total = n.checked_mul(SUBSCRIPTION_BYTES).ok_or(ERRNO_FAULT)?;
     slice(data, at, 0, total).ok_or(ERRNO_FAULT)?;
@@ -252,6 +258,22 @@ mod tests {
                    (if (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128))
                      (then (call $proc_exit (i32.const 1))))))"#
         )
+    }
+
+    #[test]
+    fn too_many_subscriptions_are_refused_before_reading_them() {
+        // 2000 zeroed subscriptions (realtime clocks due now) fit the two pages: the count
+        // alone is refused with `inval` (28), nothing read or allocated for them.
+        let wat = r#"(module
+          (import "wasi_snapshot_preview1" "poll_oneoff"
+            (func $poll (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
+          (memory (export "memory") 2)
+          (func (export "_start")
+            (call $proc_exit
+              (call $poll (i32.const 0) (i32.const 0) (i32.const 2000) (i32.const 130000)))))"#;
+        let e = run(wat, invocation(b""));
+        assert_eq!(failure(&e).1, "exited with code 28");
     }
 
     #[test]

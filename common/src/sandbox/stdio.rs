@@ -260,6 +260,14 @@ impl Output {
         (out, over)
     }
 
+    /// Bytes that still fit (the cap's one byte of headroom included): a host import
+    /// copies at most this much guest memory.
+    pub(super) fn room(&self) -> usize {
+        self.shared
+            .capacity
+            .saturating_sub(lock(&self.shared.buf).len())
+    }
+
     /// Appends as much of `bytes` as fits: a host import's log line. What does not fit is
     /// dropped, and the pipe is then full, so the cap check sees the overflow.
     pub(super) fn append(&self, bytes: &[u8]) {

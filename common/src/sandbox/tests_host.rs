@@ -170,3 +170,104 @@ fn a_trap_is_a_platform_fault_and_an_exit_is_not() {
         .expect("compiles");
     assert!(s.run(&trap, invocation(b"")).expect("runs").platform_fault);
 }
+
+/// Calls `strata.list` with the prefix at `(ptr, len)` and exits with the result plus 10.
+fn list_with(ptr: i32, len: i32) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (import "strata" "list" (func $list (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (call $exit (i32.add (i32.const 10)
+      (call $list (i32.const {ptr}) (i32.const {len}) (i32.const 64) (i32.const 64))))))"#
+    )
+}
+
+#[test]
+fn list_refuses_an_oversize_prefix_before_reading_guest_memory() {
+    let s = sandbox();
+    let module = s
+        .compile(&wasm(&list_with(0, 1_000_000)))
+        .expect("compiles");
+    let mut inv = invocation(b"");
+    inv.state = Some(std::sync::Arc::new(Memory::default()));
+    // BAD_KEY (-3), not BAD_POINTER (-2): the length is judged before any copy.
+    let e = s.run(&module, inv).expect("runs");
+    assert_eq!(exit_code(&e), Some("exited with code 7".into()));
+}
+
+#[test]
+fn log_v0_copies_no_more_than_stderr_can_hold() {
+    let s = sandbox_with(SandboxConfig {
+        max_stderr_bytes: 4,
+        ..SandboxConfig::default()
+    });
+    let wat = r#"(module
+  (import "strata" "log_v0" (func $log (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_start") (drop (call $log (i32.const 0) (i32.const 65536)))))"#;
+    let module = s.compile(&wasm(wat)).expect("compiles");
+    let e = s.run(&module, invocation(b"")).expect("runs");
+    assert_eq!(e.stderr.len(), 4, "cut to the cap");
+    assert!(
+        e.failure.is_some(),
+        "a line over the cap fails the invocation"
+    );
+}
+
+/// A writer the test reads back: the node log as a terminal would show it.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn guest_stderr_reaches_the_node_log_escaped_in_one_line() {
+    let wat = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "\1b[31mred\0aERROR forged=line\0d\07")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 28))
+    (drop (call $fd_write (i32.const 2) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let e = super::tests::run(wat, invocation(b""));
+    assert_eq!(e.stderr, b"\x1b[31mred\nERROR forged=line\r\x07");
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let key = crate::model::FunctionKey {
+        tenant: crate::model::TenantId::new("t").expect("id"),
+        name: crate::model::FunctionName::new("f").expect("name"),
+    };
+    tracing::subscriber::with_default(subscriber, || {
+        crate::logs::trace_guest_stderr(&key, crate::model::RequestId(7), &e.stderr);
+    });
+    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+    assert_eq!(text.lines().count(), 1, "one event, one line: {text:?}");
+    assert!(
+        !text.chars().any(|c| c.is_control() && c != '\n'),
+        "no raw control character: {text:?}"
+    );
+    assert!(
+        text.contains(r"stderr=\u{1b}[31mred\nERROR forged=line\r\u{7}"),
+        "{text:?}"
+    );
+    assert!(
+        text.contains("guest stderr"),
+        "the message is fixed: {text:?}"
+    );
+}

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{
-    CLOSE_NORMAL, CLOSE_SILENT, KEEP_ALIVE_INTERVAL, NodeTls, TransportError, handshake_failed,
-    open_failed, read_failed, wire_failed, write_failed,
+    CLOSE_NORMAL, CLOSE_SILENT, KEEP_ALIVE_INTERVAL, NodeTls, STREAM_TIMED_OUT, TransportError,
+    handshake_failed, open_failed, read_failed, wire_failed, write_failed,
 };
 use crate::wire::{self, Message};
 
@@ -120,6 +120,39 @@ impl Channel {
         wire::read_message(&mut recv, reply_limit)
             .await
             .map_err(wire_failed)
+    }
+
+    /// As [`Channel::request`], but gives up when the reply has not arrived `within` of
+    /// the stream opening: the stream is then reset and stopped (so the region sees the
+    /// request abandoned) and [`TransportError::TimedOut`] returned.
+    ///
+    /// # Errors
+    /// As [`Channel::request`]; [`TransportError::TimedOut`] past the bound.
+    pub async fn request_within(
+        &self,
+        msg: &Message,
+        reply_limit: usize,
+        within: Duration,
+    ) -> Result<Message, TransportError> {
+        let frame = wire::encode(msg)?;
+        let (mut send, mut recv) = self.conn.open_bi().await.map_err(open_failed)?;
+        let exchange = async {
+            send.write_all(&frame).await.map_err(write_failed)?;
+            send.finish()
+                .map_err(|e| TransportError::Stream(e.to_string()))?;
+            wire::read_message(&mut recv, reply_limit)
+                .await
+                .map_err(wire_failed)
+        };
+        match tokio::time::timeout(within, exchange).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                // Either may already be finished or stopped; a reset is best effort.
+                let _ = send.reset(STREAM_TIMED_OUT);
+                let _ = recv.stop(STREAM_TIMED_OUT);
+                Err(TransportError::TimedOut(within))
+            }
+        }
     }
 
     /// Opens a long-lived stream: sends `msg` and returns the [`Subscription`] that reads

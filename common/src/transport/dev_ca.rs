@@ -89,6 +89,42 @@ pub fn init(dir: &Path) -> Result<DevCerts, TransportError> {
     Ok(DevCerts { region, pop, https })
 }
 
+/// The DNS suffix under which a POP certificate names its POP id.
+pub const POP_DNS_SUFFIX: &str = ".pop.strata";
+
+/// The DNS subject alternative name that binds a certificate to POP `id`: a region
+/// accepts lease, load and log messages from its holder only for that POP.
+pub fn pop_dns_name(id: &str) -> String {
+    format!("{id}{POP_DNS_SUFFIX}")
+}
+
+/// The POP id a DER certificate names (its first `<id>.pop.strata` DNS name), if any.
+pub fn pop_id_of(der: &rustls::pki_types::CertificateDer<'_>) -> Option<String> {
+    let cert = webpki::EndEntityCert::try_from(der).ok()?;
+    cert.valid_dns_names()
+        .find_map(|n| n.strip_suffix(POP_DNS_SUFFIX).filter(|id| !id.is_empty()))
+        .map(str::to_owned)
+}
+
+/// Issues a certificate for POP `id` from the dev CA in `dir` (created by [`init`]) as
+/// `pop-<id>.pem` and its key: how a deployment gives each POP its own identity.
+///
+/// # Errors
+/// [`TransportError::Io`] or [`TransportError::Tls`] when the CA cannot be read or the
+/// id is not a valid DNS label.
+pub fn issue_pop(dir: &Path, id: &str) -> Result<TlsFiles, TransportError> {
+    let pem = std::fs::read_to_string(dir.join(CA_KEY))?;
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&pem).map_err(rcgen_error)?);
+    leaf(
+        dir,
+        &format!("pop-{id}"),
+        &["strata-pop", &pop_dns_name(id)],
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+        &issuer,
+        true,
+    )
+}
+
 fn ca_params() -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = name(CA_COMMON_NAME);
@@ -165,6 +201,25 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Transport
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pop_certificates_name_their_pop() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = init(dir.path()).expect("init");
+        let der = |files: &TlsFiles| {
+            use rustls::pki_types::pem::PemObject;
+            let pem = std::fs::read(&files.cert).expect("cert");
+            rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+                .next()
+                .expect("one cert")
+                .expect("parses")
+        };
+        // The shared dev POP certificate names no POP (several dev POPs use it).
+        assert_eq!(pop_id_of(&der(&certs.pop)), None);
+        assert_eq!(pop_id_of(&der(&certs.region)), None);
+        let other = issue_pop(dir.path(), "pop-7").expect("issued");
+        assert_eq!(pop_id_of(&der(&other)).as_deref(), Some("pop-7"));
+    }
 
     #[test]
     fn init_reuses_existing_files() {

@@ -62,6 +62,10 @@ const CLOSE_SILENT: VarInt = VarInt::from_u32(2);
 /// Application error code used to reset and stop a stream whose input was refused.
 const STREAM_REJECTED: VarInt = VarInt::from_u32(1);
 
+/// Application error code used to reset and stop a request stream whose reply did not
+/// arrive within the caller's bound ([`Channel::request_within`]).
+const STREAM_TIMED_OUT: VarInt = VarInt::from_u32(2);
+
 /// Why a transport operation failed. The variants say how far a request got, which
 /// decides whether it may be retried elsewhere (see
 /// [`TransportError::request_was_not_sent`]).
@@ -88,6 +92,10 @@ pub enum TransportError {
     /// The connection or endpoint was already closed before the request's stream opened.
     #[error("connection closed")]
     Closed,
+    /// No reply within the caller's bound; the stream was reset and stopped (the peer
+    /// may have received the request).
+    #[error("no reply within {0:?}; the stream was reset")]
+    TimedOut(Duration),
 }
 
 impl TransportError {

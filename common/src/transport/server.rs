@@ -16,7 +16,7 @@ use super::{
 use crate::wire::{self, Message};
 
 /// A region's QUIC server: demands a client certificate chaining to the CA and speaks ALPN
-/// `strata/1` only.
+/// `strata/2` only.
 #[derive(Debug)]
 pub struct Server {
     endpoint: quinn::Endpoint,
@@ -117,6 +117,16 @@ impl PeerConnection {
     /// The POP's address.
     pub fn remote_address(&self) -> SocketAddr {
         self.conn.remote_address()
+    }
+
+    /// The POP id its certificate names (a DNS name `<id>.pop.strata`, see
+    /// [`super::dev_ca::pop_dns_name`]), or `None` when it names none.
+    pub fn pop_id(&self) -> Option<String> {
+        let identity = self.conn.peer_identity()?;
+        let certs = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()?;
+        super::dev_ca::pop_id_of(certs.first()?)
     }
 }
 

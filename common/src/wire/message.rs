@@ -26,12 +26,16 @@ pub enum ArtifactKind {
 /// authenticate and resolve without asking. `None` means deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Update {
-    /// A token (by hash) now belongs to a tenant, or was revoked.
+    /// A token (by hash) now belongs to a tenant, or was revoked. A POP that learns of a
+    /// revocation forgets the token whether it was pushed or learned from a forward.
     Token {
         /// SHA-256 of the token.
         hash: TokenHash,
         /// Its tenant; `None` when revoked.
         tenant: Option<TenantId>,
+        /// When it stops being accepted, milliseconds since the Unix epoch; `None` never
+        /// (added in `strata/2`).
+        expires_at_ms: Option<u64>,
     },
     /// A function's `$LATEST` changed, or the function was deleted (with its versions and
     /// aliases).

@@ -13,8 +13,10 @@ pub use message::{
     ArtifactKind, EngineFingerprint, Message, Pressure, ReleaseHint, ShippedLog, Update,
 };
 
-/// The ALPN protocol id of this protocol version.
-pub const ALPN: &[u8] = b"strata/1";
+/// The ALPN protocol id of this protocol version. `strata/2`: token updates carry an
+/// expiry (token revocation and expiry reach POPs over the push stream); `strata/1` peers
+/// are refused at the handshake.
+pub const ALPN: &[u8] = b"strata/2";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
 pub const MAX_FRAME_LEN: usize = 64 << 20;

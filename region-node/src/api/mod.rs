@@ -45,7 +45,18 @@ pub struct ControlState {
 pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
     Router::new()
         .route("/v1/tenants", post(tenants::create))
-        .route("/v1/tenants/{tenant}/tokens", post(tenants::create_token))
+        .route(
+            "/v1/tenants/{tenant}/tokens",
+            post(tenants::create_token).get(tenants::list_tokens),
+        )
+        .route(
+            "/v1/tenants/{tenant}/tokens/{id}",
+            axum::routing::delete(tenants::revoke_token),
+        )
+        .route(
+            "/v1/tenants/{tenant}/tokens/{id}/rotate",
+            post(tenants::rotate_token),
+        )
         .route(
             "/v1/tenants/{tenant}/limits",
             get(tenants::get_limits)

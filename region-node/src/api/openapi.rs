@@ -44,6 +44,9 @@ use utoipa::{Modify, OpenApi};
         super::aliases::delete,
         super::tenants::create,
         super::tenants::create_token,
+        super::tenants::list_tokens,
+        super::tenants::revoke_token,
+        super::tenants::rotate_token,
         super::tenants::get_limits,
         super::tenants::put_limits,
         super::tenants::delete_limits,
@@ -127,6 +130,8 @@ mod tests {
             "/v1/functions/{name}",
             "/v1/tenants",
             "/v1/tenants/{tenant}/tokens",
+            "/v1/tenants/{tenant}/tokens/{id}",
+            "/v1/tenants/{tenant}/tokens/{id}/rotate",
             "/v1/tenants/{tenant}/limits",
             "/v1/openapi.json",
             "/v1/functions/{name}/versions",
@@ -147,6 +152,7 @@ mod tests {
             "ErrorBody",
             "FunctionDetail",
             "MemoryReport",
+            "TokenView",
         ] {
             assert!(schemas.contains_key(s), "schema {s} missing");
         }

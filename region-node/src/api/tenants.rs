@@ -1,9 +1,10 @@
-//! `POST /v1/tenants`, `POST /v1/tenants/{tenant}/tokens`,
+//! `POST /v1/tenants`, `GET|POST /v1/tenants/{tenant}/tokens`,
+//! `DELETE /v1/tenants/{tenant}/tokens/{id}`, `POST /v1/tenants/{tenant}/tokens/{id}/rotate`,
 //! `GET|PUT|DELETE /v1/tenants/{tenant}/limits`: operator only.
 
 use super::{ControlState, Operator};
 use crate::limits::{Limits, TenantLimits};
-use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord};
+use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord, TokenView};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -45,24 +46,112 @@ pub(super) struct CreatedToken {
     token: String,
 }
 
-/// Issues a token for a tenant (operator token); shown once.
+/// Options of a new token: `{"ttl_s": N}` makes it expire N seconds after it is issued.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewToken {
+    ttl_s: Option<u64>,
+}
+
+/// Runs `f` on the registry on the blocking pool, after checking the operator token and
+/// the tenant id.
+async fn with_registry<T: Send + 'static>(
+    s: &ControlState,
+    headers: &HeaderMap,
+    tenant: String,
+    f: impl FnOnce(&crate::registry::Registry, &TenantId) -> Result<T, ApiError> + Send + 'static,
+) -> Result<(TenantId, T), ApiError> {
+    s.require_admin(headers)?;
+    let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let registry = Arc::clone(s.invoker.registry());
+    let t = tenant.clone();
+    let out = tokio::task::spawn_blocking(move || f(&registry, &t))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    Ok((tenant, out))
+}
+
+/// Issues a token for a tenant (operator token); shown once. An optional body
+/// `{"ttl_s": N}` makes it expire after N seconds.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
     params(("tenant" = String, Path, description = "The tenant's id")),
+    request_body(content = Object, description = "Optional `{\"ttl_s\"}`"),
     responses((status = 201, description = "`{\"tenant\", \"token\"}`", body = Object),
+        (status = 400, description = "A bad `ttl_s`", body = ErrorBody),
         (status = 404, description = "No such tenant", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn create_token(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
+    body: Option<Json<NewToken>>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    s.require_admin(&headers)?;
-    let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registry = Arc::clone(s.invoker.registry());
-    let t = tenant.clone();
-    let token = tokio::task::spawn_blocking(move || registry.create_token(&t))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let ttl_s = body.unwrap_or_default().0.ttl_s;
+    let (tenant, token) = with_registry(&s, &headers, tenant, move |r, t| {
+        r.create_token_for(t, ttl_s)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { tenant, token })))
+}
+
+/// Lists a tenant's tokens (operator token): ids (hashes), dates, expiry; never the
+/// tokens themselves.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/tokens", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "The tenant's tokens", body = [TokenView]),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 404, description = "No such tenant", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn list_tokens(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let (_, views) = with_registry(&s, &headers, tenant, |r, t| r.tokens(t)).await?;
+    Ok(Json(views))
+}
+
+/// Revokes a tenant's token (operator token): refused at the region at once and at every
+/// POP as soon as the push stream delivers the revocation.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/tokens/{id}", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id"),
+        ("id" = String, Path, description = "The token's id (its SHA-256, as listed)")),
+    responses((status = 204, description = "Revoked"),
+        (status = 400, description = "A malformed id", body = ErrorBody),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 404, description = "The tenant has no such token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn revoke_token(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    with_registry(&s, &headers, tenant, move |r, t| r.revoke_token(t, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Rotates a tenant's token (operator token): issues a new one (optional
+/// `{"ttl_s": N}`), then revokes the old one.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/tokens/{id}/rotate", tag = "tenants",
+    params(("tenant" = String, Path, description = "The tenant's id"),
+        ("id" = String, Path, description = "The token's id (its SHA-256, as listed)")),
+    request_body(content = Object, description = "Optional `{\"ttl_s\"}`"),
+    responses((status = 201, description = "`{\"tenant\", \"token\"}`: the new token", body = Object),
+        (status = 400, description = "A malformed id or `ttl_s`", body = ErrorBody),
+        (status = 403, description = "Not the operator token", body = ErrorBody),
+        (status = 404, description = "The tenant has no such token", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(super) async fn rotate_token(
+    State(s): State<ControlState>,
+    headers: HeaderMap,
+    Path((tenant, id)): Path<(String, String)>,
+    body: Option<Json<NewToken>>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    let ttl_s = body.unwrap_or_default().0.ttl_s;
+    let (tenant, token) = with_registry(&s, &headers, tenant, move |r, t| {
+        r.rotate_token(t, &id, ttl_s)
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { tenant, token })))
 }
 

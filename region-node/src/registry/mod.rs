@@ -3,23 +3,26 @@
 //! tenant; a tenant can never name another tenant's function because every key starts
 //! with `tenant/`.
 //!
-//! - this file: tenants, tokens, record encoding;
+//! - this file: tenants, record encoding;
 //! - [`functions`](self::functions): deploy, read, list, delete, resolve a qualifier;
 //! - [`versions`](self::versions): publish, versions, aliases;
 //! - [`blobs`](self::blobs): deleting code blobs nothing refers to any more;
+//! - [`tokens`](self::tokens): tokens (hashed), their expiry, listing, revoking, rotating;
 //! - [`updates`](self::updates): store changes as the updates pushed to POPs.
 
 mod blobs;
 mod functions;
+mod tokens;
 mod updates;
 mod versions;
 
 pub use functions::FunctionView;
+pub use tokens::{TokenRecord, TokenView};
 pub use updates::REGISTRY_BUCKETS;
 
 use crate::quota::QuotaConfig;
 use crate::store::{Bucket, Expect, Store, StoreError};
-use common::model::{ApiError, ErrorKind, FunctionName, TenantId, TokenHash};
+use common::model::{ApiError, ErrorKind, FunctionName, TenantId};
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -157,38 +160,6 @@ impl Registry {
             .get(Bucket::Tenants, id.as_str())?
             .ok_or_else(|| ApiError::not_found(format!("tenant {id}")))?;
         decode(&e.value)
-    }
-
-    /// Issues a new token for tenant `id`; only its hash is stored, so this is the one time
-    /// the token is visible.
-    ///
-    /// # Errors
-    /// 404 when the tenant does not exist.
-    pub fn create_token(&self, id: &TenantId) -> Result<String, ApiError> {
-        self.tenant(id)?;
-        let token = format!("st_{}", hex::encode(rand::random::<[u8; 24]>()));
-        self.store.put(
-            Bucket::Tokens,
-            TokenHash::of(&token).as_str(),
-            id.as_str().as_bytes(),
-            Expect::Absent,
-        )?;
-        Ok(token)
-    }
-
-    /// The tenant `token` belongs to.
-    ///
-    /// # Errors
-    /// 401 when the token is absent or unknown.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<TenantId, ApiError> {
-        let token = token.ok_or_else(ApiError::unauthenticated)?;
-        let e = self
-            .store
-            .get(Bucket::Tokens, TokenHash::of(token).as_str())?
-            .ok_or_else(ApiError::unauthenticated)?;
-        let id =
-            String::from_utf8(e.value).map_err(|_| ApiError::internal("corrupt token record"))?;
-        TenantId::new(id).map_err(|e| ApiError::internal(format!("corrupt token record: {e}")))
     }
 }
 

@@ -39,17 +39,17 @@ fn parse_key(key: &str) -> Result<(FunctionKey, Option<&str>), ApiError> {
 
 fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Update>, ApiError> {
     Ok(Some(match bucket {
-        Bucket::Tokens => Update::Token {
-            hash: TokenHash::from_hex(key).ok_or_else(|| corrupt(key))?,
-            tenant: value
-                .map(|e| {
-                    std::str::from_utf8(&e.value)
-                        .ok()
-                        .and_then(|t| TenantId::new(t).ok())
-                        .ok_or_else(|| corrupt(key))
-                })
-                .transpose()?,
-        },
+        Bucket::Tokens => {
+            let record = value
+                .map(|e| super::TokenRecord::decode(&e.value))
+                .transpose()
+                .map_err(|_| corrupt(key))?;
+            Update::Token {
+                hash: TokenHash::from_hex(key).ok_or_else(|| corrupt(key))?,
+                expires_at_ms: record.as_ref().and_then(|r| r.expires_at_ms),
+                tenant: record.map(|r| r.tenant),
+            }
+        }
         Bucket::Functions => {
             let (key, _) = parse_key(key)?;
             let latest = value

@@ -4,3 +4,4 @@
 mod frontdoor;
 mod hosts;
 mod quotas;
+mod tenancy;

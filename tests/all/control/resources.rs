@@ -116,7 +116,11 @@ async fn bad_function_config_is_refused_with_a_clear_error_and_nothing_stored() 
 
 #[tokio::test]
 async fn versions_and_a_weighted_alias_are_honoured_at_both_tiers() {
-    let c = TestCluster::start().await;
+    // Eight calls at once from one tenant: within its share of the on-demand workers
+    // (`tenant_slot_share_percent` of 16 is 8), so none is refused for fairness.
+    let mut region = crate::support::region_config();
+    region.fleets.workers = 16;
+    let c = TestCluster::with(region, crate::support::pop_config()).await;
     let api = dev(&c);
     use reqwest::Method as M;
     api.deploy("shift", json!({}), say("one")).await;

@@ -1,0 +1,357 @@
+//! Tenancy attacks: a hostile tenant's long-running calls cannot take every execution
+//! slot of the region; a revoked token is refused at the POP; an impostor POP cannot
+//! return another POP's lease or write another tenant's logs.
+
+use crate::support::{LOOP_FOREVER, Patience, TestCluster, error_kind, pop_config, region_config};
+use common::model::TenantId;
+use region_node::RegionConfig;
+use serde_json::json;
+
+/// A hostile tenant (`dev`) floods the region with calls that never end on their own;
+/// the victim's calls still run while every one of them is in flight.
+async fn hostile_calls_leave_the_victim_a_slot(
+    region_cfg: RegionConfig,
+    hostile: usize,
+    cap: usize,
+) {
+    let c = TestCluster::with(region_cfg, pop_config()).await;
+    let region = c.nodes.region_url();
+    let victim = TenantId::new("victim").expect("valid");
+    let registry = c.nodes.region.registry();
+    registry
+        .create_tenant(victim.clone(), 1024)
+        .expect("tenant");
+    let victim_token = registry.create_token(&victim).expect("token");
+    let hello = wat::parse_str(HELLO).expect("wat");
+    c.nodes
+        .deploy_as(&victim_token, "hello", json!({}), hello)
+        .await
+        .expect("deploys");
+    c.deploy_wat("forever", json!({"timeout_ms": 8000}), LOOP_FOREVER)
+        .await;
+
+    let calls: Vec<_> = (0..hostile)
+        .map(|_| {
+            let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
+            tokio::spawn(async move {
+                let resp = http
+                    .post(format!("{region}/v1/functions/forever/invoke"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("request completes");
+                (resp.status().as_u16(), error_kind(resp).await)
+            })
+        })
+        .collect();
+    // Every call past the tenant's share is refused at once (never queued); the rest hold
+    // their slots.
+    let mut patience = Patience::new();
+    while calls.iter().filter(|h| h.is_finished()).count() < hostile - cap && patience.more() {
+        tokio::task::yield_now().await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (done, running): (Vec<_>, Vec<_>) = calls.into_iter().partition(|h| h.is_finished());
+    assert_eq!(
+        (done.len(), running.len()),
+        (hostile - cap, cap),
+        "calls past the tenant's share are refused at once, the others run"
+    );
+    for h in done {
+        let (status, kind) = h.await.expect("joins");
+        assert_eq!((status, kind.as_str()), (429, "throttled"));
+    }
+    // The victim is served while every hostile call is still running.
+    for _ in 0..3 {
+        let resp = c
+            .http
+            .post(format!("{region}/v1/functions/hello/invoke"))
+            .bearer_auth(&victim_token)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.expect("body"), "hello");
+    }
+    assert!(
+        running.iter().all(|h| !h.is_finished()),
+        "the victim was served only after the hostile calls ended"
+    );
+    for h in running {
+        assert_eq!(h.await.expect("joins").0, 504, "bounded by its own timeout");
+    }
+}
+
+/// Writes `hello` to stdout.
+const HELLO: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write"
+    (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "hello")
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 5))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_take_every_execution_slot() {
+    let mut region = region_config();
+    region.max_concurrency = 4;
+    region.fleets.enabled = false;
+    hostile_calls_leave_the_victim_a_slot(region, 6, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_cannot_take_every_on_demand_worker() {
+    let mut region = region_config();
+    region.fleets.workers = 4;
+    hostile_calls_leave_the_victim_a_slot(region, 6, 2).await;
+}
+
+/// Polls `condition` until it holds, within [`Patience`]'s bound.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let mut patience = Patience::new();
+    while patience.more() {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
+/// Invokes `name` at `base` with `token`; the status and the error kind (if any).
+async fn invoke_as(c: &TestCluster, base: &str, name: &str, token: &str) -> (u16, String) {
+    let resp = c
+        .http
+        .post(format!("{base}/v1/functions/{name}/invoke"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request completes");
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    let kind = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["kind"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    (status, kind)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_is_refused_at_the_pop_within_two_seconds() {
+    let c = TestCluster::start().await;
+    let (pop, region) = (c.nodes.pop_url(), c.nodes.region_url());
+    let dev = TenantId::new("dev").expect("valid");
+    let registry = c.nodes.region.registry();
+    // `hello` runs at the POP itself (popular and prepared there): only the POP's own
+    // knowledge of a token decides whether it runs.
+    let mut patience = Patience::new();
+    let mut local = false;
+    while !local && patience.more() {
+        let resp = c.invoke_at(&pop, "hello", "").await;
+        local = crate::support::header(&resp, "x-strata-executed-at").starts_with("pop/");
+    }
+    assert!(local, "hello never ran at the POP");
+    // The POP learns the token from a forwarded call while unsubscribed, then gets it
+    // pushed too once it subscribes again.
+    let node = &c.nodes.pop;
+    node.set_sync_paused(true);
+    assert!(
+        eventually(|| !node.sync_status().live).await,
+        "still subscribed"
+    );
+    let stolen = registry.create_token(&dev).expect("token");
+    assert_eq!(invoke_as(&c, &pop, "hello", &stolen).await.0, 200);
+    let subscribed = node.sync_status().subscriptions;
+    node.set_sync_paused(false);
+    assert!(
+        eventually(|| node.sync_status().live && node.sync_status().subscriptions > subscribed)
+            .await,
+        "never subscribed again"
+    );
+    let (status, _) = invoke_as(&c, &pop, "hello", &stolen).await;
+    assert_eq!(status, 200);
+    let listed: serde_json::Value = c
+        .http
+        .get(format!("{region}/v1/tenants/dev/tokens"))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let id = common::model::TokenHash::of(&stolen).to_string();
+    assert!(
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|t| t["id"] == id.as_str()),
+        "listed by id: {listed}"
+    );
+    // A bad id and another tenant's token are refused, typed, and change nothing.
+    let resp = c
+        .http
+        .delete(format!("{region}/v1/tenants/dev/tokens/nothex"))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        (resp.status().as_u16(), error_kind(resp).await.as_str()),
+        (400, "bad_request")
+    );
+    let resp = c
+        .http
+        .delete(format!("{region}/v1/tenants/dev/tokens/{id}"))
+        .bearer_auth(&stolen)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 403, "a tenant token cannot revoke");
+    let resp = c
+        .http
+        .delete(format!("{region}/v1/tenants/dev/tokens/{id}"))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 204);
+    let revoked_at = std::time::Instant::now();
+    let deadline = revoked_at + std::time::Duration::from_secs(2);
+    let mut last = (0, String::new());
+    while std::time::Instant::now() < deadline {
+        last = invoke_as(&c, &pop, "hello", &stolen).await;
+        if last.0 == 401 {
+            break;
+        }
+    }
+    assert_eq!(
+        (last.0, last.1.as_str()),
+        (401, "unauthenticated"),
+        "still accepted at the POP 2 s after revocation"
+    );
+    // The victim (the same tenant's other token) is still served at the POP.
+    assert_eq!(invoke_as(&c, &pop, "hello", &c.nodes.token).await.0, 200);
+    // Rotation: the new token works, the old is refused.
+    let old = registry.create_token(&dev).expect("token");
+    let rotated: serde_json::Value = c
+        .http
+        .post(format!(
+            "{region}/v1/tenants/dev/tokens/{}/rotate",
+            common::model::TokenHash::of(&old)
+        ))
+        .bearer_auth(&c.nodes.admin_token)
+        .json(&json!({"ttl_s": 3600}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let new = rotated["token"].as_str().expect("new token");
+    assert_eq!(invoke_as(&c, &region, "hello", new).await.0, 200);
+    assert_eq!(invoke_as(&c, &region, "hello", &old).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impostor_pop_cannot_return_another_pops_lease_or_write_its_logs() {
+    use common::model::{ErrorKind, FunctionKey, FunctionName, NodeId};
+    use common::transport::{Client, NodeTls, REGION_SERVER_NAME, dev_ca};
+    use common::wire::{MAX_FRAME_LEN, Message, ShippedLog};
+
+    let c = TestCluster::start().await;
+    let dev = TenantId::new("dev").expect("valid");
+    // A second, real QUIC client holding a CA-signed certificate for POP `pop-evil`.
+    let ca_dir = c
+        .nodes
+        .region
+        .tls
+        .ca_cert
+        .parent()
+        .expect("certs dir")
+        .to_owned();
+    let files = dev_ca::issue_pop(&ca_dir, "pop-evil").expect("issued");
+    let client = Client::new(&NodeTls::load(&files).expect("loads")).expect("client");
+    let ch = client
+        .connect(c.nodes.region.quic_addr, REGION_SERVER_NAME)
+        .await
+        .expect("the CA-signed impostor connects");
+    let refused = |reply: Message| match reply {
+        Message::Error(e) => {
+            assert_eq!(e.kind, ErrorKind::Forbidden);
+            assert!(e.message.contains("pop_identity"), "{}", e.message);
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    let victim = NodeId("pop-1".into());
+    refused(
+        ch.request(
+            &Message::LeaseReturn {
+                holder: victim.clone(),
+                tenant: dev.clone(),
+                slots: 1,
+            },
+            MAX_FRAME_LEN,
+        )
+        .await
+        .expect("answered"),
+    );
+    refused(
+        ch.request(
+            &Message::LeaseAcquire {
+                holder: victim,
+                tenant: dev.clone(),
+                slots: 1,
+            },
+            MAX_FRAME_LEN,
+        )
+        .await
+        .expect("answered"),
+    );
+    let line = |node: &str| ShippedLog {
+        function: FunctionKey {
+            tenant: dev.clone(),
+            name: FunctionName::new("hello").expect("name"),
+        },
+        request_id: "0".repeat(32),
+        ts: 1,
+        node: node.to_owned(),
+        text: "forged".into(),
+    };
+    refused(
+        ch.request(
+            &Message::Logs {
+                entries: vec![line("pop/pop-1")],
+                dropped: 0,
+            },
+            MAX_FRAME_LEN,
+        )
+        .await
+        .expect("answered"),
+    );
+    assert_eq!(
+        c.nodes.region.pop_identity_refusals(),
+        3,
+        "each refusal counted"
+    );
+    // Under its own name it is served.
+    assert_eq!(
+        ch.request(
+            &Message::LeaseReturn {
+                holder: NodeId("pop-evil".into()),
+                tenant: dev,
+                slots: 0,
+            },
+            MAX_FRAME_LEN,
+        )
+        .await
+        .expect("answered"),
+        Message::Ack
+    );
+    // The victim's traffic is still served.
+    let resp = c.invoke("hello", "").await;
+    assert_eq!(resp.status(), 200);
+}
