@@ -135,6 +135,20 @@ pub fn build_servers() -> anyhow::Result<()> {
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "-p", "scenarios", "--bins", "--manifest-path"])
         .arg(manifest);
+    // `cargo run` gives this process the package's own variables; build scripts that
+    // watch them (ring's) would see a change and rebuild half the tree.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let runs = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ];
+        if runs.iter().any(|p| name.starts_with(p)) || name == "CARGO_PRIMARY_PACKAGE" {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     if release {
         cmd.arg("--release");
     }

@@ -23,7 +23,7 @@ struct App {
     pre: InstancePre<WasiP1Ctx>,
 }
 
-fn run(app: &App, body: Bytes) -> anyhow::Result<Bytes> {
+fn run(app: &App, body: Bytes) -> wasmtime::Result<Bytes> {
     let stdout = MemoryOutputPipe::new(1 << 20);
     let wasi = WasiCtxBuilder::new()
         .stdin(MemoryInputPipe::new(body))
