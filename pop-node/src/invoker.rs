@@ -111,6 +111,16 @@ impl PopInvoker {
         self.link.connected()
     }
 
+    /// Fetches the code `digest` from a region and prepares it here now, as the
+    /// prefetcher would (deserialized when precompiled for this engine, else compiled);
+    /// at once when it is already here.
+    ///
+    /// # Errors
+    /// As [`ArtifactCache::obtain`].
+    pub async fn prepare(&self, digest: common::model::ArtifactDigest) -> Result<(), ApiError> {
+        self.artifacts.obtain(&self.link, digest).await.map(drop)
+    }
+
     /// Idle warm reactor instances across every pool here.
     pub fn warm_instances(&self) -> usize {
         self.executor.sandbox().warm_totals().0

@@ -93,6 +93,19 @@ impl PopHandle {
         self.invoker.has_module_on(release, digest)
     }
 
+    /// Fetches the code `digest` from a region and prepares it at this POP now (what the
+    /// first requests of a function start in the background); the cold-start benchmark
+    /// times it.
+    ///
+    /// # Errors
+    /// When no region serves the artifact or it cannot be prepared.
+    pub async fn prepare(
+        &self,
+        digest: common::model::ArtifactDigest,
+    ) -> Result<(), common::model::ApiError> {
+        self.invoker.prepare(digest).await
+    }
+
     /// Slots of `tenant`'s concurrency lease this POP holds and has in use now.
     pub fn lease_holding(&self, tenant: &common::model::TenantId) -> (u32, u32) {
         self.leases.holding(tenant)

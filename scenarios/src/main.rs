@@ -1,7 +1,8 @@
 //! `scenarios`: latency scenario runner.
 //!
 //! `cargo run --release -p scenarios -- run scenarios/flash-crowd.toml` simulates a scenario
-//! and writes its report; `live` measures the real invoke paths on loopback.
+//! and writes its report; `live` measures the real invoke paths on loopback; `bench`
+//! judges the DESIGN §7 HTTP budgets with `wrk` against servers in their own processes.
 
 use clap::{Parser, Subcommand};
 use scenarios::fault;
@@ -25,6 +26,9 @@ struct Args {
 enum Command {
     /// Simulate a scenario file and write its report (Markdown, JSON, plots).
     Run(RunArgs),
+    /// Measure the DESIGN §7 HTTP budgets: plain axum, the naive wasm server and the POP's
+    /// paths, each server its own process, driven by `wrk`; prints table and verdicts.
+    Bench(scenarios::bench::BenchArgs),
     /// Start a region and a POP on loopback and measure the local, forwarded and
     /// region-direct invoke paths.
     Live {
@@ -140,6 +144,9 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             print!("{}", fault::burst::table(&rounds));
             Ok(())
+        }
+        Command::Bench(args) => {
+            tokio::task::spawn_blocking(move || scenarios::bench::run(&args)).await?
         }
         Command::Live {
             json,

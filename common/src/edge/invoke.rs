@@ -366,7 +366,8 @@ pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
 /// The `x-strata-*` and `server-timing` headers every invoke response carries.
 pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        // Takes the string's buffer as the header's bytes, without copying it.
+        if let Ok(v) = HeaderValue::try_from(value) {
             h.insert(name, v);
         }
     };
@@ -384,14 +385,52 @@ pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     if let Some(fe) = &resp.function_error {
         set("x-strata-function-error", fe.kind.as_str().to_owned());
     }
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
-    let mut timing = format!(
-        "exec;dur={:.3}, instantiate;dur={:.3}",
-        ms(resp.timing.exec),
-        ms(resp.timing.instantiate)
-    );
+    let mut timing = String::with_capacity(80);
+    timing.push_str("exec;dur=");
+    push_millis(&mut timing, resp.timing.exec);
+    timing.push_str(", instantiate;dur=");
+    push_millis(&mut timing, resp.timing.instantiate);
     if let Some(f) = resp.timing.forward {
-        timing.push_str(&format!(", forward;dur={:.3}", ms(f)));
+        timing.push_str(", forward;dur=");
+        push_millis(&mut timing, f);
     }
     set("server-timing", timing);
+}
+
+/// Appends `d` in milliseconds with three decimals (to the nearest microsecond, halves
+/// up), with integer arithmetic only: the per-response header needs no float formatting.
+fn push_millis(out: &mut String, d: std::time::Duration) {
+    use std::fmt::Write as _;
+    let micros = d.as_nanos().saturating_add(500) / 1000;
+    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_millis;
+    use std::time::Duration;
+
+    #[test]
+    fn server_timing_durations_read_as_float_formatting_did() {
+        for nanos in [
+            0,
+            1,
+            499,
+            501,
+            999,
+            1_000,
+            123_456,
+            1_234_567,
+            98_765_432_100,
+        ] {
+            let d = Duration::from_nanos(nanos);
+            let mut ours = String::new();
+            push_millis(&mut ours, d);
+            assert_eq!(
+                ours,
+                format!("{:.3}", d.as_secs_f64() * 1000.0),
+                "{nanos} ns"
+            );
+        }
+    }
 }

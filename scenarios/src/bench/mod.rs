@@ -1,0 +1,307 @@
+//! `scenarios bench`: the DESIGN §7 HTTP budgets, measured in one sitting.
+//!
+//! Starts each server alone, as its own process ([`server`]): the plain axum echo
+//! (`bench-axum`), the naive per-request wasm server (`bench-naive`), then a Strata region
+//! and POP (`bench-strata`). Drives each path from `wrk` ([`wrk`]), a separate process,
+//! with a warm-up, at 64 connections and at one connection; then measures cold starts at
+//! the POP (`bench-strata --cold N`). Prints the table, the ratios and pass/fail per
+//! budget. `--smoke` runs every step for one second and judges nothing.
+//!
+//! The guests ([`guests`]) are WAT: a 1 KiB POST echo, the same command module for the
+//! naive server and the POP.
+
+pub mod guests;
+pub mod server;
+pub mod wrk;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use server::Server;
+use std::fmt::Write as _;
+use std::time::Duration;
+use wrk::LoadResult;
+
+/// Options of a benchmark run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Run every step for one second and judge nothing (CI smoke).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Seconds of each measured run at 64 connections.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Distinct modules in the cold-start step.
+    #[arg(long, default_value_t = 7)]
+    pub cold_modules: u32,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One path's two runs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PathResult {
+    /// Which path.
+    pub path: &'static str,
+    /// At 64 connections.
+    pub c64: LoadResult,
+    /// At one connection.
+    pub c1: LoadResult,
+}
+
+/// Everything one sitting measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// The paths, baselines first.
+    pub paths: Vec<PathResult>,
+    /// Cold starts at the POP, microseconds, in the order measured.
+    pub cold_us: Vec<u64>,
+    /// The load average when the run started.
+    pub load_average: String,
+    /// Whether this was a smoke run (nothing judged).
+    pub smoke: bool,
+}
+
+/// How long each step runs.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    warm_up: Duration,
+    c64: Duration,
+    c1: Duration,
+}
+
+/// Runs the benchmark and prints its report.
+///
+/// # Errors
+/// When `wrk` is missing, a server cannot start, or a path answers wrongly.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    wrk::check_installed()?;
+    server::build_servers()?;
+    let timing = if args.smoke {
+        Timing {
+            warm_up: Duration::from_secs(1),
+            c64: Duration::from_secs(1),
+            c1: Duration::from_secs(1),
+        }
+    } else {
+        Timing {
+            warm_up: Duration::from_secs(2),
+            c64: Duration::from_secs(args.seconds.max(1)),
+            c1: Duration::from_secs(args.seconds.div_ceil(2).max(1)),
+        }
+    };
+    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let dir = tempfile::tempdir()?;
+    let plain = wrk::script(dir.path(), None)?;
+    let mut paths = Vec::new();
+
+    for (path, binary) in [("plain axum", "bench-axum"), ("naive wasm", "bench-naive")] {
+        let s = Server::start(&server::sibling(binary)?, &[])?;
+        paths.push(measure(path, &s.field("url")?, &plain, timing)?);
+    }
+    let strata = Server::start(&server::sibling("bench-strata")?, &[])?;
+    let authed = wrk::script(dir.path(), Some(&strata.field("token")?))?;
+    for (path, field) in [
+        ("POP local, command", "pop_command"),
+        ("POP local, reactor", "pop_reactor"),
+        ("POP forwarded to region", "pop_forward"),
+        ("region direct", "region_direct"),
+    ] {
+        paths.push(measure(path, &strata.field(field)?, &authed, timing)?);
+    }
+    drop(strata);
+    let n = if args.smoke {
+        2
+    } else {
+        args.cold_modules.max(1)
+    };
+    let cold = Server::start(
+        &server::sibling("bench-strata")?,
+        &["--cold", &n.to_string()],
+    )?;
+    let cold_us = cold.ready["cold"]
+        .as_array()
+        .context("the cold-start step's results")?
+        .iter()
+        .filter_map(|r| r["total_us"].as_u64())
+        .collect();
+    drop(cold);
+
+    let report = BenchReport {
+        paths,
+        cold_us,
+        load_average: load_average.trim().to_owned(),
+        smoke: args.smoke,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report));
+    }
+    Ok(())
+}
+
+fn measure(
+    path: &'static str,
+    url: &str,
+    script: &std::path::Path,
+    t: Timing,
+) -> anyhow::Result<PathResult> {
+    eprintln!("bench: {path}");
+    wrk::run(url, script, 64, t.warm_up)?;
+    let c64 = wrk::run(url, script, 64, t.c64)?;
+    let c1 = wrk::run(url, script, 1, t.c1)?;
+    anyhow::ensure!(
+        c64.errors == 0 && c1.errors == 0,
+        "{path}: {} failed requests at 64 connections, {} at one",
+        c64.errors,
+        c1.errors
+    );
+    Ok(PathResult { path, c64, c1 })
+}
+
+/// One DESIGN §7 budget's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The budget, as DESIGN words it.
+    pub budget: &'static str,
+    /// What was measured, with its ratio or difference.
+    pub measured: String,
+    /// Whether it is met.
+    pub met: bool,
+}
+
+fn find<'a>(r: &'a BenchReport, path: &str) -> Option<&'a PathResult> {
+    r.paths.iter().find(|p| p.path == path)
+}
+
+/// Judges the report against every HTTP budget of DESIGN §7.
+pub fn verdicts(r: &BenchReport) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    let (Some(axum), Some(naive), Some(cmd), Some(rx), Some(fwd), Some(region)) = (
+        find(r, "plain axum"),
+        find(r, "naive wasm"),
+        find(r, "POP local, command"),
+        find(r, "POP local, reactor"),
+        find(r, "POP forwarded to region"),
+        find(r, "region direct"),
+    ) else {
+        return out;
+    };
+    let ratio = cmd.c64.requests_per_sec / naive.c64.requests_per_sec.max(1e-9);
+    out.push(Verdict {
+        budget: "command ABI, 64 conns: >= 1.5x naive req/s",
+        measured: format!("{ratio:.2}x"),
+        met: ratio >= 1.5,
+    });
+    let share = rx.c64.requests_per_sec / axum.c64.requests_per_sec.max(1e-9);
+    out.push(Verdict {
+        budget: "reactor ABI, 64 conns: >= 50% of plain axum req/s",
+        measured: format!("{:.1}%", share * 100.0),
+        met: share >= 0.5,
+    });
+    for (name, p) in [
+        ("one conn p50, reactor: <= axum + 25 us", rx),
+        ("one conn p50, command: <= axum + 25 us", cmd),
+    ] {
+        let over = p.c1.p50_us - axum.c1.p50_us;
+        out.push(Verdict {
+            budget: name,
+            measured: format!("+{over:.0} us"),
+            met: over <= 25.0,
+        });
+    }
+    let added = fwd.c1.p50_us - region.c1.p50_us;
+    out.push(Verdict {
+        budget: "forward adds <= 150 us p50 (one conn)",
+        measured: format!("+{added:.0} us"),
+        met: added <= 150.0,
+    });
+    if let Some(p50) = median(&r.cold_us) {
+        out.push(Verdict {
+            budget: "cold start at a POP, 100 KB module: p50 <= 5 ms",
+            measured: format!(
+                "{:.2} ms over {} modules",
+                p50 as f64 / 1e3,
+                r.cold_us.len()
+            ),
+            met: p50 <= 5_000,
+        });
+    }
+    out
+}
+
+fn median(v: &[u64]) -> Option<u64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v.get(v.len() / 2).copied()
+}
+
+/// The report as Markdown: the table, then the verdicts (or a note that a smoke run
+/// judges nothing).
+pub fn render(r: &BenchReport) -> String {
+    let mut s = format!("load average at start: {}\n\n", r.load_average);
+    s.push_str(
+        "| path | req/s, 64 conns | p50, 64 conns | p99, 64 conns | p50, 1 conn | p99, 1 conn |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for p in &r.paths {
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us |",
+            p.path, p.c64.requests_per_sec, p.c64.p50_us, p.c64.p99_us, p.c1.p50_us, p.c1.p99_us
+        );
+    }
+    let _ = writeln!(s, "\ncold starts at the POP (us): {:?}\n", r.cold_us);
+    if r.smoke {
+        s.push_str("smoke run: nothing judged\n");
+        return s;
+    }
+    s.push_str("| budget (DESIGN §7) | measured | verdict |\n| --- | --- | --- |\n");
+    for v in verdicts(r) {
+        let verdict = if v.met { "pass" } else { "FAIL" };
+        let _ = writeln!(s, "| {} | {} | {verdict} |", v.budget, v.measured);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(path: &'static str, rps: f64, p50_1: f64) -> PathResult {
+        let c = |rps, p50| LoadResult {
+            requests_per_sec: rps,
+            p50_us: p50,
+            ..LoadResult::default()
+        };
+        PathResult {
+            path,
+            c64: c(rps, 400.0),
+            c1: c(rps / 10.0, p50_1),
+        }
+    }
+
+    #[test]
+    fn verdicts_judge_each_budget_by_its_ratio() {
+        let r = BenchReport {
+            paths: vec![
+                path("plain axum", 100_000.0, 80.0),
+                path("naive wasm", 20_000.0, 120.0),
+                path("POP local, command", 30_000.0, 100.0),
+                path("POP local, reactor", 49_000.0, 105.0),
+                path("POP forwarded to region", 10_000.0, 400.0),
+                path("region direct", 12_000.0, 200.0),
+            ],
+            cold_us: vec![6_000, 3_000, 4_000],
+            load_average: String::new(),
+            smoke: false,
+        };
+        let v = verdicts(&r);
+        let met: Vec<bool> = v.iter().map(|v| v.met).collect();
+        assert_eq!(met, [true, false, true, true, false, true]);
+        assert_eq!(v[1].measured, "49.0%");
+        assert_eq!(v[4].measured, "+200 us");
+        assert!(render(&r).contains("| FAIL |"));
+    }
+}

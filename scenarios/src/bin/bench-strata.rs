@@ -1,0 +1,170 @@
+//! Benchmark server: a Strata region and POP on loopback in this process (`DevCluster`),
+//! with the benchmark's guests deployed and the POP-local ones prepared and warm. Prints
+//! one JSON line with the URL of every path and the token, then serves until its stdin
+//! closes (`scenarios bench` drives it).
+//!
+//! With `--cold N` it measures cold starts instead: N distinct ~100 KB modules deployed
+//! with `placement = "edge"`, each fetched from the region, deserialized at the POP
+//! (`PopHandle::prepare`) and run once there over HTTP; prints the N times and exits.
+
+use anyhow::{Context as _, bail, ensure};
+use common::model::ArtifactDigest;
+use scenarios::bench::{guests, wrk::BODY_BYTES};
+use scenarios::cluster::DevCluster;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// Slots for local runs and region executions: above the benchmark's 64 connections, so
+/// no request is forwarded or refused for want of one.
+const SLOTS: usize = 256;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
+    let cold: Option<u32> = match std::env::args().nth(1).as_deref() {
+        Some("--cold") => Some(
+            std::env::args()
+                .nth(2)
+                .context("--cold N")?
+                .parse()
+                .context("--cold N")?,
+        ),
+        Some(other) => bail!("unknown argument {other:?} (expected --cold N)"),
+        None => None,
+    };
+    let dir = tempfile::tempdir()?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let region = region_node::RegionConfig {
+        http_listen: any,
+        quic_listen: any,
+        max_concurrency: SLOTS,
+        ..Default::default()
+    };
+    let pop = pop_node::PopConfig {
+        http_listen: any,
+        local_concurrency: SLOTS,
+        ..Default::default()
+    };
+    let cluster = DevCluster::start(dir.path(), region, pop).await?;
+    scenarios::cluster::wait_connected(&cluster.pop, Duration::from_secs(30)).await?;
+    let http = reqwest::Client::new();
+    let result = match cold {
+        Some(n) => cold_starts(&cluster, &http, n).await,
+        None => serve(&cluster, &http).await,
+    };
+    cluster.shutdown().await;
+    result
+}
+
+async fn serve(cluster: &DevCluster, http: &reqwest::Client) -> anyhow::Result<()> {
+    let command = wat::parse_str(guests::ECHO_COMMAND_WAT)?;
+    let reactor = wat::parse_str(guests::ECHO_REACTOR_WAT)?;
+    let edge = json!({"placement": "edge"});
+    cluster.deploy("cmd", edge.clone(), command.clone()).await?;
+    cluster
+        .deploy(
+            "rx",
+            json!({"placement": "edge", "abi": "reactor"}),
+            reactor.clone(),
+        )
+        .await?;
+    cluster
+        .deploy("fwd", json!({"placement": "region"}), command.clone())
+        .await?;
+    let pop = cluster.pop_url();
+    for (name, wasm) in [("cmd", &command), ("rx", &reactor)] {
+        prepare(cluster, ArtifactDigest::of(wasm)).await?;
+        let url = format!("{pop}/v1/functions/{name}/invoke");
+        until_at(http, &url, &cluster.token, "pop/").await?;
+    }
+    let fwd = format!("{pop}/v1/functions/fwd/invoke");
+    until_at(http, &fwd, &cluster.token, "region/").await?;
+    let region = cluster.region_url();
+    let ready = json!({
+        "token": cluster.token,
+        "pop_command": format!("{pop}/v1/functions/cmd/invoke"),
+        "pop_reactor": format!("{pop}/v1/functions/rx/invoke"),
+        "pop_forward": fwd,
+        "region_direct": format!("{region}/v1/functions/fwd/invoke"),
+    });
+    scenarios::bench::server::announce_and_wait(&ready).await
+}
+
+async fn prepare(cluster: &DevCluster, digest: ArtifactDigest) -> anyhow::Result<()> {
+    cluster
+        .pop
+        .prepare(digest)
+        .await
+        .map_err(|e| anyhow::anyhow!("preparing {digest} at the POP: {}", e.message))
+}
+
+/// Posts the benchmark body to `url` until it runs at the tier `at` (at most 200 times);
+/// returns the latency of the answer from there and whether it was a cold start.
+async fn until_at(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    at: &str,
+) -> anyhow::Result<(Duration, bool)> {
+    let body = vec![b'x'; BODY_BYTES];
+    for _ in 0..200 {
+        let started = Instant::now();
+        let resp = http
+            .post(url)
+            .bearer_auth(token)
+            .body(body.clone())
+            .send()
+            .await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (executed_at, start) = (header("x-strata-executed-at"), header("x-strata-start"));
+        let status = resp.status();
+        let echoed = resp.bytes().await?;
+        let elapsed = started.elapsed();
+        ensure!(status == 200, "{url} answered {status}");
+        ensure!(echoed.as_ref() == body.as_slice(), "{url} did not echo");
+        if executed_at.starts_with(at) {
+            return Ok((elapsed, start == "cold"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("{url} never ran at {at}")
+}
+
+async fn cold_starts(cluster: &DevCluster, http: &reqwest::Client, n: u32) -> anyhow::Result<()> {
+    // A distinct seed per process, so a rerun on the same machine never finds these
+    // modules anywhere.
+    let seed = std::process::id().wrapping_mul(1000);
+    let mut modules = Vec::new();
+    for i in 0..n {
+        let wasm = wat::parse_str(guests::cold_module_wat(seed.wrapping_add(i)))?;
+        let name = format!("cold{i}");
+        cluster
+            .deploy(&name, json!({"placement": "edge"}), wasm.clone())
+            .await?;
+        modules.push((name, ArtifactDigest::of(&wasm), wasm.len()));
+    }
+    let pop = cluster.pop_url();
+    let mut results = Vec::new();
+    for (name, digest, bytes) in modules {
+        let url = format!("{pop}/v1/functions/{name}/invoke");
+        let started = Instant::now();
+        prepare(cluster, digest).await?;
+        let prepared = started.elapsed();
+        let (run, cold) = until_at(http, &url, &cluster.token, "pop/").await?;
+        results.push(json!({
+            "module_bytes": bytes,
+            "prepare_us": prepared.as_micros() as u64,
+            "run_us": run.as_micros() as u64,
+            "total_us": (prepared + run).as_micros() as u64,
+            "first_run_cold": cold,
+        }));
+    }
+    println!("{}", json!({ "cold": results }));
+    Ok(())
+}
