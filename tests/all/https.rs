@@ -144,3 +144,40 @@ async fn plain_http_can_be_turned_off() {
     let out = invoke_hello(&c, https, "localhost", "--http1.1").await;
     assert!(out.ok && out.stdout.ends_with("1.1 200"), "{}", out.stderr);
 }
+
+/// The HTTPS listener runs the shared serve loop, so `[http]` limits hold there too: a
+/// client that opens a connection and never completes the TLS handshake is closed after
+/// the header-read timeout (the standalone HTTPS loop this replaced waited a fixed 10 s),
+/// and HTTPS devices are still served.
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_closed_by_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pop = pop_node::PopConfig {
+        http: common::edge::HttpLimits {
+            header_read_timeout_ms: 200,
+            ..common::edge::HttpLimits::default()
+        },
+        ..https_pop(true)
+    };
+    let c = TestCluster::with(region_config(), pop).await;
+    let addr = c.nodes.pop.https_addr.expect("HTTPS listener bound");
+    let mut raw = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects to the HTTPS listener");
+    // The first bytes of a TLS record header, then nothing.
+    raw.write_all(&[0x16, 0x03, 0x01]).await.expect("writes");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "a stalled TLS handshake stays open");
+    let out = invoke_hello(&c, addr, "localhost", "--http2").await;
+    assert!(out.ok, "HTTPS still serves: {}", out.stderr);
+    assert!(out.stdout.ends_with("2 200"), "{}", out.stdout);
+}
