@@ -8,7 +8,7 @@
 //! Waiting is on conditions with deadlines, never on sleeps. How fast each step is, is
 //! measured by `scenarios fault region-kill` (docs/performance.md), not asserted here.
 
-use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use crate::support::{TestCluster, header, pop_config, region_config, until_served};
 use common::transport::dev_ca;
 use scenarios::live::proxy::DelayProxy;
 use serde_json::json;
@@ -28,19 +28,6 @@ const DONE: u8 = 3;
 /// What one request saw: the function, the phase it was sent in, its status and where it
 /// ran.
 type Outcome = (&'static str, u8, u16, String);
-
-/// Invokes `name` at the POP until it answers 200 from `at` (a prefix), bounded.
-async fn until_served(c: &TestCluster, name: &str, at: &str) {
-    let mut patience = Patience::new();
-    while patience.more() {
-        let resp = c.invoke(name, "x").await;
-        if resp.status() == 200 && header(&resp, "x-strata-executed-at").starts_with(at) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} was never served from {at}");
-}
 
 /// A closed-loop worker invoking `name` at `url` until the phase is [`DONE`].
 async fn worker(

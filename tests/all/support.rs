@@ -197,6 +197,20 @@ pub fn header(resp: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+/// Invokes `name` at the POP until it answers 200 from `at` (a prefix of
+/// `x-strata-executed-at`, e.g. `pop/`), bounded by [`Patience`].
+pub async fn until_served(c: &TestCluster, name: &str, at: &str) {
+    let mut patience = Patience::new();
+    while patience.more() {
+        let resp = c.invoke(name, "x").await;
+        if resp.status() == 200 && header(&resp, "x-strata-executed-at").starts_with(at) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{name} was never served from {at}");
+}
+
 /// The `error.kind` of an error body.
 pub async fn error_kind(resp: reqwest::Response) -> String {
     let v: serde_json::Value = resp.json().await.expect("JSON error body");

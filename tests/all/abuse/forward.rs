@@ -4,25 +4,12 @@
 //! the stream and answers 503 `forward_timeout` with `retry-after`, while functions it runs
 //! itself are still served.
 
-use crate::support::{Patience, TestCluster, header, pop_config, region_config};
+use crate::support::{TestCluster, header, pop_config, region_config, until_served};
 use scenarios::live::proxy::DelayProxy;
 use serde_json::json;
 use std::time::Duration;
 
 const HELLO: &str = include_str!("../../../examples/hello.wat");
-
-/// Invokes `name` at the POP until it answers 200 from `at` (a prefix), bounded.
-async fn until_served(c: &TestCluster, name: &str, at: &str) {
-    let mut patience = Patience::new();
-    while patience.more() {
-        let resp = c.invoke(name, "x").await;
-        if resp.status() == 200 && header(&resp, "x-strata-executed-at").starts_with(at) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} was never served from {at}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forward_the_region_never_answers_ends_at_the_functions_timeout_plus_the_margin() {
