@@ -13,7 +13,9 @@
 
 use crate::events::{dead_letters, payload, wait_dlq};
 use crate::gate::{Then, deploy_gated, deploy_opener};
-use crate::support::{Patience, TRAP, TestClock, TestCluster, header, pop_config, region_config};
+use crate::support::{
+    Patience, TRAP, TestClock, TestCluster, eventually, header, pop_config, region_config,
+};
 use common::model::ArtifactDigest;
 use common::sandbox::Release;
 use reqwest::StatusCode;
@@ -211,19 +213,6 @@ async fn a_pop_runs_a_function_pinned_to_the_next_release_on_it() {
         }
         assert!(patience.more(), "the POP never ran the guest itself");
     }
-}
-
-/// Whether `condition` holds within the test's patience, polled every 5 ms: the POP's
-/// sync state and module cache have no notification to wait on.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
-    let mut patience = Patience::new();
-    while patience.more() {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    condition()
 }
 
 /// A cluster canarying half of each function's invocations, with `plain` deployed pinned

@@ -10,7 +10,7 @@
 
 use crate::events::{OK, accepted, dead_letters, fast_retries, invoke_event, payload, wait_dlq};
 use crate::gate::{Then, deploy_gated, deploy_opener};
-use crate::support::{Patience, TRAP, TestCluster, pop_config, region_config};
+use crate::support::{TRAP, TestCluster, eventually, pop_config, region_config};
 use region_node::events::EventsConfig;
 use region_node::node::StartError;
 use region_node::store::StoreError;
@@ -18,19 +18,6 @@ use region_node::store::jetstream::nats_server::NatsServer;
 use region_node::{RegionConfig, StoreBackend, StoreConfig};
 use serde_json::{Value, json};
 use strata::dev::DevCluster;
-
-/// Whether `condition` holds within the test's patience (30 s), polled every 5 ms: the
-/// POP's sync state has no notification to wait on.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
-    let mut patience = Patience::new();
-    while patience.more() {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    condition()
-}
 
 fn on_nats(url: &str, node_id: &str) -> RegionConfig {
     RegionConfig {

@@ -197,6 +197,19 @@ pub fn header(resp: &reqwest::Response, name: &str) -> String {
         .to_owned()
 }
 
+/// Whether `condition` holds within [`Patience`]'s bound, polled every 5 ms: for node
+/// state that has no notification to wait on (the POP's sync state, its module cache).
+pub async fn eventually(condition: impl Fn() -> bool) -> bool {
+    let mut patience = Patience::new();
+    while patience.more() {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    condition()
+}
+
 /// Invokes `name` at the POP until it answers 200 from `at` (a prefix of
 /// `x-strata-executed-at`, e.g. `pop/`), bounded by [`Patience`].
 pub async fn until_served(c: &TestCluster, name: &str, at: &str) {

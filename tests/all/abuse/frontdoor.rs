@@ -4,7 +4,7 @@
 //! read), and `/metrics` needs the operator. Each test also shows a victim still served.
 
 use crate::routes::{add_route, cluster};
-use crate::support::{TestCluster, pop_config, region_config};
+use crate::support::{TestCluster, eventually, pop_config, region_config};
 use common::edge::HttpLimits;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -494,13 +494,9 @@ async fn metrics_need_the_operator_token_at_both_tiers() {
     }
 }
 
-/// Polls `cond` until it holds (bounded by [`PATIENCE`]).
+/// Asserts that `cond` comes to hold (bounded by [`eventually`]'s patience).
 async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    assert!(eventually(cond).await, "never: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,9 @@
 //! slot of the region; a revoked token is refused at the POP; an impostor POP cannot
 //! return another POP's lease or write another tenant's logs.
 
-use crate::support::{LOOP_FOREVER, Patience, TestCluster, error_kind, pop_config, region_config};
+use crate::support::{
+    LOOP_FOREVER, Patience, TestCluster, error_kind, eventually, pop_config, region_config,
+};
 use common::model::TenantId;
 use region_node::RegionConfig;
 use serde_json::json;
@@ -106,18 +108,6 @@ async fn a_tenant_cannot_take_every_on_demand_worker() {
     let mut region = region_config();
     region.fleets.workers = 4;
     hostile_calls_leave_the_victim_a_slot(region, 6, 2).await;
-}
-
-/// Polls `condition` until it holds, within [`Patience`]'s bound.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
-    let mut patience = Patience::new();
-    while patience.more() {
-        if condition() {
-            return true;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    condition()
 }
 
 /// Invokes `name` at `base` with `token`; the status and the error kind (if any).
