@@ -3,15 +3,20 @@
 //! re-enqueues first and removes the dead letter only once the event is committed, so a
 //! crash in between leaves both (run at least once), never neither. Each tenant's dead
 //! letters are a stream of their own ([`dlq_stream`]): no operation reads another
-//! tenant's, and a listing reads one page.
+//! tenant's, a listing reads one page bounded in bytes, and replaying or purging all of
+//! them holds one dead letter's payload at a time.
 
 use super::ledger::Held;
-use super::record::{LEGACY_DLQ_STREAM, dlq_stream};
-use super::{DeadLetter, Events, FailureCause, is_full, read_all};
+use super::record::{LEGACY_DLQ_STREAM, Meta, dlq_stream};
+use super::{DeadLetter, Events, FailureCause, SCAN_PAGE, is_full, scan};
 use crate::store::{Store, StoreError};
-use common::model::{ApiError, InvokeRequest, ResolvedFunction, TenantId};
+use common::model::{ApiError, ErrorKind, InvokeRequest, ResolvedFunction, TenantId};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+
+/// Payload bytes past which a listing page ends early (it always holds at least one dead
+/// letter): a page of 100 dead letters of 6 MiB each would otherwise be 600 MiB.
+pub const PAGE_PAYLOAD_BYTES: usize = 8 << 20;
 
 /// One page of a tenant's dead letters, oldest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -23,7 +28,9 @@ pub struct DlqPage {
 }
 
 impl Events {
-    /// The tenant's dead letters with an id above `after`, at most `limit`.
+    /// The tenant's dead letters with an id above `after`: at most `limit`, and no more
+    /// than [`PAGE_PAYLOAD_BYTES`] of payloads past the first, so a page of large dead
+    /// letters stays small; `next` continues where it stopped.
     ///
     /// # Errors
     /// 500 on a store failure.
@@ -33,23 +40,32 @@ impl Events {
         after: u64,
         limit: usize,
     ) -> Result<DlqPage, ApiError> {
-        // One more than asked says whether there is a next page.
         let stream = dlq_stream(&tenant);
-        let page = self
-            .blocking(move |s| s.read(&stream, after.saturating_add(1), limit.saturating_add(1)))
-            .await?;
-        let more = page.len() > limit;
-        let items: Vec<DeadLetter> = page
-            .into_iter()
-            .take(limit)
-            .filter_map(|m| decode(m.seq, &m.value))
-            .collect();
-        let next = if more {
-            items.last().map(|d| d.id)
-        } else {
-            None
-        };
-        Ok(DlqPage { items, next })
+        self.blocking(move |s| {
+            let mut items: Vec<DeadLetter> = Vec::new();
+            let mut bytes = 0;
+            let mut from = after.saturating_add(1);
+            loop {
+                let page = s.read(&stream, from, SCAN_PAGE)?;
+                let done = page.len() < SCAN_PAGE;
+                for m in page {
+                    from = m.seq + 1;
+                    if items.len() >= limit || bytes >= PAGE_PAYLOAD_BYTES {
+                        // A message past this page: the page ends at its last item.
+                        let next = items.last().map(|d| d.id);
+                        return Ok(DlqPage { items, next });
+                    }
+                    if let Some(d) = decode(m.seq, &m.value) {
+                        bytes += d.payload.len();
+                        items.push(d);
+                    }
+                }
+                if done {
+                    return Ok(DlqPage { items, next: None });
+                }
+            }
+        })
+        .await
     }
 
     /// The tenant's dead letter `id`.
@@ -86,7 +102,13 @@ impl Events {
     /// 429 when the queue filled before anything was replayed; 500 on a store failure.
     pub async fn dlq_replay_all(&self, tenant: &TenantId) -> Result<u64, ApiError> {
         let mut replayed = 0;
-        for letter in self.tenant_letters(tenant).await? {
+        for id in self.tenant_letter_ids(tenant).await? {
+            // One letter in memory at a time; an undecodable one stays where it is.
+            let letter = match self.dlq_get(tenant, id).await {
+                Ok(letter) => letter,
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             match self
                 .append(letter.replay(self.now_ms()), self.config.max_queued, true)
                 .await
@@ -107,8 +129,8 @@ impl Events {
     /// 500 on a store failure (some may have been deleted).
     pub async fn dlq_purge(&self, tenant: &TenantId) -> Result<u64, ApiError> {
         let mut purged = 0;
-        for letter in self.tenant_letters(tenant).await? {
-            self.remove(tenant, letter.id).await?;
+        for id in self.tenant_letter_ids(tenant).await? {
+            self.remove(tenant, id).await?;
             purged += 1;
         }
         Ok(purged)
@@ -154,13 +176,17 @@ impl Events {
         Ok(())
     }
 
-    async fn tenant_letters(&self, tenant: &TenantId) -> Result<Vec<DeadLetter>, ApiError> {
+    /// The ids of the tenant's dead letters, read a page at a time (payloads are never
+    /// all in memory).
+    async fn tenant_letter_ids(&self, tenant: &TenantId) -> Result<Vec<u64>, ApiError> {
         let stream = dlq_stream(tenant);
         self.blocking(move |s| {
-            Ok(read_all(s, &stream)?
-                .into_iter()
-                .filter_map(|m| decode(m.seq, &m.value))
-                .collect())
+            let mut ids = Vec::new();
+            scan(s, &stream, |m| {
+                ids.push(m.seq);
+                Ok(())
+            })?;
+            Ok(ids)
         })
         .await
     }
@@ -181,9 +207,9 @@ impl Events {
 /// # Errors
 /// [`StoreError`] when a stream cannot be read or written.
 pub(super) fn move_legacy_letters(store: &Store, bound: u64) -> Result<(), StoreError> {
-    for m in read_all(store, LEGACY_DLQ_STREAM)? {
-        let Some(d) = decode(m.seq, &m.value) else {
-            continue;
+    scan(store, LEGACY_DLQ_STREAM, |m| {
+        let Ok(d) = serde_json::from_slice::<Meta<'_>>(&m.value) else {
+            return Ok(());
         };
         match store.append(&dlq_stream(&d.tenant), &m.value, bound) {
             Ok(_) => {
@@ -194,8 +220,8 @@ pub(super) fn move_legacy_letters(store: &Store, bound: u64) -> Result<(), Store
             }
             Err(e) => return Err(e),
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A stored dead letter with its id filled in; `None` (and logged) when undecodable.

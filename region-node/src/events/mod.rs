@@ -38,7 +38,7 @@ use common::metrics::NodeStats;
 use common::model::{ApiError, ErrorKind, FunctionName, InvokeRequest, RequestId, TenantId};
 use common::policy::retry::RetryPolicy;
 use ledger::{Held, Ledger};
-use record::{EVENTS_STREAM, dlq_stream};
+use record::{EVENTS_STREAM, Meta, dlq_stream};
 use serde::Deserialize;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -131,20 +131,27 @@ pub struct Events {
     quotas: QuotaConfig,
 }
 
-/// Reads a whole stream in pages (streams are bounded, so this is too).
-fn read_all(store: &Store, stream: &str) -> Result<Vec<crate::store::StreamMessage>, StoreError> {
-    const PAGE: usize = 1024;
-    let mut out = Vec::new();
+/// Messages per read when a whole stream is walked: small, because a message may hold a
+/// payload of up to the edge's `max_payload_bytes`, and a walk holds one page at a time.
+const SCAN_PAGE: usize = 16;
+
+/// Calls `each` on every message of `stream`, oldest first, holding one page of
+/// [`SCAN_PAGE`] messages in memory at a time.
+fn scan(
+    store: &Store,
+    stream: &str,
+    mut each: impl FnMut(crate::store::StreamMessage) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let mut from = 1;
     loop {
-        let page = store.read(stream, from, PAGE)?;
-        let done = page.len() < PAGE;
-        if let Some(last) = page.last() {
-            from = last.seq + 1;
+        let page = store.read(stream, from, SCAN_PAGE)?;
+        let done = page.len() < SCAN_PAGE;
+        for m in page {
+            from = m.seq + 1;
+            each(m)?;
         }
-        out.extend(page);
         if done {
-            return Ok(out);
+            return Ok(());
         }
     }
 }
@@ -159,21 +166,21 @@ impl Events {
         let mut latest: HashMap<(String, EventKind), (u64, u64)> = HashMap::new();
         let mut stale = Vec::new();
         let mut ledger = Ledger::default();
-        for m in read_all(&store, EVENTS_STREAM)? {
-            let Ok(rec) = serde_json::from_slice::<EventRecord>(&m.value) else {
+        scan(&store, EVENTS_STREAM, |m| {
+            let Ok(rec) = serde_json::from_slice::<Meta<'_>>(&m.value) else {
                 // Left in place (not acked) so nothing is destroyed; it is never run.
                 tracing::error!(seq = m.seq, "undecodable event record skipped");
-                continue;
+                return Ok(());
             };
-            let bytes = rec.payload.len() as u64;
-            ledger.add(Held::Queued, m.seq, &rec.tenant, bytes);
+            ledger.add(Held::Queued, m.seq, &rec.tenant, rec.payload_len());
             // Same request and kind twice: a crash between an append and its ack. The
             // later copy carries the newer attempt count.
             let entry = (m.seq, rec.next_attempt_ms);
             if let Some(old) = latest.insert((rec.request_id, rec.kind), entry) {
                 stale.push((old.0, rec.tenant));
             }
-        }
+            Ok(())
+        })?;
         for (seq, tenant) in stale {
             store.ack(EVENTS_STREAM, seq)?;
             ledger.remove(Held::Queued, &tenant, seq);
@@ -185,12 +192,13 @@ impl Events {
             let Ok(tenant) = TenantId::new(&id) else {
                 continue;
             };
-            for m in read_all(&store, &dlq_stream(&tenant))? {
+            scan(&store, &dlq_stream(&tenant), |m| {
                 dlq_depth += 1;
-                if let Ok(d) = serde_json::from_slice::<DeadLetter>(&m.value) {
-                    ledger.add(Held::Dead, m.seq, &tenant, d.payload.len() as u64);
+                if let Ok(d) = serde_json::from_slice::<Meta<'_>>(&m.value) {
+                    ledger.add(Held::Dead, m.seq, &tenant, d.payload_len());
                 }
-            }
+                Ok(())
+            })?;
         }
         Ok(Self {
             store,
@@ -584,6 +592,46 @@ mod tests {
             "the stale copy is acked, the unreadable one kept"
         );
         assert!(!left.contains(&2));
+    }
+
+    #[test]
+    fn a_dlq_page_stops_at_its_payload_bytes_and_the_next_page_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.redb")).expect("store");
+        let t = TenantId::new("t").expect("tenant");
+        let mut big = event("a", 1, 1);
+        big.payload = vec![7; 3 << 20];
+        let cause = FailureCause {
+            kind: "k".into(),
+            message: "m".into(),
+        };
+        for _ in 0..5 {
+            let letter =
+                serde_json::to_vec(&DeadLetter::of(&big, cause.clone(), "r")).expect("encode");
+            store.append(&dlq_stream(&t), &letter, 100).expect("append");
+        }
+        let events = Events::open(store, EventsConfig::default()).expect("opens");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let first = events.dlq_list(t.clone(), 0, 100).await.expect("lists");
+            assert_eq!(
+                first.items.len(),
+                3,
+                "3 x 3 MiB reaches the 8 MiB page bound"
+            );
+            let next = first.next.expect("a next page");
+            let second = events.dlq_list(t.clone(), next, 100).await.expect("lists");
+            assert_eq!(second.items.len(), 2);
+            assert_eq!(second.next, None);
+            let small = events.dlq_list(t.clone(), 0, 2).await.expect("lists");
+            assert_eq!(
+                (small.items.len(), small.next),
+                (2, Some(2)),
+                "limit still applies"
+            );
+        });
     }
 
     #[test]

@@ -171,6 +171,35 @@ impl DeadLetter {
     }
 }
 
+/// What opening the queue needs of a stored event or dead letter: its owner, identity,
+/// due time and payload size, read without decoding (or copying) the payload itself, so
+/// start-up holds no tenant's payloads in memory.
+#[derive(Debug, Deserialize)]
+pub struct Meta<'a> {
+    /// The invocation's request id.
+    pub request_id: String,
+    /// Invocation or control function.
+    #[serde(default)]
+    pub kind: EventKind,
+    /// The owner.
+    pub tenant: TenantId,
+    /// Not before this time, Unix ms (events only; 0 for dead letters).
+    #[serde(default)]
+    pub next_attempt_ms: u64,
+    /// The payload as stored (base64), borrowed from the message when it has no escapes.
+    #[serde(borrow)]
+    payload: std::borrow::Cow<'a, str>,
+}
+
+impl Meta<'_> {
+    /// The payload's size in bytes, computed from its base64 length.
+    pub fn payload_len(&self) -> u64 {
+        let text = self.payload.as_bytes();
+        let padding = text.iter().rev().take(2).filter(|&&b| b == b'=').count();
+        ((text.len() / 4) * 3).saturating_sub(padding) as u64
+    }
+}
+
 /// What an `on_success` control function receives on stdin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SuccessRecord {
@@ -217,5 +246,43 @@ mod qualifier {
         String::deserialize(d)?
             .parse()
             .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_reads_the_payload_size_without_decoding_it() {
+        for len in 0..40 {
+            let letter = DeadLetter {
+                id: 0,
+                request_id: "r".into(),
+                kind: EventKind::Invocation,
+                tenant: TenantId::new("t").expect("tenant"),
+                function: FunctionName::new("f").expect("name"),
+                qualifier: Qualifier::Latest,
+                version: None,
+                payload: vec![0xfb; len],
+                error: FailureCause {
+                    kind: "k".into(),
+                    message: "m".into(),
+                },
+                reason: "r".into(),
+                attempts: 1,
+                first_attempt_ms: None,
+                last_attempt_ms: None,
+                enqueued_at_ms: 0,
+            };
+            let bytes = serde_json::to_vec(&letter).expect("encode");
+            let meta: Meta<'_> = serde_json::from_slice(&bytes).expect("decode");
+            assert_eq!(meta.payload_len(), len as u64, "payload of {len} bytes");
+            assert_eq!(meta.tenant, letter.tenant);
+            assert!(
+                matches!(meta.payload, std::borrow::Cow::Borrowed(_)),
+                "the payload text is borrowed, not copied"
+            );
+        }
     }
 }
