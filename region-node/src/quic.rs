@@ -8,16 +8,20 @@
 //! POP are refused with 403 `pop_identity` (logged and counted in
 //! [`PopServices::identity_refusals`]), so a CA-signed impostor cannot return another POP's
 //! lease or write as it. A certificate naming no POP is accepted as before (anonymous).
+//! Log lines and per-function load about a function the registry does not have are
+//! dropped (and counted there too), so no POP can evict real tenants' logs or fill the
+//! dashboard with invented functions.
 
 use crate::capacity::Capacity;
 use crate::invoker::RegionInvoker;
 use crate::routes::Routes;
 use crate::trend::TrendWatch;
 use common::logs::LogBuffer;
-use common::model::ApiError;
+use common::model::{ApiError, ErrorKind, FunctionName, TenantId};
 use common::sandbox::Release;
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{MAX_FRAME_LEN, Message};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinSet;
@@ -119,7 +123,18 @@ async fn serve_stream(
                 pop.as_deref().unwrap_or_default()
             )))
         }
-        None => handle(request, &invoker, &services).await,
+        None => {
+            let mut request = request;
+            let dropped = drop_unknown_functions(&mut request, &invoker).await;
+            if dropped > 0 {
+                services
+                    .identity_refusals
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                warn!(pop = ?pop, dropped, message = message_name(&request),
+                    "dropped what a POP said about functions this region does not have");
+            }
+            handle(request, &invoker, &services).await
+        }
     };
     if let Err(e) = stream.reply(&reply).await {
         debug!(error = %e, "could not send reply");
@@ -193,6 +208,67 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             "unexpected message from a POP: {}",
             message_name(&other)
         ))),
+    }
+}
+
+/// Drops the log lines and per-function load in `request` that name a function the
+/// registry does not have; returns how many. A POP is sent every function of the registry
+/// (the push stream), so a line about any other function is forged or stale, and keeping
+/// it would let one POP (or an impostor with a CA-signed certificate) push real tenants'
+/// logs out of the bounded log buffer or fill the dashboard with names of its choosing.
+/// A store failure keeps the entries (nothing is refused on the region's own fault).
+async fn drop_unknown_functions(request: &mut Message, invoker: &RegionInvoker) -> usize {
+    let named: HashSet<String> = match request {
+        Message::Logs { entries, .. } => entries
+            .iter()
+            .map(|e| format!("{}/{}", e.function.tenant, e.function.name))
+            .collect(),
+        Message::LoadReport(load) => load.functions.iter().map(|f| f.function.clone()).collect(),
+        _ => return 0,
+    };
+    if named.is_empty() {
+        return 0;
+    }
+    let registry = Arc::clone(invoker.registry());
+    let unknown = tokio::task::spawn_blocking(move || {
+        named
+            .into_iter()
+            .filter(|key| !registry_has(&registry, key))
+            .collect::<HashSet<String>>()
+    })
+    .await
+    .unwrap_or_default();
+    if unknown.is_empty() {
+        return 0;
+    }
+    match request {
+        Message::Logs { entries, .. } => {
+            let before = entries.len();
+            entries.retain(|e| {
+                !unknown.contains(&format!("{}/{}", e.function.tenant, e.function.name))
+            });
+            before - entries.len()
+        }
+        Message::LoadReport(load) => {
+            let before = load.functions.len();
+            load.functions.retain(|f| !unknown.contains(&f.function));
+            before - load.functions.len()
+        }
+        _ => 0,
+    }
+}
+
+/// Whether the registry has the function `tenant/name` (true on a store failure).
+fn registry_has(registry: &crate::registry::Registry, key: &str) -> bool {
+    let Some((tenant, name)) = key.split_once('/') else {
+        return false;
+    };
+    let (Ok(tenant), Ok(name)) = (TenantId::new(tenant), FunctionName::new(name)) else {
+        return false;
+    };
+    match registry.function(&tenant, &name) {
+        Ok(_) => true,
+        Err(e) => e.kind != ErrorKind::NotFound,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Tenancy attacks: a hostile tenant's long-running calls cannot take every execution
 //! slot of the region; a revoked token is refused at the POP; an impostor POP cannot
-//! return another POP's lease or write another tenant's logs.
+//! return another POP's lease or write another tenant's logs, and no POP can push real
+//! logs out with lines about invented functions.
 
 use crate::support::{
     LOOP_FOREVER, Patience, TestCluster, error_kind, eventually, pop_config, region_config,
@@ -249,26 +250,11 @@ async fn a_revoked_token_is_refused_at_the_pop_within_two_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_pop_cannot_return_another_pops_lease_or_write_its_logs() {
     use common::model::{ErrorKind, FunctionKey, FunctionName, NodeId};
-    use common::transport::{Client, NodeTls, REGION_SERVER_NAME, dev_ca};
     use common::wire::{MAX_FRAME_LEN, Message, ShippedLog};
 
     let c = TestCluster::start().await;
     let dev = TenantId::new("dev").expect("valid");
-    // A second, real QUIC client holding a CA-signed certificate for POP `pop-evil`.
-    let ca_dir = c
-        .nodes
-        .region
-        .tls
-        .ca_cert
-        .parent()
-        .expect("certs dir")
-        .to_owned();
-    let files = dev_ca::issue_pop(&ca_dir, "pop-evil").expect("issued");
-    let client = Client::new(&NodeTls::load(&files).expect("loads")).expect("client");
-    let ch = client
-        .connect(c.nodes.region.quic_addr, REGION_SERVER_NAME)
-        .await
-        .expect("the CA-signed impostor connects");
+    let ch = pop_channel(&c, "pop-evil").await;
     let refused = |reply: Message| match reply {
         Message::Error(e) => {
             assert_eq!(e.kind, ErrorKind::Forbidden);
@@ -344,4 +330,85 @@ async fn an_impostor_pop_cannot_return_another_pops_lease_or_write_its_logs() {
     // The victim's traffic is still served.
     let resp = c.invoke("hello", "").await;
     assert_eq!(resp.status(), 200);
+}
+
+/// A second, real QUIC client of the region holding a CA-signed certificate for POP `id`.
+async fn pop_channel(c: &TestCluster, id: &str) -> common::transport::Channel {
+    use common::transport::{Client, NodeTls, REGION_SERVER_NAME, dev_ca};
+    let ca_dir = c
+        .nodes
+        .region
+        .tls
+        .ca_cert
+        .parent()
+        .expect("certs dir")
+        .to_owned();
+    let files = dev_ca::issue_pop(&ca_dir, id).expect("issued");
+    let client = Client::new(&NodeTls::load(&files).expect("loads")).expect("client");
+    client
+        .connect(c.nodes.region.quic_addr, REGION_SERVER_NAME)
+        .await
+        .expect("the CA-signed POP connects")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_cannot_push_real_logs_out_with_invented_functions() {
+    use common::model::{FunctionKey, FunctionName};
+    use common::wire::{MAX_FRAME_LEN, Message, ShippedLog};
+
+    let mut region = region_config();
+    region.function_logs.max_functions = 2;
+    let c = TestCluster::with(region, pop_config()).await;
+    let ch = pop_channel(&c, "pop-evil").await;
+    let line = |tenant: &str, name: &str, text: &str| ShippedLog {
+        function: FunctionKey {
+            tenant: TenantId::new(tenant).expect("tenant"),
+            name: FunctionName::new(name).expect("name"),
+        },
+        request_id: "0".repeat(32),
+        ts: 1,
+        node: "pop/pop-evil".into(),
+        text: text.into(),
+    };
+    let ship = |entries: Vec<ShippedLog>| {
+        let ch = &ch;
+        async move {
+            ch.request(
+                &Message::Logs {
+                    entries,
+                    dropped: 0,
+                },
+                MAX_FRAME_LEN,
+            )
+            .await
+            .expect("answered")
+        }
+    };
+    // A line about a function the POP runs is kept.
+    assert_eq!(ship(vec![line("dev", "hello", "kept")]).await, Message::Ack);
+    // Lines about invented functions (more than the buffer keeps) are dropped, so they
+    // cannot push the real function's log out.
+    let invented = (0..3)
+        .map(|i| line("dev", &format!("ghost{i}"), "forged"))
+        .chain([line("nobody", "hello", "forged")])
+        .collect();
+    assert_eq!(ship(invented).await, Message::Ack);
+    assert_eq!(
+        c.nodes.region.pop_identity_refusals(),
+        4,
+        "each line counted"
+    );
+    let resp = c
+        .http
+        .get(format!("{}/v1/functions/hello/logs", c.nodes.region_url()))
+        .bearer_auth(&c.nodes.token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.expect("body");
+    assert!(body.contains("kept"), "the victim's log is intact: {body}");
+    assert!(!body.contains("forged"), "{body}");
+    // The victim is still served.
+    assert_eq!(c.invoke("hello", "").await.status(), 200);
 }
