@@ -4,8 +4,8 @@
 
 use super::Routes;
 use crate::hosts::{self, HostClaim, claim_root, covers};
-use crate::store::Bucket;
-use common::model::{ApiError, TenantId};
+use crate::store::{Bucket, Expect};
+use common::model::{ApiError, ErrorKind, TenantId};
 
 /// Normalises a host to claim: a wildcard is refused (a claim already covers every name
 /// under its host).
@@ -39,7 +39,7 @@ impl Routes {
     pub fn claim(&self, tenant: &TenantId, raw: &str) -> Result<HostClaim, ApiError> {
         let host = claimable(raw)?;
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        let own = self.hosts();
+        let own = self.stored_hosts()?;
         if own.owner_of(&host) != Some(tenant) {
             hosts::tenant_may_claim(&host)?;
             own.check_claim(tenant, &host)?;
@@ -57,21 +57,38 @@ impl Routes {
         let host = claimable(raw)?;
         self.registry.tenant(tenant)?;
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        self.hosts().check_claim(tenant, &host)?;
+        self.stored_hosts()?.check_claim(tenant, &host)?;
         self.write_explicit(&host, tenant)
     }
 
+    /// Writes `tenant`'s explicit claim on `host`, conditional on the stored claim it
+    /// read: a region sharing the store that claimed the same host meanwhile makes this
+    /// write fail with 409 `host_owned` instead of being overwritten.
     fn write_explicit(&self, host: &str, tenant: &TenantId) -> Result<HostClaim, ApiError> {
+        let stored = self
+            .registry
+            .store()
+            .get(Bucket::Routes, &super::claim_key(host))?;
+        let (expect, claimed_at_ms) = match stored {
+            Some(entry) => {
+                let held = super::decode_claim(&entry.value)?;
+                if held.tenant != *tenant {
+                    return Err(ApiError::new(
+                        ErrorKind::HostOwned,
+                        format!("host {host} was claimed meanwhile"),
+                    ));
+                }
+                (Expect::Revision(entry.revision), held.claimed_at_ms)
+            }
+            None => (Expect::Absent, common::logs::now_ms()),
+        };
         let claim = HostClaim {
             host: host.to_owned(),
             tenant: tenant.clone(),
             explicit: true,
-            claimed_at_ms: self
-                .hosts()
-                .claim(host)
-                .map_or_else(common::logs::now_ms, |c| c.claimed_at_ms),
+            claimed_at_ms,
         };
-        self.put_claim(&claim, crate::store::Expect::Any)?;
+        self.put_claim(&claim, expect)?;
         self.changed()?;
         Ok(claim)
     }

@@ -98,6 +98,15 @@ impl Routes {
         Ok((routes, claims))
     }
 
+    /// Host ownership as the store has it now, not as this region last loaded it: regions
+    /// sharing a store (JetStream) check a claim against each other's latest writes.
+    /// Read under the write lock, just before writing; two regions writing overlapping
+    /// (not identical) hosts in the same instant can still both succeed, identical hosts
+    /// cannot (the claim's write is conditional).
+    fn stored_hosts(&self) -> Result<HostOwnership, ApiError> {
+        Ok(HostOwnership::new(self.stored()?.1))
+    }
+
     /// Gives routes stored before host ownership existed an implicit claim, oldest route
     /// first; a route whose host another tenant got first stays stored but unserved.
     fn claim_unowned(&self) -> Result<(), ApiError> {
@@ -225,7 +234,7 @@ impl Routes {
             1,
             "routes of this tenant",
         )?;
-        let own = self.hosts();
+        let own = self.stored_hosts()?;
         let mut claimed = None;
         if !own.routable_by(tenant, route.host.as_str()) {
             let root = claim_root(route.host.as_str());
@@ -488,6 +497,34 @@ mod ownership_tests {
         routes
             .create(&t("b"), new("shop.example", "/b", "f"))
             .expect("free again");
+    }
+
+    #[test]
+    fn two_regions_on_one_store_never_both_own_a_host() {
+        // Two regions sharing a store, each with its own loaded view: the second has not
+        // seen the first's claims when it writes.
+        let (_d, registry, first) = setup();
+        let second = Routes::open(Arc::clone(&registry)).expect("opens");
+        first.claim(&t("a"), "shop.example").expect("claimed");
+        let err = second
+            .claim(&t("b"), "shop.example")
+            .expect_err("same host");
+        assert_eq!(err.kind, ErrorKind::HostOwned, "{err:?}");
+        let err = second
+            .claim(&t("b"), "eu.shop.example")
+            .expect_err("under it");
+        assert_eq!(err.kind, ErrorKind::HostOwned, "{err:?}");
+        let err = second
+            .create(&t("b"), new("shop.example", "/checkout", "f"))
+            .expect_err("a route under it");
+        assert_eq!(err.kind, ErrorKind::HostOwned, "{err:?}");
+        let err = second
+            .assign("shop.example", &t("b"))
+            .expect_err("the operator must release it first");
+        assert_eq!(err.kind, ErrorKind::HostOwned, "{err:?}");
+        // The first region's claim is intact in the store.
+        let reopened = Routes::open(registry).expect("reopens");
+        assert_eq!(reopened.hosts().owner_of("shop.example"), Some(&t("a")));
     }
 
     #[test]
