@@ -17,7 +17,7 @@ use common::model::{
     NodeId, Placement, ResolvedFunction,
 };
 use common::policy::rate::RateLimits;
-use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy};
+use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy, alias};
 use common::sandbox::{CompiledModule, Release};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -245,9 +245,10 @@ impl Invoker for PopInvoker {
             tenant,
             name: req.function.clone(),
         };
-        // The request id is random: it doubles as the draw between an alias's versions, so
-        // a forwarded request would get the same version at the region.
-        let draw = req.request_id.0 as u64;
+        // The draw between an alias's versions: the affinity key's (one client, one
+        // version) or the random request id, which a forwarded request keeps, so the
+        // region picks the same version.
+        let draw = alias::draw(req.request_id.0, req.affinity.as_deref());
         let resolution = self.known.resolve(&key, &req.qualifier, draw, now, |d| {
             self.executor.cached(d).is_some()
         });

@@ -316,9 +316,10 @@ impl RegionInvoker {
         if req.payload.len() > self.max_payload_bytes {
             return Err(ApiError::payload_too_large(self.max_payload_bytes as u64));
         }
-        // The request id is random and kept when a POP forwards: it is the draw between an
-        // alias's versions, so both tiers pick the same version for one request.
-        let draw = req.request_id.0 as u64;
+        // The draw between an alias's versions: the affinity key's (one client, one
+        // version), else the random request id, which a POP keeps when it forwards, so
+        // both tiers pick the same version for one request.
+        let draw = common::policy::alias::draw(req.request_id.0, req.affinity.as_deref());
         self.registry
             .resolve(tenant, &req.function, &req.qualifier, draw)
     }

@@ -196,6 +196,45 @@ async fn versions_and_a_weighted_alias_are_honoured_at_both_tiers() {
             "{twos}/1000 ran version 2 at {base}"
         );
     }
+    // With an affinity key, one client stays on one version, at both tiers; 200 keys
+    // still split 90/10 (sigma = sqrt(200 * 0.1 * 0.9) = 4.2: within 4 sigma of 20).
+    let mut keyed_twos = 0;
+    for chunk in 0..25 {
+        let calls = (0..8).map(|i| {
+            let key = format!("client-{}", chunk * 8 + i);
+            let api = &api;
+            async move {
+                let mut seen = Vec::new();
+                let (pop, region) = (api.c.nodes.pop_url(), api.c.nodes.region_url());
+                for base in [&pop, &region, &pop, &region] {
+                    let r = api
+                        .c
+                        .http
+                        .post(format!("{base}/v1/functions/shift/invoke?qualifier=live"))
+                        .bearer_auth(&api.token)
+                        .header("x-strata-affinity", &key)
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert_eq!(r.status(), StatusCode::OK, "key {key} at {base}");
+                    seen.push(header(&r, "x-strata-version"));
+                }
+                (key, seen)
+            }
+        });
+        for (key, seen) in futures::future::join_all(calls).await {
+            assert!(
+                seen.iter().all(|v| *v == seen[0]),
+                "key {key} moved between versions: {seen:?}"
+            );
+            keyed_twos += i32::from(seen[0] == "2");
+        }
+    }
+    println!("alias live with affinity keys: {keyed_twos}/200 keys on version 2");
+    assert!(
+        (20 - keyed_twos).abs() <= 17,
+        "{keyed_twos}/200 keys on version 2"
+    );
 }
 
 #[tokio::test]
