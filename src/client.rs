@@ -153,12 +153,31 @@ pub fn error_message(status: reqwest::StatusCode, body: &[u8]) -> String {
     struct Inner {
         kind: String,
         message: String,
+        #[serde(default)]
+        limit: Option<serde_json::Value>,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
     }
-    let what = match serde_json::from_slice::<Body>(body) {
-        Ok(b) => format!("{status}: {}: {}", b.error.kind, b.error.message),
-        Err(_) => format!("{status}: {}", String::from_utf8_lossy(body)),
+    let Ok(b) = serde_json::from_slice::<Body>(body) else {
+        let what = format!("{status}: {}", String::from_utf8_lossy(body));
+        return format!("{what}\n  hint: {}", hint(status));
     };
-    format!("{what}\n  hint: {}", hint(status))
+    let mut out = format!("{status}: {}: {}", b.error.kind, b.error.message);
+    // A throttled reply names its limit; a quota's `limit` is just its value.
+    if let Some(limit) = b.error.limit.as_ref().filter(|l| l.is_object()) {
+        let field = |k: &str| limit[k].as_str().unwrap_or("?").to_owned();
+        out.push_str(&format!(
+            "\n  limit: {} {} of {}",
+            field("scope"),
+            field("kind"),
+            limit["value"]
+        ));
+    }
+    match b.error.retry_after_ms {
+        Some(ms) => out.push_str(&format!("\n  hint: the platform is busy; retry in {ms} ms")),
+        None => out.push_str(&format!("\n  hint: {}", hint(status))),
+    }
+    out
 }
 
 /// What a person can do about an error with `status`.

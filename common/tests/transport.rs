@@ -238,8 +238,8 @@ async fn a_client_offering_another_alpn_is_refused() {
     let mut region = EchoRegion::start(localhost(), &load(&certs.region))
         .await
         .expect("region starts");
-    // The previous protocol version: refused since `strata/2` (token expiry on the wire).
-    let config = raw_client_config(&certs.pop, b"strata/1");
+    // The previous protocol version: refused since `strata/3` (errors name their limit).
+    let config = raw_client_config(&certs.pop, b"strata/2");
     let endpoint = quinn::Endpoint::client(localhost()).expect("endpoint");
 
     let connecting = endpoint

@@ -14,7 +14,7 @@ use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
-    NodeId, Placement, ResolvedFunction,
+    LimitHit, LimitKind, LimitScope, NodeId, Placement, ResolvedFunction,
 };
 use common::policy::rate::RateLimits;
 use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy, alias};
@@ -133,6 +133,7 @@ impl PopInvoker {
         let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
         rates.check(now, &key.to_string(), rps).map_err(|r| {
             ApiError::throttled(
+                LimitHit::new(LimitScope::Function, LimitKind::Rate, u64::from(rps.get())),
                 format!("function {key} is over its rate limit of {rps}/s"),
                 r.retry_after,
             )

@@ -4,7 +4,7 @@
 //! the pool ([`TenantShares`], the rule in [`common::policy::share`]): a tenant holding
 //! its share is refused with 429 at once, so another tenant always finds a slot.
 
-use common::model::{ApiError, TenantId};
+use common::model::{ApiError, LimitHit, LimitKind, LimitScope, TenantId};
 use common::policy::share::SlotShare;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -102,11 +102,14 @@ pub struct TenantShares {
 pub struct ShareTicket {
     shares: Arc<TenantShares>,
     tenant: TenantId,
+    /// When the share was taken (how long shares are held sets a refusal's wait).
+    taken: std::time::Instant,
 }
 
 impl Drop for ShareTicket {
     fn drop(&mut self) {
-        self.shares.lock().release(&self.tenant);
+        let held_for = self.taken.elapsed();
+        self.shares.lock().release(&self.tenant, held_for);
     }
 }
 
@@ -139,16 +142,18 @@ impl TenantShares {
     pub fn take(self: &Arc<Self>, tenant: &TenantId) -> Result<ShareTicket, ApiError> {
         self.lock().take(tenant).map_err(|e| {
             ApiError::throttled(
+                LimitHit::new(LimitScope::Tenant, LimitKind::SlotShare, e.cap as u64),
                 format!(
                     "tenant_slot_share: tenant {tenant} is at its share of the region's {}: {e}",
                     self.pool
                 ),
-                Duration::from_secs(1),
+                e.retry_after,
             )
         })?;
         Ok(ShareTicket {
             shares: Arc::clone(self),
             tenant: tenant.clone(),
+            taken: std::time::Instant::now(),
         })
     }
 }

@@ -18,7 +18,7 @@
 mod durable;
 
 use crate::store::Store;
-use common::model::{ApiError, FunctionKey, TenantId};
+use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
 use common::policy::rate::RateLimits;
 use serde::{Deserialize, Serialize};
@@ -162,13 +162,16 @@ pub struct Permit {
     tenant: TenantId,
     function: String,
     charge: Charge,
+    /// When it was admitted: how long it held its slot is what a 429's `retry-after`
+    /// learns from.
+    admitted: Instant,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut books = self.limits.lock();
         if let Some(b) = books.budgets.get_mut(&self.tenant) {
-            b.release(&self.function, self.charge);
+            b.release(&self.function, self.charge, self.admitted.elapsed());
         }
     }
 }
@@ -207,6 +210,7 @@ impl Limits {
             let key = format!("t/{}", function.tenant);
             rates.check(now, &key, rps).map_err(|r| {
                 ApiError::throttled(
+                    LimitHit::new(LimitScope::Tenant, LimitKind::Rate, u64::from(rps.get())),
                     format!(
                         "tenant {} is over its rate limit of {rps}/s",
                         function.tenant
@@ -219,6 +223,7 @@ impl Limits {
             let key = format!("f/{function}");
             rates.check(now, &key, rps).map_err(|r| {
                 ApiError::throttled(
+                    LimitHit::new(LimitScope::Function, LimitKind::Rate, u64::from(rps.get())),
                     format!("function {function} is over its rate limit of {rps}/s"),
                     r.retry_after,
                 )
@@ -315,15 +320,26 @@ impl Limits {
                 tenant: tenant.clone(),
                 function: function.to_owned(),
                 charge,
+                admitted: now,
             }),
             Some(Err(refused)) => Err(ApiError::throttled(
+                LimitHit::new(
+                    LimitScope::Tenant,
+                    LimitKind::Concurrency,
+                    u64::from(refused.limit),
+                ),
                 format!(
                     "tenant {tenant} is at its concurrency limit of {}",
                     refused.limit
                 ),
-                RETRY_AFTER,
+                refused.retry_after,
             )),
             None => Err(ApiError::throttled(
+                LimitHit::new(
+                    LimitScope::Region,
+                    LimitKind::Tenants,
+                    self.config.max_tenants as u64,
+                ),
                 "the region tracks too many tenants right now",
                 RETRY_AFTER,
             )),

@@ -29,4 +29,5 @@ mod sandbox;
 mod spill;
 mod state;
 mod support;
+mod throttled;
 mod two_tier;

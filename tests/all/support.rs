@@ -230,6 +230,35 @@ pub async fn error_kind(resp: reqwest::Response) -> String {
     v["error"]["kind"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Checks that `resp` is a 429 `throttled` whose body names its limit and wait (and
+/// whose `retry-after` header is that wait rounded up to seconds); returns the limit as
+/// `(scope, kind, value)` and the wait in milliseconds.
+pub async fn throttled(resp: reqwest::Response) -> ((String, String, u64), u64) {
+    assert_eq!(resp.status(), 429);
+    let header: u64 = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a numeric retry-after");
+    let v: serde_json::Value = resp.json().await.expect("JSON error body");
+    let e = &v["error"];
+    assert_eq!(e["kind"], "throttled", "{v}");
+    let ms = e["retry_after_ms"].as_u64().expect("retry_after_ms");
+    assert!(
+        (10..=10_000).contains(&ms),
+        "a wait from the limiter's state: {v}"
+    );
+    assert_eq!(
+        header,
+        ms.div_ceil(1000),
+        "the header rounds the wait up: {v}"
+    );
+    let s = |k: &str| e["limit"][k].as_str().unwrap_or_default().to_owned();
+    let value = e["limit"]["value"].as_u64().expect("a limit value");
+    ((s("scope"), s("kind"), value), ms)
+}
+
 pub const LOOP_FOREVER: &str = r#"(module
   (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
   (memory (export "memory") 1)

@@ -46,12 +46,20 @@ fn retry_after_secs(d: Duration) -> u64 {
 }
 
 /// Renders `err` as its status, `retry-after` when it has one, and the JSON body
-/// `{"error": {"kind": ..., "message": ...}}`; a quota refusal adds `quota` and `limit`.
+/// `{"error": {"kind": ..., "message": ...}}`. A refusal with a wait adds
+/// `retry_after_ms` (exact; the header rounds up to whole seconds); a throttled one adds
+/// `limit: {scope, kind, value}`; a quota refusal adds `quota` and `limit` (its value).
 pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response {
     let mut detail = json!({"kind": err.kind.as_str(), "message": err.message});
     if let Some(b) = err.quota() {
         detail["quota"] = json!(b.quota.as_str());
         detail["limit"] = json!(b.limit);
+    }
+    if let Some(hit) = err.limit {
+        detail["limit"] = json!(hit);
+    }
+    if let Some(d) = err.retry_after {
+        detail["retry_after_ms"] = json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     }
     let body = json!({ "error": detail });
     let mut resp = (status_of(err.kind), Json(body)).into_response();

@@ -83,6 +83,54 @@ impl ErrorKind {
     }
 }
 
+/// What a limit applies to: the `limit.scope` of a 429 `throttled` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    /// One tenant (its concurrency, its rate, its share of a region's slots).
+    Tenant,
+    /// One function (its rate).
+    Function,
+    /// The region's async event queue.
+    Queue,
+    /// The region as a whole (how many tenants it tracks).
+    Region,
+}
+
+/// What a limit counts: the `limit.kind` of a 429 `throttled` body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// Invocations running at once (the tenant's adaptive concurrency limit).
+    Concurrency,
+    /// Invocations per second.
+    Rate,
+    /// Execution slots of a region pool one tenant may hold.
+    SlotShare,
+    /// Events queued.
+    Depth,
+    /// Tenants with concurrency books.
+    Tenants,
+}
+
+/// The limit that refused a request, and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitHit {
+    /// What it applies to.
+    pub scope: LimitScope,
+    /// What it counts.
+    pub kind: LimitKind,
+    /// Its value when it refused (per second for a rate).
+    pub value: u64,
+}
+
+impl LimitHit {
+    /// The limit `kind` of `scope` at `value`.
+    pub fn new(scope: LimitScope, kind: LimitKind, value: u64) -> Self {
+        Self { scope, kind, value }
+    }
+}
+
 /// A platform error with its kind, a human message and, for capacity errors, when to retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
@@ -93,6 +141,8 @@ pub struct ApiError {
     pub message: String,
     /// For [`ErrorKind::Throttled`] and [`ErrorKind::Unavailable`]: the `retry-after`.
     pub retry_after: Option<Duration>,
+    /// For [`ErrorKind::Throttled`]: the limit that refused.
+    pub limit: Option<LimitHit>,
 }
 
 impl ApiError {
@@ -102,6 +152,7 @@ impl ApiError {
             kind,
             message: message.into(),
             retry_after: None,
+            limit: None,
         }
     }
 
@@ -144,10 +195,12 @@ impl ApiError {
         }
     }
 
-    /// 429: a limit refused the request; retry after `retry_after`.
-    pub fn throttled(message: impl Into<String>, retry_after: Duration) -> Self {
+    /// 429: `limit` refused the request; retry after `retry_after`, which the limiter
+    /// computed from its state (a rate's next token, a slot's likely end).
+    pub fn throttled(limit: LimitHit, message: impl Into<String>, retry_after: Duration) -> Self {
         Self {
             retry_after: Some(retry_after),
+            limit: Some(limit),
             ..Self::new(ErrorKind::Throttled, message)
         }
     }

@@ -20,7 +20,7 @@ pub use config::{
     Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, MAX_TIMEOUT_MS, Placement,
 };
 pub use digest::{ArtifactDigest, DigestParseError};
-pub use error::{ApiError, ErrorKind, Fault};
+pub use error::{ApiError, ErrorKind, Fault, LimitHit, LimitKind, LimitScope};
 pub use invoke::{
     ExecutedAt, FunctionError, FunctionErrorKind, InvocationType, InvokeRequest, InvokeResponse,
     ResolvedFunction, StartKind, Timing,

@@ -15,6 +15,7 @@
 //! Never reads a clock or performs I/O: every event carries `now`. A clock that moves
 //! backwards is treated as not having moved.
 
+use super::hold::{self, HoldTime};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -134,6 +135,10 @@ struct Lease {
 pub struct Refused {
     /// The limit that was full.
     pub limit: u32,
+    /// When a slot is likely to be free: the first of the region's running invocations
+    /// to end (from how long they are held), a lease to lapse, or the limit to grow,
+    /// whichever comes first.
+    pub retry_after: Duration,
 }
 
 /// What the region charged an admitted invocation to; hand it back to [`Budget::release`].
@@ -156,6 +161,8 @@ pub struct Budget {
     /// Per function with a reservation: (reservation, in flight in it).
     reserved: BTreeMap<String, (u32, u32)>,
     leases: BTreeMap<Holder, Lease>,
+    /// How long the region's invocations hold their slots.
+    hold: HoldTime,
 }
 
 impl Budget {
@@ -168,6 +175,7 @@ impl Budget {
             shared_in_flight: 0,
             reserved: BTreeMap::new(),
             leases: BTreeMap::new(),
+            hold: HoldTime::default(),
         }
     }
 
@@ -258,11 +266,31 @@ impl Budget {
         self.limit.observe(now, demand, true);
         Err(Refused {
             limit: self.limit.current(),
+            retry_after: self.next_slot(now),
         })
     }
 
-    /// Ends an invocation admitted with `charge`.
-    pub fn release(&mut self, function: &str, charge: Charge) {
+    /// When a slot is likely to be free (see [`Refused::retry_after`]).
+    fn next_slot(&self, now: Instant) -> Duration {
+        let running = self.region_in_flight();
+        let ends = (running > 0).then(|| self.hold.next_free(running));
+        let lapses = self
+            .leases
+            .values()
+            .map(|l| l.expires.saturating_duration_since(now))
+            .min();
+        let grows = self.limit.poll_timeout().saturating_duration_since(now);
+        [ends, lapses, Some(grows)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(hold::UNOBSERVED_WAIT)
+            .clamp(hold::MIN_WAIT, hold::MAX_WAIT)
+    }
+
+    /// Ends an invocation admitted with `charge` after `held_for`.
+    pub fn release(&mut self, function: &str, charge: Charge, held_for: Duration) {
+        self.hold.record(held_for);
         match charge {
             Charge::Reserved => {
                 if let Some((_, n)) = self.reserved.get_mut(function) {

@@ -157,7 +157,7 @@ fn leases_and_region_admissions_never_exceed_the_limit() {
         0,
         "the limit is all leased"
     );
-    assert_eq!(b.admit(t0, "f"), Err(Refused { limit: 4 }));
+    assert_eq!(b.admit(t0, "f").map_err(|r| r.limit), Err(4));
     assert_eq!(b.charged(), 4);
     b.return_lease(t0, "pop-1", 1);
     assert_eq!(b.admit(t0, "f"), Ok(Charge::Shared));
@@ -234,13 +234,13 @@ fn a_reserved_function_always_gets_its_reservation() {
     b.reserve("vip", Some(2));
     // The shared pool is 4 - 2 = 2.
     assert_eq!(b.acquire_lease(t0, "pop-1", 4), 2);
-    assert_eq!(b.admit(t0, "other"), Err(Refused { limit: 4 }));
+    assert_eq!(b.admit(t0, "other").map_err(|r| r.limit), Err(4));
     assert_eq!(b.admit(t0, "vip"), Ok(Charge::Reserved));
     assert_eq!(b.admit(t0, "vip"), Ok(Charge::Reserved));
     // Beyond its reservation it competes for the shared pool like anyone else.
-    assert_eq!(b.admit(t0, "vip"), Err(Refused { limit: 4 }));
+    assert_eq!(b.admit(t0, "vip").map_err(|r| r.limit), Err(4));
     assert_eq!(b.charged(), 4);
-    b.release("vip", Charge::Reserved);
+    b.release("vip", Charge::Reserved, Duration::from_millis(5));
     assert_eq!(b.admit(t0, "vip"), Ok(Charge::Reserved));
 }
 
@@ -251,7 +251,7 @@ fn reservations_never_take_more_than_the_limit() {
     b.reserve("a", Some(3));
     b.reserve("b", Some(3));
     assert_eq!(b.acquire_lease(t0, "pop-1", 1), 0);
-    assert_eq!(b.admit(t0, "c"), Err(Refused { limit: 4 }));
+    assert_eq!(b.admit(t0, "c").map_err(|r| r.limit), Err(4));
     b.reserve("b", None);
     assert_eq!(b.acquire_lease(t0, "pop-1", 5), 1);
 }
@@ -263,6 +263,33 @@ fn a_budget_with_nothing_charged_at_the_floor_is_idle() {
     assert!(b.idle(t0));
     let c = b.admit(t0, "f").expect("admitted");
     assert!(!b.idle(t0));
-    b.release("f", c);
+    b.release("f", c, Duration::from_millis(5));
     assert!(b.idle(t0));
+}
+
+#[test]
+fn a_refusal_says_when_a_slot_is_likely_free() {
+    let t0 = Instant::now();
+    let mut b = budget(t0);
+    // The region's own invocations hold every slot; each is held about 400 ms.
+    let first = b.admit(t0, "f").expect("admitted");
+    b.release("f", first, Duration::from_millis(400));
+    for _ in 0..4 {
+        b.admit(t0, "f").expect("admitted");
+    }
+    // Four running for ~400 ms each: the first ends in ~100 ms, before the limit's
+    // interval (1 s) closes.
+    let at = t0 + Duration::from_millis(500);
+    assert_eq!(
+        b.admit(at, "f").map_err(|r| r.retry_after),
+        Err(Duration::from_millis(100))
+    );
+    // Leased slots: the wait is the lease's lapse or the limit's next interval, whichever
+    // is sooner (here the interval, 1 s after the start).
+    let mut b = budget(t0);
+    assert_eq!(b.acquire_lease(t0, "pop-1", 4), 4);
+    assert_eq!(
+        b.admit(at, "f").map_err(|r| r.retry_after),
+        Err(Duration::from_millis(500))
+    );
 }

@@ -8,6 +8,7 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod concurrency;
+pub mod hold;
 pub mod liveness;
 pub mod placement;
 pub mod rate;

@@ -6,8 +6,10 @@
 //! when the invocation ends; a tenant at its share is refused at once (it never queues
 //! behind its own work). Never allocates beyond one entry per tenant holding a share.
 
+use super::hold::HoldTime;
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::time::Duration;
 
 /// The default share of a pool one tenant may hold, in percent.
 pub const DEFAULT_TENANT_SHARE_PERCENT: u8 = 50;
@@ -20,6 +22,8 @@ pub struct ShareExceeded {
     pub cap: usize,
     /// The pool's slots.
     pub slots: usize,
+    /// When one of the tenant's slots is likely to free (from how long slots are held).
+    pub retry_after: std::time::Duration,
 }
 
 /// Why a share setting was refused.
@@ -55,6 +59,8 @@ pub struct SlotShare<K> {
     slots: usize,
     cap: usize,
     held: HashMap<K, usize>,
+    /// How long shares are held, for the refusal's `retry_after`.
+    hold: HoldTime,
 }
 
 impl<K: Eq + Hash + Clone> SlotShare<K> {
@@ -65,6 +71,7 @@ impl<K: Eq + Hash + Clone> SlotShare<K> {
             slots: slots.max(1),
             cap: tenant_cap(slots, percent),
             held: HashMap::new(),
+            hold: HoldTime::default(),
         }
     }
 
@@ -88,15 +95,20 @@ impl<K: Eq + Hash + Clone> SlotShare<K> {
             return Err(ShareExceeded {
                 cap: self.cap,
                 slots: self.slots,
+                retry_after: self
+                    .hold
+                    .next_free(u32::try_from(self.cap).unwrap_or(u32::MAX)),
             });
         }
         *held += 1;
         Ok(())
     }
 
-    /// Returns one share of `tenant` (nothing happens if it holds none).
-    pub fn release(&mut self, tenant: &K) {
+    /// Returns one share of `tenant`, held for `held_for` (nothing happens if it holds
+    /// none).
+    pub fn release(&mut self, tenant: &K, held_for: Duration) {
         if let Some(held) = self.held.get_mut(tenant) {
+            self.hold.record(held_for);
             *held = held.saturating_sub(1);
             if *held == 0 {
                 self.held.remove(tenant);
@@ -129,20 +141,43 @@ mod tests {
         let mut s = SlotShare::new(4, 50);
         assert_eq!(s.take(&"a"), Ok(()));
         assert_eq!(s.take(&"a"), Ok(()));
-        assert_eq!(s.take(&"a"), Err(ShareExceeded { cap: 2, slots: 4 }));
+        assert_eq!(
+            s.take(&"a").map_err(|e| (e.cap, e.slots)),
+            Err((2, 4)),
+            "refused at the cap"
+        );
         assert_eq!(s.held(&"a"), 2, "a refusal changes nothing");
         assert_eq!(s.take(&"b"), Ok(()));
-        s.release(&"a");
+        s.release(&"a", Duration::from_millis(400));
         assert_eq!(s.take(&"a"), Ok(()));
+    }
+
+    #[test]
+    fn a_refusal_says_when_one_of_the_tenants_slots_frees() {
+        let mut s = SlotShare::new(4, 50);
+        s.take(&"a").expect("share");
+        s.take(&"a").expect("share");
+        assert_eq!(
+            s.take(&"a").map_err(|e| e.retry_after),
+            Err(super::super::hold::UNOBSERVED_WAIT),
+            "no hold seen yet"
+        );
+        s.release(&"a", Duration::from_millis(600));
+        s.take(&"a").expect("share");
+        // Two slots held, each for about 600 ms: the first frees in about 300 ms.
+        assert_eq!(
+            s.take(&"a").map_err(|e| e.retry_after),
+            Err(Duration::from_millis(300))
+        );
     }
 
     #[test]
     fn released_tenants_are_forgotten() {
         let mut s = SlotShare::new(4, 50);
         s.take(&"a").expect("share");
-        s.release(&"a");
-        s.release(&"a");
-        s.release(&"never");
+        s.release(&"a", Duration::from_millis(400));
+        s.release(&"a", Duration::from_millis(400));
+        s.release(&"never", Duration::ZERO);
         assert_eq!((s.tenants(), s.held(&"a")), (0, 0));
     }
 

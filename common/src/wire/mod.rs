@@ -14,9 +14,10 @@ pub use message::{
 };
 
 /// The ALPN protocol id of this protocol version. `strata/2`: token updates carry an
-/// expiry (token revocation and expiry reach POPs over the push stream); `strata/1` peers
-/// are refused at the handshake.
-pub const ALPN: &[u8] = b"strata/2";
+/// expiry (token revocation and expiry reach POPs over the push stream). `strata/3`: a
+/// platform error names the limit that refused it (`ApiError::limit`), so a POP relays a
+/// region's 429 with its limit and wait. Older peers are refused at the handshake.
+pub const ALPN: &[u8] = b"strata/3";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
 pub const MAX_FRAME_LEN: usize = 64 << 20;

@@ -35,7 +35,11 @@ pub use worker::spawn_workers;
 use crate::quota::QuotaConfig;
 use crate::store::{Store, StoreError};
 use common::metrics::NodeStats;
-use common::model::{ApiError, ErrorKind, FunctionName, InvokeRequest, RequestId, TenantId};
+use common::model::{
+    ApiError, ErrorKind, FunctionName, InvokeRequest, LimitHit, LimitKind, LimitScope, RequestId,
+    TenantId,
+};
+use common::policy::hold::HoldTime;
 use common::policy::retry::RetryPolicy;
 use ledger::{Held, Ledger};
 use record::{EVENTS_STREAM, Meta, dlq_stream};
@@ -129,6 +133,8 @@ pub struct Events {
     ledger: Mutex<Ledger>,
     /// The byte quotas on them.
     quotas: QuotaConfig,
+    /// How long attempts run: a full queue's `retry-after`.
+    attempt_time: Mutex<HoldTime>,
 }
 
 /// Messages per read when a whole stream is walked: small, because a message may hold a
@@ -213,6 +219,7 @@ impl Events {
             clock: Arc::new(SystemClock),
             ledger: Mutex::new(ledger),
             quotas: QuotaConfig::default(),
+            attempt_time: Mutex::new(HoldTime::default()),
         })
     }
 
@@ -257,8 +264,9 @@ impl Events {
                 r.map_err(|e| match e {
                     StoreError::StreamFull { max, .. } if held == Held::Queued => {
                         ApiError::throttled(
+                            LimitHit::new(LimitScope::Queue, LimitKind::Depth, max),
                             format!("the async event queue is full ({max} events)"),
-                            Duration::from_secs(1),
+                            self.drains_in(),
                         )
                     }
                     other => ApiError::from(other),
@@ -287,6 +295,23 @@ impl Events {
         let existed = self.blocking(move |s| s.ack(&stream, seq)).await?;
         self.ledger().remove(held, tenant, seq);
         Ok(existed)
+    }
+
+    /// Counts one attempt's run time (how fast the queue drains).
+    fn attempted(&self, took: Duration) {
+        self.attempt_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(took);
+    }
+
+    /// When a full queue likely has room: the first of the workers' attempts to end.
+    fn drains_in(&self) -> Duration {
+        let workers = u32::try_from(self.config.workers).unwrap_or(u32::MAX);
+        self.attempt_time
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_free(workers)
     }
 
     /// Payload bytes `tenant` has queued (or running) and dead-lettered.

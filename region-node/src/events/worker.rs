@@ -110,7 +110,9 @@ impl Events {
         rec.version = Some(resolved.version.clone());
         *seq = self.replace_unscheduled(current, &rec).await?;
         let current = *seq;
+        let started = std::time::Instant::now();
         let outcome = invoker.run_resolved(&resolved, &req).await;
+        self.attempted(started.elapsed());
         let failure = match &outcome {
             Ok(resp) => resp.function_error.as_ref().map(|fe| FailureCause {
                 kind: fe.kind.as_str().to_owned(),
