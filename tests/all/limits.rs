@@ -320,3 +320,109 @@ async fn invalid_tenant_limits_are_refused_and_change_nothing() {
     assert_eq!(resp.status(), 403);
     c.nodes.shutdown().await;
 }
+
+/// The dev tenant's `(limit, charged)` in the region's capacity view (refreshed every
+/// second), or `None` when it has no books there (idle at its burst value).
+async fn dev_budget(c: &TestCluster) -> Option<(u64, u64)> {
+    let view: serde_json::Value = c
+        .http
+        .get(format!("{}/v1/capacity", c.nodes.region_url()))
+        .bearer_auth(&c.nodes.admin_token)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    view["budgets"].as_array()?.iter().find_map(|b| {
+        (b["tenant"] == "dev").then(|| {
+            (
+                b["limit"].as_u64().unwrap_or_default(),
+                b["charged"].as_u64().unwrap_or_default(),
+            )
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adaptive_limit_grows_under_pressure_and_decays_when_idle() {
+    let c = TestCluster::start().await;
+    let region = c.nodes.region_url();
+    let resp = c
+        .http
+        .put(format!("{region}/v1/tenants/dev/limits"))
+        .bearer_auth(&c.nodes.admin_token)
+        .json(&json!({"hard_max": 3, "burst": 1, "step": 1, "interval_ms": 200}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    c.deploy_wat(
+        "forever",
+        json!({"timeout_ms": 4000}),
+        crate::support::LOOP_FOREVER,
+    )
+    .await;
+    // Calls that never end on their own press against the limit: each is admitted (and
+    // holds a slot until its timeout) or refused at once; either way the interval was
+    // pressed, so the limit grows by one per interval up to its hard maximum.
+    let mut calls = tokio::task::JoinSet::new();
+    let mut patience = Patience::new();
+    let mut top = 0;
+    while top < 3 && patience.more() && calls.len() < 200 {
+        let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
+        calls.spawn(async move {
+            http.post(format!("{region}/v1/functions/forever/invoke"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request completes")
+                .status()
+                .as_u16()
+        });
+        // Paces the calls (this test's load), so the loop is not a busy one.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Some((limit, charged)) = dev_budget(&c).await {
+            assert!(limit <= 3, "past the hard maximum: {limit}");
+            assert!(
+                charged <= limit,
+                "{charged} charged over a limit of {limit}"
+            );
+            top = top.max(limit);
+        }
+    }
+    assert_eq!(top, 3, "the limit grew to its hard maximum under pressure");
+    let mut statuses = Vec::new();
+    while let Some(s) = calls.join_next().await {
+        statuses.push(s.expect("call task"));
+    }
+    assert!(
+        statuses.iter().all(|s| matches!(s, 504 | 429)),
+        "every call timed out or was throttled: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "some calls pressed by being refused"
+    );
+    // Idle now: each empty interval decays the limit by a step back to the burst value.
+    let mut patience = Patience::new();
+    let mut decayed = false;
+    while !decayed && patience.more() {
+        decayed = dev_budget(&c).await.is_none_or(|(limit, _)| limit == 1);
+        if !decayed {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        decayed,
+        "the idle tenant's limit decayed back to its burst value"
+    );
+    // And the tenant is served again at once.
+    c.deploy_wat(
+        "quick",
+        json!({}),
+        r#"(module (memory (export "memory") 1) (func (export "_start")))"#,
+    )
+    .await;
+    assert_eq!(c.invoke_at(&region, "quick", "").await.status(), 200);
+}
