@@ -182,6 +182,23 @@ impl RegionLink {
         lock(&self.links.policy).choose(Instant::now(), tried)
     }
 
+    /// The region for `msg`: by its affinity key when it is a keyed invocation (the
+    /// region's address is its identity), else the policy's preferred one.
+    fn choose_for(&self, msg: &Message, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        if let Message::Invoke(req) = msg
+            && let Some(key) = req.affinity.as_deref()
+        {
+            let identity = |a: &SocketAddr| a.to_string().into_bytes();
+            return lock(&self.links.policy).choose_keyed(
+                Instant::now(),
+                tried,
+                key.as_bytes(),
+                identity,
+            );
+        }
+        self.choose(tried)
+    }
+
     /// A live channel to the region the policy prefers now, trying the others in the
     /// policy's order when a connection cannot be established. For traffic that is not a
     /// single request (the push subscription, load reports).
@@ -228,7 +245,7 @@ impl RegionLink {
         self.listed().await?;
         let mut tried = Vec::new();
         let mut last_error = None;
-        while let Some(addr) = self.choose(&tried) {
+        while let Some(addr) = self.choose_for(msg, &tried) {
             tried.push(addr);
             let ch = match self.connect(addr).await {
                 Ok(ch) => ch,

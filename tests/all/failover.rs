@@ -6,7 +6,7 @@
 use crate::support::{
     LOOP_FOREVER, Patience, any_port, header, leased_at, pop_config, region_config,
 };
-use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
+use common::model::{Abi, FunctionConfig, FunctionName, Placement, TenantId};
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
 use region_node::{RegionConfig, RegionHandle};
@@ -107,7 +107,8 @@ async fn executions(
 }
 
 /// Two regions with the same registry (tenant `t`, functions `noisy` and `spin`, both
-/// pinned to the region, and `edgy`, pinned to the edge) and a POP listing A first, then
+/// pinned to the region, `edgy`, pinned to the edge, and the reactor `counter`, pinned to
+/// the region) and a POP listing A first, then
 /// B. `a_config` tunes A.
 struct TwoRegions {
     _dir: tempfile::TempDir,
@@ -129,14 +130,17 @@ async fn two_regions(a_config: RegionConfig) -> TwoRegions {
         .create_tenant(tenant.clone(), 1024)
         .expect("tenant");
     let token = a.registry().create_token(&tenant).expect("token");
-    for (name, wat, timeout_ms, placement) in [
-        ("noisy", NOISY, 3000, Placement::Region),
-        ("spin", LOOP_FOREVER, 4000, Placement::Region),
-        ("edgy", NOISY, 3000, Placement::Edge),
+    let counter = include_str!("../../examples/counter.wat");
+    for (name, wat, timeout_ms, placement, abi) in [
+        ("noisy", NOISY, 3000, Placement::Region, Abi::Command),
+        ("spin", LOOP_FOREVER, 4000, Placement::Region, Abi::Command),
+        ("edgy", NOISY, 3000, Placement::Edge, Abi::Command),
+        ("counter", counter, 3000, Placement::Region, Abi::Reactor),
     ] {
         let config = FunctionConfig {
             placement,
             timeout_ms,
+            abi,
             ..FunctionConfig::default()
         };
         let wasm = wat::parse_str(wat).expect("wat");
@@ -415,4 +419,58 @@ async fn a_pop_that_fails_over_runs_on_a_lease_of_the_new_region() {
     );
     pop.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_request_finds_its_state_at_the_same_region_among_two() {
+    let TwoRegions {
+        _dir,
+        a: _a,
+        b: _b,
+        pop,
+        token,
+    } = two_regions(region_config()).await;
+    let url = format!("http://{}/v1/functions/counter/invoke", pop.http_addr);
+    let http = reqwest::Client::new();
+    // Sixteen keys, interleaved, four at once (within one tenant's share of a region's
+    // on-demand workers), four rounds. Each key stays at one region, and the keys spread
+    // over both (a key goes to the region it hashes to, not to the fastest one). Each
+    // key's reactor is found again: the count it sees only grows (a region's pool has
+    // four instances, so keys that share one also see each other's calls).
+    let keys: Vec<String> = (0..16).map(|i| format!("user-{i}")).collect();
+    let mut home: HashMap<String, String> = HashMap::new();
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for (round, chunk) in (1..=4).flat_map(|r| keys.chunks(4).map(move |c| (r, c))) {
+        let calls = chunk.iter().map(|key| {
+            let (http, url, token) = (&http, &url, &token);
+            async move {
+                let resp = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .header("x-strata-affinity", key)
+                    .send()
+                    .await
+                    .expect("request completes");
+                assert_eq!(resp.status(), 200, "key {key}");
+                let at = header(&resp, "x-strata-executed-at");
+                (key.clone(), at, resp.text().await.expect("body"))
+            }
+        });
+        for (key, at, count) in futures::future::join_all(calls).await {
+            let first = home.entry(key.clone()).or_insert_with(|| at.clone());
+            assert_eq!(*first, at, "key {key} moved between regions");
+            let count: u64 = count.parse().expect("a count");
+            let before = last.insert(key.clone(), count).unwrap_or(0);
+            assert!(
+                count >= round && count > before,
+                "key {key} in round {round} at {at} saw {count} after {before}: a fresh instance"
+            );
+        }
+    }
+    let regions: std::collections::HashSet<&String> = home.values().collect();
+    assert_eq!(
+        regions.len(),
+        2,
+        "the keys spread over both regions: {home:?}"
+    );
 }

@@ -19,6 +19,10 @@
 //! order. When no region is usable the least-bad one is tried (the one usable soonest,
 //! then the lowest error score, then discovery order), so a POP never refuses to forward
 //! just because every region had a bad moment.
+//!
+//! Affinity: a request with an `x-strata-affinity` key goes to the usable region the key
+//! wins by rendezvous hashing ([`RegionChoice::choose_keyed`]), not the fastest one, so a
+//! key's warm, state-bearing reactor is at the region its next request reaches.
 
 use std::time::{Duration, Instant};
 
@@ -304,13 +308,48 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
                 })
                 .map(|(i, _)| i)
         })?;
+        Some(self.take(now, pick))
+    }
+
+    /// As [`Self::choose`] for a request with an affinity `key`: among the usable regions
+    /// (not down, not excluded, circuit closed or due for a probe, not backed off) the one
+    /// the key hashes to by rendezvous hashing over the regions' `identity` bytes, so a
+    /// key's state-bearing instance is found at the same region again, from any POP that
+    /// lists the same regions. Adding or losing a region moves only the keys it won. When
+    /// no region is usable, the choice is [`Self::choose`]'s.
+    pub fn choose_keyed(
+        &mut self,
+        now: Instant,
+        exclude: &[K],
+        key: &[u8],
+        identity: impl Fn(&K) -> Vec<u8>,
+    ) -> Option<K> {
+        let usable: Vec<usize> = (0..self.regions.len())
+            .filter(|&i| {
+                let r = &self.regions[i];
+                !r.down && !exclude.contains(&r.key) && !r.circuit_blocks(now) && !r.backed_off(now)
+            })
+            .collect();
+        let ids: Vec<Vec<u8>> = usable
+            .iter()
+            .map(|&i| identity(&self.regions[i].key))
+            .collect();
+        match super::affinity::choose(key, &ids) {
+            Some(at) => Some(self.take(now, usable[at])),
+            None => self.choose(now, exclude),
+        }
+    }
+
+    /// Hands out region `pick`; a circuit due for a probe lets this request through and
+    /// waits another interval for the next one.
+    fn take(&mut self, now: Instant, pick: usize) -> K {
         let open_for = self.config.open_for;
         let r = &mut self.regions[pick];
         if r.open_until.is_some_and(|until| now >= until) {
             // Half-open: this request is the probe; the next one waits another interval.
             r.open_until = Some(now + open_for);
         }
-        Some(r.key.clone())
+        r.key.clone()
     }
 
     /// Whether no circuit is open or half-open and no back-off is pending at `now`: then

@@ -300,3 +300,47 @@ fn a_region_back_up_has_a_closed_circuit() {
     p.handle_up(&1);
     assert_eq!(p.choose(t0, &[]), Some(1));
 }
+
+#[test]
+fn a_key_goes_to_its_region_not_the_fastest_and_moves_only_when_that_one_is_gone() {
+    let (mut p, t0) = policy(&[1, 2, 3]);
+    p.handle_rtt(&1, MS);
+    p.handle_rtt(&2, 50 * MS);
+    p.handle_rtt(&3, 90 * MS);
+    let id = |r: &u32| r.to_le_bytes().to_vec();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    let home: Vec<u32> = keys
+        .iter()
+        .map(|k| p.choose_keyed(t0, &[], k.as_bytes(), id).expect("a region"))
+        .collect();
+    for r in [1, 2, 3] {
+        let n = home.iter().filter(|&&h| h == r).count();
+        assert!((60..=140).contains(&n), "region {r} won {n} of 300 keys");
+    }
+    // The same key, asked again, goes to the same region.
+    for (k, h) in keys.iter().zip(&home) {
+        assert_eq!(p.choose_keyed(t0, &[], k.as_bytes(), id), Some(*h));
+    }
+    // Region 2 goes down: its keys move, every other key stays.
+    p.handle_down(&2);
+    for (k, h) in keys.iter().zip(&home) {
+        let now = p.choose_keyed(t0, &[], k.as_bytes(), id).expect("a region");
+        if *h == 2 {
+            assert_ne!(now, 2);
+        } else {
+            assert_eq!(now, *h, "key {k} moved although its region is up");
+        }
+    }
+    // A failed try (excluded) moves the key to another region, as failover does.
+    let k = keys
+        .iter()
+        .zip(&home)
+        .find(|(_, h)| **h == 1)
+        .map(|(k, _)| k);
+    let k = k.expect("region 1 won a key");
+    assert_eq!(p.choose_keyed(t0, &[1], k.as_bytes(), id), Some(3));
+    // With every region down there is no choice, as without a key.
+    p.handle_down(&1);
+    p.handle_down(&3);
+    assert_eq!(p.choose_keyed(t0, &[], b"k0", id), None);
+}
