@@ -16,6 +16,13 @@ pub enum RouteCommand {
         path_prefix: String,
         /// The function, optionally with a version or alias: `shop` or `shop:live`.
         target: String,
+        /// Take each request's affinity key from this cookie (a session id): one visitor
+        /// reaches one warm instance and stays on one version of a weighted alias.
+        #[arg(long, value_name = "NAME", conflicts_with = "affinity_header")]
+        affinity_cookie: Option<String>,
+        /// Take each request's affinity key from this request header.
+        #[arg(long, value_name = "NAME")]
+        affinity_header: Option<String>,
     },
     /// List your routes.
     Ls,
@@ -70,11 +77,18 @@ pub async fn run(ctx: &Context, c: RouteCommand) -> anyhow::Result<u8> {
             host,
             path_prefix,
             target,
+            affinity_cookie,
+            affinity_header,
         } => {
             let (function, qualifier) = parse_target(&target)?;
+            let affinity = match (affinity_cookie, affinity_header) {
+                (Some(name), _) => json!({ "cookie": name }),
+                (None, Some(name)) => json!({ "header": name }),
+                (None, None) => Value::Null,
+            };
             let body = json!({
                 "host": host, "path_prefix": path_prefix,
-                "function": function, "qualifier": qualifier,
+                "function": function, "qualifier": qualifier, "affinity": affinity,
             });
             let route: Value =
                 send_json(ctx.http.post(base).bearer_auth(ctx.token()?).json(&body)).await?;

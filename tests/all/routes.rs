@@ -391,3 +391,86 @@ async fn malformed_cgi_output_is_a_502_flagged_as_the_functions_error() {
     assert_eq!(error_kind(resp).await, "invalid_cgi_response");
     c.nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_affinity_cookie_keeps_a_visitor_on_one_version_of_a_rollout() {
+    let c = cluster().await;
+    let (region, token) = (c.nodes.region_url(), c.nodes.token.clone());
+    for v in ["1", "2"] {
+        c.deploy_wat("shop", json!({"env": {"V": v}}), CGI_GUEST)
+            .await;
+        let r = c
+            .http
+            .post(format!("{region}/v1/functions/shop/versions"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("sent");
+        assert!(r.status().is_success(), "publish: {}", r.status());
+    }
+    let r = c
+        .http
+        .put(format!("{region}/v1/functions/shop/aliases/live"))
+        .bearer_auth(&token)
+        .json(&json!({"routing": [{"version": 1, "weight": 90}, {"version": 2, "weight": 10}]}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    // A malformed cookie name is refused and changes nothing.
+    let bad = json!({"host": "shop.example", "path_prefix": "/", "function": "shop",
+                     "affinity": {"cookie": "no spaces"}});
+    assert_eq!(add_route(&c, &token, bad).await.status(), 400);
+    let resp = add_route(
+        &c,
+        &token,
+        json!({"host": "shop.example", "path_prefix": "/", "function": "shop",
+               "qualifier": "live", "affinity": {"cookie": "sid"}}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let route: Value = resp.json().await.expect("json");
+    assert_eq!(route["affinity"], json!({"cookie": "sid"}));
+    let pop = c.nodes.pop_url();
+    wait_for_status(&c, &pop, "shop.example", "/", 201).await;
+    // 100 visitors, three requests each (four visitors at a time): each visitor's session
+    // cookie keeps it on one version; visitors still split about 90/10.
+    let mut twos = 0;
+    for chunk in 0..25 {
+        let visits = (0..4).map(|i| {
+            let (c, pop) = (&c, &pop);
+            async move {
+                let mut seen = Vec::new();
+                for _ in 0..3 {
+                    let resp = c
+                        .http
+                        .get(format!("{pop}/cart"))
+                        .header("host", "shop.example")
+                        .header(
+                            "cookie",
+                            format!("theme=dark; sid=visitor-{}", chunk * 4 + i),
+                        )
+                        .send()
+                        .await
+                        .expect("sent");
+                    assert_eq!(resp.status(), 201);
+                    seen.push(header(&resp, "x-strata-version"));
+                }
+                seen
+            }
+        });
+        for seen in futures::future::join_all(visits).await {
+            assert!(
+                seen.iter().all(|v| *v == seen[0]),
+                "a visitor moved between versions: {seen:?}"
+            );
+            twos += usize::from(seen[0] == "2");
+        }
+    }
+    // Binomial(100, 0.1): 10 +- 4 sigma (3) is 0..22; none at all would be a 2.7e-5 event.
+    assert!(
+        (1..=22).contains(&twos),
+        "{twos} of 100 visitors on version 2"
+    );
+    c.nodes.shutdown().await;
+}

@@ -199,7 +199,8 @@ async fn invoke_route<I: Invoker, R>(
     parts: axum::http::request::Parts,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let affinity = header_str(&parts.headers, "x-strata-affinity")?.map(str::to_owned);
+    let explicit = header_str(&parts.headers, "x-strata-affinity")?;
+    let affinity = route.affinity_key(&parts.headers, explicit);
     let payload = read_body(&parts.headers, body, state.config.max_payload_bytes).await?;
     let env = cgi::request_env(
         &parts.method,

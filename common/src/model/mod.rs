@@ -28,7 +28,7 @@ pub use invoke::{
 pub use name::{FunctionKey, FunctionName, NameError, NodeId, Qualifier, RequestId, TenantId};
 pub use quota::{Quota, QuotaBreach, QuotaClass};
 pub use route::{
-    HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
+    AffinityFrom, HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
 };
 pub use token::TokenHash;
 pub use version::{Alias, AliasError, AliasName, AliasRouting, RouteSpec, RouteWeight, Version};

@@ -37,6 +37,73 @@ pub enum RouteError {
     /// The function name or qualifier is invalid.
     #[error(transparent)]
     Name(#[from] NameError),
+    /// The affinity cookie or header name is not a valid name.
+    #[error(
+        "affinity {0:?} must name a cookie or header: 1 to {MAX_AFFINITY_NAME_LEN} bytes of \
+         a-z, A-Z, 0-9, '-' and '_'"
+    )]
+    Affinity(String),
+}
+
+/// Longest affinity cookie or header name.
+pub const MAX_AFFINITY_NAME_LEN: usize = 64;
+
+/// Where a route's requests carry their affinity key when they have no
+/// `x-strata-affinity` header: a cookie or a request header of the device's own (a
+/// session id, a user id), so a visitor's requests reach the same warm instance and stay
+/// on one version of a weighted alias. JSON: `{"cookie": "sid"}` or `{"header": "x-user"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AffinityFrom {
+    /// The value of this cookie.
+    Cookie(String),
+    /// The value of this request header (case-insensitive name).
+    Header(String),
+}
+
+impl AffinityFrom {
+    /// Checks the name (a token of letters, digits, `-` and `_`); header names are kept
+    /// lower-case.
+    ///
+    /// # Errors
+    /// [`RouteError::Affinity`] for an empty, long or malformed name.
+    pub fn validated(self) -> Result<Self, RouteError> {
+        let name = match &self {
+            Self::Cookie(n) | Self::Header(n) => n,
+        };
+        let ok = (1..=MAX_AFFINITY_NAME_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !ok {
+            return Err(RouteError::Affinity(name.clone()));
+        }
+        Ok(match self {
+            Self::Header(n) => Self::Header(n.to_ascii_lowercase()),
+            cookie => cookie,
+        })
+    }
+
+    /// The key a request's `headers` carry here, if any (the first cookie of that name;
+    /// the header's value when it is text).
+    pub fn key_in(&self, headers: &http::HeaderMap) -> Option<String> {
+        match self {
+            Self::Header(name) => headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned),
+            Self::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|pair| pair.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.trim_matches('"').to_owned())
+                .filter(|v| !v.is_empty()),
+        }
+    }
 }
 
 /// A route's host: an exact hostname or a `*.suffix` wildcard matching any host that ends
@@ -246,6 +313,9 @@ pub struct Route {
     pub qualifier: Option<String>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// Where requests carry their affinity key, besides `x-strata-affinity`.
+    #[serde(default)]
+    pub affinity: Option<AffinityFrom>,
 }
 
 impl Route {
@@ -276,7 +346,29 @@ impl Route {
             function,
             qualifier,
             created_at_ms,
+            affinity: None,
         })
+    }
+
+    /// This route, taking requests' affinity keys from `affinity` too.
+    ///
+    /// # Errors
+    /// [`RouteError::Affinity`] for an invalid name.
+    pub fn with_affinity(mut self, affinity: Option<AffinityFrom>) -> Result<Self, RouteError> {
+        self.affinity = affinity.map(AffinityFrom::validated).transpose()?;
+        Ok(self)
+    }
+
+    /// The affinity key of a request with `headers` through this route:
+    /// `x-strata-affinity` if present, else the route's cookie or header.
+    pub fn affinity_key(
+        &self,
+        headers: &http::HeaderMap,
+        explicit: Option<&str>,
+    ) -> Option<String> {
+        explicit
+            .map(str::to_owned)
+            .or_else(|| self.affinity.as_ref().and_then(|a| a.key_in(headers)))
     }
 
     /// The qualifier to invoke (`$LATEST` when none was given).
@@ -302,6 +394,33 @@ pub struct RouteGrant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_affinity_key_comes_from_its_cookie_or_header() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            "a=1; sid=\"v-7\"".parse().expect("value"),
+        );
+        h.append(http::header::COOKIE, "sid=later".parse().expect("value"));
+        h.insert("x-user", "u42".parse().expect("value"));
+        let cookie = AffinityFrom::Cookie("sid".into())
+            .validated()
+            .expect("valid");
+        assert_eq!(cookie.key_in(&h).as_deref(), Some("v-7"), "the first one");
+        let header = AffinityFrom::Header("X-User".into())
+            .validated()
+            .expect("valid");
+        assert_eq!(header, AffinityFrom::Header("x-user".into()));
+        assert_eq!(header.key_in(&h).as_deref(), Some("u42"));
+        assert_eq!(AffinityFrom::Cookie("none".into()).key_in(&h), None);
+        for bad in ["", "a b", "sid;", &"x".repeat(65)] {
+            assert!(
+                AffinityFrom::Cookie(bad.into()).validated().is_err(),
+                "{bad:?}"
+            );
+        }
+    }
 
     fn tenant() -> TenantId {
         TenantId::new("t").expect("valid")

@@ -41,6 +41,10 @@ pub struct NewRoute {
     pub function: String,
     /// A version or alias; `$LATEST` when absent.
     pub qualifier: Option<String>,
+    /// Where requests carry their affinity key besides `x-strata-affinity`:
+    /// `{"cookie": "sid"}` or `{"header": "x-user"}`.
+    #[serde(default)]
+    pub affinity: Option<common::model::AffinityFrom>,
 }
 
 /// Tenant-owned routes and the current table.
@@ -207,6 +211,7 @@ impl Routes {
             new.qualifier.as_deref(),
             common::logs::now_ms(),
         )
+        .and_then(|r| r.with_affinity(new.affinity))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         match self.registry.function(tenant, &route.function) {
             Ok(_) => {}
@@ -392,6 +397,7 @@ mod tests_support {
             path_prefix: prefix.into(),
             function: function.into(),
             qualifier: None,
+            affinity: None,
         }
     }
 }
