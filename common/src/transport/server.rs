@@ -16,7 +16,7 @@ use super::{
 use crate::wire::{self, Message};
 
 /// A region's QUIC server: demands a client certificate chaining to the CA and speaks ALPN
-/// `strata/2` only.
+/// `strata/3` only.
 #[derive(Debug)]
 pub struct Server {
     endpoint: quinn::Endpoint,
