@@ -108,6 +108,16 @@ impl Context {
             .as_deref()
             .ok_or_else(|| anyhow!("no operator token: pass --admin-token or run `strata dev`"))
     }
+
+    /// The operator token when `operator` (a command's `--all` / `--operator`), else the
+    /// tenant's.
+    pub fn token_as(&self, operator: bool) -> anyhow::Result<&str> {
+        if operator {
+            self.admin_token()
+        } else {
+            self.token()
+        }
+    }
 }
 
 fn trim_slash(s: &str) -> &str {

@@ -70,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::host::HostCommand,
     },
+    /// TLS certificates for your hosts, served by POPs: add, ls (with expiry), rm.
+    Cert {
+        #[command(subcommand)]
+        command: commands::cert::CertCommand,
+    },
     /// Print a function's log (its stderr, from every node).
     Logs(commands::logs::LogsArgs),
     /// The dead-letter queue: failed async invocations (ls, show, replay, purge).
@@ -156,6 +161,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Alias { command } => commands::version::alias(&ctx, command).await,
         Command::Route { command } => commands::route::run(&ctx, command).await,
         Command::Host { command } => commands::host::run(&ctx, command).await,
+        Command::Cert { command } => commands::cert::run(&ctx, command).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Dlq { command } => commands::dlq::run(&ctx, command).await,
         Command::Tenant { command } => commands::tenant(&ctx, command).await,
@@ -196,6 +202,9 @@ mod tests {
             &["host", "claim", "shop.example"],
             &["host", "assign", "127.0.0.1", "acme"],
             &["host", "release", "shop.example", "--operator"],
+            &["cert", "add", "shop.example", "chain.pem", "key.pem"],
+            &["cert", "ls", "--all"],
+            &["cert", "rm", "shop.example"],
             &["logs", "f", "--follow"],
             &["logs", "f", "--since", "10", "--limit", "5"],
             &["invoke", "f", "--qualifier", "live", "--data", "x"],

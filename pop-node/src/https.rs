@@ -1,13 +1,20 @@
 //! The POP's device-facing HTTPS listener: builds the SNI certificate table from the
 //! `[https]` configuration, binds the listener and serves the same router as the plain
-//! listener over it (HTTP/1.1 and HTTP/2 by ALPN, see [`common::edge::tls`]).
+//! listener over it (HTTP/1.1 and HTTP/2 by ALPN, see [`common::edge::tls`]). Tenant
+//! certificates pushed by the region enter the same table through [`TenantCerts`].
 
 use crate::config::HttpsConfig;
 use axum::Router;
-use common::edge::tls::{CertError, CertTable, certified_key_from_files, https_server_config};
+use common::edge::tls::{
+    CertError, CertTable, certified_key, certified_key_from_files, https_server_config,
+};
 use common::edge::{HttpLimits, serve_tls};
+use common::wire::PushedCertificate;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, UNIX_EPOCH};
 use tokio::net::TcpListener;
 
 /// Why the HTTPS listener could not be set up.
@@ -91,5 +98,66 @@ impl Https {
             std::future::pending(),
         )
         .await;
+    }
+}
+
+/// The tenant certificates the region pushed, installed into the listener's [`CertTable`]
+/// as they arrive: a new or rotated certificate is served from the next handshake, a
+/// deleted one no more, and one past its `not_after` is skipped by the table (the
+/// handshake falls through to a wildcard or the node's default). A tenant certificate
+/// for a host the `[https]` configuration also names replaces the configured one.
+#[derive(Debug)]
+pub struct TenantCerts {
+    table: Arc<CertTable>,
+    /// Hosts whose certificate came from the region, so a snapshot can forget them.
+    pushed: Mutex<HashSet<String>>,
+}
+
+impl TenantCerts {
+    /// Installs into `table`.
+    pub fn new(table: Arc<CertTable>) -> Self {
+        Self {
+            table,
+            pushed: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn pushed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.pushed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Installs `certificate` for `host`, or removes the host's pushed certificate for
+    /// `None`. A certificate rustls refuses (the region checked it, so not expected) is
+    /// removed rather than left stale, with a warning naming the host only.
+    pub fn apply(&self, host: &str, certificate: Option<PushedCertificate>) {
+        let Some(c) = certificate else {
+            self.table.remove(host);
+            self.pushed().remove(host);
+            return;
+        };
+        match certified_key(c.chain_pem.as_bytes(), c.key_pem.as_bytes()) {
+            Ok(key) => {
+                let not_after = u64::try_from(c.not_after)
+                    .ok()
+                    .and_then(|s| UNIX_EPOCH.checked_add(Duration::from_secs(s)));
+                // A `not_after` before the epoch is already expired: serve it never.
+                self.table
+                    .insert_until(host, key, Some(not_after.unwrap_or(UNIX_EPOCH)));
+                self.pushed().insert(host.to_owned());
+                tracing::debug!(%host, tenant = %c.tenant, "tenant certificate installed");
+            }
+            Err(e) => {
+                tracing::warn!(%host, error = %e, "pushed certificate refused; not serving one for this host");
+                self.table.remove(host);
+                self.pushed().remove(host);
+            }
+        }
+    }
+
+    /// Forgets every pushed certificate (a snapshot follows with the whole state).
+    pub fn clear(&self) {
+        for host in self.pushed().drain() {
+            self.table.remove(&host);
+        }
     }
 }

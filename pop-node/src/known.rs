@@ -421,6 +421,9 @@ impl Known {
                     }
                 }
             },
+            // Certificates are the HTTPS listener's (`crate::https::TenantCerts`); the sync
+            // task hands them there, not here.
+            Update::Certificate { .. } => {}
             Update::Alias {
                 key,
                 alias,

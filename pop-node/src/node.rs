@@ -3,7 +3,7 @@
 use crate::artifacts::ArtifactCache;
 use crate::config::PopConfig;
 use crate::discovery::{Discovery, DiscoveryError};
-use crate::https::{Https, HttpsError};
+use crate::https::{Https, HttpsError, TenantCerts};
 use crate::invoker::{PopInvoker, PopParts};
 use crate::known::Known;
 use crate::leases::{LeaseConfig, Leases};
@@ -233,6 +233,15 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .validate()
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let warm = Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone()));
+    let https = match &config.https {
+        Some(https) => Some(Https::bind(https, config.listen_backlog).await?),
+        None if !config.plain_http => return Err(HttpsError::NoListener.into()),
+        None => None,
+    };
+    let https_addr = https.as_ref().map(|h| h.addr);
+    let certs = https
+        .as_ref()
+        .map_or_else(|| Arc::new(CertTable::new()), |h| Arc::clone(&h.certs));
     let sync_state = Arc::new(SyncState::default());
     let sync_parts = SyncParts {
         link: Arc::clone(&link),
@@ -240,6 +249,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         executor: executor.clone(),
         prefetcher: Arc::clone(&prefetcher),
         state: Arc::clone(&sync_state),
+        certs: Arc::new(TenantCerts::new(Arc::clone(&certs))),
     };
     let leases = Arc::new(Leases::new(
         node_id.clone(),
@@ -269,15 +279,6 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         max_rate_keys: config.max_known,
         forward_margin: std::time::Duration::from_millis(config.forward_margin_ms),
     }));
-    let https = match &config.https {
-        Some(https) => Some(Https::bind(https, config.listen_backlog).await?),
-        None if !config.plain_http => return Err(HttpsError::NoListener.into()),
-        None => None,
-    };
-    let https_addr = https.as_ref().map(|h| h.addr);
-    let certs = https
-        .as_ref()
-        .map_or_else(|| Arc::new(CertTable::new()), |h| Arc::clone(&h.certs));
     let listener = match config.plain_http {
         true => Some(common::edge::listener::bind(
             config.http_listen,

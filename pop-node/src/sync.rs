@@ -10,18 +10,23 @@
 //! (bounded by the prefetcher; until it is ready the invoker forwards, as for any
 //! next-release function whose module is not compiled yet).
 //!
+//! Tenant TLS certificates arrive as registry updates too and go to the HTTPS listener's
+//! table ([`TenantCerts`]): the next handshake for that host gets the new certificate, with
+//! no restart.
+//!
 //! One task per POP. After the stream breaks (region restart, connection loss) it
 //! resubscribes from the last applied revision with a bounded backoff, so the region sends
 //! only what was missed. The revision is kept in memory only: the pushed state it
 //! describes is in memory too, so a restarted POP must start from 0 (it gets the history
 //! or a snapshot), never from a revision whose state it no longer has.
 
+use crate::https::TenantCerts;
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
 use common::exec::Executor;
 use common::sandbox::Release;
-use common::wire::{MAX_FRAME_LEN, Message, ReleaseHint};
+use common::wire::{MAX_FRAME_LEN, Message, ReleaseHint, Update};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -86,6 +91,8 @@ pub struct SyncParts {
     pub prefetcher: Arc<Prefetcher>,
     /// Shared counters.
     pub state: Arc<SyncState>,
+    /// Where pushed tenant certificates go.
+    pub certs: Arc<TenantCerts>,
 }
 
 /// Runs the subscription until the task is aborted. While `paused` holds `true` the POP
@@ -165,10 +172,18 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
 fn apply(parts: &SyncParts, revision: u64, snapshot: bool, updates: Vec<common::wire::Update>) {
     if snapshot {
         parts.known.clear_pushed();
+        parts.certs.clear();
         parts.state.snapshots.fetch_add(1, Ordering::AcqRel);
     }
     let ready = |d: &common::model::ArtifactDigest| parts.executor.cached(d).is_some();
     for update in updates {
+        let update = match update {
+            Update::Certificate { host, certificate } => {
+                parts.certs.apply(&host, certificate);
+                continue;
+            }
+            other => other,
+        };
         for digest in parts.known.apply(update, ready) {
             parts.prefetcher.request(digest);
         }

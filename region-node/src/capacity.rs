@@ -104,10 +104,26 @@ pub struct CapacityView {
     /// The region's per-tenant concurrency books (charged across the tiers vs. the current
     /// limit), busiest first, at most [`MAX_BUDGETS`].
     pub budgets: Vec<TenantUsage>,
+    /// Tenant TLS certificates, soonest expiry first, at most [`MAX_CERTIFICATES`].
+    pub certificates: Vec<CertExpiry>,
 }
 
 /// Tenants' books shown in the view at most.
 pub const MAX_BUDGETS: usize = 100;
+
+/// Certificates shown in the view at most (the soonest to expire).
+pub const MAX_CERTIFICATES: usize = 100;
+
+/// One tenant certificate's expiry, as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertExpiry {
+    /// The host it is served for.
+    pub host: String,
+    /// End of its validity, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// Seconds from the last sample to `not_after` (negative once expired).
+    pub expires_in_s: i64,
+}
 
 #[derive(Debug)]
 struct Entry {
@@ -152,6 +168,7 @@ struct Inner {
     pops: HashMap<NodeId, Entry>,
     revision: u64,
     budgets: Vec<TenantUsage>,
+    certificates: Vec<CertExpiry>,
 }
 
 /// The capacity aggregator.
@@ -246,6 +263,7 @@ impl Capacity {
             revision: inner.revision,
             runtime: self.canary.as_ref().map(|c| c.summary(MAX_PINNED_LISTED)),
             budgets: inner.budgets.clone(),
+            certificates: inner.certificates.clone(),
         }
     }
 
@@ -255,6 +273,20 @@ impl Capacity {
         budgets.sort_by(|a, b| b.charged.cmp(&a.charged).then(a.tenant.cmp(&b.tenant)));
         budgets.truncate(MAX_BUDGETS);
         self.lock().budgets = budgets;
+    }
+
+    /// Replaces the certificate expiries shown from `expiries` (host, end of validity;
+    /// soonest first) at `now_unix_s`; seen with the next change.
+    pub fn set_certificates(&self, expiries: &[(String, i64)], now_unix_s: i64) {
+        self.lock().certificates = expiries
+            .iter()
+            .take(MAX_CERTIFICATES)
+            .map(|(host, not_after)| CertExpiry {
+                host: host.clone(),
+                not_after: *not_after,
+                expires_in_s: not_after.saturating_sub(now_unix_s),
+            })
+            .collect();
     }
 
     /// Wakes on every change (the value is the revision).

@@ -129,11 +129,15 @@ impl HostOwnership {
     /// The tenant owning `host` (normalised, no wildcard): the owner of the claim on it or
     /// the nearest one above it. This is the check TLS certificate issuance uses.
     pub fn owner_of(&self, host: &str) -> Option<&TenantId> {
+        self.nearest(host).map(|c| &c.tenant)
+    }
+
+    /// The claim that decides `host`'s owner: the one on it or the nearest above it.
+    pub fn nearest(&self, host: &str) -> Option<&HostClaim> {
         self.claims
             .iter()
             .filter(|c| covers(&c.host, host))
             .max_by_key(|c| c.host.len())
-            .map(|c| &c.tenant)
     }
 
     /// Every claim, by host.

@@ -7,6 +7,7 @@
 //!   or NATS JetStream.
 //! - [`registry`]: tenants, tokens, functions, versions and aliases over the store.
 //! - [`routes`]: tenant-owned HTTP routes and the route table.
+//! - [`certs`]: tenant TLS certificates for hosts they own, pushed to POPs.
 //! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
@@ -26,6 +27,7 @@ pub mod api;
 pub mod artifacts;
 pub mod canary;
 pub mod capacity;
+pub mod certs;
 pub mod config;
 pub mod events;
 pub mod fleet;

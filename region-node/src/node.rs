@@ -4,6 +4,7 @@ use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
 use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
+use crate::certs::Certificates;
 use crate::config::{RegionConfig, StoreBackend};
 use crate::events::{self, Events, SystemClock, WallClock};
 use crate::invoker::RegionInvoker;
@@ -162,6 +163,10 @@ pub async fn start_with_clock(
     let shared_state = Arc::new(RegionState::new(store.clone()).with_quotas(config.quotas));
     let registry = Arc::new(Registry::new(store).with_quotas(config.quotas));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
+    let certs = Arc::new(Certificates::open(
+        Arc::clone(&registry),
+        Arc::clone(&routes),
+    )?);
     let sandbox = Sandbox::new(config.sandbox.clone())?;
     let next = Sandbox::new(SandboxConfig {
         release: Release::Next,
@@ -222,6 +227,7 @@ pub async fn start_with_clock(
         admin_token: config.admin_token.as_deref().map(Arc::from),
         routes: Arc::clone(&routes),
         logs: Arc::clone(&logs),
+        certs: Arc::clone(&certs),
     };
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -271,6 +277,7 @@ pub async fn start_with_clock(
         stats,
         capacity,
         Arc::clone(&invoker),
+        certs,
         config.max_concurrency,
     ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -314,12 +321,13 @@ async fn open_store(config: &RegionConfig) -> Result<Store, StartError> {
 /// How often the region snapshots its own load into the capacity view.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Samples the region's gauges and adds its own load to the capacity view, every
-/// [`SNAPSHOT_INTERVAL`], until the node stops.
+/// Samples the region's gauges (certificate expiries included) and adds its own load to
+/// the capacity view, every [`SNAPSHOT_INTERVAL`], until the node stops.
 async fn snapshot_loop(
     stats: Arc<NodeStats>,
     capacity: Arc<Capacity>,
     invoker: Arc<RegionInvoker>,
+    certs: Arc<Certificates>,
     slots: usize,
 ) {
     let mut tick = tokio::time::interval(SNAPSHOT_INTERVAL);
@@ -337,6 +345,10 @@ async fn snapshot_loop(
             }
             capacity.set_budgets(usage);
         }
+        let now_s = i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX);
+        let expiries = certs.expiries();
+        stats.certificate_expiries(&expiries, now_s);
+        capacity.set_certificates(&expiries, now_s);
         capacity.own(stats.snapshot(Instant::now(), unix_ms()), Instant::now());
     }
 }

@@ -39,6 +39,11 @@ pub struct QuotaConfig {
     pub dead_letter_bytes: u64,
     /// Payload bytes of every tenant's dead letters. Default 1 GiB. As above.
     pub region_dead_letter_bytes: u64,
+    /// TLS certificates per tenant. Default 100. Refused with 409.
+    pub certificates: u64,
+    /// Bytes of one uploaded certificate, chain plus key PEM. Default 64 KiB. Refused with
+    /// 413 (a request body past twice this is not read further).
+    pub certificate_bytes: u64,
 }
 
 impl Default for QuotaConfig {
@@ -54,6 +59,8 @@ impl Default for QuotaConfig {
             region_queued_event_bytes: 1 << 30,
             dead_letter_bytes: 64 << 20,
             region_dead_letter_bytes: 1 << 30,
+            certificates: 100,
+            certificate_bytes: 64 << 10,
         }
     }
 }

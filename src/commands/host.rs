@@ -72,11 +72,7 @@ pub async fn run(ctx: &Context, c: HostCommand) -> anyhow::Result<u8> {
     let base = format!("{}/v1/hosts", ctx.region()?);
     match c {
         HostCommand::Ls { all } => {
-            let token = if all {
-                ctx.admin_token()?
-            } else {
-                ctx.token()?
-            };
+            let token = ctx.token_as(all)?;
             let list: Value = send_json(ctx.http.get(base).bearer_auth(token)).await?;
             if ctx.json {
                 println!("{list}");
@@ -101,11 +97,7 @@ pub async fn run(ctx: &Context, c: HostCommand) -> anyhow::Result<u8> {
             print_claim(ctx, &send_json(req).await?);
         }
         HostCommand::Release { host, operator } => {
-            let token = if operator {
-                ctx.admin_token()?
-            } else {
-                ctx.token()?
-            };
+            let token = ctx.token_as(operator)?;
             send(ctx.http.delete(format!("{base}/{host}")).bearer_auth(token)).await?;
             if ctx.json {
                 println!("{}", json!({ "released": host }));

@@ -5,9 +5,10 @@
 //! function failed, or no node could be reached), with the error kind, message and a hint
 //! on stderr; 2 usage error (from clap).
 //!
-//! One module per resource: [`route`], [`host`], [`logs`], [`dlq`], [`version`] (publish, aliases); the
-//! function, tenant, token and certificate commands are here.
+//! One module per resource: [`route`], [`host`], [`cert`], [`logs`], [`dlq`], [`version`] (publish, aliases); the
+//! function, tenant, token and dev CA (`certs init`) commands are here.
 
+pub mod cert;
 pub mod dlq;
 pub mod host;
 pub mod logs;

@@ -17,7 +17,7 @@ async fn https_cluster() -> (TestCluster, SocketAddr) {
 
 /// A POP config with an HTTPS listener (the dev cluster adds the `localhost`
 /// certificate) and the plain listener on or off.
-fn https_pop(plain_http: bool) -> pop_node::PopConfig {
+pub(crate) fn https_pop(plain_http: bool) -> pop_node::PopConfig {
     pop_node::PopConfig {
         plain_http,
         https: Some(HttpsConfig {
@@ -30,15 +30,15 @@ fn https_pop(plain_http: bool) -> pop_node::PopConfig {
 }
 
 /// What `curl` printed and how it exited.
-struct Curl {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Curl {
+    pub(crate) ok: bool,
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs curl with `args`, printing `<body>\n<http_version> <status>` on success.
-async fn curl(args: &[&str]) -> Curl {
+pub(crate) async fn curl(args: &[&str]) -> Curl {
     let out = Command::new("curl")
         .args([
             "-sS",

@@ -4,6 +4,7 @@
 mod abuse;
 mod canary;
 mod capacity_edge;
+mod certs;
 mod cli;
 mod control;
 mod discovery;

@@ -16,7 +16,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Machine-readable kind: `bad_request`, `invalid_module`, `unauthenticated`,
     /// `forbidden`, `not_found`, `conflict`, `payload_too_large`, `throttled`,
-    /// `unavailable`, `internal`, `quota_exceeded` (with `quota` and `limit`); for guest failures `unhandled`, `out-of-memory`,
+    /// `unavailable`, `internal`, `quota_exceeded` (with `quota` and `limit`),
+    /// `invalid_certificate`; for guest failures `unhandled`, `out-of-memory`,
     /// `timeout`; for a route's malformed CGI output `invalid_cgi_response`.
     #[schema(example = "not_found")]
     pub kind: String,

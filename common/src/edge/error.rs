@@ -12,9 +12,10 @@ pub(crate) const REQUEST_ID: &str = "x-strata-request-id";
 
 fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
-        ErrorKind::BadRequest | ErrorKind::InvalidModule | ErrorKind::HostNotAllowed => {
-            StatusCode::BAD_REQUEST
-        }
+        ErrorKind::BadRequest
+        | ErrorKind::InvalidModule
+        | ErrorKind::HostNotAllowed
+        | ErrorKind::InvalidCertificate => StatusCode::BAD_REQUEST,
         ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
         ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@
 //! HTTP routes ([`route_fallback`]) run functions for plain device requests in CGI form
 //! ([`cgi`]) through the same [`Invoker`].
 
+pub mod cert;
 pub mod cgi;
 pub mod doc;
 mod error;

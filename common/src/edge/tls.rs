@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -84,8 +85,25 @@ fn provider() -> Arc<CryptoProvider> {
 /// handshake without a restart.
 #[derive(Default)]
 pub struct CertTable {
-    hosts: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    hosts: RwLock<HashMap<String, HostCert>>,
     default: RwLock<Option<Arc<CertifiedKey>>>,
+}
+
+/// A host's certificate and, for a tenant's, the end of its validity: past it the entry
+/// is skipped as if absent (a wildcard or the default answers), so an expired
+/// certificate is never presented.
+struct HostCert {
+    key: Arc<CertifiedKey>,
+    not_after: Option<SystemTime>,
+}
+
+impl HostCert {
+    fn live(&self, now: SystemTime) -> Option<Arc<CertifiedKey>> {
+        match self.not_after {
+            Some(end) if end <= now => None,
+            _ => Some(Arc::clone(&self.key)),
+        }
+    }
 }
 
 impl fmt::Debug for CertTable {
@@ -119,7 +137,17 @@ impl CertTable {
     /// Serves `key` for `host` (lower-cased; `*.example.com` covers one label below
     /// `example.com`), replacing any earlier certificate for it.
     pub fn insert(&self, host: &str, key: CertifiedKey) {
-        write(&self.hosts).insert(host.to_ascii_lowercase(), Arc::new(key));
+        self.insert_until(host, key, None);
+    }
+
+    /// As [`Self::insert`], serving `key` only until `not_after` (a tenant's certificate):
+    /// from then on the handshake falls through to a wildcard entry or the default.
+    pub fn insert_until(&self, host: &str, key: CertifiedKey, not_after: Option<SystemTime>) {
+        let entry = HostCert {
+            key: Arc::new(key),
+            not_after,
+        };
+        write(&self.hosts).insert(host.to_ascii_lowercase(), entry);
     }
 
     /// Stops serving a certificate for `host`; true if there was one.
@@ -133,7 +161,13 @@ impl CertTable {
     pub fn replace_all(&self, hosts: HashMap<String, CertifiedKey>) {
         let map = hosts
             .into_iter()
-            .map(|(h, k)| (h.to_ascii_lowercase(), Arc::new(k)))
+            .map(|(h, k)| {
+                let entry = HostCert {
+                    key: Arc::new(k),
+                    not_after: None,
+                };
+                (h.to_ascii_lowercase(), entry)
+            })
             .collect();
         *write(&self.hosts) = map;
     }
@@ -150,19 +184,24 @@ impl CertTable {
         hosts
     }
 
-    /// The certificate a handshake naming `sni` gets: exact host, then wildcard, then
-    /// the default.
+    /// The certificate a handshake naming `sni` gets now: see [`Self::lookup_at`].
     pub fn lookup(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        self.lookup_at(sni, SystemTime::now())
+    }
+
+    /// The certificate a handshake naming `sni` gets at `now`: exact host, then wildcard,
+    /// then the default; an entry expired at `now` counts as absent.
+    pub fn lookup_at(&self, sni: Option<&str>, now: SystemTime) -> Option<Arc<CertifiedKey>> {
         if let Some(name) = sni {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             let hosts = read(&self.hosts);
-            if let Some(key) = hosts.get(&name) {
-                return Some(Arc::clone(key));
+            if let Some(key) = hosts.get(&name).and_then(|e| e.live(now)) {
+                return Some(key);
             }
             if let Some((_, parent)) = name.split_once('.')
-                && let Some(key) = hosts.get(&format!("*.{parent}"))
+                && let Some(key) = hosts.get(&format!("*.{parent}")).and_then(|e| e.live(now))
             {
-                return Some(Arc::clone(key));
+                return Some(key);
             }
         }
         read(&self.default).clone()
@@ -228,6 +267,28 @@ mod tests {
         assert_eq!(leaf(table.lookup(Some("other.example"))), Some(default_der));
         assert!(table.remove("shop.example"));
         assert_eq!(table.hosts(), vec!["*.api.example".to_owned()]);
+    }
+
+    #[test]
+    fn an_expired_entry_is_skipped_for_the_wildcard_or_default() {
+        let table = CertTable::new();
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let exact = key_for("a.shop.example");
+        let wild = key_for("*.shop.example");
+        let (exact_der, wild_der) = (exact.cert[0].to_vec(), wild.cert[0].to_vec());
+        let end = now + std::time::Duration::from_secs(60);
+        table.insert_until("a.shop.example", exact, Some(end));
+        table.insert("*.shop.example", wild);
+        assert_eq!(
+            leaf(table.lookup_at(Some("a.shop.example"), now)),
+            Some(exact_der)
+        );
+        assert_eq!(
+            leaf(table.lookup_at(Some("a.shop.example"), end)),
+            Some(wild_der)
+        );
+        table.remove("*.shop.example");
+        assert!(table.lookup_at(Some("a.shop.example"), end).is_none());
     }
 
     #[test]

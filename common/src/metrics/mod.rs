@@ -262,6 +262,28 @@ impl NodeStats {
             .set(rtt.as_secs_f64());
     }
 
+    /// Sets `strata_certificate_expiry_seconds` from `expiries` (host, end of validity in
+    /// Unix seconds) at `now_unix_s`, replacing the previous series. The soonest
+    /// [`MAX_LABEL_VALUES`] hosts keep their own series; the rest share [`OTHER_LABEL`],
+    /// which shows the soonest of them.
+    pub fn certificate_expiries(&self, expiries: &[(String, i64)], now_unix_s: i64) {
+        let mut soonest: Vec<&(String, i64)> = expiries.iter().collect();
+        soonest.sort_by_key(|(_, end)| *end);
+        let family = &self.prom.certificate_expiry_seconds;
+        family.clear();
+        for (i, (host, end)) in soonest.into_iter().enumerate() {
+            let host = if i < MAX_LABEL_VALUES {
+                host.clone()
+            } else {
+                OTHER_LABEL.to_owned()
+            };
+            let gauge = family.get_or_create(&prom::HostLabels { host });
+            if i <= MAX_LABEL_VALUES {
+                gauge.set(end.saturating_sub(now_unix_s));
+            }
+        }
+    }
+
     /// Sets the sampled gauges.
     pub fn set_levels(&self, levels: Levels) {
         let g = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);

@@ -52,6 +52,11 @@ pub(super) struct RegionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct HostLabels {
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct ResultLabels {
     pub result: &'static str,
 }
@@ -85,6 +90,7 @@ pub(super) struct Families {
     pub events: Family<EventLabels, Counter>,
     pub tenant_concurrency: Family<TenantLabels, Gauge>,
     pub tenant_concurrency_limit: Family<TenantLabels, Gauge>,
+    pub certificate_expiry_seconds: Family<HostLabels, Gauge>,
 }
 
 impl Families {
@@ -201,8 +207,16 @@ impl Families {
             "Region only: a tenant's current adaptive concurrency limit",
             tenant_concurrency_limit.clone(),
         );
+        let certificate_expiry_seconds = Family::<HostLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_seconds",
+            "Region only: seconds until each tenant TLS certificate expires (negative once \
+             expired); hosts past the label cap share the `_other` series, the soonest of them",
+            certificate_expiry_seconds.clone(),
+        );
         Self {
             registry,
+            certificate_expiry_seconds,
             events,
             invocations,
             exec_seconds,

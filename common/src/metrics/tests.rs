@@ -139,3 +139,34 @@ fn label_values_naming_tenants_and_functions_are_bounded() {
     assert!(text.contains(r#"function="_other""#), "{text}");
     assert!(series("strata_concurrency_in_use{") <= MAX_LABEL_VALUES + 1);
 }
+
+#[test]
+fn certificate_expiry_series_are_capped_soonest_first_and_replaced_each_sample() {
+    let s = stats(Instant::now());
+    let now = 1_800_000_000;
+    let hosts: Vec<(String, i64)> = (0..MAX_LABEL_VALUES + 5)
+        .map(|i| (format!("h{i}.example"), now + 100 + i as i64))
+        .collect();
+    s.certificate_expiries(&hosts, now);
+    let text = s.encode();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("strata_certificate_expiry_seconds{"))
+        .collect();
+    assert_eq!(
+        series.len(),
+        MAX_LABEL_VALUES + 1,
+        "own series plus `_other`"
+    );
+    assert!(text.contains("strata_certificate_expiry_seconds{host=\"h0.example\"} 100\n"));
+    // The first host past the cap is the soonest of the rest.
+    let other = format!("{{host=\"{OTHER_LABEL}\"}} {}\n", 100 + MAX_LABEL_VALUES);
+    assert!(text.contains(&other), "no {other}");
+    s.certificate_expiries(&[("late.example".into(), now - 5)], now);
+    let text = s.encode();
+    assert!(
+        !text.contains("h0.example"),
+        "a deleted certificate's series stays"
+    );
+    assert!(text.contains("strata_certificate_expiry_seconds{host=\"late.example\"} -5\n"));
+}

@@ -50,6 +50,10 @@ pub enum ErrorKind {
     /// count or stored total, 429 with `retry-after` for queued bytes that drain (see
     /// [`QuotaClass`]). Appended last so older kinds keep their wire encoding.
     QuotaExceeded(QuotaBreach),
+    /// An uploaded TLS certificate was refused: its chain or key does not parse, the key
+    /// is not the leaf's, the leaf does not cover the host, or it has expired (400).
+    /// Appended after `QuotaExceeded` for the same reason (`strata/3`).
+    InvalidCertificate,
 }
 
 impl ErrorKind {
@@ -69,6 +73,7 @@ impl ErrorKind {
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
             Self::QuotaExceeded(_) => "quota_exceeded",
+            Self::InvalidCertificate => "invalid_certificate",
         }
     }
 

@@ -28,6 +28,10 @@ pub enum Quota {
     DeadLetterBytes,
     /// Payload bytes of every tenant's dead letters in this region.
     RegionDeadLetterBytes,
+    /// TLS certificates of one tenant.
+    Certificates,
+    /// Bytes of one uploaded certificate (chain plus key PEM).
+    CertificateBytes,
 }
 
 /// How a refusal by a quota is answered at the HTTP edge.
@@ -55,14 +59,17 @@ impl Quota {
             Self::RegionQueuedEventBytes => "region_queued_event_bytes",
             Self::DeadLetterBytes => "dead_letter_bytes",
             Self::RegionDeadLetterBytes => "region_dead_letter_bytes",
+            Self::Certificates => "certificates",
+            Self::CertificateBytes => "certificate_bytes",
         }
     }
 
     /// How a refusal by this quota is answered.
     pub fn class(self) -> QuotaClass {
         match self {
-            Self::EnvBytes => QuotaClass::Size,
-            Self::Functions
+            Self::EnvBytes | Self::CertificateBytes => QuotaClass::Size,
+            Self::Certificates
+            | Self::Functions
             | Self::VersionsPerFunction
             | Self::Routes
             | Self::StateKeys

@@ -269,6 +269,36 @@ mod tests {
         assert!(decode(&huge).is_err());
     }
 
+    #[test]
+    fn a_certificate_update_round_trips_and_its_debug_hides_the_key() {
+        let msg = Message::Updates {
+            revision: 7,
+            snapshot: false,
+            updates: vec![
+                crate::wire::Update::Certificate {
+                    host: "*.shop.example".into(),
+                    certificate: Some(crate::wire::PushedCertificate {
+                        tenant: crate::model::TenantId::new("acme").expect("valid"),
+                        chain_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+                        key_pem: "-----BEGIN PRIVATE KEY-----\nsecret\n".into(),
+                        not_after: 1_800_000_000,
+                    }),
+                },
+                crate::wire::Update::Certificate {
+                    host: "old.example".into(),
+                    certificate: None,
+                },
+            ],
+        };
+        let frame = encode(&msg).expect("encodes");
+        assert_eq!(decode(&frame[4..]).expect("decodes"), msg);
+        let shown = format!("{msg:?}");
+        assert!(
+            !shown.contains("secret") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+    }
+
     proptest! {
         #[test]
         fn release_hints_survive_mutation(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {

@@ -63,6 +63,40 @@ pub enum Update {
         /// Where it points; `None` when deleted.
         routing: Option<AliasRouting>,
     },
+    /// A tenant's TLS certificate for `host` was uploaded, replaced or deleted (added in
+    /// `strata/3`). The POP serves it for that SNI until it expires.
+    Certificate {
+        /// The host (normalised; `*.suffix` for a wildcard).
+        host: String,
+        /// The certificate; `None` when deleted.
+        certificate: Option<PushedCertificate>,
+    },
+}
+
+/// A tenant certificate as pushed to POPs: the chain and its private key. Travels only
+/// inside the tiers' mutually authenticated QUIC connection; its `Debug` never shows the
+/// key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushedCertificate {
+    /// The owning tenant (for logs; the region checked ownership before storing it).
+    pub tenant: TenantId,
+    /// The chain, leaf first, PEM.
+    pub chain_pem: String,
+    /// The leaf's private key, PEM.
+    pub key_pem: String,
+    /// End of the leaf's validity, seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+impl std::fmt::Debug for PushedCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushedCertificate")
+            .field("tenant", &self.tenant)
+            .field("chain_pem_bytes", &self.chain_pem.len())
+            .field("key_pem", &"<redacted>")
+            .field("not_after", &self.not_after)
+            .finish()
+    }
 }
 
 /// One protocol message. Each bidirectional stream carries one request message and one

@@ -10,13 +10,16 @@ mod message;
 
 pub use frame::{FrameHeader, WireError, decode, encode, read_message, write_message};
 pub use message::{
-    ArtifactKind, EngineFingerprint, Message, Pressure, ReleaseHint, ShippedLog, Update,
+    ArtifactKind, EngineFingerprint, Message, Pressure, PushedCertificate, ReleaseHint, ShippedLog,
+    Update,
 };
 
 /// The ALPN protocol id of this protocol version. `strata/2`: token updates carry an
-/// expiry (token revocation and expiry reach POPs over the push stream). `strata/3`: a
-/// platform error names the limit that refused it (`ApiError::limit`), so a POP relays a
-/// region's 429 with its limit and wait. Older peers are refused at the handshake.
+/// expiry (token revocation and expiry reach POPs over the push stream). `strata/3`:
+/// tenant TLS certificates reach POPs as [`Update::Certificate`], errors may be
+/// `invalid_certificate`, and a platform error names the limit that refused it
+/// (`ApiError::limit`), so a POP relays a region's 429 with its limit and wait. Peers of
+/// earlier versions are refused at the handshake.
 pub const ALPN: &[u8] = b"strata/3";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.

@@ -1,8 +1,8 @@
 //! `/v1/hosts[/{host}]`: host ownership. A tenant lists, claims and releases its own
 //! hosts; the operator token lists every claim, assigns a host to a tenant and releases
-//! any host (deleting the owner's routes under it).
+//! any host (deleting the owner's routes and certificates under it).
 
-use super::ControlState;
+use super::{ControlState, blocking};
 use crate::hosts::HostClaim;
 use axum::Json;
 use axum::extract::{Path, State};
@@ -28,14 +28,6 @@ pub(super) struct AssignHost {
     tenant: Option<TenantId>,
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
-}
-
 /// Host claims: the caller's own, or every claim for the operator token.
 #[utoipa::path(get, path = "/v1/hosts", tag = "routes",
     responses(
@@ -47,13 +39,10 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
 ) -> Result<Json<HostList>, ApiError> {
-    let hosts = if s.require_admin(&headers).is_ok() {
-        s.routes.claims(None)
-    } else {
-        let tenant = s.tenant(&headers).await?;
-        s.routes.claims(Some(&tenant))
-    };
-    Ok(Json(HostList { hosts }))
+    let caller = s.tenant_or_operator(&headers).await?;
+    Ok(Json(HostList {
+        hosts: s.routes.claims(caller.as_ref()),
+    }))
 }
 
 /// Claims a host for the caller (tenant token, empty body) or assigns it to a tenant
@@ -116,12 +105,11 @@ pub(super) async fn delete(
     headers: HeaderMap,
     Path(host): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let caller = s.tenant_or_operator(&headers).await?;
     let routes = Arc::clone(&s.routes);
-    if s.require_admin(&headers).is_ok() {
-        blocking(move || routes.release(None, &host)).await?;
-    } else {
-        let tenant = s.tenant(&headers).await?;
-        blocking(move || routes.release(Some(&tenant), &host)).await?;
-    }
+    blocking(move || routes.release(caller.as_ref(), &host)).await?;
+    // Certificates are served only for hosts their tenant owns.
+    let certs = Arc::clone(&s.certs);
+    blocking(move || certs.prune()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,10 +1,11 @@
 //! The region's control API (DESIGN §5): tenants and tokens (operator), functions,
-//! routes, logs, versions, aliases and the dead-letter queue (tenant), and the operators' capacity view and
+//! routes, hosts and their TLS certificates, logs, versions, aliases and the dead-letter queue (tenant), and the operators' capacity view and
 //! dashboard. Handlers parse, call one registry or executor function, and serialize;
 //! errors go through the one mapping in [`common::edge`].
 
 mod aliases;
 mod capacity;
+mod certificates;
 mod dlq;
 mod functions;
 mod hosts;
@@ -17,6 +18,7 @@ mod versions;
 
 pub use capacity::{CapacityState, router as capacity_router};
 
+use crate::certs::Certificates;
 use crate::invoker::RegionInvoker;
 use crate::routes::Routes;
 use axum::Router;
@@ -39,6 +41,8 @@ pub struct ControlState {
     pub routes: Arc<Routes>,
     /// Function logs collected here and shipped by POPs.
     pub logs: Arc<LogBuffer>,
+    /// Tenant TLS certificates.
+    pub certs: Arc<Certificates>,
 }
 
 /// The control routes. `max_module_bytes` bounds a deploy's body (plus multipart overhead).
@@ -74,6 +78,11 @@ pub fn router(state: ControlState, max_module_bytes: usize) -> Router {
         .route("/v1/routes/{id}", delete(routes::delete))
         .route("/v1/hosts", get(hosts::list))
         .route("/v1/hosts/{host}", put(hosts::put).delete(hosts::delete))
+        .route("/v1/certificates", get(certificates::list))
+        .route(
+            "/v1/certificates/{host}",
+            put(certificates::put).delete(certificates::delete),
+        )
         .route("/v1/functions/{name}/logs", get(logs::read))
         .route("/v1/dlq", get(dlq::list).delete(dlq::purge))
         .route("/v1/dlq/replay", post(dlq::replay_all))
@@ -152,6 +161,15 @@ impl ControlState {
         tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref()))
             .await
             .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))?
+    }
+
+    /// `None` for the operator token, else the tenant the token belongs to: for
+    /// endpoints where the operator acts on every tenant's resources.
+    async fn tenant_or_operator(&self, headers: &HeaderMap) -> Result<Option<TenantId>, ApiError> {
+        if self.require_admin(headers).is_ok() {
+            return Ok(None);
+        }
+        self.tenant(headers).await.map(Some)
     }
 
     /// Succeeds only for the operator token.

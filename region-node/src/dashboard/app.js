@@ -134,6 +134,15 @@ function render(view) {
       el('td', {}, bar));
   }));
 
+  $('#certificates tbody').replaceChildren(...(view.certificates || []).map((c) => {
+    const days = c.expires_in_s / 86400;
+    const left = c.expires_in_s <= 0 ? 'expired' : days >= 1 ? `${days.toFixed(0)} d` : `${(c.expires_in_s / 3600).toFixed(1)} h`;
+    return el('tr', { 'data-certificate': c.host, class: c.expires_in_s < 14 * 86400 ? 'warn' : '' },
+      el('td', { class: 'text' }, c.host),
+      el('td', { class: 'text' }, new Date(c.not_after * 1000).toISOString().slice(0, 10)),
+      el('td', { 'data-field': 'expires-in' }, left));
+  }));
+
   const tenants = [];
   for (const n of all) for (const t of n.load.tenants) tenants.push([n.load.node, t]);
   $('#tenants tbody').replaceChildren(...tenants.map(([node, t]) => {

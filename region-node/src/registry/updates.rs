@@ -1,6 +1,8 @@
 //! Store changes as the [`Update`]s a region pushes to its POPs: the records a POP needs
 //! to authenticate and resolve (token hashes, `$LATEST`, versions, aliases), decoded from
-//! the registry's keys and values. Tenant records and publish counters stay at the region.
+//! the registry's keys and values, and tenant TLS certificates (with their keys: the push
+//! stream is the tiers' mTLS connection). Tenant records and publish counters stay at the
+//! region.
 
 use super::functions::FunctionRecord;
 use super::versions::{AliasRecord, VersionRecord};
@@ -15,11 +17,12 @@ use std::num::NonZeroU32;
 use tracing::warn;
 
 /// The buckets whose changes are pushed to POPs.
-pub const REGISTRY_BUCKETS: [Bucket; 4] = [
+pub const REGISTRY_BUCKETS: [Bucket; 5] = [
     Bucket::Tokens,
     Bucket::Functions,
     Bucket::Versions,
     Bucket::Aliases,
+    Bucket::Certificates,
 ];
 
 fn corrupt(key: &str) -> ApiError {
@@ -103,6 +106,12 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                 routing,
             }
         }
+        Bucket::Certificates => Update::Certificate {
+            host: key.to_owned(),
+            certificate: value
+                .map(|e| crate::certs::CertRecord::decode(&e.value).map(|r| r.pushed()))
+                .transpose()?,
+        },
         Bucket::Tenants | Bucket::Routes | Bucket::State | Bucket::Canary | Bucket::Limits => {
             return Ok(None);
         }

@@ -48,11 +48,13 @@ pub enum Bucket {
     Canary,
     /// Operator-set tenant limit overrides by tenant id (owned by [`crate::limits`]).
     Limits,
+    /// Tenant TLS certificates by host (owned by [`crate::certs`]; pushed to POPs).
+    Certificates,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 9] = [
+    pub const ALL: [Bucket; 10] = [
         Bucket::Tenants,
         Bucket::Tokens,
         Bucket::Functions,
@@ -62,6 +64,7 @@ impl Bucket {
         Bucket::State,
         Bucket::Canary,
         Bucket::Limits,
+        Bucket::Certificates,
     ];
 
     /// A stable one-byte code, used in the change history.
@@ -76,6 +79,7 @@ impl Bucket {
             Bucket::State => 6,
             Bucket::Canary => 7,
             Bucket::Limits => 8,
+            Bucket::Certificates => 9,
         }
     }
 
