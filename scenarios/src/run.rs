@@ -68,6 +68,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
     let (outcome, wall) = simulate(&s, true)?;
     let mut report = Report::new(&s, &outcome, wall);
+    if let Some(spec) = &s.keepalive {
+        let trend = crate::keepalive::evaluate::TrendModel {
+            warm: s.pop.warm.clone(),
+            idle_keep_alive_s: s.pop.keep_alive_s,
+        };
+        report.keepalive = Some(crate::keepalive::compare(spec, &trend, s.seed)?);
+    }
     if args.live {
         report.live = Some(crate::live::scenario::compare(&s).await?);
         if s.live.duration_s > 0.0 {
@@ -103,6 +110,12 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
     }
     if let Some(live) = &report.live_workload {
         print!("{}", live.markdown());
+    }
+    for k in report.keepalive.iter().flatten() {
+        println!(
+            "keep-alive {}: app cold-start % p50 {:.2}, p75 {:.2}; wasted memory {:.0} GB·s",
+            k.policy, k.cold_start_pct_p50, k.cold_start_pct_p75, k.wasted_memory_gb_s
+        );
     }
     println!("report: {}", out.join("report.md").display());
     anyhow::ensure!(

@@ -84,6 +84,9 @@ pub struct Scenario {
     /// The scaled-down live run (`--live`). Default: see [`LiveSpec`].
     #[serde(default)]
     pub live: LiveSpec,
+    /// A keep-alive policy comparison on an Azure Functions-shaped workload
+    /// ([`crate::keepalive`]), reported next to the simulation. Default none.
+    pub keepalive: Option<crate::keepalive::KeepAliveSpec>,
 }
 
 fn one() -> u64 {
@@ -433,10 +436,18 @@ impl Scenario {
             source,
         })?;
         let mut s = Self::parse(&text)?;
-        if let Arrivals::Trace { file, .. } = &mut s.arrivals
-            && file.is_relative()
-        {
-            *file = path.parent().unwrap_or(Path::new(".")).join(&*file);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<&mut PathBuf> = Vec::new();
+        if let Arrivals::Trace { file, .. } = &mut s.arrivals {
+            files.push(file);
+        }
+        if let Some(k) = &mut s.keepalive {
+            files.extend(k.source.files_mut());
+        }
+        for file in files {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
         }
         Ok(s)
     }

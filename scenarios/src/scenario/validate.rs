@@ -187,6 +187,9 @@ impl Scenario {
                 return Err(invalid("canary.min_samples", "must be >= 1"));
             }
         }
+        if let Some(Err(reason)) = self.keepalive.as_ref().map(|k| k.validate()) {
+            return Err(invalid("keepalive", reason));
+        }
         let l = &self.live;
         if l.requests == 0 || l.requests > 100_000 || l.concurrency == 0 || l.concurrency > 1024 {
             return Err(invalid(
