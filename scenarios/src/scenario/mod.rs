@@ -84,6 +84,12 @@ pub struct Scenario {
     /// The scaled-down live run (`--live`). Default: see [`LiveSpec`].
     #[serde(default)]
     pub live: LiveSpec,
+    /// A cost model written by `scenarios calibrate` (relative to the scenario file): its
+    /// measured `pop_overhead_ms`, `region_overhead_ms` and (when measured)
+    /// `instantiate_ms` replace `pop.overhead_ms`, `region.overhead_ms` and
+    /// `cold_start.instantiate_ms`. Read when the scenario is loaded from its file.
+    /// Default none (the fixed defaults).
+    pub model: Option<PathBuf>,
     /// A keep-alive policy comparison on an Azure Functions-shaped workload
     /// ([`crate::keepalive`]), reported next to the simulation. Default none.
     pub keepalive: Option<crate::keepalive::KeepAliveSpec>,
@@ -444,10 +450,25 @@ impl Scenario {
         if let Some(k) = &mut s.keepalive {
             files.extend(k.source.files_mut());
         }
+        files.extend(s.model.as_mut());
         for file in files {
             if file.is_relative() {
                 *file = dir.join(&*file);
             }
+        }
+        if let Some(file) = &s.model {
+            let m = crate::live::calibrate::CostModel::load(file).map_err(|e| {
+                ScenarioError::Invalid {
+                    field: "model",
+                    reason: format!("{e:#}"),
+                }
+            })?;
+            s.pop.overhead_ms = m.pop_overhead_ms;
+            s.region.overhead_ms = m.region_overhead_ms;
+            if let Some(i) = m.instantiate_ms {
+                s.cold_start.instantiate_ms = i;
+            }
+            s.validate()?;
         }
         Ok(s)
     }
