@@ -59,6 +59,9 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         step_ms: u64,
     },
+    /// Run scenarios with `--live` (default: the six shipped ones) and exit non-zero when
+    /// any simulated and live result disagree within the scenario's tolerances.
+    Agree(scenarios::run::AgreeArgs),
     /// Measure the simulator's per-hop costs on real nodes (one POP, one region, a known
     /// delay between them) from their `server-timing`, and write the cost model a
     /// scenario loads with `model = "FILE"`.
@@ -112,6 +115,7 @@ enum Fault {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Run(args) => run::main(&args).await,
+        Command::Agree(args) => run::agree(&args).await,
         Command::Calibrate(args) => {
             let model = live::calibrate::measure(&args).await?;
             model.write(&args.out)?;

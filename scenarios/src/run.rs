@@ -128,3 +128,86 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The six shipped scenarios `agree` checks by default (relative to the repository root).
+pub const SHIPPED: [&str; 6] = [
+    "scenarios/steady-zipf.toml",
+    "scenarios/flash-crowd.toml",
+    "scenarios/region-failure.toml",
+    "scenarios/runtime-canary.toml",
+    "scenarios/trace-replay.toml",
+    "scenarios/pops-500x5.toml",
+];
+
+/// Options of `agree`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgreeArgs {
+    /// Scenario files. Default: the six shipped scenarios.
+    pub files: Vec<PathBuf>,
+}
+
+/// `agree [FILES]`: runs each scenario with `--live` (paths and workload replay), prints
+/// every row, and fails when any scenario disagrees within its `[live]` tolerances (by
+/// default 10% at p50 and p90, 15% at p99, 0.03 on the edge hit ratio and the 429 and
+/// 503 shares). Meant for release builds: a debug build's overheads are not the model's.
+///
+/// # Errors
+/// When a scenario cannot run, or any disagrees.
+pub async fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
+    let files: Vec<PathBuf> = if args.files.is_empty() {
+        SHIPPED.iter().map(PathBuf::from).collect()
+    } else {
+        args.files.clone()
+    };
+    let mut verdicts = Vec::new();
+    for file in files {
+        let run_args = RunArgs {
+            file: file.clone(),
+            out: None,
+            live: true,
+        };
+        let (report, _) = run(&run_args)
+            .await
+            .with_context(|| format!("scenario {}", file.display()))?;
+        println!("# {}", report.name);
+        let paths = report.live.as_ref().map(|l| {
+            print!("{}", l.markdown());
+            l.agrees
+        });
+        let workload = report.live_workload.as_ref().map(|l| {
+            print!("{}", l.markdown());
+            l.agrees
+        });
+        verdicts.push((report.name, paths, workload));
+    }
+    let word = |v: Option<bool>| match v {
+        Some(true) => "agree",
+        Some(false) => "DISAGREE",
+        None => "not run",
+    };
+    println!("\n| scenario | paths | workload replay |\n|---|---|---|");
+    for (name, paths, workload) in &verdicts {
+        println!("| {name} | {} | {} |", word(*paths), word(*workload));
+    }
+    let disagree: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, p, w)| *p == Some(false) || *w == Some(false))
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    anyhow::ensure!(disagree.is_empty(), "disagree: {}", disagree.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agree_checks_the_six_shipped_scenarios() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for f in SHIPPED {
+            let s = Scenario::load(&root.join(f)).expect(f);
+            assert!(s.live.duration_s > 0.0 || matches!(s.arrivals, Arrivals::Trace { .. }));
+        }
+    }
+}

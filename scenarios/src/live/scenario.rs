@@ -55,8 +55,7 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<Comparison> {
         l.one_way_delay_ms,
         errors,
         &values,
-        l.tolerance_ms,
-        l.tolerance_ratio,
+        l.tolerance(),
     ))
 }
 
