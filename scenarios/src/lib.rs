@@ -2,6 +2,7 @@
 //!
 //! - [`scenario`]: the scenario file format (TOML), parsed and validated once.
 //! - [`sim`]: the discrete-event simulator over `common::policy`.
+//! - [`keepalive`]: keep-alive policies on an Azure Functions-shaped workload.
 //! - [`report`]: `report.json`, `report.md` and plots of a run.
 //! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
 //! - [`live`]: drive real nodes (a region and a POP on loopback, in this process).
@@ -12,6 +13,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod fault;
+pub mod keepalive;
 pub mod live;
 pub mod report;
 pub mod run;

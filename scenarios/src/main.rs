@@ -59,6 +59,13 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         step_ms: u64,
     },
+    /// Run scenarios with `--live` (default: the six shipped ones) and exit non-zero when
+    /// any simulated and live result disagree within the scenario's tolerances.
+    Agree(scenarios::run::AgreeArgs),
+    /// Measure the simulator's per-hop costs on real nodes (one POP, one region, a known
+    /// delay between them) from their `server-timing`, and write the cost model a
+    /// scenario loads with `model = "FILE"`.
+    Calibrate(scenarios::live::calibrate::CalibrateArgs),
     /// Fault runs against `region-node` and `pop-node` as separate processes (build them
     /// first: `cargo build --release -p region-node -p pop-node`).
     #[command(subcommand)]
@@ -108,6 +115,15 @@ enum Fault {
 async fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Command::Run(args) => run::main(&args).await,
+        Command::Agree(args) => run::agree(&args).await,
+        Command::Calibrate(args) => {
+            let model = live::calibrate::measure(&args).await?;
+            model.write(&args.out)?;
+            print!("{}", toml::to_string(&model)?);
+            println!("cost model: {}", args.out.display());
+            anyhow::ensure!(model.run.errors == 0, "{} calls failed", model.run.errors);
+            Ok(())
+        }
         Command::Fault(Fault::RegionKill {
             connections,
             steady_s,

@@ -68,6 +68,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
     let (outcome, wall) = simulate(&s, true)?;
     let mut report = Report::new(&s, &outcome, wall);
+    if let Some(spec) = &s.keepalive {
+        let trend = crate::keepalive::evaluate::TrendModel {
+            warm: s.pop.warm.clone(),
+            idle_keep_alive_s: s.pop.keep_alive_s,
+        };
+        report.keepalive = Some(crate::keepalive::compare(spec, &trend, s.seed)?);
+    }
     if args.live {
         report.live = Some(crate::live::scenario::compare(&s).await?);
         if s.live.duration_s > 0.0 {
@@ -104,6 +111,12 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(live) = &report.live_workload {
         print!("{}", live.markdown());
     }
+    for k in report.keepalive.iter().flatten() {
+        println!(
+            "keep-alive {}: app cold-start % p50 {:.2}, p75 {:.2}; wasted memory {:.0} GB·s",
+            k.policy, k.cold_start_pct_p50, k.cold_start_pct_p75, k.wasted_memory_gb_s
+        );
+    }
     println!("report: {}", out.join("report.md").display());
     anyhow::ensure!(
         report.live.as_ref().is_none_or(|l| l.agrees),
@@ -114,4 +127,87 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
         "the simulated and live workload replays disagree"
     );
     Ok(())
+}
+
+/// The six shipped scenarios `agree` checks by default (relative to the repository root).
+pub const SHIPPED: [&str; 6] = [
+    "scenarios/steady-zipf.toml",
+    "scenarios/flash-crowd.toml",
+    "scenarios/region-failure.toml",
+    "scenarios/runtime-canary.toml",
+    "scenarios/trace-replay.toml",
+    "scenarios/pops-500x5.toml",
+];
+
+/// Options of `agree`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgreeArgs {
+    /// Scenario files. Default: the six shipped scenarios.
+    pub files: Vec<PathBuf>,
+}
+
+/// `agree [FILES]`: runs each scenario with `--live` (paths and workload replay), prints
+/// every row, and fails when any scenario disagrees within its `[live]` tolerances (by
+/// default 10% at p50 and p90, 15% at p99, 0.03 on the edge hit ratio and the 429 and
+/// 503 shares). Meant for release builds: a debug build's overheads are not the model's.
+///
+/// # Errors
+/// When a scenario cannot run, or any disagrees.
+pub async fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
+    let files: Vec<PathBuf> = if args.files.is_empty() {
+        SHIPPED.iter().map(PathBuf::from).collect()
+    } else {
+        args.files.clone()
+    };
+    let mut verdicts = Vec::new();
+    for file in files {
+        let run_args = RunArgs {
+            file: file.clone(),
+            out: None,
+            live: true,
+        };
+        let (report, _) = run(&run_args)
+            .await
+            .with_context(|| format!("scenario {}", file.display()))?;
+        println!("# {}", report.name);
+        let paths = report.live.as_ref().map(|l| {
+            print!("{}", l.markdown());
+            l.agrees
+        });
+        let workload = report.live_workload.as_ref().map(|l| {
+            print!("{}", l.markdown());
+            l.agrees
+        });
+        verdicts.push((report.name, paths, workload));
+    }
+    let word = |v: Option<bool>| match v {
+        Some(true) => "agree",
+        Some(false) => "DISAGREE",
+        None => "not run",
+    };
+    println!("\n| scenario | paths | workload replay |\n|---|---|---|");
+    for (name, paths, workload) in &verdicts {
+        println!("| {name} | {} | {} |", word(*paths), word(*workload));
+    }
+    let disagree: Vec<&str> = verdicts
+        .iter()
+        .filter(|(_, p, w)| *p == Some(false) || *w == Some(false))
+        .map(|(n, _, _)| n.as_str())
+        .collect();
+    anyhow::ensure!(disagree.is_empty(), "disagree: {}", disagree.join(", "));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agree_checks_the_six_shipped_scenarios() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for f in SHIPPED {
+            let s = Scenario::load(&root.join(f)).expect(f);
+            assert!(s.live.duration_s > 0.0 || matches!(s.arrivals, Arrivals::Trace { .. }));
+        }
+    }
 }

@@ -184,16 +184,7 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         memory_bytes: u64,
     ) {
         self.tick_start.get_or_insert(now);
-        if !self.series.contains_key(key) && self.series.len() >= self.config.max_tracked {
-            let oldest = self
-                .series
-                .iter()
-                .min_by(|a, b| a.1.seen.cmp(&b.1.seen).then_with(|| a.0.cmp(b.0)))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                self.series.remove(&k);
-            }
-        }
+        super::evict_least_recent(&mut self.series, key, self.config.max_tracked, |s| s.seen);
         let s = self.series.entry(key.clone()).or_insert(Series {
             level: 0.0,
             trend: 0.0,

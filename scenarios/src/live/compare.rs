@@ -20,6 +20,30 @@ pub struct Row {
     pub agrees: bool,
 }
 
+/// How far a live percentile may be from the simulated one: `max(ms, ratio × sim)`, with
+/// `ratio_p99` for the 99th percentile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute floor, ms.
+    pub ms: f64,
+    /// Share of the simulated value at p50 and p90.
+    pub ratio: f64,
+    /// Share of the simulated value at p99.
+    pub ratio_p99: f64,
+}
+
+impl Tolerance {
+    /// The allowed difference for percentile `q` (`p50`, `p90`, `p99`) of `sim_ms`.
+    pub fn of(&self, q: &str, sim_ms: f64) -> f64 {
+        let ratio = if q == "p99" {
+            self.ratio_p99
+        } else {
+            self.ratio
+        };
+        self.ms.max(ratio * sim_ms)
+    }
+}
+
 /// The comparison of one `--live` run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
@@ -38,21 +62,19 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Builds the rows from (tier, percentile, sim, live) with tolerance
-    /// `max(tolerance_ms, tolerance_ratio * sim)`.
+    /// Builds the rows from (tier, percentile, sim, live) within `tolerance`.
     pub fn new(
         requests: u64,
         concurrency: usize,
         one_way_delay_ms: f64,
         errors: u64,
         values: &[(&str, &str, f64, f64)],
-        tolerance_ms: f64,
-        tolerance_ratio: f64,
+        tolerance: Tolerance,
     ) -> Self {
         let rows: Vec<Row> = values
             .iter()
             .map(|&(tier, percentile, sim_ms, live_ms)| {
-                let tolerance = tolerance_ms.max(tolerance_ratio * sim_ms);
+                let tolerance = tolerance.of(percentile, sim_ms);
                 Row {
                     tier: tier.to_owned(),
                     percentile: percentile.to_owned(),
@@ -118,8 +140,11 @@ mod tests {
                 ("region", "p50", 40.0, 55.0),
                 ("region", "p99", 40.0, 70.0),
             ],
-            5.0,
-            0.5,
+            Tolerance {
+                ms: 5.0,
+                ratio: 0.5,
+                ratio_p99: 0.5,
+            },
         );
         let agrees: Vec<bool> = c.rows.iter().map(|r| r.agrees).collect();
         assert_eq!(agrees, [true, true, false]);
@@ -128,5 +153,25 @@ mod tests {
             c.markdown()
                 .contains("| region | p99 | 40.00 | 70.00 | 20.00 | no |")
         );
+    }
+
+    #[test]
+    fn the_default_tolerance_is_ten_percent_and_fifteen_at_p99() {
+        let t = crate::scenario::LiveSpec::default().tolerance();
+        let c = Comparison::new(
+            100,
+            4,
+            10.0,
+            0,
+            &[
+                ("region", "p50", 40.0, 43.9),
+                ("region", "p90", 40.0, 44.1),
+                ("region", "p99", 40.0, 45.9),
+                ("region", "p99", 40.0, 33.9),
+            ],
+            t,
+        );
+        let agrees: Vec<bool> = c.rows.iter().map(|r| r.agrees).collect();
+        assert_eq!(agrees, [true, false, true, false]);
     }
 }

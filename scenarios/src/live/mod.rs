@@ -15,6 +15,7 @@
 //!
 //! [`ramp`] compares trend-driven and reactive warm pools on a doubling arrival rate.
 
+pub mod calibrate;
 pub mod compare;
 pub mod fleet;
 pub mod proxy;
@@ -247,6 +248,63 @@ pub(crate) async fn drive(
     n: u64,
     concurrency: usize,
 ) -> anyhow::Result<Vec<(Duration, bool)>> {
+    let samples = drive_timed(http, t, n, concurrency).await?;
+    Ok(samples.into_iter().map(|s| (s.latency, s.ok)).collect())
+}
+
+/// One request of [`drive_timed`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    /// End to end, as the client saw it.
+    pub(crate) latency: Duration,
+    /// 200 from the expected tier with the payload echoed.
+    pub(crate) ok: bool,
+    /// The response's `server-timing`.
+    pub(crate) timing: ServerTiming,
+}
+
+/// The durations of a response's `server-timing` header, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct ServerTiming {
+    /// `exec`: the guest ran (at the tier that ran it).
+    pub(crate) exec: Option<f64>,
+    /// `instantiate`: the instance was created (zero when warm).
+    pub(crate) instantiate: Option<f64>,
+    /// `forward`: at a POP that forwarded, the round trip to the region.
+    pub(crate) forward: Option<f64>,
+}
+
+impl ServerTiming {
+    /// Parses `exec;dur=0.014, instantiate;dur=0.000, forward;dur=20.5`; unknown metrics
+    /// and malformed entries are skipped.
+    pub(crate) fn parse(header: &str) -> Self {
+        let mut t = Self::default();
+        for entry in header.split(',') {
+            let mut parts = entry.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let dur = parts
+                .find_map(|p| p.strip_prefix("dur="))
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0);
+            match name {
+                "exec" => t.exec = dur,
+                "instantiate" => t.instantiate = dur,
+                "forward" => t.forward = dur,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// Sends `n` requests to `t`, `concurrency` at a time, keeping each one's latency,
+/// verdict and `server-timing`.
+pub(crate) async fn drive_timed(
+    http: &reqwest::Client,
+    t: &Target,
+    n: u64,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Sample>> {
     let results = futures::stream::iter(0..n)
         .map(|_| async move {
             let started = Instant::now();
@@ -256,23 +314,33 @@ pub(crate) async fn drive(
                 .body(PAYLOAD)
                 .send()
                 .await;
-            let ok = match resp {
+            let (ok, timing) = match resp {
                 Ok(r) => {
-                    let at_ok = r
-                        .headers()
-                        .get("x-strata-executed-at")
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.starts_with(t.expect));
+                    let header = |name: &str| {
+                        r.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    let at_ok =
+                        header("x-strata-executed-at").is_some_and(|v| v.starts_with(t.expect));
+                    let timing = header("server-timing")
+                        .map(|v| ServerTiming::parse(&v))
+                        .unwrap_or_default();
                     let status_ok = r.status() == 200;
                     let body_ok = r
                         .bytes()
                         .await
                         .is_ok_and(|b| b.as_ref() == PAYLOAD.as_bytes());
-                    at_ok && status_ok && body_ok
+                    (at_ok && status_ok && body_ok, timing)
                 }
-                Err(_) => false,
+                Err(_) => (false, ServerTiming::default()),
             };
-            (started.elapsed(), ok)
+            Sample {
+                latency: started.elapsed(),
+                ok,
+                timing,
+            }
         })
         .buffer_unordered(concurrency.max(1))
         .collect::<Vec<_>>()

@@ -32,34 +32,7 @@ const MIRROR_RATE: f64 = 100.0;
 /// When the nodes cannot start, a deploy fails or the popular function never turns local.
 pub async fn compare(s: &Scenario) -> anyhow::Result<Comparison> {
     let l = &s.live;
-    let delay = Duration::from_secs_f64(l.one_way_delay_ms / 1e3);
-    let proxy = DelayProxy::start(delay).await?;
-    let dir = tempfile::tempdir()?;
-    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let region = region_node::RegionConfig {
-        http_listen: any,
-        quic_listen: any,
-        max_concurrency: l.concurrency * 2,
-        ..Default::default()
-    };
-    let pop = pop_node::PopConfig {
-        http_listen: any,
-        local_concurrency: l.concurrency * 2,
-        ..Default::default()
-    };
-    let options = StartOptions {
-        region_via: Some(proxy.addr()),
-        ..StartOptions::default()
-    };
-    let cluster = DevCluster::start_with(dir.path(), region, pop, options).await?;
-    proxy.set_upstream(cluster.region.quic_addr);
-    crate::cluster::wait_connected(&cluster.pop, CONNECT_WITHIN).await?;
-    // Operators can watch the run live on the region's capacity dashboard.
-    eprintln!(
-        "live run: dashboard at {}/dashboard#token={}",
-        cluster.region_url(),
-        cluster.admin_token
-    );
+    let (_proxy, cluster, _dir) = delayed_cluster(l.concurrency, l.one_way_delay_ms).await?;
     let result = measure_paths(&cluster, l.requests, l.concurrency).await;
     cluster.shutdown().await;
     let (local, forward, errors) = result?;
@@ -82,9 +55,57 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<Comparison> {
         l.one_way_delay_ms,
         errors,
         &values,
-        l.tolerance_ms,
-        l.tolerance_ratio,
+        l.tolerance(),
     ))
+}
+
+/// One POP and one region on loopback with `one_way_delay_ms` injected each way between
+/// them, sized for `concurrency` requests in flight, the POP connected. Keep the proxy and
+/// the directory alive as long as the cluster.
+///
+/// # Errors
+/// When the proxy or the nodes cannot start, or the POP never reaches the region.
+pub(crate) async fn delayed_cluster(
+    concurrency: usize,
+    one_way_delay_ms: f64,
+) -> anyhow::Result<(DelayProxy, DevCluster, tempfile::TempDir)> {
+    let delay = Duration::from_secs_f64(one_way_delay_ms / 1e3);
+    let proxy = DelayProxy::start(delay).await?;
+    let dir = tempfile::tempdir()?;
+    let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let region = region_node::RegionConfig {
+        http_listen: any,
+        quic_listen: any,
+        max_concurrency: concurrency * 2,
+        ..Default::default()
+    };
+    let pop = pop_node::PopConfig {
+        http_listen: any,
+        local_concurrency: concurrency * 2,
+        ..Default::default()
+    };
+    let options = StartOptions {
+        region_via: Some(proxy.addr()),
+        ..StartOptions::default()
+    };
+    let cluster = DevCluster::start_with(dir.path(), region, pop, options).await?;
+    proxy.set_upstream(cluster.region.quic_addr);
+    crate::cluster::wait_connected(&cluster.pop, CONNECT_WITHIN).await?;
+    // Operators can watch the run live on the region's capacity dashboard.
+    eprintln!(
+        "live run: dashboard at {}/dashboard#token={}",
+        cluster.region_url(),
+        cluster.admin_token
+    );
+    Ok((proxy, cluster, dir))
+}
+
+pub(crate) async fn deploy_echo_pair(c: &DevCluster, http: &reqwest::Client) -> anyhow::Result<()> {
+    let echo = wat::parse_str(crate::cluster::EXAMPLES[1].1)?;
+    c.deploy("popular", json!({}), echo.clone()).await?;
+    c.deploy("rare", json!({"placement": "region"}), echo)
+        .await?;
+    warm_until_local(http, c).await
 }
 
 async fn measure_paths(
@@ -92,14 +113,10 @@ async fn measure_paths(
     requests: u64,
     concurrency: usize,
 ) -> anyhow::Result<(super::PathReport, super::PathReport, u64)> {
-    let echo = wat::parse_str(crate::cluster::EXAMPLES[1].1)?;
-    c.deploy("popular", json!({}), echo.clone()).await?;
-    c.deploy("rare", json!({"placement": "region"}), echo)
-        .await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    warm_until_local(&http, c).await?;
+    deploy_echo_pair(c, &http).await?;
     let params = LiveParams {
         requests,
         concurrency,

@@ -312,7 +312,7 @@ fn judge(
 ) -> WorkloadComparison {
     let l = &m.live;
     let mut rows = Vec::new();
-    let latency = |sim_ms: f64| l.tolerance_ms.max(l.tolerance_ratio * sim_ms);
+    let tolerance = l.tolerance();
     for (tier, name) in [(0, "pop"), (1, "region")] {
         let s = &sim.latency_ms[name];
         let v = Percentiles::of(&live.latency[tier]);
@@ -334,7 +334,7 @@ fn judge(
                 format!("{name} {q} (ms)"),
                 sim_ms,
                 live_ms,
-                latency(sim_ms),
+                tolerance.of(q, sim_ms),
             ));
         }
     }
@@ -352,15 +352,17 @@ fn judge(
         ratio(live.cold[0] + live.cold[1], completed),
     ));
     let refused = sim.refusals.region_capacity + sim.refusals.tenant_concurrency;
-    rows.push(shown(
-        "throttled (429) share",
+    rows.push(judged(
+        "throttled (429) share".into(),
         ratio(refused, sim.invocations),
         ratio(live.throttled, scheduled),
+        l.share_tolerance,
     ));
-    rows.push(shown(
-        "unavailable (503) or lost share",
+    rows.push(judged(
+        "unavailable (503) or lost share".into(),
         ratio(sim.refusals.unavailable + sim.lost, sim.invocations),
         ratio(live.unavailable + live.failed, scheduled),
+        l.share_tolerance,
     ));
     let agrees = rows.iter().all(|r| r.agrees);
     WorkloadComparison {

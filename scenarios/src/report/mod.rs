@@ -155,6 +155,9 @@ pub struct Report {
     pub live: Option<crate::live::compare::Comparison>,
     /// Simulated vs live agreement of the workload replay, with `--live`.
     pub live_workload: Option<crate::live::workload::WorkloadComparison>,
+    /// The keep-alive policies compared on the scenario's `[keepalive]` workload, in the
+    /// order fixed, hybrid histogram, trend.
+    pub keepalive: Option<Vec<crate::keepalive::KeepAliveRow>>,
 }
 
 impl Report {
@@ -236,6 +239,7 @@ impl Report {
             },
             live: None,
             live_workload: None,
+            keepalive: None,
         }
     }
 
@@ -314,8 +318,12 @@ impl Report {
         if let Some(live) = &self.live_workload {
             md.push_str(&live.markdown());
         }
+        if let Some(rows) = &self.keepalive {
+            md.push_str(&keepalive_markdown(rows));
+        }
         md.push_str("\n## Plots\n\n");
-        for (title, file) in plot::FILES {
+        let keepalive_plot = self.keepalive.is_some().then_some(plot::KEEPALIVE);
+        for (title, file) in plot::FILES.into_iter().chain(keepalive_plot) {
             md.push_str(&format!("![{title}]({file}.svg) ([PNG]({file}.png))\n\n"));
         }
         md.push_str(&format!(
@@ -336,6 +344,28 @@ impl Report {
         std::fs::write(dir.join("report.md"), self.markdown()).context("writing report.md")?;
         plot::write_all(dir, self, outcome)
     }
+}
+
+/// The keep-alive comparison as a Markdown section.
+fn keepalive_markdown(rows: &[crate::keepalive::KeepAliveRow]) -> String {
+    let mut md = String::from(
+        "\n## Keep-alive policies (one instance per application)\n\n\
+         | policy | apps | invocations | cold starts | app cold-start % p50 | p75 | wasted memory (GB·s) |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} | {:.2} | {:.0} |\n",
+            r.policy,
+            r.apps,
+            r.invocations,
+            r.cold_starts,
+            r.cold_start_pct_p50,
+            r.cold_start_pct_p75,
+            r.wasted_memory_gb_s
+        ));
+    }
+    md
 }
 
 #[cfg(test)]

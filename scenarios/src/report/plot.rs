@@ -22,6 +22,13 @@ pub const FILES: [(&str, &str); 4] = [
     ("Warm instances", "warm-instances"),
 ];
 
+/// The keep-alive comparison's plot (with a `[keepalive]` section): the CDF over
+/// applications of their cold-start share, one line per policy (the paper's Figure 15).
+pub const KEEPALIVE: (&str, &str) = (
+    "Application cold-start % CDF per keep-alive policy",
+    "keepalive-cdf",
+);
+
 const SIZE: (u32, u32) = (960, 540);
 
 const FONT_PATHS: [&str; 4] = [
@@ -69,7 +76,13 @@ struct Chart {
 /// When a file cannot be written.
 pub fn write_all(dir: &Path, report: &Report, outcome: &Outcome) -> anyhow::Result<()> {
     let text = has_font();
-    for (chart, (_, stem)) in charts(report, outcome).iter().zip(FILES) {
+    let mut charts = charts(report, outcome);
+    let mut files = FILES.to_vec();
+    if let Some(rows) = &report.keepalive {
+        charts.push(keepalive_chart(rows));
+        files.push(KEEPALIVE);
+    }
+    for (chart, (_, stem)) in charts.iter().zip(files) {
         let svg = dir.join(format!("{stem}.svg"));
         draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart, text)?;
         let png = dir.join(format!("{stem}.png"));
@@ -176,6 +189,40 @@ fn charts(report: &Report, outcome: &Outcome) -> Vec<Chart> {
             ],
         },
     ]
+}
+
+fn keepalive_chart(rows: &[crate::keepalive::KeepAliveRow]) -> Chart {
+    const COLORS: [RGBColor; 3] = [RED, BLUE, GREEN];
+    let lines = rows
+        .iter()
+        .zip(crate::keepalive::evaluate::POLICIES)
+        .zip(COLORS)
+        .map(|((r, label), color)| {
+            let n = r.per_app_cold_pct.len().max(1) as f64;
+            // A step CDF: fraction of apps at or below each app's cold-start share.
+            let points = std::iter::once((0.0, 0.0))
+                .chain(
+                    r.per_app_cold_pct
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &pct)| (pct, (i + 1) as f64 / n)),
+                )
+                .chain(std::iter::once((100.0, 1.0)))
+                .collect();
+            Line {
+                label,
+                color,
+                points,
+            }
+        })
+        .collect();
+    Chart {
+        title: KEEPALIVE.0,
+        x_label: "application cold starts (% of its invocations)",
+        y_label: "fraction of applications",
+        log_x: false,
+        lines,
+    }
 }
 
 fn bounds(chart: &Chart) -> ((f64, f64), (f64, f64)) {

@@ -84,6 +84,15 @@ pub struct Scenario {
     /// The scaled-down live run (`--live`). Default: see [`LiveSpec`].
     #[serde(default)]
     pub live: LiveSpec,
+    /// A cost model written by `scenarios calibrate` (relative to the scenario file): its
+    /// measured `pop_overhead_ms`, `region_overhead_ms` and (when measured)
+    /// `instantiate_ms` replace `pop.overhead_ms`, `region.overhead_ms` and
+    /// `cold_start.instantiate_ms`. Read when the scenario is loaded from its file.
+    /// Default none (the fixed defaults).
+    pub model: Option<PathBuf>,
+    /// A keep-alive policy comparison on an Azure Functions-shaped workload
+    /// ([`crate::keepalive`]), reported next to the simulation. Default none.
+    pub keepalive: Option<crate::keepalive::KeepAliveSpec>,
 }
 
 fn one() -> u64 {
@@ -370,10 +379,13 @@ pub struct LiveSpec {
     /// One-way delay the UDP proxy adds between POP and region, ms. Default 10.
     pub one_way_delay_ms: f64,
     /// Agreement tolerance: |live - sim| <= max(tolerance_ms, tolerance_ratio * sim) for
-    /// each compared percentile. Default 5 ms.
+    /// each compared p50 and p90 (`tolerance_ratio_p99` at p99), per tier. Absolute floor,
+    /// ms. Default 0.
     pub tolerance_ms: f64,
-    /// Default 0.5.
+    /// Share of the simulated p50 and p90. Default 0.10.
     pub tolerance_ratio: f64,
+    /// Share of the simulated p99. Default 0.15.
+    pub tolerance_ratio_p99: f64,
     /// Seconds of the workload replay: the scenario scaled down to a few real POPs and
     /// regions with their WAN latencies injected, its arrival process, popularity and
     /// execution times replayed in real time, compared with the simulator run on the same
@@ -397,8 +409,22 @@ pub struct LiveSpec {
     pub max_in_flight: usize,
     /// Most requests the replay sends (its schedule is cut there). Default 20 000.
     pub max_requests: usize,
-    /// Agreement of the edge hit ratio: |live - sim| <= this. Default 0.1.
+    /// Agreement of the edge hit ratio: |live - sim| <= this. Default 0.03.
     pub hit_ratio_tolerance: f64,
+    /// Agreement of the 429 share and of the 503-or-lost share of the workload replay:
+    /// |live - sim| <= this. Default 0.03.
+    pub share_tolerance: f64,
+}
+
+impl LiveSpec {
+    /// The percentile tolerance of the comparisons.
+    pub fn tolerance(&self) -> crate::live::compare::Tolerance {
+        crate::live::compare::Tolerance {
+            ms: self.tolerance_ms,
+            ratio: self.tolerance_ratio,
+            ratio_p99: self.tolerance_ratio_p99,
+        }
+    }
 }
 
 impl Default for LiveSpec {
@@ -407,8 +433,9 @@ impl Default for LiveSpec {
             requests: 400,
             concurrency: 8,
             one_way_delay_ms: 10.0,
-            tolerance_ms: 5.0,
-            tolerance_ratio: 0.5,
+            tolerance_ms: 0.0,
+            tolerance_ratio: 0.10,
+            tolerance_ratio_p99: 0.15,
             duration_s: 30.0,
             pops: 3,
             regions: 2,
@@ -417,7 +444,8 @@ impl Default for LiveSpec {
             rate_per_pop: 20.0,
             max_in_flight: 256,
             max_requests: 20_000,
-            hit_ratio_tolerance: 0.1,
+            hit_ratio_tolerance: 0.03,
+            share_tolerance: 0.03,
         }
     }
 }
@@ -433,10 +461,33 @@ impl Scenario {
             source,
         })?;
         let mut s = Self::parse(&text)?;
-        if let Arrivals::Trace { file, .. } = &mut s.arrivals
-            && file.is_relative()
-        {
-            *file = path.parent().unwrap_or(Path::new(".")).join(&*file);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<&mut PathBuf> = Vec::new();
+        if let Arrivals::Trace { file, .. } = &mut s.arrivals {
+            files.push(file);
+        }
+        if let Some(k) = &mut s.keepalive {
+            files.extend(k.source.files_mut());
+        }
+        files.extend(s.model.as_mut());
+        for file in files {
+            if file.is_relative() {
+                *file = dir.join(&*file);
+            }
+        }
+        if let Some(file) = &s.model {
+            let m = crate::live::calibrate::CostModel::load(file).map_err(|e| {
+                ScenarioError::Invalid {
+                    field: "model",
+                    reason: format!("{e:#}"),
+                }
+            })?;
+            s.pop.overhead_ms = m.pop_overhead_ms;
+            s.region.overhead_ms = m.region_overhead_ms;
+            if let Some(i) = m.instantiate_ms {
+                s.cold_start.instantiate_ms = i;
+            }
+            s.validate()?;
         }
         Ok(s)
     }

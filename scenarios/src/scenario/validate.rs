@@ -187,6 +187,9 @@ impl Scenario {
                 return Err(invalid("canary.min_samples", "must be >= 1"));
             }
         }
+        if let Some(Err(reason)) = self.keepalive.as_ref().map(|k| k.validate()) {
+            return Err(invalid("keepalive", reason));
+        }
         let l = &self.live;
         if l.requests == 0 || l.requests > 100_000 || l.concurrency == 0 || l.concurrency > 1024 {
             return Err(invalid(
@@ -197,6 +200,8 @@ impl Scenario {
         non_negative("live.one_way_delay_ms", l.one_way_delay_ms)?;
         non_negative("live.tolerance_ms", l.tolerance_ms)?;
         non_negative("live.tolerance_ratio", l.tolerance_ratio)?;
+        non_negative("live.tolerance_ratio_p99", l.tolerance_ratio_p99)?;
+        share("live.share_tolerance", l.share_tolerance)?;
         non_negative("live.duration_s", l.duration_s)?;
         if l.duration_s > 3600.0 {
             return Err(invalid("live.duration_s", "must be at most 3600"));

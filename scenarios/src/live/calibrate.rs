@@ -1,0 +1,344 @@
+//! `scenarios calibrate`: measures the per-hop costs the simulator's model assumes on real
+//! nodes, from the nodes' own `server-timing`, and writes them as a [`CostModel`] file a
+//! scenario loads with `model = "FILE"`.
+//!
+//! One POP and one region on loopback with a known one-way delay injected between them
+//! (the [`super::proxy::DelayProxy`]); the `echo` example deployed twice, popular (run at
+//! the POP) and pinned to the region (forwarded). After an untimed warm-up, each path gets
+//! `requests` calls at `concurrency` in flight; every parameter is a median over them:
+//!
+//! | parameter | source |
+//! | --- | --- |
+//! | `exec_ms` | `server-timing: exec` of the local calls (the guest itself) |
+//! | `pop.overhead_ms` | local end-to-end latency at the client − `exec` − `instantiate`: client and POP HTTP parse and render, the POP's placement and dispatch |
+//! | `region.overhead_ms` | `server-timing: forward` at the POP − the injected RTT − the region's `exec`: QUIC stream open and framing, the region's admission, queueing and execution hand-off, the proxy's timer rounding |
+//! | `forward_edge_ms` | forwarded end-to-end − `forward`: the POP's HTTP edge on a forwarded call (checks `pop.overhead_ms`) |
+//! | `cold_start.instantiate_ms` | `server-timing: instantiate` of the calls that report one (cold starts during the run), or unchanged when none did |
+//!
+//! Artifact fetch (`cold_start.artifact_kb`, `bandwidth_mbps`, `deserialize_ms`) is not
+//! measured: a calibration run makes no cold artifact fetch it could time.
+
+use super::scenario::{delayed_cluster, deploy_echo_pair};
+use super::{Sample, Target, drive, drive_timed};
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The calibrated parameters, as written to and read from a model file (TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostModel {
+    /// Per-invocation overhead at the POP's edge, ms (the scenario's `pop.overhead_ms`).
+    pub pop_overhead_ms: f64,
+    /// Per-forward overhead at the region beyond the RTT, ms (`region.overhead_ms`).
+    pub region_overhead_ms: f64,
+    /// Instantiation of a warm-pool miss, ms (`cold_start.instantiate_ms`), when measured.
+    pub instantiate_ms: Option<f64>,
+    /// Execution time of the calibration guest (`echo`), ms.
+    pub exec_ms: f64,
+    /// The POP's HTTP edge on forwarded calls, ms (a cross-check of `pop_overhead_ms`).
+    pub forward_edge_ms: f64,
+    /// How it was measured.
+    pub run: CalibrationRun,
+}
+
+/// The conditions of a calibration run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRun {
+    /// Calls per path.
+    pub requests: u64,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// One-way delay injected between POP and region, ms.
+    pub one_way_delay_ms: f64,
+    /// Calls that failed or ran at the wrong tier.
+    pub errors: u64,
+    /// `release` or `debug`: the build that measured (a debug build's overheads are not a
+    /// model of production).
+    pub build: String,
+}
+
+/// Options of `calibrate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateArgs {
+    /// Where to write the model (TOML).
+    #[arg(long, default_value = "target/cost-model.toml")]
+    pub out: std::path::PathBuf,
+    /// Calls per path.
+    #[arg(long, default_value_t = 1000)]
+    pub requests: u64,
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// One-way delay injected between POP and region, ms.
+    #[arg(long, default_value_t = 10.0)]
+    pub one_way_delay_ms: f64,
+}
+
+impl CostModel {
+    /// Reads a model file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a model.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading cost model {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing cost model {}", path.display()))
+    }
+
+    /// Writes the model file, with a header saying where each number comes from.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let body = toml::to_string(self)?;
+        let text = format!(
+            "# Strata simulator cost model, written by `scenarios calibrate`.\n\
+             # Each parameter's source: scenarios/src/live/calibrate.rs (module docs).\n{body}"
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}
+
+/// Derives the model from the samples of both paths (pure: unit-tested).
+pub(crate) fn derive(
+    local: &[Sample],
+    forward: &[Sample],
+    one_way_delay_ms: f64,
+    build: &str,
+) -> anyhow::Result<CostModel> {
+    let ok = |s: &&Sample| s.ok;
+    let ms = |s: &Sample| s.latency.as_secs_f64() * 1e3;
+    let exec = median(
+        local
+            .iter()
+            .filter(ok)
+            .filter_map(|s| s.timing.exec)
+            .collect(),
+    )
+    .context("no local call reported `exec`")?;
+    let pop_overhead = median(
+        local
+            .iter()
+            .filter(ok)
+            .map(|s| {
+                let t = s.timing;
+                ms(s) - t.exec.unwrap_or(0.0) - t.instantiate.unwrap_or(0.0)
+            })
+            .collect(),
+    )
+    .context("no local call succeeded")?;
+    let rtt = 2.0 * one_way_delay_ms;
+    let forwarded: Vec<&Sample> = forward
+        .iter()
+        .filter(ok)
+        .filter(|s| s.timing.forward.is_some())
+        .collect();
+    let region_overhead = median(
+        forwarded
+            .iter()
+            .filter_map(|s| {
+                let t = s.timing;
+                Some(t.forward? - rtt - t.exec.unwrap_or(0.0))
+            })
+            .collect(),
+    )
+    .context("no forwarded call reported `forward`")?;
+    let forward_edge = median(
+        forwarded
+            .iter()
+            .filter_map(|s| Some(ms(s) - s.timing.forward?))
+            .collect(),
+    )
+    .context("no forwarded call")?;
+    let instantiate = median(
+        local
+            .iter()
+            .chain(forward)
+            .filter_map(|s| s.timing.instantiate)
+            .filter(|&i| i > 0.0)
+            .collect(),
+    );
+    let errors = local.iter().chain(forward).filter(|s| !s.ok).count() as u64;
+    Ok(CostModel {
+        pop_overhead_ms: pop_overhead.max(0.0),
+        region_overhead_ms: region_overhead.max(0.0),
+        instantiate_ms: instantiate,
+        exec_ms: exec,
+        forward_edge_ms: forward_edge.max(0.0),
+        run: CalibrationRun {
+            requests: local.len() as u64,
+            concurrency: 0,
+            one_way_delay_ms,
+            errors,
+            build: build.to_owned(),
+        },
+    })
+}
+
+/// Runs the calibration and returns the model (not written).
+///
+/// # Errors
+/// When the nodes cannot start, a deploy fails, or no call reports the timings.
+pub async fn measure(args: &CalibrateArgs) -> anyhow::Result<CostModel> {
+    let concurrency = args.concurrency.max(1);
+    let (_proxy, cluster, _dir) = delayed_cluster(concurrency, args.one_way_delay_ms).await?;
+    let result = async {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()?;
+        deploy_echo_pair(&cluster, &http).await?;
+        let target = |function: &str, expect| Target {
+            url: format!("{}/v1/functions/{function}/invoke", cluster.pop_url()),
+            token: cluster.token.clone(),
+            expect,
+        };
+        let (local, forward) = (target("popular", "pop/"), target("rare", "region/"));
+        // Untimed warm-up of both paths (connections, the first instances).
+        drive(&http, &forward, concurrency as u64 * 4, concurrency).await?;
+        drive(&http, &local, concurrency as u64 * 4, concurrency).await?;
+        let local = drive_timed(&http, &local, args.requests, concurrency).await?;
+        let forward = drive_timed(&http, &forward, args.requests, concurrency).await?;
+        anyhow::Ok((local, forward))
+    }
+    .await;
+    cluster.shutdown().await;
+    let (local, forward) = result?;
+    let build = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut model = derive(&local, &forward, args.one_way_delay_ms, build)?;
+    model.run.concurrency = concurrency;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ServerTiming;
+    use super::*;
+    use std::time::Duration;
+
+    fn sample(latency_ms: f64, exec: f64, forward: Option<f64>) -> Sample {
+        Sample {
+            latency: Duration::from_secs_f64(latency_ms / 1e3),
+            ok: true,
+            timing: ServerTiming {
+                exec: Some(exec),
+                instantiate: Some(0.0),
+                forward,
+            },
+        }
+    }
+
+    #[test]
+    fn server_timing_parses_and_skips_what_it_does_not_know() {
+        let t = ServerTiming::parse("exec;dur=0.014, instantiate;dur=0.250, forward;dur=21.5");
+        assert_eq!(
+            t,
+            ServerTiming {
+                exec: Some(0.014),
+                instantiate: Some(0.25),
+                forward: Some(21.5)
+            }
+        );
+        let t = ServerTiming::parse("cache;desc=hit, exec;dur=NaN, exec, forward;dur=-1");
+        assert_eq!(t, ServerTiming::default());
+    }
+
+    #[test]
+    fn the_model_subtracts_what_the_nodes_report_from_what_the_client_saw() {
+        let local: Vec<Sample> = [0.30, 0.25, 0.35].map(|l| sample(l, 0.05, None)).into();
+        // RTT 20 ms; the POP saw 21.0 ms to the region, the client 21.4 ms.
+        let forward: Vec<Sample> = [21.4, 21.4, 21.4]
+            .map(|l| sample(l, 0.05, Some(21.0)))
+            .into();
+        let m = derive(&local, &forward, 10.0, "debug").expect("derives");
+        assert!((m.exec_ms - 0.05).abs() < 1e-9);
+        assert!((m.pop_overhead_ms - 0.25).abs() < 1e-6, "{m:?}");
+        assert!((m.region_overhead_ms - 0.95).abs() < 1e-6, "{m:?}");
+        assert!((m.forward_edge_ms - 0.4).abs() < 1e-6, "{m:?}");
+        assert_eq!(m.instantiate_ms, None, "no cold start reported");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("model.toml");
+        m.write(&file).expect("writes");
+        assert_eq!(CostModel::load(&file).expect("loads"), m);
+    }
+
+    #[test]
+    fn a_scenario_loads_the_model_in_place_of_the_fixed_overheads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut m = derive(
+            &[sample(0.9, 0.05, None)],
+            &[sample(30.0, 0.05, Some(28.0))],
+            10.0,
+            "release",
+        )
+        .expect("derives");
+        m.instantiate_ms = Some(0.7);
+        m.write(&dir.path().join("model.toml")).expect("writes");
+        let file = dir.path().join("s.toml");
+        let scenario = |model: &str| {
+            format!(
+                "name = \"m\"\nduration_s = 1\n{model}\n[topology]\npops = 1\nregions = 1\n\
+                 [arrivals]\nkind = \"poisson\"\nrate_per_pop = 1\n"
+            )
+        };
+        std::fs::write(&file, scenario("model = \"model.toml\"")).expect("write");
+        let s = crate::scenario::Scenario::load(&file).expect("loads");
+        assert!(
+            (s.pop.overhead_ms - 0.85).abs() < 1e-6,
+            "{}",
+            s.pop.overhead_ms
+        );
+        assert!((s.region.overhead_ms - 7.95).abs() < 1e-6);
+        assert_eq!(s.cold_start.instantiate_ms, 0.7);
+        std::fs::write(&file, scenario("")).expect("write");
+        let s = crate::scenario::Scenario::load(&file).expect("loads");
+        assert_eq!((s.pop.overhead_ms, s.region.overhead_ms), (0.2, 0.2));
+        std::fs::write(&file, scenario("model = \"missing.toml\"")).expect("write");
+        assert!(matches!(
+            crate::scenario::Scenario::load(&file),
+            Err(crate::scenario::ScenarioError::Invalid { field: "model", .. })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_calibration_run_measures_every_parameter_on_real_nodes() {
+        let args = CalibrateArgs {
+            out: std::path::PathBuf::new(),
+            requests: 100,
+            concurrency: 4,
+            one_way_delay_ms: 5.0,
+        };
+        let m = measure(&args).await.expect("calibration completes");
+        assert_eq!(m.run.errors, 0, "{m:?}");
+        assert!(m.exec_ms > 0.0, "{m:?}");
+        // Overheads are the host's; their being finite and the forward path's including
+        // the injected RTT are what holds on any machine.
+        for v in [m.pop_overhead_ms, m.region_overhead_ms, m.forward_edge_ms] {
+            assert!(v.is_finite() && v >= 0.0, "{m:?}");
+        }
+        assert_eq!((m.run.requests, m.run.concurrency), (100, 4));
+    }
+
+    #[test]
+    fn a_run_without_timings_is_an_error_not_a_model() {
+        let mut s = sample(1.0, 0.05, None);
+        s.timing = ServerTiming::default();
+        assert!(derive(&[s], &[s], 10.0, "debug").is_err());
+    }
+}
