@@ -1,7 +1,8 @@
 //! Running a resolved function: the part of an invocation both tiers do the same way.
 //!
-//! Owns the compiled-module cache and moving guest execution onto the blocking pool (guest
-//! code never runs on a tokio worker); picks the guest ABI (a fresh command instance, or a
+//! Owns the compiled-module cache (compilation runs on the blocking pool, never on a
+//! worker); runs guests on the calling task (the sandbox yields the worker at every epoch
+//! tick, so a guest never holds it); picks the guest ABI (a fresh command instance, or a
 //! warm reactor instance of the function version's pool, by affinity key); turns a
 //! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Also owns
 //! each invocation's memory size: `x-strata-memory-mb` up to the function's
@@ -286,7 +287,7 @@ impl Executor {
         }
     }
 
-    /// Runs one attempt of `req` with `memory_mb` on the blocking pool.
+    /// Runs one attempt of `req` with `memory_mb` on this task.
     async fn execute(
         &self,
         module: CompiledModule,
@@ -313,12 +314,9 @@ impl Executor {
         let sandbox = match self.release_of(&module) {
             Release::Next => self.next.as_ref().map_or(&self.sandbox, |n| &n.sandbox),
             Release::Current => &self.sandbox,
-        }
-        .clone();
+        };
         match function.config.abi {
-            Abi::Command => {
-                tokio::task::spawn_blocking(move || sandbox.run(&module, invocation)).await
-            }
+            Abi::Command => sandbox.run(&module, invocation).await,
             Abi::Reactor => {
                 let key = WarmKey {
                     function: function.key.clone(),
@@ -326,22 +324,19 @@ impl Executor {
                     digest: module.digest(),
                     memory_bytes: invocation.memory_bytes,
                 };
-                let affinity = req.affinity.clone();
-                tokio::task::spawn_blocking(move || {
-                    sandbox.run_reactor_in(&key, &module, invocation, affinity.as_deref(), lane)
-                })
-                .await
+                sandbox
+                    .run_reactor_in(&key, &module, invocation, req.affinity.as_deref(), lane)
+                    .await
             }
         }
-        .map_err(|e| ApiError::internal(format!("execution task failed: {e}")))?
         .map_err(|e| match e {
             SandboxError::Capacity(m) => ApiError::unavailable(m, CAPACITY_RETRY_AFTER),
             other => ApiError::internal(other.to_string()),
         })
     }
 
-    /// Runs `req` with `module`, the code of `function`, on the blocking pool, in the
-    /// runtime release whose sandbox compiled `module`. `cold` says whether preparing the
+    /// Runs `req` with `module`, the code of `function`, on this task, in the runtime
+    /// release whose sandbox compiled `module`. `cold` says whether preparing the
     /// code was part of this invocation; it is the start kind of a command module, whose
     /// per-invocation instance costs microseconds.
     ///

@@ -9,8 +9,9 @@
 //! the trend-driven mode is compared with.
 //!
 //! Bounds: the functions remembered here are exactly those the policy tracks (its own
-//! `max_tracked`); pre-warming runs on the blocking pool one function at a time, never
-//! more instances than the sandbox's pool size per function.
+//! `max_tracked`); pre-warming runs `_initialize` on this loop's task (yielding its worker
+//! at every epoch tick like any guest) one function at a time, never more instances than
+//! the sandbox's pool size per function.
 
 use crate::exec::Executor;
 use crate::model::{Abi, FunctionKey, ResolvedFunction};
@@ -129,27 +130,22 @@ impl WarmPlanner {
             digest: module.digest(),
             memory_bytes: function.config.memory_bytes(),
         };
-        let sandbox = self.executor.sandbox().clone();
+        let sandbox = self.executor.sandbox();
         let target = target as usize;
-        let timeout = function.config.timeout();
-        let fuel = function.config.fuel;
         // Surplus goes only once it has sat idle for a while: a forecast that dips for a
         // tick must not throw away instances the next tick needs again.
         let idle_for = self.tick * RETIRE_AFTER_TICKS;
-        let done = tokio::task::spawn_blocking(move || {
-            let retired = sandbox.retire_warm(&key, target, idle_for);
-            sandbox
-                .prewarm(&key, &module, target, timeout, fuel)
-                .map(|created| (created, retired))
-        })
-        .await;
-        match done {
-            Ok(Ok((created, retired))) if created + retired > 0 => {
+        let retired = sandbox.retire_warm(&key, target, idle_for);
+        let timeout = function.config.timeout();
+        let prewarmed = sandbox
+            .prewarm(&key, &module, target, timeout, function.config.fuel)
+            .await;
+        match prewarmed {
+            Ok(created) if created + retired > 0 => {
                 debug!(function = %function.key, target, created, retired, "warm pool resized");
             }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => warn!(function = %function.key, error = %e, "pre-warming failed"),
-            Err(e) => warn!(function = %function.key, error = %e, "pre-warm task failed"),
+            Ok(_) => {}
+            Err(e) => warn!(function = %function.key, error = %e, "pre-warming failed"),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! writes (a CAS reads the key's value and revision, compares, and writes with
 //! [`Expect::Revision`] or [`Expect::Absent`]; a write that lost a race is a CAS that did
 //! not swap). Each key is linearizable because the store serialises writes; nothing spans
-//! two keys. Every call blocks on the store: guests call it from their blocking thread.
+//! two keys. Every call blocks on the store: the sandbox makes it on the blocking pool.
 //! Tenants and groups are labels without `/`, so two namespaces never share a key.
 //!
 //! Quotas: each namespace holds at most `[quotas] state_keys` keys and `state_bytes` bytes

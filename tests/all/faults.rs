@@ -2,7 +2,8 @@
 //! and the nodes keep serving.
 
 use crate::support::{
-    LOOP_FOREVER, TRAP, TestCluster, error_kind, header, pop_config, region_config,
+    LOOP_FOREVER, TRAP, TestCluster, error_kind, eventually, header, pop_config, region_config,
+    until_served,
 };
 use common::edge::EdgeConfig;
 use common::transport::{Client, NodeTls, REGION_SERVER_NAME, dev_ca};
@@ -294,5 +295,81 @@ async fn a_region_refuses_a_forwarded_payload_over_its_own_limit() {
         .expect("sent");
     assert_eq!(resp.status(), 413);
     assert_eq!(header(&resp, "x-strata-request-id").len(), 32);
+    c.nodes.shutdown().await;
+}
+
+/// DESIGN's guarantee that a guest cannot stall other requests, with guests running on the
+/// POP's tokio workers: one guest spinning forever per worker (the test runtime, which the
+/// in-process nodes share, has two) holds none of them, because a running guest yields
+/// its worker at every epoch tick. Another function at the same POP is answered, with the
+/// right body, while both spinners still run, and within its own timeout (one second, a
+/// tenth of the spinners'); the spinners then end at theirs, 504 `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_spinning_guest_per_worker_does_not_stall_other_functions() {
+    const WORKERS: usize = 2;
+    let c = TestCluster::start().await;
+    let spin = wat::parse_str(LOOP_FOREVER).expect("valid wat");
+    let hello = wat::parse_str(include_str!("../../examples/hello.wat")).expect("valid wat");
+    c.deploy_wat(
+        "spin",
+        json!({"timeout_ms": 10_000, "placement": "edge"}),
+        LOOP_FOREVER,
+    )
+    .await;
+    c.deploy_wat(
+        "hi",
+        json!({"timeout_ms": 1_000, "placement": "edge"}),
+        include_str!("../../examples/hello.wat"),
+    )
+    .await;
+    for wasm in [&spin, &hello] {
+        c.nodes
+            .pop
+            .prepare(common::model::ArtifactDigest::of(wasm))
+            .await
+            .expect("the POP prepares the module");
+    }
+    // Served at the POP, which now also holds a lease for the tenant's local runs.
+    until_served(&c, "hi", "pop/").await;
+    let tenant = common::model::TenantId::new(strata::dev::DEV_TENANT).expect("tenant");
+
+    let pop = c.nodes.pop_url();
+    let spinners: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let (http, url, token) = (c.http.clone(), pop.clone(), c.nodes.token.clone());
+            tokio::spawn(async move {
+                http.post(format!("{url}/v1/functions/spin/invoke"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .expect("request completes")
+            })
+        })
+        .collect();
+    assert!(
+        eventually(|| c.nodes.pop.lease_holding(&tenant).1 >= WORKERS as u32).await,
+        "both spinners run at the POP"
+    );
+
+    let started = std::time::Instant::now();
+    let resp = c.invoke("hi", "stalled?").await;
+    let took = started.elapsed();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-strata-executed-at"), "pop/pop-1");
+    assert_eq!(resp.text().await.expect("body"), "Hello, stalled?!\n");
+    assert!(
+        spinners.iter().all(|s| !s.is_finished()),
+        "answered while every spinner still held its guest"
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "answered within hi's timeout: {took:?}"
+    );
+
+    for s in spinners {
+        let resp = s.await.expect("spinner task");
+        assert_eq!(resp.status(), 504);
+        assert_eq!(header(&resp, "x-strata-function-error"), "timeout");
+    }
     c.nodes.shutdown().await;
 }

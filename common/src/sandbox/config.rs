@@ -23,11 +23,12 @@ pub struct SandboxConfig {
     /// Most bytes a guest may write to stderr in one invocation, with the same rule as
     /// stdout. Default 256 KiB.
     pub max_stderr_bytes: usize,
-    /// Milliseconds between epoch ticks: the granularity of timeouts. At least 1.
-    /// Default 1.
+    /// Milliseconds between epoch ticks: the granularity of timeouts, and how often a
+    /// running guest yields its tokio worker to other tasks. At least 1. Default 1.
     pub epoch_tick_ms: u64,
     /// Most native stack a guest may use, in bytes; deeper recursion traps with a stack
-    /// overflow. Default 512 KiB.
+    /// overflow. Each running execution's fiber stack is this plus 1 MiB for host calls.
+    /// Default 512 KiB.
     pub max_wasm_stack_bytes: usize,
     /// Most imports a module may declare; more is refused at compile time with
     /// [`super::ModuleError::TooManyImports`]. Default 256.
@@ -35,7 +36,9 @@ pub struct SandboxConfig {
     /// Instance slots of the pooling allocator: the most instances alive at once, warm
     /// reactor instances included. An instantiation beyond it fails the invocation with
     /// [`super::SandboxError::Capacity`] (a 503 at the edge). Each slot reserves address
-    /// space (not memory) for the largest linear memory. Default 512.
+    /// space (not memory) for the largest linear memory. Also the number of fiber stacks
+    /// executions run on (one per running execution, which also holds an instance).
+    /// Default 512.
     pub max_instances: u32,
     /// Most warm instances kept per reactor function version. Default 4.
     pub warm_pool_size: usize,

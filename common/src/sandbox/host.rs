@@ -4,7 +4,9 @@
 //! Owns the pointer/length ABI over the guest's exported `memory` and the negative return
 //! codes (docs/guest-abi.md lists them). Every guest pointer and length is bounds-checked
 //! before any read or write; a bad one is [`BAD_POINTER`], never a host panic or a trap.
-//! Never stores state itself: calls go to the invocation's [`super::StateHandle`].
+//! Never stores state itself: calls go to the invocation's [`super::StateHandle`], whose
+//! implementations block on disk or network I/O, so each call runs on tokio's blocking
+//! pool while the guest's fiber waits suspended and its worker serves other tasks.
 
 use super::runtime::Release;
 use super::state::{self, MAX_LIST_KEYS, StateError};
@@ -85,42 +87,63 @@ pub(super) fn link(linker: &mut Linker<StoreState>, release: Release) -> wasmtim
             |mut c: Caller<'_, StoreState>, p: i32, l: i32| Ok(log_v0(&mut c, p, l)),
         )?;
     }
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "get",
-        |mut c: Caller<'_, StoreState>, kp: i32, kl: i32, op: i32, oc: i32| {
-            Ok(get(&mut c, kp, kl, op, oc).unwrap_or_else(|code| code))
+        |mut c: Caller<'_, StoreState>, (kp, kl, op, oc): (i32, i32, i32, i32)| {
+            Box::new(async move { Ok(get(&mut c, kp, kl, op, oc).await.unwrap_or_else(|e| e)) })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "put",
-        |mut c: Caller<'_, StoreState>, kp: i32, kl: i32, vp: i32, vl: i32| {
-            Ok(put(&mut c, kp, kl, vp, vl).unwrap_or_else(|code| code))
+        |mut c: Caller<'_, StoreState>, (kp, kl, vp, vl): (i32, i32, i32, i32)| {
+            Box::new(async move { Ok(put(&mut c, kp, kl, vp, vl).await.unwrap_or_else(|e| e)) })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "delete",
-        |mut c: Caller<'_, StoreState>, kp: i32, kl: i32| {
-            Ok(delete(&mut c, kp, kl).unwrap_or_else(|code| code))
+        |mut c: Caller<'_, StoreState>, (kp, kl): (i32, i32)| {
+            Box::new(async move { Ok(delete(&mut c, kp, kl).await.unwrap_or_else(|e| e)) })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "cas",
-        |mut c: Caller<'_, StoreState>, kp: i32, kl: i32, ep: i32, el: i32, np: i32, nl: i32| {
-            Ok(cas(&mut c, (kp, kl), (ep, el), (np, nl)).unwrap_or_else(|code| code))
+        |mut c: Caller<'_, StoreState>,
+         (kp, kl, ep, el, np, nl): (i32, i32, i32, i32, i32, i32)| {
+            Box::new(async move {
+                let swapped = cas(&mut c, (kp, kl), (ep, el), (np, nl)).await;
+                Ok(swapped.unwrap_or_else(|e| e))
+            })
         },
     )?;
-    linker.func_wrap(
+    linker.func_wrap_async(
         MODULE,
         "list",
-        |mut c: Caller<'_, StoreState>, pp: i32, pl: i32, op: i32, oc: i32| {
-            Ok(list(&mut c, pp, pl, op, oc).unwrap_or_else(|code| code))
+        |mut c: Caller<'_, StoreState>, (pp, pl, op, oc): (i32, i32, i32, i32)| {
+            Box::new(async move { Ok(list(&mut c, pp, pl, op, oc).await.unwrap_or_else(|e| e)) })
         },
     )?;
     Ok(())
+}
+
+/// Runs `op` on the invocation's namespace on the blocking pool (the store behind it may
+/// wait on disk or the network); a task that failed to run is [`UNAVAILABLE`]. The future
+/// does not borrow the caller, so the guest's fiber waits on it without holding its store.
+fn on_state<R: Send + 'static>(
+    c: &Caller<'_, StoreState>,
+    op: impl FnOnce(&dyn super::SharedState) -> Result<R, StateError> + Send + 'static,
+) -> impl Future<Output = Result<R, Code>> + Send + 'static {
+    let handle = c.data().shared.clone();
+    async move {
+        let handle = handle.ok_or(NO_STATE)?;
+        tokio::task::spawn_blocking(move || op(handle.as_ref()))
+            .await
+            .map_err(|_| UNAVAILABLE)?
+            .map_err(code)
+    }
 }
 
 fn memory(c: &mut Caller<'_, StoreState>) -> Result<Memory, Code> {
@@ -176,10 +199,6 @@ fn write_bytes(c: &mut Caller<'_, StoreState>, ptr: i32, cap: i32, out: &[u8]) -
     Ok(())
 }
 
-fn handle(c: &Caller<'_, StoreState>) -> Result<super::StateHandle, Code> {
-    c.data().shared.clone().ok_or(NO_STATE)
-}
-
 fn code(e: StateError) -> Code {
     match e {
         StateError::BadKey(_) => BAD_KEY,
@@ -213,9 +232,15 @@ fn log_v0(c: &mut Caller<'_, StoreState>, ptr: i32, len: i32) -> Code {
     0
 }
 
-fn get(c: &mut Caller<'_, StoreState>, kp: i32, kl: i32, op: i32, oc: i32) -> Result<Code, Code> {
+async fn get(
+    c: &mut Caller<'_, StoreState>,
+    kp: i32,
+    kl: i32,
+    op: i32,
+    oc: i32,
+) -> Result<Code, Code> {
     let key = read_key(c, kp, kl)?;
-    let value = handle(c)?.get(&key).map_err(code)?.ok_or(NOT_FOUND)?;
+    let value = on_state(c, move |s| s.get(&key)).await?.ok_or(NOT_FOUND)?;
     match write_bytes(c, op, oc, &value) {
         // The guest learns the length it needs and asks again with a bigger buffer.
         Ok(()) | Err(BUFFER_TOO_SMALL) => Ok(len_code(value.len())),
@@ -223,19 +248,25 @@ fn get(c: &mut Caller<'_, StoreState>, kp: i32, kl: i32, op: i32, oc: i32) -> Re
     }
 }
 
-fn put(c: &mut Caller<'_, StoreState>, kp: i32, kl: i32, vp: i32, vl: i32) -> Result<Code, Code> {
+async fn put(
+    c: &mut Caller<'_, StoreState>,
+    kp: i32,
+    kl: i32,
+    vp: i32,
+    vl: i32,
+) -> Result<Code, Code> {
     let key = read_key(c, kp, kl)?;
     let value = read_value(c, vp, vl)?;
-    handle(c)?.put(&key, &value).map_err(code)?;
+    on_state(c, move |s| s.put(&key, &value)).await?;
     Ok(0)
 }
 
-fn delete(c: &mut Caller<'_, StoreState>, kp: i32, kl: i32) -> Result<Code, Code> {
+async fn delete(c: &mut Caller<'_, StoreState>, kp: i32, kl: i32) -> Result<Code, Code> {
     let key = read_key(c, kp, kl)?;
-    Ok(i32::from(handle(c)?.delete(&key).map_err(code)?))
+    Ok(i32::from(on_state(c, move |s| s.delete(&key)).await?))
 }
 
-fn cas(
+async fn cas(
     c: &mut Caller<'_, StoreState>,
     (kp, kl): (i32, i32),
     (ep, el): (i32, i32),
@@ -249,20 +280,24 @@ fn cas(
         Some(read_value(c, ep, el)?)
     };
     let new = read_value(c, np, nl)?;
-    let swapped = handle(c)?
-        .cas(&key, expected.as_deref(), &new)
-        .map_err(code)?;
+    let swapped = on_state(c, move |s| s.cas(&key, expected.as_deref(), &new)).await?;
     Ok(i32::from(swapped))
 }
 
-fn list(c: &mut Caller<'_, StoreState>, pp: i32, pl: i32, op: i32, oc: i32) -> Result<Code, Code> {
+async fn list(
+    c: &mut Caller<'_, StoreState>,
+    pp: i32,
+    pl: i32,
+    op: i32,
+    oc: i32,
+) -> Result<Code, Code> {
     // Checked before reading so a huge length never copies guest memory. An empty
     // prefix lists every key, so it is read without the key check.
     if usize::try_from(pl).is_ok_and(|l| l > state::MAX_KEY_BYTES) {
         return Err(BAD_KEY);
     }
     let prefix = String::from_utf8(read_bytes(c, pp, pl)?).map_err(|_| BAD_KEY)?;
-    let keys = handle(c)?.list(&prefix, MAX_LIST_KEYS).map_err(code)?;
+    let keys = on_state(c, move |s| s.list(&prefix, MAX_LIST_KEYS)).await?;
     let mut out = Vec::new();
     for key in &keys {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());

@@ -250,7 +250,7 @@ mod tests {
     /// The same order through a real sandbox's pools, with warm instances and their state.
     #[test]
     fn rare_reactors_keep_their_state_in_their_lane_and_never_evict_a_dedicated_pool() {
-        use super::super::tests::{invocation, sandbox_with, wasm};
+        use super::super::tests::{block_on, invocation, sandbox_with, wasm};
         use super::super::{SandboxConfig, WarmKey};
         use crate::model::{FunctionKey, FunctionName, TenantId};
         let s = sandbox_with(SandboxConfig {
@@ -270,8 +270,7 @@ mod tests {
             memory_bytes: 16 << 20,
         };
         let count = |name: &str, lane| {
-            let e = s
-                .run_reactor_in(&key(name), &m, invocation(b""), None, lane)
+            let e = block_on(s.run_reactor_in(&key(name), &m, invocation(b""), None, lane))
                 .expect("runs");
             String::from_utf8(e.stdout).expect("digits")
         };

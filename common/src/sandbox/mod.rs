@@ -9,14 +9,20 @@
 //!   the uploader's fault.
 //! - [`Sandbox::run`] runs one invocation of a command module (DESIGN §3): a fresh store
 //!   and instance, stdin from the payload, `_start`, stdout and stderr captured up to their
-//!   caps. It blocks the calling thread, so async callers use `spawn_blocking`. Every way a
-//!   guest can fail (exit code, trap, timeout, out of memory, output over its cap) is
-//!   classified here, once, into a [`FunctionError`](crate::model::FunctionError) inside
-//!   an [`Execution`]; only failures of the sandbox itself are [`SandboxError`]s.
-//! - Time is bounded by epoch interruption: each [`Sandbox`] owns one ticker thread that
-//!   advances the engine's epoch every [`SandboxConfig::epoch_tick_ms`], stopped when the
-//!   last clone of the sandbox is dropped. Memory is bounded per store by a
-//!   [`wasmtime::ResourceLimiter`].
+//!   caps. Every way a guest can fail (exit code, trap, timeout, out of memory, output over
+//!   its cap) is classified here, once, into a
+//!   [`FunctionError`](crate::model::FunctionError) inside an [`Execution`]; only failures
+//!   of the sandbox itself are [`SandboxError`]s.
+//! - Guests run on the caller's async task, as `wasmtime serve` runs them: each execution
+//!   on a fiber stack from the pooling allocator, so the tokio worker that polls it is
+//!   never handed off to another thread. A guest cannot hold a worker: each [`Sandbox`]
+//!   owns one ticker thread that advances the engine's epoch every
+//!   [`SandboxConfig::epoch_tick_ms`] (stopped when the last clone of the sandbox is
+//!   dropped), and at every tick a running guest yields its worker to the other tasks, or
+//!   traps with [`wasmtime::Trap::Interrupt`] once its invocation's deadline has passed
+//!   (see `run::arm`). Host calls never block a worker: a sleep in `poll_oneoff` is a
+//!   timer, and shared-state calls (which may do disk or network I/O) run on the blocking
+//!   pool. Memory is bounded per store by a [`wasmtime::ResourceLimiter`].
 //! - [`ModuleCache`] keeps compiled modules, bounded by total wasm bytes.
 //! - [`Sandbox::run_reactor`] runs the reactor ABI (DESIGN §3) in warm instances kept in
 //!   bounded per-function-version pools ([`WarmKey`]), with affinity keys mapped to pool
@@ -100,6 +106,9 @@ const ENGINE_NAME: &str = "wasmtime-48";
 /// The largest linear memory any instance slot can hold: the largest memory a function
 /// may configure ([`crate::model::MAX_MEMORY_MB`]).
 const MAX_SLOT_MEMORY_BYTES: usize = (MAX_MEMORY_MB as usize) << 20;
+/// Stack a fiber keeps for host code beyond the guest's own `max_wasm_stack_bytes`: WASI
+/// and the `strata` imports run on the guest's fiber.
+const HOST_STACK_BYTES: usize = 1 << 20;
 
 /// What a store carries: the guest's WASI context, its resource limiter and its clocks.
 struct StoreState {
@@ -168,7 +177,10 @@ impl Sandbox {
             .max_memories_per_module(1)
             .max_tables_per_module(limits::MAX_TABLES as u32)
             .table_elements(limits::MAX_TABLE_ELEMENTS)
-            .max_memory_size(MAX_SLOT_MEMORY_BYTES);
+            .max_memory_size(MAX_SLOT_MEMORY_BYTES)
+            // Every execution runs on a fiber stack of its own, taken from this pool; an
+            // execution needs an instance slot too, so the stacks never run out first.
+            .total_stacks(cfg.max_instances);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -178,6 +190,8 @@ impl Sandbox {
             .cranelift_opt_level(OptLevel::Speed)
             .cranelift_nan_canonicalization(cfg.release.canonicalizes_nans())
             .max_wasm_stack(cfg.max_wasm_stack_bytes)
+            // A fiber stack holds the guest's stack plus room for the host calls it makes.
+            .async_stack_size(cfg.max_wasm_stack_bytes.saturating_add(HOST_STACK_BYTES))
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pooling))
             // Linear memory starts as a copy-on-write mapping of the module's data
             // segments instead of being copied in at every instantiation.
@@ -185,7 +199,7 @@ impl Sandbox {
         let engine = Engine::new(&config).map_err(|e| engine_err("engine configuration", e))?;
 
         let mut linker = Linker::new(&engine);
-        p1::add_to_linker_sync(&mut linker, |s: &mut StoreState| &mut s.wasi)
+        p1::add_to_linker_async(&mut linker, |s: &mut StoreState| &mut s.wasi)
             .map_err(|e| engine_err("linking WASI", e))?;
         poll::bound_poll_oneoff(&mut linker).map_err(|e| engine_err("linking poll_oneoff", e))?;
         environ::link(&mut linker).map_err(|e| engine_err("linking environ_get", e))?;
@@ -251,8 +265,8 @@ impl Sandbox {
         &self.inner.cfg
     }
 
-    /// Validates, compiles and pre-links `wasm`. CPU-heavy: async callers use
-    /// `spawn_blocking`.
+    /// Validates, compiles and pre-links `wasm`. CPU-heavy and synchronous: async callers
+    /// run it on the blocking pool, never on a worker.
     ///
     /// # Errors
     /// [`ModuleError::TooLarge`] over [`SandboxConfig::max_module_bytes`];
@@ -318,25 +332,31 @@ impl Sandbox {
     }
 
     /// Runs one invocation of a command module: a fresh store and instance, then `_start`.
-    /// BLOCKS the calling thread for up to about `inv.timeout`; async callers use
-    /// `spawn_blocking`. The guest's own failures are in [`Execution::failure`].
+    /// Takes up to about `inv.timeout`, yielding to the executor at every epoch tick; needs
+    /// a tokio runtime with timers (a guest's sleep is a tokio timer). Dropping the future
+    /// ends the guest. The guest's own failures are in [`Execution::failure`].
     ///
     /// # Errors
     /// [`SandboxError::ForeignModule`] when `module` was compiled by another sandbox;
     /// [`SandboxError::Engine`] when a store cannot be created.
-    pub fn run(&self, module: &CompiledModule, inv: Invocation) -> Result<Execution, SandboxError> {
-        run::run_command(&self.inner, module, inv)
+    pub async fn run(
+        &self,
+        module: &CompiledModule,
+        inv: Invocation,
+    ) -> Result<Execution, SandboxError> {
+        run::run_command(&self.inner, module, inv).await
     }
 
     /// Runs one invocation of a reactor module (DESIGN §3): `strata_handle` in a warm
     /// instance of `key`'s pool, created (with `_initialize`) when none is idle. With an
     /// `affinity` key the invocation goes to the pool slot that key hashes to, so it sees
     /// the linear memory earlier invocations with that key left behind, while that
-    /// instance lives. BLOCKS like [`Sandbox::run`].
+    /// instance lives. Runs like [`Sandbox::run`]; dropping the future drops the instance
+    /// and frees its pool slot.
     ///
     /// # Errors
     /// As [`Sandbox::run`], plus [`SandboxError::Capacity`] when no instance slot is free.
-    pub fn run_reactor(
+    pub async fn run_reactor(
         &self,
         key: &WarmKey,
         module: &CompiledModule,
@@ -344,6 +364,7 @@ impl Sandbox {
         affinity: Option<&str>,
     ) -> Result<Execution, SandboxError> {
         self.run_reactor_in(key, module, inv, affinity, WarmLane::Dedicated)
+            .await
     }
 
     /// As [`Sandbox::run_reactor`], with `key`'s pool in `lane`: an on-demand pool counts
@@ -353,7 +374,7 @@ impl Sandbox {
     ///
     /// # Errors
     /// As [`Sandbox::run_reactor`].
-    pub fn run_reactor_in(
+    pub async fn run_reactor_in(
         &self,
         key: &WarmKey,
         module: &CompiledModule,
@@ -361,17 +382,17 @@ impl Sandbox {
         affinity: Option<&str>,
         lane: WarmLane,
     ) -> Result<Execution, SandboxError> {
-        reactor::run_reactor(&self.inner, key, module, inv, affinity, lane)
+        reactor::run_reactor(&self.inner, key, module, inv, affinity, lane).await
     }
 
     /// Creates reactor instances (running `_initialize`) into `key`'s pool until it holds
     /// `target` live ones, bounded by the pool size; returns how many were created. Used to
-    /// pre-warm ahead of forecast traffic. BLOCKS like [`Sandbox::run`].
+    /// pre-warm ahead of forecast traffic. Runs like [`Sandbox::run`].
     ///
     /// # Errors
     /// [`SandboxError::ForeignModule`] or [`SandboxError::Capacity`]/[`SandboxError::Engine`]
     /// when an instance cannot be created for host reasons.
-    pub fn prewarm(
+    pub async fn prewarm(
         &self,
         key: &WarmKey,
         module: &CompiledModule,
@@ -382,7 +403,7 @@ impl Sandbox {
         if self.inner.cfg.max_warm_pools == 0 {
             return Ok(0);
         }
-        reactor::prewarm(&self.inner, key, module, target, timeout, fuel)
+        reactor::prewarm(&self.inner, key, module, target, timeout, fuel).await
     }
 
     /// Drops idle instances of `key`'s pool that have been idle for at least `idle_for`,

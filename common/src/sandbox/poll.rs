@@ -1,14 +1,15 @@
 //! The sandbox's own `poll_oneoff`, bounded by the invocation's deadline, and the guest's
 //! monotonic clock it relies on.
 //!
-//! `poll_oneoff` is the one WASI preview 1 call that blocks the host thread for a
-//! guest-chosen time (a `sleep`), and epoch interruption cannot stop host code: with
-//! wasmtime-wasi's version a guest sleeping an hour holds a thread for an hour whatever
-//! its timeout. This module replaces it. Guests have only in-memory stdio, which is always
-//! ready, so a poll either returns at once (some fd subscription) or sleeps until its
-//! earliest clock; a sleep that would pass the deadline sleeps until the deadline and then
-//! traps with [`Trap::Interrupt`], exactly like a guest interrupted by the epoch deadline.
-//! Never blocks past the deadline; never touches guest memory outside the subscription
+//! `poll_oneoff` is the one WASI preview 1 call that waits for a guest-chosen time (a
+//! `sleep`), and epoch interruption cannot stop host code: with wasmtime-wasi's version a
+//! guest sleeping an hour waits an hour whatever its timeout. This module replaces it.
+//! Guests have only in-memory stdio, which is always ready, so a poll either returns at
+//! once (some fd subscription) or sleeps until its earliest clock; a sleep that would pass
+//! the deadline sleeps until the deadline and then traps with [`Trap::Interrupt`], exactly
+//! like a guest interrupted at an epoch tick. The sleep is a tokio timer: the guest's
+//! fiber is suspended and its worker serves other tasks meanwhile. Never waits past the
+//! deadline, never blocks a thread; never touches guest memory outside the subscription
 //! and event arrays and the event count.
 
 use super::StoreState;
@@ -73,17 +74,17 @@ fn nanos(d: Duration) -> u64 {
 /// wasmtime refused the definition (a platform bug).
 pub(super) fn bound_poll_oneoff(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    linker.func_wrap(
+    linker.func_wrap_async(
         WASI_MODULE,
         "poll_oneoff",
-        |mut caller: Caller<'_, StoreState>, subs: i32, events: i32, n: i32, nevents: i32| {
-            poll_oneoff(
-                &mut caller,
+        |caller: Caller<'_, StoreState>, (subs, events, n, nevents): (i32, i32, i32, i32)| {
+            Box::new(poll_oneoff(
+                caller,
                 subs.cast_unsigned(),
                 events.cast_unsigned(),
                 n.cast_unsigned(),
                 nevents.cast_unsigned(),
-            )
+            ))
         },
     )?;
     linker.allow_shadowing(false);
@@ -101,8 +102,8 @@ struct Subscription {
 }
 
 /// `poll_oneoff(subs, events, n, nevents) -> errno`.
-fn poll_oneoff(
-    caller: &mut Caller<'_, StoreState>,
+async fn poll_oneoff(
+    mut caller: Caller<'_, StoreState>,
     subs: u32,
     events: u32,
     n: u32,
@@ -113,7 +114,7 @@ fn poll_oneoff(
         .and_then(Extern::into_memory)
         .ok_or_else(|| format_err!("missing required memory export"))?;
     let origin = caller.data().clock_origin;
-    let subs = match read_subscriptions(memory.data(&*caller), subs, n, origin) {
+    let subs = match read_subscriptions(memory.data(&caller), subs, n, origin) {
         Ok(subs) if subs.is_empty() => return Ok(ERRNO_INVAL),
         Ok(subs) => subs,
         Err(errno) => return Ok(errno),
@@ -131,15 +132,15 @@ fn poll_oneoff(
         if let Some(deadline) = caller.data().deadline {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if wait > remaining {
-                std::thread::sleep(remaining);
+                tokio::time::sleep(remaining).await;
                 return Err(Trap::Interrupt.into());
             }
         }
-        std::thread::sleep(wait);
+        tokio::time::sleep(wait).await;
         subs.iter().filter(|s| s.wait <= wait).copied().collect()
     };
 
-    let data = memory.data_mut(&mut *caller);
+    let data = memory.data_mut(&mut caller);
     for (i, sub) in ready.iter().enumerate() {
         let Some(event) = slice_mut(data, events, i, EVENT_BYTES) else {
             return Ok(ERRNO_FAULT);

@@ -427,7 +427,7 @@ impl WarmPools {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{invocation, sandbox, wasm};
+    use super::super::tests::{block_on, invocation, sandbox, wasm};
     use super::*;
     use crate::model::{FunctionName, StartKind, TenantId};
 
@@ -451,16 +451,13 @@ mod tests {
     fn prewarmed_instances_serve_the_first_requests_warm() {
         let s = sandbox();
         let (m, k) = counter(&s);
-        let created = s
-            .prewarm(&k, &m, 2, Duration::from_secs(1), None)
-            .expect("prewarms");
+        let created =
+            block_on(s.prewarm(&k, &m, 2, Duration::from_secs(1), None)).expect("prewarms");
         assert_eq!((created, s.warm_instances(&k)), (2, 2));
         // Asking again for the same target creates nothing.
-        let again = s
-            .prewarm(&k, &m, 2, Duration::from_secs(1), None)
-            .expect("prewarms");
+        let again = block_on(s.prewarm(&k, &m, 2, Duration::from_secs(1), None)).expect("prewarms");
         assert_eq!(again, 0);
-        let first = s.run_reactor(&k, &m, invocation(b""), None).expect("runs");
+        let first = block_on(s.run_reactor(&k, &m, invocation(b""), None)).expect("runs");
         assert_eq!((first.start, first.failure), (StartKind::Warm, None));
     }
 
@@ -469,9 +466,8 @@ mod tests {
         let s = sandbox();
         let (m, k) = counter(&s);
         let size = s.config().warm_pool_size;
-        let created = s
-            .prewarm(&k, &m, size + 10, Duration::from_secs(1), None)
-            .expect("prewarms");
+        let created =
+            block_on(s.prewarm(&k, &m, size + 10, Duration::from_secs(1), None)).expect("prewarms");
         assert_eq!(created, size);
     }
 
@@ -479,8 +475,7 @@ mod tests {
     fn retiring_keeps_the_target_and_never_touches_busy_instances() {
         let s = sandbox();
         let (m, k) = counter(&s);
-        s.prewarm(&k, &m, 3, Duration::from_secs(1), None)
-            .expect("prewarms");
+        block_on(s.prewarm(&k, &m, 3, Duration::from_secs(1), None)).expect("prewarms");
         // Nothing has been idle for an hour: nothing goes.
         assert_eq!(s.retire_warm(&k, 0, Duration::from_secs(3600)), 0);
         assert_eq!(s.retire_warm(&k, 1, Duration::ZERO), 2);

@@ -12,7 +12,7 @@
 
 use super::limits::MemoryLimiter;
 use super::pool::WarmKey;
-use super::run::{Observed, arm, classify, is_capacity};
+use super::run::{Observed, arm, classify, is_capacity, prepare};
 use super::stdio::Stdio;
 use super::{CompiledModule, Inner, SandboxError, StoreState};
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
@@ -42,7 +42,7 @@ type Created = (Box<ReactorInstance>, Vec<u8>);
 /// Instantiates `module` and runs its `_initialize`, within `timeout` and `fuel`. The
 /// store gets the one WASI context the instance keeps for life; `_initialize`'s stdout is
 /// discarded and its stderr returned, to be logged with the first invocation's.
-fn create(
+async fn create(
     inner: &Inner,
     module: &CompiledModule,
     memory_bytes: u64,
@@ -66,15 +66,18 @@ fn create(
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
-    store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_trap();
-    arm(&mut store, cfg.epoch_tick(), timeout, fuel)?;
-    let created = module.pre().instantiate(&mut store).and_then(|instance| {
+    prepare(&mut store);
+    arm(&mut store, fuel)?;
+    let created = async {
+        let instance = module.pre().instantiate_async(&mut store).await?;
         if let Some(init) = instance.get_func(&mut store, "_initialize") {
-            init.typed::<(), ()>(&store)?.call(&mut store, ())?;
+            init.typed::<(), ()>(&store)?
+                .call_async(&mut store, ())
+                .await?;
         }
         instance.get_typed_func::<(), i32>(&mut store, "strata_handle")
-    });
+    }
+    .await;
     match created {
         Ok(handle) => {
             let state = store.data_mut();
@@ -103,7 +106,7 @@ fn create(
 
 /// Creates instances into `key`'s pool until it holds `target` live ones: see
 /// [`super::Sandbox::prewarm`].
-pub(super) fn prewarm(
+pub(super) async fn prewarm(
     inner: &Inner,
     key: &WarmKey,
     module: &CompiledModule,
@@ -118,31 +121,26 @@ pub(super) fn prewarm(
     // One slot at a time: a slot reserved here is busy to requests, so holding several
     // while creating would push concurrent requests into one-off instances.
     while let Some((pool, slot)) = inner.pools.reserve(key, target, Instant::now()) {
+        let slot = Reserved::new(pool, slot);
         let now = Instant::now();
         // No shared state while pre-warming: each invocation installs its own handle
         // before it runs (see `run_reactor`).
-        match create(inner, module, key.memory_bytes, timeout, fuel, None, now) {
+        match create(inner, module, key.memory_bytes, timeout, fuel, None, now).await {
             Ok(Ok((instance, _init_log))) => {
-                pool.give_back(slot, Some(instance), Instant::now());
+                slot.give_back(Some(instance), Instant::now());
                 created += 1;
             }
             // A guest whose `_initialize` fails is not pre-warmed; its requests will
-            // report the failure themselves.
-            Ok(Err(_)) => {
-                pool.give_back(slot, None, Instant::now());
-                break;
-            }
-            Err(e) => {
-                pool.give_back(slot, None, Instant::now());
-                return Err(e);
-            }
+            // report the failure themselves. (Dropping the reservation empties the slot.)
+            Ok(Err(_)) => break,
+            Err(e) => return Err(e),
         }
     }
     Ok(created)
 }
 
 /// Runs one reactor invocation: see [`super::Sandbox::run_reactor`].
-pub(super) fn run_reactor(
+pub(super) async fn run_reactor(
     inner: &Inner,
     key: &WarmKey,
     module: &CompiledModule,
@@ -164,6 +162,11 @@ pub(super) fn run_reactor(
     } = inv;
     let started = Instant::now();
     let checkout = inner.pools.checkout(key, affinity, lane, started);
+    // Held until the instance goes back: if this future is dropped half-way (the caller
+    // went away), the slot is emptied rather than left busy for good.
+    let slot = checkout
+        .slot
+        .map(|slot| Reserved::new(std::sync::Arc::clone(&checkout.pool), slot));
     let (mut instance, start, init_log) = match checkout.instance {
         Some(instance) => (instance, StartKind::Warm, Vec::new()),
         None => match create(
@@ -174,12 +177,12 @@ pub(super) fn run_reactor(
             fuel,
             shared.clone(),
             started,
-        ) {
+        )
+        .await
+        {
             Ok(Ok((instance, log))) => (instance, StartKind::Cold, log),
             Ok(Err(failure)) => {
-                if let Some(slot) = checkout.slot {
-                    checkout.pool.give_back(slot, None, Instant::now());
-                }
+                drop(slot);
                 let observed = Observed {
                     stdout_over: false,
                     stderr_over: false,
@@ -203,12 +206,7 @@ pub(super) fn run_reactor(
                     platform_fault: true,
                 });
             }
-            Err(e) => {
-                if let Some(slot) = checkout.slot {
-                    checkout.pool.give_back(slot, None, Instant::now());
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         },
     };
     // A warm call starts where the checkout did: one clock read fewer on the hot path.
@@ -231,8 +229,17 @@ pub(super) fn run_reactor(
         state.shared = shared;
         state.limiter.start_invocation();
     }
-    arm(&mut instance.store, cfg.epoch_tick(), remaining, fuel)?;
-    let result = instance.handle.call(&mut instance.store, ());
+    arm(&mut instance.store, fuel)?;
+    let result = instance.handle.call_async(&mut instance.store, ()).await;
+    if let Err(e) = &result
+        && is_capacity(e)
+    {
+        // No fiber stack was free: the call never started, and the instance is as it was.
+        if let Some(slot) = slot {
+            slot.give_back(Some(instance), Instant::now());
+        }
+        return Err(SandboxError::Capacity(format!("{e:#}")));
+    }
     let ended = Instant::now();
     let exec = ended - call_start;
     let state = instance.store.data_mut();
@@ -247,11 +254,11 @@ pub(super) fn run_reactor(
     // invocation should see, and a closed or renumbered stdio descriptor would stay so.
     let reusable = result.is_ok() && !memory_denied && state.stdio.intact();
     let status = result.as_ref().ok().copied();
-    match checkout.slot {
-        Some(slot) if reusable => checkout.pool.give_back(slot, Some(instance), ended),
+    match slot {
+        Some(slot) if reusable => slot.give_back(Some(instance), ended),
         Some(slot) => {
             drop(instance);
-            checkout.pool.give_back(slot, None, ended);
+            slot.give_back(None, ended);
         }
         None => drop(instance),
     }
@@ -301,4 +308,36 @@ pub(super) fn run_reactor(
         exec,
         peak_memory_bytes,
     })
+}
+
+/// A pool slot reserved for one execution. Given back explicitly when the execution ends;
+/// dropped unreturned (the execution's future was dropped, or it failed before an instance
+/// existed) it empties the slot, so a slot is never left busy for good.
+struct Reserved {
+    pool: std::sync::Arc<super::pool::WarmPool>,
+    slot: Option<usize>,
+}
+
+impl Reserved {
+    fn new(pool: std::sync::Arc<super::pool::WarmPool>, slot: usize) -> Self {
+        Self {
+            pool,
+            slot: Some(slot),
+        }
+    }
+
+    /// Gives the slot back: warm with `instance`, or empty.
+    fn give_back(mut self, instance: Option<Box<ReactorInstance>>, now: Instant) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.give_back(slot, instance, now);
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.give_back(slot, None, Instant::now());
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! One invocation of a command module, and the classification of how it ended.
 //!
 //! Owns the per-invocation store (WASI context with in-memory stdio from [`super::stdio`],
-//! memory limiter, epoch deadline) and the single place where wasmtime's outcomes become
+//! memory limiter, epoch deadline), how a store spends its time on a worker (it yields at
+//! every epoch tick and traps once its deadline has passed: [`prepare`], [`arm`]) and the
+//! single place where wasmtime's outcomes become
 //! [`FunctionError`]s: by type (exit status, trap code, limiter and pipe state), never by
 //! matching error text. Never reuses a store or instance across invocations.
 
@@ -12,7 +14,7 @@ use super::{CompiledModule, Inner, SandboxError, StoreState};
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use bytes::Bytes;
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
 /// What one invocation gets: its input and its limits.
@@ -67,15 +69,30 @@ pub(super) struct Observed {
     pub(super) memory_denied: bool,
 }
 
-/// Arms `store` for one call: epoch deadline for `timeout`, and `fuel` (unbounded when
-/// `None`).
-pub(super) fn arm(
-    store: &mut Store<StoreState>,
-    tick: Duration,
-    timeout: Duration,
-    fuel: Option<u64>,
-) -> Result<(), SandboxError> {
-    store.set_epoch_deadline(deadline_ticks(timeout, tick));
+/// Sets up a new store's limits and time-keeping: the memory limiter, and at every epoch
+/// tick either a yield to the executor (the guest gives its worker to the other tasks,
+/// then goes on) or, once the invocation's deadline (`StoreState::deadline`) has passed,
+/// a [`Trap::Interrupt`]. The deadline is wall-clock, so time spent waiting for a worker
+/// after a yield counts against the guest like time spent running.
+pub(super) fn prepare(store: &mut Store<StoreState>) {
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|cx| {
+        let due = cx
+            .data()
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline);
+        Ok(if due {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+}
+
+/// Arms `store` for one call: the deadline check at the next epoch tick, and `fuel`
+/// (unbounded when `None`). The deadline itself is `StoreState::deadline`.
+pub(super) fn arm(store: &mut Store<StoreState>, fuel: Option<u64>) -> Result<(), SandboxError> {
+    store.set_epoch_deadline(1);
     store
         .set_fuel(fuel.unwrap_or(u64::MAX))
         .map_err(|e| SandboxError::Engine(format!("setting fuel: {e:#}")))
@@ -88,7 +105,7 @@ pub(super) fn is_capacity(e: &wasmtime::Error) -> bool {
 }
 
 /// Runs `module` once with `inv`: see [`super::Sandbox::run`].
-pub(super) fn run_command(
+pub(super) async fn run_command(
     inner: &Inner,
     module: &CompiledModule,
     inv: Invocation,
@@ -119,11 +136,10 @@ pub(super) fn run_command(
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
-    store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_trap();
-    arm(&mut store, cfg.epoch_tick(), timeout, fuel)?;
+    prepare(&mut store);
+    arm(&mut store, fuel)?;
 
-    let instantiated = module.pre().instantiate(&mut store);
+    let instantiated = module.pre().instantiate_async(&mut store).await;
     let instantiate = started.elapsed();
     if let Err(e) = &instantiated
         && is_capacity(e)
@@ -134,9 +150,10 @@ pub(super) fn run_command(
         Err(e) => (Err(e), Duration::ZERO),
         Ok(instance) => {
             let t = Instant::now();
-            let result = instance
-                .get_typed_func::<(), ()>(&mut store, "_start")
-                .and_then(|start| start.call(&mut store, ()));
+            let result = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                Ok(start) => start.call_async(&mut store, ()).await,
+                Err(e) => Err(e),
+            };
             (result, t.elapsed())
         }
     };
@@ -177,13 +194,6 @@ pub(super) fn chose_to_fail<T>(result: &wasmtime::Result<T>, observed: Observed)
         .and_then(|e| e.downcast_ref::<I32Exit>())
         .is_some();
     exited && !observed.memory_denied
-}
-
-/// Epoch ticks for `timeout`: rounded up, plus one because the current tick may be
-/// almost over when the deadline is set.
-pub(super) fn deadline_ticks(timeout: Duration, tick: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(tick.as_nanos().max(1));
-    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// The one place where how a guest ended becomes success or a [`FunctionError`].

@@ -3,8 +3,9 @@
 //!
 //! Owns the [`SharedState`] trait, its error type and the key, value and listing bounds.
 //! Never stores anything itself: the region implements the trait over its durable store,
-//! and a node without shared state gives guests none. The trait is synchronous because
-//! guests run on a blocking thread and the host import calls it from there.
+//! and a node without shared state gives guests none. The trait is synchronous (the
+//! region's implementations block on disk or network I/O); the host imports call it on
+//! tokio's blocking pool, never on the worker the guest runs on.
 
 use std::sync::Arc;
 

@@ -31,9 +31,19 @@ pub(super) fn invocation(stdin: &[u8]) -> Invocation {
     }
 }
 
+/// Runs `f` to completion on a current-thread runtime with timers: guests run as futures,
+/// and a guest's sleep is a tokio timer.
+pub(super) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("test runtime starts")
+        .block_on(f)
+}
+
 pub(super) fn run_in(sandbox: &Sandbox, wat: &str, inv: Invocation) -> Execution {
     let module = sandbox.compile(&wasm(wat)).expect("test guest compiles");
-    sandbox.run(&module, inv).expect("sandbox runs the guest")
+    block_on(sandbox.run(&module, inv)).expect("sandbox runs the guest")
 }
 
 pub(super) fn run(wat: &str, inv: Invocation) -> Execution {
@@ -160,6 +170,44 @@ fn unreachable_is_unhandled() {
     let (kind, message) = failure(&e);
     assert_eq!(kind, FunctionErrorKind::Unhandled);
     assert!(message.contains("unreachable"), "{message}");
+}
+
+/// A guest runs on its caller's thread, and a spinning one gives that thread back at every
+/// epoch tick: on a one-thread runtime, another guest runs to completion while the spinner
+/// is still running, and the spinner still ends at its own timeout.
+#[test]
+fn a_spinning_guest_yields_its_thread_and_another_guest_runs_meanwhile() {
+    let sandbox = sandbox();
+    let spin = sandbox
+        .compile(&wasm(&guest("(loop (br 0))")))
+        .expect("spinner compiles");
+    let echo = sandbox.compile(&wasm(ECHO)).expect("echo compiles");
+    block_on(async {
+        let mut inv = invocation(b"");
+        inv.timeout = Duration::from_millis(300);
+        let mut spinning = std::pin::pin!(sandbox.run(&spin, inv));
+        assert!(
+            futures::poll!(spinning.as_mut()).is_pending(),
+            "the spinner yields at its first tick"
+        );
+        let echoed = sandbox
+            .run(&echo, invocation(b"meanwhile"))
+            .await
+            .expect("echo runs");
+        assert_eq!(
+            (echoed.failure, echoed.stdout),
+            (None, b"meanwhile".to_vec())
+        );
+        assert!(
+            futures::poll!(spinning.as_mut()).is_pending(),
+            "the spinner is still running"
+        );
+        let spun = spinning.await.expect("spinner runs");
+        assert_eq!(
+            failure(&spun),
+            (FunctionErrorKind::Timeout, "timed out after 300 ms")
+        );
+    });
 }
 
 #[test]
@@ -327,9 +375,7 @@ fn compiled_module_reports_digest_and_size() {
 #[test]
 fn module_from_another_sandbox_is_refused() {
     let module = sandbox().compile(&wasm(ECHO)).expect("echo compiles");
-    let err = sandbox()
-        .run(&module, invocation(b""))
-        .expect_err("other engine");
+    let err = block_on(sandbox().run(&module, invocation(b""))).expect_err("other engine");
     assert_eq!(err, SandboxError::ForeignModule);
 }
 

@@ -2,7 +2,7 @@
 //! guests. Shared state here is a small in-memory namespace: the durable one (over the
 //! region's store) is tested in region-node and end to end in `tests/all/state.rs`.
 
-use super::tests::{invocation, sandbox, sandbox_with, wasm};
+use super::tests::{block_on, invocation, sandbox, sandbox_with, wasm};
 use super::*;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -79,7 +79,7 @@ fn the_deprecated_log_import_links_on_current_only_and_writes_to_stderr() {
     let module = current
         .compile(&wasm(LEGACY))
         .expect("current links log_v0");
-    let e = current.run(&module, invocation(b"")).expect("runs");
+    let e = block_on(current.run(&module, invocation(b""))).expect("runs");
     assert_eq!(e.failure, None);
     assert_eq!(e.stderr, b"legacy\n");
     assert!(matches!(
@@ -110,7 +110,7 @@ fn get_copies_the_value_and_reports_absence_and_small_buffers() {
         let module = s.compile(&wasm(wat)).expect("compiles");
         let mut inv = invocation(b"");
         inv.state = Some(state.clone());
-        s.run(&module, inv).expect("runs")
+        block_on(s.run(&module, inv)).expect("runs")
     };
     assert_eq!(
         exit_code(&run(&get_with(0, 3, 64, 8))),
@@ -150,7 +150,7 @@ fn without_a_namespace_state_imports_answer_no_state() {
     let s = sandbox();
     let module = s.compile(&wasm(&get_with(0, 3, 64, 8))).expect("compiles");
     assert!(module.uses_shared_state());
-    let e = s.run(&module, invocation(b"")).expect("runs");
+    let e = block_on(s.run(&module, invocation(b""))).expect("runs");
     assert_eq!(exit_code(&e), Some("exited with code 4".into()));
     assert!(!e.platform_fault, "the guest chose to exit");
     assert!(matches!(
@@ -168,7 +168,11 @@ fn a_trap_is_a_platform_fault_and_an_exit_is_not() {
             r#"(module (memory (export "memory") 1) (func (export "_start") unreachable))"#,
         ))
         .expect("compiles");
-    assert!(s.run(&trap, invocation(b"")).expect("runs").platform_fault);
+    assert!(
+        block_on(s.run(&trap, invocation(b"")))
+            .expect("runs")
+            .platform_fault
+    );
 }
 
 /// Calls `strata.list` with the prefix at `(ptr, len)` and exits with the result plus 10.
@@ -193,7 +197,7 @@ fn list_refuses_an_oversize_prefix_before_reading_guest_memory() {
     let mut inv = invocation(b"");
     inv.state = Some(std::sync::Arc::new(Memory::default()));
     // BAD_KEY (-3), not BAD_POINTER (-2): the length is judged before any copy.
-    let e = s.run(&module, inv).expect("runs");
+    let e = block_on(s.run(&module, inv)).expect("runs");
     assert_eq!(exit_code(&e), Some("exited with code 7".into()));
 }
 
@@ -208,7 +212,7 @@ fn log_v0_copies_no_more_than_stderr_can_hold() {
   (memory (export "memory") 1)
   (func (export "_start") (drop (call $log (i32.const 0) (i32.const 65536)))))"#;
     let module = s.compile(&wasm(wat)).expect("compiles");
-    let e = s.run(&module, invocation(b"")).expect("runs");
+    let e = block_on(s.run(&module, invocation(b""))).expect("runs");
     assert_eq!(e.stderr.len(), 4, "cut to the cap");
     assert!(
         e.failure.is_some(),

@@ -1,7 +1,7 @@
 //! The reactor ABI, warm pools, affinity, fuel and precompiled artifacts, one behaviour
 //! per test, with real wasmtime and WAT guests.
 
-use super::tests::{failure, invocation, sandbox, sandbox_with, wasm};
+use super::tests::{block_on, failure, invocation, sandbox, sandbox_with, wasm};
 use super::*;
 use crate::model::{FunctionErrorKind, FunctionKey, FunctionName, StartKind, TenantId};
 use std::time::Duration;
@@ -22,8 +22,7 @@ fn key(name: &str, digest: ArtifactDigest) -> WarmKey {
 }
 
 fn call(s: &Sandbox, k: &WarmKey, m: &CompiledModule, affinity: Option<&str>) -> Execution {
-    s.run_reactor(k, m, invocation(b""), affinity)
-        .expect("sandbox runs the reactor")
+    block_on(s.run_reactor(k, m, invocation(b""), affinity)).expect("sandbox runs the reactor")
 }
 
 fn counter(s: &Sandbox) -> (CompiledModule, WarmKey) {
@@ -115,7 +114,7 @@ fn reactor_that_loops_times_out_and_is_discarded() {
     let k = key("spin", m.digest());
     let mut inv = invocation(b"");
     inv.timeout = Duration::from_millis(50);
-    let e = s.run_reactor(&k, &m, inv, None).expect("runs");
+    let e = block_on(s.run_reactor(&k, &m, inv, None)).expect("runs");
     assert_eq!(failure(&e).0, FunctionErrorKind::Timeout);
     assert_eq!(s.warm_instances(&k), 0);
 }
@@ -209,7 +208,7 @@ fn fuel_bounds_cpu_deterministically() {
         .expect("compiles");
     let mut inv = invocation(b"");
     inv.fuel = Some(10_000);
-    let e = s.run(&m, inv).expect("runs");
+    let e = block_on(s.run(&m, inv)).expect("runs");
     let (kind, message) = failure(&e);
     assert_eq!(kind, FunctionErrorKind::Timeout);
     assert!(message.contains("fuel"), "{message}");
@@ -221,7 +220,7 @@ fn enough_fuel_lets_the_guest_finish() {
     let m = s.compile(&wasm(HELLO)).expect("compiles");
     let mut inv = invocation(b"Ada");
     inv.fuel = Some(1_000_000);
-    let e = s.run(&m, inv).expect("runs");
+    let e = block_on(s.run(&m, inv)).expect("runs");
     assert_eq!((e.failure, e.stdout), (None, b"Hello, Ada!\n".to_vec()));
 }
 
@@ -269,7 +268,7 @@ fn precompiled_artifact_loads_and_runs_like_the_source() {
     // SAFETY: the bytes were produced just above by this test's own sandbox.
     let loaded = unsafe { s.load_precompiled(m.digest(), &bytes) }.expect("loads");
     assert_eq!(loaded.digest(), ArtifactDigest::of(&source));
-    let e = s.run(&loaded, invocation(b"Bo")).expect("runs");
+    let e = block_on(s.run(&loaded, invocation(b"Bo"))).expect("runs");
     assert_eq!(e.stdout, b"Hello, Bo!\n");
 }
 
@@ -280,4 +279,42 @@ fn wasm_bytes_are_not_a_precompiled_artifact() {
     // SAFETY: the bytes are refused before wasmtime would trust them.
     let r = unsafe { s.load_precompiled(ArtifactDigest::of(b"x"), &wasm(HELLO)) };
     assert!(matches!(r, Err(ModuleError::Artifact(_))));
+}
+
+/// A reactor whose `strata_handle` spins forever when its stdin is not empty.
+const SPIN_ON_INPUT: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_read"
+    (func $read (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "strata_handle") (result i32)
+    (i32.store (i32.const 0) (i32.const 16))
+    (i32.store (i32.const 4) (i32.const 1))
+    (i32.store (i32.const 8) (i32.const 0))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (if (i32.load (i32.const 8)) (then (loop (br 0))))
+    (i32.const 0)))"#;
+
+/// A call whose future is dropped mid-run (its caller went away) takes its instance with
+/// it and empties its pool slot: the next calls with the same affinity key get that slot
+/// (cold, then warm) instead of finding it busy for good and running one-off instances.
+#[test]
+fn a_dropped_call_empties_its_pool_slot() {
+    let s = sandbox();
+    let m = s.compile(&wasm(SPIN_ON_INPUT)).expect("spinner compiles");
+    let k = key("spinner", m.digest());
+    block_on(async {
+        let call = s.run_reactor(&k, &m, invocation(b"spin"), Some("user-1"));
+        let mut call = std::pin::pin!(call);
+        assert!(
+            futures::poll!(call.as_mut()).is_pending(),
+            "the call is spinning"
+        );
+    });
+    let first = call(&s, &k, &m, Some("user-1"));
+    let second = call(&s, &k, &m, Some("user-1"));
+    assert_eq!((first.failure, second.failure), (None, None));
+    assert_eq!(
+        (first.start, second.start),
+        (StartKind::Cold, StartKind::Warm)
+    );
 }

@@ -3,7 +3,7 @@
 //! instance whose call went wrong (a trap, closed stdio) is still discarded. One behaviour
 //! per test, with real wasmtime and WAT guests.
 
-use super::tests::{failure, sandbox, sandbox_with, wasm};
+use super::tests::{block_on, failure, sandbox, sandbox_with, wasm};
 use super::*;
 use crate::model::{FunctionErrorKind, FunctionKey, FunctionName, StartKind, TenantId};
 use bytes::Bytes;
@@ -92,8 +92,7 @@ fn call_with_env(
         fuel: None,
         state: None,
     };
-    s.run_reactor(k, m, inv, None)
-        .expect("sandbox runs the reactor")
+    block_on(s.run_reactor(k, m, inv, None)).expect("sandbox runs the reactor")
 }
 
 fn echo4(s: &Sandbox) -> (CompiledModule, WarmKey) {
@@ -292,15 +291,14 @@ fn environ_get_with_a_bad_pointer_is_efault_not_a_trap() {
         inv.env = env;
         inv
     };
-    let e = s
-        .run_reactor(&k, &m, inv(vec![("A".into(), "1".into())]), None)
-        .expect("runs");
+    let e =
+        block_on(s.run_reactor(&k, &m, inv(vec![("A".into(), "1".into())]), None)).expect("runs");
     assert_eq!(
         failure(&e),
         (FunctionErrorKind::Unhandled, "strata_handle returned 21")
     );
     // The instance is intact (a clean return) and the next call is served warm.
-    let e = s.run_reactor(&k, &m, inv(Vec::new()), None).expect("runs");
+    let e = block_on(s.run_reactor(&k, &m, inv(Vec::new()), None)).expect("runs");
     assert_eq!((e.start, e.failure), (StartKind::Warm, None));
 }
 
