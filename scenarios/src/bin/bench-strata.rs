@@ -14,6 +14,11 @@ use scenarios::cluster::DevCluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+/// The POP binary's allocator (`pop-node`'s `main.rs`), so the benchmarked POP allocates
+/// as a deployed one does (glibc's malloc took ~11% of this process's samples).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Slots for local runs and region executions: above the benchmark's 64 connections, so
 /// no request is forwarded or refused for want of one.
 const SLOTS: usize = 256;
