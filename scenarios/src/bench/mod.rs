@@ -11,6 +11,7 @@
 //! naive server and the POP.
 
 pub mod guests;
+pub mod h3;
 pub mod server;
 pub mod wrk;
 
