@@ -18,11 +18,12 @@ use std::time::{Duration, Instant};
 /// The h3 request sender over quinn.
 pub type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
-/// A client QUIC configuration trusting the CA in `ca_pem` (a PEM file), ALPN `h3`.
+/// A TLS 1.3 client configuration trusting only the CA in `ca_pem` (a PEM file), offering
+/// ALPN `alpn`.
 ///
 /// # Errors
 /// When the CA cannot be read or the TLS configuration cannot be built.
-pub fn client_config(ca_pem: &Path) -> anyhow::Result<quinn::ClientConfig> {
+pub fn tls13_config(ca_pem: &Path, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca_pem).context("reading the CA")? {
         roots.add(cert.context("parsing the CA")?)?;
@@ -32,9 +33,25 @@ pub fn client_config(ca_pem: &Path) -> anyhow::Result<quinn::ClientConfig> {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tls)
+}
+
+/// A client QUIC configuration from `tls` (which must offer ALPN `h3`).
+///
+/// # Errors
+/// When `tls` cannot start a QUIC handshake (no TLS 1.3 suite).
+pub fn quic_config(tls: rustls::ClientConfig) -> anyhow::Result<quinn::ClientConfig> {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     Ok(quinn::ClientConfig::new(Arc::new(quic)))
+}
+
+/// A client QUIC configuration trusting the CA in `ca_pem` (a PEM file), ALPN `h3`.
+///
+/// # Errors
+/// When the CA cannot be read or the TLS configuration cannot be built.
+pub fn client_config(ca_pem: &Path) -> anyhow::Result<quinn::ClientConfig> {
+    quic_config(tls13_config(ca_pem, b"h3")?)
 }
 
 /// A client-side QUIC endpoint on an ephemeral loopback port. Must be called inside a

@@ -4,9 +4,7 @@
 //! handshake is a full one (certificate sent and verified); 0-RTT is off at the POP (see
 //! `common::edge::http3`), so there is no 0-RTT row.
 
-use anyhow::Context as _;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,21 +24,8 @@ pub struct HandshakeResult {
     pub quic_us: f64,
 }
 
-fn roots(ca_pem: &Path) -> anyhow::Result<rustls::RootCertStore> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_pem).context("reading the CA")? {
-        roots.add(cert.context("parsing the CA")?)?;
-    }
-    Ok(roots)
-}
-
 fn tls13(ca_pem: &Path, alpn: &[u8]) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots(ca_pem)?)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
+    let mut tls = super::h3::tls13_config(ca_pem, alpn)?;
     tls.resumption = rustls::client::Resumption::disabled();
     Ok(tls)
 }
@@ -67,8 +52,7 @@ pub async fn measure(
 ) -> anyhow::Result<HandshakeResult> {
     let name = ServerName::try_from("localhost")?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls13(ca_pem, b"http/1.1")?));
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls13(ca_pem, b"h3")?)?;
-    let endpoint = super::h3::endpoint(quinn::ClientConfig::new(Arc::new(quic)))?;
+    let endpoint = super::h3::endpoint(super::h3::quic_config(tls13(ca_pem, b"h3")?)?)?;
     let (mut tcp, mut tls, mut quic) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..samples.max(1) {
         let started = Instant::now();
