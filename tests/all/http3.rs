@@ -366,3 +366,29 @@ async fn an_idle_http3_connection_is_closed_and_too_many_headers_get_431() {
     let fresh = client(&c, addr).await;
     hello_served(&c, addr, &fresh).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_token_is_refused_over_http3_before_its_body() {
+    let (c, addr) = h3_cluster(h3_pop(100)).await;
+    let h3 = client(&c, addr).await;
+    // Headers announcing 6 MiB, and no body at all: the answer must come anyway.
+    let req = http::Request::post(format!(
+        "https://localhost:{}/v1/functions/hello/invoke",
+        addr.port()
+    ))
+    .header("content-length", "6291456")
+    .body(())
+    .expect("request");
+    let mut stream = h3
+        .sender
+        .clone()
+        .send_request(req)
+        .await
+        .expect("stream opened");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(30), stream.recv_response())
+        .await
+        .expect("answered before any body")
+        .expect("a response");
+    assert_eq!(resp.status(), 401);
+    hello_served(&c, addr, &h3).await;
+}
