@@ -130,7 +130,17 @@ pub async fn serve_h3(
             () = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             incoming = endpoint.accept() => {
-                let Some(incoming) = incoming else { break };
+                let Some(mut incoming) = incoming else { break };
+                // Past half the cap, a client must first prove it receives at its source
+                // address (a QUIC Retry, one round trip), so spoofed Initial packets cannot
+                // hold slots until their handshakes time out.
+                let scarce = slots.available_permits() < limits.max_connections.max(1) / 2;
+                if scarce && !incoming.remote_address_validated() && incoming.may_retry() {
+                    match incoming.retry() {
+                        Ok(()) => continue,
+                        Err(e) => incoming = e.into_incoming(),
+                    }
+                }
                 let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
                     tracing::debug!("HTTP/3 connection over max_connections; refused");
                     incoming.refuse();
