@@ -19,6 +19,9 @@ pub struct DevFile {
     /// The POP's HTTPS base URL (`https://localhost:PORT`; HTTP/1.1 and HTTP/2).
     #[serde(default)]
     pub pop_https_url: Option<String>,
+    /// The POP's HTTP/3 base URL (`https://localhost:UDPPORT`).
+    #[serde(default)]
+    pub pop_h3_url: Option<String>,
     /// The dev CA's certificate (PEM path) that the POP's HTTPS certificate chains to.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,

@@ -29,6 +29,9 @@ pub struct DevArgs {
     /// POP HTTPS address (certificate for `localhost` from the dev CA).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub pop_https_listen: SocketAddr,
+    /// POP HTTP/3 address (UDP; same certificate as HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub pop_h3_listen: SocketAddr,
 }
 
 /// What dev.json records for `cluster`.
@@ -39,6 +42,7 @@ pub fn dev_file(cluster: &DevCluster) -> DevFile {
         token: cluster.token.clone(),
         admin_token: Some(cluster.admin_token.clone()),
         pop_https_url: cluster.pop_https_url(),
+        pop_h3_url: cluster.pop_h3_url(),
         ca_cert: Some(cluster.ca_cert.clone()),
     }
 }
@@ -56,9 +60,8 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     let pop = PopConfig {
         http_listen: args.pop_listen,
         https: Some(HttpsConfig {
-            listen: args.pop_https_listen,
-            default_certificate: None,
-            certificates: Vec::new(),
+            h3_listen: Some(args.pop_h3_listen),
+            ..HttpsConfig::on(args.pop_https_listen)
         }),
         ..PopConfig::default()
     };
@@ -90,6 +93,9 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     if let Some(https) = &dev.pop_https_url {
         println!("  pop     {https}   (HTTPS: HTTP/1.1 and HTTP/2)");
     }
+    if let Some(h3) = &dev.pop_h3_url {
+        println!("  pop     {h3}   (HTTP/3 over UDP; advertised by alt-svc on HTTPS)");
+    }
     println!("  token   {}", dev.token);
     if let Some(admin) = &dev.admin_token {
         println!(
@@ -114,6 +120,13 @@ pub async fn run(state_dir: &Path, args: &DevArgs) -> anyhow::Result<()> {
     if let (Some(https), Some(ca)) = (&dev.pop_https_url, &dev.ca_cert) {
         println!(
             "  curl -s --cacert {} -X POST {https}/v1/functions/hello/invoke -H 'authorization: Bearer {}' -d Strata -i",
+            ca.display(),
+            dev.token
+        );
+    }
+    if let (Some(h3), Some(ca)) = (&dev.pop_h3_url, &dev.ca_cert) {
+        println!(
+            "  curl -s --http3-only --cacert {} -X POST {h3}/v1/functions/hello/invoke -H 'authorization: Bearer {}' -d Strata -i   (a curl built with HTTP/3)",
             ca.display(),
             dev.token
         );

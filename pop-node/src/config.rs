@@ -25,8 +25,8 @@ pub struct PopConfig {
     /// Whether the plain (cleartext HTTP/1.1 and h2c) listener runs. `false` needs
     /// `https`. Default true.
     pub plain_http: bool,
-    /// The device-facing HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN) and its
-    /// certificates. Default none (off).
+    /// The device-facing HTTPS listener (HTTP/1.1 and HTTP/2 by ALPN), its certificates
+    /// and the HTTP/3 listener. Default none (off).
     pub https: Option<HttpsConfig>,
     /// How regions are found: a static list or a DNS name. Default `127.0.0.1:4433`.
     pub regions: RegionSource,
@@ -138,6 +138,32 @@ pub struct HttpsConfig {
     /// Certificates per host, chosen by SNI (`*.example.com` covers one label).
     #[serde(default)]
     pub certificates: Vec<HostCertFiles>,
+    /// UDP address of the HTTP/3 (QUIC) listener, serving the same certificates and the
+    /// same API; when set, HTTPS responses over TCP advertise it with `alt-svc`. The
+    /// `[http]` limits apply to it too. Default none (HTTP/3 off).
+    #[serde(default)]
+    pub h3_listen: Option<SocketAddr>,
+    /// Request streams one HTTP/3 connection may have open at once; the client gets no
+    /// credit for more until one ends. Default 100.
+    #[serde(default = "default_h3_max_streams")]
+    pub h3_max_streams: u32,
+}
+
+fn default_h3_max_streams() -> u32 {
+    100
+}
+
+impl HttpsConfig {
+    /// HTTPS on `listen` with no certificates configured and HTTP/3 off.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            default_certificate: None,
+            certificates: Vec::new(),
+            h3_listen: None,
+            h3_max_streams: default_h3_max_streams(),
+        }
+    }
 }
 
 /// A certificate chain and its private key, as PEM files.

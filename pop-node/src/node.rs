@@ -59,6 +59,8 @@ pub struct PopHandle {
     pub http_addr: SocketAddr,
     /// Where devices connect over HTTPS (HTTP/1.1 or HTTP/2 by ALPN), if configured.
     pub https_addr: Option<SocketAddr>,
+    /// Where devices connect over HTTP/3 (UDP), if configured.
+    pub h3_addr: Option<SocketAddr>,
     /// The certificates the HTTPS listener serves, by SNI host (empty without HTTPS).
     pub certs: Arc<CertTable>,
     /// The node's id.
@@ -234,11 +236,12 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
     let warm = Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone()));
     let https = match &config.https {
-        Some(https) => Some(Https::bind(https, config.listen_backlog).await?),
+        Some(https) => Some(Https::bind(https, config.listen_backlog, &config.http).await?),
         None if !config.plain_http => return Err(HttpsError::NoListener.into()),
         None => None,
     };
     let https_addr = https.as_ref().map(|h| h.addr);
+    let h3_addr = https.as_ref().and_then(|h| h.h3_addr);
     let certs = https
         .as_ref()
         .map_or_else(|| Arc::new(CertTable::new()), |h| Arc::clone(&h.certs));
@@ -325,10 +328,11 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         // and, by the client's preface, h2c.
         tasks.spawn(serve(listener, app, config.http, std::future::pending()));
     }
-    info!(%http_addr, ?https_addr, node = %node_id, "POP started");
+    info!(%http_addr, ?https_addr, ?h3_addr, node = %node_id, "POP started");
     Ok(PopHandle {
         http_addr,
         https_addr,
+        h3_addr,
         certs,
         node_id,
         invoker,

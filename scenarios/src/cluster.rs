@@ -152,6 +152,13 @@ impl DevCluster {
             .map(|a| format!("https://localhost:{}", a.port()))
     }
 
+    /// The POP's HTTP/3 base URL for `localhost` (its UDP port), if HTTP/3 is on.
+    pub fn pop_h3_url(&self) -> Option<String> {
+        self.pop
+            .h3_addr
+            .map(|a| format!("https://localhost:{}", a.port()))
+    }
+
     /// Deploys `wasm` as `name` with `config` (JSON) through the control API; returns the
     /// API's answer.
     ///

@@ -27,6 +27,7 @@ async fn start_dev(state_dir: &Path) -> Child {
         ])
         .args(["--pop-listen", "127.0.0.1:0"])
         .args(["--pop-https-listen", "127.0.0.1:0"])
+        .args(["--pop-h3-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -82,6 +83,31 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
         "ok 2",
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // HTTP/3 on the UDP port dev.json names, with the same certificate.
+    let h3 = dev_json["pop_h3_url"].as_str().expect("pop_h3_url");
+    let port: u16 = h3
+        .strip_prefix("https://localhost:")
+        .and_then(|p| p.parse().ok())
+        .expect("https://localhost:PORT");
+    let ep = scenarios::bench::h3::endpoint(
+        scenarios::bench::h3::client_config(Path::new(ca)).expect("client config"),
+    )
+    .expect("endpoint");
+    let client = scenarios::bench::h3::H3Client::connect(
+        &ep,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        "localhost",
+    )
+    .await
+    .expect("HTTP/3 connection");
+    let req = http::Request::get(format!("{h3}/healthz"))
+        .body(())
+        .expect("request");
+    let (resp, body) = client.send(req, bytes::Bytes::new()).await.expect("served");
+    assert_eq!(
+        (resp.status().as_u16(), body.as_ref()),
+        (200, b"ok".as_ref())
     );
 
     let (code, out, err) = run(dir.path(), &["invoke", "hello", "--data", "cli", "--json"]).await;

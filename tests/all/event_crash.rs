@@ -34,6 +34,7 @@ async fn start_dev(state_dir: &Path) -> (Child, Value) {
         ])
         .args(["--pop-listen", "127.0.0.1:0"])
         .args(["--pop-https-listen", "127.0.0.1:0"])
+        .args(["--pop-h3-listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -20,11 +20,7 @@ async fn https_cluster() -> (TestCluster, SocketAddr) {
 pub(crate) fn https_pop(plain_http: bool) -> pop_node::PopConfig {
     pop_node::PopConfig {
         plain_http,
-        https: Some(HttpsConfig {
-            listen: any_port(),
-            default_certificate: None,
-            certificates: Vec::new(),
-        }),
+        https: Some(HttpsConfig::on(any_port())),
         ..pop_config()
     }
 }

@@ -15,6 +15,7 @@ mod failover;
 mod faults;
 mod fleets;
 mod gate;
+mod http3;
 mod https;
 mod jetstream;
 mod leases;

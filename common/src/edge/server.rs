@@ -100,6 +100,10 @@ pub enum BodyReadError {
     /// The connection failed while the body was read.
     #[error("{0}")]
     Connection(#[from] hyper::Error),
+    /// The HTTP/3 request stream failed (reset by the client, connection lost) while the
+    /// body was read.
+    #[error("{0}")]
+    Http3(h3::error::StreamError),
 }
 
 /// Serves `app` on `listener` within `limits` until `shutdown` completes; then stops

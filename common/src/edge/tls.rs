@@ -1,5 +1,6 @@
 //! HTTPS at the device edge: the per-host certificate table chosen by SNI and the rustls
-//! server configuration (TLS 1.2/1.3, ALPN `h2` and `http/1.1`). Connections are served by
+//! server configurations (TLS 1.2/1.3, ALPN `h2` and `http/1.1` over TCP; TLS 1.3, ALPN
+//! `h3` over QUIC, served by [`super::http3`]). Connections are served by
 //! the shared loop, [`super::server::serve_tls`], with the same limits as plain HTTP.
 //!
 //! SNI policy: an exact host match, then a `*.parent` wildcard entry, then the node's
@@ -225,6 +226,25 @@ pub fn https_server_config(table: Arc<CertTable>) -> Result<rustls::ServerConfig
         .with_no_client_auth()
         .with_cert_resolver(table);
     config.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// The ALPN protocol of HTTP/3.
+pub const H3_ALPN: &[u8] = b"h3";
+
+/// The rustls server configuration for device HTTP/3 (QUIC): certificates from `table`
+/// (the same table as [`https_server_config`], so a host's certificate serves both), TLS
+/// 1.3 only as QUIC requires, ALPN [`H3_ALPN`]. Early data (0-RTT) stays off: it can be
+/// replayed, and an invocation is not idempotent.
+///
+/// # Errors
+/// When the provider does not support TLS 1.3 (not expected).
+pub fn h3_server_config(table: Arc<CertTable>) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_cert_resolver(table);
+    config.alpn_protocols = vec![H3_ALPN.to_vec()];
     Ok(config)
 }
 

@@ -9,8 +9,16 @@
 //!
 //! The guests ([`guests`]) are WAT: a 1 KiB POST echo, the same command module for the
 //! naive server and the POP.
+//!
+//! The POP's local reactor path is also driven over TLS in the same sitting: HTTP/1.1 and
+//! HTTP/2 from `h2load` ([`h2load`]), HTTP/3 from our own client ([`h3`]; Debian's
+//! `h2load` has no HTTP/3), at 64 connections and at one; then the set-up cost of a new
+//! connection ([`handshake`]): TCP, TCP + TLS 1.3, QUIC 1-RTT.
 
 pub mod guests;
+pub mod h2load;
+pub mod h3;
+pub mod handshake;
 pub mod server;
 pub mod wrk;
 
@@ -56,6 +64,8 @@ pub struct BenchReport {
     pub paths: Vec<PathResult>,
     /// Cold starts at the POP, microseconds, in the order measured.
     pub cold_us: Vec<u64>,
+    /// New-connection set-up at the POP, one at a time.
+    pub handshakes: Option<handshake::HandshakeResult>,
     /// The load average when the run started.
     pub load_average: String,
     /// Whether this was a smoke run (nothing judged).
@@ -76,6 +86,7 @@ struct Timing {
 /// When `wrk` is missing, a server cannot start, or a path answers wrongly.
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     wrk::check_installed()?;
+    h2load::check_installed()?;
     server::build_servers()?;
     let timing = if args.smoke {
         Timing {
@@ -109,6 +120,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     ] {
         paths.push(measure(path, &strata.field(field)?, &authed, timing)?);
     }
+    let handshakes = over_tls(&strata, dir.path(), timing, args.smoke, &mut paths)?;
     drop(strata);
     let n = if args.smoke {
         2
@@ -130,6 +142,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let report = BenchReport {
         paths,
         cold_us,
+        handshakes: Some(handshakes),
         load_average: load_average.trim().to_owned(),
         smoke: args.smoke,
     };
@@ -160,6 +173,50 @@ fn measure(
         );
     }
     Ok(PathResult { path, c64, c1 })
+}
+
+/// Drives the POP's local reactor path over TLS (HTTP/1.1 and HTTP/2 from `h2load`,
+/// HTTP/3 from [`h3::load`]) at 64 connections and at one, adding a row each, then
+/// measures connection set-up.
+fn over_tls(
+    strata: &Server,
+    dir: &std::path::Path,
+    t: Timing,
+    smoke: bool,
+    paths: &mut Vec<PathResult>,
+) -> anyhow::Result<handshake::HandshakeResult> {
+    let token = strata.field("token")?;
+    let https = strata.field("pop_reactor_https")?;
+    for (path, protocol) in [
+        ("POP local, reactor, HTTP/1.1 + TLS", h2load::Protocol::H1),
+        ("POP local, reactor, HTTP/2 + TLS", h2load::Protocol::H2),
+    ] {
+        eprintln!("bench: {path}");
+        let c64 = h2load::run(dir, &https, &token, protocol, 64, t.c64)?;
+        let c1 = h2load::run(dir, &https, &token, protocol, 1, t.c1)?;
+        paths.push(PathResult { path, c64, c1 });
+    }
+    let h3_url = strata.field("pop_reactor_h3")?;
+    let h3_addr: std::net::SocketAddr = strata.field("pop_h3_addr")?.parse()?;
+    let https_addr: std::net::SocketAddr = strata.field("pop_https_addr")?.parse()?;
+    let ca = std::path::PathBuf::from(strata.field("ca_cert")?);
+    let config = h3::client_config(&ca)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let path = "POP local, reactor, HTTP/3";
+    eprintln!("bench: {path}");
+    let (c64, c1) = rt.block_on(async {
+        h3::load(&config, h3_addr, &h3_url, &token, 64, t.warm_up).await?;
+        let c64 = h3::load(&config, h3_addr, &h3_url, &token, 64, t.c64).await?;
+        let c1 = h3::load(&config, h3_addr, &h3_url, &token, 1, t.c1).await?;
+        anyhow::Ok((c64, c1))
+    })?;
+    paths.push(PathResult { path, c64, c1 });
+    eprintln!("bench: connection set-up");
+    let samples = if smoke { 20 } else { 500 };
+    rt.block_on(handshake::measure(https_addr, h3_addr, &ca, samples))
 }
 
 /// One DESIGN §7 budget's verdict.
@@ -262,6 +319,18 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     let _ = writeln!(s, "\ncold starts at the POP (us): {:?}\n", r.cold_us);
+    if let Some(h) = r.handshakes {
+        let _ = writeln!(
+            s,
+            "new connection at the POP, p50 of {} one at a time: TCP connect {:.0} us; \
+             TCP + TLS 1.3 {:.0} us (+{:.0} us for TLS); QUIC 1-RTT {:.0} us; 0-RTT off\n",
+            h.samples,
+            h.tcp_us,
+            h.tls13_us,
+            h.tls13_us - h.tcp_us,
+            h.quic_us
+        );
+    }
     if r.smoke {
         s.push_str("smoke run: nothing judged\n");
         return s;
@@ -303,6 +372,7 @@ mod tests {
                 path("region direct", 12_000.0, 200.0),
             ],
             cold_us: vec![6_000, 3_000, 4_000],
+            handshakes: None,
             load_average: String::new(),
             smoke: false,
         };

@@ -1,6 +1,7 @@
 //! Benchmark server: a Strata region and POP on loopback in this process (`DevCluster`),
 //! with the benchmark's guests deployed and the POP-local ones prepared and warm. Prints
-//! one JSON line with the URL of every path and the token, then serves until its stdin
+//! one JSON line with the URL of every path (plain HTTP; HTTPS and HTTP/3 for the local
+//! reactor), the token and the dev CA, then serves until its stdin
 //! closes (`scenarios bench` drives it).
 //!
 //! With `--cold N` it measures cold starts instead: N distinct ~100 KB modules deployed
@@ -48,6 +49,11 @@ async fn main() -> anyhow::Result<()> {
     let pop = pop_node::PopConfig {
         http_listen: any,
         local_concurrency: SLOTS,
+        // HTTPS and HTTP/3 too, for the rows over TLS (the `localhost` certificate).
+        https: Some(pop_node::config::HttpsConfig {
+            h3_listen: Some(any),
+            ..pop_node::config::HttpsConfig::on(any)
+        }),
         ..Default::default()
     };
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
@@ -91,6 +97,11 @@ async fn serve(cluster: &DevCluster, http: &reqwest::Client) -> anyhow::Result<(
         "pop_reactor": format!("{pop}/v1/functions/rx/invoke"),
         "pop_forward": fwd,
         "region_direct": format!("{region}/v1/functions/fwd/invoke"),
+        "pop_reactor_https": format!("{}/v1/functions/rx/invoke", cluster.pop_https_url().context("HTTPS")?),
+        "pop_reactor_h3": format!("{}/v1/functions/rx/invoke", cluster.pop_h3_url().context("HTTP/3")?),
+        "pop_https_addr": cluster.pop.https_addr.context("HTTPS")?.to_string(),
+        "pop_h3_addr": cluster.pop.h3_addr.context("HTTP/3")?.to_string(),
+        "ca_cert": cluster.ca_cert.display().to_string(),
     });
     scenarios::bench::server::announce_and_wait(&ready).await
 }
