@@ -25,10 +25,11 @@ use crate::model::{
 };
 use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy};
 use crate::sandbox::{
-    CompiledModule, Execution, Invocation, ModuleCache, ModuleError, Release, Sandbox,
-    SandboxError, StateHandle, WarmKey, WarmLane,
+    CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release,
+    Sandbox, SandboxError, StateHandle, WarmKey, WarmLane,
 };
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -296,7 +297,7 @@ impl Executor {
         env: Vec<(String, String)>,
         memory_mb: u32,
         lane: WarmLane,
-    ) -> Result<Execution, ApiError> {
+    ) -> Result<HttpExecution, ApiError> {
         let invocation = Invocation {
             stdin: req.payload.clone(),
             env,
@@ -315,8 +316,13 @@ impl Executor {
             Release::Next => self.next.as_ref().map_or(&self.sandbox, |n| &n.sandbox),
             Release::Current => &self.sandbox,
         };
+        let plain = |execution| HttpExecution {
+            execution,
+            response: None,
+            outbound: None,
+        };
         match function.config.abi {
-            Abi::Command => sandbox.run(&module, invocation).await,
+            Abi::Command => sandbox.run(&module, invocation).await.map(plain),
             Abi::Reactor => {
                 let key = WarmKey {
                     function: function.key.clone(),
@@ -326,6 +332,21 @@ impl Executor {
                 };
                 sandbox
                     .run_reactor_in(&key, &module, invocation, req.affinity.as_deref(), lane)
+                    .await
+                    .map(plain)
+            }
+            Abi::Http => {
+                // Validated when the config was written; a config that no longer parses
+                // (rules tightened since) sends nothing.
+                let rules = function
+                    .config
+                    .outbound
+                    .rules()
+                    .ok()
+                    .flatten()
+                    .map(Arc::new);
+                sandbox
+                    .run_http(&module, invocation, req.http.clone(), rules)
                     .await
             }
         }
@@ -396,7 +417,7 @@ impl Executor {
             .map(|s| s.in_flight(&function.key.tenant, None));
         self.maybe_reap();
         let runtime = Some(self.release_of(&module).name().to_owned());
-        let mut execution = self
+        let mut ran = self
             .execute(module.clone(), function, req, env.clone(), limit_mb, lane)
             .await?;
         let ceiling = function.config.memory_ceiling_mb();
@@ -405,7 +426,7 @@ impl Executor {
                 .as_ref()
                 .is_some_and(|f| f.kind == FunctionErrorKind::OutOfMemory)
         };
-        if function.config.auto_resize && out_of_memory(&execution) && limit_mb < ceiling {
+        if function.config.auto_resize && out_of_memory(&ran.execution) && limit_mb < ceiling {
             // The guest hit its limit: one more try with double the memory. The failed
             // attempt ran the guest, so a guest with side effects sees them twice; that is
             // what `auto_resize` opts into.
@@ -413,15 +434,20 @@ impl Executor {
             self.resize_policy().retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
-            execution = self
+            ran = self
                 .execute(module, function, req, env, retry_mb, lane)
                 .await?;
             limit_mb = retry_mb;
-            if !out_of_memory(&execution) && asked.is_none() {
+            if !out_of_memory(&ran.execution) && asked.is_none() {
                 self.resize_policy()
                     .learn(&function.key, &function.version, retry_mb);
             }
         }
+        let HttpExecution {
+            execution,
+            response: http,
+            outbound,
+        } = ran;
         self.resize_policy().record(
             &function.key,
             &function.version,
@@ -447,7 +473,8 @@ impl Executor {
         // prepare its code. Reactors report their instance's own start.
         let start = match (cold, function.config.abi) {
             (true, _) => StartKind::Cold,
-            (false, Abi::Command) => StartKind::Warm,
+            // A component, like a command, gets a fresh instance per request.
+            (false, Abi::Command | Abi::Http) => StartKind::Warm,
             (false, Abi::Reactor) => execution.start,
         };
         if let Some(stats) = &self.stats {
@@ -471,10 +498,12 @@ impl Executor {
                 instantiate: execution.instantiate,
                 exec: execution.exec,
                 forward: None,
+                outbound,
             },
             peak_memory_bytes: execution.peak_memory_bytes,
             queued: false,
             runtime,
+            http,
         };
         Ok((response, platform_fault))
     }

@@ -290,6 +290,7 @@ impl RegionInvoker {
             peak_memory_bytes: 0,
             queued: true,
             runtime: None,
+            http: None,
         })
     }
 

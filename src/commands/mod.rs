@@ -37,7 +37,8 @@ pub struct DeployArgs {
     /// Timeout in milliseconds (default 3000).
     #[arg(long)]
     timeout_ms: Option<u32>,
-    /// Guest ABI: command or reactor.
+    /// Guest ABI: command, reactor or http (default: http for a component, command for a
+    /// module).
     #[arg(long)]
     abi: Option<String>,
     /// Placement: auto, edge or region.
@@ -46,6 +47,10 @@ pub struct DeployArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// A destination an http-ABI guest may send requests to, `scheme://host[:port]`
+    /// (repeatable; Spin's `allowed_outbound_hosts`). Default: none.
+    #[arg(long = "allow-outbound", value_name = "URL")]
+    allow_outbound: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +145,18 @@ pub async fn deploy(ctx: &Context, a: DeployArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.timeout_ms {
         config.insert("timeout_ms".into(), json!(v));
     }
-    if let Some(v) = a.abi {
+    // A component is the http ABI's (the region checks it exports the handler).
+    let abi = a
+        .abi
+        .or_else(|| common::sandbox::is_component(&module).then(|| "http".to_owned()));
+    if let Some(v) = abi {
         config.insert("abi".into(), json!(v));
+    }
+    if !a.allow_outbound.is_empty() {
+        config.insert(
+            "outbound".into(),
+            json!({"allowed_outbound_hosts": a.allow_outbound}),
+        );
     }
     if let Some(v) = a.placement {
         config.insert("placement".into(), json!(v));

@@ -5,7 +5,8 @@
 //! [`ApiError`] kinds and guest failures to status codes and JSON error bodies. It never
 //! decides where or how an invocation runs: that is the [`Invoker`] a node plugs in.
 //! HTTP routes ([`route_fallback`]) run functions for plain device requests in CGI form
-//! ([`cgi`]) through the same [`Invoker`]. [`server`] serves HTTP/1.1 and HTTP/2 over TCP,
+//! ([`cgi`]) through the same [`Invoker`]; functions of the `http` ABI get the request
+//! and answer with their own status and fields ([`http_guest`]), on both paths. [`server`] serves HTTP/1.1 and HTTP/2 over TCP,
 //! [`http3`] HTTP/3 over QUIC, both the same router.
 
 pub mod cert;
@@ -13,6 +14,7 @@ pub mod cgi;
 pub mod doc;
 mod error;
 pub mod http3;
+pub mod http_guest;
 mod invoke;
 pub mod listener;
 mod metrics;

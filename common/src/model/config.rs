@@ -1,6 +1,7 @@
 //! A function's configuration (DESIGN §5), validated once on write.
 
 use super::FunctionName;
+use crate::policy::outbound::OutboundRules;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,6 +15,9 @@ pub enum Abi {
     Command,
     /// `strata_handle` runs per invocation in a reused instance.
     Reactor,
+    /// A component exporting `wasi:http/incoming-handler` (the `wasi:http/proxy` world,
+    /// 0.2.x): the device's request and the guest's response map one to one.
+    Http,
 }
 
 /// Where a function may run.
@@ -105,6 +109,69 @@ pub struct FunctionConfig {
     /// what it runs (not split between them). Default none: unlimited.
     #[serde(default)]
     pub rate_limit_rps: Option<u32>,
+    /// Outbound HTTP from an `http`-ABI guest (`wasi:http/outgoing-handler`): the
+    /// destinations it may reach, as Spin names them (`scheme://host[:port]`, with `*`
+    /// for any scheme, host or port and `*.suffix` for the hosts under a domain; at most
+    /// 32), and the bounds per invocation. Default off.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+}
+
+/// Outbound HTTP for `http`-ABI guests (`FunctionConfig::outbound`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// The destinations allowed; empty (the default) refuses every request.
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Most requests one invocation may send, `1..=1024`. Default 16.
+    pub max_requests: u32,
+    /// Most requests one invocation may have in flight at once, `1..=64`. Default 4.
+    pub max_concurrent: u32,
+    /// Longest one request may take to connect, and then to answer, in milliseconds
+    /// (never past the invocation's deadline), `1..=MAX_TIMEOUT_MS`. Default 5000.
+    pub timeout_ms: u32,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allowed_outbound_hosts: Vec::new(),
+            max_requests: 16,
+            max_concurrent: 4,
+            timeout_ms: 5000,
+        }
+    }
+}
+
+impl OutboundConfig {
+    /// The rules the sandbox applies; `None` when outbound HTTP is off.
+    ///
+    /// # Errors
+    /// [`ConfigError::Outbound`] for an entry that is not a destination pattern, or a
+    /// bound out of range.
+    pub fn rules(&self) -> Result<Option<OutboundRules>, ConfigError> {
+        if !(1..=1024).contains(&self.max_requests)
+            || !(1..=64).contains(&self.max_concurrent)
+            || !(1..=MAX_TIMEOUT_MS).contains(&self.timeout_ms)
+        {
+            return Err(ConfigError::Outbound(
+                "max_requests must be 1..=1024, max_concurrent 1..=64 and timeout_ms \
+                 1..=900000"
+                    .into(),
+            ));
+        }
+        if self.allowed_outbound_hosts.is_empty() {
+            return Ok(None);
+        }
+        OutboundRules::new(
+            &self.allowed_outbound_hosts,
+            self.max_requests,
+            self.max_concurrent,
+            Duration::from_millis(u64::from(self.timeout_ms)),
+        )
+        .map(Some)
+        .map_err(|e| ConfigError::Outbound(e.to_string()))
+    }
 }
 
 impl Default for FunctionConfig {
@@ -128,6 +195,7 @@ impl Default for FunctionConfig {
             auto_resize: false,
             max_memory_mb: None,
             rate_limit_rps: None,
+            outbound: OutboundConfig::default(),
         }
     }
 }
@@ -196,6 +264,9 @@ pub enum ConfigError {
     /// `rate_limit_rps` of zero.
     #[error("rate_limit_rps must be at least 1")]
     RateLimit,
+    /// An `outbound` setting out of range or a malformed destination.
+    #[error("outbound: {0}")]
+    Outbound(String),
 }
 
 impl FunctionConfig {
@@ -279,6 +350,7 @@ impl FunctionConfig {
                 )));
             }
         }
+        self.outbound.rules()?;
         Ok(())
     }
 

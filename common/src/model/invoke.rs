@@ -45,6 +45,12 @@ pub struct InvokeRequest {
     /// Set when the request came in through an HTTP route instead of with a token: the
     /// route's owner is the tenant.
     pub route: Option<RouteGrant>,
+    /// The device request's method, path, query and fields, for functions of the `http`
+    /// ABI (the other ABIs ignore it); `None` for invocations that did not come from a
+    /// device request (async retries, `on_failure` runs), which such a function sees as a
+    /// `POST /`.
+    #[serde(default)]
+    pub http: Option<super::HttpRequestHead>,
 }
 
 /// Cold or warm start, as in `x-strata-start`.
@@ -124,6 +130,10 @@ pub struct Timing {
     pub exec: Duration,
     /// At a POP that forwarded: the round trip to the region.
     pub forward: Option<Duration>,
+    /// An `http`-ABI guest's outbound requests, their times in flight summed; `None` when
+    /// it sent none.
+    #[serde(default)]
+    pub outbound: Option<Duration>,
 }
 
 /// The result of an invocation that ran (successfully or with a [`FunctionError`]).
@@ -153,6 +163,10 @@ pub struct InvokeResponse {
     /// `x-strata-runtime`; `None` when no guest ran (a queued event).
     #[serde(default)]
     pub runtime: Option<String>,
+    /// The status and fields an `http`-ABI guest answered with; `None` for the other ABIs
+    /// (whose success is a 200 with their stdout) and when the guest failed.
+    #[serde(default)]
+    pub http: Option<super::HttpResponseHead>,
 }
 
 /// What a POP needs to know to run a function itself: sent by the region with every

@@ -8,6 +8,7 @@ mod capacity;
 mod config;
 mod digest;
 mod error;
+mod http;
 mod invoke;
 mod name;
 mod quota;
@@ -17,10 +18,12 @@ mod version;
 
 pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
 pub use config::{
-    Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, MAX_TIMEOUT_MS, Placement,
+    Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, MAX_TIMEOUT_MS, OutboundConfig,
+    Placement,
 };
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault, LimitHit, LimitKind, LimitScope};
+pub use http::{HttpRequestHead, HttpResponseHead};
 pub use invoke::{
     ExecutedAt, FunctionError, FunctionErrorKind, InvocationType, InvokeRequest, InvokeResponse,
     ResolvedFunction, StartKind, Timing,

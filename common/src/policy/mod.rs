@@ -11,6 +11,7 @@ pub mod concurrency;
 pub mod hold;
 pub mod keepalive;
 pub mod liveness;
+pub mod outbound;
 pub mod placement;
 pub mod rate;
 pub mod region;

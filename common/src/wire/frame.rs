@@ -159,6 +159,7 @@ mod tests {
             memory_mb: Some(256),
             env: vec![("REQUEST_METHOD".into(), "GET".into())],
             route: None,
+            http: None,
         })
     }
 
