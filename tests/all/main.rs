@@ -6,6 +6,7 @@ mod canary;
 mod capacity_edge;
 mod certs;
 mod cli;
+mod components;
 mod control;
 mod discovery;
 mod dns;
