@@ -7,7 +7,9 @@
 #   examples/http/build.sh python OUT     build python/app.py into OUT/hello-py.wasm with
 #                                         componentize-py (`pip install componentize-py`)
 #   examples/http/build.sh js OUT         build js/app.js into OUT/hello-js.wasm with
-#                                         jco (`npm install` in js/)
+#                                         componentize-js (the library behind
+#                                         `jco componentize`; installed from js/'s
+#                                         package-lock.json with npm ci)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 wit="$here/../wit"
@@ -27,18 +29,14 @@ case "${1:-}" in
   python)
     out="${2:?usage: build.sh python OUT_DIR}"
     mkdir -p "$out"
-    cd "$here/python"
-    componentize-py -d "$wit" -w http bindings "$out/bindings"
-    PYTHONPATH="$out/bindings" componentize-py -d "$wit" -w http componentize \
-      -p "$here/python" -p "$out/bindings" app -o "$out/hello-py.wasm"
+    componentize-py -d "$wit" -w http componentize -p "$here/python" app \
+      -o "$out/hello-py.wasm"
     ;;
   js)
     out="${2:?usage: build.sh js OUT_DIR}"
     mkdir -p "$out"
-    cd "$here/js"
-    [ -d node_modules ] || npm install --no-audit --no-fund --silent
-    npx jco componentize app.js --wit "$wit" --world-name http --disable all \
-      -o "$out/hello-js.wasm"
+    [ -d "$here/js/node_modules" ] || npm ci --prefix "$here/js" --no-audit --no-fund --silent
+    node "$here/js/build.mjs" "$out/hello-js.wasm"
     ;;
   *)
     echo "usage: $0 hello | python OUT_DIR | js OUT_DIR" >&2

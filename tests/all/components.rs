@@ -227,3 +227,67 @@ async fn outbound_http_is_off_by_default_and_reaches_allowed_hosts_only() {
     server.abort();
     c.nodes.shutdown().await;
 }
+
+/// Builds `examples/http/build.sh LANG` into a temporary directory and returns `file`.
+fn build_example(lang: &str, file: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/http/build.sh");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .arg(lang)
+        .arg(dir.path())
+        .status()
+        .expect("runs build.sh");
+    assert!(
+        status.success(),
+        "examples/http/build.sh {lang} failed (see the README's tool table)"
+    );
+    std::fs::read(dir.path().join(file)).expect("the build wrote the component")
+}
+
+/// Deploys a handler built from `examples/http/<lang>` at the edge behind a route and
+/// checks it answers `<method> <path>\n<body>` with `x-guest: <lang>`, at the POP (run
+/// there) and at the region.
+async fn a_language_handler_serves_at_both_tiers(lang: &str, wasm: Vec<u8>) {
+    let c = cluster().await;
+    let host = format!("{lang}.example");
+    c.nodes
+        .deploy(lang, json!({"abi": "http", "placement": "edge"}), wasm)
+        .await
+        .expect("deploys");
+    route(&c, &host, lang).await;
+    for (base, at) in [(c.nodes.pop_url(), "pop"), (c.nodes.region_url(), "region")] {
+        let resp = c
+            .http
+            .post(format!("{base}/greet?name=ada"))
+            .header("host", &host)
+            .header("x-echo", "yes")
+            .body("from the device")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200, "{base}");
+        assert_eq!(tier(&resp), at);
+        assert_eq!(header(&resp, "x-guest"), lang);
+        assert_eq!(header(&resp, "x-echo"), "yes");
+        assert_eq!(
+            resp.text().await.expect("body"),
+            "POST /greet?name=ada\nfrom the device"
+        );
+    }
+    c.nodes.shutdown().await;
+}
+
+#[ignore = "needs componentize-py"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_handler_built_with_componentize_py_serves_at_both_tiers() {
+    let wasm = build_example("python", "hello-py.wasm");
+    a_language_handler_serves_at_both_tiers("python", wasm).await;
+}
+
+#[ignore = "needs componentize-js"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_handler_built_with_componentize_js_serves_at_both_tiers() {
+    let wasm = build_example("js", "hello-js.wasm");
+    a_language_handler_serves_at_both_tiers("js", wasm).await;
+}
