@@ -381,11 +381,9 @@ fn hyper_request(
         path_and_query: "/".into(),
         headers: Vec::new(),
     });
-    let authority = if head.authority.is_empty() {
-        "localhost"
-    } else {
-        head.authority.as_str()
-    };
+    // The device chose the `Host` field: one that is no valid authority reads as none.
+    let authority = http::uri::Authority::try_from(head.authority.as_str())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("localhost"));
     let uri = http::Uri::builder()
         .scheme(head.scheme.as_str())
         .authority(authority)

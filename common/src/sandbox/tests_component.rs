@@ -78,6 +78,15 @@ fn a_component_gets_the_request_and_answers_with_its_status_fields_and_body() {
 }
 
 #[test]
+fn a_device_host_that_is_no_authority_does_not_fail_the_request() {
+    let mut h = head("GET", "/", &[]);
+    h.authority = "not a host".into();
+    let out = run_http_in(&sandbox(), invocation(b""), h, None);
+    assert_eq!(out.execution.failure, None, "{out:?}");
+    assert_eq!(out.execution.stdout, b"GET /\n");
+}
+
+#[test]
 fn components_and_modules_are_told_apart_and_checked_against_the_abi() {
     let sandbox = sandbox();
     let component = wasm(HELLO_HTTP);
