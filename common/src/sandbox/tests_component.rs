@@ -269,4 +269,13 @@ fn outbound_requests_reach_only_allowed_hosts() {
         "{allowed:?}"
     );
     assert!(allowed.outbound.is_some());
+    // An allowed destination over the invocation's budget is refused too (the guest sends
+    // one request: a budget of none in total, or none at once, refuses it).
+    let entry = vec![format!("http://{addr}")];
+    for (total, concurrent) in [(0, 4), (4, 0)] {
+        let budget = OutboundRules::new(&entry, total, concurrent, Duration::from_secs(5))
+            .expect("valid rules");
+        let over = fetch(Some(budget));
+        assert!(over.execution.stdout.ends_with(b"error 015"), "{over:?}");
+    }
 }
