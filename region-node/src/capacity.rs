@@ -8,6 +8,7 @@
 
 use crate::canary::{RuntimeCanary, RuntimeSummary};
 use crate::limits::TenantUsage;
+use crate::rollout::{RolloutSummary, Rollouts};
 use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
@@ -101,6 +102,8 @@ pub struct CapacityView {
     pub revision: u64,
     /// The runtime canary's verdicts, when the region runs one.
     pub runtime: Option<RuntimeSummary>,
+    /// Alias rollouts judged and rolled back, when the region judges them.
+    pub rollouts: Option<RolloutSummary>,
     /// The region's per-tenant concurrency books (charged across the tiers vs. the current
     /// limit), busiest first, at most [`MAX_BUDGETS`].
     pub budgets: Vec<TenantUsage>,
@@ -178,6 +181,7 @@ pub struct Capacity {
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
     canary: Option<Arc<RuntimeCanary>>,
+    rollouts: Option<Arc<Rollouts>>,
 }
 
 /// Pinned functions listed by name in the view; the counts cover all of them.
@@ -191,6 +195,7 @@ impl Capacity {
             inner: Mutex::new(Inner::default()),
             changes: watch::channel(0).0,
             canary: None,
+            rollouts: None,
         }
     }
 
@@ -198,6 +203,13 @@ impl Capacity {
     #[must_use]
     pub fn with_canary(mut self, canary: Arc<RuntimeCanary>) -> Self {
         self.canary = Some(canary);
+        self
+    }
+
+    /// This view, also showing `rollouts`.
+    #[must_use]
+    pub fn with_rollouts(mut self, rollouts: Arc<Rollouts>) -> Self {
+        self.rollouts = Some(rollouts);
         self
     }
 
@@ -262,6 +274,7 @@ impl Capacity {
             pops,
             revision: inner.revision,
             runtime: self.canary.as_ref().map(|c| c.summary(MAX_PINNED_LISTED)),
+            rollouts: self.rollouts.as_ref().map(|r| r.summary(MAX_PINNED_LISTED)),
             budgets: inner.budgets.clone(),
             certificates: inner.certificates.clone(),
         }
@@ -328,6 +341,7 @@ mod tests {
             forwards_by_reason: vec![],
             tenants: vec![],
             functions: vec![],
+            outcomes: vec![],
         }
     }
 

@@ -11,6 +11,7 @@ use crate::invoker::RegionInvoker;
 use crate::limits::Limits;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
+use crate::rollout::Rollouts;
 use crate::routes::Routes;
 use crate::state::RegionState;
 use crate::store::{JetStreamBackend, Store, StoreError};
@@ -152,17 +153,17 @@ pub async fn start_with_clock(
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = open_store(&config).await?;
-    let canary = Arc::new(RuntimeCanary::open(
-        store.clone(),
-        CanaryConfig {
-            percent: config.canary_percent.min(100),
-            min_samples: config.canary_min_samples.max(1),
-            ..CanaryConfig::default()
-        },
-    )?);
+    let canary_config = CanaryConfig {
+        percent: config.canary_percent.min(100),
+        min_samples: config.canary_min_samples.max(1),
+        ..CanaryConfig::default()
+    };
+    let canary = Arc::new(RuntimeCanary::open(store.clone(), canary_config)?);
     let shared_state = Arc::new(RegionState::new(store.clone()).with_quotas(config.quotas));
     let registry = Arc::new(Registry::new(store).with_quotas(config.quotas));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
+    // Alias rollouts are judged with the runtime canary's test and sample sizes.
+    let rollouts = Arc::new(Rollouts::open(Arc::clone(&registry), canary_config)?);
     let certs = Arc::new(Certificates::open(
         Arc::clone(&registry),
         Arc::clone(&routes),
@@ -209,6 +210,7 @@ pub async fn start_with_clock(
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary))
+        .with_rollouts(Arc::clone(&rollouts))
         .with_limits(Arc::clone(&limits))
         .with_fleets(Arc::clone(&fleets))
         .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
@@ -219,8 +221,11 @@ pub async fn start_with_clock(
     let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
     let http_addr = listener.local_addr()?;
 
-    let capacity =
-        Arc::new(Capacity::new(CapacityConfig::default()).with_canary(Arc::clone(&canary)));
+    let capacity = Arc::new(
+        Capacity::new(CapacityConfig::default())
+            .with_canary(Arc::clone(&canary))
+            .with_rollouts(Arc::clone(&rollouts)),
+    );
     let trending = Arc::new(TrendWatch::new(config.trending.clone()));
     let control = ControlState {
         invoker: Arc::clone(&invoker),

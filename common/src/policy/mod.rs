@@ -16,6 +16,7 @@ pub mod rate;
 pub mod region;
 pub mod resize;
 pub mod retry;
+pub mod rollout;
 pub mod share;
 pub mod trending;
 pub mod warm;

@@ -218,6 +218,7 @@ mod tests {
         Message::Releases {
             full: true,
             releases: vec![hint("plain", "2026.11"), hint("legacy", "2026.10")],
+            canary_percent: 10,
         }
     }
 
@@ -228,6 +229,7 @@ mod tests {
             Message::Releases {
                 full: false,
                 releases: Vec::new(),
+                canary_percent: 0,
             },
         ] {
             let frame = encode(&msg).expect("encodes");
@@ -241,6 +243,7 @@ mod tests {
         let change = encode(&Message::Releases {
             full: false,
             releases,
+            canary_percent: 10,
         })
         .expect("encodes");
         assert!(change.len() < 64, "{} bytes", change.len());

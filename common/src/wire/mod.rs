@@ -18,9 +18,12 @@ pub use message::{
 /// expiry (token revocation and expiry reach POPs over the push stream). `strata/3`:
 /// tenant TLS certificates reach POPs as [`Update::Certificate`], errors may be
 /// `invalid_certificate`, and a platform error names the limit that refused it
-/// (`ApiError::limit`), so a POP relays a region's 429 with its limit and wait. Peers of
-/// earlier versions are refused at the handshake.
-pub const ALPN: &[u8] = b"strata/3";
+/// (`ApiError::limit`), so a POP relays a region's 429 with its limit and wait. `strata/4`:
+/// load reports carry outcomes per function version (`NodeLoad::outcomes`) and release
+/// hints the canary's share (`Message::Releases::canary_percent`), so the region judges
+/// runtime canaries and alias rollouts on what POPs run. Peers of earlier versions are
+/// refused at the handshake.
+pub const ALPN: &[u8] = b"strata/4";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
 pub const MAX_FRAME_LEN: usize = 64 << 20;

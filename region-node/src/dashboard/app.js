@@ -91,6 +91,20 @@ function render(view) {
       el('td', { class: 'text' }, f),
       el('td', { class: 'text' }, `pinned to ${rt.current}: worse on ${rt.next}`))));
 
+  const ro = view.rollouts;
+  if (ro) {
+    cards.append(
+      card('rollouts judged', ro.judged, 'rollouts-judged'),
+      card('rolled back', ro.rolled_back.length, 'rollouts-rolled-back'),
+    );
+  }
+  $('#rollbacks tbody').replaceChildren(...(ro ? ro.rolled_back : []).map((r) =>
+    el('tr', { 'data-alias': r.alias },
+      el('td', { class: 'text' }, r.alias),
+      el('td', { class: 'text' },
+        `version ${r.new} failed ${r.new_failures} of ${r.new_invocations}: back to ${r.to}`),
+      el('td', { class: 'text' }, new Date(r.at_ms).toISOString()))));
+
   const body = $('#nodes tbody');
   body.replaceChildren(...all.map((n) => {
     const l = n.load;
