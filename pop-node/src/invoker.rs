@@ -292,7 +292,7 @@ impl Invoker for PopInvoker {
                 // The next release cannot link this module: a platform failure of that
                 // release (as at the region), and this invocation runs on the current one,
                 // uncounted (no guest code ran on next, so nothing is repeated).
-                self.record_outcome(&key, f, Some(Release::Next), false, true);
+                self.record_outcome(&key, f, Some(Release::Next), false, true, None);
                 canary = None;
                 module = self.executor.cached_on(Release::Current, &f.digest);
             } else {
@@ -424,7 +424,9 @@ impl PopInvoker {
                 WarmLane::Dedicated,
             )
             .await?;
-        self.record_outcome(key, f, canary, resp.function_error.is_some(), platform);
+        let failed = resp.function_error.is_some();
+        let peak = Some(resp.peak_memory_bytes);
+        self.record_outcome(key, f, canary, failed, platform, peak);
         Ok(resp)
     }
 
@@ -435,9 +437,11 @@ impl PopInvoker {
         canary: Option<Release>,
         error: bool,
         platform: bool,
+        peak_bytes: Option<u64>,
     ) {
         if let Some(stats) = self.executor.stats() {
-            stats.outcome(key, &f.version, canary.map(Release::name), error, platform);
+            let release = canary.map(Release::name);
+            stats.outcome(key, &f.version, release, error, platform, peak_bytes);
         }
     }
 }

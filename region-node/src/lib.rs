@@ -42,6 +42,7 @@ pub mod quota;
 pub mod registry;
 pub mod rollout;
 pub mod routes;
+pub mod sizes;
 pub mod state;
 pub mod store;
 pub mod trend;

@@ -13,6 +13,7 @@ use crate::quic::{self, PopServices};
 use crate::registry::Registry;
 use crate::rollout::Rollouts;
 use crate::routes::Routes;
+use crate::sizes::Sizes;
 use crate::state::RegionState;
 use crate::store::{JetStreamBackend, Store, StoreError};
 use crate::trend::TrendWatch;
@@ -72,6 +73,8 @@ pub struct RegionHandle {
     tasks: JoinSet<()>,
     http: HttpServer,
     identity_refusals: Arc<std::sync::atomic::AtomicU64>,
+    /// Stored once more at shutdown.
+    sizes: Sizes,
 }
 
 /// The HTTP server's task and the signal that starts its graceful shutdown.
@@ -125,6 +128,11 @@ impl RegionHandle {
             let _ = task.await;
         }
         self.server.wait_idle().await;
+        // What changed since the last periodic flush.
+        let sizes = self.sizes;
+        if let Err(e) = tokio::task::spawn_blocking(move || sizes.flush()).await {
+            tracing::warn!(error = %e, "size flush at shutdown failed");
+        }
     }
 }
 
@@ -216,6 +224,13 @@ pub async fn start_with_clock(
         .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
     );
 
+    // Right-size statistics from before the restart (peaks, learned sizes).
+    let sizes = Sizes::new(
+        invoker.registry().store().clone(),
+        invoker.executor().clone(),
+    );
+    sizes.restore()?;
+
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
     let quic_addr = server.local_addr()?;
     let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
@@ -224,7 +239,8 @@ pub async fn start_with_clock(
     let capacity = Arc::new(
         Capacity::new(CapacityConfig::default())
             .with_canary(Arc::clone(&canary))
-            .with_rollouts(Arc::clone(&rollouts)),
+            .with_rollouts(Arc::clone(&rollouts))
+            .with_memory(invoker.executor().clone()),
     );
     let trending = Arc::new(TrendWatch::new(config.trending.clone()));
     let control = ControlState {
@@ -274,6 +290,7 @@ pub async fn start_with_clock(
         },
     ));
     tasks.spawn(trending.run());
+    tasks.spawn(sizes.clone().run());
     if matches!(config.store.backend, StoreBackend::Jetstream) {
         // Other regions on the same store change tenant overrides too.
         tasks.spawn(Arc::clone(&limits).follow());
@@ -304,6 +321,7 @@ pub async fn start_with_clock(
         server,
         tasks,
         http,
+        sizes,
     })
 }
 

@@ -1,5 +1,6 @@
 //! Outcomes per function version, from the region's own runs and from the POPs' load
-//! reports, folded into the runtime canary and the alias rollout judges; and what their
+//! reports, folded into the runtime canary, the alias rollout judges and the right-size
+//! statistics (peak memory); and what their
 //! decisions set off: stored verdicts and rollbacks, and the owners' control functions.
 //!
 //! Counting is in memory on the invoke path (or the load report's stream); a decision costs
@@ -44,6 +45,8 @@ pub async fn fold(invoker: &RegionInvoker, outcomes: Vec<VersionOutcomes>) {
         .canary()
         .filter(|_| invoker.executor().sandbox_on(Release::Next).is_some());
     for o in outcomes {
+        // Peaks at POPs count in the right-size recommendation like the region's own.
+        invoker.executor().observe_peaks(&o.function, &o.peak_bytes);
         let sampled = o.canary_release.as_deref().and_then(Release::from_name);
         if let (Some(canary), Some(release)) = (canary, sampled)
             && let Some(record) =

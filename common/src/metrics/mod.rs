@@ -10,6 +10,7 @@
 
 mod load;
 mod outcomes;
+pub use outcomes::MAX_REPORTED_PEAKS;
 mod prom;
 
 use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
@@ -148,7 +149,8 @@ impl NodeStats {
     /// An invocation of `version` of `function` ran here and ended with a function error
     /// (`error`), a platform failure among those (`platform_failure`), or neither;
     /// `canary_release` names the release the runtime canary sampled for it. Tallied for
-    /// the next report's `outcomes` (bounded: see `outcomes.rs`).
+    /// the next report's `outcomes` with its `peak_bytes`, when it ran a guest (bounded:
+    /// see `outcomes.rs`).
     pub fn outcome(
         &self,
         function: &FunctionKey,
@@ -156,8 +158,16 @@ impl NodeStats {
         canary_release: Option<&str>,
         error: bool,
         platform_failure: bool,
+        peak_bytes: Option<u64>,
     ) {
-        lock(&self.outcomes).add(function, version, canary_release, error, platform_failure);
+        lock(&self.outcomes).add(
+            function,
+            version,
+            canary_release,
+            error,
+            platform_failure,
+            peak_bytes,
+        );
     }
 
     /// This POP forwarded an invocation of `function` (`tenant/name`) to a region because

@@ -85,6 +85,11 @@ pub struct VersionOutcomes {
     pub errors: u32,
     /// Of which failed for the platform's fault (what the runtime canary counts).
     pub platform_failures: u32,
+    /// Peak linear memory of some of these invocations, in bytes (at most
+    /// `metrics::MAX_REPORTED_PEAKS`, spread over the window), for the region's
+    /// right-size recommendation.
+    #[serde(default)]
+    pub peak_bytes: Vec<u64>,
 }
 
 /// Counts over one report window. Integers, so reports compare exactly and encode

@@ -186,6 +186,16 @@ function render(view) {
       el('td', { 'data-field': 'forwarded' }, f.forwarded),
       el('td', { 'data-field': 'cold-starts' }, f.cold_starts))));
 
+  const mb = (v) => `${v.toFixed(1)} Mi`;
+  $('#memory tbody').replaceChildren(...(view.memory || []).map((f) =>
+    el('tr', { 'data-function': f.function },
+      el('td', { class: 'text' }, f.function),
+      el('td', { 'data-field': 'p50' }, mb(f.memory.observed_peak_mb.p50)),
+      el('td', { 'data-field': 'p90' }, mb(f.memory.observed_peak_mb.p90)),
+      el('td', { 'data-field': 'p99' }, mb(f.memory.observed_peak_mb.p99)),
+      el('td', { 'data-field': 'recommended' }, `${f.memory.recommended_mb} Mi`),
+      el('td', { 'data-field': 'samples' }, f.memory.samples))));
+
   document.body.dataset.revision = String(view.revision);
 }
 
