@@ -198,6 +198,10 @@ pub async fn start_with_clock(
         .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    config
+        .limits
+        .split()
+        .map_err(|e| StartError::Config(format!("[limits] {e}")))?;
     let limits = Arc::new(Limits::open(config.limits, registry.store().clone())?);
     config
         .fleets

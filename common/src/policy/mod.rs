@@ -18,6 +18,7 @@ pub mod resize;
 pub mod retry;
 pub mod rollout;
 pub mod share;
+pub mod split;
 pub mod trending;
 pub mod warm;
 
