@@ -23,7 +23,7 @@ use crate::model::{
     Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, FunctionKey, InvokeRequest,
     InvokeResponse, ResolvedFunction, StartKind, Timing,
 };
-use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy};
+use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy, SizeRecord};
 use crate::sandbox::{
     CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release,
     Sandbox, SandboxError, StateHandle, WarmKey, WarmLane,
@@ -250,6 +250,25 @@ impl Executor {
 
     fn resize_policy(&self) -> std::sync::MutexGuard<'_, ResizePolicy> {
         self.resize.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds peak memory samples of `key` observed elsewhere (a POP's load report) to the
+    /// right-size statistics.
+    pub fn observe_peaks(&self, key: &FunctionKey, peaks: &[u64]) {
+        let mut policy = self.resize_policy();
+        for &peak in peaks {
+            policy.observe(key, peak);
+        }
+    }
+
+    /// The right-size records changed since the last call, for the node to store.
+    pub fn take_size_records(&self) -> Vec<(FunctionKey, SizeRecord)> {
+        self.resize_policy().take_dirty()
+    }
+
+    /// Restores a stored right-size record of `key` (at start-up).
+    pub fn restore_size_record(&self, key: &FunctionKey, record: SizeRecord) {
+        self.resize_policy().restore(key, record);
     }
 
     /// What this node observed of `version` of `key`'s memory use, for the control API.

@@ -238,7 +238,8 @@ async fn a_client_offering_another_alpn_is_refused() {
     let mut region = EchoRegion::start(localhost(), &load(&certs.region))
         .await
         .expect("region starts");
-    // The previous protocol version: refused since `strata/4` (HTTP heads on the wire).
+    // The previous protocol version: refused since `strata/4` (HTTP heads on the wire,
+    // outcomes in load reports, the canary's share in release hints).
     let config = raw_client_config(&certs.pop, b"strata/3");
     let endpoint = quinn::Endpoint::client(localhost()).expect("endpoint");
 

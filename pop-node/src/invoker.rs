@@ -2,7 +2,10 @@
 //!
 //! Runtime release: each function runs on the release the region named in its
 //! [`ResolvedFunction`] (the canary's decision); a function promoted to the next release is
-//! forwarded until its module for that release is compiled here.
+//! forwarded until its module for that release is compiled here. An undecided function
+//! (no release named, no pin) is sampled here with the region canary's share and draw, and
+//! every local run's outcome is tallied per version for the load report, so the region's
+//! runtime canary and alias rollout judges see edge traffic too.
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
@@ -17,8 +20,8 @@ use common::model::{
     LimitHit, LimitKind, LimitScope, NodeId, Placement, ResolvedFunction,
 };
 use common::policy::rate::RateLimits;
-use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy, alias};
-use common::sandbox::{CompiledModule, Release};
+use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy, alias, canary};
+use common::sandbox::{CompiledModule, Release, WarmLane};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -273,17 +276,28 @@ impl Invoker for PopInvoker {
         // The release the region decided (its runtime canary): a function promoted to the
         // next release runs on it here once its module for that release is compiled;
         // until then it is forwarded (never run on a release the region did not pick).
-        let release = function
+        // An undecided function is sampled here as at the region (same share, same draw),
+        // and its outcomes reported, so functions that only run at POPs are judged too.
+        let (release, mut canary) = function
             .as_ref()
-            .map_or(Release::Current, |f| self.release_here(f));
-        let module = function
+            .map_or((Release::Current, None), |f| self.release_here(f, &req));
+        let mut module = function
             .as_ref()
             .and_then(|f| self.executor.cached_on(release, &f.digest));
         if release == Release::Next
             && module.is_none()
             && let Some(f) = &function
         {
-            self.prefetcher.request_on(Release::Next, f.digest);
+            if canary.is_some() && self.prefetcher.next_refuses(&f.digest) {
+                // The next release cannot link this module: a platform failure of that
+                // release (as at the region), and this invocation runs on the current one,
+                // uncounted (no guest code ran on next, so nothing is repeated).
+                self.record_outcome(&key, f, Some(Release::Next), false, true, None);
+                canary = None;
+                module = self.executor.cached_on(Release::Current, &f.digest);
+            } else {
+                self.prefetcher.request_on(Release::Next, f.digest);
+            }
         }
         // A local run needs a node slot and a slot of the tenant's lease; without either it
         // is forwarded, and the region charges it to its own count (or answers 429).
@@ -319,10 +333,7 @@ impl Invoker for PopInvoker {
         match (decision, function, module) {
             (Decision::Local, Some(f), Some(m)) => {
                 let _slot = slot;
-                let resp = self
-                    .executor
-                    .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
-                    .await;
+                let resp = self.run_here(m, &key, &f, &req, canary).await;
                 if let Ok(r) = &resp {
                     self.warm.record(&f, r.timing.exec);
                 }
@@ -342,9 +353,7 @@ impl Invoker for PopInvoker {
                         let Ok(_slot) = Arc::clone(&self.local_slots).try_acquire_owned() else {
                             return Err(e);
                         };
-                        self.executor
-                            .run(m, &f, &copy, false, ExecutedAt::Pop(self.node.clone()))
-                            .await
+                        self.run_here(m, &key, &f, &copy, canary).await
                     }
                     other => other,
                 }
@@ -365,15 +374,75 @@ impl Invoker for PopInvoker {
 }
 
 impl PopInvoker {
-    /// The release `f` runs on at this POP: the one the region named, else the owner's
-    /// `runtime` pin (a pushed function names none), if hosted here.
-    fn release_here(&self, f: &ResolvedFunction) -> Release {
-        f.release
-            .as_deref()
-            .or(f.config.runtime.as_deref())
-            .and_then(Release::from_name)
-            .filter(|r| self.executor.sandbox_on(*r).is_some())
-            .unwrap_or(Release::Current)
+    /// The release `f` runs on at this POP for `req`, and the release the runtime canary
+    /// sampled when it did: the release the region named, else the owner's `runtime` pin,
+    /// if hosted here; a function with neither is undecided, and while the region canaries
+    /// (its hints carry a share) and this POP hosts the next release, the request's draw
+    /// picks the side ([`canary::sample`]) exactly as the region would pick it.
+    fn release_here(
+        &self,
+        f: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> (Release, Option<Release>) {
+        let hosted = |r: Release| self.executor.sandbox_on(r).is_some();
+        if let Some(named) = f.release.as_deref().or(f.config.runtime.as_deref()) {
+            let release = Release::from_name(named)
+                .filter(|r| hosted(*r))
+                .unwrap_or(Release::Current);
+            return (release, None);
+        }
+        let percent = self.known.canary_percent();
+        if percent == 0 || !hosted(Release::Next) {
+            return (Release::Current, None);
+        }
+        let draw = canary::draw(req.request_id.0, req.affinity.as_deref());
+        let release = match canary::sample(percent, draw) {
+            canary::Side::Next => Release::Next,
+            canary::Side::Current => Release::Current,
+        };
+        (release, Some(release))
+    }
+
+    /// Runs `req` here with `m`, the code of `f`, and tallies its outcome for the next
+    /// load report (`canary`: the release the canary sampled, if it did).
+    async fn run_here(
+        &self,
+        m: CompiledModule,
+        key: &FunctionKey,
+        f: &ResolvedFunction,
+        req: &InvokeRequest,
+        canary: Option<Release>,
+    ) -> Result<InvokeResponse, ApiError> {
+        let (resp, platform) = self
+            .executor
+            .run_outcome(
+                m,
+                f,
+                req,
+                false,
+                ExecutedAt::Pop(self.node.clone()),
+                WarmLane::Dedicated,
+            )
+            .await?;
+        let failed = resp.function_error.is_some();
+        let peak = Some(resp.peak_memory_bytes);
+        self.record_outcome(key, f, canary, failed, platform, peak);
+        Ok(resp)
+    }
+
+    fn record_outcome(
+        &self,
+        key: &FunctionKey,
+        f: &ResolvedFunction,
+        canary: Option<Release>,
+        error: bool,
+        platform: bool,
+        peak_bytes: Option<u64>,
+    ) {
+        if let Some(stats) = self.executor.stats() {
+            let release = canary.map(Release::name);
+            stats.outcome(key, &f.version, release, error, platform, peak_bytes);
+        }
     }
 }
 

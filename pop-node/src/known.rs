@@ -113,6 +113,9 @@ pub struct Known {
     ttl: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
+    /// The region canary's share on the next release, in percent (from its release
+    /// hints; 0 until a region that canaries sends them).
+    canary_percent: std::sync::atomic::AtomicU8,
 }
 
 fn bound<K: Clone + Eq + std::hash::Hash, V>(
@@ -152,7 +155,21 @@ impl Known {
             ttl,
             max_entries: max_entries.max(1),
             inner: Mutex::new(inner),
+            canary_percent: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The region canary's share of an undecided function's invocations on the next
+    /// release, in percent, as its release hints said last.
+    pub fn canary_percent(&self) -> u8 {
+        self.canary_percent
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps the canary's share a release hint carried.
+    pub fn set_canary_percent(&self, percent: u8) {
+        self.canary_percent
+            .store(percent.min(100), std::sync::atomic::Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {

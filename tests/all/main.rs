@@ -27,6 +27,7 @@ mod openapi;
 mod pop_dns;
 mod region_death;
 mod resize;
+mod rollout;
 mod routes;
 mod sandbox;
 mod spill;

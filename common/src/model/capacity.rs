@@ -60,6 +60,36 @@ pub struct NodeLoad {
     pub tenants: Vec<TenantLoad>,
     /// The busiest functions, bounded (see `NodeStats`).
     pub functions: Vec<FunctionLoad>,
+    /// Outcomes per function version run here since the previous report (bounded, see
+    /// `NodeStats::outcome`): what the region judges runtime canaries and alias rollouts
+    /// on for edge traffic.
+    #[serde(default)]
+    pub outcomes: Vec<VersionOutcomes>,
+}
+
+/// Outcomes of one version of a function run at a node over one report window. Only
+/// invocations that ran (a guest was started) are counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionOutcomes {
+    /// The function.
+    pub function: super::FunctionKey,
+    /// The version that ran: its number, or `$LATEST`.
+    pub version: String,
+    /// The runtime release the runtime canary sampled for these invocations (an undecided,
+    /// unpinned function); `None` when the release was decided or pinned, so these do not
+    /// count in the canary.
+    pub canary_release: Option<String>,
+    /// Invocations.
+    pub invocations: u32,
+    /// Of which ended with a function error (non-zero exit, trap, out of memory or time).
+    pub errors: u32,
+    /// Of which failed for the platform's fault (what the runtime canary counts).
+    pub platform_failures: u32,
+    /// Peak linear memory of some of these invocations, in bytes (at most
+    /// `metrics::MAX_REPORTED_PEAKS`, spread over the window), for the region's
+    /// right-size recommendation.
+    #[serde(default)]
+    pub peak_bytes: Vec<u64>,
 }
 
 /// Counts over one report window. Integers, so reports compare exactly and encode

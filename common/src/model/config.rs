@@ -97,6 +97,11 @@ pub struct FunctionConfig {
     /// runtime release; queued in the region's durable async queue, like `on_failure`.
     /// Default none.
     pub on_runtime_incompatible: Option<FunctionName>,
+    /// A function of the same tenant run with the owner's notification (a JSON record with
+    /// the rollout's counts) when an alias of this function with `auto_rollback` is rolled
+    /// back to its older version; queued like `on_runtime_incompatible`. Default none.
+    #[serde(default)]
+    pub on_rollback: Option<FunctionName>,
     /// Retry an out-of-memory failure once at double the memory (bounded by
     /// `max_memory_mb`) and keep the size that worked for the next invocations, decaying
     /// back when peak usage falls. Default false.
@@ -192,6 +197,7 @@ impl Default for FunctionConfig {
             on_success: None,
             dead_letter_sync: false,
             on_runtime_incompatible: None,
+            on_rollback: None,
             auto_resize: false,
             max_memory_mb: None,
             rate_limit_rps: None,

@@ -16,7 +16,9 @@ mod route;
 mod token;
 mod version;
 
-pub use capacity::{FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, WindowCounts};
+pub use capacity::{
+    FunctionLoad, LoadTotals, NodeLoad, TenantLoad, Tier, VersionOutcomes, WindowCounts,
+};
 pub use config::{
     Abi, ConfigError, FunctionConfig, MAX_FUEL, MAX_MEMORY_MB, MAX_TIMEOUT_MS, OutboundConfig,
     Placement,
@@ -34,4 +36,6 @@ pub use route::{
     AffinityFrom, HostPattern, PathPrefix, Route, RouteError, RouteGrant, RouteId, is_reserved_path,
 };
 pub use token::TokenHash;
-pub use version::{Alias, AliasError, AliasName, AliasRouting, RouteSpec, RouteWeight, Version};
+pub use version::{
+    Alias, AliasError, AliasName, AliasRouting, Rollback, RouteSpec, RouteWeight, Version,
+};

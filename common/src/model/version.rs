@@ -205,8 +205,36 @@ pub struct Alias {
     pub function: FunctionName,
     /// Where its traffic goes.
     pub routing: AliasRouting,
+    /// Return to 100% of the older version when the newer one of a two-version routing
+    /// fails more often (the runtime canary's test, `policy::rollout`). Default false.
+    #[serde(default)]
+    pub auto_rollback: bool,
+    /// The automatic rollback that set the current routing, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<Rollback>,
     /// Registry revision of the last change.
     pub revision: u64,
+}
+
+/// An automatic rollback of an alias: what it rolled back from, why, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The routing before the rollback.
+    pub from: AliasRouting,
+    /// The version the alias now points at (the older one).
+    pub to: NonZeroU32,
+    /// The version rolled back (the newer one).
+    pub new: NonZeroU32,
+    /// Invocations of the older version counted while judging.
+    pub old_invocations: u32,
+    /// Of which failed.
+    pub old_failures: u32,
+    /// Invocations of the newer version counted while judging.
+    pub new_invocations: u32,
+    /// Of which failed.
+    pub new_failures: u32,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 #[cfg(test)]

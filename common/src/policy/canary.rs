@@ -19,6 +19,31 @@ use std::hash::Hash;
 /// One-sided z for a significance level of 1%.
 pub const Z_ONE_PERCENT: f64 = 2.326;
 
+/// The canary draw of an invocation, the same at every tier: requests with an affinity key
+/// draw from the key (FNV-1a, the same on every node and release), so they all reach the
+/// same release and so the same warm instance; others draw from the high half of the
+/// random request id (the low half is the alias draw, [`super::alias::draw`]: the two must
+/// not correlate). A POP and the region it forwards to therefore place one request alike.
+pub fn draw(request_id: u128, affinity: Option<&str>) -> u64 {
+    match affinity {
+        Some(key) => key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        }),
+        // Truncation intended: the high 64 bits of a random id.
+        None => (request_id >> 64) as u64,
+    }
+}
+
+/// The side an undecided, tracked function's invocation with `draw` runs on when
+/// `percent` of invocations go to the next release.
+pub fn sample(percent: u8, draw: u64) -> Side {
+    if draw % 100 < u64::from(percent) {
+        Side::Next
+    } else {
+        Side::Current
+    }
+}
+
 /// Which runtime release an invocation runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -55,6 +80,18 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds `n` outcomes on the current side, `failures` of them failed (at most `n`).
+    pub fn add_current(&mut self, n: u32, failures: u32) {
+        self.current = self.current.saturating_add(n);
+        self.current_failures = self.current_failures.saturating_add(failures.min(n));
+    }
+
+    /// Adds `n` outcomes on the next side, `failures` of them failed (at most `n`).
+    pub fn add_next(&mut self, n: u32, failures: u32) {
+        self.next = self.next.saturating_add(n);
+        self.next_failures = self.next_failures.saturating_add(failures.min(n));
+    }
+
     /// The z statistic of "next fails more often than current" (positive when it does),
     /// `0.0` when either side is empty or the pooled rate is 0 or 1 (no variance: the
     /// two sides are equal).
@@ -159,8 +196,8 @@ impl<K: Hash + Eq + Clone> Canary<K> {
             Verdict::Undecided => {
                 let tracked =
                     self.counts.contains_key(key) || self.counts.len() < self.cfg.max_tracked;
-                if tracked && draw % 100 < u64::from(self.cfg.percent) {
-                    Side::Next
+                if tracked {
+                    sample(self.cfg.percent, draw)
                 } else {
                     Side::Current
                 }
@@ -171,7 +208,20 @@ impl<K: Hash + Eq + Clone> Canary<K> {
     /// Counts one outcome of `key` on `side`; returns the verdict when this outcome
     /// decided it (once per function).
     pub fn handle_outcome(&mut self, key: &K, side: Side, failed: bool) -> Option<Verdict> {
-        if self.verdicts.contains_key(key) {
+        self.handle_outcomes(key, side, 1, u32::from(failed))
+    }
+
+    /// Counts `n` outcomes of `key` on `side`, `failures` of them platform failures (a
+    /// batch a POP reported); returns the verdict when they decided it (once per function).
+    /// The batch is judged as a whole, after it is counted.
+    pub fn handle_outcomes(
+        &mut self,
+        key: &K,
+        side: Side,
+        n: u32,
+        failures: u32,
+    ) -> Option<Verdict> {
+        if n == 0 || self.verdicts.contains_key(key) {
             return None;
         }
         if !self.counts.contains_key(key) && self.counts.len() >= self.cfg.max_tracked {
@@ -179,14 +229,8 @@ impl<K: Hash + Eq + Clone> Canary<K> {
         }
         let c = self.counts.entry(key.clone()).or_default();
         match side {
-            Side::Current => {
-                c.current = c.current.saturating_add(1);
-                c.current_failures = c.current_failures.saturating_add(u32::from(failed));
-            }
-            Side::Next => {
-                c.next = c.next.saturating_add(1);
-                c.next_failures = c.next_failures.saturating_add(u32::from(failed));
-            }
+            Side::Current => c.add_current(n, failures),
+            Side::Next => c.add_next(n, failures),
         }
         let verdict = judge(&self.cfg, c);
         if verdict == Verdict::Undecided {
@@ -321,6 +365,36 @@ mod tests {
         };
         assert!(counts.z() < 0.0);
         assert_eq!(judge(&cfg(), &counts), Verdict::Promoted);
+    }
+
+    #[test]
+    fn a_batch_counts_like_its_outcomes_one_by_one() {
+        let mut batched = Canary::new(cfg());
+        assert_eq!(batched.handle_outcomes(&"f", Side::Current, 0, 0), None);
+        assert_eq!(batched.handle_outcomes(&"f", Side::Current, 10, 0), None);
+        // Failures beyond the batch are clamped to it.
+        assert_eq!(
+            batched.handle_outcomes(&"f", Side::Next, 10, 99),
+            Some(Verdict::Pinned)
+        );
+        let mut single = Canary::new(cfg());
+        feed(&mut single, "f", Side::Current, 10, false);
+        feed(&mut single, "f", Side::Next, 10, true);
+        assert_eq!(single.verdict(&"f"), batched.verdict(&"f"));
+    }
+
+    #[test]
+    fn the_draw_is_the_same_at_every_tier_and_splits_by_percent() {
+        let id: u128 = (0x63 << 64) | 0x7;
+        assert_eq!(draw(id, None), 0x63);
+        assert_eq!(draw(1, Some("k")), draw(2, Some("k")));
+        assert_eq!(sample(10, 9), Side::Next);
+        assert_eq!(sample(10, 10), Side::Current);
+        assert_eq!(sample(0, 0), Side::Current);
+        let next = (0..1000u64)
+            .filter(|&d| sample(10, d) == Side::Next)
+            .count();
+        assert_eq!(next, 100);
     }
 
     #[test]

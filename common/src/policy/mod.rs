@@ -17,7 +17,9 @@ pub mod rate;
 pub mod region;
 pub mod resize;
 pub mod retry;
+pub mod rollout;
 pub mod share;
+pub mod split;
 pub mod trending;
 pub mod warm;
 

@@ -13,8 +13,8 @@
 //! the last [`ResizeConfig::window`] samples.
 
 use crate::model::FunctionKey;
-use serde::Serialize;
-use std::collections::{BTreeMap, VecDeque};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 const MIB: u64 = 1 << 20;
 
@@ -90,6 +90,21 @@ pub struct ResizePolicy {
     learned: BTreeMap<(FunctionKey, String), Learned>,
     /// A logical clock for least-recently-used eviction.
     tick: u64,
+    /// Functions changed since [`ResizePolicy::take_dirty`] last ran.
+    dirty: BTreeSet<FunctionKey>,
+}
+
+/// What the policy knows of one function, as a node stores it so the percentiles, the
+/// recommendation and the learned sizes survive a restart ([`ResizePolicy::take_dirty`],
+/// [`ResizePolicy::restore`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeRecord {
+    /// The peak samples in the window, oldest first, in bytes.
+    pub peaks: Vec<u64>,
+    /// Out-of-memory retries counted.
+    pub oom_retries: u64,
+    /// Learned sizes by version, in MiB.
+    pub learned: BTreeMap<String, u32>,
 }
 
 /// The size step at or above `mb`: 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ...
@@ -153,16 +168,7 @@ impl ResizePolicy {
         configured_mb: u32,
         peak_bytes: u64,
     ) {
-        let tick = self.next_tick();
-        if !self.observed.contains_key(key) {
-            evict_lru(&mut self.observed, self.config.max_functions, |o| o.used);
-        }
-        let observed = self.observed.entry(key.clone()).or_default();
-        observed.used = tick;
-        if observed.peaks.len() >= self.config.window.max(1) {
-            observed.peaks.pop_front();
-        }
-        observed.peaks.push_back(peak_bytes);
+        let tick = self.observe(key, peak_bytes);
         let id = (key.clone(), version.to_owned());
         let Some(learned) = self.learned.get_mut(&id) else {
             return;
@@ -186,6 +192,84 @@ impl ResizePolicy {
         }
     }
 
+    /// One invocation of `key` peaked at `peak_bytes` (run here, or at a POP that
+    /// reported it): a sample for the percentiles and the recommendation only, never for
+    /// the learned size (another node's limit is not known here). Returns the tick used.
+    pub fn observe(&mut self, key: &FunctionKey, peak_bytes: u64) -> u64 {
+        let tick = self.next_tick();
+        if !self.observed.contains_key(key) {
+            evict_lru(&mut self.observed, self.config.max_functions, |o| o.used);
+        }
+        let observed = self.observed.entry(key.clone()).or_default();
+        observed.used = tick;
+        if observed.peaks.len() >= self.config.window.max(1) {
+            observed.peaks.pop_front();
+        }
+        observed.peaks.push_back(peak_bytes);
+        self.dirty.insert(key.clone());
+        tick
+    }
+
+    /// The records of the functions changed since the last call (each once), for the
+    /// node to store; a function evicted since is left out.
+    pub fn take_dirty(&mut self) -> Vec<(FunctionKey, SizeRecord)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|key| {
+                let observed = self.observed.get(&key);
+                let learned: BTreeMap<String, u32> = self
+                    .learned
+                    .range((key.clone(), String::new())..)
+                    .take_while(|((k, _), _)| k == &key)
+                    .map(|((_, v), l)| (v.clone(), l.mb))
+                    .collect();
+                if observed.is_none() && learned.is_empty() {
+                    return None;
+                }
+                let record = SizeRecord {
+                    peaks: observed.map_or_else(Vec::new, |o| o.peaks.iter().copied().collect()),
+                    oom_retries: observed.map_or(0, |o| o.oom_retries),
+                    learned,
+                };
+                Some((key, record))
+            })
+            .collect()
+    }
+
+    /// Restores what was stored of `key` (at start-up), within this policy's bounds.
+    pub fn restore(&mut self, key: &FunctionKey, record: SizeRecord) {
+        let tick = self.next_tick();
+        if !record.peaks.is_empty() || record.oom_retries > 0 {
+            if !self.observed.contains_key(key) {
+                evict_lru(&mut self.observed, self.config.max_functions, |o| o.used);
+            }
+            let window = self.config.window.max(1);
+            let skip = record.peaks.len().saturating_sub(window);
+            self.observed.insert(
+                key.clone(),
+                Observed {
+                    peaks: record.peaks.into_iter().skip(skip).collect(),
+                    oom_retries: record.oom_retries,
+                    used: tick,
+                },
+            );
+        }
+        for (version, mb) in record.learned {
+            let id = (key.clone(), version);
+            if !self.learned.contains_key(&id) {
+                evict_lru(&mut self.learned, self.config.max_functions, |l| l.used);
+            }
+            self.learned.insert(
+                id,
+                Learned {
+                    mb,
+                    calm: 0,
+                    used: tick,
+                },
+            );
+        }
+    }
+
     /// An out-of-memory failure of `version` of `key` was retried with `mb` and the retry
     /// succeeded: run it with `mb` from now on (until it decays).
     pub fn learn(&mut self, key: &FunctionKey, version: &str, mb: u32) {
@@ -202,6 +286,7 @@ impl ResizePolicy {
         learned.mb = learned.mb.max(mb);
         learned.calm = 0;
         learned.used = tick;
+        self.dirty.insert(key.clone());
     }
 
     /// Counts an out-of-memory retry of `key` (successful or not).
@@ -213,6 +298,7 @@ impl ResizePolicy {
         let observed = self.observed.entry(key.clone()).or_default();
         observed.oom_retries += 1;
         observed.used = tick;
+        self.dirty.insert(key.clone());
     }
 
     /// The memory report of `key`, with the learned size of `version`.
@@ -361,5 +447,27 @@ mod tests {
         p.learn(&c, "1", 4);
         assert_eq!(p.memory_for(&a, "1", 1), 1, "a's learned size was evicted");
         assert_eq!(p.memory_for(&c, "1", 1), 4);
+    }
+
+    #[test]
+    fn what_was_taken_restores_the_same_report() {
+        let mut p = ResizePolicy::new(ResizeConfig::default());
+        let (f, g) = (key("f"), key("g"));
+        for i in 1..=100u64 {
+            p.record(&f, "$LATEST", 128, 128, i * MIB);
+        }
+        p.observe(&g, 3 * MIB);
+        p.learn(&f, "$LATEST", 256);
+        p.retried(&f);
+        let taken = p.take_dirty();
+        assert_eq!(taken.len(), 2);
+        assert!(p.take_dirty().is_empty(), "each change is taken once");
+        let mut restored = ResizePolicy::new(ResizeConfig::default());
+        for (k, r) in taken {
+            restored.restore(&k, r);
+        }
+        assert_eq!(restored.report(&f, "$LATEST"), p.report(&f, "$LATEST"));
+        assert_eq!(restored.report(&g, "1"), p.report(&g, "1"));
+        assert_eq!(restored.memory_for(&f, "$LATEST", 128), 256);
     }
 }

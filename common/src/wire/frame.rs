@@ -219,6 +219,7 @@ mod tests {
         Message::Releases {
             full: true,
             releases: vec![hint("plain", "2026.11"), hint("legacy", "2026.10")],
+            canary_percent: 10,
         }
     }
 
@@ -229,6 +230,7 @@ mod tests {
             Message::Releases {
                 full: false,
                 releases: Vec::new(),
+                canary_percent: 0,
             },
         ] {
             let frame = encode(&msg).expect("encodes");
@@ -242,6 +244,7 @@ mod tests {
         let change = encode(&Message::Releases {
             full: false,
             releases,
+            canary_percent: 10,
         })
         .expect("encodes");
         assert!(change.len() < 64, "{} bytes", change.len());

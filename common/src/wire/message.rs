@@ -252,6 +252,11 @@ pub enum Message {
         full: bool,
         /// The functions and their releases.
         releases: Vec<ReleaseHint>,
+        /// Share of an undecided function's invocations the canary runs on the next
+        /// release, in percent: a POP samples its own runs of undecided functions with it
+        /// (the same draw as the region, `policy::canary::draw`) and reports their outcomes
+        /// in its load reports. 0: POPs run undecided functions on the current release.
+        canary_percent: u8,
     },
 }
 

@@ -21,8 +21,11 @@ pub use message::{
 /// (`ApiError::limit`), so a POP relays a region's 429 with its limit and wait.
 /// `strata/4`: invocations carry the device request's HTTP head and results the
 /// `http`-ABI guest's response head (`InvokeRequest::http`, `InvokeResponse::http`),
-/// timings the outbound time, and function configs the outbound HTTP settings. Peers of
-/// earlier versions are refused at the handshake.
+/// timings the outbound time, and function configs the outbound HTTP settings; load
+/// reports carry outcomes per function version (`NodeLoad::outcomes`) and release hints
+/// the canary's share (`Message::Releases::canary_percent`), so the region judges runtime
+/// canaries and alias rollouts on what POPs run. Peers of earlier versions are refused at
+/// the handshake.
 pub const ALPN: &[u8] = b"strata/4";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.

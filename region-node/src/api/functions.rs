@@ -88,9 +88,9 @@ pub(super) struct FunctionDetail {
     #[serde(flatten)]
     #[schema(ignore)]
     function: FunctionView,
-    /// Peak memory percentiles of the region's recent invocations of the function, the
-    /// recommended `memory_mb`, and the size `auto_resize` learned for `$LATEST`.
-    /// Invocations run at POPs are not included.
+    /// Peak memory percentiles of recent invocations of the function (at the region and,
+    /// from their load reports, at its POPs), the recommended `memory_mb`, and the size
+    /// `auto_resize` learned for `$LATEST`.
     memory: MemoryReport,
 }
 
@@ -122,12 +122,12 @@ pub(super) async fn get(
 
 #[derive(Debug, Serialize)]
 pub(super) struct FunctionList {
-    functions: Vec<FunctionView>,
+    functions: Vec<FunctionDetail>,
 }
 
 /// The caller's functions.
 #[utoipa::path(get, path = "/v1/functions", tag = "functions",
-    responses((status = 200, description = "`{\"functions\": [...]}`", body = Object),
+    responses((status = 200, description = "`{\"functions\": [...]}`, each as `GET /v1/functions/{name}` shows it (with `memory`)", body = Object),
         (status = 401, description = "Missing or unknown token", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn list(
@@ -136,7 +136,21 @@ pub(super) async fn list(
 ) -> Result<Json<FunctionList>, ApiError> {
     let tenant = s.tenant(&headers).await?;
     let registry = Arc::clone(s.invoker.registry());
-    let functions = blocking(move || registry.functions(&tenant)).await?;
+    let listing = tenant.clone();
+    let functions = blocking(move || registry.functions(&listing))
+        .await?
+        .into_iter()
+        .map(|function| {
+            let key = FunctionKey {
+                tenant: tenant.clone(),
+                name: function.name.clone(),
+            };
+            let memory = s
+                .invoker
+                .memory_report(&key, &Qualifier::Latest.to_string());
+            FunctionDetail { function, memory }
+        })
+        .collect();
     Ok(Json(FunctionList { functions }))
 }
 

@@ -28,7 +28,9 @@ pub struct RuntimeView {
 /// The caller's notifications, oldest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NotificationList {
-    /// One per event (today: a function pinned to the current runtime).
+    /// One per event: a function pinned to the current runtime (`runtime_incompatible`),
+    /// an alias rolled back automatically (`rollback`, listed while the alias stays as
+    /// the rollback left it).
     pub notifications: Vec<Notification>,
 }
 
@@ -74,12 +76,20 @@ pub(super) async fn notifications(
     headers: HeaderMap,
 ) -> Result<Json<NotificationList>, ApiError> {
     let tenant = s.tenant(&headers).await?;
-    let Some(canary) = s.invoker.canary().cloned() else {
-        return Ok(Json(NotificationList {
-            notifications: Vec::new(),
-        }));
-    };
-    let mut notifications = super::blocking(move || Ok(canary.notifications(&tenant))).await?;
+    let canary = s.invoker.canary().cloned();
+    let rollouts = s.invoker.rollouts().cloned();
+    let mut notifications = super::blocking(move || {
+        let mut notes = canary.map_or_else(Vec::new, |c| c.notifications(&tenant));
+        if let Some(r) = rollouts {
+            notes.extend(
+                r.rolled_back(&tenant)?
+                    .into_iter()
+                    .map(crate::rollout::notification),
+            );
+        }
+        Ok(notes)
+    })
+    .await?;
     notifications.sort_by_key(|n| n.at_ms);
     Ok(Json(NotificationList { notifications }))
 }
