@@ -9,9 +9,9 @@ use super::seams::{CanaryJudge, Runtime, Verdict};
 use super::shard::Shard;
 use super::stats::Tier;
 use super::{Completion, Event, NO_POP};
-use common::policy::{Decision, ForwardReason, LocalState};
 use rand::Rng;
 use std::time::Duration;
+use strata_core::policy::{Decision, ForwardReason, LocalState};
 
 impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.

@@ -7,13 +7,13 @@ use super::queue::{EventQueue, Nanos};
 use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
-use common::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
+use strata_core::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 
 /// The real placement policy, keyed by function index rather than by
-/// [`FunctionKey`](common::model::FunctionKey):
+/// [`FunctionKey`](strata_core::model::FunctionKey):
 /// hashing two strings per call was a tenth of a fleet-scale run's time.
 type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
 
@@ -112,7 +112,7 @@ impl<'w> Shard<'w> {
                 node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
                 // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
                 placement: PopPlacement::with_hasher(
-                    common::policy::PlacementConfig {
+                    strata_core::policy::PlacementConfig {
                         memory_budget_mb: s.pop.memory_mb,
                         ..s.pop.placement.clone()
                     },
@@ -143,9 +143,9 @@ impl<'w> Shard<'w> {
             })
             .collect();
         let judge = s.canary.as_ref().map(|c| PolicyJudge {
-            cfg: common::policy::canary::CanaryConfig {
+            cfg: strata_core::policy::canary::CanaryConfig {
                 min_samples: c.min_samples,
-                ..common::policy::canary::CanaryConfig::default()
+                ..strata_core::policy::canary::CanaryConfig::default()
             },
         });
         let rec = Recorder::new(w.end, (s.sample_interval() * SEC) as Nanos)?;

@@ -10,6 +10,7 @@ pub mod canary;
 pub mod concurrency;
 pub mod hold;
 pub mod keepalive;
+pub mod lease;
 pub mod liveness;
 pub mod placement;
 pub mod rate;
