@@ -174,6 +174,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
         liveness,
+        config.region_choice.config(),
     ));
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Pop, std::time::Instant::now());

@@ -8,6 +8,8 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod concurrency;
+pub mod edge;
+pub mod failover;
 pub mod hold;
 pub mod keepalive;
 pub mod lease;
