@@ -21,6 +21,7 @@ pub mod resize;
 pub mod retry;
 pub mod share;
 pub mod trending;
+pub mod version;
 pub mod warm;
 
 /// Makes room for one more key in a table bounded by `max`: when `key` is new and the
