@@ -26,9 +26,10 @@ use common::model::{
     AliasName, AliasRouting, ArtifactDigest, FunctionKey, Qualifier, ResolvedFunction, TenantId,
     TokenHash,
 };
-use common::policy::alias;
+use common::policy::version::{self, Previous, Target};
 use common::wire::{ReleaseHint, Update};
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -246,30 +247,23 @@ impl Known {
                     prepare: None,
                 });
         };
-        let (newest, previous) = match qualifier {
-            Qualifier::Latest => (p.latest.clone()?, p.previous_latest.clone()),
-            // Exactly this version, prepared or not.
-            Qualifier::Version(n) => (Arc::clone(p.versions.get(n)?), None),
-            Qualifier::Alias(a) => {
-                let a = p.aliases.get(&AliasName::new(a.as_str()).ok()?)?;
-                let newest = Arc::clone(p.versions.get(&alias::pick(&a.routing, draw))?);
-                let previous = a
-                    .previous
-                    .as_ref()
-                    .and_then(|r| p.versions.get(&alias::pick(r, draw)))
-                    .cloned();
-                (newest, previous)
-            }
+        let lookup = |a: &AliasName| {
+            Ok::<_, Infallible>(p.aliases.get(a).map(|a| (&a.routing, a.previous.as_ref())))
         };
-        Some(match previous {
-            Some(prev) if !ready(&newest.digest) && ready(&prev.digest) => Resolution {
-                function: prev,
-                prepare: Some(newest.digest),
-            },
-            _ => Resolution {
-                function: newest,
-                prepare: None,
-            },
+        let named = version::name(qualifier, draw, lookup).ok()??;
+        let newest = match named.target {
+            Target::Latest => p.latest.clone()?,
+            // Exactly this version, prepared or not.
+            Target::Version(n) => Arc::clone(p.versions.get(&n)?),
+        };
+        let previous = named.previous.and_then(|prev| match prev {
+            Previous::Latest => p.previous_latest.clone(),
+            Previous::Version(n) => p.versions.get(&n).cloned(),
+        });
+        let (function, prepare) = version::prefer_prepared(newest, previous, |f| ready(&f.digest));
+        Some(Resolution {
+            function,
+            prepare: prepare.map(|f| f.digest),
         })
     }
 

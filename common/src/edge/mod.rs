@@ -33,8 +33,21 @@ pub use server::{HttpLimits, serve, serve_tls};
 use crate::model::ApiError;
 use axum::response::{IntoResponse, Response};
 
-impl IntoResponse for ApiError {
+/// An [`ApiError`] on its way out of an HTTP handler: the one place it becomes a status
+/// code and a JSON body ([`error_response`]). A handler returns `Result<T, HttpError>` and
+/// uses `?` on anything returning [`ApiError`]. (`ApiError` is the sans-IO core's type,
+/// which knows nothing of axum, so the conversion lives here.)
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        error_response(&self, None)
+        error_response(&self.0, None)
     }
 }

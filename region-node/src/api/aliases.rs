@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{Alias, AliasName, AliasRouting, ApiError};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ pub(super) async fn set(
     Caller(tenant): Caller,
     Path((raw, raw_alias)): Path<(String, String)>,
     body: Result<Json<SetAlias>, JsonRejection>,
-) -> Result<Json<Alias>, ApiError> {
+) -> Result<Json<Alias>, HttpError> {
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     // Weights and version counts are validated while parsing (AliasRouting); say so in
@@ -73,7 +74,7 @@ pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((raw, raw_alias)): Path<(String, String)>,
-) -> Result<Json<Alias>, ApiError> {
+) -> Result<Json<Alias>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
@@ -98,7 +99,7 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<AliasList>, ApiError> {
+) -> Result<Json<AliasList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -116,7 +117,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((raw, raw_alias)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;

@@ -9,6 +9,7 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, FunctionConfig, FunctionKey, Qualifier};
 use common::policy::resize::MemoryReport;
@@ -47,7 +48,7 @@ pub(super) async fn deploy(
     Path(raw): Path<String>,
     Query(q): Query<DeployQuery>,
     mut form: Multipart,
-) -> Result<Json<FunctionView>, ApiError> {
+) -> Result<Json<FunctionView>, HttpError> {
     let name = name(raw)?;
     let mut config = FunctionConfig::default();
     let mut module: Option<Bytes> = None;
@@ -62,7 +63,8 @@ pub(super) async fn deploy(
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected form field {other:?}: send `config` (JSON) and `module` (wasm)"
-                )));
+                ))
+                .into());
             }
         }
     }
@@ -105,7 +107,7 @@ pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<FunctionDetail>, ApiError> {
+) -> Result<Json<FunctionDetail>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -133,7 +135,7 @@ pub(super) struct FunctionList {
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<FunctionList>, ApiError> {
+) -> Result<Json<FunctionList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let registry = Arc::clone(s.invoker.registry());
     let listing = tenant.clone();
@@ -164,7 +166,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());

@@ -7,8 +7,8 @@ use crate::canary::{Notification, VerdictRecord};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
-use common::model::ApiError;
 use common::sandbox::Release;
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ pub struct NotificationList {
 pub(super) async fn view(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<RuntimeView>, ApiError> {
+) -> Result<Json<RuntimeView>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let Some(canary) = s.invoker.canary().cloned() else {
         return Ok(Json(RuntimeView {
@@ -74,7 +74,7 @@ pub(super) async fn view(
 pub(super) async fn notifications(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<NotificationList>, ApiError> {
+) -> Result<Json<NotificationList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let canary = s.invoker.canary().cloned();
     let rollouts = s.invoker.rollouts().cloned();

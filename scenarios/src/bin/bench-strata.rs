@@ -16,9 +16,9 @@ use anyhow::{Context as _, bail, ensure};
 use common::model::ArtifactDigest;
 use scenarios::bench::components::{self, Component};
 use scenarios::bench::{guests, wrk::BODY_BYTES};
-use scenarios::cluster::DevCluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use testkit::cluster::DevCluster;
 
 /// The POP binary's allocator (`pop-node`'s `main.rs`), so the benchmarked POP allocates
 /// as a deployed one does (glibc's malloc took ~11% of this process's samples).
@@ -70,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
-    scenarios::cluster::wait_connected(&cluster.pop, Duration::from_secs(30)).await?;
+    testkit::cluster::wait_connected(&cluster.pop, Duration::from_secs(30)).await?;
     let http = reqwest::Client::new();
     let result = match cold {
         Some(n) => cold_starts(&cluster, &http, n, &http_components).await,

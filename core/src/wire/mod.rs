@@ -1,6 +1,7 @@
 //! The POP<->region protocol: typed messages, bincode encoding, length-prefixed frames.
 //!
-//! Owns the byte format and nothing else: never opens a socket, never allocates a frame
+//! Owns the byte format and nothing else: never opens a socket or reads a stream (the
+//! async framing over a stream is `common::wire`), never allocates a frame
 //! beyond [`MAX_FRAME_LEN`], and turns any input into either a [`Message`] or a typed
 //! [`WireError`], never a panic. Protocol versions are negotiated by ALPN ([`ALPN`]); a
 //! peer speaking another version is refused at the TLS handshake.
@@ -8,7 +9,7 @@
 mod frame;
 mod message;
 
-pub use frame::{FrameHeader, WireError, decode, encode, read_message, write_message};
+pub use frame::{FrameHeader, WireError, decode, encode};
 pub use message::{
     ArtifactKind, EngineFingerprint, Message, Pressure, PushedCertificate, ReleaseHint, ShippedLog,
     Update,

@@ -1,6 +1,7 @@
-//! One tenant's lease at this POP, and the rules that change it: drawing a slot, applying
+//! One tenant's concurrency lease at a POP, and the rules that change it: drawing a slot, applying
 //! a region's grant, and what a renewal round gives back. Sans-IO: every event carries
-//! `now`, and the outputs are numbers the I/O shell ([`super::Leases`]) sends on.
+//! `now`, and the outputs are numbers the I/O shell (the POP's `leases`
+//! module) sends on.
 //!
 //! Never reads a clock, sends a message or spawns; `granted` changes only by a region's
 //! reply (to that region's count) and by a renewal round (down, before the return is

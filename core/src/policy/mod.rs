@@ -8,8 +8,11 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod concurrency;
+pub mod edge;
+pub mod failover;
 pub mod hold;
 pub mod keepalive;
+pub mod lease;
 pub mod liveness;
 pub mod outbound;
 pub mod placement;
@@ -21,6 +24,7 @@ pub mod rollout;
 pub mod share;
 pub mod split;
 pub mod trending;
+pub mod version;
 pub mod warm;
 
 /// Makes room for one more key in a table bounded by `max`: when `key` is new and the

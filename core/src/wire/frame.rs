@@ -1,7 +1,6 @@
 //! Length-prefixed frames: a 4-byte big-endian body length, then the bincode body.
 
 use super::{MAX_FRAME_LEN, Message};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Why bytes could not become a message (or a message could not be sent).
 #[derive(Debug, thiserror::Error)]
@@ -101,44 +100,6 @@ pub fn decode(body: &[u8]) -> Result<Message, WireError> {
     Ok(msg)
 }
 
-/// Reads one frame from `r` and decodes it; `limit` caps the body (at most
-/// [`MAX_FRAME_LEN`]).
-///
-/// # Errors
-/// [`WireError`] on a short read, an oversized header or a malformed body.
-pub async fn read_message<R: AsyncRead + Unpin>(
-    r: &mut R,
-    limit: usize,
-) -> Result<Message, WireError> {
-    let mut header = [0u8; FrameHeader::SIZE];
-    r.read_exact(&mut header).await.map_err(eof_is_truncated)?;
-    let FrameHeader { len } = FrameHeader::parse(header, limit)?;
-    let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(eof_is_truncated)?;
-    decode(&body)
-}
-
-/// Encodes `msg` and writes it to `w` as one frame.
-///
-/// # Errors
-/// [`WireError`] when the message is too large or the stream fails.
-pub async fn write_message<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    msg: &Message,
-) -> Result<(), WireError> {
-    let frame = encode(msg)?;
-    w.write_all(&frame).await?;
-    Ok(())
-}
-
-fn eof_is_truncated(e: std::io::Error) -> WireError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        WireError::Truncated
-    } else {
-        WireError::Io(e)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,16 +157,6 @@ mod tests {
             .expect("name present");
         body[pos] = b'H';
         assert!(matches!(decode(&body), Err(WireError::Malformed(_))));
-    }
-
-    #[tokio::test]
-    async fn truncated_stream_is_a_typed_error() {
-        let frame = encode(&Message::Ping { nonce: 1 }).expect("encodes");
-        let mut short = &frame[..frame.len() - 1];
-        assert!(matches!(
-            read_message(&mut short, MAX_FRAME_LEN).await,
-            Err(WireError::Truncated)
-        ));
     }
 
     fn sample_releases() -> Message {
