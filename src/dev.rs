@@ -1,5 +1,5 @@
 //! `strata dev`: a whole deployment in one process (one region and one POP on loopback,
-//! started by `scenarios::cluster::DevCluster`, which the integration tests and the live
+//! started by `testkit::cluster::DevCluster`, which the integration tests and the live
 //! scenarios use too), the example functions deployed, and dev.json for the CLI.
 
 use crate::client::DevFile;
@@ -8,11 +8,11 @@ use clap::Args;
 use pop_node::PopConfig;
 use pop_node::config::HttpsConfig;
 use region_node::RegionConfig;
-use scenarios::cluster::{PreviousTokens, StartOptions};
 use std::net::SocketAddr;
 use std::path::Path;
+use testkit::cluster::{PreviousTokens, StartOptions};
 
-pub use scenarios::cluster::{DEV_TENANT, DevCluster, EXAMPLES};
+pub use testkit::cluster::{DEV_TENANT, DevCluster, EXAMPLES};
 
 /// `strata dev` options.
 #[derive(Debug, Clone, Args)]

@@ -46,8 +46,14 @@ enum Command {
     Deploy(commands::DeployArgs),
     /// Invoke a function through the POP.
     Invoke(commands::InvokeArgs),
-    /// List functions.
+    /// List functions, with observed peak memory and the recommended size.
     Ls,
+    /// One function: its configuration, observed peak memory (p50/p90/p99 at the region
+    /// and its POPs), the recommended and the learned size.
+    Info {
+        /// The function's name.
+        name: String,
+    },
     /// Delete a function.
     Rm {
         /// The function's name.
@@ -156,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Deploy(args) => commands::deploy(&ctx, args).await,
         Command::Invoke(args) => commands::invoke(&ctx, args).await,
         Command::Ls => commands::ls(&ctx).await,
+        Command::Info { name } => commands::info(&ctx, &name).await,
         Command::Rm { name } => commands::rm(&ctx, &name).await,
         Command::Publish(args) => commands::version::publish(&ctx, args).await,
         Command::Alias { command } => commands::version::alias(&ctx, command).await,

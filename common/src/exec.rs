@@ -23,12 +23,13 @@ use crate::model::{
     Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, FunctionKey, InvokeRequest,
     InvokeResponse, ResolvedFunction, StartKind, Timing,
 };
-use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy};
+use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy, SizeRecord};
 use crate::sandbox::{
-    CompiledModule, Execution, Invocation, ModuleCache, ModuleError, Release, Sandbox,
-    SandboxError, StateHandle, WarmKey, WarmLane,
+    CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release,
+    Sandbox, SandboxError, StateHandle, WarmKey, WarmLane,
 };
 use bytes::Bytes;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -251,6 +252,25 @@ impl Executor {
         self.resize.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Adds peak memory samples of `key` observed elsewhere (a POP's load report) to the
+    /// right-size statistics.
+    pub fn observe_peaks(&self, key: &FunctionKey, peaks: &[u64]) {
+        let mut policy = self.resize_policy();
+        for &peak in peaks {
+            policy.observe(key, peak);
+        }
+    }
+
+    /// The right-size records changed since the last call, for the node to store.
+    pub fn take_size_records(&self) -> Vec<(FunctionKey, SizeRecord)> {
+        self.resize_policy().take_dirty()
+    }
+
+    /// Restores a stored right-size record of `key` (at start-up).
+    pub fn restore_size_record(&self, key: &FunctionKey, record: SizeRecord) {
+        self.resize_policy().restore(key, record);
+    }
+
     /// What this node observed of `version` of `key`'s memory use, for the control API.
     pub fn memory_report(&self, key: &FunctionKey, version: &str) -> MemoryReport {
         self.resize_policy().report(key, version)
@@ -296,7 +316,7 @@ impl Executor {
         env: Vec<(String, String)>,
         memory_mb: u32,
         lane: WarmLane,
-    ) -> Result<Execution, ApiError> {
+    ) -> Result<HttpExecution, ApiError> {
         let invocation = Invocation {
             stdin: req.payload.clone(),
             env,
@@ -315,8 +335,13 @@ impl Executor {
             Release::Next => self.next.as_ref().map_or(&self.sandbox, |n| &n.sandbox),
             Release::Current => &self.sandbox,
         };
+        let plain = |execution| HttpExecution {
+            execution,
+            response: None,
+            outbound: None,
+        };
         match function.config.abi {
-            Abi::Command => sandbox.run(&module, invocation).await,
+            Abi::Command => sandbox.run(&module, invocation).await.map(plain),
             Abi::Reactor => {
                 let key = WarmKey {
                     function: function.key.clone(),
@@ -326,6 +351,21 @@ impl Executor {
                 };
                 sandbox
                     .run_reactor_in(&key, &module, invocation, req.affinity.as_deref(), lane)
+                    .await
+                    .map(plain)
+            }
+            Abi::Http => {
+                // Validated when the config was written; a config that no longer parses
+                // (rules tightened since) sends nothing.
+                let rules = function
+                    .config
+                    .outbound
+                    .rules()
+                    .ok()
+                    .flatten()
+                    .map(Arc::new);
+                sandbox
+                    .run_http(&module, invocation, req.http.clone(), rules)
                     .await
             }
         }
@@ -396,7 +436,7 @@ impl Executor {
             .map(|s| s.in_flight(&function.key.tenant, None));
         self.maybe_reap();
         let runtime = Some(self.release_of(&module).name().to_owned());
-        let mut execution = self
+        let mut ran = self
             .execute(module.clone(), function, req, env.clone(), limit_mb, lane)
             .await?;
         let ceiling = function.config.memory_ceiling_mb();
@@ -405,7 +445,7 @@ impl Executor {
                 .as_ref()
                 .is_some_and(|f| f.kind == FunctionErrorKind::OutOfMemory)
         };
-        if function.config.auto_resize && out_of_memory(&execution) && limit_mb < ceiling {
+        if function.config.auto_resize && out_of_memory(&ran.execution) && limit_mb < ceiling {
             // The guest hit its limit: one more try with double the memory. The failed
             // attempt ran the guest, so a guest with side effects sees them twice; that is
             // what `auto_resize` opts into.
@@ -413,15 +453,20 @@ impl Executor {
             self.resize_policy().retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
-            execution = self
+            ran = self
                 .execute(module, function, req, env, retry_mb, lane)
                 .await?;
             limit_mb = retry_mb;
-            if !out_of_memory(&execution) && asked.is_none() {
+            if !out_of_memory(&ran.execution) && asked.is_none() {
                 self.resize_policy()
                     .learn(&function.key, &function.version, retry_mb);
             }
         }
+        let HttpExecution {
+            execution,
+            response: http,
+            outbound,
+        } = ran;
         self.resize_policy().record(
             &function.key,
             &function.version,
@@ -447,7 +492,8 @@ impl Executor {
         // prepare its code. Reactors report their instance's own start.
         let start = match (cold, function.config.abi) {
             (true, _) => StartKind::Cold,
-            (false, Abi::Command) => StartKind::Warm,
+            // A component, like a command, gets a fresh instance per request.
+            (false, Abi::Command | Abi::Http) => StartKind::Warm,
             (false, Abi::Reactor) => execution.start,
         };
         if let Some(stats) = &self.stats {
@@ -471,10 +517,12 @@ impl Executor {
                 instantiate: execution.instantiate,
                 exec: execution.exec,
                 forward: None,
+                outbound,
             },
             peak_memory_bytes: execution.peak_memory_bytes,
             queued: false,
             runtime,
+            http,
         };
         Ok((response, platform_fault))
     }

@@ -1,14 +1,15 @@
-//! Strata's library shared by both tiers.
+//! Strata's runtime library shared by both tiers.
+//!
+//! The sans-IO half (model, wire format, policies, clock) is the `strata_core` crate,
+//! re-exported here so `common::model`, `common::policy` and `common::wire` keep naming
+//! it; this crate adds what needs a runtime.
 //!
 //! Table of contents, one owner per concern:
-//! - [`model`]: tenants, function names, versions, config, digests, invocation types and
-//!   the platform error type. Plain data; never performs I/O.
-//! - [`wire`]: the POP<->region protocol: messages, length-prefixed bincode frames, ALPN,
-//!   size limits. The only module that knows the byte format.
+//! - [`model`], [`policy`], [`clock`]: re-exported from `strata_core`.
+//! - [`wire`]: the core's wire format (re-exported) plus reading and writing whole frames
+//!   on async streams.
 //! - [`sandbox`]: the wasmtime engine, module validation, guest ABIs and limits. The only
 //!   module that imports wasmtime.
-//! - [`policy`]: sans-IO decision logic driven with an injected `now`; never sleeps,
-//!   spawns or does I/O.
 //! - [`transport`]: quinn endpoints with mutual TLS and the dev CA. The only module that
 //!   touches quinn and rustls.
 //! - [`exec`]: running a resolved function on the blocking pool with a module cache;
@@ -20,12 +21,12 @@
 //! - [`edge`]: the device-facing HTTP edge shared by POP and region: the invoke handler
 //!   and the one mapping from error kind to status code.
 
+pub use strata_core::{clock, model, policy};
+
 pub mod edge;
 pub mod exec;
 pub mod logs;
 pub mod metrics;
-pub mod model;
-pub mod policy;
 pub mod sandbox;
 pub mod telemetry;
 pub mod transport;

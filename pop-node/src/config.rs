@@ -4,6 +4,7 @@
 use crate::discovery::RegionSource;
 use common::edge::{EdgeConfig, HttpLimits};
 use common::policy::liveness::LivenessConfig;
+use common::policy::region::RegionChoiceConfig;
 use common::policy::{PlacementConfig, WarmConfig};
 use common::sandbox::SandboxConfig;
 use common::transport::{REGION_SERVER_NAME, TlsFiles};
@@ -123,6 +124,68 @@ pub struct PopConfig {
     /// slot goes back after one quiet renewal round. In milliseconds. Default 60 000 (the
     /// placement window).
     pub lease_idle_hold_ms: u64,
+    /// How the region for each request is chosen (`[region_choice]`): RTT smoothing, the
+    /// per-region circuit breaker and the back-off after a pressure report.
+    pub region_choice: RegionChoiceSettings,
+}
+
+/// Tuning of the POP's region choice (`[region_choice]`); each field's default is the
+/// policy's.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegionChoiceSettings {
+    /// Weight of a new RTT sample in a region's smoothed RTT, `0..=1`. Default 0.25.
+    pub rtt_weight: f64,
+    /// Half-life of a region's error score, in milliseconds. Default 10 000.
+    pub error_half_life_ms: u64,
+    /// Error score at which a region's circuit opens (requests avoid it). Default 3.0
+    /// (three quick failures).
+    pub open_at_score: f64,
+    /// How long a circuit first stays open, in milliseconds; doubles with each failed
+    /// probe. Default 1000.
+    pub open_for_ms: u64,
+    /// Longest a circuit stays open, in milliseconds. Default 30 000.
+    pub max_open_for_ms: u64,
+    /// First back-off from a region after it reports pressure, in milliseconds; doubles
+    /// with each consecutive report. Default 500.
+    pub backoff_ms: u64,
+    /// Longest back-off, in milliseconds. Default 10 000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RegionChoiceSettings {
+    fn default() -> Self {
+        let d = RegionChoiceConfig::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Self {
+            rtt_weight: d.rtt_weight,
+            error_half_life_ms: ms(d.error_half_life),
+            open_at_score: d.open_at_score,
+            open_for_ms: ms(d.open_for),
+            max_open_for_ms: ms(d.max_open_for),
+            backoff_ms: ms(d.backoff),
+            max_backoff_ms: ms(d.max_backoff),
+        }
+    }
+}
+
+impl RegionChoiceSettings {
+    /// The policy's config; an RTT weight outside `0..=1` is clamped into it.
+    pub fn config(&self) -> RegionChoiceConfig {
+        RegionChoiceConfig {
+            rtt_weight: if self.rtt_weight.is_finite() {
+                self.rtt_weight.clamp(0.0, 1.0)
+            } else {
+                RegionChoiceConfig::default().rtt_weight
+            },
+            error_half_life: Duration::from_millis(self.error_half_life_ms.max(1)),
+            open_at_score: self.open_at_score,
+            open_for: Duration::from_millis(self.open_for_ms),
+            max_open_for: Duration::from_millis(self.max_open_for_ms.max(self.open_for_ms)),
+            backoff: Duration::from_millis(self.backoff_ms),
+            max_backoff: Duration::from_millis(self.max_backoff_ms.max(self.backoff_ms)),
+        }
+    }
 }
 
 /// The POP's HTTPS listener (`[https]`).
@@ -228,6 +291,7 @@ impl Default for PopConfig {
             lease_ttl_ms: 3000,
             lease_tenants: 10_000,
             lease_idle_hold_ms: 60_000,
+            region_choice: RegionChoiceSettings::default(),
         }
     }
 }
@@ -259,6 +323,20 @@ impl PopConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn region_choice_tuning_reaches_the_policy_config() {
+        let c = PopConfig::from_toml(
+            "[region_choice]\nopen_at_score = 5.0\nopen_for_ms = 2000\nmax_open_for_ms = 10\n",
+        )
+        .expect("parses");
+        let policy = c.region_choice.config();
+        assert_eq!(policy.open_at_score, 5.0);
+        assert_eq!(policy.open_for, Duration::from_secs(2));
+        // A maximum below the first period is raised to it.
+        assert_eq!(policy.max_open_for, Duration::from_secs(2));
+        assert!(PopConfig::from_toml("[region_choice]\nopen_at = 1\n").is_err());
+    }
 
     #[test]
     fn the_documented_example_parses_to_the_defaults_it_claims() {
@@ -304,6 +382,8 @@ mod tests {
             (d.route_refresh_ms, d.log_ship_ms, d.log_queue_entries)
         );
         assert_eq!(c.liveness(), d.liveness());
+        assert_eq!(c.region_choice, d.region_choice);
+        assert_eq!(c.region_choice.config(), RegionChoiceConfig::default());
         assert_eq!(c.listen_backlog, d.listen_backlog);
         assert!(matches!(c.regions, RegionSource::Static(ref v) if v.len() == 1));
     }

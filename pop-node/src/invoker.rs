@@ -1,8 +1,12 @@
-//! The POP's [`Invoker`]: feed the placement policy, then run locally or forward.
+//! The POP's [`Invoker`]: gather the facts, ask the edge planner
+//! ([`common::policy::edge`]), do what it says: run locally, forward, or refuse. Every
+//! rule (events and pinned functions forward, rate limits, the release, the budget, the
+//! uncounted fallback) is the planner's; this module only looks things up, holds the
+//! slots and does the I/O.
 //!
-//! Runtime release: each function runs on the release the region named in its
-//! [`ResolvedFunction`] (the canary's decision); a function promoted to the next release is
-//! forwarded until its module for that release is compiled here.
+//! An undecided function (no release named, no pin) is sampled here with the region
+//! canary's share and draw, and every local run's outcome is tallied per version for the
+//! load report, so the region's runtime canary and alias rollout judges see edge traffic.
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
@@ -14,11 +18,11 @@ use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
-    LimitHit, LimitKind, LimitScope, NodeId, Placement, ResolvedFunction,
+    LimitHit, LimitKind, LimitScope, NodeId, ResolvedFunction,
 };
-use common::policy::rate::RateLimits;
-use common::policy::{Decision, ForwardReason, LocalState, PlacementPolicy, alias};
-use common::sandbox::{CompiledModule, Release};
+use common::policy::edge::{self, Caller, EdgePlanner, Facts, Plan, Refusal, Slots};
+use common::policy::{ForwardReason, PlacementPolicy, alias, canary};
+use common::sandbox::{CompiledModule, Release, WarmLane};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
@@ -32,14 +36,13 @@ pub struct PopInvoker {
     link: Arc<RegionLink>,
     known: Arc<Known>,
     artifacts: Arc<ArtifactCache>,
-    placement: Mutex<PlacementPolicy>,
+    /// The placement policy and per-function `rate_limit_rps` (per POP, not split).
+    planner: Mutex<EdgePlanner>,
     prefetcher: Arc<Prefetcher>,
     warm: Arc<WarmPlanner>,
     local_slots: Arc<Semaphore>,
     forward_slots: Arc<Semaphore>,
     leases: Arc<Leases>,
-    /// Per-function `rate_limit_rps` for requests this POP receives (per POP, not split).
-    rates: Mutex<RateLimits>,
     /// Added to a function's timeout to bound its forward.
     forward_margin: Duration,
 }
@@ -85,13 +88,16 @@ impl PopInvoker {
             link: parts.link,
             known: parts.known,
             artifacts: parts.artifacts,
-            placement: Mutex::new(parts.placement),
+            planner: Mutex::new(EdgePlanner::new(
+                parts.placement,
+                Instant::now(),
+                parts.max_rate_keys,
+            )),
             prefetcher: parts.prefetcher,
             warm: parts.warm,
             local_slots: Arc::new(Semaphore::new(parts.local_concurrency.max(1))),
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
             leases: parts.leases,
-            rates: Mutex::new(RateLimits::new(Instant::now(), parts.max_rate_keys)),
             forward_margin: parts.forward_margin,
         }
     }
@@ -124,20 +130,6 @@ impl PopInvoker {
     /// Idle warm reactor instances across every pool here.
     pub fn warm_instances(&self) -> usize {
         self.executor.sandbox().warm_totals().0
-    }
-
-    fn check_rate(&self, now: Instant, key: &FunctionKey, rps: u32) -> Result<(), ApiError> {
-        let Some(rps) = std::num::NonZeroU32::new(rps) else {
-            return Ok(());
-        };
-        let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
-        rates.check(now, &key.to_string(), rps).map_err(|r| {
-            ApiError::throttled(
-                LimitHit::new(LimitScope::Function, LimitKind::Rate, u64::from(rps.get())),
-                format!("function {key} is over its rate limit of {rps}/s"),
-                r.retry_after,
-            )
-        })
     }
 
     /// Stops background work.
@@ -226,21 +218,25 @@ impl Invoker for PopInvoker {
     }
 
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
-        // Events are queued durably at the region, never kept here: a POP that cannot
-        // reach a region answers 503, never 202.
-        if req.invocation_type == InvocationType::Event {
-            return self.forward(req, None, None, ForwardReason::Pinned).await;
-        }
         let now = Instant::now();
         // A request through an HTTP route runs as the route's owner (from the table the
         // region sent); anything else needs a token.
         let tenant = match (&req.route, req.token.as_deref()) {
-            (Some(grant), _) => grant.tenant.clone(),
-            (None, Some(token)) => match self.known.tenant(token, now) {
-                Some(t) => t,
-                None => return self.forward(req, None, None, ForwardReason::Unknown).await,
-            },
-            (None, None) => return Err(ApiError::unauthenticated()),
+            (Some(grant), _) => Some(grant.tenant.clone()),
+            (None, Some(token)) => self.known.tenant(token, now),
+            (None, None) => None,
+        };
+        let caller = match (&tenant, &req.route, &req.token) {
+            (Some(_), ..) => Caller::Known,
+            (None, None, Some(_)) => Caller::UnknownToken,
+            _ => Caller::Anonymous,
+        };
+        let event = req.invocation_type == InvocationType::Event;
+        if let Some(plan) = EdgePlanner::<FunctionKey>::screen(event, caller) {
+            return self.act(plan, req, None, None).await;
+        }
+        let Some(tenant) = tenant else {
+            return Err(ApiError::unauthenticated());
         };
         let key = FunctionKey {
             tenant,
@@ -259,139 +255,199 @@ impl Invoker for PopInvoker {
             self.prefetcher.request(digest);
         }
         let function = resolution.map(|r| r.function);
-        let timeout = function.as_ref().map(|f| f.config.timeout());
-        // A function that dead-letters its failed synchronous invocations runs at the
-        // region, where the dead-letter queue is.
-        if function.as_ref().is_some_and(|f| f.config.dead_letter_sync) {
-            return self
-                .forward(req, Some(&key), timeout, ForwardReason::Pinned)
-                .await;
-        }
-        if let Some(rps) = function.as_ref().and_then(|f| f.config.rate_limit_rps) {
-            self.check_rate(now, &key, rps)?;
-        }
-        // The release the region decided (its runtime canary): a function promoted to the
-        // next release runs on it here once its module for that release is compiled;
-        // until then it is forwarded (never run on a release the region did not pick).
-        let release = function
+        let (mut release, mut canary) = function
             .as_ref()
-            .map_or(Release::Current, |f| self.release_here(f));
-        let module = function
+            .map_or((Release::Current, None), |f| self.release_here(f, &req));
+        let mut module = function
             .as_ref()
             .and_then(|f| self.executor.cached_on(release, &f.digest));
         if release == Release::Next
             && module.is_none()
+            && canary.is_some()
             && let Some(f) = &function
+            && self.prefetcher.next_refuses(&f.digest)
         {
-            self.prefetcher.request_on(Release::Next, f.digest);
+            // The next release cannot link this module: a platform failure of that
+            // release (as at the region), and this invocation runs on the current one,
+            // uncounted (no guest code ran on next, so nothing is repeated).
+            self.record_outcome(&key, f, Some(Release::Next), false, true, None);
+            canary = None;
+            release = Release::Current;
+            module = self.executor.cached_on(Release::Current, &f.digest);
         }
-        // A local run needs a node slot and a slot of the tenant's lease; without either it
-        // is forwarded, and the region charges it to its own count (or answers 429).
-        let node_slot = Arc::clone(&self.local_slots)
-            .try_acquire_owned()
-            .ok()
-            .filter(|_| module.is_some());
-        let lease = node_slot
-            .as_ref()
-            .and_then(|_| self.leases.try_draw(&key.tenant));
-        let lease_only = node_slot.is_some() && lease.is_none();
-        let slot = node_slot.zip(lease);
-        let local = LocalState {
-            placement: function
-                .as_ref()
-                .map_or(Placement::Auto, |f| placement_of(f)),
-            known: function.is_some(),
-            artifact_ready: module.is_some(),
-            slot_free: slot.is_some(),
-            cost_bytes: function.as_ref().map_or(0, |f| {
-                budget_cost(f, module.as_ref(), self.warm.planned(&key))
-            }),
+        let facts = Facts {
+            function: function.as_ref().map(|f| &f.config),
+            release,
+            module_bytes: module.as_ref().map(|m| m.size_bytes() as u64),
+            planned_instances: self.warm.planned(&key),
         };
-        let (decision, wants_artifact) = {
-            let mut policy = self.placement.lock().unwrap_or_else(|p| p.into_inner());
-            policy.handle_request(now, &key);
-            let d = policy.decide(now, &key, local);
-            (d, policy.wants_artifact(&key, local))
+        // The slots a local run holds: one of the node's and one of the tenant's lease,
+        // drawn only if the planner gets that far.
+        let mut held = None;
+        let planned = {
+            let mut planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
+            planner.plan(now, &key, &facts, || {
+                let node = Arc::clone(&self.local_slots).try_acquire_owned().ok();
+                let lease = node
+                    .as_ref()
+                    .and_then(|_| self.leases.try_draw(&key.tenant));
+                let slots = Slots {
+                    node: node.is_some(),
+                    lease: lease.is_some(),
+                };
+                held = node.zip(lease);
+                slots
+            })
         };
-        if wants_artifact && let Some(f) = &function {
-            self.prefetcher.request(f.digest);
+        if let Some(f) = &function {
+            if planned.fetch_artifact {
+                self.prefetcher.request(f.digest);
+            }
+            if let Some(r) = planned.prepare_release {
+                self.prefetcher.request_on(r, f.digest);
+            }
         }
-        match (decision, function, module) {
-            (Decision::Local, Some(f), Some(m)) => {
-                let _slot = slot;
-                let resp = self
-                    .executor
-                    .run(m, &f, &req, false, ExecutedAt::Pop(self.node.clone()))
-                    .await;
+        let timeout = function.as_ref().map(|f| f.config.timeout());
+        match (planned.plan, function, module) {
+            (Plan::RunLocal { .. }, Some(f), Some(m)) => {
+                let _slots = held;
+                let resp = self.run_here(m, &key, &f, &req, canary).await;
                 if let Ok(r) = &resp {
                     self.warm.record(&f, r.timing.exec);
                 }
                 resp
             }
-            (Decision::Forward(ForwardReason::OverCapacity), Some(f), Some(m)) if lease_only => {
+            (
+                Plan::Forward {
+                    reason,
+                    uncounted_fallback: true,
+                },
+                Some(f),
+                Some(m),
+            ) => {
+                drop(held);
                 let copy = req.clone();
-                match self
-                    .forward(req, Some(&key), timeout, ForwardReason::OverCapacity)
-                    .await
-                {
-                    // No region is reachable, so no lease can be granted: serve what is
-                    // cached here, uncounted (the global limit holds while a region is).
-                    // A region that stops answering lease messages is caught earlier, in
-                    // `Leases::try_draw` (stalled draws), without forwarding to it.
-                    Err(e) if e.kind == ErrorKind::Unavailable && !self.link.connected() => {
+                match self.forward(req, Some(&key), timeout, reason).await {
+                    Err(e)
+                        if edge::run_uncounted(
+                            e.kind == ErrorKind::Unavailable,
+                            self.link.connected(),
+                        ) =>
+                    {
                         let Ok(_slot) = Arc::clone(&self.local_slots).try_acquire_owned() else {
                             return Err(e);
                         };
-                        self.executor
-                            .run(m, &f, &copy, false, ExecutedAt::Pop(self.node.clone()))
-                            .await
+                        self.run_here(m, &key, &f, &copy, canary).await
                     }
                     other => other,
                 }
             }
-            (Decision::Forward(reason), ..) => {
-                drop(slot);
-                self.forward(req, Some(&key), timeout, reason).await
-            }
-            // Local without a function or module cannot be decided (the state said both
-            // exist); treat it as unknown rather than trusting the policy blindly.
-            (Decision::Local, ..) => {
-                drop(slot);
-                self.forward(req, Some(&key), timeout, ForwardReason::Unknown)
-                    .await
+            (plan, ..) => {
+                drop(held);
+                self.act(plan, req, Some(&key), timeout).await
             }
         }
     }
 }
 
 impl PopInvoker {
-    /// The release `f` runs on at this POP: the one the region named, else the owner's
-    /// `runtime` pin (a pushed function names none), if hosted here.
-    fn release_here(&self, f: &ResolvedFunction) -> Release {
-        f.release
-            .as_deref()
-            .or(f.config.runtime.as_deref())
-            .and_then(Release::from_name)
-            .filter(|r| self.executor.sandbox_on(*r).is_some())
-            .unwrap_or(Release::Current)
+    /// The release `f` runs on at this POP for `req`, and the release the runtime canary
+    /// sampled when it did: the release the region named, else the owner's `runtime` pin,
+    /// if hosted here; a function with neither is undecided, and while the region canaries
+    /// (its hints carry a share) and this POP hosts the next release, the request's draw
+    /// picks the side ([`canary::sample`]) exactly as the region would pick it.
+    fn release_here(
+        &self,
+        f: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> (Release, Option<Release>) {
+        let hosted = |r: Release| self.executor.sandbox_on(r).is_some();
+        let (named, pinned) = (f.release.as_deref(), f.config.runtime.as_deref());
+        if named.or(pinned).is_some() {
+            let release = edge::release(named, pinned, |n| {
+                Release::from_name(n).filter(|r| hosted(*r))
+            });
+            return (release, None);
+        }
+        let percent = self.known.canary_percent();
+        if percent == 0 || !hosted(Release::Next) {
+            return (Release::Current, None);
+        }
+        let draw = canary::draw(req.request_id.0, req.affinity.as_deref());
+        let release = match canary::sample(percent, draw) {
+            canary::Side::Next => Release::Next,
+            canary::Side::Current => Release::Current,
+        };
+        (release, Some(release))
     }
-}
 
-/// Where a function may run as far as its config says: shared state (a resource group)
-/// lives at the region, so such functions are pinned there.
-fn placement_of(f: &ResolvedFunction) -> Placement {
-    if f.config.resource_group.is_some() {
-        Placement::Region
-    } else {
-        f.config.placement
+    /// Runs `req` here with `m`, the code of `f`, and tallies its outcome for the next
+    /// load report (`canary`: the release the canary sampled, if it did).
+    async fn run_here(
+        &self,
+        m: CompiledModule,
+        key: &FunctionKey,
+        f: &ResolvedFunction,
+        req: &InvokeRequest,
+        canary: Option<Release>,
+    ) -> Result<InvokeResponse, ApiError> {
+        let (resp, platform) = self
+            .executor
+            .run_outcome(
+                m,
+                f,
+                req,
+                false,
+                ExecutedAt::Pop(self.node.clone()),
+                WarmLane::Dedicated,
+            )
+            .await?;
+        let failed = resp.function_error.is_some();
+        let peak = Some(resp.peak_memory_bytes);
+        self.record_outcome(key, f, canary, failed, platform, peak);
+        Ok(resp)
     }
-}
 
-/// What running `f` here costs against the POP's memory budget: its artifact's bytes once
-/// it is compiled here, plus the memory limits of its instances: the warm instances the
-/// warm-pool plan wants, at least one (a command module's instance per run).
-fn budget_cost(f: &ResolvedFunction, module: Option<&CompiledModule>, planned: u32) -> u64 {
-    let artifact = module.map_or(0, |m| m.size_bytes() as u64);
-    let instances = u64::from(planned.max(1));
-    artifact.saturating_add(instances.saturating_mul(f.config.memory_bytes()))
+    fn record_outcome(
+        &self,
+        key: &FunctionKey,
+        f: &ResolvedFunction,
+        canary: Option<Release>,
+        error: bool,
+        platform: bool,
+        peak_bytes: Option<u64>,
+    ) {
+        if let Some(stats) = self.executor.stats() {
+            let release = canary.map(Release::name);
+            stats.outcome(key, &f.version, release, error, platform, peak_bytes);
+        }
+    }
+
+    /// Does what a plan without a local run says: forward (for the plan's reason) or
+    /// refuse. A local run that lost its function or module on the way is forwarded as
+    /// unknown rather than trusted blindly.
+    async fn act(
+        &self,
+        plan: Plan<Release>,
+        req: InvokeRequest,
+        key: Option<&FunctionKey>,
+        timeout: Option<Duration>,
+    ) -> Result<InvokeResponse, ApiError> {
+        match plan {
+            Plan::Forward { reason, .. } => self.forward(req, key, timeout, reason).await,
+            Plan::RunLocal { .. } => {
+                self.forward(req, key, timeout, ForwardReason::Unknown)
+                    .await
+            }
+            Plan::Reject(Refusal::Unauthenticated) => Err(ApiError::unauthenticated()),
+            Plan::Reject(Refusal::RateLimited { rps, retry_after }) => {
+                let function = key.map_or_else(|| req.function.to_string(), |k| k.to_string());
+                Err(ApiError::throttled(
+                    LimitHit::new(LimitScope::Function, LimitKind::Rate, u64::from(rps.get())),
+                    format!("function {function} is over its rate limit of {rps}/s"),
+                    retry_after,
+                ))
+            }
+        }
+    }
 }

@@ -26,9 +26,10 @@ use common::model::{
     AliasName, AliasRouting, ArtifactDigest, FunctionKey, Qualifier, ResolvedFunction, TenantId,
     TokenHash,
 };
-use common::policy::alias;
+use common::policy::version::{self, Previous, Target};
 use common::wire::{ReleaseHint, Update};
 use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,6 +114,9 @@ pub struct Known {
     ttl: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
+    /// The region canary's share on the next release, in percent (from its release
+    /// hints; 0 until a region that canaries sends them).
+    canary_percent: std::sync::atomic::AtomicU8,
 }
 
 fn bound<K: Clone + Eq + std::hash::Hash, V>(
@@ -152,7 +156,21 @@ impl Known {
             ttl,
             max_entries: max_entries.max(1),
             inner: Mutex::new(inner),
+            canary_percent: std::sync::atomic::AtomicU8::new(0),
         }
+    }
+
+    /// The region canary's share of an undecided function's invocations on the next
+    /// release, in percent, as its release hints said last.
+    pub fn canary_percent(&self) -> u8 {
+        self.canary_percent
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Keeps the canary's share a release hint carried.
+    pub fn set_canary_percent(&self, percent: u8) {
+        self.canary_percent
+            .store(percent.min(100), std::sync::atomic::Ordering::Release);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -229,30 +247,23 @@ impl Known {
                     prepare: None,
                 });
         };
-        let (newest, previous) = match qualifier {
-            Qualifier::Latest => (p.latest.clone()?, p.previous_latest.clone()),
-            // Exactly this version, prepared or not.
-            Qualifier::Version(n) => (Arc::clone(p.versions.get(n)?), None),
-            Qualifier::Alias(a) => {
-                let a = p.aliases.get(&AliasName::new(a.as_str()).ok()?)?;
-                let newest = Arc::clone(p.versions.get(&alias::pick(&a.routing, draw))?);
-                let previous = a
-                    .previous
-                    .as_ref()
-                    .and_then(|r| p.versions.get(&alias::pick(r, draw)))
-                    .cloned();
-                (newest, previous)
-            }
+        let lookup = |a: &AliasName| {
+            Ok::<_, Infallible>(p.aliases.get(a).map(|a| (&a.routing, a.previous.as_ref())))
         };
-        Some(match previous {
-            Some(prev) if !ready(&newest.digest) && ready(&prev.digest) => Resolution {
-                function: prev,
-                prepare: Some(newest.digest),
-            },
-            _ => Resolution {
-                function: newest,
-                prepare: None,
-            },
+        let named = version::name(qualifier, draw, lookup).ok()??;
+        let newest = match named.target {
+            Target::Latest => p.latest.clone()?,
+            // Exactly this version, prepared or not.
+            Target::Version(n) => Arc::clone(p.versions.get(&n)?),
+        };
+        let previous = named.previous.and_then(|prev| match prev {
+            Previous::Latest => p.previous_latest.clone(),
+            Previous::Version(n) => p.versions.get(&n).cloned(),
+        });
+        let (function, prepare) = version::prefer_prepared(newest, previous, |f| ready(&f.digest));
+        Some(Resolution {
+            function,
+            prepare: prepare.map(|f| f.digest),
         })
     }
 

@@ -70,11 +70,10 @@
 //! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never
 //! overlap (the next waits for the previous one's messages).
 
-mod book;
-
 use crate::upstream::RegionLink;
 use book::{Answers, Book, HoldRule};
 use common::model::{NodeId, TenantId};
+use common::policy::lease as book;
 use common::wire::Message;
 use std::collections::HashMap;
 use std::net::SocketAddr;

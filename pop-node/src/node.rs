@@ -174,6 +174,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.region_server_name.clone(),
         std::time::Duration::from_millis(config.connect_timeout_ms),
         liveness,
+        config.region_choice.config(),
     ));
     let node_id = NodeId(config.node_id.clone());
     let stats = NodeStats::new(node_id.clone(), Tier::Pop, std::time::Instant::now());
@@ -262,7 +263,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
             max_tenants: config.lease_tenants,
             idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
             // One renewal period: a region that has not answered by the next renewal is
-            // noticed before the lease it counts expires (see `leases::book::Answers`).
+            // noticed before the lease it counts expires (see `common::policy::lease::Answers`).
             stall_after: std::time::Duration::from_millis(config.lease_ttl_ms / 3)
                 .max(std::time::Duration::from_millis(10)),
         },

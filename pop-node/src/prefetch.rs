@@ -23,8 +23,16 @@ pub struct Prefetcher {
     artifacts: Arc<ArtifactCache>,
     max_in_flight: usize,
     in_flight: Arc<Mutex<HashSet<(ArtifactDigest, Release)>>>,
+    /// Modules the next release refused to compile or link (at most
+    /// [`MAX_REFUSED`]): the runtime canary counts a sampled run of one as a failure of the
+    /// next release and runs it on the current one.
+    refused_next: Arc<Mutex<HashSet<ArtifactDigest>>>,
     tasks: Mutex<JoinSet<()>>,
 }
+
+/// Modules remembered as refused by the next release; beyond it, a refused module is
+/// forwarded when sampled on the next release (the region then judges it).
+const MAX_REFUSED: usize = 1024;
 
 impl Prefetcher {
     /// A prefetcher with at most `max_in_flight` fetches at once.
@@ -34,6 +42,7 @@ impl Prefetcher {
             artifacts,
             max_in_flight: max_in_flight.max(1),
             in_flight: Arc::default(),
+            refused_next: Arc::default(),
             tasks: Mutex::new(JoinSet::new()),
         }
     }
@@ -58,13 +67,14 @@ impl Prefetcher {
         let link = Arc::clone(&self.link);
         let artifacts = Arc::clone(&self.artifacts);
         let in_flight = Arc::clone(&self.in_flight);
+        let refused = Arc::clone(&self.refused_next);
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             // Disk first, then the region; precompiled code when the engines match.
             let ready = match release {
                 Release::Current => artifacts.obtain(&link, digest).await.map(drop),
-                Release::Next => obtain_next(&link, &artifacts, digest).await,
+                Release::Next => obtain_next(&link, &artifacts, digest, &refused).await,
             };
             match ready {
                 Ok(()) => debug!(%digest, %release, "artifact ready"),
@@ -77,6 +87,14 @@ impl Prefetcher {
         });
     }
 
+    /// Whether the next release refused to compile or link `digest` here.
+    pub fn next_refuses(&self, digest: &ArtifactDigest) -> bool {
+        self.refused_next
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
+    }
+
     /// Stops every fetch in flight.
     pub fn abort_all(&self) {
         self.tasks
@@ -86,11 +104,13 @@ impl Prefetcher {
     }
 }
 
-/// Compiles `digest` for the next runtime release from the wasm the region sends.
+/// Compiles `digest` for the next runtime release from the wasm the region sends; a
+/// module the release refuses is added to `refused`.
 async fn obtain_next(
     link: &RegionLink,
     artifacts: &ArtifactCache,
     digest: ArtifactDigest,
+    refused: &Mutex<HashSet<ArtifactDigest>>,
 ) -> Result<(), ApiError> {
     let executor = artifacts.executor();
     if executor.cached_on(Release::Next, &digest).is_some() {
@@ -108,6 +128,12 @@ async fn obtain_next(
             "artifact {digest}: expected wasm for the next release, got {kind:?}"
         )));
     }
-    executor.prepare_on(Release::Next, wasm).await?;
+    if let Err(e) = executor.prepare_on(Release::Next, wasm).await {
+        let mut refused = refused.lock().unwrap_or_else(|p| p.into_inner());
+        if refused.len() < MAX_REFUSED {
+            refused.insert(digest);
+        }
+        return Err(e.into());
+    }
     Ok(())
 }

@@ -144,7 +144,12 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                                 parts.prefetcher.request(digest);
                             }
                         }
-                        Ok(Message::Releases { full, releases }) => {
+                        Ok(Message::Releases {
+                            full,
+                            releases,
+                            canary_percent,
+                        }) => {
+                            parts.known.set_canary_percent(canary_percent);
                             apply_releases(&parts, full, releases);
                         }
                         Ok(_) => {

@@ -14,8 +14,8 @@
 //! Artifact fetches, route and log traffic, load reports and the push subscription go to
 //! the region the policy currently prefers, like invocations.
 //!
-//! Retries: a request is sent to another region only when the first one certainly never
-//! received it ([`TransportError::request_was_not_sent`]: no connection could be
+//! Retries follow the failover policy ([`Failover`], shared with the simulator): a request
+//! is sent to another region only when the first one certainly never received it ([`TransportError::request_was_not_sent`]: no connection could be
 //! established, or the connection was already gone before the request's stream opened).
 //! A failure after the request was written (a reset, a lost connection, a timeout) is
 //! never retried, because the region may have run it: request-response invocations are
@@ -27,6 +27,7 @@ use crate::discovery::{Discovery, Resolution};
 use common::model::{
     ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
 };
+use common::policy::failover::{Failover, Failure, Mark};
 use common::policy::liveness::LivenessConfig;
 use common::policy::region::{RegionChoice, RegionChoiceConfig};
 use common::transport::{Channel, Client, TransportError};
@@ -75,15 +76,16 @@ impl RegionLink {
     /// A link using `client` to reach regions found by `discovery`, verified against
     /// `server_name`, giving each region `connect_timeout` to complete a handshake, and
     /// dropping connections that go silent per `liveness` (the client's keep-alives
-    /// should be [`LivenessConfig::keep_alive`]).
+    /// should be [`LivenessConfig::keep_alive`]), and choosing regions per `choice`.
     pub fn new(
         client: Client,
         discovery: Discovery,
         server_name: String,
         connect_timeout: Duration,
         liveness: LivenessConfig,
+        choice: RegionChoiceConfig,
     ) -> Self {
-        let policy = RegionChoice::new(RegionChoiceConfig::default());
+        let policy = RegionChoice::new(choice);
         Self {
             links: Arc::new(Links::new(
                 client,
@@ -178,6 +180,12 @@ impl RegionLink {
         Ok(ch)
     }
 
+    /// Tells the region choice how an attempt at `addr` failed (the failover policy's
+    /// [`Mark`]).
+    fn mark(&self, addr: &SocketAddr, mark: Mark) {
+        mark.apply(&mut lock(&self.links.policy), Instant::now(), addr);
+    }
+
     fn choose(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
         lock(&self.links.policy).choose(Instant::now(), tried)
     }
@@ -207,15 +215,14 @@ impl RegionLink {
     /// 503 when discovery fails and has never succeeded, or no listed region answers.
     pub async fn channel(&self) -> Result<Channel, ApiError> {
         let listed = self.listed().await?;
-        let mut tried = Vec::new();
+        let mut failover = Failover::new();
         let mut last_error = None;
-        while let Some(addr) = self.choose(&tried) {
-            tried.push(addr);
+        while let Some(&addr) = failover.attempt(self.choose(failover.tried())) {
             match self.connect(addr).await {
                 Ok(ch) => return Ok(ch),
                 Err(e) => {
                     warn!(region = %addr, error = %e, "region connection failed");
-                    lock(&self.links.policy).handle_unreachable(Instant::now(), &addr);
+                    self.mark(&addr, failover.failed(Failure::Unreachable).mark);
                     last_error = Some(e);
                 }
             }
@@ -243,15 +250,14 @@ impl RegionLink {
         bound: Option<Duration>,
     ) -> Result<(Message, SocketAddr), ApiError> {
         self.listed().await?;
-        let mut tried = Vec::new();
+        let mut failover = Failover::new();
         let mut last_error = None;
-        while let Some(addr) = self.choose_for(msg, &tried) {
-            tried.push(addr);
+        while let Some(&addr) = failover.attempt(self.choose_for(msg, failover.tried())) {
             let ch = match self.connect(addr).await {
                 Ok(ch) => ch,
                 Err(e) => {
                     warn!(region = %addr, error = %e, "region connection failed");
-                    lock(&self.links.policy).handle_unreachable(Instant::now(), &addr);
+                    self.mark(&addr, failover.failed(Failure::Unreachable).mark);
                     last_error = Some(e);
                     continue;
                 }
@@ -268,8 +274,14 @@ impl RegionLink {
                     return Ok((reply, addr));
                 }
                 Err(e) => {
-                    lock(&self.links.policy).handle_failure(Instant::now(), &addr);
-                    if e.request_was_not_sent() {
+                    let failure = if e.request_was_not_sent() {
+                        Failure::NotSent
+                    } else {
+                        Failure::Sent
+                    };
+                    let step = failover.failed(failure);
+                    self.mark(&addr, step.mark);
+                    if step.retry {
                         warn!(region = %addr, error = %e, "request not sent; trying another region");
                         last_error = Some(e);
                         continue;

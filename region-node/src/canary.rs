@@ -67,7 +67,7 @@ impl VerdictRecord {
 /// A message to a function's owner (`GET /v1/notifications`).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Notification {
-    /// What happened: `runtime_incompatible`.
+    /// What happened: `runtime_incompatible` or `rollback`.
     pub kind: String,
     /// The function concerned.
     pub function: String,
@@ -75,8 +75,13 @@ pub struct Notification {
     pub message: String,
     /// When, ms since the Unix epoch.
     pub at_ms: u64,
-    /// The verdict with its counts.
-    pub verdict: VerdictRecord,
+    /// The verdict with its counts (`runtime_incompatible`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<VerdictRecord>,
+    /// The alias as rolled back, its `rolled_back` record with the counts (`rollback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub alias: Option<common::model::Alias>,
 }
 
 /// Verdict changes buffered per push stream before a slow one falls behind (it then gets
@@ -200,14 +205,14 @@ impl RuntimeCanary {
     /// The release POPs run `key` on: a known `pinned_to` release (its `runtime` config)
     /// wins; otherwise the next release once promoted, else the current one (an undecided
     /// function is sampled only here, from the region's own and forwarded traffic).
-    pub fn decided(&self, key: &FunctionKey, pinned_to: Option<&str>) -> Release {
+    ///
+    /// `None` while undecided: a POP then samples the function itself with the same share
+    /// and draw (see `Message::Releases::canary_percent`) and reports the outcomes.
+    pub fn decided(&self, key: &FunctionKey, pinned_to: Option<&str>) -> Option<Release> {
         if let Some(name) = pinned_to {
-            return Release::from_name(name).unwrap_or(Release::Current);
+            return Some(Release::from_name(name).unwrap_or(Release::Current));
         }
-        match self.policy().verdict(key) {
-            Verdict::Promoted => Release::Next,
-            Verdict::Pinned | Verdict::Undecided => Release::Current,
-        }
+        release_of(self.policy().verdict(key))
     }
 
     /// Counts one outcome in memory (no I/O: called on the invoke path); returns the
@@ -220,6 +225,18 @@ impl RuntimeCanary {
         release: Release,
         failed: bool,
     ) -> Option<VerdictRecord> {
+        self.record_many(key, release, 1, u32::from(failed))
+    }
+
+    /// Counts `n` outcomes on `release`, `failures` of them platform failures (what a POP
+    /// reported for a function it sampled), as [`Self::record`] counts one.
+    pub fn record_many(
+        &self,
+        key: &FunctionKey,
+        release: Release,
+        n: u32,
+        failures: u32,
+    ) -> Option<VerdictRecord> {
         let side = match release {
             Release::Current => Side::Current,
             Release::Next => Side::Next,
@@ -227,14 +244,12 @@ impl RuntimeCanary {
         let (verdict, counts) = {
             let mut policy = self.policy();
             let mut counts = policy.counts(key).unwrap_or_default();
-            let verdict = policy.handle_outcome(key, side, failed)?;
+            let verdict = policy.handle_outcomes(key, side, n, failures)?;
             // The policy drops the counts of a decided function; the record keeps them.
-            let (n, f) = match side {
-                Side::Current => (&mut counts.current, &mut counts.current_failures),
-                Side::Next => (&mut counts.next, &mut counts.next_failures),
-            };
-            *n = n.saturating_add(1);
-            *f = f.saturating_add(u32::from(failed));
+            match side {
+                Side::Current => counts.add_current(n, failures),
+                Side::Next => counts.add_next(n, failures),
+            }
             (verdict, counts)
         };
         info!(function = %key, ?verdict, ?counts, "runtime canary verdict");
@@ -373,7 +388,8 @@ pub fn notification(v: VerdictRecord) -> Notification {
             v.current
         ),
         at_ms: v.decided_at_ms,
-        verdict: v,
+        verdict: Some(v),
+        alias: None,
     }
 }
 

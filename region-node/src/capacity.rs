@@ -8,7 +8,12 @@
 
 use crate::canary::{RuntimeCanary, RuntimeSummary};
 use crate::limits::TenantUsage;
-use common::model::{ApiError, NodeId, NodeLoad, Tier, WindowCounts};
+use crate::rollout::{RolloutSummary, Rollouts};
+use common::exec::Executor;
+use common::model::{
+    ApiError, FunctionKey, FunctionName, NodeId, NodeLoad, Qualifier, TenantId, Tier, WindowCounts,
+};
+use common::policy::resize::MemoryReport;
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -101,6 +106,12 @@ pub struct CapacityView {
     pub revision: u64,
     /// The runtime canary's verdicts, when the region runs one.
     pub runtime: Option<RuntimeSummary>,
+    /// Alias rollouts judged and rolled back, when the region judges them.
+    pub rollouts: Option<RolloutSummary>,
+    /// Observed peak memory and the recommended size of the busiest functions shown (at
+    /// most [`MAX_PINNED_LISTED`], those with samples), from the region's right-size
+    /// statistics (its own runs and its POPs' reports).
+    pub memory: Vec<FunctionMemory>,
     /// The region's per-tenant concurrency books (charged across the tiers vs. the current
     /// limit), busiest first, at most [`MAX_BUDGETS`].
     pub budgets: Vec<TenantUsage>,
@@ -178,6 +189,17 @@ pub struct Capacity {
     inner: Mutex<Inner>,
     changes: watch::Sender<u64>,
     canary: Option<Arc<RuntimeCanary>>,
+    rollouts: Option<Arc<Rollouts>>,
+    executor: Option<Executor>,
+}
+
+/// One function's observed memory, for the dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionMemory {
+    /// `tenant/name`.
+    pub function: String,
+    /// Percentiles, samples, recommendation and learned size of `$LATEST`.
+    pub memory: MemoryReport,
 }
 
 /// Pinned functions listed by name in the view; the counts cover all of them.
@@ -191,6 +213,8 @@ impl Capacity {
             inner: Mutex::new(Inner::default()),
             changes: watch::channel(0).0,
             canary: None,
+            rollouts: None,
+            executor: None,
         }
     }
 
@@ -199,6 +223,48 @@ impl Capacity {
     pub fn with_canary(mut self, canary: Arc<RuntimeCanary>) -> Self {
         self.canary = Some(canary);
         self
+    }
+
+    /// This view, also showing `rollouts`.
+    #[must_use]
+    pub fn with_rollouts(mut self, rollouts: Arc<Rollouts>) -> Self {
+        self.rollouts = Some(rollouts);
+        self
+    }
+
+    /// This view, also showing what `executor` observed of the busiest functions' memory.
+    #[must_use]
+    pub fn with_memory(mut self, executor: Executor) -> Self {
+        self.executor = Some(executor);
+        self
+    }
+
+    /// The memory of the functions the nodes list (busiest first), with samples.
+    fn memory(&self, nodes: &[&NodeView]) -> Vec<FunctionMemory> {
+        let Some(executor) = &self.executor else {
+            return Vec::new();
+        };
+        let mut names: Vec<&str> = Vec::new();
+        for f in nodes.iter().flat_map(|n| &n.load.functions) {
+            if !names.contains(&f.function.as_str()) && names.len() < MAX_PINNED_LISTED {
+                names.push(&f.function);
+            }
+        }
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let (tenant, function) = name.split_once('/')?;
+                let key = FunctionKey {
+                    tenant: TenantId::new(tenant).ok()?,
+                    name: FunctionName::new(function).ok()?,
+                };
+                let memory = executor.memory_report(&key, &Qualifier::Latest.to_string());
+                (memory.samples > 0).then(|| FunctionMemory {
+                    function: name.to_owned(),
+                    memory,
+                })
+            })
+            .collect()
     }
 
     /// Takes a POP's report.
@@ -257,11 +323,15 @@ impl Capacity {
         let stale = self.config.stale_after;
         let mut pops: Vec<NodeView> = inner.pops.values().map(|e| e.view(now, stale)).collect();
         pops.sort_by(|a, b| a.load.node.0.cmp(&b.load.node.0));
+        let region = inner.region.as_ref().map(|e| e.view(now, stale));
+        let memory = self.memory(&region.iter().chain(&pops).collect::<Vec<_>>());
         CapacityView {
-            region: inner.region.as_ref().map(|e| e.view(now, stale)),
+            region,
             pops,
+            memory,
             revision: inner.revision,
             runtime: self.canary.as_ref().map(|c| c.summary(MAX_PINNED_LISTED)),
+            rollouts: self.rollouts.as_ref().map(|r| r.summary(MAX_PINNED_LISTED)),
             budgets: inner.budgets.clone(),
             certificates: inner.certificates.clone(),
         }
@@ -328,6 +398,7 @@ mod tests {
             forwards_by_reason: vec![],
             tenants: vec![],
             functions: vec![],
+            outcomes: vec![],
         }
     }
 

@@ -12,19 +12,19 @@
 
 use crate::admission::{Admission, ShareTicket, TenantShares};
 use crate::artifacts::Artifacts;
-use crate::canary::{RuntimeCanary, VerdictRecord};
-use crate::events::{EventKind, Events, FailureCause};
+use crate::canary::RuntimeCanary;
+use crate::events::{Events, FailureCause};
 use crate::fleet::{Fleet, Fleets};
 use crate::limits::Limits;
 use crate::registry::Registry;
+use crate::rollout::Rollouts;
 use crate::routes::Routes;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
-    NodeId, RequestId, ResolvedFunction, StartKind, TenantId, Timing,
+    NodeId, ResolvedFunction, StartKind, TenantId, Timing,
 };
-use common::policy::canary::Verdict;
 use common::policy::resize::MemoryReport;
 use common::sandbox::Release;
 use common::wire::Pressure;
@@ -46,6 +46,8 @@ pub struct RegionInvoker {
     events: Option<Arc<Events>>,
     /// Picks each invocation's runtime release and judges the next one.
     canary: Option<Arc<RuntimeCanary>>,
+    /// Judges alias rollouts with `auto_rollback` (see [`crate::rollout`]).
+    rollouts: Option<Arc<Rollouts>>,
     /// Per-tenant concurrency: every execution here, forwarded ones included, is charged
     /// to the region's own in-flight (never to a POP's lease).
     limits: Option<Arc<Limits>>,
@@ -96,6 +98,7 @@ impl RegionInvoker {
             routes: None,
             events: None,
             canary: None,
+            rollouts: None,
             limits: None,
             fleets,
             slot_shares,
@@ -144,15 +147,28 @@ impl RegionInvoker {
     }
 
     /// The release POPs should run `function` on (set in the [`ResolvedFunction`] a POP
-    /// learns with each forwarded result): the canary's decision, or `None` (current)
-    /// when this region runs no canary.
+    /// learns with each forwarded result): the canary's decision, or `None` while it is
+    /// undecided (the POP samples it with the canary's share) or when this region runs no
+    /// canary.
     pub fn release_for_pops(&self, function: &ResolvedFunction) -> Option<String> {
         let canary = self
             .canary
             .as_ref()
             .filter(|_| self.executor.sandbox_on(Release::Next).is_some())?;
-        let release = canary.decided(&function.key, function.config.runtime.as_deref());
+        let release = canary.decided(&function.key, function.config.runtime.as_deref())?;
         Some(release.name().to_owned())
+    }
+
+    /// Judges alias rollouts with `rollouts`.
+    #[must_use]
+    pub fn with_rollouts(mut self, rollouts: Arc<Rollouts>) -> Self {
+        self.rollouts = Some(rollouts);
+        self
+    }
+
+    /// The alias rollout judges, if this region runs them.
+    pub fn rollouts(&self) -> Option<&Arc<Rollouts>> {
+        self.rollouts.as_ref()
     }
 
     /// The runtime canary, if this region runs one.
@@ -290,6 +306,7 @@ impl RegionInvoker {
             peak_memory_bytes: 0,
             queued: true,
             runtime: None,
+            http: None,
         })
     }
 
@@ -392,19 +409,16 @@ impl RegionInvoker {
             .as_ref()
             .filter(|_| self.executor.sandbox_on(Release::Next).is_some());
         let Some(canary) = canary else {
-            return self
+            let response = self
                 .run_on(function, req, Release::Current, fleet)
                 .await
                 .map(|r| r.0)
                 .map_err(ApiError::from);
+            crate::outcomes::own_run(self, function, req.request_id, &response).await;
+            return response;
         };
-        // Requests with an affinity key draw from the key, so they all reach the same
-        // release (and so the same warm instance); others draw from the high half of the
-        // random request id (the low half is the alias draw: the two must not correlate).
-        let draw = match &req.affinity {
-            Some(key) => affinity_draw(key),
-            None => (req.request_id.0 >> 64) as u64,
-        };
+        // The same draw a POP samples with (affinity key, else the request id's high half).
+        let draw = common::policy::canary::draw(req.request_id.0, req.affinity.as_deref());
         let (release, counted) =
             canary.choose(&function.key, function.config.runtime.as_deref(), draw);
         let (response, failed) = match self.run_on(function, req, release, fleet).await {
@@ -417,58 +431,13 @@ impl RegionInvoker {
             Ok((response, failed)) => (Ok(response), failed),
         };
         if counted && let Some(record) = canary.record(&function.key, release, failed) {
-            // Once per function. The owner's control function is queued before the verdict
-            // is stored: a crash in between decides the verdict again after the restart
-            // (the owner may hear twice), never stores it with the owner unnotified.
-            if record.verdict == Verdict::Pinned {
-                self.notify_owner(function, req.request_id, &record).await;
-            }
-            let (c, key) = (Arc::clone(canary), function.key.clone());
-            if let Err(e) = tokio::task::spawn_blocking(move || c.persist(&key, &record)).await {
-                warn!(error = %e, "canary verdict task failed");
-            }
+            // Once per function.
+            let control = function.config.on_runtime_incompatible.clone();
+            crate::outcomes::canary_decided(self, &function.key, control, req.request_id, record)
+                .await;
         }
+        crate::outcomes::own_run(self, function, req.request_id, &response).await;
         response
-    }
-
-    /// Queues `function`'s `on_runtime_incompatible` control function, if it has one, with
-    /// the notification of `record`, on behalf of request `request_id` (the invocation
-    /// that decided the verdict). It runs from the durable queue like `on_failure`: retried
-    /// under its own `retries`, dead-lettered when it fails finally. When it cannot be
-    /// queued (no queue, a full or failing store) that is logged; the notification stays
-    /// listed in `GET /v1/notifications`.
-    async fn notify_owner(
-        &self,
-        function: &ResolvedFunction,
-        request_id: RequestId,
-        record: &VerdictRecord,
-    ) {
-        let Some(control) = function.config.on_runtime_incompatible.clone() else {
-            return;
-        };
-        let Some(events) = &self.events else {
-            warn!(function = %control, "no async queue: on_runtime_incompatible not queued");
-            return;
-        };
-        let payload = match serde_json::to_vec(&crate::canary::notification(record.clone())) {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "notification not encoded");
-                return;
-            }
-        };
-        let queued = events
-            .enqueue_control(
-                function.key.tenant.clone(),
-                request_id,
-                control.clone(),
-                EventKind::OnRuntimeIncompatible,
-                payload,
-            )
-            .await;
-        if let Err(e) = queued {
-            warn!(function = %control, error = %e.message, "on_runtime_incompatible not queued");
-        }
     }
 
     /// Runs `req` on `release` (already admitted by [`Self::run`]); also says whether a
@@ -515,13 +484,6 @@ impl RegionInvoker {
             )
             .await?)
     }
-}
-
-/// A stable draw for an affinity key (FNV-1a: the same on every node and release).
-fn affinity_draw(key: &str) -> u64 {
-    key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Why [`RegionInvoker::run_on`] did not run the function.

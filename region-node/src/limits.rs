@@ -21,6 +21,7 @@ use crate::store::Store;
 use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
 use common::policy::rate::RateLimits;
+use common::policy::split::{RegionSplit, SplitError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -77,13 +78,14 @@ impl TenantLimits {
         Ok(())
     }
 
-    fn policy(self) -> LimitConfig {
-        LimitConfig {
+    /// The budget's settings at this region: its `split` share of these.
+    fn policy(self, split: &RegionSplit) -> LimitConfig {
+        split.config(LimitConfig {
             hard_max: self.hard_max,
             burst: self.burst,
             step: self.step,
             interval: Duration::from_millis(self.interval_ms),
-        }
+        })
     }
 }
 
@@ -102,6 +104,14 @@ pub struct LimitsConfig {
     /// Tenants whose books are kept at once; beyond it, invocations of new tenants get 429
     /// until idle books are dropped. Default 65536. Also bounds the rate limiters kept.
     pub max_tenants: usize,
+    /// Regions that admit the same tenants (each with its own books: separate stores).
+    /// Each takes its share of every tenant's `hard_max`, `burst` and `step`
+    /// (`common::policy::split::RegionSplit`), so together they admit at most the limit.
+    /// Default 1: the whole limit here.
+    pub regions: u32,
+    /// This region's index among `regions`, from 0 (the first `hard_max % regions`
+    /// regions take one slot more). Default 0.
+    pub region_index: u32,
 }
 
 impl Default for LimitsConfig {
@@ -111,7 +121,19 @@ impl Default for LimitsConfig {
             lease_ttl_ms: 3000,
             lease_grace_ms: 60_000,
             max_tenants: 65_536,
+            regions: 1,
+            region_index: 0,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// This region's part of every tenant's limit.
+    ///
+    /// # Errors
+    /// [`SplitError`] for zero regions or an index not below them.
+    pub fn split(&self) -> Result<RegionSplit, SplitError> {
+        RegionSplit::new(self.regions, self.region_index)
     }
 }
 
@@ -143,6 +165,9 @@ struct Books {
 #[derive(Debug)]
 pub struct Limits {
     config: LimitsConfig,
+    /// This region's share of every tenant's limit (an invalid split in the config
+    /// counts as one region; start-up refuses it first).
+    split: RegionSplit,
     books: Mutex<Books>,
     /// Tenant (`t/<tenant>`) and function (`f/<tenant>/<name>`) request rates.
     rates: Mutex<RateLimits>,
@@ -182,6 +207,7 @@ impl Limits {
     pub fn new(config: LimitsConfig) -> Self {
         Self {
             config,
+            split: config.split().unwrap_or_default(),
             books: Mutex::new(Books {
                 budgets: HashMap::new(),
                 overrides: HashMap::new(),
@@ -260,7 +286,7 @@ impl Limits {
         };
         let effective = limits.unwrap_or(self.config.tenant);
         if let Some(b) = books.budgets.get_mut(tenant) {
-            b.limit().reconfigure(effective.policy());
+            b.limit().reconfigure(effective.policy(&self.split));
         }
     }
 
@@ -293,7 +319,8 @@ impl Limits {
                     .lease_ttl_ms
                     .saturating_add(self.config.lease_grace_ms),
             );
-            budgets.insert(tenant.clone(), Budget::new(settings.policy(), life, now));
+            let policy = settings.policy(&self.split);
+            budgets.insert(tenant.clone(), Budget::new(policy, life, now));
         }
         budgets.get_mut(tenant).map(f)
     }

@@ -11,7 +11,9 @@ use crate::invoker::RegionInvoker;
 use crate::limits::Limits;
 use crate::quic::{self, PopServices};
 use crate::registry::Registry;
+use crate::rollout::Rollouts;
 use crate::routes::Routes;
+use crate::sizes::Sizes;
 use crate::state::RegionState;
 use crate::store::{JetStreamBackend, Store, StoreError};
 use crate::trend::TrendWatch;
@@ -71,6 +73,8 @@ pub struct RegionHandle {
     tasks: JoinSet<()>,
     http: HttpServer,
     identity_refusals: Arc<std::sync::atomic::AtomicU64>,
+    /// Stored once more at shutdown.
+    sizes: Sizes,
 }
 
 /// The HTTP server's task and the signal that starts its graceful shutdown.
@@ -124,6 +128,11 @@ impl RegionHandle {
             let _ = task.await;
         }
         self.server.wait_idle().await;
+        // What changed since the last periodic flush.
+        let sizes = self.sizes;
+        if let Err(e) = tokio::task::spawn_blocking(move || sizes.flush()).await {
+            tracing::warn!(error = %e, "size flush at shutdown failed");
+        }
     }
 }
 
@@ -152,17 +161,17 @@ pub async fn start_with_clock(
     };
     let tls = NodeTls::load(&tls_files)?;
     let store = open_store(&config).await?;
-    let canary = Arc::new(RuntimeCanary::open(
-        store.clone(),
-        CanaryConfig {
-            percent: config.canary_percent.min(100),
-            min_samples: config.canary_min_samples.max(1),
-            ..CanaryConfig::default()
-        },
-    )?);
+    let canary_config = CanaryConfig {
+        percent: config.canary_percent.min(100),
+        min_samples: config.canary_min_samples.max(1),
+        ..CanaryConfig::default()
+    };
+    let canary = Arc::new(RuntimeCanary::open(store.clone(), canary_config)?);
     let shared_state = Arc::new(RegionState::new(store.clone()).with_quotas(config.quotas));
     let registry = Arc::new(Registry::new(store).with_quotas(config.quotas));
     let routes = Arc::new(Routes::open(Arc::clone(&registry))?);
+    // Alias rollouts are judged with the runtime canary's test and sample sizes.
+    let rollouts = Arc::new(Rollouts::open(Arc::clone(&registry), canary_config)?);
     let certs = Arc::new(Certificates::open(
         Arc::clone(&registry),
         Arc::clone(&routes),
@@ -189,6 +198,10 @@ pub async fn start_with_clock(
         .with_shared_state(shared_state)
         .with_stats(Arc::clone(&stats))
         .with_log_sink(Arc::clone(&logs) as Arc<dyn common::logs::LogSink>);
+    config
+        .limits
+        .split()
+        .map_err(|e| StartError::Config(format!("[limits] {e}")))?;
     let limits = Arc::new(Limits::open(config.limits, registry.store().clone())?);
     config
         .fleets
@@ -209,18 +222,30 @@ pub async fn start_with_clock(
         .with_routes(Arc::clone(&routes))
         .with_events(Arc::clone(&events))
         .with_canary(Arc::clone(&canary))
+        .with_rollouts(Arc::clone(&rollouts))
         .with_limits(Arc::clone(&limits))
         .with_fleets(Arc::clone(&fleets))
         .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
     );
+
+    // Right-size statistics from before the restart (peaks, learned sizes).
+    let sizes = Sizes::new(
+        invoker.registry().store().clone(),
+        invoker.executor().clone(),
+    );
+    sizes.restore()?;
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
     let quic_addr = server.local_addr()?;
     let listener = common::edge::listener::bind(config.http_listen, config.listen_backlog)?;
     let http_addr = listener.local_addr()?;
 
-    let capacity =
-        Arc::new(Capacity::new(CapacityConfig::default()).with_canary(Arc::clone(&canary)));
+    let capacity = Arc::new(
+        Capacity::new(CapacityConfig::default())
+            .with_canary(Arc::clone(&canary))
+            .with_rollouts(Arc::clone(&rollouts))
+            .with_memory(invoker.executor().clone()),
+    );
     let trending = Arc::new(TrendWatch::new(config.trending.clone()));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
@@ -269,6 +294,7 @@ pub async fn start_with_clock(
         },
     ));
     tasks.spawn(trending.run());
+    tasks.spawn(sizes.clone().run());
     if matches!(config.store.backend, StoreBackend::Jetstream) {
         // Other regions on the same store change tenant overrides too.
         tasks.spawn(Arc::clone(&limits).follow());
@@ -299,6 +325,7 @@ pub async fn start_with_clock(
         server,
         tasks,
         http,
+        sizes,
     })
 }
 

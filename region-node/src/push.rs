@@ -59,7 +59,7 @@ fn snapshot_messages(s: &Snapshot) -> Vec<Message> {
 /// The canary's whole verdict state as messages: the first says `full` (the POP forgets
 /// the releases hinted before), each carries at most [`SNAPSHOT_CHUNK`] functions, and
 /// there is always at least one (an empty state still clears the POP's).
-fn release_messages(releases: &[ReleaseHint]) -> Vec<Message> {
+fn release_messages(canary_percent: u8, releases: &[ReleaseHint]) -> Vec<Message> {
     let mut chunks: Vec<Vec<ReleaseHint>> = releases
         .chunks(SNAPSHOT_CHUNK)
         .map(<[ReleaseHint]>::to_vec)
@@ -73,6 +73,7 @@ fn release_messages(releases: &[ReleaseHint]) -> Vec<Message> {
         .map(|(i, releases)| Message::Releases {
             full: i == 0,
             releases,
+            canary_percent,
         })
         .collect()
 }
@@ -125,7 +126,7 @@ pub async fn serve(
         _ => return warn!("cannot read the store's revision; closing the push stream"),
     }
     if let Some(c) = &canary {
-        first.extend(release_messages(&c.releases()));
+        first.extend(release_messages(c.percent(), &c.releases()));
     }
     for msg in &first {
         if let Err(e) = stream.send(msg).await {
@@ -156,13 +157,14 @@ pub async fn serve(
             }
             verdict = next_verdict(&mut verdicts) => {
                 let messages = match (verdict, &canary) {
-                    (Ok(hint), _) => vec![Message::Releases {
+                    (Ok(hint), c) => vec![Message::Releases {
                         full: false,
                         releases: vec![hint],
+                        canary_percent: c.as_ref().map_or(0, |c| c.percent()),
                     }],
                     (Err(RecvError::Lagged(skipped)), Some(c)) => {
                         debug!(skipped, "push stream fell behind the verdicts; resending them all");
-                        release_messages(&c.releases())
+                        release_messages(c.percent(), &c.releases())
                     }
                     // The canary is gone (the node is stopping): no more verdicts.
                     (Err(_), _) => {
@@ -260,7 +262,7 @@ mod tests {
         messages
             .iter()
             .map(|m| match m {
-                Message::Releases { full, releases } => (*full, releases.len()),
+                Message::Releases { full, releases, .. } => (*full, releases.len()),
                 other => panic!("not releases: {other:?}"),
             })
             .collect()
@@ -277,10 +279,10 @@ mod tests {
         };
         let all = vec![hint; SNAPSHOT_CHUNK + 3];
         assert_eq!(
-            release_shape(&release_messages(&all)),
+            release_shape(&release_messages(10, &all)),
             [(true, SNAPSHOT_CHUNK), (false, 3)]
         );
         // No verdicts still clears what the POP was told before.
-        assert_eq!(release_shape(&release_messages(&[])), [(true, 0)]);
+        assert_eq!(release_shape(&release_messages(10, &[])), [(true, 0)]);
     }
 }

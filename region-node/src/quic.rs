@@ -197,8 +197,10 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             services.limits.return_lease(&holder.0, &tenant, slots);
             Message::Ack
         }
-        Message::LoadReport(load) => {
+        Message::LoadReport(mut load) => {
             services.trending.reported(&load);
+            // The POP's runs judged like the region's own: runtime canary and rollouts.
+            crate::outcomes::fold(invoker, std::mem::take(&mut load.outcomes)).await;
             match services.capacity.report(load, std::time::Instant::now()) {
                 Ok(()) => Message::Ack,
                 Err(e) => Message::Error(e),
@@ -223,7 +225,12 @@ async fn drop_unknown_functions(request: &mut Message, invoker: &RegionInvoker) 
             .iter()
             .map(|e| format!("{}/{}", e.function.tenant, e.function.name))
             .collect(),
-        Message::LoadReport(load) => load.functions.iter().map(|f| f.function.clone()).collect(),
+        Message::LoadReport(load) => load
+            .functions
+            .iter()
+            .map(|f| f.function.clone())
+            .chain(load.outcomes.iter().map(|o| o.function.to_string()))
+            .collect(),
         _ => return 0,
     };
     if named.is_empty() {
@@ -250,9 +257,11 @@ async fn drop_unknown_functions(request: &mut Message, invoker: &RegionInvoker) 
             before - entries.len()
         }
         Message::LoadReport(load) => {
-            let before = load.functions.len();
+            let before = load.functions.len() + load.outcomes.len();
             load.functions.retain(|f| !unknown.contains(&f.function));
-            before - load.functions.len()
+            load.outcomes
+                .retain(|o| !unknown.contains(&o.function.to_string()));
+            before - load.functions.len() - load.outcomes.len()
         }
         _ => 0,
     }

@@ -5,13 +5,12 @@
 //! - [`keepalive`]: keep-alive policies on an Azure Functions-shaped workload.
 //! - [`report`]: `report.json`, `report.md` and plots of a run.
 //! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
-//! - [`live`]: drive real nodes (a region and a POP on loopback, in this process).
-//! - [`cluster`]: start that region and POP (shared with `strata dev` and the tests).
+//! - [`live`]: drive real nodes (a region and a POP on loopback, in this process, started
+//!   by `testkit::cluster`, shared with `strata dev` and the tests).
 //! - [`bench`]: `bench`: the DESIGN §7 HTTP budgets, each server its own process, `wrk`.
 //! - [`fault`]: fault runs against the node binaries as separate processes.
 
 pub mod bench;
-pub mod cluster;
 pub mod fault;
 pub mod keepalive;
 pub mod live;

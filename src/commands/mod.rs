@@ -37,7 +37,8 @@ pub struct DeployArgs {
     /// Timeout in milliseconds (default 3000).
     #[arg(long)]
     timeout_ms: Option<u32>,
-    /// Guest ABI: command or reactor.
+    /// Guest ABI: command, reactor or http (default: http for a component, command for a
+    /// module).
     #[arg(long)]
     abi: Option<String>,
     /// Placement: auto, edge or region.
@@ -46,6 +47,10 @@ pub struct DeployArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
+    /// A destination an http-ABI guest may send requests to, `scheme://host[:port]`
+    /// (repeatable; Spin's `allowed_outbound_hosts`). Default: none.
+    #[arg(long = "allow-outbound", value_name = "URL")]
+    allow_outbound: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,8 +145,18 @@ pub async fn deploy(ctx: &Context, a: DeployArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.timeout_ms {
         config.insert("timeout_ms".into(), json!(v));
     }
-    if let Some(v) = a.abi {
+    // A component is the http ABI's (the region checks it exports the handler).
+    let abi = a
+        .abi
+        .or_else(|| common::sandbox::is_component(&module).then(|| "http".to_owned()));
+    if let Some(v) = abi {
         config.insert("abi".into(), json!(v));
+    }
+    if !a.allow_outbound.is_empty() {
+        config.insert(
+            "outbound".into(),
+            json!({"allowed_outbound_hosts": a.allow_outbound}),
+        );
     }
     if let Some(v) = a.placement {
         config.insert("placement".into(), json!(v));
@@ -258,14 +273,22 @@ pub async fn ls(ctx: &Context) -> anyhow::Result<u8> {
     let empty = Vec::new();
     let functions = list["functions"].as_array().unwrap_or(&empty);
     println!(
-        "{:<24} {:<12} {:>8} {:>10} {:<8} {:<9} {:>8}",
-        "NAME", "DIGEST", "MEMORY", "TIMEOUT", "ABI", "PLACEMENT", "REVISION"
+        "{:<24} {:<12} {:>8} {:>10} {:<8} {:<9} {:>8} {:>20} {:>6}",
+        "NAME",
+        "DIGEST",
+        "MEMORY",
+        "TIMEOUT",
+        "ABI",
+        "PLACEMENT",
+        "REVISION",
+        "PEAK P50/P90/P99",
+        "REC"
     );
     for f in functions {
         let c = &f["config"];
         let num = |v: &Value| v.as_u64().unwrap_or_default();
         println!(
-            "{:<24} {:<12} {:>6}Mi {:>8}ms {:<8} {:<9} {:>8}",
+            "{:<24} {:<12} {:>6}Mi {:>8}ms {:<8} {:<9} {:>8} {:>20} {:>6}",
             f["name"].as_str().unwrap_or("?"),
             short(&f["digest"]),
             num(&c["memory_mb"]),
@@ -273,8 +296,56 @@ pub async fn ls(ctx: &Context) -> anyhow::Result<u8> {
             c["abi"].as_str().unwrap_or("?"),
             c["placement"].as_str().unwrap_or("?"),
             num(&f["revision"]),
+            peaks_text(&f["memory"]),
+            recommended_text(&f["memory"]),
         );
     }
+    Ok(0)
+}
+
+/// Observed peak memory as `p50/p90/p99` MiB, or `-` before any sample.
+fn peaks_text(memory: &Value) -> String {
+    let p = &memory["observed_peak_mb"];
+    match (p["p50"].as_f64(), p["p90"].as_f64(), p["p99"].as_f64()) {
+        (Some(a), Some(b), Some(c)) => format!("{a:.1}/{b:.1}/{c:.1}Mi"),
+        _ => "-".into(),
+    }
+}
+
+/// The recommended `memory_mb`, or `-` before any sample.
+fn recommended_text(memory: &Value) -> String {
+    memory["recommended_mb"]
+        .as_u64()
+        .map_or_else(|| "-".into(), |mb| format!("{mb}Mi"))
+}
+
+/// `strata info NAME`: one function's configuration and observed memory.
+pub async fn info(ctx: &Context, name: &str) -> anyhow::Result<u8> {
+    let f: Value = send_json(
+        ctx.http
+            .get(format!("{}/v1/functions/{name}", ctx.region()?))
+            .bearer_auth(ctx.token()?),
+    )
+    .await?;
+    if ctx.json {
+        println!("{f}");
+        return Ok(0);
+    }
+    let c = &f["config"];
+    let m = &f["memory"];
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_owned();
+    let num = |v: &Value| v.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
+    println!("name:            {}", text(&f["name"]));
+    println!("digest:          {}", text(&f["digest"]));
+    println!("memory_mb:       {}", num(&c["memory_mb"]));
+    println!("timeout_ms:      {}", num(&c["timeout_ms"]));
+    println!("abi:             {}", text(&c["abi"]));
+    println!("placement:       {}", text(&c["placement"]));
+    println!("peak p50/p90/p99: {}", peaks_text(m));
+    println!("samples:         {}", num(&m["samples"]));
+    println!("recommended:     {}", recommended_text(m));
+    println!("learned:         {}", num(&m["learned_mb"]));
+    println!("oom retries:     {}", num(&m["oom_retries"]));
     Ok(0)
 }
 

@@ -25,6 +25,10 @@ pub enum AliasCommand {
         /// VERSION or VERSION=WEIGHT, once or twice; weights are percentages summing to 100.
         #[arg(required = true, num_args = 1..=2, value_name = "V[=W]")]
         routing: Vec<String>,
+        /// Roll a two-version split back to the older version automatically when the
+        /// newer one fails more often (the runtime canary's test).
+        #[arg(long)]
+        auto_rollback: bool,
     },
     /// List a function's aliases.
     Ls {
@@ -141,6 +145,7 @@ pub async fn alias(ctx: &Context, c: AliasCommand) -> anyhow::Result<u8> {
             name,
             alias,
             routing,
+            auto_rollback,
         } => {
             let routing = parse_routing(&routing)?;
             let url = format!("{region}/v1/functions/{name}/aliases/{alias}");
@@ -148,7 +153,7 @@ pub async fn alias(ctx: &Context, c: AliasCommand) -> anyhow::Result<u8> {
                 ctx.http
                     .put(url)
                     .bearer_auth(ctx.token()?)
-                    .json(&json!({ "routing": routing })),
+                    .json(&json!({ "routing": routing, "auto_rollback": auto_rollback })),
             )
             .await?;
             if ctx.json {

@@ -141,6 +141,18 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
     let (code, _, err) = run(dir.path(), &["invoke", "mirror"]).await;
     assert_eq!(code, 1);
     assert!(err.contains("404"), "{err}");
+
+    // A component is deployed with the http ABI without being told.
+    let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http/hello.wat");
+    let web = web.to_str().expect("utf-8 path");
+    let (code, _, err) = run(dir.path(), &["deploy", "web", web]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = run(dir.path(), &["invoke", "web", "--data", "x"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "POST /v1/functions/web/invoke\nx"),
+        "{err}"
+    );
     dev.kill().await.expect("stops");
 }
 

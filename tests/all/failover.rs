@@ -118,46 +118,61 @@ struct TwoRegions {
     token: String,
 }
 
-async fn two_regions(a_config: RegionConfig) -> TwoRegions {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let certs = dev_ca::init(&dir.path().join("certs")).expect("certs");
-    let (dir_a, dir_b) = (dir.path().join("a"), dir.path().join("b"));
-    // Two region processes cannot share one store: set the registry up at A, stop A
-    // cleanly, and copy its state to B.
-    let a = start_region("a", &dir_a, &certs.region, region_config()).await;
+/// Two regions with the same registry: tenant `t` and the functions `deploy` adds are set
+/// up at A (two region processes cannot share one store: A is stopped cleanly and its state
+/// copied to B), then both start with their configs. Returns A, B and `t`'s token.
+pub(crate) async fn seeded_pair(
+    dir: &Path,
+    tls: &common::transport::TlsFiles,
+    deploy: impl FnOnce(&RegionHandle, &TenantId),
+    configs: (RegionConfig, RegionConfig),
+) -> (RegionHandle, RegionHandle, String) {
+    let (dir_a, dir_b) = (dir.join("a"), dir.join("b"));
+    let a = start_region("a", &dir_a, tls, region_config()).await;
     let tenant = TenantId::new("t").expect("tenant");
     a.registry()
         .create_tenant(tenant.clone(), 1024)
         .expect("tenant");
     let token = a.registry().create_token(&tenant).expect("token");
-    let counter = include_str!("../../examples/counter.wat");
-    for (name, wat, timeout_ms, placement, abi) in [
-        ("noisy", NOISY, 3000, Placement::Region, Abi::Command),
-        ("spin", LOOP_FOREVER, 4000, Placement::Region, Abi::Command),
-        ("edgy", NOISY, 3000, Placement::Edge, Abi::Command),
-        ("counter", counter, 3000, Placement::Region, Abi::Reactor),
-    ] {
-        let config = FunctionConfig {
-            placement,
-            timeout_ms,
-            abi,
-            ..FunctionConfig::default()
-        };
-        let wasm = wat::parse_str(wat).expect("wat");
-        a.registry()
-            .deploy(
-                &tenant,
-                &FunctionName::new(name).expect("name"),
-                config,
-                &wasm,
-                None,
-            )
-            .expect("deploys");
-    }
+    deploy(&a, &tenant);
     a.shutdown().await;
     copy_dir(&dir_a, &dir_b);
-    let a = start_region("a", &dir_a, &certs.region, a_config).await;
-    let b = start_region("b", &dir_b, &certs.region, region_config()).await;
+    let a = start_region("a", &dir_a, tls, configs.0).await;
+    let b = start_region("b", &dir_b, tls, configs.1).await;
+    (a, b, token)
+}
+
+async fn two_regions(a_config: RegionConfig) -> TwoRegions {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dev_ca::init(&dir.path().join("certs")).expect("certs");
+    let counter = include_str!("../../examples/counter.wat");
+    let deploy = |a: &RegionHandle, tenant: &TenantId| {
+        for (name, wat, timeout_ms, placement, abi) in [
+            ("noisy", NOISY, 3000, Placement::Region, Abi::Command),
+            ("spin", LOOP_FOREVER, 4000, Placement::Region, Abi::Command),
+            ("edgy", NOISY, 3000, Placement::Edge, Abi::Command),
+            ("counter", counter, 3000, Placement::Region, Abi::Reactor),
+        ] {
+            let config = FunctionConfig {
+                placement,
+                timeout_ms,
+                abi,
+                ..FunctionConfig::default()
+            };
+            let wasm = wat::parse_str(wat).expect("wat");
+            a.registry()
+                .deploy(
+                    tenant,
+                    &FunctionName::new(name).expect("name"),
+                    config,
+                    &wasm,
+                    None,
+                )
+                .expect("deploys");
+        }
+    };
+    let configs = (a_config, region_config());
+    let (a, b, token) = seeded_pair(dir.path(), &certs.region, deploy, configs).await;
     let pop = pop_node::start(pop_node::PopConfig {
         state_dir: dir.path().join("pop"),
         tls: Some(certs.pop.clone()),

@@ -15,8 +15,8 @@ use crate::support::{
 };
 use common::model::TenantId;
 use pop_node::leases::LeaseView;
-use scenarios::live::proxy::DelayProxy;
 use std::time::Duration;
+use testkit::proxy::DelayProxy;
 
 /// Lease TTL of these tests at both tiers: renewal rounds every 300 ms.
 const TTL_MS: u64 = 900;

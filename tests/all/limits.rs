@@ -11,6 +11,7 @@
 //! regions sharing a JetStream store apply each other's.
 
 mod durable;
+mod split;
 
 use crate::support::{Patience, TestCluster, any_port, header, pop_config, region_config};
 use common::model::TenantId;

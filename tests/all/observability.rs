@@ -15,7 +15,8 @@ async fn cluster() -> TestCluster {
     TestCluster::with(region_config(), pop).await
 }
 
-async fn capacity(c: &TestCluster) -> Value {
+/// The region's capacity view, as the operator sees it.
+pub(crate) async fn capacity(c: &TestCluster) -> Value {
     let resp = c
         .http
         .get(format!("{}/v1/capacity", c.nodes.region_url()))

@@ -10,12 +10,12 @@
 
 use crate::support::{TestCluster, header, pop_config, region_config, until_served};
 use common::transport::dev_ca;
-use scenarios::live::proxy::DelayProxy;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 use strata::dev::DevCluster;
+use testkit::proxy::DelayProxy;
 
 const HELLO: &str = include_str!("../../examples/hello.wat");
 

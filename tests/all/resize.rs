@@ -2,7 +2,7 @@
 //! `auto_resize` retrying an out-of-memory failure at double the memory and keeping the
 //! size, and the observed peak memory in `GET /v1/functions/{name}`.
 
-use crate::support::{TestCluster, error_kind, header};
+use crate::support::{Patience, TestCluster, error_kind, header, pop_config, region_config};
 use serde_json::{Value, json};
 
 /// Grows its memory by the number of 64 KiB pages given on stdin (decimal), then prints
@@ -153,5 +153,85 @@ async fn a_maximum_below_the_memory_size_is_refused() {
         .await
         .expect_err("refused");
     assert!(err.to_string().contains("max_memory_mb"), "{err}");
+    c.nodes.shutdown().await;
+}
+
+/// Peak memory of invocations run at the POP reaches the region in load reports and counts
+/// in the percentiles and the recommendation, which survive a restart of both nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peaks_at_the_pop_count_and_the_recommendation_survives_a_restart() {
+    let mut pop = pop_config();
+    pop.report_interval_ms = 100;
+    let c = TestCluster::with(region_config(), pop.clone()).await;
+    c.deploy_wat("grow", json!({"placement": "edge", "memory_mb": 8}), GROWER)
+        .await;
+    let at_pop = || async {
+        c.http
+            .post(format!("{}/v1/functions/grow/invoke", c.nodes.pop_url()))
+            .bearer_auth(&c.nodes.token)
+            .body(THREE_MIB)
+            .send()
+            .await
+            .expect("request completes")
+    };
+    let mut at_region = 0u64;
+    let mut patience = Patience::new();
+    let mut local = 0;
+    while local < 20 {
+        let r = at_pop().await;
+        assert_eq!(r.status(), 200);
+        if header(&r, "x-strata-executed-at").starts_with("pop/") {
+            local += 1;
+        } else {
+            at_region += 1;
+            assert!(patience.more(), "the POP never ran `grow` itself");
+        }
+    }
+    // More samples than the region ran itself: the POP's peaks were counted.
+    let mut patience = Patience::new();
+    let memory = loop {
+        let memory = function(&c, "grow").await["memory"].clone();
+        if memory["samples"].as_u64() > Some(at_region) {
+            break memory;
+        }
+        assert!(patience.more(), "{at_region} run at the region: {memory}");
+        tokio::task::yield_now().await;
+    };
+    assert!(
+        memory["observed_peak_mb"]["p99"].as_f64() >= Some(3.0),
+        "{memory}"
+    );
+    // 3.06 MiB × 1.25 → the 4 MiB step.
+    assert_eq!(memory["recommended_mb"], 4, "{memory}");
+    // `strata ls` reads the same from the list.
+    let list: Value = c
+        .http
+        .get(format!("{}/v1/functions", c.nodes.region_url()))
+        .bearer_auth(&c.nodes.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let listed = list["functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|f| f["name"] == "grow")
+        .map(|f| f["memory"]["recommended_mb"].clone());
+    assert_eq!(listed, Some(json!(4)), "{list}");
+
+    let c = c.restart(region_config(), pop, None).await;
+    let after = function(&c, "grow").await["memory"].clone();
+    assert_eq!(after["recommended_mb"], 4, "{after}");
+    assert_eq!(
+        after["observed_peak_mb"], memory["observed_peak_mb"],
+        "{after}"
+    );
+    assert!(
+        after["samples"].as_u64() >= memory["samples"].as_u64(),
+        "{after}"
+    );
     c.nodes.shutdown().await;
 }

@@ -3,14 +3,14 @@
 use pop_node::PopConfig;
 use region_node::RegionConfig;
 use region_node::events::WallClock;
-use scenarios::cluster::{PreviousTokens, StartOptions};
-use scenarios::live::proxy::DelayProxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use strata::dev::DevCluster;
 use tempfile::TempDir;
+use testkit::cluster::{PreviousTokens, StartOptions};
+use testkit::proxy::DelayProxy;
 
 /// A deployment on ephemeral loopback ports, with its state directory.
 pub struct TestCluster {

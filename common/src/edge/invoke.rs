@@ -7,7 +7,7 @@ use crate::model::{
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
@@ -155,14 +155,18 @@ async fn invoke<I: Invoker>(
     State(state): State<EdgeState<I>>,
     Path(name): Path<String>,
     Query(query): Query<InvokeQuery>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let request_id = RequestId::random();
-    let req = match parse(request_id, name, query, &headers, body, &state).await {
+    let mut req = match parse(request_id, name, query, &headers, body, &state).await {
         Ok(req) => req,
         Err(e) => return error_response(&e, Some(request_id)),
     };
+    // An `http`-ABI function sees the device's request; the others ignore it.
+    req.http = Some(super::http_guest::request_head(&method, &uri, "", &headers));
     match state.invoker.invoke(req).await {
         Ok(resp) => render(resp),
         Err(e) => error_response(&e, Some(request_id)),
@@ -236,6 +240,7 @@ pub fn parse_head(
         memory_mb,
         env: Vec::new(),
         route: None,
+        http: None,
     })
 }
 
@@ -344,7 +349,10 @@ fn render(resp: InvokeResponse) -> Response {
             axum::Json(json!({"request_id": resp.request_id.to_string()})),
         )
             .into_response(),
-        None => (StatusCode::OK, resp.body.clone()).into_response(),
+        None => match &resp.http {
+            Some(head) => super::http_guest::render(head, resp.body.clone()),
+            None => (StatusCode::OK, resp.body.clone()).into_response(),
+        },
         Some(_) => render_function_error(&resp),
     };
     set_strata_headers(out.headers_mut(), &resp);
@@ -393,6 +401,10 @@ pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
     if let Some(f) = resp.timing.forward {
         timing.push_str(", forward;dur=");
         push_millis(&mut timing, f);
+    }
+    if let Some(o) = resp.timing.outbound {
+        timing.push_str(", outbound;dur=");
+        push_millis(&mut timing, o);
     }
     set("server-timing", timing);
 }

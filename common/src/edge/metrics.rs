@@ -5,6 +5,7 @@
 //! (Prometheus: `authorization: { credentials_file: ... }` in the scrape config). A node
 //! without an operator token configured refuses `/metrics` with 403.
 
+use super::error_response;
 use crate::metrics::NodeStats;
 use crate::model::ApiError;
 use axum::Router;
@@ -64,7 +65,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics(State(s): State<MetricsState>, headers: HeaderMap) -> Response {
     if let Err(e) = require_operator(&headers, s.operator.as_deref()) {
-        return e.into_response();
+        return error_response(&e, None);
     }
     let mut resp = s.stats.encode().into_response();
     resp.headers_mut().insert(

@@ -223,10 +223,18 @@ async fn invoke_route<I: Invoker, R>(
             route: route.id.clone(),
             tenant: route.tenant.clone(),
         }),
+        http: Some(super::http_guest::request_head(
+            &parts.method,
+            &parts.uri,
+            host,
+            &parts.headers,
+        )),
     };
     let resp = state.invoker.invoke(req).await?;
     let mut out = if resp.function_error.is_some() {
         render_function_error(&resp)
+    } else if let Some(head) = &resp.http {
+        super::http_guest::render(head, resp.body.clone())
     } else {
         match cgi::parse_output(resp.body.clone()) {
             Ok(c) => {

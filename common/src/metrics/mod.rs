@@ -9,6 +9,8 @@
 //! [`OTHER_LABEL`] series.
 
 mod load;
+mod outcomes;
+pub use outcomes::MAX_REPORTED_PEAKS;
 mod prom;
 
 use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
@@ -78,6 +80,8 @@ pub struct NodeStats {
     window_start: Mutex<Instant>,
     tenants: Mutex<HashMap<String, TenantCounters>>,
     levels: Mutex<Levels>,
+    /// Outcomes per function version since the last report.
+    outcomes: Mutex<outcomes::Tally>,
     /// Tenant and function names admitted as label values.
     labels: Mutex<std::collections::HashSet<String>>,
 }
@@ -93,6 +97,7 @@ impl NodeStats {
             window_start: Mutex::new(now),
             tenants: Mutex::new(HashMap::new()),
             levels: Mutex::new(Levels::default()),
+            outcomes: Mutex::new(outcomes::Tally::default()),
             labels: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -139,6 +144,30 @@ impl NodeStats {
             })
             .observe(exec.as_secs_f64());
         lock(&self.window).executed(name, start == StartKind::Cold, outcome != Outcome::Ok);
+    }
+
+    /// An invocation of `version` of `function` ran here and ended with a function error
+    /// (`error`), a platform failure among those (`platform_failure`), or neither;
+    /// `canary_release` names the release the runtime canary sampled for it. Tallied for
+    /// the next report's `outcomes` with its `peak_bytes`, when it ran a guest (bounded:
+    /// see `outcomes.rs`).
+    pub fn outcome(
+        &self,
+        function: &FunctionKey,
+        version: &str,
+        canary_release: Option<&str>,
+        error: bool,
+        platform_failure: bool,
+        peak_bytes: Option<u64>,
+    ) {
+        lock(&self.outcomes).add(
+            function,
+            version,
+            canary_release,
+            error,
+            platform_failure,
+            peak_bytes,
+        );
     }
 
     /// This POP forwarded an invocation of `function` (`tenant/name`) to a region because
@@ -332,6 +361,7 @@ impl NodeStats {
             forwards_by_reason: closed.forwards_by_reason,
             tenants,
             functions: closed.functions,
+            outcomes: lock(&self.outcomes).drain(),
         }
     }
 

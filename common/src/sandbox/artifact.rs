@@ -8,8 +8,9 @@
 
 #![allow(unsafe_code)]
 
-use super::{CompiledModule, ModuleError, Sandbox, SandboxError};
+use super::{Code, CompiledModule, ModuleError, Sandbox, SandboxError};
 use crate::model::ArtifactDigest;
+use wasmtime::component::Component;
 use wasmtime::{Engine, Module, Precompiled};
 
 impl Sandbox {
@@ -20,11 +21,11 @@ impl Sandbox {
     /// # Errors
     /// [`SandboxError::Engine`] when wasmtime cannot serialize the module.
     pub fn precompile(&self, module: &CompiledModule) -> Result<Vec<u8>, SandboxError> {
-        module
-            .pre()
-            .module()
-            .serialize()
-            .map_err(|e| SandboxError::Engine(format!("serializing a module: {e:#}")))
+        match &module.inner.code {
+            Code::Core(pre) => pre.module().serialize(),
+            Code::Http(proxy) => proxy.instance_pre().component().serialize(),
+        }
+        .map_err(|e| SandboxError::Engine(format!("serializing a module: {e:#}")))
     }
 
     /// Loads precompiled code for the wasm module with `digest`, then checks its imports
@@ -50,14 +51,23 @@ impl Sandbox {
         digest: ArtifactDigest,
         bytes: &[u8],
     ) -> Result<CompiledModule, ModuleError> {
-        if Engine::detect_precompiled(bytes) != Some(Precompiled::Module) {
-            return Err(ModuleError::Artifact(
-                "not a precompiled wasmtime module".into(),
-            ));
+        let refused = |e: wasmtime::Error| ModuleError::Artifact(format!("{e:#}"));
+        match Engine::detect_precompiled(bytes) {
+            Some(Precompiled::Module) => {
+                // SAFETY: upheld by this function's caller, as its contract above states.
+                let module =
+                    unsafe { Module::deserialize(&self.inner.engine, bytes) }.map_err(refused)?;
+                self.prelink(module, digest, bytes.len())
+            }
+            Some(Precompiled::Component) => {
+                // SAFETY: upheld by this function's caller, as its contract above states.
+                let component = unsafe { Component::deserialize(&self.inner.engine, bytes) }
+                    .map_err(refused)?;
+                super::component::prelink(self, component, digest, bytes.len())
+            }
+            None => Err(ModuleError::Artifact(
+                "not a precompiled wasmtime module or component".into(),
+            )),
         }
-        // SAFETY: upheld by this function's caller, as its contract above states.
-        let module = unsafe { Module::deserialize(&self.inner.engine, bytes) }
-            .map_err(|e| ModuleError::Artifact(format!("{e:#}")))?;
-        self.prelink(module, digest, bytes.len())
     }
 }

@@ -47,7 +47,7 @@ pub enum ModuleError {
     /// The module does not have the exports its configured ABI needs (DESIGN §3).
     #[error("module does not fit the {abi} ABI: {reason}")]
     Abi {
-        /// `command` or `reactor`.
+        /// `command`, `reactor` or `http`.
         abi: &'static str,
         /// What is missing or of the wrong type.
         reason: String,
@@ -79,4 +79,9 @@ pub enum SandboxError {
     /// be compiled again by this one.
     #[error("module was compiled by a different sandbox engine")]
     ForeignModule,
+    /// The code is of another kind than the ABI run asked for (a component run as a
+    /// command or reactor, a core module run as an `http` component): deployment checks
+    /// the ABI ([`super::CompiledModule::check_abi`]), so this is a platform bug.
+    #[error("code of the wrong kind for this ABI: {0}")]
+    WrongKind(&'static str),
 }

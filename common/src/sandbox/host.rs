@@ -39,11 +39,11 @@ pub const QUOTA_EXCEEDED: i32 = -8;
 impl super::CompiledModule {
     /// Whether the module imports any `strata` shared-state function.
     pub fn uses_shared_state(&self) -> bool {
-        self.inner
-            .pre
-            .module()
-            .imports()
-            .any(|i| i.module() == MODULE && STATE_IMPORTS.contains(&i.name()))
+        self.core().is_ok_and(|pre| {
+            pre.module()
+                .imports()
+                .any(|i| i.module() == MODULE && STATE_IMPORTS.contains(&i.name()))
+        })
     }
 
     /// Checks that the module imports the shared-state functions only if its function has
@@ -55,9 +55,11 @@ impl super::CompiledModule {
         if has_group {
             return Ok(());
         }
-        let first = self
-            .inner
-            .pre
+        // A component cannot import `strata` (its linker does not offer it).
+        let Ok(pre) = self.core() else {
+            return Ok(());
+        };
+        let first = pre
             .module()
             .imports()
             .find(|i| i.module() == MODULE && STATE_IMPORTS.contains(&i.name()));

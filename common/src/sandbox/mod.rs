@@ -43,12 +43,15 @@
 
 mod artifact;
 mod cache;
+mod compiled;
+mod component;
 mod config;
 mod environ;
 mod error;
 mod host;
 mod lane;
 mod limits;
+mod outbound;
 mod poll;
 mod pool;
 mod reactor;
@@ -61,6 +64,8 @@ mod ticker;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_component;
+#[cfg(test)]
 mod tests_host;
 #[cfg(test)]
 mod tests_reactor;
@@ -68,6 +73,9 @@ mod tests_reactor;
 mod tests_warm;
 
 pub use cache::ModuleCache;
+pub use compiled::CompiledModule;
+use compiled::{Code, ModuleInner};
+pub use component::{HttpExecution, is_component};
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
 pub use host::{
@@ -83,7 +91,7 @@ pub use state::{
     check_value,
 };
 
-use crate::model::{Abi, ArtifactDigest, MAX_MEMORY_MB};
+use crate::model::{ArtifactDigest, MAX_MEMORY_MB};
 use crate::wire::EngineFingerprint;
 use limits::MemoryLimiter;
 use sha2::{Digest, Sha256};
@@ -94,8 +102,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ticker::EpochTicker;
 use wasmtime::{
-    Config, Engine, ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, OptLevel,
-    PoolingAllocationConfig, Store, ValType,
+    Config, Engine, InstanceAllocationStrategy, Linker, Module, OptLevel, PoolingAllocationConfig,
+    Store,
 };
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 
@@ -154,6 +162,8 @@ struct Inner {
     provided: HashMap<String, HashSet<String>>,
     cfg: SandboxConfig,
     fingerprint: EngineFingerprint,
+    /// WASI preview 2 and `wasi:http` for components (the `http` ABI).
+    components: wasmtime::component::Linker<component::HttpState>,
     /// Warm reactor instances by function version.
     pools: pool::WarmPools,
     /// Dropped last, after everything else here; joins the ticker thread.
@@ -191,7 +201,13 @@ impl Sandbox {
             .max_memory_size(MAX_SLOT_MEMORY_BYTES)
             // Every execution runs on a fiber stack of its own, taken from this pool; an
             // execution needs an instance slot too, so the stacks never run out first.
-            .total_stacks(cfg.max_instances);
+            .total_stacks(cfg.max_instances)
+            // A component is several core instances (program, libc, adapters) sharing a
+            // slot budget with modules; each of them still takes a core instance slot.
+            .total_component_instances(cfg.max_instances)
+            .max_core_instances_per_component(limits::MAX_COMPONENT_INSTANCES as u32)
+            .max_memories_per_component(limits::MAX_COMPONENT_MEMORIES as u32)
+            .max_tables_per_component(limits::MAX_COMPONENT_TABLES as u32);
         if PoolingAllocationConfig::is_pagemap_scan_available() {
             // Without the scan, wasmtime would reset the whole kept range with `memset`
             // whether touched or not, which costs more than it saves.
@@ -245,6 +261,8 @@ impl Sandbox {
         }
         drop(store);
 
+        let components =
+            component::linker(&engine).map_err(|e| engine_err("linking wasi:http", e))?;
         let fingerprint = fingerprint(&engine);
         let ticker = EpochTicker::start(engine.clone(), cfg.epoch_tick()).map_err(|e| {
             SandboxError::Engine(format!("cannot start the epoch ticker thread: {e}"))
@@ -254,6 +272,7 @@ impl Sandbox {
                 engine,
                 linker,
                 provided,
+                components,
                 pools: pool::WarmPools::new(&cfg),
                 cfg,
                 fingerprint,
@@ -276,7 +295,7 @@ impl Sandbox {
 
     /// Whether `module` was compiled by this sandbox's engine (and so can run here).
     pub fn owns(&self, module: &CompiledModule) -> bool {
-        wasmtime::Engine::same(module.pre().module().engine(), &self.inner.engine)
+        wasmtime::Engine::same(module.engine(), &self.inner.engine)
     }
 
     /// The limits this sandbox was built with.
@@ -303,6 +322,9 @@ impl Sandbox {
         }
         if !wasm.starts_with(WASM_MAGIC) {
             return Err(ModuleError::NotWasm);
+        }
+        if is_component(wasm) {
+            return component::compile(self, wasm);
         }
         let module = Module::from_binary(&self.inner.engine, wasm)
             .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
@@ -344,7 +366,7 @@ impl Sandbox {
         Ok(CompiledModule {
             inner: Arc::new(ModuleInner {
                 digest,
-                pre,
+                code: Code::Core(pre),
                 size_bytes,
             }),
         })
@@ -364,6 +386,23 @@ impl Sandbox {
         inv: Invocation,
     ) -> Result<Execution, SandboxError> {
         run::run_command(&self.inner, module, inv).await
+    }
+
+    /// Runs one request through an `http`-ABI component (DESIGN §3): a fresh store and
+    /// instance, `head` (with `inv.stdin` as the body) handed to its
+    /// `wasi:http/incoming-handler`, and its response collected. Runs like
+    /// [`Sandbox::run`]; outbound requests are refused unless `outbound` allows them.
+    ///
+    /// # Errors
+    /// As [`Sandbox::run`], plus [`SandboxError::WrongKind`] for a core module.
+    pub async fn run_http(
+        &self,
+        module: &CompiledModule,
+        inv: Invocation,
+        head: Option<crate::model::HttpRequestHead>,
+        outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
+    ) -> Result<HttpExecution, SandboxError> {
+        component::run_http(&self.inner, module, inv, head, outbound).await
     }
 
     /// Runs one invocation of a reactor module (DESIGN §3): `strata_handle` in a warm
@@ -453,97 +492,6 @@ impl Sandbox {
     /// How many warm instances are idle in `key`'s pool.
     pub fn warm_instances(&self, key: &WarmKey) -> usize {
         self.inner.pools.idle(key)
-    }
-}
-
-/// A validated, compiled and pre-linked module, ready to instantiate. Cheap to clone.
-#[derive(Clone)]
-pub struct CompiledModule {
-    inner: Arc<ModuleInner>,
-}
-
-struct ModuleInner {
-    digest: ArtifactDigest,
-    pre: InstancePre<StoreState>,
-    size_bytes: usize,
-}
-
-impl CompiledModule {
-    /// The SHA-256 of the module's wasm bytes.
-    pub fn digest(&self) -> ArtifactDigest {
-        self.inner.digest
-    }
-
-    /// The size of the module's wasm bytes.
-    pub fn size_bytes(&self) -> usize {
-        self.inner.size_bytes
-    }
-
-    fn pre(&self) -> &InstancePre<StoreState> {
-        &self.inner.pre
-    }
-
-    /// Checks that the module has what `abi` needs (DESIGN §3): `_start: () -> ()` for a
-    /// command; `strata_handle: () -> i32` (and, if exported, `_initialize: () -> ()`)
-    /// for a reactor.
-    ///
-    /// # Errors
-    /// [`ModuleError::Abi`] naming the missing or mistyped export.
-    pub fn check_abi(&self, abi: Abi) -> Result<(), ModuleError> {
-        let module = self.inner.pre.module();
-        let func = |name: &str| match module.get_export(name) {
-            Some(ExternType::Func(f)) => Some(Some(f)),
-            Some(_) => Some(None),
-            None => None,
-        };
-        let unit = |f: &wasmtime::FuncType| f.params().len() == 0 && f.results().len() == 0;
-        let (abi_name, problem) = match abi {
-            Abi::Command => (
-                "command",
-                match func("_start") {
-                    Some(Some(f)) if unit(&f) => None,
-                    Some(_) => Some("`_start` must be a function taking and returning nothing"),
-                    None => Some("no `_start` export (a reactor? deploy with abi = reactor)"),
-                },
-            ),
-            Abi::Reactor => {
-                let handle = match func("strata_handle") {
-                    Some(Some(f))
-                        if f.params().len() == 0
-                            && f.results().len() == 1
-                            && f.results().all(|r| matches!(r, ValType::I32)) =>
-                    {
-                        None
-                    }
-                    Some(_) => Some("`strata_handle` must be a function `() -> i32`"),
-                    None => Some("no `strata_handle` export"),
-                };
-                let init = match func("_initialize") {
-                    Some(Some(f)) if !unit(&f) => {
-                        Some("`_initialize` must be a function taking and returning nothing")
-                    }
-                    Some(None) => Some("`_initialize` must be a function"),
-                    _ => None,
-                };
-                ("reactor", handle.or(init))
-            }
-        };
-        match problem {
-            None => Ok(()),
-            Some(reason) => Err(ModuleError::Abi {
-                abi: abi_name,
-                reason: reason.to_owned(),
-            }),
-        }
-    }
-}
-
-impl fmt::Debug for CompiledModule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompiledModule")
-            .field("digest", &self.inner.digest)
-            .field("size_bytes", &self.inner.size_bytes)
-            .finish_non_exhaustive()
     }
 }
 

@@ -52,6 +52,7 @@ async fn create(
     started: Instant,
 ) -> Result<Result<Created, CreateFailure>, SandboxError> {
     let cfg = &inner.cfg;
+    let pre = module.core()?;
     let (stdio, wasi) = Stdio::build(cfg, started);
     stdio.begin(Bytes::new(), started);
     let state = StoreState {
@@ -69,7 +70,7 @@ async fn create(
     prepare(&mut store);
     arm(&mut store, fuel)?;
     let created = async {
-        let instance = module.pre().instantiate_async(&mut store).await?;
+        let instance = pre.instantiate_async(&mut store).await?;
         if let Some(init) = instance.get_func(&mut store, "_initialize") {
             init.typed::<(), ()>(&store)?
                 .call_async(&mut store, ())
@@ -114,7 +115,7 @@ pub(super) async fn prewarm(
     timeout: Duration,
     fuel: Option<u64>,
 ) -> Result<usize, SandboxError> {
-    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+    if !Engine::same(module.engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
     }
     let mut created = 0;
@@ -148,7 +149,7 @@ pub(super) async fn run_reactor(
     affinity: Option<&str>,
     lane: super::WarmLane,
 ) -> Result<Execution, SandboxError> {
-    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+    if !Engine::same(module.engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
     }
     let cfg = &inner.cfg;

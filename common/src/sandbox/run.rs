@@ -69,17 +69,35 @@ pub(super) struct Observed {
     pub(super) memory_denied: bool,
 }
 
+/// What [`prepare`] needs of a store's data: its memory limiter and its deadline.
+pub(super) trait Guarded: Send + 'static {
+    /// The store's memory limiter.
+    fn limiter(&mut self) -> &mut MemoryLimiter;
+    /// When the invocation times out; `None` for never.
+    fn deadline(&self) -> Option<Instant>;
+}
+
+impl Guarded for StoreState {
+    fn limiter(&mut self) -> &mut MemoryLimiter {
+        &mut self.limiter
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
 /// Sets up a new store's limits and time-keeping: the memory limiter, and at every epoch
 /// tick either a yield to the executor (the guest gives its worker to the other tasks,
-/// then goes on) or, once the invocation's deadline (`StoreState::deadline`) has passed,
+/// then goes on) or, once the invocation's deadline ([`Guarded::deadline`]) has passed,
 /// a [`Trap::Interrupt`]. The deadline is wall-clock, so time spent waiting for a worker
 /// after a yield counts against the guest like time spent running.
-pub(super) fn prepare(store: &mut Store<StoreState>) {
-    store.limiter(|s| &mut s.limiter);
+pub(super) fn prepare<T: Guarded>(store: &mut Store<T>) {
+    store.limiter(|s| s.limiter());
     store.epoch_deadline_callback(|cx| {
         let due = cx
             .data()
-            .deadline
+            .deadline()
             .is_some_and(|deadline| Instant::now() >= deadline);
         Ok(if due {
             UpdateDeadline::Interrupt
@@ -90,8 +108,8 @@ pub(super) fn prepare(store: &mut Store<StoreState>) {
 }
 
 /// Arms `store` for one call: the deadline check at the next epoch tick, and `fuel`
-/// (unbounded when `None`). The deadline itself is `StoreState::deadline`.
-pub(super) fn arm(store: &mut Store<StoreState>, fuel: Option<u64>) -> Result<(), SandboxError> {
+/// (unbounded when `None`). The deadline itself is [`Guarded::deadline`].
+pub(super) fn arm<T>(store: &mut Store<T>, fuel: Option<u64>) -> Result<(), SandboxError> {
     store.set_epoch_deadline(1);
     store
         .set_fuel(fuel.unwrap_or(u64::MAX))
@@ -110,9 +128,10 @@ pub(super) async fn run_command(
     module: &CompiledModule,
     inv: Invocation,
 ) -> Result<Execution, SandboxError> {
-    if !Engine::same(module.pre().module().engine(), &inner.engine) {
+    if !Engine::same(module.engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
     }
+    let pre = module.core()?;
     let cfg = &inner.cfg;
     let Invocation {
         stdin,
@@ -139,7 +158,7 @@ pub(super) async fn run_command(
     prepare(&mut store);
     arm(&mut store, fuel)?;
 
-    let instantiated = module.pre().instantiate_async(&mut store).await;
+    let instantiated = pre.instantiate_async(&mut store).await;
     let instantiate = started.elapsed();
     if let Err(e) = &instantiated
         && is_capacity(e)

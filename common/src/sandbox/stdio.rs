@@ -94,22 +94,39 @@ impl Stdio {
     /// config's caps), with the program name as its only argument and no environment (the
     /// environment is per invocation: see `environ`). Built once per store.
     pub(super) fn build(cfg: &super::SandboxConfig, now: Instant) -> (Self, WasiP1Ctx) {
+        let (stdio, mut builder) = Self::builder(cfg, now);
+        (stdio, builder.build_p1())
+    }
+
+    /// A WASI preview 2 context (for a component) wired like [`Stdio::build`]'s, with
+    /// `env` as its environment: a component's context lives for one invocation.
+    pub(super) fn build_p2(
+        cfg: &super::SandboxConfig,
+        now: Instant,
+        env: &[(String, String)],
+    ) -> (Self, wasmtime_wasi::WasiCtx) {
+        let (stdio, mut builder) = Self::builder(cfg, now);
+        builder.envs(env);
+        (stdio, builder.build())
+    }
+
+    fn builder(cfg: &super::SandboxConfig, now: Instant) -> (Self, WasiCtxBuilder) {
         let stdio = Self {
             stdin: Input::default(),
             stdout: Output::new(cfg.max_stdout_bytes),
             stderr: Output::new(cfg.max_stderr_bytes),
             clock: Arc::new(ClockOrigin::new(now)),
         };
-        let wasi = WasiCtxBuilder::new()
+        let mut builder = WasiCtxBuilder::new();
+        builder
             .stdin(stdio.stdin.clone())
             .stdout(stdio.stdout.clone())
             .stderr(stdio.stderr.clone())
             .arg(PROGRAM_NAME)
             .monotonic_clock(GuestClock {
                 origin: Arc::clone(&stdio.clock),
-            })
-            .build_p1();
-        (stdio, wasi)
+            });
+        (stdio, builder)
     }
 
     /// Arms the pipes for one invocation: `stdin` is what the guest reads and the guest

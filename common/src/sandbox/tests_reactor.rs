@@ -3,7 +3,7 @@
 
 use super::tests::{block_on, failure, invocation, sandbox, sandbox_with, wasm};
 use super::*;
-use crate::model::{FunctionErrorKind, FunctionKey, FunctionName, StartKind, TenantId};
+use crate::model::{Abi, FunctionErrorKind, FunctionKey, FunctionName, StartKind, TenantId};
 use std::time::Duration;
 
 const COUNTER: &str = include_str!("../../../examples/counter.wat");

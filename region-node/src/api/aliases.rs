@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{Alias, AliasName, AliasRouting, ApiError};
 use serde::{Deserialize, Serialize};
@@ -18,12 +19,16 @@ fn alias(raw: String) -> Result<AliasName, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct SetAlias {
     routing: AliasRouting,
+    /// Roll a two-version routing back to its older version when the newer one fails
+    /// more often (default false).
+    #[serde(default)]
+    auto_rollback: bool,
 }
 
 /// Creates or moves an alias: one version, or two with weights summing to 100.
 #[utoipa::path(put, path = "/v1/functions/{name}/aliases/{alias}", tag = "versions",
     params(("name" = String, Path, description = "The function's name"), ("alias" = String, Path, description = "The alias (`[a-z][a-z0-9-]{0,63}`, not numeric)")),
-    request_body(content = Object, description = "`{\"routing\": [{\"version\": 3, \"weight\": 90}, {\"version\": 4, \"weight\": 10}]}`"),
+    request_body(content = Object, description = "`{\"routing\": [{\"version\": 3, \"weight\": 90}, {\"version\": 4, \"weight\": 10}], \"auto_rollback\": true}` (`auto_rollback` optional, default false)"),
     responses((status = 200, description = "The alias `{name, function, routing, revision}`", body = Object),
         (status = 400, description = "Bad routing or a missing version", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -32,21 +37,31 @@ pub(super) async fn set(
     Caller(tenant): Caller,
     Path((raw, raw_alias)): Path<(String, String)>,
     body: Result<Json<SetAlias>, JsonRejection>,
-) -> Result<Json<Alias>, ApiError> {
+) -> Result<Json<Alias>, HttpError> {
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     // Weights and version counts are validated while parsing (AliasRouting); say so in
     // the error body rather than axum's plain-text rejection.
-    let Json(SetAlias { routing }) = body.map_err(|e| {
+    let Json(SetAlias {
+        routing,
+        auto_rollback,
+    }) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "{}; expected {{\"routing\": [{{\"version\": N, \"weight\": W}}, ...]}}",
             e.body_text()
         ))
     })?;
     let registry = Arc::clone(s.invoker.registry());
-    Ok(Json(
-        blocking(move || registry.set_alias(&tenant, &name, alias, routing)).await?,
-    ))
+    let set = blocking(move || {
+        let set = registry.set_alias(&tenant, &name, alias, routing, auto_rollback)?;
+        Ok((tenant, set))
+    })
+    .await?;
+    // The judge starts afresh with every move (or stops: one version, no auto_rollback).
+    if let Some(r) = s.invoker.rollouts() {
+        r.watch(&set.0, &set.1);
+    }
+    Ok(Json(set.1))
 }
 
 /// One alias.
@@ -59,7 +74,7 @@ pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((raw, raw_alias)): Path<(String, String)>,
-) -> Result<Json<Alias>, ApiError> {
+) -> Result<Json<Alias>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
@@ -84,7 +99,7 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<AliasList>, ApiError> {
+) -> Result<Json<AliasList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -102,11 +117,15 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((raw, raw_alias)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     let registry = Arc::clone(s.invoker.registry());
+    let (t, n, a) = (tenant.clone(), name.clone(), alias.clone());
     blocking(move || registry.delete_alias(&tenant, &name, &alias)).await?;
+    if let Some(r) = s.invoker.rollouts() {
+        r.forget(&t, &n, &a);
+    }
     Ok(StatusCode::NO_CONTENT)
 }

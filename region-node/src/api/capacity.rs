@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
-use common::model::ApiError;
 use futures::Stream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,7 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
 pub(super) async fn view(
     State(s): State<CapacityState>,
     headers: HeaderMap,
-) -> Result<Json<crate::capacity::CapacityView>, ApiError> {
+) -> Result<Json<crate::capacity::CapacityView>, HttpError> {
     s.control.require_admin(&headers)?;
     Ok(Json(s.capacity.view(Instant::now())))
 }
@@ -88,7 +88,7 @@ pub(super) async fn view(
 pub(super) async fn stream(
     State(s): State<CapacityState>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, HttpError> {
     s.control.require_admin(&headers)?;
     let changes = s.capacity.subscribe();
     let capacity = s.capacity;

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::ApiError;
 use serde::{Deserialize, Serialize};
@@ -47,7 +48,7 @@ fn now_unix_s() -> i64 {
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<CertList>, ApiError> {
+) -> Result<Json<CertList>, HttpError> {
     let caller = s.tenant_or_operator(&headers).await?;
     Ok(Json(CertList {
         certificates: s.certs.list(caller.as_ref()),
@@ -73,7 +74,7 @@ pub(super) async fn put(
     Caller(tenant): Caller,
     Path(host): Path<String>,
     body: Body,
-) -> Result<Json<CertView>, ApiError> {
+) -> Result<Json<CertView>, HttpError> {
     // The token was checked from the headers (`Caller`); only then is the body read, and
     // never past the bound.
     let body = axum::body::to_bytes(body, s.certs.max_body_bytes())
@@ -82,9 +83,11 @@ pub(super) async fn put(
     let new: NewCertificate = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("certificate: {e}")))?;
     let certs = Arc::clone(&s.certs);
-    blocking(move || certs.put(&tenant, &host, new.chain, new.key, now_unix_s()))
-        .await
-        .map(Json)
+    Ok(
+        blocking(move || certs.put(&tenant, &host, new.chain, new.key, now_unix_s()))
+            .await
+            .map(Json)?,
+    )
 }
 
 /// Deletes a certificate: a tenant its own, the operator anyone's. POPs stop serving it
@@ -102,7 +105,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(host): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let caller = s.tenant_or_operator(&headers).await?;
     let certs = Arc::clone(&s.certs);
     blocking(move || certs.delete(caller.as_ref(), &host)).await?;

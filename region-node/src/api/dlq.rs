@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::ApiError;
 use serde::{Deserialize, Serialize};
@@ -60,14 +61,12 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
     q: Result<Query<DlqQuery>, QueryRejection>,
-) -> Result<Json<DlqPage>, ApiError> {
+) -> Result<Json<DlqPage>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")).into());
     }
     let page = events(&s)?
         .dlq_list(tenant, q.after.unwrap_or(0), limit)
@@ -88,7 +87,7 @@ pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<DeadLetter>, ApiError> {
+) -> Result<Json<DeadLetter>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let id = id(&raw)?;
     Ok(Json(events(&s)?.dlq_get(&tenant, id).await?))
@@ -107,7 +106,7 @@ pub(super) async fn replay(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<Count>, ApiError> {
+) -> Result<Json<Count>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let id = id(&raw)?;
     events(&s)?.dlq_replay(&tenant, id).await?;
@@ -124,7 +123,7 @@ pub(super) async fn replay(
 pub(super) async fn replay_all(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<Count>, ApiError> {
+) -> Result<Json<Count>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let count = events(&s)?.dlq_replay_all(&tenant).await?;
     Ok(Json(Count { count }))
@@ -140,7 +139,7 @@ pub(super) async fn replay_all(
 pub(super) async fn purge(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<Count>, ApiError> {
+) -> Result<Json<Count>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let count = events(&s)?.dlq_purge(&tenant).await?;
     Ok(Json(Count { count }))

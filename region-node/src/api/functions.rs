@@ -9,6 +9,7 @@ use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, FunctionConfig, FunctionKey, Qualifier};
 use common::policy::resize::MemoryReport;
@@ -47,7 +48,7 @@ pub(super) async fn deploy(
     Path(raw): Path<String>,
     Query(q): Query<DeployQuery>,
     mut form: Multipart,
-) -> Result<Json<FunctionView>, ApiError> {
+) -> Result<Json<FunctionView>, HttpError> {
     let name = name(raw)?;
     let mut config = FunctionConfig::default();
     let mut module: Option<Bytes> = None;
@@ -62,7 +63,8 @@ pub(super) async fn deploy(
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected form field {other:?}: send `config` (JSON) and `module` (wasm)"
-                )));
+                ))
+                .into());
             }
         }
     }
@@ -88,9 +90,9 @@ pub(super) struct FunctionDetail {
     #[serde(flatten)]
     #[schema(ignore)]
     function: FunctionView,
-    /// Peak memory percentiles of the region's recent invocations of the function, the
-    /// recommended `memory_mb`, and the size `auto_resize` learned for `$LATEST`.
-    /// Invocations run at POPs are not included.
+    /// Peak memory percentiles of recent invocations of the function (at the region and,
+    /// from their load reports, at its POPs), the recommended `memory_mb`, and the size
+    /// `auto_resize` learned for `$LATEST`.
     memory: MemoryReport,
 }
 
@@ -105,7 +107,7 @@ pub(super) async fn get(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<FunctionDetail>, ApiError> {
+) -> Result<Json<FunctionDetail>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -122,21 +124,35 @@ pub(super) async fn get(
 
 #[derive(Debug, Serialize)]
 pub(super) struct FunctionList {
-    functions: Vec<FunctionView>,
+    functions: Vec<FunctionDetail>,
 }
 
 /// The caller's functions.
 #[utoipa::path(get, path = "/v1/functions", tag = "functions",
-    responses((status = 200, description = "`{\"functions\": [...]}`", body = Object),
+    responses((status = 200, description = "`{\"functions\": [...]}`, each as `GET /v1/functions/{name}` shows it (with `memory`)", body = Object),
         (status = 401, description = "Missing or unknown token", body = ErrorBody)),
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<FunctionList>, ApiError> {
+) -> Result<Json<FunctionList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let registry = Arc::clone(s.invoker.registry());
-    let functions = blocking(move || registry.functions(&tenant)).await?;
+    let listing = tenant.clone();
+    let functions = blocking(move || registry.functions(&listing))
+        .await?
+        .into_iter()
+        .map(|function| {
+            let key = FunctionKey {
+                tenant: tenant.clone(),
+                name: function.name.clone(),
+            };
+            let memory = s
+                .invoker
+                .memory_report(&key, &Qualifier::Latest.to_string());
+            FunctionDetail { function, memory }
+        })
+        .collect();
     Ok(Json(FunctionList { functions }))
 }
 
@@ -150,7 +166,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());

@@ -8,6 +8,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, TenantId};
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ pub(super) struct AssignHost {
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<HostList>, ApiError> {
+) -> Result<Json<HostList>, HttpError> {
     let caller = s.tenant_or_operator(&headers).await?;
     Ok(Json(HostList {
         hosts: s.routes.claims(caller.as_ref()),
@@ -63,7 +64,7 @@ pub(super) async fn put(
     headers: HeaderMap,
     Path(host): Path<String>,
     body: Bytes,
-) -> Result<Json<HostClaim>, ApiError> {
+) -> Result<Json<HostClaim>, HttpError> {
     let body: AssignHost = if body.iter().all(u8::is_ascii_whitespace) {
         AssignHost::default()
     } else {
@@ -74,19 +75,20 @@ pub(super) async fn put(
         let tenant = body
             .tenant
             .ok_or_else(|| ApiError::bad_request("assigning a host needs {\"tenant\"}"))?;
-        return blocking(move || routes.assign(&host, &tenant))
+        return Ok(blocking(move || routes.assign(&host, &tenant))
             .await
-            .map(Json);
+            .map(Json)?);
     }
     let tenant = s.tenant(&headers).await?;
     if body.tenant.is_some_and(|t| t != tenant) {
         return Err(ApiError::forbidden(
             "assigning a host to another tenant needs the operator token",
-        ));
+        )
+        .into());
     }
-    blocking(move || routes.claim(&tenant, &host))
+    Ok(blocking(move || routes.claim(&tenant, &host))
         .await
-        .map(Json)
+        .map(Json)?)
 }
 
 /// Releases a claim: a tenant its own (kept, implicit, while its routes are under it);
@@ -104,7 +106,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(host): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let caller = s.tenant_or_operator(&headers).await?;
     let routes = Arc::clone(&s.routes);
     blocking(move || routes.release(caller.as_ref(), &host)).await?;

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::logs::LogPage;
 use common::model::{ApiError, FunctionKey, FunctionName};
@@ -43,15 +44,13 @@ pub(super) async fn read(
     headers: HeaderMap,
     Path(raw): Path<String>,
     q: Result<Query<LogQuery>, QueryRejection>,
-) -> Result<Json<LogPage>, ApiError> {
+) -> Result<Json<LogPage>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(format!(
-            "limit must be 1 to {MAX_LIMIT}"
-        )));
+        return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")).into());
     }
     // Only a function of the caller's tenant has logs to show; any other name is 404,
     // whoever else may own it.

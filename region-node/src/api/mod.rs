@@ -25,7 +25,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
 use axum::routing::{delete, get, post, put};
-use common::edge::bearer;
+use common::edge::{HttpError, bearer};
 use common::logs::LogBuffer;
 use common::model::{ApiError, FunctionName, TenantId};
 use std::sync::Arc;
@@ -129,13 +129,13 @@ async fn blocking<T: Send + 'static>(
 pub(super) struct Caller(pub TenantId);
 
 impl axum::extract::FromRequestParts<ControlState> for Caller {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         s: &ControlState,
-    ) -> Result<Self, ApiError> {
-        s.tenant(&parts.headers).await.map(Caller)
+    ) -> Result<Self, HttpError> {
+        Ok(s.tenant(&parts.headers).await.map(Caller)?)
     }
 }
 
@@ -143,13 +143,13 @@ impl axum::extract::FromRequestParts<ControlState> for Caller {
 pub(super) struct Operator;
 
 impl axum::extract::FromRequestParts<ControlState> for Operator {
-    type Rejection = ApiError;
+    type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         s: &ControlState,
-    ) -> Result<Self, ApiError> {
-        s.require_admin(&parts.headers).map(|()| Operator)
+    ) -> Result<Self, HttpError> {
+        Ok(s.require_admin(&parts.headers).map(|()| Operator)?)
     }
 }
 

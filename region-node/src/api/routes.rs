@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, Route, RouteId};
 use serde::Serialize;
@@ -31,7 +32,7 @@ pub(super) async fn create(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
     body: Bytes,
-) -> Result<(StatusCode, Json<Route>), ApiError> {
+) -> Result<(StatusCode, Json<Route>), HttpError> {
     // Parsed here rather than by the `Json` extractor so a bad body gets the platform's
     // 400 and error body, naming the offending field.
     let body: NewRoute =
@@ -53,7 +54,7 @@ pub(super) async fn create(
 pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<RouteList>, ApiError> {
+) -> Result<Json<RouteList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     Ok(Json(RouteList {
         routes: s.routes.list(&tenant),
@@ -73,7 +74,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let id = RouteId::parse(&raw).map_err(ApiError::bad_request)?;
     let routes = Arc::clone(&s.routes);

@@ -7,8 +7,8 @@ use crate::canary::{Notification, VerdictRecord};
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
-use common::model::ApiError;
 use common::sandbox::Release;
 use serde::Serialize;
 
@@ -28,7 +28,9 @@ pub struct RuntimeView {
 /// The caller's notifications, oldest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct NotificationList {
-    /// One per event (today: a function pinned to the current runtime).
+    /// One per event: a function pinned to the current runtime (`runtime_incompatible`),
+    /// an alias rolled back automatically (`rollback`, listed while the alias stays as
+    /// the rollback left it).
     pub notifications: Vec<Notification>,
 }
 
@@ -42,7 +44,7 @@ pub struct NotificationList {
 pub(super) async fn view(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<RuntimeView>, ApiError> {
+) -> Result<Json<RuntimeView>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let Some(canary) = s.invoker.canary().cloned() else {
         return Ok(Json(RuntimeView {
@@ -72,14 +74,22 @@ pub(super) async fn view(
 pub(super) async fn notifications(
     State(s): State<ControlState>,
     headers: HeaderMap,
-) -> Result<Json<NotificationList>, ApiError> {
+) -> Result<Json<NotificationList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
-    let Some(canary) = s.invoker.canary().cloned() else {
-        return Ok(Json(NotificationList {
-            notifications: Vec::new(),
-        }));
-    };
-    let mut notifications = super::blocking(move || Ok(canary.notifications(&tenant))).await?;
+    let canary = s.invoker.canary().cloned();
+    let rollouts = s.invoker.rollouts().cloned();
+    let mut notifications = super::blocking(move || {
+        let mut notes = canary.map_or_else(Vec::new, |c| c.notifications(&tenant));
+        if let Some(r) = rollouts {
+            notes.extend(
+                r.rolled_back(&tenant)?
+                    .into_iter()
+                    .map(crate::rollout::notification),
+            );
+        }
+        Ok(notes)
+    })
+    .await?;
     notifications.sort_by_key(|n| n.at_ms);
     Ok(Json(NotificationList { notifications }))
 }

@@ -8,6 +8,7 @@ use crate::registry::{DEFAULT_TENANT_MAX_MEMORY_MB, TenantRecord, TokenView};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, TenantId};
 use serde::{Deserialize, Serialize};
@@ -31,7 +32,7 @@ pub(super) async fn create(
     State(s): State<ControlState>,
     _operator: Operator,
     Json(body): Json<CreateTenant>,
-) -> Result<(StatusCode, Json<TenantRecord>), ApiError> {
+) -> Result<(StatusCode, Json<TenantRecord>), HttpError> {
     let registry = Arc::clone(s.invoker.registry());
     let max = body.max_memory_mb.unwrap_or(DEFAULT_TENANT_MAX_MEMORY_MB);
     let rec = tokio::task::spawn_blocking(move || registry.create_tenant(body.id, max))
@@ -85,7 +86,7 @@ pub(super) async fn create_token(
     headers: HeaderMap,
     Path(tenant): Path<String>,
     body: Option<Json<NewToken>>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedToken>), HttpError> {
     let ttl_s = body.unwrap_or_default().0.ttl_s;
     let (tenant, token) = with_registry(&s, &headers, tenant, move |r, t| {
         r.create_token_for(t, ttl_s)
@@ -106,7 +107,7 @@ pub(super) async fn list_tokens(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<Vec<TokenView>>, ApiError> {
+) -> Result<Json<Vec<TokenView>>, HttpError> {
     let (_, views) = with_registry(&s, &headers, tenant, |r, t| r.tokens(t)).await?;
     Ok(Json(views))
 }
@@ -125,7 +126,7 @@ pub(super) async fn revoke_token(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     with_registry(&s, &headers, tenant, move |r, t| r.revoke_token(t, &id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -146,7 +147,7 @@ pub(super) async fn rotate_token(
     headers: HeaderMap,
     Path((tenant, id)): Path<(String, String)>,
     body: Option<Json<NewToken>>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedToken>), HttpError> {
     let ttl_s = body.unwrap_or_default().0.ttl_s;
     let (tenant, token) = with_registry(&s, &headers, tenant, move |r, t| {
         r.rotate_token(t, &id, ttl_s)
@@ -181,7 +182,7 @@ pub(super) async fn get_limits(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<Json<TenantLimits>, ApiError> {
+) -> Result<Json<TenantLimits>, HttpError> {
     let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
     Ok(Json(limits.settings(&tenant)))
 }
@@ -215,7 +216,7 @@ pub(super) async fn put_limits(
     headers: HeaderMap,
     Path(tenant): Path<String>,
     Json(body): Json<TenantLimits>,
-) -> Result<Json<TenantLimits>, ApiError> {
+) -> Result<Json<TenantLimits>, HttpError> {
     let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
     Ok(Json(set_override(limits, tenant, Some(body)).await?))
 }
@@ -231,7 +232,7 @@ pub(super) async fn delete_limits(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let (limits, tenant) = tenant_limits(&s, &headers, tenant)?;
     set_override(limits, tenant, None).await?;
     Ok(StatusCode::NO_CONTENT)

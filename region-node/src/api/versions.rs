@@ -6,6 +6,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
+use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, Version};
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub(super) async fn publish(
     Caller(tenant): Caller,
     Path(raw): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<Version>), ApiError> {
+) -> Result<(StatusCode, Json<Version>), HttpError> {
     let name = name(raw)?;
     // The body is optional: an empty one publishes without a description.
     let Publish { description } = if body.iter().all(u8::is_ascii_whitespace) {
@@ -67,7 +68,7 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
-) -> Result<Json<VersionList>, ApiError> {
+) -> Result<Json<VersionList>, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -86,7 +87,7 @@ pub(super) async fn delete(
     State(s): State<ControlState>,
     headers: HeaderMap,
     Path((raw, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, HttpError> {
     let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let n: NonZeroU32 = version.parse().map_err(|_| {

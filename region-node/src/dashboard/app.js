@@ -91,6 +91,20 @@ function render(view) {
       el('td', { class: 'text' }, f),
       el('td', { class: 'text' }, `pinned to ${rt.current}: worse on ${rt.next}`))));
 
+  const ro = view.rollouts;
+  if (ro) {
+    cards.append(
+      card('rollouts judged', ro.judged, 'rollouts-judged'),
+      card('rolled back', ro.rolled_back.length, 'rollouts-rolled-back'),
+    );
+  }
+  $('#rollbacks tbody').replaceChildren(...(ro ? ro.rolled_back : []).map((r) =>
+    el('tr', { 'data-alias': r.alias },
+      el('td', { class: 'text' }, r.alias),
+      el('td', { class: 'text' },
+        `version ${r.new} failed ${r.new_failures} of ${r.new_invocations}: back to ${r.to}`),
+      el('td', { class: 'text' }, new Date(r.at_ms).toISOString()))));
+
   const body = $('#nodes tbody');
   body.replaceChildren(...all.map((n) => {
     const l = n.load;
@@ -171,6 +185,16 @@ function render(view) {
       el('td', { 'data-field': 'executed' }, f.executed),
       el('td', { 'data-field': 'forwarded' }, f.forwarded),
       el('td', { 'data-field': 'cold-starts' }, f.cold_starts))));
+
+  const mb = (v) => `${v.toFixed(1)} Mi`;
+  $('#memory tbody').replaceChildren(...(view.memory || []).map((f) =>
+    el('tr', { 'data-function': f.function },
+      el('td', { class: 'text' }, f.function),
+      el('td', { 'data-field': 'p50' }, mb(f.memory.observed_peak_mb.p50)),
+      el('td', { 'data-field': 'p90' }, mb(f.memory.observed_peak_mb.p90)),
+      el('td', { 'data-field': 'p99' }, mb(f.memory.observed_peak_mb.p99)),
+      el('td', { 'data-field': 'recommended' }, `${f.memory.recommended_mb} Mi`),
+      el('td', { 'data-field': 'samples' }, f.memory.samples))));
 
   document.body.dataset.revision = String(view.revision);
 }

@@ -21,13 +21,12 @@
 //! higher sequence wins and the other is acked, so an event runs at least once and is
 //! never lost. Never executes guests itself: the worker hands them to the invoker.
 
-mod clock;
 mod dlq;
 mod ledger;
 pub mod record;
 mod worker;
 
-pub use clock::{SystemClock, WallClock};
+pub use common::clock::{SystemClock, WallClock};
 pub use dlq::DlqPage;
 pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
 pub use worker::spawn_workers;

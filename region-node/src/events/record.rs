@@ -45,6 +45,9 @@ pub enum EventKind {
     /// An `on_runtime_incompatible` control function run with the owner's notification
     /// when the runtime canary pins a function; as [`Self::OnFailure`].
     OnRuntimeIncompatible,
+    /// An `on_rollback` control function run with the owner's notification when an alias
+    /// is rolled back automatically; as [`Self::OnFailure`].
+    OnRollback,
 }
 
 impl EventKind {

@@ -72,6 +72,7 @@ impl Events {
             memory_mb: None,
             env: Vec::new(),
             route: None,
+            http: None,
         };
         let resolved = match invoker.resolve_as(&rec.tenant, &req) {
             Ok(r) => r,

@@ -9,7 +9,7 @@ use common::model::{
     ApiError, ArtifactDigest, FunctionConfig, FunctionKey, FunctionName, Qualifier, Quota,
     ResolvedFunction, TenantId,
 };
-use common::policy::alias;
+use common::policy::version::{self, Target};
 use serde::{Deserialize, Serialize};
 
 /// A function (`$LATEST`) as stored.
@@ -174,7 +174,7 @@ impl Registry {
     }
 
     /// What `qualifier` of `tenant/name` runs; `draw` is the random number that picks
-    /// between an alias's two versions ([`alias::pick`]).
+    /// between an alias's two versions (`policy::version::name`, shared with the POP).
     ///
     /// # Errors
     /// 404 for an unknown function or a qualifier that does not exist.
@@ -190,8 +190,15 @@ impl Registry {
             tenant: tenant.clone(),
             name: f.name,
         };
-        let version = match qualifier {
-            Qualifier::Latest => {
+        // The region prepares a version before it runs it, so it never serves the previous
+        // one: no previous routing is looked up.
+        let named = version::name(qualifier, draw, |a| {
+            self.alias_routing(tenant, name, a)
+                .map(|r| r.map(|r| (r, None)))
+        })?
+        .ok_or_else(|| ApiError::not_found(format!("alias {qualifier} of {name}")))?;
+        let version = match named.target {
+            Target::Latest => {
                 return Ok(ResolvedFunction {
                     key,
                     version: Qualifier::Latest.to_string(),
@@ -201,15 +208,7 @@ impl Registry {
                     release: None,
                 });
             }
-            Qualifier::Version(n) => *n,
-            Qualifier::Alias(a) => {
-                let routing = common::model::AliasName::new(a.as_str())
-                    .ok()
-                    .and_then(|a| self.alias_routing(tenant, name, &a).transpose())
-                    .transpose()?
-                    .ok_or_else(|| ApiError::not_found(format!("alias {a} of {name}")))?;
-                alias::pick(&routing, draw)
-            }
+            Target::Version(n) => n,
         };
         let e = self
             .store

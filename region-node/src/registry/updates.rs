@@ -112,7 +112,12 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
                 .map(|e| crate::certs::CertRecord::decode(&e.value).map(|r| r.pushed()))
                 .transpose()?,
         },
-        Bucket::Tenants | Bucket::Routes | Bucket::State | Bucket::Canary | Bucket::Limits => {
+        Bucket::Tenants
+        | Bucket::Routes
+        | Bucket::State
+        | Bucket::Canary
+        | Bucket::Limits
+        | Bucket::Sizes => {
             return Ok(None);
         }
     }))

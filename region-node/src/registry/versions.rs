@@ -9,7 +9,7 @@ use super::{Registry, decode, encode, function_key, now_ms};
 use crate::store::{Bucket, Expect, StoreError};
 use common::model::{
     Alias, AliasName, AliasRouting, ApiError, ArtifactDigest, ErrorKind, FunctionConfig,
-    FunctionName, TenantId, Version,
+    FunctionName, Rollback, TenantId, Version,
 };
 use serde::{Deserialize, Serialize};
 use std::num::NonZeroU32;
@@ -28,6 +28,23 @@ pub(crate) struct VersionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct AliasRecord {
     pub(crate) routing: AliasRouting,
+    #[serde(default)]
+    pub(crate) auto_rollback: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rolled_back: Option<Rollback>,
+}
+
+impl AliasRecord {
+    fn into_alias(self, name: AliasName, function: &FunctionName, revision: u64) -> Alias {
+        Alias {
+            name,
+            function: function.clone(),
+            routing: self.routing,
+            auto_rollback: self.auto_rollback,
+            rolled_back: self.rolled_back,
+            revision,
+        }
+    }
 }
 
 /// Longest publish description, in bytes.
@@ -234,7 +251,9 @@ impl Registry {
         Ok(None)
     }
 
-    /// Points alias `alias` of `tenant/name` at `routing`, creating or moving it.
+    /// Points alias `alias` of `tenant/name` at `routing`, creating or moving it;
+    /// `auto_rollback` asks the region to roll a two-version routing back to its older
+    /// version when the newer one fails more often (see `crate::rollout`).
     ///
     /// # Errors
     /// 404 for an unknown function, 400 when a version in `routing` does not exist.
@@ -244,6 +263,7 @@ impl Registry {
         name: &FunctionName,
         alias: AliasName,
         routing: AliasRouting,
+        auto_rollback: bool,
     ) -> Result<Alias, ApiError> {
         self.function(tenant, name)?;
         let missing = |v: NonZeroU32| {
@@ -256,7 +276,11 @@ impl Registry {
         }
         let key = alias_key(tenant, name, &alias);
         let previous = self.store.get(Bucket::Aliases, &key)?;
-        let rec = AliasRecord { routing };
+        let rec = AliasRecord {
+            routing,
+            auto_rollback,
+            rolled_back: None,
+        };
         let revision = self
             .store
             .put(Bucket::Aliases, &key, &encode(&rec)?, Expect::Any)?;
@@ -280,12 +304,87 @@ impl Registry {
             }
             return Err(missing(v));
         }
-        Ok(Alias {
-            name: alias,
-            function: name.clone(),
-            routing: rec.routing,
-            revision,
-        })
+        Ok(rec.into_alias(alias, name, revision))
+    }
+
+    /// Rolls alias `alias` of `tenant/name` back as `rollback` says, if it still routes
+    /// as `rollback.from` (an owner's move in the meantime wins); returns the alias as
+    /// rolled back, or `None` when it moved or is gone.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn roll_back_alias(
+        &self,
+        tenant: &TenantId,
+        name: &FunctionName,
+        alias: &AliasName,
+        rollback: Rollback,
+    ) -> Result<Option<Alias>, ApiError> {
+        let key = alias_key(tenant, name, alias);
+        let Some(e) = self.store.get(Bucket::Aliases, &key)? else {
+            return Ok(None);
+        };
+        let rec: AliasRecord = decode(&e.value)?;
+        if rec.routing != rollback.from {
+            return Ok(None);
+        }
+        let rec = AliasRecord {
+            routing: AliasRouting::single(rollback.to),
+            auto_rollback: rec.auto_rollback,
+            rolled_back: Some(rollback),
+        };
+        match self.store.put(
+            Bucket::Aliases,
+            &key,
+            &encode(&rec)?,
+            Expect::Revision(e.revision),
+        ) {
+            Ok(revision) => Ok(Some(rec.into_alias(alias.clone(), name, revision))),
+            Err(StoreError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every alias of every function of every tenant (at start-up, to find the rollouts
+    /// to judge), as `(tenant, alias)`; unreadable records are skipped.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn all_aliases(&self) -> Result<Vec<(TenantId, Alias)>, ApiError> {
+        Ok(self
+            .store
+            .list(Bucket::Aliases, "")?
+            .into_iter()
+            .filter_map(|(k, e)| {
+                let mut parts = k.splitn(3, '/');
+                let tenant = TenantId::new(parts.next()?).ok()?;
+                let function = FunctionName::new(parts.next()?).ok()?;
+                let alias = AliasName::new(parts.next()?).ok()?;
+                let rec: AliasRecord = decode(&e.value).ok()?;
+                Some((tenant, rec.into_alias(alias, &function, e.revision)))
+            })
+            .collect())
+    }
+
+    /// Every alias of `tenant` an automatic rollback set (for its notifications).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub fn rolled_back_aliases(&self, tenant: &TenantId) -> Result<Vec<Alias>, ApiError> {
+        Ok(self
+            .store
+            .list(Bucket::Aliases, &format!("{tenant}/"))?
+            .into_iter()
+            .filter_map(|(k, e)| {
+                let mut parts = k.splitn(3, '/').skip(1);
+                let function = FunctionName::new(parts.next()?).ok()?;
+                let alias = AliasName::new(parts.next()?).ok()?;
+                let rec: AliasRecord = decode(&e.value).ok()?;
+                rec.rolled_back
+                    .is_some()
+                    .then(|| rec.into_alias(alias, &function, e.revision))
+            })
+            .collect())
     }
 
     /// The routing of alias `alias`, if it exists.
@@ -317,12 +416,7 @@ impl Registry {
             .get(Bucket::Aliases, &alias_key(tenant, name, alias))?
             .ok_or_else(|| ApiError::not_found(format!("alias {alias} of {name}")))?;
         let rec: AliasRecord = decode(&e.value)?;
-        Ok(Alias {
-            name: alias.clone(),
-            function: name.clone(),
-            routing: rec.routing,
-            revision: e.revision,
-        })
+        Ok(rec.into_alias(alias.clone(), name, e.revision))
     }
 
     /// Every alias of `tenant/name`, by name.
@@ -339,12 +433,7 @@ impl Registry {
                 let alias = AliasName::new(&k[prefix.len()..])
                     .map_err(|_| ApiError::internal(format!("corrupt alias key {k}")))?;
                 let rec: AliasRecord = decode(&e.value)?;
-                Ok(Alias {
-                    name: alias,
-                    function: name.clone(),
-                    routing: rec.routing,
-                    revision: e.revision,
-                })
+                Ok(rec.into_alias(alias, name, e.revision))
             })
             .collect()
     }
@@ -438,7 +527,8 @@ mod tests {
         ])
         .expect("valid");
         let prod = AliasName::new("prod").expect("valid");
-        r.set_alias(&t, &f, prod.clone(), routing).expect("alias");
+        r.set_alias(&t, &f, prod.clone(), routing, false)
+            .expect("alias");
         let q = Qualifier::Alias("prod".into());
         assert_eq!(r.resolve(&t, &f, &q, 5).expect("resolves").version, "1");
         assert_eq!(r.resolve(&t, &f, &q, 95).expect("resolves").version, "2");
@@ -446,7 +536,7 @@ mod tests {
         assert_eq!(err.kind, ErrorKind::Conflict);
         let missing = AliasRouting::single(n(9));
         let err = r
-            .set_alias(&t, &f, prod.clone(), missing)
+            .set_alias(&t, &f, prod.clone(), missing, false)
             .expect_err("missing version");
         assert_eq!(err.kind, ErrorKind::BadRequest);
         r.delete_alias(&t, &f, &prod).expect("delete alias");
@@ -467,6 +557,7 @@ mod tests {
             &f,
             AliasName::new("prod").expect("valid"),
             AliasRouting::single(n(1)),
+            false,
         )
         .expect("alias");
         r.delete_function(&t, &f).expect("delete");
@@ -475,5 +566,41 @@ mod tests {
         assert!(r.versions(&t, &f).expect("list").is_empty());
         assert!(r.aliases(&t, &f).expect("list").is_empty());
         assert_eq!(r.publish(&t, &f, None).expect("publish").0.version.get(), 1);
+    }
+
+    #[test]
+    fn a_rollback_applies_only_to_the_routing_it_judged() {
+        let (_d, r, t, f) = setup();
+        r.publish(&t, &f, None).expect("v1");
+        r.deploy(&t, &f, FunctionConfig::default(), b"two", None)
+            .expect("deploy");
+        r.publish(&t, &f, None).expect("v2");
+        let prod = AliasName::new("prod").expect("valid");
+        let spec = |v, w| RouteSpec {
+            version: n(v),
+            weight: Some(w),
+        };
+        let split = |w| AliasRouting::new(vec![spec(1, 100 - w), spec(2, w)]).expect("valid");
+        r.set_alias(&t, &f, prod.clone(), split(50), true)
+            .expect("set");
+        let rollback = |from| Rollback {
+            from,
+            to: n(1),
+            new: n(2),
+            old_invocations: 30,
+            old_failures: 0,
+            new_invocations: 30,
+            new_failures: 30,
+            at_ms: 7,
+        };
+        // The owner moved the weights since the judge started: theirs stands.
+        let stale = r.roll_back_alias(&t, &f, &prod, rollback(split(10)));
+        assert!(stale.expect("stored").is_none());
+        let a = r.roll_back_alias(&t, &f, &prod, rollback(split(50)));
+        let a = a.expect("stored").expect("rolled back");
+        assert_eq!(a.routing, AliasRouting::single(n(1)));
+        assert!(a.auto_rollback);
+        assert_eq!(r.rolled_back_aliases(&t).expect("list"), vec![a.clone()]);
+        assert_eq!(r.all_aliases().expect("all"), vec![(t.clone(), a)]);
     }
 }

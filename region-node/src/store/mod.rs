@@ -50,11 +50,14 @@ pub enum Bucket {
     Limits,
     /// Tenant TLS certificates by host (owned by [`crate::certs`]; pushed to POPs).
     Certificates,
+    /// Right-size statistics (peak samples, learned sizes) by `tenant/name` (owned by
+    /// [`crate::sizes`]).
+    Sizes,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 10] = [
+    pub const ALL: [Bucket; 11] = [
         Bucket::Tenants,
         Bucket::Tokens,
         Bucket::Functions,
@@ -65,6 +68,7 @@ impl Bucket {
         Bucket::Canary,
         Bucket::Limits,
         Bucket::Certificates,
+        Bucket::Sizes,
     ];
 
     /// A stable one-byte code, used in the change history.
@@ -80,6 +84,7 @@ impl Bucket {
             Bucket::Canary => 7,
             Bucket::Limits => 8,
             Bucket::Certificates => 9,
+            Bucket::Sizes => 10,
         }
     }
 

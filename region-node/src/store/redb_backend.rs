@@ -25,6 +25,7 @@ const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_state");
 const CANARY: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_canary");
 const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_limits");
 const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_certificates");
+const SIZES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_sizes");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const STREAMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("streams");
@@ -50,6 +51,7 @@ fn table(bucket: Bucket) -> TableDefinition<'static, &'static str, &'static [u8]
         Bucket::Canary => CANARY,
         Bucket::Limits => LIMITS,
         Bucket::Certificates => CERTIFICATES,
+        Bucket::Sizes => SIZES,
     }
 }
 

@@ -14,7 +14,12 @@
 //! HTTP/2 from `h2load` ([`h2load`]), HTTP/3 from our own client ([`h3`]; Debian's
 //! `h2load` has no HTTP/3), at 64 connections and at one; then the set-up cost of a new
 //! connection ([`handshake`]): TCP, TCP + TLS 1.3, QUIC 1-RTT.
+//!
+//! The `http` ABI ([`components`]): the WAT component, and the Python and JavaScript
+//! handlers when their toolchains are here, warm at the POP (a row each) and their cold
+//! starts at the POP.
 
+pub mod components;
 pub mod guests;
 pub mod h2load;
 pub mod h3;
@@ -64,6 +69,8 @@ pub struct BenchReport {
     pub paths: Vec<PathResult>,
     /// Cold starts at the POP, microseconds, in the order measured.
     pub cold_us: Vec<u64>,
+    /// Cold starts of the `http` components at the POP: (name, bytes, microseconds).
+    pub cold_components: Vec<(String, u64, u64)>,
     /// New-connection set-up at the POP, one at a time.
     pub handshakes: Option<handshake::HandshakeResult>,
     /// The load average when the run started.
@@ -110,7 +117,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let s = Server::start(&server::sibling(binary)?, &[])?;
         paths.push(measure(path, &s.field("url")?, &plain, timing)?);
     }
-    let strata = Server::start(&server::sibling("bench-strata")?, &[])?;
+    let http_components = components::build_all(dir.path())?;
+    let mut component_args = Vec::new();
+    for c in &http_components {
+        component_args.push("--component".to_owned());
+        component_args.push(c.arg());
+    }
+    let args_of = |extra: &[String]| -> Vec<String> {
+        extra
+            .iter()
+            .cloned()
+            .chain(component_args.iter().cloned())
+            .collect()
+    };
+    let strata_args = args_of(&[]);
+    let strata = Server::start(
+        &server::sibling("bench-strata")?,
+        &strata_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
     let authed = wrk::script(dir.path(), Some(&strata.field("token")?))?;
     for (path, field) in [
         ("POP local, command", "pop_command"),
@@ -120,6 +144,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     ] {
         paths.push(measure(path, &strata.field(field)?, &authed, timing)?);
     }
+    for c in &http_components {
+        let url = strata.ready["components"][&c.name]
+            .as_str()
+            .context("bench-strata did not report a component's URL")?
+            .to_owned();
+        paths.push(measure(c.row(), &url, &authed, timing)?);
+    }
     let handshakes = over_tls(&strata, dir.path(), timing, args.smoke, &mut paths)?;
     drop(strata);
     let n = if args.smoke {
@@ -127,9 +158,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         args.cold_modules.max(1)
     };
+    let cold_args = args_of(&["--cold".to_owned(), n.to_string()]);
     let cold = Server::start(
         &server::sibling("bench-strata")?,
-        &["--cold", &n.to_string()],
+        &cold_args.iter().map(String::as_str).collect::<Vec<_>>(),
     )?;
     let cold_us = cold.ready["cold"]
         .as_array()
@@ -137,11 +169,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .iter()
         .filter_map(|r| r["total_us"].as_u64())
         .collect();
+    let cold_components = cold.ready["cold_components"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|r| {
+                    Some((
+                        r["name"].as_str()?.to_owned(),
+                        r["component_bytes"].as_u64()?,
+                        r["total_us"].as_u64()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     drop(cold);
 
     let report = BenchReport {
         paths,
         cold_us,
+        cold_components,
         handshakes: Some(handshakes),
         load_average: load_average.trim().to_owned(),
         smoke: args.smoke,
@@ -319,6 +366,16 @@ pub fn render(r: &BenchReport) -> String {
         );
     }
     let _ = writeln!(s, "\ncold starts at the POP (us): {:?}\n", r.cold_us);
+    for (name, bytes, us) in &r.cold_components {
+        let _ = writeln!(
+            s,
+            "cold start at the POP, http component ({name}, {bytes} bytes): {:.1} ms",
+            *us as f64 / 1e3
+        );
+    }
+    if !r.cold_components.is_empty() {
+        s.push('\n');
+    }
     if let Some(h) = r.handshakes {
         let _ = writeln!(
             s,
@@ -372,6 +429,7 @@ mod tests {
                 path("region direct", 12_000.0, 200.0),
             ],
             cold_us: vec![6_000, 3_000, 4_000],
+            cold_components: vec![("wat".into(), 11_000, 2_000)],
             handshakes: None,
             load_average: String::new(),
             smoke: false,

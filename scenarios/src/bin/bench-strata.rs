@@ -7,13 +7,18 @@
 //! With `--cold N` it measures cold starts instead: N distinct ~100 KB modules deployed
 //! with `placement = "edge"`, each fetched from the region, deserialized at the POP
 //! (`PopHandle::prepare`) and run once there over HTTP; prints the N times and exits.
+//!
+//! Each `--component NAME=PATH` (an `http`-ABI component, see `bench::components`) is
+//! deployed at the edge too: warm, its URL is reported as `components.NAME`; with
+//! `--cold`, its cold start at the POP is measured like the modules'.
 
 use anyhow::{Context as _, bail, ensure};
 use common::model::ArtifactDigest;
+use scenarios::bench::components::{self, Component};
 use scenarios::bench::{guests, wrk::BODY_BYTES};
-use scenarios::cluster::DevCluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use testkit::cluster::DevCluster;
 
 /// The POP binary's allocator (`pop-node`'s `main.rs`), so the benchmarked POP allocates
 /// as a deployed one does (glibc's malloc took ~11% of this process's samples).
@@ -27,17 +32,25 @@ const SLOTS: usize = 256;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
-    let cold: Option<u32> = match std::env::args().nth(1).as_deref() {
-        Some("--cold") => Some(
-            std::env::args()
-                .nth(2)
-                .context("--cold N")?
-                .parse()
-                .context("--cold N")?,
-        ),
-        Some(other) => bail!("unknown argument {other:?} (expected --cold N)"),
-        None => None,
-    };
+    let mut cold: Option<u32> = None;
+    let mut http_components = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--cold" => {
+                cold = Some(
+                    args.next()
+                        .context("--cold N")?
+                        .parse()
+                        .context("--cold N")?,
+                )
+            }
+            "--component" => http_components.push(components::parse_arg(
+                &args.next().context("--component NAME=PATH")?,
+            )?),
+            other => bail!("unknown argument {other:?} (expected --cold N, --component NAME=PATH)"),
+        }
+    }
     let dir = tempfile::tempdir()?;
     let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let region = region_node::RegionConfig {
@@ -57,17 +70,21 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let cluster = DevCluster::start(dir.path(), region, pop).await?;
-    scenarios::cluster::wait_connected(&cluster.pop, Duration::from_secs(30)).await?;
+    testkit::cluster::wait_connected(&cluster.pop, Duration::from_secs(30)).await?;
     let http = reqwest::Client::new();
     let result = match cold {
-        Some(n) => cold_starts(&cluster, &http, n).await,
-        None => serve(&cluster, &http).await,
+        Some(n) => cold_starts(&cluster, &http, n, &http_components).await,
+        None => serve(&cluster, &http, &http_components).await,
     };
     cluster.shutdown().await;
     result
 }
 
-async fn serve(cluster: &DevCluster, http: &reqwest::Client) -> anyhow::Result<()> {
+async fn serve(
+    cluster: &DevCluster,
+    http: &reqwest::Client,
+    http_components: &[Component],
+) -> anyhow::Result<()> {
     let command = wat::parse_str(guests::ECHO_COMMAND_WAT)?;
     let reactor = wat::parse_str(guests::ECHO_REACTOR_WAT)?;
     let edge = json!({"placement": "edge"});
@@ -86,10 +103,16 @@ async fn serve(cluster: &DevCluster, http: &reqwest::Client) -> anyhow::Result<(
     for (name, wasm) in [("cmd", &command), ("rx", &reactor)] {
         prepare(cluster, ArtifactDigest::of(wasm)).await?;
         let url = format!("{pop}/v1/functions/{name}/invoke");
-        until_at(http, &url, &cluster.token, "pop/").await?;
+        until_at(http, &url, &cluster.token, "pop/", true).await?;
     }
     let fwd = format!("{pop}/v1/functions/fwd/invoke");
-    until_at(http, &fwd, &cluster.token, "region/").await?;
+    until_at(http, &fwd, &cluster.token, "region/", true).await?;
+    let mut urls = serde_json::Map::new();
+    for c in http_components {
+        let (name, url, _) = deploy_component(cluster, http, c, "http").await?;
+        urls.insert(c.name.clone(), json!(url));
+        eprintln!("bench-strata: component {name} warm at the POP");
+    }
     let region = cluster.region_url();
     let ready = json!({
         "token": cluster.token,
@@ -102,6 +125,7 @@ async fn serve(cluster: &DevCluster, http: &reqwest::Client) -> anyhow::Result<(
         "pop_https_addr": cluster.pop.https_addr.context("HTTPS")?.to_string(),
         "pop_h3_addr": cluster.pop.h3_addr.context("HTTP/3")?.to_string(),
         "ca_cert": cluster.ca_cert.display().to_string(),
+        "components": urls,
     });
     scenarios::bench::server::announce_and_wait(&ready).await
 }
@@ -114,13 +138,40 @@ async fn prepare(cluster: &DevCluster, digest: ArtifactDigest) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("preparing {digest} at the POP: {}", e.message))
 }
 
-/// Posts the benchmark body to `url` until it runs at the tier `at` (at most 200 times);
-/// returns the latency of the answer from there and whether it was a cold start.
+/// Deploys component `c` at the edge as `<prefix>-<name>`, prepares it at the POP and
+/// runs it there once; returns its name, URL and the (prepare, first run) times.
+async fn deploy_component(
+    cluster: &DevCluster,
+    http: &reqwest::Client,
+    c: &Component,
+    prefix: &str,
+) -> anyhow::Result<(String, String, (Duration, Duration, usize))> {
+    let wasm = std::fs::read(&c.path).with_context(|| format!("reading {}", c.path.display()))?;
+    let name = format!("{prefix}-{}", c.name);
+    cluster
+        .deploy(
+            &name,
+            json!({"placement": "edge", "abi": "http"}),
+            wasm.clone(),
+        )
+        .await?;
+    let url = format!("{}/v1/functions/{name}/invoke", cluster.pop_url());
+    let started = Instant::now();
+    prepare(cluster, ArtifactDigest::of(&wasm)).await?;
+    let prepared = started.elapsed();
+    let (run, _) = until_at(http, &url, &cluster.token, "pop/", false).await?;
+    Ok((name, url, (prepared, run, wasm.len())))
+}
+
+/// Posts the benchmark body to `url` until it runs at the tier `at` (at most 200 times),
+/// checking that it was echoed when `echo`; returns the latency of the answer from there
+/// and whether it was a cold start.
 async fn until_at(
     http: &reqwest::Client,
     url: &str,
     token: &str,
     at: &str,
+    echo: bool,
 ) -> anyhow::Result<(Duration, bool)> {
     let body = vec![b'x'; BODY_BYTES];
     for _ in 0..200 {
@@ -143,7 +194,10 @@ async fn until_at(
         let echoed = resp.bytes().await?;
         let elapsed = started.elapsed();
         ensure!(status == 200, "{url} answered {status}");
-        ensure!(echoed.as_ref() == body.as_slice(), "{url} did not echo");
+        ensure!(
+            !echo || echoed.as_ref() == body.as_slice(),
+            "{url} did not echo"
+        );
         if executed_at.starts_with(at) {
             return Ok((elapsed, start == "cold"));
         }
@@ -152,7 +206,12 @@ async fn until_at(
     bail!("{url} never ran at {at}")
 }
 
-async fn cold_starts(cluster: &DevCluster, http: &reqwest::Client, n: u32) -> anyhow::Result<()> {
+async fn cold_starts(
+    cluster: &DevCluster,
+    http: &reqwest::Client,
+    n: u32,
+    http_components: &[Component],
+) -> anyhow::Result<()> {
     // A distinct seed per process, so a rerun on the same machine never finds these
     // modules anywhere.
     let seed = std::process::id().wrapping_mul(1000);
@@ -172,7 +231,7 @@ async fn cold_starts(cluster: &DevCluster, http: &reqwest::Client, n: u32) -> an
         let started = Instant::now();
         prepare(cluster, digest).await?;
         let prepared = started.elapsed();
-        let (run, cold) = until_at(http, &url, &cluster.token, "pop/").await?;
+        let (run, cold) = until_at(http, &url, &cluster.token, "pop/", true).await?;
         results.push(json!({
             "module_bytes": bytes,
             "prepare_us": prepared.as_micros() as u64,
@@ -181,6 +240,20 @@ async fn cold_starts(cluster: &DevCluster, http: &reqwest::Client, n: u32) -> an
             "first_run_cold": cold,
         }));
     }
-    println!("{}", json!({ "cold": results }));
+    let mut per_component = Vec::new();
+    for c in http_components {
+        let (_, _, (prepared, run, bytes)) = deploy_component(cluster, http, c, "cold").await?;
+        per_component.push(json!({
+            "name": c.name,
+            "component_bytes": bytes,
+            "prepare_us": prepared.as_micros() as u64,
+            "run_us": run.as_micros() as u64,
+            "total_us": (prepared + run).as_micros() as u64,
+        }));
+    }
+    println!(
+        "{}",
+        json!({ "cold": results, "cold_components": per_component })
+    );
     Ok(())
 }

@@ -123,7 +123,7 @@ pub async fn run(p: Params) -> anyhow::Result<Report> {
     let region_url = format!("http://{}", layout.region_http);
     let wasm = wat::parse_str(HELLO)?;
     for (name, placement) in [("near", "edge"), ("far", "region")] {
-        crate::cluster::deploy_at(
+        testkit::cluster::deploy_at(
             &region_url,
             &token,
             name,

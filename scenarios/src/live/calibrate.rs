@@ -3,7 +3,7 @@
 //! scenario loads with `model = "FILE"`.
 //!
 //! One POP and one region on loopback with a known one-way delay injected between them
-//! (the [`super::proxy::DelayProxy`]); the `echo` example deployed twice, popular (run at
+//! (the [`testkit::proxy::DelayProxy`]); the `echo` example deployed twice, popular (run at
 //! the POP) and pinned to the region (forwarded). After an untimed warm-up, each path gets
 //! `requests` calls at `concurrency` in flight; every parameter is a median over them:
 //!

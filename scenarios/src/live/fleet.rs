@@ -8,7 +8,6 @@
 //! other region's before all of them start. Every region then knows every token and
 //! function, so a POP may fail over to any of them.
 
-use super::proxy::DelayProxy;
 use crate::scenario::Scenario;
 use crate::sim::FnSpec;
 use anyhow::Context as _;
@@ -21,6 +20,7 @@ use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+use testkit::proxy::DelayProxy;
 
 /// The guest every replayed function runs: waits for the microseconds in its request.
 pub const SLEEP_WAT: &str = include_str!("../../../examples/sleep.wat");
@@ -140,7 +140,7 @@ impl Fleet {
             proxies.push(row);
         }
         for pop in &pops {
-            crate::cluster::wait_connected(pop, Duration::from_secs(30)).await?;
+            testkit::cluster::wait_connected(pop, Duration::from_secs(30)).await?;
         }
         Ok(Self {
             regions,
@@ -212,7 +212,7 @@ async fn setup(
             "timeout_ms": TIMEOUT_MS,
             "placement": if f.placement == Placement::Region { "region" } else { "auto" },
         });
-        crate::cluster::deploy_at(&url, token, &function_name(i), config, wasm.clone())
+        testkit::cluster::deploy_at(&url, token, &function_name(i), config, wasm.clone())
             .await
             .with_context(|| format!("deploying {}", function_name(i)))?;
     }

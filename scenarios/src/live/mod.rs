@@ -18,19 +18,18 @@
 pub mod calibrate;
 pub mod compare;
 pub mod fleet;
-pub mod proxy;
 pub mod ramp;
 pub mod replay;
 pub mod scenario;
 pub mod workload;
 
-use crate::cluster::DevCluster;
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::json;
 use std::time::{Duration, Instant};
+use testkit::cluster::DevCluster;
 
 /// Parameters of a live run.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,6 @@
 //! Bounded: at most `MAX_IN_FLIGHT` requests are outstanding; an arrival beyond that is
 //! counted as skipped, not queued.
 
-use crate::cluster::DevCluster;
 use anyhow::{bail, ensure};
 use common::policy::{WarmConfig, WarmMode};
 use serde::Serialize;
@@ -17,6 +16,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use testkit::cluster::DevCluster;
 use tokio::task::JoinSet;
 
 /// Requests outstanding at once, at most.

@@ -9,14 +9,14 @@
 //! placement dynamics (those are the same code on both sides).
 
 use super::compare::Comparison;
-use super::proxy::DelayProxy;
 use super::{LiveParams, Target, measure, warm_until_local};
-use crate::cluster::{DevCluster, StartOptions};
 use crate::report::Percentiles;
 use crate::scenario::{Arrivals, Functions, Scenario, Topology};
 use crate::sim::stats::Tier;
 use serde_json::json;
 use std::time::Duration;
+use testkit::cluster::{DevCluster, StartOptions};
+use testkit::proxy::DelayProxy;
 
 /// Execution time of the `echo` example in the simulator's model, ms (measured in-process:
 /// tens of microseconds).
@@ -90,7 +90,7 @@ pub(crate) async fn delayed_cluster(
     };
     let cluster = DevCluster::start_with(dir.path(), region, pop, options).await?;
     proxy.set_upstream(cluster.region.quic_addr);
-    crate::cluster::wait_connected(&cluster.pop, CONNECT_WITHIN).await?;
+    testkit::cluster::wait_connected(&cluster.pop, CONNECT_WITHIN).await?;
     // Operators can watch the run live on the region's capacity dashboard.
     eprintln!(
         "live run: dashboard at {}/dashboard#token={}",
@@ -101,7 +101,7 @@ pub(crate) async fn delayed_cluster(
 }
 
 pub(crate) async fn deploy_echo_pair(c: &DevCluster, http: &reqwest::Client) -> anyhow::Result<()> {
-    let echo = wat::parse_str(crate::cluster::EXAMPLES[1].1)?;
+    let echo = wat::parse_str(testkit::cluster::EXAMPLES[1].1)?;
     c.deploy("popular", json!({}), echo.clone()).await?;
     c.deploy("rare", json!({"placement": "region"}), echo)
         .await?;

@@ -1,5 +1,6 @@
-//! What happens to one invocation in the simulator: the POP's placement decision, local
-//! execution, forwarding with region failover and limits, artifact preparation, and the
+//! What happens to one invocation in the simulator: the POP's plan (the node's
+//! `strata_core::policy::edge` planner), local execution, forwarding with the node's
+//! failover policy (`strata_core::policy::failover`) and the region's limits, artifact preparation, and the
 //! runtime canary's choice. Latency is the time from the POP's edge receiving the request
 //! to it sending the response (device <-> POP time is not modelled).
 
@@ -9,9 +10,11 @@ use super::seams::{CanaryJudge, Runtime, Verdict};
 use super::shard::Shard;
 use super::stats::Tier;
 use super::{Completion, Event, NO_POP};
-use common::policy::{Decision, ForwardReason, LocalState};
 use rand::Rng;
 use std::time::Duration;
+use strata_core::policy::ForwardReason;
+use strata_core::policy::edge::{Facts, Plan, Slots};
+use strata_core::policy::failover::{Failover, Failure, Mark};
 
 impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.
@@ -19,32 +22,31 @@ impl Shard<'_> {
         self.rec.bucket(now).arrivals += 1;
         let exec = self.canary_exec(func, exec);
         let at = self.at(now);
-        let spec = &self.w.functions[func as usize];
-        let memory_mb = spec.memory_mb;
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];
-        p.placement.handle_request(at, &func);
-        let slot_free = p.node.slot_free();
         let known = p.known[func as usize];
-        // What placement charges against the POP's budget: every planned warm instance
-        // (at least one), like the node's `budget_cost`.
-        let planned = p.warm.as_ref().map_or(0, |w| w.target(&func));
-        let local = LocalState {
-            placement: spec.placement,
-            known: known.meta,
-            artifact_ready: known.artifact == Artifact::Ready,
-            slot_free,
+        let facts = Facts {
+            function: known.meta.then(|| &self.configs[func as usize]),
+            release: (),
             // The simulator's node enforces its own memory bound (`Node::acquire`); the
-            // policy's budget only sees the instance's memory.
-            cost_bytes: (memory_mb << 20) * u64::from(planned.max(1)),
+            // planner's budget sees the instances' memory only.
+            module_bytes: (known.artifact == Artifact::Ready).then_some(0),
+            planned_instances: p.warm.as_ref().map_or(0, |w| w.target(&func)),
         };
-        let decision = p.placement.decide(at, &func, local);
-        if known.artifact == Artifact::Absent && p.placement.wants_artifact(&func, local) {
+        let slot_free = p.node.slot_free();
+        // Leases are not modelled: a free node slot is all a local run needs.
+        let planned = p.planner.plan(at, &func, &facts, || Slots {
+            node: slot_free,
+            lease: true,
+        });
+        if known.artifact == Artifact::Absent && planned.fetch_artifact {
             self.prepare(now, pop, func);
         }
-        match decision {
-            Decision::Local => self.run_local(now, pop, func, exec),
-            Decision::Forward(reason) => self.forward(now, pop, func, exec, reason),
+        match planned.plan {
+            Plan::RunLocal { .. } => self.run_local(now, pop, func, exec),
+            Plan::Forward { reason, .. } => self.forward(now, pop, func, exec, reason),
+            // No simulated function has a rate limit, and callers are always known.
+            Plan::Reject(_) => self.rec.bucket(now).refused += 1,
         }
     }
 
@@ -92,24 +94,36 @@ impl Shard<'_> {
         self.rec.forward(now, reason);
         let w = self.w;
         let i = self.local_pop(pop);
-        for _ in 0..=w.regions {
+        // The node's failover policy: each region at most once, another only while the
+        // request certainly was not received.
+        let mut failover = Failover::new();
+        loop {
             let p = &mut self.pops[i];
-            let Some(r) = self.chooser.choose(now, pop, &p.views) else {
+            let chosen = self.chooser.choose(now, pop, &p.views);
+            let Some(&r) = failover.attempt(chosen) else {
                 break;
             };
             if let Some(down) = w.down_since(r, now) {
                 let noticed = down + w.c.failure_detect;
-                if now < noticed {
-                    // Sent on a connection whose peer is silently gone: it hangs until
-                    // the POP's liveness timeout and fails. It was sent, so it is not
-                    // retried elsewhere (at most once), like the node.
+                // Before `noticed` the POP sends on a connection whose peer is silently
+                // gone: it hangs until the POP's liveness timeout and fails. After, the
+                // connection timed out: the region is unreachable.
+                let failure = if now < noticed {
+                    Failure::Sent
+                } else {
+                    Failure::Unreachable
+                };
+                let step = failover.failed(failure);
+                if step.mark == Mark::Unreachable {
+                    p.views[r as usize].avoid_until = noticed + w.c.retry_after;
+                    self.chooser.unreachable(now, pop, r);
+                }
+                // A `Failed` mark reaches the node's region choice only when the request
+                // times out; the simulator models that detection with `failure_detect`.
+                if !step.retry {
                     self.rec.counters.lost += 1;
                     return;
                 }
-                // The POP's connection timed out at `noticed`: it avoids the region and
-                // sends to the next one.
-                p.views[r as usize].avoid_until = noticed + w.c.retry_after;
-                self.chooser.unreachable(now, pop, r);
                 self.rec.counters.failovers += 1;
                 continue;
             }
@@ -230,7 +244,10 @@ impl Shard<'_> {
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];
         if p.artifacts >= w.s.pop.max_artifacts {
-            let victim = p.ready.iter().position(|f| !p.placement.is_popular(f));
+            let victim = p
+                .ready
+                .iter()
+                .position(|f| !p.planner.placement().is_popular(f));
             let Some(i) = victim else {
                 return;
             };

@@ -1,5 +1,5 @@
 //! The discrete-event simulator: POPs and regions driven by the real
-//! `common::policy::PlacementPolicy` on a virtual clock.
+//! `strata_core::policy::PlacementPolicy` on a virtual clock.
 //!
 //! A run is a pure function of its [`Scenario`] (and trace). The model (DESIGN §6): each
 //! POP decides per invocation, with the placement policy, to run locally (warm or cold,
@@ -38,13 +38,13 @@ mod tests;
 
 use crate::scenario::{Arrivals, Scenario};
 use arrival::{RateProfile, Zipf};
-use common::model::Placement;
 use queue::Nanos;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use shard::Shard;
 use stats::{Recorder, Tier};
 use std::time::Duration;
+use strata_core::model::Placement;
 use trace::Trace;
 
 /// Nanoseconds in a millisecond.

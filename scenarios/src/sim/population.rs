@@ -5,9 +5,9 @@ use super::FnSpec;
 use super::arrival::lognormal;
 use super::trace::Trace;
 use crate::scenario::Scenario;
-use common::model::Placement;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use strata_core::model::Placement;
 
 /// The function population: the trace's functions, or `functions.count` synthetic ones
 /// with seeded medians, sizes and placements. Rank `k` of the Zipf law is function `k`.

@@ -1,18 +1,18 @@
 //! Seams where capacity policies plug into the simulator.
 //!
-//! Placement is the real `common::policy::PlacementPolicy`, region choice the real
-//! `common::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), canary
-//! verdicts the real `common::policy::canary::judge` ([`PolicyJudge`]), and a POP's warm
-//! pools follow the real `common::policy::WarmPolicy` (trend mode, per POP, ticked like
+//! Placement is the real `strata_core::policy::PlacementPolicy`, region choice the real
+//! `strata_core::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), canary
+//! verdicts the real `strata_core::policy::canary::judge` ([`PolicyJudge`]), and a POP's warm
+//! pools follow the real `strata_core::policy::WarmPolicy` (trend mode, per POP, ticked like
 //! the node's `common::warm_loop`; `super::shard`): the simulator drives the same policy
 //! code as the nodes. Instances themselves are keep-alive pools
 //! ([`super::edge::EdgeNode`] at POPs, [`super::node::Node`] at regions), which the warm
 //! policy pre-warms and retires.
 
 use super::queue::Nanos;
-use common::policy::canary::{self, CanaryConfig, Counts};
-use common::policy::region::{self, RegionChoiceConfig};
 use std::time::{Duration, Instant};
+use strata_core::policy::canary::{self, CanaryConfig, Counts};
+use strata_core::policy::region::{self, RegionChoiceConfig};
 
 /// A POP's view of one region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,7 +170,7 @@ pub trait CanaryJudge: std::fmt::Debug {
     fn judge(&self, o: &Outcomes) -> Verdict;
 }
 
-/// The nodes' own canary judge, [`common::policy::canary::judge`]: a one-sided
+/// The nodes' own canary judge, [`strata_core::policy::canary::judge`]: a one-sided
 /// two-proportion z-test once both runtimes have `min_samples` outcomes, never pinning on
 /// fewer than `min_failures` failures.
 #[derive(Debug, Clone, Copy)]

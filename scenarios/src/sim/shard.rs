@@ -7,15 +7,20 @@ use super::queue::{EventQueue, Nanos};
 use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
-use common::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
+use strata_core::model::FunctionConfig;
+use strata_core::policy::edge::EdgePlanner;
+use strata_core::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 
 /// The real placement policy, keyed by function index rather than by
-/// [`FunctionKey`](common::model::FunctionKey):
+/// [`FunctionKey`](strata_core::model::FunctionKey):
 /// hashing two strings per call was a tenth of a fleet-scale run's time.
 type PopPlacement = PlacementPolicy<u32, BuildHasherDefault<IdHasher>>;
+
+/// The POP's real planner over [`PopPlacement`].
+type PopPlanner = EdgePlanner<u32, BuildHasherDefault<IdHasher>>;
 
 /// The real warm-pool policy, keyed like [`PopPlacement`].
 type PopWarm = WarmPolicy<u32, BuildHasherDefault<IdHasher>>;
@@ -38,7 +43,8 @@ pub(super) struct Known {
 #[derive(Debug)]
 pub(super) struct Pop {
     pub node: EdgeNode,
-    pub placement: PopPlacement,
+    /// The node's planner (placement, pins, budget): `strata_core::policy::edge`.
+    pub planner: PopPlanner,
     /// The warm-pool policy, in `trend` mode (`None`: keep-alive only).
     pub warm: Option<PopWarm>,
     /// What the POP knows of each function, indexed by function: two bytes each, so even
@@ -68,6 +74,9 @@ pub(super) struct Shard<'w> {
     pub id: u32,
     pub rng: ChaCha8Rng,
     base: Instant,
+    /// Each function's config as the planner reads it (memory and placement; indexed by
+    /// function).
+    pub configs: Vec<FunctionConfig>,
     pub queue: EventQueue<Event>,
     /// The POPs this shard owns, in the order of their index (`World::pop_home`).
     pub pops: Vec<Pop>,
@@ -106,17 +115,23 @@ impl<'w> Shard<'w> {
         let n = w.functions.len();
         let keep_pop = ns(s.pop.keep_alive_s * 1e3);
         let keep_region = ns(s.region.keep_alive_s * 1e3);
+        let base = Instant::now();
         let pops = (0..s.topology.pops)
             .filter(|&p| w.shard_of_pop(p as u32) == id)
             .map(|p| Pop {
                 node: EdgeNode::new(s.pop.slots, s.pop.memory_mb, keep_pop),
                 // The popular set's memory budget is the POP's memory (`pop.memory_mb`).
-                placement: PopPlacement::with_hasher(
-                    common::policy::PlacementConfig {
-                        memory_budget_mb: s.pop.memory_mb,
-                        ..s.pop.placement.clone()
-                    },
-                    Default::default(),
+                planner: PopPlanner::new(
+                    PopPlacement::with_hasher(
+                        strata_core::policy::PlacementConfig {
+                            memory_budget_mb: s.pop.memory_mb,
+                            ..s.pop.placement.clone()
+                        },
+                        Default::default(),
+                    ),
+                    base,
+                    // No simulated function has a rate limit.
+                    1,
                 ),
                 warm: (s.pop.warm.mode == WarmMode::Trend)
                     .then(|| PopWarm::with_hasher(s.pop.warm.clone(), Default::default())),
@@ -143,9 +158,9 @@ impl<'w> Shard<'w> {
             })
             .collect();
         let judge = s.canary.as_ref().map(|c| PolicyJudge {
-            cfg: common::policy::canary::CanaryConfig {
+            cfg: strata_core::policy::canary::CanaryConfig {
                 min_samples: c.min_samples,
-                ..common::policy::canary::CanaryConfig::default()
+                ..strata_core::policy::canary::CanaryConfig::default()
             },
         });
         let rec = Recorder::new(w.end, (s.sample_interval() * SEC) as Nanos)?;
@@ -153,7 +168,16 @@ impl<'w> Shard<'w> {
             w,
             id,
             rng,
-            base: Instant::now(),
+            base,
+            configs: w
+                .functions
+                .iter()
+                .map(|f| FunctionConfig {
+                    memory_mb: u32::try_from(f.memory_mb).unwrap_or(u32::MAX),
+                    placement: f.placement,
+                    ..FunctionConfig::default()
+                })
+                .collect(),
             queue: EventQueue::default(),
             pops,
             regions,

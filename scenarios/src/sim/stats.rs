@@ -7,9 +7,9 @@
 
 use super::node::Removed;
 use super::queue::Nanos;
-use common::policy::ForwardReason;
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use strata_core::policy::ForwardReason;
 
 /// Where an invocation ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

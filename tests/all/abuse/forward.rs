@@ -5,9 +5,9 @@
 //! itself are still served.
 
 use crate::support::{TestCluster, header, pop_config, region_config, until_served};
-use scenarios::live::proxy::DelayProxy;
 use serde_json::json;
 use std::time::Duration;
+use testkit::proxy::DelayProxy;
 
 const HELLO: &str = include_str!("../../../examples/hello.wat");
 

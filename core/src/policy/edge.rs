@@ -1,0 +1,280 @@
+//! The POP's planner: every rule that decides what a POP does with one invocation, in one
+//! place, used by the POP's invoker and by the simulator alike.
+//!
+//! The shell gathers facts (who is calling, the function's config, whether its module is
+//! compiled here, a free node slot and lease slot) and asks; the planner answers
+//! [`Plan::RunLocal`], [`Plan::Forward`] or [`Plan::Reject`], and the shell does what it
+//! says. The rules, in order:
+//! 1. an event is always forwarded: events are queued durably at the region
+//!    ([`EdgePlanner::screen`]);
+//! 2. a request through an HTTP route runs as the route's owner; a token this POP does not
+//!    know is forwarded (the region authenticates it); no credential at all is refused;
+//! 3. a function that dead-letters its failed synchronous invocations is pinned to the
+//!    region, where the dead-letter queue is;
+//! 4. a function over its `rate_limit_rps` is refused (429) before anything else is spent;
+//! 5. a function in a `resource_group` is pinned to the region (shared state lives there);
+//! 6. a local run needs the module compiled for the chosen release, a node slot and a slot
+//!    of the tenant's lease; the placement policy ([`PlacementPolicy`]) weighs popularity
+//!    and the memory budget ([`budget_cost`]);
+//! 7. a run refused only for want of a lease slot may still run here, uncounted, when the
+//!    forward fails because no region is reachable at all ([`run_uncounted`]).
+//!
+//! Never performs I/O and never reads a clock: `now` is passed in, and the slots are
+//! drawn through a closure the shell passes, only when the rules get that far (so a
+//! pinned or refused invocation never touches the tenant's lease).
+
+use super::placement::{Decision, ForwardReason, LocalState, PlacementPolicy};
+use super::rate::RateLimits;
+use crate::model::{FunctionConfig, FunctionKey, Placement};
+use std::collections::hash_map::RandomState;
+use std::fmt::Display;
+use std::hash::{BuildHasher, Hash};
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+/// Who is calling, as far as the POP can tell before looking the function up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The tenant is known: the route's owner, or a token this POP holds.
+    Known,
+    /// A token this POP does not hold (not pushed yet, or learned and expired).
+    UnknownToken,
+    /// Neither a route nor a token.
+    Anonymous,
+}
+
+/// What the POP does with one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan<R> {
+    /// Run here on `release`; the slots drawn for the planning are the run's.
+    RunLocal {
+        /// The runtime release to run on.
+        release: R,
+    },
+    /// Send to a region.
+    Forward {
+        /// Why (for metrics and logs).
+        reason: ForwardReason,
+        /// Only the tenant's lease was missing: if the forward fails because no region is
+        /// reachable, run here uncounted ([`run_uncounted`]).
+        uncounted_fallback: bool,
+    },
+    /// Refuse at the POP.
+    Reject(Refusal),
+}
+
+impl<R> Plan<R> {
+    /// A forward for `reason` with no local fallback.
+    pub fn forward(reason: ForwardReason) -> Self {
+        Self::Forward {
+            reason,
+            uncounted_fallback: false,
+        }
+    }
+}
+
+/// Why the POP refuses an invocation itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No route and no token (401).
+    Unauthenticated,
+    /// The function is over its per-POP rate limit (429).
+    RateLimited {
+        /// The limit in force, per second.
+        rps: NonZeroU32,
+        /// When a token is next available.
+        retry_after: Duration,
+    },
+}
+
+/// What the POP knows about a function it found, for [`EdgePlanner::plan`].
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a, R> {
+    /// The function's config; `None` when the POP does not know the function.
+    pub function: Option<&'a FunctionConfig>,
+    /// The release it would run on here ([`release`]).
+    pub release: R,
+    /// The size of its module compiled for `release` here, when it is.
+    pub module_bytes: Option<u64>,
+    /// Warm instances the warm-pool plan wants for it here.
+    pub planned_instances: u32,
+}
+
+/// The slots a local run draws: one of the node's and one of the tenant's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slots {
+    /// A node execution slot is free (and now held).
+    pub node: bool,
+    /// A slot of the tenant's lease is free (and now held).
+    pub lease: bool,
+}
+
+/// The planner's answer for a function the POP looked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Planned<R> {
+    /// What to do with the invocation.
+    pub plan: Plan<R>,
+    /// Start fetching and compiling the function's module here (it became popular).
+    pub fetch_artifact: bool,
+    /// Start compiling the module for this release: the function runs on a release whose
+    /// module is not ready here, and is forwarded until it is.
+    pub prepare_release: Option<R>,
+}
+
+/// The POP's planner: the placement policy and the per-function rate limits, and the
+/// rules around them (module docs).
+#[derive(Debug)]
+pub struct EdgePlanner<K = FunctionKey, S = RandomState> {
+    placement: PlacementPolicy<K, S>,
+    rates: RateLimits,
+}
+
+impl<K, S> EdgePlanner<K, S>
+where
+    K: Eq + Hash + Ord + Clone + Display,
+    S: BuildHasher,
+{
+    /// A planner over `placement`, tracking the request rate of at most `max_rate_keys`
+    /// functions at once (from `now`).
+    pub fn new(placement: PlacementPolicy<K, S>, now: Instant, max_rate_keys: usize) -> Self {
+        Self {
+            placement,
+            rates: RateLimits::new(now, max_rate_keys),
+        }
+    }
+
+    /// The placement policy (for popularity queries and metrics).
+    pub fn placement(&self) -> &PlacementPolicy<K, S> {
+        &self.placement
+    }
+
+    /// Rules 1 and 2: what happens before the function is looked up; `None` to go on.
+    pub fn screen<R>(event: bool, caller: Caller) -> Option<Plan<R>> {
+        if event {
+            return Some(Plan::forward(ForwardReason::Pinned));
+        }
+        match caller {
+            Caller::Known => None,
+            Caller::UnknownToken => Some(Plan::forward(ForwardReason::Unknown)),
+            Caller::Anonymous => Some(Plan::Reject(Refusal::Unauthenticated)),
+        }
+    }
+
+    /// Rules 3 to 6 for the invocation of `key` at `now`. `draw` takes a node slot and a
+    /// lease slot (each only when free, the lease only with a node slot); it is called at
+    /// most once, and only when the module is ready here.
+    pub fn plan<R: Copy + PartialEq + Default>(
+        &mut self,
+        now: Instant,
+        key: &K,
+        facts: &Facts<'_, R>,
+        draw: impl FnOnce() -> Slots,
+    ) -> Planned<R> {
+        let mut planned = Planned {
+            plan: Plan::forward(ForwardReason::Unknown),
+            fetch_artifact: false,
+            prepare_release: None,
+        };
+        if let Some(f) = facts.function {
+            if f.dead_letter_sync {
+                planned.plan = Plan::forward(ForwardReason::Pinned);
+                return planned;
+            }
+            if let Some(rps) = f.rate_limit_rps.and_then(NonZeroU32::new)
+                && let Err(limited) = self.rates.check(now, &key.to_string(), rps)
+            {
+                planned.plan = Plan::Reject(Refusal::RateLimited {
+                    rps,
+                    retry_after: limited.retry_after,
+                });
+                return planned;
+            }
+            if facts.module_bytes.is_none() && facts.release != R::default() {
+                planned.prepare_release = Some(facts.release);
+            }
+        }
+        let ready = facts.function.is_some() && facts.module_bytes.is_some();
+        let slots = if ready {
+            draw()
+        } else {
+            Slots {
+                node: false,
+                lease: false,
+            }
+        };
+        let local = LocalState {
+            placement: facts.function.map_or(Placement::Auto, placement_of),
+            known: facts.function.is_some(),
+            artifact_ready: facts.module_bytes.is_some(),
+            slot_free: slots.node && slots.lease,
+            cost_bytes: facts.function.map_or(0, |f| {
+                budget_cost(f, facts.module_bytes, facts.planned_instances)
+            }),
+        };
+        self.placement.handle_request(now, key);
+        let decision = self.placement.decide(now, key, local);
+        planned.fetch_artifact =
+            facts.function.is_some() && self.placement.wants_artifact(key, local);
+        planned.plan = match decision {
+            Decision::Local if ready => Plan::RunLocal {
+                release: facts.release,
+            },
+            // Local without a function or module cannot be right (the state said both
+            // exist); treat it as unknown rather than trusting the policy blindly.
+            Decision::Local => Plan::forward(ForwardReason::Unknown),
+            Decision::Forward(ForwardReason::OverCapacity) if slots.node && !slots.lease => {
+                Plan::Forward {
+                    reason: ForwardReason::OverCapacity,
+                    uncounted_fallback: true,
+                }
+            }
+            Decision::Forward(reason) => Plan::forward(reason),
+        };
+        planned
+    }
+}
+
+/// The release a function runs on at this POP: the one the region named (its canary's
+/// decision), else the owner's `runtime` pin (a pushed function names none), if `hosted`
+/// here; else the current release (`R::default()`). Never a release the region did not
+/// pick or this POP does not host.
+pub fn release<R: Default>(
+    named: Option<&str>,
+    pinned: Option<&str>,
+    hosted: impl Fn(&str) -> Option<R>,
+) -> R {
+    named.or(pinned).and_then(hosted).unwrap_or_default()
+}
+
+/// Rule 7: after a plan with `uncounted_fallback` was forwarded and the forward failed,
+/// whether to run the invocation here after all, uncounted by any region: only when the
+/// failure was "unavailable" and no region connection is up (no region is reachable, so
+/// no lease can be granted; the global limit holds while a region is). A region that
+/// stops answering lease messages is caught earlier, by the lease book's stalled draws.
+pub fn run_uncounted(unavailable: bool, region_connected: bool) -> bool {
+    unavailable && !region_connected
+}
+
+/// Where a function may run as far as its config says: shared state (a resource group)
+/// lives at the region, so such functions are pinned there.
+pub fn placement_of(f: &FunctionConfig) -> Placement {
+    if f.resource_group.is_some() {
+        Placement::Region
+    } else {
+        f.placement
+    }
+}
+
+/// What running a function here costs against the POP's memory budget: its module's bytes
+/// once it is compiled here, plus the memory limits of its instances: the warm instances
+/// the warm-pool plan wants, at least one (a command module's instance per run).
+pub fn budget_cost(f: &FunctionConfig, module_bytes: Option<u64>, planned: u32) -> u64 {
+    let instances = u64::from(planned.max(1));
+    module_bytes
+        .unwrap_or(0)
+        .saturating_add(instances.saturating_mul(f.memory_bytes()))
+}
+
+#[cfg(test)]
+#[path = "edge_tests.rs"]
+mod tests;

@@ -1,0 +1,244 @@
+//! Unit tests of the POP's planner, on a hand-driven clock.
+
+use super::*;
+use crate::model::{FunctionName, TenantId};
+use crate::policy::placement::PlacementConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Rel {
+    #[default]
+    Current,
+    Next,
+}
+
+fn key(name: &str) -> FunctionKey {
+    FunctionKey {
+        tenant: TenantId::new("t").expect("valid"),
+        name: FunctionName::new(name).expect("valid"),
+    }
+}
+
+fn planner(now: Instant) -> EdgePlanner {
+    EdgePlanner::new(PlacementPolicy::new(PlacementConfig::default()), now, 16)
+}
+
+/// A function pinned to the edge: placement runs it here whenever it can.
+fn edge_config() -> FunctionConfig {
+    FunctionConfig {
+        placement: Placement::Edge,
+        ..FunctionConfig::default()
+    }
+}
+
+fn ready(f: &FunctionConfig) -> Facts<'_, Rel> {
+    Facts {
+        function: Some(f),
+        release: Rel::Current,
+        module_bytes: Some(1 << 20),
+        planned_instances: 0,
+    }
+}
+
+const BOTH: Slots = Slots {
+    node: true,
+    lease: true,
+};
+
+fn never() -> Slots {
+    panic!("the planner drew slots it must not touch")
+}
+
+#[test]
+fn an_event_is_forwarded_pinned_whoever_calls() {
+    for caller in [Caller::Known, Caller::UnknownToken, Caller::Anonymous] {
+        assert_eq!(
+            EdgePlanner::<FunctionKey>::screen::<Rel>(true, caller),
+            Some(Plan::forward(ForwardReason::Pinned))
+        );
+    }
+}
+
+#[test]
+fn an_unknown_token_is_forwarded_and_no_credential_is_refused() {
+    let screen = EdgePlanner::<FunctionKey>::screen::<Rel>;
+    assert_eq!(screen(false, Caller::Known), None);
+    assert_eq!(
+        screen(false, Caller::UnknownToken),
+        Some(Plan::forward(ForwardReason::Unknown))
+    );
+    assert_eq!(
+        screen(false, Caller::Anonymous),
+        Some(Plan::Reject(Refusal::Unauthenticated))
+    );
+}
+
+#[test]
+fn a_ready_edge_function_with_both_slots_runs_here_on_its_release() {
+    let now = Instant::now();
+    let f = edge_config();
+    let facts = Facts {
+        release: Rel::Next,
+        ..ready(&f)
+    };
+    let planned = planner(now).plan(now, &key("f"), &facts, || BOTH);
+    assert_eq!(planned.plan, Plan::RunLocal { release: Rel::Next });
+    assert_eq!(planned.prepare_release, None);
+}
+
+#[test]
+fn dead_letter_sync_is_pinned_to_the_region_without_touching_the_lease() {
+    let now = Instant::now();
+    let f = FunctionConfig {
+        dead_letter_sync: true,
+        ..edge_config()
+    };
+    let planned = planner(now).plan(now, &key("f"), &ready(&f), never);
+    assert_eq!(planned.plan, Plan::forward(ForwardReason::Pinned));
+}
+
+#[test]
+fn a_resource_group_pins_the_function_to_the_region() {
+    let now = Instant::now();
+    let f = FunctionConfig {
+        resource_group: Some("carts".into()),
+        ..edge_config()
+    };
+    let planned = planner(now).plan(now, &key("f"), &ready(&f), || BOTH);
+    assert_eq!(planned.plan, Plan::forward(ForwardReason::Pinned));
+}
+
+#[test]
+fn over_its_rate_limit_a_function_is_refused_before_drawing_slots() {
+    let now = Instant::now();
+    let f = FunctionConfig {
+        rate_limit_rps: Some(1),
+        ..edge_config()
+    };
+    let mut p = planner(now);
+    let first = p.plan(now, &key("f"), &ready(&f), || BOTH);
+    assert!(matches!(first.plan, Plan::RunLocal { .. }));
+    let second = p.plan(now, &key("f"), &ready(&f), never);
+    let Plan::Reject(Refusal::RateLimited { rps, retry_after }) = second.plan else {
+        panic!("expected a rate refusal, got {second:?}");
+    };
+    assert_eq!(rps.get(), 1);
+    assert!(retry_after > Duration::ZERO);
+    // Another function has its own limit.
+    let other = p.plan(now, &key("g"), &ready(&f), || BOTH);
+    assert!(matches!(other.plan, Plan::RunLocal { .. }));
+}
+
+#[test]
+fn only_a_missing_lease_slot_allows_the_uncounted_fallback() {
+    let now = Instant::now();
+    let f = edge_config();
+    let mut p = planner(now);
+    let no_lease = p.plan(now, &key("f"), &ready(&f), || Slots {
+        node: true,
+        lease: false,
+    });
+    assert_eq!(
+        no_lease.plan,
+        Plan::Forward {
+            reason: ForwardReason::OverCapacity,
+            uncounted_fallback: true
+        }
+    );
+    let no_node = p.plan(now, &key("f"), &ready(&f), || Slots {
+        node: false,
+        lease: false,
+    });
+    assert_eq!(no_node.plan, Plan::forward(ForwardReason::OverCapacity));
+}
+
+#[test]
+fn a_release_whose_module_is_not_here_is_forwarded_and_prepared() {
+    let now = Instant::now();
+    let f = edge_config();
+    let facts = Facts {
+        release: Rel::Next,
+        module_bytes: None,
+        ..ready(&f)
+    };
+    let planned = planner(now).plan(now, &key("f"), &facts, never);
+    assert_eq!(planned.plan, Plan::forward(ForwardReason::NotReady));
+    assert_eq!(planned.prepare_release, Some(Rel::Next));
+    assert!(
+        planned.fetch_artifact,
+        "an edge-pinned function wants its code"
+    );
+    // On the current release, the prefetch is the placement's (`fetch_artifact`) only.
+    let current = Facts {
+        module_bytes: None,
+        ..ready(&f)
+    };
+    assert_eq!(
+        planner(now)
+            .plan(now, &key("f"), &current, never)
+            .prepare_release,
+        None
+    );
+}
+
+#[test]
+fn an_unknown_function_is_forwarded_without_drawing_slots() {
+    let now = Instant::now();
+    let facts: Facts<'_, Rel> = Facts {
+        function: None,
+        release: Rel::Current,
+        module_bytes: None,
+        planned_instances: 0,
+    };
+    let mut p = planner(now);
+    // Seen once it is rare; once popular, still forwarded: the POP does not know it.
+    assert_eq!(
+        p.plan(now, &key("f"), &facts, never).plan,
+        Plan::forward(ForwardReason::Rare)
+    );
+    let mut last = None;
+    for i in 1..20 {
+        last = Some(p.plan(
+            now + Duration::from_millis(10 * i),
+            &key("f"),
+            &facts,
+            never,
+        ));
+    }
+    let last = last.expect("planned");
+    assert_eq!(last.plan, Plan::forward(ForwardReason::Unknown));
+    assert!(!last.fetch_artifact, "nothing to fetch without its digest");
+}
+
+#[test]
+fn the_budget_counts_the_module_and_every_planned_instance_at_least_one() {
+    let f = FunctionConfig {
+        memory_mb: 64,
+        ..FunctionConfig::default()
+    };
+    assert_eq!(budget_cost(&f, None, 0), 64 << 20);
+    assert_eq!(budget_cost(&f, Some(1000), 0), (64 << 20) + 1000);
+    assert_eq!(budget_cost(&f, Some(1000), 3), 3 * (64 << 20) + 1000);
+}
+
+#[test]
+fn the_region_named_release_wins_if_hosted_else_the_current_one() {
+    let hosted = |name: &str| match name {
+        "next" => Some(Rel::Next),
+        "current" => Some(Rel::Current),
+        _ => None,
+    };
+    assert_eq!(release(Some("next"), Some("current"), hosted), Rel::Next);
+    assert_eq!(release(None, Some("next"), hosted), Rel::Next);
+    assert_eq!(
+        release(Some("elsewhere"), Some("next"), hosted),
+        Rel::Current
+    );
+    assert_eq!(release(None, None, hosted), Rel::Current);
+}
+
+#[test]
+fn only_an_unreachable_fleet_lets_a_lease_less_run_go_uncounted() {
+    assert!(run_uncounted(true, false));
+    assert!(!run_uncounted(true, true));
+    assert!(!run_uncounted(false, false));
+}
