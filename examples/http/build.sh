@@ -35,7 +35,13 @@ case "${1:-}" in
   js)
     out="${2:?usage: build.sh js OUT_DIR}"
     mkdir -p "$out"
-    [ -d "$here/js/node_modules" ] || npm ci --prefix "$here/js" --no-audit --no-fund --silent
+    # Installed again whenever the lock file changed since the last complete install (a
+    # stamp copy of it is written only after `npm ci` succeeded).
+    stamp="$here/js/node_modules/.strata-package-lock.json"
+    if ! cmp -s "$here/js/package-lock.json" "$stamp"; then
+      npm ci --prefix "$here/js" --no-audit --no-fund --silent
+      cp "$here/js/package-lock.json" "$stamp"
+    fi
     node "$here/js/build.mjs" "$out/hello-js.wasm"
     ;;
   *)
