@@ -1,0 +1,145 @@
+use super::*;
+use common::sandbox::{Sandbox, SandboxConfig};
+
+const HELLO: &str = include_str!("../../examples/hello.wat");
+
+fn cache(dir: &Path, disk_bytes: u64) -> ArtifactCache {
+    let executor = Executor::new(
+        Sandbox::new(SandboxConfig::default()).expect("sandbox"),
+        64 << 20,
+    );
+    ArtifactCache::open(
+        dir,
+        executor,
+        64 << 20,
+        disk_bytes,
+        10,
+        Duration::from_secs(60),
+    )
+    .expect("opens")
+}
+
+fn precompiled(c: &ArtifactCache, wat: &str) -> (ArtifactDigest, Vec<u8>) {
+    let wasm = wat::parse_str(wat).expect("wat");
+    let sandbox = c.executor().sandbox();
+    let module = sandbox.compile(&wasm).expect("compiles");
+    (
+        module.digest(),
+        sandbox.precompile(&module).expect("serializes"),
+    )
+}
+
+#[test]
+fn an_artifact_written_to_disk_loads_back_and_warms_up_a_new_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cache(dir.path(), 1 << 30);
+    let (digest, bytes) = precompiled(&c, HELLO);
+    c.write_to_disk(digest, &bytes).expect("writes");
+    assert!(c.load_from_disk(digest).is_some());
+    let restarted = cache(dir.path(), 1 << 30);
+    assert_eq!(restarted.warm_up(), 1);
+    assert!(restarted.executor().cached(&digest).is_some());
+}
+
+#[test]
+fn a_corrupted_file_is_deleted_and_not_loaded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cache(dir.path(), 1 << 30);
+    let (digest, bytes) = precompiled(&c, HELLO);
+    c.write_to_disk(digest, &bytes).expect("writes");
+    let path = c.path(&digest);
+    let mut data = std::fs::read(&path).expect("file");
+    let last = data.len() - 1;
+    data[last] ^= 0xff;
+    std::fs::write(&path, data).expect("corrupt it");
+    assert!(c.load_from_disk(digest).is_none());
+    assert!(!path.exists());
+}
+
+#[test]
+fn the_disk_cache_is_bounded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cache(dir.path(), 1);
+    let (digest, bytes) = precompiled(&c, HELLO);
+    c.write_to_disk(digest, &bytes).expect("writes");
+    assert!(
+        !c.path(&digest).exists(),
+        "one file alone is over the bound"
+    );
+}
+
+#[test]
+fn remembered_functions_come_back_with_their_remaining_ttl_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Arc::new(cache(dir.path(), 1 << 30));
+    let function = ResolvedFunction {
+        key: FunctionKey {
+            tenant: common::model::TenantId::new("t").expect("tenant"),
+            name: common::model::FunctionName::new("f").expect("name"),
+        },
+        version: "$LATEST".into(),
+        digest: ArtifactDigest::of(b"m"),
+        config: common::model::FunctionConfig::default(),
+        revision: 3,
+        release: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let token = "sa_secret-bearer-token";
+    c.remember(token, &function);
+    assert!(
+        !dir.path().join(KNOWN_FILE).exists(),
+        "remembering does not touch the disk"
+    );
+    rt.block_on(c.flush());
+    let file = std::fs::read_to_string(dir.path().join(KNOWN_FILE)).expect("known.json");
+    assert!(
+        !file.contains(token),
+        "only the token's hash is written: {file}"
+    );
+    let known = Known::new(Duration::from_secs(60), 10);
+    assert_eq!(cache(dir.path(), 1 << 30).restore(&known), 1);
+    assert_eq!(
+        known.tenant(token, Instant::now()).map(|t| t.to_string()),
+        Some("t".to_owned())
+    );
+    assert_eq!(
+        known
+            .function(&function.key, Instant::now())
+            .map(|f| f.revision),
+        Some(3)
+    );
+    // A node whose TTL is shorter than the entry's age does not trust it.
+    let strict = ArtifactCache {
+        ttl: Duration::ZERO,
+        ..cache(dir.path(), 1 << 30)
+    };
+    assert_eq!(strict.restore(&Known::new(Duration::from_secs(60), 10)), 0);
+}
+
+#[test]
+fn the_remembered_table_stays_within_its_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = ArtifactCache {
+        max_known: 16,
+        ..cache(dir.path(), 1 << 30)
+    };
+    for i in 0..100 {
+        let function = ResolvedFunction {
+            key: FunctionKey {
+                tenant: common::model::TenantId::new("t").expect("tenant"),
+                name: common::model::FunctionName::new(format!("f{i}")).expect("name"),
+            },
+            version: "$LATEST".into(),
+            digest: ArtifactDigest::of(b"m"),
+            config: common::model::FunctionConfig::default(),
+            revision: 1,
+            release: None,
+        };
+        c.remember("token", &function);
+        let held = c.known.lock().expect("lock").len();
+        assert!(held <= 16, "{held} remembered after {i}");
+    }
+}
