@@ -3,7 +3,7 @@
 //! admit at most the limit.
 
 use crate::failover::seeded_pair;
-use crate::support::{LOOP_FOREVER, any_port, pop_config, region_config};
+use crate::support::{LOOP_FOREVER, any_port, eventually, pop_config, region_config};
 use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
@@ -60,6 +60,13 @@ async fn two_regions_together_admit_at_most_the_tenants_limit() {
         .await
         .expect("POP B");
 
+    // Both POPs hold their region's pushed state (tokens included) before the spins.
+    for pop in [&pop_a, &pop_b] {
+        assert!(
+            eventually(|| pop.sync_status().live).await,
+            "a POP's push stream never went live"
+        );
+    }
     let http = reqwest::Client::new();
     let spin_at = |addr: std::net::SocketAddr| {
         let (http, token) = (http.clone(), token.clone());
