@@ -129,12 +129,8 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                         }
                     };
                     match msg {
-                        Ok(Message::Updates {
-                            revision,
-                            snapshot,
-                            updates,
-                        }) => {
-                            apply(&parts, revision, snapshot, updates);
+                        Ok(msg @ Message::Updates { .. }) => {
+                            apply(&parts, msg);
                             backoff = MIN_BACKOFF;
                         }
                         // Advisory: prepare code that is trending up elsewhere before local
@@ -174,7 +170,19 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
     }
 }
 
-fn apply(parts: &SyncParts, revision: u64, snapshot: bool, updates: Vec<common::wire::Update>) {
+/// Applies one [`Message::Updates`]. The POP goes live (trusts its registry, e.g. to
+/// refuse unknown tokens without asking the region) only once the state is whole: after
+/// the last chunk of a snapshot, never between chunks.
+fn apply(parts: &SyncParts, msg: Message) {
+    let complete = msg.completes_state();
+    let Message::Updates {
+        revision,
+        snapshot,
+        updates,
+    } = msg
+    else {
+        return;
+    };
     if snapshot {
         parts.known.clear_pushed();
         parts.certs.clear();
@@ -194,7 +202,7 @@ fn apply(parts: &SyncParts, revision: u64, snapshot: bool, updates: Vec<common::
         }
     }
     parts.state.revision.store(revision, Ordering::Release);
-    if !parts.state.live.swap(true, Ordering::AcqRel) {
+    if complete && !parts.state.live.swap(true, Ordering::AcqRel) {
         parts.known.set_push_live(true, Instant::now());
     }
 }

@@ -251,11 +251,25 @@ mod tests {
             shape(&messages),
             [(0, true, SNAPSHOT_CHUNK), (77, false, 5)]
         );
+        // A POP goes live (trusts its registry to refuse unknown tokens) only after the
+        // last chunk, never with half a registry.
+        let complete: Vec<bool> = messages.iter().map(Message::completes_state).collect();
+        assert_eq!(complete, [false, true]);
+        let three = snapshot_messages(&snapshot(2 * SNAPSHOT_CHUNK + 1));
+        let complete: Vec<bool> = three.iter().map(Message::completes_state).collect();
+        assert_eq!(complete, [false, false, true]);
     }
 
     #[test]
     fn an_empty_snapshot_is_still_one_message() {
-        assert_eq!(shape(&snapshot_messages(&snapshot(0))), [(77, true, 0)]);
+        let messages = snapshot_messages(&snapshot(0));
+        assert_eq!(shape(&messages), [(77, true, 0)]);
+        assert!(messages[0].completes_state());
+        let mut fresh = snapshot(0);
+        fresh.revision = 0;
+        let messages = snapshot_messages(&fresh);
+        assert_eq!(shape(&messages), [(0, true, 0)]);
+        assert!(messages[0].completes_state(), "a registry at revision 0 is whole");
     }
 
     fn release_shape(messages: &[Message]) -> Vec<(bool, usize)> {

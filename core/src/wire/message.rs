@@ -162,8 +162,14 @@ pub enum Message {
         since_revision: u64,
     },
     /// Region -> POP on the push stream: registry changes up to `revision`.
+    ///
+    /// A snapshot too large for one message comes in chunks: the first says `snapshot`,
+    /// every chunk but the last carries revision 0 and is never empty (a registry at
+    /// revision 0 holds nothing). The POP's state is whole again only after a message for
+    /// which [`Message::completes_state`] holds.
     Updates {
-        /// The registry revision these updates bring the POP to.
+        /// The registry revision these updates bring the POP to (0: a chunk of a snapshot
+        /// that continues in the next message).
         revision: u64,
         /// True when the history no longer reached back to the POP's revision: forget
         /// everything pushed before and apply these as the whole state.
@@ -258,6 +264,21 @@ pub enum Message {
         /// in its load reports. 0: POPs run undecided functions on the current release.
         canary_percent: u8,
     },
+}
+
+impl Message {
+    /// For [`Message::Updates`]: whether applying it leaves the receiver with a whole,
+    /// consistent registry state (a message with a revision, or an empty one: the
+    /// snapshot of a registry at revision 0), rather than partway through a chunked
+    /// snapshot. False for every other message.
+    pub fn completes_state(&self) -> bool {
+        match self {
+            Message::Updates {
+                revision, updates, ..
+            } => *revision != 0 || updates.is_empty(),
+            _ => false,
+        }
+    }
 }
 
 /// Which runtime release a function runs on at POPs. Not registry state (verdicts live
