@@ -16,6 +16,7 @@
 //! writes.
 
 mod durable;
+mod rebalance;
 
 use crate::store::Store;
 use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
@@ -78,14 +79,23 @@ impl TenantLimits {
         Ok(())
     }
 
-    /// The budget's settings at this region: its `split` share of these.
-    fn policy(self, split: &RegionSplit) -> LimitConfig {
-        split.config(LimitConfig {
+    /// The whole limit, before any split among regions.
+    fn whole(self) -> LimitConfig {
+        LimitConfig {
             hard_max: self.hard_max,
             burst: self.burst,
             step: self.step,
             interval: Duration::from_millis(self.interval_ms),
-        })
+        }
+    }
+
+    /// The budget's settings at this region: `share` of the hard maximum when the
+    /// regions rebalanced it, otherwise the static `split`.
+    fn policy(self, split: &RegionSplit, share: Option<u32>) -> LimitConfig {
+        match share {
+            Some(share) => RegionSplit::config_for_share(self.whole(), share),
+            None => split.config(self.whole()),
+        }
     }
 }
 
@@ -112,6 +122,11 @@ pub struct LimitsConfig {
     /// This region's index among `regions`, from 0 (the first `hard_max % regions`
     /// regions take one slot more). Default 0.
     pub region_index: u32,
+    /// How often, in milliseconds, regions sharing one JetStream store rebalance each
+    /// tenant's split by observed demand (`common::policy::split::Allocation`, kept in the
+    /// store's `Shares` bucket). Default 0: the static split. Only valid with the
+    /// JetStream store and every one of the `regions` on it.
+    pub rebalance_ms: u64,
 }
 
 impl Default for LimitsConfig {
@@ -123,6 +138,7 @@ impl Default for LimitsConfig {
             max_tenants: 65_536,
             regions: 1,
             region_index: 0,
+            rebalance_ms: 0,
         }
     }
 }
@@ -159,6 +175,8 @@ struct Books {
     budgets: HashMap<TenantId, Budget>,
     /// Operator overrides; at most `max_tenants` (a further tenant's override is refused).
     overrides: HashMap<TenantId, TenantLimits>,
+    /// This region's rebalanced share of tenants' hard maximum (absent: the static split).
+    shares: HashMap<TenantId, u32>,
 }
 
 /// The region's budget owner.
@@ -211,6 +229,7 @@ impl Limits {
             books: Mutex::new(Books {
                 budgets: HashMap::new(),
                 overrides: HashMap::new(),
+                shares: HashMap::new(),
             }),
             rates: Mutex::new(RateLimits::new(Instant::now(), config.max_tenants)),
             store: None,
@@ -280,13 +299,18 @@ impl Limits {
     /// its books at once. Callers hold `writing` and have checked the bound.
     fn apply(&self, tenant: &TenantId, limits: Option<TenantLimits>) {
         let mut books = self.lock();
-        match limits {
+        let before = match limits {
             Some(l) => books.overrides.insert(tenant.clone(), l),
             None => books.overrides.remove(tenant),
         };
         let effective = limits.unwrap_or(self.config.tenant);
+        if before.unwrap_or(self.config.tenant).hard_max != effective.hard_max {
+            // A new total: back to the static split until the regions rebalance it.
+            books.shares.remove(tenant);
+        }
+        let share = books.shares.get(tenant).copied();
         if let Some(b) = books.budgets.get_mut(tenant) {
-            b.limit().reconfigure(effective.policy(&self.split));
+            b.limit().reconfigure(effective.policy(&self.split, share));
         }
     }
 
@@ -304,7 +328,11 @@ impl Limits {
         f: impl FnOnce(&mut Budget) -> T,
     ) -> Option<T> {
         let mut books = self.lock();
-        let Books { budgets, overrides } = &mut *books;
+        let Books {
+            budgets,
+            overrides,
+            shares,
+        } = &mut *books;
         if !budgets.contains_key(tenant) {
             if budgets.len() >= self.config.max_tenants {
                 // Idle books hold nothing: dropping them loses no slot.
@@ -319,7 +347,7 @@ impl Limits {
                     .lease_ttl_ms
                     .saturating_add(self.config.lease_grace_ms),
             );
-            let policy = settings.policy(&self.split);
+            let policy = settings.policy(&self.split, shares.get(tenant).copied());
             budgets.insert(tenant.clone(), Budget::new(policy, life, now));
         }
         budgets.get_mut(tenant).map(f)

@@ -202,6 +202,13 @@ pub async fn start_with_clock(
         .limits
         .split()
         .map_err(|e| StartError::Config(format!("[limits] {e}")))?;
+    if config.limits.rebalance_ms > 0 && !matches!(config.store.backend, StoreBackend::Jetstream) {
+        // Regions with their own stores never see each other's demand: each would grow
+        // into the others' static shares.
+        return Err(StartError::Config(
+            "[limits] rebalance_ms needs the jetstream store shared by all the regions".into(),
+        ));
+    }
     let limits = Arc::new(Limits::open(config.limits, registry.store().clone())?);
     config
         .fleets
@@ -298,6 +305,7 @@ pub async fn start_with_clock(
     if matches!(config.store.backend, StoreBackend::Jetstream) {
         // Other regions on the same store change tenant overrides too.
         tasks.spawn(Arc::clone(&limits).follow());
+        tasks.spawn(Arc::clone(&limits).rebalance());
     }
     tasks.spawn(snapshot_loop(
         stats,

@@ -269,7 +269,10 @@ mod tests {
         fresh.revision = 0;
         let messages = snapshot_messages(&fresh);
         assert_eq!(shape(&messages), [(0, true, 0)]);
-        assert!(messages[0].completes_state(), "a registry at revision 0 is whole");
+        assert!(
+            messages[0].completes_state(),
+            "a registry at revision 0 is whole"
+        );
     }
 
     fn release_shape(messages: &[Message]) -> Vec<(bool, usize)> {

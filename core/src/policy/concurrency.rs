@@ -163,6 +163,8 @@ pub struct Budget {
     leases: BTreeMap<Holder, Lease>,
     /// How long the region's invocations hold their slots.
     hold: HoldTime,
+    /// The most concurrency wanted since [`Budget::take_demand`] last read it.
+    peak_demand: u32,
 }
 
 impl Budget {
@@ -176,7 +178,23 @@ impl Budget {
             reserved: BTreeMap::new(),
             leases: BTreeMap::new(),
             hold: HoldTime::default(),
+            peak_demand: 0,
         }
+    }
+
+    /// The most concurrency wanted since the last call (what was charged at its peak;
+    /// one more, or a lease's unmet rest, when something was refused), and starts the next period from what is charged now:
+    /// the demand regions sharing a limit rebalance by ([`super::split::Allocation`]).
+    pub fn take_demand(&mut self) -> u32 {
+        let charged = self.charged();
+        let peak = self.peak_demand.max(charged);
+        self.peak_demand = charged;
+        peak
+    }
+
+    fn wanted(&mut self, now: Instant, demand: u32, refused: bool) {
+        self.peak_demand = self.peak_demand.max(demand);
+        self.limit.observe(now, demand, refused);
     }
 
     /// The adaptive limit.
@@ -259,11 +277,11 @@ impl Budget {
         if self.shared_free() > 0 {
             self.shared_in_flight += 1;
             let demand = self.charged();
-            self.limit.observe(now, demand, false);
+            self.wanted(now, demand, false);
             return Ok(Charge::Shared);
         }
         let demand = self.charged() + 1;
-        self.limit.observe(now, demand, true);
+        self.wanted(now, demand, true);
         Err(Refused {
             limit: self.limit.current(),
             retry_after: self.next_slot(now),
@@ -319,7 +337,7 @@ impl Budget {
         }
         if wanted > 0 {
             let demand = self.charged() + (wanted - granted);
-            self.limit.observe(now, demand, granted < wanted);
+            self.wanted(now, demand, granted < wanted);
         }
         granted
     }

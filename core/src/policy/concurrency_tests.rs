@@ -293,3 +293,31 @@ fn a_refusal_says_when_a_slot_is_likely_free() {
         Err(Duration::from_millis(500))
     );
 }
+
+#[test]
+fn demand_is_the_peak_wanted_in_a_period_refusals_included() {
+    let t0 = Instant::now();
+    let mut b = Budget::new(
+        LimitConfig {
+            hard_max: 2,
+            burst: 2,
+            ..config()
+        },
+        SEC,
+        t0,
+    );
+    assert_eq!(b.take_demand(), 0);
+    let one = b.admit(t0, "f").expect("room");
+    let _two = b.admit(t0, "f").expect("room");
+    assert!(b.admit(t0, "f").is_err());
+    assert_eq!(b.take_demand(), 3, "two running and one refused");
+    b.release("f", one, SEC);
+    assert_eq!(
+        b.take_demand(),
+        2,
+        "the period starts from what was charged"
+    );
+    assert_eq!(b.take_demand(), 1);
+    assert_eq!(b.acquire_lease(t0, "pop", 5), 1);
+    assert_eq!(b.take_demand(), 6, "a lease's unmet rest is demand too");
+}

@@ -57,11 +57,16 @@ impl Limits {
         // again to `follow`, which re-reads it (harmless), rather than missed.
         limits.loaded_at = store.revision()?;
         limits.reload(&store)?;
+        if limits.rebalancing() {
+            // Start from the shares the regions agreed on, not from the static split
+            // (another region may hold more than its static part now).
+            limits.load_shares(&store)?;
+        }
         limits.store = Some(store);
         Ok(limits)
     }
 
-    fn writing(&self) -> MutexGuard<'_, ()> {
+    pub(super) fn writing(&self) -> MutexGuard<'_, ()> {
         // Guards no data of its own: a panic elsewhere leaves nothing half-written.
         self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -117,7 +117,8 @@ fn update(bucket: Bucket, key: &str, value: Option<&Entry>) -> Result<Option<Upd
         | Bucket::State
         | Bucket::Canary
         | Bucket::Limits
-        | Bucket::Sizes => {
+        | Bucket::Sizes
+        | Bucket::Shares => {
             return Ok(None);
         }
     }))

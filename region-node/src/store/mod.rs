@@ -53,11 +53,14 @@ pub enum Bucket {
     /// Right-size statistics (peak samples, learned sizes) by `tenant/name` (owned by
     /// [`crate::sizes`]).
     Sizes,
+    /// Tenants' concurrency limits as divided among regions sharing the store
+    /// (`policy::split::Allocation`), by tenant id (owned by [`crate::limits`]).
+    Shares,
 }
 
 impl Bucket {
     /// Every bucket, in a fixed order.
-    pub const ALL: [Bucket; 11] = [
+    pub const ALL: [Bucket; 12] = [
         Bucket::Tenants,
         Bucket::Tokens,
         Bucket::Functions,
@@ -69,6 +72,7 @@ impl Bucket {
         Bucket::Limits,
         Bucket::Certificates,
         Bucket::Sizes,
+        Bucket::Shares,
     ];
 
     /// A stable one-byte code, used in the change history.
@@ -85,6 +89,7 @@ impl Bucket {
             Bucket::Limits => 8,
             Bucket::Certificates => 9,
             Bucket::Sizes => 10,
+            Bucket::Shares => 11,
         }
     }
 

@@ -26,6 +26,7 @@ const CANARY: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_canary");
 const LIMITS: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_limits");
 const CERTIFICATES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_certificates");
 const SIZES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_sizes");
+const SHARES: TableDefinition<&str, &[u8]> = TableDefinition::new("kv_shares");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 const BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("blobs");
 const STREAMS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("streams");
@@ -52,6 +53,7 @@ fn table(bucket: Bucket) -> TableDefinition<'static, &'static str, &'static [u8]
         Bucket::Limits => LIMITS,
         Bucket::Certificates => CERTIFICATES,
         Bucket::Sizes => SIZES,
+        Bucket::Shares => SHARES,
     }
 }
 
