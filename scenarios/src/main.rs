@@ -59,7 +59,7 @@ enum Command {
         #[arg(long, default_value_t = 3000)]
         step_ms: u64,
     },
-    /// Run scenarios with `--live` (default: the six shipped ones) and exit non-zero when
+    /// Run scenarios with `--live` (default: the seven shipped ones) and exit non-zero when
     /// any simulated and live result disagree within the scenario's tolerances.
     Agree(scenarios::run::AgreeArgs),
     /// Measure the simulator's per-hop costs on real nodes (one POP, one region, a known

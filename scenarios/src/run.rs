@@ -84,6 +84,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
                 report.live_workload = Some(crate::live::workload::compare(&s).await?);
             }
         }
+        if let Some(spec) = &s.keepalive {
+            report.live_keepalive = Some(crate::live::keepalive::compare(spec, s.seed).await?);
+        }
     }
     let out = args.out.clone().unwrap_or_else(|| default_out(&s));
     report.write(&out, &outcome)?;
@@ -111,6 +114,9 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(live) = &report.live_workload {
         print!("{}", live.markdown());
     }
+    if let Some(live) = &report.live_keepalive {
+        print!("{}", live.markdown());
+    }
     for k in report.keepalive.iter().flatten() {
         println!(
             "keep-alive {}: app cold-start % p50 {:.2}, p75 {:.2}; wasted memory {:.0} GB·s",
@@ -126,23 +132,30 @@ pub async fn main(args: &RunArgs) -> anyhow::Result<()> {
         report.live_workload.as_ref().is_none_or(|l| l.agrees),
         "the simulated and live workload replays disagree"
     );
+    anyhow::ensure!(
+        report.live_keepalive.as_ref().is_none_or(|l| l.agrees),
+        "the live keep-alive replay disagrees with the model"
+    );
     Ok(())
 }
 
-/// The six shipped scenarios `agree` checks by default (relative to the repository root).
-pub const SHIPPED: [&str; 6] = [
+/// The shipped scenarios `agree` checks by default (relative to the repository root): the
+/// six with a workload replay, and the keep-alive comparison (paths and the keep-alive
+/// replay).
+pub const SHIPPED: [&str; 7] = [
     "scenarios/steady-zipf.toml",
     "scenarios/flash-crowd.toml",
     "scenarios/region-failure.toml",
     "scenarios/runtime-canary.toml",
     "scenarios/trace-replay.toml",
     "scenarios/pops-500x5.toml",
+    "scenarios/keepalive-azure.toml",
 ];
 
 /// Options of `agree`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgreeArgs {
-    /// Scenario files. Default: the six shipped scenarios.
+    /// Scenario files. Default: the seven shipped scenarios.
     pub files: Vec<PathBuf>,
 }
 
@@ -178,21 +191,30 @@ pub async fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
             print!("{}", l.markdown());
             l.agrees
         });
-        verdicts.push((report.name, paths, workload));
+        let keepalive = report.live_keepalive.as_ref().map(|l| {
+            print!("{}", l.markdown());
+            l.agrees
+        });
+        verdicts.push((report.name, paths, workload, keepalive));
     }
     let word = |v: Option<bool>| match v {
         Some(true) => "agree",
         Some(false) => "DISAGREE",
         None => "not run",
     };
-    println!("\n| scenario | paths | workload replay |\n|---|---|---|");
-    for (name, paths, workload) in &verdicts {
-        println!("| {name} | {} | {} |", word(*paths), word(*workload));
+    println!("\n| scenario | paths | workload replay | keep-alive replay |\n|---|---|---|---|");
+    for (name, paths, workload, keepalive) in &verdicts {
+        println!(
+            "| {name} | {} | {} | {} |",
+            word(*paths),
+            word(*workload),
+            word(*keepalive)
+        );
     }
     let disagree: Vec<&str> = verdicts
         .iter()
-        .filter(|(_, p, w)| *p == Some(false) || *w == Some(false))
-        .map(|(n, _, _)| n.as_str())
+        .filter(|(_, p, w, k)| [p, w, k].iter().any(|v| **v == Some(false)))
+        .map(|(n, ..)| n.as_str())
         .collect();
     anyhow::ensure!(disagree.is_empty(), "disagree: {}", disagree.join(", "));
     Ok(())
@@ -203,7 +225,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn agree_checks_the_six_shipped_scenarios() {
+    fn agree_checks_the_shipped_scenarios() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         for f in SHIPPED {
             let s = Scenario::load(&root.join(f)).expect(f);

@@ -74,16 +74,12 @@ impl Tally {
 /// Every policy on `w`, in [`POLICIES`] order.
 pub fn all(w: &Workload, spec: &KeepAliveSpec, trend: &TrendModel) -> Vec<KeepAliveRow> {
     let t0 = Instant::now();
-    let fixed = KeepAliveWindows {
-        pre_warm: Duration::ZERO,
-        keep_alive: Duration::from_secs_f64(spec.fixed_keep_alive_min * 60.0),
-        basis: WindowBasis::Fallback,
-    };
+    let fixed = fixed_windows(Duration::from_secs_f64(spec.fixed_keep_alive_min * 60.0));
     let mut fixed_tally = Tally::default();
     let mut hybrid_tally = Tally::default();
     let mut hybrid = HistogramPolicy::new(spec.hybrid.clone());
     for (i, app) in w.apps.iter().enumerate() {
-        let (cold, wasted) = windowed(app, w.span_s, |_, _| {}, |_| fixed);
+        let (cold, wasted) = windowed(app, w.span_s, |_, _| {}, |_| fixed, |_| {});
         fixed_tally.add(app, cold, wasted);
         let key = i as u32;
         let at = |s: f64| t0 + Duration::from_secs_f64(s.max(0.0));
@@ -93,6 +89,7 @@ pub fn all(w: &Workload, spec: &KeepAliveSpec, trend: &TrendModel) -> Vec<KeepAl
             w.span_s,
             |start, _| policy.borrow_mut().handle_start(at(start), &key),
             |end| policy.borrow_mut().handle_end(at(end), &key),
+            |_| {},
         );
         hybrid_tally.add(app, cold, wasted);
     }
@@ -103,28 +100,50 @@ pub fn all(w: &Workload, spec: &KeepAliveSpec, trend: &TrendModel) -> Vec<KeepAl
     ]
 }
 
+/// The fixed policy's windows: loaded for `keep_alive` from the end of each execution.
+fn fixed_windows(keep_alive: Duration) -> KeepAliveWindows {
+    KeepAliveWindows {
+        pre_warm: Duration::ZERO,
+        keep_alive,
+        basis: WindowBasis::Fallback,
+    }
+}
+
+/// Which of `app`'s blocks start cold under a fixed keep-alive of `keep_alive` after
+/// each execution (the `fixed-10min` policy's rule): what a live replay of that policy
+/// is checked against.
+pub fn fixed_cold_blocks(app: &AppActivity, keep_alive: Duration) -> Vec<bool> {
+    let fixed = fixed_windows(keep_alive);
+    let mut verdicts = Vec::with_capacity(app.blocks.len());
+    let end = app.blocks.last().map_or(0.0, |b| b.end);
+    windowed(app, end, |_, _| {}, |_| fixed, |cold| verdicts.push(cold));
+    verdicts
+}
+
 /// Replays one app under a policy that hands out windows after each execution: `start`
 /// is told each block's start, `end` each block's end and returns the windows until the
-/// next. Returns the cold starts and the wasted (loaded, idle) seconds.
+/// next, `verdict` whether each block started cold. Returns the cold starts and the
+/// wasted (loaded, idle) seconds.
 fn windowed(
     app: &AppActivity,
     span_s: f64,
     mut start: impl FnMut(f64, u64),
     mut end: impl FnMut(f64) -> KeepAliveWindows,
+    mut verdict: impl FnMut(bool),
 ) -> (u64, f64) {
     let (mut cold, mut wasted) = (0u64, 0.0f64);
     let mut after: Option<(f64, KeepAliveWindows)> = None;
     for b in &app.blocks {
-        match after {
-            None => cold += 1,
+        let is_cold = match after {
+            None => true,
             Some((idle_from, w)) => {
                 let (from, until) = window(idle_from, &w);
                 wasted += overlap(from, until, idle_from, b.start);
-                if !(from <= b.start && b.start <= until) {
-                    cold += 1;
-                }
+                !(from <= b.start && b.start <= until)
             }
-        }
+        };
+        cold += u64::from(is_cold);
+        verdict(is_cold);
         start(b.start, b.invocations);
         after = Some((b.end, end(b.end)));
     }
@@ -256,6 +275,7 @@ mod tests {
             source: Source::Generate(GenerateSpec::default()),
             fixed_keep_alive_min: 10.0,
             hybrid: Default::default(),
+            live: Default::default(),
         }
     }
 

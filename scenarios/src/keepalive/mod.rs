@@ -37,10 +37,70 @@ pub struct KeepAliveSpec {
     /// 5th and 99th percentiles, 10% margin, CV threshold 2).
     #[serde(default)]
     pub hybrid: HistogramConfig,
+    /// The replay on real nodes (`run --live`).
+    #[serde(default)]
+    pub live: LiveKeepAlive,
 }
 
 fn ten() -> f64 {
     10.0
+}
+
+/// `[keepalive.live]`: the fixed keep-alive policy checked on a real POP
+/// ([`crate::live::keepalive`]). The workload's first `window_s × speedup` seconds are
+/// replayed `speedup` times faster, the POP's keep-alive shortened alike (10 minutes at
+/// 300× is 2 s), so cold and warm starts fall where the paper's model puts them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiveKeepAlive {
+    /// Applications replayed: those whose idle gaps fall nearest the keep-alive most
+    /// often (the ones the policy decides for). Default 8.
+    pub apps: usize,
+    /// How much faster than the workload the replay runs. Default 300.
+    pub speedup: f64,
+    /// Seconds the replay lasts. Default 60.
+    pub window_s: f64,
+    /// Most requests per application. Default 40.
+    pub max_blocks_per_app: usize,
+    /// Starts whose idle gap is within this share of the keep-alive of it are too close
+    /// to call (timer and scheduling jitter) and not compared. Default 0.1.
+    pub guard_ratio: f64,
+    /// Agreement: at most this share of the compared starts may differ (cold live, warm
+    /// simulated or the reverse). Default 0.05.
+    pub tolerance: f64,
+}
+
+impl Default for LiveKeepAlive {
+    fn default() -> Self {
+        Self {
+            apps: 8,
+            speedup: 300.0,
+            window_s: 60.0,
+            max_blocks_per_app: 40,
+            guard_ratio: 0.1,
+            tolerance: 0.05,
+        }
+    }
+}
+
+impl LiveKeepAlive {
+    /// Checks ranges.
+    ///
+    /// # Errors
+    /// A message naming the field out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        if self.apps == 0 || self.max_blocks_per_app < 2 {
+            return Err("keepalive.live needs apps >= 1 and max_blocks_per_app >= 2".into());
+        }
+        if !(positive(self.speedup) && positive(self.window_s)) {
+            return Err("keepalive.live.speedup and window_s must be > 0".into());
+        }
+        if !((0.0..1.0).contains(&self.guard_ratio) && (0.0..=1.0).contains(&self.tolerance)) {
+            return Err("keepalive.live.guard_ratio must be in [0, 1), tolerance in [0, 1]".into());
+        }
+        Ok(())
+    }
 }
 
 /// A workload source.
@@ -113,6 +173,7 @@ impl KeepAliveSpec {
         self.hybrid
             .validate()
             .map_err(|e| format!("keepalive.hybrid: {e}"))?;
+        self.live.validate()?;
         match &self.source {
             Source::Generate(g) => g.validate(),
             Source::Azure2019 {

@@ -18,6 +18,7 @@
 pub mod calibrate;
 pub mod compare;
 pub mod fleet;
+pub mod keepalive;
 pub mod ramp;
 pub mod replay;
 pub mod scenario;

@@ -1,8 +1,8 @@
 //! Reports of a scenario run: `report.json` (every number), `report.md` (the same for
 //! people, with the plots) and the plots themselves ([`plot`]).
 //!
-//! The JSON's `run` section (wall time, speed) and its `live` and `live_workload`
-//! sections are the only parts that differ between two runs of the same scenario and seed.
+//! The JSON's `run` section (wall time, speed) and its `live`, `live_workload` and
+//! `live_keepalive` sections are the only parts that differ between two runs of the same scenario and seed.
 
 pub mod plot;
 
@@ -158,6 +158,9 @@ pub struct Report {
     /// The keep-alive policies compared on the scenario's `[keepalive]` workload, in the
     /// order fixed, hybrid histogram, trend.
     pub keepalive: Option<Vec<crate::keepalive::KeepAliveRow>>,
+    /// The fixed keep-alive policy replayed on a real POP and compared with its model,
+    /// with `--live` on a scenario with `[keepalive]`.
+    pub live_keepalive: Option<crate::live::keepalive::KeepAliveReplay>,
 }
 
 impl Report {
@@ -240,6 +243,7 @@ impl Report {
             live: None,
             live_workload: None,
             keepalive: None,
+            live_keepalive: None,
         }
     }
 
@@ -320,6 +324,9 @@ impl Report {
         }
         if let Some(rows) = &self.keepalive {
             md.push_str(&keepalive_markdown(rows));
+        }
+        if let Some(live) = &self.live_keepalive {
+            md.push_str(&live.markdown());
         }
         md.push_str("\n## Plots\n\n");
         let keepalive_plot = self.keepalive.is_some().then_some(plot::KEEPALIVE);
