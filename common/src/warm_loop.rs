@@ -13,6 +13,7 @@
 //! at every epoch tick like any guest) one function at a time, never more instances than
 //! the sandbox's pool size per function.
 
+use crate::clock::{Clock, SystemClock};
 use crate::exec::Executor;
 use crate::model::{Abi, FunctionKey, ResolvedFunction};
 use crate::policy::{WarmConfig, WarmMode, WarmPolicy};
@@ -32,6 +33,7 @@ pub struct WarmPlanner {
     tick: Duration,
     executor: Executor,
     state: Mutex<State>,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
@@ -57,7 +59,16 @@ impl WarmPlanner {
                 policy: WarmPolicy::new(config),
                 functions: HashMap::new(),
             }),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same planner reading the time (its ticks, the invocations it records) from
+    /// `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Records one local invocation of `function` that took `exec`.
@@ -67,7 +78,7 @@ impl WarmPlanner {
         }
         let mut state = lock(&self.state);
         state.policy.handle_invocation(
-            Instant::now(),
+            self.clock.now(),
             &function.key,
             exec,
             function.config.memory_bytes(),
@@ -91,7 +102,7 @@ impl WarmPlanner {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            for (function, target) in self.plan(Instant::now()) {
+            for (function, target) in self.plan(self.clock.now()) {
                 self.apply(function, target).await;
             }
         }

@@ -68,6 +68,37 @@ impl Clock for ManualClock {
     }
 }
 
+/// The clocks a node reads: monotonic time for its policies (limits, leases, popularity,
+/// health, staleness) and wall-clock time for what it stores. Durations a node measures
+/// for reporting (a request's latency, `server-timing`) stay real time.
+#[derive(Debug, Clone)]
+pub struct Clocks {
+    /// Monotonic time.
+    pub mono: Arc<dyn Clock>,
+    /// Wall-clock time.
+    pub wall: Arc<dyn WallClock>,
+}
+
+impl Default for Clocks {
+    /// The operating system's.
+    fn default() -> Self {
+        Self {
+            mono: Arc::new(SystemClock),
+            wall: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl Clocks {
+    /// Monotonic time from `mono`, wall-clock time from the system.
+    pub fn with_mono(mono: Arc<dyn Clock>) -> Self {
+        Self {
+            mono,
+            ..Self::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

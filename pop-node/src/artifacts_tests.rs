@@ -99,7 +99,7 @@ fn remembered_functions_come_back_with_their_remaining_ttl_only() {
         !file.contains(token),
         "only the token's hash is written: {file}"
     );
-    let known = Known::new(Duration::from_secs(60), 10);
+    let known = Known::new(Duration::from_secs(60), 10, Instant::now());
     assert_eq!(cache(dir.path(), 1 << 30).restore(&known), 1);
     assert_eq!(
         known.tenant(token, Instant::now()).map(|t| t.to_string()),
@@ -116,7 +116,10 @@ fn remembered_functions_come_back_with_their_remaining_ttl_only() {
         ttl: Duration::ZERO,
         ..cache(dir.path(), 1 << 30)
     };
-    assert_eq!(strict.restore(&Known::new(Duration::from_secs(60), 10)), 0);
+    assert_eq!(
+        strict.restore(&Known::new(Duration::from_secs(60), 10, Instant::now())),
+        0
+    );
 }
 
 #[test]

@@ -14,6 +14,7 @@ use crate::leases::Leases;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
 use crate::warm::WarmPlanner;
+use common::clock::Clock;
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
@@ -45,6 +46,8 @@ pub struct PopInvoker {
     leases: Arc<Leases>,
     /// Added to a function's timeout to bound its forward.
     forward_margin: Duration,
+    /// Where placement, rates and the known tables read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// The parts a [`PopInvoker`] is built from.
@@ -77,6 +80,8 @@ pub struct PopParts {
     /// What a forward may take beyond the function's timeout (the region's queue, the
     /// trip) before it ends with 503 and its stream is reset.
     pub forward_margin: Duration,
+    /// Where placement, rates and the known tables read the time.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl PopInvoker {
@@ -90,7 +95,7 @@ impl PopInvoker {
             artifacts: parts.artifacts,
             planner: Mutex::new(EdgePlanner::new(
                 parts.placement,
-                Instant::now(),
+                parts.clock.now(),
                 parts.max_rate_keys,
             )),
             prefetcher: parts.prefetcher,
@@ -99,6 +104,7 @@ impl PopInvoker {
             forward_slots: Arc::new(Semaphore::new(parts.max_forwards.max(1))),
             leases: parts.leases,
             forward_margin: parts.forward_margin,
+            clock: parts.clock,
         }
     }
 
@@ -187,7 +193,7 @@ impl PopInvoker {
                     // Also on disk (written in the background, never waited on here), so
                     // a restarted POP can run what it has cached.
                     self.artifacts.remember(token, &f);
-                    self.known.learn(token, f, Instant::now());
+                    self.known.learn(token, f, self.clock.now());
                 }
                 _ => {}
             }
@@ -210,7 +216,7 @@ impl Invoker for PopInvoker {
         let token = token
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthenticated)?;
-        match self.known.token_standing(token, Instant::now()) {
+        match self.known.token_standing(token, self.clock.now()) {
             Some(true) => Ok(common::edge::Authorization::Verified),
             Some(false) => Err(ApiError::unauthenticated()),
             None => Ok(common::edge::Authorization::Unverified),
@@ -218,7 +224,7 @@ impl Invoker for PopInvoker {
     }
 
     async fn invoke(&self, req: InvokeRequest) -> Result<InvokeResponse, ApiError> {
-        let now = Instant::now();
+        let now = self.clock.now();
         // A request through an HTTP route runs as the route's owner (from the table the
         // region sent); anything else needs a token.
         let tenant = match (&req.route, req.token.as_deref()) {

@@ -144,12 +144,12 @@ impl Inner {
 }
 
 impl Known {
-    /// A table trusting learned entries (and pushed ones after the push stream drops) for
-    /// `ttl`, holding at most `max_entries` of each kind.
-    pub fn new(ttl: Duration, max_entries: usize) -> Self {
+    /// A table created at `now`, trusting learned entries (and pushed ones after the push
+    /// stream drops) for `ttl`, holding at most `max_entries` of each kind.
+    pub fn new(ttl: Duration, max_entries: usize, now: Instant) -> Self {
         let inner = Inner {
             // Nothing pushed yet: trust nothing until the first subscription.
-            pushed_until: Some(Instant::now()),
+            pushed_until: Some(now),
             ..Inner::default()
         };
         Self {

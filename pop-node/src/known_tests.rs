@@ -31,7 +31,7 @@ fn version(n: u32, rev: u64) -> (NonZeroU32, ResolvedFunction) {
 
 #[test]
 fn entries_expire_after_the_ttl() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.learn("tok", resolved(1), t0);
     let key = resolved(1).key;
@@ -43,7 +43,7 @@ fn entries_expire_after_the_ttl() {
 
 #[test]
 fn an_older_resolution_never_replaces_a_newer_one() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.learn("tok", resolved(5), t0);
     k.learn("tok", resolved(3), t0);
@@ -55,7 +55,7 @@ fn an_older_resolution_never_replaces_a_newer_one() {
 
 #[test]
 fn the_table_is_bounded() {
-    let k = Known::new(Duration::from_secs(10), 3);
+    let k = Known::new(Duration::from_secs(10), 3, Instant::now());
     let t0 = Instant::now();
     for i in 0..50 {
         k.learn(&format!("tok{i}"), resolved(1), t0);
@@ -65,7 +65,7 @@ fn the_table_is_bounded() {
 
 #[test]
 fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     let tenant = TenantId::new("t").expect("valid");
     k.apply(
@@ -90,7 +90,7 @@ fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
 
 #[test]
 fn a_moved_latest_keeps_serving_the_prepared_one_until_the_new_one_is_ready() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.set_push_live(true, t0);
     let (old, new) = (resolved(1), resolved(2));
@@ -123,7 +123,7 @@ fn a_moved_latest_keeps_serving_the_prepared_one_until_the_new_one_is_ready() {
 
 #[test]
 fn release_hints_stamp_pushed_functions_before_and_after_they_arrive() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.set_push_live(true, t0);
     let hint = |release: &str| ReleaseHint {
@@ -180,7 +180,7 @@ fn release_hints_stamp_pushed_functions_before_and_after_they_arrive() {
 
 #[test]
 fn release_hints_are_bounded() {
-    let k = Known::new(Duration::from_secs(10), 3);
+    let k = Known::new(Duration::from_secs(10), 3, Instant::now());
     let hints = (0..50)
         .map(|i| ReleaseHint {
             function: FunctionKey {
@@ -196,7 +196,7 @@ fn release_hints_are_bounded() {
 
 #[test]
 fn explicit_versions_and_weighted_aliases_resolve_from_pushed_state() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.set_push_live(true, t0);
     for (n, f) in [version(1, 1), version(2, 2)] {
@@ -246,7 +246,7 @@ fn explicit_versions_and_weighted_aliases_resolve_from_pushed_state() {
 
 #[test]
 fn a_pushed_revocation_forgets_a_learned_token_and_expiry_is_refused() {
-    let k = Known::new(Duration::from_secs(10), 10);
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();
     k.set_push_live(true, t0);
     k.learn("st_learned", resolved(1), t0);

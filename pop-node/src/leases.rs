@@ -72,6 +72,7 @@
 
 use crate::upstream::RegionLink;
 use book::{Answers, Book, HoldRule};
+use common::clock::{Clock, SystemClock};
 use common::model::{NodeId, TenantId};
 use common::policy::lease as book;
 use common::wire::Message;
@@ -129,6 +130,8 @@ pub struct Leases {
     io: tokio::sync::Mutex<()>,
     /// Renewal rounds completed, for tests and operators waiting on them.
     rounds: tokio::sync::watch::Sender<u64>,
+    /// Where lease expiry, holding and the stall rule read the time.
+    clock: Arc<dyn Clock>,
 }
 
 /// One drawn slot; returned to the lease when dropped.
@@ -164,7 +167,15 @@ impl Leases {
             requests: Mutex::new(JoinSet::new()),
             io: tokio::sync::Mutex::new(()),
             rounds: tokio::sync::watch::Sender::new(0),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same leases reading the time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Book<SocketAddr>>> {
@@ -185,7 +196,7 @@ impl Leases {
     /// messages are stalled (the region does not answer), draws beyond the lease within
     /// the stalled cap (see the module docs).
     pub fn try_draw(self: &Arc<Self>, tenant: &TenantId) -> Option<Slot> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let stalled = self.stalled(now);
         let mut held = self.lock();
         if !held.contains_key(tenant) {
@@ -241,7 +252,7 @@ impl Leases {
     /// Asks for `slots` more of `tenant` (0: renew) and applies the answer. Callers hold
     /// `io`.
     async fn exchange(&self, tenant: TenantId, slots: u32) {
-        let sent = Instant::now();
+        let sent = self.clock.now();
         let msg = Message::LeaseAcquire {
             holder: self.holder.clone(),
             tenant: tenant.clone(),
@@ -294,7 +305,7 @@ impl Leases {
             tenant,
             slots,
         };
-        self.answers().sent(Instant::now());
+        self.answers().sent(self.clock.now());
         match self.link.lease_at(region, &msg).await {
             Ok(_) => self.answers().answered(),
             // The region reclaims the slots when the lease expires instead.
@@ -306,7 +317,7 @@ impl Leases {
     /// region that counts its lease, then everyone still holding slots renews.
     pub async fn renew(&self) {
         let _io = self.io.lock().await;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut returns = vec![];
         let mut renewals = vec![];
         {
@@ -350,7 +361,7 @@ impl Leases {
 
     /// `tenant`'s lease here now (all zero and invalid when it has no book).
     pub fn view(&self, tenant: &TenantId) -> LeaseView {
-        let now = Instant::now();
+        let now = self.clock.now();
         let stalled = self.stalled(now);
         let held = self.lock();
         let (held_slots, in_use) = held.get(tenant).map_or((0, 0), Book::holding);

@@ -32,5 +32,5 @@ pub mod upstream;
 pub mod warm;
 
 pub use config::PopConfig;
-pub use node::{PopHandle, StartError, start};
+pub use node::{PopHandle, StartError, start, start_with_clock};
 pub use sync::SyncStatus;

@@ -16,6 +16,7 @@ use crate::upstream::RegionLink;
 use crate::warm::WarmPlanner;
 use axum::Router;
 use axum::routing::get;
+use common::clock::{Clock, SystemClock};
 use common::edge::tls::CertTable;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback, serve};
 use common::exec::Executor;
@@ -76,6 +77,12 @@ impl PopHandle {
     /// The state of the push stream from the region.
     pub fn sync_status(&self) -> SyncStatus {
         self.sync.status()
+    }
+
+    /// The push stream's status from now on, for waiting on a change (it going live, a
+    /// revision arriving) instead of polling [`PopHandle::sync_status`].
+    pub fn watch_sync(&self) -> tokio::sync::watch::Receiver<SyncStatus> {
+        self.sync.watch()
     }
 
     /// Drops the push stream and stays unsubscribed while `paused` (maintenance, and
@@ -159,6 +166,20 @@ impl PopHandle {
 /// [`StartError`] when the state directory, certificates, sandbox or listener cannot be
 /// set up.
 pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// As [`start`], with placement, rates, leases, warm pools and the known tables reading
+/// the time from `clock` (tests move it by hand instead of waiting). Connections to
+/// regions (connect timeouts, liveness, discovery's TTLs, failover cool-downs) keep real
+/// time: they are timed against the network's.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with_clock(
+    config: PopConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<PopHandle, StartError> {
     std::fs::create_dir_all(&config.state_dir)?;
     let tls_files = match &config.tls {
         Some(files) => files.clone(),
@@ -215,7 +236,11 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         config.max_known,
         config.metadata_ttl(),
     )?);
-    let known = Arc::new(Known::new(config.metadata_ttl(), config.max_known));
+    let known = Arc::new(Known::new(
+        config.metadata_ttl(),
+        config.max_known,
+        clock.now(),
+    ));
     // A restarted POP is warm again: cached artifacts and the functions they belong to
     // are back before the first request.
     let restore = Arc::clone(&artifacts);
@@ -235,7 +260,9 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         .warm
         .validate()
         .map_err(|m| std::io::Error::new(std::io::ErrorKind::InvalidInput, m))?;
-    let warm = Arc::new(WarmPlanner::new(config.warm.clone(), executor.clone()));
+    let warm = Arc::new(
+        WarmPlanner::new(config.warm.clone(), executor.clone()).with_clock(Arc::clone(&clock)),
+    );
     let https = match &config.https {
         Some(https) => Some(Https::bind(https, config.listen_backlog, &config.http).await?),
         None if !config.plain_http => return Err(HttpsError::NoListener.into()),
@@ -254,20 +281,24 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         prefetcher: Arc::clone(&prefetcher),
         state: Arc::clone(&sync_state),
         certs: Arc::new(TenantCerts::new(Arc::clone(&certs))),
+        clock: Arc::clone(&clock),
     };
-    let leases = Arc::new(Leases::new(
-        node_id.clone(),
-        Arc::clone(&link),
-        LeaseConfig {
-            batch: config.lease_batch,
-            max_tenants: config.lease_tenants,
-            idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
-            // One renewal period: a region that has not answered by the next renewal is
-            // noticed before the lease it counts expires (see `common::policy::lease::Answers`).
-            stall_after: std::time::Duration::from_millis(config.lease_ttl_ms / 3)
-                .max(std::time::Duration::from_millis(10)),
-        },
-    ));
+    let leases = Arc::new(
+        Leases::new(
+            node_id.clone(),
+            Arc::clone(&link),
+            LeaseConfig {
+                batch: config.lease_batch,
+                max_tenants: config.lease_tenants,
+                idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
+                // One renewal period: a region that has not answered by the next renewal is
+                // noticed before the lease it counts expires (see `common::policy::lease::Answers`).
+                stall_after: std::time::Duration::from_millis(config.lease_ttl_ms / 3)
+                    .max(std::time::Duration::from_millis(10)),
+            },
+        )
+        .with_clock(Arc::clone(&clock)),
+    );
     let invoker = Arc::new(PopInvoker::new(PopParts {
         node: node_id.clone(),
         executor: executor.clone(),
@@ -282,6 +313,7 @@ pub async fn start(config: PopConfig) -> Result<PopHandle, StartError> {
         leases: Arc::clone(&leases),
         max_rate_keys: config.max_known,
         forward_margin: std::time::Duration::from_millis(config.forward_margin_ms),
+        clock,
     }));
     let listener = match config.plain_http {
         true => Some(common::edge::listener::bind(

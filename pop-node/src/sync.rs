@@ -24,12 +24,13 @@ use crate::https::TenantCerts;
 use crate::known::Known;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
+use common::clock::Clock;
 use common::exec::Executor;
 use common::sandbox::Release;
 use common::wire::{MAX_FRAME_LEN, Message, ReleaseHint, Update};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -40,18 +41,33 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 /// the stream should be back within this of the region returning.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
-/// Counters describing the push stream, shared with the node handle.
-#[derive(Debug, Default)]
+/// Counters describing the push stream, shared with the node handle, and a watch of
+/// them for whoever waits on a change (tests, operators' tooling).
+#[derive(Debug)]
 pub struct SyncState {
     revision: AtomicU64,
     live: AtomicBool,
     subscriptions: AtomicU64,
     snapshots: AtomicU64,
     releases: AtomicU64,
+    changes: watch::Sender<SyncStatus>,
+}
+
+impl Default for SyncState {
+    fn default() -> Self {
+        Self {
+            revision: AtomicU64::new(0),
+            live: AtomicBool::new(false),
+            subscriptions: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+            changes: watch::Sender::new(SyncStatus::default()),
+        }
+    }
 }
 
 /// A point-in-time copy of [`SyncState`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SyncStatus {
     /// The last registry revision applied.
     pub revision: u64,
@@ -76,6 +92,16 @@ impl SyncState {
             releases: self.releases.load(Ordering::Acquire),
         }
     }
+
+    /// The status from now on: the receiver sees every change (coalesced).
+    pub fn watch(&self) -> watch::Receiver<SyncStatus> {
+        self.changes.subscribe()
+    }
+
+    /// Tells watchers the status changed.
+    fn publish(&self) {
+        self.changes.send_replace(self.status());
+    }
 }
 
 /// What the sync task works with.
@@ -93,6 +119,8 @@ pub struct SyncParts {
     pub state: Arc<SyncState>,
     /// Where pushed tenant certificates go.
     pub certs: Arc<TenantCerts>,
+    /// Where the push stream's trust window reads the time.
+    pub clock: Arc<dyn Clock>,
 }
 
 /// Runs the subscription until the task is aborted. While `paused` holds `true` the POP
@@ -117,6 +145,7 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
         match subscribed.await {
             Ok(mut sub) => {
                 parts.state.subscriptions.fetch_add(1, Ordering::AcqRel);
+                parts.state.publish();
                 debug!(since, "subscribed to registry changes");
                 loop {
                     let msg = tokio::select! {
@@ -159,7 +188,8 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                     }
                 }
                 parts.state.live.store(false, Ordering::Release);
-                parts.known.set_push_live(false, Instant::now());
+                parts.known.set_push_live(false, parts.clock.now());
+                parts.state.publish();
             }
             Err(e) => debug!(error = %e, "cannot subscribe to registry changes yet"),
         }
@@ -203,8 +233,9 @@ fn apply(parts: &SyncParts, msg: Message) {
     }
     parts.state.revision.store(revision, Ordering::Release);
     if complete && !parts.state.live.swap(true, Ordering::AcqRel) {
-        parts.known.set_push_live(true, Instant::now());
+        parts.known.set_push_live(true, parts.clock.now());
     }
+    parts.state.publish();
 }
 
 /// Applies the region's release hints and starts compiling, for the next release, the code
@@ -223,4 +254,5 @@ fn apply_releases(parts: &SyncParts, full: bool, releases: Vec<ReleaseHint>) {
         }
     }
     parts.state.releases.fetch_add(count, Ordering::AcqRel);
+    parts.state.publish();
 }

@@ -9,6 +9,7 @@
 use crate::canary::{RuntimeCanary, RuntimeSummary};
 use crate::limits::TenantUsage;
 use crate::rollout::{RolloutSummary, Rollouts};
+use common::clock::{Clock, SystemClock};
 use common::exec::Executor;
 use common::model::{
     ApiError, FunctionKey, FunctionName, NodeId, NodeLoad, Qualifier, TenantId, Tier, WindowCounts,
@@ -191,6 +192,7 @@ pub struct Capacity {
     canary: Option<Arc<RuntimeCanary>>,
     rollouts: Option<Arc<Rollouts>>,
     executor: Option<Executor>,
+    clock: Arc<dyn Clock>,
 }
 
 /// One function's observed memory, for the dashboard.
@@ -215,7 +217,20 @@ impl Capacity {
             canary: None,
             rollouts: None,
             executor: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// This view reading the time (reports' age, staleness) from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The time this view reads.
+    pub fn now(&self) -> Instant {
+        self.clock.now()
     }
 
     /// This view, also showing `canary`'s verdicts.

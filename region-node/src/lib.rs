@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: the node's configuration (TOML + flags).
 //! - [`node`]: start and stop; [`node::start`] returns bound addresses and a handle
-//!   ([`node::start_with_clock`] gives the async queue a clock a test moves by hand).
+//!   ([`node::start_with_clocks`] gives it clocks a test moves by hand).
 //! - [`store`]: durable state (key-value with revisions + watch, blobs, streams) on redb
 //!   or NATS JetStream.
 //! - [`registry`]: tenants, tokens, functions, versions and aliases over the store.
@@ -48,4 +48,4 @@ pub mod store;
 pub mod trend;
 
 pub use config::{RegionConfig, StoreBackend, StoreConfig};
-pub use node::{RegionHandle, StartError, start, start_with_clock};
+pub use node::{RegionHandle, StartError, start, start_with_clocks};

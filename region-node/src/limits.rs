@@ -19,6 +19,7 @@ mod durable;
 mod rebalance;
 
 use crate::store::Store;
+use common::clock::{Clock, SystemClock};
 use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
 use common::policy::rate::RateLimits;
@@ -196,6 +197,8 @@ pub struct Limits {
     writing: Mutex<()>,
     /// The store revision the overrides were loaded at: where following starts.
     loaded_at: u64,
+    /// Where the books read the time (intervals, lease expiry, rates).
+    clock: Arc<dyn Clock>,
 }
 
 /// An admitted invocation's slot; returned when dropped.
@@ -212,9 +215,14 @@ pub struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let held = self
+            .limits
+            .clock
+            .now()
+            .saturating_duration_since(self.admitted);
         let mut books = self.limits.lock();
         if let Some(b) = books.budgets.get_mut(&self.tenant) {
-            b.release(&self.function, self.charge, self.admitted.elapsed());
+            b.release(&self.function, self.charge, held);
         }
     }
 }
@@ -235,7 +243,15 @@ impl Limits {
             store: None,
             writing: Mutex::new(()),
             loaded_at: 0,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same books reading the time from `clock` (a test's manual clock).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.rates = Mutex::new(RateLimits::new(clock.now(), self.config.max_tenants));
+        self.clock = clock;
+        self
     }
 
     /// Counts one request of `function` against its tenant's rate and its own
@@ -249,7 +265,7 @@ impl Limits {
         function_rps: Option<u32>,
     ) -> Result<(), ApiError> {
         let tenant_rps = self.settings(&function.tenant).rate_limit_rps;
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rps) = tenant_rps.and_then(NonZeroU32::new) {
             let key = format!("t/{}", function.tenant);
@@ -364,7 +380,7 @@ impl Limits {
         function: &str,
         reservation: Option<u32>,
     ) -> Result<Permit, ApiError> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let outcome = self.with_budget(tenant, now, |b| {
             b.reserve(function, reservation);
             b.admit(now, function)
@@ -404,7 +420,7 @@ impl Limits {
     /// `holder` asks for `wanted` more slots of `tenant` (0: renew only). Returns the slots
     /// granted now, the tenant's current limit and all `holder` holds after the grant.
     pub fn lease(&self, holder: &str, tenant: &TenantId, wanted: u32) -> (u32, u32, u32) {
-        let now = Instant::now();
+        let now = self.clock.now();
         self.with_budget(tenant, now, |b| {
             let granted = b.acquire_lease(now, holder, wanted);
             (granted, b.current(now), b.held_by(holder))
@@ -414,7 +430,7 @@ impl Limits {
 
     /// `holder` returns `slots` of `tenant`.
     pub fn return_lease(&self, holder: &str, tenant: &TenantId, slots: u32) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut books = self.lock();
         if let Some(b) = books.budgets.get_mut(tenant) {
             b.return_lease(now, holder, slots);
@@ -423,7 +439,7 @@ impl Limits {
 
     /// Every tracked tenant's usage, sorted by tenant.
     pub fn usage(&self) -> Vec<TenantUsage> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut books = self.lock();
         let mut out: Vec<TenantUsage> = books
             .budgets

@@ -6,7 +6,7 @@ use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::certs::Certificates;
 use crate::config::{RegionConfig, StoreBackend};
-use crate::events::{self, Events, SystemClock, WallClock};
+use crate::events::{self, Events};
 use crate::invoker::RegionInvoker;
 use crate::limits::Limits;
 use crate::quic::{self, PopServices};
@@ -19,6 +19,7 @@ use crate::store::{JetStreamBackend, Store, StoreError};
 use crate::trend::TrendWatch;
 use axum::Router;
 use axum::routing::get;
+use common::clock::Clocks;
 use common::edge::{invoke_router, metrics_router, observed, route_fallback, serve};
 use common::exec::Executor;
 use common::logs::LogBuffer;
@@ -142,17 +143,18 @@ impl RegionHandle {
 /// [`StartError`] when the state directory, store, certificates, sandbox or a listener
 /// cannot be set up.
 pub async fn start(config: RegionConfig) -> Result<RegionHandle, StartError> {
-    start_with_clock(config, Arc::new(SystemClock)).await
+    start_with_clocks(config, Clocks::default()).await
 }
 
-/// As [`start`], with the async queue reading the time from `clock` (tests move it by hand
-/// to age queued events without waiting).
+/// As [`start`], reading the time from `clocks`: the async queue from `clocks.wall`, the
+/// tenants' limits and leases, the capacity view and the trend watch from `clocks.mono`
+/// (tests move them by hand instead of waiting).
 ///
 /// # Errors
 /// As [`start`].
-pub async fn start_with_clock(
+pub async fn start_with_clocks(
     config: RegionConfig,
-    clock: Arc<dyn WallClock>,
+    clocks: Clocks,
 ) -> Result<RegionHandle, StartError> {
     std::fs::create_dir_all(&config.state_dir)?;
     let tls_files = match &config.tls {
@@ -186,7 +188,7 @@ pub async fn start_with_clock(
     let events = Arc::new(
         Events::open(registry.store().clone(), config.events)?
             .with_stats(Arc::clone(&stats))
-            .with_clock(clock)
+            .with_clock(Arc::clone(&clocks.wall))
             .with_quotas(config.quotas),
     );
     let logs = Arc::new(LogBuffer::new(
@@ -209,7 +211,9 @@ pub async fn start_with_clock(
             "[limits] rebalance_ms needs the jetstream store shared by all the regions".into(),
         ));
     }
-    let limits = Arc::new(Limits::open(config.limits, registry.store().clone())?);
+    let limits = Arc::new(
+        Limits::open(config.limits, registry.store().clone())?.with_clock(Arc::clone(&clocks.mono)),
+    );
     config
         .fleets
         .validate(config.sandbox.max_warm_pools)
@@ -251,9 +255,11 @@ pub async fn start_with_clock(
         Capacity::new(CapacityConfig::default())
             .with_canary(Arc::clone(&canary))
             .with_rollouts(Arc::clone(&rollouts))
-            .with_memory(invoker.executor().clone()),
+            .with_memory(invoker.executor().clone())
+            .with_clock(Arc::clone(&clocks.mono)),
     );
-    let trending = Arc::new(TrendWatch::new(config.trending.clone()));
+    let trending =
+        Arc::new(TrendWatch::new(config.trending.clone()).with_clock(Arc::clone(&clocks.mono)));
     let control = ControlState {
         invoker: Arc::clone(&invoker),
         admin_token: config.admin_token.as_deref().map(Arc::from),
@@ -384,7 +390,7 @@ async fn snapshot_loop(
         let expiries = certs.expiries();
         stats.certificate_expiries(&expiries, now_s);
         capacity.set_certificates(&expiries, now_s);
-        capacity.own(stats.snapshot(Instant::now(), unix_ms()), Instant::now());
+        capacity.own(stats.snapshot(Instant::now(), unix_ms()), capacity.now());
     }
 }
 

@@ -201,7 +201,7 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             services.trending.reported(&load);
             // The POP's runs judged like the region's own: runtime canary and rollouts.
             crate::outcomes::fold(invoker, std::mem::take(&mut load.outcomes)).await;
-            match services.capacity.report(load, std::time::Instant::now()) {
+            match services.capacity.report(load, services.capacity.now()) {
                 Ok(()) => Message::Ack,
                 Err(e) => Message::Error(e),
             }

@@ -11,6 +11,7 @@
 //! dropped), and the hint channel (a broadcast of `HINT_CHANNEL` messages: a POP that
 //! lags behind skips hints, which are advisory).
 
+use common::clock::{Clock, SystemClock};
 use common::model::{
     ArtifactDigest, FunctionKey, FunctionName, NodeLoad, ResolvedFunction, TenantId,
 };
@@ -32,6 +33,7 @@ pub struct TrendWatch {
     max_tracked: usize,
     state: Mutex<State>,
     hints: broadcast::Sender<Message>,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
@@ -58,7 +60,15 @@ impl TrendWatch {
                 digests: HashMap::new(),
             }),
             hints,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same watcher reading the time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// A receiver of every hint sent from now on (one per push stream).
@@ -69,7 +79,7 @@ impl TrendWatch {
     /// Remembers the code `function` resolved to (the region ran it for a POP).
     pub fn resolved(&self, function: &ResolvedFunction) {
         let mut state = lock(&self.state);
-        let now = Instant::now();
+        let now = self.clock.now();
         if !state.digests.contains_key(&function.key) && state.digests.len() >= self.max_tracked {
             let oldest = state
                 .digests
@@ -87,7 +97,7 @@ impl TrendWatch {
 
     /// Counts the arrivals a POP reported in its last window.
     pub fn reported(&self, load: &NodeLoad) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut state = lock(&self.state);
         for f in &load.functions {
             if let Some(key) = parse_key(&f.function) {
@@ -102,7 +112,7 @@ impl TrendWatch {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             every.tick().await;
-            for hint in self.poll(Instant::now()) {
+            for hint in self.poll(self.clock.now()) {
                 // No subscriber (no POP connected) is not an error: the hint is dropped.
                 let _ = self.hints.send(hint);
             }

@@ -43,6 +43,9 @@ pub struct StartOptions {
     /// The clock of the region's async queue (default: the system's), for tests that age
     /// queued events by hand.
     pub events_clock: Option<std::sync::Arc<dyn region_node::events::WallClock>>,
+    /// The monotonic clock both nodes' policies read (default: the system's), for tests
+    /// that move time by hand (`common::clock::ManualClock`).
+    pub clock: Option<std::sync::Arc<dyn common::clock::Clock>>,
 }
 
 /// A running single-process deployment.
@@ -91,10 +94,14 @@ impl DevCluster {
         region.state_dir = state_dir.join("region");
         region.tls = Some(certs.region);
         region.admin_token = Some(admin_token.clone());
-        let clock = options
-            .events_clock
-            .unwrap_or_else(|| std::sync::Arc::new(region_node::events::SystemClock));
-        let region = region_node::start_with_clock(region, clock)
+        let mut clocks = common::clock::Clocks::default();
+        if let Some(wall) = options.events_clock {
+            clocks.wall = wall;
+        }
+        if let Some(mono) = &options.clock {
+            clocks.mono = std::sync::Arc::clone(mono);
+        }
+        let region = region_node::start_with_clocks(region, clocks)
             .await
             .context("starting the region")?;
 
@@ -114,7 +121,11 @@ impl DevCluster {
             });
         }
         pop.regions = RegionSource::Static(vec![options.region_via.unwrap_or(region.quic_addr)]);
-        let pop = pop_node::start(pop).await.context("starting the POP")?;
+        let pop = match &options.clock {
+            Some(clock) => pop_node::start_with_clock(pop, std::sync::Arc::clone(clock)).await,
+            None => pop_node::start(pop).await,
+        }
+        .context("starting the POP")?;
 
         let registry = region.registry();
         let tenant = TenantId::new(DEV_TENANT)?;
@@ -249,17 +260,27 @@ pub async fn deploy_at(
 /// # Errors
 /// When it is not up in time.
 pub async fn wait_connected(pop: &PopHandle, within: std::time::Duration) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + within;
-    while !pop.sync_status().live {
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "POP {} did not reach a region within {within:?}",
-                pop.node_id
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    wait_sync(pop, within, |s| s.live)
+        .await
+        .with_context(|| format!("POP {} did not reach a region", pop.node_id))
+}
+
+/// Waits until `pop`'s push stream status satisfies `condition`, at most `within`
+/// (woken by each change, never polling).
+///
+/// # Errors
+/// When it does not in time.
+pub async fn wait_sync(
+    pop: &PopHandle,
+    within: std::time::Duration,
+    condition: impl FnMut(&pop_node::sync::SyncStatus) -> bool,
+) -> anyhow::Result<()> {
+    let mut changes = pop.watch_sync();
+    match tokio::time::timeout(within, changes.wait_for(condition)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => bail!("the POP stopped"),
+        Err(_) => bail!("not within {within:?}"),
     }
-    Ok(())
 }
 
 fn random_token() -> String {

@@ -14,7 +14,7 @@
 use crate::events::{dead_letters, payload, wait_dlq};
 use crate::gate::{Then, deploy_gated, deploy_opener};
 use crate::support::{
-    Patience, TRAP, TestClock, TestCluster, eventually, header, pop_config, region_config,
+    Patience, TRAP, TestClock, TestCluster, eventually, header, pop_config, region_config, synced,
 };
 use common::model::ArtifactDigest;
 use common::sandbox::Release;
@@ -270,7 +270,7 @@ async fn promote_plain_at_the_region(c: &TestCluster) {
 async fn pop_runs_plain_on_the_next_release(c: &TestCluster, digest: ArtifactDigest) {
     let pop = &c.nodes.pop;
     assert!(
-        eventually(|| pop.sync_status().releases >= 1).await,
+        synced(pop, |s| s.releases >= 1).await,
         "the POP never got the verdict: {:?}",
         pop.sync_status()
     );
@@ -305,10 +305,7 @@ async fn a_pop_that_subscribes_after_a_promotion_gets_it_with_the_initial_state(
     // Unsubscribed while the verdict is decided: no change message can reach the POP.
     c.nodes.pop.set_sync_paused(true);
     let pop = &c.nodes.pop;
-    assert!(
-        eventually(|| !pop.sync_status().live).await,
-        "still subscribed"
-    );
+    assert!(synced(pop, |s| !s.live).await, "still subscribed");
     promote_plain_at_the_region(&c).await;
     assert_eq!(
         pop.sync_status().releases,

@@ -10,7 +10,7 @@
 
 use crate::events::{OK, accepted, dead_letters, fast_retries, invoke_event, payload, wait_dlq};
 use crate::gate::{Then, deploy_gated, deploy_opener};
-use crate::support::{TRAP, TestCluster, eventually, pop_config, region_config};
+use crate::support::{TRAP, TestCluster, pop_config, region_config, synced};
 use region_node::events::EventsConfig;
 use region_node::node::StartError;
 use region_node::store::StoreError;
@@ -52,10 +52,7 @@ async fn two_regions_on_one_nats_server_share_functions_pushes_and_streams() {
     .await
     .expect("region b starts");
     // B's POP is subscribed before the deploy, so it learns of it through B's push stream.
-    assert!(
-        eventually(|| b.pop.sync_status().live).await,
-        "B's POP never subscribed"
-    );
+    assert!(synced(&b.pop, |s| s.live).await, "B's POP never subscribed");
 
     a.deploy_examples().await.expect("deploys through region a");
     let store_a = a.region.registry().store().clone();
@@ -93,7 +90,7 @@ async fn two_regions_on_one_nats_server_share_functions_pushes_and_streams() {
     assert_eq!(resp.text().await.expect("body"), "Hello, shared!\n");
 
     assert!(
-        eventually(|| b.pop.sync_status().revision >= deployed_at).await,
+        synced(&b.pop, |s| s.revision >= deployed_at).await,
         "B's POP is at {:?}, the deploy at {deployed_at}",
         b.pop.sync_status()
     );

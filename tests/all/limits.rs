@@ -322,32 +322,55 @@ async fn invalid_tenant_limits_are_refused_and_change_nothing() {
     c.nodes.shutdown().await;
 }
 
-/// The dev tenant's `(limit, charged)` in the region's capacity view (refreshed every
-/// second), or `None` when it has no books there (idle at its burst value).
-async fn dev_budget(c: &TestCluster) -> Option<(u64, u64)> {
-    let view: serde_json::Value = c
-        .http
-        .get(format!("{}/v1/capacity", c.nodes.region_url()))
-        .bearer_auth(&c.nodes.admin_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    view["budgets"].as_array()?.iter().find_map(|b| {
-        (b["tenant"] == "dev").then(|| {
-            (
-                b["limit"].as_u64().unwrap_or_default(),
-                b["charged"].as_u64().unwrap_or_default(),
-            )
-        })
-    })
+/// Sends calls of `forever` to `region` until one is refused, and returns the limit its
+/// 429 names; the admitted ones keep running (until their timeout) in `running`. A call
+/// still going after a moment is taken as admitted: misjudging a slow 429 only sends one
+/// more call, which is refused in turn.
+async fn press(
+    c: &TestCluster,
+    region: &str,
+    running: &mut Vec<tokio::task::JoinHandle<u16>>,
+) -> u64 {
+    loop {
+        assert!(running.len() < 20, "nothing was ever refused");
+        let (http, url, token) = (
+            c.http.clone(),
+            format!("{region}/v1/functions/forever/invoke"),
+            c.nodes.token.clone(),
+        );
+        let mut call = tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request completes");
+            let status = resp.status().as_u16();
+            let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            (status, body)
+        });
+        match tokio::time::timeout(std::time::Duration::from_millis(300), &mut call).await {
+            Ok(done) => {
+                let (status, body) = done.expect("call task");
+                assert_eq!(status, 429, "{body}");
+                assert_eq!(body["error"]["limit"]["scope"], "tenant", "{body}");
+                return body["error"]["limit"]["value"]
+                    .as_u64()
+                    .expect("a limit value");
+            }
+            Err(_) => running.push(tokio::spawn(async move {
+                call.await.map_or(0, |(status, _)| status)
+            })),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_adaptive_limit_grows_under_pressure_and_decays_when_idle() {
-    let c = TestCluster::start().await;
+    // The nodes' policies read this clock: each interval of the limit passes when the
+    // test says so, not when the machine gets to it.
+    let clock = common::clock::ManualClock::new(std::time::Instant::now());
+    let c = TestCluster::with_manual_time(region_config(), pop_config(), clock.clone()).await;
     let region = c.nodes.region_url();
     let resp = c
         .http
@@ -360,64 +383,51 @@ async fn the_adaptive_limit_grows_under_pressure_and_decays_when_idle() {
     assert_eq!(resp.status(), 200);
     c.deploy_wat(
         "forever",
-        json!({"timeout_ms": 4000}),
+        json!({"timeout_ms": 1500}),
         crate::support::LOOP_FOREVER,
     )
     .await;
-    // Calls that never end on their own press against the limit: each is admitted (and
-    // holds a slot until its timeout) or refused at once; either way the interval was
-    // pressed, so the limit grows by one per interval up to its hard maximum.
-    let mut calls = tokio::task::JoinSet::new();
-    let mut patience = Patience::new();
-    let mut top = 0;
-    while top < 3 && patience.more() && calls.len() < 200 {
-        let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
-        calls.spawn(async move {
-            http.post(format!("{region}/v1/functions/forever/invoke"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("request completes")
-                .status()
-                .as_u16()
-        });
-        // Paces the calls (this test's load), so the loop is not a busy one.
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if let Some((limit, charged)) = dev_budget(&c).await {
-            assert!(limit <= 3, "past the hard maximum: {limit}");
-            assert!(
-                charged <= limit,
-                "{charged} charged over a limit of {limit}"
-            );
-            top = top.max(limit);
-        }
+    let interval = std::time::Duration::from_millis(200);
+    // Calls that never end on their own press against the limit: one runs, the next is
+    // refused. Each pressed interval that passes grows the limit by one, up to its hard
+    // maximum; a refusal names the limit in force.
+    let mut running = Vec::new();
+    let mut seen = vec![press(&c, &region, &mut running).await];
+    for _ in 0..3 {
+        clock.advance(interval);
+        seen.push(press(&c, &region, &mut running).await);
     }
-    assert_eq!(top, 3, "the limit grew to its hard maximum under pressure");
-    let mut statuses = Vec::new();
-    while let Some(s) = calls.join_next().await {
-        statuses.push(s.expect("call task"));
+    assert_eq!(
+        seen,
+        [1, 2, 3, 3],
+        "grown by one per pressed interval, up to 3"
+    );
+    assert_eq!(running.len(), 3, "exactly the limit ran at once");
+    for call in running.drain(..) {
+        assert_eq!(call.await.expect("call task"), 504, "ran until its timeout");
     }
-    assert!(
-        statuses.iter().all(|s| matches!(s, 504 | 429)),
-        "every call timed out or was throttled: {statuses:?}"
+    // Idle now: each empty interval decays the limit by a step back to the burst value
+    // (the interval of the last refusal closes first, pressed: no decay for it).
+    clock.advance(2 * interval);
+    assert_eq!(
+        press(&c, &region, &mut running).await,
+        2,
+        "one idle interval"
     );
-    assert!(
-        statuses.contains(&429),
-        "some calls pressed by being refused"
-    );
-    // Idle now: each empty interval decays the limit by a step back to the burst value.
-    let mut patience = Patience::new();
-    let mut decayed = false;
-    while !decayed && patience.more() {
-        decayed = dev_budget(&c).await.is_none_or(|(limit, _)| limit == 1);
-        if !decayed {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+    for call in running.drain(..) {
+        assert_eq!(call.await.expect("call task"), 504);
     }
-    assert!(
-        decayed,
-        "the idle tenant's limit decayed back to its burst value"
+    // That refusal pressed again (its interval grows the limit back to 3); five empty
+    // ones after it take it down to the burst value, and no lower.
+    clock.advance(6 * interval);
+    assert_eq!(
+        press(&c, &region, &mut running).await,
+        1,
+        "back at the burst value"
     );
+    for call in running.drain(..) {
+        assert_eq!(call.await.expect("call task"), 504);
+    }
     // And the tenant is served again at once.
     c.deploy_wat(
         "quick",

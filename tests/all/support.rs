@@ -58,6 +58,20 @@ impl TestCluster {
         Self::with_options(region, pop, options).await
     }
 
+    /// As [`TestCluster::with`], both nodes' policies reading monotonic time from `clock`
+    /// (limits, leases, placement, warm pools: moved by hand instead of waited for).
+    pub async fn with_manual_time(
+        region: RegionConfig,
+        pop: PopConfig,
+        clock: common::clock::ManualClock,
+    ) -> Self {
+        let options = StartOptions {
+            clock: Some(Arc::new(clock)),
+            ..StartOptions::default()
+        };
+        Self::with_options(region, pop, options).await
+    }
+
     /// As [`TestCluster::with`], the POP's QUIC traffic to the region going through
     /// `proxy` (which can cut the link silently, like a dead region or a cut cable).
     pub async fn via(region: RegionConfig, pop: PopConfig, proxy: &DelayProxy) -> Self {
@@ -199,6 +213,17 @@ pub fn header(resp: &reqwest::Response, name: &str) -> String {
 
 /// Whether `condition` holds within [`Patience`]'s bound, polled every 5 ms: for node
 /// state that has no notification to wait on (the POP's sync state, its module cache).
+/// Waits (up to 30 s, woken by each change) until `pop`'s push stream status satisfies
+/// `condition`; returns whether it did.
+pub async fn synced(
+    pop: &pop_node::PopHandle,
+    condition: impl FnMut(&pop_node::sync::SyncStatus) -> bool,
+) -> bool {
+    testkit::cluster::wait_sync(pop, std::time::Duration::from_secs(30), condition)
+        .await
+        .is_ok()
+}
+
 pub async fn eventually(condition: impl Fn() -> bool) -> bool {
     let mut patience = Patience::new();
     while patience.more() {

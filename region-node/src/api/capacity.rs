@@ -15,7 +15,7 @@ use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use futures::Stream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// At most one SSE event per this interval and client, however many POPs report: the
 /// view is whole, so coalescing loses nothing.
@@ -77,7 +77,7 @@ pub(super) async fn view(
     headers: HeaderMap,
 ) -> Result<Json<crate::capacity::CapacityView>, HttpError> {
     s.control.require_admin(&headers)?;
-    Ok(Json(s.capacity.view(Instant::now())))
+    Ok(Json(s.capacity.view(s.capacity.now())))
 }
 
 /// The same view as a server-sent event stream (event `capacity`, at most two a second).
@@ -101,7 +101,7 @@ pub(super) async fn stream(
                 changes.changed().await.ok()?;
             }
             changes.mark_unchanged();
-            let v = capacity.view(Instant::now());
+            let v = capacity.view(capacity.now());
             let event = Event::default()
                 .event("capacity")
                 .id(v.revision.to_string())

@@ -4,7 +4,7 @@
 //! read), and `/metrics` needs the operator. Each test also shows a victim still served.
 
 use crate::routes::{add_route, cluster};
-use crate::support::{TestCluster, eventually, pop_config, region_config};
+use crate::support::{TestCluster, pop_config, region_config, synced};
 use common::edge::HttpLimits;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -494,11 +494,6 @@ async fn metrics_need_the_operator_token_at_both_tiers() {
     }
 }
 
-/// Asserts that `cond` comes to hold (bounded by [`eventually`]'s patience).
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    assert!(eventually(cond).await, "never: {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pop_refuses_unknown_tokens_from_headers_and_bounds_bodies_it_cannot_verify() {
     let pop = pop_node::PopConfig {
@@ -518,7 +513,10 @@ async fn a_pop_refuses_unknown_tokens_from_headers_and_bounds_bodies_it_cannot_v
     };
     // The push stream is live: the POP holds every token, so an unknown one is refused
     // from the headers, its 6 MiB body never read.
-    until("the push stream is live", || c.nodes.pop.sync_status().live).await;
+    assert!(
+        synced(&c.nodes.pop, |s| s.live).await,
+        "the push stream never went live"
+    );
     let mut raw = Raw::connect(addr(&base)).await;
     raw.send(bogus_invoke(6 << 20).as_bytes()).await;
     let r = raw.response().await.expect("answered before any body");
@@ -527,10 +525,10 @@ async fn a_pop_refuses_unknown_tokens_from_headers_and_bounds_bodies_it_cannot_v
     // Without the stream the POP cannot rule a token out: it forwards, but reads such
     // bodies only within its budget (4 KiB here).
     c.nodes.pop.set_sync_paused(true);
-    until("the push stream is down", || {
-        !c.nodes.pop.sync_status().live
-    })
-    .await;
+    assert!(
+        synced(&c.nodes.pop, |s| !s.live).await,
+        "the push stream never went down"
+    );
     let mut raw = Raw::connect(addr(&base)).await;
     raw.send(bogus_invoke(8192).as_bytes()).await;
     let r = raw.response().await.expect("answered before any body");

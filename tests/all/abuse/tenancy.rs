@@ -4,7 +4,7 @@
 //! logs out with lines about invented functions.
 
 use crate::support::{
-    LOOP_FOREVER, Patience, TestCluster, error_kind, eventually, pop_config, region_config,
+    LOOP_FOREVER, Patience, TestCluster, error_kind, pop_config, region_config, synced,
 };
 use common::model::TenantId;
 use region_node::RegionConfig;
@@ -148,17 +148,13 @@ async fn a_revoked_token_is_refused_at_the_pop_within_two_seconds() {
     // pushed too once it subscribes again.
     let node = &c.nodes.pop;
     node.set_sync_paused(true);
-    assert!(
-        eventually(|| !node.sync_status().live).await,
-        "still subscribed"
-    );
+    assert!(synced(node, |s| !s.live).await, "still subscribed");
     let stolen = registry.create_token(&dev).expect("token");
     assert_eq!(invoke_as(&c, &pop, "hello", &stolen).await.0, 200);
     let subscribed = node.sync_status().subscriptions;
     node.set_sync_paused(false);
     assert!(
-        eventually(|| node.sync_status().live && node.sync_status().subscriptions > subscribed)
-            .await,
+        synced(node, |s| s.live && s.subscriptions > subscribed).await,
         "never subscribed again"
     );
     let (status, _) = invoke_as(&c, &pop, "hello", &stolen).await;

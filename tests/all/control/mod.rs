@@ -161,14 +161,14 @@ pub(super) async fn publish(api: &Api<'_>, name: &str) -> u64 {
 /// Waits until the POP has applied registry revision `revision`; returns how long it took.
 pub(super) async fn pop_reaches(c: &TestCluster, revision: u64) -> Duration {
     let started = Instant::now();
-    while c.nodes.pop.sync_status().revision < revision {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "POP did not reach revision {revision}: {:?}",
-            c.nodes.pop.sync_status()
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    let mut changes = c.nodes.pop.watch_sync();
+    let reached =
+        tokio::time::timeout(DEADLINE, changes.wait_for(|s| s.revision >= revision)).await;
+    assert!(
+        matches!(reached, Ok(Ok(_))),
+        "POP did not reach revision {revision}: {:?}",
+        c.nodes.pop.sync_status()
+    );
     started.elapsed()
 }
 

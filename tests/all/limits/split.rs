@@ -4,7 +4,7 @@
 //! (`rebalance_ms`) the shares follow the demand.
 
 use crate::failover::seeded_pair;
-use crate::support::{LOOP_FOREVER, Patience, any_port, eventually, pop_config, region_config};
+use crate::support::{LOOP_FOREVER, Patience, any_port, pop_config, region_config, synced};
 use common::model::{FunctionConfig, FunctionName, Placement, TenantId};
 use common::transport::dev_ca;
 use pop_node::discovery::RegionSource;
@@ -81,7 +81,7 @@ async fn two_regions_together_admit_at_most_the_tenants_limit() {
     // Both POPs hold their region's pushed state (tokens included) before the spins.
     for pop in [&pop_a, &pop_b] {
         assert!(
-            eventually(|| pop.sync_status().live).await,
+            synced(pop, |s| s.live).await,
             "a POP's push stream never went live"
         );
     }
@@ -183,7 +183,7 @@ async fn regions_on_one_store_move_a_tenants_limit_to_where_the_demand_is() {
         .expect("deploys");
     for c in [&a, &b] {
         assert!(
-            eventually(|| c.pop.sync_status().live).await,
+            synced(&c.pop, |s| s.live).await,
             "a POP's push stream never went live"
         );
     }
