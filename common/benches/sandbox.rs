@@ -6,6 +6,10 @@
 //!   allocator, no copy-on-write images, linker resolved per request): the "naive
 //!   per-request wasmtime server" core the POP's command path is compared with.
 //! - `reactor/warm_call`: one `strata_handle` call in a warm reactor instance.
+//! - `component/fresh_request`: one request through `examples/http/hello.wat` (an
+//!   `http`-ABI component) in a fresh instance, as without `reuse_instances`.
+//! - `component/reused_request`: the same request in a warm, reused instance
+//!   (`reuse_instances`).
 //! - `artifact/deserialize_1mb`: loading a ~1 MB precompiled artifact.
 //! - `artifact/compile_from_source`: compiling the same module from its wasm.
 //!
@@ -14,8 +18,8 @@
 //! on a current-thread tokio runtime, whose `block_on` is part of what is measured.
 
 use bytes::Bytes;
-use common::model::{ArtifactDigest, FunctionKey, FunctionName, TenantId};
-use common::sandbox::{Invocation, Sandbox, SandboxConfig, WarmKey};
+use common::model::{ArtifactDigest, FunctionKey, FunctionName, HttpRequestHead, TenantId};
+use common::sandbox::{Invocation, Reuse, Sandbox, SandboxConfig, WarmKey, WarmLane};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
@@ -96,6 +100,56 @@ fn reactor(c: &mut Criterion) {
         b.iter(|| {
             let e = rt
                 .block_on(sandbox.run_reactor(&key, &module, invocation(), None))
+                .expect("runs");
+            black_box(e);
+        });
+    });
+    g.finish();
+}
+
+fn component(c: &mut Criterion) {
+    let rt = runtime();
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+    let hello = include_str!("../../examples/http/hello.wat");
+    let module = sandbox
+        .compile(&wat::parse_str(hello).expect("wat"))
+        .expect("compiles");
+    let key = WarmKey {
+        function: FunctionKey {
+            tenant: TenantId::new("bench").expect("tenant"),
+            name: FunctionName::new("hello-http").expect("name"),
+        },
+        version: "$LATEST".into(),
+        digest: module.digest(),
+        memory_bytes: 16 << 20,
+    };
+    let head = || {
+        Some(HttpRequestHead {
+            method: "GET".into(),
+            scheme: "http".into(),
+            authority: "bench.example".into(),
+            path_and_query: "/".into(),
+            headers: Vec::new(),
+        })
+    };
+    let mut g = c.benchmark_group("component");
+    g.bench_function("fresh_request", |b| {
+        b.iter(|| {
+            let e = rt
+                .block_on(sandbox.run_http(&module, invocation(), head(), None))
+                .expect("runs");
+            black_box(e);
+        });
+    });
+    g.bench_function("reused_request", |b| {
+        b.iter(|| {
+            let reuse = Reuse {
+                key: &key,
+                affinity: None,
+                lane: WarmLane::Dedicated,
+            };
+            let e = rt
+                .block_on(sandbox.run_http_reusing(reuse, &module, invocation(), head(), None))
                 .expect("runs");
             black_box(e);
         });
@@ -185,6 +239,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = command, reactor, artifact
+    targets = command, reactor, component, artifact
 }
 criterion_main!(benches);

@@ -2,8 +2,10 @@
 //!
 //! Owns the compiled-module cache (compilation runs on the blocking pool, never on a
 //! worker); runs guests on the calling task (the sandbox yields the worker at every epoch
-//! tick, so a guest never holds it); picks the guest ABI (a fresh command instance, or a
-//! warm reactor instance of the function version's pool, by affinity key); turns a
+//! tick, so a guest never holds it); picks the guest ABI (a fresh command instance, a
+//! warm reactor instance of the function version's pool by affinity key, or a component
+//! instance: fresh, or warm from the same pools when the function set
+//! `reuse_instances`); turns a
 //! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Also owns
 //! each invocation's memory size: `x-strata-memory-mb` up to the function's
 //! `max_memory_mb` (400 above), else the size [`ResizePolicy`] learned, and with
@@ -25,7 +27,7 @@ use crate::model::{
 };
 use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy, SizeRecord};
 use crate::sandbox::{
-    CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release,
+    CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release, Reuse,
     Sandbox, SandboxError, StateHandle, WarmKey, WarmLane,
 };
 use bytes::Bytes;
@@ -340,20 +342,18 @@ impl Executor {
             response: None,
             outbound: None,
         };
+        let key = WarmKey {
+            function: function.key.clone(),
+            version: function.version.clone(),
+            digest: module.digest(),
+            memory_bytes: invocation.memory_bytes,
+        };
         match function.config.abi {
             Abi::Command => sandbox.run(&module, invocation).await.map(plain),
-            Abi::Reactor => {
-                let key = WarmKey {
-                    function: function.key.clone(),
-                    version: function.version.clone(),
-                    digest: module.digest(),
-                    memory_bytes: invocation.memory_bytes,
-                };
-                sandbox
-                    .run_reactor_in(&key, &module, invocation, req.affinity.as_deref(), lane)
-                    .await
-                    .map(plain)
-            }
+            Abi::Reactor => sandbox
+                .run_reactor_in(&key, &module, invocation, req.affinity.as_deref(), lane)
+                .await
+                .map(plain),
             Abi::Http => {
                 // Validated when the config was written; a config that no longer parses
                 // (rules tightened since) sends nothing.
@@ -364,9 +364,19 @@ impl Executor {
                     .ok()
                     .flatten()
                     .map(Arc::new);
-                sandbox
-                    .run_http(&module, invocation, req.http.clone(), rules)
-                    .await
+                let head = req.http.clone();
+                if function.config.reuse_instances {
+                    let reuse = Reuse {
+                        key: &key,
+                        affinity: req.affinity.as_deref(),
+                        lane,
+                    };
+                    sandbox
+                        .run_http_reusing(reuse, &module, invocation, head, rules)
+                        .await
+                } else {
+                    sandbox.run_http(&module, invocation, head, rules).await
+                }
             }
         }
         .map_err(|e| match e {
@@ -405,8 +415,8 @@ impl Executor {
 
     /// As [`Executor::run`], also saying whether a failure is the platform's (a trap,
     /// running out of memory or time; not the guest's own non-zero exit): what the
-    /// runtime canary counts. A reactor's warm pool is kept in `lane` (the region's
-    /// on-demand fleet has a lane of its own).
+    /// runtime canary counts. A warm pool (a reactor's, or a component's that reuses
+    /// instances) is kept in `lane` (the region's on-demand fleet has a lane of its own).
     ///
     /// # Errors
     /// As [`Executor::run`].
@@ -489,9 +499,11 @@ impl Executor {
         }
         // A command module gets a fresh instance every time by design (microseconds, from
         // a pooled slot and a copy-on-write memory image); what makes it cold is having to
-        // prepare its code. Reactors report their instance's own start.
+        // prepare its code. Reactors, and components that reuse instances, report their
+        // instance's own start.
         let start = match (cold, function.config.abi) {
             (true, _) => StartKind::Cold,
+            (false, Abi::Http) if function.config.reuse_instances => execution.start,
             // A component, like a command, gets a fresh instance per request.
             (false, Abi::Command | Abi::Http) => StartKind::Warm,
             (false, Abi::Reactor) => execution.start,

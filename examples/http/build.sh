@@ -17,7 +17,7 @@ case "${1:-}" in
   hello)
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
-    wasm-tools component embed "$wit" --world http "$here/hello.core.wat" -o "$tmp/embedded.wasm"
+    wasm-tools component embed "$wit" --world http-env "$here/hello.core.wat" -o "$tmp/embedded.wasm"
     wasm-tools component new "$tmp/embedded.wasm" -o "$tmp/hello.wasm"
     wasm-tools strip --all "$tmp/hello.wasm" -o "$tmp/stripped.wasm"
     {

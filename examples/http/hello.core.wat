@@ -10,6 +10,14 @@
 ;; 64 MiB more memory (and traps when refused), /big answers 8 MB. /fetch makes an
 ;; outbound GET http://<x-target>/ and answers `status N`, `error N` (the `error-code`
 ;; case number; 15 is HTTP-request-denied) or `handle-error N`.
+;;
+;; Every response carries `x-count: NNN`, how many requests this instance has handled
+;; (a global): `001` in a fresh instance, more when the function opts in to instance
+;; reuse. The handler drops every resource it was given or made (so a reused instance
+;; holds none between requests), except under /leak, which keeps the request, and
+;; /fetch, which keeps the outbound response. /log writes `log NNN` (the same count) to
+;; stdout through a stream it gets once and keeps, as a libc does. /env adds its
+;; environment to the body, a `NAME=value` line per variable.
 (module
   (type $ret (func (param i32 i32)))
   (import "wasi:http/types@0.2.12" "[method]incoming-request.method"
@@ -68,13 +76,32 @@
     (func $future_get (type $ret)))
   (import "wasi:http/types@0.2.12" "[method]incoming-response.status"
     (func $iresp_status (param i32) (result i32)))
+  (import "wasi:http/types@0.2.12" "[resource-drop]incoming-request"
+    (func $drop_request (param i32)))
+  (import "wasi:http/types@0.2.12" "[resource-drop]fields"
+    (func $drop_fields (param i32)))
+  (import "wasi:http/types@0.2.12" "[resource-drop]incoming-body"
+    (func $drop_body (param i32)))
+  (import "wasi:io/streams@0.2.12" "[resource-drop]input-stream"
+    (func $drop_input (param i32)))
+  (import "wasi:cli/stdout@0.2.12" "get-stdout"
+    (func $get_stdout (result i32)))
+  (import "wasi:cli/environment@0.2.12" "get-environment"
+    (func $get_env (param i32)))
 
   (memory (export "memory") 1)
   ;; Return areas (8-aligned) at 16; constant strings from 1024; the heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
+  ;; Requests this instance has handled.
+  (global $count (mut i32) (i32.const 0))
+  ;; The stdout stream, once got (0: not yet; no handle is 0).
+  (global $stdout (mut i32) (i32.const 0))
   (data (i32.const 1024) "GETHEADPOSTPUTDELETECONNECTOPTIONSTRACEPATCH")
   (data (i32.const 1100) "x-guesthellox-echox-target /\n")
   (data (i32.const 1140) "status error handle-error ")
+  (data (i32.const 1170) "x-count")
+  (data (i32.const 1180) "log \n")
+  (data (i32.const 1186) "=")
   ;; Offsets (into 1024) and lengths of the method names, by `method` case.
   (data (i32.const 1200) "\00\03\03\04\07\04\0b\03\0e\06\14\07\1b\07\22\05\27\05")
 
@@ -163,11 +190,31 @@
         (call $write (local.get $os) (i32.const 1140) (i32.const 7))
         (call $write_num (local.get $os) (call $iresp_status (i32.load (i32.const 40)))))))
 
+;; Writes every environment variable as `NAME=value\n`.
+  (func $write_env (param $os i32)
+    (local $at i32) (local $end i32)
+    (call $get_env (i32.const 16))
+    (local.set $at (i32.load (i32.const 16)))
+    (local.set $end (i32.add (local.get $at) (i32.shl (i32.load (i32.const 20)) (i32.const 4))))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $at) (local.get $end)))
+        (call $write (local.get $os) (i32.load (local.get $at)) (i32.load offset=4 (local.get $at)))
+        (call $write (local.get $os) (i32.const 1186) (i32.const 1))
+        (call $write (local.get $os) (i32.load offset=8 (local.get $at)) (i32.load offset=12 (local.get $at)))
+        (call $write (local.get $os) (i32.const 1128) (i32.const 1))
+        (local.set $at (i32.add (local.get $at) (i32.const 16)))
+        (br $next))))
+
   (func (export "wasi:http/incoming-handler@0.2.12#handle") (param $req i32) (param $out i32)
     (local $m i32) (local $mlen i32) (local $path i32) (local $plen i32)
     (local $headers i32) (local $echo i32) (local $elen i32) (local $target i32) (local $tlen i32)
     (local $in i32) (local $body i32) (local $blen i32)
     (local $resp i32) (local $rh i32) (local $ob i32) (local $os i32) (local $i i32)
+    (local $ib i32)
+    ;; Nothing allocated for an earlier request is needed any more.
+    (global.set $heap (i32.const 4096))
+    (global.set $count (i32.add (global.get $count) (i32.const 1)))
     ;; The method: a known case's name from the table, or `other`'s string.
     (call $req_method (local.get $req) (i32.const 16))
     (local.set $m (i32.load8_u (i32.const 16)))
@@ -211,7 +258,8 @@
     ;; The body: read to its end; the bump allocator puts the chunks one after another.
     (call $req_consume (local.get $req) (i32.const 16))
     (if (i32.load8_u (i32.const 16)) (then unreachable))
-    (call $body_stream (i32.load (i32.const 20)) (i32.const 16))
+    (local.set $ib (i32.load (i32.const 20)))
+    (call $body_stream (local.get $ib) (i32.const 16))
     (if (i32.load8_u (i32.const 16)) (then unreachable))
     (local.set $in (i32.load (i32.const 20)))
     (block $eof
@@ -221,9 +269,28 @@
         (if (i32.eqz (local.get $body)) (then (local.set $body (i32.load (i32.const 20)))))
         (local.set $blen (i32.add (local.get $blen) (i32.load (i32.const 24))))
         (br $more)))
+    ;; Done with the request: its resources go, children first.
+    (call $drop_input (local.get $in))
+    (call $drop_body (local.get $ib))
+    (call $drop_fields (local.get $headers))
+    (i32.store (i32.const 64) (i32.const 0x61656c2f)) ;; "/lea"
+    (if (i32.eqz (call $starts (local.get $path) (local.get $plen) (i32.const 64) (i32.const 4)))
+      (then (call $drop_request (local.get $req))))
+    (i32.store (i32.const 64) (i32.const 0x676f6c2f)) ;; "/log"
+    (if (call $starts (local.get $path) (local.get $plen) (i32.const 64) (i32.const 4))
+      (then
+        (if (i32.eqz (global.get $stdout)) (then (global.set $stdout (call $get_stdout))))
+        (call $write (global.get $stdout) (i32.const 1180) (i32.const 4))
+        (call $write_num (global.get $stdout) (global.get $count))
+        (call $write (global.get $stdout) (i32.const 1184) (i32.const 1))))
     ;; The response.
     (local.set $rh (call $fields_new))
     (call $fields_append (local.get $rh) (i32.const 1100) (i32.const 7) (i32.const 1107) (i32.const 5) (i32.const 16))
+    (i32.store8 (i32.const 88) (i32.add (i32.const 48) (i32.div_u (global.get $count) (i32.const 100))))
+    (i32.store8 (i32.const 89) (i32.add (i32.const 48)
+      (i32.rem_u (i32.div_u (global.get $count) (i32.const 10)) (i32.const 10))))
+    (i32.store8 (i32.const 90) (i32.add (i32.const 48) (i32.rem_u (global.get $count) (i32.const 10))))
+    (call $fields_append (local.get $rh) (i32.const 1170) (i32.const 7) (i32.const 88) (i32.const 3) (i32.const 16))
     (if (local.get $elen)
       (then
         (call $fields_append (local.get $rh) (i32.const 1112) (i32.const 6)
@@ -250,6 +317,9 @@
           (call $write (local.get $os) (i32.const 4096) (i32.const 4096))
           (local.set $i (i32.add (local.get $i) (i32.const 1)))
           (br_if $big (i32.lt_u (local.get $i) (i32.const 2000))))))
+    (i32.store (i32.const 64) (i32.const 0x766e652f)) ;; "/env"
+    (if (call $starts (local.get $path) (local.get $plen) (i32.const 64) (i32.const 4))
+      (then (call $write_env (local.get $os))))
     (i32.store (i32.const 64) (i32.const 0x7465662f)) ;; "/fet"
     (if (call $starts (local.get $path) (local.get $plen) (i32.const 64) (i32.const 4))
       (then (call $fetch (local.get $os) (local.get $target) (local.get $tlen))))

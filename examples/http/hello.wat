@@ -3,38 +3,47 @@
 (component
   (type (;0;)
     (instance
+      (type (;0;) (tuple string string))
+      (type (;1;) (list 0))
+      (type (;2;) (func (result 1)))
+      (export (;0;) "get-environment" (func (type 2)))
+    )
+  )
+  (import "wasi:cli/environment@0.2.12" (instance (;0;) (type 0)))
+  (type (;1;)
+    (instance
       (export (;0;) "pollable" (type (sub resource)))
       (type (;1;) (borrow 0))
       (type (;2;) (func (param "self" 1)))
       (export (;0;) "[method]pollable.block" (func (type 2)))
     )
   )
-  (import "wasi:io/poll@0.2.12" (instance (;0;) (type 0)))
-  (alias export 0 "pollable" (type (;1;)))
-  (type (;2;)
+  (import "wasi:io/poll@0.2.12" (instance (;1;) (type 1)))
+  (alias export 1 "pollable" (type (;2;)))
+  (type (;3;)
     (instance
       (type (;0;) u64)
       (export (;1;) "duration" (type (eq 0)))
-      (alias outer 1 1 (type (;2;)))
+      (alias outer 1 2 (type (;2;)))
       (export (;3;) "pollable" (type (eq 2)))
       (type (;4;) (own 3))
       (type (;5;) (func (param "when" 1) (result 4)))
       (export (;0;) "subscribe-duration" (func (type 5)))
     )
   )
-  (import "wasi:clocks/monotonic-clock@0.2.12" (instance (;1;) (type 2)))
-  (type (;3;)
+  (import "wasi:clocks/monotonic-clock@0.2.12" (instance (;2;) (type 3)))
+  (type (;4;)
     (instance
       (export (;0;) "error" (type (sub resource)))
     )
   )
-  (import "wasi:io/error@0.2.12" (instance (;2;) (type 3)))
-  (alias export 2 "error" (type (;4;)))
-  (type (;5;)
+  (import "wasi:io/error@0.2.12" (instance (;3;) (type 4)))
+  (alias export 3 "error" (type (;5;)))
+  (type (;6;)
     (instance
       (export (;0;) "input-stream" (type (sub resource)))
       (export (;1;) "output-stream" (type (sub resource)))
-      (alias outer 1 4 (type (;2;)))
+      (alias outer 1 5 (type (;2;)))
       (export (;3;) "error" (type (eq 2)))
       (type (;4;) (own 3))
       (type (;5;) (variant (case "last-operation-failed" 4) (case "closed")))
@@ -50,11 +59,22 @@
       (export (;1;) "[method]output-stream.blocking-write-and-flush" (func (type 13)))
     )
   )
-  (import "wasi:io/streams@0.2.12" (instance (;3;) (type 5)))
-  (alias export 3 "input-stream" (type (;6;)))
-  (alias export 3 "output-stream" (type (;7;)))
-  (alias export 0 "pollable" (type (;8;)))
-  (type (;9;)
+  (import "wasi:io/streams@0.2.12" (instance (;4;) (type 6)))
+  (alias export 4 "output-stream" (type (;7;)))
+  (type (;8;)
+    (instance
+      (alias outer 1 7 (type (;0;)))
+      (export (;1;) "output-stream" (type (eq 0)))
+      (type (;2;) (own 1))
+      (type (;3;) (func (result 2)))
+      (export (;0;) "get-stdout" (func (type 3)))
+    )
+  )
+  (import "wasi:cli/stdout@0.2.12" (instance (;5;) (type 8)))
+  (alias export 4 "input-stream" (type (;9;)))
+  (alias export 4 "output-stream" (type (;10;)))
+  (alias export 1 "pollable" (type (;11;)))
+  (type (;12;)
     (instance
       (export (;0;) "incoming-request" (type (sub resource)))
       (type (;1;) (variant (case "get") (case "head") (case "post") (case "put") (case "delete") (case "connect") (case "options") (case "trace") (case "patch") (case "other" string)))
@@ -62,7 +82,7 @@
       (export (;3;) "fields" (type (sub resource)))
       (export (;4;) "headers" (type (eq 3)))
       (export (;5;) "incoming-body" (type (sub resource)))
-      (alias outer 1 6 (type (;6;)))
+      (alias outer 1 9 (type (;6;)))
       (export (;7;) "input-stream" (type (eq 6)))
       (type (;8;) string)
       (export (;9;) "field-key" (type (eq 8)))
@@ -75,7 +95,7 @@
       (type (;16;) u16)
       (export (;17;) "status-code" (type (eq 16)))
       (export (;18;) "outgoing-body" (type (sub resource)))
-      (alias outer 1 7 (type (;19;)))
+      (alias outer 1 10 (type (;19;)))
       (export (;20;) "output-stream" (type (eq 19)))
       (export (;21;) "trailers" (type (eq 3)))
       (type (;22;) (option string))
@@ -97,7 +117,7 @@
       (type (;38;) (variant (case "HTTP") (case "HTTPS") (case "other" string)))
       (export (;39;) "scheme" (type (eq 38)))
       (export (;40;) "future-incoming-response" (type (sub resource)))
-      (alias outer 1 8 (type (;41;)))
+      (alias outer 1 11 (type (;41;)))
       (export (;42;) "pollable" (type (eq 41)))
       (export (;43;) "incoming-response" (type (sub resource)))
       (export (;44;) "request-options" (type (sub resource)))
@@ -179,20 +199,20 @@
       (export (;20;) "[method]future-incoming-response.get" (func (type 99)))
     )
   )
-  (import "wasi:http/types@0.2.12" (instance (;4;) (type 9)))
-  (alias export 4 "outgoing-request" (type (;10;)))
-  (alias export 4 "request-options" (type (;11;)))
-  (alias export 4 "future-incoming-response" (type (;12;)))
-  (alias export 4 "error-code" (type (;13;)))
-  (type (;14;)
+  (import "wasi:http/types@0.2.12" (instance (;6;) (type 12)))
+  (alias export 6 "outgoing-request" (type (;13;)))
+  (alias export 6 "request-options" (type (;14;)))
+  (alias export 6 "future-incoming-response" (type (;15;)))
+  (alias export 6 "error-code" (type (;16;)))
+  (type (;17;)
     (instance
-      (alias outer 1 10 (type (;0;)))
+      (alias outer 1 13 (type (;0;)))
       (export (;1;) "outgoing-request" (type (eq 0)))
-      (alias outer 1 11 (type (;2;)))
+      (alias outer 1 14 (type (;2;)))
       (export (;3;) "request-options" (type (eq 2)))
-      (alias outer 1 12 (type (;4;)))
+      (alias outer 1 15 (type (;4;)))
       (export (;5;) "future-incoming-response" (type (eq 4)))
-      (alias outer 1 13 (type (;6;)))
+      (alias outer 1 16 (type (;6;)))
       (export (;7;) "error-code" (type (eq 6)))
       (type (;8;) (own 1))
       (type (;9;) (own 3))
@@ -203,7 +223,7 @@
       (export (;0;) "handle" (func (type 13)))
     )
   )
-  (import "wasi:http/outgoing-handler@0.2.12" (instance (;5;) (type 14)))
+  (import "wasi:http/outgoing-handler@0.2.12" (instance (;7;) (type 17)))
   (core module (;0;)
     (type (;0;) (func (param i32 i32)))
     (type (;1;) (func (param i32) (result i32)))
@@ -246,12 +266,20 @@
     (import "wasi:http/types@0.2.12" "[method]future-incoming-response.subscribe" (func (;25;) (type 1) (param i32) (result i32)))
     (import "wasi:http/types@0.2.12" "[method]future-incoming-response.get" (func (;26;) (type 0) (param i32 i32)))
     (import "wasi:http/types@0.2.12" "[method]incoming-response.status" (func (;27;) (type 1) (param i32) (result i32)))
+    (import "wasi:http/types@0.2.12" "[resource-drop]incoming-request" (func (;28;) (type 8) (param i32)))
+    (import "wasi:http/types@0.2.12" "[resource-drop]fields" (func (;29;) (type 8) (param i32)))
+    (import "wasi:http/types@0.2.12" "[resource-drop]incoming-body" (func (;30;) (type 8) (param i32)))
+    (import "wasi:io/streams@0.2.12" "[resource-drop]input-stream" (func (;31;) (type 8) (param i32)))
+    (import "wasi:cli/stdout@0.2.12" "get-stdout" (func (;32;) (type 4) (result i32)))
+    (import "wasi:cli/environment@0.2.12" "get-environment" (func (;33;) (type 8) (param i32)))
     (memory (;0;) 1)
     (global (;0;) (mut i32) i32.const 4096)
+    (global (;1;) (mut i32) i32.const 0)
+    (global (;2;) (mut i32) i32.const 0)
     (export "memory" (memory 0))
-    (export "cabi_realloc" (func 28))
-    (export "wasi:http/incoming-handler@0.2.12#handle" (func 33))
-    (func (;28;) (type 11) (param i32 i32 i32 i32) (result i32)
+    (export "cabi_realloc" (func 34))
+    (export "wasi:http/incoming-handler@0.2.12#handle" (func 40))
+    (func (;34;) (type 11) (param i32 i32 i32 i32) (result i32)
       (local i32)
       global.get 0
       local.get 2
@@ -291,7 +319,7 @@
       end
       local.get 4
     )
-    (func (;29;) (type 12) (param i32 i32 i32)
+    (func (;35;) (type 12) (param i32 i32 i32)
       (local i32)
       block ;; label = @1
         loop ;; label = @2
@@ -327,7 +355,7 @@
         end
       end
     )
-    (func (;30;) (type 0) (param i32 i32)
+    (func (;36;) (type 0) (param i32 i32)
       i32.const 80
       i32.const 48
       local.get 1
@@ -354,9 +382,9 @@
       local.get 0
       i32.const 80
       i32.const 3
-      call 29
+      call 35
     )
-    (func (;31;) (type 11) (param i32 i32 i32 i32) (result i32)
+    (func (;37;) (type 11) (param i32 i32 i32 i32) (result i32)
       (local i32)
       local.get 1
       local.get 3
@@ -393,7 +421,7 @@
       end
       i32.const 1
     )
-    (func (;32;) (type 12) (param i32 i32 i32)
+    (func (;38;) (type 12) (param i32 i32 i32)
       (local i32 i32 i32)
       call 7
       call 20
@@ -428,11 +456,11 @@
         local.get 0
         i32.const 1153
         i32.const 13
-        call 29
+        call 35
         local.get 0
         i32.const 24
         i32.load8_u
-        call 30
+        call 36
         return
       end
       i32.const 24
@@ -463,25 +491,79 @@
         local.get 0
         i32.const 1147
         i32.const 6
-        call 29
+        call 35
         local.get 0
         i32.const 40
         i32.load8_u
-        call 30
+        call 36
       else
         local.get 0
         i32.const 1140
         i32.const 7
-        call 29
+        call 35
         local.get 0
         i32.const 40
         i32.load
         call 27
-        call 30
+        call 36
       end
     )
-    (func (;33;) (type 0) (param i32 i32)
-      (local i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)
+    (func (;39;) (type 8) (param i32)
+      (local i32 i32)
+      i32.const 16
+      call 33
+      i32.const 16
+      i32.load
+      local.set 1
+      local.get 1
+      i32.const 20
+      i32.load
+      i32.const 4
+      i32.shl
+      i32.add
+      local.set 2
+      block ;; label = @1
+        loop ;; label = @2
+          local.get 1
+          local.get 2
+          i32.ge_u
+          br_if 1 (;@1;)
+          local.get 0
+          local.get 1
+          i32.load
+          local.get 1
+          i32.load offset=4
+          call 35
+          local.get 0
+          i32.const 1186
+          i32.const 1
+          call 35
+          local.get 0
+          local.get 1
+          i32.load offset=8
+          local.get 1
+          i32.load offset=12
+          call 35
+          local.get 0
+          i32.const 1128
+          i32.const 1
+          call 35
+          local.get 1
+          i32.const 16
+          i32.add
+          local.set 1
+          br 0 (;@2;)
+        end
+      end
+    )
+    (func (;40;) (type 0) (param i32 i32)
+      (local i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32 i32)
+      i32.const 4096
+      global.set 0
+      global.get 1
+      i32.const 1
+      i32.add
+      global.set 1
       local.get 0
       i32.const 16
       call 0
@@ -545,7 +627,7 @@
       local.get 5
       i32.const 64
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         unreachable
       end
@@ -553,7 +635,7 @@
       local.get 5
       i32.const 68
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         loop ;; label = @2
           br 0 (;@2;)
@@ -563,7 +645,7 @@
       local.get 5
       i32.const 72
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         i32.const 1024
         memory.grow
@@ -579,7 +661,7 @@
       local.get 5
       i32.const 76
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         i64.const 10000000000
         call 17
@@ -636,6 +718,8 @@
       end
       i32.const 20
       i32.load
+      local.set 19
+      local.get 19
       i32.const 16
       call 4
       i32.const 16
@@ -670,6 +754,52 @@
           br 0 (;@2;)
         end
       end
+      local.get 11
+      call 31
+      local.get 19
+      call 30
+      local.get 6
+      call 29
+      i32.const 64
+      i32.const 1634036783
+      i32.store
+      local.get 4
+      local.get 5
+      i32.const 64
+      i32.const 4
+      call 37
+      i32.eqz
+      if ;; label = @1
+        local.get 0
+        call 28
+      end
+      i32.const 64
+      i32.const 1735355439
+      i32.store
+      local.get 4
+      local.get 5
+      i32.const 64
+      i32.const 4
+      call 37
+      if ;; label = @1
+        global.get 2
+        i32.eqz
+        if ;; label = @2
+          call 32
+          global.set 2
+        end
+        global.get 2
+        i32.const 1180
+        i32.const 4
+        call 35
+        global.get 2
+        global.get 1
+        call 36
+        global.get 2
+        i32.const 1184
+        i32.const 1
+        call 35
+      end
       call 7
       local.set 15
       local.get 15
@@ -677,6 +807,36 @@
       i32.const 7
       i32.const 1107
       i32.const 5
+      i32.const 16
+      call 8
+      i32.const 88
+      i32.const 48
+      global.get 1
+      i32.const 100
+      i32.div_u
+      i32.add
+      i32.store8
+      i32.const 89
+      i32.const 48
+      global.get 1
+      i32.const 10
+      i32.div_u
+      i32.const 10
+      i32.rem_u
+      i32.add
+      i32.store8
+      i32.const 90
+      i32.const 48
+      global.get 1
+      i32.const 10
+      i32.rem_u
+      i32.add
+      i32.store8
+      local.get 15
+      i32.const 1170
+      i32.const 7
+      i32.const 88
+      i32.const 3
       i32.const 16
       call 8
       local.get 8
@@ -699,7 +859,7 @@
       local.get 5
       i32.const 64
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         local.get 14
         i32.const 418
@@ -731,23 +891,23 @@
       local.get 17
       local.get 2
       local.get 3
-      call 29
+      call 35
       local.get 17
       i32.const 1126
       i32.const 1
-      call 29
+      call 35
       local.get 17
       local.get 4
       local.get 5
-      call 29
+      call 35
       local.get 17
       i32.const 1128
       i32.const 1
-      call 29
+      call 35
       local.get 17
       local.get 12
       local.get 13
-      call 29
+      call 35
       i32.const 64
       i32.const 1734959663
       i32.store
@@ -755,13 +915,13 @@
       local.get 5
       i32.const 64
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         loop ;; label = @2
           local.get 17
           i32.const 4096
           i32.const 4096
-          call 29
+          call 35
           local.get 18
           i32.const 1
           i32.add
@@ -773,18 +933,30 @@
         end
       end
       i32.const 64
+      i32.const 1986946351
+      i32.store
+      local.get 4
+      local.get 5
+      i32.const 64
+      i32.const 4
+      call 37
+      if ;; label = @1
+        local.get 17
+        call 39
+      end
+      i32.const 64
       i32.const 1952802351
       i32.store
       local.get 4
       local.get 5
       i32.const 64
       i32.const 4
-      call 31
+      call 37
       if ;; label = @1
         local.get 17
         local.get 9
         local.get 10
-        call 32
+        call 38
       end
       local.get 17
       call 16
@@ -802,7 +974,10 @@
     (data (;0;) (i32.const 1024) "GETHEADPOSTPUTDELETECONNECTOPTIONSTRACEPATCH")
     (data (;1;) (i32.const 1100) "x-guesthellox-echox-target /\0a")
     (data (;2;) (i32.const 1140) "status error handle-error ")
-    (data (;3;) (i32.const 1200) "\00\03\03\04\07\04\0b\03\0e\06\14\07\1b\07\22\05'\05")
+    (data (;3;) (i32.const 1170) "x-count")
+    (data (;4;) (i32.const 1180) "log \0a")
+    (data (;5;) (i32.const 1186) "=")
+    (data (;6;) (i32.const 1200) "\00\03\03\04\07\04\0b\03\0e\06\14\07\1b\07\22\05'\05")
   )
   (core module (;1;)
     (type (;0;) (func (param i32 i32)))
@@ -812,7 +987,8 @@
     (type (;4;) (func (param i32 i32 i32 i32 i32) (result i32)))
     (type (;5;) (func (param i32 i32 i32 i32) (result i32)))
     (type (;6;) (func (param i32 i64 i32)))
-    (table (;0;) 17 17 funcref)
+    (type (;7;) (func (param i32)))
+    (table (;0;) 18 18 funcref)
     (export "0" (func 0))
     (export "1" (func 1))
     (export "2" (func 2))
@@ -830,6 +1006,7 @@
     (export "14" (func 14))
     (export "15" (func 15))
     (export "16" (func 16))
+    (export "17" (func 17))
     (export "$imports" (table 0))
     (func (;0;) (type 0) (param i32 i32)
       local.get 0
@@ -960,38 +1137,49 @@
       i32.const 16
       call_indirect (type 1)
     )
+    (func (;17;) (type 7) (param i32)
+      local.get 0
+      i32.const 17
+      call_indirect (type 7)
+    )
   )
   (core instance (;0;) (instantiate 1))
-  (alias export 4 "incoming-request" (type (;15;)))
-  (alias export 4 "response-outparam" (type (;16;)))
+  (alias export 6 "incoming-request" (type (;18;)))
+  (alias export 6 "response-outparam" (type (;19;)))
   (alias core export 0 "0" (core func (;0;)))
   (alias core export 0 "1" (core func (;1;)))
-  (alias export 4 "[method]incoming-request.headers" (func (;0;)))
+  (alias export 6 "[method]incoming-request.headers" (func (;0;)))
   (core func (;2;) (canon lower (func 0)))
   (alias core export 0 "2" (core func (;3;)))
   (alias core export 0 "3" (core func (;4;)))
   (alias core export 0 "4" (core func (;5;)))
-  (alias export 4 "[constructor]fields" (func (;1;)))
+  (alias export 6 "[constructor]fields" (func (;1;)))
   (core func (;6;) (canon lower (func 1)))
   (alias core export 0 "5" (core func (;7;)))
-  (alias export 4 "[constructor]outgoing-response" (func (;2;)))
+  (alias export 6 "[constructor]outgoing-response" (func (;2;)))
   (core func (;8;) (canon lower (func 2)))
-  (alias export 4 "[method]outgoing-response.set-status-code" (func (;3;)))
+  (alias export 6 "[method]outgoing-response.set-status-code" (func (;3;)))
   (core func (;9;) (canon lower (func 3)))
   (alias core export 0 "6" (core func (;10;)))
   (alias core export 0 "7" (core func (;11;)))
   (alias core export 0 "8" (core func (;12;)))
   (alias core export 0 "9" (core func (;13;)))
-  (alias export 4 "[constructor]outgoing-request" (func (;4;)))
+  (alias export 6 "[constructor]outgoing-request" (func (;4;)))
   (core func (;14;) (canon lower (func 4)))
   (alias core export 0 "10" (core func (;15;)))
   (alias core export 0 "11" (core func (;16;)))
   (alias core export 0 "12" (core func (;17;)))
-  (alias export 4 "[method]future-incoming-response.subscribe" (func (;5;)))
+  (alias export 6 "[method]future-incoming-response.subscribe" (func (;5;)))
   (core func (;18;) (canon lower (func 5)))
   (alias core export 0 "13" (core func (;19;)))
-  (alias export 4 "[method]incoming-response.status" (func (;6;)))
+  (alias export 6 "[method]incoming-response.status" (func (;6;)))
   (core func (;20;) (canon lower (func 6)))
+  (alias export 6 "incoming-request" (type (;20;)))
+  (core func (;21;) (canon resource.drop 20))
+  (alias export 6 "fields" (type (;21;)))
+  (core func (;22;) (canon resource.drop 21))
+  (alias export 6 "incoming-body" (type (;22;)))
+  (core func (;23;) (canon resource.drop 22))
   (core instance (;1;)
     (export "[method]incoming-request.method" (func 0))
     (export "[method]incoming-request.path-with-query" (func 1))
@@ -1014,42 +1202,59 @@
     (export "[method]future-incoming-response.subscribe" (func 18))
     (export "[method]future-incoming-response.get" (func 19))
     (export "[method]incoming-response.status" (func 20))
+    (export "[resource-drop]incoming-request" (func 21))
+    (export "[resource-drop]fields" (func 22))
+    (export "[resource-drop]incoming-body" (func 23))
   )
-  (alias core export 0 "14" (core func (;21;)))
-  (alias core export 0 "15" (core func (;22;)))
-  (alias export 3 "output-stream" (type (;17;)))
-  (core func (;23;) (canon resource.drop 17))
+  (alias core export 0 "14" (core func (;24;)))
+  (alias core export 0 "15" (core func (;25;)))
+  (alias export 4 "output-stream" (type (;23;)))
+  (core func (;26;) (canon resource.drop 23))
+  (alias export 4 "input-stream" (type (;24;)))
+  (core func (;27;) (canon resource.drop 24))
   (core instance (;2;)
-    (export "[method]input-stream.blocking-read" (func 21))
-    (export "[method]output-stream.blocking-write-and-flush" (func 22))
-    (export "[resource-drop]output-stream" (func 23))
+    (export "[method]input-stream.blocking-read" (func 24))
+    (export "[method]output-stream.blocking-write-and-flush" (func 25))
+    (export "[resource-drop]output-stream" (func 26))
+    (export "[resource-drop]input-stream" (func 27))
   )
-  (alias export 1 "subscribe-duration" (func (;7;)))
-  (core func (;24;) (canon lower (func 7)))
+  (alias export 2 "subscribe-duration" (func (;7;)))
+  (core func (;28;) (canon lower (func 7)))
   (core instance (;3;)
-    (export "subscribe-duration" (func 24))
+    (export "subscribe-duration" (func 28))
   )
-  (alias export 0 "[method]pollable.block" (func (;8;)))
-  (core func (;25;) (canon lower (func 8)))
-  (alias export 0 "pollable" (type (;18;)))
-  (core func (;26;) (canon resource.drop 18))
+  (alias export 1 "[method]pollable.block" (func (;8;)))
+  (core func (;29;) (canon lower (func 8)))
+  (alias export 1 "pollable" (type (;25;)))
+  (core func (;30;) (canon resource.drop 25))
   (core instance (;4;)
-    (export "[method]pollable.block" (func 25))
-    (export "[resource-drop]pollable" (func 26))
+    (export "[method]pollable.block" (func 29))
+    (export "[resource-drop]pollable" (func 30))
   )
-  (alias core export 0 "16" (core func (;27;)))
+  (alias core export 0 "16" (core func (;31;)))
   (core instance (;5;)
-    (export "handle" (func 27))
+    (export "handle" (func 31))
   )
-  (core instance (;6;) (instantiate 0
+  (alias export 5 "get-stdout" (func (;9;)))
+  (core func (;32;) (canon lower (func 9)))
+  (core instance (;6;)
+    (export "get-stdout" (func 32))
+  )
+  (alias core export 0 "17" (core func (;33;)))
+  (core instance (;7;)
+    (export "get-environment" (func 33))
+  )
+  (core instance (;8;) (instantiate 0
       (with "wasi:http/types@0.2.12" (instance 1))
       (with "wasi:io/streams@0.2.12" (instance 2))
       (with "wasi:clocks/monotonic-clock@0.2.12" (instance 3))
       (with "wasi:io/poll@0.2.12" (instance 4))
       (with "wasi:http/outgoing-handler@0.2.12" (instance 5))
+      (with "wasi:cli/stdout@0.2.12" (instance 6))
+      (with "wasi:cli/environment@0.2.12" (instance 7))
     )
   )
-  (alias core export 6 "memory" (core memory (;0;)))
+  (alias core export 8 "memory" (core memory (;0;)))
   (core module (;2;)
     (type (;0;) (func (param i32 i32)))
     (type (;1;) (func (param i32 i32 i32 i32)))
@@ -1058,6 +1263,7 @@
     (type (;4;) (func (param i32 i32 i32 i32 i32) (result i32)))
     (type (;5;) (func (param i32 i32 i32 i32) (result i32)))
     (type (;6;) (func (param i32 i64 i32)))
+    (type (;7;) (func (param i32)))
     (import "actual" "0" (func (;0;) (type 0) (param i32 i32)))
     (import "actual" "1" (func (;1;) (type 0) (param i32 i32)))
     (import "actual" "2" (func (;2;) (type 0) (param i32 i32)))
@@ -1075,73 +1281,77 @@
     (import "actual" "14" (func (;14;) (type 6) (param i32 i64 i32)))
     (import "actual" "15" (func (;15;) (type 1) (param i32 i32 i32 i32)))
     (import "actual" "16" (func (;16;) (type 1) (param i32 i32 i32 i32)))
-    (import "shim" "$imports" (table (;0;) 17 17 funcref))
-    (elem (;0;) (i32.const 0) func 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+    (import "actual" "17" (func (;17;) (type 7) (param i32)))
+    (import "shim" "$imports" (table (;0;) 18 18 funcref))
+    (elem (;0;) (i32.const 0) func 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17)
   )
-  (alias export 4 "[method]incoming-request.method" (func (;9;)))
-  (alias core export 6 "cabi_realloc" (core func (;28;)))
-  (core func (;29;) (canon lower (func 9) (memory 0) (realloc 28) string-encoding=utf8))
-  (alias export 4 "[method]incoming-request.path-with-query" (func (;10;)))
-  (core func (;30;) (canon lower (func 10) (memory 0) (realloc 28) string-encoding=utf8))
-  (alias export 4 "[method]incoming-request.consume" (func (;11;)))
-  (core func (;31;) (canon lower (func 11) (memory 0)))
-  (alias export 4 "[method]incoming-body.stream" (func (;12;)))
-  (core func (;32;) (canon lower (func 12) (memory 0)))
-  (alias export 4 "[method]fields.get" (func (;13;)))
-  (core func (;33;) (canon lower (func 13) (memory 0) (realloc 28) string-encoding=utf8))
-  (alias export 4 "[method]fields.append" (func (;14;)))
-  (core func (;34;) (canon lower (func 14) (memory 0) string-encoding=utf8))
-  (alias export 4 "[method]outgoing-response.body" (func (;15;)))
-  (core func (;35;) (canon lower (func 15) (memory 0)))
-  (alias export 4 "[method]outgoing-body.write" (func (;16;)))
-  (core func (;36;) (canon lower (func 16) (memory 0)))
-  (alias export 4 "[static]outgoing-body.finish" (func (;17;)))
-  (core func (;37;) (canon lower (func 17) (memory 0) (realloc 28) string-encoding=utf8))
-  (alias export 4 "[static]response-outparam.set" (func (;18;)))
-  (core func (;38;) (canon lower (func 18) (memory 0) string-encoding=utf8))
-  (alias export 4 "[method]outgoing-request.set-scheme" (func (;19;)))
-  (core func (;39;) (canon lower (func 19) (memory 0) string-encoding=utf8))
-  (alias export 4 "[method]outgoing-request.set-authority" (func (;20;)))
-  (core func (;40;) (canon lower (func 20) (memory 0) string-encoding=utf8))
-  (alias export 4 "[method]outgoing-request.set-path-with-query" (func (;21;)))
-  (core func (;41;) (canon lower (func 21) (memory 0) string-encoding=utf8))
-  (alias export 4 "[method]future-incoming-response.get" (func (;22;)))
-  (core func (;42;) (canon lower (func 22) (memory 0) (realloc 28) string-encoding=utf8))
-  (alias export 3 "[method]input-stream.blocking-read" (func (;23;)))
-  (core func (;43;) (canon lower (func 23) (memory 0) (realloc 28)))
-  (alias export 3 "[method]output-stream.blocking-write-and-flush" (func (;24;)))
-  (core func (;44;) (canon lower (func 24) (memory 0)))
-  (alias export 5 "handle" (func (;25;)))
-  (core func (;45;) (canon lower (func 25) (memory 0) (realloc 28) string-encoding=utf8))
-  (core instance (;7;)
-    (export "0" (func 29))
-    (export "1" (func 30))
-    (export "2" (func 31))
-    (export "3" (func 32))
-    (export "4" (func 33))
-    (export "5" (func 34))
-    (export "6" (func 35))
-    (export "7" (func 36))
-    (export "8" (func 37))
-    (export "9" (func 38))
-    (export "10" (func 39))
-    (export "11" (func 40))
-    (export "12" (func 41))
-    (export "13" (func 42))
-    (export "14" (func 43))
-    (export "15" (func 44))
-    (export "16" (func 45))
+  (alias export 6 "[method]incoming-request.method" (func (;10;)))
+  (alias core export 8 "cabi_realloc" (core func (;34;)))
+  (core func (;35;) (canon lower (func 10) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 6 "[method]incoming-request.path-with-query" (func (;11;)))
+  (core func (;36;) (canon lower (func 11) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 6 "[method]incoming-request.consume" (func (;12;)))
+  (core func (;37;) (canon lower (func 12) (memory 0)))
+  (alias export 6 "[method]incoming-body.stream" (func (;13;)))
+  (core func (;38;) (canon lower (func 13) (memory 0)))
+  (alias export 6 "[method]fields.get" (func (;14;)))
+  (core func (;39;) (canon lower (func 14) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 6 "[method]fields.append" (func (;15;)))
+  (core func (;40;) (canon lower (func 15) (memory 0) string-encoding=utf8))
+  (alias export 6 "[method]outgoing-response.body" (func (;16;)))
+  (core func (;41;) (canon lower (func 16) (memory 0)))
+  (alias export 6 "[method]outgoing-body.write" (func (;17;)))
+  (core func (;42;) (canon lower (func 17) (memory 0)))
+  (alias export 6 "[static]outgoing-body.finish" (func (;18;)))
+  (core func (;43;) (canon lower (func 18) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 6 "[static]response-outparam.set" (func (;19;)))
+  (core func (;44;) (canon lower (func 19) (memory 0) string-encoding=utf8))
+  (alias export 6 "[method]outgoing-request.set-scheme" (func (;20;)))
+  (core func (;45;) (canon lower (func 20) (memory 0) string-encoding=utf8))
+  (alias export 6 "[method]outgoing-request.set-authority" (func (;21;)))
+  (core func (;46;) (canon lower (func 21) (memory 0) string-encoding=utf8))
+  (alias export 6 "[method]outgoing-request.set-path-with-query" (func (;22;)))
+  (core func (;47;) (canon lower (func 22) (memory 0) string-encoding=utf8))
+  (alias export 6 "[method]future-incoming-response.get" (func (;23;)))
+  (core func (;48;) (canon lower (func 23) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 4 "[method]input-stream.blocking-read" (func (;24;)))
+  (core func (;49;) (canon lower (func 24) (memory 0) (realloc 34)))
+  (alias export 4 "[method]output-stream.blocking-write-and-flush" (func (;25;)))
+  (core func (;50;) (canon lower (func 25) (memory 0)))
+  (alias export 7 "handle" (func (;26;)))
+  (core func (;51;) (canon lower (func 26) (memory 0) (realloc 34) string-encoding=utf8))
+  (alias export 0 "get-environment" (func (;27;)))
+  (core func (;52;) (canon lower (func 27) (memory 0) (realloc 34) string-encoding=utf8))
+  (core instance (;9;)
+    (export "0" (func 35))
+    (export "1" (func 36))
+    (export "2" (func 37))
+    (export "3" (func 38))
+    (export "4" (func 39))
+    (export "5" (func 40))
+    (export "6" (func 41))
+    (export "7" (func 42))
+    (export "8" (func 43))
+    (export "9" (func 44))
+    (export "10" (func 45))
+    (export "11" (func 46))
+    (export "12" (func 47))
+    (export "13" (func 48))
+    (export "14" (func 49))
+    (export "15" (func 50))
+    (export "16" (func 51))
+    (export "17" (func 52))
   )
-  (core instance (;8;) (instantiate 2
-      (with "actual" (instance 7))
+  (core instance (;10;) (instantiate 2
+      (with "actual" (instance 9))
       (with "shim" (instance 0))
     )
   )
-  (type (;19;) (own 15))
-  (type (;20;) (own 16))
-  (type (;21;) (func (param "request" 19) (param "response-out" 20)))
-  (alias core export 6 "wasi:http/incoming-handler@0.2.12#handle" (core func (;46;)))
-  (func (;26;) (type 21) (canon lift (core func 46)))
+  (type (;26;) (own 18))
+  (type (;27;) (own 19))
+  (type (;28;) (func (param "request" 26) (param "response-out" 27)))
+  (alias core export 8 "wasi:http/incoming-handler@0.2.12#handle" (core func (;53;)))
+  (func (;28;) (type 28) (canon lift (core func 53)))
   (component (;0;)
     (import "import-type-incoming-request" (type (;0;) (sub resource)))
     (import "import-type-response-outparam" (type (;1;) (sub resource)))
@@ -1158,13 +1368,13 @@
     (type (;11;) (func (param "request" 9) (param "response-out" 10)))
     (export (;1;) "handle" (func 0) (func (type 11)))
   )
-  (instance (;6;) (instantiate 0
-      (with "import-func-handle" (func 26))
-      (with "import-type-incoming-request" (type 15))
-      (with "import-type-response-outparam" (type 16))
-      (with "import-type-incoming-request0" (type 15))
-      (with "import-type-response-outparam0" (type 16))
+  (instance (;8;) (instantiate 0
+      (with "import-func-handle" (func 28))
+      (with "import-type-incoming-request" (type 18))
+      (with "import-type-response-outparam" (type 19))
+      (with "import-type-incoming-request0" (type 18))
+      (with "import-type-response-outparam0" (type 19))
     )
   )
-  (export (;7;) "wasi:http/incoming-handler@0.2.12" (instance 6))
+  (export (;9;) "wasi:http/incoming-handler@0.2.12" (instance 8))
 )

@@ -51,6 +51,11 @@ pub struct DeployArgs {
     /// (repeatable; Spin's `allowed_outbound_hosts`). Default: none.
     #[arg(long = "allow-outbound", value_name = "URL")]
     allow_outbound: Vec<String>,
+    /// Keep an http-ABI component's instance warm and reuse it for the next requests
+    /// (its globals and memory persist between requests; docs/guest-abi.md). Default: a
+    /// fresh instance per request.
+    #[arg(long)]
+    reuse_instances: bool,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +162,9 @@ pub async fn deploy(ctx: &Context, a: DeployArgs) -> anyhow::Result<u8> {
             "outbound".into(),
             json!({"allowed_outbound_hosts": a.allow_outbound}),
         );
+    }
+    if a.reuse_instances {
+        config.insert("reuse_instances".into(), json!(true));
     }
     if let Some(v) = a.placement {
         config.insert("placement".into(), json!(v));
@@ -341,6 +349,11 @@ pub async fn info(ctx: &Context, name: &str) -> anyhow::Result<u8> {
     println!("timeout_ms:      {}", num(&c["timeout_ms"]));
     println!("abi:             {}", text(&c["abi"]));
     println!("placement:       {}", text(&c["placement"]));
+    if c["abi"] == "http" {
+        let reuse = c["reuse_instances"].as_bool().unwrap_or(false);
+        let shown = if reuse { "reused" } else { "fresh per request" };
+        println!("instances:       {shown}");
+    }
     println!("peak p50/p90/p99: {}", peaks_text(m));
     println!("samples:         {}", num(&m["samples"]));
     println!("recommended:     {}", recommended_text(m));

@@ -153,6 +153,18 @@ async fn strata_dev_serves_and_the_cli_finds_it_through_dev_json() {
         (0, "POST /v1/functions/web/invoke\nx"),
         "{err}"
     );
+    // Instance reuse is opt-in, shown by `info`, and only for components.
+    let (code, out, _) = run(dir.path(), &["info", "web"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("instances:       fresh per request"), "{out}");
+    let (code, _, err) = run(dir.path(), &["deploy", "warm", web, "--reuse-instances"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = run(dir.path(), &["info", "warm"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("instances:       reused"), "{out}");
+    let (code, _, err) = run(dir.path(), &["deploy", "plain", echo, "--reuse-instances"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("reuse_instances is only for abi"), "{err}");
     dev.kill().await.expect("stops");
 }
 

@@ -229,7 +229,7 @@ async fn outbound_http_is_off_by_default_and_reaches_allowed_hosts_only() {
 }
 
 /// Builds `examples/http/build.sh LANG` into a temporary directory and returns `file`.
-fn build_example(lang: &str, file: &str) -> Vec<u8> {
+pub fn build_example(lang: &str, file: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/http/build.sh");
     let status = std::process::Command::new("bash")

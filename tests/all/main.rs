@@ -7,6 +7,7 @@ mod capacity_edge;
 mod certs;
 mod cli;
 mod components;
+mod components_reuse;
 mod control;
 mod discovery;
 mod dns;

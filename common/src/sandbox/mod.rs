@@ -29,6 +29,9 @@
 //!   slots by rendezvous hashing; an instance that failed is discarded, never reused.
 //!   [`Sandbox::run_reactor_in`] names the pool's [`WarmLane`]: the region's on-demand
 //!   fleet keeps its pools in a lane of their own within the same bound.
+//! - [`Sandbox::run_http`] runs an `http`-ABI component in a fresh instance per request;
+//!   [`Sandbox::run_http_reusing`] (a function that opted in to reuse) in warm instances
+//!   kept in the same pools as reactors'.
 //! - [`Sandbox::precompile`] and [`Sandbox::load_precompiled`] exchange compiled code as
 //!   bytes between engines with equal [`Sandbox::fingerprint`]s.
 //!
@@ -57,6 +60,7 @@ mod pool;
 mod reactor;
 mod run;
 mod runtime;
+mod serve;
 mod state;
 mod stdio;
 mod ticker;
@@ -70,12 +74,14 @@ mod tests_host;
 #[cfg(test)]
 mod tests_reactor;
 #[cfg(test)]
+mod tests_reuse;
+#[cfg(test)]
 mod tests_warm;
 
 pub use cache::ModuleCache;
 pub use compiled::CompiledModule;
 use compiled::{Code, ModuleInner};
-pub use component::{HttpExecution, is_component};
+pub use component::is_component;
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
 pub use host::{
@@ -86,6 +92,7 @@ pub use lane::{OnDemandBudget, WarmLane};
 pub use pool::WarmKey;
 pub use run::{Execution, Invocation};
 pub use runtime::Release;
+pub use serve::{HttpExecution, Reuse};
 pub use state::{
     MAX_KEY_BYTES, MAX_LIST_KEYS, MAX_VALUE_BYTES, SharedState, StateError, StateHandle, check_key,
     check_value,
@@ -164,7 +171,8 @@ struct Inner {
     fingerprint: EngineFingerprint,
     /// WASI preview 2 and `wasi:http` for components (the `http` ABI).
     components: wasmtime::component::Linker<component::HttpState>,
-    /// Warm reactor instances by function version.
+    /// Warm instances (reactors, and components that opted in to reuse) by function
+    /// version.
     pools: pool::WarmPools,
     /// Dropped last, after everything else here; joins the ticker thread.
     _ticker: EpochTicker,
@@ -402,7 +410,28 @@ impl Sandbox {
         head: Option<crate::model::HttpRequestHead>,
         outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
     ) -> Result<HttpExecution, SandboxError> {
-        component::run_http(&self.inner, module, inv, head, outbound).await
+        serve::run_http(&self.inner, module, inv, head, outbound, None).await
+    }
+
+    /// As [`Sandbox::run_http`], for a function that opted in to instance reuse: the
+    /// request runs in a warm instance of `reuse.key`'s pool (chosen by its affinity key
+    /// like a reactor's, in its lane), created when none is idle, and the instance goes
+    /// back to the pool after a request that succeeded and kept no resource; any other
+    /// is dropped. Its globals and linear memory are all that persists between requests
+    /// (docs/guest-abi.md).
+    ///
+    /// # Errors
+    /// As [`Sandbox::run_http`], plus [`SandboxError::Capacity`] when no instance slot is
+    /// free.
+    pub async fn run_http_reusing(
+        &self,
+        reuse: Reuse<'_>,
+        module: &CompiledModule,
+        inv: Invocation,
+        head: Option<crate::model::HttpRequestHead>,
+        outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
+    ) -> Result<HttpExecution, SandboxError> {
+        serve::run_http(&self.inner, module, inv, head, outbound, Some(reuse)).await
     }
 
     /// Runs one invocation of a reactor module (DESIGN §3): `strata_handle` in a warm
@@ -484,7 +513,7 @@ impl Sandbox {
         self.inner.pools.remove_digest(digest);
     }
 
-    /// Idle warm reactor instances across every pool, and the memory they may use.
+    /// Idle warm instances across every pool, and the memory they may use.
     pub fn warm_totals(&self) -> (usize, u64) {
         self.inner.pools.totals()
     }

@@ -1,10 +1,13 @@
-//! Warm reactor instances: one bounded pool per function version, and the bounded set of
-//! pools.
+//! Warm instances: one bounded pool per function version, and the bounded set of pools.
+//! A pool holds reactor instances or, for an `http`-ABI function that opted in to reuse,
+//! component instances ([`WarmInstance`]); both kinds share the bounds, the lanes and the
+//! eviction order below.
 //!
 //! Owns which warm instance serves an invocation: an affinity key maps to one slot of its
 //! pool by rendezvous hashing ([`crate::policy::affinity`]); a request without a key takes
 //! the most recently used idle instance. Never runs guest code and never creates
-//! instances (that is `reactor`'s job); only hands them out and takes them back.
+//! instances (that is `reactor`'s and `serve`'s job); only hands them out and takes them
+//! back.
 //!
 //! Bounds: a pool has [`SandboxConfig::warm_pool_size`] slots; when the slot a request
 //! needs is busy (or every slot is, for a request without a key) the request gets no slot
@@ -22,6 +25,7 @@
 //! recently used first. Neither ever touches a busy slot.
 
 use super::SandboxConfig;
+use super::component::ComponentInstance;
 use super::lane::{self, Resident, WarmLane};
 use super::reactor::ReactorInstance;
 use crate::model::{ArtifactDigest, FunctionKey};
@@ -46,12 +50,39 @@ pub struct WarmKey {
     pub memory_bytes: u64,
 }
 
+/// A warm instance of either kind. A pool only ever holds one kind (its key names the
+/// code, which is a core module or a component); a checkout of the other kind finds none.
+pub(super) enum WarmInstance {
+    /// A reactor module's instance.
+    Reactor(Box<ReactorInstance>),
+    /// An `http`-ABI component's instance.
+    Component(Box<ComponentInstance>),
+}
+
+impl WarmInstance {
+    /// The reactor instance, if this is one.
+    pub(super) fn reactor(self) -> Option<Box<ReactorInstance>> {
+        match self {
+            Self::Reactor(r) => Some(r),
+            Self::Component(_) => None,
+        }
+    }
+
+    /// The component instance, if this is one.
+    pub(super) fn component(self) -> Option<Box<ComponentInstance>> {
+        match self {
+            Self::Component(c) => Some(c),
+            Self::Reactor(_) => None,
+        }
+    }
+}
+
 enum Slot {
     Empty,
     /// Checked out to a running invocation.
     Busy,
     /// Warm and waiting, with the instant it was last used.
-    Idle(Box<ReactorInstance>, Instant),
+    Idle(WarmInstance, Instant),
 }
 
 /// One function version's slots.
@@ -65,11 +96,24 @@ pub(super) struct WarmPool {
 /// What [`WarmPools::checkout`] handed out.
 pub(super) struct Checkout {
     /// The pool, to give the instance back to.
-    pub(super) pool: Arc<WarmPool>,
+    pool: Arc<WarmPool>,
     /// The slot reserved for this invocation; `None` means run one-off and drop.
-    pub(super) slot: Option<usize>,
+    slot: Option<usize>,
     /// The warm instance in that slot, or `None` when one must be created.
-    pub(super) instance: Option<Box<ReactorInstance>>,
+    instance: Option<WarmInstance>,
+}
+
+impl Checkout {
+    /// Splits the checkout into its slot reservation (`None`: run one-off and drop) and
+    /// its warm instance.
+    pub(super) fn reserve(self) -> (Option<Reserved>, Option<WarmInstance>) {
+        let Self {
+            pool,
+            slot,
+            instance,
+        } = self;
+        (slot.map(|slot| Reserved::new(pool, slot)), instance)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -102,7 +146,7 @@ impl WarmPool {
         &self,
         affinity: Option<&str>,
         now: Instant,
-    ) -> (Option<usize>, Option<Box<ReactorInstance>>, Vec<Slot>) {
+    ) -> (Option<usize>, Option<WarmInstance>, Vec<Slot>) {
         let mut slots = lock(&self.slots);
         let mut dropped = Vec::new();
         let chosen = match affinity {
@@ -136,12 +180,7 @@ impl WarmPool {
     }
 
     /// Gives `slot` back: warm with `instance`, or empty when the instance was discarded.
-    pub(super) fn give_back(
-        &self,
-        slot: usize,
-        instance: Option<Box<ReactorInstance>>,
-        now: Instant,
-    ) {
+    fn give_back(&self, slot: usize, instance: Option<WarmInstance>, now: Instant) {
         let mut slots = lock(&self.slots);
         if let Some(s) = slots.get_mut(slot) {
             *s = match instance {
@@ -329,19 +368,14 @@ impl WarmPools {
 
     /// Reserves one empty slot of `key`'s pool (creating the pool if needed) when its
     /// live instances are fewer than `target`, for an instance to be created outside any
-    /// lock; the slot must be given back with [`WarmPool::give_back`]. `None` when nothing
-    /// is missing or the pool has no empty slot.
-    pub(super) fn reserve(
-        &self,
-        key: &WarmKey,
-        target: usize,
-        now: Instant,
-    ) -> Option<(Arc<WarmPool>, usize)> {
+    /// lock and given back through the [`Reserved`] slot. `None` when nothing is missing
+    /// or the pool has no empty slot.
+    pub(super) fn reserve(&self, key: &WarmKey, target: usize, now: Instant) -> Option<Reserved> {
         let pool = self.pool(key, WarmLane::Dedicated);
         // Expired instances do not count as live.
         drop(pool.reap(now).2);
         let slot = pool.reserve_empty(target)?;
-        Some((pool, slot))
+        Some(Reserved::new(pool, slot))
     }
 
     /// Drops idle instances of `key`'s pool unused since `before` beyond `keep`; returns
@@ -422,6 +456,38 @@ impl WarmPools {
             .get(key)
             .map(|e| Arc::clone(&e.pool));
         pool.map_or(0, |p| p.idle())
+    }
+}
+
+/// A pool slot reserved for one execution. Given back explicitly when the execution ends;
+/// dropped unreturned (the execution's future was dropped, or it failed before an instance
+/// existed) it empties the slot, so a slot is never left busy for good.
+pub(super) struct Reserved {
+    pool: Arc<WarmPool>,
+    slot: Option<usize>,
+}
+
+impl Reserved {
+    pub(super) fn new(pool: Arc<WarmPool>, slot: usize) -> Self {
+        Self {
+            pool,
+            slot: Some(slot),
+        }
+    }
+
+    /// Gives the slot back: warm with `instance`, or empty.
+    pub(super) fn give_back(mut self, instance: Option<WarmInstance>, now: Instant) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.give_back(slot, instance, now);
+        }
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.pool.give_back(slot, None, Instant::now());
+        }
     }
 }
 

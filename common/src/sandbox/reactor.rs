@@ -11,7 +11,7 @@
 //! failures is shared with commands (`run::classify`).
 
 use super::limits::MemoryLimiter;
-use super::pool::WarmKey;
+use super::pool::{WarmInstance, WarmKey};
 use super::run::{Observed, arm, classify, is_capacity, prepare};
 use super::stdio::Stdio;
 use super::{CompiledModule, Inner, SandboxError, StoreState};
@@ -121,14 +121,13 @@ pub(super) async fn prewarm(
     let mut created = 0;
     // One slot at a time: a slot reserved here is busy to requests, so holding several
     // while creating would push concurrent requests into one-off instances.
-    while let Some((pool, slot)) = inner.pools.reserve(key, target, Instant::now()) {
-        let slot = Reserved::new(pool, slot);
+    while let Some(slot) = inner.pools.reserve(key, target, Instant::now()) {
         let now = Instant::now();
         // No shared state while pre-warming: each invocation installs its own handle
         // before it runs (see `run_reactor`).
         match create(inner, module, key.memory_bytes, timeout, fuel, None, now).await {
             Ok(Ok((instance, _init_log))) => {
-                slot.give_back(Some(instance), Instant::now());
+                slot.give_back(Some(WarmInstance::Reactor(instance)), Instant::now());
                 created += 1;
             }
             // A guest whose `_initialize` fails is not pre-warmed; its requests will
@@ -162,13 +161,10 @@ pub(super) async fn run_reactor(
         state: shared,
     } = inv;
     let started = Instant::now();
-    let checkout = inner.pools.checkout(key, affinity, lane, started);
-    // Held until the instance goes back: if this future is dropped half-way (the caller
-    // went away), the slot is emptied rather than left busy for good.
-    let slot = checkout
-        .slot
-        .map(|slot| Reserved::new(std::sync::Arc::clone(&checkout.pool), slot));
-    let (mut instance, start, init_log) = match checkout.instance {
+    // The slot is held until the instance goes back: if this future is dropped half-way
+    // (the caller went away), the slot is emptied rather than left busy for good.
+    let (slot, warm) = inner.pools.checkout(key, affinity, lane, started).reserve();
+    let (mut instance, start, init_log) = match warm.and_then(WarmInstance::reactor) {
         Some(instance) => (instance, StartKind::Warm, Vec::new()),
         None => match create(
             inner,
@@ -237,7 +233,7 @@ pub(super) async fn run_reactor(
     {
         // No fiber stack was free: the call never started, and the instance is as it was.
         if let Some(slot) = slot {
-            slot.give_back(Some(instance), Instant::now());
+            slot.give_back(Some(WarmInstance::Reactor(instance)), Instant::now());
         }
         return Err(SandboxError::Capacity(format!("{e:#}")));
     }
@@ -256,7 +252,7 @@ pub(super) async fn run_reactor(
     let reusable = result.is_ok() && !memory_denied && state.stdio.intact();
     let status = result.as_ref().ok().copied();
     match slot {
-        Some(slot) if reusable => slot.give_back(Some(instance), ended),
+        Some(slot) if reusable => slot.give_back(Some(WarmInstance::Reactor(instance)), ended),
         Some(slot) => {
             drop(instance);
             slot.give_back(None, ended);
@@ -309,36 +305,4 @@ pub(super) async fn run_reactor(
         exec,
         peak_memory_bytes,
     })
-}
-
-/// A pool slot reserved for one execution. Given back explicitly when the execution ends;
-/// dropped unreturned (the execution's future was dropped, or it failed before an instance
-/// existed) it empties the slot, so a slot is never left busy for good.
-struct Reserved {
-    pool: std::sync::Arc<super::pool::WarmPool>,
-    slot: Option<usize>,
-}
-
-impl Reserved {
-    fn new(pool: std::sync::Arc<super::pool::WarmPool>, slot: usize) -> Self {
-        Self {
-            pool,
-            slot: Some(slot),
-        }
-    }
-
-    /// Gives the slot back: warm with `instance`, or empty.
-    fn give_back(mut self, instance: Option<Box<ReactorInstance>>, now: Instant) {
-        if let Some(slot) = self.slot.take() {
-            self.pool.give_back(slot, instance, now);
-        }
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if let Some(slot) = self.slot.take() {
-            self.pool.give_back(slot, None, Instant::now());
-        }
-    }
 }

@@ -13,12 +13,16 @@
 //! The context keeps the stream handles it was given until the guest closes or renumbers
 //! a stdio descriptor, which drops one; [`Stdio::intact`] reports that, and a reactor
 //! instance whose stdio is no longer intact is discarded rather than handed to the next
-//! invocation with missing or rearranged descriptors. Never blocks and never does I/O.
+//! invocation with missing or rearranged descriptors. A reused component instance keeps
+//! its pipes and gets a new preview 2 context on them for every request
+//! ([`Stdio::context_p2`]); the stream resources it got earlier keep writing to the same
+//! pipes, and [`Stdio::live_handles`] counts them, so that they can be told apart from
+//! resources a request left behind. Never blocks and never does I/O.
 
 use super::poll::GuestClock;
 use bytes::Bytes;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -110,6 +114,15 @@ impl Stdio {
         (stdio, builder.build())
     }
 
+    /// A new WASI preview 2 context on these same pipes and clock, with `env` as its
+    /// environment: the next request's context in a reused component instance, whose
+    /// stdio stream resources (made by an earlier context) keep writing to the same pipes.
+    pub(super) fn context_p2(&self, env: &[(String, String)]) -> wasmtime_wasi::WasiCtx {
+        let mut builder = self.wire();
+        builder.envs(env);
+        builder.build()
+    }
+
     fn builder(cfg: &super::SandboxConfig, now: Instant) -> (Self, WasiCtxBuilder) {
         let stdio = Self {
             stdin: Input::default(),
@@ -117,16 +130,21 @@ impl Stdio {
             stderr: Output::new(cfg.max_stderr_bytes),
             clock: Arc::new(ClockOrigin::new(now)),
         };
+        let builder = stdio.wire();
+        (stdio, builder)
+    }
+
+    fn wire(&self) -> WasiCtxBuilder {
         let mut builder = WasiCtxBuilder::new();
         builder
-            .stdin(stdio.stdin.clone())
-            .stdout(stdio.stdout.clone())
-            .stderr(stdio.stderr.clone())
+            .stdin(self.stdin.clone())
+            .stdout(self.stdout.clone())
+            .stderr(self.stderr.clone())
             .arg(PROGRAM_NAME)
             .monotonic_clock(GuestClock {
-                origin: Arc::clone(&stdio.clock),
+                origin: Arc::clone(&self.clock),
             });
-        (stdio, builder)
+        builder
     }
 
     /// Arms the pipes for one invocation: `stdin` is what the guest reads and the guest
@@ -161,6 +179,14 @@ impl Stdio {
             && !self.stderr.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// How many stream handles of these pipes exist (held by a WASI context or, for a
+    /// component, in its resource table).
+    pub(super) fn live_handles(&self) -> usize {
+        self.stdin.shared.live.load(Ordering::Relaxed)
+            + self.stdout.shared.live.load(Ordering::Relaxed)
+            + self.stderr.shared.live.load(Ordering::Relaxed)
+    }
+
     /// The guest's stderr, for host imports that log.
     pub(super) fn stderr(&self) -> &Output {
         &self.stderr
@@ -172,6 +198,8 @@ struct InputShared {
     bytes: Mutex<Bytes>,
     /// Set when a stream handle the context held was dropped.
     dropped: AtomicBool,
+    /// Stream handles alive.
+    live: AtomicUsize,
 }
 
 /// The guest's stdin: the host's side, which also makes the context's stream handles.
@@ -185,8 +213,18 @@ struct InputHandle {
     shared: Arc<InputShared>,
 }
 
+impl Input {
+    fn handle(&self) -> InputHandle {
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        InputHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
 impl Drop for InputHandle {
     fn drop(&mut self) {
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
         self.shared.dropped.store(true, Ordering::Relaxed);
     }
 }
@@ -199,15 +237,11 @@ impl IsTerminal for Input {
 
 impl StdinStream for Input {
     fn p2_stream(&self) -> Box<dyn InputStream> {
-        Box::new(InputHandle {
-            shared: Arc::clone(&self.shared),
-        })
+        Box::new(self.handle())
     }
 
     fn async_stream(&self) -> Box<dyn AsyncRead + Send + Sync> {
-        Box::new(InputHandle {
-            shared: Arc::clone(&self.shared),
-        })
+        Box::new(self.handle())
     }
 }
 
@@ -248,6 +282,8 @@ struct OutputShared {
     capacity: usize,
     /// Set when a stream handle the context held was dropped.
     dropped: AtomicBool,
+    /// Stream handles alive.
+    live: AtomicUsize,
 }
 
 /// The guest's stdout or stderr: the host's side, which also makes the context's stream
@@ -264,7 +300,15 @@ impl Output {
                 buf: Mutex::new(Vec::new()),
                 capacity: cap.saturating_add(1),
                 dropped: AtomicBool::new(false),
+                live: AtomicUsize::new(0),
             }),
+        }
+    }
+
+    fn handle(&self) -> OutputHandle {
+        self.shared.live.fetch_add(1, Ordering::Relaxed);
+        OutputHandle {
+            shared: Arc::clone(&self.shared),
         }
     }
 
@@ -301,6 +345,7 @@ struct OutputHandle {
 
 impl Drop for OutputHandle {
     fn drop(&mut self) {
+        self.shared.live.fetch_sub(1, Ordering::Relaxed);
         self.shared.dropped.store(true, Ordering::Relaxed);
     }
 }
@@ -313,15 +358,11 @@ impl IsTerminal for Output {
 
 impl StdoutStream for Output {
     fn p2_stream(&self) -> Box<dyn OutputStream> {
-        Box::new(OutputHandle {
-            shared: Arc::clone(&self.shared),
-        })
+        Box::new(self.handle())
     }
 
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(OutputHandle {
-            shared: Arc::clone(&self.shared),
-        })
+        Box::new(self.handle())
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 const HELLO_HTTP: &str = include_str!("../../../examples/http/hello.wat");
 const HELLO_CORE: &str = include_str!("../../../examples/hello.wat");
 
-fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HttpRequestHead {
+/// A request head for `shop.example`.
+pub(super) fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> HttpRequestHead {
     HttpRequestHead {
         method: method.into(),
         scheme: "http".into(),

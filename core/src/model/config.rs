@@ -120,6 +120,14 @@ pub struct FunctionConfig {
     /// 32), and the bounds per invocation. Default off.
     #[serde(default)]
     pub outbound: OutboundConfig,
+    /// Keep an `http`-ABI component's instance warm after a request and hand it the next
+    /// request of the same function version (as Spin's and wasmtime serve's instance reuse
+    /// do), instead of a fresh instance per request: the guest's globals and linear memory
+    /// persist between requests; everything per request (WASI context, resources, limits)
+    /// is reset, and an instance that failed or kept a resource is dropped
+    /// (docs/guest-abi.md). Only with `abi = "http"`. Default false.
+    #[serde(default)]
+    pub reuse_instances: bool,
 }
 
 /// Outbound HTTP for `http`-ABI guests (`FunctionConfig::outbound`).
@@ -202,6 +210,7 @@ impl Default for FunctionConfig {
             max_memory_mb: None,
             rate_limit_rps: None,
             outbound: OutboundConfig::default(),
+            reuse_instances: false,
         }
     }
 }
@@ -273,6 +282,10 @@ pub enum ConfigError {
     /// An `outbound` setting out of range or a malformed destination.
     #[error("outbound: {0}")]
     Outbound(String),
+    /// `reuse_instances` on a function whose ABI is not `http` (a reactor's instance is
+    /// always reused, a command's never).
+    #[error("reuse_instances is only for abi \"http\" (this function's abi is {0:?})")]
+    ReuseNeedsHttp(Abi),
 }
 
 impl FunctionConfig {
@@ -357,6 +370,9 @@ impl FunctionConfig {
             }
         }
         self.outbound.rules()?;
+        if self.reuse_instances && self.abi != Abi::Http {
+            return Err(ConfigError::ReuseNeedsHttp(self.abi));
+        }
         Ok(())
     }
 
@@ -454,6 +470,22 @@ mod tests {
             assert!(b.validate(4096).is_err(), "{b:?} accepted");
         }
         assert!(serde_json::from_str::<FunctionConfig>(r#"{"on_failure": "Bad"}"#).is_err());
+    }
+
+    #[test]
+    fn instance_reuse_is_only_for_components() {
+        let http: FunctionConfig =
+            serde_json::from_str(r#"{"abi": "http", "reuse_instances": true}"#)
+                .expect("valid config");
+        assert_eq!(http.validate(4096), Ok(()));
+        assert!(!FunctionConfig::default().reuse_instances);
+        for abi in [Abi::Command, Abi::Reactor] {
+            let c = FunctionConfig {
+                abi,
+                ..http.clone()
+            };
+            assert_eq!(c.validate(4096), Err(ConfigError::ReuseNeedsHttp(abi)));
+        }
     }
 
     #[test]

@@ -38,7 +38,10 @@ def read_body(request: IncomingRequest) -> bytes:
             if isinstance(e.value, streams.StreamError_Closed):
                 break
             raise
+    # componentize-py drops a resource on `__exit__` (or `with`), not when the last
+    # reference goes: an instance that kept one would not be reused (reuse_instances).
     stream.__exit__(None, None, None)
+    body.__exit__(None, None, None)
     return bytes(data)
 
 
@@ -48,6 +51,7 @@ class IncomingHandler(exports.IncomingHandler):
         fields = [("x-guest", b"python")]
         fields += [(n, v) for n, v in request.headers().entries() if n == "x-echo"]
         payload = head.encode() + read_body(request)
+        request.__exit__(None, None, None)
 
         response = OutgoingResponse(Fields.from_list(fields))
         response.set_status_code(200)

@@ -5,4 +5,5 @@ mod forward;
 mod frontdoor;
 mod hosts;
 mod quotas;
+mod reuse;
 mod tenancy;
