@@ -4,14 +4,16 @@
 use super::edge::EdgeNode;
 use super::node::{Artifact, IdHasher, Node, Removed};
 use super::queue::{EventQueue, Nanos};
-use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
+use super::seams::{PolicyChoice, RegionChoice, RegionView};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 use strata_core::model::FunctionConfig;
+use strata_core::policy::canary::{Canary, CanaryConfig, Verdict};
 use strata_core::policy::edge::EdgePlanner;
+use strata_core::policy::origin::OriginPlanner;
 use strata_core::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 
 /// The real placement policy, keyed by function index rather than by
@@ -73,7 +75,7 @@ pub(super) struct Shard<'w> {
     pub w: &'w World<'w>,
     pub id: u32,
     pub rng: ChaCha8Rng,
-    base: Instant,
+    pub base: Instant,
     /// Each function's config as the planner reads it (memory and placement; indexed by
     /// function).
     pub configs: Vec<FunctionConfig>,
@@ -83,9 +85,12 @@ pub(super) struct Shard<'w> {
     /// The regions this shard owns, in the order of their index (`World::region_home`).
     pub regions: Vec<Region>,
     pub chooser: Box<dyn RegionChoice + Send>,
-    pub judge: Option<PolicyJudge>,
-    /// Per function, its canary outcomes and verdict (canary runs have one shard).
-    pub outcomes: Vec<(Outcomes, Verdict)>,
+    /// The regions' planner (`policy::origin`; regions here have one fleet, so it keeps
+    /// no state of its own and one serves every region of the shard).
+    pub origin: OriginPlanner<u32, BuildHasherDefault<IdHasher>>,
+    /// The runtime canary's counts and verdicts, the nodes' own policy (canary runs have
+    /// one shard).
+    pub rollout: Option<Canary<u32>>,
     pub canary: CanaryOutcome,
     pub rec: Recorder,
     pub removed: Vec<Removed>,
@@ -157,11 +162,14 @@ impl<'w> Shard<'w> {
                 tenant_busy: vec![0; tenants],
             })
             .collect();
-        let judge = s.canary.as_ref().map(|c| PolicyJudge {
-            cfg: strata_core::policy::canary::CanaryConfig {
+        let rollout = s.canary.as_ref().map(|c| {
+            Canary::new(CanaryConfig {
+                // The share as the nodes take it: whole percent.
+                percent: (c.share * 100.0).round().clamp(0.0, 100.0) as u8,
                 min_samples: c.min_samples,
-                ..strata_core::policy::canary::CanaryConfig::default()
-            },
+                max_tracked: n.max(1),
+                ..CanaryConfig::default()
+            })
         });
         let rec = Recorder::new(w.end, (s.sample_interval() * SEC) as Nanos)?;
         let mut shard = Self {
@@ -182,11 +190,8 @@ impl<'w> Shard<'w> {
             pops,
             regions,
             chooser: Box::new(PolicyChoice::default()),
-            judge,
-            outcomes: vec![
-                (Outcomes::default(), Verdict::Undecided);
-                if judge.is_some() { n } else { 0 }
-            ],
+            origin: OriginPlanner::new(None),
+            rollout,
             canary: CanaryOutcome::default(),
             next_sample: rec.interval,
             rec,
@@ -459,10 +464,10 @@ impl<'w> Shard<'w> {
             self.rec.memory_mb_seconds(Tier::Pop, end),
             self.rec.memory_mb_seconds(Tier::Region, end),
         ];
-        let canary = self.judge.map(|_| {
+        let canary = self.rollout.as_ref().map(|rollout| {
             let mut c = self.canary.clone();
-            for (f, (_, v)) in self.w.functions.iter().zip(&self.outcomes) {
-                match v {
+            for (i, f) in self.w.functions.iter().enumerate() {
+                match rollout.verdict(&(i as u32)) {
                     Verdict::Pinned => {
                         c.pinned += 1;
                         c.pinned_regressed += u64::from(f.regressed);
