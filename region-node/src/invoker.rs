@@ -468,7 +468,7 @@ impl RegionInvoker {
             }
             Err(RunError::Api(e)) => (Err(e), Ran::Failed),
         };
-        let after = origin::after_run(plan, ran);
+        let after = origin::after_run(plan.release, plan.counted, ran);
         let response = if after.rerun_on_current {
             self.run_on(function, req, Release::Current, plan.fleet)
                 .await

@@ -265,8 +265,8 @@ pub struct ReleaseChoice<R> {
     pub sampled: Option<R>,
     /// The canary sampled the next release, which is known to refuse the module: report
     /// one platform failure of it, and run on the current release, unsampled (no guest
-    /// code ran on next, so nothing is repeated), as the region does
-    /// ([`super::origin::after_run`]).
+    /// code ran on next, so nothing is repeated): the region's rule,
+    /// [`super::origin::after_run`].
     pub refused_by_next: bool,
 }
 
@@ -301,10 +301,14 @@ pub fn release<R: Copy + Default>(
             sampled: Some(R::default()),
             refused_by_next: false,
         },
-        Side::Next if refuses() => ReleaseChoice {
-            refused_by_next: true,
-            ..decided(R::default())
-        },
+        Side::Next if refuses() => {
+            // The region's rule for a link refusal: the sample's failure, run on current.
+            let after = super::origin::after_run(Side::Next, true, super::origin::Ran::LinkRefused);
+            ReleaseChoice {
+                refused_by_next: after.count.is_some(),
+                ..decided(R::default())
+            }
+        }
         Side::Next => ReleaseChoice {
             release: next,
             sampled: Some(next),

@@ -246,15 +246,17 @@ pub struct After {
     pub count: Option<(Side, bool)>,
 }
 
-/// Rule 5: what follows a run of `plan` that went `ran`. A link refusal by the next
-/// release is a platform failure of it (counted when the plan is), and the invocation
-/// runs again on the current release; a guest run is counted when the plan is; a
-/// failure before the guest ran is the answer, and not counted (the release is not to
-/// blame for what was never run).
-pub fn after_run(plan: &Plan, ran: Ran) -> After {
-    let count = |failed| plan.counted.then_some((plan.release, failed));
+/// Rule 5: what follows a run on `release` that went `ran`, `counted` when the canary
+/// counts it (a [`Plan`]'s fields; a POP asks the same for a sample it knows the next
+/// release refuses, `super::edge::release`). A link refusal by the next release is a
+/// platform failure of it (counted when the run is), and the invocation runs again on
+/// the current release; a guest run is counted when the run is; a failure before the
+/// guest ran is the answer, and not counted (the release is not to blame for what was
+/// never run).
+pub fn after_run(release: Side, counted: bool, ran: Ran) -> After {
+    let count = |failed| counted.then_some((release, failed));
     match ran {
-        Ran::LinkRefused if plan.release == Side::Next => After {
+        Ran::LinkRefused if release == Side::Next => After {
             rerun_on_current: true,
             count: count(true),
         },

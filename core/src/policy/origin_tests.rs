@@ -206,7 +206,7 @@ fn a_link_refusal_by_next_is_its_failure_and_reruns_on_current() {
         counted: true,
     };
     assert_eq!(
-        after_run(&next, Ran::LinkRefused),
+        after_run(next.release, next.counted, Ran::LinkRefused),
         After {
             rerun_on_current: true,
             count: Some((Side::Next, true))
@@ -217,7 +217,7 @@ fn a_link_refusal_by_next_is_its_failure_and_reruns_on_current() {
         ..next
     };
     assert_eq!(
-        after_run(&uncounted, Ran::LinkRefused),
+        after_run(uncounted.release, uncounted.counted, Ran::LinkRefused),
         After {
             rerun_on_current: true,
             count: None
@@ -228,7 +228,7 @@ fn a_link_refusal_by_next_is_its_failure_and_reruns_on_current() {
         release: Side::Current,
         ..next
     };
-    assert!(!after_run(&current, Ran::LinkRefused).rerun_on_current);
+    assert!(!after_run(current.release, current.counted, Ran::LinkRefused).rerun_on_current);
 }
 
 #[test]
@@ -238,17 +238,22 @@ fn a_guest_run_is_counted_when_planned_and_an_error_before_it_never() {
         release: Side::Next,
         counted: true,
     };
-    let done = |platform_fault| after_run(&plan, Ran::Done { platform_fault }).count;
+    let done =
+        |platform_fault| after_run(plan.release, plan.counted, Ran::Done { platform_fault }).count;
     assert_eq!(done(true), Some((Side::Next, true)));
     assert_eq!(done(false), Some((Side::Next, false)));
-    assert_eq!(after_run(&plan, Ran::Failed).count, None);
+    assert_eq!(
+        after_run(plan.release, plan.counted, Ran::Failed).count,
+        None
+    );
     let uncounted = Plan {
         counted: false,
         ..plan
     };
     assert_eq!(
         after_run(
-            &uncounted,
+            uncounted.release,
+            uncounted.counted,
             Ran::Done {
                 platform_fault: true
             }

@@ -14,6 +14,7 @@ use rand::Rng;
 use std::time::Duration;
 use strata_core::policy::ForwardReason;
 use strata_core::policy::canary::Side;
+use strata_core::policy::concurrency::Charge;
 use strata_core::policy::edge::{Facts, Plan, Slots};
 use strata_core::policy::failover::{Failover, Failure, Mark};
 use strata_core::policy::origin::{self, Ran, Step};
@@ -144,8 +145,10 @@ impl Shard<'_> {
     }
 
     /// A forward from `pop` reaches `region` at `now`: the origin planner's steps, in its
-    /// order (`policy::origin::Plan::steps`): the tenant's limit, the region's capacity,
-    /// then the run. Regions here have one fleet, no tenant shares and no rate limits.
+    /// order (`policy::origin::Plan::steps`): the tenant's adaptive limit (the nodes'
+    /// `policy::concurrency::Budget`), the region's slot and memory, then the run. Regions
+    /// here have one fleet, no tenant shares, no rate limits and no leases (POPs run
+    /// without drawing on the tenant's books).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn reach_region(
         &mut self,
@@ -178,11 +181,10 @@ impl Shard<'_> {
         for step in plan.steps() {
             let r = &mut self.regions[i];
             match step {
+                // The tenant's books (`policy::concurrency::Budget`): its adaptive limit.
                 Step::Tenant => {
-                    if w.s
-                        .region
-                        .tenant_concurrency
-                        .is_some_and(|l| r.tenant_busy[tenant] >= l)
+                    if let Some(budget) = r.budgets.get_mut(tenant)
+                        && budget.admit(at, "").is_err()
                     {
                         self.rec.counters.throttled_tenant += 1;
                         self.rec.bucket(now).refused += 1;
@@ -200,12 +202,15 @@ impl Shard<'_> {
                     self.rec
                         .memory_change(Tier::Region, now, before, after, &self.removed);
                     let Some(started_warm) = started else {
+                        // The tenant's slot is handed back (the node drops its permit).
+                        if let Some(budget) = r.budgets.get_mut(tenant) {
+                            budget.release("", Charge::Shared, Duration::ZERO);
+                        }
                         self.rec.counters.throttled_region_capacity += 1;
                         self.rec.bucket(now).refused += 1;
                         return;
                     };
                     warm = started_warm;
-                    r.tenant_busy[tenant] += 1;
                 }
                 Step::Run => {
                     let mut busy = exec;
@@ -252,7 +257,12 @@ impl Shard<'_> {
                     return;
                 }
                 region.node.release(now, c.func);
-                region.tenant_busy[tenant] = region.tenant_busy[tenant].saturating_sub(1);
+                if let Some(budget) = region.budgets.get_mut(tenant) {
+                    // No simulated function reserves concurrency: every charge is shared.
+                    // The slot was held for about the edge-to-edge latency.
+                    let held = Duration::from_nanos(c.latency);
+                    budget.release("", Charge::Shared, held);
+                }
                 if c.origin != NO_POP {
                     let rtt = w.rtt(c.origin, c.node);
                     let learned = Event::Learned {
@@ -338,7 +348,7 @@ impl Shard<'_> {
         let ran = Ran::Done {
             platform_fault: failed,
         };
-        if let Some((side, failed)) = origin::after_run(&plan, ran).count {
+        if let Some((side, failed)) = origin::after_run(plan.release, plan.counted, ran).count {
             canary.handle_outcome(&func, side, failed);
         }
         match plan.release {

@@ -12,6 +12,7 @@ use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 use strata_core::model::FunctionConfig;
 use strata_core::policy::canary::{Canary, CanaryConfig, Verdict};
+use strata_core::policy::concurrency::{Budget, LimitConfig};
 use strata_core::policy::edge::EdgePlanner;
 use strata_core::policy::origin::OriginPlanner;
 use strata_core::policy::{PlacementPolicy, WarmMode, WarmPolicy};
@@ -66,8 +67,9 @@ pub(super) struct Region {
     pub node: Node,
     pub up: bool,
     pub epoch: u32,
-    /// In-flight executions per tenant.
-    pub tenant_busy: Vec<u32>,
+    /// Each tenant's concurrency books (the nodes' `policy::concurrency::Budget`, with
+    /// its adaptive limit), indexed by tenant; empty without a `tenant_concurrency`.
+    pub budgets: Vec<Budget>,
 }
 
 /// A shard: see the module docs of [`super`].
@@ -159,7 +161,7 @@ impl<'w> Shard<'w> {
                 node: Node::new(s.region.slots, s.region.memory_mb, keep_region),
                 up: true,
                 epoch: 0,
-                tenant_busy: vec![0; tenants],
+                budgets: budgets(s, tenants, base),
             })
             .collect();
         let rollout = s.canary.as_ref().map(|c| {
@@ -350,11 +352,12 @@ impl<'w> Shard<'w> {
                 }
             }
             Event::RegionDown { region } => {
+                let at = self.at(now);
                 let i = self.local_region(region);
                 let r = &mut self.regions[i];
                 r.up = false;
                 r.epoch += 1;
-                r.tenant_busy.iter_mut().for_each(|b| *b = 0);
+                r.budgets = budgets(self.w.s, r.budgets.len(), at);
                 let before = r.node.used_mb;
                 r.node.wipe();
                 self.rec.memory_change(Tier::Region, now, before, 0, &[]);
@@ -490,4 +493,21 @@ impl<'w> Shard<'w> {
             recorder: self.rec,
         })
     }
+}
+
+/// Fresh concurrency books for `tenants` tenants at `now`, limited as the scenario's region
+/// says (`tenant_concurrency` and its adaptive knobs); none without a limit.
+fn budgets(s: &crate::scenario::Scenario, tenants: usize, now: Instant) -> Vec<Budget> {
+    let Some(hard_max) = s.region.tenant_concurrency else {
+        return Vec::new();
+    };
+    let config = LimitConfig {
+        hard_max,
+        burst: s.region.tenant_burst.unwrap_or(hard_max),
+        step: s.region.tenant_step,
+        interval: Duration::from_millis(s.region.tenant_interval_ms),
+    };
+    // No leases are modelled: POPs run without drawing on the tenant's books.
+    let lease_life = Duration::from_secs(10);
+    vec![Budget::new(config, lease_life, now); tenants]
 }
