@@ -1,11 +1,14 @@
-//! Executing an invocation at the region: authenticate, resolve, admit, run. The same path
-//! serves the region's own HTTP edge and invocations forwarded by POPs over QUIC.
+//! Executing an invocation at the region: authenticate, resolve, then gather the facts,
+//! ask the origin planner (`common::policy::origin`) and do what it says: its fleet and
+//! runtime release, its admission steps in their order (every refusal before the module is
+//! loaded or compiled), the run, and what follows it. The same path serves the region's
+//! own HTTP edge and invocations forwarded by POPs over QUIC.
 //!
-//! Runtime choice: with a [`RuntimeCanary`] and a next runtime in the executor, each
-//! invocation runs on the release the canary picks and its outcome is counted. A module the
-//! next release refuses to link (it dropped an import the guest uses) is a platform failure
-//! of the next release, and the invocation then runs on the current one: no guest code
-//! ran, so running it again cannot repeat a side effect. When a verdict pins a function,
+//! Runtime choice: with a [`RuntimeCanary`] and a next runtime in the executor, the
+//! planner picks each invocation's release from the canary's state and says whether its
+//! outcome is counted. A module the next release refuses to link (it dropped an import the
+//! guest uses) is a platform failure of the next release, and the invocation then runs on
+//! the current one: no guest code ran, so running it again cannot repeat a side effect. When a verdict pins a function,
 //! its `on_runtime_incompatible` control function is queued in the durable async queue
 //! with the owner's notification as its payload, like `on_failure`: the invocation that
 //! decided the verdict waits for that append, never for the control function's run.
