@@ -9,7 +9,8 @@
 //! [`crate::sandbox::Execution`] into the [`InvokeResponse`] the edge renders. Also owns
 //! each invocation's memory size: `x-strata-memory-mb` up to the function's
 //! `max_memory_mb` (400 above), else the size [`ResizePolicy`] learned, and with
-//! `auto_resize` one retry of an out-of-memory failure at double the memory. Admission
+//! `auto_resize` one retry of an out-of-memory failure at double the memory (the rule is
+//! [`memory_retry`]'s). Admission
 //! (how many run at once, what happens when full) stays with each node, because a POP
 //! spills while a region queues.
 //!
@@ -25,6 +26,7 @@ use crate::model::{
     Abi, ApiError, ArtifactDigest, ExecutedAt, FunctionErrorKind, FunctionKey, InvokeRequest,
     InvokeResponse, ResolvedFunction, StartKind, Timing,
 };
+use crate::policy::origin::memory_retry;
 use crate::policy::resize::{MemoryReport, ResizeConfig, ResizePolicy, SizeRecord};
 use crate::sandbox::{
     CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release, Reuse,
@@ -449,17 +451,14 @@ impl Executor {
         let mut ran = self
             .execute(module.clone(), function, req, env.clone(), limit_mb, lane)
             .await?;
-        let ceiling = function.config.memory_ceiling_mb();
         let out_of_memory = |e: &Execution| {
             e.failure
                 .as_ref()
                 .is_some_and(|f| f.kind == FunctionErrorKind::OutOfMemory)
         };
-        if function.config.auto_resize && out_of_memory(&ran.execution) && limit_mb < ceiling {
-            // The guest hit its limit: one more try with double the memory. The failed
-            // attempt ran the guest, so a guest with side effects sees them twice; that is
-            // what `auto_resize` opts into.
-            let retry_mb = limit_mb.saturating_mul(2).min(ceiling);
+        // The planner's rule: one retry with more memory (`auto_resize`).
+        let retry = memory_retry(&function.config, out_of_memory(&ran.execution), limit_mb);
+        if let Some(retry_mb) = retry {
             self.resize_policy().retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");

@@ -4,9 +4,10 @@
 //! uncounted fallback) is the planner's; this module only looks things up, holds the
 //! slots and does the I/O.
 //!
-//! An undecided function (no release named, no pin) is sampled here with the region
-//! canary's share and draw, and every local run's outcome is tallied per version for the
-//! load report, so the region's runtime canary and alias rollout judges see edge traffic.
+//! The planner also picks the runtime release (an undecided function is sampled with the
+//! region canary's share and draw); every local run's outcome is tallied per version for
+//! the load report, so the region's runtime canary and alias rollout judges see edge
+//! traffic.
 
 use crate::artifacts::ArtifactCache;
 use crate::known::Known;
@@ -21,8 +22,10 @@ use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
     LimitHit, LimitKind, LimitScope, NodeId, ResolvedFunction,
 };
-use common::policy::edge::{self, Caller, EdgePlanner, Facts, Plan, Refusal, Slots};
-use common::policy::{ForwardReason, PlacementPolicy, alias, canary};
+use common::policy::edge::{
+    self, Caller, EdgePlanner, Facts, Plan, Refusal, ReleaseChoice, ReleaseFacts, Slots,
+};
+use common::policy::{ForwardReason, PlacementPolicy, alias};
 use common::sandbox::{CompiledModule, Release, WarmLane};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -261,26 +264,17 @@ impl Invoker for PopInvoker {
             self.prefetcher.request(digest);
         }
         let function = resolution.map(|r| r.function);
-        let (mut release, mut canary) = function
-            .as_ref()
-            .map_or((Release::Current, None), |f| self.release_here(f, &req));
-        let mut module = function
+        let choice = function.as_ref().map(|f| self.release_here(f, &req));
+        if let (Some(f), Some(c)) = (&function, &choice)
+            && c.refused_by_next
+        {
+            // The planner's rule: the next release's refusal is its platform failure.
+            self.record_outcome(&key, f, Some(Release::Next), false, true, None);
+        }
+        let (release, canary) = choice.map_or((Release::Current, None), |c| (c.release, c.sampled));
+        let module = function
             .as_ref()
             .and_then(|f| self.executor.cached_on(release, &f.digest));
-        if release == Release::Next
-            && module.is_none()
-            && canary.is_some()
-            && let Some(f) = &function
-            && self.prefetcher.next_refuses(&f.digest)
-        {
-            // The next release cannot link this module: a platform failure of that
-            // release (as at the region), and this invocation runs on the current one,
-            // uncounted (no guest code ran on next, so nothing is repeated).
-            self.record_outcome(&key, f, Some(Release::Next), false, true, None);
-            canary = None;
-            release = Release::Current;
-            module = self.executor.cached_on(Release::Current, &f.digest);
-        }
         let facts = Facts {
             function: function.as_ref().map(|f| &f.config),
             release,
@@ -357,34 +351,27 @@ impl Invoker for PopInvoker {
 }
 
 impl PopInvoker {
-    /// The release `f` runs on at this POP for `req`, and the release the runtime canary
-    /// sampled when it did: the release the region named, else the owner's `runtime` pin,
-    /// if hosted here; a function with neither is undecided, and while the region canaries
-    /// (its hints carry a share) and this POP hosts the next release, the request's draw
-    /// picks the side ([`canary::sample`]) exactly as the region would pick it.
-    fn release_here(
-        &self,
-        f: &ResolvedFunction,
-        req: &InvokeRequest,
-    ) -> (Release, Option<Release>) {
+    /// The release `f` runs on at this POP for `req`, as the planner chooses it
+    /// ([`edge::release`]) from the region's decision, the owner's pin, the canary's share
+    /// and which releases this POP hosts.
+    fn release_here(&self, f: &ResolvedFunction, req: &InvokeRequest) -> ReleaseChoice<Release> {
         let hosted = |r: Release| self.executor.sandbox_on(r).is_some();
-        let (named, pinned) = (f.release.as_deref(), f.config.runtime.as_deref());
-        if named.or(pinned).is_some() {
-            let release = edge::release(named, pinned, |n| {
-                Release::from_name(n).filter(|r| hosted(*r))
-            });
-            return (release, None);
-        }
-        let percent = self.known.canary_percent();
-        if percent == 0 || !hosted(Release::Next) {
-            return (Release::Current, None);
-        }
-        let draw = canary::draw(req.request_id.0, req.affinity.as_deref());
-        let release = match canary::sample(percent, draw) {
-            canary::Side::Next => Release::Next,
-            canary::Side::Current => Release::Current,
+        let facts = ReleaseFacts {
+            named: f.release.as_deref(),
+            pinned: f.config.runtime.as_deref(),
+            canary_percent: self.known.canary_percent(),
+            next: Some(Release::Next).filter(|r| hosted(*r)),
+            request_id: req.request_id.0,
+            affinity: req.affinity.as_deref(),
         };
-        (release, Some(release))
+        edge::release(
+            &facts,
+            |n| Release::from_name(n).filter(|r| hosted(*r)),
+            || {
+                self.executor.cached_on(Release::Next, &f.digest).is_none()
+                    && self.prefetcher.next_refuses(&f.digest)
+            },
+        )
     }
 
     /// Runs `req` here with `m`, the code of `f`, and tallies its outcome for the next

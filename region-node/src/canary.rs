@@ -1,9 +1,10 @@
 //! The runtime canary at a region: which release each invocation runs on, the outcome
 //! counts, durable verdicts and the owner notifications they raise.
 //!
-//! Owns the node side of `common::policy::canary`: a function pinned in its config
-//! (`runtime = "2026.10"`) runs on that release and is not counted; otherwise the policy
-//! chooses from the request id (so a POP and a region would agree on a request). Decided
+//! Owns the node side of `common::policy::canary`: the counts and verdicts, from which
+//! the origin planner (`common::policy::origin`) chooses each invocation's release (a
+//! config pin wins, uncounted; otherwise the request's draw, so a POP and a region agree
+//! on a request). Decided
 //! verdicts are written to [`Bucket::Canary`] as [`VerdictRecord`]s under `tenant/name`
 //! and read back at start-up, so a restart never re-canaries a decided function. A pinned
 //! verdict is also the owner's notification (`runtime_incompatible`), listed per tenant.
@@ -17,6 +18,7 @@
 use crate::store::{Bucket, Expect, Store, StoreError};
 use common::model::{FunctionKey, FunctionName, TenantId};
 use common::policy::canary::{Canary, CanaryConfig, Counts, Side, Verdict};
+use common::policy::origin;
 use common::sandbox::Release;
 use common::wire::ReleaseHint;
 use serde::{Deserialize, Serialize};
@@ -100,11 +102,12 @@ pub struct RuntimeCanary {
 /// The release POPs run a function with `verdict` on; `None` while undecided (the
 /// current release, sampled only at the region).
 fn release_of(verdict: Verdict) -> Option<Release> {
-    match verdict {
-        Verdict::Promoted => Some(Release::Next),
-        Verdict::Pinned => Some(Release::Current),
-        Verdict::Undecided => None,
-    }
+    origin::decided(verdict, None).map(Release::from)
+}
+
+/// The canary side of the release called `name`, if this node knows it.
+pub fn side_of(name: &str) -> Option<Side> {
+    Release::from_name(name).map(Side::from)
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -185,34 +188,22 @@ impl RuntimeCanary {
         self.policy.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The release an invocation of `key` runs on, and whether its outcome is counted.
-    /// `pinned_to` is the function's `runtime` config: a known release name wins (and is
-    /// not counted); an unknown one runs on the current release.
-    pub fn choose(&self, key: &FunctionKey, pinned_to: Option<&str>, draw: u64) -> (Release, bool) {
-        if let Some(name) = pinned_to {
-            return (Release::from_name(name).unwrap_or(Release::Current), false);
-        }
-        let policy = self.policy();
-        // With no share on the next release there is nothing to compare against.
-        let counted = policy.verdict(key) == Verdict::Undecided && policy.config().percent > 0;
-        let release = match policy.choose(key, draw) {
-            Side::Current => Release::Current,
-            Side::Next => Release::Next,
-        };
-        (release, counted)
+    /// Runs `f` with the canary's counts and verdicts (for the origin planner, which
+    /// chooses each invocation's release from them: `common::policy::origin`).
+    pub fn with_policy<R>(&self, f: impl FnOnce(&Canary<FunctionKey>) -> R) -> R {
+        f(&self.policy())
     }
 
-    /// The release POPs run `key` on: a known `pinned_to` release (its `runtime` config)
-    /// wins; otherwise the next release once promoted, else the current one (an undecided
-    /// function is sampled only here, from the region's own and forwarded traffic).
+    /// The release POPs run `key` on (`common::policy::origin::decided`): a known
+    /// `pinned_to` release (its `runtime` config) wins; otherwise the next release once
+    /// promoted, else the current one (an undecided function is sampled only here, from
+    /// the region's own and forwarded traffic).
     ///
     /// `None` while undecided: a POP then samples the function itself with the same share
     /// and draw (see `Message::Releases::canary_percent`) and reports the outcomes.
     pub fn decided(&self, key: &FunctionKey, pinned_to: Option<&str>) -> Option<Release> {
-        if let Some(name) = pinned_to {
-            return Some(Release::from_name(name).unwrap_or(Release::Current));
-        }
-        release_of(self.policy().verdict(key))
+        let pin = origin::pinned(pinned_to, side_of);
+        origin::decided(self.policy().verdict(key), pin).map(Release::from)
     }
 
     /// Counts one outcome in memory (no I/O: called on the invoke path); returns the
@@ -237,10 +228,7 @@ impl RuntimeCanary {
         n: u32,
         failures: u32,
     ) -> Option<VerdictRecord> {
-        let side = match release {
-            Release::Current => Side::Current,
-            Release::Next => Side::Next,
-        };
+        let side = Side::from(release);
         let (verdict, counts) = {
             let mut policy = self.policy();
             let mut counts = policy.counts(key).unwrap_or_default();
@@ -430,7 +418,8 @@ mod tests {
             assert_eq!((record.next_invocations, record.next_failures), (3, 3));
         }
         let canary = RuntimeCanary::open(Store::open(&path).expect("store"), cfg).expect("canary");
-        assert_eq!(canary.choose(&f, None, 0), (Release::Current, false));
+        let choose = |pin| canary.with_policy(|p| origin::release(p, &f, pin, 0));
+        assert_eq!(choose(None), (Side::Current, false));
         let notes = canary.notifications(&f.tenant);
         assert_eq!(notes.len(), 1);
         assert_eq!(notes[0].kind, "runtime_incompatible");
@@ -440,9 +429,8 @@ mod tests {
                 .is_empty()
         );
         // A config pin wins and is not counted.
-        assert_eq!(
-            canary.choose(&f, Some("2026.11"), 0),
-            (Release::Next, false)
-        );
+        let pin = origin::pinned(Some(Release::Next.name()), side_of);
+        assert_eq!(choose(pin), (Side::Next, false));
+        assert_eq!(canary.decided(&f, Some("2026.11")), Some(Release::Next));
     }
 }

@@ -1,9 +1,10 @@
 //! Fleets at the region (DESIGN §6): frequent functions run in the dedicated fleet, rare
 //! ones in a shared on-demand fleet.
 //!
-//! Which is which is [`PlacementPolicy`]'s decision, the very code a POP uses for "popular
-//! runs at the edge": a decayed request count per function with an enter and an exit bar
-//! (hysteresis) and a memory budget for the frequent set. Here "local" means "frequent".
+//! Which is which is the origin planner's decision (`common::policy::origin`), made with
+//! [`PlacementPolicy`], the very code a POP uses for "popular runs at the edge": a decayed
+//! request count per function with an enter and an exit bar (hysteresis) and a memory
+//! budget for the frequent set. Here "local" means "frequent".
 //!
 //! - The dedicated fleet is the region's [`crate::admission::Admission`] (execution slots
 //!   and a bounded wait) and the sandbox's warm pools, which frequent reactors keep.
@@ -22,14 +23,13 @@
 //! crossing the bar either way takes its pool, and its state, with it.
 
 use common::exec::Executor;
-use common::model::{ApiError, FunctionKey, Placement, ResolvedFunction};
-use common::policy::placement::Decision;
-use common::policy::{LocalState, PlacementConfig, PlacementPolicy, WarmConfig};
+use common::model::{ApiError, ResolvedFunction};
+use common::policy::{PlacementConfig, PlacementPolicy, WarmConfig};
 use common::sandbox::{OnDemandBudget, WarmLane};
 use common::warm_loop::WarmPlanner;
 use serde::Deserialize;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -147,14 +147,7 @@ impl FleetsConfig {
     }
 }
 
-/// Which fleet an invocation runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fleet {
-    /// Admission slots and kept warm pools.
-    Dedicated,
-    /// A worker turn; reactor pools kept in the on-demand warm lane.
-    OnDemand,
-}
+pub use common::policy::origin::Fleet;
 
 /// A worker's turn: the invocation holds it while it runs; dropping it frees the worker.
 #[derive(Debug)]
@@ -167,8 +160,8 @@ type Ticket = oneshot::Sender<Turn>;
 /// The region's two fleets.
 #[derive(Debug)]
 pub struct Fleets {
-    enabled: bool,
-    policy: Mutex<PlacementPolicy>,
+    /// Tells frequent from rare functions; `None` with the on-demand fleet disabled.
+    frequent: Option<PlacementConfig>,
     queue: mpsc::Sender<Ticket>,
     /// Taken by [`Fleets::spawn_workers`].
     receiver: Mutex<Option<mpsc::Receiver<Ticket>>>,
@@ -191,35 +184,18 @@ impl Fleets {
         Self {
             rare_lane: WarmLane::OnDemand(config.rare_budget(max_warm_pools)),
             warm,
-            enabled: config.enabled,
-            policy: Mutex::new(PlacementPolicy::new(config.frequent)),
+            frequent: config.enabled.then(|| config.frequent.clone()),
             queue,
             receiver: Mutex::new(Some(receiver)),
             workers: config.workers.max(1),
         }
     }
 
-    /// Records one invocation of `function` at `now` and says which fleet runs it.
-    pub fn choose(&self, now: Instant, function: &ResolvedFunction) -> Fleet {
-        if !self.enabled {
-            return Fleet::Dedicated;
-        }
-        let key: &FunctionKey = &function.key;
-        // A frequent function costs its warm pool's memory against the frequent budget.
-        let cost = function.config.memory_bytes();
-        let mut policy = self.policy.lock().unwrap_or_else(PoisonError::into_inner);
-        policy.handle_request(now, key);
-        let local = LocalState {
-            placement: Placement::Auto,
-            known: true,
-            artifact_ready: true,
-            slot_free: true,
-            cost_bytes: cost,
-        };
-        match policy.decide(now, key, local) {
-            Decision::Local => Fleet::Dedicated,
-            Decision::Forward(_) => Fleet::OnDemand,
-        }
+    /// The policy that tells frequent from rare functions, for the origin planner
+    /// (`common::policy::origin`, which chooses each invocation's fleet); `None` without
+    /// an on-demand fleet (everything runs in the dedicated one).
+    pub fn placement(&self) -> Option<PlacementPolicy> {
+        self.frequent.clone().map(PlacementPolicy::new)
     }
 
     /// The warm lane reactors keep their pools in when they run in `fleet`.
@@ -332,54 +308,14 @@ mod tests {
         assert_eq!(fleets.queued(), 0);
     }
 
-    fn function(name: &str) -> ResolvedFunction {
-        ResolvedFunction {
-            key: FunctionKey {
-                tenant: common::model::TenantId::new("t").expect("tenant"),
-                name: common::model::FunctionName::new(name).expect("name"),
-            },
-            version: "$LATEST".into(),
-            digest: common::model::ArtifactDigest::of(name.as_bytes()),
-            config: common::model::FunctionConfig::default(),
-            revision: 1,
-            release: None,
-        }
-    }
-
     #[test]
-    fn a_function_is_frequent_above_the_bar_and_stays_until_below_the_exit() {
-        let mut c = config(1, 1);
-        c.frequent = PlacementConfig {
-            window: Duration::from_secs(10),
-            enter_score: 3.0,
-            exit_score: 1.5,
-            ..PlacementConfig::default()
-        };
-        let fleets = Fleets::new(c, &executor());
-        let (f, t0) = (function("f"), Instant::now());
-        let seen: Vec<Fleet> = (0..4).map(|_| fleets.choose(t0, &f)).collect();
-        use Fleet::{Dedicated, OnDemand};
-        assert_eq!(seen, [OnDemand, OnDemand, Dedicated, Dedicated]);
-        // Score 4 decays to ~1.5 after 10 s, plus this request ~2.5: below the entry bar,
-        // above the exit, so it stays.
-        assert_eq!(fleets.choose(t0 + Duration::from_secs(10), &f), Dedicated);
-        // Long idle: ~0 plus this request is below the exit bar, back to on demand.
-        assert_eq!(fleets.choose(t0 + Duration::from_secs(60), &f), OnDemand);
-        // Another function is judged on its own rate.
-        assert_eq!(fleets.choose(t0, &function("g")), OnDemand);
-    }
-
-    #[test]
-    fn disabled_fleets_run_everything_dedicated() {
+    fn disabled_fleets_have_no_placement_so_everything_runs_dedicated() {
         let off = FleetsConfig {
             enabled: false,
             ..FleetsConfig::default()
         };
-        let fleets = Fleets::new(off, &executor());
-        assert_eq!(
-            fleets.choose(Instant::now(), &function("f")),
-            Fleet::Dedicated
-        );
+        assert!(Fleets::new(off, &executor()).placement().is_none());
+        assert!(Fleets::new(config(1, 1), &executor()).placement().is_some());
     }
 
     #[test]

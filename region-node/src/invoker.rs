@@ -1,16 +1,19 @@
-//! Executing an invocation at the region: authenticate, resolve, admit, run. The same path
-//! serves the region's own HTTP edge and invocations forwarded by POPs over QUIC.
+//! Executing an invocation at the region: authenticate, resolve, then gather the facts,
+//! ask the origin planner (`common::policy::origin`) and do what it says: its fleet and
+//! runtime release, its admission steps in their order (every refusal before the module is
+//! loaded or compiled), the run, and what follows it. The same path serves the region's
+//! own HTTP edge and invocations forwarded by POPs over QUIC.
 //!
-//! Runtime choice: with a [`RuntimeCanary`] and a next runtime in the executor, each
-//! invocation runs on the release the canary picks and its outcome is counted. A module the
-//! next release refuses to link (it dropped an import the guest uses) is a platform failure
-//! of the next release, and the invocation then runs on the current one: no guest code
-//! ran, so running it again cannot repeat a side effect. When a verdict pins a function,
+//! Runtime choice: with a [`RuntimeCanary`] and a next runtime in the executor, the
+//! planner picks each invocation's release from the canary's state and says whether its
+//! outcome is counted. A module the next release refuses to link (it dropped an import the
+//! guest uses) is a platform failure of the next release, and the invocation then runs on
+//! the current one: no guest code ran, so running it again cannot repeat a side effect. When a verdict pins a function,
 //! its `on_runtime_incompatible` control function is queued in the durable async queue
 //! with the owner's notification as its payload, like `on_failure`: the invocation that
 //! decided the verdict waits for that append, never for the control function's run.
 
-use crate::admission::{Admission, ShareTicket, TenantShares};
+use crate::admission::{Admission, TenantShares};
 use crate::artifacts::Artifacts;
 use crate::canary::RuntimeCanary;
 use crate::events::{Events, FailureCause};
@@ -25,10 +28,12 @@ use common::model::{
     ApiError, ErrorKind, ExecutedAt, FunctionKey, InvocationType, InvokeRequest, InvokeResponse,
     NodeId, ResolvedFunction, StartKind, TenantId, Timing,
 };
+use common::policy::canary::Side;
+use common::policy::origin::{self, Facts, OriginPlanner, Plan, Ran, Step};
 use common::policy::resize::MemoryReport;
 use common::sandbox::Release;
 use common::wire::Pressure;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use tracing::warn;
 
 /// The region's [`Invoker`].
@@ -53,6 +58,8 @@ pub struct RegionInvoker {
     limits: Option<Arc<Limits>>,
     /// The dedicated and on-demand fleets (DESIGN §6).
     fleets: Arc<Fleets>,
+    /// The origin planner: fleet, release, the order of admission (`policy::origin`).
+    planner: Mutex<OriginPlanner<FunctionKey>>,
     /// Each tenant's share of the execution slots (dedicated fleet).
     slot_shares: Arc<TenantShares>,
     /// Each tenant's share of the on-demand fleet's workers.
@@ -100,6 +107,7 @@ impl RegionInvoker {
             canary: None,
             rollouts: None,
             limits: None,
+            planner: Mutex::new(OriginPlanner::new(fleets.placement())),
             fleets,
             slot_shares,
             worker_shares,
@@ -130,6 +138,7 @@ impl RegionInvoker {
     /// node).
     #[must_use]
     pub fn with_fleets(mut self, fleets: Arc<Fleets>) -> Self {
+        self.planner = Mutex::new(OriginPlanner::new(fleets.placement()));
         self.fleets = fleets;
         self
     }
@@ -151,11 +160,9 @@ impl RegionInvoker {
     /// undecided (the POP samples it with the canary's share) or when this region runs no
     /// canary.
     pub fn release_for_pops(&self, function: &ResolvedFunction) -> Option<String> {
-        let canary = self
-            .canary
-            .as_ref()
-            .filter(|_| self.executor.sandbox_on(Release::Next).is_some())?;
-        let release = canary.decided(&function.key, function.config.runtime.as_deref())?;
+        let release = self
+            .live_canary()?
+            .decided(&function.key, function.config.runtime.as_deref())?;
         Some(release.name().to_owned())
     }
 
@@ -174,6 +181,14 @@ impl RegionInvoker {
     /// The runtime canary, if this region runs one.
     pub fn canary(&self) -> Option<&Arc<RuntimeCanary>> {
         self.canary.as_ref()
+    }
+
+    /// The runtime canary while it is live: this region runs one and hosts the next
+    /// release.
+    fn live_canary(&self) -> Option<&Arc<RuntimeCanary>> {
+        self.canary
+            .as_ref()
+            .filter(|_| self.executor.sandbox_on(Release::Next).is_some())
     }
 
     /// The executor's and admission's gauges.
@@ -353,84 +368,121 @@ impl RegionInvoker {
         self.run(function, req).await
     }
 
-    /// Admits `req` (tenant rate and concurrency, the tenant's share of the pool, a slot or
-    /// a worker's turn), then runs it. Everything that can refuse runs before any module
-    /// is loaded or compiled, so a refused invocation costs no compile.
+    /// Asks the origin planner how to run `req` as `function`: its fleet, its release
+    /// (from the runtime canary's state while this region hosts the next release) and
+    /// whether the canary counts it.
+    fn plan(&self, function: &ResolvedFunction, req: &InvokeRequest) -> Plan {
+        let facts = Facts {
+            config: &function.config,
+            request_id: req.request_id.0,
+            affinity: req.affinity.as_deref(),
+            canary: None,
+        };
+        // A pin names a release only if this region hosts it.
+        let side_of = |name: &str| {
+            Release::from_name(name)
+                .filter(|r| self.executor.sandbox_on(*r).is_some())
+                .map(Side::from)
+        };
+        let now = std::time::Instant::now();
+        let mut planner = self.planner.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.live_canary() {
+            Some(canary) => canary.with_policy(|policy| {
+                let facts = Facts {
+                    canary: Some(policy),
+                    ..facts
+                };
+                planner.plan(now, &function.key, &facts, side_of)
+            }),
+            None => planner.plan(now, &function.key, &facts, side_of),
+        }
+    }
+
+    /// Gathers the facts, asks the planner, and takes the plan's steps in its order: every
+    /// step that can refuse (the tenant's limits, the region's capacity, the tenant's share,
+    /// a slot or a worker's turn) before the run, the only step that loads or compiles the
+    /// module, so a refused invocation costs no compile.
     async fn run(
         &self,
         function: &ResolvedFunction,
         req: &InvokeRequest,
     ) -> Result<InvokeResponse, ApiError> {
-        // Over the tenant's limit is 429 at once, before waiting for a node slot.
-        let _permit = match &self.limits {
-            Some(l) => Some({
-                l.check_rate(&function.key, function.config.rate_limit_rps)?;
-                l.admit(
-                    &function.key.tenant,
-                    function.key.name.as_str(),
-                    function.config.max_concurrency,
-                )?
-            }),
-            None => None,
-        };
-        let fleet = self.fleets.choose(std::time::Instant::now(), function);
-        if fleet == Fleet::Dedicated && self.admission.is_full() {
-            return Err(ApiError::unavailable(
-                "region is at capacity: every execution slot is busy and its queue is full",
-                std::time::Duration::from_secs(1),
-            ));
-        }
-        let _share: ShareTicket = match fleet {
-            Fleet::Dedicated => self.slot_shares.take(&function.key.tenant)?,
-            Fleet::OnDemand => self.worker_shares.take(&function.key.tenant)?,
-        };
-        if fleet == Fleet::Dedicated {
-            let _slot = self.admission.admit().await?;
-            let result = self.run_in(function, req, fleet).await;
-            if let Ok(r) = &result {
-                self.fleets.record(function, r.timing.exec);
+        let plan = self.plan(function, req);
+        let key = &function.key;
+        // What the run holds until it ends.
+        let (mut _permit, mut _share, mut _slot, mut _turn) = (None, None, None, None);
+        for step in plan.steps() {
+            match step {
+                Step::Tenant => {
+                    if let Some(l) = &self.limits {
+                        l.check_rate(key, function.config.rate_limit_rps)?;
+                        let name = key.name.as_str();
+                        _permit =
+                            Some(l.admit(&key.tenant, name, function.config.max_concurrency)?);
+                    }
+                }
+                Step::Capacity if self.admission.is_full() => {
+                    return Err(ApiError::unavailable(
+                        "region is at capacity: every execution slot is busy and its queue is full",
+                        std::time::Duration::from_secs(1),
+                    ));
+                }
+                Step::Capacity => {}
+                Step::Share => {
+                    let shares = match plan.fleet {
+                        Fleet::Dedicated => &self.slot_shares,
+                        Fleet::OnDemand => &self.worker_shares,
+                    };
+                    _share = Some(shares.take(&key.tenant)?);
+                }
+                Step::Slot => match plan.fleet {
+                    Fleet::Dedicated => _slot = Some(self.admission.admit().await?),
+                    // The on-demand fleet's worker turn is its slot.
+                    Fleet::OnDemand => _turn = Some(self.fleets.turn().await?),
+                },
+                Step::Run => {
+                    let result = self.run_planned(function, req, &plan).await;
+                    if plan.fleet == Fleet::Dedicated
+                        && let Ok(r) = &result
+                    {
+                        self.fleets.record(function, r.timing.exec);
+                    }
+                    return result;
+                }
             }
-            return result;
         }
-        // The on-demand fleet's worker turn is its slot.
-        let _turn = self.fleets.turn().await?;
-        self.run_in(function, req, fleet).await
+        Err(ApiError::internal("the origin plan has no run step"))
     }
 
-    /// Runs `req` in `fleet`, on the runtime release the canary picks.
-    async fn run_in(
+    /// Runs `req` as the plan says (already admitted), then does what the planner says
+    /// follows ([`origin::after_run`]): a rerun on the current release, the canary's count.
+    async fn run_planned(
         &self,
         function: &ResolvedFunction,
         req: &InvokeRequest,
-        fleet: Fleet,
+        plan: &Plan,
     ) -> Result<InvokeResponse, ApiError> {
-        let canary = self
-            .canary
-            .as_ref()
-            .filter(|_| self.executor.sandbox_on(Release::Next).is_some());
-        let Some(canary) = canary else {
-            let response = self
-                .run_on(function, req, Release::Current, fleet)
+        let release = Release::from(plan.release);
+        let (response, ran) = match self.run_on(function, req, release, plan.fleet).await {
+            Ok((response, platform_fault)) => (Ok(response), Ran::Done { platform_fault }),
+            Err(RunError::Link(e)) => {
+                warn!(function = %function.key, %release, error = %e, "the release refused the module");
+                (Err(ApiError::from(e)), Ran::LinkRefused)
+            }
+            Err(RunError::Api(e)) => (Err(e), Ran::Failed),
+        };
+        let after = origin::after_run(plan.release, plan.counted, ran);
+        let response = if after.rerun_on_current {
+            self.run_on(function, req, Release::Current, plan.fleet)
                 .await
                 .map(|r| r.0)
-                .map_err(ApiError::from);
-            crate::outcomes::own_run(self, function, req.request_id, &response).await;
-            return response;
+                .map_err(ApiError::from)
+        } else {
+            response
         };
-        // The same draw a POP samples with (affinity key, else the request id's high half).
-        let draw = common::policy::canary::draw(req.request_id.0, req.affinity.as_deref());
-        let (release, counted) =
-            canary.choose(&function.key, function.config.runtime.as_deref(), draw);
-        let (response, failed) = match self.run_on(function, req, release, fleet).await {
-            Err(RunError::Link(e)) if release == Release::Next => {
-                warn!(function = %function.key, error = %e, "next runtime refused the module");
-                let fallback = self.run_on(function, req, Release::Current, fleet).await;
-                (fallback.map(|r| r.0).map_err(ApiError::from), true)
-            }
-            Err(e) => return Err(e.into()),
-            Ok((response, failed)) => (Ok(response), failed),
-        };
-        if counted && let Some(record) = canary.record(&function.key, release, failed) {
+        if let (Some((side, failed)), Some(canary)) = (after.count, self.live_canary())
+            && let Some(record) = canary.record(&function.key, side.into(), failed)
+        {
             // Once per function.
             let control = function.config.on_runtime_incompatible.clone();
             crate::outcomes::canary_decided(self, &function.key, control, req.request_id, record)

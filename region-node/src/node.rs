@@ -24,7 +24,7 @@ use common::edge::{invoke_router, metrics_router, observed, route_fallback, serv
 use common::exec::Executor;
 use common::logs::LogBuffer;
 use common::metrics::{Levels, NodeStats};
-use common::model::{ApiError, NodeId, Tier};
+use common::model::{ApiError, ArtifactDigest, NodeId, Tier};
 use common::policy::canary::CanaryConfig;
 use common::sandbox::{Release, Sandbox, SandboxConfig, SandboxError};
 use common::transport::{NodeTls, Server, TlsFiles, TransportError, dev_ca};
@@ -93,6 +93,11 @@ impl RegionHandle {
     /// Idle warm reactor instances across every pool at this region.
     pub fn warm_instances(&self) -> usize {
         self.invoker.executor().sandbox().warm_totals().0
+    }
+
+    /// Whether the code `digest` is compiled for `release` and cached here.
+    pub fn has_module_on(&self, release: Release, digest: &ArtifactDigest) -> bool {
+        self.invoker.executor().cached_on(release, digest).is_some()
     }
 
     /// Messages refused because a POP claimed another POP's identity (see

@@ -199,16 +199,6 @@ async fn three_pops_and_the_region_never_run_more_than_the_tenant_limit() {
 async fn a_tenant_at_its_limit_is_throttled_while_another_is_served() {
     let c = TestCluster::start().await;
     let region = c.nodes.region_url();
-    // The dev tenant gets a limit of one: one long invocation fills it.
-    let resp = c
-        .http
-        .put(format!("{region}/v1/tenants/dev/limits"))
-        .bearer_auth(&c.nodes.admin_token)
-        .json(&json!({"hard_max": 1, "burst": 1, "step": 0, "interval_ms": 1000}))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(resp.status(), 200);
     let other = TenantId::new("other").expect("valid");
     let registry = c.nodes.region.registry();
     registry.create_tenant(other.clone(), 1024).expect("tenant");
@@ -218,45 +208,8 @@ async fn a_tenant_at_its_limit_is_throttled_while_another_is_served() {
         .deploy_as(&other_token, "spin", json!({}), spin)
         .await
         .expect("deploys");
-    c.deploy_wat(
-        "forever",
-        json!({"timeout_ms": 3000}),
-        crate::support::LOOP_FOREVER,
-    )
-    .await;
-
-    let hog = {
-        let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
-        tokio::spawn(async move {
-            http.post(format!("{region}/v1/functions/forever/invoke"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("request completes")
-                .status()
-        })
-    };
-    // Wait until the region's books show the hog holding the dev tenant's only slot (the
-    // capacity view's budgets), without sending anything that could take it first.
-    let mut patience = Patience::new();
-    let mut charged = false;
-    while !charged && patience.more() {
-        let view: serde_json::Value = c
-            .http
-            .get(format!("{region}/v1/capacity"))
-            .bearer_auth(&c.nodes.admin_token)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
-        charged = view["budgets"].as_array().is_some_and(|b| {
-            b.iter()
-                .any(|b| b["tenant"] == "dev" && b["charged"] == 1 && b["limit"] == 1)
-        });
-    }
-    assert!(charged, "the hog never showed in the dev tenant's budget");
+    // The dev tenant gets a limit of one: one long invocation fills it.
+    let hog = crate::support::dev_hogged(&c).await;
     // The dev tenant is now refused at once, not queued.
     let resp = c.invoke_at(&region, "hello", "").await;
     let (limit, _wait) = crate::support::throttled(resp).await;

@@ -25,6 +25,7 @@ mod limits;
 mod logs;
 mod observability;
 mod openapi;
+mod origin;
 mod pop_dns;
 mod region_death;
 mod resize;

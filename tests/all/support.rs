@@ -399,3 +399,57 @@ pub async fn tenant(c: &TestCluster, id: &str) -> String {
     let v: serde_json::Value = r.json().await.expect("json");
     v["token"].as_str().expect("token").to_owned()
 }
+
+/// Limits the dev tenant to one invocation at a time and fills it with a call of `forever`
+/// (deployed here, bounded by a 3 s timeout) at the region, waiting until the region's
+/// books (the capacity view's budgets) show it charged, without sending anything that
+/// could take the slot first. Returns the call, which ends with 504.
+pub async fn dev_hogged(c: &TestCluster) -> tokio::task::JoinHandle<reqwest::StatusCode> {
+    let region = c.nodes.region_url();
+    let resp = c
+        .http
+        .put(format!("{region}/v1/tenants/dev/limits"))
+        .bearer_auth(&c.nodes.admin_token)
+        .json(&serde_json::json!({"hard_max": 1, "burst": 1, "step": 0, "interval_ms": 1000}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(resp.status(), 200);
+    c.deploy_wat(
+        "forever",
+        serde_json::json!({"timeout_ms": 3000}),
+        LOOP_FOREVER,
+    )
+    .await;
+    let hog = {
+        let (http, region, token) = (c.http.clone(), region.clone(), c.nodes.token.clone());
+        tokio::spawn(async move {
+            http.post(format!("{region}/v1/functions/forever/invoke"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request completes")
+                .status()
+        })
+    };
+    let mut patience = Patience::new();
+    let mut charged = false;
+    while !charged && patience.more() {
+        let view: serde_json::Value = c
+            .http
+            .get(format!("{region}/v1/capacity"))
+            .bearer_auth(&c.nodes.admin_token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        charged = view["budgets"].as_array().is_some_and(|b| {
+            b.iter()
+                .any(|b| b["tenant"] == "dev" && b["charged"] == 1 && b["limit"] == 1)
+        });
+    }
+    assert!(charged, "the hog never showed in the dev tenant's budget");
+    hog
+}

@@ -49,6 +49,25 @@ impl Release {
     }
 }
 
+/// The canary's side a release is on, and back.
+impl From<Release> for crate::policy::canary::Side {
+    fn from(r: Release) -> Self {
+        match r {
+            Release::Current => Self::Current,
+            Release::Next => Self::Next,
+        }
+    }
+}
+
+impl From<crate::policy::canary::Side> for Release {
+    fn from(side: crate::policy::canary::Side) -> Self {
+        match side {
+            crate::policy::canary::Side::Current => Release::Current,
+            crate::policy::canary::Side::Next => Release::Next,
+        }
+    }
+}
+
 impl fmt::Display for Release {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -20,15 +20,14 @@ use std::hash::Hash;
 pub const Z_ONE_PERCENT: f64 = 2.326;
 
 /// The canary draw of an invocation, the same at every tier: requests with an affinity key
-/// draw from the key (FNV-1a, the same on every node and release), so they all reach the
-/// same release and so the same warm instance; others draw from the high half of the
+/// draw from the key (its [`super::affinity::score`] for the runtime release, the same on
+/// every node and release, and independent of the key's alias draw), so they all reach
+/// the same release and so the same warm instance; others draw from the high half of the
 /// random request id (the low half is the alias draw, [`super::alias::draw`]: the two must
 /// not correlate). A POP and the region it forwards to therefore place one request alike.
 pub fn draw(request_id: u128, affinity: Option<&str>) -> u64 {
     match affinity {
-        Some(key) => key.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        }),
+        Some(key) => super::affinity::score(key.as_bytes(), b"runtime-release"),
         // Truncation intended: the high 64 bits of a random id.
         None => (request_id >> 64) as u64,
     }

@@ -17,12 +17,16 @@
 //!    of the tenant's lease; the placement policy ([`PlacementPolicy`]) weighs popularity
 //!    and the memory budget ([`budget_cost`]);
 //! 7. a run refused only for want of a lease slot may still run here, uncounted, when the
-//!    forward fails because no region is reachable at all ([`run_uncounted`]).
+//!    forward fails because no region is reachable at all ([`run_uncounted`]);
+//! 8. the runtime release: the region's decision or the owner's pin, else the canary's
+//!    sample of an undecided function, with the region's share and the request's draw
+//!    ([`release`]).
 //!
 //! Never performs I/O and never reads a clock: `now` is passed in, and the slots are
 //! drawn through a closure the shell passes, only when the rules get that far (so a
 //! pinned or refused invocation never touches the tenant's lease).
 
+use super::canary::{self, Side};
 use super::placement::{Decision, ForwardReason, LocalState, PlacementPolicy};
 use super::rate::RateLimits;
 use crate::model::{FunctionConfig, FunctionKey, Placement};
@@ -234,16 +238,83 @@ where
     }
 }
 
+/// What decides the release a function runs on at this POP, for [`release`].
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseFacts<'a, R> {
+    /// The release the region named for the function (its canary's decision), if any.
+    pub named: Option<&'a str>,
+    /// The owner's `runtime` pin (a pushed function names none), if any.
+    pub pinned: Option<&'a str>,
+    /// The share, in percent, the region's canary samples undecided functions with (0:
+    /// it samples none).
+    pub canary_percent: u8,
+    /// The next release, when this POP hosts it.
+    pub next: Option<R>,
+    /// The request's id (the draw's source without an affinity key).
+    pub request_id: u128,
+    /// The request's affinity key, if any.
+    pub affinity: Option<&'a str>,
+}
+
+/// The release a function runs on at this POP, by [`release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseChoice<R> {
+    /// The release to run on.
+    pub release: R,
+    /// The release the runtime canary sampled, whose outcome is reported to the region.
+    pub sampled: Option<R>,
+    /// The canary sampled the next release, which is known to refuse the module: report
+    /// one platform failure of it, and run on the current release, unsampled (no guest
+    /// code ran on next, so nothing is repeated): the region's rule,
+    /// [`super::origin::after_run`].
+    pub refused_by_next: bool,
+}
+
 /// The release a function runs on at this POP: the one the region named (its canary's
-/// decision), else the owner's `runtime` pin (a pushed function names none), if `hosted`
-/// here; else the current release (`R::default()`). Never a release the region did not
-/// pick or this POP does not host.
-pub fn release<R: Default>(
-    named: Option<&str>,
-    pinned: Option<&str>,
+/// decision), else the owner's `runtime` pin, if `hosted` here, else the current release
+/// (`R::default()`): never a release the region did not pick or this POP does not host.
+/// A function with neither is undecided: while the region canaries it (a share above
+/// zero) and this POP hosts the next release, the request's draw ([`canary::draw`])
+/// samples the side exactly as the region would ([`canary::sample`]). `refuses` says
+/// whether the next release is known to refuse the module; it is asked only when the
+/// draw picked the next release.
+pub fn release<R: Copy + Default>(
+    facts: &ReleaseFacts<'_, R>,
     hosted: impl Fn(&str) -> Option<R>,
-) -> R {
-    named.or(pinned).and_then(hosted).unwrap_or_default()
+    refuses: impl FnOnce() -> bool,
+) -> ReleaseChoice<R> {
+    let decided = |release| ReleaseChoice {
+        release,
+        sampled: None,
+        refused_by_next: false,
+    };
+    if let Some(name) = facts.named.or(facts.pinned) {
+        return decided(hosted(name).unwrap_or_default());
+    }
+    let Some(next) = facts.next.filter(|_| facts.canary_percent > 0) else {
+        return decided(R::default());
+    };
+    let draw = canary::draw(facts.request_id, facts.affinity);
+    match canary::sample(facts.canary_percent, draw) {
+        Side::Current => ReleaseChoice {
+            release: R::default(),
+            sampled: Some(R::default()),
+            refused_by_next: false,
+        },
+        Side::Next if refuses() => {
+            // The region's rule for a link refusal: the sample's failure, run on current.
+            let after = super::origin::after_run(Side::Next, true, super::origin::Ran::LinkRefused);
+            ReleaseChoice {
+                refused_by_next: after.count.is_some(),
+                ..decided(R::default())
+            }
+        }
+        Side::Next => ReleaseChoice {
+            release: next,
+            sampled: Some(next),
+            refused_by_next: false,
+        },
+    }
 }
 
 /// Rule 7: after a plan with `uncounted_fallback` was forwarded and the forward failed,

@@ -220,20 +220,89 @@ fn the_budget_counts_the_module_and_every_planned_instance_at_least_one() {
     assert_eq!(budget_cost(&f, Some(1000), 3), 3 * (64 << 20) + 1000);
 }
 
-#[test]
-fn the_region_named_release_wins_if_hosted_else_the_current_one() {
-    let hosted = |name: &str| match name {
+fn hosted(name: &str) -> Option<Rel> {
+    match name {
         "next" => Some(Rel::Next),
         "current" => Some(Rel::Current),
         _ => None,
+    }
+}
+
+fn release_facts<'a>(named: Option<&'a str>, pinned: Option<&'a str>) -> ReleaseFacts<'a, Rel> {
+    ReleaseFacts {
+        named,
+        pinned,
+        canary_percent: 10,
+        next: Some(Rel::Next),
+        request_id: 0,
+        affinity: None,
+    }
+}
+
+fn no_refusal() -> bool {
+    false
+}
+
+#[test]
+fn the_region_named_release_wins_if_hosted_else_the_current_one() {
+    let chosen = |named, pinned| release(&release_facts(named, pinned), hosted, no_refusal);
+    let decided = |release| ReleaseChoice {
+        release,
+        sampled: None,
+        refused_by_next: false,
     };
-    assert_eq!(release(Some("next"), Some("current"), hosted), Rel::Next);
-    assert_eq!(release(None, Some("next"), hosted), Rel::Next);
+    assert_eq!(chosen(Some("next"), Some("current")), decided(Rel::Next));
+    assert_eq!(chosen(None, Some("next")), decided(Rel::Next));
     assert_eq!(
-        release(Some("elsewhere"), Some("next"), hosted),
-        Rel::Current
+        chosen(Some("elsewhere"), Some("next")),
+        decided(Rel::Current)
     );
-    assert_eq!(release(None, None, hosted), Rel::Current);
+}
+
+#[test]
+fn an_undecided_function_is_sampled_with_the_regions_share_and_draw() {
+    // The draw is the request id's high half: 9 is in a 10% share, 10 is not.
+    let at = |draw: u64| ReleaseFacts {
+        request_id: u128::from(draw) << 64,
+        ..release_facts(None, None)
+    };
+    let next = release(&at(9), hosted, no_refusal);
+    assert_eq!((next.release, next.sampled), (Rel::Next, Some(Rel::Next)));
+    let current = release(&at(10), hosted, || panic!("asked about next"));
+    assert_eq!(
+        (current.release, current.sampled),
+        (Rel::Current, Some(Rel::Current))
+    );
+    // No share, or no next release here: the current release, unsampled.
+    for facts in [
+        ReleaseFacts {
+            canary_percent: 0,
+            ..at(9)
+        },
+        ReleaseFacts {
+            next: None,
+            ..at(9)
+        },
+    ] {
+        let c = release(&facts, hosted, no_refusal);
+        assert_eq!((c.release, c.sampled), (Rel::Current, None));
+    }
+}
+
+#[test]
+fn a_sample_of_a_next_release_that_refuses_the_module_runs_on_current_unsampled() {
+    let facts = ReleaseFacts {
+        request_id: 9 << 64,
+        ..release_facts(None, None)
+    };
+    assert_eq!(
+        release(&facts, hosted, || true),
+        ReleaseChoice {
+            release: Rel::Current,
+            sampled: None,
+            refused_by_next: true,
+        }
+    );
 }
 
 #[test]

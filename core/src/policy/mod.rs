@@ -14,6 +14,7 @@ pub mod hold;
 pub mod keepalive;
 pub mod lease;
 pub mod liveness;
+pub mod origin;
 pub mod outbound;
 pub mod placement;
 pub mod rate;

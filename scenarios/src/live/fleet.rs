@@ -76,7 +76,9 @@ impl Fleet {
             c.sandbox.warm_pool_size = max_pool(&c.sandbox);
             if let Some(n) = m.region.tenant_concurrency {
                 c.limits.tenant.hard_max = n;
-                c.limits.tenant.burst = n;
+                c.limits.tenant.burst = m.region.tenant_burst.unwrap_or(n);
+                c.limits.tenant.step = m.region.tenant_step;
+                c.limits.tenant.interval_ms = m.region.tenant_interval_ms;
             }
             c
         };

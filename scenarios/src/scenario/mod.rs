@@ -235,8 +235,18 @@ impl Default for PopModel {
 pub struct RegionModel {
     /// Concurrent executions. Default 1024; beyond it requests get 429.
     pub slots: u32,
-    /// Concurrent executions per tenant. Default: no limit beyond `slots`.
+    /// Concurrent executions per tenant: the adaptive limit's hard maximum (the nodes'
+    /// `[limits.tenant] hard_max`, `policy::concurrency`). Default: no limit beyond
+    /// `slots`.
     pub tenant_concurrency: Option<u32>,
+    /// Where a tenant's adaptive limit starts and decays back to (`burst`). Default
+    /// `tenant_concurrency`: a fixed limit.
+    pub tenant_burst: Option<u32>,
+    /// How much the adaptive limit grows (or decays) per `tenant_interval_ms` while
+    /// demand presses against it (`step`). Default 10, the node's.
+    pub tenant_step: u32,
+    /// How often the adaptive limit may change, ms (`interval_ms`). Default 1000.
+    pub tenant_interval_ms: u64,
     /// Memory for warm instances, MB. Default 65536.
     pub memory_mb: u64,
     /// Idle warm instances are retired after this, s. Default 300.
@@ -258,6 +268,9 @@ impl Default for RegionModel {
         Self {
             slots: 1024,
             tenant_concurrency: None,
+            tenant_burst: None,
+            tenant_step: 10,
+            tenant_interval_ms: 1000,
             memory_mb: 65536,
             keep_alive_s: 300.0,
             overhead_ms: 0.2,

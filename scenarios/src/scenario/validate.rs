@@ -115,6 +115,17 @@ impl Scenario {
                 "slots and tenant_concurrency must be >= 1",
             ));
         }
+        let burst_over = r
+            .tenant_burst
+            .zip(r.tenant_concurrency)
+            .is_some_and(|(b, c)| b > c);
+        if r.tenant_burst == Some(0) || r.tenant_interval_ms == 0 || burst_over {
+            return Err(invalid(
+                "region.tenant_burst",
+                "tenant_burst and tenant_interval_ms must be >= 1, tenant_burst at most \
+                 tenant_concurrency",
+            ));
+        }
         positive("region.keep_alive_s", r.keep_alive_s)?;
         non_negative("region.overhead_ms", r.overhead_ms)?;
         non_negative("region.failure_detect_ms", r.failure_detect_ms)?;

@@ -1,26 +1,29 @@
 //! What happens to one invocation in the simulator: the POP's plan (the node's
 //! `strata_core::policy::edge` planner), local execution, forwarding with the node's
-//! failover policy (`strata_core::policy::failover`) and the region's limits, artifact preparation, and the
-//! runtime canary's choice. Latency is the time from the POP's edge receiving the request
+//! failover policy (`strata_core::policy::failover`), the region's plan (the node's
+//! `strata_core::policy::origin` planner: its admission steps in their order, the runtime
+//! canary's choice and count), and artifact preparation. Latency is the time from the POP's edge receiving the request
 //! to it sending the response (device <-> POP time is not modelled).
 
 use super::node::Artifact;
 use super::queue::Nanos;
-use super::seams::{CanaryJudge, Runtime, Verdict};
 use super::shard::Shard;
 use super::stats::Tier;
 use super::{Completion, Event, NO_POP};
 use rand::Rng;
 use std::time::Duration;
 use strata_core::policy::ForwardReason;
+use strata_core::policy::canary::Side;
+use strata_core::policy::concurrency::Charge;
 use strata_core::policy::edge::{Facts, Plan, Slots};
 use strata_core::policy::failover::{Failover, Failure, Mark};
+use strata_core::policy::origin::{self, Ran, Step};
 
 impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.
     pub(super) fn invoke(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos) {
         self.rec.bucket(now).arrivals += 1;
-        let exec = self.canary_exec(func, exec);
+        let exec = self.canary_exec(now, func, exec);
         let at = self.at(now);
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];
@@ -141,8 +144,11 @@ impl Shard<'_> {
         self.rec.bucket(now).refused += 1;
     }
 
-    /// A forward from `pop` reaches `region` at `now`: it runs within the region's tenant
-    /// limit and capacity, or is refused.
+    /// A forward from `pop` reaches `region` at `now`: the origin planner's steps, in its
+    /// order (`policy::origin::Plan::steps`): the tenant's adaptive limit (the nodes'
+    /// `policy::concurrency::Budget`), the region's slot and memory, then the run. Regions
+    /// here have one fleet, no tenant shares, no rate limits and no leases (POPs run
+    /// without drawing on the tenant's books).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn reach_region(
         &mut self,
@@ -156,53 +162,82 @@ impl Shard<'_> {
         let w = self.w;
         let spec = &w.functions[func as usize];
         let tenant = spec.tenant as usize;
+        let at = self.at(now);
         let i = self.local_region(region);
-        let r = &mut self.regions[i];
-        if !r.up {
+        if !self.regions[i].up {
             // It was on its way when the region failed.
             self.rec.counters.lost += 1;
             return;
         }
-        if w.s
-            .region
-            .tenant_concurrency
-            .is_some_and(|l| r.tenant_busy[tenant] >= l)
-        {
-            self.rec.counters.throttled_tenant += 1;
-            self.rec.bucket(now).refused += 1;
-            return;
-        }
-        self.removed.clear();
-        let before = r.node.used_mb;
-        let started = r.node.acquire(now, func, spec.memory_mb, &mut self.removed);
-        let after = r.node.used_mb;
-        self.rec
-            .memory_change(Tier::Region, now, before, after, &self.removed);
-        let Some(warm) = started else {
-            self.rec.counters.throttled_region_capacity += 1;
-            self.rec.bucket(now).refused += 1;
-            return;
+        let facts = origin::Facts {
+            config: &self.configs[func as usize],
+            request_id: 0,
+            affinity: None,
+            // The canary's choice was made on arrival (`canary_exec`), for both tiers.
+            canary: None,
         };
-        r.tenant_busy[tenant] += 1;
-        let mut busy = exec;
-        if !warm {
-            busy += w.c.deserialize + w.c.instantiate;
-            self.rec.cold_start(now, Tier::Region);
+        let plan = self.origin.plan(at, &func, &facts, |_| None);
+        let mut warm = false;
+        for step in plan.steps() {
+            let r = &mut self.regions[i];
+            match step {
+                // The tenant's books (`policy::concurrency::Budget`): its adaptive limit.
+                Step::Tenant => {
+                    if let Some(budget) = r.budgets.get_mut(tenant)
+                        && budget.admit(at, "").is_err()
+                    {
+                        self.rec.counters.throttled_tenant += 1;
+                        self.rec.bucket(now).refused += 1;
+                        return;
+                    }
+                }
+                // A simulated region refuses at once when full (no wait queue): its slot
+                // and memory are drawn in one go.
+                Step::Capacity | Step::Share => {}
+                Step::Slot => {
+                    self.removed.clear();
+                    let before = r.node.used_mb;
+                    let started = r.node.acquire(now, func, spec.memory_mb, &mut self.removed);
+                    let after = r.node.used_mb;
+                    self.rec
+                        .memory_change(Tier::Region, now, before, after, &self.removed);
+                    let Some(started_warm) = started else {
+                        // The tenant's slot is handed back (the node drops its permit).
+                        if let Some(budget) = r.budgets.get_mut(tenant) {
+                            budget.release("", Charge::Shared, Duration::ZERO);
+                        }
+                        self.rec.counters.throttled_region_capacity += 1;
+                        self.rec.bucket(now).refused += 1;
+                        return;
+                    };
+                    warm = started_warm;
+                }
+                Step::Run => {
+                    let mut busy = exec;
+                    if !warm {
+                        busy += w.c.deserialize + w.c.instantiate;
+                        self.rec.cold_start(now, Tier::Region);
+                    }
+                    // Edge to edge: the POP's overhead, the way here, the execution, and
+                    // the way back.
+                    let latency =
+                        w.c.pop_overhead + w.rtt(pop, region) + w.c.region_overhead + busy;
+                    let epoch = r.epoch;
+                    self.queue.push(
+                        now + busy,
+                        Event::Complete(Completion {
+                            tier: Tier::Region,
+                            node: region,
+                            func,
+                            epoch,
+                            origin: if learn { pop } else { NO_POP },
+                            latency,
+                        }),
+                    );
+                    return;
+                }
+            }
         }
-        // Edge to edge: the POP's overhead, the way here, the execution, and the way back.
-        let latency = w.c.pop_overhead + w.rtt(pop, region) + w.c.region_overhead + busy;
-        let epoch = r.epoch;
-        self.queue.push(
-            now + busy,
-            Event::Complete(Completion {
-                tier: Tier::Region,
-                node: region,
-                func,
-                epoch,
-                origin: if learn { pop } else { NO_POP },
-                latency,
-            }),
-        );
     }
 
     pub(super) fn complete(&mut self, now: Nanos, c: Completion) {
@@ -222,7 +257,12 @@ impl Shard<'_> {
                     return;
                 }
                 region.node.release(now, c.func);
-                region.tenant_busy[tenant] = region.tenant_busy[tenant].saturating_sub(1);
+                if let Some(budget) = region.budgets.get_mut(tenant) {
+                    // No simulated function reserves concurrency: every charge is shared.
+                    // The slot was held for about the edge-to-edge latency.
+                    let held = Duration::from_nanos(c.latency);
+                    budget.release("", Charge::Shared, held);
+                }
                 if c.origin != NO_POP {
                     let rtt = w.rtt(c.origin, c.node);
                     let learned = Event::Learned {
@@ -270,46 +310,50 @@ impl Shard<'_> {
         self.queue.push(ready, Event::Prepared { pop, func });
     }
 
-    /// Applies the canary rollout to one invocation: picks its runtime, draws its outcome,
-    /// updates the function's verdict, and returns its execution time on that runtime.
-    fn canary_exec(&mut self, func: u32, exec: Nanos) -> Nanos {
-        let (Some(judge), Some(cfg)) = (self.judge, self.w.s.canary.as_ref()) else {
+    /// Applies the canary rollout to one invocation: the origin planner picks its runtime
+    /// from the real canary's state and the request's draw (`policy::origin::release`),
+    /// the simulator draws its outcome, and the planner says what the canary counts
+    /// (`policy::origin::after_run`); returns its execution time on that runtime.
+    fn canary_exec(&mut self, now: Nanos, func: u32, exec: Nanos) -> Nanos {
+        let at = self.at(now);
+        let (Some(canary), Some(cfg)) = (self.rollout.as_mut(), self.w.s.canary.as_ref()) else {
             return exec;
         };
-        let regressed = self.w.functions[func as usize].regressed;
-        let (outcomes, verdict) = &mut self.outcomes[func as usize];
-        let runtime = match verdict {
-            Verdict::Pinned => Runtime::Current,
-            Verdict::Promoted => Runtime::Next,
-            Verdict::Undecided if self.rng.random::<f64>() < cfg.share => Runtime::Next,
-            Verdict::Undecided => Runtime::Current,
+        let facts = origin::Facts {
+            config: &self.configs[func as usize],
+            // The draw is the request id's high half (`policy::canary::draw`).
+            request_id: u128::from(self.rng.random::<u64>()) << 64,
+            affinity: None,
+            canary: Some(canary),
         };
-        let error_rate = match runtime {
-            Runtime::Next if regressed => cfg.regressed_error_rate,
+        // No simulated function pins a runtime.
+        let plan = self.origin.plan(at, &func, &facts, |_| None);
+        let regressed = self.w.functions[func as usize].regressed;
+        let error_rate = match plan.release {
+            Side::Next if regressed => cfg.regressed_error_rate,
             _ => cfg.base_error_rate,
         };
         let failed = self.rng.random::<f64>() < error_rate;
         self.rec.counters.errors += u64::from(failed);
-        match runtime {
-            Runtime::Current => {
-                outcomes.current = outcomes.current.saturating_add(1);
-                outcomes.current_errors += u32::from(failed);
+        match plan.release {
+            Side::Current => {
                 self.canary.current_invocations += 1;
                 self.canary.current_errors += u64::from(failed);
             }
-            Runtime::Next => {
-                outcomes.next = outcomes.next.saturating_add(1);
-                outcomes.next_errors += u32::from(failed);
+            Side::Next => {
                 self.canary.next_invocations += 1;
                 self.canary.next_errors += u64::from(failed);
             }
         }
-        if *verdict == Verdict::Undecided {
-            *verdict = judge.judge(outcomes);
+        let ran = Ran::Done {
+            platform_fault: failed,
+        };
+        if let Some((side, failed)) = origin::after_run(plan.release, plan.counted, ran).count {
+            canary.handle_outcome(&func, side, failed);
         }
-        match runtime {
-            Runtime::Next => (exec as f64 * cfg.exec_factor) as Nanos,
-            Runtime::Current => exec,
+        match plan.release {
+            Side::Next => (exec as f64 * cfg.exec_factor) as Nanos,
+            Side::Current => exec,
         }
     }
 }

@@ -1,8 +1,9 @@
 //! Seams where capacity policies plug into the simulator.
 //!
 //! Placement is the real `strata_core::policy::PlacementPolicy`, region choice the real
-//! `strata_core::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), canary
-//! verdicts the real `strata_core::policy::canary::judge` ([`PolicyJudge`]), and a POP's warm
+//! `strata_core::policy::region::RegionChoice` ([`PolicyChoice`], one per POP), the
+//! runtime canary the real `strata_core::policy::canary::Canary` driven by the region's
+//! planner (`strata_core::policy::origin`, see `super::dispatch`), and a POP's warm
 //! pools follow the real `strata_core::policy::WarmPolicy` (trend mode, per POP, ticked like
 //! the node's `common::warm_loop`; `super::shard`): the simulator drives the same policy
 //! code as the nodes. Instances themselves are keep-alive pools
@@ -11,7 +12,6 @@
 
 use super::queue::Nanos;
 use std::time::{Duration, Instant};
-use strata_core::policy::canary::{self, CanaryConfig, Counts};
 use strata_core::policy::region::{self, RegionChoiceConfig};
 
 /// A POP's view of one region.
@@ -130,72 +130,6 @@ impl RegionChoice for NearestHealthy {
     }
 }
 
-/// Which runtime an invocation of a function runs on during a canary rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Runtime {
-    /// The runtime in production.
-    Current,
-    /// The runtime being rolled out.
-    Next,
-}
-
-/// The verdict on one function of a canary rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Verdict {
-    /// Still sampling.
-    #[default]
-    Undecided,
-    /// Worse on the next runtime: pinned to the current one.
-    Pinned,
-    /// No worse: moved to the next runtime.
-    Promoted,
-}
-
-/// Per-function outcome counts the canary judges on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Outcomes {
-    /// Invocations on the current runtime.
-    pub current: u32,
-    /// Of which failed.
-    pub current_errors: u32,
-    /// Invocations on the next runtime.
-    pub next: u32,
-    /// Of which failed.
-    pub next_errors: u32,
-}
-
-/// Decides a function's canary verdict from its outcomes.
-pub trait CanaryJudge: std::fmt::Debug {
-    /// The verdict once enough outcomes are in, [`Verdict::Undecided`] before.
-    fn judge(&self, o: &Outcomes) -> Verdict;
-}
-
-/// The nodes' own canary judge, [`strata_core::policy::canary::judge`]: a one-sided
-/// two-proportion z-test once both runtimes have `min_samples` outcomes, never pinning on
-/// fewer than `min_failures` failures.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyJudge {
-    /// The policy's knobs (`percent` and `max_tracked` are unused here: the simulator
-    /// draws the share itself).
-    pub cfg: CanaryConfig,
-}
-
-impl CanaryJudge for PolicyJudge {
-    fn judge(&self, o: &Outcomes) -> Verdict {
-        let counts = Counts {
-            current: o.current,
-            current_failures: o.current_errors,
-            next: o.next,
-            next_failures: o.next_errors,
-        };
-        match canary::judge(&self.cfg, &counts) {
-            canary::Verdict::Undecided => Verdict::Undecided,
-            canary::Verdict::Pinned => Verdict::Pinned,
-            canary::Verdict::Promoted => Verdict::Promoted,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,36 +196,5 @@ mod tests {
             Some(0),
             "probe after 1 s"
         );
-    }
-
-    #[test]
-    fn the_judge_pins_a_regression_and_promotes_an_equal_runtime() {
-        let j = PolicyJudge {
-            cfg: CanaryConfig {
-                min_samples: 200,
-                ..CanaryConfig::default()
-            },
-        };
-        let early = Outcomes {
-            current: 1000,
-            current_errors: 1,
-            next: 10,
-            next_errors: 5,
-        };
-        assert_eq!(j.judge(&early), Verdict::Undecided);
-        let worse = Outcomes {
-            current: 4000,
-            current_errors: 4,
-            next: 200,
-            next_errors: 10,
-        };
-        assert_eq!(j.judge(&worse), Verdict::Pinned);
-        let same = Outcomes {
-            current: 4000,
-            current_errors: 4,
-            next: 200,
-            next_errors: 0,
-        };
-        assert_eq!(j.judge(&same), Verdict::Promoted);
     }
 }

@@ -4,14 +4,17 @@
 use super::edge::EdgeNode;
 use super::node::{Artifact, IdHasher, Node, Removed};
 use super::queue::{EventQueue, Nanos};
-use super::seams::{Outcomes, PolicyChoice, PolicyJudge, RegionChoice, RegionView, Verdict};
+use super::seams::{PolicyChoice, RegionChoice, RegionView};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
 use strata_core::model::FunctionConfig;
+use strata_core::policy::canary::{Canary, CanaryConfig, Verdict};
+use strata_core::policy::concurrency::{Budget, LimitConfig};
 use strata_core::policy::edge::EdgePlanner;
+use strata_core::policy::origin::OriginPlanner;
 use strata_core::policy::{PlacementPolicy, WarmMode, WarmPolicy};
 
 /// The real placement policy, keyed by function index rather than by
@@ -64,8 +67,9 @@ pub(super) struct Region {
     pub node: Node,
     pub up: bool,
     pub epoch: u32,
-    /// In-flight executions per tenant.
-    pub tenant_busy: Vec<u32>,
+    /// Each tenant's concurrency books (the nodes' `policy::concurrency::Budget`, with
+    /// its adaptive limit), indexed by tenant; empty without a `tenant_concurrency`.
+    pub budgets: Vec<Budget>,
 }
 
 /// A shard: see the module docs of [`super`].
@@ -73,7 +77,7 @@ pub(super) struct Shard<'w> {
     pub w: &'w World<'w>,
     pub id: u32,
     pub rng: ChaCha8Rng,
-    base: Instant,
+    pub base: Instant,
     /// Each function's config as the planner reads it (memory and placement; indexed by
     /// function).
     pub configs: Vec<FunctionConfig>,
@@ -83,9 +87,12 @@ pub(super) struct Shard<'w> {
     /// The regions this shard owns, in the order of their index (`World::region_home`).
     pub regions: Vec<Region>,
     pub chooser: Box<dyn RegionChoice + Send>,
-    pub judge: Option<PolicyJudge>,
-    /// Per function, its canary outcomes and verdict (canary runs have one shard).
-    pub outcomes: Vec<(Outcomes, Verdict)>,
+    /// The regions' planner (`policy::origin`; regions here have one fleet, so it keeps
+    /// no state of its own and one serves every region of the shard).
+    pub origin: OriginPlanner<u32, BuildHasherDefault<IdHasher>>,
+    /// The runtime canary's counts and verdicts, the nodes' own policy (canary runs have
+    /// one shard).
+    pub rollout: Option<Canary<u32>>,
     pub canary: CanaryOutcome,
     pub rec: Recorder,
     pub removed: Vec<Removed>,
@@ -154,14 +161,17 @@ impl<'w> Shard<'w> {
                 node: Node::new(s.region.slots, s.region.memory_mb, keep_region),
                 up: true,
                 epoch: 0,
-                tenant_busy: vec![0; tenants],
+                budgets: budgets(s, tenants, base),
             })
             .collect();
-        let judge = s.canary.as_ref().map(|c| PolicyJudge {
-            cfg: strata_core::policy::canary::CanaryConfig {
+        let rollout = s.canary.as_ref().map(|c| {
+            Canary::new(CanaryConfig {
+                // The share as the nodes take it: whole percent.
+                percent: (c.share * 100.0).round().clamp(0.0, 100.0) as u8,
                 min_samples: c.min_samples,
-                ..strata_core::policy::canary::CanaryConfig::default()
-            },
+                max_tracked: n.max(1),
+                ..CanaryConfig::default()
+            })
         });
         let rec = Recorder::new(w.end, (s.sample_interval() * SEC) as Nanos)?;
         let mut shard = Self {
@@ -182,11 +192,8 @@ impl<'w> Shard<'w> {
             pops,
             regions,
             chooser: Box::new(PolicyChoice::default()),
-            judge,
-            outcomes: vec![
-                (Outcomes::default(), Verdict::Undecided);
-                if judge.is_some() { n } else { 0 }
-            ],
+            origin: OriginPlanner::new(None),
+            rollout,
             canary: CanaryOutcome::default(),
             next_sample: rec.interval,
             rec,
@@ -345,11 +352,12 @@ impl<'w> Shard<'w> {
                 }
             }
             Event::RegionDown { region } => {
+                let at = self.at(now);
                 let i = self.local_region(region);
                 let r = &mut self.regions[i];
                 r.up = false;
                 r.epoch += 1;
-                r.tenant_busy.iter_mut().for_each(|b| *b = 0);
+                r.budgets = budgets(self.w.s, r.budgets.len(), at);
                 let before = r.node.used_mb;
                 r.node.wipe();
                 self.rec.memory_change(Tier::Region, now, before, 0, &[]);
@@ -459,10 +467,10 @@ impl<'w> Shard<'w> {
             self.rec.memory_mb_seconds(Tier::Pop, end),
             self.rec.memory_mb_seconds(Tier::Region, end),
         ];
-        let canary = self.judge.map(|_| {
+        let canary = self.rollout.as_ref().map(|rollout| {
             let mut c = self.canary.clone();
-            for (f, (_, v)) in self.w.functions.iter().zip(&self.outcomes) {
-                match v {
+            for (i, f) in self.w.functions.iter().enumerate() {
+                match rollout.verdict(&(i as u32)) {
                     Verdict::Pinned => {
                         c.pinned += 1;
                         c.pinned_regressed += u64::from(f.regressed);
@@ -485,4 +493,21 @@ impl<'w> Shard<'w> {
             recorder: self.rec,
         })
     }
+}
+
+/// Fresh concurrency books for `tenants` tenants at `now`, limited as the scenario's region
+/// says (`tenant_concurrency` and its adaptive knobs); none without a limit.
+fn budgets(s: &crate::scenario::Scenario, tenants: usize, now: Instant) -> Vec<Budget> {
+    let Some(hard_max) = s.region.tenant_concurrency else {
+        return Vec::new();
+    };
+    let config = LimitConfig {
+        hard_max,
+        burst: s.region.tenant_burst.unwrap_or(hard_max),
+        step: s.region.tenant_step,
+        interval: Duration::from_millis(s.region.tenant_interval_ms),
+    };
+    // No leases are modelled: POPs run without drawing on the tenant's books.
+    let lease_life = Duration::from_secs(10);
+    vec![Budget::new(config, lease_life, now); tenants]
 }

@@ -155,6 +155,24 @@ fn the_canary_pins_regressed_functions() {
 }
 
 #[test]
+fn the_tenant_limit_at_regions_adapts_to_demand_like_the_nodes() {
+    let fixed = run(&format!("{BASE}\n[region]\ntenant_concurrency = 1\n"));
+    let adaptive = run(&format!(
+        "{BASE}\n[region]\ntenant_concurrency = 64\ntenant_burst = 1\ntenant_step = 4\n\
+         tenant_interval_ms = 100\n"
+    ));
+    let (f, a) = (
+        fixed.recorder.counters.throttled_tenant,
+        adaptive.recorder.counters.throttled_tenant,
+    );
+    assert!(f > 0, "a limit of one throttles");
+    // Starting from the same limit, the adaptive one refuses at first, then grows under
+    // pressure.
+    assert!(a > 0, "the adaptive limit starts at its burst of one");
+    assert!(a * 4 < f * 3, "adaptive {a} vs fixed {f}");
+}
+
+#[test]
 fn a_trace_replays_its_invocations() {
     let s = Scenario::parse(
         r#"
