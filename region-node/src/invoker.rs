@@ -22,6 +22,7 @@ use crate::limits::Limits;
 use crate::registry::Registry;
 use crate::rollout::Rollouts;
 use crate::routes::Routes;
+use common::clock::{Clock, SystemClock};
 use common::edge::Invoker;
 use common::exec::Executor;
 use common::model::{
@@ -64,6 +65,8 @@ pub struct RegionInvoker {
     slot_shares: Arc<TenantShares>,
     /// Each tenant's share of the on-demand fleet's workers.
     worker_shares: Arc<TenantShares>,
+    /// Where the planner reads the time (functions' popularity for the fleet choice).
+    clock: Arc<dyn Clock>,
 }
 
 impl RegionInvoker {
@@ -111,7 +114,15 @@ impl RegionInvoker {
             fleets,
             slot_shares,
             worker_shares,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same invoker planning with the time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Lets one tenant hold at most `percent` of the execution slots and of the on-demand
@@ -384,7 +395,7 @@ impl RegionInvoker {
                 .filter(|r| self.executor.sandbox_on(*r).is_some())
                 .map(Side::from)
         };
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         let mut planner = self.planner.lock().unwrap_or_else(PoisonError::into_inner);
         match self.live_canary() {
             Some(canary) => canary.with_policy(|policy| {

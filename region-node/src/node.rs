@@ -240,6 +240,7 @@ pub async fn start_with_clocks(
         .with_canary(Arc::clone(&canary))
         .with_rollouts(Arc::clone(&rollouts))
         .with_limits(Arc::clone(&limits))
+        .with_clock(Arc::clone(&clocks.mono))
         .with_fleets(Arc::clone(&fleets))
         .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
     );
