@@ -140,28 +140,36 @@ async fn an_affinity_key_finds_its_component_instance_again_at_both_tiers() {
     c.nodes.shutdown().await;
 }
 
+/// Deploys the `lang` example (built to `file`) with `reuse_instances` and checks its
+/// interpreter starts once: the next requests find its instance warm.
+async fn a_handler_that_drops_its_resources_is_reused(lang: &str, file: &str) {
+    let wasm = crate::components::build_example(lang, file);
+    let c = TestCluster::start().await;
+    let config = json!({"abi": "http", "reuse_instances": true, "placement": "region"});
+    c.nodes.deploy(lang, config, wasm).await.expect("deploys");
+    let mut starts = Vec::new();
+    for _ in 0..3 {
+        let resp = c.invoke(lang, "payload").await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(header(&resp, "x-guest"), lang);
+        starts.push(header(&resp, "x-strata-start"));
+        assert_eq!(
+            resp.text().await.expect("body"),
+            format!("POST /v1/functions/{lang}/invoke\npayload")
+        );
+    }
+    assert_eq!(starts, ["cold", "warm", "warm"]);
+    c.nodes.shutdown().await;
+}
+
 #[ignore = "needs componentize-py"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_handler_that_drops_its_resources_is_reused() {
-    let wasm = crate::components::build_example("python", "hello-py.wasm");
-    let c = TestCluster::start().await;
-    let config = json!({"abi": "http", "reuse_instances": true, "placement": "region"});
-    c.nodes.deploy("py", config, wasm).await.expect("deploys");
-    // CPython starts once; the next requests find its instance warm.
-    let starts: Vec<String> = {
-        let mut seen = Vec::new();
-        for _ in 0..3 {
-            let resp = c.invoke("py", "payload").await;
-            assert_eq!(resp.status(), 200);
-            assert_eq!(header(&resp, "x-guest"), "python");
-            seen.push(header(&resp, "x-strata-start"));
-            assert_eq!(
-                resp.text().await.expect("body"),
-                "POST /v1/functions/py/invoke\npayload"
-            );
-        }
-        seen
-    };
-    assert_eq!(starts, ["cold", "warm", "warm"]);
-    c.nodes.shutdown().await;
+    a_handler_that_drops_its_resources_is_reused("python", "hello-py.wasm").await;
+}
+
+#[ignore = "needs componentize-js"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_handler_that_drops_its_resources_is_reused() {
+    a_handler_that_drops_its_resources_is_reused("js", "hello-js.wasm").await;
 }

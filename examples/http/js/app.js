@@ -33,6 +33,7 @@ function readBody(request) {
     length += chunk.length;
   }
   stream[Symbol.dispose]();
+  body[Symbol.dispose]();
   const all = new Uint8Array(length);
   let at = 0;
   for (const c of chunks) {
@@ -49,10 +50,15 @@ export const incomingHandler = {
       `${methodName(request.method())} ${request.pathWithQuery() ?? "/"}\n`,
     );
     const fields = [["x-guest", encoder.encode("js")]];
-    for (const [name, value] of request.headers().entries()) {
+    const headers = request.headers();
+    for (const [name, value] of headers.entries()) {
       if (name === "x-echo") fields.push([name, value]);
     }
+    headers[Symbol.dispose]();
     const body = readBody(request);
+    // Every resource of the request is dropped before returning, children first: an
+    // instance left holding one is never reused (`reuse_instances`, docs/guest-abi.md).
+    request[Symbol.dispose]();
     const payload = new Uint8Array(head.length + body.length);
     payload.set(head, 0);
     payload.set(body, head.length);

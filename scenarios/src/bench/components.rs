@@ -36,6 +36,16 @@ impl Component {
             _ => "POP local, http component",
         }
     }
+
+    /// Its row in the benchmark table with `reuse_instances` on.
+    pub fn reused_row(&self) -> &'static str {
+        match self.name.as_str() {
+            "python" => "POP local, http component (Python), reused",
+            "js" => "POP local, http component (JavaScript), reused",
+            "wat" => "POP local, http component (WAT), reused",
+            _ => "POP local, http component, reused",
+        }
+    }
 }
 
 /// The WAT component written to `dir`, and the Python and JavaScript ones built into it

@@ -145,11 +145,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         paths.push(measure(path, &strata.field(field)?, &authed, timing)?);
     }
     for c in &http_components {
-        let url = strata.ready["components"][&c.name]
-            .as_str()
-            .context("bench-strata did not report a component's URL")?
-            .to_owned();
-        paths.push(measure(c.row(), &url, &authed, timing)?);
+        for (field, row) in [
+            ("components", c.row()),
+            ("components_reused", c.reused_row()),
+        ] {
+            let url = strata.ready[field][&c.name]
+                .as_str()
+                .context("bench-strata did not report a component's URL")?
+                .to_owned();
+            paths.push(measure(row, &url, &authed, timing)?);
+        }
     }
     let handshakes = over_tls(&strata, dir.path(), timing, args.smoke, &mut paths)?;
     drop(strata);

@@ -108,10 +108,14 @@ async fn serve(
     let fwd = format!("{pop}/v1/functions/fwd/invoke");
     until_at(http, &fwd, &cluster.token, "region/", true).await?;
     let mut urls = serde_json::Map::new();
+    let mut reused = serde_json::Map::new();
     for c in http_components {
         let (name, url, _) = deploy_component(cluster, http, c, "http").await?;
         urls.insert(c.name.clone(), json!(url));
         eprintln!("bench-strata: component {name} warm at the POP");
+        let (name, url, _) = deploy_component(cluster, http, c, "reuse").await?;
+        reused.insert(c.name.clone(), json!(url));
+        eprintln!("bench-strata: component {name} (instances reused) warm at the POP");
     }
     let region = cluster.region_url();
     let ready = json!({
@@ -126,6 +130,7 @@ async fn serve(
         "pop_h3_addr": cluster.pop.h3_addr.context("HTTP/3")?.to_string(),
         "ca_cert": cluster.ca_cert.display().to_string(),
         "components": urls,
+        "components_reused": reused,
     });
     scenarios::bench::server::announce_and_wait(&ready).await
 }
@@ -138,8 +143,9 @@ async fn prepare(cluster: &DevCluster, digest: ArtifactDigest) -> anyhow::Result
         .map_err(|e| anyhow::anyhow!("preparing {digest} at the POP: {}", e.message))
 }
 
-/// Deploys component `c` at the edge as `<prefix>-<name>`, prepares it at the POP and
-/// runs it there once; returns its name, URL and the (prepare, first run) times.
+/// Deploys component `c` at the edge as `<prefix>-<name>` (prefix `reuse`: with
+/// `reuse_instances`), prepares it at the POP and runs it there once; returns its name,
+/// URL and the (prepare, first run) times.
 async fn deploy_component(
     cluster: &DevCluster,
     http: &reqwest::Client,
@@ -151,7 +157,7 @@ async fn deploy_component(
     cluster
         .deploy(
             &name,
-            json!({"placement": "edge", "abi": "http"}),
+            json!({"placement": "edge", "abi": "http", "reuse_instances": prefix == "reuse"}),
             wasm.clone(),
         )
         .await?;
