@@ -130,6 +130,15 @@ impl Executor {
         }
     }
 
+    /// Changes each time a module is compiled or loaded for `release` (`None`: this
+    /// executor has no such release): what waiting for a module to be prepared wakes on.
+    pub fn watch_modules(&self, release: Release) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match release {
+            Release::Current => Some(self.cache.watch()),
+            Release::Next => self.next.as_ref().map(|n| n.cache.watch()),
+        }
+    }
+
     /// The compiled module with `digest` for `release`, if cached.
     pub fn cached_on(&self, release: Release, digest: &ArtifactDigest) -> Option<CompiledModule> {
         match release {

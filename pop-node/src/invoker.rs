@@ -121,6 +121,21 @@ impl PopInvoker {
         self.executor.cached_on(release, digest).is_some()
     }
 
+    /// Waits, at most `within`, until the code `digest` is compiled for `release` here
+    /// (woken by each module prepared, never polling); returns whether it is.
+    pub async fn module_ready_on(
+        &self,
+        release: Release,
+        digest: &common::model::ArtifactDigest,
+        within: Duration,
+    ) -> bool {
+        let Some(mut changes) = self.executor.watch_modules(release) else {
+            return false;
+        };
+        let ready = changes.wait_for(|_| self.has_module_on(release, digest));
+        matches!(tokio::time::timeout(within, ready).await, Ok(Ok(_)))
+    }
+
     /// Whether a connection to any region is up now.
     pub fn region_connected(&self) -> bool {
         self.link.connected()

@@ -102,6 +102,17 @@ impl PopHandle {
         self.invoker.has_module_on(release, digest)
     }
 
+    /// Waits, at most `within`, until the code `digest` is ready here for `release`
+    /// (woken by each module prepared); returns whether it is.
+    pub async fn module_ready_on(
+        &self,
+        release: Release,
+        digest: &common::model::ArtifactDigest,
+        within: std::time::Duration,
+    ) -> bool {
+        self.invoker.module_ready_on(release, digest, within).await
+    }
+
     /// Fetches the code `digest` from a region and prepares it at this POP now (what the
     /// first requests of a function start in the background); the cold-start benchmark
     /// times it.

@@ -14,7 +14,7 @@
 use crate::events::{dead_letters, payload, wait_dlq};
 use crate::gate::{Then, deploy_gated, deploy_opener};
 use crate::support::{
-    Patience, TRAP, TestClock, TestCluster, eventually, header, pop_config, region_config, synced,
+    Patience, TRAP, TestClock, TestCluster, header, pop_config, region_config, synced,
 };
 use common::model::ArtifactDigest;
 use common::sandbox::Release;
@@ -275,7 +275,8 @@ async fn pop_runs_plain_on_the_next_release(c: &TestCluster, digest: ArtifactDig
         pop.sync_status()
     );
     assert!(
-        eventually(|| pop.has_module_on(Release::Next, &digest)).await,
+        pop.module_ready_on(Release::Next, &digest, std::time::Duration::from_secs(30))
+            .await,
         "the POP never compiled `plain` for the next release"
     );
     let pop_url = c.nodes.pop_url();

@@ -18,6 +18,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 pub struct ModuleCache {
     max_bytes: usize,
     inner: Mutex<Lru>,
+    /// Counts insertions, for whoever waits for a module to be prepared.
+    inserted: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -52,7 +54,14 @@ impl ModuleCache {
         Self {
             max_bytes,
             inner: Mutex::new(Lru::default()),
+            inserted: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time a module is inserted: wait on it (and then look the module up)
+    /// instead of polling for one to be prepared.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inserted.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Lru> {
@@ -96,6 +105,8 @@ impl ModuleCache {
                 lru.bytes -= module.size_bytes();
             }
         }
+        drop(lru);
+        self.inserted.send_modify(|n| *n += 1);
     }
 
     /// Drops the module with digest `d`, if cached.
