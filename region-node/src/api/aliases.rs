@@ -4,7 +4,7 @@ use super::{Caller, ControlState, blocking, name};
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{Alias, AliasName, AliasRouting, ApiError};
@@ -72,10 +72,9 @@ pub(super) async fn set(
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path((raw, raw_alias)): Path<(String, String)>,
 ) -> Result<Json<Alias>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     let registry = Arc::clone(s.invoker.registry());
@@ -97,10 +96,9 @@ pub(super) struct AliasList {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<AliasList>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
     let aliases = blocking(move || registry.aliases(&tenant, &name)).await?;
@@ -115,10 +113,9 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path((raw, raw_alias)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
     let registry = Arc::clone(s.invoker.registry());

@@ -3,11 +3,12 @@
 //! binary; the data endpoints need the operator token.
 
 use super::ControlState;
+use super::Operator;
 use crate::capacity::Capacity;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +29,12 @@ pub struct CapacityState {
     pub control: ControlState,
     /// The aggregated view.
     pub capacity: Arc<Capacity>,
+}
+
+impl axum::extract::FromRef<CapacityState> for ControlState {
+    fn from_ref(s: &CapacityState) -> Self {
+        s.control.clone()
+    }
 }
 
 /// The capacity API and the dashboard.
@@ -74,9 +81,8 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
     security(("bearer" = [])))]
 pub(super) async fn view(
     State(s): State<CapacityState>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Json<crate::capacity::CapacityView>, HttpError> {
-    s.control.require_admin(&headers)?;
     Ok(Json(s.capacity.view(s.capacity.now())))
 }
 
@@ -87,9 +93,8 @@ pub(super) async fn view(
     security(("bearer" = [])))]
 pub(super) async fn stream(
     State(s): State<CapacityState>,
-    headers: HeaderMap,
+    _: Operator,
 ) -> Result<Sse<impl Stream<Item = Result<Event, axum::Error>>>, HttpError> {
-    s.control.require_admin(&headers)?;
     let changes = s.capacity.subscribe();
     let capacity = s.capacity;
     // The first event is the current view; then one per change, coalesced.

@@ -2,12 +2,13 @@
 //! tenant uploads (or replaces) a chain and key for a host it owns, lists its own and
 //! deletes them; the operator token lists and deletes any. No response carries a key.
 
+use super::CallerOrOperator;
 use super::{Caller, ControlState, blocking};
 use crate::certs::CertView;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::ApiError;
@@ -47,9 +48,8 @@ fn now_unix_s() -> i64 {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    CallerOrOperator(caller): CallerOrOperator,
 ) -> Result<Json<CertList>, HttpError> {
-    let caller = s.tenant_or_operator(&headers).await?;
     Ok(Json(CertList {
         certificates: s.certs.list(caller.as_ref()),
     }))
@@ -103,10 +103,9 @@ pub(super) async fn put(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    CallerOrOperator(caller): CallerOrOperator,
     Path(host): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let caller = s.tenant_or_operator(&headers).await?;
     let certs = Arc::clone(&s.certs);
     blocking(move || certs.delete(caller.as_ref(), &host)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,12 +1,13 @@
 //! `/v1/dlq`: the caller's tenant's dead letters: list (paged), show, replay one or all,
 //! purge. Handlers parse, call one [`crate::events::Events`] operation, and serialize.
 
+use super::Caller;
 use super::ControlState;
 use crate::events::{DeadLetter, DlqPage, Events};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::ApiError;
@@ -59,10 +60,9 @@ fn id(raw: &str) -> Result<u64, ApiError> {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     q: Result<Query<DlqQuery>, QueryRejection>,
 ) -> Result<Json<DlqPage>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -85,10 +85,9 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<DeadLetter>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let id = id(&raw)?;
     Ok(Json(events(&s)?.dlq_get(&tenant, id).await?))
 }
@@ -104,10 +103,9 @@ pub(super) async fn get(
     security(("bearer" = [])))]
 pub(super) async fn replay(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<Count>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let id = id(&raw)?;
     events(&s)?.dlq_replay(&tenant, id).await?;
     Ok(Json(Count { count: 1 }))
@@ -122,9 +120,8 @@ pub(super) async fn replay(
     security(("bearer" = [])))]
 pub(super) async fn replay_all(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<Count>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let count = events(&s)?.dlq_replay_all(&tenant).await?;
     Ok(Json(Count { count }))
 }
@@ -138,9 +135,8 @@ pub(super) async fn replay_all(
     security(("bearer" = [])))]
 pub(super) async fn purge(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<Count>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let count = events(&s)?.dlq_purge(&tenant).await?;
     Ok(Json(Count { count }))
 }

@@ -7,7 +7,7 @@ use crate::registry::FunctionView;
 use axum::Json;
 use axum::extract::multipart::MultipartError;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
@@ -105,10 +105,9 @@ pub(super) struct FunctionDetail {
     security(("bearer" = [])))]
 pub(super) async fn get(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<FunctionDetail>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
     let key = FunctionKey {
@@ -134,9 +133,8 @@ pub(super) struct FunctionList {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<FunctionList>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let registry = Arc::clone(s.invoker.registry());
     let listing = tenant.clone();
     let functions = blocking(move || registry.functions(&listing))
@@ -164,10 +162,9 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
     blocking(move || registry.delete_function(&tenant, &name)).await?;

@@ -2,11 +2,12 @@
 //! hosts; the operator token lists every claim, assigns a host to a tenant and releases
 //! any host (deleting the owner's routes and certificates under it).
 
+use super::CallerOrOperator;
 use super::{ControlState, blocking};
 use crate::hosts::HostClaim;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
@@ -38,9 +39,8 @@ pub(super) struct AssignHost {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    CallerOrOperator(caller): CallerOrOperator,
 ) -> Result<Json<HostList>, HttpError> {
-    let caller = s.tenant_or_operator(&headers).await?;
     Ok(Json(HostList {
         hosts: s.routes.claims(caller.as_ref()),
     }))
@@ -61,7 +61,7 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn put(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    CallerOrOperator(caller): CallerOrOperator,
     Path(host): Path<String>,
     body: Bytes,
 ) -> Result<Json<HostClaim>, HttpError> {
@@ -71,15 +71,14 @@ pub(super) async fn put(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("host: {e}")))?
     };
     let routes = Arc::clone(&s.routes);
-    if s.require_admin(&headers).is_ok() {
+    let Some(tenant) = caller else {
         let tenant = body
             .tenant
             .ok_or_else(|| ApiError::bad_request("assigning a host needs {\"tenant\"}"))?;
         return Ok(blocking(move || routes.assign(&host, &tenant))
             .await
             .map(Json)?);
-    }
-    let tenant = s.tenant(&headers).await?;
+    };
     if body.tenant.is_some_and(|t| t != tenant) {
         return Err(ApiError::forbidden(
             "assigning a host to another tenant needs the operator token",
@@ -104,10 +103,9 @@ pub(super) async fn put(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    CallerOrOperator(caller): CallerOrOperator,
     Path(host): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let caller = s.tenant_or_operator(&headers).await?;
     let routes = Arc::clone(&s.routes);
     blocking(move || routes.release(caller.as_ref(), &host)).await?;
     // Certificates are served only for hosts their tenant owns.

@@ -2,11 +2,12 @@
 //! stderr) collected at this region and shipped here by POPs, scoped to the caller's
 //! tenant.
 
+use super::Caller;
 use super::ControlState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::logs::LogPage;
@@ -41,11 +42,10 @@ pub(super) struct LogQuery {
     security(("bearer" = [])))]
 pub(super) async fn read(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Json<LogPage>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let name = FunctionName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);

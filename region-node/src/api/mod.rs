@@ -139,17 +139,39 @@ impl axum::extract::FromRequestParts<ControlState> for Caller {
     }
 }
 
-/// Proof the request bears the operator token; listed before a body like [`Caller`].
-pub(super) struct Operator;
+/// `None` for the operator token, else the caller's tenant: for endpoints where the
+/// operator acts on every tenant's resources; listed before a body like [`Caller`].
+pub(super) struct CallerOrOperator(pub Option<TenantId>);
 
-impl axum::extract::FromRequestParts<ControlState> for Operator {
+impl axum::extract::FromRequestParts<ControlState> for CallerOrOperator {
     type Rejection = HttpError;
 
     async fn from_request_parts(
         parts: &mut axum::http::request::Parts,
         s: &ControlState,
     ) -> Result<Self, HttpError> {
-        Ok(s.require_admin(&parts.headers).map(|()| Operator)?)
+        Ok(s.tenant_or_operator(&parts.headers)
+            .await
+            .map(CallerOrOperator)?)
+    }
+}
+
+/// Proof the request bears the operator token; listed before a body like [`Caller`].
+pub(super) struct Operator;
+
+impl<S> axum::extract::FromRequestParts<S> for Operator
+where
+    S: Send + Sync,
+    ControlState: axum::extract::FromRef<S>,
+{
+    type Rejection = HttpError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        s: &S,
+    ) -> Result<Self, HttpError> {
+        let control = <ControlState as axum::extract::FromRef<S>>::from_ref(s);
+        Ok(control.require_admin(&parts.headers).map(|()| Operator)?)
     }
 }
 

@@ -4,7 +4,7 @@ use super::{Caller, ControlState};
 use crate::routes::NewRoute;
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use bytes::Bytes;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
@@ -53,9 +53,8 @@ pub(super) async fn create(
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<RouteList>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     Ok(Json(RouteList {
         routes: s.routes.list(&tenant),
     }))
@@ -72,10 +71,9 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let id = RouteId::parse(&raw).map_err(ApiError::bad_request)?;
     let routes = Arc::clone(&s.routes);
     tokio::task::spawn_blocking(move || routes.delete(&tenant, &id))

@@ -2,11 +2,12 @@
 //! verdicts) and `GET /v1/notifications` (the caller's owner notifications), both scoped
 //! to the caller's tenant.
 
+use super::Caller;
 use super::ControlState;
 use crate::canary::{Notification, VerdictRecord};
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::sandbox::Release;
@@ -43,9 +44,8 @@ pub struct NotificationList {
     security(("bearer" = [])))]
 pub(super) async fn view(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<RuntimeView>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let Some(canary) = s.invoker.canary().cloned() else {
         return Ok(Json(RuntimeView {
             current: Release::Current.name().into(),
@@ -73,9 +73,8 @@ pub(super) async fn view(
     security(("bearer" = [])))]
 pub(super) async fn notifications(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
 ) -> Result<Json<NotificationList>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let canary = s.invoker.canary().cloned();
     let rollouts = s.invoker.rollouts().cloned();
     let mut notifications = super::blocking(move || {

@@ -5,7 +5,7 @@ use super::{Caller, ControlState, blocking, name};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::{ApiError, Version};
@@ -66,10 +66,9 @@ pub(super) struct VersionList {
     security(("bearer" = [])))]
 pub(super) async fn list(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path(raw): Path<String>,
 ) -> Result<Json<VersionList>, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let registry = Arc::clone(s.invoker.registry());
     let versions = blocking(move || registry.versions(&tenant, &name)).await?;
@@ -85,10 +84,9 @@ pub(super) async fn list(
     security(("bearer" = [])))]
 pub(super) async fn delete(
     State(s): State<ControlState>,
-    headers: HeaderMap,
+    Caller(tenant): Caller,
     Path((raw, version)): Path<(String, String)>,
 ) -> Result<StatusCode, HttpError> {
-    let tenant = s.tenant(&headers).await?;
     let name = name(raw)?;
     let n: NonZeroU32 = version.parse().map_err(|_| {
         ApiError::bad_request(format!("version must be a number from 1, got {version:?}"))
