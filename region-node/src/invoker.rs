@@ -367,18 +367,6 @@ impl RegionInvoker {
             .resolve(tenant, &req.function, &req.qualifier, draw)
     }
 
-    /// Runs `req` as `function` (already resolved with [`Self::resolve_as`]).
-    ///
-    /// # Errors
-    /// As an invocation: 503 without a slot, 500 when the module cannot be loaded.
-    pub async fn run_resolved(
-        &self,
-        function: &ResolvedFunction,
-        req: &InvokeRequest,
-    ) -> Result<InvokeResponse, ApiError> {
-        self.run(function, req).await
-    }
-
     /// Asks the origin planner how to run `req` as `function`: its fleet, its release
     /// (from the runtime canary's state while this region hosts the next release) and
     /// whether the canary counts it.
@@ -589,5 +577,24 @@ impl Invoker for RegionInvoker {
             .await
             .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))??;
         Ok(common::edge::Authorization::Verified)
+    }
+}
+
+/// Queued events run through the invoker (`crate::events` does not depend on it).
+impl crate::events::Execute for RegionInvoker {
+    fn resolve_as(
+        &self,
+        tenant: &TenantId,
+        req: &InvokeRequest,
+    ) -> Result<ResolvedFunction, ApiError> {
+        RegionInvoker::resolve_as(self, tenant, req)
+    }
+
+    async fn run_resolved(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> Result<InvokeResponse, ApiError> {
+        self.run(function, req).await
     }
 }

@@ -29,7 +29,7 @@ mod worker;
 pub use common::clock::{SystemClock, WallClock};
 pub use dlq::DlqPage;
 pub use record::{DeadLetter, EventKind, EventRecord, FailureCause};
-pub use worker::spawn_workers;
+pub use worker::{Execute, spawn_workers};
 
 use crate::quota::QuotaConfig;
 use crate::store::{Store, StoreError};

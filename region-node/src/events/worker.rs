@@ -4,8 +4,10 @@
 use super::ledger::Held;
 use super::record::{EVENTS_STREAM, SuccessRecord};
 use super::{DeadLetter, EventKind, EventRecord, Events, FailureCause, cause_of};
-use crate::invoker::RegionInvoker;
-use common::model::{ApiError, FunctionName, InvocationType, InvokeRequest, RequestId};
+use common::model::{
+    ApiError, FunctionName, InvocationType, InvokeRequest, InvokeResponse, RequestId,
+    ResolvedFunction, TenantId,
+};
 use common::policy::retry::{Budget, GiveUp, RetryDecision};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,14 +18,36 @@ use tokio::task::JoinSet;
 /// failing): the event stays queued and nothing is lost.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// What the workers need of the region to run an event: resolve its function as the
+/// tenant that queued it, and run it (the region's invoker, `crate::invoker`, implements
+/// it; the queue does not depend on the invoker).
+pub trait Execute: Send + Sync + 'static {
+    /// The function `req` names, as `tenant` sees it.
+    ///
+    /// # Errors
+    /// The function or qualifier is gone, or the payload is over the limit.
+    fn resolve_as(
+        &self,
+        tenant: &TenantId,
+        req: &InvokeRequest,
+    ) -> Result<ResolvedFunction, ApiError>;
+
+    /// Runs `req` as `function`, through the region's admission.
+    fn run_resolved(
+        &self,
+        function: &ResolvedFunction,
+        req: &InvokeRequest,
+    ) -> impl std::future::Future<Output = Result<InvokeResponse, ApiError>> + Send;
+}
+
 /// Starts `events`' workers on `tasks`; they run until the set is aborted.
-pub fn spawn_workers(events: &Arc<Events>, invoker: &Arc<RegionInvoker>, tasks: &mut JoinSet<()>) {
+pub fn spawn_workers<E: Execute>(events: &Arc<Events>, invoker: &Arc<E>, tasks: &mut JoinSet<()>) {
     for _ in 0..events.config.workers.max(1) {
         let (events, invoker) = (Arc::clone(events), Arc::clone(invoker));
         tasks.spawn(async move {
             loop {
                 let mut seq = events.next_due().await;
-                if let Err(e) = events.process(&invoker, &mut seq).await {
+                if let Err(e) = events.process(invoker.as_ref(), &mut seq).await {
                     tracing::warn!(seq, error = %e.message, "event step failed; will retry");
                     let retry_ms = u64::try_from(STORE_RETRY.as_millis()).unwrap_or(1000);
                     events.reschedule(seq, events.now_ms().saturating_add(retry_ms));
@@ -42,7 +66,7 @@ fn request_id(rec: &EventRecord) -> RequestId {
 impl Events {
     /// Runs the event at `*seq` one step. On `Err`, `*seq` is the event's current copy,
     /// still in the stream: the caller reschedules it and the step is repeated later.
-    async fn process(&self, invoker: &RegionInvoker, seq: &mut u64) -> Result<(), ApiError> {
+    async fn process<E: Execute>(&self, invoker: &E, seq: &mut u64) -> Result<(), ApiError> {
         let current = *seq;
         let Some(msg) = self
             .blocking(move |s| s.read(EVENTS_STREAM, current, 1))
