@@ -207,6 +207,11 @@ pub struct PopModel {
     /// Per-invocation overhead of the POP's HTTP edge, ms. Default 0.2 (the foundation's
     /// live run: POP-local p50 254 us for a trivial guest at one connection).
     pub overhead_ms: f64,
+    /// The 99th percentile of the same, ms. With it, each invocation's overhead is drawn
+    /// from a lognormal whose median is `overhead_ms` and whose p99 is this (what
+    /// `scenarios calibrate` measures: a real edge's cost spreads); without, every
+    /// invocation costs `overhead_ms`. Default none.
+    pub overhead_p99_ms: Option<f64>,
     /// The real placement policy's config (`common::policy::PlacementConfig`).
     pub placement: PlacementConfig,
     /// The real warm-pool policy's config (`common::policy::WarmConfig`, the POP node's
@@ -223,6 +228,7 @@ impl Default for PopModel {
             keep_alive_s: 60.0,
             max_artifacts: 256,
             overhead_ms: 0.2,
+            overhead_p99_ms: None,
             placement: PlacementConfig::default(),
             warm: WarmConfig::default(),
         }
@@ -496,6 +502,7 @@ impl Scenario {
                 }
             })?;
             s.pop.overhead_ms = m.pop_overhead_ms;
+            s.pop.overhead_p99_ms = m.pop_overhead_p99_ms;
             s.region.overhead_ms = m.region_overhead_ms;
             if let Some(i) = m.instantiate_ms {
                 s.cold_start.instantiate_ms = i;

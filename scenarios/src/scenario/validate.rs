@@ -98,6 +98,14 @@ impl Scenario {
         }
         positive("pop.keep_alive_s", p.keep_alive_s)?;
         non_negative("pop.overhead_ms", p.overhead_ms)?;
+        if let Some(p99) = p.overhead_p99_ms
+            && !(p99.is_finite() && p99 >= p.overhead_ms)
+        {
+            return Err(invalid(
+                "pop.overhead_p99_ms",
+                "must be at least pop.overhead_ms",
+            ));
+        }
         positive("pop.placement.window", p.placement.window.as_secs_f64())?;
         if p.placement.exit_score > p.placement.enter_score || p.placement.max_tracked == 0 {
             return Err(invalid(

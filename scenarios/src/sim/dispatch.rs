@@ -19,6 +19,15 @@ use strata_core::policy::edge::{Facts, Plan, Slots};
 use strata_core::policy::failover::{Failover, Failure, Mark};
 use strata_core::policy::origin::{self, Ran, Step};
 
+/// One invocation's overhead at the POP's edge: the model's constant, or a draw around it
+/// when the model has its spread (`pop.overhead_p99_ms`).
+fn pop_overhead(rng: &mut rand_chacha::ChaCha8Rng, c: &super::Costs) -> Nanos {
+    if c.pop_overhead_sigma <= 0.0 {
+        return c.pop_overhead;
+    }
+    super::arrival::lognormal(rng, c.pop_overhead as f64, c.pop_overhead_sigma) as Nanos
+}
+
 impl Shard<'_> {
     /// One invocation of `func` arriving at `pop` at `now`, running `exec` when it runs.
     pub(super) fn invoke(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos) {
@@ -79,7 +88,7 @@ impl Shard<'_> {
             busy += w.c.instantiate;
             self.rec.cold_start(now, Tier::Pop);
         }
-        let latency = w.c.pop_overhead + busy;
+        let latency = pop_overhead(&mut self.rng, &w.c) + busy;
         self.queue.push(
             now + latency,
             Event::Complete(Completion {
@@ -220,8 +229,10 @@ impl Shard<'_> {
                     }
                     // Edge to edge: the POP's overhead, the way here, the execution, and
                     // the way back.
-                    let latency =
-                        w.c.pop_overhead + w.rtt(pop, region) + w.c.region_overhead + busy;
+                    let latency = pop_overhead(&mut self.rng, &w.c)
+                        + w.rtt(pop, region)
+                        + w.c.region_overhead
+                        + busy;
                     let epoch = r.epoch;
                     self.queue.push(
                         now + busy,

@@ -51,6 +51,9 @@ use trace::Trace;
 const MS: f64 = 1e6;
 /// Nanoseconds in a second.
 const SEC: f64 = 1e9;
+/// The standard normal distribution's 99th percentile: a lognormal's p99 is its median times
+/// `exp(sigma * Z_99)`.
+const Z_99: f64 = 2.326_347_874;
 
 /// One function of the population (24 bytes: every invocation reads one, so a population
 /// of thousands should stay in cache).
@@ -167,6 +170,9 @@ pub type Progress<'a> = &'a mut dyn FnMut(Duration);
 #[derive(Debug, Clone, Copy)]
 struct Costs {
     pop_overhead: Nanos,
+    /// The spread of the POP's overhead (a lognormal's sigma around `pop_overhead`); 0:
+    /// every invocation costs exactly `pop_overhead`.
+    pop_overhead_sigma: f64,
     region_overhead: Nanos,
     instantiate: Nanos,
     deserialize: Nanos,
@@ -391,6 +397,11 @@ impl<'a> World<'a> {
         let cs = &s.cold_start;
         let c = Costs {
             pop_overhead: ns(s.pop.overhead_ms),
+            pop_overhead_sigma: s
+                .pop
+                .overhead_p99_ms
+                .filter(|_| s.pop.overhead_ms > 0.0)
+                .map_or(0.0, |p99| (p99 / s.pop.overhead_ms).ln() / Z_99),
             region_overhead: ns(s.region.overhead_ms),
             instantiate: ns(cs.instantiate_ms),
             deserialize: ns(cs.deserialize_ms),

@@ -409,3 +409,25 @@ fn shards_are_dealt_so_that_each_gets_about_the_same_work() {
     }
     assert_eq!((regions[1].index, regions[2].index), (0, 1));
 }
+
+#[test]
+fn the_pop_overhead_spreads_to_its_p99_when_the_model_has_one() {
+    let fixed = BASE.replace("exec_median_ms = 5", "exec_median_ms = 0.001")
+        + "    [pop]\n    overhead_ms = 0.4\n";
+    let spread = fixed.clone() + "    overhead_p99_ms = 2.0\n";
+    let (fixed, spread) = (report(&fixed), report(&spread));
+    let (f, s) = (&fixed.latency_ms["pop"], &spread.latency_ms["pop"]);
+    // Without the spread only cold starts lift the tail; with it the p99 is the model's.
+    assert!(
+        (s.p50 - f.p50).abs() < 0.05,
+        "the median stays: {} vs {}",
+        s.p50,
+        f.p50
+    );
+    assert!(s.p99 > f.p99 + 1.0, "{} vs {}", s.p99, f.p99);
+    assert!(
+        (s.p99 - 2.0).abs() < 0.4,
+        "the p99 is the model's: {}",
+        s.p99
+    );
+}

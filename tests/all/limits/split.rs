@@ -53,7 +53,8 @@ async fn two_regions_together_admit_at_most_the_tenants_limit() {
     let deploy = |a: &region_node::RegionHandle, tenant: &TenantId| {
         let config = FunctionConfig {
             placement: Placement::Region,
-            timeout_ms: 1500,
+            // Long enough that a loaded machine admits the second call while the first runs.
+            timeout_ms: 4000,
             ..FunctionConfig::default()
         };
         let wasm = wat::parse_str(LOOP_FOREVER).expect("wat");
