@@ -233,16 +233,7 @@ async fn a_tenant_at_its_limit_is_throttled_while_another_is_served() {
 async fn invalid_tenant_limits_are_refused_and_change_nothing() {
     let c = TestCluster::start().await;
     let url = format!("{}/v1/tenants/dev/limits", c.nodes.region_url());
-    let before: serde_json::Value = c
-        .http
-        .get(&url)
-        .bearer_auth(&c.nodes.admin_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let before: serde_json::Value = c.operator_json(&url).await;
     let resp = c
         .http
         .put(&url)
@@ -252,16 +243,7 @@ async fn invalid_tenant_limits_are_refused_and_change_nothing() {
         .await
         .expect("sent");
     assert_eq!(resp.status(), 400);
-    let after: serde_json::Value = c
-        .http
-        .get(&url)
-        .bearer_auth(&c.nodes.admin_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let after: serde_json::Value = c.operator_json(&url).await;
     assert_eq!(before, after);
     let resp = c
         .http

@@ -39,6 +39,19 @@ pub fn pop_config() -> PopConfig {
 }
 
 impl TestCluster {
+    /// GETs `url` with the operator token and returns its JSON body.
+    pub async fn operator_json(&self, url: &str) -> serde_json::Value {
+        self.http
+            .get(url)
+            .bearer_auth(&self.nodes.admin_token)
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json")
+    }
+
     /// Default configs, examples deployed.
     pub async fn start() -> Self {
         Self::with(region_config(), pop_config()).await
@@ -435,16 +448,7 @@ pub async fn dev_hogged(c: &TestCluster) -> tokio::task::JoinHandle<reqwest::Sta
     let mut patience = Patience::new();
     let mut charged = false;
     while !charged && patience.more() {
-        let view: serde_json::Value = c
-            .http
-            .get(format!("{region}/v1/capacity"))
-            .bearer_auth(&c.nodes.admin_token)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
+        let view: serde_json::Value = c.operator_json(&format!("{region}/v1/capacity")).await;
         charged = view["budgets"].as_array().is_some_and(|b| {
             b.iter()
                 .any(|b| b["tenant"] == "dev" && b["charged"] == 1 && b["limit"] == 1)

@@ -160,15 +160,8 @@ async fn a_revoked_token_is_refused_at_the_pop_within_two_seconds() {
     let (status, _) = invoke_as(&c, &pop, "hello", &stolen).await;
     assert_eq!(status, 200);
     let listed: serde_json::Value = c
-        .http
-        .get(format!("{region}/v1/tenants/dev/tokens"))
-        .bearer_auth(&c.nodes.admin_token)
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .operator_json(&format!("{region}/v1/tenants/dev/tokens"))
+        .await;
     let id = common::model::TokenHash::of(&stolen).to_string();
     assert!(
         listed
