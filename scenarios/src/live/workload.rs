@@ -7,7 +7,7 @@
 //! What differs between the two by construction (and is why the tolerances exist): the
 //! live run has real HTTP, QUIC and scheduling costs on a shared machine; the nodes learn
 //! tokens and metadata and refresh them (forwards the model only makes for a function's
-//! first request); a failed region is noticed by QUIC's liveness timeout, which the
+//! first request); a failed region is noticed by the POP's silence detector, which the
 //! model takes as exactly `failure_detect_ms`; and the two draw
 //! different random numbers (statistically equivalent, like two shard counts).
 

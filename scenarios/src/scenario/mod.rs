@@ -260,10 +260,12 @@ pub struct RegionModel {
     /// Per-invocation overhead of a forward at the region (QUIC stream, execution hand-off),
     /// ms. Default 0.2 (the foundation's live run: a forward adds ~190 us over POP-local).
     pub overhead_ms: f64,
-    /// How long after a region fails silently its POPs notice, ms: the node's QUIC
-    /// liveness timeout (`common::transport::IDLE_TIMEOUT`). Forwards sent to it before
-    /// then are lost (they were sent, so they are not retried); after it the POP avoids
-    /// the region for `retry_after_s`. Default 5000, the node's.
+    /// How long after a region fails silently its POPs notice, ms: the POP's
+    /// `region_silence_ms` (a connection that received nothing for that long, while 1 s
+    /// keep-alives should have drawn acknowledgements, is dropped and the region marked
+    /// down). Forwards sent to it before then are lost (they were sent, so they are not
+    /// retried); after it the POP avoids the region for `retry_after_s`. Default 1000, the
+    /// node's.
     pub failure_detect_ms: f64,
     /// How long a POP avoids a region it saw fail before trying it again, s. Default 10.
     pub retry_after_s: f64,
@@ -280,7 +282,7 @@ impl Default for RegionModel {
             memory_mb: 65536,
             keep_alive_s: 300.0,
             overhead_ms: 0.2,
-            failure_detect_ms: 5000.0,
+            failure_detect_ms: 1000.0,
             retry_after_s: 10.0,
         }
     }
