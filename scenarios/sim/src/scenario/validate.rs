@@ -250,8 +250,8 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::policy::PlacementConfig;
     use std::path::Path;
+    use strata_core::policy::PlacementConfig;
 
     pub(crate) const MINIMAL: &str = r#"
         name = "t"
@@ -271,13 +271,13 @@ mod tests {
         assert_eq!(s.functions.count, 1000);
         assert_eq!(s.pop.slots, 64);
         assert_eq!(s.pop.placement, PlacementConfig::default());
-        assert_eq!(s.pop.warm, common::policy::WarmConfig::default());
+        assert_eq!(s.pop.warm, strata_core::policy::WarmConfig::default());
         assert!((s.sample_interval() - 0.1).abs() < 1e-12);
     }
 
     #[test]
     fn every_shipped_scenario_file_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = &Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).expect("scenarios/ lists") {
             let path = entry.expect("entry").path();
