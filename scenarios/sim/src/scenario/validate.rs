@@ -116,6 +116,10 @@ impl Scenario {
         if let Err(reason) = p.warm.validate() {
             return Err(invalid("pop.warm", reason));
         }
+        let l = &self.leases;
+        if l.batch == 0 || l.ttl_ms == 0 {
+            return Err(invalid("leases", "batch and ttl_ms must be >= 1"));
+        }
         let r = &self.region;
         if r.slots == 0 || r.tenant_concurrency == Some(0) {
             return Err(invalid(
