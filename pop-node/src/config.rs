@@ -136,6 +136,9 @@ pub struct PopConfig {
 pub struct RegionChoiceSettings {
     /// Weight of a new RTT sample in a region's smoothed RTT, `0..=1`. Default 0.25.
     pub rtt_weight: f64,
+    /// How much lower a region's smoothed RTT must be to win over one listed before it,
+    /// in milliseconds (RTTs within it of the lowest count as tied). Default 5.
+    pub rtt_margin_ms: u64,
     /// Half-life of a region's error score, in milliseconds. Default 10 000.
     pub error_half_life_ms: u64,
     /// Error score at which a region's circuit opens (requests avoid it). Default 3.0
@@ -159,6 +162,7 @@ impl Default for RegionChoiceSettings {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Self {
             rtt_weight: d.rtt_weight,
+            rtt_margin_ms: ms(d.rtt_margin),
             error_half_life_ms: ms(d.error_half_life),
             open_at_score: d.open_at_score,
             open_for_ms: ms(d.open_for),
@@ -178,6 +182,7 @@ impl RegionChoiceSettings {
             } else {
                 RegionChoiceConfig::default().rtt_weight
             },
+            rtt_margin: Duration::from_millis(self.rtt_margin_ms),
             error_half_life: Duration::from_millis(self.error_half_life_ms.max(1)),
             open_at_score: self.open_at_score,
             open_for: Duration::from_millis(self.open_for_ms),

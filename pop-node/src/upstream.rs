@@ -1,5 +1,6 @@
 //! The POP's link to its regions: discovery, a QUIC connection per listed region
-//! (connected lazily on first use, then kept healthy by a supervisor: [`supervise`]),
+//! (dialled as soon as it is listed, [`connect`], then kept healthy by a supervisor:
+//! [`supervise`]),
 //! region choice per request, and the requests themselves (forwarded invocations,
 //! artifacts, routes, logs).
 //!
@@ -21,6 +22,7 @@
 //! never retried, because the region may have run it: request-response invocations are
 //! at most once, and the device gets 503 for them.
 
+mod connect;
 mod supervise;
 
 use crate::discovery::{Discovery, Resolution};
@@ -32,18 +34,15 @@ use common::policy::liveness::LivenessConfig;
 use common::policy::region::{RegionChoice, RegionChoiceConfig};
 use common::transport::{Channel, Client, TransportError};
 use common::wire::{ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
-use std::collections::HashMap;
+use connect::Connector;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex as SyncMutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supervise::{Links, Supervisors, lock};
+use supervise::{Links, lock};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::warn;
 
 const RETRY_AFTER: Duration = Duration::from_secs(1);
-
-/// Held while connecting to one region: when and why the last attempt failed.
-type ConnectGate = Arc<Mutex<Option<(Instant, String)>>>;
 
 /// The result of a forwarded invocation: the region's answer and what it resolved.
 pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>);
@@ -53,16 +52,12 @@ pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>
 pub struct RegionLink {
     /// Live connections and the region choice, shared with the supervisors.
     links: Arc<Links>,
-    /// One per region tried since it was listed: watches its connection, reconnects.
-    supervisors: Supervisors,
+    /// Handshakes and supervisors, shared with the background dials.
+    connector: Arc<Connector>,
     discovery: Discovery,
     /// The regions discovery listed last, and until when that list is valid. The async
     /// lock serialises re-resolution so a burst of requests triggers one lookup.
     resolution: Mutex<Option<Resolution>>,
-    /// Serialises the first connection to one region, so a burst triggers one handshake each; holds
-    /// the last failed attempt, so requests that queued behind it fail at once instead of
-    /// each waiting out another connect timeout.
-    connecting: SyncMutex<HashMap<SocketAddr, ConnectGate>>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> ApiError {
@@ -86,18 +81,18 @@ impl RegionLink {
         choice: RegionChoiceConfig,
     ) -> Self {
         let policy = RegionChoice::new(choice);
+        let links = Arc::new(Links::new(
+            client,
+            server_name,
+            connect_timeout,
+            liveness,
+            policy,
+        ));
         Self {
-            links: Arc::new(Links::new(
-                client,
-                server_name,
-                connect_timeout,
-                liveness,
-                policy,
-            )),
-            supervisors: Supervisors::default(),
+            connector: Arc::new(Connector::new(Arc::clone(&links))),
+            links,
             discovery,
             resolution: Mutex::new(None),
-            connecting: SyncMutex::new(HashMap::new()),
         }
     }
 
@@ -113,9 +108,8 @@ impl RegionLink {
             Ok(r) => {
                 let regions = r.regions.clone();
                 lock(&self.links.policy).set_regions(&regions);
-                self.supervisors.retain(&regions);
-                lock(&self.links.channels).retain(|addr, _| regions.contains(addr));
-                lock(&self.connecting).retain(|addr, _| regions.contains(addr));
+                self.connector.retain(&regions);
+                self.connector.dial_listed(&regions);
                 *resolution = Some(r);
                 Ok(regions)
             }
@@ -133,51 +127,12 @@ impl RegionLink {
     }
 
     fn live(&self, addr: SocketAddr) -> Option<Channel> {
-        lock(&self.links.channels)
-            .get(&addr)
-            .filter(|ch| !ch.is_closed())
-            .cloned()
+        self.connector.live(addr)
     }
 
-    /// A live connection to `addr`, connecting if it was never tried. A region whose
-    /// supervisor is reconnecting fails at once (nothing was sent).
+    /// A live connection to `addr` ([`Connector::connect`]).
     async fn connect(&self, addr: SocketAddr) -> Result<Channel, TransportError> {
-        if let Some(ch) = self.live(addr) {
-            return Ok(ch);
-        }
-        if self.supervisors.contains(addr) {
-            return Err(TransportError::Connect(
-                "region down; reconnecting in the background".into(),
-            ));
-        }
-        let queued_at = Instant::now();
-        let gate = Arc::clone(lock(&self.connecting).entry(addr).or_default());
-        let mut last_failure = gate.lock().await;
-        if let Some(ch) = self.live(addr) {
-            return Ok(ch);
-        }
-        if let Some((at, error)) = last_failure.as_ref()
-            && *at >= queued_at
-        {
-            return Err(TransportError::Connect(error.clone()));
-        }
-        if self.supervisors.contains(addr) {
-            return Err(TransportError::Connect(
-                "region down; reconnecting in the background".into(),
-            ));
-        }
-        let ch = match self.links.dial(addr).await {
-            Ok(ch) => ch,
-            Err(e) => {
-                *last_failure = Some((Instant::now(), e.to_string()));
-                // From now on the supervisor connects, off the request path.
-                self.supervisors.start(&self.links, addr, None);
-                return Err(e);
-            }
-        };
-        info!(region = %addr, "connected to region");
-        self.supervisors.start(&self.links, addr, Some(ch.clone()));
-        Ok(ch)
+        self.connector.connect(addr).await
     }
 
     /// Tells the region choice how an attempt at `addr` failed (the failover policy's

@@ -23,6 +23,7 @@ mod jetstream;
 mod leases;
 mod limits;
 mod logs;
+mod nearest;
 mod observability;
 mod openapi;
 mod origin;

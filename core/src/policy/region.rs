@@ -14,11 +14,11 @@
 //! [`RegionChoice::choose`] returns `None` and the POP answers 503 at once.
 //!
 //! Choice: among usable regions (circuit closed, or due for a probe; not backed off) the
-//! lowest smoothed RTT wins; regions without an RTT
-//! sample yet rank after measured ones; ties go to the earlier region in discovery
-//! order. When no region is usable the least-bad one is tried (the one usable soonest,
-//! then the lowest error score, then discovery order), so a POP never refuses to forward
-//! just because every region had a bad moment.
+//! lowest smoothed RTT wins, where RTTs within [`RegionChoiceConfig::rtt_margin`] of the
+//! lowest tie; regions without an RTT sample yet rank after measured ones; ties go to
+//! the earlier region in discovery order. When no region is usable the least-bad one is
+//! tried (the one usable soonest, then the lowest error score, then discovery order), so
+//! a POP never refuses to forward just because every region had a bad moment.
 //!
 //! Affinity: a request with an `x-strata-affinity` key goes to the usable region the key
 //! wins by rendezvous hashing ([`RegionChoice::choose_keyed`]), not the fastest one, so a
@@ -31,6 +31,10 @@ use std::time::{Duration, Instant};
 pub struct RegionChoiceConfig {
     /// Weight of a new RTT sample in the smoothed RTT (`0..=1`). Default 0.25.
     pub rtt_weight: f64,
+    /// How much faster a region must be to win over one earlier in discovery order:
+    /// regions within this of the lowest smoothed RTT count as tied. Keeps the choice from
+    /// flapping between regions whose RTTs differ by noise or load. Default 5 ms.
+    pub rtt_margin: Duration,
     /// Half-life of the error score. Default 10 s.
     pub error_half_life: Duration,
     /// Error score at which the circuit opens. Default 3.0 (three quick failures).
@@ -50,6 +54,7 @@ impl Default for RegionChoiceConfig {
     fn default() -> Self {
         Self {
             rtt_weight: 0.25,
+            rtt_margin: Duration::from_millis(5),
             error_half_life: Duration::from_secs(10),
             open_at_score: 3.0,
             open_for: Duration::from_secs(1),
@@ -289,11 +294,22 @@ impl<K: Clone + PartialEq> RegionChoice<K> {
             .iter()
             .enumerate()
             .filter(|(_, r)| !r.down && !exclude.contains(&r.key));
-        let healthy = candidates
+        let usable = candidates
             .clone()
-            .filter(|(_, r)| !r.circuit_blocks(now) && !r.backed_off(now))
-            // Unmeasured regions rank after measured ones (`None` > `Some` via the flag).
-            .min_by_key(|(i, r)| (r.rtt.is_none(), r.rtt, *i))
+            .filter(|(_, r)| !r.circuit_blocks(now) && !r.backed_off(now));
+        let fastest = usable.clone().filter_map(|(_, r)| r.rtt).min();
+        let margin = self.config.rtt_margin;
+        let healthy = usable
+            // Measured regions within the margin of the fastest tie; unmeasured ones rank
+            // after every measured one. Ties go to discovery order.
+            .min_by_key(|(i, r)| {
+                let tied = match (r.rtt, fastest) {
+                    (Some(rtt), Some(best)) => rtt <= best.saturating_add(margin),
+                    _ => false,
+                };
+                let rank = if tied { None } else { r.rtt };
+                (r.rtt.is_none(), !tied, rank, *i)
+            })
             .map(|(i, _)| i);
         let pick = healthy.or_else(|| {
             candidates

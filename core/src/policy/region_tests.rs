@@ -26,6 +26,44 @@ fn the_lowest_smoothed_rtt_wins() {
 }
 
 #[test]
+fn rtts_within_the_margin_tie_and_go_to_discovery_order() {
+    let (mut p, t0) = policy(&[0, 1, 2]);
+    // Loopback-like noise: 0.4 ms against 0.1 ms is a tie at the default 5 ms margin.
+    p.handle_rtt(&0, Duration::from_micros(400));
+    p.handle_rtt(&1, Duration::from_micros(100));
+    assert_eq!(
+        p.choose(t0, &[]),
+        Some(0),
+        "within the margin: discovery order"
+    );
+    // A region clearly nearer wins over the earlier one.
+    p.handle_rtt(&2, Duration::from_micros(10));
+    assert_eq!(
+        p.choose(t0, &[]),
+        Some(0),
+        "2 is within the margin of the fastest too"
+    );
+    let (mut p, t0) = policy(&[0, 1, 2]);
+    p.handle_rtt(&0, 54 * MS);
+    p.handle_rtt(&1, 32 * MS);
+    p.handle_rtt(&2, 33 * MS);
+    assert_eq!(
+        p.choose(t0, &[]),
+        Some(1),
+        "beyond the margin: the nearer region"
+    );
+    let zero = RegionChoiceConfig {
+        rtt_margin: Duration::ZERO,
+        ..RegionChoiceConfig::default()
+    };
+    let mut p = RegionChoice::new(zero);
+    p.set_regions(&[0, 1]);
+    p.handle_rtt(&0, Duration::from_micros(400));
+    p.handle_rtt(&1, Duration::from_micros(100));
+    assert_eq!(p.choose(t0, &[]), Some(1), "no margin: the lowest RTT");
+}
+
+#[test]
 fn ties_go_to_discovery_order_and_unmeasured_regions_rank_last() {
     let (mut p, t0) = policy(&[5, 3, 9]);
     assert_eq!(

@@ -1,5 +1,5 @@
-//! Keeping the POP's region connections healthy: one supervisor task per region the POP
-//! has tried to reach.
+//! Keeping the POP's region connections healthy and measured: one supervisor task per
+//! region the POP has dialled (every listed region, see [`super::connect`]).
 //!
 //! A supervisor watches its region's connection and, when the region goes silent
 //! ([`Silence`]: nothing received for `suspect_after`, about a second, while keep-alives
@@ -160,13 +160,16 @@ async fn supervise(links: Arc<Links>, addr: SocketAddr, mut current: Option<Chan
                 ch
             }
         };
-        watch(&links.liveness, addr, &ch).await;
+        watch(&links, addr, &ch).await;
         links.down(addr);
     }
 }
 
-/// Returns once `ch` is closed, closing it first if its region went silent.
-async fn watch(liveness: &LivenessConfig, addr: SocketAddr, ch: &Channel) {
+/// Returns once `ch` is closed, closing it first if its region went silent. Meanwhile
+/// feeds the connection's RTT estimate to the region choice every sample, so a region the
+/// POP does not forward to is still measured (the keep-alives keep the estimate fresh).
+async fn watch(links: &Links, addr: SocketAddr, ch: &Channel) {
+    let liveness = &links.liveness;
     let mut silence = Silence::new(liveness, Instant::now(), ch.received());
     let mut tick = tokio::time::interval(liveness.sample_every());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,6 +182,7 @@ async fn watch(liveness: &LivenessConfig, addr: SocketAddr, ch: &Channel) {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
+        lock(&links.policy).handle_rtt(&addr, ch.rtt());
         silence.handle_received(now, ch.received());
         if silence.is_suspect(now) {
             warn!(
