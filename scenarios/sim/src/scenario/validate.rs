@@ -276,6 +276,12 @@ mod tests {
         assert_eq!(s.pop.slots, 64);
         assert_eq!(s.pop.placement, PlacementConfig::default());
         assert_eq!(s.pop.warm, strata_core::policy::WarmConfig::default());
+        let l = &s.leases;
+        assert_eq!(
+            (l.batch, l.ttl_ms, l.idle_hold_ms, l.grace_ms),
+            (4, 3000, 60_000, 60_000),
+            "the nodes' defaults"
+        );
         assert!((s.sample_interval() - 0.1).abs() < 1e-12);
     }
 
@@ -341,6 +347,16 @@ mod tests {
                 "rate_per_pop = 100",
                 "rate_per_pop = 100\n[pop.warm]\nalpha = 0",
                 "pop.warm",
+            ),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 100\n[leases]\nbatch = 0",
+                "leases",
+            ),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 100\n[leases]\nttl_ms = 0",
+                "leases",
             ),
         ];
         for (from, to, field) in cases {
