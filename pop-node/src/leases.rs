@@ -227,11 +227,7 @@ impl Leases {
             leases: Arc::clone(self),
             tenant: tenant.clone(),
         });
-        let low = !b.valid(now) || b.free() < self.config.batch;
-        if low && !b.asking {
-            b.asking = true;
-            // A busy tenant's lease grows geometrically: ask for as many as are in use.
-            let want = self.config.batch.max(b.holding().1);
+        if let Some(want) = b.wants(now, &self.rule) {
             drop(held);
             let me = Arc::clone(self);
             let tenant = tenant.clone();
@@ -346,7 +342,7 @@ impl Leases {
     /// grants; `ttl` is the POP's expectation of it). A round that takes longer delays the
     /// next one.
     pub async fn run(self: Arc<Self>, ttl: Duration) {
-        let mut tick = tokio::time::interval((ttl / 3).max(Duration::from_millis(10)));
+        let mut tick = tokio::time::interval(book::renew_every(ttl));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

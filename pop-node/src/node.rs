@@ -304,8 +304,9 @@ pub async fn start_with_clock(
                 idle_hold: std::time::Duration::from_millis(config.lease_idle_hold_ms),
                 // One renewal period: a region that has not answered by the next renewal is
                 // noticed before the lease it counts expires (see `common::policy::lease::Answers`).
-                stall_after: std::time::Duration::from_millis(config.lease_ttl_ms / 3)
-                    .max(std::time::Duration::from_millis(10)),
+                stall_after: common::policy::lease::renew_every(std::time::Duration::from_millis(
+                    config.lease_ttl_ms,
+                )),
             },
         )
         .with_clock(Arc::clone(&clock)),

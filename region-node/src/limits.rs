@@ -22,6 +22,7 @@ use crate::store::Store;
 use common::clock::{Clock, SystemClock};
 use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
+use common::policy::lease;
 use common::policy::rate::RateLimits;
 use common::policy::split::{RegionSplit, SplitError};
 use serde::{Deserialize, Serialize};
@@ -358,10 +359,9 @@ impl Limits {
                 return None;
             }
             let settings = overrides.get(tenant).copied().unwrap_or(self.config.tenant);
-            let life = Duration::from_millis(
-                self.config
-                    .lease_ttl_ms
-                    .saturating_add(self.config.lease_grace_ms),
+            let life = lease::reclaim_after(
+                Duration::from_millis(self.config.lease_ttl_ms),
+                Duration::from_millis(self.config.lease_grace_ms),
             );
             let policy = settings.policy(&self.split, shares.get(tenant).copied());
             budgets.insert(tenant.clone(), Budget::new(policy, life, now));

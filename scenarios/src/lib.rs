@@ -1,8 +1,7 @@
 //! Strata latency scenarios.
 //!
-//! - [`scenario`]: the scenario file format (TOML), parsed and validated once.
-//! - [`sim`]: the discrete-event simulator over `common::policy`.
-//! - [`keepalive`]: keep-alive policies on an Azure Functions-shaped workload.
+//! - [`scenario`], [`sim`], [`keepalive`]: the scenario file format, the discrete-event
+//!   simulator and the keep-alive comparison, from the `strata-sim` crate (re-exported).
 //! - [`report`]: `report.json`, `report.md` and plots of a run.
 //! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
 //! - [`live`]: drive real nodes (a region and a POP on loopback, in this process, started
@@ -12,9 +11,13 @@
 
 pub mod bench;
 pub mod fault;
-pub mod keepalive;
 pub mod live;
 pub mod report;
 pub mod run;
-pub mod scenario;
-pub mod sim;
+
+pub use strata_sim::{keepalive, scenario, sim};
+
+#[cfg(test)]
+mod keepalive_tests;
+#[cfg(test)]
+mod sim_tests;

@@ -2,6 +2,7 @@
 //! from real nodes, and whether they agree within the scenario's stated tolerance.
 
 use serde::Serialize;
+pub use strata_sim::scenario::Tolerance;
 
 /// One compared percentile.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,30 +19,6 @@ pub struct Row {
     pub tolerance_ms: f64,
     /// |live - sim| <= tolerance.
     pub agrees: bool,
-}
-
-/// How far a live percentile may be from the simulated one: `max(ms, ratio × sim)`, with
-/// `ratio_p99` for the 99th percentile.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Tolerance {
-    /// Absolute floor, ms.
-    pub ms: f64,
-    /// Share of the simulated value at p50 and p90.
-    pub ratio: f64,
-    /// Share of the simulated value at p99.
-    pub ratio_p99: f64,
-}
-
-impl Tolerance {
-    /// The allowed difference for percentile `q` (`p50`, `p90`, `p99`) of `sim_ms`.
-    pub fn of(&self, q: &str, sim_ms: f64) -> f64 {
-        let ratio = if q == "p99" {
-            self.ratio_p99
-        } else {
-            self.ratio
-        };
-        self.ms.max(ratio * sim_ms)
-    }
 }
 
 /// The comparison of one `--live` run.

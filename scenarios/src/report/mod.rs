@@ -7,6 +7,7 @@
 pub mod plot;
 
 use crate::scenario::Scenario;
+use crate::sim::lease::LeaseCounters;
 use crate::sim::stats::{REASONS, Tier};
 use crate::sim::{CanaryOutcome, Outcome};
 use anyhow::Context as _;
@@ -143,6 +144,9 @@ pub struct Report {
     pub prepares: u64,
     /// Function errors (canary scenarios).
     pub errors: u64,
+    /// What the tenants' leases did: forwards for want of a lease slot, acquires and
+    /// grants.
+    pub leases: LeaseCounters,
     /// Warm-instance memory integrated over time, MB·s.
     pub memory_mb_seconds: PerTier<f64>,
     /// The runtime canary's outcome, per runtime.
@@ -228,6 +232,7 @@ impl Report {
             failovers: c.failovers,
             prepares: c.prepares,
             errors: c.errors,
+            leases: outcome.leases.clone(),
             memory_mb_seconds: PerTier {
                 pop: outcome.memory_mb_seconds[0],
                 region: outcome.memory_mb_seconds[1],
@@ -287,6 +292,21 @@ impl Report {
             ("503 no region", self.refusals.unavailable.to_string()),
             ("lost in a failed region", self.lost.to_string()),
             ("failovers", self.failovers.to_string()),
+            (
+                "forwarded for want of a lease slot",
+                self.leases.forwards.to_string(),
+            ),
+            (
+                "lease acquires (granted, slots)",
+                format!(
+                    "{} ({}, {})",
+                    self.leases.acquires, self.leases.grants, self.leases.slots_granted
+                ),
+            ),
+            (
+                "run uncounted (no lease, no region)",
+                self.leases.uncounted_runs.to_string(),
+            ),
             (
                 "memory MB·s at POPs",
                 format!("{:.0}", self.memory_mb_seconds.pop),

@@ -5,11 +5,15 @@
 //! field. docs/scenarios.md describes the format with examples.
 
 use crate::sim::arrival::{FlashCrowd, RateProfile};
-use common::policy::{PlacementConfig, WarmConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
+use strata_core::policy::{PlacementConfig, WarmConfig};
 
+mod leases;
+pub mod model;
 mod validate;
+
+pub use leases::LeaseModel;
 
 /// Why a scenario file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,9 @@ pub struct Scenario {
     /// Region capacity.
     #[serde(default)]
     pub region: RegionModel,
+    /// The tenants' concurrency leases POPs hold (the nodes' lease settings).
+    #[serde(default)]
+    pub leases: LeaseModel,
     /// The arrival process.
     pub arrivals: Arrivals,
     /// Flash crowds at single POPs. Default none.
@@ -439,12 +446,36 @@ pub struct LiveSpec {
 
 impl LiveSpec {
     /// The percentile tolerance of the comparisons.
-    pub fn tolerance(&self) -> crate::live::compare::Tolerance {
-        crate::live::compare::Tolerance {
+    pub fn tolerance(&self) -> Tolerance {
+        Tolerance {
             ms: self.tolerance_ms,
             ratio: self.tolerance_ratio,
             ratio_p99: self.tolerance_ratio_p99,
         }
+    }
+}
+
+/// How far a live percentile may be from the simulated one: `max(ms, ratio × sim)`, with
+/// `ratio_p99` for the 99th percentile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tolerance {
+    /// Absolute floor, ms.
+    pub ms: f64,
+    /// Share of the simulated value at p50 and p90.
+    pub ratio: f64,
+    /// Share of the simulated value at p99.
+    pub ratio_p99: f64,
+}
+
+impl Tolerance {
+    /// The allowed difference for percentile `q` (`p50`, `p90`, `p99`) of `sim_ms`.
+    pub fn of(&self, q: &str, sim_ms: f64) -> f64 {
+        let ratio = if q == "p99" {
+            self.ratio_p99
+        } else {
+            self.ratio
+        };
+        self.ms.max(ratio * sim_ms)
     }
 }
 
@@ -497,11 +528,9 @@ impl Scenario {
             }
         }
         if let Some(file) = &s.model {
-            let m = crate::live::calibrate::CostModel::load(file).map_err(|e| {
-                ScenarioError::Invalid {
-                    field: "model",
-                    reason: format!("{e:#}"),
-                }
+            let m = model::CostModel::load(file).map_err(|e| ScenarioError::Invalid {
+                field: "model",
+                reason: format!("{e:#}"),
             })?;
             s.pop.overhead_ms = m.pop_overhead_ms;
             s.pop.overhead_p99_ms = m.pop_overhead_p99_ms;

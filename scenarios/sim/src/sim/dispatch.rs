@@ -15,7 +15,7 @@ use std::time::Duration;
 use strata_core::policy::ForwardReason;
 use strata_core::policy::canary::Side;
 use strata_core::policy::concurrency::Charge;
-use strata_core::policy::edge::{Facts, Plan, Slots};
+use strata_core::policy::edge::{self, Facts, Plan, Slots};
 use strata_core::policy::failover::{Failover, Failure, Mark};
 use strata_core::policy::origin::{self, Ran, Step};
 
@@ -46,23 +46,48 @@ impl Shard<'_> {
             planned_instances: p.warm.as_ref().map_or(0, |w| w.target(&func)),
         };
         let slot_free = p.node.slot_free();
-        // Leases are not modelled: a free node slot is all a local run needs.
-        let planned = p.planner.plan(at, &func, &facts, || Slots {
-            node: slot_free,
-            lease: true,
+        let tenant = self.w.functions[func as usize].tenant;
+        let terms = &self.w.leases;
+        let leases = &mut p.leases;
+        // A local run needs a node slot and a slot of the tenant's lease (drawn only with
+        // a node slot, like the node's).
+        let mut drew = false;
+        let planned = p.planner.plan(at, &func, &facts, || {
+            drew = slot_free && leases.draw(at, tenant, terms);
+            Slots {
+                node: slot_free,
+                lease: drew,
+            }
         });
         if known.artifact == Artifact::Absent && planned.fetch_artifact {
             self.prepare(now, pop, func);
         }
         match planned.plan {
-            Plan::RunLocal { .. } => self.run_local(now, pop, func, exec),
-            Plan::Forward { reason, .. } => self.forward(now, pop, func, exec, reason),
+            Plan::RunLocal { .. } => self.run_local(now, pop, func, exec, drew),
+            Plan::Forward {
+                reason,
+                uncounted_fallback,
+            } => {
+                if drew {
+                    self.pops[i].leases.finish(tenant);
+                }
+                self.lease_counts.forwards += u64::from(uncounted_fallback);
+                self.forward(now, pop, func, exec, reason, uncounted_fallback);
+            }
             // No simulated function has a rate limit, and callers are always known.
-            Plan::Reject(_) => self.rec.bucket(now).refused += 1,
+            Plan::Reject(_) => {
+                if drew {
+                    self.pops[i].leases.finish(tenant);
+                }
+                self.rec.bucket(now).refused += 1;
+            }
         }
+        self.send_leases(now, pop);
     }
 
-    fn run_local(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos) {
+    /// Runs `func` at `pop`; `leased`: it holds a slot of its tenant's lease (released
+    /// when it ends).
+    fn run_local(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos, leased: bool) {
         let w = self.w;
         let memory_mb = w.functions[func as usize].memory_mb;
         let i = self.local_pop(pop);
@@ -75,7 +100,12 @@ impl Shard<'_> {
             .memory_change(Tier::Pop, now, before, after, &self.removed);
         let Some(warm) = started else {
             // A slot was free but the instance does not fit in memory: spill.
-            return self.forward(now, pop, func, exec, ForwardReason::OverCapacity);
+            if leased {
+                self.pops[i]
+                    .leases
+                    .finish(w.functions[func as usize].tenant);
+            }
+            return self.forward(now, pop, func, exec, ForwardReason::OverCapacity, false);
         };
         self.rec.bucket(now).local += 1;
         let at = self.at(now);
@@ -98,11 +128,23 @@ impl Shard<'_> {
                 epoch: 0,
                 origin: NO_POP,
                 latency,
+                leased,
             }),
         );
     }
 
-    fn forward(&mut self, now: Nanos, pop: u32, func: u32, exec: Nanos, reason: ForwardReason) {
+    /// Forwards `func` from `pop`; `fallback`: it was refused here only for want of a
+    /// lease slot, so it runs here uncounted when no region is reachable
+    /// (`policy::edge::run_uncounted`).
+    fn forward(
+        &mut self,
+        now: Nanos,
+        pop: u32,
+        func: u32,
+        exec: Nanos,
+        reason: ForwardReason,
+        fallback: bool,
+    ) {
         self.rec.forward(now, reason);
         let w = self.w;
         let i = self.local_pop(pop);
@@ -149,15 +191,20 @@ impl Shard<'_> {
             };
             return self.send(w.shard_of_region(r), arrive, event);
         }
+        let connected = self.pops[i].views.iter().any(|v| v.avoid_until <= now);
+        if fallback && edge::run_uncounted(true, connected) {
+            self.lease_counts.uncounted_runs += 1;
+            return self.run_local(now, pop, func, exec, false);
+        }
         self.rec.counters.unavailable += 1;
         self.rec.bucket(now).refused += 1;
     }
 
     /// A forward from `pop` reaches `region` at `now`: the origin planner's steps, in its
     /// order (`policy::origin::Plan::steps`): the tenant's adaptive limit (the nodes'
-    /// `policy::concurrency::Budget`), the region's slot and memory, then the run. Regions
-    /// here have one fleet, no tenant shares, no rate limits and no leases (POPs run
-    /// without drawing on the tenant's books).
+    /// `policy::concurrency::Budget`, which also counts the POPs' leases: `super::lease`),
+    /// the region's slot and memory, then the run. Regions here have one fleet, no tenant
+    /// shares and no rate limits.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn reach_region(
         &mut self,
@@ -243,6 +290,7 @@ impl Shard<'_> {
                             epoch,
                             origin: if learn { pop } else { NO_POP },
                             latency,
+                            leased: false,
                         }),
                     );
                     return;
@@ -255,9 +303,12 @@ impl Shard<'_> {
         let w = self.w;
         match c.tier {
             Tier::Pop => {
-                let memory_mb = w.functions[c.func as usize].memory_mb;
+                let f = &w.functions[c.func as usize];
                 let i = self.local_pop(c.node);
-                self.pops[i].node.release(now, c.func, memory_mb);
+                self.pops[i].node.release(now, c.func, f.memory_mb);
+                if c.leased {
+                    self.pops[i].leases.finish(f.tenant);
+                }
             }
             Tier::Region => {
                 let tenant = w.functions[c.func as usize].tenant as usize;

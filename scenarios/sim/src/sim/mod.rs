@@ -24,6 +24,7 @@
 pub mod arrival;
 mod dispatch;
 pub mod edge;
+pub mod lease;
 mod lockstep;
 pub mod node;
 mod population;
@@ -101,6 +102,27 @@ enum Event {
     RegionDown { region: u32 },
     /// A failed region answers again.
     RegionUp { region: u32 },
+    /// A POP's lease renewal timer.
+    LeaseTick { pop: u32 },
+    /// A lease message of `pop` reaches `region`: an acquire of `slots` of `tenant` (0:
+    /// renew), or a return of `slots` when `back`.
+    LeaseAt {
+        region: u32,
+        pop: u32,
+        tenant: u32,
+        slots: u32,
+        back: bool,
+    },
+    /// `region`'s answer to `pop`'s lease message: it counts `held` slots for the POP,
+    /// `granted` of them just now.
+    LeaseAnswer {
+        pop: u32,
+        region: u32,
+        held: u32,
+        granted: u32,
+    },
+    /// `pop`'s lease message got no answer (its connection timed out).
+    LeaseFailed { pop: u32 },
 }
 
 /// The end of one execution.
@@ -115,6 +137,8 @@ struct Completion {
     origin: u32,
     /// End-to-end latency as seen at the POP's edge.
     latency: Nanos,
+    /// A POP run that holds a slot of its tenant's lease.
+    leased: bool,
 }
 
 // Every pending invocation is one event in the queue: keep them small.
@@ -161,6 +185,8 @@ pub struct Outcome {
     pub functions: usize,
     /// Shards (threads) the run was split across.
     pub shards: u32,
+    /// What the tenants' leases did.
+    pub leases: lease::LeaseCounters,
 }
 
 /// Called every few thousand events with the virtual time reached, for progress bars.
@@ -202,6 +228,10 @@ struct World<'a> {
     pop_home: Vec<Home>,
     /// Which shard owns each region and its index there.
     region_home: Vec<Home>,
+    /// The lease settings.
+    leases: lease::Terms,
+    /// Each POP's name as the regions' lease books know it.
+    holders: Vec<String>,
 }
 
 /// Where a POP or region lives: its shard and its index among that shard's own.
@@ -337,6 +367,7 @@ pub fn simulate(
     for other in shards {
         let other = other?;
         outcome.recorder.absorb(other.recorder)?;
+        outcome.leases.absorb(&other.leases);
         outcome.events += other.events;
         for (m, o) in outcome
             .memory_mb_seconds
@@ -425,6 +456,8 @@ impl<'a> World<'a> {
             shards,
             pop_home,
             region_home,
+            leases: lease::Terms::new(&s.leases),
+            holders: (0..s.topology.pops).map(|p| format!("pop-{p}")).collect(),
         })
     }
 }

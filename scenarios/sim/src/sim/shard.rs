@@ -2,6 +2,7 @@
 //! and recorder, and the messages it has for other shards.
 
 use super::edge::EdgeNode;
+use super::lease::{LeaseCounters, PopLeases};
 use super::node::{Artifact, IdHasher, Node, Removed};
 use super::queue::{EventQueue, Nanos};
 use super::seams::{PolicyChoice, RegionChoice, RegionView};
@@ -59,6 +60,8 @@ pub(super) struct Pop {
     pub views: Vec<RegionView>,
     /// Artifacts prepared or being prepared.
     pub artifacts: usize,
+    /// The tenants' leases here.
+    pub leases: PopLeases,
 }
 
 /// A simulated region.
@@ -95,6 +98,7 @@ pub(super) struct Shard<'w> {
     pub rollout: Option<Canary<u32>>,
     pub canary: CanaryOutcome,
     pub rec: Recorder,
+    pub lease_counts: LeaseCounters,
     pub removed: Vec<Removed>,
     /// Messages for other shards, by destination, sent at the end of the window.
     pub outbox: Vec<Vec<(Nanos, Event)>>,
@@ -152,6 +156,7 @@ impl<'w> Shard<'w> {
                     })
                     .collect(),
                 artifacts: 0,
+                leases: PopLeases::default(),
             })
             .collect();
         let tenants = w.functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
@@ -197,6 +202,7 @@ impl<'w> Shard<'w> {
             canary: CanaryOutcome::default(),
             next_sample: rec.interval,
             rec,
+            lease_counts: LeaseCounters::default(),
             removed: Vec::new(),
             outbox: vec![Vec::new(); w.shards as usize],
             targets: Vec::new(),
@@ -250,6 +256,12 @@ impl<'w> Shard<'w> {
                 if tick < w.end {
                     self.queue.push(tick, Event::WarmTick { pop });
                 }
+            }
+        }
+        let renew = w.leases.renew_ns();
+        if renew < w.end {
+            for pop in self.own_pops() {
+                self.queue.push(renew, Event::LeaseTick { pop });
             }
         }
         for &(region, from, until) in &w.outages {
@@ -366,6 +378,21 @@ impl<'w> Shard<'w> {
                 let i = self.local_region(region);
                 self.regions[i].up = true;
             }
+            Event::LeaseTick { pop } => self.lease_tick(now, pop),
+            Event::LeaseAt {
+                region,
+                pop,
+                tenant,
+                slots,
+                back,
+            } => self.lease_at(now, region, pop, tenant, slots, back),
+            Event::LeaseAnswer {
+                pop,
+                region,
+                held,
+                granted,
+            } => self.lease_answer(now, pop, region, held, granted),
+            Event::LeaseFailed { pop } => self.lease_failed(now, pop),
         }
     }
 
@@ -490,6 +517,7 @@ impl<'w> Shard<'w> {
             events: self.events,
             functions: self.w.functions.len(),
             shards: self.w.shards,
+            leases: self.lease_counts,
             recorder: self.rec,
         })
     }
@@ -507,7 +535,7 @@ fn budgets(s: &crate::scenario::Scenario, tenants: usize, now: Instant) -> Vec<B
         step: s.region.tenant_step,
         interval: Duration::from_millis(s.region.tenant_interval_ms),
     };
-    // No leases are modelled: POPs run without drawing on the tenant's books.
-    let lease_life = Duration::from_secs(10);
+    // A lease not renewed is reclaimed after its TTL and grace, like the region's.
+    let lease_life = super::lease::Terms::new(&s.leases).reclaim;
     vec![Budget::new(config, lease_life, now); tenants]
 }

@@ -13,10 +13,10 @@
 //!   not counted.
 
 use super::{AppActivity, KeepAliveRow, KeepAliveSpec, Workload};
-use common::policy::{
+use std::time::{Duration, Instant};
+use strata_core::policy::{
     HistogramPolicy, KeepAliveWindows, WarmConfig, WarmMode, WarmPolicy, WindowBasis,
 };
-use std::time::{Duration, Instant};
 
 /// What the trend policy is: the POP's warm-pool config and idle keep-alive.
 #[derive(Debug, Clone)]

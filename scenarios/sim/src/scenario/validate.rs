@@ -116,6 +116,10 @@ impl Scenario {
         if let Err(reason) = p.warm.validate() {
             return Err(invalid("pop.warm", reason));
         }
+        let l = &self.leases;
+        if l.batch == 0 || l.ttl_ms == 0 {
+            return Err(invalid("leases", "batch and ttl_ms must be >= 1"));
+        }
         let r = &self.region;
         if r.slots == 0 || r.tenant_concurrency == Some(0) {
             return Err(invalid(
@@ -250,8 +254,8 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use common::policy::PlacementConfig;
     use std::path::Path;
+    use strata_core::policy::PlacementConfig;
 
     pub(crate) const MINIMAL: &str = r#"
         name = "t"
@@ -271,13 +275,19 @@ mod tests {
         assert_eq!(s.functions.count, 1000);
         assert_eq!(s.pop.slots, 64);
         assert_eq!(s.pop.placement, PlacementConfig::default());
-        assert_eq!(s.pop.warm, common::policy::WarmConfig::default());
+        assert_eq!(s.pop.warm, strata_core::policy::WarmConfig::default());
+        let l = &s.leases;
+        assert_eq!(
+            (l.batch, l.ttl_ms, l.idle_hold_ms, l.grace_ms),
+            (4, 3000, 60_000, 60_000),
+            "the nodes' defaults"
+        );
         assert!((s.sample_interval() - 0.1).abs() < 1e-12);
     }
 
     #[test]
     fn every_shipped_scenario_file_is_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = &Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut names = Vec::new();
         for entry in std::fs::read_dir(dir).expect("scenarios/ lists") {
             let path = entry.expect("entry").path();
@@ -337,6 +347,16 @@ mod tests {
                 "rate_per_pop = 100",
                 "rate_per_pop = 100\n[pop.warm]\nalpha = 0",
                 "pop.warm",
+            ),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 100\n[leases]\nbatch = 0",
+                "leases",
+            ),
+            (
+                "rate_per_pop = 100",
+                "rate_per_pop = 100\n[leases]\nttl_ms = 0",
+                "leases",
             ),
         ];
         for (from, to, field) in cases {

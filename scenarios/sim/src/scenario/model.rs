@@ -1,0 +1,74 @@
+//! The simulator's cost model file: the per-hop costs `scenarios calibrate` measures on
+//! real nodes (its module docs say where each comes from), read by a scenario with
+//! `model = "FILE"`.
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The calibrated parameters, as written to and read from a model file (TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostModel {
+    /// Per-invocation overhead at the POP's edge, ms (the scenario's `pop.overhead_ms`).
+    pub pop_overhead_ms: f64,
+    /// Its 99th percentile, ms (`pop.overhead_p99_ms`); absent in models written before it
+    /// was measured.
+    #[serde(default)]
+    pub pop_overhead_p99_ms: Option<f64>,
+    /// Per-forward overhead at the region beyond the RTT, ms (`region.overhead_ms`).
+    pub region_overhead_ms: f64,
+    /// Instantiation of a warm-pool miss, ms (`cold_start.instantiate_ms`), when measured.
+    pub instantiate_ms: Option<f64>,
+    /// Execution time of the calibration guest (`echo`), ms.
+    pub exec_ms: f64,
+    /// The POP's HTTP edge on forwarded calls, ms (a cross-check of `pop_overhead_ms`).
+    pub forward_edge_ms: f64,
+    /// How it was measured.
+    pub run: CalibrationRun,
+}
+
+/// The conditions of a calibration run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalibrationRun {
+    /// Calls per path.
+    pub requests: u64,
+    /// Calls in flight at once.
+    pub concurrency: usize,
+    /// One-way delay injected between POP and region, ms.
+    pub one_way_delay_ms: f64,
+    /// Calls that failed or ran at the wrong tier.
+    pub errors: u64,
+    /// `release` or `debug`: the build that measured (a debug build's overheads are not a
+    /// model of production).
+    pub build: String,
+}
+
+impl CostModel {
+    /// Reads a model file.
+    ///
+    /// # Errors
+    /// When the file cannot be read or is not a model.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading cost model {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing cost model {}", path.display()))
+    }
+
+    /// Writes the model file, with a header saying where each number comes from.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let body = toml::to_string(self)?;
+        let text = format!(
+            "# Strata simulator cost model, written by `scenarios calibrate`.\n\
+             # Each parameter's source: scenarios/src/live/calibrate.rs (module docs).\n{body}"
+        );
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
