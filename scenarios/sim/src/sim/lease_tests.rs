@@ -143,11 +143,12 @@ fn leases_are_deterministic_for_a_seed_sharded_or_not() {
 
 #[test]
 fn a_region_that_stops_answering_stalls_the_leases_and_local_runs_go_on() {
-    // The region dies silently at 10 s; the POP notices after 5 s.
+    // The region dies silently at 10 s; the POP notices after 5 s (not the node's 1 s, so
+    // the stall has the four seconds before the uncounted fallback to itself).
     let o = run(&one_tenant(
         20,
         200,
-        "[[region_failure]]\nregion = 0\nat_s = 10",
+        "[region]\nfailure_detect_ms = 5000\n[[region_failure]]\nregion = 0\nat_s = 10",
     ));
     // From a second after the failure (its lease ran out at most 3 s after the last
     // renewal, but lease messages stalled after one renewal period of 1 s), nearly
