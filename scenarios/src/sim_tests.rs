@@ -386,3 +386,40 @@ fn the_pop_overhead_spreads_to_its_p99_when_the_model_has_one() {
         s.p99
     );
 }
+
+#[test]
+fn the_pop_overhead_follows_its_measured_quantiles_when_the_model_has_them() {
+    // A body tighter and a tail heavier than any lognormal through its p50 and p99.
+    let measured = [0.30, 0.32, 0.34, 0.37, 0.40, 0.45, 0.55, 0.80, 2.0, 4.0];
+    let text = BASE.replace("exec_median_ms = 5", "exec_median_ms = 0.001")
+        + &format!(
+            "    [cold_start]\n    instantiate_ms = 0\n    deserialize_ms = 0\n    [pop]\n    overhead_ms = 0.4\n    overhead_p99_ms = 2.0\n    overhead_quantiles_ms = {measured:?}\n"
+        );
+    let r = report(&text);
+    let p = &r.latency_ms["pop"];
+    // The guest costs a microsecond and cold starts nothing: the latency is the overhead.
+    for (q, want) in [(p.p50, 0.40), (p.p90, 0.55)] {
+        assert!((q - want).abs() < 0.03, "{q} vs {want}: {p:?}");
+    }
+    // (The same slack at p99 as the lognormal's test above.)
+    assert!((p.p99 - 2.0).abs() < 0.45, "{p:?}");
+    // The lognormal through the same p50 and p99 puts its p90 far above the measured one.
+    let lognormal = report(&text.replace("    overhead_quantiles_ms", "    # "));
+    assert!(
+        lognormal.latency_ms["pop"].p90 > 0.9,
+        "{:?}",
+        lognormal.latency_ms["pop"]
+    );
+}
+
+#[test]
+fn quantiles_that_decrease_or_miss_a_level_are_refused() {
+    for bad in [
+        "[0.5, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3]",
+        "[0.1, 0.2]",
+    ] {
+        let text = BASE.to_owned() + &format!("    [pop]\n    overhead_quantiles_ms = {bad}\n");
+        let err = crate::scenario::Scenario::parse(&text).expect_err("refused");
+        assert!(err.to_string().contains("overhead_quantiles_ms"), "{err}");
+    }
+}

@@ -12,7 +12,8 @@
 //! | --- | --- |
 //! | `exec_ms` | `server-timing: exec` of the local calls (the guest itself) |
 //! | `pop.overhead_ms` | local end-to-end latency at the client − `exec` − `instantiate`: client and POP HTTP parse and render, the POP's placement and dispatch |
-//! | `pop.overhead_p99_ms` | the 99th percentile of the same: the spread the simulator draws each invocation's overhead from (a lognormal with this median and p99) |
+//! | `pop.overhead_p99_ms` | the 99th percentile of the same (a lognormal with this median and p99 is what the simulator draws from when a model has no quantiles) |
+//! | `pop.overhead_quantiles_ms` | the same at the 1st, 5th, 10th, 25th, 50th, 75th, 90th, 95th, 99th and 99.9th percentiles: the distribution the simulator draws each invocation's overhead from (inverse CDF) |
 //! | `region.overhead_ms` | `server-timing: forward` at the POP − the injected RTT − the region's `exec`: QUIC stream open and framing, the region's admission, queueing and execution hand-off, the proxy's timer rounding |
 //! | `forward_edge_ms` | forwarded end-to-end − `forward`: the POP's HTTP edge on a forwarded call (checks `pop.overhead_ms`) |
 //! | `cold_start.instantiate_ms` | `server-timing: instantiate` of the calls that report one (cold starts during the run), or unchanged when none did |
@@ -23,6 +24,7 @@
 use super::scenario::{delayed_cluster, deploy_echo_pair};
 use super::{Sample, Target, drive, drive_timed};
 use anyhow::Context as _;
+use strata_sim::scenario::model::OVERHEAD_LEVELS;
 pub use strata_sim::scenario::model::{CalibrationRun, CostModel};
 
 /// Options of `calibrate`.
@@ -82,7 +84,16 @@ pub(crate) fn derive(
         })
         .collect();
     let pop_overhead = median(pop_overheads.clone()).context("no local call succeeded")?;
-    let pop_overhead_p99 = percentile(pop_overheads, 0.99);
+    let pop_overhead_p99 = percentile(pop_overheads.clone(), 0.99);
+    // Non-negative and non-decreasing, like the scenario requires.
+    let mut floor = 0.0f64;
+    let pop_overhead_quantiles = OVERHEAD_LEVELS
+        .iter()
+        .map(|&q| {
+            floor = floor.max(percentile(pop_overheads.clone(), q).unwrap_or(0.0));
+            floor
+        })
+        .collect();
     let rtt = 2.0 * one_way_delay_ms;
     let forwarded: Vec<&Sample> = forward
         .iter()
@@ -118,6 +129,7 @@ pub(crate) fn derive(
     Ok(CostModel {
         pop_overhead_ms: pop_overhead.max(0.0),
         pop_overhead_p99_ms: pop_overhead_p99.map(|p| p.max(pop_overhead.max(0.0))),
+        pop_overhead_quantiles_ms: Some(pop_overhead_quantiles),
         region_overhead_ms: region_overhead.max(0.0),
         instantiate_ms: instantiate,
         exec_ms: exec,

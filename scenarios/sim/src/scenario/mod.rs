@@ -219,6 +219,11 @@ pub struct PopModel {
     /// `scenarios calibrate` measures: a real edge's cost spreads); without, every
     /// invocation costs `overhead_ms`. Default none.
     pub overhead_p99_ms: Option<f64>,
+    /// The same overhead at each of `model::OVERHEAD_LEVELS` (0.01, 0.05, 0.1, 0.25, 0.5,
+    /// 0.75, 0.9, 0.95, 0.99, 0.999), ms, non-decreasing: the measured distribution. With
+    /// it, each invocation's overhead is drawn from it by inverse CDF (linear between
+    /// levels, clamped at the ends), in place of the lognormal. Default none.
+    pub overhead_quantiles_ms: Option<Vec<f64>>,
     /// The real placement policy's config (`common::policy::PlacementConfig`).
     pub placement: PlacementConfig,
     /// The real warm-pool policy's config (`common::policy::WarmConfig`, the POP node's
@@ -236,6 +241,7 @@ impl Default for PopModel {
             max_artifacts: 256,
             overhead_ms: 0.2,
             overhead_p99_ms: None,
+            overhead_quantiles_ms: None,
             placement: PlacementConfig::default(),
             warm: WarmConfig::default(),
         }
@@ -534,6 +540,7 @@ impl Scenario {
             })?;
             s.pop.overhead_ms = m.pop_overhead_ms;
             s.pop.overhead_p99_ms = m.pop_overhead_p99_ms;
+            s.pop.overhead_quantiles_ms = m.pop_overhead_quantiles_ms;
             s.region.overhead_ms = m.region_overhead_ms;
             if let Some(i) = m.instantiate_ms {
                 s.cold_start.instantiate_ms = i;

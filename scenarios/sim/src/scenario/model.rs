@@ -6,6 +6,10 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The cumulative probabilities at which a calibration records the POP's overhead
+/// (`pop.overhead_quantiles_ms` has one value per level, in this order).
+pub const OVERHEAD_LEVELS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+
 /// The calibrated parameters, as written to and read from a model file (TOML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -16,6 +20,11 @@ pub struct CostModel {
     /// was measured.
     #[serde(default)]
     pub pop_overhead_p99_ms: Option<f64>,
+    /// The same overhead at each of [`OVERHEAD_LEVELS`], ms
+    /// (`pop.overhead_quantiles_ms`): its measured distribution, which the simulator draws
+    /// from by inverse CDF; absent in models written before it was measured.
+    #[serde(default)]
+    pub pop_overhead_quantiles_ms: Option<Vec<f64>>,
     /// Per-forward overhead at the region beyond the RTT, ms (`region.overhead_ms`).
     pub region_overhead_ms: f64,
     /// Instantiation of a warm-pool miss, ms (`cold_start.instantiate_ms`), when measured.

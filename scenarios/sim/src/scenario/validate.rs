@@ -106,6 +106,17 @@ impl Scenario {
                 "must be at least pop.overhead_ms",
             ));
         }
+        if let Some(q) = &p.overhead_quantiles_ms
+            && (q.len() != super::model::OVERHEAD_LEVELS.len()
+                || q.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+                || q.windows(2).any(|w| w[1] < w[0]))
+        {
+            return Err(invalid(
+                "pop.overhead_quantiles_ms",
+                "must be 10 non-negative, non-decreasing values (at 0.01, 0.05, 0.1, 0.25, 0.5, \
+                 0.75, 0.9, 0.95, 0.99, 0.999)",
+            ));
+        }
         positive("pop.placement.window", p.placement.window.as_secs_f64())?;
         if p.placement.exit_score > p.placement.enter_score || p.placement.max_tracked == 0 {
             return Err(invalid(

@@ -10,6 +10,7 @@ use super::queue::Nanos;
 use super::shard::Shard;
 use super::stats::Tier;
 use super::{Completion, Event, NO_POP};
+use crate::scenario::model::OVERHEAD_LEVELS;
 use rand::Rng;
 use std::time::Duration;
 use strata_core::policy::ForwardReason;
@@ -19,13 +20,33 @@ use strata_core::policy::edge::{self, Facts, Plan, Slots};
 use strata_core::policy::failover::{Failover, Failure, Mark};
 use strata_core::policy::origin::{self, Ran, Step};
 
-/// One invocation's overhead at the POP's edge: the model's constant, or a draw around it
-/// when the model has its spread (`pop.overhead_p99_ms`).
+/// One invocation's overhead at the POP's edge: a draw from its measured distribution
+/// (`pop.overhead_quantiles_ms`), else from a lognormal through its median and p99
+/// (`pop.overhead_p99_ms`), else the model's constant.
 fn pop_overhead(rng: &mut rand_chacha::ChaCha8Rng, c: &super::Costs) -> Nanos {
+    if let Some(q) = &c.pop_overhead_quantiles {
+        return inverse_cdf(&OVERHEAD_LEVELS, q, rng.random::<f64>());
+    }
     if c.pop_overhead_sigma <= 0.0 {
         return c.pop_overhead;
     }
     super::arrival::lognormal(rng, c.pop_overhead as f64, c.pop_overhead_sigma) as Nanos
+}
+
+/// The value at cumulative probability `u` of the distribution whose value at `levels[i]`
+/// is `values[i]`: linear between levels, clamped below the first and above the last.
+fn inverse_cdf(levels: &[f64], values: &[Nanos], u: f64) -> Nanos {
+    let upper = levels.partition_point(|&l| l < u);
+    match (upper.checked_sub(1), values.get(upper)) {
+        (None, _) => values.first().copied().unwrap_or(0),
+        (Some(_), None) => values.last().copied().unwrap_or(0),
+        (Some(lower), Some(&hi)) => {
+            let (l0, l1) = (levels[lower], levels[upper]);
+            let lo = values[lower];
+            let t = ((u - l0) / (l1 - l0)).clamp(0.0, 1.0);
+            lo + ((hi.saturating_sub(lo)) as f64 * t) as Nanos
+        }
+    }
 }
 
 impl Shard<'_> {

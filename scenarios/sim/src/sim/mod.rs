@@ -37,6 +37,7 @@ pub mod trace;
 #[cfg(test)]
 mod tests;
 
+use crate::scenario::model::OVERHEAD_LEVELS;
 use crate::scenario::{Arrivals, Scenario};
 use arrival::{RateProfile, Zipf};
 use queue::Nanos;
@@ -199,6 +200,9 @@ struct Costs {
     /// The spread of the POP's overhead (a lognormal's sigma around `pop_overhead`); 0:
     /// every invocation costs exactly `pop_overhead`.
     pop_overhead_sigma: f64,
+    /// The POP's overhead at each of `OVERHEAD_LEVELS`: drawn from by inverse CDF when
+    /// measured, in place of the lognormal.
+    pop_overhead_quantiles: Option<[Nanos; OVERHEAD_LEVELS.len()]>,
     region_overhead: Nanos,
     instantiate: Nanos,
     deserialize: Nanos,
@@ -433,6 +437,12 @@ impl<'a> World<'a> {
                 .overhead_p99_ms
                 .filter(|_| s.pop.overhead_ms > 0.0)
                 .map_or(0.0, |p99| (p99 / s.pop.overhead_ms).ln() / Z_99),
+            pop_overhead_quantiles: s
+                .pop
+                .overhead_quantiles_ms
+                .as_deref()
+                .and_then(|q| <[f64; OVERHEAD_LEVELS.len()]>::try_from(q).ok())
+                .map(|q| q.map(ns)),
             region_overhead: ns(s.region.overhead_ms),
             instantiate: ns(cs.instantiate_ms),
             deserialize: ns(cs.deserialize_ms),
