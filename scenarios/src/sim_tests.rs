@@ -391,18 +391,21 @@ fn the_pop_overhead_spreads_to_its_p99_when_the_model_has_one() {
 fn the_pop_overhead_follows_its_measured_quantiles_when_the_model_has_them() {
     // A body tighter and a tail heavier than any lognormal through its p50 and p99.
     let measured = [0.30, 0.32, 0.34, 0.37, 0.40, 0.45, 0.55, 0.80, 2.0, 4.0];
-    let text = BASE.replace("exec_median_ms = 5", "exec_median_ms = 0.001")
-        + &format!(
-            "    [cold_start]\n    instantiate_ms = 0\n    deserialize_ms = 0\n    [pop]\n    overhead_ms = 0.4\n    overhead_p99_ms = 2.0\n    overhead_quantiles_ms = {measured:?}\n"
-        );
+    let text = BASE.replace(
+        "exec_median_ms = 5",
+        "exec_median_ms = 0.001\n    exec_sigma = 0.1\n    median_spread = 0",
+    ) + &format!(
+        "    [cold_start]\n    instantiate_ms = 0\n    deserialize_ms = 0\n    [pop]\n    overhead_ms = 0.4\n    overhead_p99_ms = 2.0\n    overhead_quantiles_ms = {measured:?}\n"
+    );
     let r = report(&text);
     let p = &r.latency_ms["pop"];
-    // The guest costs a microsecond and cold starts nothing: the latency is the overhead.
+    // Every guest costs a microsecond and cold starts nothing: the latency is the overhead.
     for (q, want) in [(p.p50, 0.40), (p.p90, 0.55)] {
         assert!((q - want).abs() < 0.03, "{q} vs {want}: {p:?}");
     }
-    // (The same slack at p99 as the lognormal's test above.)
-    assert!((p.p99 - 2.0).abs() < 0.45, "{p:?}");
+    // Steep above p99 (2 to 4 ms over 0.9% of the draws), so the p99 of ~13 000 draws
+    // moves by about 0.4 ms with the seed.
+    assert!((p.p99 - 2.0).abs() < 0.5, "{p:?}");
     // The lognormal through the same p50 and p99 puts its p90 far above the measured one.
     let lognormal = report(&text.replace("    overhead_quantiles_ms", "    # "));
     assert!(

@@ -440,3 +440,42 @@ impl Shard<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod overhead_tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn the_inverse_cdf_returns_each_level_at_its_probability_and_interpolates_between() {
+        let values: Vec<Nanos> = (1..=10).map(|v| v * 100).collect();
+        for (i, &l) in OVERHEAD_LEVELS.iter().enumerate() {
+            assert_eq!(inverse_cdf(&OVERHEAD_LEVELS, &values, l), values[i]);
+        }
+        assert_eq!(
+            inverse_cdf(&OVERHEAD_LEVELS, &values, 0.0),
+            100,
+            "clamped below"
+        );
+        assert_eq!(
+            inverse_cdf(&OVERHEAD_LEVELS, &values, 1.0),
+            1000,
+            "clamped above"
+        );
+        assert_eq!(
+            inverse_cdf(&OVERHEAD_LEVELS, &values, 0.375),
+            450,
+            "halfway 0.25-0.5"
+        );
+        // Draws reproduce the table's quantiles.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut draws: Vec<Nanos> = (0..100_000)
+            .map(|_| inverse_cdf(&OVERHEAD_LEVELS, &values, rng.random::<f64>()))
+            .collect();
+        draws.sort_unstable();
+        for (i, &l) in OVERHEAD_LEVELS.iter().enumerate().take(9) {
+            let got = draws[(l * draws.len() as f64) as usize] as f64;
+            assert!((got - values[i] as f64).abs() <= 12.0, "level {l}: {got}");
+        }
+    }
+}
