@@ -54,7 +54,7 @@ pub(super) async fn read(
     }
     // Only a function of the caller's tenant has logs to show; any other name is 404,
     // whoever else may own it.
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let (t, n) = (tenant.clone(), name.clone());
     tokio::task::spawn_blocking(move || registry.function(&t, &n))
         .await
