@@ -12,7 +12,7 @@ use crate::canary::RuntimeCanary;
 use crate::events::Events;
 use crate::fleet::{Fleet, Fleets};
 use crate::limits::Limits;
-use crate::registry::Registry;
+use crate::registry::{AuthError, Registry};
 use crate::rollout::Rollouts;
 use crate::routes::Routes;
 use common::clock::Clock;
@@ -125,12 +125,10 @@ impl Region {
     /// The tenant a token belongs to, checked on the blocking pool (a store read).
     ///
     /// # Errors
-    /// 401 for a missing or unknown token; the store's error when it fails.
-    pub async fn authenticate(&self, token: Option<&str>) -> Result<TenantId, ApiError> {
+    /// [`AuthError`] for a missing, unknown or expired token, a failing store or task.
+    pub async fn authenticate(&self, token: Option<&str>) -> Result<TenantId, AuthError> {
         let token = token.map(str::to_owned);
         let registry = Arc::clone(&self.registry);
-        tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref()))
-            .await
-            .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))?
+        tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref())).await?
     }
 }

@@ -8,7 +8,7 @@
 //! Touches only the gates; never loads a module or runs a guest.
 
 use super::InvokeError;
-use crate::admission::{Admission, ShareTicket};
+use crate::admission::{Admission, Refusal, ShareTicket};
 use crate::fleet::{Fleet, Fleets, Turn};
 use crate::limits::{Limits, Permit};
 use crate::region::Shares;
@@ -43,8 +43,9 @@ pub struct Admitted {
 /// Admits `function` as `plan` says, up to its run step.
 ///
 /// # Errors
-/// [`InvokeError::AtCapacity`] or [`InvokeError::Refused`] from the first step that
-/// refuses; [`InvokeError::NoRunStep`] for a plan without a run.
+/// [`InvokeError::Limited`] (the tenant's limits) or [`InvokeError::Refused`] (the
+/// region's capacity) from the first step that refuses; [`InvokeError::NoRunStep`] for a
+/// plan without a run.
 pub async fn admit(
     gates: Gates<'_>,
     function: &ResolvedFunction,
@@ -52,33 +53,25 @@ pub async fn admit(
 ) -> Result<Admitted, InvokeError> {
     let key = &function.key;
     let mut held = Admitted::default();
-    for &step in plan.steps() {
-        let refused = |source| InvokeError::Refused { step, source };
+    for step in plan.steps() {
         match step {
             Step::Tenant => {
-                let config = &function.config;
-                gates
-                    .limits
+                let (limits, config) = (gates.limits, &function.config);
+                limits
                     .check_rate(key, config.rate_limit_rps)
-                    .map_err(refused)?;
-                let permit = gates
-                    .limits
+                    .map_err(InvokeError::Limited)?;
+                let permit = limits
                     .admit(&key.tenant, key.name.as_str(), config.max_concurrency)
-                    .map_err(refused)?;
+                    .map_err(InvokeError::Limited)?;
                 held._permit = Some(permit);
             }
-            Step::Capacity if gates.admission.is_full() => return Err(InvokeError::AtCapacity),
+            Step::Capacity if gates.admission.is_full() => return Err(Refusal::Full.into()),
             Step::Capacity => {}
-            Step::Share => {
-                let share = gates.shares.of(plan.fleet).take(&key.tenant);
-                held._share = Some(share.map_err(refused)?);
-            }
+            Step::Share => held._share = Some(gates.shares.of(plan.fleet).take(&key.tenant)?),
             Step::Slot => match plan.fleet {
-                Fleet::Dedicated => {
-                    held._slot = Some(gates.admission.admit().await.map_err(refused)?)
-                }
+                Fleet::Dedicated => held._slot = Some(gates.admission.admit().await?),
                 // The on-demand fleet's worker turn is its slot.
-                Fleet::OnDemand => held._turn = Some(gates.fleets.turn().await.map_err(refused)?),
+                Fleet::OnDemand => held._turn = Some(gates.fleets.turn().await?),
             },
             Step::Run => return Ok(held),
         }

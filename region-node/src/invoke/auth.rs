@@ -39,16 +39,22 @@ impl<'a> Credential<'a> {
 /// The tenant `credential` names.
 ///
 /// # Errors
-/// [`InvokeError::Auth`]: 401 for a missing or unknown token, 404 for a route that no
-/// longer exists (or no longer leads to the function), the store's error when it fails.
+/// [`InvokeError::Auth`] for a missing, unknown or expired token or a failing store;
+/// [`InvokeError::RouteGone`] for a route that no longer exists (or no longer leads to
+/// the function).
 pub fn caller(
     registry: &Registry,
     routes: &Routes,
     credential: Credential<'_>,
 ) -> Result<TenantId, InvokeError> {
     match credential {
-        Credential::Token(token) => registry.authenticate(token),
-        Credential::Route { grant, function } => routes.tenant_for(grant, function),
+        Credential::Token(token) => Ok(registry.authenticate(token)?),
+        Credential::Route { grant, function } => {
+            routes
+                .tenant_for(grant, function)
+                .ok_or_else(|| InvokeError::RouteGone {
+                    route: grant.route.clone(),
+                })
+        }
     }
-    .map_err(InvokeError::Auth)
 }

@@ -7,22 +7,29 @@
 //! here: the invocation ran, and its response carries the function error
 //! ([`common::model::Fault::Guest`] at the edge).
 //!
-//! Services the layers call (the registry, the limits, admission, the executor, the
-//! queue) still answer [`ApiError`]; a layer wraps what they say with its own variant, so
-//! the kind, message, limit and wait they chose reach the caller unchanged.
+//! Admission and the fleets refuse with a typed [`Refusal`]. Services the layers call
+//! that still answer [`ApiError`] (the registry, the tenants' limits, the executor, the
+//! queue) are wrapped in the layer's own variant, so the kind, message, limit and wait they
+//! chose reach the caller unchanged.
 
-use common::model::{ApiError, Fault};
-use common::policy::origin::Step;
+use crate::admission::Refusal;
+use crate::registry::AuthError;
+use common::model::{ApiError, Fault, RouteId};
 use common::sandbox::{ModuleError, Release};
-use std::time::Duration;
 
 /// An invocation the region did not run, by the pipeline layer that stopped it.
 #[derive(Debug, thiserror::Error)]
 pub enum InvokeError {
-    /// auth: the request names no caller this region knows (no or an unknown token, a
-    /// route that no longer exists), or the token store failed.
-    #[error("auth: the caller was not established")]
-    Auth(#[source] ApiError),
+    /// auth: the token was missing, unknown or expired, or the token store failed.
+    #[error("auth: the token was not accepted")]
+    Auth(#[from] AuthError),
+    /// auth: the HTTP route the request came through no longer exists or no longer
+    /// leads to the function (a POP's route table may be stale).
+    #[error("auth: route {route} no longer exists")]
+    RouteGone {
+        /// The route named by the request's grant.
+        route: RouteId,
+    },
     /// resolve: the payload is over the region's limit.
     #[error("resolve: the payload of {size} bytes is over the limit of {limit} bytes")]
     PayloadTooLarge {
@@ -34,19 +41,13 @@ pub enum InvokeError {
     /// resolve: no such function, version or alias for the caller, or the registry failed.
     #[error("resolve: the function was not resolved")]
     Resolve(#[source] ApiError),
-    /// admit: the region is full (every execution slot busy and its queue full).
-    #[error("admit: the region is at capacity")]
-    AtCapacity,
-    /// admit: the plan's `step` refused (the tenant's rate or concurrency, its share of a
-    /// fleet, a slot or a worker's turn).
-    #[error("admit: refused at {step:?}")]
-    Refused {
-        /// The step that refused.
-        step: Step,
-        /// The refusal, with its limit and wait.
-        #[source]
-        source: ApiError,
-    },
+    /// admit: the tenant's own limits refused (its rate or concurrency: 429).
+    #[error("admit: the tenant's limits refused")]
+    Limited(#[source] ApiError),
+    /// admit: the region's capacity refused (full, the tenant's share of a fleet, no
+    /// slot or worker turn).
+    #[error("admit: the region's capacity refused")]
+    Refused(#[from] Refusal),
     /// admit: the origin plan has no run step (a planner bug).
     #[error("admit: the origin plan has no run step")]
     NoRunStep,
@@ -86,12 +87,12 @@ impl InvokeError {
     /// classification of what it refused.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::PayloadTooLarge { .. } => Fault::Device,
-            Self::AtCapacity | Self::Refused { .. } => Fault::Capacity,
+            Self::PayloadTooLarge { .. } | Self::RouteGone { .. } => Fault::Device,
+            Self::Auth(e) => e.fault(),
+            Self::Limited(_) => Fault::Capacity,
+            Self::Refused(r) => r.fault(),
             Self::NoRunStep | Self::Task { .. } | Self::Module { .. } => Fault::Internal,
-            Self::Auth(e) | Self::Resolve(e) | Self::Queue(e) | Self::Store(e) | Self::Run(e) => {
-                e.fault
-            }
+            Self::Resolve(e) | Self::Queue(e) | Self::Store(e) | Self::Run(e) => e.fault,
         }
     }
 }
@@ -101,17 +102,17 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let fault = e.fault();
         let api = match e {
-            InvokeError::Auth(e)
-            | InvokeError::Resolve(e)
-            | InvokeError::Refused { source: e, .. }
+            InvokeError::Resolve(e)
+            | InvokeError::Limited(e)
             | InvokeError::Queue(e)
             | InvokeError::Store(e)
             | InvokeError::Run(e) => e,
             InvokeError::PayloadTooLarge { limit, .. } => ApiError::payload_too_large(limit as u64),
-            InvokeError::AtCapacity => ApiError::unavailable(
-                "region is at capacity: every execution slot is busy and its queue is full",
-                Duration::from_secs(1),
-            ),
+            InvokeError::Auth(e) => ApiError::from(e),
+            InvokeError::RouteGone { route } => {
+                ApiError::not_found(format_args!("route {route} no longer exists"))
+            }
+            InvokeError::Refused(r) => ApiError::from(r),
             e @ (InvokeError::NoRunStep | InvokeError::Task { .. }) => {
                 ApiError::internal(chain(&e))
             }
@@ -138,7 +139,9 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use axum::http::StatusCode;
-    use common::model::{ErrorKind, LimitHit, LimitKind, LimitScope, RequestId};
+    use common::model::{ErrorKind, LimitHit, LimitKind, LimitScope, RequestId, TenantId};
+    use common::policy::share::ShareExceeded;
+    use std::time::Duration;
 
     fn throttled() -> ApiError {
         ApiError::throttled(
@@ -166,8 +169,28 @@ mod tests {
             .expect_err("the task panics");
         let cases = [
             (
-                InvokeError::Auth(ApiError::unauthenticated()),
+                InvokeError::Auth(AuthError::Unknown),
                 StatusCode::UNAUTHORIZED,
+                Fault::Device,
+            ),
+            (
+                InvokeError::Auth(AuthError::Expired),
+                StatusCode::UNAUTHORIZED,
+                Fault::Device,
+            ),
+            (
+                InvokeError::Auth(AuthError::Record(ApiError::internal("corrupt"))),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Fault::Internal,
+            ),
+            (
+                InvokeError::RouteGone {
+                    route: RouteId::of(
+                        &common::model::HostPattern::new("shop.example").expect("host"),
+                        &common::model::PathPrefix::new("/").expect("prefix"),
+                    ),
+                },
+                StatusCode::NOT_FOUND,
                 Fault::Device,
             ),
             (
@@ -184,15 +207,27 @@ mod tests {
                 Fault::Device,
             ),
             (
-                InvokeError::AtCapacity,
+                InvokeError::Limited(throttled()),
+                StatusCode::TOO_MANY_REQUESTS,
+                Fault::Capacity,
+            ),
+            (
+                InvokeError::Refused(Refusal::Full),
                 StatusCode::SERVICE_UNAVAILABLE,
                 Fault::Capacity,
             ),
             (
-                InvokeError::Refused {
-                    step: Step::Tenant,
-                    source: throttled(),
-                },
+                InvokeError::Refused(Refusal::FleetFull),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Fault::Capacity,
+            ),
+            (
+                InvokeError::Refused(Refusal::ShuttingDown),
+                StatusCode::SERVICE_UNAVAILABLE,
+                Fault::Capacity,
+            ),
+            (
+                InvokeError::Refused(share_refusal()),
                 StatusCode::TOO_MANY_REQUESTS,
                 Fault::Capacity,
             ),
@@ -245,15 +280,30 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_refusal_keeps_its_limit_and_wait() {
-        let e = ApiError::from(InvokeError::Refused {
-            step: Step::Share,
-            source: throttled(),
-        });
+    fn share_refusal() -> Refusal {
+        Refusal::Share {
+            tenant: TenantId::new("acme").expect("id"),
+            pool: "execution slots",
+            share: ShareExceeded {
+                cap: 4,
+                slots: 8,
+                retry_after: Duration::from_millis(30),
+            },
+        }
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_limit_and_wait() {
+        let e = ApiError::from(InvokeError::Limited(throttled()));
         assert_eq!(e.kind, ErrorKind::Throttled);
         assert_eq!(e.retry_after, Some(Duration::from_millis(200)));
         assert_eq!(e.limit.map(|l| l.kind), Some(LimitKind::Concurrency));
+        let e = ApiError::from(InvokeError::Refused(share_refusal()));
+        assert_eq!(e.retry_after, Some(Duration::from_millis(30)));
+        assert_eq!(
+            e.limit,
+            Some(LimitHit::new(LimitScope::Tenant, LimitKind::SlotShare, 4))
+        );
     }
 
     #[test]

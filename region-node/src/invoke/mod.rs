@@ -140,7 +140,10 @@ impl Invoker for RegionInvoker {
         &self,
         token: Option<&str>,
     ) -> Result<common::edge::Authorization, ApiError> {
-        self.region.authenticate(token).await?;
+        self.region
+            .authenticate(token)
+            .await
+            .map_err(ApiError::from)?;
         Ok(common::edge::Authorization::Verified)
     }
 }

@@ -17,7 +17,7 @@ mod updates;
 mod versions;
 
 pub use functions::FunctionView;
-pub use tokens::{TokenRecord, TokenView};
+pub use tokens::{AuthError, TokenRecord, TokenView};
 pub use updates::REGISTRY_BUCKETS;
 
 use crate::quota::QuotaConfig;
@@ -187,15 +187,12 @@ mod tests {
         let (_d, r) = registry();
         r.create_tenant(t("a"), 512).expect("tenant");
         let tok = r.create_token(&t("a")).expect("token");
-        assert_eq!(r.authenticate(Some(&tok)), Ok(t("a")));
-        assert_eq!(
-            r.authenticate(Some("st_nope")).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthenticated)
-        );
-        assert_eq!(
-            r.authenticate(None).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthenticated)
-        );
+        assert_eq!(r.authenticate(Some(&tok)).ok(), Some(t("a")));
+        let unknown = r.authenticate(Some("st_nope")).expect_err("unknown");
+        assert!(matches!(unknown, AuthError::Unknown));
+        assert_eq!(unknown.fault(), common::model::Fault::Device);
+        let missing = ApiError::from(r.authenticate(None).expect_err("missing"));
+        assert_eq!(missing.kind, ErrorKind::Unauthenticated);
     }
 
     #[test]

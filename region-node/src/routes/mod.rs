@@ -327,22 +327,15 @@ impl Routes {
     }
 
     /// The tenant an invocation through `grant` runs as, after checking that the route
-    /// still exists, belongs to that tenant and targets `function`.
-    ///
-    /// # Errors
-    /// 404 when the route is gone or does not match (a POP's table may be stale).
-    pub fn tenant_for(
-        &self,
-        grant: &RouteGrant,
-        function: &FunctionName,
-    ) -> Result<TenantId, ApiError> {
+    /// still exists, belongs to that tenant and targets `function`; `None` when the route
+    /// is gone or does not match (a POP's table may be stale).
+    pub fn tenant_for(&self, grant: &RouteGrant, function: &FunctionName) -> Option<TenantId> {
         let table = self.table();
         table
             .routes()
             .find(|r| r.id == grant.route)
             .filter(|r| r.tenant == grant.tenant && r.function == *function)
             .map(|r| r.tenant.clone())
-            .ok_or_else(|| ApiError::not_found(format!("route {} no longer exists", grant.route)))
     }
 
     /// The table's revision and, when it differs from `since`, every route.
