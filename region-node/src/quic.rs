@@ -16,7 +16,7 @@ use crate::capacity::Capacity;
 use crate::invoke::RegionInvoker;
 use crate::trend::TrendWatch;
 use common::logs::LogBuffer;
-use common::model::{ApiError, ErrorKind, FunctionName, TenantId};
+use common::model::{ApiError, FunctionName, TenantId};
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{MAX_FRAME_LEN, Message};
 use std::collections::HashSet;
@@ -277,7 +277,7 @@ fn registry_has(registry: &crate::registry::Registry, key: &str) -> bool {
     };
     match registry.function(&tenant, &name) {
         Ok(_) => true,
-        Err(e) => e.kind != ErrorKind::NotFound,
+        Err(e) => !e.is_missing(),
     }
 }
 

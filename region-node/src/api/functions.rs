@@ -114,7 +114,7 @@ pub(super) async fn get(
         tenant: tenant.clone(),
         name: name.clone(),
     };
-    let function = blocking(move || registry.function(&tenant, &name)).await?;
+    let function = blocking(move || Ok(registry.function(&tenant, &name)?)).await?;
     let memory = s
         .region
         .executor

@@ -13,7 +13,7 @@
 //! chose reach the caller unchanged.
 
 use crate::admission::Refusal;
-use crate::registry::AuthError;
+use crate::registry::{AuthError, LookupError};
 use common::model::{ApiError, Fault, RouteId};
 use common::sandbox::{ModuleError, Release};
 
@@ -40,7 +40,7 @@ pub enum InvokeError {
     },
     /// resolve: no such function, version or alias for the caller, or the registry failed.
     #[error("resolve: the function was not resolved")]
-    Resolve(#[source] ApiError),
+    Resolve(#[from] LookupError),
     /// admit: the tenant's own limits refused (its rate or concurrency: 429).
     #[error("admit: the tenant's limits refused")]
     Limited(#[source] ApiError),
@@ -92,7 +92,8 @@ impl InvokeError {
             Self::Limited(_) => Fault::Capacity,
             Self::Refused(r) => r.fault(),
             Self::NoRunStep | Self::Task { .. } | Self::Module { .. } => Fault::Internal,
-            Self::Resolve(e) | Self::Queue(e) | Self::Store(e) | Self::Run(e) => e.fault,
+            Self::Resolve(e) => e.fault(),
+            Self::Queue(e) | Self::Store(e) | Self::Run(e) => e.fault,
         }
     }
 }
@@ -102,13 +103,13 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let fault = e.fault();
         let api = match e {
-            InvokeError::Resolve(e)
-            | InvokeError::Limited(e)
+            InvokeError::Limited(e)
             | InvokeError::Queue(e)
             | InvokeError::Store(e)
             | InvokeError::Run(e) => e,
             InvokeError::PayloadTooLarge { limit, .. } => ApiError::payload_too_large(limit as u64),
             InvokeError::Auth(e) => ApiError::from(e),
+            InvokeError::Resolve(e) => ApiError::from(e),
             InvokeError::RouteGone { route } => {
                 ApiError::not_found(format_args!("route {route} no longer exists"))
             }
@@ -202,9 +203,16 @@ mod tests {
                 Fault::Device,
             ),
             (
-                InvokeError::Resolve(ApiError::not_found("function f")),
+                InvokeError::Resolve(LookupError::Function(
+                    common::model::FunctionName::new("f").expect("name"),
+                )),
                 StatusCode::NOT_FOUND,
                 Fault::Device,
+            ),
+            (
+                InvokeError::Resolve(LookupError::Record(ApiError::internal("corrupt"))),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Fault::Internal,
             ),
             (
                 InvokeError::Limited(throttled()),

@@ -28,7 +28,5 @@ pub fn function(
         });
     }
     let draw = common::policy::alias::draw(req.request_id.0, req.affinity.as_deref());
-    registry
-        .resolve(tenant, &req.function, &req.qualifier, draw)
-        .map_err(InvokeError::Resolve)
+    Ok(registry.resolve(tenant, &req.function, &req.qualifier, draw)?)
 }

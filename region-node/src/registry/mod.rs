@@ -12,11 +12,13 @@
 
 mod blobs;
 mod functions;
+mod lookup;
 mod tokens;
 mod updates;
 mod versions;
 
 pub use functions::FunctionView;
+pub use lookup::LookupError;
 pub use tokens::{AuthError, TokenRecord, TokenView};
 pub use updates::REGISTRY_BUCKETS;
 
@@ -203,10 +205,10 @@ mod tests {
         r.deploy(&t("a"), &f("x"), FunctionConfig::default(), b"\0asm", None)
             .expect("deploy");
         assert!(r.function(&t("a"), &f("x")).is_ok());
-        assert_eq!(
-            r.function(&t("b"), &f("x")).map_err(|e| e.kind),
-            Err(ErrorKind::NotFound)
-        );
+        assert!(matches!(
+            r.function(&t("b"), &f("x")),
+            Err(LookupError::Function(n)) if n == f("x")
+        ));
         assert!(r.functions(&t("b")).expect("list").is_empty());
         assert_eq!(
             r.delete_function(&t("b"), &f("x")).map_err(|e| e.kind),

@@ -215,13 +215,13 @@ impl Routes {
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         match self.registry.function(tenant, &route.function) {
             Ok(_) => {}
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.is_missing() => {
                 return Err(ApiError::bad_request(format!(
                     "function {} does not exist; deploy it before routing to it",
                     route.function
                 )));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let value = serde_json::to_vec(&route)
             .map_err(|e| ApiError::internal(format!("encoding route: {e}")))?;
