@@ -54,9 +54,10 @@ pub enum InvokeError {
     /// queue: the async queue refused the event (full, over a quota) or failed to store it.
     #[error("queue: the event was not queued")]
     Queue(#[source] ApiError),
-    /// execute: the module's code could not be read from the store.
+    /// execute: the resolved function's code could not be read (the store failed, or
+    /// its blob is missing: the platform's fault either way).
     #[error("execute: the module was not read from the store")]
-    Store(#[source] ApiError),
+    Store(#[source] LookupError),
     /// execute: a task on the blocking pool ended without an answer.
     #[error("execute: the {what} task failed")]
     Task {
@@ -91,9 +92,11 @@ impl InvokeError {
             Self::Auth(e) => e.fault(),
             Self::Limited(_) => Fault::Capacity,
             Self::Refused(r) => r.fault(),
-            Self::NoRunStep | Self::Task { .. } | Self::Module { .. } => Fault::Internal,
+            Self::NoRunStep | Self::Task { .. } | Self::Module { .. } | Self::Store(_) => {
+                Fault::Internal
+            }
             Self::Resolve(e) => e.fault(),
-            Self::Queue(e) | Self::Store(e) | Self::Run(e) => e.fault,
+            Self::Queue(e) | Self::Run(e) => e.fault,
         }
     }
 }
@@ -103,13 +106,10 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let fault = e.fault();
         let api = match e {
-            InvokeError::Limited(e)
-            | InvokeError::Queue(e)
-            | InvokeError::Store(e)
-            | InvokeError::Run(e) => e,
+            InvokeError::Limited(e) | InvokeError::Queue(e) | InvokeError::Run(e) => e,
             InvokeError::PayloadTooLarge { limit, .. } => ApiError::payload_too_large(limit as u64),
             InvokeError::Auth(e) => ApiError::from(e),
-            InvokeError::Resolve(e) => ApiError::from(e),
+            InvokeError::Resolve(e) | InvokeError::Store(e) => ApiError::from(e),
             InvokeError::RouteGone { route } => {
                 ApiError::not_found(format_args!("route {route} no longer exists"))
             }
@@ -250,8 +250,15 @@ mod tests {
                 Fault::Capacity,
             ),
             (
-                InvokeError::Store(ApiError::internal("store: disk gone")),
+                InvokeError::Store(LookupError::Record(ApiError::internal("store: disk gone"))),
                 StatusCode::INTERNAL_SERVER_ERROR,
+                Fault::Internal,
+            ),
+            (
+                InvokeError::Store(LookupError::Module(common::model::ArtifactDigest::of(
+                    b"gone",
+                ))),
+                StatusCode::NOT_FOUND,
                 Fault::Internal,
             ),
             (
@@ -316,10 +323,11 @@ mod tests {
 
     #[test]
     fn an_internal_error_names_its_cause_chain() {
-        let e = InvokeError::Store(ApiError::internal("store: disk gone"));
+        let e = InvokeError::Store(LookupError::Record(ApiError::internal("store: disk gone")));
         assert_eq!(
             chain(&e),
-            "execute: the module was not read from the store: store: disk gone"
+            "execute: the module was not read from the store: a registry record is corrupt: \
+             store: disk gone"
         );
     }
 }

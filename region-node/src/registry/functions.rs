@@ -235,10 +235,11 @@ impl Registry {
     /// The module with `digest`.
     ///
     /// # Errors
-    /// 404 when no such module is stored.
-    pub fn module(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, ApiError> {
+    /// [`LookupError::Module`] when no such module is stored, [`LookupError::Store`] when
+    /// the store fails.
+    pub fn module(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, LookupError> {
         self.store
             .get_blob(digest)?
-            .ok_or_else(|| ApiError::not_found(format!("module {digest}")))
+            .ok_or(LookupError::Module(*digest))
     }
 }

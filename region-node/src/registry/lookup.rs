@@ -3,7 +3,7 @@
 //! map it to a status once.
 
 use crate::store::StoreError;
-use common::model::{ApiError, ErrorKind, Fault, FunctionName, Qualifier};
+use common::model::{ApiError, ArtifactDigest, ErrorKind, Fault, FunctionName, Qualifier};
 use std::num::NonZeroU32;
 
 /// A function, alias or version that could not be looked up.
@@ -28,6 +28,9 @@ pub enum LookupError {
         /// The function.
         name: FunctionName,
     },
+    /// No module with this digest is stored (404).
+    #[error("module {0} not found")]
+    Module(ArtifactDigest),
     /// The store failed.
     #[error("the registry's store failed")]
     Store(#[from] StoreError),
@@ -41,7 +44,9 @@ impl LookupError {
     /// failing store or a corrupt record.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::Function(_) | Self::Alias { .. } | Self::Version { .. } => Fault::Device,
+            Self::Function(_) | Self::Alias { .. } | Self::Version { .. } | Self::Module(_) => {
+                Fault::Device
+            }
             Self::Store(_) | Self::Record(_) => Fault::Internal,
         }
     }
