@@ -7,10 +7,11 @@
 //! here: the invocation ran, and its response carries the function error
 //! ([`common::model::Fault::Guest`] at the edge).
 //!
-//! Admission and the fleets refuse with a typed [`Refusal`]. Services the layers call
-//! that still answer [`ApiError`] (the registry, the tenants' limits, the executor, the
-//! queue) are wrapped in the layer's own variant, so the kind, message, limit and wait they
-//! chose reach the caller unchanged.
+//! The token check ([`AuthError`]), registry lookups ([`LookupError`]), admission and
+//! the fleets ([`Refusal`]) answer typed errors with their own fault. Services that still
+//! answer [`ApiError`] (the tenants' limits, the executor, the queue) are wrapped in the
+//! layer's own variant, so the kind, message, limit and wait they chose reach the caller
+//! unchanged.
 
 use crate::admission::Refusal;
 use crate::registry::{AuthError, LookupError};
