@@ -57,12 +57,9 @@ pub async fn admit(
         match step {
             Step::Tenant => {
                 let (limits, config) = (gates.limits, &function.config);
-                limits
-                    .check_rate(key, config.rate_limit_rps)
-                    .map_err(InvokeError::Limited)?;
-                let permit = limits
-                    .admit(&key.tenant, key.name.as_str(), config.max_concurrency)
-                    .map_err(InvokeError::Limited)?;
+                limits.check_rate(key, config.rate_limit_rps)?;
+                let permit =
+                    limits.admit(&key.tenant, key.name.as_str(), config.max_concurrency)?;
                 held._permit = Some(permit);
             }
             Step::Capacity if gates.admission.is_full() => return Err(Refusal::Full.into()),

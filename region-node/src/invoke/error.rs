@@ -7,13 +7,15 @@
 //! here: the invocation ran, and its response carries the function error
 //! ([`common::model::Fault::Guest`] at the edge).
 //!
-//! The token check ([`AuthError`]), registry lookups ([`LookupError`]), admission and
-//! the fleets ([`Refusal`]) answer typed errors with their own fault. Services that still
-//! answer [`ApiError`] (the tenants' limits, the executor, the queue) are wrapped in the
+//! The token check ([`AuthError`]), registry lookups ([`LookupError`]), the tenants'
+//! limits ([`LimitRefusal`]), admission and the fleets ([`Refusal`]) answer typed errors
+//! with their own fault. Services that still answer [`ApiError`] (the executor, the
+//! queue) are wrapped in the
 //! layer's own variant, so the kind, message, limit and wait they chose reach the caller
 //! unchanged.
 
 use crate::admission::Refusal;
+use crate::limits::LimitRefusal;
 use crate::registry::{AuthError, LookupError};
 use common::model::{ApiError, Fault, RouteId};
 use common::sandbox::{ModuleError, Release};
@@ -44,7 +46,7 @@ pub enum InvokeError {
     Resolve(#[from] LookupError),
     /// admit: the tenant's own limits refused (its rate or concurrency: 429).
     #[error("admit: the tenant's limits refused")]
-    Limited(#[source] ApiError),
+    Limited(#[from] LimitRefusal),
     /// admit: the region's capacity refused (full, the tenant's share of a fleet, no
     /// slot or worker turn).
     #[error("admit: the region's capacity refused")]
@@ -91,7 +93,7 @@ impl InvokeError {
         match self {
             Self::PayloadTooLarge { .. } | Self::RouteGone { .. } => Fault::Device,
             Self::Auth(e) => e.fault(),
-            Self::Limited(_) => Fault::Capacity,
+            Self::Limited(r) => r.fault(),
             Self::Refused(r) => r.fault(),
             Self::NoRunStep | Self::Task { .. } | Self::Module { .. } | Self::Store(_) => {
                 Fault::Internal
@@ -107,7 +109,8 @@ impl From<InvokeError> for ApiError {
     fn from(e: InvokeError) -> Self {
         let fault = e.fault();
         let api = match e {
-            InvokeError::Limited(e) | InvokeError::Queue(e) | InvokeError::Run(e) => e,
+            InvokeError::Queue(e) | InvokeError::Run(e) => e,
+            InvokeError::Limited(r) => ApiError::from(r),
             InvokeError::PayloadTooLarge { limit, .. } => ApiError::payload_too_large(limit as u64),
             InvokeError::Auth(e) => ApiError::from(e),
             InvokeError::Resolve(e) | InvokeError::Store(e) => ApiError::from(e),
@@ -145,12 +148,12 @@ mod tests {
     use common::policy::share::ShareExceeded;
     use std::time::Duration;
 
-    fn throttled() -> ApiError {
-        ApiError::throttled(
-            LimitHit::new(LimitScope::Tenant, LimitKind::Concurrency, 2),
-            "tenant at its limit",
-            Duration::from_millis(200),
-        )
+    fn throttled() -> LimitRefusal {
+        LimitRefusal::Concurrency {
+            tenant: TenantId::new("acme").expect("id"),
+            limit: 2,
+            retry_after: Duration::from_millis(200),
+        }
     }
 
     /// What the HTTP edge renders for `e`: status and the body's `error` object.
