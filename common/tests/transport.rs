@@ -238,9 +238,9 @@ async fn a_client_offering_another_alpn_is_refused() {
     let mut region = EchoRegion::start(localhost(), &load(&certs.region))
         .await
         .expect("region starts");
-    // The previous protocol version: refused since `strata/4` (HTTP heads on the wire,
-    // outcomes in load reports, the canary's share in release hints).
-    let config = raw_client_config(&certs.pop, b"strata/3");
+    // The previous protocol version: refused since `strata/5` (platform errors carry
+    // their fault on the wire).
+    let config = raw_client_config(&certs.pop, b"strata/4");
     let endpoint = quinn::Endpoint::client(localhost()).expect("endpoint");
 
     let connecting = endpoint
@@ -249,7 +249,7 @@ async fn a_client_offering_another_alpn_is_refused() {
     let outcome = tokio::time::timeout(WAIT, connecting)
         .await
         .expect("the handshake ends in time");
-    assert!(outcome.is_err(), "a strata/3 client must be refused");
+    assert!(outcome.is_err(), "a strata/4 client must be refused");
     assert!(region.next_handshake().await.is_err());
 }
 

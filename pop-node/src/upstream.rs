@@ -27,7 +27,7 @@ mod supervise;
 
 use crate::discovery::{Discovery, Resolution};
 use common::model::{
-    ApiError, ArtifactDigest, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
+    ApiError, ArtifactDigest, Fault, InvokeRequest, InvokeResponse, ResolvedFunction, Route,
 };
 use common::policy::failover::{Failover, Failure, Mark};
 use common::policy::liveness::LivenessConfig;
@@ -60,11 +60,13 @@ pub struct RegionLink {
     resolution: Mutex<Option<Resolution>>,
 }
 
+/// 503 for a request no region could be reached for: the peer's fault.
 fn unavailable(what: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable(
         format!("no reachable region: {what}; the POP cannot run this function itself"),
         RETRY_AFTER,
     )
+    .with_fault(Fault::Peer)
 }
 
 impl RegionLink {
@@ -241,6 +243,7 @@ impl RegionLink {
                         last_error = Some(e);
                         continue;
                     }
+                    // Whatever broke, the region (or the way to it) did: the peer's fault.
                     return Err(match e {
                         TransportError::Wire(w) => {
                             ApiError::internal(format!("region sent a malformed reply: {w}"))
@@ -260,7 +263,8 @@ impl RegionLink {
                             ),
                             RETRY_AFTER,
                         ),
-                    });
+                    }
+                    .with_fault(Fault::Peer));
                 }
             }
         }

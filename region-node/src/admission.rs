@@ -3,9 +3,12 @@
 //! unbounded queue). Before waiting, each invocation takes one of its tenant's shares of
 //! the pool ([`TenantShares`], the rule in [`common::policy::share`]): a tenant holding
 //! its share is refused with 429 at once, so another tenant always finds a slot.
+//!
+//! Refusals are typed ([`Refusal`], also the on-demand fleet's): the invoke pipeline's
+//! admit layer returns them, and they become an `ApiError` once, at the edge.
 
-use common::model::{ApiError, LimitHit, LimitKind, LimitScope, TenantId};
-use common::policy::share::SlotShare;
+use common::model::{ApiError, Fault, LimitHit, LimitKind, LimitScope, TenantId};
+use common::policy::share::{ShareExceeded, SlotShare};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +22,57 @@ pub struct Admission {
     waiting: AtomicUsize,
     max_waiting: usize,
     total: usize,
+}
+
+/// Why an invocation got no slot, share or worker turn: always the region's capacity
+/// ([`Fault::Capacity`]); retrying later, or at another region, may work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Every execution slot is busy and their queue is full (503).
+    #[error("region is at capacity: every execution slot is busy and its queue is full")]
+    Full,
+    /// Every on-demand worker is busy and their queue is full (503).
+    #[error("the region's on-demand fleet is full: every worker is busy and its queue is full")]
+    FleetFull,
+    /// The region is shutting down (503).
+    #[error("region is shutting down")]
+    ShuttingDown,
+    /// `tenant` holds its share of `pool` (429 `throttled`, limit `slot_share`).
+    #[error("tenant_slot_share: tenant {tenant} is at its share of the region's {pool}: {share}")]
+    Share {
+        /// The tenant refused.
+        tenant: TenantId,
+        /// The pool: execution slots or on-demand workers.
+        pool: &'static str,
+        /// The share and when one of the tenant's slots is likely to free.
+        share: ShareExceeded,
+    },
+}
+
+/// How long a refused caller should wait when the refusal knows no better.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+impl Refusal {
+    /// Whose fault it is: the region's capacity.
+    pub fn fault(&self) -> Fault {
+        Fault::Capacity
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        let message = r.to_string();
+        match r {
+            Refusal::Full | Refusal::FleetFull | Refusal::ShuttingDown => {
+                ApiError::unavailable(message, RETRY_AFTER)
+            }
+            Refusal::Share { share, .. } => ApiError::throttled(
+                LimitHit::new(LimitScope::Tenant, LimitKind::SlotShare, share.cap as u64),
+                message,
+                share.retry_after,
+            ),
+        }
+    }
 }
 
 struct Waiting<'a>(&'a AtomicUsize);
@@ -70,23 +124,20 @@ impl Admission {
     /// A slot, waiting for one if the queue has room.
     ///
     /// # Errors
-    /// 503 with `retry-after` when every slot is taken and the queue is full.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// [`Refusal::Full`] when every slot is taken and the queue is full.
+    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Refusal> {
         if let Ok(p) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(p);
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::unavailable(
-                "region is at capacity: every execution slot is busy and its queue is full",
-                Duration::from_secs(1),
-            ));
+            return Err(Refusal::Full);
         }
         let _waiting = Waiting(&self.waiting);
         Arc::clone(&self.slots)
             .acquire_owned()
             .await
-            .map_err(|_| ApiError::unavailable("region is shutting down", Duration::from_secs(1)))
+            .map_err(|_| Refusal::ShuttingDown)
     }
 }
 
@@ -138,17 +189,12 @@ impl TenantShares {
     /// Takes one of `tenant`'s shares, before the invocation waits for a slot.
     ///
     /// # Errors
-    /// 429 with `retry-after` naming the tenant slot share when `tenant` holds its share.
-    pub fn take(self: &Arc<Self>, tenant: &TenantId) -> Result<ShareTicket, ApiError> {
-        self.lock().take(tenant).map_err(|e| {
-            ApiError::throttled(
-                LimitHit::new(LimitScope::Tenant, LimitKind::SlotShare, e.cap as u64),
-                format!(
-                    "tenant_slot_share: tenant {tenant} is at its share of the region's {}: {e}",
-                    self.pool
-                ),
-                e.retry_after,
-            )
+    /// [`Refusal::Share`] when `tenant` holds its share.
+    pub fn take(self: &Arc<Self>, tenant: &TenantId) -> Result<ShareTicket, Refusal> {
+        self.lock().take(tenant).map_err(|share| Refusal::Share {
+            tenant: tenant.clone(),
+            pool: self.pool,
+            share,
         })?;
         Ok(ShareTicket {
             shares: Arc::clone(self),
@@ -197,10 +243,9 @@ mod tests {
         while a.waiting.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(
-            a.admit().await.map(drop).map_err(|e| e.kind),
-            Err(ErrorKind::Unavailable)
-        );
+        let refused = a.admit().await.map(drop).expect_err("the queue is full");
+        assert_eq!(refused, Refusal::Full);
+        assert_eq!(ApiError::from(refused).kind, ErrorKind::Unavailable);
         drop(held);
         assert!(waiter.await.expect("joins").is_ok());
     }
@@ -214,7 +259,11 @@ mod tests {
         );
         let held = shares.take(&a).expect("first share");
         let refused = shares.take(&a).map(drop).expect_err("second share refused");
+        assert!(matches!(&refused, Refusal::Share { tenant, .. } if *tenant == a));
+        assert_eq!(refused.fault(), Fault::Capacity);
+        let refused = ApiError::from(refused);
         assert_eq!(refused.kind, ErrorKind::Throttled);
+        assert_eq!(refused.limit.map(|l| l.kind), Some(LimitKind::SlotShare));
         assert!(
             refused.message.contains("tenant_slot_share"),
             "{}",

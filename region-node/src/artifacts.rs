@@ -166,7 +166,8 @@ impl Artifacts {
         let registry = Arc::clone(&self.registry);
         let wasm: Bytes = tokio::task::spawn_blocking(move || registry.module(&digest))
             .await
-            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+            .map_err(ApiError::from)?
             .into();
         if *engine != self.fingerprint {
             return Ok((ArtifactKind::Wasm, wasm));

@@ -22,8 +22,9 @@
 //! that budget and keep-alive (what a user of a low-traffic reactor expects). A function
 //! crossing the bar either way takes its pool, and its state, with it.
 
+use crate::admission::Refusal;
 use common::exec::Executor;
-use common::model::{ApiError, ResolvedFunction};
+use common::model::ResolvedFunction;
 use common::policy::{PlacementConfig, PlacementPolicy, WarmConfig};
 use common::sandbox::{OnDemandBudget, WarmLane};
 use common::warm_loop::WarmPlanner;
@@ -33,8 +34,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-/// How long a refused rare invocation is told to wait.
-const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The on-demand fleet's default pool budget when `sandbox.max_warm_pools` allows it.
 const DEFAULT_RARE_WARM_POOLS: usize = 32;
 
@@ -221,20 +220,15 @@ impl Fleets {
     /// Waits for a worker's turn in the on-demand fleet.
     ///
     /// # Errors
-    /// 503 with `retry-after` when the queue is full or the region is shutting down.
-    pub async fn turn(&self) -> Result<Turn, ApiError> {
+    /// [`Refusal::FleetFull`] when the queue is full, [`Refusal::ShuttingDown`] when the
+    /// region is shutting down.
+    pub async fn turn(&self) -> Result<Turn, Refusal> {
         let (ticket, turn) = oneshot::channel();
         self.queue.try_send(ticket).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ApiError::unavailable(
-                "the region's on-demand fleet is full: every worker is busy and its queue is full",
-                QUEUE_FULL_RETRY_AFTER,
-            ),
-            mpsc::error::TrySendError::Closed(_) => {
-                ApiError::unavailable("region is shutting down", QUEUE_FULL_RETRY_AFTER)
-            }
+            mpsc::error::TrySendError::Full(_) => Refusal::FleetFull,
+            mpsc::error::TrySendError::Closed(_) => Refusal::ShuttingDown,
         })?;
-        turn.await
-            .map_err(|_| ApiError::unavailable("region is shutting down", QUEUE_FULL_RETRY_AFTER))
+        turn.await.map_err(|_| Refusal::ShuttingDown)
     }
 
     /// Starts the on-demand workers and the pre-warm loop in `tasks` (once; later calls do
@@ -299,9 +293,15 @@ mod tests {
         while fleets.queued() == 0 {
             tokio::task::yield_now().await;
         }
+        let refused = fleets
+            .turn()
+            .await
+            .map(drop)
+            .expect_err("the queue is full");
+        assert_eq!(refused, Refusal::FleetFull);
         assert_eq!(
-            fleets.turn().await.map(drop).map_err(|e| e.kind),
-            Err(ErrorKind::Unavailable)
+            common::model::ApiError::from(refused).kind,
+            ErrorKind::Unavailable
         );
         drop(first);
         assert!(second.await.expect("joins").is_ok());

@@ -8,7 +8,8 @@
 //! - [`registry`]: tenants, tokens, functions, versions and aliases over the store.
 //! - [`routes`]: tenant-owned HTTP routes and the route table.
 //! - [`certs`]: tenant TLS certificates for hosts they own, pushed to POPs.
-//! - [`invoker`]: authenticate, resolve, admit and execute one invocation.
+//! - [`region`]: the region's services, built once and shared ([`region::Region`]).
+//! - [`invoke`]: the invoke pipeline: auth -> resolve -> release -> admit -> execute.
 //! - [`admission`]: execution slots with a bounded queue.
 //! - [`quic`]: the service POPs talk to over QUIC.
 //! - [`push`]: the long-lived stream that pushes registry changes to POPs.
@@ -32,13 +33,14 @@ pub mod config;
 pub mod events;
 pub mod fleet;
 pub mod hosts;
-pub mod invoker;
+pub mod invoke;
 pub mod limits;
 pub mod node;
 pub mod outcomes;
 pub mod push;
 pub mod quic;
 pub mod quota;
+pub mod region;
 pub mod registry;
 pub mod rollout;
 pub mod routes;

@@ -17,10 +17,13 @@
 
 mod durable;
 mod rebalance;
+mod refusal;
+
+pub use refusal::LimitRefusal;
 
 use crate::store::Store;
 use common::clock::{Clock, SystemClock};
-use common::model::{ApiError, FunctionKey, LimitHit, LimitKind, LimitScope, TenantId};
+use common::model::{ApiError, FunctionKey, TenantId};
 use common::policy::concurrency::{Budget, Charge, LimitConfig};
 use common::policy::lease;
 use common::policy::rate::RateLimits;
@@ -259,37 +262,35 @@ impl Limits {
     /// `function_rps`.
     ///
     /// # Errors
-    /// 429 with `retry-after` when either is exceeded.
+    /// [`LimitRefusal::TenantRate`] or [`LimitRefusal::FunctionRate`] when either is
+    /// exceeded.
     pub fn check_rate(
         &self,
         function: &FunctionKey,
         function_rps: Option<u32>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), LimitRefusal> {
         let tenant_rps = self.settings(&function.tenant).rate_limit_rps;
         let now = self.clock.now();
         let mut rates = self.rates.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(rps) = tenant_rps.and_then(NonZeroU32::new) {
             let key = format!("t/{}", function.tenant);
-            rates.check(now, &key, rps).map_err(|r| {
-                ApiError::throttled(
-                    LimitHit::new(LimitScope::Tenant, LimitKind::Rate, u64::from(rps.get())),
-                    format!(
-                        "tenant {} is over its rate limit of {rps}/s",
-                        function.tenant
-                    ),
-                    r.retry_after,
-                )
-            })?;
+            rates
+                .check(now, &key, rps)
+                .map_err(|r| LimitRefusal::TenantRate {
+                    tenant: function.tenant.clone(),
+                    rps,
+                    retry_after: r.retry_after,
+                })?;
         }
         if let Some(rps) = function_rps.and_then(NonZeroU32::new) {
             let key = format!("f/{function}");
-            rates.check(now, &key, rps).map_err(|r| {
-                ApiError::throttled(
-                    LimitHit::new(LimitScope::Function, LimitKind::Rate, u64::from(rps.get())),
-                    format!("function {function} is over its rate limit of {rps}/s"),
-                    r.retry_after,
-                )
-            })?;
+            rates
+                .check(now, &key, rps)
+                .map_err(|r| LimitRefusal::FunctionRate {
+                    function: function.clone(),
+                    rps,
+                    retry_after: r.retry_after,
+                })?;
         }
         Ok(())
     }
@@ -373,13 +374,14 @@ impl Limits {
     /// region.
     ///
     /// # Errors
-    /// 429 with `retry-after` when the tenant is at its limit (never queued).
+    /// [`LimitRefusal::Concurrency`] when the tenant is at its limit (never queued),
+    /// [`LimitRefusal::Tenants`] when the region keeps books for too many tenants.
     pub fn admit(
         self: &Arc<Self>,
         tenant: &TenantId,
         function: &str,
         reservation: Option<u32>,
-    ) -> Result<Permit, ApiError> {
+    ) -> Result<Permit, LimitRefusal> {
         let now = self.clock.now();
         let outcome = self.with_budget(tenant, now, |b| {
             b.reserve(function, reservation);
@@ -393,27 +395,15 @@ impl Limits {
                 charge,
                 admitted: now,
             }),
-            Some(Err(refused)) => Err(ApiError::throttled(
-                LimitHit::new(
-                    LimitScope::Tenant,
-                    LimitKind::Concurrency,
-                    u64::from(refused.limit),
-                ),
-                format!(
-                    "tenant {tenant} is at its concurrency limit of {}",
-                    refused.limit
-                ),
-                refused.retry_after,
-            )),
-            None => Err(ApiError::throttled(
-                LimitHit::new(
-                    LimitScope::Region,
-                    LimitKind::Tenants,
-                    self.config.max_tenants as u64,
-                ),
-                "the region tracks too many tenants right now",
-                RETRY_AFTER,
-            )),
+            Some(Err(refused)) => Err(LimitRefusal::Concurrency {
+                tenant: tenant.clone(),
+                limit: refused.limit,
+                retry_after: refused.retry_after,
+            }),
+            None => Err(LimitRefusal::Tenants {
+                max: self.config.max_tenants,
+                retry_after: RETRY_AFTER,
+            }),
         }
     }
 
@@ -486,6 +476,11 @@ mod tests {
         let (granted, limit, held) = l.lease("pop-1", &t("acme"), 5);
         assert_eq!((granted, limit, held), (1, 2, 1));
         let err = l.admit(&t("acme"), "f", None).expect_err("full");
+        assert!(
+            matches!(err, LimitRefusal::Concurrency { limit: 2, .. }),
+            "{err:?}"
+        );
+        let err = ApiError::from(err);
         assert_eq!(err.kind, common::model::ErrorKind::Throttled);
         assert!(err.retry_after.is_some());
         drop(a);
@@ -535,7 +530,7 @@ mod tests {
         };
         assert!(l.check_rate(&f, None).is_ok());
         let err = l.check_rate(&f, None).expect_err("over");
-        assert_eq!(err.kind, common::model::ErrorKind::Throttled);
+        assert!(matches!(err, LimitRefusal::TenantRate { .. }), "{err:?}");
         let g = FunctionKey {
             tenant: t("b"),
             name: common::model::FunctionName::new("g").expect("valid"),

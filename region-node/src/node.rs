@@ -2,14 +2,16 @@
 
 use crate::admission::Admission;
 use crate::api::{self, CapacityState, ControlState};
+use crate::artifacts::Artifacts;
 use crate::canary::RuntimeCanary;
 use crate::capacity::{Capacity, CapacityConfig};
 use crate::certs::Certificates;
 use crate::config::{RegionConfig, StoreBackend};
 use crate::events::{self, Events};
-use crate::invoker::RegionInvoker;
+use crate::invoke::RegionInvoker;
 use crate::limits::Limits;
 use crate::quic::{self, PopServices};
+use crate::region::{Region, Shares};
 use crate::registry::Registry;
 use crate::rollout::Rollouts;
 use crate::routes::Routes;
@@ -69,7 +71,7 @@ pub struct RegionHandle {
     pub node_id: NodeId,
     /// The TLS files in use (so a co-located POP can share the dev CA).
     pub tls: TlsFiles,
-    invoker: Arc<RegionInvoker>,
+    region: Arc<Region>,
     server: Arc<Server>,
     tasks: JoinSet<()>,
     http: HttpServer,
@@ -92,12 +94,12 @@ const HTTP_DRAIN: Duration = Duration::from_secs(5);
 impl RegionHandle {
     /// Idle warm reactor instances across every pool at this region.
     pub fn warm_instances(&self) -> usize {
-        self.invoker.executor().sandbox().warm_totals().0
+        self.region.executor.sandbox().warm_totals().0
     }
 
     /// Whether the code `digest` is compiled for `release` and cached here.
     pub fn has_module_on(&self, release: Release, digest: &ArtifactDigest) -> bool {
-        self.invoker.executor().cached_on(release, digest).is_some()
+        self.region.executor.cached_on(release, digest).is_some()
     }
 
     /// Messages refused because a POP claimed another POP's identity (see
@@ -109,12 +111,12 @@ impl RegionHandle {
 
     /// The registry, for operators' tooling and tests.
     pub fn registry(&self) -> &Arc<Registry> {
-        self.invoker.registry()
+        &self.region.registry
     }
 
     /// How many artifact fetches POPs have made, for tests and operators.
     pub fn artifact_fetches(&self) -> u64 {
-        self.invoker.artifacts().fetches()
+        self.region.artifacts.fetches()
     }
 
     /// Stops accepting, closes POP connections and waits for the node's tasks to end and
@@ -226,30 +228,38 @@ pub async fn start_with_clocks(
     common::policy::share::validate_percent(config.tenant_slot_share_percent)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let fleets = Arc::new(crate::fleet::Fleets::new(config.fleets.clone(), &executor));
-    let invoker = Arc::new(
-        RegionInvoker::new(
-            node_id.clone(),
-            registry,
-            executor,
-            Admission::new(config.max_concurrency, config.max_queued),
-            config.edge.max_payload_bytes,
-            config.artifact_cache_bytes,
-        )
-        .with_routes(Arc::clone(&routes))
-        .with_events(Arc::clone(&events))
-        .with_canary(Arc::clone(&canary))
-        .with_rollouts(Arc::clone(&rollouts))
-        .with_limits(Arc::clone(&limits))
-        .with_clock(Arc::clone(&clocks.mono))
-        .with_fleets(Arc::clone(&fleets))
-        .with_tenant_share(config.tenant_slot_share_percent, config.fleets.workers),
+    let admission = Admission::new(config.max_concurrency, config.max_queued);
+    let shares = Shares::new(
+        admission.slots(),
+        config.fleets.workers,
+        config.tenant_slot_share_percent,
     );
+    // The region's services, built once: the invoke pipeline, the control API, the QUIC
+    // service and the outcome folding take what they need from it.
+    let region = Arc::new(Region {
+        node: node_id.clone(),
+        artifacts: Arc::new(Artifacts::new(
+            executor.clone(),
+            Arc::clone(&registry),
+            config.artifact_cache_bytes,
+        )),
+        registry,
+        executor,
+        events: Arc::clone(&events),
+        limits: Arc::clone(&limits),
+        fleets: Arc::clone(&fleets),
+        canary: Arc::clone(&canary),
+        rollouts: Arc::clone(&rollouts),
+        routes: Arc::clone(&routes),
+        admission,
+        shares,
+        clock: Arc::clone(&clocks.mono),
+        max_payload_bytes: config.edge.max_payload_bytes,
+    });
+    let invoker = Arc::new(RegionInvoker::new(Arc::clone(&region)));
 
     // Right-size statistics from before the restart (peaks, learned sizes).
-    let sizes = Sizes::new(
-        invoker.registry().store().clone(),
-        invoker.executor().clone(),
-    );
+    let sizes = Sizes::new(region.registry.store().clone(), region.executor.clone());
     sizes.restore()?;
 
     let server = Arc::new(Server::bind(config.quic_listen, &tls)?);
@@ -261,15 +271,14 @@ pub async fn start_with_clocks(
         Capacity::new(CapacityConfig::default())
             .with_canary(Arc::clone(&canary))
             .with_rollouts(Arc::clone(&rollouts))
-            .with_memory(invoker.executor().clone())
+            .with_memory(region.executor.clone())
             .with_clock(Arc::clone(&clocks.mono)),
     );
     let trending =
         Arc::new(TrendWatch::new(config.trending.clone()).with_clock(Arc::clone(&clocks.mono)));
     let control = ControlState {
-        invoker: Arc::clone(&invoker),
+        region: Arc::clone(&region),
         admin_token: config.admin_token.as_deref().map(Arc::from),
-        routes: Arc::clone(&routes),
         logs: Arc::clone(&logs),
         certs: Arc::clone(&certs),
     };
@@ -304,11 +313,9 @@ pub async fn start_with_clocks(
         Arc::clone(&server),
         Arc::clone(&invoker),
         PopServices {
-            routes,
             logs,
             capacity: Arc::clone(&capacity),
             trending: Arc::clone(&trending),
-            limits: Arc::clone(&limits),
             identity_refusals: Arc::clone(&identity_refusals),
         },
     ));
@@ -322,7 +329,7 @@ pub async fn start_with_clocks(
     tasks.spawn(snapshot_loop(
         stats,
         capacity,
-        Arc::clone(&invoker),
+        Arc::clone(&region),
         certs,
         config.max_concurrency,
     ));
@@ -341,7 +348,7 @@ pub async fn start_with_clocks(
         quic_addr,
         node_id,
         tls: tls_files,
-        invoker,
+        region,
         server,
         tasks,
         http,
@@ -373,7 +380,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 async fn snapshot_loop(
     stats: Arc<NodeStats>,
     capacity: Arc<Capacity>,
-    invoker: Arc<RegionInvoker>,
+    region: Arc<Region>,
     certs: Arc<Certificates>,
     slots: usize,
 ) {
@@ -383,15 +390,13 @@ async fn snapshot_loop(
         tick.tick().await;
         stats.set_levels(Levels {
             concurrency_limit: slots as u64,
-            ..invoker.levels()
+            ..region.levels()
         });
-        if let Some(limits) = invoker.limits() {
-            let usage = limits.usage();
-            for u in &usage {
-                stats.tenant_budget(&u.tenant, u64::from(u.charged), u64::from(u.limit));
-            }
-            capacity.set_budgets(usage);
+        let usage = region.limits.usage();
+        for u in &usage {
+            stats.tenant_budget(&u.tenant, u64::from(u.charged), u64::from(u.limit));
         }
+        capacity.set_budgets(usage);
         let now_s = i64::try_from(unix_ms() / 1000).unwrap_or(i64::MAX);
         let expiries = certs.expiries();
         stats.certificate_expiries(&expiries, now_s);

@@ -10,11 +10,11 @@
 
 use crate::canary::VerdictRecord;
 use crate::events::EventKind;
-use crate::invoker::RegionInvoker;
+use crate::region::Region;
 use crate::rollout::Decided;
 use common::model::{
-    ApiError, FunctionConfig, FunctionKey, FunctionName, InvokeResponse, RequestId,
-    ResolvedFunction, TenantId, VersionOutcomes,
+    FunctionConfig, FunctionKey, FunctionName, InvokeResponse, RequestId, ResolvedFunction,
+    TenantId, VersionOutcomes,
 };
 use common::policy::canary::Verdict;
 use common::sandbox::Release;
@@ -23,43 +23,42 @@ use std::sync::Arc;
 use tracing::warn;
 
 /// Counts one run at this region in the rollout judges (the runtime canary counts it in
-/// the invoker, where the release is chosen), and rolls back what that decided.
+/// the invoke pipeline, where the release is chosen), and rolls back what that decided.
 pub async fn own_run(
-    invoker: &RegionInvoker,
+    region: &Region,
     function: &ResolvedFunction,
     request_id: RequestId,
-    response: &Result<InvokeResponse, ApiError>,
+    response: Option<&InvokeResponse>,
 ) {
-    let (Some(rollouts), Ok(r)) = (invoker.rollouts(), response) else {
+    let Some(r) = response else {
         return;
     };
+    let rollouts = &region.rollouts;
     let failed = u32::from(r.function_error.is_some());
     let decided = rollouts.record(&function.key, &function.version, 1, failed);
-    roll_back(invoker, decided, request_id).await;
+    roll_back(region, decided, request_id).await;
 }
 
 /// Folds a POP's reported outcomes into the runtime canary (those the POP sampled, while
 /// this region canaries) and the rollout judges, then acts on what they decided.
-pub async fn fold(invoker: &RegionInvoker, outcomes: Vec<VersionOutcomes>) {
-    let canary = invoker
-        .canary()
-        .filter(|_| invoker.executor().sandbox_on(Release::Next).is_some());
+pub async fn fold(region: &Region, outcomes: Vec<VersionOutcomes>) {
+    let canary = region.live_canary();
     for o in outcomes {
         // Peaks at POPs count in the right-size recommendation like the region's own.
-        invoker.executor().observe_peaks(&o.function, &o.peak_bytes);
+        region.executor.observe_peaks(&o.function, &o.peak_bytes);
         let sampled = o.canary_release.as_deref().and_then(Release::from_name);
         if let (Some(canary), Some(release)) = (canary, sampled)
             && let Some(record) =
                 canary.record_many(&o.function, release, o.invocations, o.platform_failures)
         {
             let control =
-                control_of(invoker, &o.function, |c| c.on_runtime_incompatible.clone()).await;
-            canary_decided(invoker, &o.function, control, RequestId::random(), record).await;
+                control_of(region, &o.function, |c| c.on_runtime_incompatible.clone()).await;
+            canary_decided(region, &o.function, control, RequestId::random(), record).await;
         }
-        if let Some(rollouts) = invoker.rollouts() {
-            let decided = rollouts.record(&o.function, &o.version, o.invocations, o.errors);
-            roll_back(invoker, decided, RequestId::random()).await;
-        }
+        let decided = region
+            .rollouts
+            .record(&o.function, &o.version, o.invocations, o.errors);
+        roll_back(region, decided, RequestId::random()).await;
     }
 }
 
@@ -68,19 +67,17 @@ pub async fn fold(invoker: &RegionInvoker, outcomes: Vec<VersionOutcomes>) {
 /// control event is queued first: a crash in between decides the verdict again after the
 /// restart (the owner may hear twice), never stores it with the owner unnotified.
 pub async fn canary_decided(
-    invoker: &RegionInvoker,
+    region: &Region,
     key: &FunctionKey,
     control: Option<FunctionName>,
     request_id: RequestId,
     record: VerdictRecord,
 ) {
-    let Some(canary) = invoker.canary() else {
-        return;
-    };
+    let canary = &region.canary;
     if record.verdict == Verdict::Pinned {
         let note = crate::canary::notification(record.clone());
         queue_control(
-            invoker,
+            region,
             &key.tenant,
             request_id,
             control,
@@ -99,10 +96,8 @@ pub async fn canary_decided(
 /// is stored first (a rollback that did not happen, because the owner moved the alias,
 /// notifies no one); a crash before the control event is queued leaves the notification
 /// listed but the control function unrun.
-async fn roll_back(invoker: &RegionInvoker, decided: Vec<Decided>, request_id: RequestId) {
-    let Some(rollouts) = invoker.rollouts() else {
-        return;
-    };
+async fn roll_back(region: &Region, decided: Vec<Decided>, request_id: RequestId) {
+    let rollouts = &region.rollouts;
     for d in decided {
         let (r, job) = (Arc::clone(rollouts), d.clone());
         let alias = match tokio::task::spawn_blocking(move || r.roll_back(&job)).await {
@@ -118,10 +113,10 @@ async fn roll_back(invoker: &RegionInvoker, decided: Vec<Decided>, request_id: R
                 continue;
             }
         };
-        let control = control_of(invoker, &d.key, |c| c.on_rollback.clone()).await;
+        let control = control_of(region, &d.key, |c| c.on_rollback.clone()).await;
         let note = crate::rollout::notification(alias);
         queue_control(
-            invoker,
+            region,
             &d.key.tenant,
             request_id,
             control,
@@ -135,11 +130,11 @@ async fn roll_back(invoker: &RegionInvoker, decided: Vec<Decided>, request_id: R
 /// The control function `pick` names in `key`'s `$LATEST` configuration (blocking read on
 /// the pool); `None` when it names none or the function cannot be read.
 async fn control_of(
-    invoker: &RegionInvoker,
+    region: &Region,
     key: &FunctionKey,
     pick: impl FnOnce(&FunctionConfig) -> Option<FunctionName> + Send + 'static,
 ) -> Option<FunctionName> {
-    let (registry, key) = (Arc::clone(invoker.registry()), key.clone());
+    let (registry, key) = (Arc::clone(&region.registry), key.clone());
     tokio::task::spawn_blocking(move || {
         registry
             .function(&key.tenant, &key.name)
@@ -154,10 +149,10 @@ async fn control_of(
 /// Queues `control`, if any, as a `kind` control event of `tenant` with `note` as its
 /// payload, on behalf of `request_id`. It runs from the durable queue like `on_failure`:
 /// retried under its own `retries`, dead-lettered when it fails finally. When it cannot be
-/// queued (no queue, a full or failing store) that is logged; the notification stays
+/// queued (a full or failing store) that is logged; the notification stays
 /// listed in `GET /v1/notifications`.
 pub async fn queue_control(
-    invoker: &RegionInvoker,
+    region: &Region,
     tenant: &TenantId,
     request_id: RequestId,
     control: Option<FunctionName>,
@@ -167,10 +162,7 @@ pub async fn queue_control(
     let Some(control) = control else {
         return;
     };
-    let Some(events) = invoker.events() else {
-        warn!(function = %control, ?kind, "no async queue: control function not queued");
-        return;
-    };
+    let events = &region.events;
     let payload = match serde_json::to_vec(note) {
         Ok(p) => p,
         Err(e) => {

@@ -13,12 +13,10 @@
 //! dashboard with invented functions.
 
 use crate::capacity::Capacity;
-use crate::invoker::RegionInvoker;
-use crate::routes::Routes;
+use crate::invoke::RegionInvoker;
 use crate::trend::TrendWatch;
 use common::logs::LogBuffer;
-use common::model::{ApiError, ErrorKind, FunctionName, TenantId};
-use common::sandbox::Release;
+use common::model::{ApiError, FunctionName, TenantId};
 use common::transport::{PeerConnection, Server, ServerStream};
 use common::wire::{MAX_FRAME_LEN, Message};
 use std::collections::HashSet;
@@ -27,19 +25,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-/// What POPs reach besides invocations: the route table and the function log.
+/// What POPs reach besides invocations and the region's services (the route table, the
+/// leases: [`crate::region::Region`]): the function log, the capacity view, the trends.
 #[derive(Debug, Clone)]
 pub struct PopServices {
-    /// Answers [`Message::FetchRoutes`].
-    pub routes: Arc<Routes>,
     /// Receives [`Message::Logs`].
     pub logs: Arc<LogBuffer>,
     /// Receives [`Message::LoadReport`].
     pub capacity: Arc<Capacity>,
     /// Learns rates and code from POPs; sends trending hints on push streams.
     pub trending: Arc<TrendWatch>,
-    /// Grants and takes back concurrency leases.
-    pub limits: Arc<crate::limits::Limits>,
     /// Messages refused because they claimed a POP other than the connection's
     /// certificate names.
     pub identity_refusals: Arc<AtomicU64>,
@@ -103,14 +98,12 @@ async fn serve_stream(
         }
     };
     if let Message::Subscribe { since_revision } = request {
-        let store = invoker.registry().store().clone();
+        let region = invoker.region();
+        let store = region.registry.store().clone();
         let hints = services.trending.subscribe();
         // Verdicts are pushed only by a region that hosts the next release (as
         // `release_for_pops` names releases only then).
-        let canary = invoker
-            .canary()
-            .filter(|_| invoker.executor().sandbox_on(Release::Next).is_some())
-            .cloned();
+        let canary = region.live_canary().cloned();
         return crate::push::serve(stream, store, since_revision, hints, canary).await;
     }
     let reply = match impostor(pop.as_deref(), &request) {
@@ -125,7 +118,7 @@ async fn serve_stream(
         }
         None => {
             let mut request = request;
-            let dropped = drop_unknown_functions(&mut request, &invoker).await;
+            let dropped = drop_unknown_functions(&mut request, &invoker.region().registry).await;
             if dropped > 0 {
                 services
                     .identity_refusals
@@ -142,9 +135,10 @@ async fn serve_stream(
 }
 
 async fn handle(request: Message, invoker: &RegionInvoker, services: &PopServices) -> Message {
+    let region = invoker.region();
     match request {
         Message::FetchRoutes { since_revision } => {
-            let (revision, routes) = services.routes.fetch(since_revision);
+            let (revision, routes) = region.routes.fetch(since_revision);
             Message::RouteTable { revision, routes }
         }
         Message::Logs { entries, dropped } => {
@@ -160,31 +154,34 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
         }
         Message::Invoke(req) => {
             let (result, mut function) = invoker.execute(req).await;
+            if let Err(e) = &result {
+                debug!(fault = %e.fault(), error = %crate::invoke::chain(e), "forwarded invocation not run");
+            }
+            // The QUIC edge's one mapping of the pipeline's error.
+            let result = result.map_err(ApiError::from);
             if let Some(f) = &mut function {
                 services.trending.resolved(f);
-                f.release = invoker.release_for_pops(f);
+                f.release = region.release_for_pops(f);
             }
-            let pressure = Some(invoker.pressure(&result));
+            let pressure = Some(region.pressure(&result));
             Message::InvokeResult {
                 result,
                 function,
                 pressure,
             }
         }
-        Message::FetchArtifact { digest, engine } => {
-            invoker.artifacts().fetch(digest, &engine).await
-        }
+        Message::FetchArtifact { digest, engine } => region.artifacts.fetch(digest, &engine).await,
         Message::Ping { nonce } => Message::Pong { nonce },
         Message::LeaseAcquire {
             holder,
             tenant,
             slots,
         } => {
-            let (granted, limit, held) = services.limits.lease(&holder.0, &tenant, slots);
+            let (granted, limit, held) = region.limits.lease(&holder.0, &tenant, slots);
             Message::LeaseGranted {
                 tenant,
                 slots: granted,
-                ttl_ms: u64::try_from(services.limits.lease_ttl().as_millis()).unwrap_or(u64::MAX),
+                ttl_ms: u64::try_from(region.limits.lease_ttl().as_millis()).unwrap_or(u64::MAX),
                 limit,
                 held,
             }
@@ -194,13 +191,13 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
             tenant,
             slots,
         } => {
-            services.limits.return_lease(&holder.0, &tenant, slots);
+            region.limits.return_lease(&holder.0, &tenant, slots);
             Message::Ack
         }
         Message::LoadReport(mut load) => {
             services.trending.reported(&load);
             // The POP's runs judged like the region's own: runtime canary and rollouts.
-            crate::outcomes::fold(invoker, std::mem::take(&mut load.outcomes)).await;
+            crate::outcomes::fold(region, std::mem::take(&mut load.outcomes)).await;
             match services.capacity.report(load, services.capacity.now()) {
                 Ok(()) => Message::Ack,
                 Err(e) => Message::Error(e),
@@ -219,7 +216,10 @@ async fn handle(request: Message, invoker: &RegionInvoker, services: &PopService
 /// it would let one POP (or an impostor with a CA-signed certificate) push real tenants'
 /// logs out of the bounded log buffer or fill the dashboard with names of its choosing.
 /// A store failure keeps the entries (nothing is refused on the region's own fault).
-async fn drop_unknown_functions(request: &mut Message, invoker: &RegionInvoker) -> usize {
+async fn drop_unknown_functions(
+    request: &mut Message,
+    registry: &Arc<crate::registry::Registry>,
+) -> usize {
     let named: HashSet<String> = match request {
         Message::Logs { entries, .. } => entries
             .iter()
@@ -236,7 +236,7 @@ async fn drop_unknown_functions(request: &mut Message, invoker: &RegionInvoker) 
     if named.is_empty() {
         return 0;
     }
-    let registry = Arc::clone(invoker.registry());
+    let registry = Arc::clone(registry);
     let unknown = tokio::task::spawn_blocking(move || {
         named
             .into_iter()
@@ -277,7 +277,7 @@ fn registry_has(registry: &crate::registry::Registry, key: &str) -> bool {
     };
     match registry.function(&tenant, &name) {
         Ok(_) => true,
-        Err(e) => e.kind != ErrorKind::NotFound,
+        Err(e) => !e.is_missing(),
     }
 }
 

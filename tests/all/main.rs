@@ -14,6 +14,7 @@ mod dns;
 mod event_crash;
 mod events;
 mod failover;
+mod fault_source;
 mod faults;
 mod fleets;
 mod gate;

@@ -132,16 +132,7 @@ async fn both_tiers_export_prometheus_metrics() {
     // first load report, so wait for that one.
     let deadline = Instant::now() + Duration::from_secs(20);
     let pop = loop {
-        let text = c
-            .http
-            .get(format!("{}/metrics", c.nodes.pop_url()))
-            .bearer_auth(&c.nodes.admin_token)
-            .send()
-            .await
-            .expect("POP metrics")
-            .text()
-            .await
-            .expect("text");
+        let text = c.pop_metrics().await;
         if text.contains("strata_quic_rtt_seconds{") {
             break text;
         }
@@ -166,7 +157,7 @@ async fn both_tiers_export_prometheus_metrics() {
         r#"strata_forwards_total{reason=""#,
         r#"strata_request_duration_seconds_count{tier="pop",served="forwarded"}"#,
         r#"strata_request_duration_seconds_count{tier="pop",served="local"}"#,
-        &format!(r#"strata_invoke_responses_total{{tier="pop",code="200"}} {sent}"#),
+        &format!(r#"strata_invoke_responses_total{{tier="pop",code="200",fault="none"}} {sent}"#),
         "strata_node_concurrency_limit",
     ] {
         assert!(pop.contains(needle), "POP /metrics lacks {needle}:\n{pop}");

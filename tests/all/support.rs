@@ -171,6 +171,19 @@ impl TestCluster {
     pub async fn invoke(&self, name: &str, body: &'static str) -> reqwest::Response {
         self.invoke_at(&self.nodes.pop_url(), name, body).await
     }
+
+    /// The POP's `/metrics` text (read with the operator token).
+    pub async fn pop_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.nodes.pop_url()))
+            .bearer_auth(&self.nodes.admin_token)
+            .send()
+            .await
+            .expect("POP metrics")
+            .text()
+            .await
+            .expect("text")
+    }
 }
 
 /// Starts a deployment in `dir` (listen addresses forced to ephemeral ports).
@@ -356,16 +369,7 @@ pub async fn leased_at(http: &reqwest::Client, base: &str, admin_token: &str, te
 
 /// The POP's `strata_forwards_total{reason="over_capacity"}`, 0 when absent.
 pub async fn over_capacity_forwards(c: &TestCluster) -> u64 {
-    let text = c
-        .http
-        .get(format!("{}/metrics", c.nodes.pop_url()))
-        .bearer_auth(&c.nodes.admin_token)
-        .send()
-        .await
-        .expect("POP metrics")
-        .text()
-        .await
-        .expect("text");
+    let text = c.pop_metrics().await;
     text.lines()
         .filter(|l| l.starts_with("strata_forwards_total{") && l.contains("over_capacity"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -23,6 +23,11 @@ pub struct ErrorDetail {
     pub kind: String,
     /// For a person, ideally saying what to do.
     pub message: String,
+    /// Whose fault it is: `device` (the request), `capacity` (a limit or full queue; retry
+    /// later), `internal` (Strata), `guest` (the function's own failure) or `peer` (a POP
+    /// lost its region).
+    #[schema(example = "device")]
+    pub fault: String,
     /// For `quota_exceeded`: the quota's name, e.g. `env_bytes`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<String>,

@@ -1,6 +1,6 @@
 //! The single mapping from error kinds to HTTP status codes and bodies.
 
-use crate::model::{ApiError, ErrorKind, FunctionErrorKind, QuotaClass, RequestId};
+use crate::model::{ApiError, ErrorKind, Fault, FunctionErrorKind, QuotaClass, RequestId};
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -47,11 +47,17 @@ fn retry_after_secs(d: Duration) -> u64 {
 }
 
 /// Renders `err` as its status, `retry-after` when it has one, and the JSON body
-/// `{"error": {"kind": ..., "message": ...}}`. A refusal with a wait adds
+/// `{"error": {"kind": ..., "message": ..., "fault": ...}}` (`fault`: whose fault it is,
+/// [`Fault::as_str`]; also put in the response's extensions, where the metrics layer
+/// reads it). A refusal with a wait adds
 /// `retry_after_ms` (exact; the header rounds up to whole seconds); a throttled one adds
 /// `limit: {scope, kind, value}`; a quota refusal adds `quota` and `limit` (its value).
 pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response {
-    let mut detail = json!({"kind": err.kind.as_str(), "message": err.message});
+    let mut detail = json!({
+        "kind": err.kind.as_str(),
+        "message": err.message,
+        "fault": err.fault.as_str(),
+    });
     if let Some(b) = err.quota() {
         detail["quota"] = json!(b.quota.as_str());
         detail["limit"] = json!(b.limit);
@@ -64,6 +70,7 @@ pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response
     }
     let body = json!({ "error": detail });
     let mut resp = (status_of(err.kind), Json(body)).into_response();
+    resp.extensions_mut().insert(err.fault);
     let headers = resp.headers_mut();
     if let Some(d) = err.retry_after {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(d)));
@@ -76,9 +83,59 @@ pub fn error_response(err: &ApiError, request_id: Option<RequestId>) -> Response
     resp
 }
 
+/// The fault a response was rendered for, if it was an error ([`error_response`], or a
+/// guest's failure): what the metrics layer labels it with.
+pub fn fault_of(resp: &Response) -> Option<Fault> {
+    resp.extensions().get::<Fault>().copied()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `error` object of a rendered response.
+    fn body_of(r: Response) -> serde_json::Value {
+        let bytes = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 16))
+            .expect("body");
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("JSON")["error"].clone()
+    }
+
+    #[test]
+    fn every_fault_is_rendered_in_the_body_and_the_extensions_and_leaves_the_status_to_the_kind() {
+        for fault in Fault::ALL {
+            let err = ApiError::unavailable("x", Duration::from_secs(1)).with_fault(fault);
+            let r = error_response(&err, None);
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{fault}");
+            assert_eq!(fault_of(&r), Some(fault));
+            assert_eq!(body_of(r)["fault"], fault.as_str());
+        }
+    }
+
+    #[test]
+    fn a_kind_names_its_fault_unless_told_otherwise() {
+        let fault = |e: ApiError| body_of(error_response(&e, None))["fault"].clone();
+        assert_eq!(fault(ApiError::unauthenticated()), "device");
+        assert_eq!(fault(ApiError::not_found("f")), "device");
+        assert_eq!(fault(ApiError::payload_too_large(1)), "device");
+        assert_eq!(fault(ApiError::internal("bug")), "internal");
+        assert_eq!(
+            fault(ApiError::unavailable("full", Duration::from_secs(1))),
+            "capacity"
+        );
+        let hit = crate::model::LimitHit::new(
+            crate::model::LimitScope::Tenant,
+            crate::model::LimitKind::Rate,
+            1,
+        );
+        assert_eq!(
+            fault(ApiError::throttled(
+                hit,
+                "slow down",
+                Duration::from_secs(1)
+            )),
+            "capacity"
+        );
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

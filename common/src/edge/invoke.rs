@@ -363,11 +363,17 @@ fn render(resp: InvokeResponse) -> Response {
 pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
     match &resp.function_error {
         None => StatusCode::OK.into_response(),
-        Some(fe) => (
-            function_error_status(fe.kind),
-            axum::Json(json!({"error": {"kind": fe.kind.as_str(), "message": fe.message}})),
-        )
-            .into_response(),
+        Some(fe) => {
+            let fault = fe.kind.fault();
+            let body = json!({"error": {
+                "kind": fe.kind.as_str(),
+                "message": fe.message,
+                "fault": fault.as_str(),
+            }});
+            let mut resp = (function_error_status(fe.kind), axum::Json(body)).into_response();
+            resp.extensions_mut().insert(fault);
+            resp
+        }
     }
 }
 
@@ -419,8 +425,46 @@ fn push_millis(out: &mut String, d: std::time::Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::push_millis;
+    use super::{push_millis, render_function_error};
+    use crate::model::{
+        ExecutedAt, Fault, FunctionError, FunctionErrorKind, InvokeResponse, NodeId, RequestId,
+        StartKind, Timing,
+    };
     use std::time::Duration;
+
+    #[test]
+    fn a_guest_failure_is_the_guests_fault_whatever_its_kind() {
+        for (kind, status) in [
+            (FunctionErrorKind::Unhandled, 500),
+            (FunctionErrorKind::OutOfMemory, 500),
+            (FunctionErrorKind::Timeout, 504),
+        ] {
+            let resp = InvokeResponse {
+                request_id: RequestId(1),
+                executed_at: ExecutedAt::Region(NodeId("r".into())),
+                start: StartKind::Warm,
+                version: "1".into(),
+                body: Default::default(),
+                function_error: Some(FunctionError {
+                    kind,
+                    message: "trap".into(),
+                }),
+                timing: Timing::default(),
+                peak_memory_bytes: 0,
+                queued: false,
+                runtime: None,
+                http: None,
+            };
+            let r = render_function_error(&resp);
+            assert_eq!(r.status().as_u16(), status, "{kind:?}");
+            assert_eq!(super::super::error::fault_of(&r), Some(Fault::Guest));
+            let body = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 16))
+                .expect("body");
+            let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            assert_eq!(v["error"]["fault"], "guest", "{kind:?}");
+            assert_eq!(v["error"]["kind"], kind.as_str());
+        }
+    }
 
     #[test]
     fn server_timing_durations_read_as_float_formatting_did() {

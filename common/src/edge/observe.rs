@@ -1,6 +1,6 @@
 //! The layer that feeds a node's [`NodeStats`] from its invoke route: end-to-end latency
 //! split by where the request ran (read from `x-strata-executed-at`), and responses by
-//! status code. Executions and forwards are recorded where they happen (the executor and
+//! status code and, for errors, whose fault they were. Executions and forwards are recorded where they happen (the executor and
 //! the POP's invoker); this layer only sees the HTTP exchange.
 
 use crate::metrics::NodeStats;
@@ -19,7 +19,7 @@ pub fn observed(router: Router, stats: Arc<NodeStats>) -> Router {
 async fn observe(State(stats): State<Arc<NodeStats>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let resp = next.run(req).await;
-    stats.response(resp.status().as_u16());
+    stats.response(resp.status().as_u16(), super::error::fault_of(&resp));
     if let Some(at) = resp
         .headers()
         .get("x-strata-executed-at")

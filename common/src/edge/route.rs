@@ -252,10 +252,12 @@ async fn invoke_route<I: Invoker, R>(
 /// A guest that printed a malformed CGI header block: 502, as a web server answers for a
 /// misbehaving CGI script, flagged as the function's error.
 fn invalid_cgi(e: &cgi::CgiError) -> Response {
+    let fault = crate::model::Fault::Guest;
     let body = serde_json::json!({
-        "error": {"kind": "invalid_cgi_response", "message": e.to_string()}
+        "error": {"kind": "invalid_cgi_response", "message": e.to_string(), "fault": fault.as_str()}
     });
     let mut out = (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+    out.extensions_mut().insert(fault);
     out.headers_mut().insert(
         "x-strata-function-error",
         axum::http::HeaderValue::from_static("invalid-cgi-response"),

@@ -202,13 +202,15 @@ impl NodeStats {
         lock(&self.window).request(local, latency);
     }
 
-    /// An invoke request at this node's HTTP edge was answered with `status`.
-    pub fn response(&self, status: u16) {
+    /// An invoke request at this node's HTTP edge was answered with `status`, an error
+    /// being `fault`'s (`None` for a success: labelled `fault="none"`).
+    pub fn response(&self, status: u16, fault: Option<crate::model::Fault>) {
         self.prom
             .responses
             .get_or_create(&prom::StatusLabels {
                 tier: self.tier.as_str(),
                 code: status,
+                fault: fault.map_or("none", crate::model::Fault::as_str),
             })
             .inc();
     }

@@ -29,6 +29,9 @@ pub(super) struct ServedLabels {
 pub(super) struct StatusLabels {
     pub tier: &'static str,
     pub code: u16,
+    /// Whose fault an error response was (`device`, `capacity`, `internal`, `guest`,
+    /// `peer`), `none` for a success.
+    pub fault: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,7 +128,7 @@ impl Families {
         let responses = Family::<StatusLabels, Counter>::default();
         registry.register(
             "invoke_responses",
-            "Invoke responses at this node's HTTP edge by status code (429 = throttled, 503 = no capacity)",
+            "Invoke responses at this node's HTTP edge by status code (429 = throttled, 503 = no capacity) and fault (device, capacity, internal, guest, peer; none for a success)",
             responses.clone(),
         );
         let warm_instances = Gauge::default();

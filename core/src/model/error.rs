@@ -6,15 +6,53 @@ use super::quota::{Quota, QuotaBreach, QuotaClass};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// Whose fault an error is; status codes, retries and metrics depend on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Whose fault an error is; status codes, retries and metrics depend on it. Rendered as
+/// the `fault` field of error bodies and the `fault` label of
+/// `strata_invoke_responses_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Fault {
-    /// The caller sent something wrong (bad token, too large, unknown function).
+    /// The caller sent something wrong (bad token, too large, unknown function); retrying
+    /// the same request cannot help.
     Device,
-    /// The platform is out of capacity or a peer is unreachable; retrying later may work.
+    /// The platform is out of capacity (a limit, a full queue); retrying later may work.
     Capacity,
-    /// A bug or broken invariant inside Strata.
+    /// A bug or broken invariant inside Strata, or a store it depends on failing.
     Internal,
+    /// The function's own code failed (a trap, a non-zero exit, its timeout or memory
+    /// limit): the invocation ran.
+    Guest,
+    /// Another node failed to answer: a POP lost its region (the connection, the stream,
+    /// the reply) before it could tell what happened there.
+    Peer,
+}
+
+impl Fault {
+    /// Every fault, in declaration order.
+    pub const ALL: [Self; 5] = [
+        Self::Device,
+        Self::Capacity,
+        Self::Internal,
+        Self::Guest,
+        Self::Peer,
+    ];
+
+    /// The fault's name, as in error bodies and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Capacity => "capacity",
+            Self::Internal => "internal",
+            Self::Guest => "guest",
+            Self::Peer => "peer",
+        }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A stable, machine-readable error kind: the `error.kind` field of every error body.
@@ -77,7 +115,9 @@ impl ErrorKind {
         }
     }
 
-    /// Whose fault an error of this kind is.
+    /// Whose fault an error of this kind is when nothing more is known (the default
+    /// [`ApiError::fault`]; a peer's failure is reported as [`ErrorKind::Unavailable`]
+    /// with [`Fault::Peer`], a store's as [`Fault::Internal`]).
     pub fn fault(self) -> Fault {
         match self {
             Self::Throttled | Self::Unavailable => Fault::Capacity,
@@ -136,7 +176,8 @@ impl LimitHit {
     }
 }
 
-/// A platform error with its kind, a human message and, for capacity errors, when to retry.
+/// A platform error with its kind, a human message, whose fault it is and, for capacity
+/// errors, when to retry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
 pub struct ApiError {
@@ -148,6 +189,10 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// For [`ErrorKind::Throttled`]: the limit that refused.
     pub limit: Option<LimitHit>,
+    /// Whose fault it is: the kind's ([`ErrorKind::fault`]) unless whoever raised it knew
+    /// better ([`ApiError::with_fault`]). Carried on the wire (`strata/5`), so a POP relays a
+    /// region's fault as the region classified it.
+    pub fault: Fault,
 }
 
 impl ApiError {
@@ -158,7 +203,14 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             limit: None,
+            fault: kind.fault(),
         }
+    }
+
+    /// The same error, recorded as `fault`'s.
+    #[must_use]
+    pub fn with_fault(self, fault: Fault) -> Self {
+        Self { fault, ..self }
     }
 
     /// 400: a malformed request.

@@ -110,6 +110,12 @@ impl FunctionErrorKind {
             Self::Timeout => "timeout",
         }
     }
+
+    /// Whose fault a guest failure is: always the guest's ([`super::Fault::Guest`]), also
+    /// for the failures the runtime canary counts against a release (a trap).
+    pub fn fault(self) -> super::Fault {
+        super::Fault::Guest
+    }
 }
 
 /// The guest's own failure: the invocation ran but did not succeed.

@@ -25,9 +25,12 @@ pub use message::{
 /// timings the outbound time, and function configs the outbound HTTP settings; load
 /// reports carry outcomes per function version (`NodeLoad::outcomes`) and release hints
 /// the canary's share (`Message::Releases::canary_percent`), so the region judges runtime
-/// canaries and alias rollouts on what POPs run. Peers of earlier versions are refused at
-/// the handshake.
-pub const ALPN: &[u8] = b"strata/4";
+/// canaries and alias rollouts on what POPs run. `strata/5`: a platform error carries
+/// whose fault it is (`ApiError::fault`: device, capacity, internal, guest, peer), so a
+/// POP relays a region's classification instead of guessing it from the kind (the
+/// encoding of every `ErrorKind` is unchanged; the struct gained a field). Peers of
+/// earlier versions are refused at the handshake.
+pub const ALPN: &[u8] = b"strata/5";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
 pub const MAX_FRAME_LEN: usize = 64 << 20;

@@ -51,16 +51,14 @@ pub(super) async fn set(
             e.body_text()
         ))
     })?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let set = blocking(move || {
         let set = registry.set_alias(&tenant, &name, alias, routing, auto_rollback)?;
         Ok((tenant, set))
     })
     .await?;
     // The judge starts afresh with every move (or stops: one version, no auto_rollback).
-    if let Some(r) = s.invoker.rollouts() {
-        r.watch(&set.0, &set.1);
-    }
+    s.region.rollouts.watch(&set.0, &set.1);
     Ok(Json(set.1))
 }
 
@@ -77,7 +75,7 @@ pub(super) async fn get(
 ) -> Result<Json<Alias>, HttpError> {
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     Ok(Json(
         blocking(move || registry.alias(&tenant, &name, &alias)).await?,
     ))
@@ -100,7 +98,7 @@ pub(super) async fn list(
     Path(raw): Path<String>,
 ) -> Result<Json<AliasList>, HttpError> {
     let name = name(raw)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let aliases = blocking(move || registry.aliases(&tenant, &name)).await?;
     Ok(Json(AliasList { aliases }))
 }
@@ -118,11 +116,9 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, HttpError> {
     let name = name(raw)?;
     let alias = alias(raw_alias)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let (t, n, a) = (tenant.clone(), name.clone(), alias.clone());
     blocking(move || registry.delete_alias(&tenant, &name, &alias)).await?;
-    if let Some(r) = s.invoker.rollouts() {
-        r.forget(&t, &n, &a);
-    }
+    s.region.rollouts.forget(&t, &n, &a);
     Ok(StatusCode::NO_CONTENT)
 }

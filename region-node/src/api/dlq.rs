@@ -3,7 +3,7 @@
 
 use super::Caller;
 use super::ControlState;
-use crate::events::{DeadLetter, DlqPage, Events};
+use crate::events::{DeadLetter, DlqPage};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -12,7 +12,6 @@ use common::edge::HttpError;
 use common::edge::doc::ErrorBody;
 use common::model::ApiError;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// Dead letters per page when `limit` is absent.
 const DEFAULT_LIMIT: usize = 100;
@@ -34,15 +33,6 @@ pub(super) struct DlqQuery {
 pub(super) struct Count {
     /// Replayed (re-enqueued with fresh attempts) or purged.
     count: u64,
-}
-
-fn events(s: &ControlState) -> Result<&Arc<Events>, ApiError> {
-    s.invoker.events().ok_or_else(|| {
-        ApiError::unavailable(
-            "this region has no async queue",
-            std::time::Duration::from_secs(1),
-        )
-    })
 }
 
 fn id(raw: &str) -> Result<u64, ApiError> {
@@ -68,7 +58,9 @@ pub(super) async fn list(
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::bad_request(format!("limit must be 1 to {MAX_LIMIT}")).into());
     }
-    let page = events(&s)?
+    let page = s
+        .region
+        .events
         .dlq_list(tenant, q.after.unwrap_or(0), limit)
         .await?;
     Ok(Json(page))
@@ -89,7 +81,7 @@ pub(super) async fn get(
     Path(raw): Path<String>,
 ) -> Result<Json<DeadLetter>, HttpError> {
     let id = id(&raw)?;
-    Ok(Json(events(&s)?.dlq_get(&tenant, id).await?))
+    Ok(Json(s.region.events.dlq_get(&tenant, id).await?))
 }
 
 /// Re-enqueues one dead letter with fresh attempts; it leaves the DLQ once queued.
@@ -107,7 +99,7 @@ pub(super) async fn replay(
     Path(raw): Path<String>,
 ) -> Result<Json<Count>, HttpError> {
     let id = id(&raw)?;
-    events(&s)?.dlq_replay(&tenant, id).await?;
+    s.region.events.dlq_replay(&tenant, id).await?;
     Ok(Json(Count { count: 1 }))
 }
 
@@ -122,7 +114,7 @@ pub(super) async fn replay_all(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
 ) -> Result<Json<Count>, HttpError> {
-    let count = events(&s)?.dlq_replay_all(&tenant).await?;
+    let count = s.region.events.dlq_replay_all(&tenant).await?;
     Ok(Json(Count { count }))
 }
 
@@ -137,6 +129,6 @@ pub(super) async fn purge(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
 ) -> Result<Json<Count>, HttpError> {
-    let count = events(&s)?.dlq_purge(&tenant).await?;
+    let count = s.region.events.dlq_purge(&tenant).await?;
     Ok(Json(Count { count }))
 }

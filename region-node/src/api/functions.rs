@@ -72,11 +72,11 @@ pub(super) async fn deploy(
     // Validate by compiling: an invalid module (or one that does not fit its ABI) is
     // refused with the validator's message and nothing is stored. The compiled module
     // stays cached for the first invocation, its precompiled code for POPs.
-    s.invoker
-        .artifacts()
+    s.region
+        .artifacts
         .prepare_deploy(module.clone(), &config)
         .await?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let view =
         blocking(move || registry.deploy(&tenant, &name, config, &module, q.expect_revision))
             .await?;
@@ -109,14 +109,15 @@ pub(super) async fn get(
     Path(raw): Path<String>,
 ) -> Result<Json<FunctionDetail>, HttpError> {
     let name = name(raw)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let key = FunctionKey {
         tenant: tenant.clone(),
         name: name.clone(),
     };
-    let function = blocking(move || registry.function(&tenant, &name)).await?;
+    let function = blocking(move || Ok(registry.function(&tenant, &name)?)).await?;
     let memory = s
-        .invoker
+        .region
+        .executor
         .memory_report(&key, &Qualifier::Latest.to_string());
     Ok(Json(FunctionDetail { function, memory }))
 }
@@ -135,7 +136,7 @@ pub(super) async fn list(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
 ) -> Result<Json<FunctionList>, HttpError> {
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let listing = tenant.clone();
     let functions = blocking(move || registry.functions(&listing))
         .await?
@@ -146,7 +147,8 @@ pub(super) async fn list(
                 name: function.name.clone(),
             };
             let memory = s
-                .invoker
+                .region
+                .executor
                 .memory_report(&key, &Qualifier::Latest.to_string());
             FunctionDetail { function, memory }
         })
@@ -166,7 +168,7 @@ pub(super) async fn delete(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     let name = name(raw)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     blocking(move || registry.delete_function(&tenant, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -42,7 +42,7 @@ pub(super) async fn list(
     CallerOrOperator(caller): CallerOrOperator,
 ) -> Result<Json<HostList>, HttpError> {
     Ok(Json(HostList {
-        hosts: s.routes.claims(caller.as_ref()),
+        hosts: s.region.routes.claims(caller.as_ref()),
     }))
 }
 
@@ -70,7 +70,7 @@ pub(super) async fn put(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("host: {e}")))?
     };
-    let routes = Arc::clone(&s.routes);
+    let routes = Arc::clone(&s.region.routes);
     let Some(tenant) = caller else {
         let tenant = body
             .tenant
@@ -106,7 +106,7 @@ pub(super) async fn delete(
     CallerOrOperator(caller): CallerOrOperator,
     Path(host): Path<String>,
 ) -> Result<StatusCode, HttpError> {
-    let routes = Arc::clone(&s.routes);
+    let routes = Arc::clone(&s.region.routes);
     blocking(move || routes.release(caller.as_ref(), &host)).await?;
     // Certificates are served only for hosts their tenant owns.
     let certs = Arc::clone(&s.certs);

@@ -54,11 +54,9 @@ pub(super) async fn read(
     }
     // Only a function of the caller's tenant has logs to show; any other name is 404,
     // whoever else may own it.
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let (t, n) = (tenant.clone(), name.clone());
-    tokio::task::spawn_blocking(move || registry.function(&t, &n))
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
+    super::blocking(move || Ok(registry.function(&t, &n)?)).await?;
     let key = FunctionKey { tenant, name };
     Ok(Json(s.logs.read(&key, q.since.unwrap_or(0), limit)))
 }

@@ -19,8 +19,7 @@ mod versions;
 pub use capacity::{CapacityState, router as capacity_router};
 
 use crate::certs::Certificates;
-use crate::invoker::RegionInvoker;
-use crate::routes::Routes;
+use crate::region::Region;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderMap;
@@ -33,12 +32,10 @@ use std::sync::Arc;
 /// Shared state of the control handlers.
 #[derive(Debug, Clone)]
 pub struct ControlState {
-    /// The region's invoker (registry + executor).
-    pub invoker: Arc<RegionInvoker>,
+    /// The region's services (registry, executor, routes, queue, canary, ...).
+    pub region: Arc<Region>,
     /// The operator token, if configured.
     pub admin_token: Option<Arc<str>>,
-    /// HTTP routes.
-    pub routes: Arc<Routes>,
     /// Function logs collected here and shipped by POPs.
     pub logs: Arc<LogBuffer>,
     /// Tenant TLS certificates.
@@ -178,11 +175,8 @@ where
 impl ControlState {
     /// The tenant the request's token belongs to.
     async fn tenant(&self, headers: &HeaderMap) -> Result<TenantId, ApiError> {
-        let token = bearer(headers).map(str::to_owned);
-        let registry = Arc::clone(self.invoker.registry());
-        tokio::task::spawn_blocking(move || registry.authenticate(token.as_deref()))
-            .await
-            .map_err(|e| ApiError::internal(format!("auth task failed: {e}")))?
+        // The control API's edge: the one mapping of a refused token.
+        Ok(self.region.authenticate(bearer(headers)).await?)
     }
 
     /// `None` for the operator token, else the tenant the token belongs to: for

@@ -37,7 +37,7 @@ pub(super) async fn create(
     // 400 and error body, naming the offending field.
     let body: NewRoute =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("route: {e}")))?;
-    let routes = Arc::clone(&s.routes);
+    let routes = Arc::clone(&s.region.routes);
     let route = tokio::task::spawn_blocking(move || routes.create(&tenant, body))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;
@@ -56,7 +56,7 @@ pub(super) async fn list(
     Caller(tenant): Caller,
 ) -> Result<Json<RouteList>, HttpError> {
     Ok(Json(RouteList {
-        routes: s.routes.list(&tenant),
+        routes: s.region.routes.list(&tenant),
     }))
 }
 
@@ -75,7 +75,7 @@ pub(super) async fn delete(
     Path(raw): Path<String>,
 ) -> Result<StatusCode, HttpError> {
     let id = RouteId::parse(&raw).map_err(ApiError::bad_request)?;
-    let routes = Arc::clone(&s.routes);
+    let routes = Arc::clone(&s.region.routes);
     tokio::task::spawn_blocking(move || routes.delete(&tenant, &id))
         .await
         .map_err(|e| ApiError::internal(format!("store task failed: {e}")))??;

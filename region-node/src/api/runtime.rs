@@ -46,14 +46,7 @@ pub(super) async fn view(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
 ) -> Result<Json<RuntimeView>, HttpError> {
-    let Some(canary) = s.invoker.canary().cloned() else {
-        return Ok(Json(RuntimeView {
-            current: Release::Current.name().into(),
-            next: Release::Next.name().into(),
-            canary_percent: 0,
-            functions: Vec::new(),
-        }));
-    };
+    let canary = std::sync::Arc::clone(&s.region.canary);
     let canary_percent = canary.percent();
     let functions = super::blocking(move || Ok(canary.verdicts(&tenant))).await?;
     Ok(Json(RuntimeView {
@@ -75,17 +68,16 @@ pub(super) async fn notifications(
     State(s): State<ControlState>,
     Caller(tenant): Caller,
 ) -> Result<Json<NotificationList>, HttpError> {
-    let canary = s.invoker.canary().cloned();
-    let rollouts = s.invoker.rollouts().cloned();
+    let canary = std::sync::Arc::clone(&s.region.canary);
+    let rollouts = std::sync::Arc::clone(&s.region.rollouts);
     let mut notifications = super::blocking(move || {
-        let mut notes = canary.map_or_else(Vec::new, |c| c.notifications(&tenant));
-        if let Some(r) = rollouts {
-            notes.extend(
-                r.rolled_back(&tenant)?
-                    .into_iter()
-                    .map(crate::rollout::notification),
-            );
-        }
+        let mut notes = canary.notifications(&tenant);
+        notes.extend(
+            rollouts
+                .rolled_back(&tenant)?
+                .into_iter()
+                .map(crate::rollout::notification),
+        );
         Ok(notes)
     })
     .await?;

@@ -33,7 +33,7 @@ pub(super) async fn create(
     _operator: Operator,
     Json(body): Json<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantRecord>), HttpError> {
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let max = body.max_memory_mb.unwrap_or(DEFAULT_TENANT_MAX_MEMORY_MB);
     let rec = tokio::task::spawn_blocking(move || registry.create_tenant(body.id, max))
         .await
@@ -64,7 +64,7 @@ async fn with_registry<T: Send + 'static>(
 ) -> Result<(TenantId, T), ApiError> {
     s.require_admin(headers)?;
     let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let t = tenant.clone();
     let out = tokio::task::spawn_blocking(move || f(&registry, &t))
         .await
@@ -163,11 +163,7 @@ fn tenant_limits(
 ) -> Result<(Arc<Limits>, TenantId), ApiError> {
     s.require_admin(headers)?;
     let tenant = TenantId::new(tenant).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let limits = s
-        .invoker
-        .limits()
-        .cloned()
-        .ok_or_else(|| ApiError::internal("this region enforces no tenant limits"))?;
+    let limits = Arc::clone(&s.region.limits);
     Ok((limits, tenant))
 }
 

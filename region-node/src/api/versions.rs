@@ -42,7 +42,7 @@ pub(super) async fn publish(
     } else {
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?
     };
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let (version, created) =
         blocking(move || registry.publish(&tenant, &name, description)).await?;
     let status = if created {
@@ -70,7 +70,7 @@ pub(super) async fn list(
     Path(raw): Path<String>,
 ) -> Result<Json<VersionList>, HttpError> {
     let name = name(raw)?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     let versions = blocking(move || registry.versions(&tenant, &name)).await?;
     Ok(Json(VersionList { versions }))
 }
@@ -91,7 +91,7 @@ pub(super) async fn delete(
     let n: NonZeroU32 = version.parse().map_err(|_| {
         ApiError::bad_request(format!("version must be a number from 1, got {version:?}"))
     })?;
-    let registry = Arc::clone(s.invoker.registry());
+    let registry = Arc::clone(&s.region.registry);
     blocking(move || registry.delete_version(&tenant, &name, n)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

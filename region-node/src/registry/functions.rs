@@ -2,7 +2,7 @@
 //! runs.
 
 use super::versions::{VersionRecord, version_key};
-use super::{Registry, decode, encode, function_key, now_ms};
+use super::{LookupError, Registry, decode, encode, function_key, now_ms};
 use crate::quota;
 use crate::store::{Bucket, Expect};
 use common::model::{
@@ -114,12 +114,13 @@ impl Registry {
         &self,
         tenant: &TenantId,
         name: &FunctionName,
-    ) -> Result<FunctionView, ApiError> {
+    ) -> Result<FunctionView, LookupError> {
         let e = self
             .store
             .get(Bucket::Functions, &function_key(tenant, name))?
-            .ok_or_else(|| ApiError::not_found(format!("function {name}")))?;
-        Ok(view(name.clone(), decode(&e.value)?, e.revision))
+            .ok_or_else(|| LookupError::Function(name.clone()))?;
+        let record = decode(&e.value).map_err(LookupError::Record)?;
+        Ok(view(name.clone(), record, e.revision))
     }
 
     /// Every function of `tenant`, by name.
@@ -177,14 +178,14 @@ impl Registry {
     /// between an alias's two versions (`policy::version::name`, shared with the POP).
     ///
     /// # Errors
-    /// 404 for an unknown function or a qualifier that does not exist.
+    /// [`LookupError`] for an unknown function, alias or version, or a failing store.
     pub fn resolve(
         &self,
         tenant: &TenantId,
         name: &FunctionName,
         qualifier: &Qualifier,
         draw: u64,
-    ) -> Result<ResolvedFunction, ApiError> {
+    ) -> Result<ResolvedFunction, LookupError> {
         let f = self.function(tenant, name)?;
         let key = FunctionKey {
             tenant: tenant.clone(),
@@ -196,7 +197,10 @@ impl Registry {
             self.alias_routing(tenant, name, a)
                 .map(|r| r.map(|r| (r, None)))
         })?
-        .ok_or_else(|| ApiError::not_found(format!("alias {qualifier} of {name}")))?;
+        .ok_or_else(|| LookupError::Alias {
+            alias: qualifier.clone(),
+            name: name.clone(),
+        })?;
         let version = match named.target {
             Target::Latest => {
                 return Ok(ResolvedFunction {
@@ -213,8 +217,11 @@ impl Registry {
         let e = self
             .store
             .get(Bucket::Versions, &version_key(tenant, name, version))?
-            .ok_or_else(|| ApiError::not_found(format!("version {version} of {name}")))?;
-        let rec: VersionRecord = decode(&e.value)?;
+            .ok_or_else(|| LookupError::Version {
+                version,
+                name: name.clone(),
+            })?;
+        let rec: VersionRecord = decode(&e.value).map_err(LookupError::Record)?;
         Ok(ResolvedFunction {
             key,
             version: version.to_string(),
@@ -228,10 +235,11 @@ impl Registry {
     /// The module with `digest`.
     ///
     /// # Errors
-    /// 404 when no such module is stored.
-    pub fn module(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, ApiError> {
+    /// [`LookupError::Module`] when no such module is stored, [`LookupError::Store`] when
+    /// the store fails.
+    pub fn module(&self, digest: &ArtifactDigest) -> Result<Vec<u8>, LookupError> {
         self.store
             .get_blob(digest)?
-            .ok_or_else(|| ApiError::not_found(format!("module {digest}")))
+            .ok_or(LookupError::Module(*digest))
     }
 }

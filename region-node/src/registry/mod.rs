@@ -12,12 +12,14 @@
 
 mod blobs;
 mod functions;
+mod lookup;
 mod tokens;
 mod updates;
 mod versions;
 
 pub use functions::FunctionView;
-pub use tokens::{TokenRecord, TokenView};
+pub use lookup::LookupError;
+pub use tokens::{AuthError, TokenRecord, TokenView};
 pub use updates::REGISTRY_BUCKETS;
 
 use crate::quota::QuotaConfig;
@@ -187,15 +189,12 @@ mod tests {
         let (_d, r) = registry();
         r.create_tenant(t("a"), 512).expect("tenant");
         let tok = r.create_token(&t("a")).expect("token");
-        assert_eq!(r.authenticate(Some(&tok)), Ok(t("a")));
-        assert_eq!(
-            r.authenticate(Some("st_nope")).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthenticated)
-        );
-        assert_eq!(
-            r.authenticate(None).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthenticated)
-        );
+        assert_eq!(r.authenticate(Some(&tok)).ok(), Some(t("a")));
+        let unknown = r.authenticate(Some("st_nope")).expect_err("unknown");
+        assert!(matches!(unknown, AuthError::Unknown));
+        assert_eq!(unknown.fault(), common::model::Fault::Device);
+        let missing = ApiError::from(r.authenticate(None).expect_err("missing"));
+        assert_eq!(missing.kind, ErrorKind::Unauthenticated);
     }
 
     #[test]
@@ -206,10 +205,10 @@ mod tests {
         r.deploy(&t("a"), &f("x"), FunctionConfig::default(), b"\0asm", None)
             .expect("deploy");
         assert!(r.function(&t("a"), &f("x")).is_ok());
-        assert_eq!(
-            r.function(&t("b"), &f("x")).map_err(|e| e.kind),
-            Err(ErrorKind::NotFound)
-        );
+        assert!(matches!(
+            r.function(&t("b"), &f("x")),
+            Err(LookupError::Function(n)) if n == f("x")
+        ));
         assert!(r.functions(&t("b")).expect("list").is_empty());
         assert_eq!(
             r.delete_function(&t("b"), &f("x")).map_err(|e| e.kind),

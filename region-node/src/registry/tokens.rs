@@ -7,9 +7,60 @@
 //! never expiring).
 
 use super::{Registry, decode, encode, now_ms};
-use crate::store::{Bucket, Expect};
-use common::model::{ApiError, TenantId, TokenHash};
+use crate::store::{Bucket, Expect, StoreError};
+use common::model::{ApiError, Fault, TenantId, TokenHash};
 use serde::{Deserialize, Serialize};
+
+/// Why a bearer token was not accepted ([`Registry::authenticate`]).
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The request bore no token.
+    #[error("no token")]
+    Missing,
+    /// No such token: never issued, or revoked.
+    #[error("unknown or revoked token")]
+    Unknown,
+    /// The token's expiry has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// The token store could not be read.
+    #[error("the token store failed")]
+    Store(#[from] StoreError),
+    /// The token's stored record does not decode.
+    #[error("the token's record is corrupt")]
+    Record(#[source] ApiError),
+    /// The blocking task checking the token ended without an answer.
+    #[error("the token check task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl AuthError {
+    /// Whose fault it is: the caller's for a missing, unknown or expired token, the
+    /// region's for a failing store or task.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::Missing | Self::Unknown | Self::Expired => Fault::Device,
+            Self::Store(_) | Self::Record(_) | Self::Task(_) => Fault::Internal,
+        }
+    }
+}
+
+/// How the edges render a refused token: one 401 whatever the reason (a caller learns
+/// nothing about which tokens exist), the store's error when it failed.
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let fault = e.fault();
+        match e {
+            AuthError::Missing | AuthError::Unknown | AuthError::Expired => {
+                ApiError::unauthenticated()
+            }
+            AuthError::Store(e) => ApiError::from(e),
+            AuthError::Record(e) => e,
+            AuthError::Task(e) => ApiError::internal(format!("auth task failed: {e}")),
+        }
+        .with_fault(fault)
+    }
+}
 
 /// A token as stored under its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,16 +159,17 @@ impl Registry {
     /// The tenant `token` belongs to.
     ///
     /// # Errors
-    /// 401 when the token is absent, unknown, revoked or expired.
-    pub fn authenticate(&self, token: Option<&str>) -> Result<TenantId, ApiError> {
-        let token = token.ok_or_else(ApiError::unauthenticated)?;
+    /// [`AuthError`] when the token is absent, unknown, revoked or expired, or the store
+    /// fails.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<TenantId, AuthError> {
+        let token = token.ok_or(AuthError::Missing)?;
         let e = self
             .store
             .get(Bucket::Tokens, TokenHash::of(token).as_str())?
-            .ok_or_else(ApiError::unauthenticated)?;
-        let record = TokenRecord::decode(&e.value)?;
+            .ok_or(AuthError::Unknown)?;
+        let record = TokenRecord::decode(&e.value).map_err(AuthError::Record)?;
         if record.expired(now_ms()) {
-            return Err(ApiError::unauthenticated());
+            return Err(AuthError::Expired);
         }
         Ok(record.tenant)
     }
@@ -224,12 +276,12 @@ mod tests {
             Err(ErrorKind::NotFound),
             "another tenant's token is not found"
         );
-        assert_eq!(r.authenticate(Some(&tok)), Ok(t("a")));
+        assert_eq!(r.authenticate(Some(&tok)).ok(), Some(t("a")));
         r.revoke_token(&t("a"), &id).expect("revoked");
-        assert_eq!(
-            r.authenticate(Some(&tok)).map_err(|e| e.kind),
-            Err(ErrorKind::Unauthenticated)
-        );
+        assert!(matches!(
+            r.authenticate(Some(&tok)),
+            Err(AuthError::Unknown)
+        ));
         assert!(r.tokens(&t("a")).expect("list").is_empty());
     }
 
@@ -241,7 +293,7 @@ mod tests {
             .rotate_token(&t("a"), TokenHash::of(&old).as_str(), Some(60))
             .expect("rotated");
         assert!(r.authenticate(Some(&old)).is_err());
-        assert_eq!(r.authenticate(Some(&new)), Ok(t("a")));
+        assert_eq!(r.authenticate(Some(&new)).ok(), Some(t("a")));
         let listed = r.tokens(&t("a")).expect("list");
         assert_eq!(listed.len(), 1);
         assert!(listed[0].expires_at_ms.is_some() && !listed[0].expired);

@@ -5,7 +5,7 @@
 //! function's publish counter is `tenant/name` in the same bucket, so version numbers are
 //! never reused even after the newest is deleted; an alias is `tenant/name/alias`.
 
-use super::{Registry, decode, encode, function_key, now_ms};
+use super::{LookupError, Registry, decode, encode, function_key, now_ms};
 use crate::store::{Bucket, Expect, StoreError};
 use common::model::{
     Alias, AliasName, AliasRouting, ApiError, ArtifactDigest, ErrorKind, FunctionConfig,
@@ -393,11 +393,12 @@ impl Registry {
         tenant: &TenantId,
         name: &FunctionName,
         alias: &AliasName,
-    ) -> Result<Option<AliasRouting>, ApiError> {
+    ) -> Result<Option<AliasRouting>, LookupError> {
         self.store
             .get(Bucket::Aliases, &alias_key(tenant, name, alias))?
             .map(|e| decode::<AliasRecord>(&e.value).map(|r| r.routing))
             .transpose()
+            .map_err(LookupError::Record)
     }
 
     /// Alias `alias` of `tenant/name`.

@@ -76,11 +76,11 @@ fn aliases_resolve_by_weight_and_pin_their_versions() {
     assert_eq!(err.kind, ErrorKind::BadRequest);
     r.delete_alias(&t, &f, &prod).expect("delete alias");
     r.delete_version(&t, &f, n(2)).expect("now deletable");
-    assert_eq!(
-        r.resolve(&t, &f, &Qualifier::Version(n(2)), 0)
-            .map_err(|e| e.kind),
-        Err(ErrorKind::NotFound)
-    );
+    let gone = r
+        .resolve(&t, &f, &Qualifier::Version(n(2)), 0)
+        .expect_err("deleted");
+    assert!(matches!(gone, super::LookupError::Version { version, .. } if version == n(2)));
+    assert_eq!(ApiError::from(gone).kind, ErrorKind::NotFound);
 }
 
 #[test]

@@ -215,13 +215,13 @@ impl Routes {
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
         match self.registry.function(tenant, &route.function) {
             Ok(_) => {}
-            Err(e) if e.kind == ErrorKind::NotFound => {
+            Err(e) if e.is_missing() => {
                 return Err(ApiError::bad_request(format!(
                     "function {} does not exist; deploy it before routing to it",
                     route.function
                 )));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         let value = serde_json::to_vec(&route)
             .map_err(|e| ApiError::internal(format!("encoding route: {e}")))?;
@@ -327,22 +327,15 @@ impl Routes {
     }
 
     /// The tenant an invocation through `grant` runs as, after checking that the route
-    /// still exists, belongs to that tenant and targets `function`.
-    ///
-    /// # Errors
-    /// 404 when the route is gone or does not match (a POP's table may be stale).
-    pub fn tenant_for(
-        &self,
-        grant: &RouteGrant,
-        function: &FunctionName,
-    ) -> Result<TenantId, ApiError> {
+    /// still exists, belongs to that tenant and targets `function`; `None` when the route
+    /// is gone or does not match (a POP's table may be stale).
+    pub fn tenant_for(&self, grant: &RouteGrant, function: &FunctionName) -> Option<TenantId> {
         let table = self.table();
         table
             .routes()
             .find(|r| r.id == grant.route)
             .filter(|r| r.tenant == grant.tenant && r.function == *function)
             .map(|r| r.tenant.clone())
-            .ok_or_else(|| ApiError::not_found(format!("route {} no longer exists", grant.route)))
     }
 
     /// The table's revision and, when it differs from `since`, every route.
