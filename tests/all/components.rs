@@ -257,16 +257,24 @@ async fn a_language_handler_serves_at_both_tiers(lang: &str, wasm: Vec<u8>) {
         .expect("deploys");
     route(&c, &host, lang).await;
     for (base, at) in [(c.nodes.pop_url(), "pop"), (c.nodes.region_url(), "region")] {
-        let resp = c
-            .http
-            .post(format!("{base}/greet?name=ada"))
-            .header("host", &host)
-            .header("x-echo", "yes")
-            .body("from the device")
-            .send()
-            .await
-            .expect("sent");
-        assert_eq!(resp.status(), 200, "{base}");
+        // A POP may still forward a request it could run (a lease renewed late on a
+        // loaded machine): what is checked is the answer of one that ran there.
+        let mut patience = crate::support::Patience::new();
+        let resp = loop {
+            let resp = c
+                .http
+                .post(format!("{base}/greet?name=ada"))
+                .header("host", &host)
+                .header("x-echo", "yes")
+                .body("from the device")
+                .send()
+                .await
+                .expect("sent");
+            assert_eq!(resp.status(), 200, "{base}");
+            if tier(&resp) == at || !patience.more() {
+                break resp;
+            }
+        };
         assert_eq!(tier(&resp), at);
         assert_eq!(header(&resp, "x-guest"), lang);
         assert_eq!(header(&resp, "x-echo"), "yes");
