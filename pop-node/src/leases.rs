@@ -26,9 +26,9 @@
 //! and locally runnable invocations would be forwarded to that very region and hang. So
 //! lease messages are *stalled* once the oldest one sent since the last reply and without
 //! a reply of its own was sent `stall_after` ago (a third of the TTL: one renewal period,
-//! before a lease renewed on time can expire; [`book::Answers`]), and while they are, a tenant draws beyond its lease
-//! ([`Book::draw_stalled`]): at most `max(granted, batch)` slots in use, `granted` being
-//! what the region last counted. The stall ends at the next reply from any region (the
+//! before a lease renewed on time can expire; [`book::Answers`]), and while they are, a
+//! tenant draws beyond its lease ([`Book::draw_stalled`]): at most `max(granted, batch)`
+//! slots in use, `granted` being what the region last counted. The stall ends at the next reply from any region (the
 //! region came back, or the POP failed over and the lease moves); a message that fails
 //! without a reply does not end it. With different tenants' messages in flight together, a
 //! reply covers only what was sent before it arrived: a region that answers part of a
@@ -75,9 +75,9 @@
 //! renewed well within a period even for hundreds of tenants at a far region.
 //!
 //! Bounds: the stall rule keeps one instant per message in flight (at most one per
-//! tenant) and no per-tenant state beyond the book's in-use count. At most `max_tenants`
-//! tenants have books; beyond it a new tenant is forwarded,
-//! and the idle-held book that drew longest ago has its hold ended, so the next round
+//! tenant) and no per-tenant state beyond the book's in-use count and in-flight flags. At
+//! most `max_tenants` tenants have books; beyond it a new tenant is forwarded, and the
+//! idle-held book that drew longest ago has its hold ended, so the next round
 //! gives its slots back and makes room. At most one acquire per tenant is in flight;
 //! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never
 //! overlap (the next waits for the previous one's messages), and one has at most
