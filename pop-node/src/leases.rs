@@ -24,13 +24,16 @@
 //! A region that stops answering (it died silently, the link was cut: the transport notices
 //! only after its idle timeout, 5 s) would otherwise expire every lease here after `ttl`,
 //! and locally runnable invocations would be forwarded to that very region and hang. So
-//! lease messages are *stalled* once the oldest one without a reply was sent
-//! `stall_after` ago (a third of the TTL: one renewal period, before a lease renewed on
-//! time can expire; [`book::Answers`]), and while they are, a tenant draws beyond its lease
-//! ([`Book::draw_stalled`]): at most `max(granted, batch)` slots in use, `granted` being
-//! what the region last counted. The stall ends at the next reply from any region (the
+//! lease messages are *stalled* once the oldest one sent since the last reply and without
+//! a reply of its own was sent `stall_after` ago (a third of the TTL: one renewal period,
+//! before a lease renewed on time can expire; [`book::Answers`]), and while they are, a
+//! tenant draws beyond its lease ([`Book::draw_stalled`]): at most `max(granted, batch)`
+//! slots in use, `granted` being what the region last counted. The stall ends at the next reply from any region (the
 //! region came back, or the POP failed over and the lease moves); a message that fails
-//! without a reply does not end it. What this costs the global limit, per tenant and POP:
+//! without a reply does not end it. With different tenants' messages in flight together, a
+//! reply covers only what was sent before it arrived: a region that answers part of a
+//! round and then dies is noticed `stall_after` after the first message it left
+//! unanswered, not a round later. What this costs the global limit, per tenant and POP:
 //! - draws within `granted` are still counted by the region until it reclaims the lease,
 //!   `ttl + grace` after the last renewal it saw: nothing uncounted for that long;
 //! - after that reclaim, and at once for slots beyond `granted` (when it was under a
@@ -54,21 +57,31 @@
 //! counted there until they end. Returns go only to the region that counts the lease,
 //! never to whichever region is preferred at the time.
 //!
-//! Lease messages are sent one at a time (behind one lock), and a book's `granted` only
-//! changes while that lock is held: a renewal round decides its returns and sends them,
-//! and then its renewals, under it. So when a reply arrives no return is in flight, and
-//! the reply's `held` is exactly what that region counts for this POP: it becomes the
-//! local count (shrinking it when the region reclaimed an expired lease). Slots are
-//! removed locally before a return is sent, so the region's count is never below what
-//! this POP uses.
+//! A tenant has at most one lease message in flight (the rule is the book's:
+//! [`Book::wants`] and [`Book::round`] start one only when none is in flight, [`Book::done`]
+//! ends it), and its `granted` changes only in its round before its return is sent, and by
+//! the reply to its message. A round settles a tenant when its turn comes and sends its
+//! return, then its renewal, each after the previous one's answer (an acquire in flight
+//! stands for the renewal: its answer renews the lease too). So when a reply arrives none
+//! of that tenant's returns is in flight, and the reply's `held` is exactly what that
+//! region counts for this POP: it becomes the local count (shrinking it when the region
+//! reclaimed an expired lease). When the lease moved, the old region's free slots go back
+//! as part of the same message's turn, before the tenant's next. Slots are removed locally
+//! before a return is sent, so the region's count is never below what this POP uses; a
+//! book whose last slots are on their way back is kept until the return ends, so a new
+//! book of that tenant cannot send an acquire alongside it. Different tenants' messages go
+//! concurrently (a round has [`book::ROUND_CONCURRENCY`] in flight at once), so a round
+//! costs about one round trip per that many tenants, not one per tenant: leases are
+//! renewed well within a period even for hundreds of tenants at a far region.
 //!
-//! Bounds: the stall rule adds one clock per POP (messages go one at a time) and no
-//! per-tenant state beyond the book's in-use count. At most `max_tenants` tenants have
-//! books; beyond it a new tenant is forwarded,
-//! and the idle-held book that drew longest ago has its hold ended, so the next round
+//! Bounds: the stall rule keeps one instant per message in flight (at most one per
+//! tenant) and no per-tenant state beyond the book's in-use count and in-flight flags. At
+//! most `max_tenants` tenants have books; beyond it a new tenant is forwarded, and the
+//! idle-held book that drew longest ago has its hold ended, so the next round
 //! gives its slots back and makes room. At most one acquire per tenant is in flight;
 //! acquires live in a [`JoinSet`] that [`Leases::stop`] aborts; renewal rounds never
-//! overlap (the next waits for the previous one's messages).
+//! overlap (the next waits for the previous one's messages), and one has at most
+//! [`book::ROUND_CONCURRENCY`] messages in flight.
 
 use crate::upstream::RegionLink;
 use book::{Answers, Book, HoldRule};
@@ -76,6 +89,7 @@ use common::clock::{Clock, SystemClock};
 use common::model::{NodeId, TenantId};
 use common::policy::lease as book;
 use common::wire::Message;
+use futures::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -125,9 +139,6 @@ pub struct Leases {
     /// Whether regions answer lease messages (the stall rule).
     answers: Mutex<Answers>,
     requests: Mutex<JoinSet<()>>,
-    /// Lease messages go one at a time, and books' `granted` changes only under this lock
-    /// (see the module docs).
-    io: tokio::sync::Mutex<()>,
     /// Renewal rounds completed, for tests and operators waiting on them.
     rounds: tokio::sync::watch::Sender<u64>,
     /// Where lease expiry, holding and the stall rule read the time.
@@ -165,7 +176,6 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             answers: Mutex::new(Answers::default()),
             requests: Mutex::new(JoinSet::new()),
-            io: tokio::sync::Mutex::new(()),
             rounds: tokio::sync::watch::Sender::new(0),
             clock: Arc::new(SystemClock),
         }
@@ -231,10 +241,7 @@ impl Leases {
             drop(held);
             let me = Arc::clone(self);
             let tenant = tenant.clone();
-            self.spawn(async move {
-                let _io = me.io.lock().await;
-                me.exchange(tenant, want).await;
-            });
+            self.spawn(async move { me.acquire(&tenant, want).await });
         }
         slot
     }
@@ -245,9 +252,28 @@ impl Leases {
         requests.spawn(task);
     }
 
-    /// Asks for `slots` more of `tenant` (0: renew) and applies the answer. Callers hold
-    /// `io`.
-    async fn exchange(&self, tenant: TenantId, slots: u32) {
+    /// Asks for `want` more slots of `tenant`, its book marked in flight
+    /// ([`Book::wants`]), and then for what the book wants when that ends.
+    async fn acquire(&self, tenant: &TenantId, mut want: u32) {
+        loop {
+            self.exchange(tenant, want).await;
+            match self.done(tenant) {
+                Some(more) => want = more,
+                None => return,
+            }
+        }
+    }
+
+    /// Ends `tenant`'s message in flight ([`Book::done`]); returns the acquire to send now,
+    /// if any.
+    fn done(&self, tenant: &TenantId) -> Option<u32> {
+        let now = self.clock.now();
+        self.lock().get_mut(tenant)?.done(now, &self.rule)
+    }
+
+    /// Asks for `slots` more of `tenant` (0: renew) and applies the answer. Callers have
+    /// marked the tenant's book in flight (see the module docs).
+    async fn exchange(&self, tenant: &TenantId, slots: u32) {
         let sent = self.clock.now();
         let msg = Message::LeaseAcquire {
             holder: self.holder.clone(),
@@ -256,17 +282,15 @@ impl Leases {
         };
         self.answers().sent(sent);
         let reply = self.link.lease(&msg).await;
-        if reply.is_ok() {
-            self.answers().answered();
+        match &reply {
+            Ok(_) => self.answers().answered(sent, self.clock.now()),
+            Err(_) => self.answers().failed(sent),
         }
         let back = {
             let mut held = self.lock();
-            let Some(b) = held.get_mut(&tenant) else {
+            let Some(b) = held.get_mut(tenant) else {
                 return;
             };
-            if slots > 0 {
-                b.asking = false;
-            }
             match reply {
                 Ok((Message::LeaseGranted { held, ttl_ms, .. }, region)) => {
                     b.granted(region, held, sent + Duration::from_millis(ttl_ms))
@@ -288,8 +312,8 @@ impl Leases {
     }
 
     /// Gives back `slots` of `tenant` to `region`, already removed from the local count.
-    /// Callers hold `io`.
-    async fn give_back(&self, region: SocketAddr, tenant: TenantId, slots: u32) {
+    /// Callers have marked the tenant's book in flight.
+    async fn give_back(&self, region: SocketAddr, tenant: &TenantId, slots: u32) {
         if !self.link.is_live(region) {
             // Not sent (no connection attempt for a return): the region reclaims the slots
             // when the lease expires, and nothing waits on an answer.
@@ -298,44 +322,60 @@ impl Leases {
         }
         let msg = Message::LeaseReturn {
             holder: self.holder.clone(),
-            tenant,
+            tenant: tenant.clone(),
             slots,
         };
-        self.answers().sent(self.clock.now());
+        let sent = self.clock.now();
+        self.answers().sent(sent);
         match self.link.lease_at(region, &msg).await {
-            Ok(_) => self.answers().answered(),
+            Ok(_) => self.answers().answered(sent, self.clock.now()),
             // The region reclaims the slots when the lease expires instead.
-            Err(e) => debug!(%region, error = %e, "lease return failed"),
+            Err(e) => {
+                self.answers().failed(sent);
+                debug!(%region, error = %e, "lease return failed");
+            }
         }
     }
 
     /// One renewal round: each tenant gives back its surplus (see the module docs) to the
-    /// region that counts its lease, then everyone still holding slots renews.
+    /// region that counts its lease, then renews what it still holds. A tenant's messages
+    /// go in that order, one at a time; different tenants' go concurrently, at most
+    /// [`book::ROUND_CONCURRENCY`] at once, so a round takes about one round trip (two
+    /// with returns) per that many tenants.
     pub async fn renew(&self) {
-        let _io = self.io.lock().await;
-        let now = self.clock.now();
-        let mut returns = vec![];
-        let mut renewals = vec![];
-        {
-            let mut held = self.lock();
-            for (tenant, b) in held.iter_mut() {
-                let surplus = b.settle(now, &self.rule);
-                if let Some(region) = b.region().filter(|_| surplus > 0) {
-                    returns.push((region, tenant.clone(), surplus));
-                }
-                if b.holding().0 > 0 {
-                    renewals.push(tenant.clone());
-                }
-            }
-            held.retain(|_, b| !b.empty());
-        }
-        for (region, tenant, slots) in returns {
-            self.give_back(region, tenant, slots).await;
-        }
-        for tenant in renewals {
-            self.exchange(tenant, 0).await;
-        }
+        let tenants: Vec<TenantId> = self.lock().keys().cloned().collect();
+        futures::stream::iter(tenants)
+            .map(|tenant| self.renew_tenant(tenant))
+            .buffer_unordered(book::ROUND_CONCURRENCY)
+            .collect::<()>()
+            .await;
+        self.lock().retain(|_, b| !b.empty());
         self.rounds.send_modify(|n| *n += 1);
+    }
+
+    /// `tenant`'s part of a renewal round ([`Book::round`]), settled when its turn comes.
+    async fn renew_tenant(&self, tenant: TenantId) {
+        let now = self.clock.now();
+        let step = {
+            let mut held = self.lock();
+            let Some(b) = held.get_mut(&tenant) else {
+                return;
+            };
+            b.round(now, &self.rule)
+        };
+        let Some(step) = step else {
+            return;
+        };
+        if let Some((region, slots)) = step.give_back {
+            self.give_back(region, &tenant, slots).await;
+        }
+        if step.renew {
+            self.exchange(&tenant, 0).await;
+        }
+        if let Some(want) = self.done(&tenant) {
+            // It ran low while the round's messages were in flight.
+            self.acquire(&tenant, want).await;
+        }
     }
 
     /// Renews every `ttl / 3` until the node stops (the region's TTL is learned from its

@@ -7,14 +7,20 @@
 //! running what it has cached, on the stalled-lease rule, instead of forwarding it to the
 //! region that does not answer.
 //!
+//! A POP far from its region renews all its tenants' leases within a renewal period: their
+//! lease messages go concurrently, not one tenant after another.
+//!
 //! "Quiet for N rounds" is awaited on the POP's renewal-round counter, and a lease's state
 //! on the POP's view of it, bounded, never by sleeping for a time.
 
 use crate::support::{
-    Patience, TestCluster, header, leased_at, over_capacity_forwards, pop_config, region_config,
+    Patience, TestCluster, deploy_as, header, leased_at, over_capacity_forwards, pop_config,
+    region_config, tenant,
 };
 use common::model::TenantId;
+use pop_node::PopConfig;
 use pop_node::leases::LeaseView;
+use region_node::RegionConfig;
 use std::time::Duration;
 use testkit::proxy::DelayProxy;
 
@@ -25,14 +31,26 @@ fn dev() -> TenantId {
     TenantId::new(strata::dev::DEV_TENANT.to_owned()).expect("valid tenant")
 }
 
-/// A cluster with short leases and `hold_ms` of idle hold at the POP.
-async fn cluster(hold_ms: u64) -> TestCluster {
+/// Configurations with short leases and `hold_ms` of idle hold at the POP.
+fn configs(hold_ms: u64) -> (RegionConfig, PopConfig) {
     let mut region = region_config();
     region.limits.lease_ttl_ms = TTL_MS;
     let mut pop = pop_config();
     pop.lease_ttl_ms = TTL_MS;
     pop.lease_idle_hold_ms = hold_ms;
+    (region, pop)
+}
+
+/// A cluster with short leases and `hold_ms` of idle hold at the POP.
+async fn cluster(hold_ms: u64) -> TestCluster {
+    let (region, pop) = configs(hold_ms);
     TestCluster::with(region, pop).await
+}
+
+/// As [`cluster`], the POP reaching its region through `proxy`.
+async fn cluster_via(hold_ms: u64, proxy: &DelayProxy) -> TestCluster {
+    let (region, pop) = configs(hold_ms);
+    TestCluster::via(region, pop, proxy).await
 }
 
 /// Invokes `hello` at the POP until it runs there (the POP learned it, fetched it and got
@@ -126,11 +144,7 @@ async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_local
     let proxy = DelayProxy::start(Duration::ZERO)
         .await
         .expect("proxy binds");
-    let mut region = region_config();
-    region.limits.lease_ttl_ms = TTL_MS;
-    let mut pop = pop_config();
-    pop.lease_ttl_ms = TTL_MS;
-    let c = TestCluster::via(region, pop, &proxy).await;
+    let c = cluster_via(60_000, &proxy).await;
     make_hello_local(&c).await;
     let forwarded = over_capacity_forwards(&c).await;
 
@@ -163,5 +177,68 @@ async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_local
     wait_lease(&c, "answered again", |v| !v.stalled).await;
     make_hello_local(&c).await;
     wait_lease(&c, "granted again", |v| v.valid && v.held >= 1).await;
+    c.nodes.shutdown().await;
+}
+
+/// A command module that answers 200 with an empty body.
+const QUIET: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
+
+/// Invokes `quiet` at the POP as `token`'s tenant `t` until it runs there (the POP learned
+/// the token and the function, fetched it and got a lease).
+async fn run_quiet_at_pop(c: &TestCluster, t: &TenantId, token: &str) {
+    let url = format!("{}/v1/functions/quiet/invoke", c.nodes.pop_url());
+    let mut patience = Patience::new();
+    while patience.more() {
+        let resp = c
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request completes");
+        if resp.status() == 200 && header(&resp, "x-strata-executed-at") == "pop/pop-1" {
+            return;
+        }
+        // The token or the function may not have reached the POP yet.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let view = c.nodes.pop.lease_view(t);
+    panic!("{t:?}'s quiet never ran at the POP; its lease: {view:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_far_pop_keeps_every_tenants_lease_valid_through_renewal_rounds() {
+    // 80 ms RTT and renewals every 300 ms: one tenant's messages after another's would
+    // take 20 × 80 ms = 1.6 s a round, past the 900 ms a renewal keeps a lease valid.
+    const TENANTS: usize = 20;
+    let proxy = DelayProxy::start(Duration::from_millis(40))
+        .await
+        .expect("proxy binds");
+    let c = cluster_via(60_000, &proxy).await;
+    let mut tenants = Vec::new();
+    for i in 0..TENANTS {
+        let id = format!("far{i}");
+        let token = tenant(&c, &id).await;
+        let deployed = deploy_as(&c, &token, "quiet", serde_json::json!({}), QUIET).await;
+        assert!(deployed.status().is_success(), "{}", deployed.status());
+        tenants.push((TenantId::new(id).expect("valid tenant"), token));
+    }
+    futures::future::join_all(tenants.iter().map(|(id, t)| run_quiet_at_pop(&c, id, t))).await;
+    // Quiet now, each holds its floor; after every round each lease is still valid.
+    let mut rx = c.nodes.pop.lease_rounds();
+    rx.borrow_and_update();
+    for round in 0..3 {
+        tokio::time::timeout(Duration::from_secs(30), rx.changed())
+            .await
+            .expect("a renewal round within 30 s")
+            .expect("the POP's lease task is running");
+        for (t, _) in &tenants {
+            let view = c.nodes.pop.lease_view(t);
+            assert!(
+                view.valid && view.held >= 1,
+                "after round {round}, {t:?}'s lease lapsed: {view:?}"
+            );
+        }
+    }
     c.nodes.shutdown().await;
 }

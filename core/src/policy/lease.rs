@@ -6,8 +6,25 @@
 //! Never reads a clock, sends a message or spawns; `granted` changes only by a region's
 //! reply (to that region's count) and by a renewal round (down, before the return is
 //! sent), never otherwise.
+//!
+//! What may be in flight at once is a rule of this module too: at most one lease message
+//! of a tenant ([`Book::wants`] and [`Book::round`] start one only when the book has none
+//! in flight, [`Book::done`] ends it), so a reply to a tenant's message is never overtaken
+//! by another of that tenant's; different tenants' messages go concurrently, a renewal
+//! round's at most [`ROUND_CONCURRENCY`] at a time.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::time::{Duration, Instant};
+
+/// How many tenants' messages a renewal round has in flight at once. Each tenant's are
+/// sent in order (its return, then its renewal), and different tenants' concurrently, so
+/// a round of `n` tenants takes about `n / ROUND_CONCURRENCY` round trips (two for a
+/// tenant that gives slots back): at 50 ms RTT and a 1 s renewal period, 64 keep up to
+/// about 1 280 tenants per POP renewed in time. A bound, so that a POP with many tenants
+/// does not open thousands of streams to its region at once (a region lets a POP have
+/// `transport::MAX_CONCURRENT_STREAMS`, shared with its forwards).
+pub const ROUND_CONCURRENCY: usize = 64;
 
 /// What the renewal rule needs to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +93,13 @@ pub struct Book<R> {
     /// Draws stop at this instant unless a renewal moves it.
     valid_until: Option<Instant>,
     /// An acquire is in flight.
-    pub asking: bool,
+    asking: bool,
+    /// A lease message of this tenant is in flight (an acquire, or a round's return or
+    /// renewal, and a lease move's return after either): no other is sent until it ends.
+    sending: bool,
+    /// A draw ran low while a message that was not an acquire was in flight: ask when it
+    /// ends ([`Book::done`]).
+    wanted: bool,
     /// Something was drawn since the last renewal round.
     drew: bool,
     /// When something was last drawn.
@@ -94,6 +117,8 @@ impl<R: Copy + PartialEq> Book<R> {
             region: None,
             valid_until: None,
             asking: false,
+            sending: false,
+            wanted: false,
             drew: false,
             last_draw: None,
             peak: WindowPeak::new(now),
@@ -120,9 +145,16 @@ impl<R: Copy + PartialEq> Book<R> {
         self.valid_until.is_some_and(|v| now < v)
     }
 
-    /// Nothing held, nothing running, nothing asked: the book may be dropped.
+    /// Nothing held, nothing running, no message in flight: the book may be dropped. (A
+    /// book whose last slots are on their way back is kept until the return ends, so that
+    /// a new book of the tenant cannot send an acquire alongside it.)
     pub fn empty(&self) -> bool {
-        self.granted == 0 && self.in_use == 0 && !self.asking
+        self.granted == 0 && self.in_use == 0 && !self.sending
+    }
+
+    /// Whether a lease message of this tenant is in flight.
+    pub fn sending(&self) -> bool {
+        self.sending
     }
 
     /// Whether the book is in its idle hold: nothing in use, nothing drawn this round nor
@@ -163,17 +195,57 @@ impl<R: Copy + PartialEq> Book<R> {
     }
 
     /// After a draw at `now`: whether to ask the region for more, and how many. Asks when
-    /// the lease is not valid or has fewer than a batch free, and no acquire is in flight
-    /// (it marks one in flight: [`Book::asking`], cleared by the shell when the answer or
-    /// the failure comes back). A busy tenant's lease grows geometrically: it asks for as
-    /// many as are in use, at least a batch.
+    /// the lease is not valid or has fewer than a batch free, and no message of this
+    /// tenant is in flight; it then marks an acquire in flight, which the shell ends with
+    /// [`Book::done`] when the answer or the failure is in. While a round's message is in
+    /// flight it asks nothing but remembers, and [`Book::done`] asks then. A busy tenant's
+    /// lease grows geometrically: it asks for as many as are in use, at least a batch.
     pub fn wants(&mut self, now: Instant, rule: &HoldRule) -> Option<u32> {
         let low = !self.valid(now) || self.free() < rule.batch;
         if !low || self.asking {
             return None;
         }
+        if self.sending {
+            self.wanted = true;
+            return None;
+        }
         self.asking = true;
+        self.sending = true;
         Some(rule.batch.max(self.in_use))
+    }
+
+    /// The tenant's message in flight (and any return a lease move added after it) ended
+    /// at `now`, answered or not: the next may go. Returns the acquire to send now when a
+    /// draw ran low meanwhile and the lease is still low ([`Book::wants`]).
+    pub fn done(&mut self, now: Instant, rule: &HoldRule) -> Option<u32> {
+        self.sending = false;
+        self.asking = false;
+        if std::mem::take(&mut self.wanted) {
+            self.wants(now, rule)
+        } else {
+            None
+        }
+    }
+
+    /// This tenant's part of a renewal round at `now`: settles the book ([`Book::settle`])
+    /// and says what to send, in order, marking it in flight until [`Book::done`]; `None`
+    /// when there is nothing to send, or when a message of the tenant is in flight (an
+    /// acquire: its answer renews the lease, as a renewal would, and the next round
+    /// settles the book).
+    pub fn round(&mut self, now: Instant, rule: &HoldRule) -> Option<RoundStep<R>> {
+        if self.sending {
+            return None;
+        }
+        let surplus = self.settle(now, rule);
+        let step = RoundStep {
+            give_back: self.region.filter(|_| surplus > 0).map(|r| (r, surplus)),
+            renew: self.granted > 0,
+        };
+        if step.give_back.is_none() && !step.renew {
+            return None;
+        }
+        self.sending = true;
+        Some(step)
     }
 
     fn record_draw(&mut self, now: Instant, rule: &HoldRule) {
@@ -192,8 +264,9 @@ impl<R: Copy + PartialEq> Book<R> {
     /// handling the request, valid until `valid_until`. Returns the slots to give back to
     /// the region that counted the lease before, when `region` is another one.
     ///
-    /// The replying region's count becomes the lease: the shell changes `granted` only
-    /// between lease messages (see [`super`]), so no return is in flight and `held` is
+    /// The replying region's count becomes the lease: a tenant has one lease message in
+    /// flight at a time and `granted` changes only in a round before its return is sent
+    /// (see the module docs), so none of this tenant's returns is in flight and `held` is
     /// exactly what that region counts (it may have reclaimed an expired lease, or kept
     /// slots whose return was lost). When the POP moved to another region, the old lease
     /// is no longer drawn from: its free slots go back to the old region, and those in use
@@ -248,6 +321,16 @@ impl<R: Copy + PartialEq> Book<R> {
     }
 }
 
+/// What a renewal round sends for one tenant, in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundStep<R> {
+    /// Slots to give back, already removed from the local count, and the region counting
+    /// them.
+    pub give_back: Option<(R, u32)>,
+    /// Whether to renew the lease (it still holds slots).
+    pub renew: bool,
+}
+
 /// How often a POP renews its leases, and how long a lease message may go unanswered
 /// before its leases stall ([`Answers::stalled`]): a third of the lease TTL, at least
 /// 10 ms. A renewal sent at `t` keeps a lease valid until `t + ttl`, so one missed
@@ -263,39 +346,75 @@ pub fn reclaim_after(ttl: Duration, grace: Duration) -> Duration {
     ttl.saturating_add(grace)
 }
 
-/// Whether regions answer this POP's lease messages: the stall rule. Lease messages go one
-/// at a time (see [`super`]), so one clock covers them all: it starts when a message is
-/// sent while none is awaiting an answer, and stops at the next reply from any region (a
-/// grant, or a region's refusal: it answered). A message that fails without a reply (the
-/// connection died, no region could be reached) leaves it running: nothing answered.
+/// Whether regions answer this POP's lease messages: the stall rule. A reply from any
+/// region (a grant, or a region's refusal: it answered) shows that regions answered
+/// everything sent before it arrived; what counts is the oldest message sent since the last
+/// reply that has none of its own: still in flight, or failed without a reply (the
+/// connection died, no region could be reached: nothing answered).
 ///
-/// Stalled means the oldest unanswered message was sent at least `after` ago. The shell
-/// uses a third of the lease TTL, one renewal period: a renewal sent at `t` extends a
-/// lease that is valid until `t + 2/3 ttl` at best, so a region that stops answering is
-/// noticed before the lease it counts expires, and a healthy region answers in one
-/// round trip, far below it.
-#[derive(Debug, Clone, Copy, Default)]
+/// Stalled means that message was sent at least `after` ago. The shell uses a third of the
+/// lease TTL, one renewal period: a renewal sent at `t` extends a lease that is valid until
+/// `t + 2/3 ttl` at best, so a region that stops answering is noticed before the lease it
+/// counts expires, and a healthy region answers in one round trip, far below it. Messages
+/// of different tenants go concurrently ([`ROUND_CONCURRENCY`]), so a region that dies
+/// while a round is in flight is noticed `after` the first message it left unanswered,
+/// even when it answered some sent before that.
+///
+/// Bounded: one entry per message in flight (at most one per tenant with a book), and one
+/// instant for all failures.
+#[derive(Debug, Clone, Default)]
 pub struct Answers {
-    /// When the oldest lease message still without a reply was sent.
-    waiting_since: Option<Instant>,
+    /// When each message still in flight was sent (how many at each instant).
+    in_flight: BTreeMap<Instant, u32>,
+    /// When the oldest message that failed since the last reply was sent.
+    failed_since: Option<Instant>,
+    /// When the last reply arrived.
+    last_reply: Option<Instant>,
 }
 
 impl Answers {
-    /// A lease message is sent at `now`.
+    /// A lease message is sent at `now`; the shell reports its end with `now` as `sent`.
     pub fn sent(&mut self, now: Instant) {
-        self.waiting_since.get_or_insert(now);
+        *self.in_flight.entry(now).or_default() += 1;
     }
 
-    /// A region replied: nothing is awaited any more.
-    pub fn answered(&mut self) {
-        self.waiting_since = None;
+    /// The message sent at `sent` got a reply at `now`: everything sent before is answered
+    /// for the stall rule.
+    pub fn answered(&mut self, sent: Instant, now: Instant) {
+        self.end(sent);
+        self.last_reply = Some(self.last_reply.map_or(now, |r| r.max(now)));
+        self.failed_since = None;
     }
 
-    /// Whether, at `now`, the oldest unanswered message was sent at least `after` ago. A
-    /// clock that moves backwards is treated as not having moved.
+    /// The message sent at `sent` failed without a reply: it stays unanswered until a
+    /// reply arrives.
+    pub fn failed(&mut self, sent: Instant) {
+        self.end(sent);
+        if self.last_reply.is_none_or(|r| sent >= r) {
+            self.failed_since = Some(self.failed_since.map_or(sent, |f| f.min(sent)));
+        }
+    }
+
+    fn end(&mut self, sent: Instant) {
+        if let Some(n) = self.in_flight.get_mut(&sent) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&sent);
+            }
+        }
+    }
+
+    /// Whether, at `now`, the oldest message sent since the last reply and without a reply
+    /// of its own was sent at least `after` ago. A clock that moves backwards is treated as
+    /// not having moved.
     pub fn stalled(&self, now: Instant, after: Duration) -> bool {
-        self.waiting_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= after)
+        let from = self.last_reply.map_or(Bound::Unbounded, Bound::Included);
+        let in_flight = self.in_flight.range((from, Bound::Unbounded)).next();
+        let oldest = match (in_flight.map(|(t, _)| *t), self.failed_since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        oldest.is_some_and(|t| now.saturating_duration_since(t) >= after)
     }
 }
 

@@ -236,12 +236,52 @@ fn lease_messages_stall_once_the_oldest_unanswered_one_is_old_enough() {
     // A later message does not restart the clock: the oldest one is still unanswered.
     a.sent(t0 + S / 2);
     assert!(a.stalled(t0 + after, after));
-    // Any reply ends the stall; the next message starts a new clock.
-    a.answered();
+    // A reply ends the stall for everything sent before it arrived; the next message
+    // starts a new clock.
+    a.answered(t0 + S / 2, t0 + S);
     assert!(!a.stalled(t0 + 10 * S, after));
     a.sent(t0 + 10 * S);
     assert!(!a.stalled(t0 + 10 * S + after / 2, after));
     assert!(a.stalled(t0 + 11 * S, after));
+}
+
+#[test]
+fn a_message_still_unanswered_after_a_reply_to_an_older_one_stalls_on_its_own_clock() {
+    // Two tenants' messages in flight together; the region answers the first and dies.
+    let t0 = Instant::now();
+    let ms = Duration::from_millis(1);
+    let mut a = Answers::default();
+    a.sent(t0);
+    a.sent(t0 + 60 * ms);
+    a.answered(t0, t0 + 50 * ms);
+    assert!(!a.stalled(t0 + 60 * ms + S - ms, S));
+    assert!(
+        a.stalled(t0 + 60 * ms + S, S),
+        "sent after the last reply, and never answered"
+    );
+    // One sent before the reply arrived is answered for the stall rule.
+    let mut a = Answers::default();
+    a.sent(t0);
+    a.sent(t0 + 10 * ms);
+    a.answered(t0 + 10 * ms, t0 + 50 * ms);
+    assert!(!a.stalled(t0 + 10 * S, S));
+}
+
+#[test]
+fn a_failed_message_keeps_the_clock_running_until_a_reply() {
+    let t0 = Instant::now();
+    let mut a = Answers::default();
+    a.sent(t0);
+    a.failed(t0);
+    a.sent(t0 + S / 2);
+    a.failed(t0 + S / 2);
+    assert!(a.stalled(t0 + S, S), "the first failure's clock");
+    a.sent(t0 + S);
+    a.answered(t0 + S, t0 + S + S / 10);
+    assert!(!a.stalled(t0 + 5 * S, S));
+    // A failure of a message sent before the last reply is covered by it.
+    a.failed(t0 + S / 4);
+    assert!(!a.stalled(t0 + 5 * S, S));
 }
 
 #[test]
@@ -327,8 +367,8 @@ fn a_tenant_asks_for_a_batch_when_it_runs_low_and_once_at_a_time() {
     assert!(!b.draw(t0, &r));
     assert_eq!(b.wants(t0, &r), Some(4));
     assert_eq!(b.wants(t0, &r), None, "one acquire in flight");
-    b.asking = false;
     assert_eq!(b.granted(A, 8, t0 + TTL), None);
+    assert_eq!(b.done(t0, &r), None);
     // Eight free: nothing to ask; after four draws fewer than a batch are free.
     for _ in 0..4 {
         assert!(b.draw(t0, &r));
@@ -350,4 +390,66 @@ fn renewals_come_every_third_of_the_ttl_and_regions_reclaim_after_the_grace() {
         Duration::from_millis(10)
     );
     assert_eq!(reclaim_after(TTL, 20 * S), 23 * S);
+}
+
+#[test]
+fn a_tenant_has_one_lease_message_in_flight_at_a_time() {
+    let t0 = Instant::now();
+    let r = rule(Duration::from_secs(60));
+    let mut b = granted(t0, 8);
+    for _ in 0..5 {
+        assert!(b.draw(t0, &r));
+    }
+    // An acquire in flight: the round leaves the tenant out (the answer renews the lease).
+    assert_eq!(b.wants(t0, &r), Some(5));
+    assert!(b.sending());
+    assert_eq!(b.round(t0 + S, &r), None);
+    assert_eq!(b.granted(A, 13, t0 + S + TTL), None);
+    assert_eq!(b.done(t0 + S, &r), None);
+    assert!(!b.sending());
+    // The next round settles and renews; no acquire goes while its renewal is in flight,
+    // but one goes when it ends if the tenant ran low meanwhile.
+    assert_eq!(
+        b.round(t0 + 2 * S, &r),
+        Some(RoundStep {
+            give_back: Some((A, 3)),
+            renew: true
+        })
+    );
+    assert_eq!(b.holding(), (10, 5));
+    for _ in 0..2 {
+        assert!(b.draw(t0 + 2 * S, &r));
+    }
+    assert_eq!(
+        b.wants(t0 + 2 * S, &r),
+        None,
+        "the round's messages are in flight"
+    );
+    assert_eq!(b.granted(A, 10, t0 + 2 * S + TTL), None);
+    assert_eq!(
+        b.done(t0 + 2 * S, &r),
+        Some(7),
+        "asked for once the renewal is in"
+    );
+    assert!(b.sending());
+}
+
+#[test]
+fn a_book_giving_its_last_slots_back_is_kept_until_the_return_ends() {
+    let t0 = Instant::now();
+    let r = rule(Duration::ZERO);
+    let mut b = granted(t0, 4);
+    assert_eq!(
+        b.round(t0 + S, &r),
+        Some(RoundStep {
+            give_back: Some((A, 4)),
+            renew: false
+        })
+    );
+    assert!(!b.empty(), "its return is in flight");
+    assert_eq!(b.done(t0 + S, &r), None);
+    assert!(b.empty());
+    // Nothing left: the next round sends nothing.
+    assert_eq!(b.round(t0 + 2 * S, &r), None);
+    assert!(!b.sending());
 }

@@ -11,14 +11,18 @@
 //!   the tenant's budget at the region (`Budget::acquire_lease`: the same books its
 //!   forwards are admitted by, so leases and forwards share the tenant's limit). A region
 //!   without a tenant limit keeps no books and grants every slot asked for.
-//! - Every `renew_every(ttl)` a renewal round settles each book (`Book::settle`: what a
-//!   busy, idle-held or quiet tenant keeps), gives the surplus back and renews the rest.
-//! - Lease messages go one at a time per POP, in order (the shell's lock): a round's
-//!   returns and renewals go before anything queued after it. Each goes to the region the
-//!   POP's region choice prefers (returns: to the region counting the lease); a message to
-//!   a dead region gets no answer until the POP's liveness timeout (`failure_detect_ms`),
-//!   and while one goes unanswered for `renew_every(ttl)` the POP's leases stall
-//!   (`Answers`), so tenants draw within `Book::draw_stalled`'s cap.
+//! - Every `renew_every(ttl)` a renewal round goes through the books (`Book::round`:
+//!   settles what a busy, idle-held or quiet tenant keeps), gives each tenant's surplus back
+//!   and then renews the rest; a tick while a round is still in progress starts the next
+//!   when it ends (the shell's rounds never overlap).
+//! - Lease messages go one at a time per tenant (the book's rule: `Book::wants`,
+//!   `Book::round`, `Book::done`), and different tenants' concurrently: a round has at most
+//!   `lease::ROUND_CONCURRENCY` tenants' messages in flight, each answered an RTT later, so
+//!   a round costs about one RTT per that many tenants, as in the shell. Each goes to the
+//!   region the POP's region choice prefers (returns: to the region counting the lease); a
+//!   message to a dead region gets no answer until the POP's liveness timeout
+//!   (`failure_detect_ms`), and while one goes unanswered for `renew_every(ttl)` the POP's
+//!   leases stall (`Answers`), so tenants draw within `Book::draw_stalled`'s cap.
 //! - A forward refused only for want of a lease that then finds no region reachable runs
 //!   here uncounted (`policy::edge::run_uncounted`).
 //!
@@ -102,19 +106,36 @@ impl LeaseCounters {
     }
 }
 
-/// A lease message waiting for its turn.
+/// A lease message of a tenant.
 #[derive(Debug, Clone, Copy)]
 enum Msg {
-    /// Ask for `want` more slots of `tenant` (0: renew).
-    Acquire { tenant: u32, want: u32 },
-    /// Give `slots` of `tenant` back to `region`, which counts them.
-    Return {
-        region: u32,
-        tenant: u32,
-        slots: u32,
-    },
-    /// A renewal round: settle every book, then its returns and renewals.
-    Round,
+    /// Ask for `want` more slots (0: renew).
+    Acquire { want: u32 },
+    /// Give `slots` back to `region`, which counts them.
+    Return { region: u32, slots: u32 },
+}
+
+/// A tenant's messages from the book marking one in flight to `Book::done`: the shell's
+/// acquire task or its part of a renewal round.
+#[derive(Debug, Default)]
+struct Turn {
+    /// What is still to go, in order.
+    next: VecDeque<Msg>,
+    /// The message awaiting its answer, and when it was sent.
+    current: Option<(Msg, Nanos)>,
+    /// Part of the renewal round in progress (it holds one of the round's places).
+    round: bool,
+}
+
+/// The renewal round in progress.
+#[derive(Debug, Default)]
+struct Round {
+    /// Tenants whose turn in it has not started, in order.
+    left: VecDeque<u32>,
+    /// Tenants whose turn in it is under way.
+    busy: usize,
+    /// A tick came meanwhile: the next round starts when this one ends.
+    due: bool,
 }
 
 /// One POP's leases.
@@ -123,15 +144,16 @@ pub(super) struct PopLeases {
     /// Per tenant (ordered: rounds go through them in a fixed order).
     books: BTreeMap<u32, Book<u32>>,
     answers: Answers,
-    waiting: VecDeque<Msg>,
-    /// The message awaiting its answer, and when it was sent.
-    in_flight: Option<(Msg, Nanos)>,
-    round_queued: bool,
+    /// The tenants with a message in flight or to send.
+    turns: BTreeMap<u32, Turn>,
+    /// Tenants whose next message can go now, in order.
+    ready: VecDeque<u32>,
+    round: Option<Round>,
 }
 
 impl PopLeases {
     /// Draws a slot of `tenant`'s lease at `at` (stalled draws while lease messages go
-    /// unanswered), and queues an acquire when the book wants one.
+    /// unanswered), and starts an acquire when the book wants one.
     pub fn draw(&mut self, at: Instant, tenant: u32, t: &Terms) -> bool {
         let stalled = self.answers.stalled(at, t.renew);
         let b = self.books.entry(tenant).or_insert_with(|| Book::new(at));
@@ -141,7 +163,7 @@ impl PopLeases {
             b.draw(at, &t.rule)
         };
         if let Some(want) = b.wants(at, &t.rule) {
-            self.waiting.push_back(Msg::Acquire { tenant, want });
+            self.start(tenant, Msg::Acquire { want }, false);
         }
         drawn
     }
@@ -153,110 +175,166 @@ impl PopLeases {
         }
     }
 
-    /// Whether a message can go now.
-    fn ready(&self) -> bool {
-        self.in_flight.is_none() && !self.waiting.is_empty()
+    /// Starts `tenant`'s turn with `first` (its book marked it in flight).
+    fn start(&mut self, tenant: u32, first: Msg, round: bool) {
+        let turn = Turn {
+            next: VecDeque::from([first]),
+            current: None,
+            round,
+        };
+        self.turns.insert(tenant, turn);
+        self.ready.push_back(tenant);
     }
 
-    /// A renewal round at `at` (the shell's `Leases::renew`): settles every book and puts
-    /// its returns, then its renewals, before anything else waiting.
-    fn round(&mut self, at: Instant, rule: &HoldRule) {
-        self.round_queued = false;
-        let mut returns = Vec::new();
-        let mut renewals = Vec::new();
-        for (&tenant, b) in &mut self.books {
-            let surplus = b.settle(at, rule);
-            if let Some(region) = b.region().filter(|_| surplus > 0) {
-                returns.push(Msg::Return {
-                    region,
-                    tenant,
-                    slots: surplus,
+    /// A renewal tick at `at`: starts a round, or marks the next one due.
+    fn tick(&mut self, at: Instant, rule: &HoldRule) {
+        match &mut self.round {
+            Some(r) => r.due = true,
+            None => {
+                self.round = Some(Round {
+                    left: self.books.keys().copied().collect(),
+                    ..Round::default()
                 });
-            }
-            if b.holding().0 > 0 {
-                renewals.push(Msg::Acquire { tenant, want: 0 });
+                self.fill_round(at, rule);
             }
         }
-        self.books.retain(|_, b| !b.empty());
-        for m in returns.into_iter().chain(renewals).rev() {
-            self.waiting.push_front(m);
+    }
+
+    /// Starts round turns while the round has places (`ROUND_CONCURRENCY`), each tenant
+    /// settled when its turn comes (`Book::round`, the shell's `renew_tenant`); ends the
+    /// round when every turn is over, starting the next if one is due.
+    fn fill_round(&mut self, at: Instant, rule: &HoldRule) {
+        loop {
+            let Some(r) = &mut self.round else {
+                return;
+            };
+            if r.busy >= lease::ROUND_CONCURRENCY {
+                return;
+            }
+            let Some(tenant) = r.left.pop_front() else {
+                if r.busy > 0 {
+                    return;
+                }
+                let due = r.due;
+                self.round = None;
+                self.books.retain(|_, b| !b.empty());
+                if due {
+                    self.tick(at, rule);
+                }
+                return;
+            };
+            let Some(step) = self.books.get_mut(&tenant).and_then(|b| b.round(at, rule)) else {
+                continue;
+            };
+            r.busy += 1;
+            let mut next = VecDeque::new();
+            if let Some((region, slots)) = step.give_back {
+                next.push_back(Msg::Return { region, slots });
+            }
+            if step.renew {
+                next.push_back(Msg::Acquire { want: 0 });
+            }
+            self.turns.insert(
+                tenant,
+                Turn {
+                    next,
+                    current: None,
+                    round: true,
+                },
+            );
+            self.ready.push_back(tenant);
         }
+    }
+
+    /// `tenant`'s next message to send, or `None` when its turn is over (`Book::done`; a
+    /// turn that ran low meanwhile goes on with an acquire).
+    fn next(&mut self, at: Instant, tenant: u32, rule: &HoldRule) -> Option<Msg> {
+        let turn = self.turns.get_mut(&tenant)?;
+        if let Some(m) = turn.next.pop_front() {
+            return Some(m);
+        }
+        if let Some(want) = self.books.get_mut(&tenant).and_then(|b| b.done(at, rule)) {
+            return Some(Msg::Acquire { want });
+        }
+        let round = self.turns.remove(&tenant).is_some_and(|t| t.round);
+        if round && let Some(r) = &mut self.round {
+            r.busy -= 1;
+            self.fill_round(at, rule);
+        }
+        None
+    }
+
+    /// `tenant`'s message in flight ended: returns it and when it was sent, and readies
+    /// the tenant's next.
+    fn ended(&mut self, tenant: u32) -> Option<(Msg, Nanos)> {
+        let current = self.turns.get_mut(&tenant)?.current.take();
+        self.ready.push_back(tenant);
+        current
     }
 }
 
 impl Shard<'_> {
-    /// `pop`'s renewal timer: queues a round unless one is still waiting.
+    /// `pop`'s renewal timer: starts a round unless one is still in progress.
     pub(super) fn lease_tick(&mut self, now: Nanos, pop: u32) {
         let w = self.w;
         let next = now + w.leases.renew_ns();
         if next < w.end {
             self.queue.push(next, Event::LeaseTick { pop });
         }
+        let at = self.at(now);
         let i = self.local_pop(pop);
-        let l = &mut self.pops[i].leases;
-        if !l.round_queued {
-            l.round_queued = true;
-            l.waiting.push_back(Msg::Round);
-        }
+        self.pops[i].leases.tick(at, &w.leases.rule);
         self.send_leases(now, pop);
     }
 
-    /// Sends `pop`'s next lease message if none awaits an answer.
+    /// Sends `pop`'s lease messages that can go now: each ready tenant's next.
     pub(super) fn send_leases(&mut self, now: Nanos, pop: u32) {
         let w = self.w;
         let at = self.at(now);
         let i = self.local_pop(pop);
-        while self.pops[i].leases.ready() {
+        while let Some(tenant) = self.pops[i].leases.ready.pop_front() {
             let p = &mut self.pops[i];
-            let Some(msg) = p.leases.waiting.pop_front() else {
-                return;
+            let Some(msg) = p.leases.next(at, tenant, &w.leases.rule) else {
+                continue;
             };
-            let (region, tenant, slots, back) = match msg {
-                Msg::Round => {
-                    p.leases.round(at, &w.leases.rule);
-                    continue;
-                }
-                Msg::Acquire { tenant, want } => {
+            let (region, slots, back) = match msg {
+                Msg::Acquire { want } => {
                     let Some(region) = self.chooser.choose(now, pop, &p.views) else {
                         // No region to ask: the request fails at once, unanswered.
                         p.leases.answers.sent(at);
-                        if want > 0
-                            && let Some(b) = p.leases.books.get_mut(&tenant)
-                        {
-                            b.asking = false;
-                        }
+                        p.leases.answers.failed(at);
+                        p.leases.ready.push_back(tenant);
                         continue;
                     };
                     if want > 0 {
                         self.lease_counts.acquires += 1;
                     }
-                    (region, tenant, want, false)
+                    (region, want, false)
                 }
-                Msg::Return {
-                    region,
-                    tenant,
-                    slots,
-                } => {
+                Msg::Return { region, slots } => {
                     // Only over a live connection: a region the POP knows is gone
                     // reclaims the slots when the lease expires instead.
                     let gone = w
                         .down_since(region, now)
                         .is_some_and(|d| now >= d + w.c.failure_detect);
                     if gone {
+                        p.leases.ready.push_back(tenant);
                         continue;
                     }
-                    (region, tenant, slots, true)
+                    (region, slots, true)
                 }
             };
             let p = &mut self.pops[i];
             p.leases.answers.sent(at);
-            p.leases.in_flight = Some((msg, now));
+            if let Some(turn) = p.leases.turns.get_mut(&tenant) {
+                turn.current = Some((msg, now));
+            }
             if let Some(down) = w.down_since(region, now) {
                 // Sent to a silently dead region: nothing answers until the POP's
                 // liveness timeout.
                 let noticed = (down + w.c.failure_detect).max(now);
-                self.queue.push(noticed, Event::LeaseFailed { pop });
-                return;
+                self.queue.push(noticed, Event::LeaseFailed { pop, tenant });
+                continue;
             }
             let arrive = now + w.rtt(pop, region) / 2;
             let event = Event::LeaseAt {
@@ -266,7 +344,7 @@ impl Shard<'_> {
                 slots,
                 back,
             };
-            return self.send(w.shard_of_region(region), arrive, event);
+            self.send(w.shard_of_region(region), arrive, event);
         }
     }
 
@@ -293,7 +371,11 @@ impl Shard<'_> {
             let noticed = w
                 .down_since(region, now)
                 .map_or(now, |d| d + w.c.failure_detect);
-            return self.send(to, noticed.max(answered), Event::LeaseFailed { pop });
+            return self.send(
+                to,
+                noticed.max(answered),
+                Event::LeaseFailed { pop, tenant },
+            );
         }
         let holder = w.holders[pop as usize].as_str();
         let (held, granted) = match r.budgets.get_mut(tenant as usize) {
@@ -310,38 +392,38 @@ impl Shard<'_> {
         let event = Event::LeaseAnswer {
             pop,
             region,
+            tenant,
             held,
             granted,
         };
         self.send(to, answered, event);
     }
 
-    /// `region`'s answer reaches `pop`: it counts `held` slots for the POP, `granted` of
-    /// them just now. Applies it to the book (`Book::granted`) and sends the next message.
-    pub(super) fn lease_answer(
-        &mut self,
-        now: Nanos,
-        pop: u32,
-        region: u32,
-        held: u32,
-        granted: u32,
-    ) {
+    /// `region`'s answer to `tenant`'s message reaches `pop`: it counts `held` slots for
+    /// the POP, `granted` of them just now. Applies it to the book (`Book::granted`) and
+    /// sends the tenant's next message.
+    pub(super) fn lease_answer(&mut self, now: Nanos, pop: u32, answer: Answer) {
+        let Answer {
+            region,
+            tenant,
+            held,
+            granted,
+        } = answer;
         let w = self.w;
+        let at = self.at(now);
         let i = self.local_pop(pop);
         let l = &mut self.pops[i].leases;
-        l.answers.answered();
-        let Some((msg, sent)) = l.in_flight.take() else {
+        let Some((msg, sent)) = l.ended(tenant) else {
             return;
         };
-        if let Msg::Acquire { tenant, want } = msg
+        let sent_at = self.base + Duration::from_nanos(sent);
+        l.answers.answered(sent_at, at);
+        if let Msg::Acquire { want } = msg
             && let Some(b) = l.books.get_mut(&tenant)
         {
-            if want > 0 {
-                b.asking = false;
-                if granted > 0 {
-                    self.lease_counts.grants += 1;
-                    self.lease_counts.slots_granted += u64::from(granted);
-                }
+            if want > 0 && granted > 0 {
+                self.lease_counts.grants += 1;
+                self.lease_counts.slots_granted += u64::from(granted);
             }
             let held = if held == UNCOUNTED {
                 let kept = if b.region() == Some(region) {
@@ -353,31 +435,35 @@ impl Shard<'_> {
             } else {
                 held
             };
-            let valid_until = self.base + Duration::from_nanos(sent) + w.leases.ttl;
-            if let Some((old, slots)) = b.granted(region, held, valid_until) {
+            if let Some((old, slots)) = b.granted(region, held, sent_at + w.leases.ttl)
+                && let Some(turn) = l.turns.get_mut(&tenant)
+            {
                 // The lease moved: the old region's free slots go back first.
-                l.waiting.push_front(Msg::Return {
-                    region: old,
-                    tenant,
-                    slots,
-                });
+                turn.next.push_front(Msg::Return { region: old, slots });
             }
         }
         self.send_leases(now, pop);
     }
 
-    /// `pop`'s lease message got no answer: the next one goes.
-    pub(super) fn lease_failed(&mut self, now: Nanos, pop: u32) {
+    /// `pop`'s lease message of `tenant` got no answer: the tenant's next one goes.
+    pub(super) fn lease_failed(&mut self, now: Nanos, pop: u32, tenant: u32) {
         let i = self.local_pop(pop);
         let l = &mut self.pops[i].leases;
-        if let Some((Msg::Acquire { tenant, want }, _)) = l.in_flight.take()
-            && want > 0
-            && let Some(b) = l.books.get_mut(&tenant)
-        {
-            b.asking = false;
+        if let Some((_, sent)) = l.ended(tenant) {
+            l.answers.failed(self.base + Duration::from_nanos(sent));
         }
         self.send_leases(now, pop);
     }
+}
+
+/// A region's answer to a lease message of `tenant`: the region counts `held` slots for the
+/// POP, `granted` of them just now.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Answer {
+    pub region: u32,
+    pub tenant: u32,
+    pub held: u32,
+    pub granted: u32,
 }
 
 #[cfg(test)]

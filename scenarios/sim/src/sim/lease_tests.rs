@@ -159,3 +159,41 @@ fn a_region_that_stops_answering_stalls_the_leases_and_local_runs_go_on() {
     // knows no region is reachable.
     assert!(o.leases.uncounted_runs < 10, "{:?}", o.leases);
 }
+
+/// One POP 50 ms from its region, 1000/s over `tenants` tenants of one function each.
+fn many_tenants(tenants: u32) -> String {
+    format!(
+        r#"
+        name = "tenants"
+        seed = 3
+        duration_s = 30
+        sample_interval_s = 1
+        [topology]
+        pops = 1
+        regions = 1
+        rtt_ms = [[50]]
+        [functions]
+        count = {tenants}
+        tenants = {tenants}
+        zipf_exponent = 0
+        exec_median_ms = 5
+        memory_mb = [16]
+        [pop]
+        memory_mb = 65536
+        [arrivals]
+        kind = "poisson"
+        rate_per_pop = 1000
+        "#
+    )
+}
+
+#[test]
+fn a_far_pop_renews_hundreds_of_tenants_leases_in_time() {
+    // 200 tenants at 50 ms: one tenant's lease messages after another's would take 10 s a
+    // round, far past the 3 s a renewal keeps a lease valid (a share run here about 0.2);
+    // concurrently a round takes a few round trips and nearly everything runs here.
+    // From 10 s on, once every function is known and ready at the POP.
+    let o = run(&many_tenants(200));
+    let hit = local_share_from(&o, 10);
+    assert!(hit > 0.9, "edge hit ratio {hit}, {:?}", o.leases);
+}

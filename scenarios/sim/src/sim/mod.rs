@@ -114,16 +114,17 @@ enum Event {
         slots: u32,
         back: bool,
     },
-    /// `region`'s answer to `pop`'s lease message: it counts `held` slots for the POP,
-    /// `granted` of them just now.
+    /// `region`'s answer to `pop`'s lease message of `tenant`: it counts `held` slots for
+    /// the POP, `granted` of them just now.
     LeaseAnswer {
         pop: u32,
         region: u32,
+        tenant: u32,
         held: u32,
         granted: u32,
     },
-    /// `pop`'s lease message got no answer (its connection timed out).
-    LeaseFailed { pop: u32 },
+    /// `pop`'s lease message of `tenant` got no answer (its connection timed out).
+    LeaseFailed { pop: u32, tenant: u32 },
 }
 
 /// The end of one execution.

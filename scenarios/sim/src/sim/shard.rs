@@ -2,7 +2,7 @@
 //! and recorder, and the messages it has for other shards.
 
 use super::edge::EdgeNode;
-use super::lease::{LeaseCounters, PopLeases};
+use super::lease::{self, LeaseCounters, PopLeases};
 use super::node::{Artifact, IdHasher, Node, Removed};
 use super::queue::{EventQueue, Nanos};
 use super::seams::{PolicyChoice, RegionChoice, RegionView};
@@ -389,10 +389,19 @@ impl<'w> Shard<'w> {
             Event::LeaseAnswer {
                 pop,
                 region,
+                tenant,
                 held,
                 granted,
-            } => self.lease_answer(now, pop, region, held, granted),
-            Event::LeaseFailed { pop } => self.lease_failed(now, pop),
+            } => {
+                let answer = lease::Answer {
+                    region,
+                    tenant,
+                    held,
+                    granted,
+                };
+                self.lease_answer(now, pop, answer);
+            }
+            Event::LeaseFailed { pop, tenant } => self.lease_failed(now, pop, tenant),
         }
     }
 
