@@ -220,7 +220,7 @@ pub struct PopModel {
     /// invocation costs `overhead_ms`. Default none.
     pub overhead_p99_ms: Option<f64>,
     /// The same overhead at each of `model::OVERHEAD_LEVELS` (0.01, 0.05, 0.1, 0.25, 0.5,
-    /// 0.75, 0.9, 0.95, 0.99, 0.999), ms, non-decreasing: the measured distribution. With
+    /// 0.75, 0.9, 0.95, 0.99, 0.995), ms, non-decreasing: the measured distribution. With
     /// it, each invocation's overhead is drawn from it by inverse CDF (linear between
     /// levels, clamped at the ends), in place of the lognormal. Default none.
     pub overhead_quantiles_ms: Option<Vec<f64>>,

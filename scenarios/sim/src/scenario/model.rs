@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// The cumulative probabilities at which a calibration records the POP's overhead
 /// (`pop.overhead_quantiles_ms` has one value per level, in this order).
-pub const OVERHEAD_LEVELS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+pub const OVERHEAD_LEVELS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995];
 
 /// The calibrated parameters, as written to and read from a model file (TOML).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

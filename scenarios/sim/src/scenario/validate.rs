@@ -114,7 +114,7 @@ impl Scenario {
             return Err(invalid(
                 "pop.overhead_quantiles_ms",
                 "must be 10 non-negative, non-decreasing values (at 0.01, 0.05, 0.1, 0.25, 0.5, \
-                 0.75, 0.9, 0.95, 0.99, 0.999)",
+                 0.75, 0.9, 0.95, 0.99, 0.995)",
             ));
         }
         positive("pop.placement.window", p.placement.window.as_secs_f64())?;
