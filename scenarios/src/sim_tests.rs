@@ -426,3 +426,24 @@ fn quantiles_that_decrease_or_miss_a_level_are_refused() {
         assert!(err.to_string().contains("overhead_quantiles_ms"), "{err}");
     }
 }
+
+#[test]
+fn a_waiting_guests_overshoot_is_added_to_every_execution() {
+    let text = BASE.replace(
+        "exec_median_ms = 5",
+        "exec_median_ms = 2\n    exec_sigma = 0.01\n    median_spread = 0",
+    ) + "    [cold_start]\n    instantiate_ms = 0\n    deserialize_ms = 0\n    [pop]\n    overhead_ms = 0\n";
+    let exact = report(&text);
+    let overshoot = [1.0, 1.0, 1.0, 1.0, 1.1, 1.2, 1.2, 1.3, 1.5, 2.0];
+    let late = report(&text.replace(
+        "median_spread = 0",
+        &format!("median_spread = 0\n    exec_overshoot_quantiles_ms = {overshoot:?}"),
+    ));
+    let (e, l) = (&exact.latency_ms["pop"], &late.latency_ms["pop"]);
+    assert!((e.p50 - 2.0).abs() < 0.05, "{e:?}");
+    assert!(
+        (l.p50 - 3.1).abs() < 0.05,
+        "the median overshoot is added: {l:?}"
+    );
+    assert!(l.p90 - e.p90 > 1.1, "{l:?} vs {e:?}");
+}

@@ -8,3 +8,12 @@
 
 pub mod cluster;
 pub mod proxy;
+
+/// A response header's value, empty when absent or not text.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -229,13 +229,7 @@ impl WallClock for TestClock {
     }
 }
 
-pub fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
+pub use testkit::header;
 
 /// Whether `condition` holds within [`Patience`]'s bound, polled every 5 ms: for node
 /// state that has no notification to wait on (the POP's sync state, its module cache).

@@ -188,13 +188,7 @@ async fn until_at(
             .body(body.clone())
             .send()
             .await?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned()
-        };
+        let header = |name: &str| scenarios::live::header(&resp, name);
         let (executed_at, start) = (header("x-strata-executed-at"), header("x-strata-start"));
         let status = resp.status();
         let echoed = resp.bytes().await?;

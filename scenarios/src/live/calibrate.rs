@@ -18,6 +18,12 @@
 //! | `forward_edge_ms` | forwarded end-to-end − `forward`: the POP's HTTP edge on a forwarded call (checks `pop.overhead_ms`) |
 //! | `cold_start.instantiate_ms` | `server-timing: instantiate` of the calls that report one (cold starts during the run), or unchanged when none did |
 //!
+//! `functions.exec_overshoot_quantiles_ms` (the model file's `sleep_overshoot_quantiles_ms`):
+//! the `sleep` example deployed at the edge and asked for a 2 ms wait 300 times, one call at
+//! a time; its `exec` minus 2 ms at the ten levels: how much later than asked a waiting
+//! guest wakes (the runtime's timer tick). The live replays' guests are that `sleep`
+//! reactor, so their executions include it.
+//!
 //! Artifact fetch (`cold_start.artifact_kb`, `bandwidth_mbps`, `deserialize_ms`) is not
 //! measured: a calibration run makes no cold artifact fetch it could time.
 
@@ -85,15 +91,7 @@ pub(crate) fn derive(
         .collect();
     let pop_overhead = median(pop_overheads.clone()).context("no local call succeeded")?;
     let pop_overhead_p99 = percentile(pop_overheads.clone(), 0.99);
-    // Non-negative and non-decreasing, like the scenario requires.
-    let mut floor = 0.0f64;
-    let pop_overhead_quantiles = OVERHEAD_LEVELS
-        .iter()
-        .map(|&q| {
-            floor = floor.max(percentile(pop_overheads.clone(), q).unwrap_or(0.0));
-            floor
-        })
-        .collect();
+    let pop_overhead_quantiles = quantiles(&pop_overheads);
     let rtt = 2.0 * one_way_delay_ms;
     let forwarded: Vec<&Sample> = forward
         .iter()
@@ -129,7 +127,8 @@ pub(crate) fn derive(
     Ok(CostModel {
         pop_overhead_ms: pop_overhead.max(0.0),
         pop_overhead_p99_ms: pop_overhead_p99.map(|p| p.max(pop_overhead.max(0.0))),
-        pop_overhead_quantiles_ms: Some(pop_overhead_quantiles),
+        pop_overhead_quantiles_ms: pop_overhead_quantiles,
+        sleep_overshoot_quantiles_ms: None,
         region_overhead_ms: region_overhead.max(0.0),
         instantiate_ms: instantiate,
         exec_ms: exec,
@@ -167,11 +166,12 @@ pub async fn measure(args: &CalibrateArgs) -> anyhow::Result<CostModel> {
         drive(&http, &local, concurrency as u64 * 4, concurrency).await?;
         let local = drive_timed(&http, &local, args.requests, concurrency).await?;
         let forward = drive_timed(&http, &forward, args.requests, concurrency).await?;
-        anyhow::Ok((local, forward))
+        let overshoot = sleep_overshoot(&cluster, &http).await?;
+        anyhow::Ok((local, forward, overshoot))
     }
     .await;
     cluster.shutdown().await;
-    let (local, forward) = result?;
+    let (local, forward, overshoot) = result?;
     let build = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -179,7 +179,69 @@ pub async fn measure(args: &CalibrateArgs) -> anyhow::Result<CostModel> {
     };
     let mut model = derive(&local, &forward, args.one_way_delay_ms, build)?;
     model.run.concurrency = concurrency;
+    model.sleep_overshoot_quantiles_ms = quantiles(&overshoot);
     Ok(model)
+}
+
+/// The wait the `sleep` guest is asked for in [`sleep_overshoot`], ms.
+const NAP_MS: f64 = 2.0;
+/// Calls of the `sleep` guest measured.
+const NAPS: usize = 300;
+
+/// How much longer than asked the `sleep` guest's waits take at the POP (`exec` minus
+/// the wait), ms: it wakes on the runtime's timer tick. One call at a time, so nothing
+/// but the timer adds to it.
+async fn sleep_overshoot(
+    cluster: &testkit::cluster::DevCluster,
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<f64>> {
+    let wasm = wat::parse_str(super::fleet::SLEEP_WAT)?;
+    cluster
+        .deploy(
+            "nap",
+            serde_json::json!({"placement": "edge", "abi": "reactor"}),
+            wasm,
+        )
+        .await?;
+    let url = format!("{}/v1/functions/nap/invoke", cluster.pop_url());
+    let body = format!("{}", (NAP_MS * 1e3) as u64);
+    let mut overshoot = Vec::with_capacity(NAPS);
+    // Until it runs at the POP (its code prepared there), then NAPS timed waits.
+    for _ in 0..(NAPS + 2000) {
+        let resp = http
+            .post(&url)
+            .bearer_auth(&cluster.token)
+            .body(body.clone())
+            .send()
+            .await?;
+        let header = |name: &str| super::header(&resp, name);
+        let local = header("x-strata-executed-at").starts_with("pop/");
+        let exec = super::ServerTiming::parse(&header("server-timing")).exec;
+        if let (true, Some(exec)) = (local && resp.status() == 200, exec) {
+            overshoot.push((exec - NAP_MS).max(0.0));
+            if overshoot.len() == NAPS {
+                return Ok(overshoot);
+            }
+        }
+    }
+    anyhow::bail!("the sleep guest never ran at the POP {NAPS} times")
+}
+
+/// `v` at each of [`OVERHEAD_LEVELS`], non-decreasing; `None` when empty.
+fn quantiles(v: &[f64]) -> Option<Vec<f64>> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut floor = 0.0f64;
+    Some(
+        OVERHEAD_LEVELS
+            .iter()
+            .map(|&q| {
+                floor = floor.max(percentile(v.to_vec(), q).unwrap_or(0.0));
+                floor
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -294,6 +356,10 @@ mod tests {
             assert!(v.is_finite() && v >= 0.0, "{m:?}");
         }
         assert_eq!((m.run.requests, m.run.concurrency), (100, 4));
+        let overshoot = m
+            .sleep_overshoot_quantiles_ms
+            .expect("the sleep guest measured");
+        assert!(overshoot.windows(2).all(|w| w[0] <= w[1]), "{overshoot:?}");
     }
 
     #[test]

@@ -252,6 +252,8 @@ pub(crate) async fn drive(
     Ok(samples.into_iter().map(|s| (s.latency, s.ok)).collect())
 }
 
+pub use testkit::header;
+
 /// One request of [`drive_timed`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Sample {

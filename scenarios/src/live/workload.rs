@@ -246,13 +246,7 @@ async fn send(request: reqwest::RequestBuilder) -> Ending {
         return Ending::Failed;
     };
     let status = resp.status().as_u16();
-    let header = |name: &str| {
-        resp.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let header = |name: &str| super::header(&resp, name);
     let at = header("x-strata-executed-at");
     let cold = header("x-strata-start") == "cold";
     let body_ok = resp.bytes().await.is_ok_and(|b| b.as_ref() == b"ok");

@@ -157,6 +157,12 @@ pub struct Functions {
     pub memory_mb: Vec<u32>,
     /// Share of functions with `placement = "region"`. Default 0.
     pub region_pinned_fraction: f64,
+    /// What a guest that waits on a clock overshoots its wait by, ms, at each of
+    /// `model::OVERHEAD_LEVELS`: it wakes on the runtime's timer tick, not at the instant
+    /// asked. Added to every execution time drawn (the live replays' guests are the
+    /// `sleep` reactor, which waits its execution time). Default none (executions take
+    /// exactly their draw).
+    pub exec_overshoot_quantiles_ms: Option<Vec<f64>>,
 }
 
 impl Default for Functions {
@@ -170,6 +176,7 @@ impl Default for Functions {
             median_spread: 1.0,
             memory_mb: vec![128],
             region_pinned_fraction: 0.0,
+            exec_overshoot_quantiles_ms: None,
         }
     }
 }
@@ -541,6 +548,9 @@ impl Scenario {
             s.pop.overhead_ms = m.pop_overhead_ms;
             s.pop.overhead_p99_ms = m.pop_overhead_p99_ms;
             s.pop.overhead_quantiles_ms = m.pop_overhead_quantiles_ms;
+            if m.sleep_overshoot_quantiles_ms.is_some() {
+                s.functions.exec_overshoot_quantiles_ms = m.sleep_overshoot_quantiles_ms;
+            }
             s.region.overhead_ms = m.region_overhead_ms;
             if let Some(i) = m.instantiate_ms {
                 s.cold_start.instantiate_ms = i;

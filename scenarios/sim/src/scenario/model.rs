@@ -25,6 +25,11 @@ pub struct CostModel {
     /// from by inverse CDF; absent in models written before it was measured.
     #[serde(default)]
     pub pop_overhead_quantiles_ms: Option<Vec<f64>>,
+    /// How much later than asked the `sleep` guest's wait ends, ms, at each of
+    /// [`OVERHEAD_LEVELS`] (`functions.exec_overshoot_quantiles_ms`); absent in models
+    /// written before it was measured.
+    #[serde(default)]
+    pub sleep_overshoot_quantiles_ms: Option<Vec<f64>>,
     /// Per-forward overhead at the region beyond the RTT, ms (`region.overhead_ms`).
     pub region_overhead_ms: f64,
     /// Instantiation of a warm-pool miss, ms (`cold_start.instantiate_ms`), when measured.

@@ -87,6 +87,10 @@ impl Scenario {
             return Err(invalid("functions.memory_mb", "must list sizes > 0"));
         }
         share("functions.region_pinned_fraction", f.region_pinned_fraction)?;
+        quantiles(
+            "functions.exec_overshoot_quantiles_ms",
+            f.exec_overshoot_quantiles_ms.as_deref(),
+        )?;
         let c = &self.cold_start;
         non_negative("cold_start.artifact_kb", c.artifact_kb)?;
         positive("cold_start.bandwidth_mbps", c.bandwidth_mbps)?;
@@ -106,17 +110,10 @@ impl Scenario {
                 "must be at least pop.overhead_ms",
             ));
         }
-        if let Some(q) = &p.overhead_quantiles_ms
-            && (q.len() != super::model::OVERHEAD_LEVELS.len()
-                || q.iter().any(|v| !(v.is_finite() && *v >= 0.0))
-                || q.windows(2).any(|w| w[1] < w[0]))
-        {
-            return Err(invalid(
-                "pop.overhead_quantiles_ms",
-                "must be 10 non-negative, non-decreasing values (at 0.01, 0.05, 0.1, 0.25, 0.5, \
-                 0.75, 0.9, 0.95, 0.99, 0.995)",
-            ));
-        }
+        quantiles(
+            "pop.overhead_quantiles_ms",
+            p.overhead_quantiles_ms.as_deref(),
+        )?;
         positive("pop.placement.window", p.placement.window.as_secs_f64())?;
         if p.placement.exit_score > p.placement.enter_score || p.placement.max_tracked == 0 {
             return Err(invalid(
@@ -259,6 +256,25 @@ impl Scenario {
         }
         non_negative("live.hit_ratio_tolerance", l.hit_ratio_tolerance)?;
         Ok(())
+    }
+}
+
+/// A table of values at `model::OVERHEAD_LEVELS`: one per level, non-negative and
+/// non-decreasing.
+fn quantiles(field: &'static str, q: Option<&[f64]>) -> Result<(), ScenarioError> {
+    match q {
+        Some(q)
+            if q.len() != super::model::OVERHEAD_LEVELS.len()
+                || q.iter().any(|v| !(v.is_finite() && *v >= 0.0))
+                || q.windows(2).any(|w| w[1] < w[0]) =>
+        {
+            Err(invalid(
+                field,
+                "must be 10 non-negative, non-decreasing values (at 0.01, 0.05, 0.1, 0.25, 0.5, \
+                 0.75, 0.9, 0.95, 0.99, 0.995)",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -35,7 +35,7 @@ fn pop_overhead(rng: &mut rand_chacha::ChaCha8Rng, c: &super::Costs) -> Nanos {
 
 /// The value at cumulative probability `u` of the distribution whose value at `levels[i]`
 /// is `values[i]`: linear between levels, clamped below the first and above the last.
-fn inverse_cdf(levels: &[f64], values: &[Nanos], u: f64) -> Nanos {
+pub(super) fn inverse_cdf(levels: &[f64], values: &[Nanos], u: f64) -> Nanos {
     let upper = levels.partition_point(|&l| l < u);
     match (upper.checked_sub(1), values.get(upper)) {
         (None, _) => values.first().copied().unwrap_or(0),

@@ -194,6 +194,12 @@ pub struct Outcome {
 /// Called every few thousand events with the virtual time reached, for progress bars.
 pub type Progress<'a> = &'a mut dyn FnMut(Duration);
 
+/// A table of ms at `OVERHEAD_LEVELS` (validated with the scenario) in nanoseconds.
+fn levels(q: Option<&[f64]>) -> Option<[Nanos; OVERHEAD_LEVELS.len()]> {
+    q.and_then(|q| <[f64; OVERHEAD_LEVELS.len()]>::try_from(q).ok())
+        .map(|q| q.map(ns))
+}
+
 /// Model constants in nanoseconds.
 #[derive(Debug, Clone, Copy)]
 struct Costs {
@@ -204,6 +210,8 @@ struct Costs {
     /// The POP's overhead at each of `OVERHEAD_LEVELS`: drawn from by inverse CDF when
     /// measured, in place of the lognormal.
     pop_overhead_quantiles: Option<[Nanos; OVERHEAD_LEVELS.len()]>,
+    /// Added to every execution: a waiting guest's overshoot at each of `OVERHEAD_LEVELS`.
+    exec_overshoot_quantiles: Option<[Nanos; OVERHEAD_LEVELS.len()]>,
     region_overhead: Nanos,
     instantiate: Nanos,
     deserialize: Nanos,
@@ -438,12 +446,8 @@ impl<'a> World<'a> {
                 .overhead_p99_ms
                 .filter(|_| s.pop.overhead_ms > 0.0)
                 .map_or(0.0, |p99| (p99 / s.pop.overhead_ms).ln() / Z_99),
-            pop_overhead_quantiles: s
-                .pop
-                .overhead_quantiles_ms
-                .as_deref()
-                .and_then(|q| <[f64; OVERHEAD_LEVELS.len()]>::try_from(q).ok())
-                .map(|q| q.map(ns)),
+            pop_overhead_quantiles: levels(s.pop.overhead_quantiles_ms.as_deref()),
+            exec_overshoot_quantiles: levels(s.functions.exec_overshoot_quantiles_ms.as_deref()),
             region_overhead: ns(s.region.overhead_ms),
             instantiate: ns(cs.instantiate_ms),
             deserialize: ns(cs.deserialize_ms),

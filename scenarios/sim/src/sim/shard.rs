@@ -8,6 +8,7 @@ use super::queue::{EventQueue, Nanos};
 use super::seams::{PolicyChoice, RegionChoice, RegionView};
 use super::stats::{Recorder, Tier};
 use super::{CanaryOutcome, Event, NO_FUNCTION, Outcome, Progress, SEC, World, ns, secs_to_ns};
+use crate::scenario::model::OVERHEAD_LEVELS;
 use rand_chacha::ChaCha8Rng;
 use std::hash::BuildHasherDefault;
 use std::time::{Duration, Instant};
@@ -461,11 +462,18 @@ impl<'w> Shard<'w> {
 
     fn exec_time(&mut self, func: u32) -> Nanos {
         let median = self.w.functions[func as usize].median_ms;
-        ns(super::arrival::lognormal(
+        let exec = ns(super::arrival::lognormal(
             &mut self.rng,
             median,
             self.w.s.functions.exec_sigma,
-        ))
+        ));
+        match &self.w.c.exec_overshoot_quantiles {
+            Some(q) => {
+                let u = rand::Rng::random::<f64>(&mut self.rng);
+                exec + super::dispatch::inverse_cdf(&OVERHEAD_LEVELS, q, u)
+            }
+            None => exec,
+        }
     }
 
     /// Sweeps expired instances everywhere and closes the bucket ending at `at`.
