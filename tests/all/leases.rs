@@ -196,11 +196,11 @@ async fn run_quiet_at_pop(c: &TestCluster, t: &TenantId, token: &str) {
             .send()
             .await
             .expect("request completes");
+        // Until the token, the function and a lease have reached the POP, it forwards
+        // (each forward a round trip to the far region): each request is the traffic.
         if resp.status() == 200 && header(&resp, "x-strata-executed-at") == "pop/pop-1" {
             return;
         }
-        // The token or the function may not have reached the POP yet.
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let view = c.nodes.pop.lease_view(t);
     panic!("{t:?}'s quiet never ran at the POP; its lease: {view:?}");
