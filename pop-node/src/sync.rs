@@ -162,6 +162,7 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
                             apply(&parts, msg);
                             backoff = MIN_BACKOFF;
                         }
+                        Ok(Message::CaughtUp { revision }) => caught_up(&parts, revision),
                         // Advisory: prepare code that is trending up elsewhere before local
                         // traffic makes it popular here (bounded by the prefetcher).
                         Ok(Message::Trending { digest, .. }) => {
@@ -200,11 +201,20 @@ pub async fn run(parts: SyncParts, mut paused: watch::Receiver<bool>) {
     }
 }
 
-/// Applies one [`Message::Updates`]. The POP goes live (trusts its registry, e.g. to
-/// refuse unknown tokens without asking the region) only once the state is whole: after
-/// the last chunk of a snapshot, never between chunks.
+/// The region sent everything up to `revision`, at least its revision when this POP
+/// subscribed: the POP goes live (trusts its pushed registry, e.g. to refuse unknown tokens
+/// without asking the region). Never earlier: a fresh POP's registry fills change by
+/// change, and refusing a token that is only further down the history is a wrong 401.
+fn caught_up(parts: &SyncParts, revision: u64) {
+    parts.state.revision.store(revision, Ordering::Release);
+    if !parts.state.live.swap(true, Ordering::AcqRel) {
+        parts.known.set_push_live(true, parts.clock.now());
+    }
+    parts.state.publish();
+}
+
+/// Applies one [`Message::Updates`].
 fn apply(parts: &SyncParts, msg: Message) {
-    let complete = msg.completes_state();
     let Message::Updates {
         revision,
         snapshot,
@@ -232,9 +242,6 @@ fn apply(parts: &SyncParts, msg: Message) {
         }
     }
     parts.state.revision.store(revision, Ordering::Release);
-    if complete && !parts.state.live.swap(true, Ordering::AcqRel) {
-        parts.known.set_push_live(true, parts.clock.now());
-    }
     parts.state.publish();
 }
 

@@ -226,7 +226,7 @@ impl RegionLink {
             match sent {
                 Ok(reply) => {
                     let mut policy = lock(&self.links.policy);
-                    policy.handle_rtt(&addr, ch.rtt());
+                    policy.handle_rtt(&addr, ch.min_rtt());
                     policy.handle_success(Instant::now(), &addr);
                     return Ok((reply, addr));
                 }

@@ -2,7 +2,8 @@
 //! hashes, `$LATEST`, versions, aliases, deletes) from the store's watch. A POP opens it
 //! with [`Message::Subscribe`] and the revision it last applied; it gets the changes since
 //! then from the store's history (or, if that was compacted, a snapshot marked as such),
-//! then every change as it commits.
+//! then [`Message::CaughtUp`] (the POP's pushed state is now the region's: only then may
+//! it refuse a token it was not sent), then every change as it commits.
 //!
 //! Bounded: the watch reads the history a page at a time and buffers at most the store's
 //! live-channel bound; a POP that reads too slowly makes its watch lag, which re-reads the
@@ -107,7 +108,7 @@ pub async fn serve(
         snapshot: false,
         updates: Vec::new(),
     }];
-    let mut watch = store.watch(&REGISTRY_BUCKETS, since);
+    let mut watch = store.watch(&REGISTRY_BUCKETS, since).announcing_current();
     // A POP ahead of this store (the region's state was replaced) cannot catch up from
     // history: it gets the whole state instead.
     let reader = store.clone();
@@ -116,7 +117,9 @@ pub async fn serve(
             let reader = store.clone();
             match tokio::task::spawn_blocking(move || reader.snapshot(&REGISTRY_BUCKETS)).await {
                 Ok(Ok(s)) => {
-                    watch = store.watch(&REGISTRY_BUCKETS, s.revision);
+                    watch = store
+                        .watch(&REGISTRY_BUCKETS, s.revision)
+                        .announcing_current();
                     first = snapshot_messages(&s);
                 }
                 _ => return warn!("cannot read a snapshot for a POP ahead of this region"),
@@ -187,6 +190,7 @@ pub async fn serve(
         };
         let messages = match event {
             Ok(WatchEvent::Snapshot(s)) => snapshot_messages(&s),
+            Ok(WatchEvent::Current(revision)) => vec![Message::CaughtUp { revision }],
             // Changes with no update for POPs still move the POP's revision forward.
             Ok(WatchEvent::Change(c)) => vec![Message::Updates {
                 revision: c.revision,
@@ -251,28 +255,25 @@ mod tests {
             shape(&messages),
             [(0, true, SNAPSHOT_CHUNK), (77, false, 5)]
         );
-        // A POP goes live (trusts its registry to refuse unknown tokens) only after the
-        // last chunk, never with half a registry.
-        let complete: Vec<bool> = messages.iter().map(Message::completes_state).collect();
-        assert_eq!(complete, [false, true]);
         let three = snapshot_messages(&snapshot(2 * SNAPSHOT_CHUNK + 1));
-        let complete: Vec<bool> = three.iter().map(Message::completes_state).collect();
-        assert_eq!(complete, [false, false, true]);
+        assert_eq!(
+            shape(&three),
+            [
+                (0, true, SNAPSHOT_CHUNK),
+                (0, false, SNAPSHOT_CHUNK),
+                (77, false, 1)
+            ]
+        );
     }
 
     #[test]
     fn an_empty_snapshot_is_still_one_message() {
         let messages = snapshot_messages(&snapshot(0));
         assert_eq!(shape(&messages), [(77, true, 0)]);
-        assert!(messages[0].completes_state());
         let mut fresh = snapshot(0);
         fresh.revision = 0;
         let messages = snapshot_messages(&fresh);
         assert_eq!(shape(&messages), [(0, true, 0)]);
-        assert!(
-            messages[0].completes_state(),
-            "a registry at revision 0 is whole"
-        );
     }
 
     fn release_shape(messages: &[Message]) -> Vec<(bool, usize)> {

@@ -320,5 +320,6 @@ fn message_name(m: &Message) -> &'static str {
         Message::LeaseGranted { .. } => "LeaseGranted",
         Message::LeaseReturn { .. } => "LeaseReturn",
         Message::Releases { .. } => "Releases",
+        Message::CaughtUp { .. } => "CaughtUp",
     }
 }

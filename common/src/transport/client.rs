@@ -194,6 +194,12 @@ impl Channel {
         self.conn.rtt()
     }
 
+    /// The lowest round-trip time this connection has seen: the path's delay, without the
+    /// queueing and slow acknowledgements of a busy peer that inflate [`Self::rtt`].
+    pub fn min_rtt(&self) -> Duration {
+        self.conn.stats().path.min_rtt
+    }
+
     /// How many UDP datagrams this connection has received so far. It grows while the
     /// region is alive (its replies, acknowledgements of our keep-alives, its own
     /// keep-alives); a count that stops growing means a silent region

@@ -14,7 +14,8 @@
 //! [`RegionChoice::choose`] returns `None` and the POP answers 503 at once.
 //!
 //! Choice: among usable regions (circuit closed, or due for a probe; not backed off) the
-//! lowest smoothed RTT wins, where RTTs within [`RegionChoiceConfig::rtt_margin`] of the
+//! lowest smoothed RTT wins (the POP samples each connection's lowest RTT, the path's delay,
+//! so a busy region's slow acknowledgements do not count as distance), where RTTs within [`RegionChoiceConfig::rtt_margin`] of the
 //! lowest tie; regions without an RTT sample yet rank after measured ones; ties go to
 //! the earlier region in discovery order. When no region is usable the least-bad one is
 //! tried (the one usable soonest, then the lowest error score, then discovery order), so

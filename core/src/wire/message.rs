@@ -101,7 +101,8 @@ impl std::fmt::Debug for PushedCertificate {
 
 /// One protocol message. Each bidirectional stream carries one request message and one
 /// reply message, except the push stream: [`Message::Subscribe`] then a sequence of
-/// [`Message::Updates`], interleaved with [`Message::Trending`] and [`Message::Releases`].
+/// [`Message::Updates`] and one [`Message::CaughtUp`], interleaved with
+/// [`Message::Trending`] and [`Message::Releases`].
 // Messages are built once and moved into the encoder; boxing the large variant would add
 // an allocation per invocation for no benefit.
 #[allow(clippy::large_enum_variant)]
@@ -165,8 +166,8 @@ pub enum Message {
     ///
     /// A snapshot too large for one message comes in chunks: the first says `snapshot`,
     /// every chunk but the last carries revision 0 and is never empty (a registry at
-    /// revision 0 holds nothing). The POP's state is whole again only after a message for
-    /// which [`Message::completes_state`] holds.
+    /// revision 0 holds nothing). The POP's state is the region's only once
+    /// [`Message::CaughtUp`] arrives.
     Updates {
         /// The registry revision these updates bring the POP to (0: a chunk of a snapshot
         /// that continues in the next message).
@@ -264,21 +265,16 @@ pub enum Message {
         /// in its load reports. 0: POPs run undecided functions on the current release.
         canary_percent: u8,
     },
-}
-
-impl Message {
-    /// For [`Message::Updates`]: whether applying it leaves the receiver with a whole,
-    /// consistent registry state (a message with a revision, or an empty one: the
-    /// snapshot of a registry at revision 0), rather than partway through a chunked
-    /// snapshot. False for every other message.
-    pub fn completes_state(&self) -> bool {
-        match self {
-            Message::Updates {
-                revision, updates, ..
-            } => *revision != 0 || updates.is_empty(),
-            _ => false,
-        }
-    }
+    /// Region -> POP on the push stream: every registry change up to `revision` has been
+    /// sent, and `revision` is at least the registry's revision when the POP subscribed.
+    /// Only from then on is the POP's pushed state the region's (a fresh POP's starts
+    /// empty and fills change by change): until it, the POP must not refuse a token for
+    /// being absent from it. Sent again after the region re-read its history for a POP
+    /// that fell behind.
+    CaughtUp {
+        /// The revision the POP has caught up to.
+        revision: u64,
+    },
 }
 
 /// Which runtime release a function runs on at POPs. Not registry state (verdicts live

@@ -28,8 +28,10 @@ pub use message::{
 /// canaries and alias rollouts on what POPs run. `strata/5`: a platform error carries
 /// whose fault it is (`ApiError::fault`: device, capacity, internal, guest, peer), so a
 /// POP relays a region's classification instead of guessing it from the kind (the
-/// encoding of every `ErrorKind` is unchanged; the struct gained a field). Peers of
-/// earlier versions are refused at the handshake.
+/// encoding of every `ErrorKind` is unchanged; the struct gained a field), and the push
+/// stream says when a POP has caught up (`Message::CaughtUp`: before it, a POP's pushed
+/// state is partial and refuses no token). Peers of earlier versions are refused at the
+/// handshake.
 pub const ALPN: &[u8] = b"strata/5";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.

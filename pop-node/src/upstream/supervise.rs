@@ -166,8 +166,10 @@ async fn supervise(links: Arc<Links>, addr: SocketAddr, mut current: Option<Chan
 }
 
 /// Returns once `ch` is closed, closing it first if its region went silent. Meanwhile
-/// feeds the connection's RTT estimate to the region choice every sample, so a region the
-/// POP does not forward to is still measured (the keep-alives keep the estimate fresh).
+/// feeds the connection's path RTT (its lowest RTT, see [`Channel::min_rtt`]) to the region
+/// choice every sample, so a region the POP does not forward to is still measured, and the
+/// region serving the POP does not look farther away than an idle one just because it is
+/// busy acknowledging (that moved traffic between two loopback regions under load).
 async fn watch(links: &Links, addr: SocketAddr, ch: &Channel) {
     let liveness = &links.liveness;
     let mut silence = Silence::new(liveness, Instant::now(), ch.received());
@@ -182,7 +184,7 @@ async fn watch(links: &Links, addr: SocketAddr, ch: &Channel) {
             _ = tick.tick() => {}
         }
         let now = Instant::now();
-        lock(&links.policy).handle_rtt(&addr, ch.rtt());
+        lock(&links.policy).handle_rtt(&addr, ch.min_rtt());
         silence.handle_received(now, ch.received());
         if silence.is_suspect(now) {
             warn!(

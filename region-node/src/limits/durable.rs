@@ -187,6 +187,8 @@ impl Limits {
                     Ok(WatchEvent::Snapshot(_)) => {
                         tokio::task::spawn_blocking(move || limits.reload(&s)).await
                     }
+                    // Not asked for (the watch does not announce it).
+                    Ok(WatchEvent::Current(_)) => continue,
                     Err(e) => {
                         warn!(error = %e, "watching tenant limit overrides failed; re-watching");
                         break;

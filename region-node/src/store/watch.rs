@@ -1,6 +1,8 @@
 //! A watch over some buckets from a revision: the history first (or a snapshot when the
 //! history was compacted past that revision), then live changes, gap-free and in revision
-//! order (JetStream: a KV watcher with a start revision).
+//! order (JetStream: a KV watcher with a start revision). On request
+//! ([`Watch::announcing_current`]) it also says when it has caught up with the history, as
+//! a JetStream KV watcher marks the end of its initial values.
 
 use super::{Backend, Bucket, Change, History, Snapshot, StoreError};
 use std::collections::VecDeque;
@@ -18,6 +20,11 @@ pub enum WatchEvent {
     /// The history no longer reached back far enough: this is the whole state of the
     /// watched buckets at its revision; replace what was built from earlier events.
     Snapshot(Snapshot),
+    /// Everything the store held when the history was last read has been delivered: the
+    /// events so far are the state as of this revision (at least the store's revision when
+    /// the watch began). Only from a watch [`Watch::announcing_current`], once per catch-up
+    /// (again after a lag).
+    Current(u64),
 }
 
 /// See the module docs. Dropping it ends the watch.
@@ -29,6 +36,8 @@ pub struct Watch {
     /// The revision up to which everything has been delivered.
     last: u64,
     catching_up: bool,
+    /// Yield [`WatchEvent::Current`] when a catch-up ends.
+    announce: bool,
     pending: VecDeque<Change>,
 }
 
@@ -43,8 +52,16 @@ impl Watch {
             live,
             last: since,
             catching_up: true,
+            announce: false,
             pending: VecDeque::new(),
         }
+    }
+
+    /// This watch also yields [`WatchEvent::Current`] each time it has caught up.
+    #[must_use]
+    pub fn announcing_current(mut self) -> Self {
+        self.announce = true;
+        self
     }
 
     /// The revision up to which events have been delivered.
@@ -68,6 +85,9 @@ impl Watch {
             if self.catching_up {
                 if let Some(snapshot) = self.catch_up().await? {
                     return Ok(WatchEvent::Snapshot(snapshot));
+                }
+                if !self.catching_up && self.announce {
+                    return Ok(WatchEvent::Current(self.last));
                 }
                 continue;
             }
@@ -140,5 +160,24 @@ mod tests {
         };
         assert_eq!((c.revision, c.key.as_str()), (r3, "t/b"));
         assert_eq!(w.revision(), r3);
+    }
+
+    #[tokio::test]
+    async fn an_announcing_watch_says_when_it_has_caught_up_with_the_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(&dir.path().join("s.redb")).expect("opens");
+        let r1 = s.put(Bucket::Functions, "t/a", b"1", Any).expect("put");
+        // The history ends with a change the watch does not show: it is caught up all the
+        // same, at the store's revision.
+        let r2 = s.put(Bucket::Tenants, "t", b"-", Any).expect("put");
+        let mut w = s.watch(&[Bucket::Functions], 0).announcing_current();
+        let WatchEvent::Change(c) = w.next().await.expect("event") else {
+            panic!("history first");
+        };
+        assert_eq!(c.revision, r1);
+        assert_eq!(w.next().await.expect("event"), WatchEvent::Current(r2));
+        // A watch that starts current says so at once.
+        let mut w = s.watch(&[Bucket::Functions], r2).announcing_current();
+        assert_eq!(w.next().await.expect("event"), WatchEvent::Current(r2));
     }
 }

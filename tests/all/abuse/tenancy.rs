@@ -236,6 +236,102 @@ async fn a_revoked_token_is_refused_at_the_pop_within_two_seconds() {
     assert_eq!(invoke_as(&c, &region, "hello", &old).await.0, 401);
 }
 
+/// Registry changes a fresh POP's catch-up replays before the token it is asked for.
+const HISTORY: usize = 1500;
+
+/// A fresh POP fills its pushed registry change by change. Until the region says it has
+/// sent all of it, the POP is not live (it leaves a token it was not pushed yet to the
+/// region, never refuses it): here the device's token is the last of many changes. A POP
+/// that went live on the stream's first message (as it did) refused valid tokens with 401
+/// until the rest arrived; seen in CI on a loaded machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_catching_up_with_its_region_refuses_no_valid_token() {
+    let c = TestCluster::start().await;
+    let registry = std::sync::Arc::clone(c.nodes.region.registry());
+    let (token, token_revision) = tokio::task::spawn_blocking(move || {
+        let dev = TenantId::new("dev").expect("valid");
+        for _ in 0..HISTORY {
+            registry.create_token(&dev).expect("token");
+        }
+        let token = registry.create_token(&dev).expect("token");
+        (token, registry.store().revision().expect("revision"))
+    })
+    .await
+    .expect("tokens");
+    let late = pop_node::start(pop_node::PopConfig {
+        node_id: "pop-late".into(),
+        state_dir: c.dir.path().join("pop-late"),
+        tls: Some(
+            common::transport::dev_ca::init(&c.dir.path().join("certs"))
+                .expect("certs")
+                .pop,
+        ),
+        regions: pop_node::discovery::RegionSource::Static(vec![c.nodes.region.quic_addr]),
+        ..pop_config()
+    })
+    .await
+    .expect("the late POP starts");
+    // Every state the POP publishes while catching up: live only once it has the token.
+    let mut sync = late.watch_sync();
+    let states = tokio::spawn(async move {
+        let mut live_too_early = Vec::new();
+        loop {
+            let status = *sync.borrow_and_update();
+            if status.live {
+                if status.revision < token_revision {
+                    live_too_early.push(status.revision);
+                }
+                return live_too_early;
+            }
+            if sync.changed().await.is_err() {
+                return live_too_early;
+            }
+        }
+    });
+    // Meanwhile four devices call until the POP is live, and once more after.
+    let base = format!("http://{}", late.http_addr);
+    let calls = (0..4).map(|_| {
+        let (c, base, token, sync) = (&c, &base, &token, late.watch_sync());
+        async move {
+            let mut statuses = Vec::new();
+            let mut patience = Patience::new();
+            while patience.more() {
+                let live = sync.borrow().live;
+                statuses.push(invoke_as(c, base, "hello", token).await);
+                if live {
+                    break;
+                }
+            }
+            statuses
+        }
+    });
+    let statuses: Vec<(u16, String)> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let live_too_early = tokio::time::timeout(std::time::Duration::from_secs(30), states)
+        .await
+        .expect("the late POP went live within 30 s")
+        .expect("watcher");
+    assert_eq!(
+        live_too_early,
+        Vec::<u64>::new(),
+        "live before it had revision {token_revision}"
+    );
+    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {} calls refused while the POP caught up: {:?}",
+        refused.len(),
+        statuses.len(),
+        refused.first()
+    );
+    // Caught up, it knows the token itself.
+    assert_eq!(invoke_as(&c, &base, "hello", &token).await.0, 200);
+    late.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_pop_cannot_return_another_pops_lease_or_write_its_logs() {
     use common::model::{ErrorKind, FunctionKey, FunctionName, NodeId};
