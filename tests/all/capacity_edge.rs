@@ -97,19 +97,7 @@ async fn traffic_trending_up_at_one_pop_makes_another_pop_prepare_the_code() {
         .await
         .expect("deploys");
     // POP B, same region and CA, never sees a request for `trendy`.
-    let b = pop_node::start(pop_node::PopConfig {
-        node_id: "pop-b".into(),
-        state_dir: c.dir.path().join("pop-b"),
-        tls: Some(
-            common::transport::dev_ca::init(&c.dir.path().join("certs"))
-                .expect("certs")
-                .pop,
-        ),
-        regions: pop_node::discovery::RegionSource::Static(vec![c.nodes.region.quic_addr]),
-        ..pop_config()
-    })
-    .await
-    .expect("POP B starts");
+    let b = c.another_pop("pop-b").await;
     assert!(!b.has_module(&digest));
     // Rising traffic at POP A until B has the code (waiting on the condition, bounded).
     let mut patience = Patience::new();

@@ -149,6 +149,24 @@ impl TestCluster {
         }
     }
 
+    /// Another POP, named `node_id`, with default settings, on this cluster's region and
+    /// CA, starting with nothing (its own state directory).
+    pub async fn another_pop(&self, node_id: &str) -> pop_node::PopHandle {
+        pop_node::start(PopConfig {
+            node_id: node_id.into(),
+            state_dir: self.dir.path().join(node_id),
+            tls: Some(
+                common::transport::dev_ca::init(&self.dir.path().join("certs"))
+                    .expect("certs")
+                    .pop,
+            ),
+            regions: pop_node::discovery::RegionSource::Static(vec![self.nodes.region.quic_addr]),
+            ..pop_config()
+        })
+        .await
+        .expect("another POP starts")
+    }
+
     pub async fn deploy_wat(&self, name: &str, config: serde_json::Value, wat: &str) {
         let wasm = wat::parse_str(wat).expect("valid wat");
         self.nodes

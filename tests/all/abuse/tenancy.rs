@@ -258,19 +258,7 @@ async fn a_pop_catching_up_with_its_region_refuses_no_valid_token() {
     })
     .await
     .expect("tokens");
-    let late = pop_node::start(pop_node::PopConfig {
-        node_id: "pop-late".into(),
-        state_dir: c.dir.path().join("pop-late"),
-        tls: Some(
-            common::transport::dev_ca::init(&c.dir.path().join("certs"))
-                .expect("certs")
-                .pop,
-        ),
-        regions: pop_node::discovery::RegionSource::Static(vec![c.nodes.region.quic_addr]),
-        ..pop_config()
-    })
-    .await
-    .expect("the late POP starts");
+    let late = c.another_pop("pop-late").await;
     // Every state the POP publishes while catching up: live only once it has the token.
     let mut sync = late.watch_sync();
     let states = tokio::spawn(async move {
