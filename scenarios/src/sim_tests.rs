@@ -85,14 +85,12 @@ fn a_region_with_few_slots_throttles() {
 }
 
 #[test]
-fn a_failed_region_is_failed_over_once_per_pop_and_nothing_is_unavailable() {
-    let text = format!(
-        "{BASE}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n"
-    );
+fn a_failed_region_is_never_tried_once_noticed_and_nothing_is_unavailable() {
+    let text = format!("{BASE}\n[[region_failure]]\nregion = 0\nat_s = 20\n");
     let r = report(&text);
     assert_eq!(
-        r.failovers, 2,
-        "each POP notices once, then sends elsewhere"
+        r.failovers, 0,
+        "once a POP noticed, the region is marked down: nothing is sent there to fail over"
     );
     assert_eq!(r.refusals.unavailable, 0);
     // What was in flight, and what was sent before the POPs' liveness timeout noticed,
@@ -104,7 +102,7 @@ fn a_failed_region_is_failed_over_once_per_pop_and_nothing_is_unavailable() {
 fn forwards_sent_before_the_failure_is_noticed_are_lost_and_a_longer_timeout_loses_more() {
     let with = |detect_ms: u32| {
         report(&format!(
-            "{BASE}\n[region]\nretry_after_s = 1000\nfailure_detect_ms = {detect_ms}\n\
+            "{BASE}\n[region]\nfailure_detect_ms = {detect_ms}\n\
              [[region_failure]]\nregion = 0\nat_s = 20\n"
         ))
     };
@@ -115,7 +113,32 @@ fn forwards_sent_before_the_failure_is_noticed_are_lost_and_a_longer_timeout_los
         slow.lost,
         quick.lost
     );
-    assert_eq!((quick.failovers, slow.failovers), (2, 2));
+    assert_eq!((quick.failovers, slow.failovers), (0, 0));
+}
+
+/// Seconds' worth of region-tier completions slower than `ms` (the far region's), at the
+/// run's average region-tier rate.
+fn seconds_above(o: &Outcome, duration_s: f64, ms: u64) -> f64 {
+    let region = &o.recorder.latency[1];
+    let slow = region.len() - region.count_between(0, ms * 1000);
+    slow as f64 / (region.len() as f64 / duration_s)
+}
+
+#[test]
+fn a_recovered_region_serves_its_pops_again_once_they_reconnect() {
+    // Region 0 is near both POPs, region 1 far (every forward to it takes over 400 ms).
+    // Region 0 is down from 20 s to 23 s; the POPs notice at 21 s and reconnect on the
+    // node's schedule (every 400 ms at most) once it answers: about 2.5 s of forwards go
+    // to the far region, not until some back-off or avoidance period ends.
+    let text = BASE.replace(
+        "rtt_ms = [[10, 50], [20, 40]]",
+        "rtt_ms = [[10, 500], [20, 600]]",
+    ) + "\n[[region_failure]]\nregion = 0\nat_s = 20\nrecover_s = 23\n";
+    let far = seconds_above(&run(&text), 60.0, 400);
+    assert!(
+        (1.5..3.5).contains(&far),
+        "{far:.2} s of forwards went to the far region"
+    );
 }
 
 #[test]
@@ -297,16 +320,16 @@ fn sharded_runs_agree_with_one_thread() {
 }
 
 #[test]
-fn with_more_shards_than_pops_a_region_failure_still_fails_over_once_per_pop() {
+fn with_more_shards_than_pops_a_failed_region_is_still_never_tried_once_noticed() {
     let text = format!(
-        "{}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n",
+        "{}\n[[region_failure]]\nregion = 0\nat_s = 20\n",
         sharded(BASE, 4)
     );
     let r = report(&text);
     assert_eq!(r.run.shards, 4);
     assert_eq!(
-        r.failovers, 2,
-        "each POP notices once, then sends elsewhere"
+        r.failovers, 0,
+        "once a POP noticed, the region is marked down: nothing is sent there to fail over"
     );
     assert_eq!(r.refusals.unavailable, 0);
 }

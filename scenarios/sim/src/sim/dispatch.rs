@@ -172,6 +172,7 @@ impl Shard<'_> {
         // The node's failover policy: each region at most once, another only while the
         // request certainly was not received.
         let mut failover = Failover::new();
+        self.refresh_views(now, pop);
         loop {
             let p = &mut self.pops[i];
             let chosen = self.chooser.choose(now, pop, &p.views);
@@ -190,7 +191,9 @@ impl Shard<'_> {
                 };
                 let step = failover.failed(failure);
                 if step.mark == Mark::Unreachable {
-                    p.views[r as usize].avoid_until = noticed + w.c.retry_after;
+                    // Not reached while the POP knows the region is down (its view
+                    // excludes it): kept for a region that failed again meanwhile.
+                    p.views[r as usize].avoid_until = w.known_down(pop, r, now).unwrap_or(now);
                     self.chooser.unreachable(now, pop, r);
                 }
                 // A `Failed` mark reaches the node's region choice only when the request
@@ -219,6 +222,23 @@ impl Shard<'_> {
         }
         self.rec.counters.unavailable += 1;
         self.rec.bucket(now).refused += 1;
+    }
+
+    /// Brings `pop`'s views of the regions up to date at `now`: a region the POP knows is
+    /// down (it noticed the silence and has not reconnected, `World::known_down`) is
+    /// avoided until the POP is connected to it again, as the node's region choice never
+    /// picks a region marked down.
+    pub(super) fn refresh_views(&mut self, now: Nanos, pop: u32) {
+        let w = self.w;
+        if w.outages.is_empty() {
+            return;
+        }
+        let i = self.local_pop(pop);
+        for v in &mut self.pops[i].views {
+            if let Some(up) = w.known_down(pop, v.region, now) {
+                v.avoid_until = v.avoid_until.max(up);
+            }
+        }
     }
 
     /// A forward from `pop` reaches `region` at `now`: the origin planner's steps, in its

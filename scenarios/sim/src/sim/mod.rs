@@ -47,6 +47,7 @@ use shard::Shard;
 use stats::{Recorder, Tier};
 use std::time::Duration;
 use strata_core::model::Placement;
+use strata_core::policy::liveness::{LivenessConfig, Reconnect};
 use trace::Trace;
 
 /// Nanoseconds in a millisecond.
@@ -217,7 +218,6 @@ struct Costs {
     deserialize: Nanos,
     transfer: Nanos,
     failure_detect: Nanos,
-    retry_after: Nanos,
 }
 
 /// What every shard reads and none changes: the scenario, the population, the RTTs and
@@ -234,6 +234,9 @@ struct World<'a> {
     regions: usize,
     /// When each region is down: (region, from, until).
     outages: Vec<(u32, Nanos, Nanos)>,
+    /// Per outage, row-major by POP: when the POP is connected to the region again
+    /// ([`reconnected`]).
+    reconnects: Vec<Nanos>,
     c: Costs,
     end: Nanos,
     shards: u32,
@@ -314,6 +317,24 @@ impl World<'_> {
             .map(|&(_, from, _)| from)
     }
 
+    /// Whether `pop` knows `region` is down at `t`: it noticed the silence
+    /// (`failure_detect` after the failure) and has not reconnected yet; then until when.
+    /// The node marks such a region down in its region choice and sends it nothing, not
+    /// even a lease message (`RegionChoice::handle_down`, pop-node's `upstream::supervise`).
+    fn known_down(&self, pop: u32, region: u32, t: Nanos) -> Option<Nanos> {
+        let pops = self.pop_home.len();
+        self.outages
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.0 == region)
+            .find_map(|(k, &(_, from, until))| {
+                let noticed = from + self.c.failure_detect;
+                let up = self.reconnects[k * pops + pop as usize];
+                // An outage shorter than the silence detector goes unnoticed.
+                (until > noticed && (noticed..up).contains(&t)).then_some(up)
+            })
+    }
+
     /// The shard that owns POP `pop`.
     fn shard_of_pop(&self, pop: u32) -> u32 {
         self.pop_home[pop as usize].shard
@@ -327,6 +348,31 @@ impl World<'_> {
     /// The smallest delay of any message between shards: half the smallest RTT.
     fn lookahead(&self) -> Nanos {
         self.rtt.iter().map(|r| r / 2).min().unwrap_or(0)
+    }
+}
+
+/// When a POP that noticed at `noticed` that a region went silent is connected to it again,
+/// the region answering again from `until`: the node's reconnect schedule
+/// (`policy::liveness::Reconnect`: an attempt at once, then after 50 ms doubling to 400 ms),
+/// its first attempt at or after `until`, plus the handshake's round trip `rtt`. Attempts
+/// before `until` find nothing to answer them. `Nanos::MAX` for a region that never comes
+/// back.
+fn reconnected(noticed: Nanos, until: Nanos, rtt: Nanos) -> Nanos {
+    if until == Nanos::MAX {
+        return Nanos::MAX;
+    }
+    let config = LivenessConfig::default();
+    // Only differences of this instant are used: it stands for virtual time 0.
+    let epoch = std::time::Instant::now();
+    let virtual_ns = |i: std::time::Instant| i.duration_since(epoch).as_nanos() as Nanos;
+    let mut schedule = Reconnect::new(&config, epoch + Duration::from_nanos(noticed));
+    loop {
+        let due = schedule.poll_timeout();
+        let at = virtual_ns(due);
+        if at >= until {
+            return at.saturating_add(rtt);
+        }
+        schedule.poll_attempt(due);
     }
 }
 
@@ -430,12 +476,22 @@ impl<'a> World<'a> {
             .collect();
         let shards = s.shards.max(1);
         let (pop_home, region_home) = deal(&rtt, s.topology.pops, s.topology.regions, shards);
-        let outages = s
+        let outages: Vec<(u32, Nanos, Nanos)> = s
             .region_failure
             .iter()
             .map(|f| {
                 let until = f.recover_s.map_or(Nanos::MAX, secs_to_ns);
                 (f.region as u32, secs_to_ns(f.at_s), until)
+            })
+            .collect();
+        let detect = ns(s.region.failure_detect_ms);
+        let reconnects = outages
+            .iter()
+            .flat_map(|&(r, from, until)| {
+                let regions = s.topology.regions;
+                let rtt = &rtt;
+                (0..s.topology.pops)
+                    .map(move |p| reconnected(from + detect, until, rtt[p * regions + r as usize]))
             })
             .collect();
         let cs = &s.cold_start;
@@ -454,7 +510,6 @@ impl<'a> World<'a> {
             // KB * 8 bits / (Mbit/s) = ms / 1000 * 8 ... in ms: kb * 8 / mbps.
             transfer: ns(cs.artifact_kb * 8.0 / cs.bandwidth_mbps),
             failure_detect: ns(s.region.failure_detect_ms),
-            retry_after: ns(s.region.retry_after_s * 1e3),
         };
         let zipf = Zipf::new(functions.len(), s.functions.zipf_exponent);
         Ok(Self {
@@ -466,6 +521,7 @@ impl<'a> World<'a> {
             rtt,
             regions: s.topology.regions,
             outages,
+            reconnects,
             c,
             end: (s.duration_s * SEC) as Nanos,
             shards,
