@@ -71,11 +71,18 @@ pub fn default_out(s: &Scenario) -> PathBuf {
 pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
     let mut s =
         Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
-    if args.scaled {
+    let (outcome, wall) = if args.scaled {
         s = crate::live::replay::scaled(&s)?;
         s.name = format!("{}-scaled", s.name);
-    }
-    let (outcome, wall) = simulate(&s, true)?;
+        // The replay's very requests, as `--live` simulates them.
+        let (functions, _) = sim::population(&s)?;
+        let plan = crate::live::replay::schedule(&s, &functions);
+        let started = Instant::now();
+        let outcome = sim::simulate_schedule(&s, &plan, &mut |_| {})?;
+        (outcome, started.elapsed().as_secs_f64())
+    } else {
+        simulate(&s, true)?
+    };
     let mut report = Report::new(&s, &outcome, wall);
     if let Some(spec) = &s.keepalive {
         let trend = crate::keepalive::evaluate::TrendModel {

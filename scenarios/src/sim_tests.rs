@@ -3,7 +3,7 @@
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::sim::trace::Trace;
-use crate::sim::{Outcome, simulate};
+use crate::sim::{Outcome, Planned, simulate, simulate_schedule};
 
 const BASE: &str = r#"
     name = "t"
@@ -469,4 +469,40 @@ fn a_waiting_guests_overshoot_is_added_to_every_execution() {
         "the median overshoot is added: {l:?}"
     );
     assert!(l.p90 - e.p90 > 1.1, "{l:?} vs {e:?}");
+}
+
+#[test]
+fn a_given_schedule_is_replayed_instead_of_the_arrival_process() {
+    let s = Scenario::parse(&sharded(BASE, 2)).expect("valid scenario");
+    // 300 requests of function 7 at POP 1, one every 100 ms, 5 ms each; one naming a POP
+    // the scenario does not have, skipped.
+    let mut plan: Vec<Planned> = (0..300)
+        .map(|i| Planned {
+            at: f64::from(i) * 0.1,
+            pop: 1,
+            func: 7,
+            exec_us: 5_000,
+        })
+        .collect();
+    plan.push(Planned {
+        at: 1.0,
+        pop: 9,
+        func: 7,
+        exec_us: 5_000,
+    });
+    let o = simulate_schedule(&s, &plan, &mut |_| {}).expect("runs");
+    assert_eq!(o.recorder.counters.invocations, 300);
+    let completed: u64 = o.recorder.counters.completed.iter().sum();
+    assert_eq!(completed, 300);
+    // Function 7 becomes popular at POP 1 after its first requests and then runs there.
+    assert!(
+        o.recorder.counters.completed[0] > 250,
+        "{:?}",
+        o.recorder.counters.completed
+    );
+    let again = simulate_schedule(&s, &plan, &mut |_| {}).expect("runs");
+    assert_eq!(
+        again.recorder.counters.completed,
+        o.recorder.counters.completed
+    );
 }

@@ -29,6 +29,7 @@ mod lockstep;
 pub mod node;
 mod population;
 pub mod queue;
+mod schedule;
 pub mod seams;
 mod shard;
 pub mod stats;
@@ -58,6 +59,8 @@ const SEC: f64 = 1e9;
 /// `exp(sigma * Z_99)`.
 const Z_99: f64 = 2.326_347_874;
 
+pub use schedule::Planned;
+
 /// One function of the population (24 bytes: every invocation reads one, so a population
 /// of thousands should stay in cache).
 #[derive(Debug, Clone)]
@@ -83,6 +86,8 @@ enum Event {
     Arrival { pop: u32, viral: u32 },
     /// The next trace invocation (index into the trace) this shard replays.
     TraceArrival { index: u32 },
+    /// The next invocation of the given schedule (index into it) this shard replays.
+    PlannedArrival { index: u32 },
     /// A forwarded invocation reaches its region; `learn` says the POP does not know the
     /// function's metadata yet.
     Forwarded {
@@ -226,6 +231,8 @@ struct Costs {
 struct World<'a> {
     s: &'a Scenario,
     trace: Option<&'a Trace>,
+    /// The given requests to replay instead of the scenario's arrival process.
+    schedule: Option<&'a [Planned]>,
     functions: Vec<FnSpec>,
     zipf: Zipf,
     profile: RateProfile,
@@ -395,8 +402,34 @@ pub fn simulate(
     trace: Option<&Trace>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Outcome> {
+    simulate_with(scenario, trace, None, progress)
+}
+
+/// Runs `scenario` on `schedule`'s requests instead of its own arrival process (each at
+/// its instant, POP and function, running its execution time plus the model's overshoot):
+/// the live workload replay's very requests, so that a comparison with the nodes is not
+/// also a comparison of two random samples. Requests naming a POP or function the
+/// scenario does not have are skipped.
+///
+/// # Errors
+/// As [`simulate`].
+pub fn simulate_schedule(
+    scenario: &Scenario,
+    schedule: &[Planned],
+    progress: Progress<'_>,
+) -> anyhow::Result<Outcome> {
+    simulate_with(scenario, None, Some(schedule), progress)
+}
+
+fn simulate_with(
+    scenario: &Scenario,
+    trace: Option<&Trace>,
+    schedule: Option<&[Planned]>,
+    progress: Progress<'_>,
+) -> anyhow::Result<Outcome> {
     let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
-    let world = World::new(scenario, trace, &mut rng)?;
+    let mut world = World::new(scenario, trace, &mut rng)?;
+    world.schedule = schedule;
     let lookahead = world.lookahead();
     anyhow::ensure!(
         world.shards == 1 || lookahead > 0,
@@ -515,6 +548,7 @@ impl<'a> World<'a> {
         Ok(Self {
             s,
             trace,
+            schedule: None,
             functions,
             zipf,
             profile: s.rate_profile(),

@@ -240,6 +240,11 @@ impl<'w> Shard<'w> {
     fn schedule_start(&mut self) {
         let w = self.w;
         match w.trace {
+            _ if w.schedule.is_some() => {
+                if let Some(first) = self.next_planned_index(0) {
+                    self.schedule_planned(first, 0);
+                }
+            }
             Some(_) => {
                 if let Some(first) = self.next_trace_index(0) {
                     self.schedule_trace(first, 0);
@@ -340,6 +345,7 @@ impl<'w> Shard<'w> {
                     self.schedule_trace(next, now);
                 }
             }
+            Event::PlannedArrival { index } => self.planned_arrival(now, index),
             Event::Forwarded {
                 region,
                 pop,
@@ -467,6 +473,11 @@ impl<'w> Shard<'w> {
             median,
             self.w.s.functions.exec_sigma,
         ));
+        self.with_overshoot(exec)
+    }
+
+    /// `exec` plus a waiting guest's overshoot, when the model has one.
+    pub(super) fn with_overshoot(&mut self, exec: Nanos) -> Nanos {
         match &self.w.c.exec_overshoot_quantiles {
             Some(q) => {
                 let u = rand::Rng::random::<f64>(&mut self.rng);
