@@ -506,3 +506,20 @@ fn a_given_schedule_is_replayed_instead_of_the_arrival_process() {
         o.recorder.counters.completed
     );
 }
+
+#[test]
+fn code_trending_across_pops_is_prepared_before_it_is_popular_at_each() {
+    // The regions' hints off: no function ever trends by these thresholds.
+    let without = report(&format!("{BASE}\n[region.trending]\nmin_rate = 1e9\n"));
+    let with = report(BASE);
+    assert!(
+        with.forwards["not_ready"] * 2 < without.forwards["not_ready"],
+        "not_ready with hints {}, without {}",
+        with.forwards["not_ready"],
+        without.forwards["not_ready"]
+    );
+    assert!(
+        with.prepares > without.prepares,
+        "a hinted function is prepared even where it never becomes popular"
+    );
+}

@@ -290,6 +290,10 @@ pub struct RegionModel {
     /// node's reconnect schedule, `policy::liveness::Reconnect`, once the region answers
     /// again, plus the handshake's round trip). Default 1000, the node's.
     pub failure_detect_ms: f64,
+    /// The region's trending hints (the node's `trending` section: tick, smoothing,
+    /// thresholds, cooldown); the node's defaults. A POP prepares a hinted function's code
+    /// ahead of its own traffic.
+    pub trending: strata_core::policy::TrendingConfig,
 }
 
 impl Default for RegionModel {
@@ -304,6 +308,7 @@ impl Default for RegionModel {
             keep_alive_s: 300.0,
             overhead_ms: 0.2,
             failure_detect_ms: 1000.0,
+            trending: strata_core::policy::TrendingConfig::default(),
         }
     }
 }

@@ -57,6 +57,8 @@ impl Shard<'_> {
         let at = self.at(now);
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];
+        // The node's load report counts every arrival, local or forwarded.
+        *p.window.entry(func).or_default() += 1;
         let known = p.known[func as usize];
         let facts = Facts {
             function: known.meta.then(|| &self.configs[func as usize]),
@@ -266,6 +268,8 @@ impl Shard<'_> {
             self.rec.counters.lost += 1;
             return;
         }
+        // The region resolved the function's code (its trend watch may hint it now).
+        self.regions[i].watch.resolved(func);
         let facts = origin::Facts {
             config: &self.configs[func as usize],
             request_id: 0,
@@ -382,7 +386,7 @@ impl Shard<'_> {
     /// Starts preparing `func`'s artifact at `pop`, making room in the artifact cache by
     /// dropping an artifact of a function that is no longer popular; when none can go,
     /// the function stays forwarded as not ready.
-    fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
+    pub(super) fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
         let w = self.w;
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];

@@ -34,6 +34,7 @@ pub mod seams;
 mod shard;
 pub mod stats;
 pub mod trace;
+mod trend;
 
 #[cfg(test)]
 mod tests;
@@ -131,6 +132,14 @@ enum Event {
     },
     /// `pop`'s lease message of `tenant` got no answer (its connection timed out).
     LeaseFailed { pop: u32, tenant: u32 },
+    /// A POP's load report timer.
+    ReportTick { pop: u32 },
+    /// A POP's report of `count` arrivals of `func` reaches `region`.
+    Reported { region: u32, func: u32, count: u32 },
+    /// A region's trend watch ticks.
+    TrendTick { region: u32 },
+    /// `region`'s hint that `func` trends up reaches `pop`.
+    Hint { pop: u32, region: u32, func: u32 },
 }
 
 /// The end of one execution.

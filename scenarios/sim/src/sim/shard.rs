@@ -63,6 +63,8 @@ pub(super) struct Pop {
     pub artifacts: usize,
     /// The tenants' leases here.
     pub leases: PopLeases,
+    /// Arrivals per function since the last load report.
+    pub window: super::trend::Window,
 }
 
 /// A simulated region.
@@ -74,6 +76,8 @@ pub(super) struct Region {
     /// Each tenant's concurrency books (the nodes' `policy::concurrency::Budget`, with
     /// its adaptive limit), indexed by tenant; empty without a `tenant_concurrency`.
     pub budgets: Vec<Budget>,
+    /// The trending hints' watch.
+    pub watch: super::trend::Watch,
 }
 
 /// A shard: see the module docs of [`super`].
@@ -158,6 +162,7 @@ impl<'w> Shard<'w> {
                     .collect(),
                 artifacts: 0,
                 leases: PopLeases::default(),
+                window: Default::default(),
             })
             .collect();
         let tenants = w.functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
@@ -168,6 +173,7 @@ impl<'w> Shard<'w> {
                 up: true,
                 epoch: 0,
                 budgets: budgets(s, tenants, base),
+                watch: super::trend::Watch::new(&s.region.trending, n),
             })
             .collect();
         let rollout = s.canary.as_ref().map(|c| {
@@ -262,6 +268,18 @@ impl<'w> Shard<'w> {
                 if tick < w.end {
                     self.queue.push(tick, Event::WarmTick { pop });
                 }
+            }
+        }
+        let report = ns(super::trend::REPORT_EVERY_MS);
+        for pop in self.own_pops() {
+            if report < w.end {
+                self.queue.push(report, Event::ReportTick { pop });
+            }
+        }
+        let tick = ns(w.s.region.trending.tick().as_secs_f64() * 1e3).max(1);
+        for region in (0..w.regions as u32).filter(|&r| w.shard_of_region(r) == self.id) {
+            if tick < w.end {
+                self.queue.push(tick, Event::TrendTick { region });
             }
         }
         let renew = w.leases.renew_ns();
@@ -386,6 +404,14 @@ impl<'w> Shard<'w> {
                 self.regions[i].up = true;
             }
             Event::LeaseTick { pop } => self.lease_tick(now, pop),
+            Event::ReportTick { pop } => self.report_tick(now, pop),
+            Event::Reported {
+                region,
+                func,
+                count,
+            } => self.reported(now, region, func, count),
+            Event::TrendTick { region } => self.trend_tick(now, region),
+            Event::Hint { pop, region, func } => self.hint(now, pop, region, func),
             Event::LeaseAt {
                 region,
                 pop,
