@@ -34,6 +34,7 @@ async fn a_keepalive_scenario_reports_each_policy_and_the_published_direction() 
         file,
         out: Some(out.clone()),
         live: false,
+        scaled: false,
     };
     crate::run::run(&args).await.expect("runs");
     let json: serde_json::Value =

@@ -21,6 +21,11 @@ pub struct RunArgs {
     /// Also run the scenario scaled down against real nodes on loopback and compare.
     #[arg(long)]
     pub live: bool,
+    /// Simulate the scenario as the live workload replay scales it down (its first POPs,
+    /// regions and functions, compressed in time), without starting any node: the
+    /// simulated half of `--live`'s replay comparison, for studying the model quickly.
+    #[arg(long, conflicts_with = "live")]
+    pub scaled: bool,
 }
 
 /// Simulates `s` (loading its trace if it replays one), timing the simulation only.
@@ -64,9 +69,20 @@ pub fn default_out(s: &Scenario) -> PathBuf {
 /// When the scenario is invalid, its trace unreadable, the report cannot be written, or a
 /// live run fails to start.
 pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
-    let s =
+    let mut s =
         Scenario::load(&args.file).with_context(|| format!("scenario {}", args.file.display()))?;
-    let (outcome, wall) = simulate(&s, true)?;
+    let (outcome, wall) = if args.scaled {
+        s = crate::live::replay::scaled(&s)?;
+        s.name = format!("{}-scaled", s.name);
+        // The replay's very requests, as `--live` simulates them.
+        let (functions, _) = sim::population(&s)?;
+        let plan = crate::live::replay::schedule(&s, &functions);
+        let started = Instant::now();
+        let outcome = sim::simulate_schedule(&s, &plan, &mut |_| {})?;
+        (outcome, started.elapsed().as_secs_f64())
+    } else {
+        simulate(&s, true)?
+    };
     let mut report = Report::new(&s, &outcome, wall);
     if let Some(spec) = &s.keepalive {
         let trend = crate::keepalive::evaluate::TrendModel {
@@ -178,6 +194,7 @@ pub async fn agree(args: &AgreeArgs) -> anyhow::Result<()> {
             file: file.clone(),
             out: None,
             live: true,
+            scaled: false,
         };
         let (report, _) = run(&run_args)
             .await

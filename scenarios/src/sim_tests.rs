@@ -3,7 +3,7 @@
 use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::sim::trace::Trace;
-use crate::sim::{Outcome, simulate};
+use crate::sim::{Outcome, Planned, simulate, simulate_schedule};
 
 const BASE: &str = r#"
     name = "t"
@@ -85,14 +85,12 @@ fn a_region_with_few_slots_throttles() {
 }
 
 #[test]
-fn a_failed_region_is_failed_over_once_per_pop_and_nothing_is_unavailable() {
-    let text = format!(
-        "{BASE}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n"
-    );
+fn a_failed_region_is_never_tried_once_noticed_and_nothing_is_unavailable() {
+    let text = format!("{BASE}\n[[region_failure]]\nregion = 0\nat_s = 20\n");
     let r = report(&text);
     assert_eq!(
-        r.failovers, 2,
-        "each POP notices once, then sends elsewhere"
+        r.failovers, 0,
+        "once a POP noticed, the region is marked down: nothing is sent there to fail over"
     );
     assert_eq!(r.refusals.unavailable, 0);
     // What was in flight, and what was sent before the POPs' liveness timeout noticed,
@@ -104,7 +102,7 @@ fn a_failed_region_is_failed_over_once_per_pop_and_nothing_is_unavailable() {
 fn forwards_sent_before_the_failure_is_noticed_are_lost_and_a_longer_timeout_loses_more() {
     let with = |detect_ms: u32| {
         report(&format!(
-            "{BASE}\n[region]\nretry_after_s = 1000\nfailure_detect_ms = {detect_ms}\n\
+            "{BASE}\n[region]\nfailure_detect_ms = {detect_ms}\n\
              [[region_failure]]\nregion = 0\nat_s = 20\n"
         ))
     };
@@ -115,7 +113,32 @@ fn forwards_sent_before_the_failure_is_noticed_are_lost_and_a_longer_timeout_los
         slow.lost,
         quick.lost
     );
-    assert_eq!((quick.failovers, slow.failovers), (2, 2));
+    assert_eq!((quick.failovers, slow.failovers), (0, 0));
+}
+
+/// Seconds' worth of region-tier completions slower than `ms` (the far region's), at the
+/// run's average region-tier rate.
+fn seconds_above(o: &Outcome, duration_s: f64, ms: u64) -> f64 {
+    let region = &o.recorder.latency[1];
+    let slow = region.len() - region.count_between(0, ms * 1000);
+    slow as f64 / (region.len() as f64 / duration_s)
+}
+
+#[test]
+fn a_recovered_region_serves_its_pops_again_once_they_reconnect() {
+    // Region 0 is near both POPs, region 1 far (every forward to it takes over 400 ms).
+    // Region 0 is down from 20 s to 23 s; the POPs notice at 21 s and reconnect on the
+    // node's schedule (every 400 ms at most) once it answers: about 2.5 s of forwards go
+    // to the far region, not until some back-off or avoidance period ends.
+    let text = BASE.replace(
+        "rtt_ms = [[10, 50], [20, 40]]",
+        "rtt_ms = [[10, 500], [20, 600]]",
+    ) + "\n[[region_failure]]\nregion = 0\nat_s = 20\nrecover_s = 23\n";
+    let far = seconds_above(&run(&text), 60.0, 400);
+    assert!(
+        (1.5..3.5).contains(&far),
+        "{far:.2} s of forwards went to the far region"
+    );
 }
 
 #[test]
@@ -297,16 +320,16 @@ fn sharded_runs_agree_with_one_thread() {
 }
 
 #[test]
-fn with_more_shards_than_pops_a_region_failure_still_fails_over_once_per_pop() {
+fn with_more_shards_than_pops_a_failed_region_is_still_never_tried_once_noticed() {
     let text = format!(
-        "{}\n[region]\nretry_after_s = 1000\n[[region_failure]]\nregion = 0\nat_s = 20\n",
+        "{}\n[[region_failure]]\nregion = 0\nat_s = 20\n",
         sharded(BASE, 4)
     );
     let r = report(&text);
     assert_eq!(r.run.shards, 4);
     assert_eq!(
-        r.failovers, 2,
-        "each POP notices once, then sends elsewhere"
+        r.failovers, 0,
+        "once a POP noticed, the region is marked down: nothing is sent there to fail over"
     );
     assert_eq!(r.refusals.unavailable, 0);
 }
@@ -446,4 +469,57 @@ fn a_waiting_guests_overshoot_is_added_to_every_execution() {
         "the median overshoot is added: {l:?}"
     );
     assert!(l.p90 - e.p90 > 1.1, "{l:?} vs {e:?}");
+}
+
+#[test]
+fn a_given_schedule_is_replayed_instead_of_the_arrival_process() {
+    let s = Scenario::parse(&sharded(BASE, 2)).expect("valid scenario");
+    // 300 requests of function 7 at POP 1, one every 100 ms, 5 ms each; one naming a POP
+    // the scenario does not have, skipped.
+    let mut plan: Vec<Planned> = (0..300)
+        .map(|i| Planned {
+            at: f64::from(i) * 0.1,
+            pop: 1,
+            func: 7,
+            exec_us: 5_000,
+        })
+        .collect();
+    plan.push(Planned {
+        at: 1.0,
+        pop: 9,
+        func: 7,
+        exec_us: 5_000,
+    });
+    let o = simulate_schedule(&s, &plan, &mut |_| {}).expect("runs");
+    assert_eq!(o.recorder.counters.invocations, 300);
+    let completed: u64 = o.recorder.counters.completed.iter().sum();
+    assert_eq!(completed, 300);
+    // Function 7 becomes popular at POP 1 after its first requests and then runs there.
+    assert!(
+        o.recorder.counters.completed[0] > 250,
+        "{:?}",
+        o.recorder.counters.completed
+    );
+    let again = simulate_schedule(&s, &plan, &mut |_| {}).expect("runs");
+    assert_eq!(
+        again.recorder.counters.completed,
+        o.recorder.counters.completed
+    );
+}
+
+#[test]
+fn code_trending_across_pops_is_prepared_before_it_is_popular_at_each() {
+    // The regions' hints off: no function ever trends by these thresholds.
+    let without = report(&format!("{BASE}\n[region.trending]\nmin_rate = 1e9\n"));
+    let with = report(BASE);
+    assert!(
+        with.forwards["not_ready"] * 2 < without.forwards["not_ready"],
+        "not_ready with hints {}, without {}",
+        with.forwards["not_ready"],
+        without.forwards["not_ready"]
+    );
+    assert!(
+        with.prepares > without.prepares,
+        "a hinted function is prepared even where it never becomes popular"
+    );
 }

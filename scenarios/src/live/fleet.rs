@@ -1,6 +1,8 @@
 //! The workload replay's deployment: several regions and POPs in this process on loopback,
 //! one delay proxy per (POP, region) pair injecting that pair's one-way latency, the
-//! scaled population deployed as `sleep` reactors, and one token per tenant.
+//! scaled population deployed as `sleep` reactors (each function its own module: the
+//! `sleep` guest with a custom section naming it, so each has its own digest), and one
+//! token per tenant.
 //!
 //! Regions do not share a store here, so they are made identical the way a restore from
 //! a backup would: region 0 is started alone, the tenants and functions are created
@@ -214,11 +216,20 @@ async fn setup(
             "timeout_ms": TIMEOUT_MS,
             "placement": if f.placement == Placement::Region { "region" } else { "auto" },
         });
-        testkit::cluster::deploy_at(&url, token, &function_name(i), config, wasm.clone())
+        testkit::cluster::deploy_at(&url, token, &function_name(i), config, code_of(&wasm, i)?)
             .await
             .with_context(|| format!("deploying {}", function_name(i)))?;
     }
     Ok(tokens)
+}
+
+/// Function `i`'s module: the `sleep` guest made its own code (as in production, each
+/// function has its own): a POP prepares each function's artifact on its own. One shared
+/// module made every function ready at a POP as soon as any one was (the module cache is
+/// keyed by digest), and with it the tenant's lease drawn by invocations still rare there,
+/// which the model (and a real population) does not do.
+fn code_of(sleep: &[u8], i: usize) -> anyhow::Result<Vec<u8>> {
+    Ok(super::variant(sleep, u32::try_from(i)?))
 }
 
 /// The largest warm pool per function the sandbox's instance slots allow.
@@ -238,4 +249,21 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_replayed_function_is_its_own_valid_module() {
+        let sleep = wat::parse_str(SLEEP_WAT).expect("the sleep guest");
+        let engine = wasmtime::Engine::default();
+        let codes: Vec<Vec<u8>> = (0..3).map(|i| code_of(&sleep, i).expect("code")).collect();
+        for code in &codes {
+            wasmtime::Module::validate(&engine, code).expect("a valid module");
+        }
+        assert_ne!(codes[0], codes[1]);
+        assert_ne!(codes[1], codes[2]);
+    }
 }

@@ -122,13 +122,14 @@ pub async fn run(params: LiveParams) -> anyhow::Result<Vec<PathReport>> {
     Ok(reports)
 }
 
-/// The echo module with a custom section carrying `n`: same behaviour, a new digest, so
-/// every deploy is a real code change the POP must fetch and prepare.
-fn echo_variant(echo: &[u8], n: u8) -> Vec<u8> {
-    // Custom section: id 0, size 3, name of length 1 ("v"), one payload byte.
-    let mut wasm = echo.to_vec();
-    wasm.extend_from_slice(&[0, 3, 1, b'v', n]);
-    wasm
+/// `wasm` with a custom section carrying `n`: same behaviour, a new digest, so each
+/// variant is different code the POP must fetch and prepare on its own.
+pub(crate) fn variant(wasm: &[u8], n: u32) -> Vec<u8> {
+    // Custom section: id 0, size 6, name of length 1 ("v"), four payload bytes.
+    let mut out = wasm.to_vec();
+    out.extend_from_slice(&[0, 6, 1, b'v']);
+    out.extend_from_slice(&n.to_le_bytes());
+    out
 }
 
 /// Measures `pop-local` steady, then `pop-local-deploying` while `popular` is redeployed
@@ -175,8 +176,8 @@ pub async fn deploy_under_load(params: LiveParams) -> anyhow::Result<(Vec<PathRe
     let deployer = async {
         let mut deploys = 0u32;
         while !done.load(std::sync::atomic::Ordering::Acquire) {
-            let variant = echo_variant(&echo, (deploys % 250) as u8 + 1);
-            cluster.deploy("popular", json!({}), variant).await?;
+            let code = variant(&echo, deploys % 250 + 1);
+            cluster.deploy("popular", json!({}), code).await?;
             deploys += 1;
         }
         anyhow::Ok(deploys)

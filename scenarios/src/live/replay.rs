@@ -20,18 +20,9 @@ use rand_chacha::ChaCha8Rng;
 /// The RNG stream the live schedule draws from (the simulator's shards use 0..16).
 const LIVE_STREAM: u64 = 1 << 20;
 
-/// One request of the replay.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Planned {
-    /// Seconds from the start of the replay.
-    pub at: f64,
-    /// The POP it arrives at.
-    pub pop: u32,
-    /// The function (popularity rank) it invokes.
-    pub func: u32,
-    /// How long the guest runs, in microseconds.
-    pub exec_us: u64,
-}
+/// One request of the replay: the simulator replays the same ones
+/// ([`sim::simulate_schedule`]).
+pub use crate::sim::Planned;
 
 /// The scaled-down scenario the replay runs and the simulator is compared on.
 ///

@@ -1,15 +1,18 @@
 //! `run --live`, second half: the workload replay. The scenario scaled down
 //! ([`super::replay::scaled`]) runs on real POPs and regions on loopback ([`Fleet`]), its
 //! requests sent open-loop at their scheduled instants, and the same scaled scenario runs
-//! in the simulator; the two are compared on per-tier latency percentiles and the edge hit
+//! in the simulator on the very same requests ([`sim::simulate_schedule`]: the same
+//! instants, POPs, functions and execution times); the two are compared on per-tier latency percentiles and the edge hit
 //! ratio, with cold starts, refusals and forwards by reason shown beside them.
 //!
 //! What differs between the two by construction (and is why the tolerances exist): the
 //! live run has real HTTP, QUIC and scheduling costs on a shared machine; the nodes learn
 //! tokens and metadata and refresh them (forwards the model only makes for a function's
 //! first request); a failed region is noticed by the POP's silence detector, which the
-//! model takes as exactly `failure_detect_ms`; and the two draw
-//! different random numbers (statistically equivalent, like two shard counts).
+//! model takes as exactly `failure_detect_ms`; and the model draws its own per-hop costs
+//! and overshoots. (Until the simulator replayed the schedule, the two also drew different
+//! arrivals: a few percent more or fewer requests moved the edge hit ratio by more than
+//! its tolerance, every function's first requests at a POP being rare whatever the total.)
 
 use super::fleet::{Fleet, function_name};
 use super::replay::{self, Planned};
@@ -151,7 +154,7 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<WorkloadComparison> {
     fleet.shutdown().await;
     let observed = observed?;
 
-    let outcome = sim::simulate(&m, None, &mut |_| {})?;
+    let outcome = sim::simulate_schedule(&m, &plan, &mut |_| {})?;
     let sim = Report::new(&m, &outcome, 0.0);
     Ok(judge(&m, &sim, &observed, plan.len() as u64, live_forwards))
 }

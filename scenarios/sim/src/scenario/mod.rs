@@ -286,11 +286,14 @@ pub struct RegionModel {
     /// `region_silence_ms` (a connection that received nothing for that long, while 1 s
     /// keep-alives should have drawn acknowledgements, is dropped and the region marked
     /// down). Forwards sent to it before then are lost (they were sent, so they are not
-    /// retried); after it the POP avoids the region for `retry_after_s`. Default 1000, the
-    /// node's.
+    /// retried); from then on the POP sends nothing there until it has reconnected (the
+    /// node's reconnect schedule, `policy::liveness::Reconnect`, once the region answers
+    /// again, plus the handshake's round trip). Default 1000, the node's.
     pub failure_detect_ms: f64,
-    /// How long a POP avoids a region it saw fail before trying it again, s. Default 10.
-    pub retry_after_s: f64,
+    /// The region's trending hints (the node's `trending` section: tick, smoothing,
+    /// thresholds, cooldown); the node's defaults. A POP prepares a hinted function's code
+    /// ahead of its own traffic.
+    pub trending: strata_core::policy::TrendingConfig,
 }
 
 impl Default for RegionModel {
@@ -305,7 +308,7 @@ impl Default for RegionModel {
             keep_alive_s: 300.0,
             overhead_ms: 0.2,
             failure_detect_ms: 1000.0,
-            retry_after_s: 10.0,
+            trending: strata_core::policy::TrendingConfig::default(),
         }
     }
 }

@@ -149,7 +149,6 @@ impl Scenario {
         positive("region.keep_alive_s", r.keep_alive_s)?;
         non_negative("region.overhead_ms", r.overhead_ms)?;
         non_negative("region.failure_detect_ms", r.failure_detect_ms)?;
-        positive("region.retry_after_s", r.retry_after_s)?;
         match &self.arrivals {
             Arrivals::Poisson { rate_per_pop } => positive("arrivals.rate_per_pop", *rate_per_pop)?,
             Arrivals::Diurnal {

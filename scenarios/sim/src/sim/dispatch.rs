@@ -57,6 +57,8 @@ impl Shard<'_> {
         let at = self.at(now);
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];
+        // The node's load report counts every arrival, local or forwarded.
+        *p.window.entry(func).or_default() += 1;
         let known = p.known[func as usize];
         let facts = Facts {
             function: known.meta.then(|| &self.configs[func as usize]),
@@ -172,6 +174,7 @@ impl Shard<'_> {
         // The node's failover policy: each region at most once, another only while the
         // request certainly was not received.
         let mut failover = Failover::new();
+        self.refresh_views(now, pop);
         loop {
             let p = &mut self.pops[i];
             let chosen = self.chooser.choose(now, pop, &p.views);
@@ -190,7 +193,9 @@ impl Shard<'_> {
                 };
                 let step = failover.failed(failure);
                 if step.mark == Mark::Unreachable {
-                    p.views[r as usize].avoid_until = noticed + w.c.retry_after;
+                    // Not reached while the POP knows the region is down (its view
+                    // excludes it): kept for a region that failed again meanwhile.
+                    p.views[r as usize].avoid_until = w.known_down(pop, r, now).unwrap_or(now);
                     self.chooser.unreachable(now, pop, r);
                 }
                 // A `Failed` mark reaches the node's region choice only when the request
@@ -221,6 +226,23 @@ impl Shard<'_> {
         self.rec.bucket(now).refused += 1;
     }
 
+    /// Brings `pop`'s views of the regions up to date at `now`: a region the POP knows is
+    /// down (it noticed the silence and has not reconnected, `World::known_down`) is
+    /// avoided until the POP is connected to it again, as the node's region choice never
+    /// picks a region marked down.
+    pub(super) fn refresh_views(&mut self, now: Nanos, pop: u32) {
+        let w = self.w;
+        if w.outages.is_empty() {
+            return;
+        }
+        let i = self.local_pop(pop);
+        for v in &mut self.pops[i].views {
+            if let Some(up) = w.known_down(pop, v.region, now) {
+                v.avoid_until = v.avoid_until.max(up);
+            }
+        }
+    }
+
     /// A forward from `pop` reaches `region` at `now`: the origin planner's steps, in its
     /// order (`policy::origin::Plan::steps`): the tenant's adaptive limit (the nodes'
     /// `policy::concurrency::Budget`, which also counts the POPs' leases: `super::lease`),
@@ -246,6 +268,8 @@ impl Shard<'_> {
             self.rec.counters.lost += 1;
             return;
         }
+        // The region resolved the function's code (its trend watch may hint it now).
+        self.regions[i].watch.resolved(func);
         let facts = origin::Facts {
             config: &self.configs[func as usize],
             request_id: 0,
@@ -362,7 +386,7 @@ impl Shard<'_> {
     /// Starts preparing `func`'s artifact at `pop`, making room in the artifact cache by
     /// dropping an artifact of a function that is no longer popular; when none can go,
     /// the function stays forwarded as not ready.
-    fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
+    pub(super) fn prepare(&mut self, now: Nanos, pop: u32, func: u32) {
         let w = self.w;
         let i = self.local_pop(pop);
         let p = &mut self.pops[i];

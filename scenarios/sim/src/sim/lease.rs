@@ -292,6 +292,7 @@ impl Shard<'_> {
         let w = self.w;
         let at = self.at(now);
         let i = self.local_pop(pop);
+        self.refresh_views(now, pop);
         while let Some(tenant) = self.pops[i].leases.ready.pop_front() {
             let p = &mut self.pops[i];
             let Some(msg) = p.leases.next(at, tenant, &w.leases.rule) else {

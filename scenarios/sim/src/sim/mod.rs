@@ -29,10 +29,12 @@ mod lockstep;
 pub mod node;
 mod population;
 pub mod queue;
+mod schedule;
 pub mod seams;
 mod shard;
 pub mod stats;
 pub mod trace;
+mod trend;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +49,7 @@ use shard::Shard;
 use stats::{Recorder, Tier};
 use std::time::Duration;
 use strata_core::model::Placement;
+use strata_core::policy::liveness::{LivenessConfig, Reconnect};
 use trace::Trace;
 
 /// Nanoseconds in a millisecond.
@@ -56,6 +59,8 @@ const SEC: f64 = 1e9;
 /// The standard normal distribution's 99th percentile: a lognormal's p99 is its median times
 /// `exp(sigma * Z_99)`.
 const Z_99: f64 = 2.326_347_874;
+
+pub use schedule::Planned;
 
 /// One function of the population (24 bytes: every invocation reads one, so a population
 /// of thousands should stay in cache).
@@ -82,6 +87,8 @@ enum Event {
     Arrival { pop: u32, viral: u32 },
     /// The next trace invocation (index into the trace) this shard replays.
     TraceArrival { index: u32 },
+    /// The next invocation of the given schedule (index into it) this shard replays.
+    PlannedArrival { index: u32 },
     /// A forwarded invocation reaches its region; `learn` says the POP does not know the
     /// function's metadata yet.
     Forwarded {
@@ -125,6 +132,14 @@ enum Event {
     },
     /// `pop`'s lease message of `tenant` got no answer (its connection timed out).
     LeaseFailed { pop: u32, tenant: u32 },
+    /// A POP's load report timer.
+    ReportTick { pop: u32 },
+    /// A POP's report of `count` arrivals of `func` reaches `region`.
+    Reported { region: u32, func: u32, count: u32 },
+    /// A region's trend watch ticks.
+    TrendTick { region: u32 },
+    /// `region`'s hint that `func` trends up reaches `pop`.
+    Hint { pop: u32, region: u32, func: u32 },
 }
 
 /// The end of one execution.
@@ -217,7 +232,6 @@ struct Costs {
     deserialize: Nanos,
     transfer: Nanos,
     failure_detect: Nanos,
-    retry_after: Nanos,
 }
 
 /// What every shard reads and none changes: the scenario, the population, the RTTs and
@@ -226,6 +240,8 @@ struct Costs {
 struct World<'a> {
     s: &'a Scenario,
     trace: Option<&'a Trace>,
+    /// The given requests to replay instead of the scenario's arrival process.
+    schedule: Option<&'a [Planned]>,
     functions: Vec<FnSpec>,
     zipf: Zipf,
     profile: RateProfile,
@@ -234,6 +250,9 @@ struct World<'a> {
     regions: usize,
     /// When each region is down: (region, from, until).
     outages: Vec<(u32, Nanos, Nanos)>,
+    /// Per outage, row-major by POP: when the POP is connected to the region again
+    /// ([`reconnected`]).
+    reconnects: Vec<Nanos>,
     c: Costs,
     end: Nanos,
     shards: u32,
@@ -314,6 +333,24 @@ impl World<'_> {
             .map(|&(_, from, _)| from)
     }
 
+    /// Whether `pop` knows `region` is down at `t`: it noticed the silence
+    /// (`failure_detect` after the failure) and has not reconnected yet; then until when.
+    /// The node marks such a region down in its region choice and sends it nothing, not
+    /// even a lease message (`RegionChoice::handle_down`, pop-node's `upstream::supervise`).
+    fn known_down(&self, pop: u32, region: u32, t: Nanos) -> Option<Nanos> {
+        let pops = self.pop_home.len();
+        self.outages
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.0 == region)
+            .find_map(|(k, &(_, from, until))| {
+                let noticed = from + self.c.failure_detect;
+                let up = self.reconnects[k * pops + pop as usize];
+                // An outage shorter than the silence detector goes unnoticed.
+                (until > noticed && (noticed..up).contains(&t)).then_some(up)
+            })
+    }
+
     /// The shard that owns POP `pop`.
     fn shard_of_pop(&self, pop: u32) -> u32 {
         self.pop_home[pop as usize].shard
@@ -327,6 +364,31 @@ impl World<'_> {
     /// The smallest delay of any message between shards: half the smallest RTT.
     fn lookahead(&self) -> Nanos {
         self.rtt.iter().map(|r| r / 2).min().unwrap_or(0)
+    }
+}
+
+/// When a POP that noticed at `noticed` that a region went silent is connected to it again,
+/// the region answering again from `until`: the node's reconnect schedule
+/// (`policy::liveness::Reconnect`: an attempt at once, then after 50 ms doubling to 400 ms),
+/// its first attempt at or after `until`, plus the handshake's round trip `rtt`. Attempts
+/// before `until` find nothing to answer them. `Nanos::MAX` for a region that never comes
+/// back.
+fn reconnected(noticed: Nanos, until: Nanos, rtt: Nanos) -> Nanos {
+    if until == Nanos::MAX {
+        return Nanos::MAX;
+    }
+    let config = LivenessConfig::default();
+    // Only differences of this instant are used: it stands for virtual time 0.
+    let epoch = std::time::Instant::now();
+    let virtual_ns = |i: std::time::Instant| i.duration_since(epoch).as_nanos() as Nanos;
+    let mut schedule = Reconnect::new(&config, epoch + Duration::from_nanos(noticed));
+    loop {
+        let due = schedule.poll_timeout();
+        let at = virtual_ns(due);
+        if at >= until {
+            return at.saturating_add(rtt);
+        }
+        schedule.poll_attempt(due);
     }
 }
 
@@ -349,8 +411,34 @@ pub fn simulate(
     trace: Option<&Trace>,
     progress: Progress<'_>,
 ) -> anyhow::Result<Outcome> {
+    simulate_with(scenario, trace, None, progress)
+}
+
+/// Runs `scenario` on `schedule`'s requests instead of its own arrival process (each at
+/// its instant, POP and function, running its execution time plus the model's overshoot):
+/// the live workload replay's very requests, so that a comparison with the nodes is not
+/// also a comparison of two random samples. Requests naming a POP or function the
+/// scenario does not have are skipped.
+///
+/// # Errors
+/// As [`simulate`].
+pub fn simulate_schedule(
+    scenario: &Scenario,
+    schedule: &[Planned],
+    progress: Progress<'_>,
+) -> anyhow::Result<Outcome> {
+    simulate_with(scenario, None, Some(schedule), progress)
+}
+
+fn simulate_with(
+    scenario: &Scenario,
+    trace: Option<&Trace>,
+    schedule: Option<&[Planned]>,
+    progress: Progress<'_>,
+) -> anyhow::Result<Outcome> {
     let mut rng = ChaCha8Rng::seed_from_u64(scenario.seed);
-    let world = World::new(scenario, trace, &mut rng)?;
+    let mut world = World::new(scenario, trace, &mut rng)?;
+    world.schedule = schedule;
     let lookahead = world.lookahead();
     anyhow::ensure!(
         world.shards == 1 || lookahead > 0,
@@ -430,12 +518,22 @@ impl<'a> World<'a> {
             .collect();
         let shards = s.shards.max(1);
         let (pop_home, region_home) = deal(&rtt, s.topology.pops, s.topology.regions, shards);
-        let outages = s
+        let outages: Vec<(u32, Nanos, Nanos)> = s
             .region_failure
             .iter()
             .map(|f| {
                 let until = f.recover_s.map_or(Nanos::MAX, secs_to_ns);
                 (f.region as u32, secs_to_ns(f.at_s), until)
+            })
+            .collect();
+        let detect = ns(s.region.failure_detect_ms);
+        let reconnects = outages
+            .iter()
+            .flat_map(|&(r, from, until)| {
+                let regions = s.topology.regions;
+                let rtt = &rtt;
+                (0..s.topology.pops)
+                    .map(move |p| reconnected(from + detect, until, rtt[p * regions + r as usize]))
             })
             .collect();
         let cs = &s.cold_start;
@@ -454,18 +552,19 @@ impl<'a> World<'a> {
             // KB * 8 bits / (Mbit/s) = ms / 1000 * 8 ... in ms: kb * 8 / mbps.
             transfer: ns(cs.artifact_kb * 8.0 / cs.bandwidth_mbps),
             failure_detect: ns(s.region.failure_detect_ms),
-            retry_after: ns(s.region.retry_after_s * 1e3),
         };
         let zipf = Zipf::new(functions.len(), s.functions.zipf_exponent);
         Ok(Self {
             s,
             trace,
+            schedule: None,
             functions,
             zipf,
             profile: s.rate_profile(),
             rtt,
             regions: s.topology.regions,
             outages,
+            reconnects,
             c,
             end: (s.duration_s * SEC) as Nanos,
             shards,

@@ -63,6 +63,8 @@ pub(super) struct Pop {
     pub artifacts: usize,
     /// The tenants' leases here.
     pub leases: PopLeases,
+    /// Arrivals per function since the last load report.
+    pub window: super::trend::Window,
 }
 
 /// A simulated region.
@@ -74,6 +76,8 @@ pub(super) struct Region {
     /// Each tenant's concurrency books (the nodes' `policy::concurrency::Budget`, with
     /// its adaptive limit), indexed by tenant; empty without a `tenant_concurrency`.
     pub budgets: Vec<Budget>,
+    /// The trending hints' watch.
+    pub watch: super::trend::Watch,
 }
 
 /// A shard: see the module docs of [`super`].
@@ -158,6 +162,7 @@ impl<'w> Shard<'w> {
                     .collect(),
                 artifacts: 0,
                 leases: PopLeases::default(),
+                window: Default::default(),
             })
             .collect();
         let tenants = w.functions.iter().map(|f| f.tenant).max().unwrap_or(0) as usize + 1;
@@ -168,6 +173,7 @@ impl<'w> Shard<'w> {
                 up: true,
                 epoch: 0,
                 budgets: budgets(s, tenants, base),
+                watch: super::trend::Watch::new(&s.region.trending, n),
             })
             .collect();
         let rollout = s.canary.as_ref().map(|c| {
@@ -240,6 +246,11 @@ impl<'w> Shard<'w> {
     fn schedule_start(&mut self) {
         let w = self.w;
         match w.trace {
+            _ if w.schedule.is_some() => {
+                if let Some(first) = self.next_planned_index(0) {
+                    self.schedule_planned(first, 0);
+                }
+            }
             Some(_) => {
                 if let Some(first) = self.next_trace_index(0) {
                     self.schedule_trace(first, 0);
@@ -257,6 +268,18 @@ impl<'w> Shard<'w> {
                 if tick < w.end {
                     self.queue.push(tick, Event::WarmTick { pop });
                 }
+            }
+        }
+        let report = ns(super::trend::REPORT_EVERY_MS);
+        for pop in self.own_pops() {
+            if report < w.end {
+                self.queue.push(report, Event::ReportTick { pop });
+            }
+        }
+        let tick = ns(w.s.region.trending.tick().as_secs_f64() * 1e3).max(1);
+        for region in (0..w.regions as u32).filter(|&r| w.shard_of_region(r) == self.id) {
+            if tick < w.end {
+                self.queue.push(tick, Event::TrendTick { region });
             }
         }
         let renew = w.leases.renew_ns();
@@ -340,6 +363,7 @@ impl<'w> Shard<'w> {
                     self.schedule_trace(next, now);
                 }
             }
+            Event::PlannedArrival { index } => self.planned_arrival(now, index),
             Event::Forwarded {
                 region,
                 pop,
@@ -380,6 +404,14 @@ impl<'w> Shard<'w> {
                 self.regions[i].up = true;
             }
             Event::LeaseTick { pop } => self.lease_tick(now, pop),
+            Event::ReportTick { pop } => self.report_tick(now, pop),
+            Event::Reported {
+                region,
+                func,
+                count,
+            } => self.reported(now, region, func, count),
+            Event::TrendTick { region } => self.trend_tick(now, region),
+            Event::Hint { pop, region, func } => self.hint(now, pop, region, func),
             Event::LeaseAt {
                 region,
                 pop,
@@ -467,6 +499,11 @@ impl<'w> Shard<'w> {
             median,
             self.w.s.functions.exec_sigma,
         ));
+        self.with_overshoot(exec)
+    }
+
+    /// `exec` plus a waiting guest's overshoot, when the model has one.
+    pub(super) fn with_overshoot(&mut self, exec: Nanos) -> Nanos {
         match &self.w.c.exec_overshoot_quantiles {
             Some(q) => {
                 let u = rand::Rng::random::<f64>(&mut self.rng);
