@@ -57,6 +57,7 @@ const EXTENSION: &str = "cwasm";
 const KNOWN_FILE: &str = "known.json";
 /// Least time between two writes of the known-functions file.
 pub const KNOWN_WRITE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One remembered token and the `$LATEST` resolution learned with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Remembered {
@@ -86,6 +87,7 @@ pub struct ArtifactCache {
     known_write: Mutex<()>,
     /// Distinguishes concurrent temporary files of this process.
     tmp_counter: AtomicU64,
+    /// Files waiting to be written and which digests have one.
     disk: Mutex<DiskState>,
     /// [`MAX_PENDING_WRITE_BYTES`] (smaller in tests).
     max_pending_write_bytes: usize,
