@@ -13,6 +13,15 @@
 //! is deleted and ignored. Bound: at most `artifact_disk_bytes`; after each write the
 //! oldest files (by modification time) are deleted until the total fits.
 //!
+//! Write-behind: a fetched artifact is usable as soon as it is loaded into memory; its
+//! file is written afterwards by [`ArtifactCache::write_behind`] (a cold start never waits
+//! on the disk's `fsync`), with the checksum [`RegionLink::fetch`] already verified (the
+//! bytes are hashed once). At most [`MAX_PENDING_WRITE_BYTES`] wait to be written; past
+//! it an artifact is not written (it stays in memory, and a restarted POP fetches it
+//! again), counted by [`ArtifactCache::writes_skipped`]. [`ArtifactCache::flush`] (at
+//! shutdown) writes what is still waiting. Which digests have a file is kept in memory, so
+//! getting an artifact that is on no disk goes to the region without a blocking-pool hop.
+//!
 //! Known functions: `<state_dir>/artifacts/known.json` (mode 0600) maps each token's
 //! SHA-256 hash (never the token itself) to the `$LATEST` resolution last learned with it
 //! and when, at
@@ -26,8 +35,7 @@
 //! learning, which the next forwards relearn; a request never waits on an fsync.
 
 use crate::known::Known;
-use crate::upstream::RegionLink;
-use bytes::Bytes;
+use crate::upstream::{Fetched, RegionLink};
 use common::exec::Executor;
 use common::model::{ApiError, ArtifactDigest, FunctionKey, ResolvedFunction, TokenHash};
 use common::sandbox::CompiledModule;
@@ -79,6 +87,15 @@ pub struct ArtifactCache {
     known_write: Mutex<()>,
     /// Distinguishes concurrent temporary files of this process.
     tmp_counter: AtomicU64,
+    /// Files waiting to be written and which digests have one.
+    disk: Mutex<DiskState>,
+    /// [`MAX_PENDING_WRITE_BYTES`] (smaller in tests).
+    max_pending_write_bytes: usize,
+    /// Wakes [`ArtifactCache::write_behind`].
+    disk_changed: tokio::sync::Notify,
+    /// Held while pending files are written, so [`ArtifactCache::flush`] returns only
+    /// after a write in progress has finished too.
+    disk_write: Mutex<()>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -124,6 +141,10 @@ impl ArtifactCache {
             known_changed: tokio::sync::Notify::new(),
             known_write: Mutex::new(()),
             tmp_counter: AtomicU64::new(0),
+            disk: Mutex::new(DiskState::default()),
+            max_pending_write_bytes: MAX_PENDING_WRITE_BYTES,
+            disk_changed: tokio::sync::Notify::new(),
+            disk_write: Mutex::new(()),
         })
     }
 
@@ -150,6 +171,7 @@ impl ArtifactCache {
         let Some(body) = body else {
             warn!(path = %path.display(), "corrupt artifact cache file; deleting it");
             let _ignored = std::fs::remove_file(&path);
+            self.disk().on_disk.remove(&digest);
             return None;
         };
         // SAFETY (of `load_precompiled`): `body` is a file this node wrote itself (only
@@ -164,74 +186,27 @@ impl ArtifactCache {
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "unusable artifact cache file; deleting it");
                 let _ignored = std::fs::remove_file(&path);
+                self.disk().on_disk.remove(&digest);
                 None
             }
         }
     }
 
-    /// Writes `bytes` (precompiled for this engine) as `digest`'s file, atomically, then
-    /// enforces the disk bound. Blocking.
-    fn write_to_disk(&self, digest: ArtifactDigest, bytes: &[u8]) -> std::io::Result<()> {
-        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!(".tmp-{}-{n}-{digest}", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(MAGIC)?;
-            f.write_all(ArtifactDigest::of(bytes).as_bytes())?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, self.path(&digest))
-        })();
-        if result.is_err() {
-            let _ignored = std::fs::remove_file(&tmp);
-        }
-        result?;
-        self.enforce_disk_bound()
-    }
-
-    /// Deletes the oldest cache files until the total fits `max_disk_bytes`.
-    fn enforce_disk_bound(&self) -> std::io::Result<()> {
-        let mut files = Vec::new();
-        let mut total = 0u64;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == EXTENSION) {
-                let meta = entry.metadata()?;
-                total += meta.len();
-                files.push((meta.modified().unwrap_or(UNIX_EPOCH), meta.len(), path));
-            }
-        }
-        files.sort();
-        for (_, len, path) in files {
-            if total <= self.max_disk_bytes {
-                break;
-            }
-            std::fs::remove_file(&path)?;
-            total -= len;
-        }
-        Ok(())
-    }
-
     /// Loads every intact artifact of this engine from disk into memory, until the memory
-    /// cache's bound. Blocking; called once at start. Returns how many were loaded.
+    /// cache's bound, and notes which digests have a file (a digest without one is then
+    /// fetched without looking on disk). Blocking; called once at start, before
+    /// [`Self::obtain`]. Returns how many were loaded.
     pub fn warm_up(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return 0;
         };
-        let suffix = format!("-{}.{EXTENSION}", self.tag);
+        let digests: Vec<ArtifactDigest> = entries
+            .flatten()
+            .filter_map(|entry| self.digest_of(&entry.path()))
+            .collect();
+        self.disk().on_disk.extend(digests.iter().copied());
         let (mut loaded, mut bytes) = (0, 0usize);
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(digest) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(&suffix))
-                .and_then(|hex| hex.parse::<ArtifactDigest>().ok())
-            else {
-                continue;
-            };
+        for digest in digests {
             if let Some(module) = self.load_from_disk(digest) {
                 bytes += module.size_bytes();
                 if bytes > self.max_memory_bytes {
@@ -247,7 +222,7 @@ impl ArtifactCache {
 
     /// The compiled module for `digest`: from memory, else from disk, else fetched from a
     /// region through `link` (precompiled when the fingerprints match, else compiled
-    /// here), then kept in memory and on disk.
+    /// here), then kept in memory and, once [`Self::write_behind`] has written it, on disk.
     ///
     /// # Errors
     /// The fetch's errors; 400 `invalid_module` when the region's wasm does not compile;
@@ -260,35 +235,40 @@ impl ArtifactCache {
         if let Some(m) = self.executor.cached(&digest) {
             return Ok(m);
         }
-        let this = Arc::clone(self);
-        let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(digest))
-            .await
-            .map_err(|e| io_error("disk task failed", e))?;
-        if let Some(m) = from_disk {
-            self.executor.insert(m.clone());
-            return Ok(m);
+        if self.disk().on_disk.contains(&digest) {
+            let this = Arc::clone(self);
+            let from_disk = tokio::task::spawn_blocking(move || this.load_from_disk(digest))
+                .await
+                .map_err(|e| io_error("disk task failed", e))?;
+            if let Some(m) = from_disk {
+                self.executor.insert(m.clone());
+                return Ok(m);
+            }
         }
         let engine = self.executor.sandbox().fingerprint();
-        let (kind, bytes) = link.fetch(digest, engine).await?;
+        let fetched = link.fetch(digest, engine).await?;
+        let kind = fetched.kind;
         let this = Arc::clone(self);
-        let module = tokio::task::spawn_blocking(move || this.load_fetched(digest, kind, &bytes))
+        let module = tokio::task::spawn_blocking(move || this.admit(digest, fetched))
             .await
             .map_err(|e| io_error("load task failed", e))??;
-        self.executor.insert(module.clone());
         debug!(%digest, ?kind, "artifact ready");
         Ok(module)
     }
 
-    /// Turns fetched bytes into a module and writes its precompiled code to disk.
-    /// Blocking.
-    fn load_fetched(
-        &self,
-        digest: ArtifactDigest,
-        kind: ArtifactKind,
-        bytes: &Bytes,
-    ) -> Result<CompiledModule, ApiError> {
+    /// Turns a fetched artifact into a module kept in memory and queues its precompiled
+    /// code for the disk. Blocking.
+    ///
+    /// # Errors
+    /// As [`Self::obtain`].
+    fn admit(&self, digest: ArtifactDigest, fetched: Fetched) -> Result<CompiledModule, ApiError> {
         let sandbox = self.executor.sandbox();
-        let (module, precompiled) = match kind {
+        let Fetched {
+            kind,
+            bytes,
+            checksum,
+        } = fetched;
+        let (module, write) = match kind {
             ArtifactKind::Precompiled => {
                 // SAFETY (of `load_precompiled`): `bytes` came from a region authenticated
                 // by mutual TLS (its certificate chains to our deployment CA), as the reply
@@ -296,21 +276,30 @@ impl ArtifactCache {
                 // reply named `digest` as its source and the bytes matched its checksum
                 // (`RegionLink::fetch`); wasmtime checks the engine header itself.
                 #[allow(unsafe_code)]
-                let module = unsafe { sandbox.load_precompiled(digest, bytes) }
+                let module = unsafe { sandbox.load_precompiled(digest, &bytes) }
                     .map_err(|e| ApiError::internal(format!("artifact {digest}: {e}")))?;
-                (module, bytes.to_vec())
+                let write = PendingWrite {
+                    digest,
+                    code: bytes,
+                    checksum: Some(checksum),
+                };
+                (module, write)
             }
             ArtifactKind::Wasm => {
-                let module = sandbox.compile(bytes)?;
+                let module = sandbox.compile(&bytes)?;
                 let code = sandbox
                     .precompile(&module)
                     .map_err(|e| ApiError::internal(e.to_string()))?;
-                (module, code)
+                let write = PendingWrite {
+                    digest,
+                    code: code.into(),
+                    checksum: None,
+                };
+                (module, write)
             }
         };
-        if let Err(e) = self.write_to_disk(digest, &precompiled) {
-            warn!(%digest, error = %e, "could not write the artifact cache file");
-        }
+        self.executor.insert(module.clone());
+        self.queue_write(write);
         Ok(module)
     }
 
@@ -375,14 +364,18 @@ impl ArtifactCache {
         }
     }
 
-    /// Writes the known-functions file now if it changed since the last write.
+    /// Writes the artifacts waiting for the disk, and the known-functions file if it
+    /// changed since the last write, now (after a write in progress has finished).
     pub async fn flush(self: &Arc<Self>) {
         let this = Arc::clone(self);
-        if tokio::task::spawn_blocking(move || this.write_known())
-            .await
-            .is_err()
+        if tokio::task::spawn_blocking(move || {
+            this.write_pending();
+            this.write_known();
+        })
+        .await
+        .is_err()
         {
-            warn!("could not write the known-functions file");
+            warn!("could not write the artifact cache or the known-functions file");
         }
     }
 
@@ -454,6 +447,11 @@ fn write_private(tmp: &Path, path: &Path, entries: &[Remembered]) -> std::io::Re
     }
     result
 }
+
+#[path = "artifacts_disk.rs"]
+mod disk;
+pub use disk::MAX_PENDING_WRITE_BYTES;
+use disk::{DiskState, PendingWrite};
 
 #[cfg(test)]
 #[path = "artifacts_tests.rs"]

@@ -34,7 +34,8 @@ fn an_artifact_written_to_disk_loads_back_and_warms_up_a_new_cache() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cache(dir.path(), 1 << 30);
     let (digest, bytes) = precompiled(&c, HELLO);
-    c.write_to_disk(digest, &bytes).expect("writes");
+    c.write_to_disk(digest, &bytes, &ArtifactDigest::of(&bytes))
+        .expect("writes");
     assert!(c.load_from_disk(digest).is_some());
     let restarted = cache(dir.path(), 1 << 30);
     assert_eq!(restarted.warm_up(), 1);
@@ -46,7 +47,8 @@ fn a_corrupted_file_is_deleted_and_not_loaded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cache(dir.path(), 1 << 30);
     let (digest, bytes) = precompiled(&c, HELLO);
-    c.write_to_disk(digest, &bytes).expect("writes");
+    c.write_to_disk(digest, &bytes, &ArtifactDigest::of(&bytes))
+        .expect("writes");
     let path = c.path(&digest);
     let mut data = std::fs::read(&path).expect("file");
     let last = data.len() - 1;
@@ -61,7 +63,8 @@ fn the_disk_cache_is_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cache(dir.path(), 1);
     let (digest, bytes) = precompiled(&c, HELLO);
-    c.write_to_disk(digest, &bytes).expect("writes");
+    c.write_to_disk(digest, &bytes, &ArtifactDigest::of(&bytes))
+        .expect("writes");
     assert!(
         !c.path(&digest).exists(),
         "one file alone is over the bound"
@@ -145,4 +148,57 @@ fn the_remembered_table_stays_within_its_bound() {
         let held = c.known.lock().expect("lock").len();
         assert!(held <= 16, "{held} remembered after {i}");
     }
+}
+
+/// `wat` precompiled by `c`'s engine, as [`RegionLink::fetch`] returns it.
+fn fetched(c: &ArtifactCache, wat: &str) -> (ArtifactDigest, Fetched) {
+    let (digest, code) = precompiled(c, wat);
+    let fetched = Fetched {
+        kind: ArtifactKind::Precompiled,
+        checksum: ArtifactDigest::of(&code),
+        bytes: code.into(),
+    };
+    (digest, fetched)
+}
+
+#[tokio::test]
+async fn a_fetched_artifact_runs_before_its_file_is_written_and_is_on_disk_after_flush() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Arc::new(cache(dir.path(), 1 << 30));
+    let (digest, artifact) = fetched(&c, HELLO);
+    c.admit(digest, artifact).expect("loads");
+    assert!(c.executor().cached(&digest).is_some(), "ready in memory");
+    assert!(
+        !c.path(&digest).exists(),
+        "the fetch's path never waits on the disk"
+    );
+    assert_eq!(c.pending_writes(), 1);
+    c.flush().await;
+    assert_eq!(c.pending_writes(), 0);
+    let restarted = cache(dir.path(), 1 << 30);
+    assert_eq!(
+        restarted.warm_up(),
+        1,
+        "written with a checksum that verifies"
+    );
+    assert!(restarted.executor().cached(&digest).is_some());
+}
+
+#[tokio::test]
+async fn past_the_pending_bound_a_fetched_artifact_runs_but_is_not_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = cache(dir.path(), 1 << 30);
+    // One byte: the first artifact is taken (none waits), the second is over the bound.
+    c.max_pending_write_bytes = 1;
+    let c = Arc::new(c);
+    let (first, a) = fetched(&c, HELLO);
+    let (second, b) = fetched(&c, include_str!("../../examples/echo.wat"));
+    c.admit(first, a).expect("loads");
+    c.admit(second, b).expect("loads");
+    assert!(c.executor().cached(&first).is_some());
+    assert!(c.executor().cached(&second).is_some());
+    assert_eq!((c.pending_writes(), c.writes_skipped()), (1, 1));
+    c.flush().await;
+    assert!(c.path(&first).exists());
+    assert!(!c.path(&second).exists());
 }

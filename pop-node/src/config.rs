@@ -67,7 +67,9 @@ pub struct PopConfig {
     /// Compiled-module cache bound, in wasm bytes. Default 128 MiB.
     pub module_cache_bytes: usize,
     /// Bound of the on-disk artifact cache under `<state_dir>/artifacts`, in bytes; the
-    /// oldest files are deleted past it. Default 1 GiB.
+    /// oldest files are deleted past it. Default 1 GiB. Files are written behind the
+    /// fetch (a cold start does not wait on the disk), at most 64 MiB waiting; an artifact
+    /// fetched past that is kept in memory only.
     pub artifact_disk_bytes: u64,
     /// Artifact fetches in flight at once. Default 4.
     pub max_prefetches: usize,

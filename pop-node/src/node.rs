@@ -359,6 +359,7 @@ pub async fn start_with_clock(
     let mut tasks = JoinSet::new();
     tasks.spawn(reporter.run());
     tasks.spawn(Arc::clone(&artifacts).persist());
+    tasks.spawn(Arc::clone(&artifacts).write_behind());
     tasks.spawn(warm.run());
     tasks.spawn(Arc::clone(&leases).run(std::time::Duration::from_millis(config.lease_ttl_ms)));
     tasks.spawn(routes.run(std::time::Duration::from_millis(config.route_refresh_ms)));

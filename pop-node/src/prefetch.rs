@@ -121,7 +121,9 @@ async fn obtain_next(
             "this POP does not host the next runtime release",
         ));
     };
-    let (kind, wasm) = link.fetch(digest, sandbox.fingerprint()).await?;
+    let crate::upstream::Fetched {
+        kind, bytes: wasm, ..
+    } = link.fetch(digest, sandbox.fingerprint()).await?;
     if kind != ArtifactKind::Wasm {
         // Precompiled code is only ever made for the current release's engine.
         return Err(ApiError::internal(format!(

@@ -47,6 +47,17 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The result of a forwarded invocation: the region's answer and what it resolved.
 pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>);
 
+/// An artifact fetched from a region that passed [`RegionLink::fetch`]'s checks.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Whether `bytes` is wasm or precompiled code.
+    pub kind: ArtifactKind,
+    /// The bytes as received.
+    pub bytes: bytes::Bytes,
+    /// Their SHA-256, checked against the reply's checksum (for wasm: the digest).
+    pub checksum: ArtifactDigest,
+}
+
 /// Connection management towards the regions.
 #[derive(Debug)]
 pub struct RegionLink {
@@ -317,7 +328,8 @@ impl RegionLink {
 
     /// Fetches the artifact for the module with `digest`, precompiled for `engine` when
     /// the region can, and checks it: the reply names `digest`, the bytes hash to the
-    /// reply's checksum, and wasm bytes hash to `digest` itself.
+    /// reply's checksum, and wasm bytes hash to `digest` itself. The bytes are hashed once,
+    /// here; the checksum they matched comes back with them.
     ///
     /// # Errors
     /// 503 when no region is reachable, 404 when the region does not have it, 500 when the
@@ -326,7 +338,7 @@ impl RegionLink {
         &self,
         digest: ArtifactDigest,
         engine: EngineFingerprint,
-    ) -> Result<(ArtifactKind, bytes::Bytes), ApiError> {
+    ) -> Result<Fetched, ApiError> {
         match self
             .request(&Message::FetchArtifact { digest, engine })
             .await?
@@ -344,7 +356,11 @@ impl RegionLink {
                     ArtifactKind::Precompiled => actual == checksum,
                 };
                 if consistent {
-                    Ok((kind, bytes))
+                    Ok(Fetched {
+                        kind,
+                        bytes,
+                        checksum: actual,
+                    })
                 } else {
                     Err(ApiError::internal(format!(
                         "artifact {digest} failed its digest check"

@@ -7,6 +7,11 @@
 //! fingerprint equals ours, the original wasm otherwise (the POP compiles it). Never
 //! stores anything durably: the wasm in the registry is the source of truth, and a missing
 //! precompiled artifact is rebuilt from it on the next fetch.
+//!
+//! A fetch of a cached artifact is a read: the code and its checksum (the SHA-256 the POP
+//! checks) are computed once, when the module is deployed, and the reply shares the
+//! cached bytes. Compiling on a fetch happens only when the artifact was evicted (or the
+//! region restarted); [`Artifacts::compiles_on_fetch`] counts those.
 
 use crate::registry::Registry;
 use bytes::Bytes;
@@ -14,6 +19,7 @@ use common::exec::Executor;
 use common::model::{ApiError, ArtifactDigest, FunctionConfig};
 use common::wire::{ArtifactKind, EngineFingerprint, Message};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing::debug;
 
@@ -26,44 +32,53 @@ pub struct Artifacts {
     max_bytes: usize,
     cache: Mutex<Lru>,
     /// How many `FetchArtifact` requests were answered (any kind), for operators and tests.
-    fetches: std::sync::atomic::AtomicU64,
+    fetches: AtomicU64,
+    /// How many of them had to compile the module (the artifact was not cached).
+    compiles_on_fetch: AtomicU64,
+}
+
+/// Precompiled code and its checksum (SHA-256 of the bytes, computed once).
+#[derive(Debug, Clone)]
+struct Precompiled {
+    bytes: Bytes,
+    checksum: ArtifactDigest,
 }
 
 #[derive(Debug, Default)]
 struct Lru {
-    entries: HashMap<ArtifactDigest, (Bytes, u64)>,
+    entries: HashMap<ArtifactDigest, (Precompiled, u64)>,
     order: BTreeMap<u64, ArtifactDigest>,
     clock: u64,
     bytes: usize,
 }
 
 impl Lru {
-    fn get(&mut self, d: &ArtifactDigest) -> Option<Bytes> {
+    fn get(&mut self, d: &ArtifactDigest) -> Option<Precompiled> {
         self.clock += 1;
         let stamp = self.clock;
-        let (bytes, used) = self.entries.get_mut(d)?;
+        let (artifact, used) = self.entries.get_mut(d)?;
         let old = std::mem::replace(used, stamp);
-        let bytes = bytes.clone();
+        let artifact = artifact.clone();
         self.order.remove(&old);
         self.order.insert(stamp, *d);
-        Some(bytes)
+        Some(artifact)
     }
 
-    fn insert(&mut self, d: ArtifactDigest, bytes: Bytes, max: usize) {
+    fn insert(&mut self, d: ArtifactDigest, artifact: Precompiled, max: usize) {
         if let Some((old, used)) = self.entries.remove(&d) {
             self.order.remove(&used);
-            self.bytes -= old.len();
+            self.bytes -= old.bytes.len();
         }
         self.clock += 1;
-        self.bytes += bytes.len();
+        self.bytes += artifact.bytes.len();
         self.order.insert(self.clock, d);
-        self.entries.insert(d, (bytes, self.clock));
+        self.entries.insert(d, (artifact, self.clock));
         while self.bytes > max {
             let Some((_, oldest)) = self.order.pop_first() else {
                 break;
             };
-            if let Some((b, _)) = self.entries.remove(&oldest) {
-                self.bytes -= b.len();
+            if let Some((a, _)) = self.entries.remove(&oldest) {
+                self.bytes -= a.bytes.len();
             }
         }
     }
@@ -80,7 +95,8 @@ impl Artifacts {
             fingerprint,
             max_bytes,
             cache: Mutex::new(Lru::default()),
-            fetches: std::sync::atomic::AtomicU64::new(0),
+            fetches: AtomicU64::new(0),
+            compiles_on_fetch: AtomicU64::new(0),
         }
     }
 
@@ -91,7 +107,13 @@ impl Artifacts {
 
     /// How many `FetchArtifact` requests this region has answered.
     pub fn fetches(&self) -> u64 {
-        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+        self.fetches.load(Ordering::Relaxed)
+    }
+
+    /// How many `FetchArtifact` requests had to compile their module because its
+    /// precompiled code was not cached (evicted, or deployed before this region started).
+    pub fn compiles_on_fetch(&self) -> u64 {
+        self.compiles_on_fetch.load(Ordering::Relaxed)
     }
 
     /// Validates a module being deployed with `config`: compiles it (so it is cached for
@@ -122,31 +144,39 @@ impl Artifacts {
         self.precompile(module).await.map(drop)
     }
 
-    /// Precompiles `module` and caches the bytes (unless they alone exceed the bound).
-    async fn precompile(&self, module: common::sandbox::CompiledModule) -> Result<Bytes, ApiError> {
+    /// Precompiles `module`, checksums the code and caches both (unless the code alone
+    /// exceeds the bound).
+    async fn precompile(
+        &self,
+        module: common::sandbox::CompiledModule,
+    ) -> Result<Precompiled, ApiError> {
         let sandbox = self.executor.sandbox().clone();
         let digest = module.digest();
-        let bytes = tokio::task::spawn_blocking(move || sandbox.precompile(&module))
-            .await
-            .map_err(|e| ApiError::internal(format!("precompile task failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        debug!(%digest, bytes = bytes.len(), "precompiled");
-        let bytes = Bytes::from(bytes);
-        self.lock().insert(digest, bytes.clone(), self.max_bytes);
-        Ok(bytes)
+        let artifact = tokio::task::spawn_blocking(move || {
+            sandbox.precompile(&module).map(|code| Precompiled {
+                checksum: ArtifactDigest::of(&code),
+                bytes: Bytes::from(code),
+            })
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("precompile task failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+        debug!(%digest, bytes = artifact.bytes.len(), "precompiled");
+        self.lock().insert(digest, artifact.clone(), self.max_bytes);
+        Ok(artifact)
     }
 
     /// The answer to `FetchArtifact { digest, engine }`: precompiled code when `engine` is
     /// ours (rebuilt from the registry's wasm when not cached), the wasm otherwise.
+    /// A cached artifact is sent as cached: no compilation, no hashing, no copy.
     pub async fn fetch(&self, digest: ArtifactDigest, engine: &EngineFingerprint) -> Message {
-        self.fetches
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.fetches.fetch_add(1, Ordering::Relaxed);
         match self.answer(digest, engine).await {
-            Ok((kind, bytes)) => Message::Artifact {
+            Ok((kind, artifact)) => Message::Artifact {
                 digest,
                 kind,
-                checksum: ArtifactDigest::of(&bytes),
-                bytes,
+                checksum: artifact.checksum,
+                bytes: artifact.bytes,
             },
             Err(e) => Message::Error(e),
         }
@@ -156,12 +186,12 @@ impl Artifacts {
         &self,
         digest: ArtifactDigest,
         engine: &EngineFingerprint,
-    ) -> Result<(ArtifactKind, Bytes), ApiError> {
+    ) -> Result<(ArtifactKind, Precompiled), ApiError> {
         let cached = (*engine == self.fingerprint)
             .then(|| self.lock().get(&digest))
             .flatten();
-        if let Some(bytes) = cached {
-            return Ok((ArtifactKind::Precompiled, bytes));
+        if let Some(artifact) = cached {
+            return Ok((ArtifactKind::Precompiled, artifact));
         }
         let registry = Arc::clone(&self.registry);
         let wasm: Bytes = tokio::task::spawn_blocking(move || registry.module(&digest))
@@ -170,8 +200,15 @@ impl Artifacts {
             .map_err(ApiError::from)?
             .into();
         if *engine != self.fingerprint {
+            // Wasm's checksum is its digest by definition; the POP hashes the bytes it
+            // receives and compares them with the digest it asked for.
+            let wasm = Precompiled {
+                bytes: wasm,
+                checksum: digest,
+            };
             return Ok((ArtifactKind::Wasm, wasm));
         }
+        self.compiles_on_fetch.fetch_add(1, Ordering::Relaxed);
         let module = match self.executor.cached(&digest) {
             Some(m) => m,
             None => self.executor.prepare(wasm).await?,
@@ -179,3 +216,7 @@ impl Artifacts {
         Ok((ArtifactKind::Precompiled, self.precompile(module).await?))
     }
 }
+
+#[cfg(test)]
+#[path = "artifacts_tests.rs"]
+mod tests;

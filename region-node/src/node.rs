@@ -119,6 +119,12 @@ impl RegionHandle {
         self.region.artifacts.fetches()
     }
 
+    /// How many of those fetches had to compile their module (its precompiled code was not
+    /// cached); a deployed module's fetches are reads.
+    pub fn artifact_compiles_on_fetch(&self) -> u64 {
+        self.region.artifacts.compiles_on_fetch()
+    }
+
     /// Stops accepting, closes POP connections and waits for the node's tasks to end and
     /// its QUIC socket to be released. Open HTTP connections get [`HTTP_DRAIN`] to finish:
     /// their tasks hold the store, so returning while they run would leave the state

@@ -232,10 +232,13 @@ async fn cold_starts(
         prepare(cluster, digest).await?;
         let prepared = started.elapsed();
         let (run, cold) = until_at(http, &url, &cluster.token, "pop/", true).await?;
+        // The same request again: what the first run paid that a warm one does not.
+        let (again, _) = until_at(http, &url, &cluster.token, "pop/", true).await?;
         results.push(json!({
             "module_bytes": bytes,
             "prepare_us": prepared.as_micros() as u64,
             "run_us": run.as_micros() as u64,
+            "second_run_us": again.as_micros() as u64,
             "total_us": (prepared + run).as_micros() as u64,
             "first_run_cold": cold,
         }));
