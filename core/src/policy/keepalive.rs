@@ -24,8 +24,8 @@
 //! windows. Never reads a clock. The table is bounded by `max_tracked` (the least
 //! recently seen application is forgotten).
 
+use super::recency::RecencyTable;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -159,22 +159,21 @@ struct App {
     recent_oob: Vec<Duration>,
     /// End of the last execution, while idle.
     idle_since: Option<Instant>,
-    seen: Instant,
 }
 
 /// The hybrid histogram keep-alive policy. See the module docs.
 #[derive(Debug)]
 pub struct HistogramPolicy<K> {
     config: HistogramConfig,
-    apps: HashMap<K, App>,
+    apps: RecencyTable<K, App>,
 }
 
 impl<K: Eq + Hash + Ord + Clone> HistogramPolicy<K> {
     /// A policy with `config` and no history.
     pub fn new(config: HistogramConfig) -> Self {
         Self {
+            apps: RecencyTable::new(config.max_tracked),
             config,
-            apps: HashMap::new(),
         }
     }
 
@@ -293,19 +292,15 @@ impl<K: Eq + Hash + Ord + Clone> HistogramPolicy<K> {
     }
 
     fn app(&mut self, now: Instant, key: &K) -> &mut App {
-        super::evict_least_recent(&mut self.apps, key, self.config.max_tracked, |a| a.seen);
         let bins = self.config.range_bins.max(1) as usize;
-        let app = self.apps.entry(key.clone()).or_insert_with(|| App {
+        self.apps.touch(now, key, || App {
             bins: vec![0; bins],
             in_range: 0,
             square_sum: 0,
             out_of_bounds: 0,
             recent_oob: Vec::with_capacity(FORECAST_SAMPLES),
             idle_since: None,
-            seen: now,
-        });
-        app.seen = app.seen.max(now);
-        app
+        })
     }
 }
 

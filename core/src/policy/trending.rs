@@ -9,8 +9,8 @@
 //! at least `min_rate`, and it was not hinted within `cooldown`. The table is bounded by
 //! `max_tracked` (least recently seen dropped). Sans-IO: time comes in with every call.
 
+use super::recency::RecencyTable;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,6 @@ struct Series {
     level: f64,
     trend: f64,
     arrivals: u64,
-    seen: Instant,
     hinted: Option<Instant>,
 }
 
@@ -74,7 +73,7 @@ struct Series {
 #[derive(Debug)]
 pub struct TrendingPolicy<K> {
     config: TrendingConfig,
-    series: HashMap<K, Series>,
+    series: RecencyTable<K, Series>,
     tick_start: Option<Instant>,
 }
 
@@ -82,8 +81,8 @@ impl<K: Eq + Hash + Ord + Clone> TrendingPolicy<K> {
     /// A policy with `config` and no history.
     pub fn new(config: TrendingConfig) -> Self {
         Self {
+            series: RecencyTable::new(config.max_tracked),
             config,
-            series: HashMap::new(),
             tick_start: None,
         }
     }
@@ -94,16 +93,13 @@ impl<K: Eq + Hash + Ord + Clone> TrendingPolicy<K> {
             return;
         }
         self.tick_start.get_or_insert(now);
-        super::evict_least_recent(&mut self.series, key, self.config.max_tracked, |s| s.seen);
-        let s = self.series.entry(key.clone()).or_insert(Series {
+        let s = self.series.touch(now, key, || Series {
             level: 0.0,
             trend: 0.0,
             arrivals: 0,
-            seen: now,
             hinted: None,
         });
         s.arrivals = s.arrivals.saturating_add(count);
-        s.seen = s.seen.max(now);
     }
 
     /// When [`Self::tick`] next has work.
@@ -129,7 +125,7 @@ impl<K: Eq + Hash + Ord + Clone> TrendingPolicy<K> {
         let cooldown = Duration::from_millis(c.cooldown_ms);
         let mut hints = Vec::new();
         let mut gone = Vec::new();
-        for (k, s) in &mut self.series {
+        for (k, s) in self.series.iter_mut() {
             // After a gap the arrivals are counted in the last closed tick, the empty ones
             // before it.
             let steps = ticks.min(MAX_CATCH_UP);

@@ -17,8 +17,8 @@
 //! of many ticks feeds at most `MAX_CATCH_UP` empty ticks (the smoother has forgotten
 //! everything older by then).
 
+use super::recency::RecencyTable;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::time::{Duration, Instant};
@@ -119,8 +119,6 @@ struct Series {
     mean_duration: f64,
     /// Memory one instance may use, bytes.
     memory_bytes: u64,
-    /// Last arrival.
-    seen: Instant,
     /// The target after the last tick.
     target: u32,
 }
@@ -147,7 +145,8 @@ impl Series {
 #[derive(Debug)]
 pub struct WarmPolicy<K, S = RandomState> {
     config: WarmConfig,
-    series: HashMap<K, Series, S>,
+    /// Per function; the table keeps each one's last arrival.
+    series: RecencyTable<K, Series, S>,
     /// Start of the current tick; `None` before the first event.
     tick_start: Option<Instant>,
 }
@@ -163,8 +162,8 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
     /// A policy with `config`, hashing keys with `hasher`.
     pub fn with_hasher(config: WarmConfig, hasher: S) -> Self {
         Self {
+            series: RecencyTable::with_hasher(config.max_tracked, hasher),
             config,
-            series: HashMap::with_hasher(hasher),
             tick_start: None,
         }
     }
@@ -184,21 +183,18 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         memory_bytes: u64,
     ) {
         self.tick_start.get_or_insert(now);
-        super::evict_least_recent(&mut self.series, key, self.config.max_tracked, |s| s.seen);
-        let s = self.series.entry(key.clone()).or_insert(Series {
+        // A clock that went backwards keeps the later instant as the last arrival.
+        let s = self.series.touch(now, key, || Series {
             level: 0.0,
             trend: 0.0,
             seeded: false,
             arrivals: 0,
             mean_duration: duration.as_secs_f64(),
             memory_bytes,
-            seen: now,
             target: 0,
         });
         s.arrivals += 1;
         s.memory_bytes = memory_bytes;
-        // A clock that went backwards keeps the later instant.
-        s.seen = s.seen.max(now);
         // Mean duration smoothed over about 20 invocations.
         s.mean_duration += (duration.as_secs_f64() - s.mean_duration) / 20.0;
     }
@@ -223,7 +219,7 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         }
         let (alpha, beta) = (self.config.alpha, self.config.beta);
         let secs = tick.as_secs_f64();
-        for s in self.series.values_mut() {
+        for (_, s) in self.series.iter_mut() {
             // After a gap the arrivals are counted in the last closed tick, the empty ones
             // before it.
             for _ in 1..ticks.min(MAX_CATCH_UP) {
@@ -244,7 +240,7 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
 
     /// Every tracked function with its target (zero for ones to retire entirely).
     pub fn targets(&self) -> impl Iterator<Item = (&K, u32)> {
-        self.series.iter().map(|(k, s)| (k, s.target))
+        self.series.iter().map(|(k, s, _)| (k, s.target))
     }
 
     /// The forecast arrival rate of `key`, per second, `horizon_ticks` ahead.
@@ -264,10 +260,10 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         let keep_alive = Duration::from_millis(c.keep_alive_ms);
         let mut wanted: Vec<(f64, K, u32, u64)> = Vec::with_capacity(self.series.len());
         let mut gone = Vec::new();
-        for (k, s) in &self.series {
+        for (k, s, seen) in self.series.iter() {
             let rate = s.forecast(c.horizon_ticks);
             let concurrency = rate * s.mean_duration;
-            let idle = now.saturating_duration_since(s.seen) >= keep_alive;
+            let idle = now.saturating_duration_since(seen) >= keep_alive;
             // A forecast under 1 % of an instance is the smoother's tail, not traffic.
             let need = match (concurrency < 0.01, idle) {
                 (true, true) => 0,
