@@ -394,20 +394,46 @@ async fn certificate_quotas_refuse_an_attacker_and_the_victim_is_still_served() 
     };
     let resp = put_leaf(&c, &ca, &mallory, "m3.example", "m3").await;
     refused(resp, StatusCode::CONFLICT, "certificates", 2).await;
-    // Over the byte quota: within the body bound (refused after parsing) and far past it
-    // (not read past the bound).
-    for pad in [20 << 10, 4 << 20] {
-        let (chain, key) = ca.leaf("m1.example", "big", 86_400);
-        let padded = format!("{chain}{}", "x".repeat(pad));
-        let resp = put_cert(&c, &mallory, "m1.example", (padded, key)).await;
-        refused(
-            resp,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "certificate_bytes",
-            16 << 10,
+    // Over the byte quota within the body bound: read, parsed, refused.
+    let (chain, key) = ca.leaf("m1.example", "big", 86_400);
+    let padded = format!("{chain}{}", "x".repeat(20 << 10));
+    let resp = put_cert(&c, &mallory, "m1.example", (padded, key)).await;
+    refused(
+        resp,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "certificate_bytes",
+        16 << 10,
+    )
+    .await;
+    // Far past the bound: refused from its declared length, before any of its 4 MiB is
+    // sent (a client that sent it would see the connection closed under it instead).
+    let mut raw = crate::raw::Raw::connect(crate::raw::addr(&c.nodes.region_url())).await;
+    raw.send(
+        format!(
+            "PUT /v1/certificates/m1.example HTTP/1.1\r\nHost: x\r\n\
+             Authorization: Bearer {mallory}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            4 << 20
         )
-        .await;
-    }
+        .as_bytes(),
+    )
+    .await;
+    let r = raw.response().await.expect("answered before any body");
+    assert_eq!(r.status, 413, "{r:?}");
+    let v: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(
+        (
+            &v["error"]["kind"],
+            &v["error"]["quota"],
+            &v["error"]["limit"]
+        ),
+        (
+            &json!("quota_exceeded"),
+            &json!("certificate_bytes"),
+            &json!(16 << 10)
+        ),
+        "{v}"
+    );
     // No token: refused from the headers, the 1 MiB body never read.
     let resp = c
         .http

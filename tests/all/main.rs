@@ -29,6 +29,7 @@ mod observability;
 mod openapi;
 mod origin;
 mod pop_dns;
+mod raw;
 mod region_death;
 mod resize;
 mod rollout;

@@ -76,7 +76,13 @@ pub(super) async fn put(
     body: Body,
 ) -> Result<Json<CertView>, HttpError> {
     // The token was checked from the headers (`Caller`); only then is the body read, and
-    // never past the bound.
+    // never past the bound. A body that declares more than the bound (`content-length`)
+    // is refused before any of it is read, so the client gets the 413 rather than a reset
+    // connection half-way through sending it.
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    if declared > u64::try_from(s.certs.max_body_bytes()).unwrap_or(u64::MAX) {
+        return Err(s.certs.body_too_large().into());
+    }
     let body = axum::body::to_bytes(body, s.certs.max_body_bytes())
         .await
         .map_err(|_| s.certs.body_too_large())?;

@@ -3,6 +3,7 @@
 //! server, a request without a valid token is refused from its headers (its body is never
 //! read), and `/metrics` needs the operator. Each test also shows a victim still served.
 
+use crate::raw::{PATIENCE, Raw, addr};
 use crate::routes::{add_route, cluster};
 use crate::support::{TestCluster, pop_config, region_config, synced};
 use common::edge::HttpLimits;
@@ -21,106 +22,6 @@ const SMUGGLER: &str = r#"(module
     (i32.store (i32.const 0) (i32.const 64))
     (i32.store (i32.const 4) (i32.const 64))
     (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-
-/// Generous bound on any one wait for the server in these tests (a timeout is a failure,
-/// never the thing asserted).
-const PATIENCE: Duration = Duration::from_secs(30);
-
-/// One HTTP/1.1 response read off a raw socket.
-#[derive(Debug)]
-struct RawResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl RawResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// A raw client connection that reads responses one after another (pipelining).
-struct Raw {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            stream: TcpStream::connect(addr).await.expect("connects"),
-            buf: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("sent");
-    }
-
-    async fn fill(&mut self) -> usize {
-        let mut chunk = [0u8; 8192];
-        let n = self.stream.read(&mut chunk).await.unwrap_or(0);
-        self.buf.extend_from_slice(&chunk[..n]);
-        n
-    }
-
-    /// The next response (framed by its Content-Length), or `None` if the server closed.
-    async fn response(&mut self) -> Option<RawResponse> {
-        tokio::time::timeout(PATIENCE, async {
-            let head_end = loop {
-                if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break i;
-                }
-                if self.fill().await == 0 {
-                    return None;
-                }
-            };
-            let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-            let mut lines = head.split("\r\n");
-            let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-            let headers: Vec<(String, String)> = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-                .collect();
-            let len: usize = headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            self.buf.drain(..head_end + 4);
-            while self.buf.len() < len {
-                if self.fill().await == 0 {
-                    return None;
-                }
-            }
-            let body = self.buf.drain(..len).collect();
-            Some(RawResponse {
-                status,
-                headers,
-                body,
-            })
-        })
-        .await
-        .expect("the server answers or closes within the test's patience")
-    }
-
-    /// Reads until the server closes the connection; `true` when it did.
-    async fn closed(&mut self) -> bool {
-        tokio::time::timeout(PATIENCE, async { while self.fill().await > 0 {} })
-            .await
-            .is_ok()
-    }
-}
-
-fn addr(url: &str) -> SocketAddr {
-    url.trim_start_matches("http://")
-        .parse()
-        .expect("a node URL is ip:port")
-}
 
 /// The victim: the dev tenant's `hello` answers through `base`.
 async fn victim_served(c: &TestCluster, base: &str) {
