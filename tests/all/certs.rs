@@ -434,18 +434,19 @@ async fn certificate_quotas_refuse_an_attacker_and_the_victim_is_still_served() 
         ),
         "{v}"
     );
-    // No token: refused from the headers, the 1 MiB body never read.
-    let resp = c
-        .http
-        .put(format!(
-            "{}/v1/certificates/m4.example",
-            c.nodes.region_url()
-        ))
-        .body(vec![b'x'; 1 << 20])
-        .send()
-        .await
-        .expect("request completes");
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // No token: refused from the headers, the 1 MiB body it declares never sent.
+    let mut raw = crate::raw::Raw::connect(crate::raw::addr(&c.nodes.region_url())).await;
+    raw.send(
+        format!(
+            "PUT /v1/certificates/m4.example HTTP/1.1\r\nHost: x\r\n\
+             Content-Length: {}\r\n\r\n",
+            1 << 20
+        )
+        .as_bytes(),
+    )
+    .await;
+    let r = raw.response().await.expect("answered before any body");
+    assert_eq!(r.status, 401, "{r:?}");
 
     let out = until_subject(addr, "shop.example", &ca, "victim").await;
     assert!(out.stdout.ends_with("1.1 201"), "{}", out.stdout);
