@@ -236,9 +236,9 @@ impl RegionLink {
             };
             match sent {
                 Ok(reply) => {
-                    let mut policy = lock(&self.links.policy);
-                    policy.handle_rtt(&addr, ch.min_rtt());
-                    policy.handle_success(Instant::now(), &addr);
+                    // The RTT is fed by the connection's supervisor each liveness sample
+                    // (its minimum moves rarely); a reply only reports success.
+                    lock(&self.links.policy).handle_success(Instant::now(), &addr);
                     return Ok((reply, addr));
                 }
                 Err(e) => {

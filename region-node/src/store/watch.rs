@@ -162,6 +162,15 @@ mod tests {
         assert_eq!(w.revision(), r3);
     }
 
+    /// The watch's next event, bounded: a watch that never announces would otherwise wait
+    /// for a live change for ever.
+    async fn next(w: &mut crate::store::Watch) -> WatchEvent {
+        tokio::time::timeout(std::time::Duration::from_secs(10), w.next())
+            .await
+            .expect("an event within 10 s")
+            .expect("event")
+    }
+
     #[tokio::test]
     async fn an_announcing_watch_says_when_it_has_caught_up_with_the_history() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -171,13 +180,13 @@ mod tests {
         // same, at the store's revision.
         let r2 = s.put(Bucket::Tenants, "t", b"-", Any).expect("put");
         let mut w = s.watch(&[Bucket::Functions], 0).announcing_current();
-        let WatchEvent::Change(c) = w.next().await.expect("event") else {
+        let WatchEvent::Change(c) = next(&mut w).await else {
             panic!("history first");
         };
         assert_eq!(c.revision, r1);
-        assert_eq!(w.next().await.expect("event"), WatchEvent::Current(r2));
+        assert_eq!(next(&mut w).await, WatchEvent::Current(r2));
         // A watch that starts current says so at once.
         let mut w = s.watch(&[Bucket::Functions], r2).announcing_current();
-        assert_eq!(w.next().await.expect("event"), WatchEvent::Current(r2));
+        assert_eq!(next(&mut w).await, WatchEvent::Current(r2));
     }
 }
