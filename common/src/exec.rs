@@ -440,16 +440,6 @@ impl Executor {
         executed_at: ExecutedAt,
         lane: WarmLane,
     ) -> Result<(InvokeResponse, bool), ApiError> {
-        let mut env: Vec<(String, String)> = function
-            .config
-            .env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        env.extend(req.env.iter().cloned());
-        env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
-        env.push(("STRATA_VERSION".into(), function.version.clone()));
-        env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
         let (mut limit_mb, asked) = self.memory_limit(function, req)?;
         let _in_flight = self
             .stats
@@ -458,7 +448,14 @@ impl Executor {
         self.maybe_reap();
         let runtime = Some(self.release_of(&module).name().to_owned());
         let mut ran = self
-            .execute(module.clone(), function, req, env.clone(), limit_mb, lane)
+            .execute(
+                module.clone(),
+                function,
+                req,
+                guest_env(function, req),
+                limit_mb,
+                lane,
+            )
             .await?;
         let out_of_memory = |e: &Execution| {
             e.failure
@@ -472,7 +469,14 @@ impl Executor {
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
             ran = self
-                .execute(module, function, req, env, retry_mb, lane)
+                .execute(
+                    module,
+                    function,
+                    req,
+                    guest_env(function, req),
+                    retry_mb,
+                    lane,
+                )
                 .await?;
             limit_mb = retry_mb;
             if !out_of_memory(&ran.execution) && asked.is_none() {
@@ -552,4 +556,24 @@ impl From<ModuleError> for ApiError {
     fn from(e: ModuleError) -> Self {
         ApiError::new(crate::model::ErrorKind::InvalidModule, e.to_string())
     }
+}
+
+/// The environment a guest of `function` sees for `req`: the function's configured
+/// variables, the request's, then `STRATA_FUNCTION`, `STRATA_VERSION` and
+/// `STRATA_REQUEST_ID`. Built per execution (a retry builds it again rather than every
+/// run keeping a copy).
+fn guest_env(function: &ResolvedFunction, req: &InvokeRequest) -> Vec<(String, String)> {
+    let mut env = Vec::with_capacity(function.config.env.len() + req.env.len() + 3);
+    env.extend(
+        function
+            .config
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    env.extend(req.env.iter().cloned());
+    env.push(("STRATA_FUNCTION".into(), function.key.name.to_string()));
+    env.push(("STRATA_VERSION".into(), function.version.clone()));
+    env.push(("STRATA_REQUEST_ID".into(), req.request_id.to_string()));
+    env
 }

@@ -83,9 +83,13 @@ impl WarmPlanner {
             exec,
             function.config.memory_bytes(),
         );
-        state
-            .functions
-            .insert(function.key.clone(), function.clone());
+        // Kept for the loop to prepare instances of; copied only when it changed (this
+        // runs on every invocation of a reactor).
+        if state.functions.get(&function.key) != Some(function) {
+            state
+                .functions
+                .insert(function.key.clone(), function.clone());
+        }
     }
 
     /// The warm instances planned for `key` (what placement charges against the budget).

@@ -7,7 +7,7 @@ use crate::model::{
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use http_body_util::BodyExt;
@@ -155,11 +155,12 @@ async fn invoke<I: Invoker>(
     State(state): State<EdgeState<I>>,
     Path(name): Path<String>,
     Query(query): Query<InvokeQuery>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
+    // The request itself rather than its method, URI and headers as extractors, which
+    // would each be a copy.
+    let (parts, body) = request.into_parts();
+    let (method, uri, headers) = (parts.method, parts.uri, parts.headers);
     let request_id = RequestId::random();
     let mut req = match parse(request_id, name, query, &headers, body, &state).await {
         Ok(req) => req,
@@ -377,27 +378,45 @@ pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
     }
 }
 
+// The response headers' names, parsed once rather than on every response.
+static H_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
+static H_EXECUTED_AT: HeaderName = HeaderName::from_static("x-strata-executed-at");
+static H_START: HeaderName = HeaderName::from_static("x-strata-start");
+static H_VERSION: HeaderName = HeaderName::from_static("x-strata-version");
+static H_RUNTIME: HeaderName = HeaderName::from_static("x-strata-runtime");
+static H_PEAK_MEMORY: HeaderName = HeaderName::from_static("x-strata-peak-memory-bytes");
+static H_FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-strata-function-error");
+static H_SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
 /// The `x-strata-*` and `server-timing` headers every invoke response carries.
 pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
-    let mut set = |name: &'static str, value: String| {
-        // Takes the string's buffer as the header's bytes, without copying it.
-        if let Ok(v) = HeaderValue::try_from(value) {
-            h.insert(name, v);
+    let mut set = |name: &HeaderName, value: Result<HeaderValue, _>| {
+        // A value that is not a valid header (a version or node name never is) is left
+        // out rather than failing the response.
+        if let Ok(v) = value {
+            h.insert(name.clone(), v);
         }
     };
-    set(REQUEST_ID, resp.request_id.to_string());
-    set("x-strata-executed-at", resp.executed_at.to_string());
-    set("x-strata-start", resp.start.as_str().to_owned());
-    set("x-strata-version", resp.version.clone());
+    let id = request_id_hex(resp.request_id);
+    set(&H_REQUEST_ID, HeaderValue::from_bytes(&id));
+    set(
+        &H_EXECUTED_AT,
+        HeaderValue::try_from(resp.executed_at.to_string()),
+    );
+    set(&H_START, Ok(HeaderValue::from_static(resp.start.as_str())));
+    set(&H_VERSION, HeaderValue::from_str(&resp.version));
     if let Some(runtime) = &resp.runtime {
-        set("x-strata-runtime", runtime.clone());
+        set(&H_RUNTIME, HeaderValue::from_str(runtime));
     }
     set(
-        "x-strata-peak-memory-bytes",
-        resp.peak_memory_bytes.to_string(),
+        &H_PEAK_MEMORY,
+        Ok(HeaderValue::from(resp.peak_memory_bytes)),
     );
     if let Some(fe) = &resp.function_error {
-        set("x-strata-function-error", fe.kind.as_str().to_owned());
+        set(
+            &H_FUNCTION_ERROR,
+            Ok(HeaderValue::from_static(fe.kind.as_str())),
+        );
     }
     let mut timing = String::with_capacity(80);
     timing.push_str("exec;dur=");
@@ -412,7 +431,19 @@ pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
         timing.push_str(", outbound;dur=");
         push_millis(&mut timing, o);
     }
-    set("server-timing", timing);
+    set(&H_SERVER_TIMING, HeaderValue::try_from(timing));
+}
+
+/// `id` as its 32 lowercase hex digits (what its `Display` writes), without the
+/// formatter.
+fn request_id_hex(id: RequestId) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in id.0.to_be_bytes().into_iter().enumerate() {
+        out[2 * i] = DIGITS[usize::from(b >> 4)];
+        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    out
 }
 
 /// Appends `d` in milliseconds with three decimals (to the nearest microsecond, halves
@@ -431,6 +462,17 @@ mod tests {
         StartKind, Timing,
     };
     use std::time::Duration;
+
+    #[test]
+    fn the_request_id_header_is_the_ids_display() {
+        for id in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let hex = super::request_id_hex(RequestId(id));
+            assert_eq!(
+                std::str::from_utf8(&hex),
+                Ok(RequestId(id).to_string().as_str())
+            );
+        }
+    }
 
     #[test]
     fn a_guest_failure_is_the_guests_fault_whatever_its_kind() {

@@ -20,7 +20,7 @@ use prom::{
     TenantLabels,
 };
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Distinct tenant and function names used as label values; more share [`OTHER_LABEL`].
@@ -83,7 +83,7 @@ pub struct NodeStats {
     /// Outcomes per function version since the last report.
     outcomes: Mutex<outcomes::Tally>,
     /// Tenant and function names admitted as label values.
-    labels: Mutex<std::collections::HashSet<String>>,
+    labels: RwLock<std::collections::HashSet<String>>,
 }
 
 impl NodeStats {
@@ -98,14 +98,23 @@ impl NodeStats {
             tenants: Mutex::new(HashMap::new()),
             levels: Mutex::new(Levels::default()),
             outcomes: Mutex::new(outcomes::Tally::default()),
-            labels: Mutex::new(std::collections::HashSet::new()),
+            labels: RwLock::new(std::collections::HashSet::new()),
         })
     }
 
     /// `name` as a label value: itself while it is among the first [`MAX_LABEL_VALUES`]
     /// names seen, [`OTHER_LABEL`] otherwise.
     fn label(&self, name: &str) -> String {
-        let mut seen = lock(&self.labels);
+        // Read-locked on the per-request path: a name is admitted once, then only read.
+        if self
+            .labels
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name)
+        {
+            return name.to_owned();
+        }
+        let mut seen = self.labels.write().unwrap_or_else(PoisonError::into_inner);
         if seen.contains(name) || (seen.len() < MAX_LABEL_VALUES && seen.insert(name.to_owned())) {
             name.to_owned()
         } else {
@@ -232,7 +241,10 @@ impl NodeStats {
         let labels = TenantLabels {
             tenant: self.label(&name),
         };
-        self.prom.in_flight.get_or_create(&labels).inc();
+        // The gauge itself (it shares its counter with the family's series), so the
+        // guard's drop needs no label lookup.
+        let gauge = self.prom.in_flight.get_or_create(&labels).clone();
+        gauge.inc();
         if let Some(l) = limit {
             self.prom
                 .concurrency_limit
@@ -242,7 +254,7 @@ impl NodeStats {
         InFlight {
             stats: Arc::clone(self),
             tenant: name,
-            label: labels.tenant,
+            gauge,
         }
     }
 
@@ -381,8 +393,8 @@ impl NodeStats {
 pub struct InFlight {
     stats: Arc<NodeStats>,
     tenant: String,
-    /// The tenant's label value (the name, or [`OTHER_LABEL`]).
-    label: String,
+    /// The tenant's `strata_in_flight` series.
+    gauge: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Drop for InFlight {
@@ -390,13 +402,7 @@ impl Drop for InFlight {
         if let Some(c) = lock(&self.stats.tenants).get_mut(&self.tenant) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
-        self.stats
-            .prom
-            .in_flight
-            .get_or_create(&TenantLabels {
-                tenant: std::mem::take(&mut self.label),
-            })
-            .dec();
+        self.gauge.dec();
     }
 }
 

@@ -15,10 +15,10 @@
 //!   of the sandbox itself are [`SandboxError`]s.
 //! - Guests run on the caller's async task, as `wasmtime serve` runs them: each execution
 //!   on a fiber stack from the pooling allocator, so the tokio worker that polls it is
-//!   never handed off to another thread. A guest cannot hold a worker: each [`Sandbox`]
-//!   owns one ticker thread that advances the engine's epoch every
-//!   [`SandboxConfig::epoch_tick_ms`] (stopped when the last clone of the sandbox is
-//!   dropped), and at every tick a running guest yields its worker to the other tasks, or
+//!   never handed off to another thread. A guest cannot hold a worker: the process's one
+//!   epoch ticker thread advances each sandbox's engine epoch every
+//!   [`SandboxConfig::epoch_tick_ms`] (the engine is unregistered when the last clone of
+//!   the sandbox is dropped), and at every tick a running guest yields its worker to the other tasks, or
 //!   traps with [`wasmtime::Trap::Interrupt`] once its invocation's deadline has passed
 //!   (see `run::arm`). Host calls never block a worker: a sleep in `poll_oneoff` is a
 //!   timer, and shared-state calls (which may do disk or network I/O) run on the blocking
@@ -38,7 +38,7 @@
 //! The engine is tuned for many small tenants: the pooling instance allocator (instance
 //! slots reserved once, [`SandboxConfig::max_instances`]), copy-on-write memory images,
 //! `InstancePre` (imports resolved once per module), Cranelift optimising for speed, one
-//! epoch ticker thread per sandbox, and fuel metering for functions that ask for a
+//! epoch ticker thread per process, and fuel metering for functions that ask for a
 //! deterministic CPU bound.
 //!
 //! Never performs network or file I/O and never gives guests a filesystem, sockets or
@@ -156,7 +156,8 @@ struct StoreState {
 }
 
 /// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
-/// linker and one epoch ticker thread, which stops when the last clone is dropped.
+/// linker and one registration with the process's epoch ticker, dropped with the last
+/// clone.
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
@@ -174,7 +175,10 @@ struct Inner {
     /// Warm instances (reactors, and components that opted in to reuse) by function
     /// version.
     pools: pool::WarmPools,
-    /// Dropped last, after everything else here; joins the ticker thread.
+    /// Finished command instances whose slots are being freed after their response
+    /// ([`run::run_command`]); a run that finds no free slot waits for these first.
+    releasing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Dropped last, after everything else here; unregisters the engine from the ticker.
     _ticker: EpochTicker,
 }
 
@@ -282,6 +286,7 @@ impl Sandbox {
                 provided,
                 components,
                 pools: pool::WarmPools::new(&cfg),
+                releasing: Arc::default(),
                 cfg,
                 fingerprint,
                 _ticker: ticker,

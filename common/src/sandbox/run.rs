@@ -13,6 +13,8 @@ use super::{CompiledModule, Inner, SandboxError, StoreState};
 
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
@@ -153,12 +155,19 @@ pub(super) async fn run_command(
         stdio: stdio.clone(),
         env,
     };
-    let mut store = Store::try_new(&inner.engine, state)
-        .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
-    prepare(&mut store);
-    arm(&mut store, fuel)?;
-
-    let instantiated = pre.instantiate_async(&mut store).await;
+    let mut store = new_store(inner, state, fuel)?;
+    let mut instantiated = pre.instantiate_async(&mut store).await;
+    // No free slot while finished instances are still being released: let their tasks
+    // run, then try again in a new store (the failed attempt counts against this one's
+    // instance limit), so freeing after the response never turns into a refusal.
+    while let Err(e) = &instantiated
+        && is_capacity(e)
+        && inner.releasing.load(Ordering::Acquire) > 0
+    {
+        tokio::task::yield_now().await;
+        store = new_store(inner, store.into_data(), fuel)?;
+        instantiated = pre.instantiate_async(&mut store).await;
+    }
     let instantiate = started.elapsed();
     if let Err(e) = &instantiated
         && is_capacity(e)
@@ -179,8 +188,7 @@ pub(super) async fn run_command(
 
     let limiter = &store.data().limiter;
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
-    // Free the instance (and its linear memory) before copying the output.
-    drop(store);
+    release_after_response(store, &inner.releasing);
     let out = stdio.finish(cfg);
     let observed = Observed {
         stdout_over: out.stdout_over,
@@ -199,6 +207,52 @@ pub(super) async fn run_command(
         exec,
         peak_memory_bytes,
     })
+}
+
+/// A store for one command run, limited and armed.
+fn new_store(
+    inner: &Inner,
+    state: StoreState,
+    fuel: Option<u64>,
+) -> Result<Store<StoreState>, SandboxError> {
+    let mut store = Store::try_new(&inner.engine, state)
+        .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
+    prepare(&mut store);
+    arm(&mut store, fuel)?;
+    Ok(store)
+}
+
+/// Frees a finished command instance (its pooling slot, and the reset of its linear
+/// memory, microseconds of kernel work) off the request's path: on a task of its own,
+/// which the worker runs once the request's task next waits (after the response has been
+/// written), when there is a runtime; at once otherwise. Its output has already been
+/// captured host-side, so nothing the response needs is freed late. `releasing` counts
+/// the instances not yet freed.
+fn release_after_response<T: Send + 'static>(store: Store<T>, releasing: &Arc<AtomicUsize>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        drop(store);
+        return;
+    };
+    releasing.fetch_add(1, Ordering::AcqRel);
+    let release = Release {
+        store: Some(store),
+        releasing: Arc::clone(releasing),
+    };
+    // Dropped when the task runs, or with the task if the runtime shuts down first.
+    drop(rt.spawn(async move { drop(release) }));
+}
+
+/// A finished store on its way out; counted in `releasing` until it is freed.
+struct Release<T: 'static> {
+    store: Option<Store<T>>,
+    releasing: Arc<AtomicUsize>,
+}
+
+impl<T> Drop for Release<T> {
+    fn drop(&mut self) {
+        drop(self.store.take());
+        self.releasing.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Whether a guest's failure was its own choice: a non-zero exit (not after denied

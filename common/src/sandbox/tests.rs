@@ -400,3 +400,26 @@ fn dropping_last_sandbox_stops_epoch_ticker() {
         "ticker thread still holds the engine"
     );
 }
+
+#[test]
+fn back_to_back_commands_reuse_the_slot_freed_after_each_response() {
+    // One instance slot: each run's instance is freed on a task of its own after it
+    // returns, so the next run, started at once on the same thread, must wait for that
+    // task rather than fail for want of a slot.
+    let sandbox = sandbox_with(SandboxConfig {
+        max_instances: 1,
+        max_warm_pools: 0,
+        ..SandboxConfig::default()
+    });
+    let module = sandbox.compile(&wasm(ECHO)).expect("echo compiles");
+    block_on(async {
+        for i in 0..50u32 {
+            let stdin = i.to_string();
+            let out = sandbox
+                .run(&module, invocation(stdin.as_bytes()))
+                .await
+                .unwrap_or_else(|e| panic!("run {i}: {e}"));
+            assert_eq!(out.stdout, stdin.as_bytes(), "run {i}: {out:?}");
+        }
+    });
+}

@@ -1,69 +1,181 @@
-//! The epoch ticker: one thread per sandbox advancing the engine's epoch on a wall-clock
-//! schedule, which is what turns epoch deadlines into timeouts.
+//! The epoch ticker: advances each sandbox engine's epoch on a wall-clock schedule, which
+//! is what turns epoch deadlines into timeouts and makes a running guest yield its worker.
 //!
-//! Owns the thread's lifetime: it is joined when the ticker is dropped, so a sandbox never
-//! leaks a thread. Never touches a store or runs guest code.
+//! One thread per process serves every engine registered with it (each at its own tick),
+//! instead of one thread per sandbox: a node hosts a sandbox per runtime release, and
+//! `strata dev` runs a region and a POP in one process, so per-sandbox threads woke the
+//! process four times per millisecond; each wake-up on a busy machine preempts a worker
+//! that was serving requests. The thread starts with the first registration and ends when
+//! the last one is dropped. It never touches a store or runs guest code.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
 
-/// A running epoch ticker; dropping it stops and joins the thread.
+/// One engine's place in the process-wide ticker; dropping it unregisters the engine
+/// (the ticker holds no reference to it afterwards).
 #[derive(Debug)]
 pub(crate) struct EpochTicker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    id: u64,
+}
+
+struct Entry {
+    id: u64,
+    engine: Engine,
+    tick: Duration,
+    next: Instant,
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: Vec<Entry>,
+    next_id: u64,
+    /// Whether the thread is running (it clears this, under the lock, when it ends).
+    running: bool,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    entries: Vec::new(),
+    next_id: 0,
+    running: false,
+});
+/// Signalled when the registry changes, so the thread re-plans (or ends) at once.
+static CHANGED: Condvar = Condvar::new();
+
+fn registry() -> MutexGuard<'static, Registry> {
+    // The critical sections only push, remove and increment atomics; a panic cannot
+    // leave the registry half-updated.
+    REGISTRY.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EpochTicker {
-    /// Starts a thread calling `engine.increment_epoch()` once per `tick` of wall-clock
-    /// time. Ticks missed while the thread was not scheduled are caught up, so `n` ticks
-    /// always mean at least `n * tick` elapsed.
+    /// Registers `engine` to have `increment_epoch()` called once per `tick` of wall-clock
+    /// time, starting the ticker thread if none runs. Ticks missed while the thread was
+    /// not scheduled are caught up, so `n` ticks always mean at least `n * tick` elapsed.
     ///
     /// # Errors
     /// The OS refused to start the thread.
     pub(crate) fn start(engine: Engine, tick: Duration) -> std::io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = thread::Builder::new()
-            .name("strata-epoch".into())
-            .spawn(move || run(&engine, tick, &flag))?;
-        Ok(Self {
-            stop,
-            thread: Some(thread),
-        })
+        let mut r = registry();
+        if !r.running {
+            thread::Builder::new()
+                .name("strata-epoch".into())
+                .spawn(run)?;
+            r.running = true;
+        }
+        let id = r.next_id;
+        r.next_id += 1;
+        r.entries.push(Entry {
+            id,
+            engine,
+            tick,
+            next: Instant::now() + tick,
+        });
+        drop(r);
+        CHANGED.notify_all();
+        Ok(Self { id })
     }
 }
 
-fn run(engine: &Engine, tick: Duration, stop: &AtomicBool) {
-    let mut next = Instant::now() + tick;
+fn run() {
+    let mut r = registry();
     loop {
         let now = Instant::now();
-        if now < next {
-            // Parked rather than slept so that dropping the ticker wakes it at once.
-            thread::park_timeout(next - now);
+        for e in &mut r.entries {
+            while e.next <= now {
+                e.engine.increment_epoch();
+                e.next += e.tick;
+            }
         }
-        if stop.load(Ordering::Acquire) {
+        let Some(next) = r.entries.iter().map(|e| e.next).min() else {
+            r.running = false;
             return;
-        }
-        let now = Instant::now();
-        while next <= now {
-            engine.increment_epoch();
-            next += tick;
-        }
+        };
+        let wait = next.saturating_duration_since(Instant::now());
+        r = CHANGED
+            .wait_timeout(r, wait)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            // The thread only loops and increments an atomic; it cannot panic, and if it
-            // somehow did there is nothing left to clean up.
-            let _ = thread.join();
+        let mut r = registry();
+        r.entries.retain(|e| e.id != self.id);
+        drop(r);
+        CHANGED.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::{Module, Store, UpdateDeadline};
+
+    /// Spins a guest on `engine` until the ticker has advanced its epoch `ticks` times
+    /// (counted by the store's epoch callback); returns how long that took.
+    fn spin_for_ticks(engine: &Engine, ticks: u32) -> Duration {
+        let module =
+            Module::new(engine, r#"(module (func (export "spin") (loop br 0)))"#).expect("module");
+        let mut store = Store::new(engine, 0u32);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |mut cx| {
+            *cx.data_mut() += 1;
+            Ok(if *cx.data() >= ticks {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
+        let spin = instance
+            .get_typed_func::<(), ()>(&mut store, "spin")
+            .expect("export");
+        let started = Instant::now();
+        let trapped = spin.call(&mut store, ());
+        assert!(trapped.is_err(), "the spin ends only by interruption");
+        started.elapsed()
+    }
+
+    fn epoch_threads() -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.flatten()
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim() == "strata-epoch")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn one_thread_ticks_every_registered_engine_at_its_own_rate() {
+        let mut cfg = wasmtime::Config::new();
+        cfg.epoch_interruption(true);
+        let fast = Engine::new(&cfg).expect("engine");
+        let slow = Engine::new(&cfg).expect("engine");
+        let _a = EpochTicker::start(fast.clone(), Duration::from_millis(1)).expect("ticker");
+        let _b = EpochTicker::start(slow.clone(), Duration::from_millis(20)).expect("ticker");
+        // Both engines tick at once, each at its rate, never early.
+        let slow_run = thread::spawn(move || spin_for_ticks(&slow, 3));
+        let fast_took = spin_for_ticks(&fast, 30);
+        let slow_took = slow_run.join().expect("slow spinner");
+        assert!(fast_took >= Duration::from_millis(29), "{fast_took:?}");
+        assert!(slow_took >= Duration::from_millis(40), "{slow_took:?}");
+        // One thread for the whole process (other tests' sandboxes included); a thread
+        // that has just seen its last engine go may take a moment to end.
+        let started = Instant::now();
+        while epoch_threads() != 1 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{} epoch threads",
+                epoch_threads()
+            );
+            thread::yield_now();
         }
     }
 }

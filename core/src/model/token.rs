@@ -12,7 +12,15 @@ pub struct TokenHash(String);
 impl TokenHash {
     /// The hash of `token`.
     pub fn of(token: &str) -> Self {
-        Self(hex::encode(Sha256::digest(token.as_bytes())))
+        // Hashed on every authenticated request: the hex digits are written straight into
+        // one buffer (`hex::encode` collects them char by char).
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for b in Sha256::digest(token.as_bytes()) {
+            hex.push(char::from(DIGITS[usize::from(b >> 4)]));
+            hex.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        }
+        Self(hex)
     }
 
     /// A hash as stored (64 lowercase hex digits); `None` for anything else.
@@ -45,5 +53,10 @@ mod tests {
         assert_eq!(h.as_str().len(), 64);
         assert_eq!(TokenHash::from_hex(h.as_str()), Some(h));
         assert_eq!(TokenHash::from_hex("xyz"), None);
+        // FIPS 180-2's example: SHA-256("abc"), lowercase.
+        assert_eq!(
+            TokenHash::of("abc").as_str(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 }

@@ -169,6 +169,10 @@ impl ResizePolicy {
         peak_bytes: u64,
     ) {
         let tick = self.observe(key, peak_bytes);
+        if self.learned.is_empty() {
+            // Nothing learned anywhere (the usual case): no key to build.
+            return;
+        }
         let id = (key.clone(), version.to_owned());
         let Some(learned) = self.learned.get_mut(&id) else {
             return;
@@ -197,16 +201,23 @@ impl ResizePolicy {
     /// the learned size (another node's limit is not known here). Returns the tick used.
     pub fn observe(&mut self, key: &FunctionKey, peak_bytes: u64) -> u64 {
         let tick = self.next_tick();
+        // The key is cloned only for a function not seen yet (this runs on every
+        // invocation).
         if !self.observed.contains_key(key) {
             evict_lru(&mut self.observed, self.config.max_functions, |o| o.used);
+            self.observed.insert(key.clone(), Observed::default());
         }
-        let observed = self.observed.entry(key.clone()).or_default();
+        let Some(observed) = self.observed.get_mut(key) else {
+            return tick;
+        };
         observed.used = tick;
         if observed.peaks.len() >= self.config.window.max(1) {
             observed.peaks.pop_front();
         }
         observed.peaks.push_back(peak_bytes);
-        self.dirty.insert(key.clone());
+        if !self.dirty.contains(key) {
+            self.dirty.insert(key.clone());
+        }
         tick
     }
 
