@@ -10,7 +10,7 @@
 //! traffic.
 
 use crate::artifacts::ArtifactCache;
-use crate::known::Known;
+use crate::known::{Known, Standing};
 use crate::leases::Leases;
 use crate::prefetch::Prefetcher;
 use crate::upstream::RegionLink;
@@ -235,9 +235,9 @@ impl Invoker for PopInvoker {
             .filter(|t| !t.is_empty())
             .ok_or_else(ApiError::unauthenticated)?;
         match self.known.token_standing(token, self.clock.now()) {
-            Some(true) => Ok(common::edge::Authorization::Verified),
-            Some(false) => Err(ApiError::unauthenticated()),
-            None => Ok(common::edge::Authorization::Unverified),
+            Ok(tenant) => Ok(common::edge::Authorization::Verified(Some(tenant))),
+            Err(Standing::Refused) => Err(ApiError::unauthenticated()),
+            Err(Standing::Unknown) => Ok(common::edge::Authorization::Unverified),
         }
     }
 
@@ -247,7 +247,11 @@ impl Invoker for PopInvoker {
         // region sent); anything else needs a token.
         let tenant = match (&req.route, req.token.as_deref()) {
             (Some(grant), _) => Some(grant.tenant.clone()),
-            (None, Some(token)) => self.known.tenant(token, now),
+            // Looked up once, by the edge's authorization, when it came that way.
+            (None, Some(token)) => req
+                .authorized_tenant
+                .clone()
+                .or_else(|| self.known.tenant(token, now)),
             (None, None) => None,
         };
         let caller = match (&tenant, &req.route, &req.token) {

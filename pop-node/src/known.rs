@@ -108,6 +108,15 @@ pub struct Resolution {
     pub prepare: Option<ArtifactDigest>,
 }
 
+/// Why [`Known::token_standing`] found no tenant for a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// The token is certainly not valid (the live pushed set would hold it).
+    Refused,
+    /// This POP cannot tell (not pushed yet, or the stream is down); the region decides.
+    Unknown,
+}
+
 /// Pushed and learned tokens and functions (see the module docs).
 #[derive(Debug)]
 pub struct Known {
@@ -203,14 +212,23 @@ impl Known {
     }
 
     /// Whether `token` is valid as far as this POP can tell without asking the region:
-    /// `Some(true)` when it is known, `Some(false)` when it certainly is not (the push
-    /// stream is live and the pushed set holds every token), `None` when it cannot tell.
-    pub fn token_standing(&self, token: &str, now: Instant) -> Option<bool> {
-        if self.tenant(token, now).is_some() {
-            return Some(true);
+    /// its tenant when it is known, [`Standing::Refused`] when it certainly is not (the
+    /// push stream is live and the pushed set holds every token), [`Standing::Unknown`]
+    /// when it cannot tell.
+    ///
+    /// # Errors
+    /// The token is not known here: [`Standing`] says whether it can be refused.
+    pub fn token_standing(&self, token: &str, now: Instant) -> Result<TenantId, Standing> {
+        if let Some(tenant) = self.tenant(token, now) {
+            return Ok(tenant);
         }
         let inner = self.lock();
-        (inner.pushed_until.is_none() && !inner.tokens_truncated).then_some(false)
+        Err(
+            match inner.pushed_until.is_none() && !inner.tokens_truncated {
+                true => Standing::Refused,
+                false => Standing::Unknown,
+            },
+        )
     }
 
     /// The learned `$LATEST` resolution of `key`, if learned within the TTL.

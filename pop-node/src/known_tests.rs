@@ -89,6 +89,26 @@ fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
 }
 
 #[test]
+fn a_tokens_standing_names_its_tenant_or_says_whether_it_can_be_refused() {
+    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
+    let t0 = Instant::now();
+    let tenant = TenantId::new("t").expect("valid");
+    k.apply(
+        Update::Token {
+            hash: TokenHash::of("st_secret"),
+            tenant: Some(tenant.clone()),
+            expires_at_ms: None,
+        },
+        |_| false,
+    );
+    // Before the push stream is live nothing can be ruled out.
+    assert_eq!(k.token_standing("st_other", t0), Err(Standing::Unknown));
+    k.set_push_live(true, t0);
+    assert_eq!(k.token_standing("st_secret", t0), Ok(tenant));
+    assert_eq!(k.token_standing("st_other", t0), Err(Standing::Refused));
+}
+
+#[test]
 fn a_moved_latest_keeps_serving_the_prepared_one_until_the_new_one_is_ready() {
     let k = Known::new(Duration::from_secs(10), 10, Instant::now());
     let t0 = Instant::now();

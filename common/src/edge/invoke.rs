@@ -18,10 +18,11 @@ use std::sync::Arc;
 
 /// What a node knows of a request's token before reading its body
 /// ([`Invoker::authorize`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authorization {
-    /// The token is valid here.
-    Verified,
+    /// The token is valid here; of this tenant, when the node looked it up (passed on to
+    /// [`Invoker::invoke`] as [`InvokeRequest::authorized_tenant`]).
+    Verified(Option<crate::model::TenantId>),
     /// The node cannot tell yet (a POP that has not learned the token and cannot rule it
     /// out); the body is read within [`EdgeConfig::unverified_body_bytes`] and the
     /// invocation decides.
@@ -186,7 +187,10 @@ async fn parse<I: Invoker>(
     // Everything so far came from the headers; nothing of the body is read before the
     // token is accepted.
     let _budget = match state.invoker.authorize(req.token.as_deref()).await? {
-        Authorization::Verified => None,
+        Authorization::Verified(tenant) => {
+            req.authorized_tenant = tenant;
+            None
+        }
         Authorization::Unverified => Some(unverified_budget(state, headers)?),
     };
     req.payload = read_body(headers, body, state.config.max_payload_bytes).await?;
@@ -242,6 +246,7 @@ pub fn parse_head(
         env: Vec::new(),
         route: None,
         http: None,
+        authorized_tenant: None,
     })
 }
 

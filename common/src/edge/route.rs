@@ -229,6 +229,7 @@ async fn invoke_route<I: Invoker, R>(
             host,
             &parts.headers,
         )),
+        authorized_tenant: None,
     };
     let resp = state.invoker.invoke(req).await?;
     let mut out = if resp.function_error.is_some() {

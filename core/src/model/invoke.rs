@@ -51,6 +51,11 @@ pub struct InvokeRequest {
     /// `POST /`.
     #[serde(default)]
     pub http: Option<super::HttpRequestHead>,
+    /// The tenant this node's edge found for `token` when it authorized the request, so
+    /// the invocation does not look the token up a second time. Never on the wire: a
+    /// node trusts only its own authorization.
+    #[serde(skip)]
+    pub authorized_tenant: Option<super::TenantId>,
 }
 
 /// Cold or warm start, as in `x-strata-start`.

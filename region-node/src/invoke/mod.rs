@@ -144,7 +144,7 @@ impl Invoker for RegionInvoker {
             .authenticate(token)
             .await
             .map_err(ApiError::from)?;
-        Ok(common::edge::Authorization::Verified)
+        Ok(common::edge::Authorization::Verified(None))
     }
 }
 
