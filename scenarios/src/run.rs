@@ -94,7 +94,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
     if args.live {
         // The paths' load comes from `strata-load` beside this binary (`scenarios` or
         // `strata`), found before any node starts.
-        let load = crate::live::load::Loadgen::locate()?;
+        let load = crate::live::load::Loadgen::build_and_locate()?;
         report.live = Some(crate::live::scenario::compare(&s, &load).await?);
         if s.live.duration_s > 0.0 {
             if matches!(s.arrivals, Arrivals::Trace { .. }) {

@@ -96,6 +96,16 @@ impl Loadgen {
         Self::beside(&exe)
     }
 
+    /// [`Loadgen::locate`], after building the package's binaries when this process was
+    /// started by `cargo run` (which builds only the binary it runs).
+    ///
+    /// # Errors
+    /// When that build fails, or as [`Loadgen::locate`].
+    pub fn build_and_locate() -> anyhow::Result<Self> {
+        crate::bench::server::build_bins()?;
+        Ok(Self::locate()?)
+    }
+
     /// `strata-load` in `exe`'s directory, or, when that directory is a `deps` one (where
     /// cargo puts test binaries), in its parent (where it puts the package's binaries).
     ///
