@@ -6,9 +6,9 @@
 //! (the [`testkit::proxy::DelayProxy`]); the `echo` example deployed twice, popular (run at
 //! the POP) and pinned to the region (forwarded). The calls come from `strata-load` in its
 //! own process, as in the paths comparison of `run --live` ([`super::load`]), so the model
-//! is measured the way it is compared: after an untimed warm-up on the same connections,
+//! is measured the way it is compared: after the same untimed warm-up on the same connections,
 //! the local path gets `local_requests` calls and the forwarded path `requests`, at
-//! `concurrency` in flight; every parameter is a median over them (`pop.overhead_p99_ms`
+//! `concurrency` in flight (default one, as `[live] concurrency`); every parameter is a median over them (`pop.overhead_p99_ms`
 //! the 99th percentile):
 //!
 //! | parameter | source |
@@ -32,7 +32,7 @@
 
 use super::Sample;
 use super::load::Loadgen;
-use super::scenario::{delayed_cluster, deploy_echo_pair, path_load};
+use super::scenario::{delayed_cluster, deploy_echo_pair, forward_warmup, local_warmup, path_load};
 use anyhow::Context as _;
 use strata_sim::scenario::model::OVERHEAD_LEVELS;
 pub use strata_sim::scenario::model::{CalibrationRun, CostModel};
@@ -50,8 +50,9 @@ pub struct CalibrateArgs {
     /// overhead's tail quantiles get more samples for little time).
     #[arg(long, default_value_t = 4000)]
     pub local_requests: u64,
-    /// Calls in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Calls in flight at once (as `[live] concurrency`: one, the per-call costs, not how
+    /// the machine's cores are shared under a closed loop).
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// One-way delay injected between POP and region, ms.
     #[arg(long, default_value_t = 10.0)]
@@ -168,10 +169,12 @@ pub async fn measure(args: &CalibrateArgs, load: &Loadgen) -> anyhow::Result<Cos
         let path = |function, expect, requests| {
             path_load(&cluster, function, expect, requests, concurrency)
         };
-        let local = load
-            .run(&path("popular", "pop/", args.local_requests))
-            .await?;
-        let forward = load.run(&path("rare", "region/", args.requests)).await?;
+        let local = (local_warmup(args.local_requests), args.local_requests);
+        let local = path("popular", "pop/", local);
+        let local = load.run(&local).await?;
+        let forward = (forward_warmup(concurrency), args.requests);
+        let forward = path("rare", "region/", forward);
+        let forward = load.run(&forward).await?;
         let overshoot = sleep_overshoot(&cluster, &http).await?;
         anyhow::Ok((local.samples, forward.samples, overshoot))
     }
