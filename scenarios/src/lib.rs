@@ -5,7 +5,8 @@
 //! - [`report`]: `report.json`, `report.md` and plots of a run.
 //! - [`run`]: `run FILE.toml`: simulate, report, and with `--live` compare with real nodes.
 //! - [`live`]: drive real nodes (a region and a POP on loopback, in this process, started
-//!   by `testkit::cluster`, shared with `strata dev` and the tests).
+//!   by `testkit::cluster`, shared with `strata dev` and the tests); the paths
+//!   comparison's and the calibration's load from `strata-load`, its own process.
 //! - [`bench`]: `bench`: the DESIGN §7 HTTP budgets, each server its own process, `wrk`.
 //! - [`fault`]: fault runs against the node binaries as separate processes.
 

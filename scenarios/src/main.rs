@@ -117,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run::main(&args).await,
         Command::Agree(args) => run::agree(&args).await,
         Command::Calibrate(args) => {
-            let model = live::calibrate::measure(&args).await?;
+            let load = live::load::Loadgen::build_and_locate()?;
+            let model = live::calibrate::measure(&args, &load).await?;
             model.write(&args.out)?;
             print!("{}", toml::to_string(&model)?);
             println!("cost model: {}", args.out.display());

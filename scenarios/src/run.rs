@@ -92,7 +92,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<(Report, PathBuf)> {
         report.keepalive = Some(crate::keepalive::compare(spec, &trend, s.seed)?);
     }
     if args.live {
-        report.live = Some(crate::live::scenario::compare(&s).await?);
+        // The paths' load comes from `strata-load` beside this binary (`scenarios` or
+        // `strata`), found before any node starts.
+        let load = crate::live::load::Loadgen::build_and_locate()?;
+        report.live = Some(crate::live::scenario::compare(&s, &load).await?);
         if s.live.duration_s > 0.0 {
             if matches!(s.arrivals, Arrivals::Trace { .. }) {
                 eprintln!("live: a trace scenario compares the paths only (no workload replay)");

@@ -94,7 +94,7 @@ struct Timing {
 pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     wrk::check_installed()?;
     h2load::check_installed()?;
-    server::build_servers()?;
+    server::build_bins()?;
     let timing = if args.smoke {
         Timing {
             warm_up: Duration::from_secs(1),

@@ -121,12 +121,13 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds the benchmark's server binaries when this process was started by `cargo run`
-/// (which builds only the binary it runs), so the servers match this source.
+/// Builds the package's binaries (the benchmark's servers, the `strata-load` load
+/// generator) when this process was started by `cargo run` (which builds only the binary
+/// it runs), so they match this source.
 ///
 /// # Errors
 /// When the build fails.
-pub fn build_servers() -> anyhow::Result<()> {
+pub fn build_bins() -> anyhow::Result<()> {
     let Some(cargo) = std::env::var_os("CARGO") else {
         return Ok(());
     };
@@ -154,7 +155,7 @@ pub fn build_servers() -> anyhow::Result<()> {
     }
     let status = cmd.status().context("running cargo build")?;
     if !status.success() {
-        bail!("building the benchmark servers failed: {status}");
+        bail!("building the scenarios binaries failed: {status}");
     }
     Ok(())
 }

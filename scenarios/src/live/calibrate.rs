@@ -4,9 +4,12 @@
 //!
 //! One POP and one region on loopback with a known one-way delay injected between them
 //! (the [`testkit::proxy::DelayProxy`]); the `echo` example deployed twice, popular (run at
-//! the POP) and pinned to the region (forwarded). After an untimed warm-up, each path gets
-//! `requests` calls at `concurrency` in flight; every parameter is a median over them
-//! (`pop.overhead_p99_ms` the 99th percentile):
+//! the POP) and pinned to the region (forwarded). The calls come from `strata-load` in its
+//! own process, as in the paths comparison of `run --live` ([`super::load`]), so the model
+//! is measured the way it is compared: after the same untimed warm-up on the same connections,
+//! the local path gets `local_requests` calls and the forwarded path `requests`, at
+//! `concurrency` in flight (default one, as `[live] concurrency`); every parameter is a median over them (`pop.overhead_p99_ms`
+//! the 99th percentile):
 //!
 //! | parameter | source |
 //! | --- | --- |
@@ -27,8 +30,9 @@
 //! Artifact fetch (`cold_start.artifact_kb`, `bandwidth_mbps`, `deserialize_ms`) is not
 //! measured: a calibration run makes no cold artifact fetch it could time.
 
-use super::scenario::{delayed_cluster, deploy_echo_pair};
-use super::{Sample, Target, drive, drive_timed};
+use super::Sample;
+use super::load::Loadgen;
+use super::scenario::{delayed_cluster, deploy_echo_pair, forward_warmup, local_warmup, path_load};
 use anyhow::Context as _;
 use strata_sim::scenario::model::OVERHEAD_LEVELS;
 pub use strata_sim::scenario::model::{CalibrationRun, CostModel};
@@ -39,11 +43,16 @@ pub struct CalibrateArgs {
     /// Where to write the model (TOML).
     #[arg(long, default_value = "target/cost-model.toml")]
     pub out: std::path::PathBuf,
-    /// Calls per path.
+    /// Calls over the forwarded path.
     #[arg(long, default_value_t = 1000)]
     pub requests: u64,
-    /// Calls in flight at once.
-    #[arg(long, default_value_t = 8)]
+    /// Calls over the local path (a warm local call costs well under a millisecond, so the
+    /// overhead's tail quantiles get more samples for little time).
+    #[arg(long, default_value_t = 4000)]
+    pub local_requests: u64,
+    /// Calls in flight at once (as `[live] concurrency`: one, the per-call costs, not how
+    /// the machine's cores are shared under a closed loop).
+    #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
     /// One-way delay injected between POP and region, ms.
     #[arg(long, default_value_t = 10.0)]
@@ -134,7 +143,8 @@ pub(crate) fn derive(
         exec_ms: exec,
         forward_edge_ms: forward_edge.max(0.0),
         run: CalibrationRun {
-            requests: local.len() as u64,
+            requests: forward.len() as u64,
+            local_requests: Some(local.len() as u64),
             concurrency: 0,
             one_way_delay_ms,
             errors,
@@ -143,11 +153,12 @@ pub(crate) fn derive(
     })
 }
 
-/// Runs the calibration and returns the model (not written).
+/// Runs the calibration, its load sent by `load`, and returns the model (not written).
 ///
 /// # Errors
-/// When the nodes cannot start, a deploy fails, or no call reports the timings.
-pub async fn measure(args: &CalibrateArgs) -> anyhow::Result<CostModel> {
+/// When the nodes cannot start, a deploy fails, the load generator fails, or no call
+/// reports the timings.
+pub async fn measure(args: &CalibrateArgs, load: &Loadgen) -> anyhow::Result<CostModel> {
     let concurrency = args.concurrency.max(1);
     let (_proxy, cluster, _dir) = delayed_cluster(concurrency, args.one_way_delay_ms).await?;
     let result = async {
@@ -155,19 +166,17 @@ pub async fn measure(args: &CalibrateArgs) -> anyhow::Result<CostModel> {
             .pool_max_idle_per_host(concurrency)
             .build()?;
         deploy_echo_pair(&cluster, &http).await?;
-        let target = |function: &str, expect| Target {
-            url: format!("{}/v1/functions/{function}/invoke", cluster.pop_url()),
-            token: cluster.token.clone(),
-            expect,
+        let path = |function, expect, requests| {
+            path_load(&cluster, function, expect, requests, concurrency)
         };
-        let (local, forward) = (target("popular", "pop/"), target("rare", "region/"));
-        // Untimed warm-up of both paths (connections, the first instances).
-        drive(&http, &forward, concurrency as u64 * 4, concurrency).await?;
-        drive(&http, &local, concurrency as u64 * 4, concurrency).await?;
-        let local = drive_timed(&http, &local, args.requests, concurrency).await?;
-        let forward = drive_timed(&http, &forward, args.requests, concurrency).await?;
+        let local = (local_warmup(args.local_requests), args.local_requests);
+        let local = path("popular", "pop/", local);
+        let local = load.run(&local).await?;
+        let forward = (forward_warmup(concurrency), args.requests);
+        let forward = path("rare", "region/", forward);
+        let forward = load.run(&forward).await?;
         let overshoot = sleep_overshoot(&cluster, &http).await?;
-        anyhow::Ok((local, forward, overshoot))
+        anyhow::Ok((local.samples, forward.samples, overshoot))
     }
     .await;
     cluster.shutdown().await;
@@ -337,29 +346,6 @@ mod tests {
             crate::scenario::Scenario::load(&file),
             Err(crate::scenario::ScenarioError::Invalid { field: "model", .. })
         ));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_calibration_run_measures_every_parameter_on_real_nodes() {
-        let args = CalibrateArgs {
-            out: std::path::PathBuf::new(),
-            requests: 100,
-            concurrency: 4,
-            one_way_delay_ms: 5.0,
-        };
-        let m = measure(&args).await.expect("calibration completes");
-        assert_eq!(m.run.errors, 0, "{m:?}");
-        assert!(m.exec_ms > 0.0, "{m:?}");
-        // Overheads are the host's; their being finite and the forward path's including
-        // the injected RTT are what holds on any machine.
-        for v in [m.pop_overhead_ms, m.region_overhead_ms, m.forward_edge_ms] {
-            assert!(v.is_finite() && v >= 0.0, "{m:?}");
-        }
-        assert_eq!((m.run.requests, m.run.concurrency), (100, 4));
-        let overshoot = m
-            .sleep_overshoot_quantiles_ms
-            .expect("the sleep guest measured");
-        assert!(overshoot.windows(2).all(|w| w[0] <= w[1]), "{overshoot:?}");
     }
 
     #[test]

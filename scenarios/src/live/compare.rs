@@ -24,7 +24,9 @@ pub struct Row {
 /// The comparison of one `--live` run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Comparison {
-    /// Requests sent per path.
+    /// Requests measured over the POP-local path.
+    pub local_requests: u64,
+    /// Requests measured over the forwarded (region) path.
     pub requests: u64,
     /// Requests in flight at once.
     pub concurrency: usize,
@@ -39,9 +41,10 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    /// Builds the rows from (tier, percentile, sim, live) within `tolerance`.
+    /// Builds the rows from (tier, percentile, sim, live) within `tolerance`; `requests`
+    /// are the measured requests of the local and the forwarded path.
     pub fn new(
-        requests: u64,
+        [local_requests, requests]: [u64; 2],
         concurrency: usize,
         one_way_delay_ms: f64,
         errors: u64,
@@ -64,6 +67,7 @@ impl Comparison {
             .collect();
         let agrees = errors == 0 && rows.iter().all(|r| r.agrees);
         Self {
+            local_requests,
             requests,
             concurrency,
             one_way_delay_ms,
@@ -76,10 +80,12 @@ impl Comparison {
     /// The comparison as a Markdown section.
     pub fn markdown(&self) -> String {
         let mut md = format!(
-            "\n## Simulated vs live\n\n{} requests per path, {} in flight, {} ms one-way delay \
-             injected between POP and region, {} failed. Verdict: **{}**.\n\n\
+            "\n## Simulated vs live\n\n{} requests over the POP-local path and {} over the \
+             forwarded one, {} in flight, sent by `strata-load` (its own process), {} ms \
+             one-way delay injected between POP and region, {} failed. Verdict: **{}**.\n\n\
              | tier | percentile | sim (ms) | live (ms) | tolerance (ms) | agrees |\n\
              |---|---|---:|---:|---:|---|\n",
+            self.local_requests,
             self.requests,
             self.concurrency,
             self.one_way_delay_ms,
@@ -108,7 +114,7 @@ mod tests {
     #[test]
     fn rows_agree_within_the_larger_of_absolute_and_relative_tolerance() {
         let c = Comparison::new(
-            100,
+            [100, 100],
             4,
             10.0,
             0,
@@ -136,7 +142,7 @@ mod tests {
     fn the_default_tolerance_is_ten_percent_and_fifteen_at_p99() {
         let t = crate::scenario::LiveSpec::default().tolerance();
         let c = Comparison::new(
-            100,
+            [100, 100],
             4,
             10.0,
             0,

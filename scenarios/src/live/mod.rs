@@ -19,6 +19,7 @@ pub mod calibrate;
 pub mod compare;
 pub mod fleet;
 pub mod keepalive;
+pub mod load;
 pub mod ramp;
 pub mod replay;
 pub mod scenario;
@@ -27,7 +28,7 @@ pub mod workload;
 use anyhow::{Context, bail, ensure};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use testkit::cluster::DevCluster;
@@ -255,8 +256,8 @@ pub(crate) async fn drive(
 
 pub use testkit::header;
 
-/// One request of [`drive_timed`].
-#[derive(Debug, Clone, Copy)]
+/// One request of [`drive_timed`] or of a [`load`] run.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub(crate) struct Sample {
     /// End to end, as the client saw it.
     pub(crate) latency: Duration,
@@ -267,7 +268,7 @@ pub(crate) struct Sample {
 }
 
 /// The durations of a response's `server-timing` header, ms.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ServerTiming {
     /// `exec`: the guest ran (at the tier that ran it).
     pub(crate) exec: Option<f64>,
@@ -358,21 +359,32 @@ pub(crate) async fn measure(
     path: &'static str,
 ) -> anyhow::Result<PathReport> {
     let started = Instant::now();
-    let results = drive(http, t, params.requests, params.concurrency).await?;
-    let wall = started.elapsed();
+    let results = drive_timed(http, t, params.requests, params.concurrency).await?;
+    path_report(path, &results, started.elapsed())
+}
+
+/// The report of `path` from its requests' samples, sent in `wall`.
+///
+/// # Errors
+/// When the histogram cannot be built.
+pub(crate) fn path_report(
+    path: &'static str,
+    samples: &[Sample],
+    wall: Duration,
+) -> anyhow::Result<PathReport> {
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).context("histogram")?;
     let mut errors = 0;
-    for (latency, ok) in &results {
-        if !ok {
+    for s in samples {
+        if !s.ok {
             errors += 1;
         }
-        h.saturating_record(latency.as_micros().max(1) as u64);
+        h.saturating_record(s.latency.as_micros().max(1) as u64);
     }
     Ok(PathReport {
         path,
-        requests: params.requests,
+        requests: samples.len() as u64,
         errors,
-        requests_per_sec: results.len() as f64 / wall.as_secs_f64(),
+        requests_per_sec: samples.len() as f64 / wall.as_secs_f64().max(1e-9),
         p50_us: h.value_at_quantile(0.50),
         p90_us: h.value_at_quantile(0.90),
         p99_us: h.value_at_quantile(0.99),

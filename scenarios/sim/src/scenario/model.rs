@@ -46,8 +46,13 @@ pub struct CostModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalibrationRun {
-    /// Calls per path.
+    /// Calls over the forwarded path (over each path in models written before the local
+    /// path had its own count).
     pub requests: u64,
+    /// Calls over the local path (the POP overhead's samples); absent in models written
+    /// before it had its own count.
+    #[serde(default)]
+    pub local_requests: Option<u64>,
     /// Calls in flight at once.
     pub concurrency: usize,
     /// One-way delay injected between POP and region, ms.
