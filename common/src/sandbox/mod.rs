@@ -178,6 +178,9 @@ struct Inner {
     /// Finished command instances whose slots are being freed after their response
     /// ([`run::run_command`]); a run that finds no free slot waits for these first.
     releasing: Arc<std::sync::atomic::AtomicUsize>,
+    /// Command runs in flight ([`run::run_command`]): one running alone frees its
+    /// instance after its response, others free theirs at once.
+    running: std::sync::atomic::AtomicUsize,
     /// Dropped last, after everything else here; unregisters the engine from the ticker.
     _ticker: EpochTicker,
 }
@@ -287,6 +290,7 @@ impl Sandbox {
                 components,
                 pools: pool::WarmPools::new(&cfg),
                 releasing: Arc::default(),
+                running: std::sync::atomic::AtomicUsize::new(0),
                 cfg,
                 fingerprint,
                 _ticker: ticker,

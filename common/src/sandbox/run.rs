@@ -144,6 +144,7 @@ pub(super) async fn run_command(
         state: shared,
     } = inv;
     let started = Instant::now();
+    let running = Running::new(&inner.running);
     let (stdio, wasi) = Stdio::build(cfg, started);
     stdio.begin(stdin, started);
     let state = StoreState {
@@ -188,7 +189,14 @@ pub(super) async fn run_command(
 
     let limiter = &store.data().limiter;
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
-    release_after_response(store, &inner.releasing);
+    // Alone, the node has idle time to free the instance in after the response; under
+    // load it has none, and a task per free costs more than it hides (measured:
+    // docs/performance.md, "Freeing a command's instance").
+    match running.alone() {
+        true => release_after_response(store, &inner.releasing),
+        false => drop(store),
+    }
+    drop(running);
     let out = stdio.finish(cfg);
     let observed = Observed {
         stdout_over: out.stdout_over,
@@ -223,7 +231,8 @@ fn new_store(
 }
 
 /// Frees a finished command instance (its pooling slot, and the reset of its linear
-/// memory, microseconds of kernel work) off the request's path: on a task of its own,
+/// memory, microseconds of kernel work) off the request's path (when it ran alone): on a
+/// task of its own,
 /// which the worker runs once the request's task next waits (after the response has been
 /// written), when there is a runtime; at once otherwise. Its output has already been
 /// captured host-side, so nothing the response needs is freed late. `releasing` counts
@@ -240,6 +249,27 @@ fn release_after_response<T: Send + 'static>(store: Store<T>, releasing: &Arc<At
     };
     // Dropped when the task runs, or with the task if the runtime shuts down first.
     drop(rt.spawn(async move { drop(release) }));
+}
+
+/// Counts a command run in `running` until dropped.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn new(running: &'a AtomicUsize) -> Self {
+        running.fetch_add(1, Ordering::AcqRel);
+        Self(running)
+    }
+
+    /// Whether no other command run is in flight in this sandbox.
+    fn alone(&self) -> bool {
+        self.0.load(Ordering::Acquire) <= 1
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A finished store on its way out; counted in `releasing` until it is freed.
