@@ -461,10 +461,22 @@ mod tests {
         }
     }
 
+    /// A judged (not smoke) report of `paths` and `cold_us`.
+    fn report(paths: Vec<PathResult>, cold_us: Vec<u64>) -> BenchReport {
+        BenchReport {
+            paths,
+            cold_us,
+            cold_components: vec![("wat".into(), 11_000, 2_000)],
+            handshakes: None,
+            load_average: String::new(),
+            smoke: false,
+        }
+    }
+
     #[test]
     fn verdicts_judge_each_budget_by_its_ratio() {
-        let r = BenchReport {
-            paths: vec![
+        let r = report(
+            vec![
                 path("plain axum", 100_000.0, 80.0),
                 path("naive wasm", 20_000.0, 120.0),
                 path("POP local, command", 30_000.0, 100.0),
@@ -472,12 +484,8 @@ mod tests {
                 path("POP forwarded to region", 10_000.0, 400.0),
                 path("region direct", 12_000.0, 200.0),
             ],
-            cold_us: vec![6_000, 3_000, 4_000],
-            cold_components: vec![("wat".into(), 11_000, 2_000)],
-            handshakes: None,
-            load_average: String::new(),
-            smoke: false,
-        };
+            vec![6_000, 3_000, 4_000],
+        );
         let v = verdicts(&r);
         let met: Vec<bool> = v.iter().map(|v| v.met).collect();
         assert_eq!(met, [true, false, true, true, false, true]);
@@ -490,8 +498,8 @@ mod tests {
     fn baselines_measured_twice_are_judged_by_their_mean() {
         // The machine slowed between the two axum runs: the reactor's row, measured in
         // between, is judged against the mean (50% of 90 000), not the faster first run.
-        let r = BenchReport {
-            paths: vec![
+        let r = report(
+            vec![
                 path("plain axum", 100_000.0, 80.0),
                 path("naive wasm", 22_000.0, 120.0),
                 path("POP local, command", 30_000.0, 100.0),
@@ -501,12 +509,8 @@ mod tests {
                 path("plain axum (again)", 80_000.0, 70.0),
                 path("naive wasm (again)", 18_000.0, 110.0),
             ],
-            cold_us: vec![4_000],
-            cold_components: Vec::new(),
-            handshakes: None,
-            load_average: String::new(),
-            smoke: false,
-        };
+            vec![4_000],
+        );
         let v = verdicts(&r);
         assert_eq!(v[0].measured, "1.50x");
         assert_eq!(v[1].measured, "50.0%");
