@@ -232,11 +232,10 @@ fn new_store(
 
 /// Frees a finished command instance (its pooling slot, and the reset of its linear
 /// memory, microseconds of kernel work) off the request's path (when it ran alone): on a
-/// task of its own,
-/// which the worker runs once the request's task next waits (after the response has been
-/// written), when there is a runtime; at once otherwise. Its output has already been
-/// captured host-side, so nothing the response needs is freed late. `releasing` counts
-/// the instances not yet freed.
+/// task of its own, which the worker runs once the request's task next waits (after the
+/// response has been written), when there is a runtime; at once otherwise. Its output has
+/// already been captured host-side, so nothing the response needs is freed late.
+/// `releasing` counts the instances not yet freed.
 fn release_after_response<T: Send + 'static>(store: Store<T>, releasing: &Arc<AtomicUsize>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         drop(store);
