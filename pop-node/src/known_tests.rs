@@ -63,19 +63,25 @@ fn the_table_is_bounded() {
     assert!(k.lock().tokens.len() <= 3);
 }
 
-#[test]
-fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
+/// A `Known` (10 s TTL) that has been pushed `token` of tenant `t`, push stream not live.
+fn known_with_pushed_token(token: &str) -> (Known, TenantId) {
     let k = Known::new(Duration::from_secs(10), 10, Instant::now());
-    let t0 = Instant::now();
     let tenant = TenantId::new("t").expect("valid");
     k.apply(
         Update::Token {
-            hash: TokenHash::of("st_secret"),
+            hash: TokenHash::of(token),
             tenant: Some(tenant.clone()),
             expires_at_ms: None,
         },
         |_| false,
     );
+    (k, tenant)
+}
+
+#[test]
+fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
+    let (k, tenant) = known_with_pushed_token("st_secret");
+    let t0 = Instant::now();
     assert_eq!(k.tenant("st_secret", t0), None, "not live yet");
     k.set_push_live(true, t0);
     assert_eq!(k.tenant("st_secret", t0), Some(tenant));
@@ -90,17 +96,8 @@ fn pushed_tokens_authenticate_by_hash_while_the_stream_is_trusted() {
 
 #[test]
 fn a_tokens_standing_names_its_tenant_or_says_whether_it_can_be_refused() {
-    let k = Known::new(Duration::from_secs(10), 10, Instant::now());
+    let (k, tenant) = known_with_pushed_token("st_secret");
     let t0 = Instant::now();
-    let tenant = TenantId::new("t").expect("valid");
-    k.apply(
-        Update::Token {
-            hash: TokenHash::of("st_secret"),
-            tenant: Some(tenant.clone()),
-            expires_at_ms: None,
-        },
-        |_| false,
-    );
     // Before the push stream is live nothing can be ruled out.
     assert_eq!(k.token_standing("st_other", t0), Err(Standing::Unknown));
     k.set_push_live(true, t0);
