@@ -375,7 +375,7 @@ impl Executor {
                     .ok()
                     .flatten()
                     .map(Arc::new);
-                let head = req.http.clone();
+                let head = req.http_head();
                 if function.config.reuse_instances {
                     let reuse = Reuse {
                         key: &key,
@@ -452,7 +452,7 @@ impl Executor {
                 module.clone(),
                 function,
                 req,
-                guest_env(function, req),
+                guest_env(&module, function, req),
                 limit_mb,
                 lane,
             )
@@ -468,15 +468,9 @@ impl Executor {
             self.resize_policy().retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
+            let env = guest_env(&module, function, req);
             ran = self
-                .execute(
-                    module,
-                    function,
-                    req,
-                    guest_env(function, req),
-                    retry_mb,
-                    lane,
-                )
+                .execute(module, function, req, env, retry_mb, lane)
                 .await?;
             limit_mb = retry_mb;
             if !out_of_memory(&ran.execution) && asked.is_none() {
@@ -542,6 +536,7 @@ impl Executor {
                 exec: execution.exec,
                 forward: None,
                 outbound,
+                compile: None,
             },
             peak_memory_bytes: execution.peak_memory_bytes,
             queued: false,
@@ -562,7 +557,15 @@ impl From<ModuleError> for ApiError {
 /// variables, the request's, then `STRATA_FUNCTION`, `STRATA_VERSION` and
 /// `STRATA_REQUEST_ID`. Built per execution (a retry builds it again rather than every
 /// run keeping a copy).
-fn guest_env(function: &ResolvedFunction, req: &InvokeRequest) -> Vec<(String, String)> {
+/// The variables the guest sees (none built for a guest that cannot read them).
+fn guest_env(
+    module: &CompiledModule,
+    function: &ResolvedFunction,
+    req: &InvokeRequest,
+) -> Vec<(String, String)> {
+    if !module.reads_environment() {
+        return Vec::new();
+    }
     let mut env = Vec::with_capacity(function.config.env.len() + req.env.len() + 3);
     env.extend(
         function

@@ -171,11 +171,13 @@ impl PopInvoker {
     /// the longest a function may have otherwise) plus the forward margin.
     async fn forward(
         &self,
-        req: InvokeRequest,
+        mut req: InvokeRequest,
         key: Option<&FunctionKey>,
         timeout: Option<Duration>,
         reason: ForwardReason,
     ) -> Result<InvokeResponse, ApiError> {
+        // The region runs `http`-ABI functions with the device's head: it goes on the wire.
+        req.settle_http_head();
         let _slot = Arc::clone(&self.forward_slots)
             .try_acquire_owned()
             .map_err(|_| {

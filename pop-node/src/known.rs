@@ -191,18 +191,28 @@ impl Known {
     /// The tenant of `token`: pushed (by hash) or learned within the TTL. A pushed token
     /// past its expiry is refused, whatever was learned of it.
     pub fn tenant(&self, token: &str, now: Instant) -> Option<TenantId> {
-        self.tenant_at(token, now, common::logs::now_ms())
+        // The wall clock is read only for a token that expires.
+        self.tenant_with(token, now, common::logs::now_ms)
     }
 
     /// [`Known::tenant`] with the wall clock (`wall_ms`, milliseconds since the Unix
     /// epoch) given, against which token expiry is judged.
     pub fn tenant_at(&self, token: &str, now: Instant, wall_ms: u64) -> Option<TenantId> {
+        self.tenant_with(token, now, || wall_ms)
+    }
+
+    fn tenant_with(
+        &self,
+        token: &str,
+        now: Instant,
+        wall_ms: impl FnOnce() -> u64,
+    ) -> Option<TenantId> {
         let hash = TokenHash::of(token);
         let inner = self.lock();
         if inner.pushed_trusted(now)
             && let Some((t, expires_at_ms)) = inner.pushed_tokens.get(&hash)
         {
-            if expires_at_ms.is_some_and(|at| at <= wall_ms) {
+            if expires_at_ms.is_some_and(|at| at <= wall_ms()) {
                 return None;
             }
             return Some(t.clone());

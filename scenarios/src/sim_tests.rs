@@ -439,6 +439,32 @@ fn the_pop_overhead_follows_its_measured_quantiles_when_the_model_has_them() {
 }
 
 #[test]
+fn the_region_overhead_follows_its_measured_quantiles_when_the_model_has_them() {
+    // Every function pinned to the region, guests of a microsecond, no cold-start cost,
+    // the POP's overhead nil: a forward's latency is the RTT plus the region's overhead.
+    let fixed = BASE.replace(
+        "exec_median_ms = 5",
+        "exec_median_ms = 0.001\n    exec_sigma = 0.1\n    median_spread = 0\n    region_pinned_fraction = 1",
+    ) + "    [cold_start]\n    instantiate_ms = 0\n    deserialize_ms = 0\n    [pop]\n    overhead_ms = 0\n    [region]\n    overhead_ms = 3.0\n";
+    let measured = [2.9, 2.92, 2.94, 2.97, 3.0, 3.1, 3.4, 4.0, 6.0, 7.0];
+    let drawn = fixed.clone() + &format!("    overhead_quantiles_ms = {measured:?}\n");
+    // One region 10 ms away from one POP, so the RTT does not spread the latency.
+    let one = |t: &str| {
+        t.replace("pops = 2\n    regions = 2", "pops = 1\n    regions = 1")
+            .replace("rtt_ms = [[10, 50], [20, 40]]", "rtt_ms = [[10]]")
+    };
+    let (fixed, drawn) = (report(&one(&fixed)), report(&one(&drawn)));
+    let (f, d) = (&fixed.latency_ms["region"], &drawn.latency_ms["region"]);
+    // Without quantiles every forward costs the constant: no spread at all.
+    assert!((f.p50 - 13.0).abs() < 0.01, "{f:?}");
+    assert!(f.p99 - f.p50 < 0.01, "{f:?}");
+    // With them the median stays and the p99 is the measured one.
+    assert!((d.p50 - 13.0).abs() < 0.05, "{d:?}");
+    assert!((d.p90 - 13.4).abs() < 0.1, "{d:?}");
+    assert!((d.p99 - 16.0).abs() < 0.4, "{d:?}");
+}
+
+#[test]
 fn quantiles_that_decrease_or_miss_a_level_are_refused() {
     for bad in [
         "[0.5, 0.4, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3]",

@@ -4,6 +4,7 @@
 //! very binary they run in release sittings (there is no in-process fallback).
 
 use scenarios::live::calibrate::{CalibrateArgs, measure};
+use scenarios::live::interleave::{ROUND_PAIRS, SameSitting, Side};
 use scenarios::live::load::{LoadSpec, Loadgen};
 use scenarios::scenario::Scenario;
 use std::time::Duration;
@@ -32,6 +33,7 @@ async fn the_load_generator_runs_in_its_own_process_and_checks_every_answer() {
         expect: "pop/".to_owned(),
         warmup: 8,
         requests: 300,
+        rounds: Vec::new(),
         concurrency: 4,
         within: Duration::from_secs(60),
     };
@@ -48,26 +50,20 @@ async fn the_load_generator_runs_in_its_own_process_and_checks_every_answer() {
     server.abort();
 }
 
+/// A one-POP, one-region scenario for the paths comparison, with `live` as its `[live]`.
+fn paths_scenario(live: &str) -> Scenario {
+    let text = format!(
+        "name = \"live\"\nduration_s = 10\n[topology]\npops = 1\nregions = 1\n\
+         [arrivals]\nkind = \"poisson\"\nrate_per_pop = 10\n[live]\n{live}\n"
+    );
+    Scenario::parse(&text).expect("valid")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_live_run_compares_both_paths_with_the_simulator() {
-    let s = Scenario::parse(
-        r#"
-        name = "live"
-        duration_s = 10
-        [topology]
-        pops = 1
-        regions = 1
-        [arrivals]
-        kind = "poisson"
-        rate_per_pop = 10
-        [live]
-        requests = 200
-        local_requests = 600
-        concurrency = 4
-        one_way_delay_ms = 10
-        "#,
-    )
-    .expect("valid");
+    let s = paths_scenario(
+        "requests = 200\nlocal_requests = 600\nconcurrency = 4\none_way_delay_ms = 10",
+    );
     let c = scenarios::live::scenario::compare(&s, &loadgen())
         .await
         .expect("live run completes");
@@ -116,4 +112,62 @@ async fn a_calibration_run_measures_every_parameter_on_real_nodes() {
         .sleep_overshoot_quantiles_ms
         .expect("the sleep guest measured");
     assert!(overshoot.windows(2).all(|w| w[0] <= w[1]), "{overshoot:?}");
+    let region = m
+        .region_overhead_quantiles_ms
+        .expect("the region's overhead measured at every level");
+    assert!(region.windows(2).all(|w| w[0] <= w[1]), "{region:?}");
+    // A restarted region's first runs compiled their modules and said how long.
+    let compile = m.region_compile_ms;
+    assert!(compile.is_some_and(|c| c > 0.0), "{compile:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agree_calibrates_on_the_nodes_whose_paths_it_compares() {
+    let s = paths_scenario("requests = 50\nlocal_requests = 200\none_way_delay_ms = 5");
+    let args = CalibrateArgs {
+        out: std::path::PathBuf::new(),
+        requests: 50,
+        local_requests: 200,
+        concurrency: 1,
+        one_way_delay_ms: 5.0,
+    };
+    let sitting = SameSitting {
+        args,
+        round_pairs: ROUND_PAIRS,
+    };
+    let (model, paths) = scenarios::live::scenario::measure(&s, &loadgen(), Some(&sitting))
+        .await
+        .expect("calibration and paths complete");
+    let model = model.expect("a model of the compared nodes");
+    assert_eq!(model.run.errors, 0, "{model:?}");
+    assert_eq!(model.run.local_requests, Some(200), "{model:?}");
+    // The calibration's local calls and the compared ones alternate on the same nodes,
+    // each side's rounds spread over the sitting rather than one block after the other.
+    let rounds = paths.local_rounds();
+    let calls = |side| -> u64 {
+        rounds
+            .iter()
+            .filter(|&&(s, _)| s == side)
+            .map(|&(_, n)| n)
+            .sum()
+    };
+    assert_eq!(
+        (calls(Side::Calibration), calls(Side::Compared)),
+        (200, 200),
+        "{rounds:?}"
+    );
+    let switches = rounds.windows(2).filter(|w| w[0].0 != w[1].0).count();
+    assert!(switches >= 8, "interleaved: {rounds:?}");
+    let mut judged = s.clone();
+    judged.apply_model(model.clone()).expect("applies");
+    let c = scenarios::live::scenario::judge(&judged, &paths).expect("judged");
+    assert_eq!(c.errors, 0, "{c:?}");
+    assert_eq!((c.local_requests, c.requests), (200, 50));
+    // The simulated local path is the calibrated overhead plus the calibrated exec.
+    let pop_p50 = &c.rows[0];
+    let modelled = model.pop_overhead_ms + model.exec_ms;
+    assert!(
+        (pop_p50.sim_ms - modelled).abs() <= 0.2 * modelled + 0.01,
+        "{pop_p50:?} vs {model:?}"
+    );
 }

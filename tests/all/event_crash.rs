@@ -23,7 +23,7 @@ fn strata(state_dir: &Path) -> Command {
 
 /// Starts `strata dev` (region and POP in one process) and waits until it says it is up;
 /// returns it and dev.json.
-async fn start_dev(state_dir: &Path) -> (Child, Value) {
+pub(crate) async fn start_dev(state_dir: &Path) -> (Child, Value) {
     let mut child = strata(state_dir)
         .args([
             "dev",

@@ -106,3 +106,14 @@ pub(crate) fn addr(url: &str) -> SocketAddr {
         .parse()
         .expect("a node URL is ip:port")
 }
+
+/// Reads (and drops) whatever `stream` receives until the peer closes it or `within`
+/// passes; `true` when it was closed in time.
+pub(crate) async fn ends_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut chunk = [0u8; 1024];
+    tokio::time::timeout(within, async {
+        while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await
+    .is_ok()
+}

@@ -1,8 +1,10 @@
 //! `POST /v1/functions/{name}/invoke`: parse, call the node's [`Invoker`], render.
 
-use super::error::{REQUEST_ID, error_response, function_error_status};
+use super::error::{error_response, function_error_status};
+use super::headers::set_strata_headers;
 use crate::model::{
-    ApiError, FunctionName, InvocationType, InvokeRequest, InvokeResponse, Qualifier, RequestId,
+    ApiError, FunctionName, HeadSource, InvocationType, InvokeRequest, InvokeResponse, Qualifier,
+    RequestId,
 };
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -14,6 +16,7 @@ use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// What a node knows of a request's token before reading its body
@@ -152,10 +155,22 @@ struct InvokeQuery {
     ),
     security(("bearer" = []))
 )]
-async fn invoke<I: Invoker>(
+fn invoke<I: Invoker>(
     State(state): State<EdgeState<I>>,
     Path(name): Path<String>,
     Query(query): Query<InvokeQuery>,
+    request: axum::extract::Request,
+) -> Pin<Box<dyn Future<Output = Response> + Send>> {
+    // Boxed at once: axum moves a handler's future into its own future and that into a
+    // box before it first runs, and each move copied all of this one (the parse, the
+    // body's read, the call); a box moves as a pointer.
+    Box::pin(answer(state, name, query, request))
+}
+
+async fn answer<I: Invoker>(
+    state: EdgeState<I>,
+    name: String,
+    query: InvokeQuery,
     request: axum::extract::Request,
 ) -> Response {
     // The request itself rather than its method, URI and headers as extractors, which
@@ -167,9 +182,14 @@ async fn invoke<I: Invoker>(
         Ok(req) => req,
         Err(e) => return error_response(&e, Some(request_id)),
     };
-    // An `http`-ABI function sees the device's request; the others ignore it.
-    req.http = Some(super::http_guest::request_head(&method, &uri, "", &headers));
-    match state.invoker.invoke(req).await {
+    // An `http`-ABI function sees the device's request; the others ignore it, so it is
+    // built only if read (the parts move into the source, nothing is copied now).
+    req.http_source = Some(HeadSource::new(move || {
+        super::http_guest::request_head(&method, &uri, "", &headers)
+    }));
+    // Boxed too: the invocation's future is large (planning, the guest call, a forward),
+    // and held inline it would make this one as large from its start.
+    match Box::pin(state.invoker.invoke(req)).await {
         Ok(resp) => render(resp),
         Err(e) => error_response(&e, Some(request_id)),
     }
@@ -197,6 +217,11 @@ async fn parse<I: Invoker>(
     Ok(req)
 }
 
+// The request headers the invoke API reads, parsed once rather than on every request.
+static H_INVOCATION_TYPE: HeaderName = HeaderName::from_static("x-strata-invocation-type");
+static H_MEMORY_MB: HeaderName = HeaderName::from_static("x-strata-memory-mb");
+pub(super) static H_AFFINITY: HeaderName = HeaderName::from_static("x-strata-affinity");
+
 /// The invocation a request's path, `qualifier` query parameter and headers describe, with
 /// an empty payload: pure, so the fuzz smoke run (`fuzz/`) can feed it device bytes.
 ///
@@ -215,7 +240,7 @@ pub fn parse_head(
             ApiError::bad_request(format!("qualifier: {e}"))
         })?,
     };
-    let invocation_type = match header_str(headers, "x-strata-invocation-type")? {
+    let invocation_type = match header_str(headers, &H_INVOCATION_TYPE)? {
         None | Some("request-response") => InvocationType::RequestResponse,
         Some("event") => InvocationType::Event,
         Some(other) => {
@@ -224,14 +249,14 @@ pub fn parse_head(
             )));
         }
     };
-    let memory_mb = header_str(headers, "x-strata-memory-mb")?
+    let memory_mb = header_str(headers, &H_MEMORY_MB)?
         .map(|v| {
             v.parse::<u32>()
                 .map_err(|_| ApiError::bad_request("x-strata-memory-mb must be a whole number"))
         })
         .transpose()?;
-    let affinity = header_str(headers, "x-strata-affinity")?.map(str::to_owned);
-    let token = header_str(headers, header::AUTHORIZATION.as_str())?
+    let affinity = header_str(headers, &H_AFFINITY)?.map(str::to_owned);
+    let token = header_str(headers, &header::AUTHORIZATION)?
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| t.trim().to_owned());
     Ok(InvokeRequest {
@@ -246,6 +271,7 @@ pub fn parse_head(
         env: Vec::new(),
         route: None,
         http: None,
+        http_source: None,
         authorized_tenant: None,
     })
 }
@@ -275,7 +301,7 @@ fn unverified_budget<I>(
 
 pub(super) fn header_str<'h>(
     headers: &'h HeaderMap,
-    name: &str,
+    name: &HeaderName,
 ) -> Result<Option<&'h str>, ApiError> {
     headers
         .get(name)
@@ -357,11 +383,24 @@ fn render(resp: InvokeResponse) -> Response {
             .into_response(),
         None => match &resp.http {
             Some(head) => super::http_guest::render(head, resp.body.clone()),
-            None => (StatusCode::OK, resp.body.clone()).into_response(),
+            None => plain_output(resp.body.clone()),
         },
         Some(_) => render_function_error(&resp),
     };
     set_strata_headers(out.headers_mut(), &resp);
+    out
+}
+
+/// A 200 with a guest's output, as `(StatusCode::OK, body).into_response()` writes it,
+/// with room for the `x-strata-*` headers made at once (growing the map rehashes it).
+fn plain_output(body: Bytes) -> Response {
+    let mut out = Response::new(Body::from(body));
+    let h = out.headers_mut();
+    h.reserve(super::headers::COUNT + 1);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     out
 }
 
@@ -383,101 +422,13 @@ pub(super) fn render_function_error(resp: &InvokeResponse) -> Response {
     }
 }
 
-// The response headers' names, parsed once rather than on every response.
-static H_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID);
-static H_EXECUTED_AT: HeaderName = HeaderName::from_static("x-strata-executed-at");
-static H_START: HeaderName = HeaderName::from_static("x-strata-start");
-static H_VERSION: HeaderName = HeaderName::from_static("x-strata-version");
-static H_RUNTIME: HeaderName = HeaderName::from_static("x-strata-runtime");
-static H_PEAK_MEMORY: HeaderName = HeaderName::from_static("x-strata-peak-memory-bytes");
-static H_FUNCTION_ERROR: HeaderName = HeaderName::from_static("x-strata-function-error");
-static H_SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
-
-/// The `x-strata-*` and `server-timing` headers every invoke response carries.
-pub(super) fn set_strata_headers(h: &mut HeaderMap, resp: &InvokeResponse) {
-    let mut set = |name: &HeaderName, value: Result<HeaderValue, _>| {
-        // A value that is not a valid header (a version or node name never is) is left
-        // out rather than failing the response.
-        if let Ok(v) = value {
-            h.insert(name.clone(), v);
-        }
-    };
-    let id = request_id_hex(resp.request_id);
-    set(&H_REQUEST_ID, HeaderValue::from_bytes(&id));
-    set(
-        &H_EXECUTED_AT,
-        HeaderValue::try_from(resp.executed_at.to_string()),
-    );
-    set(&H_START, Ok(HeaderValue::from_static(resp.start.as_str())));
-    set(&H_VERSION, HeaderValue::from_str(&resp.version));
-    if let Some(runtime) = &resp.runtime {
-        set(&H_RUNTIME, HeaderValue::from_str(runtime));
-    }
-    set(
-        &H_PEAK_MEMORY,
-        Ok(HeaderValue::from(resp.peak_memory_bytes)),
-    );
-    if let Some(fe) = &resp.function_error {
-        set(
-            &H_FUNCTION_ERROR,
-            Ok(HeaderValue::from_static(fe.kind.as_str())),
-        );
-    }
-    let mut timing = String::with_capacity(80);
-    timing.push_str("exec;dur=");
-    push_millis(&mut timing, resp.timing.exec);
-    timing.push_str(", instantiate;dur=");
-    push_millis(&mut timing, resp.timing.instantiate);
-    if let Some(f) = resp.timing.forward {
-        timing.push_str(", forward;dur=");
-        push_millis(&mut timing, f);
-    }
-    if let Some(o) = resp.timing.outbound {
-        timing.push_str(", outbound;dur=");
-        push_millis(&mut timing, o);
-    }
-    set(&H_SERVER_TIMING, HeaderValue::try_from(timing));
-}
-
-/// `id` as its 32 lowercase hex digits (what its `Display` writes), without the
-/// formatter.
-fn request_id_hex(id: RequestId) -> [u8; 32] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 32];
-    for (i, b) in id.0.to_be_bytes().into_iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
-    }
-    out
-}
-
-/// Appends `d` in milliseconds with three decimals (to the nearest microsecond, halves
-/// up), with integer arithmetic only: the per-response header needs no float formatting.
-fn push_millis(out: &mut String, d: std::time::Duration) {
-    use std::fmt::Write as _;
-    let micros = d.as_nanos().saturating_add(500) / 1000;
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{push_millis, render_function_error};
+    use super::render_function_error;
     use crate::model::{
         ExecutedAt, Fault, FunctionError, FunctionErrorKind, InvokeResponse, NodeId, RequestId,
         StartKind, Timing,
     };
-    use std::time::Duration;
-
-    #[test]
-    fn the_request_id_header_is_the_ids_display() {
-        for id in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
-            let hex = super::request_id_hex(RequestId(id));
-            assert_eq!(
-                std::str::from_utf8(&hex),
-                Ok(RequestId(id).to_string().as_str())
-            );
-        }
-    }
 
     #[test]
     fn a_guest_failure_is_the_guests_fault_whatever_its_kind() {
@@ -510,30 +461,6 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
             assert_eq!(v["error"]["fault"], "guest", "{kind:?}");
             assert_eq!(v["error"]["kind"], kind.as_str());
-        }
-    }
-
-    #[test]
-    fn server_timing_durations_read_as_float_formatting_did() {
-        for nanos in [
-            0,
-            1,
-            499,
-            501,
-            999,
-            1_000,
-            123_456,
-            1_234_567,
-            98_765_432_100,
-        ] {
-            let d = Duration::from_nanos(nanos);
-            let mut ours = String::new();
-            push_millis(&mut ours, d);
-            assert_eq!(
-                ours,
-                format!("{:.3}", d.as_secs_f64() * 1000.0),
-                "{nanos} ns"
-            );
         }
     }
 }

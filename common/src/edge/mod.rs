@@ -13,6 +13,7 @@ pub mod cert;
 pub mod cgi;
 pub mod doc;
 mod error;
+mod headers;
 pub mod http3;
 pub mod http_guest;
 mod invoke;

@@ -8,7 +8,8 @@
 
 use super::cgi;
 use super::error::error_response;
-use super::invoke::{header_str, read_body, render_function_error, set_strata_headers};
+use super::headers::set_strata_headers;
+use super::invoke::{header_str, read_body, render_function_error};
 use super::{EdgeConfig, Invoker};
 use crate::model::{
     ApiError, InvocationType, InvokeRequest, RequestId, Route, RouteGrant, is_reserved_path,
@@ -199,7 +200,7 @@ async fn invoke_route<I: Invoker, R>(
     parts: axum::http::request::Parts,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let explicit = header_str(&parts.headers, "x-strata-affinity")?;
+    let explicit = header_str(&parts.headers, &super::invoke::H_AFFINITY)?;
     let affinity = route.affinity_key(&parts.headers, explicit);
     let payload = read_body(&parts.headers, body, state.config.max_payload_bytes).await?;
     let env = cgi::request_env(
@@ -229,6 +230,7 @@ async fn invoke_route<I: Invoker, R>(
             host,
             &parts.headers,
         )),
+        http_source: None,
         authorized_tenant: None,
     };
     let resp = state.invoker.invoke(req).await?;

@@ -11,6 +11,13 @@
 //! client's preface (h2c on plain connections, ALPN `h2` on TLS ones); [`serve_tls`] runs
 //! the same loop with a TLS handshake (bounded by the header-read timeout) first, so every
 //! limit holds on both. Nothing above this module sees the socket.
+//!
+//! The HTTP/1 header-read timeout is kept by the connection's own watchdog, the one timer
+//! that also keeps the idle timeout, rather than by hyper: hyper's arms a timer of its own
+//! for every request head (an allocation, a clock read and a trip through the runtime's
+//! timer wheel, about 4% of a small request's CPU). It means the same: a head must be whole
+//! within the timeout after the server starts waiting for it (when the connection opens,
+//! and when the previous response has been written).
 
 use axum::Router;
 use axum::body::Body;
@@ -26,7 +33,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -79,8 +86,8 @@ impl HttpLimits {
         // hyper's HTTP/1 read buffer bounds the request line plus headers (it cannot go
         // below 8 KiB); HTTP/2 bounds the decoded header list instead.
         b.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(self.header_read_timeout_ms.max(1)))
+            // Kept by `connection`'s watchdog instead (see the module docs).
+            .header_read_timeout(None)
             .max_headers(self.max_headers.max(1))
             .max_buf_size(self.max_header_bytes.max(8 << 10));
         b.http2()
@@ -186,34 +193,77 @@ async fn serve_with(
     while conns.join_next().await.is_some() {}
 }
 
-/// What a connection has been doing, for the idle timeout.
+/// What a connection has been doing, for the idle and header-read timeouts.
 #[derive(Debug)]
 struct Activity {
     base: Instant,
     /// Milliseconds after `base` when bytes last moved.
     last_ms: AtomicU64,
+    /// Milliseconds after `base` when the server started waiting for the request head it
+    /// has not had whole yet ([`NO_HEAD`] while a request is being served).
+    head_since_ms: AtomicU64,
     /// Requests whose response has not been fully written.
     in_flight: AtomicUsize,
+    /// The client spoke HTTP/2 (its preface), which has no header-read timeout here.
+    h2: AtomicBool,
 }
 
+/// `head_since_ms` while no request head is awaited.
+const NO_HEAD: u64 = u64::MAX;
+
+/// The start of the HTTP/2 client preface; an HTTP/1 request never begins with it.
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
 impl Activity {
-    fn touch(&self) {
-        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            // The first head is awaited from the start.
+            head_since_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            h2: AtomicBool::new(false),
+        }
+    }
+
+    /// Records that bytes moved now; returns when, in milliseconds after `base`.
+    fn touch(&self) -> u64 {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX - 1);
         self.last_ms.store(ms, Ordering::Relaxed);
+        ms
+    }
+
+    /// Bytes moved. Only recorded while no request is in flight: the idle timeout never
+    /// closes a connection with one, and the last one's end is recorded when it ends
+    /// ([`InFlight`]'s drop), so a request's own reads and writes need no clock read.
+    fn moved(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0 {
+            self.touch();
+        }
     }
 
     /// When the connection counts as idle if nothing happens before.
     fn idle_at(&self, idle: Duration) -> Instant {
         self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
     }
+
+    /// When the request head awaited now is late, if one is awaited (HTTP/1 only).
+    fn head_due(&self, within: Duration) -> Option<Instant> {
+        let since = self.head_since_ms.load(Ordering::Relaxed);
+        let waiting = since != NO_HEAD
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed);
+        waiting.then(|| self.base + Duration::from_millis(since) + within)
+    }
 }
 
-/// Counts a request in flight on its connection until dropped.
+/// Counts a request in flight on its connection until dropped; its head has arrived.
 struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn new(a: &Arc<Activity>) -> Self {
         a.in_flight.fetch_add(1, Ordering::Relaxed);
+        a.head_since_ms.store(NO_HEAD, Ordering::Relaxed);
         Self(Arc::clone(a))
     }
 }
@@ -221,7 +271,9 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.touch();
+        // The response is written: the server waits for the next head from now.
+        let now = self.0.touch();
+        self.0.head_since_ms.store(now, Ordering::Relaxed);
     }
 }
 
@@ -235,13 +287,10 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity {
-        base: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-    });
+    let activity = Arc::new(Activity::new());
     let body_timeout = Duration::from_millis(limits.body_read_timeout_ms.max(1));
     let idle = Duration::from_millis(limits.idle_timeout_ms.max(1));
+    let head_within = Duration::from_millis(limits.header_read_timeout_ms.max(1));
     let seen = Arc::clone(&activity);
     let svc = service_fn(move |req: hyper::Request<Incoming>| {
         let guard = InFlight::new(&seen);
@@ -265,12 +314,16 @@ async fn connection<S>(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
+        sniffed: 0,
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut closing = false;
     loop {
         let idle_at = activity.idle_at(idle);
+        let wake = activity
+            .head_due(head_within)
+            .map_or(idle_at, |due| due.min(idle_at));
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -282,8 +335,14 @@ async fn connection<S>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(idle_at), if !closing => {
-                let quiet = activity.idle_at(idle) <= Instant::now();
+            () = tokio::time::sleep_until(wake), if !closing => {
+                let now = Instant::now();
+                if activity.head_due(head_within).is_some_and(|due| due <= now) {
+                    // As hyper's own timeout did: the connection is closed, no response.
+                    tracing::debug!("HTTP/1 request head not read within the timeout; closed");
+                    return;
+                }
+                let quiet = activity.idle_at(idle) <= now;
                 if quiet && activity.in_flight.load(Ordering::Relaxed) == 0 {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
@@ -296,11 +355,14 @@ async fn connection<S>(
     }
 }
 
-/// A request body that fails once its deadline passes.
+/// A request body that fails once its deadline passes. The timer is armed only when the
+/// body is not all there at once (most small bodies are): a timer per request costs an
+/// allocation and a trip through the runtime's timer wheel.
 struct Deadline {
     inner: Incoming,
     timeout: Duration,
-    expires: Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
+    expires: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Deadline {
@@ -308,7 +370,8 @@ impl Deadline {
         Self {
             inner,
             timeout,
-            expires: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
+            expires: None,
         }
     }
 }
@@ -325,7 +388,11 @@ impl HttpBody for Deadline {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(BodyReadError::from)));
         }
-        match this.expires.as_mut().poll(cx) {
+        let deadline = this.deadline;
+        let expires = this
+            .expires
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match expires.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(BodyReadError::TimedOut(this.timeout)))),
             Poll::Pending => Poll::Pending,
         }
@@ -340,10 +407,14 @@ impl HttpBody for Deadline {
     }
 }
 
-/// A stream that records when bytes last moved.
+/// A stream that records when bytes last moved, and whether the client began with the
+/// HTTP/2 preface.
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// How many of the connection's first bytes have been compared with the preface's
+    /// start (`H2_PREFACE_START.len()` once decided).
+    sniffed: usize,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -355,9 +426,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.moved();
+            if self.sniffed < H2_PREFACE_START.len() {
+                let read = &buf.filled()[before..];
+                self.sniff(read);
+            }
         }
         r
+    }
+}
+
+impl<S> Watched<S> {
+    /// Compares the connection's first bytes, as they arrive, with the HTTP/2 preface.
+    fn sniff(&mut self, read: &[u8]) {
+        let want = &H2_PREFACE_START[self.sniffed..];
+        let n = want.len().min(read.len());
+        if read[..n] != want[..n] {
+            self.sniffed = H2_PREFACE_START.len();
+            return;
+        }
+        self.sniffed += n;
+        if self.sniffed == H2_PREFACE_START.len() {
+            self.activity.h2.store(true, Ordering::Relaxed);
+        }
     }
 }
 
@@ -369,7 +460,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved();
         }
         r
     }
@@ -381,7 +472,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.moved();
         }
         r
     }

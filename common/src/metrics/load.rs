@@ -49,31 +49,39 @@ impl Window {
         }
     }
 
-    fn function(&mut self, name: String) -> &mut FunctionCounters {
-        let key = if self.functions.len() >= MAX_FUNCTIONS && !self.functions.contains_key(&name) {
-            OTHER.to_owned()
+    /// The counters of `name`, or of [`OTHER`] once the map is full; a name is copied
+    /// only when it is new.
+    fn function(&mut self, name: &str) -> Option<&mut FunctionCounters> {
+        let key = if self.functions.len() >= MAX_FUNCTIONS && !self.functions.contains_key(name) {
+            OTHER
         } else {
             name
         };
-        self.functions.entry(key).or_default()
+        if !self.functions.contains_key(key) {
+            self.functions
+                .insert(key.to_owned(), FunctionCounters::default());
+        }
+        self.functions.get_mut(key)
     }
 
-    pub fn executed(&mut self, function: String, cold: bool, failed: bool) {
+    pub fn executed(&mut self, function: &str, cold: bool, failed: bool) {
         self.totals.executed += 1;
         self.totals.cold_starts += u64::from(cold);
         self.totals.failed += u64::from(failed);
         self.cold += u64::from(cold);
-        let f = self.function(function);
-        f.executed += 1;
-        f.cold_starts += u64::from(cold);
-        f.in_window += 1;
+        if let Some(f) = self.function(function) {
+            f.executed += 1;
+            f.cold_starts += u64::from(cold);
+            f.in_window += 1;
+        }
     }
 
-    pub fn forwarded(&mut self, function: String, reason: &'static str) {
+    pub fn forwarded(&mut self, function: &str, reason: &'static str) {
         self.totals.forwarded += 1;
-        let f = self.function(function);
-        f.forwarded += 1;
-        f.in_window += 1;
+        if let Some(f) = self.function(function) {
+            f.forwarded += 1;
+            f.in_window += 1;
+        }
         match self
             .forwards_by_reason
             .iter_mut()

@@ -12,13 +12,11 @@ mod load;
 mod outcomes;
 pub use outcomes::MAX_REPORTED_PEAKS;
 mod prom;
+mod series;
 
 use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
 use load::{MAX_TENANTS, TenantCounters, Window};
-use prom::{
-    Families, InvocationLabels, ReasonLabels, RegionLabels, ResultLabels, ServedLabels,
-    TenantLabels,
-};
+use prom::{Families, InvocationLabels, ReasonLabels, RegionLabels, TenantLabels};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -84,6 +82,8 @@ pub struct NodeStats {
     outcomes: Mutex<outcomes::Tally>,
     /// Tenant and function names admitted as label values.
     labels: RwLock<std::collections::HashSet<String>>,
+    /// Series and names resolved once.
+    cache: series::Caches,
 }
 
 impl NodeStats {
@@ -99,6 +99,7 @@ impl NodeStats {
             levels: Mutex::new(Levels::default()),
             outcomes: Mutex::new(outcomes::Tally::default()),
             labels: RwLock::new(std::collections::HashSet::new()),
+            cache: series::Caches::default(),
         })
     }
 
@@ -106,15 +107,10 @@ impl NodeStats {
     /// names seen, [`OTHER_LABEL`] otherwise.
     fn label(&self, name: &str) -> String {
         // Read-locked on the per-request path: a name is admitted once, then only read.
-        if self
-            .labels
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(name)
-        {
+        if lock_read(&self.labels).contains(name) {
             return name.to_owned();
         }
-        let mut seen = self.labels.write().unwrap_or_else(PoisonError::into_inner);
+        let mut seen = lock_write(&self.labels);
         if seen.contains(name) || (seen.len() < MAX_LABEL_VALUES && seen.insert(name.to_owned())) {
             name.to_owned()
         } else {
@@ -135,22 +131,34 @@ impl NodeStats {
         outcome: Outcome,
         exec: Duration,
     ) {
-        let name = function.to_string();
-        self.prom
-            .invocations
-            .get_or_create(&InvocationLabels {
-                tier: self.tier.as_str(),
-                function: self.label(&name),
-                outcome: outcome.as_str(),
-                start: start.as_str(),
-            })
-            .inc();
-        self.prom
-            .exec_seconds
-            .get_or_create(&ServedLabels {
-                tier: self.tier.as_str(),
-                served: "local",
-            })
+        let series = self.cache.functions.get(function, || {
+            let name = function.to_string();
+            let label = self.label(&name);
+            series::FunctionSeries::new(name, label)
+        });
+        let uncached;
+        let name = match &series {
+            Some(s) => {
+                s.invocations(&self.prom, self.tier, outcome, start).inc();
+                s.name.as_str()
+            }
+            None => {
+                uncached = function.to_string();
+                self.prom
+                    .invocations
+                    .get_or_create(&InvocationLabels {
+                        tier: self.tier.as_str(),
+                        function: self.label(&uncached),
+                        outcome: outcome.as_str(),
+                        start: start.as_str(),
+                    })
+                    .inc();
+                uncached.as_str()
+            }
+        };
+        self.cache
+            .fixed
+            .exec_local(&self.prom, self.tier)
             .observe(exec.as_secs_f64());
         lock(&self.window).executed(name, start == StartKind::Cold, outcome != Outcome::Ok);
     }
@@ -186,7 +194,7 @@ impl NodeStats {
             .forwards
             .get_or_create(&ReasonLabels { reason })
             .inc();
-        lock(&self.window).forwarded(function.to_owned(), reason);
+        lock(&self.window).forwarded(function, reason);
     }
 
     /// An async event was accepted, retried or dead-lettered at this region (`outcome`:
@@ -201,12 +209,9 @@ impl NodeStats {
     /// A device request at this node's HTTP edge finished after `latency`; `local` says
     /// whether it ran on this node.
     pub fn request(&self, local: bool, latency: Duration) {
-        self.prom
-            .request_seconds
-            .get_or_create(&ServedLabels {
-                tier: self.tier.as_str(),
-                served: if local { "local" } else { "forwarded" },
-            })
+        self.cache
+            .fixed
+            .request(&self.prom, self.tier, local)
             .observe(latency.as_secs_f64());
         lock(&self.window).request(local, latency);
     }
@@ -214,6 +219,10 @@ impl NodeStats {
     /// An invoke request at this node's HTTP edge was answered with `status`, an error
     /// being `fault`'s (`None` for a success: labelled `fault="none"`).
     pub fn response(&self, status: u16, fault: Option<crate::model::Fault>) {
+        if status == 200 && fault.is_none() {
+            self.cache.fixed.ok_responses(&self.prom, self.tier).inc();
+            return;
+        }
         self.prom
             .responses
             .get_or_create(&prom::StatusLabels {
@@ -227,25 +236,37 @@ impl NodeStats {
     /// Counts an invocation of `tenant` in flight until the guard drops; `limit` is the
     /// tenant's concurrency limit at this node, when one applies.
     pub fn in_flight(self: &Arc<Self>, tenant: &TenantId, limit: Option<u64>) -> InFlight {
-        let name = tenant.to_string();
+        let make = || {
+            let name = tenant.to_string();
+            let labels = TenantLabels {
+                tenant: self.label(&name),
+            };
+            // The gauge itself (it shares its counter with the family's series), so
+            // neither this nor the guard's drop needs a label lookup.
+            let in_flight = self.prom.in_flight.get_or_create(&labels).clone();
+            series::TenantSeries { name, in_flight }
+        };
+        let series = match self.cache.tenants.get(tenant, make) {
+            Some(s) => s,
+            None => Arc::new(make()),
+        };
         {
             let mut tenants = lock(&self.tenants);
-            let tracked = tenants.len() < MAX_TENANTS || tenants.contains_key(&name);
-            if tracked {
-                let c = tenants.entry(name.clone()).or_default();
+            let name = &series.name;
+            if !tenants.contains_key(name) && tenants.len() < MAX_TENANTS {
+                tenants.insert(name.clone(), TenantCounters::default());
+            }
+            if let Some(c) = tenants.get_mut(name) {
                 c.in_flight += 1;
                 c.peak = c.peak.max(c.in_flight);
                 c.limit = limit.or(c.limit);
             }
         }
-        let labels = TenantLabels {
-            tenant: self.label(&name),
-        };
-        // The gauge itself (it shares its counter with the family's series), so the
-        // guard's drop needs no label lookup.
-        let gauge = self.prom.in_flight.get_or_create(&labels).clone();
-        gauge.inc();
+        series.in_flight.inc();
         if let Some(l) = limit {
+            let labels = TenantLabels {
+                tenant: self.label(&series.name),
+            };
             self.prom
                 .concurrency_limit
                 .get_or_create(&labels)
@@ -253,8 +274,7 @@ impl NodeStats {
         }
         InFlight {
             stats: Arc::clone(self),
-            tenant: name,
-            gauge,
+            tenant: series,
         }
     }
 
@@ -288,11 +308,7 @@ impl NodeStats {
 
     /// An artifact cache lookup hit or missed.
     pub fn artifact_lookup(&self, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
-        self.prom
-            .artifact_cache_lookups
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        self.cache.fixed.artifact_lookups(&self.prom, hit).inc();
     }
 
     /// The smoothed QUIC round-trip time to `region`.
@@ -392,23 +408,30 @@ impl NodeStats {
 #[derive(Debug)]
 pub struct InFlight {
     stats: Arc<NodeStats>,
-    tenant: String,
-    /// The tenant's `strata_in_flight` series.
-    gauge: prometheus_client::metrics::gauge::Gauge,
+    /// The tenant's name and `strata_in_flight` series.
+    tenant: Arc<series::TenantSeries>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(c) = lock(&self.stats.tenants).get_mut(&self.tenant) {
+        if let Some(c) = lock(&self.stats.tenants).get_mut(&self.tenant.name) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
-        self.gauge.dec();
+        self.tenant.in_flight.dec();
     }
 }
 
 /// Stats stay usable after a panic elsewhere: counters are plain data.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -18,8 +18,13 @@ pub(super) const REPORTED: usize = 1024;
 /// the invocation [`MAX_REPORTED_PEAKS`] before it.
 pub const MAX_REPORTED_PEAKS: usize = 64;
 
-/// Which run an outcome belongs to.
-type Key = (FunctionKey, String, Option<String>);
+/// One (version, release) run of a function and its counts.
+#[derive(Debug)]
+struct Entry {
+    version: String,
+    canary_release: Option<String>,
+    counts: Counts,
+}
 
 /// One entry's counts: invocations, errors, platform failures, and peak samples.
 #[derive(Debug, Default)]
@@ -28,10 +33,13 @@ struct Counts {
     peaks: Vec<u64>,
 }
 
-/// The tally.
+/// The tally: by function, then its runs (one or two versions and releases at a time,
+/// searched in place), so a repeat invocation copies no names.
 #[derive(Debug, Default)]
 pub(super) struct Tally {
-    counts: HashMap<Key, Counts>,
+    functions: HashMap<FunctionKey, Vec<Entry>>,
+    /// Entries across all functions.
+    entries: usize,
 }
 
 impl Tally {
@@ -46,15 +54,31 @@ impl Tally {
         platform_failure: bool,
         peak_bytes: Option<u64>,
     ) {
-        let key = (
-            function.clone(),
-            version.to_owned(),
-            canary_release.map(str::to_owned),
-        );
-        if self.counts.len() >= MAX_KEYS && !self.counts.contains_key(&key) {
+        let full = self.entries >= MAX_KEYS;
+        let runs = match self.functions.get_mut(function) {
+            Some(runs) => runs,
+            None if full => return,
+            None => self.functions.entry(function.clone()).or_default(),
+        };
+        let found = runs
+            .iter()
+            .position(|e| e.version == version && e.canary_release.as_deref() == canary_release);
+        let at = match found {
+            Some(i) => i,
+            None if full => return,
+            None => {
+                runs.push(Entry {
+                    version: version.to_owned(),
+                    canary_release: canary_release.map(str::to_owned),
+                    counts: Counts::default(),
+                });
+                self.entries += 1;
+                runs.len() - 1
+            }
+        };
+        let Some(c) = runs.get_mut(at).map(|e| &mut e.counts) else {
             return;
-        }
-        let c = self.counts.entry(key).or_default();
+        };
         let seen = c.n[0] as usize;
         c.n[0] = c.n[0].saturating_add(1);
         c.n[1] = c.n[1].saturating_add(u32::from(error));
@@ -70,23 +94,35 @@ impl Tally {
 
     /// Takes at most [`REPORTED`] entries out of the tally.
     pub fn drain(&mut self) -> Vec<VersionOutcomes> {
-        let keys: Vec<Key> = self.counts.keys().take(REPORTED).cloned().collect();
-        keys.into_iter()
-            .filter_map(|k| {
-                let c = self.counts.remove(&k)?;
-                let [invocations, errors, platform_failures] = c.n;
-                let (function, version, canary_release) = k;
-                Some(VersionOutcomes {
-                    function,
-                    version,
-                    canary_release,
+        let mut out = Vec::new();
+        let keys: Vec<FunctionKey> = self.functions.keys().cloned().collect();
+        for function in keys {
+            let room = REPORTED - out.len();
+            if room == 0 {
+                break;
+            }
+            let Some(runs) = self.functions.get_mut(&function) else {
+                continue;
+            };
+            let taken: Vec<Entry> = runs.drain(..runs.len().min(room)).collect();
+            if runs.is_empty() {
+                self.functions.remove(&function);
+            }
+            self.entries -= taken.len();
+            out.extend(taken.into_iter().map(|e| {
+                let [invocations, errors, platform_failures] = e.counts.n;
+                VersionOutcomes {
+                    function: function.clone(),
+                    version: e.version,
+                    canary_release: e.canary_release,
                     invocations,
                     errors,
                     platform_failures,
-                    peak_bytes: c.peaks,
-                })
-            })
-            .collect()
+                    peak_bytes: e.counts.peaks,
+                }
+            }));
+        }
+        out
     }
 }
 
@@ -118,5 +154,37 @@ mod tests {
         assert_eq!((out[1].errors, out[1].platform_failures), (1, 1));
         assert!(out[1].peak_bytes.is_empty());
         assert!(t.drain().is_empty());
+    }
+
+    #[test]
+    fn the_tally_is_bounded_and_drained_a_report_at_a_time() {
+        let mut t = Tally::default();
+        let key = |i: usize| FunctionKey {
+            tenant: TenantId::new("t").expect("tenant"),
+            name: FunctionName::new(format!("f{}", i / 2)).expect("name"),
+        };
+        // Two versions per function; past MAX_KEYS entries nothing new is tallied, but
+        // the entries already there still count.
+        for i in 0..MAX_KEYS + 10 {
+            t.add(&key(i), &(i % 2).to_string(), None, false, false, None);
+        }
+        t.add(&key(0), "0", None, true, false, None);
+        let mut total = 0;
+        let mut first = None;
+        loop {
+            let out = t.drain();
+            if out.is_empty() {
+                break;
+            }
+            assert!(out.len() <= REPORTED);
+            total += out.len();
+            first = first.or_else(|| {
+                out.iter()
+                    .find(|o| o.function == key(0) && o.version == "0")
+                    .map(|o| (o.invocations, o.errors))
+            });
+        }
+        assert_eq!(total, MAX_KEYS);
+        assert_eq!(first, Some((2, 1)));
     }
 }

@@ -141,6 +141,43 @@ fn label_values_naming_tenants_and_functions_are_bounded() {
 }
 
 #[test]
+fn functions_and_tenants_past_the_kept_series_count_the_same() {
+    let s = stats(Instant::now());
+    let n = super::series::MAX_CACHED + 10;
+    for i in 0..n {
+        let f = key(&format!("t{i}"), "f");
+        let _running = s.in_flight(&f.tenant, None);
+        s.executed(&f, StartKind::Warm, Outcome::Ok, Duration::from_micros(1));
+        s.executed(
+            &f,
+            StartKind::Cold,
+            Outcome::Timeout,
+            Duration::from_micros(1),
+        );
+    }
+    let text = s.encode();
+    let total = |needle: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.starts_with("strata_invocations_total{") && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // Every invocation counted once, kept series or not.
+    assert_eq!(total(r#"outcome="ok""#), n as u64);
+    assert_eq!(total(r#"outcome="timeout""#), n as u64);
+    // Every guard dropped: no tenant's gauge is left up.
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("strata_concurrency_in_use{") && !l.ends_with(" 0")),
+        "{text}"
+    );
+    let load = s.snapshot(Instant::now(), 0);
+    assert_eq!(load.totals.executed, 2 * n as u64);
+    assert_eq!(load.in_flight, 0);
+}
+
+#[test]
 fn certificate_expiry_series_are_capped_soonest_first_and_replaced_each_sample() {
     let s = stats(Instant::now());
     let now = 1_800_000_000;

@@ -19,6 +19,9 @@ pub(super) struct ModuleInner {
     pub(super) digest: ArtifactDigest,
     pub(super) code: Code,
     pub(super) size_bytes: usize,
+    /// Whether the guest can read environment variables (see
+    /// [`CompiledModule::reads_environment`]).
+    pub(super) reads_env: bool,
 }
 
 /// Compiled, pre-linked code of one of the two kinds the ABIs run.
@@ -59,6 +62,13 @@ impl CompiledModule {
             Code::Core(pre) => pre.module().engine(),
             Code::Http(proxy) => proxy.engine(),
         }
+    }
+
+    /// Whether the guest can read its environment variables: a core module that imports
+    /// WASI's `environ_get` or `environ_sizes_get`, and every component (its context is
+    /// built with them). An invocation of any other guest needs none built.
+    pub fn reads_environment(&self) -> bool {
+        self.inner.reads_env
     }
 
     /// Whether this is a component (the `http` ABI) rather than a core module.

@@ -142,6 +142,7 @@ pub(super) fn prelink(
             digest,
             code: Code::Http(proxy),
             size_bytes,
+            reads_env: true,
         }),
     })
 }

@@ -51,6 +51,7 @@ mod component;
 mod config;
 mod environ;
 mod error;
+mod fdio;
 mod host;
 mod lane;
 mod limits;
@@ -153,6 +154,9 @@ struct StoreState {
     /// The invocation's environment variables, which `environ_get` serves; emptied after
     /// every invocation.
     env: Vec<(String, String)>,
+    /// The instance's exported `memory`, once instantiated (a store holds one instance),
+    /// so the stdio imports need not look it up by name on every call.
+    memory: Option<wasmtime::Memory>,
 }
 
 /// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
@@ -253,6 +257,7 @@ impl Sandbox {
             .map_err(|e| engine_err("linking WASI", e))?;
         poll::bound_poll_oneoff(&mut linker).map_err(|e| engine_err("linking poll_oneoff", e))?;
         environ::link(&mut linker).map_err(|e| engine_err("linking environ_get", e))?;
+        fdio::link(&mut linker).map_err(|e| engine_err("linking fd_read and fd_write", e))?;
         host::link(&mut linker, cfg.release).map_err(|e| engine_err("linking `strata`", e))?;
         let now = Instant::now();
         let (stdio, wasi) = stdio::Stdio::build(&cfg, now);
@@ -264,6 +269,7 @@ impl Sandbox {
             shared: None,
             stdio,
             env: Vec::new(),
+            memory: None,
         };
         let mut store =
             Store::try_new(&engine, probe).map_err(|e| engine_err("creating a store", e))?;
@@ -380,11 +386,16 @@ impl Sandbox {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| ModuleError::Link(format!("{e:#}")))?;
+        let reads_env = module.imports().any(|i| {
+            i.module() == "wasi_snapshot_preview1"
+                && matches!(i.name(), "environ_get" | "environ_sizes_get")
+        });
         Ok(CompiledModule {
             inner: Arc::new(ModuleInner {
                 digest,
                 code: Code::Core(pre),
                 size_bytes,
+                reads_env,
             }),
         })
     }

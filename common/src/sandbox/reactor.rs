@@ -64,6 +64,7 @@ async fn create(
         shared,
         stdio,
         env: Vec::new(),
+        memory: None,
     };
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
@@ -71,6 +72,7 @@ async fn create(
     arm(&mut store, fuel)?;
     let created = async {
         let instance = pre.instantiate_async(&mut store).await?;
+        store.data_mut().memory = instance.get_memory(&mut store, "memory");
         if let Some(init) = instance.get_func(&mut store, "_initialize") {
             init.typed::<(), ()>(&store)?
                 .call_async(&mut store, ())

@@ -155,6 +155,7 @@ pub(super) async fn run_command(
         shared,
         stdio: stdio.clone(),
         env,
+        memory: None,
     };
     let mut store = new_store(inner, state, fuel)?;
     let mut instantiated = pre.instantiate_async(&mut store).await;
@@ -178,6 +179,7 @@ pub(super) async fn run_command(
     let (result, exec) = match instantiated {
         Err(e) => (Err(e), Duration::ZERO),
         Ok(instance) => {
+            store.data_mut().memory = instance.get_memory(&mut store, "memory");
             let t = Instant::now();
             let result = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                 Ok(start) => start.call_async(&mut store, ()).await,

@@ -191,6 +191,20 @@ impl Stdio {
     pub(super) fn stderr(&self) -> &Output {
         &self.stderr
     }
+
+    /// The guest's stdout.
+    pub(super) fn stdout(&self) -> &Output {
+        &self.stdout
+    }
+
+    /// Moves as much of stdin as fits into `dst` (the guest's buffer); returns how much:
+    /// 0 once stdin is used up.
+    pub(super) fn read_stdin(&self, dst: &mut [u8]) -> usize {
+        let mut bytes = lock(&self.stdin.shared.bytes);
+        let n = dst.len().min(bytes.len());
+        dst[..n].copy_from_slice(&bytes.split_to(n));
+        n
+    }
 }
 
 #[derive(Debug, Default)]
@@ -327,6 +341,17 @@ impl Output {
         self.shared
             .capacity
             .saturating_sub(lock(&self.shared.buf).len())
+    }
+
+    /// Appends all of `bytes` if they fit (the cap's one byte of headroom included) and
+    /// returns true; otherwise writes nothing and returns false.
+    pub(super) fn append_whole(&self, bytes: &[u8]) -> bool {
+        let mut buf = lock(&self.shared.buf);
+        if bytes.len() > self.shared.capacity.saturating_sub(buf.len()) {
+            return false;
+        }
+        buf.extend_from_slice(bytes);
+        true
     }
 
     /// Appends as much of `bytes` as fits: a host import's log line. What does not fit is

@@ -125,6 +125,19 @@ fn hello_example_grows_memory_for_large_input() {
 }
 
 #[test]
+fn only_guests_importing_the_environment_read_it() {
+    let s = sandbox();
+    let reader = r#"(module
+      (import "wasi_snapshot_preview1" "environ_sizes_get"
+        (func $sizes (param i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")))"#;
+    let reads = |wat: &str| s.compile(&wasm(wat)).expect("compiles").reads_environment();
+    assert!(reads(reader));
+    assert!(!reads(HELLO));
+}
+
+#[test]
 fn env_var_is_visible_to_guest() {
     let wat = r#"(module
       (import "wasi_snapshot_preview1" "environ_sizes_get"

@@ -5,10 +5,13 @@
 //! instead of one thread per sandbox: a node hosts a sandbox per runtime release, and
 //! `strata dev` runs a region and a POP in one process, so per-sandbox threads woke the
 //! process four times per millisecond; each wake-up on a busy machine preempts a worker
-//! that was serving requests. The thread starts with the first registration and ends when
-//! the last one is dropped. It never touches a store or runs guest code.
+//! that was serving requests. Ticks fall on one grid from the process's first registration,
+//! so engines with the same tick (every sandbox of a node has the same) share each
+//! wake-up instead of each waking the thread at its own phase. The thread starts with the
+//! first registration and ends when the last one is dropped. It never touches a store or
+//! runs guest code.
 
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 use wasmtime::Engine;
@@ -42,6 +45,17 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 /// Signalled when the registry changes, so the thread re-plans (or ends) at once.
 static CHANGED: Condvar = Condvar::new();
+/// Where the tick grid starts: the process's first registration.
+static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// The first tick after `now` on the grid of `tick`s from `origin`. Two engines with the
+/// same tick get the same ticks whenever each registered, so one wake-up serves both.
+fn first_tick(origin: Instant, now: Instant, tick: Duration) -> Instant {
+    let since = now.saturating_duration_since(origin).as_nanos();
+    let step = tick.as_nanos().max(1);
+    let ticks = u32::try_from(since / step + 1).unwrap_or(u32::MAX);
+    origin + tick * ticks
+}
 
 fn registry() -> MutexGuard<'static, Registry> {
     // The critical sections only push, remove and increment atomics; a panic cannot
@@ -51,8 +65,9 @@ fn registry() -> MutexGuard<'static, Registry> {
 
 impl EpochTicker {
     /// Registers `engine` to have `increment_epoch()` called once per `tick` of wall-clock
-    /// time, starting the ticker thread if none runs. Ticks missed while the thread was
-    /// not scheduled are caught up, so `n` ticks always mean at least `n * tick` elapsed.
+    /// time, starting the ticker thread if none runs. The first tick comes within one
+    /// `tick` (on the process's grid), and ticks missed while the thread was not scheduled
+    /// are caught up, so `n` ticks always mean at least `(n - 1) * tick` elapsed.
     ///
     /// # Errors
     /// The OS refused to start the thread.
@@ -66,11 +81,12 @@ impl EpochTicker {
         }
         let id = r.next_id;
         r.next_id += 1;
+        let now = Instant::now();
         r.entries.push(Entry {
             id,
             engine,
             tick,
-            next: Instant::now() + tick,
+            next: first_tick(*ORIGIN.get_or_init(|| now), now, tick),
         });
         drop(r);
         CHANGED.notify_all();
@@ -120,7 +136,6 @@ mod tests {
         let module =
             Module::new(engine, r#"(module (func (export "spin") (loop br 0)))"#).expect("module");
         let mut store = Store::new(engine, 0u32);
-        store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |mut cx| {
             *cx.data_mut() += 1;
             Ok(if *cx.data() >= ticks {
@@ -133,7 +148,10 @@ mod tests {
         let spin = instance
             .get_typed_func::<(), ()>(&mut store, "spin")
             .expect("export");
+        // The clock starts before the deadline is armed: a tick that came while the
+        // module compiled would otherwise count from before `started`.
         let started = Instant::now();
+        store.set_epoch_deadline(1);
         let trapped = spin.call(&mut store, ());
         assert!(trapped.is_err(), "the spin ends only by interruption");
         started.elapsed()
@@ -150,6 +168,22 @@ mod tests {
                     .count()
             })
             .unwrap_or(0)
+    }
+
+    #[test]
+    fn engines_registered_apart_share_their_ticks() {
+        let origin = Instant::now();
+        let ms = Duration::from_millis(1);
+        let a = first_tick(origin, origin + Duration::from_micros(100), ms);
+        let b = first_tick(origin, origin + Duration::from_micros(900), ms);
+        assert_eq!(a, b, "one wake-up serves both");
+        assert_eq!(a, origin + ms);
+        // A tick due exactly now is not the next one; a slower tick lands on the grid too.
+        assert_eq!(first_tick(origin, origin + ms, ms), origin + 2 * ms);
+        let twenty = Duration::from_millis(20);
+        assert_eq!(first_tick(origin, origin + 3 * ms, twenty), origin + twenty);
+        // A clock read before the origin (another thread set it) counts from the origin.
+        assert_eq!(first_tick(origin + ms, origin, ms), origin + 2 * ms);
     }
 
     #[test]

@@ -51,11 +51,36 @@ pub struct InvokeRequest {
     /// `POST /`.
     #[serde(default)]
     pub http: Option<super::HttpRequestHead>,
+    /// Where this node's edge can build `http` from when it is `None`: read it with
+    /// [`InvokeRequest::http_head`]; [`InvokeRequest::settle_http_head`] builds it before
+    /// the request leaves the node. Never on the wire.
+    #[serde(skip)]
+    pub http_source: Option<super::HeadSource>,
     /// The tenant this node's edge found for `token` when it authorized the request, so
     /// the invocation does not look the token up a second time. Never on the wire: a
     /// node trusts only its own authorization.
     #[serde(skip)]
     pub authorized_tenant: Option<super::TenantId>,
+}
+
+impl InvokeRequest {
+    /// The device request's head, for an `http`-ABI run: as carried, or built now from
+    /// what the edge kept.
+    pub fn http_head(&self) -> Option<super::HttpRequestHead> {
+        self.http
+            .clone()
+            .or_else(|| self.http_source.as_ref().map(super::HeadSource::build))
+    }
+
+    /// Builds the head from what the edge kept into `http`, for a request about to leave
+    /// this node (the source is never on the wire).
+    pub fn settle_http_head(&mut self) {
+        if let Some(source) = self.http_source.take()
+            && self.http.is_none()
+        {
+            self.http = Some(source.build());
+        }
+    }
 }
 
 /// Cold or warm start, as in `x-strata-start`.
@@ -145,6 +170,11 @@ pub struct Timing {
     /// it sent none.
     #[serde(default)]
     pub outbound: Option<Duration>,
+    /// At a region whose run had to compile the function's module (not compiled there
+    /// since the region started, or evicted): reading the wasm and compiling it; `None`
+    /// when the module was cached.
+    #[serde(default)]
+    pub compile: Option<Duration>,
 }
 
 /// The result of an invocation that ran (successfully or with a [`FunctionError`]).

@@ -25,7 +25,7 @@ pub use config::{
 };
 pub use digest::{ArtifactDigest, DigestParseError};
 pub use error::{ApiError, ErrorKind, Fault, LimitHit, LimitKind, LimitScope};
-pub use http::{HttpRequestHead, HttpResponseHead};
+pub use http::{HeadSource, HttpRequestHead, HttpResponseHead};
 pub use invoke::{
     ExecutedAt, FunctionError, FunctionErrorKind, InvocationType, InvokeRequest, InvokeResponse,
     ResolvedFunction, StartKind, Timing,

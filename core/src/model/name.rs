@@ -185,17 +185,40 @@ impl RequestId {
     pub fn random() -> Self {
         Self(rand::random())
     }
+
+    /// The id's 32 lowercase hex digits (what `Display` writes), without the formatter:
+    /// response headers and guest environments carry it on every request.
+    pub fn hex(self) -> [u8; 32] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 32];
+        for (i, b) in self.0.to_be_bytes().into_iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+        }
+        out
+    }
 }
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        let hex = self.hex();
+        // Hex digits are ASCII.
+        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_id_shows_as_32_lowercase_hex_digits() {
+        for id in [0, 1, u128::MAX, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210] {
+            let expected = format!("{id:032x}");
+            assert_eq!(RequestId(id).to_string(), expected);
+            assert_eq!(&RequestId(id).hex()[..], expected.as_bytes());
+        }
+    }
 
     #[test]
     fn names_are_validated() {

@@ -121,6 +121,7 @@ mod tests {
             env: vec![("REQUEST_METHOD".into(), "GET".into())],
             route: None,
             http: None,
+            http_source: None,
             authorized_tenant: None,
         })
     }

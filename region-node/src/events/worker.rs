@@ -97,6 +97,7 @@ impl Events {
             env: Vec::new(),
             route: None,
             http: None,
+            http_source: None,
             authorized_tenant: None,
         };
         let resolved = match invoker.resolve_as(&rec.tenant, &req) {

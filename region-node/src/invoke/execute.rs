@@ -1,8 +1,9 @@
 //! Layer 5, execute: loads the module for the plan's release (compiling it when it is not
-//! cached here) and runs it, then does what the origin planner says follows
-//! ([`origin::after_run`]): a module the next release refuses to link is that release's
-//! platform failure and runs again on the current one (no guest code ran, so running it
-//! again cannot repeat a side effect); the outcome the runtime canary counts.
+//! cached here, timed as the response's `server-timing: compile`) and runs it, then does
+//! what the origin planner says follows ([`origin::after_run`]): a module the next release
+//! refuses to link is that release's platform failure and runs again on the current one
+//! (no guest code ran, so running it again cannot repeat a side effect); the outcome the
+//! runtime canary counts.
 //!
 //! Runs only what the admit layer admitted; never refuses for capacity or a limit.
 
@@ -84,9 +85,12 @@ async fn run_on(
     fleet: Fleet,
 ) -> Result<(InvokeResponse, bool), InvokeError> {
     let executor = runner.executor;
-    let (module, cold) = match executor.cached_on(release, &function.digest) {
-        Some(m) => (m, false),
+    let (module, compiled) = match executor.cached_on(release, &function.digest) {
+        Some(m) => (m, None),
         None => {
+            // Timed for `server-timing: compile` (the simulator's
+            // `cold_start.region_compile_ms` is calibrated from it).
+            let started = std::time::Instant::now();
             let registry = Arc::clone(runner.registry);
             let digest = function.digest;
             let wasm = tokio::task::spawn_blocking(move || registry.module(&digest))
@@ -101,18 +105,20 @@ async fn run_on(
                 Release::Next => executor.prepare_on(release, wasm.into()).await,
             }
             .map_err(|source| InvokeError::Module { release, source })?;
-            (module, true)
+            (module, Some(started.elapsed()))
         }
     };
-    executor
+    let (mut response, platform_fault) = executor
         .run_outcome(
             module,
             function,
             req,
-            cold,
+            compiled.is_some(),
             ExecutedAt::Region(runner.node.clone()),
             runner.fleets.lane(fleet),
         )
         .await
-        .map_err(InvokeError::Run)
+        .map_err(InvokeError::Run)?;
+    response.timing.compile = compiled;
+    Ok((response, platform_fault))
 }

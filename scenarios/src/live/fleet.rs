@@ -43,6 +43,8 @@ pub struct Fleet {
     pub tokens: Vec<String>,
     /// The operator token (every region's).
     pub admin_token: String,
+    /// When each POP was started (its lease renewal rounds count from then).
+    pub pops_started: Vec<tokio::time::Instant>,
 }
 
 /// The name the replay deploys function `i` under.
@@ -108,6 +110,7 @@ impl Fleet {
         let rtt = m.topology.rtt_ms.clone().unwrap_or_default();
         let mut proxies = Vec::with_capacity(m.topology.pops);
         let mut pops = Vec::with_capacity(m.topology.pops);
+        let mut pops_started = Vec::with_capacity(m.topology.pops);
         for p in 0..m.topology.pops {
             let mut row = Vec::with_capacity(regions.len());
             for (r, region) in regions.iter().enumerate() {
@@ -136,6 +139,7 @@ impl Fleet {
             c.sandbox.warm_idle_ms = (m.pop.keep_alive_s * 1e3) as u64;
             c.sandbox.warm_pool_size =
                 (m.pop.warm.max_pool.max(1) as usize).min(max_pool(&c.sandbox));
+            pops_started.push(tokio::time::Instant::now());
             pops.push(
                 pop_node::start(c)
                     .await
@@ -152,6 +156,7 @@ impl Fleet {
             proxies,
             tokens,
             admin_token,
+            pops_started,
         })
     }
 

@@ -17,7 +17,9 @@
 
 pub mod calibrate;
 pub mod compare;
+pub mod compile;
 pub mod fleet;
+pub mod interleave;
 pub mod keepalive;
 pub mod load;
 pub mod ramp;
@@ -272,10 +274,15 @@ pub(crate) struct Sample {
 pub(crate) struct ServerTiming {
     /// `exec`: the guest ran (at the tier that ran it).
     pub(crate) exec: Option<f64>,
-    /// `instantiate`: the instance was created (zero when warm).
+    /// `instantiate`: the instance was created (every invocation creates one from the
+    /// prepared module; a cold one prepared it first).
     pub(crate) instantiate: Option<f64>,
     /// `forward`: at a POP that forwarded, the round trip to the region.
     pub(crate) forward: Option<f64>,
+    /// `compile`: the region compiled the function's module for this run (its first since
+    /// the region started).
+    #[serde(default)]
+    pub(crate) compile: Option<f64>,
 }
 
 impl ServerTiming {
@@ -294,6 +301,7 @@ impl ServerTiming {
                 "exec" => t.exec = dur,
                 "instantiate" => t.instantiate = dur,
                 "forward" => t.forward = dur,
+                "compile" => t.compile = dur,
                 _ => {}
             }
         }

@@ -105,6 +105,19 @@ pub fn scaled(s: &Scenario) -> anyhow::Result<Scenario> {
         .collect();
     // A canary rollout needs the nodes' next runtime and a regressed guest: not replayed.
     m.canary = None;
+    // The replay's regions keep every tenant's books (`[limits.tenant]`, the node's
+    // defaults when the scenario sets none), so its model does too: a simulated region
+    // without books grants every lease and counts none, so a POP's lease survived a
+    // failover there, while a real region counts what it granted and the renewal the
+    // region taking over answers first is 0 slots (the tenant forwards until it acquires
+    // again; docs/performance.md, region-failure's region p99).
+    if m.region.tenant_concurrency.is_none() {
+        let node = region_node::RegionConfig::default().limits.tenant;
+        m.region.tenant_concurrency = Some(node.hard_max);
+        m.region.tenant_burst = Some(node.burst);
+        m.region.tenant_step = node.step;
+        m.region.tenant_interval_ms = node.interval_ms;
+    }
     Ok(m)
 }
 
@@ -206,6 +219,10 @@ mod tests {
         );
         assert_eq!(m.region_failure[0].at_s, 12.0);
         assert!(matches!(m.arrivals, Arrivals::Poisson { rate_per_pop } if rate_per_pop == 5.0));
+        // The replay's regions keep the node's default tenant books, and so does its model.
+        let node = region_node::RegionConfig::default().limits.tenant;
+        assert_eq!(m.region.tenant_concurrency, Some(node.hard_max));
+        assert_eq!(m.region.tenant_burst, Some(node.burst));
         m.validate().expect("the scaled scenario is valid");
     }
 

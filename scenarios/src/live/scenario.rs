@@ -8,11 +8,12 @@
 //! checks the simulator's cost model against real HTTP, QUIC and wasmtime, not the
 //! placement dynamics (those are the same code on both sides).
 
+use super::calibrate::CostModel;
 use super::compare::Comparison;
+use super::interleave::{self, SameSitting, Side};
 use super::load::{LoadOutcome, LoadSpec, Loadgen};
 use super::{PathReport, path_report, warm_until_local};
 use crate::report::Percentiles;
-use crate::scenario::model::CostModel;
 use crate::scenario::{Arrivals, Functions, LiveSpec, Scenario, Topology};
 use crate::sim::stats::Tier;
 use serde_json::json;
@@ -28,10 +29,32 @@ const ECHO_EXEC_MS: f64 = 0.05;
 const CONNECT_WITHIN: Duration = Duration::from_secs(30);
 /// Simulated arrival rate of the mirror run, per second: low enough that nothing queues.
 const MIRROR_RATE: f64 = 100.0;
+/// Simulated calls per live call of a path: the simulator's percentiles are its model's,
+/// not another sample's. With as many draws as live calls the simulated POP p99 moved by
+/// ±5-15% from draw to draw alone (the 99th percentile of the calls sits where the
+/// calibrated overhead climbs steeply to its 99.5th), as much as the tolerance.
+const SIM_DRAWS_PER_CALL: u64 = 10;
 /// The bound of one path's load run (warm-up and measured requests): at one in flight
-/// the forwarded path's 400 requests take about 10 s, the local path's 4000 (and as many
-/// untimed) about a second.
+/// the forwarded path's 400 requests take about 10 s, the local path's 20 000 (and as
+/// many untimed) a few seconds.
 pub(crate) const PATH_WITHIN: Duration = Duration::from_secs(120);
+
+/// Both paths as measured on real nodes, to be compared with the simulator ([`judge`]).
+#[derive(Debug, Clone)]
+pub struct MeasuredPaths {
+    local: PathReport,
+    forward: PathReport,
+    local_rounds: Vec<(Side, u64)>,
+}
+
+impl MeasuredPaths {
+    /// The rounds the local path's calls were sent in, in order: side and measured calls
+    /// (one compared round without a calibration; interleaved with the calibration's
+    /// local calls with one, [`super::interleave`]).
+    pub fn local_rounds(&self) -> &[(Side, u64)] {
+        &self.local_rounds
+    }
+}
 
 /// Runs `s` scaled down against real nodes, the load sent by `load`, and compares with
 /// the simulator.
@@ -40,18 +63,70 @@ pub(crate) const PATH_WITHIN: Duration = Duration::from_secs(120);
 /// When the nodes cannot start, a deploy fails, the popular function never turns local,
 /// or the load generator fails.
 pub async fn compare(s: &Scenario, load: &Loadgen) -> anyhow::Result<Comparison> {
+    let (_, measured) = measure(s, load, None).await?;
+    judge(s, &measured)
+}
+
+/// Measures both paths of `s` on one POP and one region; with `calibration`, also takes
+/// `calibrate`'s measurement on the same nodes, its local calls interleaved with the
+/// compared ones in alternating rounds ([`super::interleave`]), and returns its model
+/// too: `agree` judges the paths against a model of the very nodes, and the very
+/// seconds, it measured.
+///
+/// # Errors
+/// As [`compare`], and when the calibration reports no timings.
+pub async fn measure(
+    s: &Scenario,
+    load: &Loadgen,
+    calibration: Option<&SameSitting>,
+) -> anyhow::Result<(Option<CostModel>, MeasuredPaths)> {
     let l = &s.live;
     let (_proxy, cluster, _dir) = delayed_cluster(l.concurrency, l.one_way_delay_ms).await?;
-    let result = measure_paths(&cluster, load, l).await;
+    let result = async {
+        deploy_echo_pair(&cluster, &reqwest::Client::new()).await?;
+        let (model, local, local_rounds) = match calibration {
+            Some(args) => {
+                let i = interleave::measure(&cluster, args, load, l.local_requests).await?;
+                (Some(i.model), i.local, i.rounds)
+            }
+            None => {
+                let local = measure_local(&cluster, load, l).await?;
+                let rounds = vec![(Side::Compared, local.requests)];
+                (None, local, rounds)
+            }
+        };
+        let forward = measure_forward(&cluster, load, l).await?;
+        let measured = MeasuredPaths {
+            local,
+            forward,
+            local_rounds,
+        };
+        anyhow::Ok((model, measured))
+    }
+    .await;
     cluster.shutdown().await;
-    let (local, forward) = result?;
+    result
+}
 
+/// Compares `measured` with the simulator on `s`'s paths (its cost model in effect).
+///
+/// # Errors
+/// When the simulation fails.
+pub fn judge(s: &Scenario, measured: &MeasuredPaths) -> anyhow::Result<Comparison> {
+    let l = &s.live;
+    let (local, forward) = (&measured.local, &measured.forward);
     let rtt_ms = 2.0 * l.one_way_delay_ms;
-    let exec_ms = match &s.model {
-        Some(file) => CostModel::load(file)?.exec_ms,
-        None => ECHO_EXEC_MS,
+    let exec_ms = s.cost_model.as_ref().map_or(ECHO_EXEC_MS, |m| m.exec_ms);
+    let mirror = |pinned, tier, requests| {
+        simulate_path(
+            s,
+            rtt_ms,
+            exec_ms,
+            pinned,
+            tier,
+            requests * SIM_DRAWS_PER_CALL,
+        )
     };
-    let mirror = |pinned, tier, requests| simulate_path(s, rtt_ms, exec_ms, pinned, tier, requests);
     let sim_local = mirror(false, Tier::Pop, l.local_requests)?;
     let sim_forward = mirror(true, Tier::Region, l.requests)?;
     let ms = |us: u64| us as f64 / 1e3;
@@ -143,30 +218,29 @@ pub(crate) fn path_load(
         expect: expect.to_owned(),
         warmup,
         requests,
+        rounds: Vec::new(),
         concurrency,
         within: PATH_WITHIN,
     }
 }
 
-/// Both paths' reports: `l.local_requests` warm local calls, then `l.requests` forwards,
+/// The local path's report (the echo pair deployed): `l.local_requests` warm local calls,
 /// `l.concurrency` in flight.
-async fn measure_paths(
+async fn measure_local(c: &DevCluster, load: &Loadgen, l: &LiveSpec) -> anyhow::Result<PathReport> {
+    let local = (local_warmup(l.local_requests), l.local_requests);
+    let local = path_load(c, "popular", "pop/", local, l.concurrency);
+    report("pop-local", &load.run(&local).await?)
+}
+
+/// The forwarded path's report: `l.requests` forwards, `l.concurrency` in flight.
+async fn measure_forward(
     c: &DevCluster,
     load: &Loadgen,
     l: &LiveSpec,
-) -> anyhow::Result<(PathReport, PathReport)> {
-    let http = reqwest::Client::new();
-    deploy_echo_pair(c, &http).await?;
-    let local = (local_warmup(l.local_requests), l.local_requests);
-    let local = path_load(c, "popular", "pop/", local, l.concurrency);
-    let local = load.run(&local).await?;
+) -> anyhow::Result<PathReport> {
     let forward = (forward_warmup(l.concurrency), l.requests);
     let forward = path_load(c, "rare", "region/", forward, l.concurrency);
-    let forward = load.run(&forward).await?;
-    Ok((
-        report("pop-local", &local)?,
-        report("pop-forward", &forward)?,
-    ))
+    report("pop-forward", &load.run(&forward).await?)
 }
 
 /// The local path's untimed pass: as many calls as it measures. In the seconds after the

@@ -66,6 +66,9 @@ pub struct WorkloadComparison {
     pub live_forwards: BTreeMap<String, u64>,
     /// Forwards by reason in the simulator.
     pub sim_forwards: BTreeMap<String, u64>,
+    /// The live runs at regions at or above the region p99: (how many compiled their
+    /// module, how many there are).
+    pub slowest_region_runs_compiled: (u64, u64),
     /// The rows.
     pub rows: Vec<Row>,
     /// Every judged row agrees.
@@ -81,11 +84,22 @@ struct Observed {
     unavailable: u64,
     failed: u64,
     shed: u64,
+    /// Each run at a region: its latency, µs, and whether its module was compiled for it
+    /// (`server-timing: compile`).
+    region_runs: Vec<(u64, bool)>,
+    /// The compile times the regions reported, ms.
+    compiles: Vec<f64>,
+    /// When each POP's first lease renewal round after the replay's start began, ms.
+    first_lease_rounds_ms: Vec<f64>,
 }
 
 /// How one replayed request ended.
 enum Ending {
-    Ran { tier: usize, cold: bool },
+    Ran {
+        tier: usize,
+        cold: bool,
+        compile: Option<f64>,
+    },
     Throttled,
     Unavailable,
     Failed,
@@ -101,14 +115,26 @@ impl Observed {
             unavailable: 0,
             failed: 0,
             shed: 0,
+            region_runs: Vec::new(),
+            compiles: Vec::new(),
+            first_lease_rounds_ms: Vec::new(),
         })
     }
 
     fn record(&mut self, (ending, took): (Ending, Duration)) {
         match ending {
-            Ending::Ran { tier, cold } => {
-                self.latency[tier].saturating_record(took.as_micros().max(1) as u64);
+            Ending::Ran {
+                tier,
+                cold,
+                compile,
+            } => {
+                let micros = took.as_micros().max(1) as u64;
+                self.latency[tier].saturating_record(micros);
                 self.cold[tier] += u64::from(cold);
+                if tier == 1 {
+                    self.region_runs.push((micros, compile.is_some()));
+                }
+                self.compiles.extend(compile);
             }
             Ending::Throttled => self.throttled += 1,
             Ending::Unavailable => self.unavailable += 1,
@@ -119,6 +145,20 @@ impl Observed {
     fn completed(&self, tier: usize) -> u64 {
         self.latency[tier].len()
     }
+
+    /// Of the slowest 1% of the runs at regions (those at or above the region p99), how
+    /// many compiled their module, and how many there are.
+    fn slowest_compiled(&self) -> (u64, u64) {
+        slowest_compiled(&self.region_runs, self.latency[1].value_at_quantile(0.99))
+    }
+}
+
+/// Of `runs` (latency µs, compiled), those at or above `p99`: how many compiled, and how
+/// many there are.
+fn slowest_compiled(runs: &[(u64, bool)], p99: u64) -> (u64, u64) {
+    let slowest = runs.iter().filter(|r| r.0 >= p99 && p99 > 0);
+    let n = slowest.clone().count() as u64;
+    (slowest.filter(|r| r.1).count() as u64, n)
 }
 
 /// Replays `s` scaled down on real nodes and compares it with the simulator.
@@ -127,7 +167,7 @@ impl Observed {
 /// When `s` cannot be scaled (a trace, or the replay switched off), or the nodes cannot
 /// start or be set up.
 pub async fn compare(s: &Scenario) -> anyhow::Result<WorkloadComparison> {
-    let m = replay::scaled(s)?;
+    let mut m = replay::scaled(s)?;
     let (functions, _) = sim::population(&m)?;
     let plan = replay::schedule(&m, &functions);
     let dir = tempfile::tempdir()?;
@@ -154,6 +194,8 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<WorkloadComparison> {
     fleet.shutdown().await;
     let observed = observed?;
 
+    // The model's POPs renew their leases in the live POPs' phase.
+    m.leases.first_round_ms = Some(observed.first_lease_rounds_ms.clone());
     let outcome = sim::simulate_schedule(&m, &plan, &mut |_| {})?;
     let sim = Report::new(&m, &outcome, 0.0);
     Ok(judge(&m, &sim, &observed, plan.len() as u64, live_forwards))
@@ -189,6 +231,7 @@ async fn drive(
     let in_flight = Arc::new(Semaphore::new(m.live.max_in_flight));
     let mut requests = JoinSet::new();
     let start = Instant::now();
+    observed.first_lease_rounds_ms = first_lease_rounds(&fleet.pops_started, start, m);
     let at = |s: f64| start + Duration::from_secs_f64(s.max(0.0));
     for p in plan {
         while let Some(&(when, region, down)) = failures.peek() {
@@ -244,6 +287,25 @@ async fn drive(
     Ok(observed)
 }
 
+/// When each POP's first lease renewal round at or after `start` begins, ms after it: a
+/// POP's rounds come every `renew_every(ttl)` from when it started (the first at once).
+fn first_lease_rounds(pops_started: &[Instant], start: Instant, m: &Scenario) -> Vec<f64> {
+    let period = strata_core::policy::lease::renew_every(Duration::from_millis(m.leases.ttl_ms))
+        .as_secs_f64();
+    pops_started
+        .iter()
+        .map(|&p| {
+            let before = start.saturating_duration_since(p).as_secs_f64();
+            let into = before % period;
+            if into == 0.0 {
+                0.0
+            } else {
+                (period - into) * 1e3
+            }
+        })
+        .collect()
+}
+
 async fn send(request: reqwest::RequestBuilder) -> Ending {
     let Ok(resp) = request.send().await else {
         return Ending::Failed;
@@ -252,10 +314,19 @@ async fn send(request: reqwest::RequestBuilder) -> Ending {
     let header = |name: &str| super::header(&resp, name);
     let at = header("x-strata-executed-at");
     let cold = header("x-strata-start") == "cold";
+    let compile = super::ServerTiming::parse(&header("server-timing")).compile;
     let body_ok = resp.bytes().await.is_ok_and(|b| b.as_ref() == b"ok");
     match status {
-        200 if body_ok && at.starts_with("pop/") => Ending::Ran { tier: 0, cold },
-        200 if body_ok && at.starts_with("region/") => Ending::Ran { tier: 1, cold },
+        200 if body_ok && at.starts_with("pop/") => Ending::Ran {
+            tier: 0,
+            cold,
+            compile,
+        },
+        200 if body_ok && at.starts_with("region/") => Ending::Ran {
+            tier: 1,
+            cold,
+            compile,
+        },
         429 => Ending::Throttled,
         503 => Ending::Unavailable,
         _ => Ending::Failed,
@@ -348,6 +419,29 @@ fn judge(
         sim.cold_start_ratio,
         ratio(live.cold[0] + live.cold[1], completed),
     ));
+    // A region's first run of a function it did not compile at deploy compiles it
+    // (docs/performance.md, region-failure's region p99): shown per tier.
+    for (tier, name) in [(0, "cold starts at POPs"), (1, "cold starts at regions")] {
+        let sim_n = [sim.cold_starts.pop, sim.cold_starts.region][tier];
+        rows.push(shown(name, sim_n as f64, live.cold[tier] as f64));
+    }
+    // The runs that compiled at a region, and what a compile took (the model's
+    // `cold_start.region_compile_ms` beside the live median).
+    rows.push(shown(
+        "compiles at regions",
+        sim.region_compiles as f64,
+        live.compiles.len() as f64,
+    ));
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    rows.push(shown(
+        "region compile p50 (ms)",
+        m.cold_start.region_compile_ms,
+        median(&live.compiles),
+    ));
     let refused = sim.refusals.region_capacity + sim.refusals.tenant_concurrency;
     rows.push(judged(
         "throttled (429) share".into(),
@@ -371,6 +465,7 @@ fn judge(
         shed: live.shed,
         live_forwards,
         sim_forwards: sim.forwards.clone(),
+        slowest_region_runs_compiled: live.slowest_compiled(),
         rows,
         agrees,
     }
@@ -402,7 +497,8 @@ impl WorkloadComparison {
         let mut md = format!(
             "\n## Simulated vs live: workload replay\n\n{} s of the scenario scaled down to {} \
              POPs, {} regions and {} functions on real nodes, WAN latency injected per \
-             (POP, region); {} requests scheduled, {} shed. Verdict: **{}**.\n\n\
+             (POP, region); {} requests scheduled, {} shed; of the live runs at regions at or \
+             above their p99, {} of {} compiled their module. Verdict: **{}**.\n\n\
              | metric | sim | live | tolerance | agrees |\n|---|---:|---:|---:|---|\n",
             self.duration_s,
             self.pops,
@@ -410,6 +506,8 @@ impl WorkloadComparison {
             self.functions,
             self.scheduled,
             self.shed,
+            self.slowest_region_runs_compiled.0,
+            self.slowest_region_runs_compiled.1,
             if self.agrees { "agree" } else { "disagree" }
         );
         for r in &self.rows {
@@ -460,6 +558,44 @@ mod tests {
         );
         assert_eq!(forward_sample("strata_forwards_total 3"), None);
         assert_eq!(forward_sample("# TYPE strata_forwards_total counter"), None);
+    }
+
+    #[test]
+    fn the_first_lease_round_after_the_start_follows_each_pops_start() {
+        let s = Scenario::parse(
+            "name = \"l\"\nduration_s = 1\n[topology]\npops = 3\nregions = 1\n\
+             [arrivals]\nkind = \"poisson\"\nrate_per_pop = 1\n",
+        )
+        .expect("valid");
+        // The default TTL of 3 s: a round every second from each POP's start.
+        let start = Instant::now() + Duration::from_secs(10);
+        let started = [
+            start - Duration::from_millis(2040),
+            start - Duration::from_millis(300),
+            start,
+        ];
+        let first = first_lease_rounds(&started, start, &s);
+        let expected = [960.0, 700.0, 0.0];
+        assert!(
+            first
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| (a - b).abs() < 1e-6),
+            "{first:?}"
+        );
+    }
+
+    #[test]
+    fn the_slowest_region_runs_say_how_many_compiled() {
+        let runs = [
+            (10, false),
+            (900, true),
+            (50, true),
+            (700, false),
+            (950, true),
+        ];
+        assert_eq!(slowest_compiled(&runs, 700), (2, 3));
+        assert_eq!(slowest_compiled(&runs, 0), (0, 0), "no region runs");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

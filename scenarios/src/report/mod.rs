@@ -142,6 +142,9 @@ pub struct Report {
     pub failovers: u64,
     /// Artifacts prepared at POPs.
     pub prepares: u64,
+    /// Runs at a region that compiled the function's module (its first there since the
+    /// region started).
+    pub region_compiles: u64,
     /// Function errors (canary scenarios).
     pub errors: u64,
     /// What the tenants' leases did: forwards for want of a lease slot, acquires and
@@ -231,6 +234,7 @@ impl Report {
             lost: c.lost,
             failovers: c.failovers,
             prepares: c.prepares,
+            region_compiles: c.region_compiles,
             errors: c.errors,
             leases: outcome.leases.clone(),
             memory_mb_seconds: PerTier {
@@ -281,6 +285,7 @@ impl Report {
                 self.cold_starts.region.to_string(),
             ),
             ("artifacts prepared at POPs", self.prepares.to_string()),
+            ("compiles at regions", self.region_compiles.to_string()),
             (
                 "429 region capacity (slots or memory)",
                 self.refusals.region_capacity.to_string(),

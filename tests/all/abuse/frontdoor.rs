@@ -3,7 +3,7 @@
 //! server, a request without a valid token is refused from its headers (its body is never
 //! read), and `/metrics` needs the operator. Each test also shows a victim still served.
 
-use crate::raw::{PATIENCE, Raw, addr};
+use crate::raw::{PATIENCE, Raw, addr, ends_within};
 use crate::routes::{add_route, cluster};
 use crate::support::{TestCluster, pop_config, region_config, synced};
 use common::edge::HttpLimits;
@@ -97,6 +97,8 @@ async fn a_guest_cannot_smuggle_a_second_response_through_its_cgi_output() {
 fn stalled_limits(header_ms: u64) -> HttpLimits {
     HttpLimits {
         header_read_timeout_ms: header_ms,
+        // Only the header-read timeout may close what these tests stall.
+        idle_timeout_ms: 600_000,
         ..HttpLimits::default()
     }
 }
@@ -117,8 +119,40 @@ async fn a_stalled_half_request_is_closed_at_both_tiers() {
         raw.send(b"POST /v1/functions/hello/invoke HTTP/1.1\r\nHost: x\r\nAuthoriz")
             .await;
         assert!(raw.closed().await, "{base}: a stalled request stays open");
+        // The timeout starts again after each response: a keep-alive connection whose
+        // next head stalls is closed too.
+        let mut raw = Raw::connect(addr(&base)).await;
+        raw.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert_eq!(raw.response().await.map(|r| r.status), Some(200));
+        raw.send(b"GET /healthz HTTP/1.1\r\nHo").await;
+        assert!(
+            raw.closed().await,
+            "{base}: a stalled second request stays open"
+        );
         victim_served(&c, &base).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_waiting_for_streams_is_not_held_to_the_header_timeout() {
+    let pop = pop_node::PopConfig {
+        http: stalled_limits(100),
+        ..pop_config()
+    };
+    let c = TestCluster::with(region_config(), pop).await;
+    let base = c.nodes.pop_url();
+    let mut raw = TcpStream::connect(addr(&base)).await.expect("connects");
+    // The client preface and an empty SETTINGS frame, then no stream at all.
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("sent");
+    // Ten header timeouts: what the server sends meanwhile (its SETTINGS, the ack) is
+    // read; the connection must not end.
+    assert!(
+        !ends_within(&mut raw, Duration::from_secs(1)).await,
+        "the HTTP/2 connection was closed"
+    );
+    victim_served(&c, &base).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,28 +300,24 @@ async fn a_request_without_a_valid_token_is_refused_from_its_headers() {
 /// What the attackers upload, shared so the test's own memory stays flat.
 static CHUNK: [u8; 64 << 10] = [b'a'; 64 << 10];
 
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmRSS")
-        * 1024
+/// The resident set of process `pid`.
+fn rss_bytes(pid: u32) -> u64 {
+    scenarios::fault::rss_bytes(pid).expect("VmRSS from procfs")
 }
 
 const CONNECTIONS: usize = 300;
 const BODY: usize = 6 << 20;
 
-/// One attack round against `pop`: 300 tokenless connections each announcing and sending
-/// 6 MiB. Returns the peak RSS growth while it ran and how many attackers saw the 401.
-async fn tokenless_upload_round(pop: SocketAddr) -> (u64, usize) {
-    let before = rss_bytes();
+/// One attack round against the POP at `pop`, served by process `pid`: 300 tokenless
+/// connections each announcing and sending 6 MiB. Returns the peak RSS growth of `pid`
+/// while it ran and how many attackers saw the 401.
+async fn tokenless_upload_round(pop: SocketAddr, pid: u32) -> (u64, usize) {
+    let before = rss_bytes(pid);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(async move {
         let mut peak = 0;
         loop {
-            peak = peak.max(rss_bytes());
+            peak = peak.max(rss_bytes(pid));
             tokio::select! {
                 _ = stopped.changed() => return peak,
                 () = tokio::time::sleep(Duration::from_millis(5)) => {}
@@ -336,21 +366,37 @@ async fn tokenless_upload_round(pop: SocketAddr) -> (u64, usize) {
     (peak.saturating_sub(before), refused)
 }
 
+/// The attack runs against a separate `strata dev` process whose RSS is the POP's own
+/// (the test process's RSS moves with every test running beside this one, e.g. a
+/// component compiling: a CI flake).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokenless_connections_announcing_big_bodies_do_not_grow_memory() {
     /// Generous: the attack's own share is a few MiB; without the fix it is ~1 GiB.
     const BOUND: u64 = 32 << 20;
-    let c = TestCluster::start().await;
-    let pop = addr(&c.nodes.pop_url());
-    victim_served(&c, &c.nodes.pop_url()).await;
-    // RSS is the whole test process's, and other tests run beside this one: their
-    // allocations only ever add to a round's growth, so the smallest of a few rounds is
-    // the closest to the attack's own effect.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (dev, info) = crate::event_crash::start_dev(dir.path()).await;
+    let pid = dev.id().expect("strata dev is running");
+    let base = info["pop_url"].as_str().expect("pop_url").to_owned();
+    let token = info["token"].as_str().expect("token").to_owned();
+    let http = reqwest::Client::new();
+    let victim = || async {
+        let resp = http
+            .post(format!("{base}/v1/functions/hello/invoke"))
+            .bearer_auth(&token)
+            .body("victim")
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(resp.status(), 200, "the victim tenant is not served");
+    };
+    victim().await;
+    // The process still settles after start-up (pools filling, first compiles): the
+    // smallest growth of a few rounds is the attack's own.
     let mut least = u64::MAX;
     for round in 1..=3 {
-        let (grew, refused) = tokenless_upload_round(pop).await;
+        let (grew, refused) = tokenless_upload_round(addr(&base), pid).await;
         println!(
-            "round {round}: RSS peak +{} KiB during {CONNECTIONS} tokenless 6 MiB uploads; {refused} saw 401",
+            "round {round}: POP RSS peak +{} KiB during {CONNECTIONS} tokenless 6 MiB uploads; {refused} saw 401",
             grew / 1024
         );
         assert!(refused > 0, "no attacker saw the 401");
@@ -361,10 +407,10 @@ async fn tokenless_connections_announcing_big_bodies_do_not_grow_memory() {
     }
     assert!(
         least < BOUND,
-        "RSS grew by at least {} MiB in every round",
+        "the POP's RSS grew by at least {} MiB in every round",
         least >> 20
     );
-    victim_served(&c, &c.nodes.pop_url()).await;
+    victim().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,6 +22,12 @@ pub struct LeaseModel {
     /// How much longer than the TTL a region counts a lease that was not renewed, ms (the
     /// region's `limits.lease_grace_ms`). Default 60 000.
     pub grace_ms: u64,
+    /// When each POP's first renewal round starts, ms after the run's start, by POP
+    /// index; the next ones follow every third of the TTL. Default (and for POPs beyond
+    /// the list): one period in. The workload replay sets it to its live POPs' phase
+    /// (their rounds started when the POPs did, before the replay's first request): which
+    /// round a region's failure falls in decides whether a tenant's lease survives it.
+    pub first_round_ms: Option<Vec<f64>>,
 }
 
 impl Default for LeaseModel {
@@ -31,6 +37,7 @@ impl Default for LeaseModel {
             ttl_ms: 3000,
             idle_hold_ms: 60_000,
             grace_ms: 60_000,
+            first_round_ms: None,
         }
     }
 }

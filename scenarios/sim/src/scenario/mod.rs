@@ -96,9 +96,14 @@ pub struct Scenario {
     /// A cost model written by `scenarios calibrate` (relative to the scenario file): its
     /// measured `pop_overhead_ms`, `region_overhead_ms` and (when measured)
     /// `instantiate_ms` replace `pop.overhead_ms`, `region.overhead_ms` and
-    /// `cold_start.instantiate_ms`. Read when the scenario is loaded from its file.
+    /// `cold_start.instantiate_ms` (and their quantiles when measured). Read when the
+    /// scenario is loaded from its file (`Scenario::load_with_model` can replace it).
     /// Default none (the fixed defaults).
     pub model: Option<PathBuf>,
+    /// The cost model in effect: the one `model` names, or the one given to
+    /// [`Scenario::load_with_model`] in its place. Not part of the file.
+    #[serde(skip)]
+    pub cost_model: Option<model::CostModel>,
     /// A keep-alive policy comparison on an Azure Functions-shaped workload
     /// ([`crate::keepalive`]), reported next to the simulation. Default none.
     pub keepalive: Option<crate::keepalive::KeepAliveSpec>,
@@ -195,6 +200,12 @@ pub struct ColdStart {
     pub deserialize_ms: f64,
     /// Instantiating (and `_initialize` for reactors), ms. Default 0.3.
     pub instantiate_ms: f64,
+    /// Compiling a function's module at a region, ms: charged at each region's first run
+    /// of each function since it started (a region compiles a module it has not run yet,
+    /// e.g. after a restart or when it takes over a failed region's POPs), on top of the
+    /// cold start. Default 0 (no compile cost); `scenarios calibrate` measures it
+    /// (`region_compile_ms` in a model file).
+    pub region_compile_ms: f64,
 }
 
 impl Default for ColdStart {
@@ -204,6 +215,7 @@ impl Default for ColdStart {
             bandwidth_mbps: 200.0,
             deserialize_ms: 1.5,
             instantiate_ms: 0.3,
+            region_compile_ms: 0.0,
         }
     }
 }
@@ -282,6 +294,12 @@ pub struct RegionModel {
     /// Per-invocation overhead of a forward at the region (QUIC stream, execution hand-off),
     /// ms. Default 0.2 (the foundation's live run: a forward adds ~190 us over POP-local).
     pub overhead_ms: f64,
+    /// The same overhead at each of `model::OVERHEAD_LEVELS`, ms, non-decreasing: the
+    /// measured distribution (`scenarios calibrate`: single forwards take 1-4 ms longer
+    /// than the median one). With it, each forwarded invocation's overhead is drawn from
+    /// it by inverse CDF (linear between levels, clamped at the ends); without, every
+    /// forward costs `overhead_ms`. Default none.
+    pub overhead_quantiles_ms: Option<Vec<f64>>,
     /// How long after a region fails silently its POPs notice, ms: the POP's
     /// `region_silence_ms` (a connection that received nothing for that long, while 1 s
     /// keep-alives should have drawn acknowledgements, is dropped and the region marked
@@ -307,6 +325,7 @@ impl Default for RegionModel {
             memory_mb: 65536,
             keep_alive_s: 300.0,
             overhead_ms: 0.2,
+            overhead_quantiles_ms: None,
             failure_detect_ms: 1000.0,
             trending: strata_core::policy::TrendingConfig::default(),
         }
@@ -420,6 +439,19 @@ impl Scenario {
     /// # Errors
     /// [`ScenarioError`] for an unreadable, unparsable or invalid file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        Self::load_with_model(path, None)
+    }
+
+    /// As [`Scenario::load`], with `model` (when given) in place of the model file the
+    /// scenario names: `scenarios agree` judges each scenario against a model calibrated
+    /// minutes before its live run, not the committed one. Without `model`, the file's.
+    ///
+    /// # Errors
+    /// As [`Scenario::load`]; the file's model is not read when `model` replaces it.
+    pub fn load_with_model(
+        path: &Path,
+        model: Option<model::CostModel>,
+    ) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
             path: path.display().to_string(),
             source,
@@ -439,24 +471,50 @@ impl Scenario {
                 *file = dir.join(&*file);
             }
         }
-        if let Some(file) = &s.model {
-            let m = model::CostModel::load(file).map_err(|e| ScenarioError::Invalid {
-                field: "model",
-                reason: format!("{e:#}"),
-            })?;
-            s.pop.overhead_ms = m.pop_overhead_ms;
-            s.pop.overhead_p99_ms = m.pop_overhead_p99_ms;
-            s.pop.overhead_quantiles_ms = m.pop_overhead_quantiles_ms;
-            if m.sleep_overshoot_quantiles_ms.is_some() {
-                s.functions.exec_overshoot_quantiles_ms = m.sleep_overshoot_quantiles_ms;
+        let model = match (model, &s.model) {
+            (Some(m), _) => Some(m),
+            (None, Some(file)) => {
+                Some(
+                    model::CostModel::load(file).map_err(|e| ScenarioError::Invalid {
+                        field: "model",
+                        reason: format!("{e:#}"),
+                    })?,
+                )
             }
-            s.region.overhead_ms = m.region_overhead_ms;
-            if let Some(i) = m.instantiate_ms {
-                s.cold_start.instantiate_ms = i;
-            }
-            s.validate()?;
+            (None, None) => None,
+        };
+        if let Some(m) = model {
+            s.apply_model(m)?;
         }
         Ok(s)
+    }
+
+    /// Puts a cost model's measured parameters in place of the scenario's: `pop.overhead_ms`
+    /// (its p99 and quantiles), `region.overhead_ms` (its quantiles), the sleep guest's
+    /// overshoot, `cold_start.instantiate_ms` and `cold_start.region_compile_ms` when
+    /// measured; keeps the model as
+    /// [`Scenario::cost_model`] (the paths comparison's guest runs its `exec_ms`).
+    ///
+    /// # Errors
+    /// When the result is not a valid scenario (e.g. quantiles out of order).
+    pub fn apply_model(&mut self, m: model::CostModel) -> Result<(), ScenarioError> {
+        self.pop.overhead_ms = m.pop_overhead_ms;
+        self.pop.overhead_p99_ms = m.pop_overhead_p99_ms;
+        self.pop.overhead_quantiles_ms = m.pop_overhead_quantiles_ms.clone();
+        if m.sleep_overshoot_quantiles_ms.is_some() {
+            self.functions.exec_overshoot_quantiles_ms = m.sleep_overshoot_quantiles_ms.clone();
+        }
+        self.region.overhead_ms = m.region_overhead_ms;
+        self.region.overhead_quantiles_ms = m.region_overhead_quantiles_ms.clone();
+        if let Some(i) = m.instantiate_ms {
+            self.cold_start.instantiate_ms = i;
+        }
+        if let Some(c) = m.region_compile_ms {
+            self.cold_start.region_compile_ms = c;
+        }
+        self.validate()?;
+        self.cost_model = Some(m);
+        Ok(())
     }
 
     /// Parses and validates scenario TOML.

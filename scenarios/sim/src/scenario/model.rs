@@ -6,8 +6,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The cumulative probabilities at which a calibration records the POP's overhead
-/// (`pop.overhead_quantiles_ms` has one value per level, in this order).
+/// The cumulative probabilities at which a calibration records the POP's and the region's
+/// overheads (`pop.overhead_quantiles_ms` and `region.overhead_quantiles_ms` have one value
+/// per level, in this order).
 pub const OVERHEAD_LEVELS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995];
 
 /// The calibrated parameters, as written to and read from a model file (TOML).
@@ -32,8 +33,17 @@ pub struct CostModel {
     pub sleep_overshoot_quantiles_ms: Option<Vec<f64>>,
     /// Per-forward overhead at the region beyond the RTT, ms (`region.overhead_ms`).
     pub region_overhead_ms: f64,
+    /// The same overhead at each of [`OVERHEAD_LEVELS`], ms
+    /// (`region.overhead_quantiles_ms`): the forwards' measured distribution, drawn from
+    /// per forwarded invocation; absent in models written before it was measured.
+    #[serde(default)]
+    pub region_overhead_quantiles_ms: Option<Vec<f64>>,
     /// Instantiation of a warm-pool miss, ms (`cold_start.instantiate_ms`), when measured.
     pub instantiate_ms: Option<f64>,
+    /// A region's compile of a module it has not run since it started, ms
+    /// (`cold_start.region_compile_ms`); absent in models written before it was measured.
+    #[serde(default)]
+    pub region_compile_ms: Option<f64>,
     /// Execution time of the calibration guest (`echo`), ms.
     pub exec_ms: f64,
     /// The POP's HTTP edge on forwarded calls, ms (a cross-check of `pop_overhead_ms`).

@@ -96,6 +96,7 @@ impl Scenario {
         positive("cold_start.bandwidth_mbps", c.bandwidth_mbps)?;
         non_negative("cold_start.deserialize_ms", c.deserialize_ms)?;
         non_negative("cold_start.instantiate_ms", c.instantiate_ms)?;
+        non_negative("cold_start.region_compile_ms", c.region_compile_ms)?;
         let p = &self.pop;
         if p.slots == 0 {
             return Err(invalid("pop.slots", "must be >= 1"));
@@ -128,6 +129,13 @@ impl Scenario {
         if l.batch == 0 || l.ttl_ms == 0 {
             return Err(invalid("leases", "batch and ttl_ms must be >= 1"));
         }
+        if l.first_round_ms
+            .iter()
+            .flatten()
+            .any(|ms| !ms.is_finite() || *ms < 0.0)
+        {
+            return Err(invalid("leases.first_round_ms", "must be finite and >= 0"));
+        }
         let r = &self.region;
         if r.slots == 0 || r.tenant_concurrency == Some(0) {
             return Err(invalid(
@@ -148,6 +156,10 @@ impl Scenario {
         }
         positive("region.keep_alive_s", r.keep_alive_s)?;
         non_negative("region.overhead_ms", r.overhead_ms)?;
+        quantiles(
+            "region.overhead_quantiles_ms",
+            r.overhead_quantiles_ms.as_deref(),
+        )?;
         non_negative("region.failure_detect_ms", r.failure_detect_ms)?;
         match &self.arrivals {
             Arrivals::Poisson { rate_per_pop } => positive("arrivals.rate_per_pop", *rate_per_pop)?,

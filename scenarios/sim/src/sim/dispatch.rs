@@ -33,6 +33,18 @@ fn pop_overhead(rng: &mut rand_chacha::ChaCha8Rng, c: &super::Costs) -> Nanos {
     super::arrival::lognormal(rng, c.pop_overhead as f64, c.pop_overhead_sigma) as Nanos
 }
 
+/// One forward's overhead at the region: a draw from its measured distribution
+/// (`region.overhead_quantiles_ms`), else the model's constant (no draw, so a model
+/// without quantiles gives the same run as before they were measured). The forward
+/// reaches the region after the constant (`region.overhead_ms`, the median when
+/// calibrated); the draw is what its latency counts.
+fn region_overhead(rng: &mut rand_chacha::ChaCha8Rng, c: &super::Costs) -> Nanos {
+    match &c.region_overhead_quantiles {
+        Some(q) => inverse_cdf(&OVERHEAD_LEVELS, q, rng.random::<f64>()),
+        None => c.region_overhead,
+    }
+}
+
 /// The value at cumulative probability `u` of the distribution whose value at `levels[i]`
 /// is `values[i]`: linear between levels, clamped below the first and above the last.
 pub(super) fn inverse_cdf(levels: &[f64], values: &[Nanos], u: f64) -> Nanos {
@@ -207,6 +219,9 @@ impl Shard<'_> {
                 self.rec.counters.failovers += 1;
                 continue;
             }
+            // The region's median overhead on the way there; a slow forward's excess
+            // (`region_overhead`) is added to its latency once it ran, which changes no
+            // admission and keeps the event small.
             let arrive = now + p.views[r as usize].rtt / 2 + w.c.region_overhead;
             let event = Event::Forwarded {
                 region: r,
@@ -319,11 +334,20 @@ impl Shard<'_> {
                         busy += w.c.deserialize + w.c.instantiate;
                         self.rec.cold_start(now, Tier::Region);
                     }
+                    // The region's first run of the function since it started compiles
+                    // its module (a warm instance means it was compiled already).
+                    if let Some(compiled) = r.compiled.get_mut(func as usize)
+                        && !std::mem::replace(compiled, true)
+                        && !warm
+                    {
+                        busy += w.c.region_compile;
+                        self.rec.counters.region_compiles += 1;
+                    }
                     // Edge to edge: the POP's overhead, the way here, the execution, and
                     // the way back.
                     let latency = pop_overhead(&mut self.rng, &w.c)
                         + w.rtt(pop, region)
-                        + w.c.region_overhead
+                        + region_overhead(&mut self.rng, &w.c)
                         + busy;
                     let epoch = r.epoch;
                     self.queue.push(

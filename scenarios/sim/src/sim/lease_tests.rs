@@ -197,3 +197,41 @@ fn a_far_pop_renews_hundreds_of_tenants_leases_in_time() {
     let hit = local_share_from(&o, 10);
     assert!(hit > 0.9, "edge hit ratio {hit}, {:?}", o.leases);
 }
+
+/// One tenant's function every 50 ms for 3 s, then once at 4.3 s; leases given back after
+/// one quiet round (`idle_hold_ms = 0`); the POP's first renewal round at `first_round`.
+fn quiet_after_busy(first_round: &str) -> Outcome {
+    let s = Scenario::parse(&one_tenant(
+        10,
+        1,
+        &format!("[leases]\nidle_hold_ms = 0\n{first_round}"),
+    ))
+    .expect("valid scenario");
+    let at = |at: f64| crate::sim::Planned {
+        at,
+        pop: 0,
+        func: 0,
+        exec_us: 5_000,
+    };
+    let mut plan: Vec<_> = (0..60).map(|i| at(f64::from(i) * 0.05)).collect();
+    plan.push(at(4.3));
+    crate::sim::simulate_schedule(&s, &plan, &mut |_| {}).expect("runs")
+}
+
+#[test]
+fn the_pops_renewal_rounds_start_where_first_round_ms_says() {
+    // Rounds at 1, 2, 3, 4 s: the one at 4 s finds the tenant quiet and gives its lease
+    // back, so the request at 4.3 s is forwarded for want of a lease.
+    let default = quiet_after_busy("");
+    // Rounds at 0.5, ..., 3.5, 4.5 s: at 4.3 s the lease renewed at 3.5 s still holds.
+    let shifted = quiet_after_busy("first_round_ms = [500]");
+    let local = |o: &Outcome| o.recorder.counters.completed[0];
+    assert_eq!(local(&shifted), local(&default) + 1, "{:?}", shifted.leases);
+    assert_eq!(shifted.leases.forwards + 1, default.leases.forwards);
+    // A POP beyond the list starts one period in, as without it.
+    let listed_elsewhere = quiet_after_busy("first_round_ms = []");
+    assert_eq!(
+        listed_elsewhere.recorder.counters,
+        default.recorder.counters
+    );
+}

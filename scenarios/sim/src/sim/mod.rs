@@ -228,8 +228,13 @@ struct Costs {
     /// Added to every execution: a waiting guest's overshoot at each of `OVERHEAD_LEVELS`.
     exec_overshoot_quantiles: Option<[Nanos; OVERHEAD_LEVELS.len()]>,
     region_overhead: Nanos,
+    /// The region's overhead at each of `OVERHEAD_LEVELS`: drawn from per forward by
+    /// inverse CDF when measured, in place of the constant `region_overhead`.
+    region_overhead_quantiles: Option<[Nanos; OVERHEAD_LEVELS.len()]>,
     instantiate: Nanos,
     deserialize: Nanos,
+    /// A region's first run of a function since it started compiles its module.
+    region_compile: Nanos,
     transfer: Nanos,
     failure_detect: Nanos,
 }
@@ -547,8 +552,10 @@ impl<'a> World<'a> {
             pop_overhead_quantiles: levels(s.pop.overhead_quantiles_ms.as_deref()),
             exec_overshoot_quantiles: levels(s.functions.exec_overshoot_quantiles_ms.as_deref()),
             region_overhead: ns(s.region.overhead_ms),
+            region_overhead_quantiles: levels(s.region.overhead_quantiles_ms.as_deref()),
             instantiate: ns(cs.instantiate_ms),
             deserialize: ns(cs.deserialize_ms),
+            region_compile: ns(cs.region_compile_ms),
             // KB * 8 bits / (Mbit/s) = ms / 1000 * 8 ... in ms: kb * 8 / mbps.
             transfer: ns(cs.artifact_kb * 8.0 / cs.bandwidth_mbps),
             failure_detect: ns(s.region.failure_detect_ms),

@@ -78,6 +78,9 @@ pub(super) struct Region {
     pub budgets: Vec<Budget>,
     /// The trending hints' watch.
     pub watch: super::trend::Watch,
+    /// Whether each function's module was compiled here since the region started
+    /// (indexed by function): its first run compiles it (`cold_start.region_compile_ms`).
+    pub compiled: Vec<bool>,
 }
 
 /// A shard: see the module docs of [`super`].
@@ -174,6 +177,7 @@ impl<'w> Shard<'w> {
                 epoch: 0,
                 budgets: budgets(s, tenants, base),
                 watch: super::trend::Watch::new(&s.region.trending, n),
+                compiled: vec![false; n],
             })
             .collect();
         let rollout = s.canary.as_ref().map(|c| {
@@ -283,9 +287,11 @@ impl<'w> Shard<'w> {
             }
         }
         let renew = w.leases.renew_ns();
-        if renew < w.end {
-            for pop in self.own_pops() {
-                self.queue.push(renew, Event::LeaseTick { pop });
+        let first_rounds = w.s.leases.first_round_ms.as_deref().unwrap_or_default();
+        for pop in self.own_pops() {
+            let first = first_rounds.get(pop as usize).map_or(renew, |&ms| ns(ms));
+            if first < w.end {
+                self.queue.push(first, Event::LeaseTick { pop });
             }
         }
         for &(region, from, until) in &w.outages {

@@ -81,6 +81,8 @@ pub struct Counters {
     pub failovers: u64,
     /// Artifacts a POP prepared (fetch + deserialize).
     pub prepares: u64,
+    /// Runs at a region that compiled the function's module (its first there).
+    pub region_compiles: u64,
     /// Function errors.
     pub errors: u64,
 }
@@ -218,6 +220,7 @@ impl Recorder {
             lost,
             failovers,
             prepares,
+            region_compiles,
             errors,
         } = other.counters;
         let c = &mut self.counters;
@@ -231,6 +234,7 @@ impl Recorder {
         c.lost += lost;
         c.failovers += failovers;
         c.prepares += prepares;
+        c.region_compiles += region_compiles;
         c.errors += errors;
         for (a, b) in self.series.iter_mut().zip(&other.series) {
             let Bucket {

@@ -5,7 +5,7 @@
 //! the body, as `wrk` times it. Never retries a request; a connection that fails is
 //! reopened for the next one.
 
-use super::{LoadOutcome, LoadSpec};
+use super::{LoadOutcome, LoadSpec, RoundOutcome};
 use crate::live::{PAYLOAD, Sample, ServerTiming};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST};
@@ -38,6 +38,14 @@ pub enum GenerateError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The rounds do not sum to the measured requests.
+    #[error("rounds of {rounds:?} requests do not sum to the {requests} measured")]
+    Rounds {
+        /// The rounds' sizes.
+        rounds: Vec<u64>,
+        /// The measured requests.
+        requests: u64,
     },
     /// The HTTP/1.1 handshake failed.
     #[error("HTTP/1.1 handshake with {authority}: {source}")]
@@ -179,6 +187,13 @@ impl Drop for Connection {
 /// When the URL or token is invalid or a connection cannot be opened at the start.
 pub async fn generate(spec: &LoadSpec) -> Result<LoadOutcome, GenerateError> {
     let t = Template::new(spec)?;
+    let sizes = spec.round_sizes();
+    if sizes.iter().sum::<u64>() != spec.requests {
+        return Err(GenerateError::Rounds {
+            rounds: sizes,
+            requests: spec.requests,
+        });
+    }
     let deadline = Instant::now() + spec.within;
     let mut connections = Vec::with_capacity(spec.concurrency.max(1));
     for _ in 0..spec.concurrency.max(1) {
@@ -186,10 +201,21 @@ pub async fn generate(spec: &LoadSpec) -> Result<LoadOutcome, GenerateError> {
     }
     round(&mut connections, &t, spec.warmup, deadline).await;
     let started = Instant::now();
-    let samples = round(&mut connections, &t, spec.requests, deadline).await;
+    let mut samples = Vec::new();
+    let mut rounds = Vec::with_capacity(sizes.len());
+    for n in sizes {
+        let round_started = Instant::now();
+        let measured = round(&mut connections, &t, n, deadline).await;
+        rounds.push(RoundOutcome {
+            sent: measured.len(),
+            wall: round_started.elapsed(),
+        });
+        samples.extend(measured);
+    }
     Ok(LoadOutcome {
         samples,
         wall: started.elapsed(),
+        rounds,
         pid: std::process::id(),
     })
 }
@@ -265,9 +291,25 @@ mod tests {
             expect: expect.to_owned(),
             warmup: 4,
             requests,
+            rounds: Vec::new(),
             concurrency: 3,
             within: Duration::from_secs(30),
         }
+    }
+
+    #[tokio::test]
+    async fn rounds_are_sent_in_order_and_reported_apart() {
+        let (url, server) = node("pop/p0", true).await;
+        let mut s = spec(&url, "pop/", 30);
+        s.rounds = vec![5, 20, 5];
+        let out = generate(&s).await.expect("runs");
+        let sent: Vec<usize> = out.round_samples().map(|(r, _)| r.len()).collect();
+        assert_eq!(sent, [5, 20, 5]);
+        assert_eq!((out.sent(), out.errors()), (30, 0));
+        s.rounds = vec![5, 5];
+        let refused = generate(&s).await;
+        server.abort();
+        assert!(matches!(refused, Err(GenerateError::Rounds { .. })));
     }
 
     #[tokio::test]

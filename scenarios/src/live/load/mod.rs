@@ -38,8 +38,14 @@ pub struct LoadSpec {
     /// Requests sent first on the same connections and not measured (connections, the
     /// first instances of the pool).
     pub warmup: u64,
-    /// Requests measured.
+    /// Requests measured (in all rounds).
     pub requests: u64,
+    /// Sizes of the consecutive rounds the measured requests are sent in, on the same
+    /// connections without a pause (each round's samples and wall time kept apart, see
+    /// [`LoadOutcome::rounds`]); empty for one round of `requests`. When not empty they
+    /// sum to `requests` ([`generator::GenerateError::Rounds`] otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<u64>,
     /// Connections, each with one request in flight (closed loop).
     pub concurrency: usize,
     /// The whole run (warm-up included) stops sending at this bound; the outcome then has
@@ -47,13 +53,38 @@ pub struct LoadSpec {
     pub within: Duration,
 }
 
+impl LoadSpec {
+    /// The sizes of the rounds the measured requests are sent in: [`LoadSpec::rounds`],
+    /// or one round of [`LoadSpec::requests`].
+    pub fn round_sizes(&self) -> Vec<u64> {
+        if self.rounds.is_empty() {
+            vec![self.requests]
+        } else {
+            self.rounds.clone()
+        }
+    }
+}
+
+/// One round of a run: how many of its requests were measured and how long they took.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RoundOutcome {
+    /// Measured requests of the round (fewer than asked when the run's bound passed).
+    pub sent: usize,
+    /// Wall time of the round.
+    pub wall: Duration,
+}
+
 /// What one `strata-load` run measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadOutcome {
-    /// One per measured request, in completion order per connection.
+    /// One per measured request, round after round, in completion order per connection
+    /// within a round.
     pub(crate) samples: Vec<Sample>,
     /// Wall time of the measured requests (warm-up excluded).
     pub wall: Duration,
+    /// The rounds in the order sent ([`LoadSpec::round_sizes`]): the first `sent` samples
+    /// are the first round's, and so on.
+    pub rounds: Vec<RoundOutcome>,
     /// The generator's process id (not this process's when it ran in `strata-load`).
     pub pid: u32,
 }
@@ -62,6 +93,16 @@ impl LoadOutcome {
     /// Measured requests.
     pub fn sent(&self) -> u64 {
         self.samples.len() as u64
+    }
+
+    /// Each round's samples and wall time, in the order sent.
+    pub(crate) fn round_samples(&self) -> impl Iterator<Item = (&[Sample], Duration)> {
+        let mut rest = self.samples.as_slice();
+        self.rounds.iter().map(move |r| {
+            let (round, next) = rest.split_at(r.sent.min(rest.len()));
+            rest = next;
+            (round, r.wall)
+        })
     }
 
     /// Measured requests that did not answer 200 from the expected tier with the payload.

@@ -229,6 +229,7 @@ mod tests {
             expect: String::new(),
             warmup: 0,
             requests: 1,
+            rounds: Vec::new(),
             concurrency: 1,
             within: Duration::from_secs(1),
         };
