@@ -54,8 +54,11 @@
 //! RTT or pressure), the old lease stops being drawn from, its free slots are given back to
 //! the old region (over a live connection only; otherwise it reclaims them at expiry) and
 //! the new region's count becomes the lease; slots still running on the old lease stay
-//! counted there until they end. Returns go only to the region that counts the lease,
-//! never to whichever region is preferred at the time.
+//! counted there until they end. When the new region counts fewer than the book kept (it
+//! counts nothing for this POP yet), the tenant asks it for a batch in the same turn, so a
+//! quiet tenant's idle hold survives the move (an empty book would be dropped after the
+//! round and its next call forwarded). Returns go only to the region that counts the
+//! lease, never to whichever region is preferred at the time.
 //!
 //! A tenant has at most one lease message in flight (the rule is the book's:
 //! [`Book::wants`] and [`Book::round`] start one only when none is in flight, [`Book::done`]

@@ -1,7 +1,8 @@
 //! Region failover: a POP with two regions keeps serving when the region serving it is
 //! killed mid-run; only requests in flight at the kill may fail (503), none runs twice,
 //! and everything after the kill runs at the other region. A tenant's concurrency lease
-//! moves with the POP: after the failover the POP runs on slots the new region counts.
+//! moves with the POP: after the failover the POP runs on slots the new region counts, and
+//! a quiet tenant's held slots move too, so its next call still runs at the POP.
 
 use crate::support::{
     LOOP_FOREVER, Patience, any_port, header, leased_at, pop_config, region_config,
@@ -13,7 +14,6 @@ use region_node::{RegionConfig, RegionHandle};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Writes stdin to stderr (its log line, so the region records each execution) and `ok`
 /// to stdout.
@@ -39,6 +39,10 @@ const WORKERS: usize = 4;
 const PER_WORKER: usize = 25;
 /// Responses before the serving region is killed.
 const KILL_AFTER: usize = 20;
+/// Requests each worker holds back until the kill is over, so the run always goes on after
+/// it however long the shutdown takes (on a slow machine the others could all finish
+/// during it).
+const AFTER_KILL: usize = 5;
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
@@ -207,16 +211,22 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
     // (responses so far, where the latest one ran)
     let (answered, mut progress) = tokio::sync::watch::channel((0usize, String::new()));
     let answered = Arc::new(answered);
-    let killed = Arc::new(AtomicBool::new(false));
+    let (kill_done, killed) = tokio::sync::watch::channel(false);
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..WORKERS {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
-        let (answered, killed) = (Arc::clone(&answered), Arc::clone(&killed));
+        let (answered, mut killed) = (Arc::clone(&answered), killed.clone());
         workers.spawn(async move {
             let mut outcomes = Vec::new();
             for i in 0..PER_WORKER {
                 let payload = format!("w{w}-r{i}");
-                let after_kill = killed.load(Ordering::Acquire);
+                if i >= PER_WORKER - AFTER_KILL {
+                    killed
+                        .wait_for(|done| *done)
+                        .await
+                        .expect("the test is alive");
+                }
+                let after_kill = *killed.borrow();
                 let resp = http
                     .post(&url)
                     .bearer_auth(&token)
@@ -258,7 +268,7 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
         }
         other => panic!("the run's latest response ran at {other:?}"),
     };
-    killed.store(true, Ordering::Release);
+    kill_done.send_replace(true);
     let mut outcomes = Vec::new();
     while let Some(done) = workers.join_next().await {
         outcomes.extend(done.expect("worker"));
@@ -306,7 +316,10 @@ async fn killing_the_serving_region_fails_over_without_duplicates() {
         "every request after the kill ran at {survivor_at}"
     );
     let after_kill = outcomes.iter().filter(|o| o.3).count();
-    assert!(after_kill > 0, "the run went on after the kill");
+    assert!(
+        after_kill >= WORKERS * AFTER_KILL,
+        "the run went on after the kill"
+    );
     eprintln!(
         "served by {killed_at} (killed): {served_by_killed}, failed in flight: {failed}, \
          after the kill (all at {survivor_at}): {after_kill}, of {}",
@@ -422,7 +435,8 @@ async fn edgy_runs_at_the_pop(
             resp.text().await.unwrap_or_default()
         );
         // A renewal answered by a region that holds nothing for this POP moves the lease
-        // there with no slots (the next draw asks for some), so wait for slots too.
+        // there with no slots until that region answers the acquire that follows, so wait
+        // for slots too.
         if at == "pop/pop-1"
             && pop.lease_region(&tenant) == Some(lease_from)
             && pop.lease_holding(&tenant).0 > 0
@@ -469,6 +483,53 @@ async fn a_pop_that_fails_over_runs_on_a_lease_of_the_new_region() {
     assert!(
         agree,
         "B never counted the POP's lease (POP holds, B counts): {last:?}"
+    );
+    pop.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_tenants_lease_moves_whole_and_its_next_call_runs_at_the_pop() {
+    let TwoRegions {
+        _dir,
+        a,
+        b,
+        pop,
+        token,
+    } = two_regions(region_config()).await;
+    let tenant = TenantId::new("t").expect("tenant");
+    let at_a = a.quic_addr;
+    edgy_runs_at_the_pop(&pop, &token, at_a).await;
+    a.shutdown().await;
+    // No call until a renewal round has taken the lease off A. B counts nothing for this
+    // POP and answers the renewal with no slots; the book asks B for some then, so the
+    // quiet tenant's idle hold moves with the lease instead of the empty book being
+    // dropped (and the next call forwarded while a lease is fetched again).
+    let mut rounds = pop.lease_rounds();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        rounds.wait_for(|_| pop.lease_region(&tenant) != Some(at_a)),
+    )
+    .await
+    .expect("a round took the lease off A within 30 s")
+    .expect("the POP's lease task is running");
+    assert_eq!(
+        (pop.lease_region(&tenant), pop.lease_holding(&tenant).0 > 0),
+        (Some(b.quic_addr), true),
+        "the quiet tenant's lease did not move to B with slots"
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/functions/edgy/invoke", pop.http_addr))
+        .bearer_auth(&token)
+        .body("x")
+        .send()
+        .await
+        .expect("the POP answers");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        header(&resp, "x-strata-executed-at"),
+        "pop/pop-1",
+        "the first call after the failover was forwarded"
     );
     pop.shutdown().await;
     b.shutdown().await;

@@ -273,9 +273,18 @@ impl<R: Copy + PartialEq> Book<R> {
     /// stay counted there until they end (it reclaims them `ttl + grace` after the last
     /// renewal, longer than any invocation); they take slots of the new lease too, so the
     /// new region counts everything drawn from then on.
+    ///
+    /// A lease that moved to a region counting fewer slots than the book kept (a failover:
+    /// the renewal reached a region that counts nothing for this POP) is asked for when
+    /// the message ends ([`Book::done`]), so a quiet tenant's idle hold moves with it:
+    /// left at zero, the book would be dropped after the round and the tenant's next call
+    /// forwarded while a lease is fetched again.
     pub fn granted(&mut self, region: R, held: u32, valid_until: Instant) -> Option<(R, u32)> {
         let back = match self.region {
-            Some(old) if old != region => Some((old, self.free())).filter(|(_, n)| *n > 0),
+            Some(old) if old != region => {
+                self.wanted |= held < self.granted;
+                Some((old, self.free())).filter(|(_, n)| *n > 0)
+            }
             _ => None,
         };
         self.granted = held;

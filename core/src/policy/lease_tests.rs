@@ -21,6 +21,14 @@ fn granted(t0: Instant, slots: u32) -> Book<u8> {
     b
 }
 
+/// A book granted 4 slots by region `A` at `t0` that ran one call, ended.
+fn ran_once(t0: Instant, rule: &HoldRule) -> Book<u8> {
+    let mut b = granted(t0, 4);
+    assert!(b.draw(t0, rule));
+    b.finish();
+    b
+}
+
 /// Renewal rounds every second from `from` for `rounds` rounds, each renewing the lease
 /// at region `A`; returns the instant after the last.
 fn quiet_rounds(b: &mut Book<u8>, rule: &HoldRule, from: Instant, rounds: u32) -> Instant {
@@ -38,9 +46,7 @@ fn quiet_rounds(b: &mut Book<u8>, rule: &HoldRule, from: Instant, rounds: u32) -
 fn without_a_hold_a_quiet_tenant_gives_back_every_free_slot_after_one_round() {
     let t0 = Instant::now();
     let r = rule(Duration::ZERO);
-    let mut b = granted(t0, 4);
-    assert!(b.draw(t0, &r));
-    b.finish();
+    let mut b = ran_once(t0, &r);
     // The round after the draw: busy, keeps a batch.
     assert_eq!(b.settle(t0 + S, &r), 0);
     // The next one: quiet, all back.
@@ -71,9 +77,7 @@ fn a_tenant_that_drew_recently_keeps_its_peak_through_quiet_rounds() {
 fn a_tenant_that_ran_one_at_a_time_keeps_one_slot() {
     let t0 = Instant::now();
     let r = rule(Duration::from_secs(60));
-    let mut b = granted(t0, 4);
-    assert!(b.draw(t0, &r));
-    b.finish();
+    let mut b = ran_once(t0, &r);
     b.settle(t0 + S, &r);
     assert_eq!(b.settle(t0 + 2 * S, &r), 3);
     assert_eq!(b.holding(), (1, 0));
@@ -100,9 +104,7 @@ fn after_the_hold_every_free_slot_goes_back() {
     let t0 = Instant::now();
     let hold = Duration::from_secs(10);
     let r = rule(hold);
-    let mut b = granted(t0, 4);
-    assert!(b.draw(t0, &r));
-    b.finish();
+    let mut b = ran_once(t0, &r);
     let now = quiet_rounds(&mut b, &r, t0, 9);
     assert_eq!(b.holding(), (1, 0), "still within the hold");
     assert_eq!(b.settle(now + S, &r), 1, "the hold ran out");
@@ -191,6 +193,43 @@ fn a_grant_from_another_region_moves_the_lease_and_gives_the_old_free_slots_back
 }
 
 #[test]
+fn a_quiet_lease_that_moves_to_a_region_counting_nothing_is_asked_for_there() {
+    let t0 = Instant::now();
+    let r = rule(Duration::from_secs(60));
+    let mut b = ran_once(t0, &r);
+    b.settle(t0 + S, &r);
+    // A quiet round within the hold keeps one slot and renews it.
+    let step = b.round(t0 + 2 * S, &r);
+    assert_eq!(
+        step,
+        Some(RoundStep {
+            give_back: Some((A, 3)),
+            renew: true
+        })
+    );
+    // The POP failed over: the renewal reached B, which counts nothing for it.
+    assert_eq!(b.granted(B, 0, t0 + 2 * S + TTL), Some((A, 1)));
+    assert_eq!(b.holding(), (0, 0));
+    // Asked for at B when the renewal ends, so the book is not dropped as empty.
+    assert_eq!(b.done(t0 + 2 * S, &r), Some(4));
+    assert!(!b.empty(), "the acquire is in flight");
+    assert_eq!(b.granted(B, 4, t0 + 2 * S + TTL), None);
+    assert_eq!(b.done(t0 + 2 * S, &r), None);
+    assert!(b.draw(t0 + 2 * S, &r), "the next call runs here");
+}
+
+#[test]
+fn a_lease_that_moves_whole_is_not_asked_for_again() {
+    let t0 = Instant::now();
+    let r = rule(Duration::from_secs(60));
+    let mut b = ran_once(t0, &r);
+    assert_eq!(b.round(t0 + S, &r).map(|s| s.renew), Some(true));
+    // B took the lease over with as many slots (A's go back to A).
+    assert_eq!(b.granted(B, 4, t0 + S + TTL), Some((A, 4)));
+    assert_eq!(b.done(t0 + S, &r), None);
+}
+
+#[test]
 fn after_a_move_returns_never_reach_the_old_region() {
     let t0 = Instant::now();
     let r = rule(Duration::ZERO);
@@ -210,9 +249,7 @@ fn after_a_move_returns_never_reach_the_old_region() {
 fn an_ended_hold_gives_every_free_slot_back_at_the_next_round() {
     let t0 = Instant::now();
     let r = rule(Duration::from_secs(60));
-    let mut b = granted(t0, 4);
-    assert!(b.draw(t0, &r));
-    b.finish();
+    let mut b = ran_once(t0, &r);
     assert!(!b.idle(), "drew this round");
     b.settle(t0 + S, &r);
     assert!(b.idle());
