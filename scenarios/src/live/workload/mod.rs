@@ -16,150 +16,23 @@
 
 use super::fleet::{Fleet, function_name};
 use super::replay::{self, Planned};
-use crate::report::{Percentiles, Report};
+use crate::report::Report;
 use crate::scenario::Scenario;
 use crate::sim::{self, FnSpec};
-use anyhow::Context as _;
-use hdrhistogram::Histogram;
-use serde::Serialize;
+use observed::{Ending, Observed};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+pub use verdict::{Row, WorkloadComparison};
+
+mod observed;
+mod verdict;
 
 /// How long one replayed request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// One compared (or shown) quantity.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Row {
-    /// What is compared, e.g. `pop p50 (ms)`.
-    pub metric: String,
-    /// Simulated.
-    pub sim: f64,
-    /// Measured.
-    pub live: f64,
-    /// Allowed absolute difference; `None` for rows shown, not judged.
-    pub tolerance: Option<f64>,
-    /// Within tolerance (always true for rows not judged).
-    pub agrees: bool,
-}
-
-/// The workload replay's comparison.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct WorkloadComparison {
-    /// Seconds replayed.
-    pub duration_s: f64,
-    /// POPs and regions of the replay.
-    pub pops: usize,
-    /// Regions of the replay.
-    pub regions: usize,
-    /// Functions deployed.
-    pub functions: usize,
-    /// Requests scheduled.
-    pub scheduled: u64,
-    /// Scheduled requests not sent because `max_in_flight` were outstanding.
-    pub shed: u64,
-    /// Forwards by reason, summed over the live POPs (their `strata_forwards_total`).
-    pub live_forwards: BTreeMap<String, u64>,
-    /// Forwards by reason in the simulator.
-    pub sim_forwards: BTreeMap<String, u64>,
-    /// The live runs at regions at or above the region p99: (how many compiled their
-    /// module, how many there are).
-    pub slowest_region_runs_compiled: (u64, u64),
-    /// The rows.
-    pub rows: Vec<Row>,
-    /// Every judged row agrees.
-    pub agrees: bool,
-}
-
-/// What the live run observed.
-#[derive(Debug)]
-struct Observed {
-    latency: [Histogram<u64>; 2],
-    cold: [u64; 2],
-    throttled: u64,
-    unavailable: u64,
-    failed: u64,
-    shed: u64,
-    /// Each run at a region: its latency, µs, and whether its module was compiled for it
-    /// (`server-timing: compile`).
-    region_runs: Vec<(u64, bool)>,
-    /// The compile times the regions reported, ms.
-    compiles: Vec<f64>,
-    /// When each POP's first lease renewal round after the replay's start began, ms.
-    first_lease_rounds_ms: Vec<f64>,
-}
-
-/// How one replayed request ended.
-enum Ending {
-    Ran {
-        tier: usize,
-        cold: bool,
-        compile: Option<f64>,
-    },
-    Throttled,
-    Unavailable,
-    Failed,
-}
-
-impl Observed {
-    fn new() -> anyhow::Result<Self> {
-        let h = || Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram");
-        Ok(Self {
-            latency: [h()?, h()?],
-            cold: [0; 2],
-            throttled: 0,
-            unavailable: 0,
-            failed: 0,
-            shed: 0,
-            region_runs: Vec::new(),
-            compiles: Vec::new(),
-            first_lease_rounds_ms: Vec::new(),
-        })
-    }
-
-    fn record(&mut self, (ending, took): (Ending, Duration)) {
-        match ending {
-            Ending::Ran {
-                tier,
-                cold,
-                compile,
-            } => {
-                let micros = took.as_micros().max(1) as u64;
-                self.latency[tier].saturating_record(micros);
-                self.cold[tier] += u64::from(cold);
-                if tier == 1 {
-                    self.region_runs.push((micros, compile.is_some()));
-                }
-                self.compiles.extend(compile);
-            }
-            Ending::Throttled => self.throttled += 1,
-            Ending::Unavailable => self.unavailable += 1,
-            Ending::Failed => self.failed += 1,
-        }
-    }
-
-    fn completed(&self, tier: usize) -> u64 {
-        self.latency[tier].len()
-    }
-
-    /// Of the slowest 1% of the runs at regions (those at or above the region p99), how
-    /// many compiled their module, and how many there are.
-    fn slowest_compiled(&self) -> (u64, u64) {
-        slowest_compiled(&self.region_runs, self.latency[1].value_at_quantile(0.99))
-    }
-}
-
-/// Of `runs` (latency µs, compiled), those at or above `p99`: how many compiled, and how
-/// many there are.
-fn slowest_compiled(runs: &[(u64, bool)], p99: u64) -> (u64, u64) {
-    let slowest = runs.iter().filter(|r| r.0 >= p99 && p99 > 0);
-    let n = slowest.clone().count() as u64;
-    (slowest.filter(|r| r.1).count() as u64, n)
-}
 
 /// Replays `s` scaled down on real nodes and compares it with the simulator.
 ///
@@ -198,7 +71,13 @@ pub async fn compare(s: &Scenario) -> anyhow::Result<WorkloadComparison> {
     m.leases.first_round_ms = Some(observed.first_lease_rounds_ms.clone());
     let outcome = sim::simulate_schedule(&m, &plan, &mut |_| {})?;
     let sim = Report::new(&m, &outcome, 0.0);
-    Ok(judge(&m, &sim, &observed, plan.len() as u64, live_forwards))
+    Ok(verdict::judge(
+        &m,
+        &sim,
+        &observed,
+        plan.len() as u64,
+        live_forwards,
+    ))
 }
 
 /// Sends `plan` open-loop: each request at its instant, at most `max_in_flight` at once;
@@ -311,10 +190,10 @@ async fn send(request: reqwest::RequestBuilder) -> Ending {
         return Ending::Failed;
     };
     let status = resp.status().as_u16();
-    let header = |name: &str| super::header(&resp, name);
+    let header = |name: &str| crate::live::header(&resp, name);
     let at = header("x-strata-executed-at");
     let cold = header("x-strata-start") == "cold";
-    let compile = super::ServerTiming::parse(&header("server-timing")).compile;
+    let compile = crate::live::ServerTiming::parse(&header("server-timing")).compile;
     let body_ok = resp.bytes().await.is_ok_and(|b| b.as_ref() == b"ok");
     match status {
         200 if body_ok && at.starts_with("pop/") => Ending::Ran {
@@ -371,177 +250,6 @@ fn forward_sample(line: &str) -> Option<(String, u64)> {
     Some((reason.to_owned(), n as u64))
 }
 
-fn judge(
-    m: &Scenario,
-    sim: &Report,
-    live: &Observed,
-    scheduled: u64,
-    live_forwards: BTreeMap<String, u64>,
-) -> WorkloadComparison {
-    let l = &m.live;
-    let mut rows = Vec::new();
-    let tolerance = l.tolerance();
-    for (tier, name) in [(0, "pop"), (1, "region")] {
-        let s = &sim.latency_ms[name];
-        let v = Percentiles::of(&live.latency[tier]);
-        if s.count == 0 && v.count == 0 {
-            continue;
-        }
-        for (q, sim_ms, live_ms) in [
-            ("p50", s.p50, v.p50),
-            ("p90", s.p90, v.p90),
-            ("p99", s.p99, v.p99),
-        ] {
-            let (sim_ms, live_ms) = if s.count == 0 || v.count == 0 {
-                // One side never ran there: that alone is a disagreement.
-                (f64::NAN, f64::NAN)
-            } else {
-                (sim_ms, live_ms)
-            };
-            rows.push(judged(
-                format!("{name} {q} (ms)"),
-                sim_ms,
-                live_ms,
-                tolerance.of(q, sim_ms),
-            ));
-        }
-    }
-    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    rows.push(judged(
-        "edge hit ratio".into(),
-        sim.edge_hit_ratio,
-        ratio(live.completed(0), scheduled),
-        l.hit_ratio_tolerance,
-    ));
-    let completed = live.completed(0) + live.completed(1);
-    rows.push(shown(
-        "cold-start ratio",
-        sim.cold_start_ratio,
-        ratio(live.cold[0] + live.cold[1], completed),
-    ));
-    // A region's first run of a function it did not compile at deploy compiles it
-    // (docs/performance.md, region-failure's region p99): shown per tier.
-    for (tier, name) in [(0, "cold starts at POPs"), (1, "cold starts at regions")] {
-        let sim_n = [sim.cold_starts.pop, sim.cold_starts.region][tier];
-        rows.push(shown(name, sim_n as f64, live.cold[tier] as f64));
-    }
-    // The runs that compiled at a region, and what a compile took (the model's
-    // `cold_start.region_compile_ms` beside the live median).
-    rows.push(shown(
-        "compiles at regions",
-        sim.region_compiles as f64,
-        live.compiles.len() as f64,
-    ));
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
-    rows.push(shown(
-        "region compile p50 (ms)",
-        m.cold_start.region_compile_ms,
-        median(&live.compiles),
-    ));
-    let refused = sim.refusals.region_capacity + sim.refusals.tenant_concurrency;
-    rows.push(judged(
-        "throttled (429) share".into(),
-        ratio(refused, sim.invocations),
-        ratio(live.throttled, scheduled),
-        l.share_tolerance,
-    ));
-    rows.push(judged(
-        "unavailable (503) or lost share".into(),
-        ratio(sim.refusals.unavailable + sim.lost, sim.invocations),
-        ratio(live.unavailable + live.failed, scheduled),
-        l.share_tolerance,
-    ));
-    let agrees = rows.iter().all(|r| r.agrees);
-    WorkloadComparison {
-        duration_s: m.duration_s,
-        pops: m.topology.pops,
-        regions: m.topology.regions,
-        functions: m.functions.count,
-        scheduled,
-        shed: live.shed,
-        live_forwards,
-        sim_forwards: sim.forwards.clone(),
-        slowest_region_runs_compiled: live.slowest_compiled(),
-        rows,
-        agrees,
-    }
-}
-
-fn judged(metric: String, sim: f64, live: f64, tolerance: f64) -> Row {
-    Row {
-        metric,
-        sim,
-        live,
-        tolerance: Some(tolerance),
-        agrees: (live - sim).abs() <= tolerance,
-    }
-}
-
-fn shown(metric: &str, sim: f64, live: f64) -> Row {
-    Row {
-        metric: metric.to_owned(),
-        sim,
-        live,
-        tolerance: None,
-        agrees: true,
-    }
-}
-
-impl WorkloadComparison {
-    /// The comparison as a Markdown section.
-    pub fn markdown(&self) -> String {
-        let mut md = format!(
-            "\n## Simulated vs live: workload replay\n\n{} s of the scenario scaled down to {} \
-             POPs, {} regions and {} functions on real nodes, WAN latency injected per \
-             (POP, region); {} requests scheduled, {} shed; of the live runs at regions at or \
-             above their p99, {} of {} compiled their module. Verdict: **{}**.\n\n\
-             | metric | sim | live | tolerance | agrees |\n|---|---:|---:|---:|---|\n",
-            self.duration_s,
-            self.pops,
-            self.regions,
-            self.functions,
-            self.scheduled,
-            self.shed,
-            self.slowest_region_runs_compiled.0,
-            self.slowest_region_runs_compiled.1,
-            if self.agrees { "agree" } else { "disagree" }
-        );
-        for r in &self.rows {
-            let tolerance = r
-                .tolerance
-                .map_or("shown".to_owned(), |t| format!("{t:.2}"));
-            let verdict = match (r.tolerance, r.agrees) {
-                (None, _) => "",
-                (Some(_), true) => "yes",
-                (Some(_), false) => "no",
-            };
-            md.push_str(&format!(
-                "| {} | {:.3} | {:.3} | {tolerance} | {verdict} |\n",
-                r.metric, r.sim, r.live
-            ));
-        }
-        md.push_str("\n| forwards by reason | sim | live |\n|---|---:|---:|\n");
-        let reasons: std::collections::BTreeSet<&String> = self
-            .sim_forwards
-            .keys()
-            .chain(self.live_forwards.keys())
-            .collect();
-        for reason in reasons {
-            let get = |m: &BTreeMap<String, u64>| m.get(reason).copied().unwrap_or(0);
-            md.push_str(&format!(
-                "| {reason} | {} | {} |\n",
-                get(&self.sim_forwards),
-                get(&self.live_forwards)
-            ));
-        }
-        md
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,19 +291,6 @@ mod tests {
                 .all(|(a, b)| (a - b).abs() < 1e-6),
             "{first:?}"
         );
-    }
-
-    #[test]
-    fn the_slowest_region_runs_say_how_many_compiled() {
-        let runs = [
-            (10, false),
-            (900, true),
-            (50, true),
-            (700, false),
-            (950, true),
-        ];
-        assert_eq!(slowest_compiled(&runs, 700), (2, 3));
-        assert_eq!(slowest_compiled(&runs, 0), (0, 0), "no region runs");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
