@@ -24,7 +24,8 @@ pub struct SandboxConfig {
     /// stdout. Default 256 KiB.
     pub max_stderr_bytes: usize,
     /// Milliseconds between epoch ticks: the granularity of timeouts, and how often a
-    /// running guest yields its tokio worker to other tasks. At least 1. Default 1.
+    /// running guest yields its tokio worker to other tasks (once it has run for a whole
+    /// tick: the first check is two ticks after the call starts). At least 1. Default 1.
     pub epoch_tick_ms: u64,
     /// Most native stack a guest may use, in bytes; deeper recursion traps with a stack
     /// overflow. Each running execution's fiber stack is this plus 1 MiB for host calls.

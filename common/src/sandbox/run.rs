@@ -29,7 +29,8 @@ pub struct Invocation {
     /// Most linear memory the guest may use, in bytes; more is `OutOfMemory`.
     pub memory_bytes: u64,
     /// Wall-clock limit for instantiation plus `_start`; longer is `Timeout`. Measured in
-    /// epoch ticks, so it may be exceeded by up to about one tick.
+    /// epoch ticks, so it may be exceeded by up to about two ticks (the first check comes
+    /// [`FIRST_CHECK_TICKS`] ticks after the start).
     pub timeout: Duration,
     /// Deterministic CPU bound in wasmtime fuel units (about one per instruction); running
     /// out is `Timeout`. `None` for no bound beyond `timeout`.
@@ -90,7 +91,7 @@ impl Guarded for StoreState {
 }
 
 /// Sets up a new store's limits and time-keeping: the memory limiter, and at every epoch
-/// tick either a yield to the executor (the guest gives its worker to the other tasks,
+/// tick (from the second after [`arm`]) either a yield to the executor (the guest gives its worker to the other tasks,
 /// then goes on) or, once the invocation's deadline ([`Guarded::deadline`]) has passed,
 /// a [`Trap::Interrupt`]. The deadline is wall-clock, so time spent waiting for a worker
 /// after a yield counts against the guest like time spent running.
@@ -109,10 +110,19 @@ pub(super) fn prepare<T: Guarded>(store: &mut Store<T>) {
     });
 }
 
-/// Arms `store` for one call: the deadline check at the next epoch tick, and `fuel`
-/// (unbounded when `None`). The deadline itself is [`Guarded::deadline`].
+/// Epoch ticks from arming a store to its first yield or deadline check. Two, not one:
+/// a tick lands at a random moment of a call, so with one a call of a few microseconds
+/// that happened to straddle a tick gave its worker back and waited behind every other
+/// ready request (milliseconds under load, holding its instance and its concurrency
+/// slot: the benchmark's command path saw forwards refused with 429 from it). With two,
+/// only a call that has run for at least a whole tick yields, then at every tick.
+pub(super) const FIRST_CHECK_TICKS: u64 = 2;
+
+/// Arms `store` for one call: the first deadline check after [`FIRST_CHECK_TICKS`] epoch
+/// ticks, and `fuel` (unbounded when `None`). The deadline itself is
+/// [`Guarded::deadline`].
 pub(super) fn arm<T>(store: &mut Store<T>, fuel: Option<u64>) -> Result<(), SandboxError> {
-    store.set_epoch_deadline(1);
+    store.set_epoch_deadline(FIRST_CHECK_TICKS);
     store
         .set_fuel(fuel.unwrap_or(u64::MAX))
         .map_err(|e| SandboxError::Engine(format!("setting fuel: {e:#}")))
@@ -366,4 +376,79 @@ pub(super) fn classify(
     // The root cause is the specific message; the layers above it are wasmtime's
     // backtrace and call-site context.
     Some(unhandled(error.root_cause().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+    use wasmtime::{Config, Module};
+
+    /// A store's data with no deadline: only yields, never interrupts.
+    struct Unbounded(MemoryLimiter);
+
+    impl Guarded for Unbounded {
+        fn limiter(&mut self) -> &mut MemoryLimiter {
+            &mut self.0
+        }
+
+        fn deadline(&self) -> Option<Instant> {
+            None
+        }
+    }
+
+    /// Whether a short guest's call, armed as every run arms it and then `ticks` epoch
+    /// ticks old, gives its thread back on its first poll. The engine has no ticker: the
+    /// test moves the epoch itself, so nothing else can.
+    fn yields_after(ticks: u64) -> bool {
+        let mut config = Config::new();
+        config.epoch_interruption(true).consume_fuel(true);
+        let engine = Engine::new(&config).expect("engine");
+        let module = Module::new(
+            &engine,
+            r#"(module (func (export "run") (local i32)
+                 (loop (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                       (br_if 0 (i32.lt_u (local.get 0) (i32.const 100))))))"#,
+        )
+        .expect("module");
+        let mut store = Store::new(&engine, Unbounded(MemoryLimiter::new(1 << 20)));
+        prepare(&mut store);
+        arm(&mut store, None).expect("arms");
+        for _ in 0..ticks {
+            engine.increment_epoch();
+        }
+        let run = futures::executor::block_on(async {
+            let instance = wasmtime::Instance::new_async(&mut store, &module, &[])
+                .await
+                .expect("instance");
+            instance
+                .get_typed_func::<(), ()>(&mut store, "run")
+                .expect("export")
+        });
+        let mut call = std::pin::pin!(run.call_async(&mut store, ()));
+        let first = futures::executor::block_on(futures::future::poll_fn(|cx| {
+            Poll::Ready(call.as_mut().poll(cx))
+        }));
+        match first {
+            Poll::Ready(result) => {
+                result.expect("runs");
+                false
+            }
+            Poll::Pending => true,
+        }
+    }
+
+    #[test]
+    fn a_short_call_that_straddles_one_tick_keeps_its_thread() {
+        assert!(!yields_after(0));
+        assert!(
+            !yields_after(1),
+            "one tick since arming is no reason to yield"
+        );
+    }
+
+    #[test]
+    fn a_call_older_than_a_whole_tick_yields() {
+        assert!(yields_after(FIRST_CHECK_TICKS));
+    }
 }
