@@ -91,8 +91,8 @@ impl Guarded for StoreState {
 }
 
 /// Sets up a new store's limits and time-keeping: the memory limiter, and at every epoch
-/// tick (from the second after [`arm`]) either a yield to the executor (the guest gives its worker to the other tasks,
-/// then goes on) or, once the invocation's deadline ([`Guarded::deadline`]) has passed,
+/// tick (from the second after [`arm`]) either a yield to the executor (the guest gives
+/// its worker to the other tasks, then goes on) or, once the invocation's deadline ([`Guarded::deadline`]) has passed,
 /// a [`Trap::Interrupt`]. The deadline is wall-clock, so time spent waiting for a worker
 /// after a yield counts against the guest like time spent running.
 pub(super) fn prepare<T: Guarded>(store: &mut Store<T>) {

@@ -201,7 +201,7 @@ fn a_spinning_guest_yields_its_thread_and_another_guest_runs_meanwhile() {
         let mut spinning = std::pin::pin!(sandbox.run(&spin, inv));
         assert!(
             futures::poll!(spinning.as_mut()).is_pending(),
-            "the spinner yields at its first tick"
+            "the spinner yields once it has run a whole tick"
         );
         let echoed = sandbox
             .run(&echo, invocation(b"meanwhile"))
