@@ -8,6 +8,8 @@
 //! - [`model`], [`policy`], [`clock`]: re-exported from `strata_core`.
 //! - [`wire`]: the core's wire format (re-exported) plus reading and writing whole frames
 //!   on async streams.
+//! - [`artifact_encoding`]: precompiled code compressed for the POP-region wire, and its
+//!   bounded decoding.
 //! - [`sandbox`]: the wasmtime engine, module validation, guest ABIs and limits. The only
 //!   module that imports wasmtime.
 //! - [`transport`]: quinn endpoints with mutual TLS and the dev CA. The only module that
@@ -23,6 +25,7 @@
 
 pub use strata_core::{clock, model, policy};
 
+pub mod artifact_encoding;
 pub mod edge;
 pub mod exec;
 pub mod logs;

@@ -36,10 +36,11 @@
 
 use crate::known::Known;
 use crate::upstream::{Fetched, RegionLink};
+use common::artifact_encoding;
 use common::exec::Executor;
 use common::model::{ApiError, ArtifactDigest, FunctionKey, ResolvedFunction, TokenHash};
 use common::sandbox::CompiledModule;
-use common::wire::ArtifactKind;
+use common::wire::{ArtifactEncoding, ArtifactKind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
@@ -265,23 +266,30 @@ impl ArtifactCache {
         let sandbox = self.executor.sandbox();
         let Fetched {
             kind,
+            encoding,
             bytes,
             checksum,
         } = fetched;
+        let bytes = artifact_encoding::decode(encoding, bytes)
+            .map_err(|e| ApiError::internal(format!("artifact {digest}: {e}")))?;
+        // The checksum verified on receipt is of the bytes as sent; a compressed
+        // artifact's file checksum is computed by the writer, off the request's path.
+        let checksum = (encoding == ArtifactEncoding::Identity).then_some(checksum);
         let (module, write) = match kind {
             ArtifactKind::Precompiled => {
                 // SAFETY (of `load_precompiled`): `bytes` came from a region authenticated
                 // by mutual TLS (its certificate chains to our deployment CA), as the reply
                 // to our request for exactly `digest` and this engine's fingerprint; the
-                // reply named `digest` as its source and the bytes matched its checksum
-                // (`RegionLink::fetch`); wasmtime checks the engine header itself.
+                // reply named `digest` as its source and the bytes as sent matched its
+                // checksum (`RegionLink::fetch`), then decoded within the frame bound;
+                // wasmtime checks the engine header itself.
                 #[allow(unsafe_code)]
                 let module = unsafe { sandbox.load_precompiled(digest, &bytes) }
                     .map_err(|e| ApiError::internal(format!("artifact {digest}: {e}")))?;
                 let write = PendingWrite {
                     digest,
                     code: bytes,
-                    checksum: Some(checksum),
+                    checksum,
                 };
                 (module, write)
             }

@@ -1,5 +1,7 @@
 use super::*;
+use bytes::Bytes;
 use common::sandbox::{Sandbox, SandboxConfig};
+use common::wire::MAX_FRAME_LEN;
 
 const HELLO: &str = include_str!("../../examples/hello.wat");
 
@@ -150,15 +152,74 @@ fn the_remembered_table_stays_within_its_bound() {
     }
 }
 
-/// `wat` precompiled by `c`'s engine, as [`RegionLink::fetch`] returns it.
+/// `wat` precompiled by `c`'s engine and encoded as a region sends it, as
+/// [`RegionLink::fetch`] returns it.
 fn fetched(c: &ArtifactCache, wat: &str) -> (ArtifactDigest, Fetched) {
     let (digest, code) = precompiled(c, wat);
+    let (encoding, bytes) = artifact_encoding::encode(&code).expect("encodes");
+    assert_eq!(
+        encoding,
+        ArtifactEncoding::Zstd,
+        "precompiled code compresses"
+    );
     let fetched = Fetched {
         kind: ArtifactKind::Precompiled,
+        encoding,
+        checksum: ArtifactDigest::of(&bytes),
+        bytes,
+    };
+    (digest, fetched)
+}
+
+#[tokio::test]
+async fn precompiled_code_sent_as_it_is_loads_and_is_written_with_its_checksum() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Arc::new(cache(dir.path(), 1 << 30));
+    let (digest, code) = precompiled(&c, HELLO);
+    let artifact = Fetched {
+        kind: ArtifactKind::Precompiled,
+        encoding: ArtifactEncoding::Identity,
         checksum: ArtifactDigest::of(&code),
         bytes: code.into(),
     };
-    (digest, fetched)
+    c.admit(digest, artifact).expect("loads");
+    c.flush().await;
+    assert_eq!(cache(dir.path(), 1 << 30).warm_up(), 1);
+}
+
+#[tokio::test]
+async fn an_artifact_that_does_not_decode_is_refused_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Arc::new(cache(dir.path(), 1 << 30));
+    let (digest, good) = fetched(&c, HELLO);
+    // What a broken or hostile region could send, each with a checksum that matches (so
+    // it passes `RegionLink::fetch`): bytes that are not zstd, a truncated frame, and a
+    // bomb (a 2 KiB frame declaring more than a whole frame may carry).
+    let not_zstd = Bytes::from_static(b"precompiled code, honestly");
+    let truncated = good.bytes.slice(..good.bytes.len() / 2);
+    let bomb = artifact_encoding::encode(&vec![0u8; MAX_FRAME_LEN + 1])
+        .expect("encodes")
+        .1;
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    for (what, bytes) in [
+        ("not zstd", not_zstd),
+        ("truncated", truncated),
+        ("bomb", bomb),
+    ] {
+        let bad = Fetched {
+            checksum: ArtifactDigest::of(&bytes),
+            bytes,
+            ..good.clone()
+        };
+        let e = c.admit(digest, bad).expect_err(what);
+        assert_eq!(e.kind, common::model::ErrorKind::Internal, "{what}: {e:?}");
+        assert!(e.message.contains(&digest.to_string()), "{what}: {e:?}");
+    }
+    assert!(c.executor().cached(&digest).is_none(), "nothing loaded");
+    assert_eq!(c.pending_writes(), 0, "nothing to write");
+    c.admit(digest, good)
+        .expect("the genuine artifact still loads");
+    assert!(c.executor().cached(&digest).is_some());
 }
 
 #[tokio::test]

@@ -33,7 +33,9 @@ use common::policy::failover::{Failover, Failure, Mark};
 use common::policy::liveness::LivenessConfig;
 use common::policy::region::{RegionChoice, RegionChoiceConfig};
 use common::transport::{Channel, Client, TransportError};
-use common::wire::{ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog};
+use common::wire::{
+    ArtifactEncoding, ArtifactKind, EngineFingerprint, MAX_FRAME_LEN, Message, ShippedLog,
+};
 use connect::Connector;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,9 +54,13 @@ pub type Forwarded = (Result<InvokeResponse, ApiError>, Option<ResolvedFunction>
 pub struct Fetched {
     /// Whether `bytes` is wasm or precompiled code.
     pub kind: ArtifactKind,
+    /// How `bytes` is encoded: decode with [`common::artifact_encoding::decode`] (on the
+    /// blocking pool) before use. Always `Identity` for wasm.
+    pub encoding: ArtifactEncoding,
     /// The bytes as received.
     pub bytes: bytes::Bytes,
-    /// Their SHA-256, checked against the reply's checksum (for wasm: the digest).
+    /// Their SHA-256 as received, checked against the reply's checksum (for wasm: the
+    /// digest).
     pub checksum: ArtifactDigest,
 }
 
@@ -327,9 +333,10 @@ impl RegionLink {
     }
 
     /// Fetches the artifact for the module with `digest`, precompiled for `engine` when
-    /// the region can, and checks it: the reply names `digest`, the bytes hash to the
-    /// reply's checksum, and wasm bytes hash to `digest` itself. The bytes are hashed once,
-    /// here; the checksum they matched comes back with them.
+    /// the region can, and checks it: the reply names `digest`, the bytes (as sent,
+    /// encoded) hash to the reply's checksum, and wasm bytes are sent as they are and hash
+    /// to `digest` itself. The bytes are hashed once, here; the checksum they matched
+    /// comes back with them. Decoding is the caller's, off the async workers.
     ///
     /// # Errors
     /// 503 when no region is reachable, 404 when the region does not have it, 500 when the
@@ -347,17 +354,21 @@ impl RegionLink {
             Message::Artifact {
                 digest: d,
                 kind,
+                encoding,
                 checksum,
                 bytes,
             } if d == digest => {
                 let actual = ArtifactDigest::of(&bytes);
                 let consistent = match kind {
-                    ArtifactKind::Wasm => actual == digest,
+                    ArtifactKind::Wasm => {
+                        actual == digest && encoding == ArtifactEncoding::Identity
+                    }
                     ArtifactKind::Precompiled => actual == checksum,
                 };
                 if consistent {
                     Ok(Fetched {
                         kind,
+                        encoding,
                         bytes,
                         checksum: actual,
                     })

@@ -8,22 +8,24 @@
 //! stores anything durably: the wasm in the registry is the source of truth, and a missing
 //! precompiled artifact is rebuilt from it on the next fetch.
 //!
-//! A fetch of a cached artifact is a read: the code and its checksum (the SHA-256 the POP
-//! checks) are computed once, when the module is deployed, and the reply shares the
-//! cached bytes. Compiling on a fetch happens only when the artifact was evicted (or the
+//! A fetch of a cached artifact is a read: the code is compressed for the wire
+//! ([`common::artifact_encoding`], about sixfold) and checksummed (the SHA-256 the POP
+//! checks, of the bytes as sent) once, when the module is deployed, and the reply shares
+//! the cached bytes. Compiling on a fetch happens only when the artifact was evicted (or the
 //! region restarted); [`Artifacts::compiles_on_fetch`] counts those.
 
 use crate::registry::Registry;
 use bytes::Bytes;
+use common::artifact_encoding;
 use common::exec::Executor;
 use common::model::{ApiError, ArtifactDigest, FunctionConfig};
-use common::wire::{ArtifactKind, EngineFingerprint, Message};
+use common::wire::{ArtifactEncoding, ArtifactKind, EngineFingerprint, Message};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tracing::debug;
 
-/// Precompiled code by source digest, at most `max_bytes` in total.
+/// Precompiled code by source digest, at most `max_bytes` in total (as sent: encoded).
 #[derive(Debug)]
 pub struct Artifacts {
     executor: Executor,
@@ -37,9 +39,11 @@ pub struct Artifacts {
     compiles_on_fetch: AtomicU64,
 }
 
-/// Precompiled code and its checksum (SHA-256 of the bytes, computed once).
+/// Precompiled code as sent (encoded) and its checksum (SHA-256 of those bytes, computed
+/// once).
 #[derive(Debug, Clone)]
 struct Precompiled {
+    encoding: ArtifactEncoding,
     bytes: Bytes,
     checksum: ArtifactDigest,
 }
@@ -144,8 +148,8 @@ impl Artifacts {
         self.precompile(module).await.map(drop)
     }
 
-    /// Precompiles `module`, checksums the code and caches both (unless the code alone
-    /// exceeds the bound).
+    /// Precompiles `module`, encodes the code for the wire, checksums what will be sent
+    /// and caches both (unless the code alone exceeds the bound).
     async fn precompile(
         &self,
         module: common::sandbox::CompiledModule,
@@ -153,15 +157,24 @@ impl Artifacts {
         let sandbox = self.executor.sandbox().clone();
         let digest = module.digest();
         let artifact = tokio::task::spawn_blocking(move || {
-            sandbox.precompile(&module).map(|code| Precompiled {
-                checksum: ArtifactDigest::of(&code),
-                bytes: Bytes::from(code),
-            })
+            let code = sandbox
+                .precompile(&module)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let (encoding, bytes) = artifact_encoding::encode(&code)
+                .map_err(|e| ApiError::internal(format!("compressing {digest}: {e}")))?;
+            Ok::<_, ApiError>((
+                code.len(),
+                Precompiled {
+                    encoding,
+                    checksum: ArtifactDigest::of(&bytes),
+                    bytes,
+                },
+            ))
         })
         .await
-        .map_err(|e| ApiError::internal(format!("precompile task failed: {e}")))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-        debug!(%digest, bytes = artifact.bytes.len(), "precompiled");
+        .map_err(|e| ApiError::internal(format!("precompile task failed: {e}")))?;
+        let (code_len, artifact) = artifact?;
+        debug!(%digest, code_len, sent = artifact.bytes.len(), encoding = ?artifact.encoding, "precompiled");
         self.lock().insert(digest, artifact.clone(), self.max_bytes);
         Ok(artifact)
     }
@@ -175,6 +188,7 @@ impl Artifacts {
             Ok((kind, artifact)) => Message::Artifact {
                 digest,
                 kind,
+                encoding: artifact.encoding,
                 checksum: artifact.checksum,
                 bytes: artifact.bytes,
             },
@@ -203,6 +217,7 @@ impl Artifacts {
             // Wasm's checksum is its digest by definition; the POP hashes the bytes it
             // receives and compares them with the digest it asked for.
             let wasm = Precompiled {
+                encoding: ArtifactEncoding::Identity,
                 bytes: wasm,
                 checksum: digest,
             };

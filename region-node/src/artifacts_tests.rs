@@ -2,6 +2,7 @@ use super::*;
 use crate::store::Store;
 use common::model::{FunctionName, TenantId};
 use common::sandbox::{Sandbox, SandboxConfig};
+use common::wire::ArtifactEncoding;
 
 const HELLO: &str = include_str!("../../examples/hello.wat");
 const ECHO: &str = include_str!("../../examples/echo.wat");
@@ -41,10 +42,17 @@ async fn deploy(a: &Artifacts, name: &str, wat: &str) -> ArtifactDigest {
 
 /// The kind of a fetch's answer, after checking its checksum like a POP does.
 fn answer(msg: Message, digest: ArtifactDigest) -> ArtifactKind {
+    decoded(msg, digest).0
+}
+
+/// A fetch's answer checked like a POP does (the checksum of the bytes as sent; wasm sent
+/// as it is), and its bytes decoded.
+fn decoded(msg: Message, digest: ArtifactDigest) -> (ArtifactKind, ArtifactEncoding, Bytes) {
     match msg {
         Message::Artifact {
             digest: d,
             kind,
+            encoding,
             checksum,
             bytes,
         } => {
@@ -54,10 +62,45 @@ fn answer(msg: Message, digest: ArtifactDigest) -> ArtifactKind {
                 ArtifactDigest::of(&bytes),
                 "checksum of the bytes sent"
             );
-            kind
+            if kind == ArtifactKind::Wasm {
+                assert_eq!(
+                    encoding,
+                    ArtifactEncoding::Identity,
+                    "wasm is sent as it is"
+                );
+            }
+            let code = common::artifact_encoding::decode(encoding, bytes).expect("decodes");
+            (kind, encoding, code)
         }
         other => panic!("not an artifact: {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn precompiled_code_is_sent_compressed_and_decodes_to_code_the_engine_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = artifacts(dir.path(), 64 << 20);
+    let digest = deploy(&a, "echo", ECHO).await;
+    let sandbox = a.executor.sandbox();
+    let reply = a.fetch(digest, &sandbox.fingerprint()).await;
+    let Message::Artifact { bytes: sent, .. } = &reply else {
+        panic!("not an artifact: {reply:?}");
+    };
+    let sent = sent.len();
+    let (kind, encoding, code) = decoded(reply, digest);
+    assert_eq!(
+        (kind, encoding),
+        (ArtifactKind::Precompiled, ArtifactEncoding::Zstd)
+    );
+    assert!(
+        sent * 2 < code.len(),
+        "{sent} bytes sent for {}",
+        code.len()
+    );
+    // SAFETY: bytes this test's own region precompiled for this engine, just now.
+    #[allow(unsafe_code)]
+    let module = unsafe { sandbox.load_precompiled(digest, &code) }.expect("loads");
+    assert_eq!(module.digest(), digest);
 }
 
 #[tokio::test]

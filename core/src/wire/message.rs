@@ -22,6 +22,19 @@ pub enum ArtifactKind {
     Precompiled,
 }
 
+/// How an artifact's bytes are encoded on the wire. Precompiled code is several times the
+/// size of its wasm and compresses about sixfold, so a region sends it compressed (once,
+/// at deploy) and a POP decodes it with a bound ([`MAX_FRAME_LEN`](super::MAX_FRAME_LEN):
+/// compression never lets a peer send more than it could uncompressed). Wasm is always
+/// sent as `Identity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ArtifactEncoding {
+    /// The bytes as they are.
+    Identity,
+    /// One zstd frame that declares its decoded size.
+    Zstd,
+}
+
 /// One registry change, as a region pushes it to its POPs: what a POP needs to
 /// authenticate and resolve without asking. `None` means deleted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,10 +151,12 @@ pub enum Message {
         digest: ArtifactDigest,
         /// Whether `bytes` is wasm or precompiled code.
         kind: ArtifactKind,
-        /// SHA-256 of `bytes` as sent (equal to `digest` for `Wasm`), checked by the
-        /// receiver before it uses them.
+        /// How `bytes` is encoded (`Identity` for `Wasm`).
+        encoding: ArtifactEncoding,
+        /// SHA-256 of `bytes` as sent, encoded (equal to `digest` for `Wasm`), checked by
+        /// the receiver before it decodes or uses them.
         checksum: ArtifactDigest,
-        /// The bytes.
+        /// The bytes, encoded as `encoding` says.
         bytes: Bytes,
     },
     /// Either way: liveness and RTT probe.

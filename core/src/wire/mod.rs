@@ -11,8 +11,8 @@ mod message;
 
 pub use frame::{FrameHeader, WireError, decode, encode};
 pub use message::{
-    ArtifactKind, EngineFingerprint, Message, Pressure, PushedCertificate, ReleaseHint, ShippedLog,
-    Update,
+    ArtifactEncoding, ArtifactKind, EngineFingerprint, Message, Pressure, PushedCertificate,
+    ReleaseHint, ShippedLog, Update,
 };
 
 /// The ALPN protocol id of this protocol version. `strata/2`: token updates carry an
@@ -30,9 +30,10 @@ pub use message::{
 /// POP relays a region's classification instead of guessing it from the kind (the
 /// encoding of every `ErrorKind` is unchanged; the struct gained a field), and the push
 /// stream says when a POP has caught up (`Message::CaughtUp`: before it, a POP's pushed
-/// state is partial and refuses no token). Peers of earlier versions are refused at the
-/// handshake.
-pub const ALPN: &[u8] = b"strata/5";
+/// state is partial and refuses no token). `strata/6`: an artifact says how its bytes are
+/// encoded (`Message::Artifact::encoding`): precompiled code crosses compressed. Peers of
+/// earlier versions are refused at the handshake.
+pub const ALPN: &[u8] = b"strata/6";
 
 /// Hard limit on one frame's body, in bytes. Payload and module limits must stay below it.
 pub const MAX_FRAME_LEN: usize = 64 << 20;
