@@ -212,6 +212,37 @@ async fn region_with_a_certificate_from_another_ca_is_refused_by_the_pop() {
 }
 
 #[tokio::test]
+async fn a_request_and_its_reply_are_read_to_their_ends_so_neither_side_stops_a_stream() {
+    let (_dir, _region, channel) = connected().await;
+    // Small frames, and one reply spanning hundreds of packets.
+    let large = Message::Artifact {
+        digest: common::model::ArtifactDigest::of(b"m"),
+        kind: common::wire::ArtifactKind::Wasm,
+        encoding: common::wire::ArtifactEncoding::Identity,
+        checksum: common::model::ArtifactDigest::of(b"m"),
+        bytes: vec![7u8; 300_000].into(),
+    };
+    for nonce in 0..20 {
+        assert_eq!(
+            ping(&channel, nonce).await.expect("reply"),
+            Message::Pong { nonce }
+        );
+    }
+    assert_eq!(
+        channel.request(&large, MAX_FRAME_LEN).await.expect("reply"),
+        large
+    );
+    // One more round trip: whatever the region sent about the earlier streams has arrived
+    // before this reply, and our own frames about them have left.
+    ping(&channel, 99).await.expect("reply");
+    assert_eq!(
+        channel.stops(),
+        (0, 0),
+        "STOP_SENDING frames (sent, received): every stream was read to its end"
+    );
+}
+
+#[tokio::test]
 async fn garbage_on_a_stream_is_rejected_and_the_channel_lives_on() {
     let (_dir, _region, channel) = connected().await;
 

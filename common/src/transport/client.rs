@@ -117,9 +117,7 @@ impl Channel {
         send.write_all(&frame).await.map_err(write_failed)?;
         send.finish()
             .map_err(|e| TransportError::Stream(e.to_string()))?;
-        wire::read_message(&mut recv, reply_limit)
-            .await
-            .map_err(wire_failed)
+        super::read_frame(&mut recv, reply_limit).await
     }
 
     /// As [`Channel::request`], but gives up when the reply has not arrived `within` of
@@ -140,9 +138,7 @@ impl Channel {
             send.write_all(&frame).await.map_err(write_failed)?;
             send.finish()
                 .map_err(|e| TransportError::Stream(e.to_string()))?;
-            wire::read_message(&mut recv, reply_limit)
-                .await
-                .map_err(wire_failed)
+            super::read_frame(&mut recv, reply_limit).await
         };
         match tokio::time::timeout(within, exchange).await {
             Ok(reply) => reply,
@@ -206,6 +202,14 @@ impl Channel {
     /// ([`crate::policy::liveness::Silence`]).
     pub fn received(&self) -> u64 {
         self.conn.stats().udp_rx.datagrams
+    }
+
+    /// How many STOP_SENDING frames this connection has sent and received: a request or
+    /// reply stream read to its end sends none, so on a healthy connection both stay at
+    /// zero (a rejected request or an abandoned one, [`Self::request_within`], counts).
+    pub fn stops(&self) -> (u64, u64) {
+        let stats = self.conn.stats();
+        (stats.frame_tx.stop_sending, stats.frame_rx.stop_sending)
     }
 
     /// Drops a connection whose region went silent: requests in flight on it fail at once

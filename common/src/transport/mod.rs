@@ -53,6 +53,25 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// for stream credit (back-pressure) rather than fail.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
+/// Reads the one frame a request or reply stream carries, then the stream's end when it has
+/// already arrived (it travels in the packet with the frame's last bytes). quinn answers a
+/// stream dropped before its end was read with a STOP_SENDING to the peer: an extra packet
+/// and an acknowledgement back on every request, each a wake-up of the other node. Never
+/// waits for the end: a stream the peer has not finished yet is stopped on drop, as it
+/// should be.
+async fn read_frame(
+    recv: &mut quinn::RecvStream,
+    limit: usize,
+) -> Result<crate::wire::Message, TransportError> {
+    let msg = crate::wire::read_message(recv, limit)
+        .await
+        .map_err(wire_failed)?;
+    // `Ok(None)`: the end, read. Bytes after the frame (a peer breaking the protocol) or
+    // an end not yet here leave the stream to be stopped when dropped.
+    let _ = futures::FutureExt::now_or_never(recv.read_chunk(1, true));
+    Ok(msg)
+}
+
 /// Application error code of a normal close of a connection.
 const CLOSE_NORMAL: VarInt = VarInt::from_u32(0);
 

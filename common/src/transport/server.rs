@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use quinn::{ConnectionError, RecvStream, SendStream};
 
 use super::{
-    CLOSE_NORMAL, NodeTls, STREAM_REJECTED, TransportError, handshake_failed, wire_failed,
-    write_failed,
+    CLOSE_NORMAL, NodeTls, STREAM_REJECTED, TransportError, handshake_failed, write_failed,
 };
 use crate::wire::{self, Message};
 
@@ -147,9 +146,7 @@ impl ServerStream {
     /// [`TransportError::Stream`] or [`TransportError::ConnectionLost`] when the stream or
     /// connection failed.
     pub async fn read_request(&mut self, limit: usize) -> Result<Message, TransportError> {
-        wire::read_message(&mut self.recv, limit)
-            .await
-            .map_err(wire_failed)
+        super::read_frame(&mut self.recv, limit).await
     }
 
     /// Writes `msg` as one frame and keeps the stream open: for the long-lived push stream,
