@@ -17,8 +17,8 @@ const LEVEL: i32 = 3;
 /// Why encoded artifact bytes could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    /// The bytes are not one zstd frame with its decoded size in its header.
-    #[error("not a zstd frame that declares its size: {0}")]
+    /// The bytes are not one well-formed zstd frame with its decoded size in its header.
+    #[error("malformed zstd frame: {0}")]
     Malformed(String),
     /// The frame declares more than the bound.
     #[error("declares {declared} bytes decoded, over the {limit}-byte bound")]
@@ -30,17 +30,17 @@ pub enum DecodeError {
     },
 }
 
-/// `code` encoded for the wire: zstd when that is smaller, else as it is.
+/// `code` encoded for the wire: zstd when that is smaller, else as it is (no copy).
 ///
 /// # Errors
 /// Never for valid input in practice; an I/O error from the zstd library (out of memory)
 /// is reported rather than hidden.
-pub fn encode(code: &[u8]) -> std::io::Result<(ArtifactEncoding, Bytes)> {
-    let packed = zstd::bulk::compress(code, LEVEL)?;
+pub fn encode(code: Vec<u8>) -> std::io::Result<(ArtifactEncoding, Bytes)> {
+    let packed = zstd::bulk::compress(&code, LEVEL)?;
     Ok(if packed.len() < code.len() {
         (ArtifactEncoding::Zstd, Bytes::from(packed))
     } else {
-        (ArtifactEncoding::Identity, Bytes::copy_from_slice(code))
+        (ArtifactEncoding::Identity, Bytes::from(code))
     })
 }
 
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn compressible_code_is_sent_as_zstd_and_decodes_to_itself() {
         let code = code(200_000);
-        let (encoding, bytes) = encode(&code).expect("encodes");
+        let (encoding, bytes) = encode(code.clone()).expect("encodes");
         assert_eq!(encoding, ArtifactEncoding::Zstd);
         assert!(bytes.len() < code.len() / 4, "{} bytes", bytes.len());
         assert_eq!(decode(encoding, bytes).expect("decodes"), code);
@@ -118,7 +118,7 @@ mod tests {
             block = *crate::model::ArtifactDigest::of(&block).as_bytes();
             bytes.extend_from_slice(&block);
         }
-        let (encoding, sent) = encode(&bytes).expect("encodes");
+        let (encoding, sent) = encode(bytes.clone()).expect("encodes");
         assert_eq!(encoding, ArtifactEncoding::Identity);
         assert_eq!(sent, bytes);
         assert_eq!(decode(encoding, sent).expect("identity"), bytes);
@@ -127,7 +127,7 @@ mod tests {
     #[test]
     fn a_frame_declaring_more_than_the_bound_is_refused_before_allocating() {
         // A 1 MiB run of zeros is a few dozen bytes of zstd: a bomb against a small bound.
-        let (encoding, bomb) = encode(&vec![0u8; 1 << 20]).expect("encodes");
+        let (encoding, bomb) = encode(vec![0u8; 1 << 20]).expect("encodes");
         assert!(bomb.len() < 1024);
         assert_eq!(
             decode_within(encoding, bomb, 64 << 10),
@@ -140,7 +140,7 @@ mod tests {
 
     #[test]
     fn garbage_truncation_and_a_lying_header_are_typed_errors() {
-        let (_, good) = encode(&code(100_000)).expect("encodes");
+        let (_, good) = encode(code(100_000)).expect("encodes");
         let garbage = Bytes::from_static(b"definitely not zstd");
         assert!(matches!(
             decode(ArtifactEncoding::Zstd, garbage),

@@ -156,7 +156,7 @@ fn the_remembered_table_stays_within_its_bound() {
 /// [`RegionLink::fetch`] returns it.
 fn fetched(c: &ArtifactCache, wat: &str) -> (ArtifactDigest, Fetched) {
     let (digest, code) = precompiled(c, wat);
-    let (encoding, bytes) = artifact_encoding::encode(&code).expect("encodes");
+    let (encoding, bytes) = artifact_encoding::encode(code).expect("encodes");
     assert_eq!(
         encoding,
         ArtifactEncoding::Zstd,
@@ -197,14 +197,15 @@ async fn an_artifact_that_does_not_decode_is_refused_and_nothing_is_kept() {
     // bomb (a 2 KiB frame declaring more than a whole frame may carry).
     let not_zstd = Bytes::from_static(b"precompiled code, honestly");
     let truncated = good.bytes.slice(..good.bytes.len() / 2);
-    let bomb = artifact_encoding::encode(&vec![0u8; MAX_FRAME_LEN + 1])
+    let bomb = artifact_encoding::encode(vec![0u8; MAX_FRAME_LEN + 1])
         .expect("encodes")
         .1;
     assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
-    for (what, bytes) in [
-        ("not zstd", not_zstd),
-        ("truncated", truncated),
-        ("bomb", bomb),
+    // Each refused by the decoder, before anything reaches wasmtime.
+    for (what, bytes, why) in [
+        ("not zstd", not_zstd, "malformed zstd frame"),
+        ("truncated", truncated, "malformed zstd frame"),
+        ("bomb", bomb, "bound"),
     ] {
         let bad = Fetched {
             checksum: ArtifactDigest::of(&bytes),
@@ -214,6 +215,7 @@ async fn an_artifact_that_does_not_decode_is_refused_and_nothing_is_kept() {
         let e = c.admit(digest, bad).expect_err(what);
         assert_eq!(e.kind, common::model::ErrorKind::Internal, "{what}: {e:?}");
         assert!(e.message.contains(&digest.to_string()), "{what}: {e:?}");
+        assert!(e.message.contains(why), "{what}: {e:?}");
     }
     assert!(c.executor().cached(&digest).is_none(), "nothing loaded");
     assert_eq!(c.pending_writes(), 0, "nothing to write");

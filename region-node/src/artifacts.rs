@@ -160,10 +160,11 @@ impl Artifacts {
             let code = sandbox
                 .precompile(&module)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            let (encoding, bytes) = artifact_encoding::encode(&code)
+            let code_len = code.len();
+            let (encoding, bytes) = artifact_encoding::encode(code)
                 .map_err(|e| ApiError::internal(format!("compressing {digest}: {e}")))?;
             Ok::<_, ApiError>((
-                code.len(),
+                code_len,
                 Precompiled {
                     encoding,
                     checksum: ArtifactDigest::of(&bytes),
