@@ -183,6 +183,14 @@ async fn two_regions(a_config: RegionConfig) -> TwoRegions {
         regions: RegionSource::Static(vec![a.quic_addr, b.quic_addr]),
         connect_timeout_ms: 1000,
         http_listen: any_port(),
+        // Both regions are on loopback, equally near: every RTT ties and A, first in the
+        // list, is preferred. Without a wide margin a loaded machine's slow first sample
+        // (a handshake's, say) could make B look nearer and move the POP off A for
+        // distance, which these tests would mistake for a failover or a back-off.
+        region_choice: pop_node::config::RegionChoiceSettings {
+            rtt_margin_ms: 60_000,
+            ..Default::default()
+        },
         ..pop_config()
     })
     .await
