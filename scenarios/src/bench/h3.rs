@@ -220,6 +220,7 @@ pub async fn load(
         p99_us: hist.value_at_quantile(0.99) as f64,
         requests: hist.len(),
         errors,
+        server_cpu_us: None,
     })
 }
 

@@ -3,7 +3,8 @@
 //! Starts each server alone, as its own process ([`server`]): the plain axum echo
 //! (`bench-axum`), the naive per-request wasm server (`bench-naive`), then a Strata region
 //! and POP (`bench-strata`). Drives each path from `wrk` ([`wrk`]), a separate process,
-//! with a warm-up, at 64 connections and at one connection; then measures cold starts at
+//! with a warm-up, at 64 connections and at one connection, with the server process's
+//! CPU time per request ([`cpu`]); then measures cold starts at
 //! the POP (`bench-strata --cold N`). Prints the table, the ratios and pass/fail per
 //! budget. `--smoke` runs every step for one second and judges nothing.
 //!
@@ -20,6 +21,7 @@
 //! starts at the POP.
 
 pub mod components;
+pub mod cpu;
 pub mod guests;
 pub mod h2load;
 pub mod h3;
@@ -119,18 +121,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // row it is compared with turns into a false verdict either way.
     for (path, binary) in BASELINES {
         let s = Server::start(&server::sibling(binary)?, &[])?;
-        paths.push(measure(path, &s.field("url")?, &plain, timing)?);
+        paths.push(measure(path, &s, "url", &plain, timing)?);
     }
     {
         let strata = Server::start(&server::sibling("bench-strata")?, &[])?;
         let authed = wrk::script(dir.path(), Some(&strata.field("token")?))?;
         for (path, field) in BUDGET_ROWS {
-            paths.push(measure(path, &strata.field(field)?, &authed, timing)?);
+            paths.push(measure(path, &strata, field, &authed, timing)?);
         }
     }
     for ((_, binary), again) in BASELINES.into_iter().zip(BASELINES_AGAIN) {
         let s = Server::start(&server::sibling(binary)?, &[])?;
-        paths.push(measure(again, &s.field("url")?, &plain, timing)?);
+        paths.push(measure(again, &s, "url", &plain, timing)?);
     }
     let http_components = components::build_all(dir.path())?;
     let mut component_args = Vec::new();
@@ -160,7 +162,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                 .as_str()
                 .context("bench-strata did not report a component's URL")?
                 .to_owned();
-            paths.push(measure(row, &url, &authed, timing)?);
+            paths.push(measure_url(row, &url, strata.pid(), &authed, timing)?);
         }
     }
     let handshakes = over_tls(&strata, dir.path(), timing, args.smoke, &mut paths)?;
@@ -213,16 +215,30 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Measures the path at `server`'s ready-line field `field`.
 fn measure(
     path: &'static str,
+    server: &Server,
+    field: &str,
+    script: &std::path::Path,
+    t: Timing,
+) -> anyhow::Result<PathResult> {
+    measure_url(path, &server.field(field)?, server.pid(), script, t)
+}
+
+/// Drives `url` (served by process `pid`) from `wrk`: the warm-up, then 64 connections and
+/// one, each with the server's CPU per request.
+fn measure_url(
+    path: &'static str,
     url: &str,
+    pid: u32,
     script: &std::path::Path,
     t: Timing,
 ) -> anyhow::Result<PathResult> {
     eprintln!("bench: {path}");
     wrk::run(url, script, 64, t.warm_up)?;
-    let c64 = wrk::run(url, script, 64, t.c64)?;
-    let c1 = wrk::run(url, script, 1, t.c1)?;
+    let c64 = metered(pid, || wrk::run(url, script, 64, t.c64))?;
+    let c1 = metered(pid, || wrk::run(url, script, 1, t.c1))?;
     // Failed requests are reported in the table (a path that answers some requests with
     // an error is a finding, not a reason to lose the rest of the sitting).
     if c64.errors + c1.errors > 0 {
@@ -232,6 +248,17 @@ fn measure(
         );
     }
     Ok(PathResult { path, c64, c1 })
+}
+
+/// Runs `load` against process `pid` and adds the process's CPU per request to its result.
+fn metered(
+    pid: u32,
+    load: impl FnOnce() -> anyhow::Result<LoadResult>,
+) -> anyhow::Result<LoadResult> {
+    let meter = cpu::Meter::start(pid);
+    let mut r = load()?;
+    r.server_cpu_us = meter.per_request(r.requests);
+    Ok(r)
 }
 
 /// Drives the POP's local reactor path over TLS (HTTP/1.1 and HTTP/2 from `h2load`,
@@ -251,8 +278,11 @@ fn over_tls(
         ("POP local, reactor, HTTP/2 + TLS", h2load::Protocol::H2),
     ] {
         eprintln!("bench: {path}");
-        let c64 = h2load::run(dir, &https, &token, protocol, 64, t.c64)?;
-        let c1 = h2load::run(dir, &https, &token, protocol, 1, t.c1)?;
+        let pid = strata.pid();
+        let c64 = metered(pid, || {
+            h2load::run(dir, &https, &token, protocol, 64, t.c64)
+        })?;
+        let c1 = metered(pid, || h2load::run(dir, &https, &token, protocol, 1, t.c1))?;
         paths.push(PathResult { path, c64, c1 });
     }
     let h3_url = strata.field("pop_reactor_h3")?;
@@ -268,9 +298,14 @@ fn over_tls(
     eprintln!("bench: {path}");
     let (c64, c1) = rt.block_on(async {
         h3::load(&config, h3_addr, &h3_url, &token, 64, t.warm_up).await?;
-        let c64 = h3::load(&config, h3_addr, &h3_url, &token, 64, t.c64).await?;
-        let c1 = h3::load(&config, h3_addr, &h3_url, &token, 1, t.c1).await?;
-        anyhow::Ok((c64, c1))
+        let mut out = Vec::with_capacity(2);
+        for (connections, secs) in [(64, t.c64), (1, t.c1)] {
+            let meter = cpu::Meter::start(strata.pid());
+            let mut r = h3::load(&config, h3_addr, &h3_url, &token, connections, secs).await?;
+            r.server_cpu_us = meter.per_request(r.requests);
+            out.push(r);
+        }
+        anyhow::Ok((out[0], out[1]))
     })?;
     paths.push(PathResult { path, c64, c1 });
     eprintln!("bench: connection set-up");
@@ -392,13 +427,14 @@ fn median(v: &[u64]) -> Option<u64> {
 pub fn render(r: &BenchReport) -> String {
     let mut s = format!("load average at start: {}\n\n", r.load_average);
     s.push_str(
-        "| path | req/s, 64 conns | p50, 64 conns | p99, 64 conns | p50, 1 conn | p99, 1 conn | failed (64 / 1) |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| path | req/s, 64 conns | p50, 64 conns | p99, 64 conns | p50, 1 conn | p99, 1 conn | failed (64 / 1) | server CPU per request (64 / 1) |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
+    let cpu = |us: Option<f64>| us.map_or_else(|| "-".to_owned(), |us| format!("{us:.0} us"));
     for p in &r.paths {
         let _ = writeln!(
             s,
-            "| {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us | {} / {} |",
+            "| {} | {:.0} | {:.0} us | {:.0} us | {:.0} us | {:.0} us | {} / {} | {} / {} |",
             p.path,
             p.c64.requests_per_sec,
             p.c64.p50_us,
@@ -406,7 +442,9 @@ pub fn render(r: &BenchReport) -> String {
             p.c1.p50_us,
             p.c1.p99_us,
             p.c64.errors,
-            p.c1.errors
+            p.c1.errors,
+            cpu(p.c64.server_cpu_us),
+            cpu(p.c1.server_cpu_us),
         );
     }
     let _ = writeln!(s, "\ncold starts at the POP (us): {:?}\n", r.cold_us);
@@ -492,6 +530,32 @@ mod tests {
         assert_eq!(v[1].measured, "49.0%");
         assert_eq!(v[4].measured, "+200 us");
         assert!(render(&r).contains("| FAIL |"));
+    }
+
+    #[test]
+    fn the_table_shows_the_servers_cpu_per_request_where_it_was_measured() {
+        let mut measured = path("POP local, reactor", 49_000.0, 105.0);
+        measured.c64.server_cpu_us = Some(35.4);
+        measured.c1.server_cpu_us = Some(120.6);
+        let r = report(vec![measured, path("plain axum", 100_000.0, 80.0)], vec![]);
+        let table = render(&r);
+        let row = |name: &str| {
+            table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {name} |")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(
+            row("POP local, reactor").ends_with("| 0 / 0 | 35 us / 121 us |"),
+            "{table}"
+        );
+        assert!(row("plain axum").ends_with("| 0 / 0 | - / - |"), "{table}");
+        let header = table.lines().find(|l| l.starts_with("| path |"));
+        assert!(
+            header.is_some_and(|h| h.ends_with("| server CPU per request (64 / 1) |")),
+            "{table}"
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A string field of the ready line.
     ///
     /// # Errors

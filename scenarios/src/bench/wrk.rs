@@ -23,6 +23,9 @@ pub struct LoadResult {
     pub requests: u64,
     /// Non-2xx answers plus socket errors.
     pub errors: u64,
+    /// The server process's CPU time per completed request, microseconds ([`super::cpu`]);
+    /// `None` where it was not measured.
+    pub server_cpu_us: Option<f64>,
 }
 
 /// Fails with installation advice when `wrk` is not on the `PATH`.
