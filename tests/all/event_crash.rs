@@ -132,7 +132,15 @@ async fn sigkill_with_events_queued_running_or_replaying_loses_none() {
         .await
         .expect("dlq ls");
     let listed: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(before));
+    // Execution is at least once: an event the crash caught between its run and its ack
+    // runs again and may dead-letter a second time after every id was accounted for, so
+    // the CLI's list is bounded by the API's counts before and after it, not equal to one.
+    let after = dead_letters(&http, &region, token).await.len();
+    let n = listed["items"].as_array().map_or(0, Vec::len);
+    assert!(
+        (before..=after).contains(&n),
+        "`strata dlq ls` listed {n} letters; the API had {before} before and {after} after"
+    );
     let out = strata(dir.path())
         .args(["dlq", "ls"])
         .output()
