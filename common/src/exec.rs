@@ -32,9 +32,10 @@ use crate::sandbox::{
     CompiledModule, Execution, HttpExecution, Invocation, ModuleCache, ModuleError, Release, Reuse,
     Sandbox, SandboxError, StateHandle, WarmKey, WarmLane,
 };
+use crate::sharded::{SHARDS, Sharded};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tracing::info;
 
@@ -65,10 +66,12 @@ pub struct Executor {
     state: Option<std::sync::Arc<dyn StateProvider>>,
     stats: Option<std::sync::Arc<NodeStats>>,
     log_sink: Option<std::sync::Arc<dyn crate::logs::LogSink>>,
-    /// When idle warm instances were last reaped.
-    reaped: std::sync::Arc<Mutex<Instant>>,
-    /// Observed peak memory and learned sizes (bounded, see [`ResizePolicy`]).
-    resize: std::sync::Arc<Mutex<ResizePolicy>>,
+    /// When idle warm instances were last reaped: milliseconds after `born`, claimed by
+    /// one invocation at a time without a lock.
+    reaped: std::sync::Arc<(Instant, AtomicU64)>,
+    /// Observed peak memory and learned sizes (bounded, see [`ResizePolicy`]), sharded by
+    /// function: every invocation reads and updates its function's shard only.
+    resize: std::sync::Arc<Sharded<ResizePolicy>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -89,8 +92,14 @@ impl Executor {
             state: None,
             stats: None,
             log_sink: None,
-            reaped: std::sync::Arc::new(Mutex::new(Instant::now())),
-            resize: std::sync::Arc::new(Mutex::new(ResizePolicy::new(ResizeConfig::default()))),
+            reaped: std::sync::Arc::new((Instant::now(), AtomicU64::new(0))),
+            resize: std::sync::Arc::new(Sharded::new(|_| {
+                let config = ResizeConfig::default();
+                ResizePolicy::new(ResizeConfig {
+                    max_functions: config.max_functions.div_ceil(SHARDS),
+                    ..config
+                })
+            })),
         }
     }
 
@@ -207,13 +216,17 @@ impl Executor {
 
     /// Drops idle warm instances past their keep-alive, at most once per [`REAP_EVERY`].
     fn maybe_reap(&self) {
-        let now = Instant::now();
+        let (born, last) = &*self.reaped;
+        let now = u64::try_from(born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let then = last.load(Ordering::Relaxed);
+        let due = now.saturating_sub(then) >= REAP_EVERY.as_millis() as u64;
+        // Of the invocations that find it due, the one that moves the mark reaps.
+        if !due
+            || last
+                .compare_exchange(then, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
-            let mut last = self.reaped.lock().unwrap_or_else(|p| p.into_inner());
-            if now.saturating_duration_since(*last) < REAP_EVERY {
-                return;
-            }
-            *last = now;
+            return;
         }
         self.sandbox.reap_idle();
         if let Some(next) = &self.next {
@@ -261,14 +274,15 @@ impl Executor {
         Ok(module)
     }
 
-    fn resize_policy(&self) -> std::sync::MutexGuard<'_, ResizePolicy> {
-        self.resize.lock().unwrap_or_else(|p| p.into_inner())
+    /// The right-size policy's shard of `key`.
+    fn resize_policy(&self, key: &FunctionKey) -> std::sync::MutexGuard<'_, ResizePolicy> {
+        self.resize.by_key(key)
     }
 
     /// Adds peak memory samples of `key` observed elsewhere (a POP's load report) to the
     /// right-size statistics.
     pub fn observe_peaks(&self, key: &FunctionKey, peaks: &[u64]) {
-        let mut policy = self.resize_policy();
+        let mut policy = self.resize_policy(key);
         for &peak in peaks {
             policy.observe(key, peak);
         }
@@ -276,17 +290,19 @@ impl Executor {
 
     /// The right-size records changed since the last call, for the node to store.
     pub fn take_size_records(&self) -> Vec<(FunctionKey, SizeRecord)> {
-        self.resize_policy().take_dirty()
+        let mut dirty = Vec::new();
+        self.resize.each(|shard| dirty.extend(shard.take_dirty()));
+        dirty
     }
 
     /// Restores a stored right-size record of `key` (at start-up).
     pub fn restore_size_record(&self, key: &FunctionKey, record: SizeRecord) {
-        self.resize_policy().restore(key, record);
+        self.resize_policy(key).restore(key, record);
     }
 
     /// What this node observed of `version` of `key`'s memory use, for the control API.
     pub fn memory_report(&self, key: &FunctionKey, version: &str) -> MemoryReport {
-        self.resize_policy().report(key, version)
+        self.resize_policy(key).report(key, version)
     }
 
     /// The memory to run `req` with, in MiB, and what the request asked for: the
@@ -312,9 +328,11 @@ impl Executor {
             ))),
             Some(n) => Ok((n.max(configured), Some(n))),
             None => {
-                let learned =
-                    self.resize_policy()
-                        .memory_for(&function.key, &function.version, configured);
+                let learned = self.resize_policy(&function.key).memory_for(
+                    &function.key,
+                    &function.version,
+                    configured,
+                );
                 Ok((learned.min(ceiling), None))
             }
         }
@@ -465,7 +483,7 @@ impl Executor {
         // The planner's rule: one retry with more memory (`auto_resize`).
         let retry = memory_retry(&function.config, out_of_memory(&ran.execution), limit_mb);
         if let Some(retry_mb) = retry {
-            self.resize_policy().retried(&function.key);
+            self.resize_policy(&function.key).retried(&function.key);
             info!(function = %function.key, from_mb = limit_mb, to_mb = retry_mb,
                 "out of memory: retrying with more");
             let env = guest_env(&module, function, req);
@@ -474,7 +492,7 @@ impl Executor {
                 .await?;
             limit_mb = retry_mb;
             if !out_of_memory(&ran.execution) && asked.is_none() {
-                self.resize_policy()
+                self.resize_policy(&function.key)
                     .learn(&function.key, &function.version, retry_mb);
             }
         }
@@ -483,7 +501,7 @@ impl Executor {
             response: http,
             outbound,
         } = ran;
-        self.resize_policy().record(
+        self.resize_policy(&function.key).record(
             &function.key,
             &function.version,
             limit_mb,

@@ -14,10 +14,12 @@
 //!   module that imports wasmtime.
 //! - [`transport`]: quinn endpoints with mutual TLS and the dev CA. The only module that
 //!   touches quinn and rustls.
-//! - [`exec`]: running a resolved function on the blocking pool with a module cache;
+//! - [`exec`]: running a resolved function on the runtime's workers with a module cache;
 //!   shared by both tiers, admission stays with each node.
 //! - [`metrics`]: Prometheus metrics and the per-second load a node reports to its
 //!   region; bounded, never performs I/O.
+//! - [`sharded`]: state split into independently locked shards, so the per-request path
+//!   takes no node-wide lock.
 //! - [`logs`]: function logs (guest stderr) in bounded per-function ring buffers.
 //! - [`telemetry`]: logging set-up for the binaries.
 //! - [`edge`]: the device-facing HTTP edge shared by POP and region: the invoke handler
@@ -31,6 +33,7 @@ pub mod exec;
 pub mod logs;
 pub mod metrics;
 pub mod sandbox;
+pub mod sharded;
 pub mod telemetry;
 pub mod transport;
 pub mod warm_loop;

@@ -8,18 +8,25 @@
 //! the loop does nothing: pools fill on demand and empty by keep-alive alone, the baseline
 //! the trend-driven mode is compared with.
 //!
-//! Bounds: the functions remembered here are exactly those the policy tracks (its own
-//! `max_tracked`); pre-warming runs `_initialize` on this loop's task (yielding its worker
+//! A local run records its invocation without the policy's lock: into its function's
+//! shard of a pending table ([`crate::sharded`]), handed to the policy (exactly, see
+//! [`crate::policy::Arrivals`]) before each tick; the per-run read of the function's
+//! target takes the read side of the policy's lock.
+//!
+//! Bounds: the functions remembered here are those the policy tracks (its own
+//! `max_tracked`), plus at most as many pending since the last tick (a shard that fills
+//! is handed over at once); pre-warming runs `_initialize` on this loop's task (yielding its worker
 //! at every epoch tick like any guest) one function at a time, never more instances than
 //! the sandbox's pool size per function.
 
 use crate::clock::{Clock, SystemClock};
 use crate::exec::Executor;
 use crate::model::{Abi, FunctionKey, ResolvedFunction};
-use crate::policy::{WarmConfig, WarmMode, WarmPolicy};
+use crate::policy::{Arrivals, WarmConfig, WarmMode, WarmPolicy};
 use crate::sandbox::WarmKey;
+use crate::sharded::{SHARDS, Sharded};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -32,8 +39,23 @@ pub struct WarmPlanner {
     mode: WarmMode,
     tick: Duration,
     executor: Executor,
-    state: Mutex<State>,
+    /// The policy: read by every local run (its function's target), written once per
+    /// tick.
+    state: RwLock<State>,
+    /// The reactor invocations run since the loop last looked, by function: recorded
+    /// without touching the policy, handed to it before each tick.
+    pending: Sharded<HashMap<FunctionKey, Pending>>,
+    /// Functions a shard of `pending` holds at most before it is handed over at once.
+    pending_max: usize,
     clock: Arc<dyn Clock>,
+}
+
+/// One function's invocations since the loop last looked.
+#[derive(Debug)]
+struct Pending {
+    /// Its latest resolution (what to pre-warm).
+    function: ResolvedFunction,
+    arrivals: Arrivals,
 }
 
 #[derive(Debug)]
@@ -43,9 +65,13 @@ struct State {
     functions: HashMap<FunctionKey, ResolvedFunction>,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Critical sections are map updates and arithmetic that cannot panic half-way.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+// Critical sections are map updates and arithmetic that cannot panic half-way.
+fn read(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(l: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WarmPlanner {
@@ -55,7 +81,9 @@ impl WarmPlanner {
             mode: config.mode,
             tick: config.tick(),
             executor,
-            state: Mutex::new(State {
+            pending: Sharded::default(),
+            pending_max: config.max_tracked.div_ceil(SHARDS).max(1),
+            state: RwLock::new(State {
                 policy: WarmPolicy::new(config),
                 functions: HashMap::new(),
             }),
@@ -76,25 +104,48 @@ impl WarmPlanner {
         if self.mode == WarmMode::Reactive || function.config.abi != Abi::Reactor {
             return;
         }
-        let mut state = lock(&self.state);
-        state.policy.handle_invocation(
-            self.clock.now(),
-            &function.key,
-            exec,
-            function.config.memory_bytes(),
+        let now = self.clock.now();
+        let mut pending = self.pending.by_key(&function.key);
+        if let Some(p) = pending.get_mut(&function.key) {
+            p.arrivals.push(now, exec);
+            // Kept for the loop to prepare instances of; copied only when it changed
+            // (this runs on every invocation of a reactor).
+            if p.function != *function {
+                p.function = function.clone();
+            }
+            return;
+        }
+        let full = pending.len() >= self.pending_max;
+        pending.insert(
+            function.key.clone(),
+            Pending {
+                function: function.clone(),
+                arrivals: Arrivals::new(now, exec),
+            },
         );
-        // Kept for the loop to prepare instances of; copied only when it changed (this
-        // runs on every invocation of a reactor).
-        if state.functions.get(&function.key) != Some(function) {
-            state
-                .functions
-                .insert(function.key.clone(), function.clone());
+        if full {
+            // A flood of distinct functions: hand this shard over now rather than grow.
+            let taken: Vec<Pending> = pending.drain().map(|(_, p)| p).collect();
+            drop(pending);
+            self.hand_over(&mut write(&self.state), taken);
+        }
+    }
+
+    /// Gives the invocations in `taken` to the policy.
+    fn hand_over(&self, state: &mut State, taken: Vec<Pending>) {
+        for p in taken {
+            let key = &p.function.key;
+            let memory = p.function.config.memory_bytes();
+            state.policy.handle_arrivals(key, &p.arrivals, memory);
+            if state.functions.get(key) != Some(&p.function) {
+                state.functions.insert(key.clone(), p.function);
+            }
         }
     }
 
     /// The warm instances planned for `key` (what placement charges against the budget).
     pub fn planned(&self, key: &FunctionKey) -> u32 {
-        lock(&self.state).policy.target(key)
+        read(&self.state).policy.target(key)
     }
 
     /// Runs the loop until the task is aborted.
@@ -114,7 +165,12 @@ impl WarmPlanner {
 
     /// Closes the policy's ticks and returns every planned function with its target.
     fn plan(&self, now: Instant) -> Vec<(ResolvedFunction, u32)> {
-        let mut state = lock(&self.state);
+        // Taken shard by shard, each lock released before the policy's is taken.
+        let mut taken = Vec::new();
+        self.pending
+            .each(|shard| taken.extend(shard.drain().map(|(_, p)| p)));
+        let mut state = write(&self.state);
+        self.hand_over(&mut state, taken);
         if !state.policy.tick(now) {
             return Vec::new();
         }

@@ -303,22 +303,25 @@ impl Invoker for PopInvoker {
             planned_instances: self.warm.planned(&key),
         };
         // The slots a local run holds: one of the node's and one of the tenant's lease,
-        // drawn only if the planner gets that far.
+        // drawn only if the planner gets that far; before its lock is taken when it will
+        // get that far whatever it has seen, so that lock covers the planner's work only.
         let mut held = None;
+        let mut draw = || {
+            let node = Arc::clone(&self.local_slots).try_acquire_owned().ok();
+            let lease = node
+                .as_ref()
+                .and_then(|_| self.leases.try_draw(&key.tenant));
+            let slots = Slots {
+                node: node.is_some(),
+                lease: lease.is_some(),
+            };
+            held = node.zip(lease);
+            slots
+        };
+        let drawn = EdgePlanner::<FunctionKey>::draws_regardless(&facts).then(&mut draw);
         let planned = {
             let mut planner = self.planner.lock().unwrap_or_else(|p| p.into_inner());
-            planner.plan(now, &key, &facts, || {
-                let node = Arc::clone(&self.local_slots).try_acquire_owned().ok();
-                let lease = node
-                    .as_ref()
-                    .and_then(|_| self.leases.try_draw(&key.tenant));
-                let slots = Slots {
-                    node: node.is_some(),
-                    lease: lease.is_some(),
-                };
-                held = node.zip(lease);
-                slots
-            })
+            planner.plan(now, &key, &facts, || drawn.unwrap_or_else(&mut draw))
         };
         if let Some(f) = &function {
             if planned.fetch_artifact {

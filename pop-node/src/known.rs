@@ -31,7 +31,7 @@ use common::wire::{ReleaseHint, Update};
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// A pushed alias: where it points now and, while that is being prepared, before.
@@ -122,7 +122,8 @@ pub enum Standing {
 pub struct Known {
     ttl: Duration,
     max_entries: usize,
-    inner: Mutex<Inner>,
+    /// Read on every request, written when a push or a forward's reply teaches something.
+    inner: RwLock<Inner>,
     /// The region canary's share on the next release, in percent (from its release
     /// hints; 0 until a region that canaries sends them).
     canary_percent: std::sync::atomic::AtomicU8,
@@ -164,7 +165,7 @@ impl Known {
         Self {
             ttl,
             max_entries: max_entries.max(1),
-            inner: Mutex::new(inner),
+            inner: RwLock::new(inner),
             canary_percent: std::sync::atomic::AtomicU8::new(0),
         }
     }
@@ -182,10 +183,14 @@ impl Known {
             .store(percent.min(100), std::sync::atomic::Ordering::Release);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding this lock cannot leave the maps inconsistent (each
-        // operation is a single insert/remove), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    // A panic while holding this lock cannot leave the maps inconsistent (each operation
+    // is a single insert/remove), so a poisoned lock is still usable.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The tenant of `token`: pushed (by hash) or learned within the TTL. A pushed token
@@ -208,7 +213,7 @@ impl Known {
         wall_ms: impl FnOnce() -> u64,
     ) -> Option<TenantId> {
         let hash = TokenHash::of(token);
-        let inner = self.lock();
+        let inner = self.read();
         if inner.pushed_trusted(now)
             && let Some((t, expires_at_ms)) = inner.pushed_tokens.get(&hash)
         {
@@ -232,7 +237,7 @@ impl Known {
         if let Some(tenant) = self.tenant(token, now) {
             return Ok(tenant);
         }
-        let inner = self.lock();
+        let inner = self.read();
         Err(
             match inner.pushed_until.is_none() && !inner.tokens_truncated {
                 true => Standing::Refused,
@@ -243,7 +248,7 @@ impl Known {
 
     /// The learned `$LATEST` resolution of `key`, if learned within the TTL.
     pub fn function(&self, key: &FunctionKey, now: Instant) -> Option<Arc<ResolvedFunction>> {
-        let inner = self.lock();
+        let inner = self.read();
         let (f, at) = inner.functions.get(key)?;
         (now.saturating_duration_since(*at) < self.ttl).then(|| Arc::clone(f))
     }
@@ -259,7 +264,7 @@ impl Known {
         now: Instant,
         ready: impl Fn(&ArtifactDigest) -> bool,
     ) -> Option<Resolution> {
-        let inner = self.lock();
+        let inner = self.read();
         let pushed = inner
             .pushed_trusted(now)
             .then(|| inner.pushed.get(key))
@@ -303,7 +308,7 @@ impl Known {
     /// Records that the token with hash `token` resolved `function` at `now` (tokens are
     /// kept only as hashes, here and on disk).
     pub fn learn_hashed(&self, token: TokenHash, function: ResolvedFunction, now: Instant) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         bound(&mut inner.tokens, self.max_entries, now, self.ttl);
         inner
             .tokens
@@ -324,7 +329,7 @@ impl Known {
 
     /// Forgets `token` (the region refused it).
     pub fn forget_token(&self, token: &str) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         let hash = TokenHash::of(token);
         inner.tokens.remove(&hash);
         inner.pushed_tokens.remove(&hash);
@@ -333,7 +338,7 @@ impl Known {
     /// The push stream is live (`true`), or dropped at `now` (`false`): pushed state is
     /// then trusted for one TTL more.
     pub fn set_push_live(&self, live: bool, now: Instant) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         inner.pushed_until = if live {
             None
         } else {
@@ -343,7 +348,7 @@ impl Known {
 
     /// Forgets everything pushed (before applying a snapshot).
     pub fn clear_pushed(&self) {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         inner.pushed_tokens.clear();
         inner.tokens_truncated = false;
         inner.pushed.clear();
@@ -359,7 +364,7 @@ impl Known {
         hints: Vec<ReleaseHint>,
         ready: impl Fn(&ArtifactDigest) -> bool,
     ) -> Vec<(ArtifactDigest, String)> {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         let inner = &mut *inner;
         let mut changed: Vec<FunctionKey> = Vec::new();
         if full {
@@ -400,7 +405,7 @@ impl Known {
         update: Update,
         ready: impl Fn(&ArtifactDigest) -> bool,
     ) -> Vec<ArtifactDigest> {
-        let mut inner = self.lock();
+        let mut inner = self.write();
         let mut prepare = Vec::new();
         let full = inner.pushed.len() >= self.max_entries;
         match update {

@@ -60,7 +60,7 @@ fn the_table_is_bounded() {
     for i in 0..50 {
         k.learn(&format!("tok{i}"), resolved(1), t0);
     }
-    assert!(k.lock().tokens.len() <= 3);
+    assert!(k.read().tokens.len() <= 3);
 }
 
 /// A `Known` (10 s TTL) that has been pushed `token` of tenant `t`, push stream not live.
@@ -208,7 +208,7 @@ fn release_hints_are_bounded() {
         })
         .collect();
     k.apply_releases(false, hints, |_| true);
-    assert_eq!(k.lock().releases.len(), 3);
+    assert_eq!(k.read().releases.len(), 3);
 }
 
 #[test]

@@ -91,11 +91,12 @@ use book::{Answers, Book, HoldRule};
 use common::clock::{Clock, SystemClock};
 use common::model::{NodeId, TenantId};
 use common::policy::lease as book;
+use common::sharded::{SHARDS, Sharded};
 use common::wire::Message;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::debug;
@@ -106,7 +107,8 @@ pub struct LeaseConfig {
     /// Slots asked for at a time; also how many free slots a busy tenant keeps, and the
     /// most an idle one keeps.
     pub batch: u32,
-    /// Tenants holding leases at once.
+    /// Tenants holding leases at once (the books are sharded by tenant, each shard holding
+    /// its share: up to `SHARDS - 1` more in all from rounding).
     pub max_tenants: usize,
     /// How long after its last draw a quiet tenant keeps its floor of free slots; zero
     /// gives everything back after one quiet renewal round.
@@ -138,9 +140,12 @@ pub struct Leases {
     link: Arc<RegionLink>,
     config: LeaseConfig,
     rule: HoldRule,
-    held: Mutex<HashMap<TenantId, Book<SocketAddr>>>,
-    /// Whether regions answer lease messages (the stall rule).
-    answers: Mutex<Answers>,
+    /// The tenants' books, sharded by tenant: a draw and its return lock only their
+    /// tenant's shard.
+    held: Sharded<HashMap<TenantId, Book<SocketAddr>>>,
+    /// Whether regions answer lease messages (the stall rule): read by every draw, written
+    /// by lease messages.
+    answers: RwLock<Answers>,
     requests: Mutex<JoinSet<()>>,
     /// Renewal rounds completed, for tests and operators waiting on them.
     rounds: tokio::sync::watch::Sender<u64>,
@@ -157,7 +162,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.leases.lock();
+        let mut held = self.leases.book(&self.tenant);
         if let Some(b) = held.get_mut(&self.tenant) {
             b.finish();
         }
@@ -176,8 +181,8 @@ impl Leases {
                 batch,
                 idle_hold: config.idle_hold,
             },
-            held: Mutex::new(HashMap::new()),
-            answers: Mutex::new(Answers::default()),
+            held: Sharded::default(),
+            answers: RwLock::new(Answers::default()),
             requests: Mutex::new(JoinSet::new()),
             rounds: tokio::sync::watch::Sender::new(0),
             clock: Arc::new(SystemClock),
@@ -191,17 +196,27 @@ impl Leases {
         self
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<TenantId, Book<SocketAddr>>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    /// The shard holding `tenant`'s book, locked.
+    fn book(&self, tenant: &TenantId) -> MutexGuard<'_, HashMap<TenantId, Book<SocketAddr>>> {
+        self.held.by_key(tenant)
     }
 
-    fn answers(&self) -> MutexGuard<'_, Answers> {
-        self.answers.lock().unwrap_or_else(|p| p.into_inner())
+    /// Every tenant with a book now.
+    fn tenants(&self) -> Vec<TenantId> {
+        let mut tenants = Vec::new();
+        self.held
+            .each(|shard| tenants.extend(shard.keys().cloned()));
+        tenants
+    }
+
+    fn answers(&self) -> std::sync::RwLockWriteGuard<'_, Answers> {
+        self.answers.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether lease messages are stalled at `now` (see [`book::Answers`]).
     fn stalled(&self, now: Instant) -> bool {
-        self.answers().stalled(now, self.config.stall_after)
+        let answers = self.answers.read().unwrap_or_else(PoisonError::into_inner);
+        answers.stalled(now, self.config.stall_after)
     }
 
     /// Draws a slot of `tenant`'s lease, or `None` when it has none free (the caller
@@ -211,11 +226,12 @@ impl Leases {
     pub fn try_draw(self: &Arc<Self>, tenant: &TenantId) -> Option<Slot> {
         let now = self.clock.now();
         let stalled = self.stalled(now);
-        let mut held = self.lock();
+        let mut held = self.book(tenant);
+        let max_tenants = self.config.max_tenants.div_ceil(SHARDS).max(1);
         if !held.contains_key(tenant) {
-            if held.len() >= self.config.max_tenants {
+            if held.len() >= max_tenants {
                 held.retain(|_, b| !b.empty());
-                if held.len() >= self.config.max_tenants {
+                if held.len() >= max_tenants {
                     // Make room by the next round: end the hold of the idle book that drew
                     // longest ago (its slots go back then). This request is forwarded.
                     if let Some(b) = held
@@ -271,7 +287,7 @@ impl Leases {
     /// if any.
     fn done(&self, tenant: &TenantId) -> Option<u32> {
         let now = self.clock.now();
-        self.lock().get_mut(tenant)?.done(now, &self.rule)
+        self.book(tenant).get_mut(tenant)?.done(now, &self.rule)
     }
 
     /// Asks for `slots` more of `tenant` (0: renew) and applies the answer. Callers have
@@ -290,7 +306,7 @@ impl Leases {
             Err(_) => self.answers().failed(sent),
         }
         let back = {
-            let mut held = self.lock();
+            let mut held = self.book(tenant);
             let Some(b) = held.get_mut(tenant) else {
                 return;
             };
@@ -346,13 +362,13 @@ impl Leases {
     /// [`book::ROUND_CONCURRENCY`] at once, so a round takes about one round trip (two
     /// with returns) per that many tenants.
     pub async fn renew(&self) {
-        let tenants: Vec<TenantId> = self.lock().keys().cloned().collect();
+        let tenants = self.tenants();
         futures::stream::iter(tenants)
             .map(|tenant| self.renew_tenant(tenant))
             .buffer_unordered(book::ROUND_CONCURRENCY)
             .collect::<()>()
             .await;
-        self.lock().retain(|_, b| !b.empty());
+        self.held.each(|shard| shard.retain(|_, b| !b.empty()));
         self.rounds.send_modify(|n| *n += 1);
     }
 
@@ -360,7 +376,7 @@ impl Leases {
     async fn renew_tenant(&self, tenant: TenantId) {
         let now = self.clock.now();
         let step = {
-            let mut held = self.lock();
+            let mut held = self.book(&tenant);
             let Some(b) = held.get_mut(&tenant) else {
                 return;
             };
@@ -395,14 +411,14 @@ impl Leases {
 
     /// Slots of `tenant` held and in use now, for gauges and tests.
     pub fn holding(&self, tenant: &TenantId) -> (u32, u32) {
-        self.lock().get(tenant).map_or((0, 0), Book::holding)
+        self.book(tenant).get(tenant).map_or((0, 0), Book::holding)
     }
 
     /// `tenant`'s lease here now (all zero and invalid when it has no book).
     pub fn view(&self, tenant: &TenantId) -> LeaseView {
         let now = self.clock.now();
         let stalled = self.stalled(now);
-        let held = self.lock();
+        let held = self.book(tenant);
         let (held_slots, in_use) = held.get(tenant).map_or((0, 0), Book::holding);
         LeaseView {
             held: held_slots,
@@ -414,7 +430,7 @@ impl Leases {
 
     /// The region counting `tenant`'s lease here, if it holds one.
     pub fn region_of(&self, tenant: &TenantId) -> Option<SocketAddr> {
-        self.lock().get(tenant).and_then(Book::region)
+        self.book(tenant).get(tenant).and_then(Book::region)
     }
 
     /// Renewal rounds completed so far; changes after each round.

@@ -24,6 +24,8 @@ struct FunctionCounters {
 /// Counters since start plus the current window.
 #[derive(Debug)]
 pub(super) struct Window {
+    /// Functions this window tracks by name; beyond, they count under [`OTHER`].
+    max_functions: usize,
     pub totals: LoadTotals,
     local: u64,
     forwarded: u64,
@@ -34,8 +36,11 @@ pub(super) struct Window {
 }
 
 impl Window {
-    pub fn new() -> Self {
+    /// A window tracking at most `max_functions` by name (a shard of a node's window
+    /// holds its share of [`MAX_FUNCTIONS`]).
+    pub fn with_max_functions(max_functions: usize) -> Self {
         Self {
+            max_functions,
             totals: LoadTotals::default(),
             local: 0,
             forwarded: 0,
@@ -52,11 +57,12 @@ impl Window {
     /// The counters of `name`, or of [`OTHER`] once the map is full; a name is copied
     /// only when it is new.
     fn function(&mut self, name: &str) -> Option<&mut FunctionCounters> {
-        let key = if self.functions.len() >= MAX_FUNCTIONS && !self.functions.contains_key(name) {
-            OTHER
-        } else {
-            name
-        };
+        let key =
+            if self.functions.len() >= self.max_functions && !self.functions.contains_key(name) {
+                OTHER
+            } else {
+                name
+            };
         if !self.functions.contains_key(key) {
             self.functions
                 .insert(key.to_owned(), FunctionCounters::default());
@@ -102,6 +108,43 @@ impl Window {
             .unwrap_or(u64::MAX)
             .max(1);
         self.latency_us.saturating_record(us);
+    }
+
+    /// Adds everything this window counted to `into` (a merge of a node's shards) and
+    /// starts this one's next window; the counts since start stay here as well.
+    pub fn fold_into(&mut self, into: &mut Window) {
+        let (t, i) = (&self.totals, &mut into.totals);
+        i.executed += t.executed;
+        i.cold_starts += t.cold_starts;
+        i.forwarded += t.forwarded;
+        i.failed += t.failed;
+        into.local += self.local;
+        into.forwarded += self.forwarded;
+        into.cold += self.cold;
+        // Same bounds on both sides: adding cannot fail.
+        let _same_bounds = into.latency_us.add(&self.latency_us);
+        for (name, c) in &mut self.functions {
+            let f = into.functions.entry(name.clone()).or_default();
+            f.executed += c.executed;
+            f.forwarded += c.forwarded;
+            f.cold_starts += c.cold_starts;
+            f.in_window += c.in_window;
+            c.in_window = 0;
+        }
+        for &(reason, n) in &self.forwards_by_reason {
+            match into
+                .forwards_by_reason
+                .iter_mut()
+                .find(|(r, _)| *r == reason)
+            {
+                Some((_, m)) => *m += n,
+                None => into.forwards_by_reason.push((reason, n)),
+            }
+        }
+        self.local = 0;
+        self.forwarded = 0;
+        self.cold = 0;
+        self.latency_us.reset();
     }
 
     /// Closes the window and returns what it saw.

@@ -1,8 +1,9 @@
 //! What a node measures about itself: Prometheus metrics for `/metrics` and the windowed
 //! [`NodeLoad`] a node reports to its region every second for the capacity dashboard.
 //!
-//! One [`NodeStats`] per node, shared by `Arc`; recording is a few atomic or short
-//! mutex-guarded updates, never I/O. Every map here is bounded (functions and tenants
+//! One [`NodeStats`] per node, shared by `Arc`; recording is a few atomic updates and
+//! short updates of one shard ([`crate::sharded`]: by function, by tenant, or the worker's
+//! own), never a node-wide lock and never I/O; a report merges the shards. Every map here is bounded (functions and tenants
 //! beyond a fixed count are aggregated), so a flood of distinct names cannot grow memory.
 //! Prometheus label values naming tenants and functions are bounded the same way: the
 //! first [`MAX_LABEL_VALUES`] distinct names keep their own series, later ones share the
@@ -15,7 +16,8 @@ mod prom;
 mod series;
 
 use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
-use load::{MAX_TENANTS, TenantCounters, Window};
+use crate::sharded::{SHARDS, Sharded};
+use load::{MAX_FUNCTIONS, MAX_TENANTS, TenantCounters, Window};
 use prom::{Families, InvocationLabels, ReasonLabels, RegionLabels, TenantLabels};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -74,12 +76,15 @@ pub struct NodeStats {
     node: NodeId,
     tier: Tier,
     prom: Families,
-    window: Mutex<Window>,
+    /// The load window: a function's counts in its key's shard, request latencies in the
+    /// recording worker's.
+    window: Sharded<Window>,
     window_start: Mutex<Instant>,
-    tenants: Mutex<HashMap<String, TenantCounters>>,
+    /// In-flight counts by tenant name.
+    tenants: Sharded<HashMap<String, TenantCounters>>,
     levels: Mutex<Levels>,
-    /// Outcomes per function version since the last report.
-    outcomes: Mutex<outcomes::Tally>,
+    /// Outcomes per function version since the last report, by function.
+    outcomes: Sharded<outcomes::Tally>,
     /// Tenant and function names admitted as label values.
     labels: RwLock<std::collections::HashSet<String>>,
     /// Series and names resolved once.
@@ -93,11 +98,11 @@ impl NodeStats {
             node,
             tier,
             prom: Families::new(),
-            window: Mutex::new(Window::new()),
+            window: Sharded::new(|_| Window::with_max_functions(MAX_FUNCTIONS / SHARDS)),
             window_start: Mutex::new(now),
-            tenants: Mutex::new(HashMap::new()),
+            tenants: Sharded::default(),
             levels: Mutex::new(Levels::default()),
-            outcomes: Mutex::new(outcomes::Tally::default()),
+            outcomes: Sharded::new(|_| outcomes::Tally::with_max_keys(outcomes::MAX_KEYS / SHARDS)),
             labels: RwLock::new(std::collections::HashSet::new()),
             cache: series::Caches::default(),
         })
@@ -160,7 +165,9 @@ impl NodeStats {
             .fixed
             .exec_local(&self.prom, self.tier)
             .observe(exec.as_secs_f64());
-        lock(&self.window).executed(name, start == StartKind::Cold, outcome != Outcome::Ok);
+        self.window
+            .by_key(name)
+            .executed(name, start == StartKind::Cold, outcome != Outcome::Ok);
     }
 
     /// An invocation of `version` of `function` ran here and ended with a function error
@@ -177,7 +184,7 @@ impl NodeStats {
         platform_failure: bool,
         peak_bytes: Option<u64>,
     ) {
-        lock(&self.outcomes).add(
+        self.outcomes.by_key(function).add(
             function,
             version,
             canary_release,
@@ -194,7 +201,7 @@ impl NodeStats {
             .forwards
             .get_or_create(&ReasonLabels { reason })
             .inc();
-        lock(&self.window).forwarded(function, reason);
+        self.window.by_key(function).forwarded(function, reason);
     }
 
     /// An async event was accepted, retried or dead-lettered at this region (`outcome`:
@@ -213,7 +220,7 @@ impl NodeStats {
             .fixed
             .request(&self.prom, self.tier, local)
             .observe(latency.as_secs_f64());
-        lock(&self.window).request(local, latency);
+        self.window.local().request(local, latency);
     }
 
     /// An invoke request at this node's HTTP edge was answered with `status`, an error
@@ -251,9 +258,9 @@ impl NodeStats {
             None => Arc::new(make()),
         };
         {
-            let mut tenants = lock(&self.tenants);
             let name = &series.name;
-            if !tenants.contains_key(name) && tenants.len() < MAX_TENANTS {
+            let mut tenants = self.tenants.by_key(name);
+            if !tenants.contains_key(name) && tenants.len() < MAX_TENANTS / SHARDS {
                 tenants.insert(name.clone(), TenantCounters::default());
             }
             if let Some(c) = tenants.get_mut(name) {
@@ -283,7 +290,7 @@ impl NodeStats {
     pub fn tenant_budget(&self, tenant: &TenantId, charged: u64, limit: u64) {
         let name = tenant.to_string();
         {
-            let mut tenants = lock(&self.tenants);
+            let mut tenants = self.tenants.by_key(&name);
             if let Some(c) = tenants.get_mut(&name) {
                 c.limit = Some(limit);
             }
@@ -369,11 +376,20 @@ impl NodeStats {
             w
         };
         let (totals, closed) = {
-            let mut w = lock(&self.window);
+            let mut w = Window::with_max_functions(usize::MAX);
+            self.window.each(|shard| shard.fold_into(&mut w));
             let closed = w.close();
             (w.totals, closed)
         };
-        let tenants = load::close_tenants(&mut lock(&self.tenants));
+        let mut tenants = Vec::new();
+        self.tenants
+            .each(|shard| tenants.extend(load::close_tenants(shard)));
+        tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+        let mut outcomes = Vec::new();
+        self.outcomes.each(|shard| {
+            let room = outcomes::REPORTED - outcomes.len();
+            outcomes.extend(shard.drain_at_most(room));
+        });
         let levels = *lock(&self.levels);
         NodeLoad {
             node: self.node.clone(),
@@ -391,7 +407,7 @@ impl NodeStats {
             forwards_by_reason: closed.forwards_by_reason,
             tenants,
             functions: closed.functions,
-            outcomes: lock(&self.outcomes).drain(),
+            outcomes,
         }
     }
 
@@ -414,7 +430,8 @@ pub struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(c) = lock(&self.stats.tenants).get_mut(&self.tenant.name) {
+        let name = &self.tenant.name;
+        if let Some(c) = self.stats.tenants.by_key(name).get_mut(name) {
             c.in_flight = c.in_flight.saturating_sub(1);
         }
         self.tenant.in_flight.dec();

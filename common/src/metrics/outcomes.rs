@@ -35,14 +35,31 @@ struct Counts {
 
 /// The tally: by function, then its runs (one or two versions and releases at a time,
 /// searched in place), so a repeat invocation copies no names.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Tally {
     functions: HashMap<FunctionKey, Vec<Entry>>,
     /// Entries across all functions.
     entries: usize,
+    /// Entries tallied at most ([`MAX_KEYS`], or a shard's share of it).
+    max_keys: usize,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self::with_max_keys(MAX_KEYS)
+    }
 }
 
 impl Tally {
+    /// An empty tally of at most `max_keys` entries.
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Self {
+            functions: HashMap::new(),
+            entries: 0,
+            max_keys,
+        }
+    }
+
     /// Counts one invocation of `version` of `function`; `canary_release` is the release
     /// the canary sampled, if it did.
     pub fn add(
@@ -54,7 +71,7 @@ impl Tally {
         platform_failure: bool,
         peak_bytes: Option<u64>,
     ) {
-        let full = self.entries >= MAX_KEYS;
+        let full = self.entries >= self.max_keys;
         let runs = match self.functions.get_mut(function) {
             Some(runs) => runs,
             None if full => return,
@@ -93,11 +110,17 @@ impl Tally {
     }
 
     /// Takes at most [`REPORTED`] entries out of the tally.
+    #[cfg(test)]
     pub fn drain(&mut self) -> Vec<VersionOutcomes> {
+        self.drain_at_most(REPORTED)
+    }
+
+    /// Takes at most `max` entries out of the tally.
+    pub fn drain_at_most(&mut self, max: usize) -> Vec<VersionOutcomes> {
         let mut out = Vec::new();
         let keys: Vec<FunctionKey> = self.functions.keys().cloned().collect();
         for function in keys {
-            let room = REPORTED - out.len();
+            let room = max - out.len();
             if room == 0 {
                 break;
             }

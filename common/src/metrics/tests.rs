@@ -81,10 +81,8 @@ fn distinct_function_names_beyond_the_bound_are_aggregated() {
             Duration::ZERO,
         );
     }
-    let w = lock(&s.window);
-    assert_eq!(w.totals.executed as usize, load::MAX_FUNCTIONS + 100);
-    drop(w);
     let load = s.snapshot(t0 + Duration::from_secs(1), 0);
+    assert_eq!(load.totals.executed as usize, load::MAX_FUNCTIONS + 100);
     assert_eq!(load.functions.len(), load::REPORTED_FUNCTIONS);
     // The overflow bucket got the extra 100 (plus one: it took the last free slot's place
     // only after the map was full).
@@ -206,4 +204,48 @@ fn certificate_expiry_series_are_capped_soonest_first_and_replaced_each_sample()
         "a deleted certificate's series stays"
     );
     assert!(text.contains("strata_certificate_expiry_seconds{host=\"late.example\"} -5\n"));
+}
+
+#[test]
+fn counts_from_many_workers_at_once_add_up_exactly_in_the_report() {
+    // Each worker records into its own shard of the window and a tenant's shard of the
+    // in-flight table; the report must merge them into exactly what happened.
+    let t0 = Instant::now();
+    let s = stats(t0);
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let tenant = TenantId::new(format!("t{}", w % 2)).expect("tenant");
+                let f = key(&format!("t{}", w % 2), "f");
+                for i in 0..500 {
+                    let held = s.in_flight(&tenant, Some(100));
+                    s.executed(&f, StartKind::Warm, Outcome::Ok, Duration::ZERO);
+                    s.outcome(&f, "1", None, i % 5 == 0, false, None);
+                    s.request(true, Duration::from_micros(100));
+                    drop(held);
+                }
+                s.forwarded(&f.to_string(), "rare");
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let load = s.snapshot(t0 + Duration::from_secs(1), 0);
+    assert_eq!(load.totals.executed, 4000);
+    assert_eq!(load.totals.forwarded, 8);
+    assert_eq!(load.window.local, 4000);
+    assert_eq!(load.window.latency_p50_us, 100);
+    assert_eq!(load.in_flight, 0);
+    let tenants: Vec<_> = load.tenants.iter().map(|t| t.tenant.as_str()).collect();
+    assert_eq!(tenants, ["t0", "t1"]);
+    assert!(load.tenants.iter().all(|t| t.peak_in_flight >= 1));
+    let f0 = load.functions.iter().find(|f| f.function == "t0/f");
+    assert_eq!(f0.map(|f| (f.executed, f.forwarded)), Some((2000, 4)));
+    let mut outcomes = load.outcomes.clone();
+    outcomes.sort_by(|a, b| a.function.cmp(&b.function));
+    let counts: Vec<_> = outcomes.iter().map(|o| (o.invocations, o.errors)).collect();
+    assert_eq!(counts, [(2000, 400), (2000, 400)]);
+    assert_eq!(s.snapshot(t0 + Duration::from_secs(2), 0).window.local, 0);
 }

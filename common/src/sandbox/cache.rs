@@ -6,45 +6,48 @@
 
 use super::CompiledModule;
 use crate::model::ArtifactDigest;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Compiled modules by digest, at most `max_bytes` of wasm in total.
 ///
 /// When an insert takes the total over the bound, the least recently used modules (by
 /// [`ModuleCache::get`] or [`ModuleCache::insert`]) are evicted until it fits again; a
 /// module bigger than the whole bound is therefore not kept at all.
+///
+/// A lookup, on every invocation, takes only the read side of the lock and marks the
+/// module used with an atomic stamp, so concurrent requests never wait for each other
+/// here; the recency order is only worked out when an insert has to evict.
 #[derive(Debug)]
 pub struct ModuleCache {
     max_bytes: usize,
-    inner: Mutex<Lru>,
+    inner: RwLock<Lru>,
+    /// The next last-use stamp; strictly increasing.
+    clock: AtomicU64,
     /// Counts insertions, for whoever waits for a module to be prepared.
     inserted: tokio::sync::watch::Sender<u64>,
 }
 
+#[derive(Debug)]
+struct Cached {
+    module: CompiledModule,
+    /// The stamp of its last use.
+    used: AtomicU64,
+}
+
 #[derive(Debug, Default)]
 struct Lru {
-    /// Each module with the stamp of its last use.
-    entries: HashMap<ArtifactDigest, (CompiledModule, u64)>,
-    /// Last-use stamp to digest; the first entry is the least recently used.
-    order: BTreeMap<u64, ArtifactDigest>,
-    /// The next stamp to hand out; strictly increasing.
-    clock: u64,
+    entries: HashMap<ArtifactDigest, Cached>,
     /// Sum of `size_bytes` over `entries`.
     bytes: usize,
 }
 
 impl Lru {
-    fn stamp(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
-    }
-
     fn remove(&mut self, d: &ArtifactDigest) -> Option<CompiledModule> {
-        let (module, stamp) = self.entries.remove(d)?;
-        self.order.remove(&stamp);
-        self.bytes -= module.size_bytes();
-        Some(module)
+        let cached = self.entries.remove(d)?;
+        self.bytes -= cached.module.size_bytes();
+        Some(cached.module)
     }
 }
 
@@ -53,7 +56,8 @@ impl ModuleCache {
     pub fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
-            inner: Mutex::new(Lru::default()),
+            inner: RwLock::new(Lru::default()),
+            clock: AtomicU64::new(0),
             inserted: tokio::sync::watch::Sender::new(0),
         }
     }
@@ -64,10 +68,18 @@ impl ModuleCache {
         self.inserted.subscribe()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Lru> {
-        // Every update below is completed before the guard drops, so a panic elsewhere
-        // while holding the lock cannot leave the maps inconsistent.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    // Every update below is completed before the guard drops, so a panic elsewhere while
+    // holding the lock cannot leave the map and the byte count inconsistent.
+    fn read(&self) -> RwLockReadGuard<'_, Lru> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Lru> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stamp(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The bound given to [`ModuleCache::new`], in bytes of wasm.
@@ -77,32 +89,34 @@ impl ModuleCache {
 
     /// The module with digest `d`, marking it most recently used.
     pub fn get(&self, d: &ArtifactDigest) -> Option<CompiledModule> {
-        let mut lru = self.lock();
-        let stamp = lru.stamp();
-        let (module, old) = lru.entries.get_mut(d)?;
-        let old = std::mem::replace(old, stamp);
-        let module = module.clone();
-        lru.order.remove(&old);
-        lru.order.insert(stamp, *d);
-        Some(module)
+        let lru = self.read();
+        let cached = lru.entries.get(d)?;
+        cached.used.store(self.stamp(), Ordering::Relaxed);
+        Some(cached.module.clone())
     }
 
     /// Adds `m` (replacing a module with the same digest) as most recently used, then
     /// evicts least recently used modules until the total fits the bound.
     pub fn insert(&self, m: CompiledModule) {
-        let mut lru = self.lock();
+        let mut lru = self.write();
         let digest = m.digest();
         lru.remove(&digest);
-        let stamp = lru.stamp();
         lru.bytes += m.size_bytes();
-        lru.entries.insert(digest, (m, stamp));
-        lru.order.insert(stamp, digest);
-        while lru.bytes > self.max_bytes {
-            let Some((_, oldest)) = lru.order.pop_first() else {
-                break;
-            };
-            if let Some((module, _)) = lru.entries.remove(&oldest) {
-                lru.bytes -= module.size_bytes();
+        let used = AtomicU64::new(self.stamp());
+        lru.entries.insert(digest, Cached { module: m, used });
+        if lru.bytes > self.max_bytes {
+            // Oldest first; the stamps cannot move while the write lock is held.
+            let mut by_age: Vec<(u64, ArtifactDigest)> = lru
+                .entries
+                .iter()
+                .map(|(d, c)| (c.used.load(Ordering::Relaxed), *d))
+                .collect();
+            by_age.sort_unstable();
+            for (_, oldest) in by_age {
+                if lru.bytes <= self.max_bytes {
+                    break;
+                }
+                lru.remove(&oldest);
             }
         }
         drop(lru);
@@ -111,12 +125,12 @@ impl ModuleCache {
 
     /// Drops the module with digest `d`, if cached.
     pub fn remove(&self, d: &ArtifactDigest) {
-        self.lock().remove(d);
+        self.write().remove(d);
     }
 
     /// How many modules are cached.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        self.read().entries.len()
     }
 
     /// Whether no module is cached.
@@ -126,7 +140,7 @@ impl ModuleCache {
 
     /// Total wasm bytes of the cached modules; never more than the bound after an insert.
     pub fn bytes(&self) -> usize {
-        self.lock().bytes
+        self.read().bytes
     }
 }
 

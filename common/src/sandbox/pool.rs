@@ -32,7 +32,7 @@ use crate::model::{ArtifactDigest, FunctionKey};
 use crate::policy::affinity;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 /// Identifies one warm pool: instances are only ever shared by invocations of the same
@@ -119,6 +119,14 @@ impl Checkout {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few field moves that cannot panic half-way.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WarmPool {
@@ -256,8 +264,14 @@ impl WarmPool {
 }
 
 /// Every warm pool of one sandbox, at most `max_pools`, least recently used dropped first.
+///
+/// A checkout of a dedicated pool that exists (every warm call) takes only the read side
+/// of the table's lock and stamps the pool used atomically; creating, moving and dropping
+/// pools take the write side.
 pub(super) struct WarmPools {
-    pools: Mutex<Pools>,
+    pools: RwLock<Pools>,
+    /// The next last-use stamp; strictly increasing.
+    clock: AtomicU64,
     max_pools: usize,
     pool_size: usize,
     keep_alive: Duration,
@@ -266,14 +280,13 @@ pub(super) struct WarmPools {
 #[derive(Default)]
 struct Pools {
     by_key: HashMap<WarmKey, Entry>,
-    clock: u64,
 }
 
 /// One pool in the table.
 struct Entry {
     pool: Arc<WarmPool>,
-    /// `clock` at its last checkout.
-    used: u64,
+    /// The table's `clock` at its last checkout.
+    used: AtomicU64,
     /// In the on-demand lane.
     on_demand: bool,
 }
@@ -283,7 +296,7 @@ impl Pools {
         self.by_key.iter().map(|(k, e)| {
             let r = Resident {
                 on_demand: e.on_demand,
-                used: e.used,
+                used: e.used.load(Ordering::Relaxed),
             };
             (k, r)
         })
@@ -293,7 +306,8 @@ impl Pools {
 impl WarmPools {
     pub(super) fn new(cfg: &SandboxConfig) -> Self {
         Self {
-            pools: Mutex::new(Pools::default()),
+            pools: RwLock::new(Pools::default()),
+            clock: AtomicU64::new(0),
             max_pools: cfg.max_warm_pools,
             pool_size: cfg.warm_pool_size,
             keep_alive: cfg.warm_idle(),
@@ -322,16 +336,23 @@ impl WarmPools {
     /// says; not kept when its lane has no room), moved to `lane` when it was in the other
     /// one, and marked used.
     fn pool(&self, key: &WarmKey, lane: WarmLane) -> Arc<WarmPool> {
+        let on_demand = lane.is_on_demand();
+        if !on_demand
+            && let Some(entry) = read(&self.pools).by_key.get(key)
+            && !entry.on_demand
+        {
+            // The dedicated warm path: nothing changes but the stamp.
+            entry.used.store(self.stamp(), Ordering::Relaxed);
+            return Arc::clone(&entry.pool);
+        }
         let mut evicted = Vec::new();
         let pool = {
-            let mut pools = lock(&self.pools);
-            pools.clock += 1;
-            let used = pools.clock;
-            let on_demand = lane.is_on_demand();
+            let mut pools = write(&self.pools);
+            let used = self.stamp();
             let keep_alive = lane.keep_alive(self.keep_alive);
             let (pool, incoming) = match pools.by_key.get_mut(key) {
                 Some(entry) => {
-                    entry.used = used;
+                    *entry.used.get_mut() = used;
                     let moved = entry.on_demand != on_demand;
                     entry.on_demand = on_demand;
                     if moved || on_demand {
@@ -354,7 +375,7 @@ impl WarmPools {
             if incoming && fits {
                 let entry = Entry {
                     pool: Arc::clone(&pool),
-                    used,
+                    used: AtomicU64::new(used),
                     on_demand,
                 };
                 pools.by_key.insert(key.clone(), entry);
@@ -364,6 +385,10 @@ impl WarmPools {
         // Dropping a pool drops its idle instances: outside the lock.
         drop(evicted);
         pool
+    }
+
+    fn stamp(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Reserves one empty slot of `key`'s pool (creating the pool if needed) when its
@@ -381,7 +406,7 @@ impl WarmPools {
     /// Drops idle instances of `key`'s pool unused since `before` beyond `keep`; returns
     /// how many were dropped.
     pub(super) fn retire(&self, key: &WarmKey, keep: usize, before: Instant) -> usize {
-        let pool = lock(&self.pools)
+        let pool = read(&self.pools)
             .by_key
             .get(key)
             .map(|e| Arc::clone(&e.pool));
@@ -391,7 +416,7 @@ impl WarmPools {
     /// Drops expired idle instances and pools with nothing in them; returns how many
     /// instances remain idle.
     pub(super) fn reap(&self, now: Instant) -> usize {
-        let pools: Vec<(WarmKey, Arc<WarmPool>)> = lock(&self.pools)
+        let pools: Vec<(WarmKey, Arc<WarmPool>)> = read(&self.pools)
             .by_key
             .iter()
             .map(|(k, e)| (k.clone(), Arc::clone(&e.pool)))
@@ -408,7 +433,7 @@ impl WarmPools {
         }
         let mut removed = Vec::new();
         {
-            let mut pools = lock(&self.pools);
+            let mut pools = write(&self.pools);
             for key in unused {
                 removed.extend(pools.by_key.remove(&key));
             }
@@ -421,7 +446,7 @@ impl WarmPools {
     pub(super) fn remove_digest(&self, digest: &ArtifactDigest) {
         let mut removed = Vec::new();
         {
-            let mut pools = lock(&self.pools);
+            let mut pools = write(&self.pools);
             let keys: Vec<WarmKey> = pools
                 .by_key
                 .keys()
@@ -438,7 +463,7 @@ impl WarmPools {
     /// Idle warm instances across every pool, and the memory they may use (each
     /// instance's limit), for metrics.
     pub(super) fn totals(&self) -> (usize, u64) {
-        let pools: Vec<(Arc<WarmPool>, u64)> = lock(&self.pools)
+        let pools: Vec<(Arc<WarmPool>, u64)> = read(&self.pools)
             .by_key
             .iter()
             .map(|(k, e)| (Arc::clone(&e.pool), k.memory_bytes))
@@ -451,7 +476,7 @@ impl WarmPools {
 
     /// Idle instances in `key`'s pool.
     pub(super) fn idle(&self, key: &WarmKey) -> usize {
-        let pool = lock(&self.pools)
+        let pool = read(&self.pools)
             .by_key
             .get(key)
             .map(|e| Arc::clone(&e.pool));

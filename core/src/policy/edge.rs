@@ -164,9 +164,22 @@ where
         }
     }
 
+    /// Whether [`EdgePlanner::plan`] draws the slots for `facts` whatever its own state:
+    /// the function is known, its module ready, and neither rule 3 nor rule 4 can stop
+    /// the planning before the draw. The shell may then draw them before it takes the
+    /// planner's lock, and hand them in, so that lock is held for the planner's own work
+    /// only (it is the one lock every request at a POP takes).
+    pub fn draws_regardless<R>(facts: &Facts<'_, R>) -> bool {
+        facts.module_bytes.is_some()
+            && facts
+                .function
+                .is_some_and(|f| !f.dead_letter_sync && f.rate_limit_rps.is_none_or(|r| r == 0))
+    }
+
     /// Rules 3 to 6 for the invocation of `key` at `now`. `draw` takes a node slot and a
     /// lease slot (each only when free, the lease only with a node slot); it is called at
-    /// most once, and only when the module is ready here.
+    /// most once, and only when the module is ready here (always when
+    /// [`EdgePlanner::draws_regardless`]).
     pub fn plan<R: Copy + PartialEq + Default>(
         &mut self,
         now: Instant,

@@ -311,3 +311,67 @@ fn only_an_unreachable_fleet_lets_a_lease_less_run_go_uncounted() {
     assert!(!run_uncounted(true, true));
     assert!(!run_uncounted(false, false));
 }
+
+#[test]
+fn draws_regardless_means_the_plan_always_draws_whatever_came_before() {
+    let now = Instant::now();
+    let configs = [
+        FunctionConfig::default(),
+        edge_config(),
+        FunctionConfig {
+            placement: Placement::Region,
+            ..FunctionConfig::default()
+        },
+        FunctionConfig {
+            resource_group: Some("g".into()),
+            ..edge_config()
+        },
+        FunctionConfig {
+            dead_letter_sync: true,
+            ..edge_config()
+        },
+        FunctionConfig {
+            rate_limit_rps: Some(1),
+            ..edge_config()
+        },
+        FunctionConfig {
+            rate_limit_rps: Some(0),
+            ..edge_config()
+        },
+    ];
+    let mut regardless = 0;
+    for f in &configs {
+        for module_bytes in [None, Some(1 << 20)] {
+            let facts = Facts {
+                module_bytes,
+                ..ready(f)
+            };
+            // A fresh planner, and one that has planned the same function many times
+            // (popular, and past a rate limit of 1/s if it has one).
+            let mut p = planner(now);
+            for _ in 0..20 {
+                p.plan(now, &key("f"), &facts, || BOTH);
+            }
+            for p in [&mut planner(now), &mut p] {
+                let mut draws = 0;
+                p.plan(now, &key("f"), &facts, || {
+                    draws += 1;
+                    BOTH
+                });
+                if EdgePlanner::<FunctionKey>::draws_regardless(&facts) {
+                    regardless += 1;
+                    assert_eq!(draws, 1, "{f:?} with module {module_bytes:?}");
+                }
+            }
+        }
+    }
+    // Default, edge, region, resource group and a zero rate limit, each on both planners.
+    assert_eq!(regardless, 10);
+    let unknown = Facts::<Rel> {
+        function: None,
+        release: Rel::Current,
+        module_bytes: Some(1),
+        planned_instances: 0,
+    };
+    assert!(!EdgePlanner::<FunctionKey>::draws_regardless(&unknown));
+}

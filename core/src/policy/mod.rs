@@ -33,4 +33,4 @@ pub use keepalive::{HistogramConfig, HistogramPolicy, KeepAliveWindows, WindowBa
 pub use placement::{Decision, ForwardReason, LocalState, PlacementConfig, PlacementPolicy};
 pub use recency::RecencyTable;
 pub use trending::{TrendingConfig, TrendingPolicy};
-pub use warm::{WarmConfig, WarmMode, WarmPolicy};
+pub use warm::{Arrivals, WarmConfig, WarmMode, WarmPolicy};

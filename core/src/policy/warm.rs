@@ -141,6 +141,58 @@ impl Series {
     }
 }
 
+/// Weight of the newest invocation in a function's mean duration: it is smoothed over
+/// about 20 invocations.
+const DURATION_WEIGHT: f64 = 1.0 / 20.0;
+
+/// Invocations of one function gathered between two visits to the policy (a node records
+/// them on its request path without locking the policy, and hands them over in one
+/// [`WarmPolicy::handle_arrivals`]). Folds the mean duration's smoothing exactly: after
+/// `n` invocations `mean = keep * mean_before + added`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrivals {
+    /// When the first and the latest of them arrived.
+    first: Instant,
+    last: Instant,
+    /// How many.
+    count: u64,
+    /// The first one's duration, seconds (a new function's mean starts there).
+    first_duration: f64,
+    /// `(1 - w)^count`: what is left of the mean before them.
+    keep: f64,
+    /// Their weighted contribution to the mean.
+    added: f64,
+}
+
+impl Arrivals {
+    /// One invocation at `now` that took `duration`.
+    pub fn new(now: Instant, duration: Duration) -> Self {
+        let d = duration.as_secs_f64();
+        Self {
+            first: now,
+            last: now,
+            count: 1,
+            first_duration: d,
+            keep: 1.0 - DURATION_WEIGHT,
+            added: DURATION_WEIGHT * d,
+        }
+    }
+
+    /// Adds one more invocation at `now` that took `duration`.
+    pub fn push(&mut self, now: Instant, duration: Duration) {
+        self.last = self.last.max(now);
+        self.count += 1;
+        self.keep *= 1.0 - DURATION_WEIGHT;
+        self.added =
+            self.added * (1.0 - DURATION_WEIGHT) + DURATION_WEIGHT * duration.as_secs_f64();
+    }
+
+    /// How many invocations are gathered.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
 /// Trend-driven warm-pool planning. See the module docs.
 #[derive(Debug)]
 pub struct WarmPolicy<K, S = RandomState> {
@@ -182,21 +234,26 @@ impl<K: Eq + Hash + Ord + Clone, S: BuildHasher> WarmPolicy<K, S> {
         duration: Duration,
         memory_bytes: u64,
     ) {
-        self.tick_start.get_or_insert(now);
+        self.handle_arrivals(key, &Arrivals::new(now, duration), memory_bytes);
+    }
+
+    /// Records the invocations of `key` gathered in `batch` (in their order, as if each
+    /// were handled on its own), on instances limited to `memory_bytes`.
+    pub fn handle_arrivals(&mut self, key: &K, batch: &Arrivals, memory_bytes: u64) {
+        self.tick_start.get_or_insert(batch.first);
         // A clock that went backwards keeps the later instant as the last arrival.
-        let s = self.series.touch(now, key, || Series {
+        let s = self.series.touch(batch.last, key, || Series {
             level: 0.0,
             trend: 0.0,
             seeded: false,
             arrivals: 0,
-            mean_duration: duration.as_secs_f64(),
+            mean_duration: batch.first_duration,
             memory_bytes,
             target: 0,
         });
-        s.arrivals += 1;
+        s.arrivals += batch.count;
         s.memory_bytes = memory_bytes;
-        // Mean duration smoothed over about 20 invocations.
-        s.mean_duration += (duration.as_secs_f64() - s.mean_duration) / 20.0;
+        s.mean_duration = s.mean_duration * batch.keep + batch.added;
     }
 
     /// When [`Self::tick`] next has work, if anything is tracked.

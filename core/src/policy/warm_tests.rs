@@ -176,3 +176,38 @@ fn out_of_range_smoothing_is_refused() {
     assert!(bad.validate().is_err());
     assert!(WarmConfig::default().validate().is_ok());
 }
+
+#[test]
+fn arrivals_handed_over_in_a_batch_plan_as_if_handled_one_by_one() {
+    let t0 = Instant::now();
+    let durations = [5u64, 80, 20, 300, 40, 40, 7];
+    let mut one_by_one = policy(WarmConfig::default());
+    let mut batched = policy(WarmConfig::default());
+    for round in 0..5u32 {
+        let at = t0 + TICK * round;
+        let mut batch: Option<Arrivals> = None;
+        for (i, ms) in durations.iter().enumerate() {
+            let now = at + Duration::from_millis(100 * i as u64);
+            let d = Duration::from_millis(*ms * u64::from(round + 1));
+            one_by_one.handle_invocation(now, &7, d, 64 * MB);
+            match &mut batch {
+                Some(b) => b.push(now, d),
+                None => batch = Some(Arrivals::new(now, d)),
+            }
+        }
+        let batch = batch.expect("seven arrivals");
+        assert_eq!(batch.count(), durations.len() as u64);
+        batched.handle_arrivals(&7, &batch, 64 * MB);
+        assert!(one_by_one.tick(at + TICK));
+        assert!(batched.tick(at + TICK));
+        assert_eq!(batched.target(&7), one_by_one.target(&7), "round {round}");
+        let (a, b) = (batched.forecast(&7), one_by_one.forecast(&7));
+        assert!((a - b).abs() < 1e-9, "round {round}: {a} against {b}");
+        let (a, b) = (batched.series.get(&7), one_by_one.series.get(&7));
+        let means = a.zip(b).map(|(a, b)| (a.mean_duration, b.mean_duration));
+        assert!(
+            means.is_some_and(|(a, b)| (a - b).abs() < 1e-12),
+            "round {round}: mean durations {means:?}"
+        );
+    }
+}
