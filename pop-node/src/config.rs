@@ -115,9 +115,9 @@ pub struct PopConfig {
     /// beyond the lease, capped per tenant; see docs/configuration.md); should match the
     /// region's `limits.lease_ttl_ms`, in milliseconds. Default 3000.
     pub lease_ttl_ms: u64,
-    /// Tenants holding leases at this POP at once; others are forwarded (and the idle hold
-    /// of the one that drew longest ago ends, making room by the next renewal). Default
-    /// 10 000.
+    /// Tenants holding leases at this POP at once, kept in 16 shards by tenant, each
+    /// holding its share (rounded up); others are forwarded (and the idle hold in their
+    /// shard that drew longest ago ends, making room by the next renewal). Default 10 000.
     pub lease_tenants: usize,
     /// How long a tenant that went quiet keeps a floor of free lease slots (its peak in
     /// use over this window, 1 to `lease_batch`) after its last local draw, so its next

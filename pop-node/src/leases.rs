@@ -428,6 +428,13 @@ impl Leases {
         }
     }
 
+    /// Tenants with a book here now (bounded by `max_tenants`, see [`LeaseConfig`]).
+    pub fn books(&self) -> usize {
+        let mut n = 0;
+        self.held.each(|shard| n += shard.len());
+        n
+    }
+
     /// The region counting `tenant`'s lease here, if it holds one.
     pub fn region_of(&self, tenant: &TenantId) -> Option<SocketAddr> {
         self.book(tenant).get(tenant).and_then(Book::region)

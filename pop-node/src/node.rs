@@ -137,6 +137,11 @@ impl PopHandle {
         self.leases.view(tenant)
     }
 
+    /// Tenants with a lease book at this POP now (at most about `lease_tenants`).
+    pub fn lease_books(&self) -> usize {
+        self.leases.books()
+    }
+
     /// The region that counts `tenant`'s lease at this POP (its QUIC address), if any.
     pub fn lease_region(&self, tenant: &common::model::TenantId) -> Option<SocketAddr> {
         self.leases.region_of(tenant)

@@ -242,3 +242,46 @@ async fn a_far_pop_keeps_every_tenants_lease_valid_through_renewal_rounds() {
     }
     c.nodes.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_tenants_keeps_the_pops_lease_books_bounded_and_the_victim_is_served() {
+    // `lease_tenants` 16: one book per shard. Forty-one tenants, each running a function
+    // pinned to the edge (idle hold a minute, so no book empties during the test): where
+    // two meet in a shard the later one is forwarded, never refused, and the POP never
+    // holds more than 16 books.
+    const FLOOD: usize = 40;
+    let (region, mut pop) = configs(60_000);
+    pop.lease_tenants = 16;
+    let c = TestCluster::with(region, pop).await;
+    make_hello_local(&c).await;
+    let url = format!("{}/v1/functions/quiet/invoke", c.nodes.pop_url());
+    let mut forwarded = 0;
+    for i in 0..FLOOD {
+        let token = tenant(&c, &format!("flood{i}")).await;
+        let placed = serde_json::json!({"placement": "edge"});
+        let deployed = deploy_as(&c, &token, "quiet", placed, QUIET).await;
+        assert!(deployed.status().is_success(), "{}", deployed.status());
+        // Enough requests for the POP to learn the function, fetch it and draw a lease.
+        let mut last = String::new();
+        for _ in 0..12 {
+            let resp = c
+                .http
+                .post(&url)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request completes");
+            assert_eq!(resp.status(), 200, "flood{i} was refused");
+            last = header(&resp, "x-strata-executed-at");
+        }
+        forwarded += usize::from(last != "pop/pop-1");
+        let books = c.nodes.pop.lease_books();
+        assert!(books <= 16, "{books} lease books after flood{i}");
+    }
+    assert!(forwarded > 0, "no tenant ever found its shard full");
+    // The victim, which drew first, is served correctly throughout.
+    let resp = c.invoke("hello", "still here").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.expect("body"), "Hello, still here!\n");
+    c.nodes.shutdown().await;
+}
