@@ -183,19 +183,23 @@ async fn a_pop_whose_region_stops_answering_keeps_running_cached_functions_local
 /// A command module that answers 200 with an empty body.
 const QUIET: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 
+/// POSTs an empty invocation to `url` with `token`.
+async fn post_as(c: &TestCluster, url: &str, token: &str) -> reqwest::Response {
+    c.http
+        .post(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request completes")
+}
+
 /// Invokes `quiet` at the POP as `token`'s tenant `t` until it runs there (the POP learned
 /// the token and the function, fetched it and got a lease).
 async fn run_quiet_at_pop(c: &TestCluster, t: &TenantId, token: &str) {
     let url = format!("{}/v1/functions/quiet/invoke", c.nodes.pop_url());
     let mut patience = Patience::new();
     while patience.more() {
-        let resp = c
-            .http
-            .post(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("request completes");
+        let resp = post_as(c, &url, token).await;
         // Until the token, the function and a lease have reached the POP, it forwards
         // (each forward a round trip to the far region): each request is the traffic.
         if resp.status() == 200 && header(&resp, "x-strata-executed-at") == "pop/pop-1" {
@@ -264,13 +268,7 @@ async fn a_flood_of_tenants_keeps_the_pops_lease_books_bounded_and_the_victim_is
         // Enough requests for the POP to learn the function, fetch it and draw a lease.
         let mut last = String::new();
         for _ in 0..12 {
-            let resp = c
-                .http
-                .post(&url)
-                .bearer_auth(&token)
-                .send()
-                .await
-                .expect("request completes");
+            let resp = post_as(&c, &url, &token).await;
             assert_eq!(resp.status(), 200, "flood{i} was refused");
             last = header(&resp, "x-strata-executed-at");
         }
