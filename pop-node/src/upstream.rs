@@ -39,6 +39,7 @@ use common::wire::{
 use connect::Connector;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use supervise::{Links, lock};
 use tokio::sync::Mutex;
@@ -75,6 +76,11 @@ pub struct RegionLink {
     /// The regions discovery listed last, and until when that list is valid. The async
     /// lock serialises re-resolution so a burst of requests triggers one lookup.
     resolution: Mutex<Option<Resolution>>,
+    /// Until when the list under `resolution` is valid, in nanoseconds after `born` (0:
+    /// resolve first): a forward reads it without taking the lock, which only the request
+    /// that finds it expired takes.
+    fresh_until: AtomicU64,
+    born: Instant,
 }
 
 /// 503 for a request no region could be reached for: the peer's fault.
@@ -112,6 +118,8 @@ impl RegionLink {
             links,
             discovery,
             resolution: Mutex::new(None),
+            fresh_until: AtomicU64::new(0),
+            born: Instant::now(),
         }
     }
 
@@ -129,6 +137,7 @@ impl RegionLink {
                 lock(&self.links.policy).set_regions(&regions);
                 self.connector.retain(&regions);
                 self.connector.dial_listed(&regions);
+                self.set_fresh_until(Some(r.valid_until));
                 *resolution = Some(r);
                 Ok(regions)
             }
@@ -137,12 +146,39 @@ impl RegionLink {
                 match resolution.as_mut() {
                     Some(old) => {
                         old.valid_until = now + RETRY_AFTER;
+                        self.set_fresh_until(Some(old.valid_until));
                         Ok(old.regions.clone())
                     }
                     None => Err(unavailable(e)),
                 }
             }
         }
+    }
+
+    /// Resolves the regions unless the list is still valid (without a lock then).
+    async fn ensure_listed(&self) -> Result<(), ApiError> {
+        let until = self.fresh_until.load(Ordering::Acquire);
+        if until != 0 && self.nanos(Instant::now()) < until {
+            return Ok(());
+        }
+        self.listed().await.map(drop)
+    }
+
+    /// Forgets the list (under `resolution`'s lock): the next request re-resolves.
+    async fn forget_listed(&self) {
+        let mut resolution = self.resolution.lock().await;
+        *resolution = None;
+        self.set_fresh_until(None);
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.born).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Called with `resolution`'s lock held, so the mark follows the list it describes.
+    fn set_fresh_until(&self, until: Option<Instant>) {
+        let nanos = until.map_or(0, |u| self.nanos(u).max(1));
+        self.fresh_until.store(nanos, Ordering::Release);
     }
 
     fn live(&self, addr: SocketAddr) -> Option<Channel> {
@@ -202,7 +238,7 @@ impl RegionLink {
             }
         }
         // Nothing answered: make the next request re-resolve.
-        *self.resolution.lock().await = None;
+        self.forget_listed().await;
         Err(unavailable(last_error.map_or_else(
             || format!("none of {} listed regions answered", listed.len()),
             |e| e.to_string(),
@@ -223,7 +259,7 @@ impl RegionLink {
         msg: &Message,
         bound: Option<Duration>,
     ) -> Result<(Message, SocketAddr), ApiError> {
-        self.listed().await?;
+        self.ensure_listed().await?;
         let mut failover = Failover::new();
         let mut last_error = None;
         while let Some(&addr) = failover.attempt(self.choose_for(msg, failover.tried())) {
@@ -285,7 +321,7 @@ impl RegionLink {
                 }
             }
         }
-        *self.resolution.lock().await = None;
+        self.forget_listed().await;
         Err(unavailable(last_error.map_or_else(
             || "no listed region answered".to_owned(),
             |e| e.to_string(),
