@@ -7,7 +7,7 @@ use super::{ModuleError, SandboxError, StoreState, component};
 use crate::model::{Abi, ArtifactDigest};
 use std::fmt;
 use std::sync::Arc;
-use wasmtime::{Engine, ExternType, InstancePre, ValType};
+use wasmtime::{Engine, ExternType, InstancePre, ModuleExport, ValType};
 
 /// A validated, compiled and pre-linked module, ready to instantiate. Cheap to clone.
 #[derive(Clone)]
@@ -22,6 +22,26 @@ pub(super) struct ModuleInner {
     /// Whether the guest can read environment variables (see
     /// [`CompiledModule::reads_environment`]).
     pub(super) reads_env: bool,
+    /// A core module's exports every run looks up, resolved once (a run then finds them
+    /// by index, not by name).
+    pub(super) exports: CoreExports,
+}
+
+/// Where a core module's `memory` and `_start` exports are, when it has them.
+#[derive(Clone, Copy, Default)]
+pub(super) struct CoreExports {
+    pub(super) memory: Option<ModuleExport>,
+    pub(super) start: Option<ModuleExport>,
+}
+
+impl CoreExports {
+    /// The exports of `module`.
+    pub(super) fn of(module: &wasmtime::Module) -> Self {
+        Self {
+            memory: module.get_export_index("memory"),
+            start: module.get_export_index("_start"),
+        }
+    }
 }
 
 /// Compiled, pre-linked code of one of the two kinds the ABIs run.

@@ -143,6 +143,7 @@ pub(super) fn prelink(
             code: Code::Http(proxy),
             size_bytes,
             reads_env: true,
+            exports: super::compiled::CoreExports::default(),
         }),
     })
 }

@@ -81,7 +81,7 @@ mod tests_warm;
 
 pub use cache::ModuleCache;
 pub use compiled::CompiledModule;
-use compiled::{Code, ModuleInner};
+use compiled::{Code, CoreExports, ModuleInner};
 pub use component::is_component;
 pub use config::SandboxConfig;
 pub use error::{ModuleError, SandboxError};
@@ -390,12 +390,14 @@ impl Sandbox {
             i.module() == "wasi_snapshot_preview1"
                 && matches!(i.name(), "environ_get" | "environ_sizes_get")
         });
+        let exports = CoreExports::of(&module);
         Ok(CompiledModule {
             inner: Arc::new(ModuleInner {
                 digest,
                 code: Code::Core(pre),
                 size_bytes,
                 reads_env,
+                exports,
             }),
         })
     }

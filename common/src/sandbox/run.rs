@@ -16,7 +16,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Extern, ModuleExport, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
 /// What one invocation gets: its input and its limits.
@@ -189,9 +189,19 @@ pub(super) async fn run_command(
     let (result, exec) = match instantiated {
         Err(e) => (Err(e), Duration::ZERO),
         Ok(instance) => {
-            store.data_mut().memory = instance.get_memory(&mut store, "memory");
+            // By the indexes resolved at compile time: no lookup by name per run.
+            let exports = module.inner.exports;
+            let export = |store: &mut Store<StoreState>, e: Option<ModuleExport>| {
+                e.and_then(|e| instance.get_module_export(&mut *store, &e))
+            };
+            store.data_mut().memory =
+                export(&mut store, exports.memory).and_then(Extern::into_memory);
+            let start = export(&mut store, exports.start)
+                .and_then(Extern::into_func)
+                .ok_or_else(|| wasmtime::Error::msg("no `_start` function export"))
+                .and_then(|f| f.typed::<(), ()>(&store));
             let t = Instant::now();
-            let result = match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+            let result = match start {
                 Ok(start) => start.call_async(&mut store, ()).await,
                 Err(e) => Err(e),
             };
