@@ -9,6 +9,9 @@
 //!   each thread updates the shard it was given at its first use, so two workers never
 //!   contend, and a reader merges the shards ([`Sharded::each`]).
 //!
+//! Read-mostly tables beside them (a node's token table, module cache, warm-pool table)
+//! are an `RwLock` taken with [`read`] and [`write`].
+//!
 //! Shards are cache-line aligned, so two workers updating neighbouring shards do not
 //! bounce one line between their cores. A reader locks one shard at a time, never two: no
 //! lock order to get wrong, and a report never stalls every writer at once.
@@ -17,7 +20,7 @@ use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Shards per [`Sharded`]: a power of two, several per core of the machines Strata runs on,
 /// so that workers rarely meet in one.
@@ -58,6 +61,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Callers' critical sections are counter and map updates that complete before the
     // guard drops; a panic elsewhere cannot leave a shard half-updated.
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The read side of `l`. Like the shards, the tables behind these locks are updated
+/// completely before a guard drops, so a panic elsewhere leaves them usable.
+pub fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The write side of `l` (see [`read`]).
+pub fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl<T> Sharded<T> {

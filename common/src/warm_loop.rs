@@ -24,9 +24,9 @@ use crate::exec::Executor;
 use crate::model::{Abi, FunctionKey, ResolvedFunction};
 use crate::policy::{Arrivals, WarmConfig, WarmMode, WarmPolicy};
 use crate::sandbox::WarmKey;
-use crate::sharded::{SHARDS, Sharded};
+use crate::sharded::{SHARDS, Sharded, read, write};
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -63,15 +63,6 @@ struct State {
     policy: WarmPolicy<FunctionKey>,
     /// The latest resolution of each planned function (what to pre-warm).
     functions: HashMap<FunctionKey, ResolvedFunction>,
-}
-
-// Critical sections are map updates and arithmetic that cannot panic half-way.
-fn read(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write(l: &RwLock<State>) -> RwLockWriteGuard<'_, State> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WarmPlanner {

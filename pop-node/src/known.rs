@@ -186,11 +186,11 @@ impl Known {
     // A panic while holding this lock cannot leave the maps inconsistent (each operation
     // is a single insert/remove), so a poisoned lock is still usable.
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+        common::sharded::read(&self.inner)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
+        common::sharded::write(&self.inner)
     }
 
     /// The tenant of `token`: pushed (by hash) or learned within the TTL. A pushed token

@@ -91,12 +91,12 @@ use book::{Answers, Book, HoldRule};
 use common::clock::{Clock, SystemClock};
 use common::model::{NodeId, TenantId};
 use common::policy::lease as book;
-use common::sharded::{SHARDS, Sharded};
+use common::sharded::{SHARDS, Sharded, read, write};
 use common::wire::Message;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use tracing::debug;
@@ -210,13 +210,12 @@ impl Leases {
     }
 
     fn answers(&self) -> std::sync::RwLockWriteGuard<'_, Answers> {
-        self.answers.write().unwrap_or_else(PoisonError::into_inner)
+        write(&self.answers)
     }
 
     /// Whether lease messages are stalled at `now` (see [`book::Answers`]).
     fn stalled(&self, now: Instant) -> bool {
-        let answers = self.answers.read().unwrap_or_else(PoisonError::into_inner);
-        answers.stalled(now, self.config.stall_after)
+        read(&self.answers).stalled(now, self.config.stall_after)
     }
 
     /// Draws a slot of `tenant`'s lease, or `None` when it has none free (the caller

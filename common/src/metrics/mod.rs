@@ -16,7 +16,7 @@ mod prom;
 mod series;
 
 use crate::model::{FunctionKey, NodeId, NodeLoad, StartKind, TenantId, Tier};
-use crate::sharded::{SHARDS, Sharded};
+use crate::sharded::{SHARDS, Sharded, read, write};
 use load::{MAX_FUNCTIONS, MAX_TENANTS, TenantCounters, Window};
 use prom::{Families, InvocationLabels, ReasonLabels, RegionLabels, TenantLabels};
 use std::collections::HashMap;
@@ -112,10 +112,10 @@ impl NodeStats {
     /// names seen, [`OTHER_LABEL`] otherwise.
     fn label(&self, name: &str) -> String {
         // Read-locked on the per-request path: a name is admitted once, then only read.
-        if lock_read(&self.labels).contains(name) {
+        if read(&self.labels).contains(name) {
             return name.to_owned();
         }
-        let mut seen = lock_write(&self.labels);
+        let mut seen = write(&self.labels);
         if seen.contains(name) || (seen.len() < MAX_LABEL_VALUES && seen.insert(name.to_owned())) {
             name.to_owned()
         } else {
@@ -441,14 +441,6 @@ impl Drop for InFlight {
 /// Stats stay usable after a panic elsewhere: counters are plain data.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock_read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn lock_write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -5,9 +5,10 @@
 //! uncached path, which gives the same result). Resolving at first use keeps the
 //! exposition as it was: a series appears once something counted in it.
 
+use super::Outcome;
 use super::prom::{Families, InvocationLabels, ResultLabels, ServedLabels, StatusLabels};
-use super::{Outcome, lock_read, lock_write};
 use crate::model::{FunctionKey, StartKind, TenantId, Tier};
+use crate::sharded::{read, write};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -157,10 +158,10 @@ impl<K: Hash + Eq + Clone, V> Cache<K, V> {
     /// The value kept for `key`, made by `make` and kept if there is room; `None` once
     /// the cache is full and `key` is not in it.
     pub(super) fn get(&self, key: &K, make: impl FnOnce() -> V) -> Option<Arc<V>> {
-        if let Some(v) = lock_read(&self.map).get(key) {
+        if let Some(v) = read(&self.map).get(key) {
             return Some(Arc::clone(v));
         }
-        let mut map = lock_write(&self.map);
+        let mut map = write(&self.map);
         if let Some(v) = map.get(key) {
             return Some(Arc::clone(v));
         }

@@ -8,7 +8,7 @@ use super::CompiledModule;
 use crate::model::ArtifactDigest;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// Compiled modules by digest, at most `max_bytes` of wasm in total.
 ///
@@ -71,11 +71,11 @@ impl ModuleCache {
     // Every update below is completed before the guard drops, so a panic elsewhere while
     // holding the lock cannot leave the map and the byte count inconsistent.
     fn read(&self) -> RwLockReadGuard<'_, Lru> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+        crate::sharded::read(&self.inner)
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Lru> {
-        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+        crate::sharded::write(&self.inner)
     }
 
     fn stamp(&self) -> u64 {

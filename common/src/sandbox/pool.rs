@@ -30,9 +30,10 @@ use super::lane::{self, Resident, WarmLane};
 use super::reactor::ReactorInstance;
 use crate::model::{ArtifactDigest, FunctionKey};
 use crate::policy::affinity;
+use crate::sharded::{read, write};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Identifies one warm pool: instances are only ever shared by invocations of the same
@@ -119,14 +120,6 @@ impl Checkout {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section here is a few field moves that cannot panic half-way.
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WarmPool {
