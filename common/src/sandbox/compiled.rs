@@ -25,6 +25,9 @@ pub(super) struct ModuleInner {
     /// A core module's exports every run looks up, resolved once (a run then finds them
     /// by index, not by name).
     pub(super) exports: CoreExports,
+    /// Set once an instantiation of the module was seen running guest code (a `start`
+    /// function): its instances are then never made ahead ([`super::prepared`]).
+    pub(super) runs_at_instantiation: std::sync::atomic::AtomicBool,
 }
 
 /// Where a core module's `memory` and `_start` exports are, when it has them.

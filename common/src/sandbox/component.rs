@@ -144,6 +144,7 @@ pub(super) fn prelink(
             size_bytes,
             reads_env: true,
             exports: super::compiled::CoreExports::default(),
+            runs_at_instantiation: Default::default(),
         }),
     })
 }

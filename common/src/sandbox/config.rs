@@ -50,6 +50,12 @@ pub struct SandboxConfig {
     pub max_warm_pools: usize,
     /// How long an idle warm instance is kept, in milliseconds. Default 60 000.
     pub warm_idle_ms: u64,
+    /// A command run that starts after no command run started for this long, in
+    /// microseconds, has its module's next instance made ahead once it is done (when no
+    /// other command run is in flight): an idle node then answers that module's next
+    /// request without instantiating on its path. A busy node makes none (it would only
+    /// move the work, at a cost). 0 makes one after every lone run. Default 1 000.
+    pub make_ahead_after_idle_us: u64,
     /// The runtime release this sandbox is (`current` or `next`): which `strata` imports
     /// it offers and how it compiles. Default `current`.
     pub release: super::Release,
@@ -68,6 +74,7 @@ impl Default for SandboxConfig {
             warm_pool_size: 4,
             max_warm_pools: 64,
             warm_idle_ms: 60_000,
+            make_ahead_after_idle_us: 1_000,
             release: super::Release::Current,
         }
     }

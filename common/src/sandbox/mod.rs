@@ -58,6 +58,7 @@ mod limits;
 mod outbound;
 mod poll;
 mod pool;
+mod prepared;
 mod reactor;
 mod run;
 mod runtime;
@@ -72,6 +73,8 @@ mod tests;
 mod tests_component;
 #[cfg(test)]
 mod tests_host;
+#[cfg(test)]
+mod tests_prepared;
 #[cfg(test)]
 mod tests_reactor;
 #[cfg(test)]
@@ -159,6 +162,34 @@ struct StoreState {
     memory: Option<wasmtime::Memory>,
 }
 
+impl StoreState {
+    /// The state of a new store for an invocation starting at `started`: a WASI context on
+    /// new pipes armed with `stdin`, `env` and `shared` as the invocation's, memory limited
+    /// to `memory_bytes` and the deadline `timeout` after `started`.
+    fn begin(
+        cfg: &SandboxConfig,
+        started: Instant,
+        stdin: bytes::Bytes,
+        env: Vec<(String, String)>,
+        shared: Option<StateHandle>,
+        memory_bytes: u64,
+        timeout: Duration,
+    ) -> Self {
+        let (stdio, wasi) = stdio::Stdio::build(cfg, started);
+        stdio.begin(stdin, started);
+        Self {
+            wasi,
+            limiter: MemoryLimiter::new(memory_bytes),
+            deadline: started.checked_add(timeout),
+            clock_origin: started,
+            shared,
+            stdio,
+            env,
+            memory: None,
+        }
+    }
+}
+
 /// Runs WebAssembly guests under limits. Cheap to clone: clones share one engine, one
 /// linker and one registration with the process's epoch ticker, dropped with the last
 /// clone.
@@ -179,6 +210,10 @@ struct Inner {
     /// Warm instances (reactors, and components that opted in to reuse) by function
     /// version.
     pools: pool::WarmPools,
+    /// Command instances made ahead of their module's next invocation, on an idle node.
+    prepared: prepared::Prepared,
+    /// When the last command run started ([`prepared::Idle`]).
+    idle: prepared::Idle,
     /// Finished command instances whose slots are being freed after their response
     /// ([`run::run_command`]); a run that finds no free slot waits for these first.
     releasing: Arc<std::sync::atomic::AtomicUsize>,
@@ -295,6 +330,8 @@ impl Sandbox {
                 provided,
                 components,
                 pools: pool::WarmPools::new(&cfg),
+                prepared: prepared::Prepared::new(cfg.max_instances, cfg.warm_idle()),
+                idle: prepared::Idle::new(Duration::from_micros(cfg.make_ahead_after_idle_us)),
                 releasing: Arc::default(),
                 running: std::sync::atomic::AtomicUsize::new(0),
                 cfg,
@@ -398,6 +435,7 @@ impl Sandbox {
                 size_bytes,
                 reads_env,
                 exports,
+                runs_at_instantiation: Default::default(),
             }),
         })
     }
@@ -432,7 +470,7 @@ impl Sandbox {
         head: Option<crate::model::HttpRequestHead>,
         outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
     ) -> Result<HttpExecution, SandboxError> {
-        serve::run_http(&self.inner, module, inv, head, outbound, None).await
+        self.serve(module, inv, head, outbound, None).await
     }
 
     /// As [`Sandbox::run_http`], for a function that opted in to instance reuse: the
@@ -453,7 +491,28 @@ impl Sandbox {
         head: Option<crate::model::HttpRequestHead>,
         outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
     ) -> Result<HttpExecution, SandboxError> {
-        serve::run_http(&self.inner, module, inv, head, outbound, Some(reuse)).await
+        self.serve(module, inv, head, outbound, Some(reuse)).await
+    }
+
+    async fn serve(
+        &self,
+        module: &CompiledModule,
+        inv: Invocation,
+        head: Option<crate::model::HttpRequestHead>,
+        outbound: Option<Arc<crate::policy::outbound::OutboundRules>>,
+        reuse: Option<Reuse<'_>>,
+    ) -> Result<HttpExecution, SandboxError> {
+        self.freeing_prepared(inv, |inv| {
+            serve::run_http(
+                &self.inner,
+                module,
+                inv,
+                head.clone(),
+                outbound.clone(),
+                reuse,
+            )
+        })
+        .await
     }
 
     /// Runs one invocation of a reactor module (DESIGN §3): `strata_handle` in a warm
@@ -491,7 +550,28 @@ impl Sandbox {
         affinity: Option<&str>,
         lane: WarmLane,
     ) -> Result<Execution, SandboxError> {
-        reactor::run_reactor(&self.inner, key, module, inv, affinity, lane).await
+        self.freeing_prepared(inv, |inv| {
+            reactor::run_reactor(&self.inner, key, module, inv, affinity, lane)
+        })
+        .await
+    }
+
+    /// Runs `run` with `inv`; when it finds no free instance slot while command instances
+    /// made ahead hold some, drops those and runs it again (a refusal for capacity comes
+    /// before any guest code runs). The invocation is copied only when there are any.
+    async fn freeing_prepared<R, F, Fut>(&self, inv: Invocation, run: F) -> Result<R, SandboxError>
+    where
+        F: Fn(Invocation) -> Fut,
+        Fut: std::future::Future<Output = Result<R, SandboxError>>,
+    {
+        if self.inner.prepared.len() == 0 {
+            return run(inv).await;
+        }
+        let again = inv.clone();
+        match run(inv).await {
+            Err(SandboxError::Capacity(_)) if self.inner.prepared.clear() > 0 => run(again).await,
+            result => result,
+        }
     }
 
     /// Creates reactor instances (running `_initialize`) into `key`'s pool until it holds
@@ -512,7 +592,12 @@ impl Sandbox {
         if self.inner.cfg.max_warm_pools == 0 {
             return Ok(0);
         }
-        reactor::prewarm(&self.inner, key, module, target, timeout, fuel).await
+        match reactor::prewarm(&self.inner, key, module, target, timeout, fuel).await {
+            Err(SandboxError::Capacity(_)) if self.inner.prepared.clear() > 0 => {
+                reactor::prewarm(&self.inner, key, module, target, timeout, fuel).await
+            }
+            result => result,
+        }
     }
 
     /// Drops idle instances of `key`'s pool that have been idle for at least `idle_for`,
@@ -523,16 +608,20 @@ impl Sandbox {
         before.map_or(0, |b| self.inner.pools.retire(key, keep, b))
     }
 
-    /// Drops warm instances idle for longer than [`SandboxConfig::warm_idle_ms`] and
-    /// pools left empty; returns how many warm instances remain.
+    /// Drops warm instances (and command instances made ahead) idle for longer than
+    /// [`SandboxConfig::warm_idle_ms`] and pools left empty; returns how many warm
+    /// instances remain.
     pub fn reap_idle(&self) -> usize {
-        self.inner.pools.reap(Instant::now())
+        let now = Instant::now();
+        self.inner.prepared.reap(now);
+        self.inner.pools.reap(now)
     }
 
-    /// Drops every warm instance of functions whose code is `digest` (it was replaced or
-    /// deleted).
+    /// Drops every warm instance (and command instance made ahead) of functions whose
+    /// code is `digest` (it was replaced or deleted).
     pub fn drop_warm(&self, digest: &ArtifactDigest) {
         self.inner.pools.remove_digest(digest);
+        self.inner.prepared.remove_digest(digest);
     }
 
     /// Idle warm instances across every pool, and the memory they may use.

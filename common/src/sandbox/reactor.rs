@@ -10,7 +10,6 @@
 //! invocation. Classification of
 //! failures is shared with commands (`run::classify`).
 
-use super::limits::MemoryLimiter;
 use super::pool::{WarmInstance, WarmKey};
 use super::run::{Observed, arm, classify, is_capacity, prepare};
 use super::stdio::Stdio;
@@ -53,19 +52,16 @@ async fn create(
 ) -> Result<Result<Created, CreateFailure>, SandboxError> {
     let cfg = &inner.cfg;
     let pre = module.core()?;
-    let (stdio, wasi) = Stdio::build(cfg, started);
-    stdio.begin(Bytes::new(), started);
-    let state = StoreState {
-        wasi,
-        limiter: MemoryLimiter::new(memory_bytes),
-        deadline: started.checked_add(timeout),
-        clock_origin: started,
-        // `_initialize` may read shared state too.
+    // `_initialize` may read shared state too.
+    let state = StoreState::begin(
+        cfg,
+        started,
+        Bytes::new(),
+        Vec::new(),
         shared,
-        stdio,
-        env: Vec::new(),
-        memory: None,
-    };
+        memory_bytes,
+        timeout,
+    );
     let mut store = Store::try_new(&inner.engine, state)
         .map_err(|e| SandboxError::Engine(format!("creating a store: {e:#}")))?;
     prepare(&mut store);

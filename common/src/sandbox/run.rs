@@ -5,18 +5,18 @@
 //! every epoch tick and traps once its deadline has passed: [`prepare`], [`arm`]) and the
 //! single place where wasmtime's outcomes become
 //! [`FunctionError`]s: by type (exit status, trap code, limiter and pipe state), never by
-//! matching error text. Never reuses a store or instance across invocations.
+//! matching error text. Never reuses a store or instance across invocations; on an idle
+//! node, makes a module's next instance ahead of its invocation ([`super::prepared`]).
 
 use super::limits::MemoryLimiter;
-use super::stdio::Stdio;
-use super::{CompiledModule, Inner, SandboxError, StoreState};
+use super::{CompiledModule, Inner, SandboxError, StoreState, prepared};
 
 use crate::model::{FunctionError, FunctionErrorKind, StartKind};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Extern, ModuleExport, Store, Trap, UpdateDeadline};
+use wasmtime::{Engine, Extern, ModuleExport, Store, Trap, TypedFunc, UpdateDeadline};
 use wasmtime_wasi::I32Exit;
 
 /// What one invocation gets: its input and its limits.
@@ -136,14 +136,13 @@ pub(super) fn is_capacity(e: &wasmtime::Error) -> bool {
 
 /// Runs `module` once with `inv`: see [`super::Sandbox::run`].
 pub(super) async fn run_command(
-    inner: &Inner,
+    inner: &Arc<Inner>,
     module: &CompiledModule,
     inv: Invocation,
 ) -> Result<Execution, SandboxError> {
     if !Engine::same(module.engine(), &inner.engine) {
         return Err(SandboxError::ForeignModule);
     }
-    let pre = module.core()?;
     let cfg = &inner.cfg;
     let Invocation {
         stdin,
@@ -155,67 +154,58 @@ pub(super) async fn run_command(
     } = inv;
     let started = Instant::now();
     let running = Running::new(&inner.running);
-    let (stdio, wasi) = Stdio::build(cfg, started);
-    stdio.begin(stdin, started);
-    let state = StoreState {
-        wasi,
-        limiter: MemoryLimiter::new(memory_bytes),
-        deadline: started.checked_add(timeout),
-        clock_origin: started,
-        shared,
-        stdio: stdio.clone(),
-        env,
-        memory: None,
-    };
-    let mut store = new_store(inner, state, fuel)?;
-    let mut instantiated = pre.instantiate_async(&mut store).await;
-    // No free slot while finished instances are still being released: let their tasks
-    // run, then try again in a new store (the failed attempt counts against this one's
-    // instance limit), so freeing after the response never turns into a refusal.
-    while let Err(e) = &instantiated
-        && is_capacity(e)
-        && inner.releasing.load(Ordering::Acquire) > 0
-    {
-        tokio::task::yield_now().await;
-        store = new_store(inner, store.into_data(), fuel)?;
-        instantiated = pre.instantiate_async(&mut store).await;
-    }
-    let instantiate = started.elapsed();
-    if let Err(e) = &instantiated
-        && is_capacity(e)
-    {
-        return Err(SandboxError::Capacity(format!("{e:#}")));
-    }
-    let (result, exec) = match instantiated {
-        Err(e) => (Err(e), Duration::ZERO),
-        Ok(instance) => {
-            // By the indexes resolved at compile time: no lookup by name per run.
-            let exports = module.inner.exports;
-            let export = |store: &mut Store<StoreState>, e: Option<ModuleExport>| {
-                e.and_then(|e| instance.get_module_export(&mut *store, &e))
-            };
-            store.data_mut().memory =
-                export(&mut store, exports.memory).and_then(Extern::into_memory);
-            let start = export(&mut store, exports.start)
-                .and_then(Extern::into_func)
-                .ok_or_else(|| wasmtime::Error::msg("no `_start` function export"))
-                .and_then(|f| f.typed::<(), ()>(&store));
-            let t = Instant::now();
-            let result = match start {
-                Ok(start) => start.call_async(&mut store, ()).await,
-                Err(e) => Err(e),
-            };
-            (result, t.elapsed())
+    let after_idle = inner.prepared.enabled() && inner.idle.starting(started);
+    let (mut store, start, stdio) = match inner.prepared.take(module, memory_bytes) {
+        // Made ahead, never started: only this invocation's inputs are swapped in.
+        Some(ready) => {
+            let (mut store, start) = ready.into_parts();
+            let state = store.data_mut();
+            state.stdio.begin(stdin, started);
+            state.env = env;
+            state.deadline = started.checked_add(timeout);
+            state.clock_origin = started;
+            state.shared = shared;
+            let stdio = state.stdio.clone();
+            arm(&mut store, fuel)?;
+            (store, Ok(start), stdio)
         }
+        None => {
+            let state = StoreState::begin(cfg, started, stdin, env, shared, memory_bytes, timeout);
+            let stdio = state.stdio.clone();
+            let (store, start) = instantiate(inner, module, state, fuel).await?;
+            (store, start, stdio)
+        }
+    };
+    let instantiate = started.elapsed();
+    let (result, exec) = match start {
+        Ok(start) => {
+            let t = Instant::now();
+            (start.call_async(&mut store, ()).await, t.elapsed())
+        }
+        Err(e) => (Err(e), Duration::ZERO),
     };
 
     let limiter = &store.data().limiter;
     let (memory_denied, peak_memory_bytes) = (limiter.denied(), limiter.peak());
-    // Alone, the node has idle time to free the instance in after the response; under
+    // Alone, the node has idle time to free the instance in after the response (and, when
+    // it was idle before this run too, to make the module's next instance ahead); under
     // load it has none, and a task per free costs more than it hides (measured:
-    // docs/performance.md, "Freeing a command's instance").
+    // docs/performance.md, "Freeing a command's instance", "Command instances made
+    // ahead").
     match running.alone() {
-        true => release_after_response(store, &inner.releasing),
+        true => {
+            let next = (after_idle
+                && prepared::preparable(module)
+                && !inner.prepared.has(module, memory_bytes))
+            .then(|| Next {
+                inner: Arc::clone(inner),
+                module: module.clone(),
+                memory_bytes,
+                timeout,
+                fuel,
+            });
+            release_after_response(store, &inner.releasing, next);
+        }
         false => drop(store),
     }
     drop(running);
@@ -239,6 +229,49 @@ pub(super) async fn run_command(
     })
 }
 
+/// A fresh store holding `state`, with `module` instantiated in it, and the instance's
+/// `_start` (or why there is none to call: the instantiation's failure included). When
+/// no instance slot is free, waits for the instances being released and drops the
+/// instances made ahead, then tries again; [`SandboxError::Capacity`] when still none is.
+async fn instantiate(
+    inner: &Inner,
+    module: &CompiledModule,
+    state: StoreState,
+    fuel: Option<u64>,
+) -> Result<(Store<StoreState>, wasmtime::Result<TypedFunc<(), ()>>), SandboxError> {
+    let pre = module.core()?;
+    let mut store = new_store(inner, state, fuel)?;
+    let mut instantiated = pre.instantiate_async(&mut store).await;
+    // No free slot while finished instances are still being released (or are held made
+    // ahead): let the releases run, then try again in a new store (the failed attempt
+    // counts against this one's instance limit), so neither freeing after the response
+    // nor making ahead ever turns into a refusal.
+    while let Err(e) = &instantiated
+        && is_capacity(e)
+        && (inner.releasing.load(Ordering::Acquire) > 0 || inner.prepared.clear() > 0)
+    {
+        tokio::task::yield_now().await;
+        store = new_store(inner, store.into_data(), fuel)?;
+        instantiated = pre.instantiate_async(&mut store).await;
+    }
+    let instance = match instantiated {
+        Err(e) if is_capacity(&e) => return Err(SandboxError::Capacity(format!("{e:#}"))),
+        Err(e) => return Ok((store, Err(e))),
+        Ok(instance) => instance,
+    };
+    // By the indexes resolved at compile time: no lookup by name per run.
+    let exports = module.inner.exports;
+    let export = |store: &mut Store<StoreState>, e: Option<ModuleExport>| {
+        e.and_then(|e| instance.get_module_export(&mut *store, &e))
+    };
+    store.data_mut().memory = export(&mut store, exports.memory).and_then(Extern::into_memory);
+    let start = export(&mut store, exports.start)
+        .and_then(Extern::into_func)
+        .ok_or_else(|| wasmtime::Error::msg("no `_start` function export"))
+        .and_then(|f| f.typed::<(), ()>(&store));
+    Ok((store, start))
+}
+
 /// A store for one command run, limited and armed.
 fn new_store(
     inner: &Inner,
@@ -252,13 +285,84 @@ fn new_store(
     Ok(store)
 }
 
+/// What making a module's next instance ahead needs.
+struct Next {
+    inner: Arc<Inner>,
+    module: CompiledModule,
+    memory_bytes: u64,
+    timeout: Duration,
+    fuel: Option<u64>,
+}
+
+impl Next {
+    /// Makes the instance and keeps it for the module's next invocation; a module whose
+    /// instantiation ran guest code (its fuel moved) or failed is marked never to be made
+    /// ahead again, and one that finds no free slot is simply not made.
+    async fn make(self) {
+        let Self {
+            inner,
+            module,
+            memory_bytes,
+            timeout,
+            fuel,
+        } = self;
+        let now = Instant::now();
+        let state = StoreState::begin(
+            &inner.cfg,
+            now,
+            Bytes::new(),
+            Vec::new(),
+            None,
+            memory_bytes,
+            timeout,
+        );
+        let Ok(pre) = module.core() else { return };
+        let Ok(mut store) = new_store(&inner, state, fuel) else {
+            return;
+        };
+        let fuel_before = store.get_fuel().ok();
+        let instantiated = pre.instantiate_async(&mut store).await;
+        let ran_guest_code = store.get_fuel().ok() != fuel_before;
+        let start = match instantiated {
+            Err(e) if is_capacity(&e) => return,
+            Ok(instance) if !ran_guest_code => {
+                let exports = module.inner.exports;
+                let memory = exports
+                    .memory
+                    .and_then(|e| instance.get_module_export(&mut store, &e))
+                    .and_then(Extern::into_memory);
+                store.data_mut().memory = memory;
+                exports
+                    .start
+                    .and_then(|e| instance.get_module_export(&mut store, &e))
+                    .and_then(Extern::into_func)
+                    .and_then(|f| f.typed::<(), ()>(&store).ok())
+            }
+            Ok(_) | Err(_) => None,
+        };
+        match start {
+            Some(start) => {
+                let ready =
+                    prepared::Ready::new(module, memory_bytes, Instant::now(), store, start);
+                inner.prepared.put(ready, Instant::now());
+            }
+            None => prepared::mark_runs_at_instantiation(&module),
+        }
+    }
+}
+
 /// Frees a finished command instance (its pooling slot, and the reset of its linear
 /// memory, microseconds of kernel work) off the request's path (when it ran alone): on a
 /// task of its own, which the worker runs once the request's task next waits (after the
 /// response has been written), when there is a runtime; at once otherwise. Its output has
 /// already been captured host-side, so nothing the response needs is freed late.
-/// `releasing` counts the instances not yet freed.
-fn release_after_response<T: Send + 'static>(store: Store<T>, releasing: &Arc<AtomicUsize>) {
+/// `releasing` counts the instances not yet freed. The same task then makes `next`, the
+/// module's next instance, ahead of its invocation.
+fn release_after_response(
+    store: Store<StoreState>,
+    releasing: &Arc<AtomicUsize>,
+    next: Option<Next>,
+) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         drop(store);
         return;
@@ -269,7 +373,12 @@ fn release_after_response<T: Send + 'static>(store: Store<T>, releasing: &Arc<At
         releasing: Arc::clone(releasing),
     };
     // Dropped when the task runs, or with the task if the runtime shuts down first.
-    drop(rt.spawn(async move { drop(release) }));
+    drop(rt.spawn(async move {
+        drop(release);
+        if let Some(next) = next {
+            next.make().await;
+        }
+    }));
 }
 
 /// Counts a command run in `running` until dropped.

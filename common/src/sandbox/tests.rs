@@ -8,6 +8,21 @@ use std::time::Duration;
 const HELLO: &str = include_str!("../../../examples/hello.wat");
 const ECHO: &str = include_str!("../../../examples/echo.wat");
 
+/// Writes its environment (as `environ_get` lays it out) to stdout.
+pub(super) const ENV_GUEST: &str = r#"(module
+      (import "wasi_snapshot_preview1" "environ_sizes_get"
+        (func $sizes (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_write"
+        (func $fd_write (param i32 i32 i32 i32) (result i32)))
+      (memory (export "memory") 1)
+      (func (export "_start")
+        (drop (call $sizes (i32.const 32) (i32.const 36)))
+        (drop (call $get (i32.const 1024) (i32.const 4096)))
+        (i32.store (i32.const 0) (i32.const 4096))
+        (i32.store (i32.const 4) (i32.load (i32.const 36)))
+        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+
 pub(super) fn sandbox_with(cfg: SandboxConfig) -> Sandbox {
     Sandbox::new(cfg).expect("sandbox starts")
 }
@@ -60,7 +75,7 @@ pub(super) fn failure(e: &Execution) -> (FunctionErrorKind, &str) {
 }
 
 /// A guest whose `_start` is `body`, with WASI's `proc_exit` and `fd_write` imported.
-fn guest(body: &str) -> String {
+pub(super) fn guest(body: &str) -> String {
     format!(
         r#"(module
              (import "wasi_snapshot_preview1" "proc_exit" (func $proc_exit (param i32)))
@@ -139,19 +154,7 @@ fn only_guests_importing_the_environment_read_it() {
 
 #[test]
 fn env_var_is_visible_to_guest() {
-    let wat = r#"(module
-      (import "wasi_snapshot_preview1" "environ_sizes_get"
-        (func $sizes (param i32 i32) (result i32)))
-      (import "wasi_snapshot_preview1" "environ_get" (func $get (param i32 i32) (result i32)))
-      (import "wasi_snapshot_preview1" "fd_write"
-        (func $fd_write (param i32 i32 i32 i32) (result i32)))
-      (memory (export "memory") 1)
-      (func (export "_start")
-        (drop (call $sizes (i32.const 32) (i32.const 36)))
-        (drop (call $get (i32.const 1024) (i32.const 4096)))
-        (i32.store (i32.const 0) (i32.const 4096))
-        (i32.store (i32.const 4) (i32.load (i32.const 36)))
-        (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+    let wat = ENV_GUEST;
     let mut inv = invocation(b"");
     inv.env = vec![
         ("GREETING".into(), "hi".into()),
