@@ -243,10 +243,12 @@ impl Executor {
     /// reports.
     pub fn levels(&self) -> crate::metrics::Levels {
         let (reactors, reactor_bytes) = self.sandbox.warm_totals();
+        // Counted with their module (a prepared command module), but their memory is theirs.
+        let (_, made_ahead_bytes) = self.sandbox.made_ahead_totals();
         crate::metrics::Levels {
             // Prepared command modules start warm; reactors are warm instances proper.
             warm_instances: (self.cache.len() + reactors) as u64,
-            warm_memory_bytes: reactor_bytes,
+            warm_memory_bytes: reactor_bytes.saturating_add(made_ahead_bytes),
             artifact_cache_bytes: self.cache.bytes() as u64,
             ..crate::metrics::Levels::default()
         }

@@ -629,6 +629,11 @@ impl Sandbox {
         self.inner.pools.totals()
     }
 
+    /// Command instances made ahead of their invocation, and the memory they may use.
+    pub fn made_ahead_totals(&self) -> (usize, u64) {
+        self.inner.prepared.totals()
+    }
+
     /// How many warm instances are idle in `key`'s pool.
     pub fn warm_instances(&self, key: &WarmKey) -> usize {
         self.inner.pools.idle(key)

@@ -152,6 +152,18 @@ impl Prepared {
             .any(|r| r.module.identity() == key && r.memory_bytes == memory_bytes)
     }
 
+    /// How many are held, and the memory they may use (each its invocation's limit).
+    pub(super) fn totals(&self) -> (usize, u64) {
+        let (mut n, mut bytes) = (0, 0u64);
+        self.shards.each(|shard| {
+            n += shard.len();
+            bytes = shard
+                .iter()
+                .fold(bytes, |b, r| b.saturating_add(r.memory_bytes));
+        });
+        (n, bytes)
+    }
+
     /// Drops the instances unused for longer than the idle time; returns how many remain.
     pub(super) fn reap(&self, now: Instant) -> usize {
         let mut dropped = Vec::new();

@@ -63,9 +63,14 @@ fn an_idle_nodes_next_run_takes_the_instance_made_ahead_and_a_new_one_is_made() 
         let first = s.run(&m, invocation(b"one")).await.expect("runs");
         assert_eq!((first.failure, first.stdout), (None, b"one".to_vec()));
         settle(&s, 1).await;
+        assert_eq!(
+            s.made_ahead_totals(),
+            (1, 16 << 20),
+            "one, with its memory limit"
+        );
         let second = s.run(&m, invocation(b"two")).await.expect("runs");
         // Taken by this run; its replacement is made once this task waits.
-        assert_eq!(s.inner.prepared.len(), 0);
+        assert_eq!(s.made_ahead_totals(), (0, 0));
         assert_eq!((second.failure, second.stdout), (None, b"two".to_vec()));
         settle(&s, 1).await;
     });
