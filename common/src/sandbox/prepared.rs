@@ -17,7 +17,8 @@
 //! `start` function does anything keeps running it inside its request.
 //!
 //! Bounds: at most [`MAX_PREPARED`] instances (a quarter of the sandbox's instance slots
-//! when that is fewer), sharded by module, none older than the warm-idle time; a run, a
+//! when that is fewer), sharded by module (a shard holds its share, rounded up; the total
+//! is exact), none older than the warm-idle time; a run, a
 //! warm instance or a component that finds no free slot evicts them all first
 //! ([`Prepared::clear`]), so a prepared instance never turns into a refusal.
 
@@ -69,6 +70,8 @@ impl Ready {
 /// The prepared instances of one sandbox.
 pub(super) struct Prepared {
     shards: Sharded<Vec<Ready>>,
+    /// Most held in all, and in one shard (its share, rounded up).
+    total: usize,
     per_shard: usize,
     /// How many are held, across shards: lets a run skip the shard's lock when none is.
     held: AtomicUsize,
@@ -84,6 +87,7 @@ impl Prepared {
         let per_shard = total.div_ceil(SHARDS);
         Self {
             shards,
+            total,
             per_shard,
             held: AtomicUsize::new(0),
             idle,
@@ -118,7 +122,9 @@ impl Prepared {
     }
 
     /// Keeps `ready` for its module's next invocation; drops (outside the lock) what it
-    /// displaces: the shard's expired instances, then its oldest when the shard is full.
+    /// displaces: the shard's expired instances, then its oldest when the shard holds its
+    /// share or the sandbox its total (`ready` itself when the total is reached and its
+    /// shard holds none to displace).
     pub(super) fn put(&self, ready: Ready, now: Instant) {
         if !self.enabled() {
             return;
@@ -128,15 +134,21 @@ impl Prepared {
         {
             let mut shard = self.shards.by_key(&key);
             self.expire(&mut shard, now, &mut dropped);
-            if shard.len() >= self.per_shard
-                && let Some(oldest) = (0..shard.len()).min_by_key(|&i| shard[i].made)
-            {
-                dropped.push(shard.swap_remove(oldest));
+            let below_total = shard.len() < self.per_shard
+                && self
+                    .held
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                        (h < self.total).then_some(h + 1)
+                    })
+                    .is_ok();
+            if below_total {
+                shard.push(ready);
+            } else if let Some(oldest) = (0..shard.len()).min_by_key(|&i| shard[i].made) {
+                dropped.push(std::mem::replace(&mut shard[oldest], ready));
+            } else {
+                dropped.push(ready);
             }
-            shard.push(ready);
         }
-        self.held.fetch_add(1, Ordering::Relaxed);
-        self.held.fetch_sub(dropped.len(), Ordering::Relaxed);
         drop(dropped);
     }
 
@@ -169,7 +181,6 @@ impl Prepared {
         let mut dropped = Vec::new();
         self.shards
             .each(|shard| self.expire(shard, now, &mut dropped));
-        self.held.fetch_sub(dropped.len(), Ordering::Relaxed);
         drop(dropped);
         self.len()
     }
@@ -210,6 +221,7 @@ impl Prepared {
         while i < shard.len() {
             if now.saturating_duration_since(shard[i].made) > self.idle {
                 dropped.push(shard.swap_remove(i));
+                self.held.fetch_sub(1, Ordering::Relaxed);
             } else {
                 i += 1;
             }

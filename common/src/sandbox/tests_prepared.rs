@@ -324,3 +324,41 @@ fn a_busy_node_makes_nothing_ahead() {
         }
     });
 }
+
+#[test]
+fn a_flood_of_distinct_modules_never_holds_more_than_the_bound_and_the_victim_is_served() {
+    // 32 slots: at most 8 instances made ahead, whatever a tenant deploys.
+    let s = sandbox_with(SandboxConfig {
+        max_instances: 32,
+        max_warm_pools: 0,
+        ..SandboxConfig::default()
+    });
+    let victim = s.compile(&wasm(ECHO)).expect("echo compiles");
+    let flood: Vec<CompiledModule> = (0..60)
+        .map(|i| {
+            let wat = format!(r#"(module (memory (export "memory") 1) (data (i32.const 64) "{i}") (func (export "_start")))"#);
+            s.compile(&wasm(&wat)).expect("flood module compiles")
+        })
+        .collect();
+    block_on(async {
+        for (i, m) in flood.iter().enumerate() {
+            let e = run_settled(&s, m, invocation(b"")).await;
+            assert_eq!(e.failure, None, "flood run {i}");
+            settle(&s, s.inner.prepared.len()).await;
+            let (held, _) = s.made_ahead_totals();
+            assert!(held <= 8, "{held} made ahead after {} modules", i + 1);
+            assert_eq!(
+                held,
+                s.inner.prepared.len(),
+                "the count agrees with the shards"
+            );
+        }
+        assert_eq!(
+            s.made_ahead_totals().0,
+            8,
+            "the bound is reached, not exceeded"
+        );
+        let e = run_settled(&s, &victim, invocation(b"still here")).await;
+        assert_eq!((e.failure, e.stdout), (None, b"still here".to_vec()));
+    });
+}
