@@ -239,16 +239,14 @@ impl Executor {
         &self.sandbox
     }
 
-    /// Warm instances, prepared modules and artifact cache size, for metrics and load
-    /// reports.
+    /// Warm instances, prepared modules and artifact cache size, for metrics and load reports.
     pub fn levels(&self) -> crate::metrics::Levels {
         let (reactors, reactor_bytes) = self.sandbox.warm_totals();
-        // Counted with their module (a prepared command module), but their memory is theirs.
-        let (_, made_ahead_bytes) = self.sandbox.made_ahead_totals();
         crate::metrics::Levels {
-            // Prepared command modules start warm; reactors are warm instances proper.
+            // Prepared command modules start warm (their instances made ahead count with
+            // them, their memory here); reactors are warm instances proper.
             warm_instances: (self.cache.len() + reactors) as u64,
-            warm_memory_bytes: reactor_bytes.saturating_add(made_ahead_bytes),
+            warm_memory_bytes: reactor_bytes.saturating_add(self.sandbox.made_ahead_totals().1),
             artifact_cache_bytes: self.cache.bytes() as u64,
             ..crate::metrics::Levels::default()
         }
